@@ -1,0 +1,475 @@
+// The IR: Model, Graph, Node, Value (with producer and uses), Attribute. Passes work on these,
+// never on protobuf objects. Fields the IR does not interpret (functions, training_info, sparse
+// initializers, non-tensor types) are kept as decoded protobuf objects and written back as they were.
+import { DataType } from './dtype.js';
+import { Tensor } from './tensor.js';
+import type { PB } from './onnx-schema.js';
+
+/** A dimension: a number, a symbolic name, or unknown (null). */
+export type Dim = number | string | null;
+
+export interface TensorType {
+  elemType: DataType;
+  /** undefined = rank unknown. */
+  shape?: Dim[];
+}
+
+export interface ValueInfoExtras {
+  docString?: string;
+  metadataProps?: { key: string; value: string }[];
+  /** Full TypeProto for non-tensor types (sequence, map, optional, sparse) or extra fields
+   * (denotations); written back verbatim when `type` was not changed. */
+  rawType?: PB;
+}
+
+export class Value {
+  producer: Node | null = null;
+  /** Each use: the consuming node and the input slot. A node using a value twice appears twice. */
+  uses: { node: Node; index: number }[] = [];
+  /** Set when this value is an initializer (constant) of its graph. */
+  initializer: Tensor | null = null;
+  info: ValueInfoExtras = {};
+  /** True if the source model carried a value_info entry for this value. */
+  hasValueInfo = false;
+
+  constructor(
+    public name: string,
+    public type: TensorType | undefined,
+    public graph: Graph,
+  ) {}
+
+  get isGraphInput(): boolean {
+    return this.graph.inputs.includes(this);
+  }
+
+  get isGraphOutput(): boolean {
+    return this.graph.outputs.includes(this);
+  }
+
+  get consumers(): Node[] {
+    return [...new Set(this.uses.map((u) => u.node))];
+  }
+
+  get shape(): Dim[] | undefined {
+    return this.type?.shape;
+  }
+
+  get dtype(): DataType | undefined {
+    return this.type?.elemType;
+  }
+}
+
+export enum AttrType {
+  UNDEFINED = 0, FLOAT = 1, INT = 2, STRING = 3, TENSOR = 4, GRAPH = 5, FLOATS = 6, INTS = 7,
+  STRINGS = 8, TENSORS = 9, GRAPHS = 10, SPARSE_TENSOR = 11, SPARSE_TENSORS = 12, TYPE_PROTO = 13,
+  TYPE_PROTOS = 14,
+}
+
+/** int64 attributes stay exact: numbers when safe, bigint beyond 2^53 (e.g. INT64_MAX in Slice). */
+export type Int = number | bigint;
+
+export type AttrValue =
+  | { type: AttrType.FLOAT; value: number }
+  | { type: AttrType.INT; value: Int }
+  | { type: AttrType.STRING; value: Uint8Array }
+  | { type: AttrType.TENSOR; value: Tensor }
+  | { type: AttrType.GRAPH; value: Graph }
+  | { type: AttrType.FLOATS; value: number[] }
+  | { type: AttrType.INTS; value: Int[] }
+  | { type: AttrType.STRINGS; value: Uint8Array[] }
+  | { type: AttrType.TENSORS; value: Tensor[] }
+  | { type: AttrType.GRAPHS; value: Graph[] }
+  | { type: AttrType.SPARSE_TENSOR; value: PB }
+  | { type: AttrType.SPARSE_TENSORS; value: PB[] }
+  | { type: AttrType.TYPE_PROTO; value: PB }
+  | { type: AttrType.TYPE_PROTOS; value: PB[] }
+  | { type: AttrType.UNDEFINED; value: undefined };
+
+export type Attribute = AttrValue & { name: string; refAttrName?: string; docString?: string };
+
+export class Node {
+  inputs: (Value | null)[] = [];
+  outputs: (Value | null)[] = [];
+  attributes: Attribute[] = [];
+  docString?: string;
+  overload?: string;
+  metadataProps?: { key: string; value: string }[];
+  deviceConfigurations?: PB[];
+
+  constructor(
+    public graph: Graph,
+    public name: string,
+    public opType: string,
+    public domain: string = '',
+  ) {}
+
+  attr(name: string): Attribute | undefined {
+    return this.attributes.find((a) => a.name === name);
+  }
+
+  hasAttr(name: string): boolean {
+    return this.attributes.some((a) => a.name === name);
+  }
+
+  /** Integer attribute as a JS number (bigint beyond 2^53 saturates to +-Infinity-safe extremes). */
+  attrInt(name: string, dflt?: number): number {
+    const a = this.attr(name);
+    if (!a) {
+      if (dflt === undefined) throw new Error(`node '${this.name}' (${this.opType}) has no attribute '${name}'`);
+      return dflt;
+    }
+    if (a.type !== AttrType.INT) throw new Error(`attribute '${name}' of '${this.name}' is not an int`);
+    return intToNumber(a.value);
+  }
+
+  attrInts(name: string, dflt?: number[]): number[] {
+    const a = this.attr(name);
+    if (!a) {
+      if (dflt === undefined) throw new Error(`node '${this.name}' (${this.opType}) has no attribute '${name}'`);
+      return dflt;
+    }
+    if (a.type !== AttrType.INTS) throw new Error(`attribute '${name}' of '${this.name}' is not ints`);
+    return a.value.map(intToNumber);
+  }
+
+  attrFloat(name: string, dflt?: number): number {
+    const a = this.attr(name);
+    if (!a) {
+      if (dflt === undefined) throw new Error(`node '${this.name}' (${this.opType}) has no attribute '${name}'`);
+      return dflt;
+    }
+    if (a.type !== AttrType.FLOAT) throw new Error(`attribute '${name}' of '${this.name}' is not a float`);
+    return a.value;
+  }
+
+  attrFloats(name: string, dflt?: number[]): number[] {
+    const a = this.attr(name);
+    if (!a) {
+      if (dflt === undefined) throw new Error(`node '${this.name}' (${this.opType}) has no attribute '${name}'`);
+      return dflt;
+    }
+    if (a.type !== AttrType.FLOATS) throw new Error(`attribute '${name}' of '${this.name}' is not floats`);
+    return a.value;
+  }
+
+  attrString(name: string, dflt?: string): string {
+    const a = this.attr(name);
+    if (!a) {
+      if (dflt === undefined) throw new Error(`node '${this.name}' (${this.opType}) has no attribute '${name}'`);
+      return dflt;
+    }
+    if (a.type !== AttrType.STRING) throw new Error(`attribute '${name}' of '${this.name}' is not a string`);
+    return Buffer.from(a.value).toString('utf8');
+  }
+
+  attrTensor(name: string): Tensor | undefined {
+    const a = this.attr(name);
+    return a && a.type === AttrType.TENSOR ? a.value : undefined;
+  }
+
+  setAttr(a: Attribute): void {
+    const i = this.attributes.findIndex((x) => x.name === a.name);
+    if (i >= 0) this.attributes[i] = a;
+    else this.attributes.push(a);
+  }
+
+  removeAttr(name: string): void {
+    this.attributes = this.attributes.filter((a) => a.name !== name);
+  }
+
+  /** Subgraphs held in attributes (If/Loop/Scan bodies). */
+  subgraphs(): Graph[] {
+    const out: Graph[] = [];
+    for (const a of this.attributes) {
+      if (a.type === AttrType.GRAPH) out.push(a.value);
+      else if (a.type === AttrType.GRAPHS) out.push(...a.value);
+    }
+    return out;
+  }
+
+  /** Replace input slot i, keeping use lists right. */
+  setInput(i: number, v: Value | null): void {
+    const old = this.inputs[i];
+    if (old) {
+      const k = old.uses.findIndex((u) => u.node === this && u.index === i);
+      if (k >= 0) old.uses.splice(k, 1);
+    }
+    while (this.inputs.length <= i) this.inputs.push(null);
+    this.inputs[i] = v;
+    if (v) v.uses.push({ node: this, index: i });
+  }
+
+  input(i: number): Value | null {
+    return this.inputs[i] ?? null;
+  }
+
+  output(i: number): Value | null {
+    return this.outputs[i] ?? null;
+  }
+
+  /** Constant value of input i if it is an initializer (of this graph or an enclosing one). */
+  constInput(i: number): Tensor | null {
+    return this.inputs[i]?.initializer ?? null;
+  }
+}
+
+export function intToNumber(v: Int): number {
+  return typeof v === 'bigint' ? Number(v) : v;
+}
+
+export interface NodeSpec {
+  opType: string;
+  domain?: string;
+  name?: string;
+  inputs: (Value | string | null)[];
+  /** Output names to create (unique names are derived when taken), or existing Values to adopt. */
+  outputs: (string | Value)[];
+  attrs?: Record<string, AttrInit>;
+}
+
+export type AttrInit = number | string | number[] | string[] | Tensor | Graph | bigint | { floats: number[] } | { float: number } | Attribute;
+
+export class Graph {
+  name: string;
+  nodes: Node[] = [];
+  inputs: Value[] = [];
+  outputs: Value[] = [];
+  /** Every value defined in this graph by name (inputs, initializers, node outputs). */
+  values = new Map<string, Value>();
+  /** Initializer order as loaded (the writer keeps it). */
+  initializerNames: string[] = [];
+  docString?: string;
+  metadataProps?: { key: string; value: string }[];
+  sparseInitializers: PB[] = [];
+  quantizationAnnotation: PB[] = [];
+  /** Enclosing graph for If/Loop/Scan bodies. */
+  parent: Graph | null = null;
+  private nameCounter = 0;
+
+  constructor(name = 'graph') {
+    this.name = name;
+  }
+
+  /** Find a value by name here or in enclosing graphs (outer-scope references). */
+  lookup(name: string): Value | undefined {
+    for (let g: Graph | null = this; g; g = g.parent) {
+      const v = g.values.get(name);
+      if (v) return v;
+    }
+    return undefined;
+  }
+
+  /** A value of this graph (throws if absent). */
+  value(name: string): Value {
+    const v = this.lookup(name);
+    if (!v) throw new Error(`graph '${this.name}' has no value '${name}'`);
+    return v;
+  }
+
+  /** Create a value with a name unique across this graph and its ancestors and children. */
+  createValue(name: string, type?: TensorType): Value {
+    const v = new Value(this.uniqueName(name), type, this);
+    this.values.set(v.name, v);
+    return v;
+  }
+
+  uniqueName(base: string): string {
+    const root = this.root();
+    if (!root.nameTaken(base)) return base;
+    for (;;) {
+      const n = `${base}_${++root.nameCounter}`;
+      if (!root.nameTaken(n)) return n;
+    }
+  }
+
+  private root(): Graph {
+    let g: Graph = this;
+    while (g.parent) g = g.parent;
+    return g;
+  }
+
+  private nameTaken(n: string): boolean {
+    if (this.values.has(n)) return true;
+    for (const node of this.nodes) {
+      if (node.name === n) return true;
+      for (const sg of node.subgraphs()) if (sg.nameTaken(n)) return true;
+    }
+    return false;
+  }
+
+  get initializers(): Tensor[] {
+    const out: Tensor[] = [];
+    for (const n of this.initializerNames) {
+      const t = this.values.get(n)?.initializer;
+      if (t) out.push(t);
+    }
+    return out;
+  }
+
+  /** Add a constant tensor; returns its value. The tensor's name is made unique if taken. */
+  addInitializer(t: Tensor): Value {
+    const v = this.createValue(t.name, { elemType: t.dtype, shape: [...t.dims] });
+    t.name = v.name;
+    v.initializer = t;
+    this.initializerNames.push(v.name);
+    return v;
+  }
+
+  /** Drop an initializer (its value must be unused). */
+  removeInitializer(v: Value): void {
+    if (v.uses.length) throw new Error(`initializer '${v.name}' is still used`);
+    v.initializer = null;
+    this.initializerNames = this.initializerNames.filter((n) => n !== v.name);
+    if (!v.isGraphInput && !v.isGraphOutput) this.values.delete(v.name);
+  }
+
+  /** Replace the tensor of an existing initializer value (same name), updating its type. */
+  setInitializer(v: Value, t: Tensor): void {
+    t.name = v.name;
+    v.initializer = t;
+    v.type = { elemType: t.dtype, shape: [...t.dims] };
+    if (!this.initializerNames.includes(v.name)) this.initializerNames.push(v.name);
+  }
+
+  /** Build a node from a spec and insert it (at the end, or before `before`). */
+  addNode(spec: NodeSpec, before?: Node): Node {
+    const node = new Node(this, this.uniqueName(spec.name ?? spec.opType), spec.opType, spec.domain ?? '');
+    spec.inputs.forEach((inp, i) => {
+      const v = typeof inp === 'string' ? (inp === '' ? null : this.value(inp)) : inp;
+      node.setInput(i, v);
+    });
+    for (const o of spec.outputs) {
+      const v = typeof o === 'string' ? this.createValue(o) : o;
+      if (v.producer && v.producer !== node) throw new Error(`value '${v.name}' already has a producer`);
+      v.producer = node;
+      node.outputs.push(v);
+    }
+    for (const [k, val] of Object.entries(spec.attrs ?? {})) node.attributes.push(makeAttr(k, val));
+    if (before) {
+      const i = this.nodes.indexOf(before);
+      this.nodes.splice(i < 0 ? this.nodes.length : i, 0, node);
+    } else this.nodes.push(node);
+    return node;
+  }
+
+  /** Remove a node, detaching its inputs; its outputs must be unused unless `force`. */
+  removeNode(node: Node, force = false): void {
+    for (const o of node.outputs) {
+      if (!o) continue;
+      if (!force && (o.uses.length || o.isGraphOutput)) throw new Error(`cannot remove '${node.name}': output '${o.name}' is still used`);
+      o.producer = null;
+      if (!o.isGraphOutput && !o.uses.length) this.values.delete(o.name);
+    }
+    node.inputs.forEach((_, i) => node.setInput(i, null));
+    const i = this.nodes.indexOf(node);
+    if (i >= 0) this.nodes.splice(i, 1);
+  }
+
+  /** Point every use of `from` (including graph outputs and subgraph uses) at `to`. */
+  replaceAllUses(from: Value, to: Value): void {
+    for (const u of [...from.uses]) u.node.setInput(u.index, to);
+    this.outputs = this.outputs.map((o) => (o === from ? to : o));
+  }
+
+  /** Stable topological sort: keeps the current order where it is already valid. */
+  sortTopologically(): void {
+    const placed = new Set<Node>();
+    const inGraph = new Set(this.nodes);
+    const out: Node[] = [];
+    const visiting = new Set<Node>();
+    const visit = (n: Node) => {
+      if (placed.has(n)) return;
+      if (visiting.has(n)) throw new Error(`graph '${this.name}' has a cycle through node '${n.name}'`);
+      visiting.add(n);
+      for (const dep of nodeDeps(n)) if (inGraph.has(dep)) visit(dep);
+      visiting.delete(n);
+      placed.add(n);
+      out.push(n);
+    };
+    for (const n of this.nodes) visit(n);
+    this.nodes = out;
+  }
+
+  /** All graphs: this and every nested subgraph, depth-first. */
+  *allGraphs(): Generator<Graph> {
+    yield this;
+    for (const n of this.nodes) for (const sg of n.subgraphs()) yield* sg.allGraphs();
+  }
+}
+
+/** Producers a node depends on, including those of outer values its subgraphs use. */
+function nodeDeps(n: Node): Node[] {
+  const deps: Node[] = [];
+  for (const v of n.inputs) if (v?.producer) deps.push(v.producer);
+  for (const sg of n.subgraphs()) {
+    for (const g of sg.allGraphs()) {
+      for (const inner of g.nodes) {
+        for (const v of inner.inputs) if (v && v.producer && v.producer.graph === n.graph) deps.push(v.producer);
+      }
+    }
+  }
+  return deps;
+}
+
+export function makeAttr(name: string, v: AttrInit): Attribute {
+  if (typeof v === 'object' && v !== null && 'type' in v && 'name' in v && !(v instanceof Tensor) && !(v instanceof Graph)) return { ...(v as Attribute), name };
+  if (typeof v === 'number') return Number.isInteger(v) ? { name, type: AttrType.INT, value: v } : { name, type: AttrType.FLOAT, value: v };
+  if (typeof v === 'bigint') return { name, type: AttrType.INT, value: v };
+  if (typeof v === 'string') return { name, type: AttrType.STRING, value: Buffer.from(v, 'utf8') };
+  if (v instanceof Tensor) return { name, type: AttrType.TENSOR, value: v };
+  if (v instanceof Graph) return { name, type: AttrType.GRAPH, value: v };
+  if (Array.isArray(v)) {
+    if (v.length && typeof v[0] === 'string') return { name, type: AttrType.STRINGS, value: (v as string[]).map((s) => Buffer.from(s, 'utf8')) };
+    return { name, type: AttrType.INTS, value: v as number[] };
+  }
+  if ('floats' in v) return { name, type: AttrType.FLOATS, value: v.floats };
+  if ('float' in v) return { name, type: AttrType.FLOAT, value: v.float };
+  throw new Error(`cannot make attribute '${name}' from ${String(v)}`);
+}
+
+export interface OpsetImport {
+  domain: string;
+  version: number;
+}
+
+export class Model {
+  irVersion = 10;
+  opsetImports: OpsetImport[] = [{ domain: '', version: 21 }];
+  producerName = 'edgec';
+  producerVersion = '';
+  domain = '';
+  modelVersion = 0;
+  docString?: string;
+  metadataProps: { key: string; value: string }[] = [];
+  /** Kept verbatim (FunctionProto, TrainingInfoProto, DeviceConfigurationProto). */
+  functions: PB[] = [];
+  trainingInfo: PB[] = [];
+  configuration: PB[] = [];
+  /** Fields of ModelProto that were present in the source, so re-saves keep presence. */
+  present = new Set<string>();
+  /** Where the model was loaded from (for error messages and external data). */
+  sourcePath?: string;
+
+  constructor(public graph: Graph = new Graph()) {}
+
+  opset(domain = ''): number | undefined {
+    const d = domain === 'ai.onnx' ? '' : domain;
+    return this.opsetImports.find((o) => (o.domain === 'ai.onnx' ? '' : o.domain) === d)?.version;
+  }
+
+  setOpset(domain: string, version: number): void {
+    const o = this.opsetImports.find((x) => x.domain === domain);
+    if (o) o.version = version;
+    else this.opsetImports.push({ domain, version });
+  }
+
+  getMeta(key: string): string | undefined {
+    return this.metadataProps.find((m) => m.key === key)?.value;
+  }
+
+  setMeta(key: string, value: string): void {
+    const m = this.metadataProps.find((x) => x.key === key);
+    if (m) m.value = value;
+    else this.metadataProps.push({ key, value });
+  }
+}

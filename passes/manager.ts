@@ -1,0 +1,115 @@
+// PassManager: textual pipelines (`cleanup,fold-constants,quantize-int4{block=32,sym=true}`) or
+// config objects, per-pass statistics, optional validity check after every pass.
+import type { Model } from '../ir/index.js';
+import { InputError } from '../ir/index.js';
+import { Pass, PassContext, PassError, PassStats, Options, resolveOptions } from './pass.js';
+import { getPass, allPasses } from './registry.js';
+import { countGraph, validateModel } from './validate.js';
+
+export interface PipelineStep {
+  pass: Pass;
+  options: Options;
+}
+
+export interface StepReport {
+  pass: string;
+  options: Options;
+  nodesBefore: number;
+  nodesAfter: number;
+  nodesAdded: number;
+  nodesRemoved: number;
+  initializerBytesBefore: number;
+  initializerBytesAfter: number;
+  ms: number;
+  stats: PassStats;
+}
+
+export type PipelineSpec = string | { pass: string; options?: Record<string, unknown> }[];
+
+/** Parse `a,b{k=v,k2=v2},c` into steps. Braces may hold commas; values are strings until typed. */
+export function parsePipeline(spec: PipelineSpec): PipelineStep[] {
+  const raw: { pass: string; options: Record<string, unknown> }[] = [];
+  if (typeof spec === 'string') {
+    let i = 0;
+    const s = spec.trim();
+    while (i < s.length) {
+      let j = i;
+      while (j < s.length && s[j] !== ',' && s[j] !== '{') j++;
+      const name = s.slice(i, j).trim();
+      const options: Record<string, unknown> = {};
+      if (s[j] === '{') {
+        const close = s.indexOf('}', j);
+        if (close < 0) throw new InputError(`pipeline: missing '}' after '${name}{'`);
+        for (const kv of s.slice(j + 1, close).split(',').map((x) => x.trim()).filter(Boolean)) {
+          const eq = kv.indexOf('=');
+          if (eq < 0) options[kv] = 'true';
+          else options[kv.slice(0, eq).trim()] = kv.slice(eq + 1).trim();
+        }
+        j = close + 1;
+        while (j < s.length && s[j] === ' ') j++;
+      }
+      if (name) raw.push({ pass: name, options });
+      else if (j < s.length && s[j] !== ',') throw new InputError(`pipeline: cannot parse '${s.slice(i)}'`);
+      i = s[j] === ',' ? j + 1 : j;
+    }
+  } else {
+    for (const st of spec) raw.push({ pass: st.pass, options: st.options ?? {} });
+  }
+  return raw.map((r) => {
+    const pass = getPass(r.pass);
+    if (!pass) throw new InputError(`pipeline: unknown pass '${r.pass}' (known: ${allPasses().map((p) => p.name).join(', ')})`);
+    try {
+      return { pass, options: resolveOptions(pass, r.options) };
+    } catch (e) {
+      throw new InputError((e as Error).message);
+    }
+  });
+}
+
+export interface RunPipelineOptions extends PassContext {
+  /** Check graph validity after every pass; an invalid graph names the pass. */
+  verifyEach?: boolean;
+}
+
+function initializerBytes(model: Model): number {
+  let s = 0;
+  for (const g of model.graph.allGraphs()) for (const t of g.initializers) s += t.byteLength;
+  return s;
+}
+
+export async function runPipeline(model: Model, steps: PipelineStep[], opts: RunPipelineOptions = {}): Promise<StepReport[]> {
+  const reports: StepReport[] = [];
+  for (const step of steps) {
+    if (step.pass.requires?.includes('shapes')) {
+      const infer = getPass('infer-shapes');
+      if (infer && step.pass !== infer) await infer.run(model, resolveOptions(infer, {}), opts);
+    }
+    const before = countGraph(model);
+    const bytesBefore = initializerBytes(model);
+    opts.progress?.(step.pass.name);
+    const t0 = performance.now();
+    let stats: PassStats;
+    try {
+      stats = await step.pass.run(model, step.options, opts);
+    } catch (e) {
+      if (e instanceof PassError || e instanceof InputError) throw e;
+      throw new PassError(step.pass.name, (e as Error).message);
+    }
+    const ms = performance.now() - t0;
+    for (const g of model.graph.allGraphs()) g.sortTopologically();
+    const after = countGraph(model);
+    if (opts.verifyEach) {
+      const errs = validateModel(model);
+      if (errs.length) throw new PassError(step.pass.name, `left an invalid graph: ${errs[0]}${errs.length > 1 ? ` (+${errs.length - 1} more)` : ''}`);
+    }
+    let added = 0, removed = 0;
+    for (const id of after.ids) if (!before.ids.has(id)) added++;
+    for (const id of before.ids) if (!after.ids.has(id)) removed++;
+    reports.push({
+      pass: step.pass.name, options: step.options, nodesBefore: before.ids.size, nodesAfter: after.ids.size,
+      nodesAdded: added, nodesRemoved: removed, initializerBytesBefore: bytesBefore,
+      initializerBytesAfter: initializerBytes(model), ms, stats,
+    });
+  }
+  return reports;
+}

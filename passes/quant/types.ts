@@ -1,0 +1,68 @@
+// Block-wise weight quantization: the contract between quantization methods (RTN, data-free
+// search, calibration-based) and the format emitters (MatMulNBits, QDQ, GatherBlockQuantized).
+
+export interface QuantParams {
+  bits: 4 | 8;
+  /** Elements per block along K (16..256, power of two). */
+  blockSize: number;
+  /** Symmetric: no zero points stored; codes are centred on 2^(bits-1). */
+  symmetric: boolean;
+}
+
+/**
+ * A weight of logical shape [K, N] (ONNX MatMul B: K input features, N outputs), quantized in
+ * blocks of `blockSize` consecutive K values per output column n.
+ * Dequantized value of element (k, n): (codes[n*Kp + k] - zp(n, k/blockSize)) * scales[n*kBlocks + k/blockSize]
+ * with Kp = kBlocks*blockSize (K zero-padded), zp = zeroPoints[...] or 2^(bits-1) when symmetric.
+ */
+export interface QuantizedWeight {
+  K: number;
+  N: number;
+  bits: 4 | 8;
+  blockSize: number;
+  kBlocks: number;
+  symmetric: boolean;
+  /** Unsigned codes in [0, 2^bits), one byte each, [N][kBlocks*blockSize] (padding codes = zp). */
+  codes: Uint8Array;
+  /** [N][kBlocks] */
+  scales: Float32Array;
+  /** [N][kBlocks] unsigned integer zero points (asymmetric only). */
+  zeroPoints?: Uint8Array;
+}
+
+/** Calibration statistics for one weight: activations X that multiply it ([rows, K] row-major). */
+export interface CalibrationData {
+  /** Sample activations, row-major [rows, K]. */
+  x: Float32Array;
+  rows: number;
+}
+
+/** A method turns a float weight [K, N] (row-major, as stored in a MatMul initializer) into codes. */
+export interface QuantMethod {
+  name: string;
+  description: string;
+  /** True when the method needs calibration activations (the pass collects them via onnxruntime). */
+  needsCalibration: boolean;
+  quantize(w: Float32Array, K: number, N: number, p: QuantParams, calib?: CalibrationData): QuantizedWeight;
+}
+
+export function kBlocksOf(K: number, blockSize: number): number {
+  return Math.ceil(K / blockSize);
+}
+
+/** Dequantize back to a float [K, N] row-major weight (reference for error reports and tests). */
+export function dequantize(q: QuantizedWeight): Float32Array {
+  const { K, N, blockSize, kBlocks, bits } = q;
+  const Kp = kBlocks * blockSize;
+  const out = new Float32Array(K * N);
+  const mid = 1 << (bits - 1);
+  for (let n = 0; n < N; n++) {
+    for (let b = 0; b < kBlocks; b++) {
+      const s = q.scales[n * kBlocks + b]!;
+      const zp = q.zeroPoints ? q.zeroPoints[n * kBlocks + b]! : mid;
+      const k1 = Math.min(K, (b + 1) * blockSize);
+      for (let k = b * blockSize; k < k1; k++) out[k * N + n] = (q.codes[n * Kp + k]! - zp) * s;
+    }
+  }
+  return out;
+}
