@@ -4,6 +4,7 @@ import type { Model } from '../ir/index.js';
 import { InputError } from '../ir/index.js';
 import { Pass, PassContext, PassError, PassStats, Options, resolveOptions } from './pass.js';
 import { getPass, allPasses } from './registry.js';
+import './builtin.js';
 import { countGraph, validateModel } from './validate.js';
 
 export interface PipelineStep {
