@@ -275,12 +275,16 @@ export class Graph {
 
   uniqueName(base: string): string {
     const root = this.root();
-    if (!root.nameTaken(base)) return base;
-    for (;;) {
-      const n = `${base}_${++root.nameCounter}`;
-      if (!root.nameTaken(n)) return n;
-    }
+    // Built once per root graph: a scan per call would make passes on big graphs quadratic.
+    const names = (root.nameCache ??= root.collectNames(new Set()));
+    const taken = (n: string) => names.has(n) || this.lookup(n) !== undefined;
+    let n = base;
+    while (taken(n)) n = `${base}_${++root.nameCounter}`;
+    names.add(n);
+    return n;
   }
+
+  private nameCache?: Set<string>;
 
   private root(): Graph {
     let g: Graph = this;
@@ -288,13 +292,13 @@ export class Graph {
     return g;
   }
 
-  private nameTaken(n: string): boolean {
-    if (this.values.has(n)) return true;
+  private collectNames(into: Set<string>): Set<string> {
+    for (const n of this.values.keys()) into.add(n);
     for (const node of this.nodes) {
-      if (node.name === n) return true;
-      for (const sg of node.subgraphs()) if (sg.nameTaken(n)) return true;
+      into.add(node.name);
+      for (const sg of node.subgraphs()) sg.collectNames(into);
     }
-    return false;
+    return into;
   }
 
   get initializers(): Tensor[] {

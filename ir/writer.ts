@@ -23,6 +23,9 @@ export interface SaveOptions {
   maxFileBytes?: number;
   /** Files that must not be overwritten (inputs); the model's own sources are always protected. */
   protect?: string[];
+  /** Tensors whose external data already lies inside the output folder are referenced in place
+   * (same file, offset, length) instead of copied: variants of one model share one weights file. */
+  reuseExternal?: boolean;
 }
 
 export interface SaveResult {
@@ -70,7 +73,7 @@ export function saveModel(model: Model, file: string, opts: SaveOptions = {}): S
   const writer = external ? new DataWriter(dir, location, align, maxFile, protect) : null;
   const pid = `${process.pid}`;
   try {
-    const enc: Enc = { writer, threshold };
+    const enc: Enc = { writer, threshold, reuseDir: opts.reuseExternal ? realish(dir) : undefined };
     const pb = modelToProto(model, enc);
     const bytes = ModelProto.encode(pb).finish();
     if (bytes.length > 2 ** 31 - 1) throw new InputError('model protobuf exceeds 2 GiB even with external data', file);
@@ -161,6 +164,7 @@ function scratchBuffer(): Uint8Array {
 interface Enc {
   writer: DataWriter | null;
   threshold: number;
+  reuseDir?: string;
 }
 
 function modelToProto(m: Model, enc: Enc): PB {
@@ -237,7 +241,7 @@ function attrToProto(a: Attribute, enc: Enc): PB {
   if (a.refAttrName !== undefined) pb.ref_attr_name = a.refAttrName;
   if (a.docString !== undefined) pb.doc_string = a.docString;
   if (a.type !== AttrType.UNDEFINED) pb.type = a.type;
-  const inline: Enc = { writer: null, threshold: Infinity };
+  const inline: Enc = { writer: null, threshold: Infinity, reuseDir: enc.reuseDir };
   switch (a.type) {
     case AttrType.FLOAT: pb.f = a.value; break;
     case AttrType.INT: pb.i = i64(a.value); break;
@@ -263,7 +267,15 @@ export function tensorToProto(t: Tensor, enc: Enc): PB {
   if (t.name) pb.name = t.name;
   if (t.extras.docString !== undefined) pb.doc_string = t.extras.docString;
   const d = t.data;
-  if (enc.writer && t.dtype !== DataType.STRING && t.byteLength >= enc.threshold) {
+  if (enc.reuseDir && d.kind === 'external' && d.ref.file.startsWith(enc.reuseDir + path.sep)) {
+    pb.external_data = [
+      { key: 'location', value: path.relative(enc.reuseDir, d.ref.file).split(path.sep).join('/') },
+      { key: 'offset', value: String(d.ref.offset) },
+      { key: 'length', value: String(d.ref.length) },
+      ...d.ref.extra,
+    ];
+    pb.data_location = 1;
+  } else if (enc.writer && t.dtype !== DataType.STRING && t.byteLength >= enc.threshold) {
     const r = enc.writer.write(t);
     pb.external_data = [
       { key: 'location', value: r.location },
@@ -272,7 +284,7 @@ export function tensorToProto(t: Tensor, enc: Enc): PB {
     ];
     pb.data_location = 1;
   } else if (d.kind === 'typed') {
-    pb[d.field] = d.field === 'int64_data' || d.field === 'uint64_data' ? d.values : d.values;
+    pb[d.field] = d.values;
   } else if (d.kind === 'strings') {
     pb.string_data = d.values;
   } else {

@@ -235,11 +235,13 @@ export interface TestDataSet {
 /** Read `test_data_set_N/` (input_K.pb / output_K.pb), naming tensors by the model's I/O order
  * when the files leave names empty. Sequence/optional files are not tensors and throw. */
 export function loadTestDataSet(dir: string, model: Model): TestDataSet {
-  const read = (prefix: string, names: string[]) => {
+  const read = (prefix: string, values: { name: string; type?: unknown }[]) => {
+    const names = values.map((v) => v.name);
     const out: Record<string, Tensor> = {};
     const files = fs.readdirSync(dir).filter((f) => f.startsWith(prefix) && f.endsWith('.pb'))
       .sort((a, b) => Number(a.slice(prefix.length, -3)) - Number(b.slice(prefix.length, -3)));
     files.forEach((f, i) => {
+      if (values[i] && !values[i]!.type) throw new Error(`${path.join(dir, f)}: '${names[i]}' is not a tensor (sequence, map or optional value)`);
       const t = loadTensorFile(path.join(dir, f));
       const name = names[i] ?? t.name;
       t.name = name;
@@ -247,8 +249,7 @@ export function loadTestDataSet(dir: string, model: Model): TestDataSet {
     });
     return out;
   };
-  const inputNames = model.graph.inputs.filter((v) => !v.initializer).map((v) => v.name);
-  return { inputs: read('input_', inputNames), outputs: read('output_', model.graph.outputs.map((v) => v.name)) };
+  return { inputs: read('input_', model.graph.inputs.filter((v) => !v.initializer)), outputs: read('output_', model.graph.outputs) };
 }
 
 /** Inputs from a directory of `<input name>.pb` TensorProto files or an ONNX test_data_set folder. */
