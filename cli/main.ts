@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // edgec command line: thin. Parses, calls the library, prints, sets the exit code.
 // Exit codes: 0 ok, 1 a check failed, 2 bad input or usage.
+import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { InputError, CheckError } from '../ir/index.js';
 import { PassError } from '../passes/pass.js';
@@ -46,7 +48,10 @@ export function reportError(e: unknown, verbose: boolean): number {
   return 70;
 }
 
-const isMain = process.argv[1] && import.meta.url.endsWith(process.argv[1].replace(/\\/g, '/').split('/').pop()!);
+// Run when executed directly, also through npm's `edgec` bin symlink; not when imported by tests.
+const isMain = (() => {
+  try { return !!process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url)); } catch { return false; }
+})();
 if (isMain) {
   main(process.argv.slice(2)).then((c) => process.exit(c), (e) => process.exit(reportError(e, process.argv.includes('--verbose'))));
 }

@@ -43,6 +43,7 @@ export interface ModelSummary {
   nodes: { total: number; mainGraph: number; inSubgraphs: number; subgraphs: number };
   /** Op counts over all graphs, most frequent first; non-default domains as `domain:Op`. */
   ops: Record<string, number>;
+  /** Initializers and Constant-node tensors, in all graphs. */
   parameters: DtypeTotals & { byDtype: Record<string, DtypeTotals> };
   externalData: { tensors: number; bytes: number; files: { location: string; tensors: number; bytes: number }[] };
   largestTensors: TensorSummary[];
@@ -61,9 +62,16 @@ function io(v: Value): IOSummary {
   return { name: v.name, dtype: v.type ? dtypeName(v.type.elemType) : 'unknown', shape: v.type?.shape ? [...v.type.shape] : null };
 }
 
-function allInitializers(model: Model): Tensor[] {
+/** Every constant tensor: initializers and Constant-node values (exporters put weights in either). */
+function allConstants(model: Model): Tensor[] {
   const out: Tensor[] = [];
-  for (const g of model.graph.allGraphs()) out.push(...g.initializers);
+  for (const g of model.graph.allGraphs()) {
+    out.push(...g.initializers);
+    for (const n of g.nodes) {
+      const a = n.opType === 'Constant' && !n.domain ? n.attr('value') : undefined;
+      if (a?.type === AttrType.TENSOR) out.push(a.value.name ? a.value : a.value.clone(n.output(0)?.name ?? n.name));
+    }
+  }
   return out;
 }
 
@@ -75,7 +83,7 @@ export function summarize(model: Model, topN = 10): ModelSummary {
   for (const sg of graphs) for (const n of sg.nodes) { total++; ops.set(opKey(n), (ops.get(opKey(n)) ?? 0) + 1); }
   const sortedOps = Object.fromEntries([...ops].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)));
 
-  const tensors = allInitializers(model);
+  const tensors = allConstants(model);
   const byDtype: Record<string, DtypeTotals> = {};
   const files = new Map<string, { location: string; tensors: number; bytes: number }>();
   let elements = 0, bytes = 0, extTensors = 0, extBytes = 0;
@@ -129,7 +137,7 @@ const ATTENTION_OPS = new Set(['Softmax', 'Attention', 'MultiHeadAttention', 'Gr
 const MATMUL_OPS = new Set(['MatMul', 'Gemm', 'MatMulNBits', 'MatMulInteger', 'QLinearMatMul', 'FusedMatMul']);
 /** Ops that carry a tensor through unchanged in meaning (normalisation, casts, layout). */
 const PASS_THROUGH = new Set(['Cast', 'Sub', 'Mul', 'Div', 'Add', 'Pad', 'Transpose', 'Identity', 'QuantizeLinear', 'DequantizeLinear', 'Reshape', 'Resize']);
-const KV_NAME = /past|present|key_values|kv_cache|cache_/i;
+const KV_NAME = /(^|[._/])(past|present)([._]|$)|key_values|kv_cache/i;
 
 const label = (n: Node) => n.name || `(unnamed ${n.opType})`;
 const fmtShape = (v: Value) => `${v.type ? dtypeName(v.type.elemType) : '?'}[${(v.type?.shape ?? []).map((d) => d ?? '?').join(',')}]`;
@@ -179,13 +187,13 @@ function matmulDims(n: Node): [Dim | undefined, Dim | undefined] {
   return [lastDim(n.input(0)), lastDim(n.output(0))];
 }
 
-/** A Conv whose stride equals its kernel (>1): the patch embedding of a ViT. */
+/** A Conv whose stride equals its kernel (>1): the patch embedding of a ViT (Conv3d for video ViTs). */
 function patchEmbed(n: Node): string | undefined {
   if (n.opType !== 'Conv') return undefined;
   const w = n.input(1)?.type?.shape;
   const kernel = intsAttr(n, 'kernel_shape') ?? (w ?? []).slice(2).filter((d): d is number => typeof d === 'number');
   const strides = intsAttr(n, 'strides') ?? kernel.map(() => 1);
-  if (kernel.length === 2 && kernel.every((k, i) => k > 1 && strides[i] === k)) return `${kernel.join('x')} stride ${strides.join('x')}`;
+  if (kernel.length >= 2 && kernel.slice(-2).every((k) => k > 1) && kernel.every((k, i) => strides[i] === k)) return `${kernel.join('x')} stride ${strides.join('x')}`;
   return undefined;
 }
 
@@ -194,8 +202,16 @@ function embeddingGather(n: Node, ids: Value): boolean {
   if ((n.opType !== 'Gather' && n.opType !== 'GatherBlockQuantized') || n.input(1) !== ids) return false;
   const table = n.input(0);
   const shape = table?.initializer?.dims ?? table?.type?.shape;
-  if (!table || shape?.length !== 2) return false;
+  if (!table || shape?.length !== 2 || !isConst(table)) return false;
   return n.opType === 'GatherBlockQuantized' || isFloatValue(table) || table.producer?.opType === 'DequantizeLinear';
+}
+
+/** Weights: an initializer, a Constant, or a dequantized constant. */
+function isConst(v: Value | null): boolean {
+  if (!v) return false;
+  if (v.initializer) return true;
+  const p = v.producer;
+  return p?.opType === 'Constant' || (p?.opType === 'DequantizeLinear' && isConst(p.input(0)));
 }
 
 export function guessRole(model: Model): { role: Role; evidence: string[] } {
@@ -227,9 +243,10 @@ export function guessRole(model: Model): { role: Role; evidence: string[] } {
     }
   }
 
-  // Vision encoder: 4-D float image input feeding a patch-embedding Conv.
+  // Vision encoder: 4-D (or 5-D video) float image input feeding a patch-embedding Conv.
   for (const v of inputs) {
-    if (!isFloatValue(v) || v.type?.shape?.length !== 4) continue;
+    const rank = v.type?.shape?.length;
+    if (!isFloatValue(v) || (rank !== 4 && rank !== 5)) continue;
     for (const n of reachedOps(v, 3)) {
       const pe = patchEmbed(n);
       if (pe) return { role: 'vision-encoder', evidence: [`input '${v.name}' ${fmtShape(v)} feeds Conv '${label(n)}' (${pe}): patch embedding`] };
@@ -244,9 +261,9 @@ export function guessRole(model: Model): { role: Role; evidence: string[] } {
   }
 
   // Projector: float features in, MatMul MLP, no Conv, no id lookup.
-  const matmuls = nodes.filter((n) => MATMUL_OPS.has(n.opType)).length;
+  const matmuls = nodes.filter((n) => MATMUL_OPS.has(n.opType) && n.inputs.some((v, i) => i > 0 && isConst(v))).length;
   if (inputs.length && inputs.every(isFloatValue) && matmuls && !has(new Set(['Conv'])) && !idGathers.length && g.outputs.every(isFloatValue)) {
-    return { role: 'projector', evidence: [`float inputs (${inputs.map((v) => `'${v.name}' ${fmtShape(v)}`).join(', ')}), ${matmuls} MatMul/Gemm, no Conv, no id lookup`] };
+    return { role: 'projector', evidence: [`float inputs (${inputs.map((v) => `'${v.name}' ${fmtShape(v)}`).join(', ')}), ${matmuls} MatMul/Gemm with constant weights, no Conv, no id lookup`] };
   }
   return { role: 'unknown', evidence: ['no vision patch-embed, id lookup, MatMul MLP or logits/KV-cache pattern found'] };
 }

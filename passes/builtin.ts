@@ -1,5 +1,36 @@
 // Registers every built-in pass. One import and one line per pass file.
 import { registerPass } from './registry.js';
+import { cleanup } from './cleanup.js';
+import { inferShapes } from './infer-shapes.js';
+import { foldConstants } from './fold-constants.js';
+import { fuseLayerNorm } from './fuse-layernorm.js';
+import { fuseRmsNorm } from './fuse-rmsnorm.js';
+import { fuseGelu } from './fuse-gelu.js';
+import { fuseSkipLayerNorm } from './fuse-skip-layernorm.js';
+import { fuseRotary } from './fuse-rotary.js';
+import { fuseAttention } from './fuse-attention.js';
+import { gemmToMatMulAdd, matmulAddToGemm } from './gemm-matmul.js';
+import { quantizeInt4 } from './quantize.js';
+import { upgradeOpsetPass } from './upgrade-opset.js';
+import { convertQuantFormat } from './convert-quant-format.js';
+import { toFp16 } from './to-fp16.js';
+import { fixShapes } from './fix-shapes.js';
 
 for (const p of [
+  cleanup,
+  inferShapes,
+  foldConstants,
+  fuseLayerNorm,
+  fuseRmsNorm,
+  fuseGelu,
+  fuseSkipLayerNorm,
+  fuseRotary,
+  fuseAttention,
+  gemmToMatMulAdd,
+  matmulAddToGemm,
+  quantizeInt4,
+  upgradeOpsetPass,
+  convertQuantFormat,
+  toFp16,
+  fixShapes,
 ]) registerPass(p);

@@ -31,27 +31,30 @@ export type PipelineSpec = string | { pass: string; options?: Record<string, unk
 export function parsePipeline(spec: PipelineSpec): PipelineStep[] {
   const raw: { pass: string; options: Record<string, unknown> }[] = [];
   if (typeof spec === 'string') {
-    let i = 0;
     const s = spec.trim();
+    let i = 0;
     while (i < s.length) {
       let j = i;
       while (j < s.length && s[j] !== ',' && s[j] !== '{') j++;
       const name = s.slice(i, j).trim();
+      if (!name) throw new InputError(`pipeline: empty pass name at position ${i} of '${s}'`);
       const options: Record<string, unknown> = {};
       if (s[j] === '{') {
         const close = s.indexOf('}', j);
         if (close < 0) throw new InputError(`pipeline: missing '}' after '${name}{'`);
         for (const kv of s.slice(j + 1, close).split(',').map((x) => x.trim()).filter(Boolean)) {
           const eq = kv.indexOf('=');
-          if (eq < 0) options[kv] = 'true';
-          else options[kv.slice(0, eq).trim()] = kv.slice(eq + 1).trim();
+          const key = (eq < 0 ? kv : kv.slice(0, eq)).trim();
+          if (key in options) throw new InputError(`pipeline: option '${key}' of '${name}' given twice`);
+          options[key] = eq < 0 ? 'true' : kv.slice(eq + 1).trim();
         }
         j = close + 1;
-        while (j < s.length && s[j] === ' ') j++;
+        while (s[j] === ' ') j++;
+        if (j < s.length && s[j] !== ',') throw new InputError(`pipeline: expected ',' after '${s.slice(i, j).trim()}', got '${s.slice(j)}'`);
       }
-      if (name) raw.push({ pass: name, options });
-      else if (j < s.length && s[j] !== ',') throw new InputError(`pipeline: cannot parse '${s.slice(i)}'`);
-      i = s[j] === ',' ? j + 1 : j;
+      raw.push({ pass: name, options });
+      i = j + 1;
+      if (s[j] === ',' && i >= s.length) throw new InputError(`pipeline: trailing ',' in '${s}'`);
     }
   } else {
     for (const st of spec) raw.push({ pass: st.pass, options: st.options ?? {} });
@@ -97,11 +100,15 @@ export async function runPipeline(model: Model, steps: PipelineStep[], opts: Run
       throw new PassError(step.pass.name, (e as Error).message);
     }
     const ms = performance.now() - t0;
-    for (const g of model.graph.allGraphs()) g.sortTopologically();
+    try {
+      for (const g of model.graph.allGraphs()) g.sortTopologically();
+    } catch (e) {
+      throw new PassError(step.pass.name, `left an invalid graph: ${(e as Error).message}`);
+    }
     const after = countGraph(model);
     if (opts.verifyEach) {
       const errs = validateModel(model);
-      if (errs.length) throw new PassError(step.pass.name, `left an invalid graph: ${errs[0]}${errs.length > 1 ? ` (+${errs.length - 1} more)` : ''}`);
+      if (errs.length) throw new PassError(step.pass.name, `left an invalid graph: ${errs[0]}${errs.length > 1 ? ` (+${errs.length - 1} more)` : ''}`, /node '([^']+)'/.exec(errs[0]!)?.[1]);
     }
     let added = 0, removed = 0;
     for (const id of after.ids) if (!before.ids.has(id)) added++;

@@ -1,0 +1,166 @@
+// Quantization speed and memory, as ratios measured in one run:
+// (a) RTN block-32 kernel throughput (GB/s of fp32 input) on 1 and 2 threads, next to a plain
+//     sequential read and a Float32Array.set copy of the same bytes (median of 3 after warm-up);
+// (b) end to end: load a >= 1 GB external-data model, run the quantize-int4 pass, save; wall time
+//     and peak RSS (in a child process, so the RSS is its own) as a fraction of the model size.
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { loadModel, saveModel } from '../ir/index.js';
+import { rtnQuantize } from '../passes/quant/methods/rtn.js';
+import { createQuantPool, type QuantJob } from '../passes/quant/workers.js';
+import { rng, randn } from '../runtime/ort.js';
+
+export interface QuantizeBenchOptions {
+  /** Model for the end-to-end run (e.g. fixtures/big-decoder.ts writeBigDecoder); skipped when absent. */
+  modelFile?: string;
+  /** Scratch folder for the quantized output. */
+  work: string;
+  /** fp32 bytes for the kernel runs (default 256 MiB). */
+  kernelBytes?: number;
+  /** Quantize pass method (default rtn). */
+  method?: string;
+}
+
+export interface KernelFigures {
+  bytes: number;
+  /** GB/s of fp32 input, median of 3. */
+  copyGBs: number;
+  readGBs: number;
+  rtn1GBs: number;
+  rtn2GBs: number;
+}
+
+export interface EndToEndFigures {
+  modelBytes: number;
+  ms: number;
+  weightGBs: number;
+  peakRssBytes: number;
+  rssFraction: number;
+  /** The aim: peak RSS <= 0.25 x model + 256 MB. */
+  rssBudgetBytes: number;
+  quantized: number;
+}
+
+export interface QuantizeBenchResult {
+  kernel: KernelFigures;
+  endToEnd?: EndToEndFigures;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** One cold and two warm-up calls, then the median of 3 timed ones (ms). */
+async function timeIt(fn: () => unknown | Promise<unknown>): Promise<number> {
+  for (let i = 0; i < 3; i++) await fn();
+  const ts: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const t0 = performance.now();
+    await fn();
+    ts.push(performance.now() - t0);
+  }
+  return median(ts);
+}
+
+function readSum(a: Float32Array): number {
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  const n = a.length & ~3;
+  for (let i = 0; i < n; i += 4) { s0 += a[i]!; s1 += a[i + 1]!; s2 += a[i + 2]!; s3 += a[i + 3]!; }
+  return s0 + s1 + s2 + s3;
+}
+
+export async function benchKernel(bytes = 256 * 2 ** 20): Promise<KernelFigures> {
+  const K = 4096, N = Math.max(2, Math.floor(bytes / 4 / K) & ~1);
+  const w = randn(rng(1), K * N, 0.02);
+  const gbs = (ms: number) => (w.byteLength / 1e9) / (ms / 1e3);
+  const dst = new Float32Array(w.length);
+  const copyMs = await timeIt(() => dst.set(w));
+  let sink = 0;
+  const readMs = await timeIt(() => { sink += readSum(w); });
+  const p = { bits: 4 as const, blockSize: 32, symmetric: true };
+  const rtn1Ms = await timeIt(() => rtnQuantize(w, K, N, p));
+  // Two threads: two halves of the output columns as two jobs. Inputs are prepared outside the
+  // timed region (jobs transfer, so each run needs its own), results come back by transfer.
+  const half = N / 2;
+  const halves = [new Float32Array(K * half), new Float32Array(K * half)];
+  for (let k = 0; k < K; k++) for (let h = 0; h < 2; h++) halves[h]!.set(w.subarray(k * N + h * half, k * N + (h + 1) * half), k * half);
+  const pool = await createQuantPool({ threads: 2 });
+  let rtn2Ms: number;
+  try {
+    const runs: QuantJob[][] = [];
+    const next = () => runs.shift()!;
+    for (let i = 0; i < 6; i++) runs.push(halves.map((h) => ({ method: 'rtn', w: h.slice(), K, N: half, params: p })));
+    rtn2Ms = await timeIt(() => Promise.all(next().map((j) => pool.quantize(j))));
+  } finally {
+    await pool.close();
+  }
+  if (sink === 12345.678) console.log(sink); // keeps the read loop from being optimised away
+  return { bytes: w.byteLength, copyGBs: gbs(copyMs), readGBs: gbs(readMs), rtn1GBs: gbs(rtn1Ms), rtn2GBs: gbs(rtn2Ms) };
+}
+
+function modelBytes(modelFile: string): number {
+  const dir = path.dirname(modelFile), base = path.basename(modelFile);
+  return fs.readdirSync(dir).filter((f) => f === base || f.startsWith(`${base}.data`) || f.endsWith('.data'))
+    .reduce((s, f) => s + fs.statSync(path.join(dir, f)).size, 0);
+}
+
+/** Runs in a child so its peak RSS is its own. */
+function childQuantize(modelFile: string, outDir: string, method: string): { ms: number; maxRss: number; quantized: number } {
+  const self = fileURLToPath(import.meta.url);
+  const r = spawnSync(process.execPath, [self, modelFile, outDir, method], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  if (r.status !== 0) throw new Error(`quantize child failed: ${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+}
+
+export async function benchQuantize(opts: QuantizeBenchOptions): Promise<QuantizeBenchResult> {
+  const kernel = await benchKernel(opts.kernelBytes);
+  if (!opts.modelFile) return { kernel };
+  const size = modelBytes(opts.modelFile);
+  const out = path.join(opts.work, 'quantized');
+  try {
+    const r = childQuantize(opts.modelFile, out, opts.method ?? 'rtn');
+    return {
+      kernel,
+      endToEnd: {
+        modelBytes: size, ms: r.ms, weightGBs: size / 1e9 / (r.ms / 1e3), peakRssBytes: r.maxRss, rssFraction: r.maxRss / size,
+        rssBudgetBytes: 0.25 * size + 256e6, quantized: r.quantized,
+      },
+    };
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+}
+
+/** Printable lines for bench/run.ts. */
+export function formatQuantizeBench(r: QuantizeBenchResult): string[] {
+  const k = r.kernel, f = (x: number, d = 2) => x.toFixed(d);
+  const lines = [
+    `RTN int4 block 32 kernel, ${f(k.bytes / 2 ** 20, 0)} MiB fp32, median of 3 (GB/s of fp32 input)`,
+    `  Float32Array.set copy      ${f(k.copyGBs)} GB/s`,
+    `  sequential read-sum        ${f(k.readGBs)} GB/s`,
+    `  rtn, 1 thread              ${f(k.rtn1GBs)} GB/s   = ${f(k.rtn1GBs / k.readGBs, 3)}x read, ${f(k.rtn1GBs / k.copyGBs, 3)}x copy (aim >= 1 GB/s)`,
+    `  rtn, 2 worker threads      ${f(k.rtn2GBs)} GB/s   = ${f(k.rtn2GBs / k.rtn1GBs)}x 1 thread`,
+  ];
+  const e = r.endToEnd;
+  if (e) {
+    lines.push(
+      `quantize-int4 end to end (load, quantize ${e.quantized} weights, save), ${f(e.modelBytes / 1e9, 3)} GB model`,
+      `  wall time                  ${f(e.ms, 0)} ms = ${f(e.weightGBs)} GB/s of model`,
+      `  peak RSS                   ${f(e.peakRssBytes / 2 ** 20, 0)} MiB = ${f(e.rssFraction, 3)}x model size (aim <= 0.25x + 256 MB = ${f(e.rssBudgetBytes / 2 ** 20, 0)} MiB)`,
+    );
+  }
+  return lines;
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const [modelFile, outDir, method] = process.argv.slice(2) as [string, string, string];
+  const { quantizeInt4 } = await import('../passes/quantize.js');
+  const { resolveOptions } = await import('../passes/pass.js');
+  const t0 = performance.now();
+  const m = loadModel(modelFile);
+  const stats = await quantizeInt4.run(m, resolveOptions(quantizeInt4, { method, block: 32, sym: true }), {});
+  saveModel(m, path.join(outDir, 'model.onnx'), { externalData: true });
+  const ms = performance.now() - t0;
+  const quantized = (stats.counts.matmul ?? 0) + (stats.counts.gemm ?? 0) + (stats.counts.gather ?? 0);
+  console.log(JSON.stringify({ ms, maxRss: process.resourceUsage().maxRSS * 1024, quantized }));
+}

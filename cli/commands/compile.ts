@@ -1,0 +1,123 @@
+// `edgec compile <model|dir> --target webgpu|npu|mobile`: the product. Thin: parse, compile, print.
+import type { Command } from 'commander';
+import { CheckError, InputError } from '../../ir/index.js';
+import { artifactSummary, compile, type CompileOptions, type CompileResult } from '../../targets/compile.js';
+import { TARGET_NAMES, type QuantChoice, type TargetName } from '../../targets/target.js';
+import { fmtBytes, table } from '../format.js';
+import type { RegisterCommand } from './index.js';
+
+interface CompileCliOpts {
+  target: string;
+  out?: string;
+  quant?: string;
+  blockSize: string;
+  method: string;
+  fix: string[];
+  imageSizes?: string;
+  context?: string;
+  prefillChunk?: string;
+  pipeline?: string;
+  calibration?: string;
+  policy?: string;
+  profile?: string;
+  allowFallback?: boolean;
+  verify: boolean;
+  fp16: boolean;
+  json?: boolean;
+}
+
+const collect = (v: string, prev: string[]) => [...prev, ...v.split(',').map((s) => s.trim()).filter(Boolean)];
+
+function posInt(flag: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d+$/.test(v) || Number(v) < 1) throw new InputError(`${flag} '${v}' is not a positive integer`);
+  return Number(v);
+}
+
+export function parseCompileOptions(o: CompileCliOpts, input: string): CompileOptions {
+  if (!TARGET_NAMES.includes(o.target as TargetName)) throw new InputError(`--target must be one of ${TARGET_NAMES.join('|')}, got '${o.target}'`);
+  if (o.quant && !['int4', 'int8', 'fp16', 'none'].includes(o.quant)) throw new InputError(`--quant must be int4|int8|fp16|none, got '${o.quant}'`);
+  const fix: Record<string, number> = {};
+  for (const f of o.fix) {
+    const m = /^([^=]+)=(\d+)$/.exec(f);
+    if (!m || Number(m[2]) < 1) throw new InputError(`--fix '${f}' is not name=positive integer`);
+    fix[m[1]!] = Number(m[2]);
+  }
+  return {
+    target: o.target as TargetName,
+    out: o.out ?? `${input.replace(/[\\/]+$/, '').replace(/\.onnx$/i, '')}-${o.target}`,
+    quant: o.quant as QuantChoice | undefined,
+    blockSize: posInt('--block-size', o.blockSize),
+    method: o.method,
+    fix,
+    imageSizes: o.imageSizes ? o.imageSizes.split(',').map((s) => s.trim()).filter(Boolean) : undefined,
+    context: posInt('--context', o.context),
+    prefillChunk: posInt('--prefill-chunk', o.prefillChunk),
+    pipeline: o.pipeline,
+    calibration: o.calibration,
+    policy: o.policy,
+    profile: o.profile,
+    allowFallback: o.allowFallback,
+    verify: o.verify,
+    fp16: o.fp16,
+  };
+}
+
+export function printCompile(r: CompileResult): void {
+  const rows = [['file', 'role', 'size', 'nodes', 'min cos', 'max abs', 'verified']];
+  for (const m of r.manifest.models) {
+    const files = r.manifest.files.filter((f) => f.path === m.file || m.externalData.includes(f.path));
+    const outs = m.verification?.outputs ?? [];
+    rows.push([
+      m.file, m.role, fmtBytes(files.reduce((s, f) => s + f.bytes, 0)), String(Object.values(m.ops).reduce((s, v) => s + v, 0)),
+      outs.length ? Math.min(...outs.map((o) => o.cosine)).toFixed(5) : '-', outs.length ? Math.max(...outs.map((o) => o.maxAbsError)).toExponential(2) : '-',
+      m.verification ? (m.verification.passed ? `ok (>= ${m.verification.threshold})` : `FAIL (< ${m.verification.threshold})`) : 'skipped',
+    ]);
+  }
+  process.stdout.write(`${table(rows, '', [false, false, true, true, true, true, false]).join('\n')}\n`);
+  for (const m of r.report.models) if (m.missingPasses.length) process.stdout.write(`note: ${m.name}: passes not in this build: ${m.missingPasses.join(', ')}\n`);
+  const s = artifactSummary(r);
+  process.stdout.write(`${r.report.target} artifact (${r.report.profile}): ${s.files} files, ${fmtBytes(s.bytes)}, ${(s.ms / 1000).toFixed(1)} s -> ${r.outDir}\n`);
+}
+
+const jsonSafe = (_k: string, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v);
+
+export const registerCompile: RegisterCommand = (program: Command, setExit) => {
+  program.command('compile')
+    .description('compile a model or a folder of MLLM sub-models into a target artifact (checked and verified)')
+    .argument('<model>', 'an .onnx file or a folder of sub-models (vision_encoder.onnx, projector.onnx, embed_tokens.onnx, decoder_model_merged.onnx)')
+    .requiredOption('--target <name>', `target: ${TARGET_NAMES.join('|')}`)
+    .option('-o, --out <dir>', 'artifact folder (default: <model>-<target>)')
+    .option('--quant <kind>', 'weights for every sub-model: int4|int8|fp16|none (default: per role)')
+    .option('--block-size <n>', 'quantization block size along K', '32')
+    .option('--method <name>', 'quantization method (rtn, ...)', 'rtn')
+    .option('--fix <name=dim>', 'fix a symbolic dim (repeatable)', collect, [])
+    .option('--image-sizes <WxH,...>', 'vision sizes: npu compiles one encoder per size; others verify at the first')
+    .option('--context <n>', 'npu: KV length (past + new tokens) of the static decoder', undefined)
+    .option('--prefill-chunk <n>', 'npu: tokens per prefill call (default context/16, at most 128)')
+    .option('--pipeline <spec>', 'replace the default pass pipeline (e.g. "cleanup,fold-constants,quantize-int4{bits=4}")')
+    .option('--calibration <dir>', 'folder of <input name>.pb tensors for activation ranges (npu)')
+    .option('--policy <name>', 'image tiling policy recorded as the preprocessing spec (minicpm-v|bluelm-v|internvl|mini-monkey)')
+    .option('--profile <name>', 'device profile of the target')
+    .option('--allow-fallback', 'emit even when some nodes cannot run on the target')
+    .option('--no-verify', 'skip the onnxruntime comparison against the original')
+    .option('--no-fp16', 'keep fp32 activations (WebGPU devices without shader-f16)')
+    .option('--json', 'print the manifest and report as JSON')
+    .action(async (input: string, o: CompileCliOpts) => {
+      const opts = parseCompileOptions(o, input);
+      let r: CompileResult;
+      try {
+        r = await compile(input, opts);
+      } catch (e) {
+        const partial = (e as { result?: CompileResult }).result;
+        if (e instanceof CheckError && partial) {
+          if (o.json) process.stdout.write(`${JSON.stringify({ summary: artifactSummary(partial), manifest: partial.manifest, report: partial.report }, jsonSafe, 2)}\n`);
+          else printCompile(partial);
+        }
+        throw e;
+      }
+      if (o.json) process.stdout.write(`${JSON.stringify({ summary: artifactSummary(r), manifest: r.manifest, report: r.report }, jsonSafe, 2)}\n`);
+      else printCompile(r);
+      setExit(0);
+    });
+};

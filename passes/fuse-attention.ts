@@ -1,0 +1,274 @@
+// Eager attention as exporters trace it -> one contrib op.
+//   q/k/v 3-D -> Reshape [B, S, N, D] -> Transpose [0, 2, 1, 3]
+//   Softmax(MatMul(q, Transpose(k, [0, 1, 3, 2])) / c (+ mask)) @ v -> Transpose -> Reshape [B, S, N*D]
+// No past, no repeated heads -> MultiHeadAttention (mask, if any, as attention_bias).
+// Decoder with KV cache (k = Concat(past_key, k_new) on the sequence axis, repeat_kv as
+// Unsqueeze/Expand/Reshape, mask = HF causal + padding Where built from attention_mask)
+// -> GroupQueryAttention with seqlens_k = sum(attention_mask) - 1 and total_sequence_length =
+// attention_mask.shape[1], the Concat outputs becoming present_key/present_value. Anything else
+// with 4-D key/value (repeated heads, an unrecognised mask) -> MultiHeadAttention on the BNSH
+// key/value with the mask as attention_bias, which is exact for any mask.
+import { DataType, Tensor, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
+import type { Pass, PassStats } from './pass.js';
+import { constScalar, constTensor, ensureOpset, internalOnly, other, producer, removeDead, isLive } from './pattern.js';
+
+const eqDim = (a: Dim | undefined, b: Dim | undefined) => a !== undefined && a !== null && a === b;
+
+function ints(v: Value | null | undefined): number[] | null {
+  const t = constTensor(v);
+  return t ? Array.from(t.toNumbers()) : null;
+}
+
+/** Transpose(Reshape(x [B, S, N*D], [B, S, N, D]), [0, 2, 1, 3]): the 3-D x and its heads. */
+function splitHeads(v4: Value): { x: Value; n: number; d: number; nodes: Node[] } | null {
+  const tr = producer(v4, 'Transpose');
+  if (!tr || tr.attrInts('perm', []).join() !== '0,2,1,3') return null;
+  const rs = producer(tr.inputs[0], 'Reshape');
+  const x = rs?.inputs[0];
+  const s4 = rs?.outputs[0]?.shape, s3 = x?.shape;
+  if (!rs || !x || !s4 || !s3 || s4.length !== 4 || s3.length !== 3) return null;
+  const [n, d] = [s4[2], s4[3]];
+  if (typeof n !== 'number' || typeof d !== 'number' || s3[2] !== n * d || !eqDim(s4[0], s3[0]) || !eqDim(s4[1], s3[1])) return null;
+  return { x, n, d, nodes: [tr, rs] };
+}
+
+/** Reshape(Expand(Unsqueeze(kv, [2]), [B, kvN, rep, T, D]), [B, kvN*rep, T, D]) -> kv and rep. */
+function repeatKv(v4: Value): { kv: Value; rep: number; nodes: Node[] } | null {
+  const rs = producer(v4, 'Reshape');
+  const ex = producer(rs?.inputs[0], 'Expand');
+  const un = producer(ex?.inputs[0], 'Unsqueeze');
+  if (!rs || !ex || !un || ints(un.inputs[1])?.join() !== '2') return null;
+  const kv = un.inputs[0]!;
+  const se = ex.outputs[0]!.shape, sk = kv.shape, so = v4.shape;
+  if (!se || !sk || !so || se.length !== 5 || sk.length !== 4 || so.length !== 4) return null;
+  const rep = se[2];
+  if (typeof rep !== 'number' || typeof sk[1] !== 'number' || so[1] !== sk[1] * rep) return null;
+  if (!eqDim(se[0], sk[0]) || !eqDim(se[3], sk[2]) || se[4] !== sk[3] || !eqDim(so[2], sk[2]) || so[3] !== sk[3]) return null;
+  return { kv, rep, nodes: [rs, ex, un] };
+}
+
+interface Core {
+  softmax: Node;
+  q4: Value;
+  k4: Value;
+  v4: Value;
+  scale: number;
+  mask: Value | null;
+  out: Value;
+  nodes: Node[];
+  heads: number;
+  headSize: number;
+}
+
+function matchCore(sm: Node): Core | string | null {
+  const ax = sm.attrInt('axis', -1);
+  const probs = sm.outputs[0]!;
+  const pv = probs.uses.length === 1 ? probs.uses[0]! : null;
+  if (!pv || pv.node.opType !== 'MatMul' || pv.index !== 0) return null;
+  let scores = sm.inputs[0]!;
+  const nodes: Node[] = [sm, pv.node];
+  let mask: Value | null = null;
+  const addM = producer(scores, 'Add');
+  if (addM) {
+    const [a, b] = addM.inputs as Value[];
+    const isScaled = (v: Value) => !!(producer(v, 'Div') ?? producer(v, 'Mul') ?? producer(v, 'MatMul'));
+    const s = isScaled(a) ? a : isScaled(b) ? b : null;
+    if (!s) return null;
+    mask = other(addM, s);
+    nodes.push(addM);
+    scores = s;
+  }
+  let scale = 1;
+  let qk = producer(scores, 'MatMul');
+  if (!qk) {
+    const div = producer(scores, 'Div'), mul = producer(scores, 'Mul');
+    if (div) {
+      const c = constScalar(div.inputs[1]);
+      qk = producer(div.inputs[0], 'MatMul');
+      if (c === null || !qk) return null;
+      scale = 1 / c;
+      nodes.push(div);
+    } else if (mul) {
+      const mm = producer(mul.inputs[0], 'MatMul') ? 0 : 1;
+      const c = constScalar(mul.inputs[1 - mm]);
+      qk = producer(mul.inputs[mm], 'MatMul');
+      if (c === null || !qk) return null;
+      scale = c;
+      nodes.push(mul);
+    } else return null;
+  }
+  const kT = producer(qk.inputs[1], 'Transpose');
+  if (!kT || kT.attrInts('perm', []).join() !== '0,1,3,2') return null;
+  nodes.push(qk, kT);
+  const where = `attention at '${sm.name}'`;
+  if (ax !== -1 && ax !== 3) return `${where}: Softmax is not over the last axis`;
+  const ctx = pv.node.outputs[0]!;
+  const tr = ctx.uses.length === 1 ? producer(ctx.uses[0]!.node.outputs[0], 'Transpose') : null;
+  if (!tr || tr.attrInts('perm', []).join() !== '0,2,1,3') return `${where}: context is not transposed back to [B, S, N, D]`;
+  const rs = tr.outputs[0]!.uses.length === 1 ? tr.outputs[0]!.uses[0]!.node : null;
+  const sc = ctx.shape, so = rs?.outputs[0]?.shape;
+  if (!rs || rs.opType !== 'Reshape' || !sc || !so || so.length !== 3 || sc.length !== 4) return `${where}: context is not merged back to [B, S, N*D]`;
+  const [n, d] = [sc[1], sc[3]];
+  if (typeof n !== 'number' || typeof d !== 'number' || so[2] !== n * d || !eqDim(so[0], sc[0]) || !eqDim(so[1], sc[2])) return `${where}: merged shape is not [B, S, N*D]`;
+  nodes.push(tr, rs);
+  return { softmax: sm, q4: qk.inputs[0]!, k4: kT.inputs[0]!, v4: pv.node.inputs[1]!, scale, mask, out: rs.outputs[0]!, nodes, heads: n, headSize: d };
+}
+
+/** HF _prepare_4d_causal_attention_mask as traced: Where(Or(j > past + i, mask == 0), min, 0). */
+function causalFromAttentionMask(mask: Value): { attentionMask: Value } | null {
+  const w = producer(mask, 'Where');
+  if (!w) return null;
+  const neg = constScalar(w.inputs[1]), zero = constScalar(w.inputs[2]);
+  if (neg === null || zero !== 0 || !(neg <= -1e4)) return null;
+  let cond = w.inputs[0]!;
+  let padding: Value | null = null;
+  const or = producer(cond, 'Or');
+  if (or) {
+    const [a, b] = or.inputs as Value[];
+    const pad = (v: Value) => {
+      const un = producer(v, 'Unsqueeze');
+      const eq = producer(un?.inputs[0], 'Equal');
+      if (!un || !eq || ints(un.inputs[1])?.join() !== '1,2') return null;
+      const [x, y] = eq.inputs as Value[];
+      return constScalar(y) === 0 ? x : constScalar(x) === 0 ? y : null;
+    };
+    padding = pad(a) ?? pad(b);
+    if (!padding) return null;
+    cond = pad(a) ? b : a;
+  }
+  const gt = producer(cond, 'Greater');
+  const uk = producer(gt?.inputs[0], 'Unsqueeze'), uq = producer(gt?.inputs[1], 'Unsqueeze');
+  if (!gt || !uk || !uq || ints(uk.inputs[1])?.join() !== '0' || ints(uq.inputs[1])?.join() !== '1') return null;
+  const rk = producer(uk.inputs[0], 'Range'), rq = producer(uq.inputs[0], 'Range');
+  if (!rk || !rq || constScalar(rk.inputs[0]) !== 0 || constScalar(rk.inputs[2]) !== 1 || constScalar(rq.inputs[2]) !== 1) return null;
+  // Keys 0..total-1 with total = attention_mask.shape[1]; queries past..past+seq-1.
+  const gTotal = producer(rk.inputs[1], 'Gather');
+  const shp = producer(gTotal?.inputs[0], 'Shape');
+  const am = shp?.inputs[0];
+  if (!gTotal || !am || !am.isGraphInput || constScalar(gTotal.inputs[1]) !== 1 || (padding && padding !== am)) return null;
+  const past = rq.inputs[0]!;
+  const end = producer(rq.inputs[1], 'Add');
+  if (!end || !end.inputs.includes(past)) return null;
+  const gPast = producer(past, 'Gather');
+  const pk = producer(gPast?.inputs[0], 'Shape')?.inputs[0];
+  if (!gPast || !pk || !pk.isGraphInput || pk.shape?.length !== 4 || constScalar(gPast.inputs[1]) !== 2) return null;
+  return { attentionMask: am };
+}
+
+/** k4 = Concat(past [B, kvN, P, D] graph input, new, axis 2) -> past and the new 4-D part. */
+function cacheConcat(kv: Value): { past: Value; fresh: Value; concat: Node } | null {
+  const c = producer(kv, 'Concat');
+  if (!c || c.inputs.length !== 2) return null;
+  const ax = c.attrInt('axis');
+  if (ax !== 2 && ax !== -2) return null;
+  const [past, fresh] = c.inputs as Value[];
+  if (!past.isGraphInput || past.shape?.length !== 4) return null;
+  return { past, fresh, concat: c };
+}
+
+/** seqlens_k and total_sequence_length from attention_mask, built once per graph. */
+function gqaLengths(g: Graph, am: Value, cache: Map<Value, [Value, Value]>, before: Node): [Value, Value] {
+  const hit = cache.get(am);
+  if (hit) return hit;
+  const p = '/edgec/gqa';
+  const add = (opType: string, inputs: Value[], attrs?: Record<string, number | number[]>) => g.addNode({ opType, name: `${p}/${opType}`, inputs, outputs: [`${p}/${opType}_output_0`], attrs }, before).outputs[0]!;
+  const axes = g.addInitializer(Tensor.fromInt64(`${p}/axes`, [1], [1]));
+  const one = g.addInitializer(Tensor.fromInt64(`${p}/one`, [], [1]));
+  const sum = add('ReduceSum', [am, axes], { keepdims: 0 });
+  const seqlens = add('Cast', [add('Sub', [sum, one])], { to: DataType.INT32 });
+  const total = add('Cast', [add('Gather', [add('Shape', [am]), one], { axis: 0 })], { to: DataType.INT32 });
+  const r: [Value, Value] = [seqlens, total];
+  cache.set(am, r);
+  return r;
+}
+
+function fuse(model: Model, g: Graph, sm: Node, mode: string, lengths: Map<Value, [Value, Value]>): [string, true] | string | null {
+  const core = matchCore(sm);
+  if (!core || typeof core === 'string') return core;
+  const where = `attention at '${sm.name}'`;
+  const q = splitHeads(core.q4);
+  if (!q || q.n !== core.heads || q.d !== core.headSize) return `${where}: query is not a [B, S, N*D] tensor split into heads`;
+  const k = splitHeads(core.k4), v = splitHeads(core.v4);
+  const attrs = { num_heads: core.heads, scale: { float: core.scale } };
+  // attention_bias is [B or 1, N or 1, S, T].
+  const ms = core.mask?.shape;
+  if (core.mask && (!ms || ms.length !== 4 || (ms[1] !== 1 && ms[1] !== core.heads))) return `${where}: mask is not a 4-D [B|1, N|1, S, T] bias`;
+  ensureOpset(model, 'com.microsoft', 1);
+  if (k && v && k.n === core.heads && v.n === core.heads && k.d === q.d && v.d === q.d) {
+    const nodes = [...core.nodes, ...q.nodes, ...k.nodes, ...v.nodes];
+    if (!internalOnly(nodes, [core.out])) return `${where}: an intermediate value is used outside the pattern`;
+    const inputs: (Value | null)[] = [q.x, k.x, v.x];
+    if (core.mask) inputs.push(null, null, core.mask);
+    replace(g, core, { opType: 'MultiHeadAttention', inputs, attrs }, nodes);
+    return ['mha', true];
+  }
+  // Decoder: key/value in BNSH, maybe from a KV cache and with repeated heads.
+  const rk = repeatKv(core.k4), rv = repeatKv(core.v4);
+  const kc = cacheConcat(rk?.kv ?? core.k4), vc = cacheConcat(rv?.kv ?? core.v4);
+  const kn = kc && splitHeads(kc.fresh), vn = vc && splitHeads(vc.fresh);
+  const gqa = mode === 'gqa' && kc && vc && kn && vn && core.mask && kn.d === q.d && vn.d === q.d && kn.n === vn.n && core.heads % kn.n === 0 &&
+    (rk ? rk.rep : 1) * kn.n === core.heads && (rv ? rv.rep : 1) * vn.n === core.heads ? causalFromAttentionMask(core.mask) : null;
+  const pastFits = (c: typeof kc, n: number) => !!c && c.past.shape![1] === n && c.past.shape![3] === q.d;
+  if (gqa && kc && vc && kn && vn && pastFits(kc, kn.n) && pastFits(vc, vn.n)) {
+    const keep = [core.out, kc.concat.outputs[0]!, vc.concat.outputs[0]!];
+    const nodes = [...core.nodes, ...q.nodes, ...(rk?.nodes ?? []), ...(rv?.nodes ?? []), kc.concat, vc.concat, ...kn.nodes, ...vn.nodes];
+    if (internalOnly(nodes, keep)) {
+      const [seqlens, total] = gqaLengths(g, gqa.attentionMask, lengths, g.nodes[0]!);
+      const presentK = kc.concat.outputs[0]!, presentV = vc.concat.outputs[0]!;
+      for (const c of [kc.concat, vc.concat]) {
+        c.outputs[0]!.producer = null;
+        c.outputs[0] = null;
+      }
+      replace(g, core, {
+        opType: 'GroupQueryAttention', inputs: [q.x, kn.x, vn.x, kc.past, vc.past, seqlens, total],
+        attrs: { num_heads: core.heads, kv_num_heads: kn.n, scale: { float: core.scale } }, extraOutputs: [presentK, presentV],
+      }, nodes);
+      return ['gqa', true];
+    }
+  }
+  // Exact for any mask: MHA over the (repeated) BNSH key/value, the mask as attention_bias.
+  const sk = core.k4.shape, sv = core.v4.shape;
+  if (!sk || !sv || sk.length !== 4 || sv.length !== 4 || sk[1] !== core.heads || sv[1] !== core.heads || sk[3] !== q.d || sv[3] !== q.d) return `${where}: key/value are not [B, N, T, D]`;
+  const nodes = [...core.nodes, ...q.nodes];
+  if (!internalOnly(nodes, [core.out])) return `${where}: an intermediate value is used outside the pattern`;
+  const inputs: (Value | null)[] = [q.x, core.k4, core.v4];
+  if (core.mask) inputs.push(null, null, core.mask);
+  replace(g, core, { opType: 'MultiHeadAttention', inputs, attrs }, nodes);
+  return ['mhaBnsh', true];
+}
+
+function replace(g: Graph, core: Core, spec: { opType: string; inputs: (Value | null)[]; attrs: Record<string, unknown>; extraOutputs?: Value[] }, nodes: Node[]): void {
+  const out = core.out;
+  const old = out.producer!;
+  old.outputs[0] = null;
+  out.producer = null;
+  const base = core.softmax.name.replace(/\/[^/]*$/, '');
+  const node = g.addNode({ opType: spec.opType, domain: 'com.microsoft', name: `${base}/${spec.opType}`, inputs: spec.inputs, outputs: [out], attrs: spec.attrs as never }, old);
+  for (const o of spec.extraOutputs ?? []) {
+    o.producer = node;
+    node.outputs.push(o);
+  }
+  removeDead(g, nodes);
+}
+
+export const fuseAttention: Pass = {
+  name: 'fuse-attention',
+  description: 'eager attention -> com.microsoft MultiHeadAttention, or GroupQueryAttention for a KV-cache decoder with the HF causal mask',
+  options: {
+    decoder: { type: 'enum', values: ['gqa', 'mha'], default: 'gqa', description: 'op for KV-cache decoder attention (mha keeps the Concat cache and takes the mask as attention_bias)' },
+  },
+  requires: ['shapes'],
+  run(model: Model, options): PassStats {
+    const stats: PassStats = { counts: { mha: 0, mhaBnsh: 0, gqa: 0 }, skipped: [] };
+    for (const g of model.graph.allGraphs()) {
+      const lengths = new Map<Value, [Value, Value]>();
+      for (const n of [...g.nodes]) {
+        if (n.opType !== 'Softmax' || n.domain !== '' || !isLive(n)) continue;
+        const r = fuse(model, g, n, options.decoder as string, lengths);
+        if (Array.isArray(r)) stats.counts[r[0]]!++;
+        else if (r) stats.skipped!.push(r);
+      }
+    }
+    return stats;
+  },
+};

@@ -1,0 +1,68 @@
+// RMSNorm as exporters write it (HF LlamaRMSNorm and kin): Pow(x,2)/ReduceMean/Add(eps)/Sqrt then Div,
+// or Reciprocal/Mul, then Mul(gamma); with the fp32 Casts around it in half-precision models
+// -> SimplifiedLayerNormalization (default domain, as onnxruntime registers it), axis -1, stash_type 1.
+import { AttrType, DataType, type Model, type Node, type Value } from '../ir/index.js';
+import type { Pass, PassStats } from './pass.js';
+import { asVector, internalOnly, matchAffine, matchInvStd, producer, rankOf, reducesLastAxis, replaceOutput, squares, isLive } from './pattern.js';
+
+function castTo(n: Node | null | undefined): number | undefined {
+  const a = n?.attr('to');
+  return n?.opType === 'Cast' && a?.type === AttrType.INT ? Number(a.value) : undefined;
+}
+
+function fuseAt(mean: Node): string | null | true {
+  const g = mean.graph;
+  const sq = mean.inputs[0]?.producer;
+  const x = sq?.inputs[0];
+  if (!sq || !x || !squares(sq, x)) return null;
+  const where = `RMSNorm at '${mean.name}'`;
+  const sub = producer(x, 'Sub');
+  if (sub && sub.inputs[1]?.producer?.opType === 'ReduceMean' && sub.inputs[1].producer.inputs[0] === sub.inputs[0]) return null;
+  if (!reducesLastAxis(mean, rankOf(x))) return `${where}: mean of squares is not over the last axis with keepdims`;
+  if (sq.outputs[0]!.uses.length !== 1) return `${where}: square has other consumers`;
+  const inv = matchInvStd(mean.outputs[0]!, x);
+  if (inv === null) return `${where}: mean of squares is not normalized with Add(eps)/Sqrt`;
+  if (typeof inv === 'string') return `${where}: ${inv}`;
+  // Half-precision exports compute in fp32: X -> Cast(float) -> ... -> Cast(back) -> Mul(gamma).
+  let input: Value = x;
+  const nodes: Node[] = [mean, sq, ...inv.nodes];
+  let normalized = inv.normalized;
+  const castIn = x.producer?.opType === 'Cast' ? x.producer : null;
+  if (castIn && castTo(castIn) === DataType.FLOAT && normalized.uses.length === 1) {
+    const castOut = normalized.uses[0]!.node;
+    const src = castIn.inputs[0]!;
+    if (castOut.opType === 'Cast' && src.dtype !== undefined && castTo(castOut) === src.dtype && x.uses.every((u) => u.node === sq || nodes.includes(u.node))) {
+      nodes.push(castIn, castOut);
+      input = src;
+      normalized = castOut.outputs[0]!;
+    }
+  }
+  const aff = matchAffine(normalized, input, false);
+  if (typeof aff === 'string') return `${where}: ${aff}`;
+  nodes.push(...aff.nodes);
+  if (!internalOnly(nodes, [aff.out])) return `${where}: an intermediate value is used outside the pattern`;
+  replaceOutput(g, aff.out, {
+    opType: 'SimplifiedLayerNormalization', name: `${mean.name}/SimplifiedLayerNormalization`,
+    inputs: [input, asVector(g, aff.gamma, aff.gammaT)],
+    attrs: { axis: -1, epsilon: { float: inv.eps }, stash_type: 1 },
+  }, nodes);
+  return true;
+}
+
+export const fuseRmsNorm: Pass = {
+  name: 'fuse-rmsnorm',
+  description: 'decomposed RMSNorm (Pow 2, ReduceMean, Add eps, Sqrt, Div or Reciprocal/Mul, Mul gamma) -> SimplifiedLayerNormalization',
+  options: {},
+  run(model: Model): PassStats {
+    const stats: PassStats = { counts: { rmsnorm: 0 }, skipped: [] };
+    for (const g of model.graph.allGraphs()) {
+      for (const n of [...g.nodes]) {
+        if (n.opType !== 'ReduceMean' || n.domain !== '' || !isLive(n)) continue;
+        const r = fuseAt(n);
+        if (r === true) stats.counts.rmsnorm!++;
+        else if (r) stats.skipped!.push(r);
+      }
+    }
+    return stats;
+  },
+};

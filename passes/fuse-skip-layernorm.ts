@@ -1,0 +1,69 @@
+// Residual Add feeding LayerNormalization / SimplifiedLayerNormalization -> com.microsoft
+// SkipLayerNormalization / SkipSimplifiedLayerNormalization. When the sum also feeds the next
+// residual, it comes out of output 3 (input_skip_bias_sum). Runs after fuse-layernorm/fuse-rmsnorm.
+import type { Dim, Model, Node } from '../ir/index.js';
+import type { Pass, PassStats } from './pass.js';
+import { constTensor, ensureOpset, producer, removeDead } from './pattern.js';
+
+const sameDims = (a: Dim[], b: Dim[]) => a.length === b.length && a.every((d, i) => d !== null && d === b[i]);
+
+function fuseAt(model: Model, ln: Node): string | null | true {
+  const g = ln.graph;
+  const simplified = ln.opType === 'SimplifiedLayerNormalization';
+  const x = ln.inputs[0];
+  const add = producer(x, 'Add');
+  if (!x || !add) return null;
+  const where = `${ln.opType} '${ln.name}'`;
+  let [a, b] = add.inputs;
+  if (!a || !b || constTensor(a) || constTensor(b)) return `${where}: Add has a constant operand (a bias, not a residual)`;
+  if (a.shape && b.shape && a.shape.length === 3 && a.shape[0] === 1 && b.shape[0] !== 1) [a, b] = [b, a];
+  const sa = a.shape, sb = b.shape;
+  if (!sa || !sb) return `${where}: residual shapes unknown`;
+  // The op takes skip as [B, S, H] or broadcast over the batch as [1, S, H] (a position table).
+  const fits = sa.length === 3 && (sameDims(sa, sb) || (sb.length === 3 && sb[0] === 1 && sameDims(sa.slice(1), sb.slice(1))));
+  if (!fits) return `${where}: residual operands are not [B, S, H] + [B or 1, S, H] (${JSON.stringify(sa)} + ${JSON.stringify(sb)})`;
+  const axis = ln.attrInt('axis', -1);
+  if (axis !== -1 && axis !== 2) return `${where}: axis ${axis} is not the last`;
+  if (ln.outputs.slice(1).some((o) => o && (o.uses.length || o.isGraphOutput))) return `${where}: mean/inv_std_var outputs are used`;
+  const gamma = ln.inputs[1], beta = simplified ? null : ln.inputs[2] ?? null;
+  if (!gamma || gamma.shape?.length !== 1 || (beta && beta.shape?.length !== 1)) return `${where}: scale/bias are not 1-D`;
+  const y = ln.outputs[0]!;
+  const sum = x.uses.length > 1 || x.isGraphOutput ? x : null;
+  const eps = ln.attrFloat('epsilon', 1e-5);
+  ensureOpset(model, 'com.microsoft', 1);
+  ln.outputs[0] = null;
+  y.producer = null;
+  if (sum) {
+    add.outputs[0] = null;
+    sum.producer = null;
+  }
+  const node = g.addNode({
+    opType: simplified ? 'SkipSimplifiedLayerNormalization' : 'SkipLayerNormalization', domain: 'com.microsoft',
+    name: `${ln.name}/Skip`, inputs: simplified ? [a, b, gamma] : [a, b, gamma, beta], outputs: [y], attrs: { epsilon: { float: eps } },
+  }, add);
+  if (sum) {
+    node.outputs.push(null, null, sum);
+    sum.producer = node;
+  }
+  removeDead(g, [ln, add]);
+  return true;
+}
+
+export const fuseSkipLayerNorm: Pass = {
+  name: 'fuse-skip-layernorm',
+  description: 'residual Add + (Simplified)LayerNormalization -> com.microsoft Skip(Simplified)LayerNormalization',
+  options: {},
+  requires: ['shapes'],
+  run(model: Model): PassStats {
+    const stats: PassStats = { counts: { skipLayerNorm: 0, skipSimplifiedLayerNorm: 0 }, skipped: [] };
+    for (const g of model.graph.allGraphs()) {
+      for (const n of [...g.nodes]) {
+        if (n.domain !== '' || (n.opType !== 'LayerNormalization' && n.opType !== 'SimplifiedLayerNormalization')) continue;
+        const r = fuseAt(model, n);
+        if (r === true) stats.counts[n.opType === 'LayerNormalization' ? 'skipLayerNorm' : 'skipSimplifiedLayerNorm']!++;
+        else if (r) stats.skipped!.push(r);
+      }
+    }
+    return stats;
+  },
+};

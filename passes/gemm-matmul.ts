@@ -1,0 +1,120 @@
+// Gemm <-> MatMul + Add. Weight quantizers (MatMulNBits, QDQ) want MatMul with a constant [K, N]
+// weight, so gemm-to-matmul-add rewrites every Gemm whose B is constant (transposes and alpha folded
+// into the weight, beta into a constant C). matmul-add-to-gemm is the inverse for 2-D MatMul + Add.
+import { DataType, Tensor, dtypeBits, isFloat, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
+import type { Pass, PassStats } from './pass.js';
+import { constTensor, other, replaceOutput, isLive } from './pattern.js';
+
+/** Row-major 2-D transpose on raw element bytes: keeps every bit of the weights. */
+function transpose2d(t: Tensor, name: string): Tensor {
+  const [r, c] = t.dims as [number, number];
+  const es = dtypeBits(t.dtype) / 8;
+  const src = t.bytes();
+  const dst = new Uint8Array(src.length);
+  for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) dst.set(src.subarray((i * c + j) * es, (i * c + j + 1) * es), (j * r + i) * es);
+  return Tensor.fromBytes(name, t.dtype, [c, r], dst);
+}
+
+function scaled(t: Tensor, k: number, name: string): Tensor {
+  const v = t.toFloat32().map((x) => x * k);
+  return t.dtype === DataType.FLOAT ? Tensor.fromFloat32(name, [...t.dims], v) : Tensor.fromNumbers(name, t.dtype, [...t.dims], v);
+}
+
+const FLOAT_GEMM = new Set([DataType.FLOAT, DataType.FLOAT16, DataType.DOUBLE, DataType.BFLOAT16]);
+
+function gemmToMatMul(model: Model, g: Graph, gemm: Node): string | true {
+  const where = `Gemm '${gemm.name}'`;
+  // Before opset 7 Add broadcasts only with its legacy attribute: not worth a second code path.
+  if ((model.opset('') ?? 0) < 7) return `${where}: opset < 7`;
+  const [a, b, c] = [gemm.inputs[0], gemm.inputs[1], gemm.inputs[2] ?? null];
+  const bt = constTensor(b);
+  if (!a || !b || !bt) return `${where}: B is not constant`;
+  if (bt.dims.length !== 2 || !isFloat(bt.dtype) || bt.dtype === DataType.BFLOAT16 || !FLOAT_GEMM.has(bt.dtype)) return `${where}: B is not a 2-D float constant`;
+  const alpha = gemm.attrFloat('alpha', 1), beta = gemm.attrFloat('beta', 1);
+  const transA = gemm.attrInt('transA', 0), transB = gemm.attrInt('transB', 0);
+  const out = gemm.outputs[0]!;
+  let w = bt;
+  if (transB) w = transpose2d(w, `${b.name}_T`);
+  if (alpha !== 1) w = scaled(w, alpha, `${b.name}_scaled`);
+  const wv = w === bt ? b : g.addInitializer(w);
+  let aIn: Value = a;
+  if (transA) aIn = g.addNode({ opType: 'Transpose', name: `${gemm.name}/TransposeA`, inputs: [a], outputs: [`${gemm.name}/TransposeA_output_0`], attrs: { perm: [1, 0] } }, gemm).outputs[0]!;
+  let cIn: Value | null = c && beta !== 0 ? c : null;
+  if (cIn && beta !== 1) {
+    const ct = constTensor(cIn);
+    if (ct && isFloat(ct.dtype)) cIn = g.addInitializer(scaled(ct, beta, `${cIn.name}_scaled`));
+    else {
+      const k = g.addInitializer(Tensor.fromNumbers(`${gemm.name}/beta`, c!.dtype ?? bt.dtype, [], [beta]));
+      cIn = g.addNode({ opType: 'Mul', name: `${gemm.name}/MulBeta`, inputs: [cIn, k], outputs: [`${gemm.name}/MulBeta_output_0`] }, gemm).outputs[0]!;
+    }
+  }
+  if (!cIn) {
+    replaceOutput(g, out, { opType: 'MatMul', name: `${gemm.name}/MatMul`, inputs: [aIn, wv] }, [gemm]);
+  } else {
+    const mm = g.addNode({ opType: 'MatMul', name: `${gemm.name}/MatMul`, inputs: [aIn, wv], outputs: [`${gemm.name}/MatMul_output_0`] }, gemm).outputs[0]!;
+    mm.type = out.type ? { elemType: out.type.elemType, shape: out.type.shape ? [...out.type.shape] : undefined } : undefined;
+    replaceOutput(g, out, { opType: 'Add', name: `${gemm.name}/Add`, inputs: [mm, cIn] }, [gemm]);
+  }
+  return true;
+}
+
+const same = (x: Dim | undefined, y: Dim | undefined) => x !== undefined && x !== null && x === y;
+
+function toGemm(g: Graph, mm: Node): string | null | true {
+  const [a, b] = mm.inputs;
+  const y = mm.outputs[0]!;
+  if (!a || !b || y.uses.length !== 1 || y.isGraphOutput) return null;
+  const add = y.uses[0]!.node;
+  if (add.opType !== 'Add' || add.domain !== '') return null;
+  const where = `MatMul '${mm.name}' + Add '${add.name}'`;
+  const sa = a.shape, sb = b.shape ?? constTensor(b)?.dims;
+  if (!sa || sa.length !== 2 || !sb || sb.length !== 2) return `${where}: not 2-D (or rank unknown)`;
+  if (!FLOAT_GEMM.has((a.dtype ?? DataType.UNDEFINED) as DataType)) return `${where}: not a float MatMul`;
+  const c = other(add, y)!;
+  const sc = c.shape ?? constTensor(c)?.dims;
+  const m = sa[0], n = sb[1];
+  if (!sc || sc.length > 2) return `${where}: bias shape unknown or rank > 2`;
+  const okN = (d: Dim) => d === 1 || same(d, n);
+  const okM = (d: Dim) => d === 1 || same(d, m);
+  const fits = sc.length === 0 || (sc.length === 1 && okN(sc[0]!)) || (sc.length === 2 && okM(sc[0]!) && okN(sc[1]!));
+  if (!fits) return `${where}: bias does not broadcast to [M, N]`;
+  replaceOutput(g, add.outputs[0]!, { opType: 'Gemm', name: `${mm.name}/Gemm`, inputs: [a, b, c] }, [add, mm]);
+  return true;
+}
+
+export const gemmToMatMulAdd: Pass = {
+  name: 'gemm-to-matmul-add',
+  description: 'Gemm with a constant B -> MatMul (+ Add), transB/alpha folded into the weight, beta into C',
+  options: {},
+  run(model: Model): PassStats {
+    const stats: PassStats = { counts: { gemm: 0 }, skipped: [] };
+    for (const g of model.graph.allGraphs()) {
+      for (const n of [...g.nodes]) {
+        if (n.opType !== 'Gemm' || n.domain !== '') continue;
+        const r = gemmToMatMul(model, g, n);
+        if (r === true) stats.counts.gemm!++;
+        else stats.skipped!.push(r);
+      }
+    }
+    return stats;
+  },
+};
+
+export const matmulAddToGemm: Pass = {
+  name: 'matmul-add-to-gemm',
+  description: '2-D MatMul followed by a broadcastable Add -> Gemm',
+  options: {},
+  requires: ['shapes'],
+  run(model: Model): PassStats {
+    const stats: PassStats = { counts: { gemm: 0 }, skipped: [] };
+    for (const g of model.graph.allGraphs()) {
+      for (const n of [...g.nodes]) {
+        if (n.opType !== 'MatMul' || n.domain !== '' || !isLive(n)) continue;
+        const r = toGemm(g, n);
+        if (r === true) stats.counts.gemm!++;
+        else if (r) stats.skipped!.push(r);
+      }
+    }
+    return stats;
+  },
+};

@@ -1,0 +1,60 @@
+// Small graph edits shared by the quantization format passes.
+import { DataType, Graph, Model, Node, NodeSpec, Tensor, Value } from '../../ir/index.js';
+
+/** Put new nodes where `old` was, hand them its outputs (by identity), and drop `old`. */
+export function replaceNode(g: Graph, old: Node, specs: NodeSpec[]): Node[] {
+  for (const o of old.outputs) if (o) { o.producer = null; if (!g.values.has(o.name)) g.values.set(o.name, o); }
+  const made = specs.map((s) => g.addNode(s, old));
+  old.inputs.forEach((_, i) => old.setInput(i, null));
+  const i = g.nodes.indexOf(old);
+  if (i >= 0) g.nodes.splice(i, 1);
+  return made;
+}
+
+/** Remove an initializer once nothing uses it: quantized weights replace their fp32 source as we go. */
+export function dropIfUnused(v: Value | null | undefined): boolean {
+  if (!v || !v.initializer || v.uses.length || v.isGraphOutput || v.isGraphInput) return false;
+  v.graph.removeInitializer(v);
+  return true;
+}
+
+/** Remove a node whose outputs nothing reads, then its now-unused constant inputs. */
+export function removeDeadNode(n: Node): boolean {
+  if (n.outputs.some((o) => o && (o.uses.length || o.isGraphOutput))) return false;
+  const ins = [...n.inputs];
+  n.graph.removeNode(n, true);
+  for (const v of ins) dropIfUnused(v);
+  return true;
+}
+
+export function ensureOpset(model: Model, domain: string, version: number): void {
+  const cur = model.opset(domain);
+  if (cur === undefined || cur < version) model.setOpset(domain, version);
+}
+
+/** Add an initializer and type its value. */
+export function addConst(g: Graph, t: Tensor): Value {
+  return g.addInitializer(t);
+}
+
+/** A value's float element type: its own, or that of the tensor it comes from. */
+export function floatTypeOf(v: Value | null | undefined, fallback: DataType): DataType {
+  const t = v?.dtype ?? v?.initializer?.dtype;
+  return t === DataType.FLOAT || t === DataType.FLOAT16 || t === DataType.BFLOAT16 ? t : fallback;
+}
+
+/** Glob (`*`, `?`) to an anchored regex. */
+export function globToRegex(glob: string): RegExp {
+  const esc = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  return new RegExp(`^${esc}$`);
+}
+
+/** A pattern matches a node by exact name, op type, or glob over the node name or its weight's name. */
+export function matchesAny(patterns: readonly string[], node: Node, weightName?: string): boolean {
+  return patterns.some((p) => {
+    if (p === node.name || p === node.opType || (weightName && p === weightName)) return true;
+    if (!/[*?]/.test(p)) return false;
+    const re = globToRegex(p);
+    return re.test(node.name) || (weightName !== undefined && re.test(weightName));
+  });
+}

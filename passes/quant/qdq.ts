@@ -1,0 +1,104 @@
+// Standard-ONNX blocked weight: DequantizeLinear-21 (axis=0, block_size) on a [K, N] integer weight,
+// scale (and zero point) [k_blocks, N]. 4-bit values pack two per byte over the row-major flatten,
+// first element in the low nibble. DQ's zero point defaults to 0, so symmetric codes are stored
+// signed (INT4/INT8) and asymmetric ones unsigned with an explicit zero point of the same type.
+import { DataType, Node, Tensor, dtypeName, packInt4, unpackInt4 } from '../../ir/index.js';
+import { floatTensor, scaleValues } from './matmulnbits.js';
+import type { QuantizedWeight } from './types.js';
+
+export interface QdqWeights {
+  x: Tensor;
+  scale: Tensor;
+  zeroPoint?: Tensor;
+  attrs: { axis: number; block_size: number };
+}
+
+export function qdqWeightType(bits: number, symmetric: boolean): DataType {
+  if (bits === 4) return symmetric ? DataType.INT4 : DataType.UINT4;
+  return symmetric ? DataType.INT8 : DataType.UINT8;
+}
+
+function encodeInts(dtype: DataType, values: Int16Array): Uint8Array {
+  if (dtype === DataType.INT4 || dtype === DataType.UINT4) return packInt4(values);
+  return new Uint8Array(Int8Array.from(values).buffer);
+}
+
+export function packQdq(q: QuantizedWeight, base: string, scaleType: DataType): QdqWeights {
+  const { K, N, kBlocks, blockSize } = q;
+  const Kp = kBlocks * blockSize;
+  const dtype = qdqWeightType(q.bits, q.symmetric);
+  const shift = q.symmetric ? 1 << (q.bits - 1) : 0;
+  const x = new Int16Array(K * N);
+  for (let n = 0; n < N; n++) {
+    const row = n * Kp;
+    for (let k = 0; k < K; k++) x[k * N + n] = q.codes[row + k]! - shift;
+  }
+  const s = new Float32Array(kBlocks * N);
+  for (let n = 0; n < N; n++) for (let b = 0; b < kBlocks; b++) s[b * N + n] = q.scales[n * kBlocks + b]!;
+  const out: QdqWeights = {
+    x: Tensor.fromBytes(`${base}_DQ_Q${q.bits}`, dtype, [K, N], encodeInts(dtype, x)),
+    scale: floatTensor(`${base}_DQ_scales`, [kBlocks, N], s, scaleType),
+    attrs: { axis: 0, block_size: blockSize },
+  };
+  if (!q.symmetric) {
+    if (!q.zeroPoints) throw new Error(`asymmetric quantized weight '${base}' has no zero points`);
+    const z = new Int16Array(kBlocks * N);
+    for (let n = 0; n < N; n++) for (let b = 0; b < kBlocks; b++) z[b * N + n] = q.zeroPoints[n * kBlocks + b]!;
+    out.zeroPoint = Tensor.fromBytes(`${base}_DQ_zero_points`, dtype, [kBlocks, N], encodeInts(dtype, z));
+  }
+  return out;
+}
+
+function intValues(t: Tensor): Int16Array {
+  const raw = t.bytes();
+  switch (t.dtype) {
+    case DataType.INT4: case DataType.UINT4: return Int16Array.from(unpackInt4(raw, t.size, t.dtype === DataType.INT4));
+    case DataType.INT8: return Int16Array.from(new Int8Array(raw.buffer, raw.byteOffset, t.size));
+    case DataType.UINT8: return Int16Array.from(raw.subarray(0, t.size));
+    default: throw new Error(`not an integer weight type: ${dtypeName(t.dtype)}`);
+  }
+}
+
+/**
+ * Read a blocked DequantizeLinear of a constant [K, N] weight back into unsigned codes. Signed
+ * types shift by 2^(bits-1) (so zero point 0 becomes the implicit 8/128 of MatMulNBits); an unsigned
+ * weight without a zero point gets explicit zero points of 0. A string says why it cannot.
+ */
+export function readQdq(dq: Node): QuantizedWeight | string {
+  const X = dq.constInput(0), S = dq.constInput(1);
+  if (!X || !S) return 'weight or scale is not a constant';
+  const bits = X.dtype === DataType.INT4 || X.dtype === DataType.UINT4 ? 4 : X.dtype === DataType.INT8 || X.dtype === DataType.UINT8 ? 8 : 0;
+  if (!bits) return `weight type ${dtypeName(X.dtype)} is not int4/uint4/int8/uint8`;
+  if (X.dims.length !== 2) return `weight has rank ${X.dims.length}, expected 2`;
+  const [K, N] = X.dims as [number, number];
+  const axis = dq.attrInt('axis', 1), blockSize = dq.attrInt('block_size', 0);
+  if ((axis !== 0 && axis !== -2) || blockSize <= 0) return `not blocked along K (axis=${axis}, block_size=${blockSize})`;
+  if (blockSize < 16 || (blockSize & (blockSize - 1))) return `block_size ${blockSize} is not a power of two >= 16`;
+  const kBlocks = Math.ceil(K / blockSize);
+  if (S.dims.join() !== `${kBlocks},${N}`) return `scale shape [${S.dims}] is not [${kBlocks},${N}]`;
+  const signed = X.dtype === DataType.INT4 || X.dtype === DataType.INT8;
+  const shift = signed ? 1 << (bits - 1) : 0;
+  const zpT = dq.input(2) ? dq.constInput(2) : null;
+  if (dq.input(2) && !zpT) return 'zero point is not a constant';
+  const zpv = zpT ? intValues(zpT) : null;
+  const symmetric = signed && (!zpv || zpv.every((z) => z === 0));
+  const Kp = kBlocks * blockSize;
+  const x = intValues(X);
+  const sv = scaleValues(S);
+  const scales = new Float32Array(N * kBlocks);
+  const zeroPoints = symmetric ? undefined : new Uint8Array(N * kBlocks);
+  for (let n = 0; n < N; n++) {
+    for (let b = 0; b < kBlocks; b++) {
+      scales[n * kBlocks + b] = sv[b * N + n]!;
+      if (zeroPoints) zeroPoints[n * kBlocks + b] = (zpv ? zpv[b * N + n]! : 0) + shift;
+    }
+  }
+  const codes = new Uint8Array(N * Kp);
+  for (let n = 0; n < N; n++) {
+    for (let k = 0; k < Kp; k++) {
+      // Padding codes dequantize to 0: they equal the block's zero point.
+      codes[n * Kp + k] = k < K ? x[k * N + n]! + shift : zeroPoints ? zeroPoints[n * kBlocks + Math.floor(k / blockSize)]! : shift;
+    }
+  }
+  return { K, N, bits, blockSize, kBlocks, symmetric, codes, scales, zeroPoints };
+}

@@ -1,0 +1,449 @@
+// quantize-int4: block-wise weight quantization of MatMul/Gemm weights (MatMulNBits or
+// DequantizeLinear-21 + MatMul) and Gather embeddings (GatherBlockQuantized). Weights are read,
+// quantized and replaced one tensor at a time; a replaced fp32 initializer is dropped at once.
+import { DataType, Graph, Model, Node, Tensor, Value, dtypeName, f16ToF32, f32ToF16 } from '../ir/index.js';
+import { guessRole, type Role } from '../ir/summary.js';
+import type { Options, Pass, PassContext, PassStats } from './pass.js';
+import { getMethod } from './quant/methods/index.js';
+import { createQuantPool } from './quant/workers.js';
+import type { CalibrationData, QuantMethod, QuantizedWeight } from './quant/types.js';
+import { MS_DOMAIN, floatTensor, packMatMulNBits, zeroPointRowBytes } from './quant/matmulnbits.js';
+import { packQdq } from './quant/qdq.js';
+import { packGatherBlockQuantized } from './quant/gather.js';
+import { relativeError, type LayerReport } from './quant/report.js';
+import { dropIfUnused, ensureOpset, floatTypeOf, matchesAny, removeDeadNode, replaceNode } from './quant/graph-util.js';
+import { upgradeOpset } from './upgrade-opset.js';
+
+export interface QuantizeContext extends PassContext {
+  /** Calibration activations for a weight (methods that need them); undefined when none were collected. */
+  calibration?: (weight: string, node: Node) => CalibrationData | undefined;
+}
+
+export interface QuantizeStats extends PassStats {
+  layers: LayerReport[];
+  role: Role;
+}
+
+const ROLES = ['auto', 'decoder', 'vision-encoder', 'projector', 'embeddings', 'unknown'] as const;
+
+const blockCheck = (v: unknown) => {
+  const b = v as number;
+  return b >= 16 && b <= 256 && (b & (b - 1)) === 0 ? undefined : `must be a power of two in 16..256, got ${b}`;
+};
+const bitsCheck = (v: unknown) => (v === undefined || v === 4 || v === 8 ? undefined : `must be 4 or 8, got ${String(v)}`);
+
+/** A constant 2-D weight as a consumer sees it: an initializer, or Transpose(perm 1,0) of one. */
+interface ConstWeight {
+  value: Value;
+  tensor: Tensor;
+  /** The initializer holds the weight transposed relative to what the consumer multiplies by. */
+  transposedByNode: Node | null;
+}
+
+function constWeight(v: Value | null): ConstWeight | null {
+  if (!v) return null;
+  if (v.initializer) return { value: v, tensor: v.initializer, transposedByNode: null };
+  const p = v.producer;
+  if (p && p.opType === 'Transpose' && (p.domain === '' || p.domain === 'ai.onnx')) {
+    const src = p.input(0);
+    const perm = p.attrInts('perm', [1, 0]);
+    if (src?.initializer && src.initializer.dims.length === 2 && perm[0] === 1 && perm[1] === 0) return { value: src, tensor: src.initializer, transposedByNode: p };
+  }
+  return null;
+}
+
+interface Candidate {
+  node: Node;
+  kind: 'matmul' | 'gemm' | 'gather';
+  w: ConstWeight;
+  /** The stored tensor is [N, K] (Gemm transB, Transpose of an initializer, embedding table). */
+  storedNK: boolean;
+  K: number;
+  N: number;
+  lmHead: boolean;
+  /** Gather candidate that shares its quantized table with this lm_head. */
+  tiedGather?: Candidate;
+  tiedTo?: Candidate;
+}
+
+const POSITIONAL = /position|pos_ids|rotary|cos_cache|sin_cache|inv_freq/i;
+
+const isFloatDtype = (t: DataType) => t === DataType.FLOAT || t === DataType.FLOAT16 || t === DataType.BFLOAT16;
+
+/** Float [K, N] row-major from a stored tensor ([K, N], or [N, K] when storedNK). */
+function readWeight(c: Candidate): Float32Array {
+  const raw = c.w.tensor.toFloat32();
+  if (!c.storedNK) return raw;
+  const { K, N } = c;
+  const out = new Float32Array(K * N);
+  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) out[k * N + n] = raw[n * K + k]!;
+  return out;
+}
+
+function roundScalesToF16(q: QuantizedWeight): void {
+  for (let i = 0; i < q.scales.length; i++) q.scales[i] = f16ToF32(f32ToF16(q.scales[i]!));
+}
+
+/** Output feeds a graph output directly or through shape-only ops, or the names say lm_head. */
+function looksLikeLmHead(n: Node, weightName: string): boolean {
+  if (/lm_head|output_proj|logits/i.test(n.name) || /lm_head/i.test(weightName)) return true;
+  let v = n.outputs[0];
+  for (let hops = 0; v && hops < 3; hops++) {
+    if (v.isGraphOutput) return true;
+    const next = v.consumers.find((c) => ['Reshape', 'Cast', 'Identity', 'Squeeze'].includes(c.opType));
+    v = next?.outputs[0] ?? null;
+  }
+  return false;
+}
+
+function sameTransposed(a: Candidate, gather: Candidate): boolean {
+  if (a.K !== gather.K || a.N !== gather.N) return false;
+  if (a.w.value === gather.w.value) return a.storedNK === gather.storedNK;
+  const x = readWeight(a), y = readWeight(gather);
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  return true;
+}
+
+export const quantizeInt4: Pass = {
+  name: 'quantize-int4',
+  description: 'Block-wise 4/8-bit weight quantization of MatMul/Gemm (MatMulNBits or DequantizeLinear-21) and Gather embeddings (GatherBlockQuantized)',
+  options: {
+    bits: { type: 'int', default: undefined, description: 'weight bits, 4 or 8 (default: 4, or 8 for a vision encoder or projector)', validate: bitsCheck },
+    block: { type: 'int', default: 32, description: 'block size along K (power of two, 16..256)', validate: blockCheck },
+    sym: { type: 'bool', default: true, description: 'symmetric (no zero points) or asymmetric' },
+    format: { type: 'enum', default: 'matmulnbits', values: ['matmulnbits', 'qdq'], description: 'MatMulNBits (WebGPU/CPU) or DequantizeLinear-21 + MatMul (NPU)' },
+    method: { type: 'string', default: 'rtn', description: 'quantization method (passes/quant/methods)' },
+    accuracy_level: { type: 'int', default: 0, min: 0, max: 4, description: 'MatMulNBits accuracy_level (0 = unset, 4 = int8 activations)' },
+    scales: { type: 'enum', default: 'auto', values: ['auto', 'fp32', 'fp16'], description: "scale precision; 'auto' follows the activation type. fp16 on an fp32 graph rounds the values (stored fp16 in QDQ)" },
+    include: { type: 'list', default: [], description: 'only nodes matching these names, op types or globs' },
+    exclude: { type: 'list', default: [], description: 'skip nodes matching these names, op types or globs (node or weight name)' },
+    embeddings: { type: 'bool', default: undefined, description: 'quantize Gather embeddings (default: on for matmulnbits, off for qdq)' },
+    embed_bits: { type: 'int', default: undefined, description: 'bits for embeddings (default: bits)', validate: bitsCheck },
+    lm_head_bits: { type: 'int', default: undefined, description: 'bits for the lm_head (default: bits)', validate: bitsCheck },
+    tie: { type: 'bool', default: true, description: 'a tied embedding and lm_head share one packed initializer' },
+    role: { type: 'enum', default: 'auto', values: ROLES, description: 'sub-model role for defaults (auto: guessed from the graph)' },
+    threads: { type: 'int', default: 1, min: 1, max: 64, description: 'worker threads quantizing weights in parallel (same output for any count)' },
+  },
+  async run(model: Model, o: Options, ctx: QuantizeContext): Promise<QuantizeStats> {
+    const role: Role = o.role === 'auto' ? guessRole(model).role : (o.role as Role);
+    const format = o.format as 'matmulnbits' | 'qdq';
+    const bits = (o.bits as 4 | 8 | undefined) ?? (role === 'vision-encoder' || role === 'projector' ? 8 : 4);
+    const embedBits = (o.embed_bits as 4 | 8 | undefined) ?? bits;
+    const lmBits = (o.lm_head_bits as 4 | 8 | undefined) ?? bits;
+    const embeddings = (o.embeddings as boolean | undefined) ?? format === 'matmulnbits';
+    const block = o.block as number, sym = o.sym as boolean;
+    const method: QuantMethod = getMethod(o.method as string);
+    const stats: QuantizeStats = { counts: { matmul: 0, gemm: 0, gather: 0, tied: 0, excluded: 0, skipped: 0 }, skipped: [], notes: [], layers: [], role };
+    const skip = (why: string) => { stats.skipped!.push(why); stats.counts.skipped!++; };
+    stats.notes!.push(`role ${role}: ${bits}-bit weights, block ${block}, ${sym ? 'symmetric' : 'asymmetric'}, ${format}, method ${method.name}`);
+    if (method.needsCalibration && !ctx.calibration) {
+      skip(`method '${method.name}' needs calibration activations and none were given; model left unchanged`);
+      return stats;
+    }
+
+    const cands: Candidate[] = [];
+    const nonConst: string[] = [];
+    for (const g of model.graph.allGraphs()) {
+      for (const n of g.nodes) {
+        const c = candidate(n, embeddings, nonConst, skip);
+        if (!c) continue;
+        const include = o.include as string[], exclude = o.exclude as string[];
+        if ((include.length && !matchesAny(include, n, c.w.value.name)) || matchesAny(exclude, n, c.w.value.name)) { stats.counts.excluded!++; continue; }
+        cands.push(c);
+      }
+    }
+    if (nonConst.length) skip(`${nonConst.length} MatMul(s) with a non-constant B left as they are (activation x activation): ${nonConst.slice(0, 8).join(', ')}${nonConst.length > 8 ? ', ...' : ''}`);
+    if (!cands.length) return stats;
+
+    if (format === 'qdq' && (model.opset('') ?? 1) < 21 && cands.some((c) => c.kind !== 'gather')) {
+      const up = upgradeOpset(model, 21);
+      if (up.blockers.length) {
+        skip(`DequantizeLinear with block_size needs opset 21 and the model (opset ${up.from}) cannot be converted: ${up.blockers.slice(0, 3).join('; ')}`);
+        return stats;
+      }
+      stats.notes!.push(`opset ${up.from} -> 21 (${up.converted} nodes rewritten)`);
+    }
+
+    // Tied embedding / lm_head: one quantized table when both use the same bits.
+    const gathers = cands.filter((c) => c.kind === 'gather');
+    for (const c of cands) {
+      if (c.kind === 'gather') continue;
+      c.lmHead = looksLikeLmHead(c.node, c.w.value.name);
+      if (!c.lmHead || !o.tie || format !== 'matmulnbits' || embedBits !== lmBits) continue;
+      const gq = gathers.find((gc) => !gc.tiedTo && sameTransposed(c, gc));
+      if (gq && gq.K % block === 0 && gq.node.input(1)?.shape) { c.tiedGather = gq; gq.tiedTo = c; }
+    }
+
+    const cache = new Map<string, Value[]>();
+    const errs = new Map<string, number>();
+    const threads = o.threads as number;
+    const pool = threads > 1 ? await createQuantPool({ threads }) : null;
+    const params = (b: 4 | 8) => ({ bits: b, blockSize: block, symmetric: sym });
+    const bitsOf = (c: Candidate): 4 | 8 => (c.kind === 'gather' ? embedBits : c.lmHead ? lmBits : bits);
+    const keyOf = (c: Candidate) => `${c.w.value.name}|${c.storedNK}|${bitsOf(c)}|${c.kind === 'gemm' ? c.node.attrFloat('alpha', 1) : 1}`;
+    /** The float [K, N] weight the node multiplies by (Gemm alpha folded in). */
+    const prepared = (c: Candidate): Float32Array => {
+      const w = readWeight(c);
+      const alpha = c.kind === 'gemm' ? c.node.attrFloat('alpha', 1) : 1;
+      if (alpha !== 1) for (let i = 0; i < w.length; i++) w[i] = Math.fround(w[i]! * alpha);
+      return w;
+    };
+    const emit = (c: Candidate, q: QuantizedWeight, first: boolean, w: Float32Array | null): void => {
+      // Emitted initializers differ by consumer kind even when the codes are shared.
+      const key = `${keyOf(c)}|${c.kind === 'gather' ? 'gather' : 'matmul'}`;
+      const actType = c.kind === 'gather' ? floatTypeOf(c.w.value, DataType.FLOAT) : floatTypeOf(c.node.input(0), floatTypeOf(c.w.value, DataType.FLOAT));
+      const wantF16 = o.scales === 'fp16' || (o.scales === 'auto' && actType === DataType.FLOAT16);
+      if (first && wantF16) roundScalesToF16(q);
+      const scaleType = o.scales === 'fp32' ? DataType.FLOAT : wantF16 && (format === 'qdq' || actType === DataType.FLOAT16) ? DataType.FLOAT16 : actType;
+      // A weight shared by several nodes is packed once; later nodes reuse its initializers.
+      if (first) errs.set(keyOf(c), relativeError(w ?? prepared(c), q));
+      const layer: LayerReport = {
+        node: c.node.name, weight: c.w.value.name, kind: c.kind === 'gather' ? 'embedding' : c.lmHead ? 'lm_head' : 'linear',
+        shape: [c.K, c.N], bits: bitsOf(c), block, symmetric: sym, format: c.kind === 'gather' ? 'GatherBlockQuantized' : format === 'qdq' ? 'DequantizeLinear' : 'MatMulNBits',
+        relError: errs.get(keyOf(c))!, bytesBefore: first ? c.w.tensor.byteLength : 0, bytesAfter: 0,
+      };
+      const g = c.node.graph;
+      const weightValue = c.w.value, transposer = c.w.transposedByNode;
+      if (c.kind === 'gather') {
+        layer.bytesAfter = emitGather(g, c, q, actType, cache, key);
+      } else if (format === 'matmulnbits') {
+        const made = emitMatMulNBits(model, c, q, actType, o.accuracy_level as number, cache, key);
+        layer.bytesAfter = made.bytes;
+        layer.node = made.node.name;
+        if (c.tiedGather) {
+          const tg = c.tiedGather;
+          const gl = emitTiedGather(tg, made.B, q, actType);
+          stats.layers.push(layer);
+          stats.layers.push({ ...layer, node: gl.node, weight: tg.w.value.name, kind: 'embedding', shape: [tg.K, tg.N], format: 'GatherBlockQuantized', bytesBefore: tg.w.tensor.byteLength, bytesAfter: gl.bytes, sharedWith: made.B.name });
+          stats.counts.tied!++;
+          stats.counts.gather!++;
+          dropIfUnused(tg.w.value);
+        }
+      } else {
+        const made = emitQdqMatMul(c, q, scaleType, actType, cache, key);
+        layer.bytesAfter = made.bytes;
+        layer.node = made.node.name;
+      }
+      stats.counts[c.kind]!++;
+      if (!c.tiedGather) stats.layers.push(layer);
+      if (transposer) removeDeadNode(transposer);
+      dropIfUnused(weightValue);
+      ctx.progress?.(`quantized ${c.w.value.name}`);
+    };
+
+    // In candidate order; with a pool, up to `threads` weights are in flight and emitted in order,
+    // so the output does not depend on the thread count. A shared weight is quantized once.
+    const inFlight: { c: Candidate; q: Promise<QuantizedWeight>; w: Float32Array | null; first: boolean }[] = [];
+    const jobs = new Map<string, Promise<QuantizedWeight>>();
+    const left = new Map<string, number>();
+    const todo = cands.filter((c) => !c.tiedTo);
+    for (const c of todo) left.set(keyOf(c), (left.get(keyOf(c)) ?? 0) + 1);
+    const flush = async (keep: number) => {
+      while (inFlight.length > keep) {
+        const j = inFlight.shift()!;
+        emit(j.c, await j.q, j.first, j.w);
+        const key = keyOf(j.c);
+        left.set(key, left.get(key)! - 1);
+        if (!left.get(key)) jobs.delete(key);
+      }
+    };
+    try {
+      for (const c of todo) {
+        if (c.kind === 'gather' && c.K % block !== 0) { skip(`${c.node.name || 'Gather'}: embedding width ${c.K} is not a multiple of block ${block} (GatherBlockQuantized needs whole blocks)`); continue; }
+        const actIn = c.kind === 'gather' ? c.w.value : c.node.input(0);
+        if (floatTypeOf(actIn, DataType.FLOAT) === DataType.BFLOAT16) { skip(`${c.node.name}: bfloat16 activations are not handled`); continue; }
+        const key = keyOf(c);
+        let q = jobs.get(key);
+        const first = !q;
+        let w: Float32Array | null = null;
+        if (!q) {
+          const calib = ctx.calibration?.(c.w.value.name, c.node);
+          if (pool) q = pool.quantize({ method: method.name, w: prepared(c), K: c.K, N: c.N, params: params(bitsOf(c)), calib });
+          else { w = prepared(c); q = Promise.resolve(method.quantize(w, c.K, c.N, params(bitsOf(c)), calib)); }
+          jobs.set(key, q);
+        }
+        inFlight.push({ c, q, w, first });
+        await flush(pool ? threads : 0);
+      }
+      await flush(0);
+    } finally {
+      await pool?.close();
+    }
+    if (format === 'matmulnbits' || stats.counts.gather) ensureOpset(model, MS_DOMAIN, 1);
+    if (format === 'qdq' && model.irVersion < 10) model.irVersion = 10;
+    return stats;
+  },
+};
+
+function bytesOf(vals: Value[] | undefined): number {
+  return (vals ?? []).reduce((s, v) => s + (v.initializer?.byteLength ?? 0), 0);
+}
+
+/** Classify a node; records why it is left alone when it looks like a candidate but is not one. */
+function candidate(n: Node, embeddings: boolean, nonConst: string[], skip: (why: string) => void): Candidate | null {
+  if (n.domain !== '' && n.domain !== 'ai.onnx') return null;
+  const label = n.name || n.opType;
+  if (n.opType === 'MatMul' || n.opType === 'Gemm') {
+    const w = constWeight(n.input(1));
+    if (!w) { nonConst.push(label); return null; }
+    const dims = w.tensor.dims;
+    if (dims.length !== 2) { skip(`${label}: weight '${w.value.name}' has rank ${dims.length}, only 2-D weights are quantized`); return null; }
+    if (!isFloatDtype(w.tensor.dtype)) { skip(`${label}: weight '${w.value.name}' is ${dtypeName(w.tensor.dtype)}, not a float type`); return null; }
+    let storedNK = !!w.transposedByNode;
+    if (n.opType === 'Gemm') {
+      if (n.attrInt('transA', 0) !== 0) { skip(`${label}: Gemm with transA=1 is left as it is`); return null; }
+      if (n.attrInt('transB', 0) === 1) storedNK = !storedNK;
+      const C = n.input(2);
+      if (C && !C.initializer && n.attrFloat('beta', 1) !== 1) { skip(`${label}: Gemm with a non-constant C and beta != 1`); return null; }
+    }
+    const [K, N] = storedNK ? [dims[1]!, dims[0]!] : [dims[0]!, dims[1]!];
+    const aK = n.input(0)?.shape?.at(-1);
+    if (typeof aK === 'number' && aK !== K) { skip(`${label}: activation width ${aK} does not match weight K ${K}`); return null; }
+    return { node: n, kind: n.opType === 'MatMul' ? 'matmul' : 'gemm', w, storedNK, K, N, lmHead: false };
+  }
+  if (n.opType === 'Gather' && embeddings) {
+    const t = n.input(0)?.initializer;
+    if (!t || t.dims.length !== 2 || !isFloatDtype(t.dtype)) return null;
+    if (n.attrInt('axis', 0) !== 0) { skip(`${label}: Gather on axis ${n.attrInt('axis', 0)} is not an embedding lookup`); return null; }
+    // Token embeddings are indexed by a fed id tensor; rotary caches and position tables are not weights to quantize.
+    const ids = n.input(1);
+    if (!ids?.isGraphInput || POSITIONAL.test(ids.name) || POSITIONAL.test(n.input(0)!.name)) return null;
+    return { node: n, kind: 'gather', w: { value: n.input(0)!, tensor: t, transposedByNode: null }, storedNK: true, K: t.dims[1]!, N: t.dims[0]!, lmHead: false };
+  }
+  return null;
+}
+
+function addInit(g: Graph, t: Tensor): Value {
+  return g.addInitializer(t);
+}
+
+function biasValues(c: Candidate): Float32Array | null {
+  if (c.kind !== 'gemm') return null;
+  const C = c.node.input(2);
+  if (!C?.initializer) return null;
+  const t = C.initializer;
+  if (t.size !== c.N || (t.dims.length > 1 && t.dims.at(-1) !== c.N)) return null;
+  const beta = c.node.attrFloat('beta', 1);
+  return Float32Array.from(t.toFloat32(), (v) => Math.fround(v * beta));
+}
+
+/** Gemm's C when it cannot be a bias vector: added after the product (beta folded into a constant). */
+function gemmAddend(c: Candidate): Value | null {
+  if (c.kind !== 'gemm' || !c.node.input(2) || biasValues(c)) return null;
+  const C = c.node.input(2)!;
+  const beta = c.node.attrFloat('beta', 1);
+  if (beta === 1 || !C.initializer) return C;
+  const t = C.initializer;
+  return addInit(c.node.graph, Tensor.fromNumbers(`${C.name}_beta`, t.dtype, [...t.dims], Float32Array.from(t.toFloat32(), (v) => v * beta)));
+}
+
+function emitMatMulNBits(model: Model, c: Candidate, q: QuantizedWeight, actType: DataType, acc: number, cache: Map<string, Value[]>, key: string) {
+  const g = c.node.graph;
+  let vals = cache.get(key);
+  let bytes = 0;
+  if (!vals) {
+    const packed = packMatMulNBits(q, c.w.value.name, actType);
+    vals = [addInit(g, packed.B), addInit(g, packed.scales)];
+    if (packed.zeroPoints) vals.push(addInit(g, packed.zeroPoints));
+    bytes = bytesOf(vals);
+    cache.set(key, vals);
+  }
+  const [B, S, Z] = vals as [Value, Value, Value | undefined];
+  const bias = biasValues(c);
+  const biasV = bias ? addInit(g, floatTensor(`${c.node.input(2)!.name}_bias`, [c.N], bias, actType)) : null;
+  if (biasV) bytes += biasV.initializer!.byteLength;
+  const attrs: Record<string, number> = { K: q.K, N: q.N, bits: q.bits, block_size: q.blockSize };
+  if (acc) attrs.accuracy_level = acc;
+  const addend = gemmAddend(c);
+  const Y = c.node.outputs[0]!;
+  const name = `${c.node.name || c.node.opType}_Q${q.bits}`;
+  const mid = addend ? g.createValue(`${name}_output`, { elemType: actType }) : Y;
+  const specs = [{ opType: 'MatMulNBits', domain: MS_DOMAIN, name, inputs: [c.node.input(0), B, S, Z ?? null, null, biasV], outputs: [mid], attrs }];
+  if (addend) specs.push({ opType: 'Add', domain: '', name: `${name}_bias`, inputs: [mid, addend], outputs: [Y], attrs: {} });
+  const [node] = replaceNode(g, c.node, specs);
+  ensureOpset(model, MS_DOMAIN, 1);
+  return { node: node!, B, bytes };
+}
+
+function emitQdqMatMul(c: Candidate, q: QuantizedWeight, scaleType: DataType, actType: DataType, cache: Map<string, Value[]>, key: string) {
+  const g = c.node.graph;
+  let vals = cache.get(key);
+  let bytes = 0;
+  if (!vals) {
+    const p = packQdq(q, c.w.value.name, scaleType);
+    const x = addInit(g, p.x), s = addInit(g, p.scale), z = p.zeroPoint ? addInit(g, p.zeroPoint) : null;
+    bytes = bytesOf([x, s, ...(z ? [z] : [])]);
+    const base = c.w.value.name;
+    const dq = g.addNode({ opType: 'DequantizeLinear', name: `${base}_DequantizeLinear`, inputs: [x, s, z], outputs: [`${base}_DQ`], attrs: p.attrs }, c.node);
+    let wv = dq.outputs[0]!;
+    wv.type = { elemType: scaleType, shape: [q.K, q.N] };
+    if (scaleType !== actType) {
+      const cast = g.addNode({ opType: 'Cast', name: `${base}_DQ_Cast`, inputs: [wv], outputs: [`${base}_DQ_cast`], attrs: { to: actType } }, c.node);
+      wv = cast.outputs[0]!;
+      wv.type = { elemType: actType, shape: [q.K, q.N] };
+    }
+    vals = [wv, x, s, ...(z ? [z] : [])];
+    cache.set(key, vals);
+  }
+  const W = vals[0]!;
+  if (c.kind === 'matmul') {
+    c.node.setInput(1, W);
+    return { node: c.node, bytes };
+  }
+  const bias = biasValues(c);
+  const addend = bias ? addInit(g, floatTensor(`${c.node.input(2)!.name}_bias`, [c.N], bias, actType)) : gemmAddend(c);
+  if (bias) bytes += addend!.initializer!.byteLength;
+  const Y = c.node.outputs[0]!;
+  const name = c.node.name || 'Gemm';
+  const mid = addend ? g.createValue(`${name}_matmul`, { elemType: actType }) : Y;
+  const specs = [{ opType: 'MatMul', domain: '', name: `${name}_MatMul`, inputs: [c.node.input(0), W], outputs: [mid], attrs: {} }];
+  if (addend) specs.push({ opType: 'Add', domain: '', name: `${name}_bias`, inputs: [mid, addend], outputs: [Y], attrs: {} });
+  const [node] = replaceNode(g, c.node, specs);
+  return { node: node!, bytes };
+}
+
+function emitGather(g: Graph, c: Candidate, q: QuantizedWeight, actType: DataType, cache: Map<string, Value[]>, key: string): number {
+  let vals = cache.get(key);
+  let bytes = 0;
+  if (!vals) {
+    const p = packGatherBlockQuantized(q, c.w.value.name, actType, 'int4');
+    vals = [addInit(g, p.data), addInit(g, p.scales), ...(p.zeroPoints ? [addInit(g, p.zeroPoints)] : [])];
+    bytes = bytesOf(vals);
+    cache.set(key, vals);
+  }
+  replaceNode(g, c.node, [{
+    opType: 'GatherBlockQuantized', domain: MS_DOMAIN, name: `${c.node.name || 'Gather'}_Q${q.bits}`,
+    inputs: [vals[0]!, c.node.input(1), vals[1]!, vals[2] ?? null], outputs: [c.node.outputs[0]!],
+    attrs: { bits: q.bits, block_size: q.blockSize, gather_axis: 0, quantize_axis: 1 },
+  }]);
+  return bytes;
+}
+
+/**
+ * The embedding reads the lm_head's MatMulNBits B [V, k_blocks, blob] as uint8 data with
+ * quantize_axis=2 (one block per innermost row), then reshapes [..., k_blocks, block] to [..., H].
+ */
+function emitTiedGather(c: Candidate, B: Value, q: QuantizedWeight, actType: DataType): { node: string; bytes: number } {
+  const g = c.node.graph;
+  const { kBlocks, N: V } = q;
+  const base = c.w.value.name;
+  const scales = addInit(g, floatTensor(`${base}_gbq_scales`, [V, kBlocks, 1], q.scales, actType));
+  const vals = [scales];
+  if (!q.symmetric) {
+    const zrow = zeroPointRowBytes(1, q.bits);
+    const z = new Uint8Array(V * kBlocks * zrow);
+    for (let i = 0; i < V * kBlocks; i++) z[i * zrow] = q.zeroPoints![i]!;
+    vals.push(addInit(g, Tensor.fromBytes(`${base}_gbq_zero_points`, DataType.UINT8, [V, kBlocks, zrow], z)));
+  }
+  const idxRank = c.node.input(1)!.shape!.length;
+  const shape = addInit(g, Tensor.fromInt64(`${base}_gbq_shape`, [idxRank + 1], [...new Array(idxRank).fill(0), q.K]));
+  vals.push(shape);
+  const name = `${c.node.name || 'Gather'}_Q${q.bits}`;
+  const Y = c.node.outputs[0]!;
+  const mid = g.createValue(`${name}_blocks`, { elemType: actType });
+  const [node] = replaceNode(g, c.node, [
+    { opType: 'GatherBlockQuantized', domain: MS_DOMAIN, name, inputs: [B, c.node.input(1), scales, vals.length > 2 ? vals[1]! : null], outputs: [mid], attrs: { bits: q.bits, block_size: q.blockSize, gather_axis: 0, quantize_axis: 2 } },
+    { opType: 'Reshape', domain: '', name: `${name}_reshape`, inputs: [mid, shape], outputs: [Y], attrs: {} },
+  ]);
+  return { node: node!.name, bytes: bytesOf(vals) };
+}

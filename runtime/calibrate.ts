@@ -1,0 +1,121 @@
+// Calibration activations for data-aware quantization (GPTQ): run the model in onnxruntime with the
+// A inputs of weight MatMuls exposed as extra graph outputs and keep, per weight, a deterministic
+// sample of activation rows [rows, K]. The temporary model is written next to the source so its
+// external data is referenced in place, not copied.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { DataType, InputError, Model, Tensor, Value, saveModel } from '../ir/index.js';
+import type { CalibrationData } from '../passes/quant/types.js';
+import { fromOrtTensor, loadInputsDir, randomInputs, tensorToFloat64, toOrtTensor, type InputSpec } from './ort.js';
+
+export interface CalibrateOptions {
+  /** Most rows kept per weight (spread evenly over the input sets and their rows). Default 512. */
+  maxRows?: number;
+  /** Only these weight (initializer) names; default every 2-D float MatMul weight. */
+  weights?: string[];
+  intraOpNumThreads?: number;
+}
+
+const FLOATS = new Set<number>([DataType.FLOAT, DataType.FLOAT16, DataType.BFLOAT16]);
+
+/** Weight name -> the activation value that multiplies it, for MatMuls with a constant 2-D float B. */
+export function matmulActivations(model: Model, only?: string[]): Map<string, Value> {
+  const want = only ? new Set(only) : undefined;
+  const out = new Map<string, Value>();
+  for (const node of model.graph.nodes) {
+    if (node.opType !== 'MatMul' || node.domain !== '') continue;
+    const a = node.input(0), b = node.input(1);
+    const t = b?.initializer;
+    if (!a || !b || !t || t.dims.length !== 2 || !FLOATS.has(t.dtype)) continue;
+    if (want && !want.has(b.name)) continue;
+    out.set(b.name, a);
+  }
+  return out;
+}
+
+/** Input sets from a `--calibration` folder: each sub-folder is one set (`<name>.pb` files or an
+ * ONNX test_data_set), or the folder itself when it holds .pb files directly. Sorted by name. */
+export function loadCalibrationSets(dir: string, model: Model): Record<string, Tensor>[] {
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new InputError('calibration folder not found', dir);
+  const entries = fs.readdirSync(dir).sort();
+  const subs = entries.filter((e) => fs.statSync(path.join(dir, e)).isDirectory());
+  const sets = subs.length ? subs.map((s) => loadInputsDir(path.join(dir, s), model)) : [loadInputsDir(dir, model)];
+  const need = model.graph.inputs.filter((v) => !v.initializer).map((v) => v.name);
+  sets.forEach((s, i) => {
+    const missing = need.filter((n) => !s[n]);
+    if (missing.length) throw new InputError(`calibration set lacks input(s) ${missing.join(', ')}`, subs.length ? path.join(dir, subs[i]!) : dir);
+  });
+  if (!sets.length) throw new InputError('calibration folder holds no input sets', dir);
+  return sets;
+}
+
+/** Seeded synthetic input sets (smoke runs): set i uses seed base+i. */
+export function syntheticCalibrationSets(model: Model, count: number, spec: InputSpec = {}): Record<string, Tensor>[] {
+  return Array.from({ length: count }, (_, i) => randomInputs(model, { ...spec, seed: (spec.seed ?? 1234) + i }));
+}
+
+/** Evenly spaced row indices: `take` of `total` (all when take >= total). */
+function spread(total: number, take: number): number[] {
+  if (take >= total) return Array.from({ length: total }, (_, i) => i);
+  return Array.from({ length: take }, (_, i) => Math.floor(((i + 0.5) * total) / take));
+}
+
+export async function collectCalibration(model: Model, sets: Record<string, Tensor>[], opts: CalibrateOptions = {}): Promise<Map<string, CalibrationData>> {
+  const maxRows = opts.maxRows ?? 512;
+  const acts = matmulActivations(model, opts.weights);
+  const result = new Map<string, CalibrationData>();
+  if (!acts.size || !sets.length) return result;
+  const g = model.graph;
+  const exposed = [...new Set(acts.values())];
+  const added = exposed.filter((v) => !v.isGraphOutput);
+  const dir = model.sourcePath ? path.dirname(model.sourcePath) : fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-calib-'));
+  const tmp = path.join(dir, `.edgec-calib-${process.pid}-${Date.now().toString(36)}.onnx`);
+  const perSet = Math.ceil(maxRows / sets.length);
+  const rows = new Map<Value, Float32Array[]>();
+  g.outputs.push(...added);
+  let session: ort.InferenceSession | undefined;
+  try {
+    saveModel(model, tmp, { externalData: false, reuseExternal: true });
+    session = await ort.InferenceSession.create(tmp, { graphOptimizationLevel: 'disabled', intraOpNumThreads: opts.intraOpNumThreads ?? 1, logSeverityLevel: 3 });
+    for (const feeds of sets) {
+      const ortFeeds: Record<string, ort.Tensor> = {};
+      for (const name of session.inputNames) {
+        const t = feeds[name];
+        if (!t) throw new InputError(`calibration set has no input '${name}'`);
+        ortFeeds[name] = toOrtTensor(t);
+      }
+      const res = await session.run(ortFeeds, exposed.map((v) => v.name));
+      for (const v of exposed) {
+        const t = fromOrtTensor(v.name, res[v.name] as ort.Tensor);
+        const K = t.dims[t.dims.length - 1]!;
+        const all = tensorToFloat64(t), n = all.length / K;
+        const pick = spread(n, perSet);
+        const x = new Float32Array(pick.length * K);
+        pick.forEach((r, i) => x.set(all.subarray(r * K, (r + 1) * K), i * K));
+        (rows.get(v) ?? rows.set(v, []).get(v)!).push(x);
+      }
+    }
+  } finally {
+    g.outputs.splice(g.outputs.length - added.length, added.length);
+    await session?.release();
+    for (const f of [tmp, `${tmp}.data`]) fs.rmSync(f, { force: true });
+    if (!model.sourcePath) fs.rmSync(dir, { recursive: true, force: true });
+  }
+  const joined = new Map<Value, Float32Array>();
+  for (const [v, parts] of rows) {
+    const x = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+    let at = 0;
+    for (const p of parts) { x.set(p, at); at += p.length; }
+    joined.set(v, x);
+  }
+  for (const [w, v] of acts) {
+    const x = joined.get(v)!, K = g.value(w).initializer!.dims[0]!, n = x.length / K;
+    if (n <= maxRows) { result.set(w, { x, rows: n }); continue; }
+    const pick = spread(n, maxRows), y = new Float32Array(maxRows * K);
+    pick.forEach((r, i) => y.set(x.subarray(r * K, (r + 1) * K), i * K));
+    result.set(w, { x: y, rows: maxRows });
+  }
+  return result;
+}

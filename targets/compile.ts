@@ -1,0 +1,286 @@
+// compile(): a model file or a folder of MLLM sub-models -> a target artifact folder (model files,
+// manifest.json, target configs), checked against the target and verified against the original in
+// onnxruntime. Written to a temp folder and renamed: same input + options => same bytes.
+import fs from 'node:fs';
+import path from 'node:path';
+import { CheckError, InputError, Model, loadModel, saveModel } from '../ir/index.js';
+import { guessRole, type Role } from '../ir/summary.js';
+import { parsePipeline, runPipeline, type PipelineStep, type StepReport } from '../passes/manager.js';
+import { getPass } from '../passes/registry.js';
+import { resolveOptions } from '../passes/pass.js';
+import '../passes/builtin.js';
+import { verifyModels, type VerifyResult } from '../runtime/verify.js';
+import { checkModel, enforce, type CheckIssue } from './check.js';
+import { parseSize, patchSize, resolveDims, type Size } from './dims.js';
+import { buildManifest, fileDigests, isArtifactDir, writeJson, type Manifest, type ManifestModel } from './manifest.js';
+import { POLICIES, type PolicyName } from './plan/index.js';
+import { getTarget } from './registry.js';
+import { roleThreshold, type DeviceProfile, type QuantChoice, type SubModel, type Target, type TargetName, type TargetOptions, type Variant } from './target.js';
+
+export interface CompileOptions {
+  target: TargetName;
+  /** Artifact folder (replaced if it holds an earlier edgec artifact; refused otherwise). */
+  out: string;
+  quant?: QuantChoice;
+  blockSize?: number;
+  method?: string;
+  /** fp16 activations where the target supports them (webgpu). */
+  fp16?: boolean;
+  fix?: Record<string, number>;
+  imageSizes?: (string | Size)[];
+  context?: number;
+  prefillChunk?: number;
+  /** Replaces the target's default pipeline for every sub-model. */
+  pipeline?: string;
+  calibration?: string;
+  /** Image tiling policy the runtime applies before the vision encoder (recorded in the manifest). */
+  policy?: string;
+  allowFallback?: boolean;
+  verify?: boolean;
+  /** Device profile name of the target, or a profile object (tests use tiny limits). */
+  profile?: string | DeviceProfile;
+  seed?: number;
+  progress?: (msg: string) => void;
+}
+
+export interface SubModelReport {
+  name: string;
+  role: Role;
+  steps: { pass: string; ms: number; nodesBefore: number; nodesAfter: number; counts: Record<string, number>; skipped?: string[] }[];
+  /** Default-pipeline passes not (yet) registered in this build. */
+  missingPasses: string[];
+  finalize: Record<string, number>;
+  issues: CheckIssue[];
+  verification: { file: string; result: VerifyResult }[];
+  ms: number;
+}
+
+export interface CompileResult {
+  outDir: string;
+  manifest: Manifest;
+  report: { target: TargetName; profile: string; models: SubModelReport[]; ms: number; passed: boolean };
+}
+
+const DEFAULT_IMAGE: Size = { width: 224, height: 224 };
+
+/** `model.onnx` or a folder of `*.onnx` sub-models (sorted by name). */
+export function resolveInputs(input: string): { name: string; file: string }[] {
+  let st: fs.Stats;
+  try { st = fs.statSync(input); } catch { throw new InputError('no such file or folder', input); }
+  if (st.isFile()) return [{ name: path.basename(input).replace(/\.onnx$/i, ''), file: path.resolve(input) }];
+  const files = fs.readdirSync(input).filter((f) => f.toLowerCase().endsWith('.onnx')).sort();
+  if (!files.length) throw new InputError('holds no .onnx files', input);
+  return files.map((f) => ({ name: f.replace(/\.onnx$/i, ''), file: path.resolve(input, f) }));
+}
+
+/** Role from the graph (ir/summary), falling back on the transformers.js file names. */
+export function roleOf(model: Model, name: string): Role {
+  const r = guessRole(model).role;
+  if (r !== 'unknown') return r;
+  if (/vision|image|pixel/.test(name)) return 'vision-encoder';
+  if (/project|mm_proj|connector/.test(name)) return 'projector';
+  if (/embed/.test(name)) return 'embeddings';
+  if (/decoder|model_merged|language/.test(name)) return 'decoder';
+  return 'unknown';
+}
+
+function resolveProfile(t: Target, p: string | DeviceProfile | undefined): DeviceProfile {
+  if (typeof p === 'object') return p;
+  const name = p ?? t.defaultProfile;
+  const prof = t.profiles[name];
+  if (!prof) throw new InputError(`unknown ${t.name} device profile '${name}' (known: ${Object.keys(t.profiles).join(', ')})`);
+  return prof;
+}
+
+function targetOptions(o: CompileOptions): TargetOptions {
+  const blockSize = o.blockSize ?? 32;
+  if (!(blockSize >= 16 && (blockSize & (blockSize - 1)) === 0)) throw new InputError(`--block-size must be a power of two >= 16, got ${blockSize}`);
+  const context = o.context ?? 256;
+  const prefillChunk = o.prefillChunk ?? Math.min(128, Math.max(1, Math.floor(context / 16)));
+  if (!(prefillChunk >= 1 && prefillChunk < context)) throw new InputError(`prefill chunk ${prefillChunk} must be in [1, context ${context})`);
+  let imageSizes: Size[];
+  try {
+    imageSizes = (o.imageSizes ?? []).map((s) => (typeof s === 'string' ? parseSize(s) : s));
+  } catch (e) {
+    throw new InputError((e as Error).message);
+  }
+  if (o.policy !== undefined && !POLICIES.includes(o.policy as PolicyName)) throw new InputError(`unknown tiling policy '${o.policy}' (known: ${POLICIES.join(', ')})`);
+  return { quant: o.quant, blockSize, method: o.method ?? 'rtn', fp16: o.fp16 ?? true, context, prefillChunk, imageSizes, fix: o.fix ?? {}, calibration: o.calibration, seed: o.seed ?? 1234, policy: o.policy as PolicyName | undefined };
+}
+
+/** Resolve the steps: an explicit textual pipeline, or the target's default minus unregistered passes. */
+function steps(t: Target, sm: SubModel, explicit: string | undefined): { steps: PipelineStep[]; missing: string[] } {
+  if (explicit) return { steps: parsePipeline(explicit), missing: [] };
+  const missing: string[] = [];
+  const out: PipelineStep[] = [];
+  for (const s of t.pipeline(sm)) {
+    const pass = getPass(s.pass);
+    if (!pass) { missing.push(s.pass); continue; }
+    out.push({ pass, options: resolveOptions(pass, s.options ?? {}) });
+  }
+  return { steps: out, missing };
+}
+
+function stepSummary(r: StepReport): SubModelReport['steps'][number] {
+  return { pass: r.pass, ms: Math.round(r.ms), nodesBefore: r.nodesBefore, nodesAfter: r.nodesAfter, counts: r.stats.counts, ...(r.stats.skipped?.length ? { skipped: r.stats.skipped } : {}) };
+}
+
+export async function compile(input: string, o: CompileOptions): Promise<CompileResult> {
+  const t0 = performance.now();
+  const target = getTarget(o.target);
+  const profile = resolveProfile(target, o.profile);
+  const opts = targetOptions(o);
+  // A device without shader-f16 cannot run fp16 activations at all: pick the fp32 build for it.
+  if (profile.shaderF16 === false) opts.fp16 = false;
+  const inputs = resolveInputs(input);
+  const outDir = path.resolve(o.out);
+  for (const i of inputs) if (outDir === path.dirname(i.file)) throw new InputError('output folder is the input folder', o.out);
+  if (fs.existsSync(outDir) && !isArtifactDir(outDir)) throw new InputError('exists and is not an edgec artifact; refusing to replace it', o.out);
+
+  const loaded = inputs.map((i) => ({ ...i, model: loadModel(i.file) }));
+  const patch = loaded.map((l) => patchSize(l.model)).find((p) => p !== undefined);
+  const tmp = `${outDir}.tmp-${process.pid}`;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp, { recursive: true });
+  const reports: SubModelReport[] = [];
+  const entries: ManifestModel[] = [];
+  const emitted: Model[] = [];
+  try {
+    const allIssues: { model: string; issue: CheckIssue }[] = [];
+    const pending: { sm: SubModel; variant: Variant; file: string; model: Model; ext: string[] }[] = [];
+    for (const l of loaded) {
+      const ts = performance.now();
+      const role = roleOf(l.model, l.name);
+      const sm: SubModel = { name: l.name, role, plan: target.plan(role, opts), profile, opts, source: l.file, patch };
+      o.progress?.(`${l.name} (${role})`);
+      const { steps: st, missing } = steps(target, sm, o.pipeline);
+      const stepReports = await runPipeline(l.model, st, { modelDir: path.dirname(l.file), progress: o.progress });
+      const fin = await target.finalize(l.model, sm);
+      const report: SubModelReport = { name: l.name, role, steps: stepReports.map(stepSummary), missingPasses: missing, finalize: fin, issues: [], verification: [], ms: 0 };
+      reports.push(report);
+
+      const variants = target.variants(l.model, sm);
+      // Variants share one weights file: the compiled model is written once as a base, and each
+      // variant re-reads it and references the same external data in place.
+      const shared = variants.length > 1;
+      const baseFile = path.join(tmp, `.base-${l.name}.onnx`);
+      const dataName = target.externalData.location(`${l.name}.onnx`);
+      if (shared) saveModel(l.model, baseFile, { externalData: true, location: dataName, maxFileBytes: target.externalData.maxFileBytes });
+      for (const v of variants) {
+        const file = target.fileName(sm, v);
+        const m = shared ? loadModel(baseFile) : l.model;
+        if (Object.keys(v.dims).length) await fixShapes(m, v.dims);
+        const issues = checkModel(m, target, profile);
+        report.issues.push(...issues);
+        allIssues.push(...issues.map((issue) => ({ model: file, issue })));
+        const location = shared ? `${file}_data` : target.externalData.location(file);
+        const res = saveModel(m, path.join(tmp, file), { externalData: true, location, maxFileBytes: target.externalData.maxFileBytes, reuseExternal: shared });
+        const ext = shared ? [dataName, ...res.dataFiles.map((d) => path.basename(d.file))] : res.dataFiles.map((d) => path.basename(d.file));
+        pending.push({ sm, variant: v, file, model: loadModel(path.join(tmp, file)), ext: [...new Set(ext)].sort() });
+      }
+      if (shared) fs.rmSync(baseFile);
+      report.ms = Math.round(performance.now() - ts);
+    }
+    if (!o.allowFallback) enforce(allIssues, target.name);
+
+    for (const p of pending) {
+      const report = reports.find((r) => r.name === p.sm.name)!;
+      let verification: ManifestModel['verification'];
+      if (o.verify !== false) {
+        o.progress?.(`verify ${p.file}`);
+        const threshold = roleThreshold(target, p.sm.role, p.sm.plan);
+        const dims = verifyDims(p.model, p.sm, opts);
+        const result = await verifyModels(p.sm.source, path.join(tmp, p.file), { threshold, seed: opts.seed, dims });
+        report.verification.push({ file: p.file, result });
+        verification = {
+          threshold, passed: result.passed,
+          inputs: result.inputs.map((i) => ({ name: i.name, shape: i.shape })),
+          outputs: result.outputs.map((c) => ({ name: c.name, cosine: round(c.cosine), maxAbsError: round(c.maxAbsError) })),
+        };
+      }
+      emitted.push(p.model);
+      entries.push({
+        name: p.sm.name, role: p.sm.role, file: p.file, variant: p.variant.suffix || undefined,
+        externalData: p.ext, model: p.model, plan: p.sm.plan, opts,
+        sessionOptions: target.sessionOptions(p.model, p.sm, p.ext), verification,
+      });
+    }
+    for (const f of target.extraFiles?.(emitted) ?? []) fs.writeFileSync(path.join(tmp, f.path), f.content);
+    const manifest = buildManifest(target, profile, opts, entries, fileDigests(tmp));
+    writeJson(path.join(tmp, 'manifest.json'), manifest);
+    fs.rmSync(outDir, { recursive: true, force: true });
+    fs.renameSync(tmp, outDir);
+    const passed = manifest.verification.passed;
+    const result: CompileResult = { outDir, manifest, report: { target: target.name, profile: profile.name, models: reports, ms: Math.round(performance.now() - t0), passed } };
+    if (!passed) {
+      const bad = entries.flatMap((e) => (e.verification?.outputs ?? []).filter((c) => !(c.cosine >= e.verification!.threshold)).map((c) => `${e.file}: output '${c.name}' cosine ${c.cosine} < ${e.verification!.threshold} (max abs ${c.maxAbsError})`));
+      throw Object.assign(new CheckError(`verification failed for ${bad.length} output${bad.length === 1 ? '' : 's'} (artifact kept in ${o.out})`, bad), { result });
+    }
+    return result;
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+function round(x: number): number {
+  return Number.isFinite(x) ? Number(x.toPrecision(6)) : x;
+}
+
+/** Dims to feed dynamic candidates at verification (static ones fix their own). */
+function verifyDims(model: Model, sm: SubModel, opts: TargetOptions): Record<string, number> {
+  const seq = Math.min(8, opts.prefillChunk);
+  const { dims } = resolveDims(model, { seq, context: 2 * seq, image: opts.imageSizes[0] ?? DEFAULT_IMAGE, patch: sm.patch, fix: opts.fix });
+  return dims;
+}
+
+/** Bake dims into graph inputs, then re-infer and fold so shape arithmetic becomes constants. */
+export async function fixShapes(model: Model, dims: Record<string, number>): Promise<void> {
+  const fix = getPass('fix-shapes');
+  if (fix) {
+    await runPipeline(model, [{ pass: fix, options: resolveOptions(fix, { dims: Object.entries(dims).map(([k, v]) => `${k}=${v}`) }) }]);
+  } else {
+    for (const v of [...model.graph.inputs, ...model.graph.outputs]) {
+      if (v.type?.shape) v.type = { ...v.type, shape: v.type.shape.map((d) => (typeof d === 'string' && dims[d] !== undefined ? dims[d]! : d)) };
+    }
+    for (const v of model.graph.values.values()) {
+      if (!v.isGraphInput && !v.isGraphOutput && !v.initializer && v.type?.shape?.some((d) => typeof d !== 'number')) v.type = { elemType: v.type.elemType };
+    }
+  }
+  const post = ['infer-shapes', 'fold-constants', 'cleanup', 'infer-shapes'].map((n) => getPass(n)).filter((p): p is NonNullable<typeof p> => !!p);
+  await runPipeline(model, post.map((p) => ({ pass: p, options: resolveOptions(p, {}) })));
+}
+
+export interface ArtifactSummary {
+  target: TargetName;
+  files: number;
+  bytes: number;
+  models: number;
+  nodes: number;
+  /** Op counts over all emitted models, most frequent first. */
+  ops: Record<string, number>;
+  minCosine: number | null;
+  maxAbsError: number | null;
+  passed: boolean;
+  ms: number;
+}
+
+/** Headline figures of a compiled artifact (what `compile` and `demo` print). */
+export function artifactSummary(r: CompileResult): ArtifactSummary {
+  const m = r.manifest;
+  const ops = new Map<string, number>();
+  for (const e of m.models) for (const [k, v] of Object.entries(e.ops)) ops.set(k, (ops.get(k) ?? 0) + v);
+  const outs = m.models.flatMap((e) => e.verification?.outputs ?? []);
+  return {
+    target: r.report.target,
+    files: m.files.length + 1,
+    bytes: m.files.reduce((s, f) => s + f.bytes, 0),
+    models: m.models.length,
+    nodes: [...ops.values()].reduce((s, v) => s + v, 0),
+    ops: Object.fromEntries([...ops].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))),
+    minCosine: outs.length ? Math.min(...outs.map((o) => o.cosine)) : null,
+    maxAbsError: outs.length ? Math.max(...outs.map((o) => o.maxAbsError)) : null,
+    passed: r.report.passed,
+    ms: r.report.ms,
+  };
+}

@@ -1,0 +1,177 @@
+// manifest.json: what a runtime needs to load the artifact and what a reviewer needs to trust it.
+// No timestamps, no absolute paths, stable key order: same compile => same bytes.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Dim, Model, dtypeName } from '../ir/index.js';
+import { opKey, type Role } from '../ir/summary.js';
+import { POLICY_DEFAULTS, planImage } from './plan/index.js';
+import type { DeviceProfile, RolePlan, Target, TargetOptions } from './target.js';
+
+const EXAMPLE_IMAGE = { width: 1344, height: 896 };
+
+export interface ManifestIO {
+  name: string;
+  dtype: string;
+  shape: Dim[] | null;
+}
+
+export interface ManifestVerification {
+  threshold: number;
+  passed: boolean;
+  inputs: { name: string; shape: number[] }[];
+  outputs: { name: string; cosine: number; maxAbsError: number }[];
+}
+
+/** What compile() hands the manifest builder for one emitted model. */
+export interface ManifestModel {
+  name: string;
+  role: Role;
+  file: string;
+  variant?: string;
+  externalData: string[];
+  model: Model;
+  plan: RolePlan;
+  opts: TargetOptions;
+  sessionOptions: Record<string, unknown>;
+  verification?: ManifestVerification;
+}
+
+export interface Manifest {
+  tool: { name: 'edgec'; version: string };
+  target: string;
+  profile: { name: string; maxBindingBytes: number | null; shaderF16: boolean | null };
+  options: Record<string, unknown>;
+  models: {
+    name: string;
+    role: Role;
+    file: string;
+    variant?: string;
+    externalData: string[];
+    inputs: ManifestIO[];
+    outputs: ManifestIO[];
+    opsets: { domain: string; version: number }[];
+    ops: Record<string, number>;
+    quantization: Record<string, unknown>;
+    session: Record<string, unknown>;
+    verification?: ManifestVerification;
+  }[];
+  preprocessing?: Record<string, unknown>;
+  verification: { ran: boolean; passed: boolean };
+  files: { path: string; bytes: number; sha256: string }[];
+}
+
+let version: string | undefined;
+/** The package version (package.json above this file, in source and in dist/). */
+export function toolVersion(): string {
+  if (version) return version;
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++, dir = path.dirname(dir)) {
+    const p = path.join(dir, 'package.json');
+    if (fs.existsSync(p)) {
+      const pkg = JSON.parse(fs.readFileSync(p, 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'edgec' && pkg.version) return (version = pkg.version);
+    }
+  }
+  return (version = '0.0.0');
+}
+
+const io = (m: Model, which: 'inputs' | 'outputs'): ManifestIO[] =>
+  m.graph[which].filter((v) => !v.initializer).map((v) => ({ name: v.name, dtype: v.type ? dtypeName(v.type.elemType) : 'unknown', shape: v.type?.shape ? [...v.type.shape] : null }));
+
+function opCounts(m: Model): Record<string, number> {
+  const c = new Map<string, number>();
+  for (const g of m.graph.allGraphs()) for (const n of g.nodes) c.set(opKey(n), (c.get(opKey(n)) ?? 0) + 1);
+  return Object.fromEntries([...c].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)));
+}
+
+function quantization(e: ManifestModel): Record<string, unknown> {
+  const p = e.plan;
+  const q: Record<string, unknown> = { weights: p.weightBits ? `int${p.weightBits}` : 'none', format: p.format, activations: p.activations };
+  if (p.weightBits) Object.assign(q, { blockSize: e.opts.blockSize, method: e.opts.method, embeddings: p.quantizeEmbeddings });
+  return q;
+}
+
+/** sha256 and size of every file under `dir` (relative '/' paths, sorted); manifest.json excluded. */
+export function fileDigests(dir: string): Manifest['files'] {
+  const out: Manifest['files'] = [];
+  const walk = (d: string) => {
+    for (const f of fs.readdirSync(d).sort()) {
+      const p = path.join(d, f);
+      if (fs.statSync(p).isDirectory()) walk(p);
+      else {
+        const rel = path.relative(dir, p).split(path.sep).join('/');
+        if (rel !== 'manifest.json') out.push({ path: rel, bytes: fs.statSync(p).size, sha256: sha256File(p) });
+      }
+    }
+  };
+  walk(dir);
+  return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}
+
+export function sha256File(file: string): string {
+  const h = crypto.createHash('sha256');
+  const fd = fs.openSync(file, 'r');
+  const buf = Buffer.allocUnsafe(1 << 20);
+  try {
+    for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0;) h.update(buf.subarray(0, n));
+  } finally {
+    fs.closeSync(fd);
+  }
+  return h.digest('hex');
+}
+
+export function buildManifest(t: Target, profile: DeviceProfile, opts: TargetOptions, models: ManifestModel[], files: Manifest['files']): Manifest {
+  const ran = models.some((m) => m.verification);
+  const vision = models.filter((m) => m.role === 'vision-encoder');
+  const m: Manifest = {
+    tool: { name: 'edgec', version: toolVersion() },
+    target: t.name,
+    profile: { name: profile.name, maxBindingBytes: Number.isFinite(profile.maxBindingBytes) ? profile.maxBindingBytes : null, shaderF16: profile.shaderF16 ?? null },
+    options: {
+      quant: opts.quant ?? 'role-default', blockSize: opts.blockSize, method: opts.method, fp16: opts.fp16,
+      ...(t.staticShapes ? { context: opts.context, prefillChunk: opts.prefillChunk } : {}),
+      imageSizes: opts.imageSizes.map((s) => `${s.width}x${s.height}`), fix: opts.fix,
+      calibration: opts.calibration ? 'folder' : 'seeded-random',
+      ...(opts.policy ? { policy: opts.policy } : {}),
+    },
+    models: models.map((e) => ({
+      name: e.name, role: e.role, file: e.file, ...(e.variant ? { variant: e.variant } : {}), externalData: e.externalData,
+      inputs: io(e.model, 'inputs'), outputs: io(e.model, 'outputs'),
+      opsets: e.model.opsetImports.map((o) => ({ domain: o.domain, version: o.version })),
+      ops: opCounts(e.model), quantization: quantization(e), session: e.sessionOptions,
+      ...(e.verification ? { verification: e.verification } : {}),
+    })),
+    verification: { ran, passed: models.every((e) => !e.verification || e.verification.passed) },
+    files,
+  };
+  if (vision.length && (t.staticShapes || opts.policy)) {
+    const pre: Record<string, unknown> = {};
+    if (t.staticShapes) {
+      // Static encoders take exactly these sizes; the runtime tiles/resizes images to them.
+      pre.imageSizes = [...new Set(vision.map((v) => v.variant).filter(Boolean))];
+      pre.files = Object.fromEntries(vision.map((v) => [v.variant ?? '', v.file]));
+    }
+    if (opts.policy) {
+      // The runtime plans each image with this policy; the example shows the plan's JSON form.
+      pre.tiling = { policy: opts.policy, options: POLICY_DEFAULTS[opts.policy], example: planImage(opts.policy, EXAMPLE_IMAGE) };
+    }
+    m.preprocessing = pre;
+  }
+  return m;
+}
+
+export function writeJson(file: string, value: unknown): void {
+  fs.writeFileSync(file, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** An earlier artifact (safe to replace): holds a manifest.json written by edgec. */
+export function isArtifactDir(dir: string): boolean {
+  try {
+    const m = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as { tool?: { name?: string } };
+    return m.tool?.name === 'edgec';
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,32 @@
+// The mobile target: onnxruntime CPU EP (+ XNNPACK) in a reduced build for phones.
+import type { Role } from '../../ir/summary.js';
+import type { RolePlan, Target, TargetOptions } from '../target.js';
+import { MOBILE_CAPABILITIES } from './capabilities.js';
+import { mobileFileName, mobileFinalize, mobileSessionOptions, requiredOperators } from './emit.js';
+import { mobilePipeline } from './pipeline.js';
+import { MOBILE_PROFILES } from './profiles.js';
+
+function plan(role: Role, o: TargetOptions): RolePlan {
+  const vision = role === 'vision-encoder' || role === 'projector';
+  if (o.quant === 'none' || o.quant === 'fp16') return { weightBits: 0, format: 'none', activations: 'fp32', quantizeEmbeddings: false };
+  if (o.quant === 'int8' || (!o.quant && vision)) return { weightBits: 8, format: 'qdq', activations: 'fp32', quantizeEmbeddings: false };
+  return { weightBits: 4, format: 'matmulnbits', activations: 'fp32', quantizeEmbeddings: true };
+}
+
+export const mobile: Target = {
+  name: 'mobile',
+  description: 'phone CPU via onnxruntime (CPU EP + XNNPACK, reduced build): MatMulNBits int4 accuracy_level 4, fp32 activations',
+  capabilities: MOBILE_CAPABILITIES,
+  staticShapes: false,
+  profiles: MOBILE_PROFILES,
+  defaultProfile: 'android-arm64',
+  thresholds: { decoder: 0.99, embeddings: 0.99, 'vision-encoder': 0.995, projector: 0.995, unknown: 0.99 },
+  plan,
+  pipeline: mobilePipeline,
+  finalize: (m) => mobileFinalize(m),
+  variants: () => [{ suffix: '', dims: {} }],
+  fileName: mobileFileName,
+  externalData: { maxFileBytes: Infinity, location: (file) => `${file}.data` },
+  sessionOptions: mobileSessionOptions,
+  extraFiles: (models) => [{ path: 'required_operators.config', content: requiredOperators(models) }],
+};

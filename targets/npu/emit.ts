@@ -1,0 +1,82 @@
+// npu artifact details: weights and activations in full QDQ form (A16W4 decoder, A16W8 vision),
+// one static file per shape bucket (decoder chunked prefill + 1-token decode, one vision encoder
+// per image size) sharing one weights file, and QNN provider options.
+import fs from 'node:fs';
+import path from 'node:path';
+import { DataType, Model } from '../../ir/index.js';
+import { resolveDims, type DimContext } from '../dims.js';
+import type { SubModel, Variant } from '../target.js';
+import { quantizeActivations, quantizeRemainingWeights } from './qdq.js';
+
+const DEFAULT_IMAGE = { width: 224, height: 224 };
+
+function dimContext(sm: SubModel, seq: number, image = sm.opts.imageSizes[0] ?? DEFAULT_IMAGE): DimContext {
+  return { seq, context: sm.opts.context, image, patch: sm.patch, fix: sm.opts.fix };
+}
+
+/** Smallest table an int input indexes (keeps calibration ids in range). */
+function idBound(model: Model): number | undefined {
+  let bound: number | undefined;
+  for (const v of model.graph.inputs) {
+    if (v.dtype !== DataType.INT64 && v.dtype !== DataType.INT32) continue;
+    for (const u of v.uses) {
+      if (!u.node.opType.startsWith('Gather') || u.index !== 1) continue;
+      const src = u.node.input(0);
+      const rows = src?.initializer?.dims[0] ?? src?.producer?.input(0)?.initializer?.dims[0] ?? src?.type?.shape?.[0];
+      if (typeof rows === 'number' && rows > 0) bound = Math.min(bound ?? rows, rows);
+    }
+  }
+  return bound;
+}
+
+export async function npuFinalize(model: Model, sm: SubModel): Promise<Record<string, number>> {
+  const weights = quantizeRemainingWeights(model);
+  const { dims } = resolveDims(model, dimContext(sm, sm.opts.prefillChunk));
+  // A folder MLLM's calibration folder holds one subfolder per sub-model.
+  const cal = sm.opts.calibration;
+  const dir = cal && fs.existsSync(path.join(cal, sm.name)) ? path.join(cal, sm.name) : cal;
+  const acts = await quantizeActivations(model, { dir, dims, seed: sm.opts.seed, intHigh: Math.min(idBound(model) ?? 16, 1 << 15) });
+  return { int8Weights: weights, uint16Activations: acts.activations, activationsLeftFloat: acts.leftFloat };
+}
+
+export function npuVariants(model: Model, sm: SubModel): Variant[] {
+  const seqLike = model.graph.inputs.some((v) => (v.type?.shape ?? []).some((d) => typeof d === 'string' && /^(seq|seq_len|sequence|sequence_length)$/i.test(d)));
+  if ((sm.role === 'decoder' || sm.role === 'embeddings') && seqLike) {
+    const chunk = sm.opts.prefillChunk;
+    return [
+      { suffix: `prefill${chunk}`, dims: resolveDims(model, dimContext(sm, chunk)).dims },
+      { suffix: 'decode', dims: resolveDims(model, dimContext(sm, 1)).dims },
+    ];
+  }
+  if (sm.role === 'vision-encoder' || sm.role === 'projector') {
+    const sizes = sm.opts.imageSizes.length ? sm.opts.imageSizes : [DEFAULT_IMAGE];
+    return sizes.map((s) => ({ suffix: `${s.width}x${s.height}`, dims: resolveDims(model, dimContext(sm, sm.opts.prefillChunk, s)).dims }));
+  }
+  return [{ suffix: 'static', dims: resolveDims(model, dimContext(sm, sm.opts.prefillChunk)).dims }];
+}
+
+export function npuFileName(sm: SubModel, v: Variant): string {
+  return `${sm.name}_${v.suffix}.onnx`;
+}
+
+export function npuSessionOptions(_model: Model, sm: SubModel, externalData: string[]): Record<string, unknown> {
+  return {
+    executionProvider: 'QNNExecutionProvider',
+    providerOptions: {
+      backend_path: 'libQnnHtp.so',
+      htp_performance_mode: 'burst',
+      htp_graph_finalization_optimization_mode: '3',
+      enable_htp_fp16_precision: '1',
+      offload_graph_io_quantization: '1',
+    },
+    sessionConfig: {
+      // Partial offload would hide a slow CPU path; fail instead.
+      'session.disable_cpu_ep_fallback': '1',
+      'ep.context_enable': '1',
+      'ep.context_embed_mode': '0',
+      // Prefill and decode graphs of one model share weights in one context binary.
+      ...(sm.role === 'decoder' || sm.role === 'embeddings' ? { 'ep.share_ep_contexts': '1' } : {}),
+    },
+    externalData,
+  };
+}

@@ -1,0 +1,31 @@
+// The npu target: QNN HTP style (static shapes, QDQ, 16-bit activations, int4/int8 weights).
+import type { Role } from '../../ir/summary.js';
+import type { RolePlan, Target, TargetOptions } from '../target.js';
+import { NPU_CAPABILITIES } from './capabilities.js';
+import { npuFileName, npuFinalize, npuSessionOptions, npuVariants } from './emit.js';
+import { npuPipeline } from './pipeline.js';
+import { NPU_PROFILES } from './profiles.js';
+
+function plan(role: Role, o: TargetOptions): RolePlan {
+  const vision = role === 'vision-encoder' || role === 'projector';
+  // HTP only runs quantized graphs: 'none'/'fp16' still get 8-bit weights, never float ones.
+  const bits: 4 | 8 = o.quant === 'int4' ? 4 : o.quant === 'int8' || o.quant === 'none' || o.quant === 'fp16' ? 8 : vision ? 8 : 4;
+  return { weightBits: bits, format: 'qdq', activations: 'uint16', quantizeEmbeddings: true };
+}
+
+export const npu: Target = {
+  name: 'npu',
+  description: 'phone NPU (QNN HTP style): static shapes, QDQ A16W4 decoder / A16W8 vision, chunked prefill + decode variants',
+  capabilities: NPU_CAPABILITIES,
+  staticShapes: true,
+  profiles: NPU_PROFILES,
+  defaultProfile: 'snapdragon-8-gen-3',
+  thresholds: { decoder: 0.99, embeddings: 0.99, 'vision-encoder': 0.995, projector: 0.995, unknown: 0.99 },
+  plan,
+  pipeline: npuPipeline,
+  finalize: npuFinalize,
+  variants: npuVariants,
+  fileName: npuFileName,
+  externalData: { maxFileBytes: Infinity, location: (file) => `${file}.data` },
+  sessionOptions: npuSessionOptions,
+};

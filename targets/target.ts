@@ -1,0 +1,157 @@
+// The Target contract: what an execution provider runs (capability table), the devices it meets
+// (profiles), how a sub-model of each role is compiled for it (pipeline + quantization defaults),
+// and the runtime settings the artifact ships with.
+import { DataType, Model, Node } from '../ir/index.js';
+import type { Role } from '../ir/summary.js';
+import type { PolicyName } from './plan/types.js';
+
+export type TargetName = 'webgpu' | 'npu' | 'mobile';
+export const TARGET_NAMES: readonly TargetName[] = ['webgpu', 'npu', 'mobile'];
+
+export type QuantChoice = 'int4' | 'int8' | 'fp16' | 'none';
+
+/** One op the EP runs. `limit` returns why a node is outside what the kernel accepts. */
+export interface OpSupport {
+  /** '' = ai.onnx. */
+  domain: string;
+  op: string;
+  limit?: (node: Node) => string | undefined;
+}
+
+export class CapabilityTable {
+  private ops = new Map<string, OpSupport>();
+
+  constructor(
+    readonly ep: string,
+    entries: OpSupport[],
+    /** Float element types compute ops may carry. */
+    readonly floatTypes: readonly DataType[],
+    /** Every ai.onnx op is available (the CPU EP). */
+    readonly allDefaultDomain = false,
+  ) {
+    for (const e of entries) this.ops.set(key(e.domain, e.op), e);
+  }
+
+  get(node: Node): OpSupport | undefined {
+    const d = node.domain === 'ai.onnx' ? '' : node.domain;
+    const hit = this.ops.get(key(d, node.opType));
+    if (hit) return hit;
+    return this.allDefaultDomain && d === '' ? { domain: '', op: node.opType } : undefined;
+  }
+
+  list(): OpSupport[] {
+    return [...this.ops.values()];
+  }
+}
+
+const key = (domain: string, op: string) => `${domain}:${op}`;
+
+/** Build table entries for many plain ops of one domain. */
+export function ops(domain: string, names: string, limits: Record<string, (n: Node) => string | undefined> = {}): OpSupport[] {
+  return names.split(/\s+/).filter(Boolean).map((op) => ({ domain, op, limit: limits[op] }));
+}
+
+export interface DeviceProfile {
+  name: string;
+  description: string;
+  /** Largest single tensor the device can bind (WebGPU maxStorageBufferBindingSize); Infinity if none. */
+  maxBindingBytes: number;
+  /** Largest buffer the device can create. */
+  maxBufferBytes: number;
+  /** DRAM bandwidth in GB/s (cost model). */
+  bandwidthGBs: number;
+  /** Peak dense compute in GFLOP/s at the activation precision (cost model). */
+  peakGflops: number;
+  /** WebGPU `shader-f16` (fp16 activations need it). */
+  shaderF16?: boolean;
+  /** int8 dot products (DP4A / SDOT) for accuracy_level 4. */
+  int8Dot?: boolean;
+}
+
+/** Per-role quantization of weights and precision of activations. */
+export interface RolePlan {
+  /** Weight format: MatMulNBits (webgpu/mobile), QDQ (npu), none. */
+  weightBits: 0 | 4 | 8;
+  format: 'matmulnbits' | 'qdq' | 'none';
+  /** Activation precision of the emitted graph. */
+  activations: 'fp32' | 'fp16' | 'uint16';
+  /** Embedding tables as GatherBlockQuantized (webgpu/mobile) or QDQ Gather (npu). */
+  quantizeEmbeddings: boolean;
+}
+
+export interface TargetOptions {
+  quant?: QuantChoice;
+  blockSize: number;
+  method: string;
+  fp16: boolean;
+  /** Static decoders: KV length (past + new tokens) and tokens per prefill call. */
+  context: number;
+  prefillChunk: number;
+  /** Static vision encoders: one variant per size. */
+  imageSizes: { width: number; height: number }[];
+  fix: Record<string, number>;
+  /** Folder of calibration inputs (`<input name>.pb`), else seeded random inputs. */
+  calibration?: string;
+  seed: number;
+  policy?: PolicyName;
+}
+
+/** A pass by name with options, as in a textual pipeline. */
+export interface StepSpec {
+  pass: string;
+  options?: Record<string, unknown>;
+}
+
+/** One emitted file of a sub-model: '' suffix = the model as compiled; static targets emit several. */
+export interface Variant {
+  suffix: string;
+  dims: Record<string, number>;
+}
+
+export interface SubModel {
+  /** File stem (`decoder_model_merged`). */
+  name: string;
+  role: Role;
+  plan: RolePlan;
+  profile: DeviceProfile;
+  opts: TargetOptions;
+  /** Source file (verification reference, calibration runs). */
+  source: string;
+  /** Vision patch size found in the folder (derives grid dims from image sizes). */
+  patch?: number;
+}
+
+/** Minimum cosine per role when comparing artifact and original outputs. */
+export type Thresholds = Record<Role, number>;
+
+export interface Target {
+  name: TargetName;
+  description: string;
+  capabilities: CapabilityTable;
+  /** Every dim must be a number (NPU compilers). */
+  staticShapes: boolean;
+  profiles: Record<string, DeviceProfile>;
+  defaultProfile: string;
+  thresholds: Thresholds;
+  plan(role: Role, opts: TargetOptions): RolePlan;
+  /** Default pass pipeline for a sub-model. */
+  pipeline(sm: SubModel): StepSpec[];
+  /** Target-level rewrites after the pipeline (splits, accuracy levels, activation QDQ); returns counts. */
+  finalize(model: Model, sm: SubModel): Promise<Record<string, number>>;
+  /** Files to emit for a compiled sub-model (static targets: one per shape bucket). */
+  variants(model: Model, sm: SubModel): Variant[];
+  /** Artifact file name of a sub-model variant. */
+  fileName(sm: SubModel, variant: Variant): string;
+  /** External data: largest chunk file, and its name for a model file. */
+  externalData: { maxFileBytes: number; location(file: string): string };
+  /** Runtime session options shipped in the manifest for one emitted model. */
+  sessionOptions(model: Model, sm: SubModel, externalData: string[]): Record<string, unknown>;
+  /** Extra artifact files (e.g. required_operators.config) from every emitted model. */
+  extraFiles?(models: Model[]): { path: string; content: string }[];
+}
+
+export function roleThreshold(t: Target, role: Role, plan: RolePlan): number {
+  // Unquantized fp32 graphs only move by float reassociation.
+  if (plan.weightBits === 0 && plan.activations === 'fp32') return 0.9999;
+  return t.thresholds[role];
+}

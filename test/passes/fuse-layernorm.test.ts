@@ -1,0 +1,95 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { DataType, GraphBuilder, Tensor, type Value } from '../../ir/index.js';
+import { fuseLayerNorm } from '../../passes/fuse-layernorm.js';
+import { randn, rng } from '../../runtime/ort.js';
+import { cleanup, fuseAndCompare, opCounts } from './fuse-util.js';
+
+afterAll(cleanup);
+const C = 16;
+
+interface Variant {
+  opset?: number;
+  constNodes?: boolean;
+  recip?: 'reciprocal' | 'div1';
+  square?: 'pow' | 'mul';
+  swapAffine?: boolean;
+  noBeta?: boolean;
+  gammaDims?: number[];
+  // near misses
+  epsAfterSqrt?: boolean;
+  axis?: number;
+  extraUse?: 'mean' | 'normalized';
+  exponent?: number;
+}
+
+function build(v: Variant) {
+  const opset = v.opset ?? 17;
+  const b = new GraphBuilder({ opset });
+  const r = rng(3);
+  const x = b.input('x', DataType.FLOAT, [2, 5, C]);
+  const c = (name: string, val: number): Value => (v.constNodes ? b.constant(Tensor.fromFloat32(name, [], Float32Array.of(val))) : b.constScalarF32(name, val));
+  const axes = v.axis ?? -1;
+  const mean = (inp: Value) => (opset >= 18 ? b.op1('ReduceMean', [inp, b.constInt64(`axes${b.graph.nodes.length}`, [axes])], { attrs: { keepdims: 1 } }) : b.op1('ReduceMean', [inp], { attrs: { axes: [axes], keepdims: 1 } }));
+  const mu = mean(x);
+  const d = b.op1('Sub', [x, mu]);
+  const sq = v.square === 'mul' ? b.op1('Mul', [d, d]) : b.op1('Pow', [d, c('two', v.exponent ?? 2)]);
+  const variance = mean(sq);
+  let s: Value;
+  if (v.epsAfterSqrt) s = b.op1('Add', [b.op1('Sqrt', [variance]), c('eps', 1e-5)]);
+  else s = b.op1('Sqrt', [b.op1('Add', [variance, c('eps', 1e-5)])]);
+  let n: Value;
+  if (v.recip === 'reciprocal') n = b.op1('Mul', [d, b.op1('Reciprocal', [s])]);
+  else if (v.recip === 'div1') n = b.op1('Mul', [b.op1('Div', [c('one', 1), s]), d]);
+  else n = b.op1('Div', [d, s]);
+  const gdims = v.gammaDims ?? [C];
+  const g = b.constF32('gamma', gdims, Float32Array.from(randn(r, C, 0.2), (t) => t + 1));
+  let y = v.swapAffine ? b.op1('Mul', [g, n]) : b.op1('Mul', [n, g]);
+  if (!v.noBeta) {
+    const beta = b.constF32('beta', [C], randn(r, C, 0.1));
+    y = v.swapAffine ? b.op1('Add', [beta, y]) : b.op1('Add', [y, beta]);
+  }
+  b.output(b.op1('Relu', [y]), 'y', DataType.FLOAT, [2, 5, C]);
+  if (v.extraUse === 'mean') b.output(mu, 'mu', DataType.FLOAT, [2, 5, 1]);
+  if (v.extraUse === 'normalized') b.output(b.op1('Neg', [n]), 'nn', DataType.FLOAT, [2, 5, C]);
+  return b.build();
+}
+
+describe('fuse-layernorm', () => {
+  const fused: [string, Variant][] = [
+    ['Div form, Constant-node scalars', { constNodes: true }],
+    ['Reciprocal form, opset 18 axes input, swapped affine', { recip: 'reciprocal', opset: 18, swapAffine: true }],
+    ['Div(1, Sqrt) form, Mul(d, d) square', { recip: 'div1', square: 'mul' }],
+    ['no beta, gamma [1,1,C]', { noBeta: true, gammaDims: [1, 1, C] }],
+    ['axis given as rank-1 when the rank is known', { axis: 2 }],
+  ];
+  it.each(fused)('fuses %s', async (_, v) => {
+    const m = build(v);
+    const r = await fuseAndCompare(m, fuseLayerNorm);
+    expect(r.stats.counts.layernorm).toBe(1);
+    expect(opCounts(m).LayerNormalization).toBe(1);
+    expect(r.nodesAfter).toBe(2 + (v.extraUse ? 1 : 0));
+    const ln = m.graph.nodes.find((n) => n.opType === 'LayerNormalization')!;
+    expect(ln.attrFloat('epsilon')).toBeCloseTo(1e-5, 10);
+    expect(ln.inputs.length).toBe(v.noBeta ? 2 : 3);
+    expect(r.minCosine).toBeGreaterThanOrEqual(0.99999);
+    expect(r.maxAbs).toBeLessThan(1e-4);
+    console.log(`fuse-layernorm ${_}: cosine ${r.minCosine.toFixed(8)}, max abs ${r.maxAbs.toExponential(2)}`);
+  });
+
+  const misses: [string, Variant][] = [
+    ['eps added after Sqrt', { epsAfterSqrt: true }],
+    ['reduction over axis 1', { axis: 1 }],
+    ['mean also a graph output', { extraUse: 'mean' }],
+    ['normalized value used elsewhere', { extraUse: 'normalized' }],
+    ['Pow exponent 3', { exponent: 3 }],
+    ['opset 16 (no LayerNormalization)', { opset: 16 }],
+  ];
+  it.each(misses)('leaves alone: %s', async (_, v) => {
+    const m = build(v);
+    const r = await fuseAndCompare(m, fuseLayerNorm);
+    expect(r.stats.counts.layernorm).toBe(0);
+    expect(r.nodesAfter).toBe(r.nodesBefore);
+    expect(r.stats.skipped!.length).toBeGreaterThan(0);
+    expect(r.minCosine).toBe(1);
+  });
+});

@@ -1,0 +1,113 @@
+// The product end to end in onnxruntime-node: the fixture MLLM compiled for mobile, npu (run on
+// the CPU EP) and webgpu (fp16, checked in node; the browser run is in webgpu.test.ts).
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DataType, loadModel } from '../../ir/index.js';
+import { verifyModels } from '../../runtime/verify.js';
+import { compile, type CompileResult } from '../../targets/compile.js';
+import { FLOATS, manifestMatchesFiles, readTree, tempDir, tinyMllm } from './helpers.js';
+
+let tmp: string, src: string;
+const results: Partial<Record<'mobile' | 'npu' | 'webgpu', CompileResult>> = {};
+
+beforeAll(async () => {
+  tmp = tempDir('compile');
+  src = tinyMllm(tmp);
+  results.mobile = await compile(src, { target: 'mobile', out: path.join(tmp, 'mobile'), imageSizes: ['56x56'] });
+  results.npu = await compile(src, { target: 'npu', out: path.join(tmp, 'npu'), imageSizes: ['56x56'] });
+  results.webgpu = await compile(src, { target: 'webgpu', out: path.join(tmp, 'webgpu'), imageSizes: ['56x56'] });
+});
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+/** Re-run every emitted model against its source in onnxruntime-node, independently of compile(). */
+async function rerun(target: 'mobile' | 'npu' | 'webgpu') {
+  const r = results[target]!;
+  const figures: string[] = [];
+  for (const m of r.manifest.models) {
+    const source = path.join(src, `${m.name}.onnx`);
+    // Static (npu) models fix their own dims; dynamic ones get a prompt of 5 after 3 cached tokens.
+    const dims = target === 'npu' ? {} : { seq: 5, past_seq: 3, total_seq: 8, height: 56, width: 56, grid_h: 4, grid_w: 4 };
+    const res = await verifyModels(source, path.join(r.outDir, m.file), { seed: 99, threshold: m.verification!.threshold, dims });
+    for (const o of res.outputs) figures.push(`${target} ${m.file} ${o.name}: cos ${o.cosine.toFixed(5)} max|d| ${o.maxAbsError.toExponential(2)}`);
+    expect(res.passed, res.outputs.map((o) => o.problem).filter(Boolean).join('; ')).toBe(true);
+  }
+  console.log(figures.join('\n'));
+}
+
+describe('compile: fixture MLLM', () => {
+  it('mobile artifact runs in onnxruntime-node within the thresholds', async () => {
+    const r = results.mobile!;
+    expect(r.manifest.models.map((m) => m.role).sort()).toEqual(['decoder', 'embeddings', 'projector', 'vision-encoder']);
+    const dec = r.manifest.models.find((m) => m.role === 'decoder')!;
+    expect(dec.ops['com.microsoft:MatMulNBits']).toBeGreaterThan(0);
+    const mnb = loadModel(path.join(r.outDir, dec.file)).graph.nodes.filter((n) => n.opType === 'MatMulNBits');
+    expect(mnb.every((n) => n.attrInt('accuracy_level') === 4 && n.attrInt('block_size') === 32 && n.attrInt('bits') === 4)).toBe(true);
+    expect(r.manifest.verification.passed).toBe(true);
+    const cfg = fs.readFileSync(path.join(r.outDir, 'required_operators.config'), 'utf8').split('\n').filter((l) => l && !l.startsWith('#'));
+    expect(cfg).toEqual([...cfg].sort());
+    expect(cfg.some((l) => /^com\.microsoft;1;.*MatMulNBits/.test(l))).toBe(true);
+    for (const l of cfg) expect(l).toMatch(/^[a-z.]+;\d+;[A-Za-z]+(,[A-Za-z]+)*$/);
+    await rerun('mobile');
+  });
+
+  it('npu artifact: static shapes, QDQ-only weights, prefill/decode variants, runs on the CPU EP', async () => {
+    const r = results.npu!;
+    const files = r.manifest.models.map((m) => m.file).sort();
+    expect(files).toEqual(['decoder_model_merged_decode.onnx', 'decoder_model_merged_prefill16.onnx', 'embed_tokens_decode.onnx', 'embed_tokens_prefill16.onnx', 'projector_56x56.onnx', 'vision_encoder_56x56.onnx']);
+    for (const f of files) {
+      const m = loadModel(path.join(r.outDir, f));
+      for (const g of m.graph.allGraphs()) {
+        for (const v of g.values.values()) {
+          const dyn = v.type?.shape?.some((d) => typeof d !== 'number');
+          expect(dyn ? `${f}: ${v.name} [${v.type!.shape}]` : '').toBe('');
+        }
+        for (const n of g.nodes) {
+          // Weights reach compute ops only through DequantizeLinear of integer tensors.
+          if (['MatMul', 'Gemm', 'Conv', 'Gather'].includes(n.opType)) {
+            const w = n.opType === 'Gather' ? n.input(0) : n.input(1);
+            if (w?.initializer) expect(`${f}: ${n.name} weight ${w.name} is a plain initializer`).toBe('');
+            if (w?.producer?.opType === 'DequantizeLinear' && w.producer.input(0)?.initializer) expect(FLOATS.has(w.producer.input(0)!.initializer!.dtype)).toBe(false);
+          }
+        }
+        for (const t of g.initializers) {
+          if (!FLOATS.has(t.dtype) || t.size < 2) continue;
+          // Float tensors left are DQ scales only.
+          expect(g.values.get(t.name)!.consumers.every((c) => c.opType === 'DequantizeLinear' || c.opType === 'QuantizeLinear')).toBe(true);
+        }
+      }
+      expect(m.graph.nodes.some((n) => n.opType === 'QuantizeLinear' && n.input(2)?.initializer?.dtype === DataType.UINT16)).toBe(true);
+    }
+    // prefill and decode read the same weights file.
+    const prefill = r.manifest.models.find((m) => m.variant === 'prefill16' && m.role === 'decoder')!;
+    const decode = r.manifest.models.find((m) => m.variant === 'decode' && m.role === 'decoder')!;
+    expect(decode.externalData.filter((f) => prefill.externalData.includes(f))).toContain('decoder_model_merged.onnx.data');
+    expect((prefill.session as { providerOptions: Record<string, string> }).providerOptions.backend_path).toBe('libQnnHtp.so');
+    expect(r.manifest.preprocessing).toEqual({ imageSizes: ['56x56'], files: { '56x56': 'vision_encoder_56x56.onnx' } });
+    await rerun('npu');
+  });
+
+  it('webgpu fp16 (q4f16) artifact verifies in onnxruntime-node', async () => {
+    const r = results.webgpu!;
+    const dec = r.manifest.models.find((m) => m.role === 'decoder')!;
+    expect(dec.file).toBe('decoder_model_merged_q4f16.onnx');
+    expect(dec.externalData).toEqual(['decoder_model_merged_q4f16.onnx_data']);
+    expect(dec.session.preferredOutputLocation).toEqual({ 'present.0.key': 'gpu-buffer', 'present.0.value': 'gpu-buffer', 'present.1.key': 'gpu-buffer', 'present.1.value': 'gpu-buffer' });
+    expect(dec.session.enableGraphCapture).toBeUndefined();
+    expect(dec.ops['com.microsoft:MatMulNBits']).toBeGreaterThan(0);
+    expect(r.manifest.models.find((m) => m.role === 'embeddings')!.ops['com.microsoft:GatherBlockQuantized']).toBe(1);
+    const m = loadModel(path.join(r.outDir, dec.file));
+    expect([...m.graph.values.values()].some((v) => v.dtype === DataType.FLOAT16)).toBe(true);
+    await rerun('webgpu');
+  });
+
+  it('manifest sha256 values match the files; compiling again gives identical bytes', async () => {
+    for (const t of ['mobile', 'npu', 'webgpu'] as const) expect(manifestMatchesFiles(results[t]!.outDir)).toEqual({ ok: true, problems: [] });
+    const again = await compile(src, { target: 'npu', out: path.join(tmp, 'npu-again'), imageSizes: ['56x56'] });
+    const a = readTree(results.npu!.outDir), b = readTree(again.outDir);
+    expect(Object.keys(b)).toEqual(Object.keys(a));
+    for (const f of Object.keys(a)) expect(b[f]!.equals(a[f]!), f).toBe(true);
+    const text = fs.readFileSync(path.join(again.outDir, 'manifest.json'), 'utf8');
+    expect(text).not.toContain(tmp);
+  });
+});

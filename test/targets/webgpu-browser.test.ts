@@ -1,0 +1,88 @@
+// The webgpu artifact in headless Chromium on onnxruntime-web's WebGPU EP (SwiftShader adapter,
+// no shader-f16, so --no-fp16 artifacts). One browser session for every check: startup is slow.
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DataType, GraphBuilder, loadModel, saveModel } from '../../ir/index.js';
+import { WebGpuBrowser } from '../../runtime/webgpu-browser.js';
+import { compareOutputs, randomInputs, runModel } from '../../runtime/ort.js';
+import { compile, type CompileResult } from '../../targets/compile.js';
+import { WEBGPU_PROFILES } from '../../targets/webgpu/profiles.js';
+import { largestInitializer, tempDir, tinyMllm } from './helpers.js';
+
+let browser: WebGpuBrowser;
+let tmp: string, src: string;
+
+beforeAll(async () => {
+  tmp = tempDir('wgpu');
+  src = tinyMllm(tmp);
+  browser = await WebGpuBrowser.launch();
+});
+afterAll(async () => {
+  await browser?.close();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+const DIMS = { batch: 1, seq: 5, past_seq: 3, total_seq: 8, height: 56, width: 56, grid_h: 4, grid_w: 4 };
+
+/** Run every model of an artifact in the browser and its source in onnxruntime-node; compare. */
+async function browserVsSource(r: CompileResult, sourceDir: string): Promise<string[]> {
+  const figures: string[] = [];
+  for (const m of r.manifest.models) {
+    const source = path.join(sourceDir, `${m.name}.onnx`);
+    const feeds = randomInputs(loadModel(source), { dims: DIMS, seed: 7, intHigh: 512 });
+    const ref = await runModel(source, feeds);
+    const got = await browser.run(path.join(r.outDir, m.file), feeds, { externalData: m.externalData });
+    for (const c of compareOutputs(ref, got)) {
+      figures.push(`webgpu(browser) ${m.file} ${c.name}: cos ${c.cosine.toFixed(5)} max|d| ${c.maxAbsError.toExponential(2)}`);
+      expect(c.shapeMatch).toBe(true);
+      expect(c.cosine, `${m.file} ${c.name}`).toBeGreaterThanOrEqual(m.verification!.threshold);
+    }
+  }
+  return figures;
+}
+
+describe('webgpu artifact in headless Chromium (WebGPU EP)', () => {
+  it('the adapter is SwiftShader without shader-f16', async () => {
+    const info = await browser.adapter();
+    expect(info.features).not.toContain('shader-f16');
+    expect(info.maxStorageBufferBindingSize).toBeGreaterThan(0);
+  });
+
+  it('runs a MatMul with external data and matches onnxruntime-node', async () => {
+    const b = new GraphBuilder({ opset: 21 });
+    const x = b.input('x', DataType.FLOAT, ['batch', 8]);
+    const w = b.constF32('w', [8, 300], Array.from({ length: 2400 }, (_, i) => Math.sin(i)));
+    b.output(b.op1('MatMul', [x, w]), 'y', DataType.FLOAT, ['batch', 300]);
+    const m = b.build();
+    const file = path.join(tmp, 'm.onnx');
+    saveModel(m, file, { externalData: true, location: 'm.onnx_data' });
+    const feeds = randomInputs(m, { dims: { batch: 2 } });
+    const [c] = compareOutputs(await runModel(file, feeds), await browser.run(file, feeds, { externalData: ['m.onnx_data'] }));
+    expect(c!.cosine).toBeGreaterThan(0.9999);
+    expect(c!.maxAbsError).toBeLessThan(1e-3);
+  });
+
+  it('the --no-fp16 fixture MLLM artifact runs within the thresholds', async () => {
+    const r = await compile(src, { target: 'webgpu', out: path.join(tmp, 'webgpu'), fp16: false, profile: 'swiftshader', imageSizes: ['56x56'] });
+    expect(r.manifest.models.map((m) => m.file).sort()).toEqual(['decoder_model_merged_q4.onnx', 'embed_tokens_q4.onnx', 'projector.onnx', 'vision_encoder.onnx']);
+    console.log((await browserVsSource(r, src)).join('\n'));
+  });
+
+  it('a tiny binding limit splits weights; the split decoder still matches', async () => {
+    const lm = path.join(tmp, 'lm');
+    fs.mkdirSync(lm);
+    for (const f of ['embed_tokens.onnx', 'decoder_model_merged.onnx']) fs.copyFileSync(path.join(src, f), path.join(lm, f));
+    const limit = 16 * 1024;
+    const profile = { ...WEBGPU_PROFILES.swiftshader!, name: 'tiny-16k', maxBindingBytes: limit, maxBufferBytes: limit };
+    const r = await compile(lm, { target: 'webgpu', out: path.join(tmp, 'webgpu-tiny'), fp16: false, profile });
+    const fin = Object.fromEntries(r.report.models.map((m) => [m.name, m.finalize]));
+    expect(fin.decoder_model_merged!.splitMatMulNBits).toBeGreaterThan(0);
+    expect(fin.embed_tokens!.splitGather).toBe(1);
+    expect(largestInitializer(r.outDir)).toBeLessThanOrEqual(limit);
+    expect(r.manifest.verification.passed).toBe(true);
+    console.log(`split: ${JSON.stringify(fin)}; largest initializer ${largestInitializer(r.outDir)} B <= ${limit}`);
+    console.log((await browserVsSource(r, lm)).join('\n'));
+  });
+});
+
