@@ -1,6 +1,7 @@
 // Quantization speed and memory, as ratios measured in one run:
 // (a) RTN block-32 kernel throughput (GB/s of fp32 input) on 1 and 2 threads, next to a plain
-//     sequential read and a Float32Array.set copy of the same bytes (median of 3 after warm-up);
+//     sequential read and a Float32Array.set copy of the same bytes (median of 3 after warm-up),
+//     and the cost of the better methods (mse-search throughput, one GPTQ layer);
 // (b) end to end: load a >= 1 GB external-data model, run the quantize-int4 pass, save; wall time
 //     and peak RSS (in a child process, so the RSS is its own) as a fraction of the model size.
 import fs from 'node:fs';
@@ -9,6 +10,8 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { loadModel, saveModel } from '../ir/index.js';
 import { rtnQuantize } from '../passes/quant/methods/rtn.js';
+import { mseSearchQuantize } from '../passes/quant/methods/mse-search.js';
+import { gptqQuantize } from '../passes/quant/methods/gptq.js';
 import { createQuantPool, type QuantJob } from '../passes/quant/workers.js';
 import { rng, randn } from '../runtime/ort.js';
 
@@ -30,6 +33,10 @@ export interface KernelFigures {
   readGBs: number;
   rtn1GBs: number;
   rtn2GBs: number;
+  /** The data-free search on a 16 MiB slice of the same weights (GB/s of fp32 input). */
+  mseSearchGBs: number;
+  /** GPTQ of one 1024 x 1024 weight with 512 calibration rows (ms, with its held-out check). */
+  gptqMs: number;
 }
 
 export interface EndToEndFigures {
@@ -95,7 +102,16 @@ export async function benchKernel(bytes = 256 * 2 ** 20): Promise<KernelFigures>
     await pool.close();
   }
   if (sink === 12345.678) console.log(sink); // keeps the read loop from being optimised away
-  return { bytes: w.byteLength, copyGBs: gbs(copyMs), readGBs: gbs(readMs), rtn1GBs: gbs(rtn1Ms), rtn2GBs: gbs(rtn2Ms) };
+  const slice = w.subarray(0, K * 1024);
+  const mseMs = await timeIt(() => mseSearchQuantize(slice, K, 1024, p));
+  const gw = w.subarray(0, 1024 * 1024), gx = randn(rng(2), 512 * 1024);
+  const t0 = performance.now();
+  gptqQuantize(gw, 1024, 1024, p, { x: gx, rows: 512 });
+  const gptqMs = performance.now() - t0;
+  return {
+    bytes: w.byteLength, copyGBs: gbs(copyMs), readGBs: gbs(readMs), rtn1GBs: gbs(rtn1Ms), rtn2GBs: gbs(rtn2Ms),
+    mseSearchGBs: slice.byteLength / 1e9 / (mseMs / 1e3), gptqMs,
+  };
 }
 
 function modelBytes(modelFile: string): number {
@@ -140,6 +156,8 @@ export function formatQuantizeBench(r: QuantizeBenchResult): string[] {
     `  sequential read-sum        ${f(k.readGBs)} GB/s`,
     `  rtn, 1 thread              ${f(k.rtn1GBs)} GB/s   = ${f(k.rtn1GBs / k.readGBs, 3)}x read, ${f(k.rtn1GBs / k.copyGBs, 3)}x copy (aim >= 1 GB/s)`,
     `  rtn, 2 worker threads      ${f(k.rtn2GBs)} GB/s   = ${f(k.rtn2GBs / k.rtn1GBs)}x 1 thread`,
+    `  mse-search, 1 thread       ${f(k.mseSearchGBs * 1e3, 1)} MB/s = ${f(k.rtn1GBs / k.mseSearchGBs, 0)}x slower than rtn`,
+    `  gptq 1024x1024, 512 rows   ${f(k.gptqMs, 0)} ms (K^2 N work: a 4096x4096 weight is ~64x that)`,
   ];
   const e = r.endToEnd;
   if (e) {

@@ -31,6 +31,10 @@ export function dtypeFromName(name: string): DataType {
   throw new Error(`unknown dtype '${name}'`);
 }
 
+export function isKnownDtype(t: number): boolean {
+  return BITS[t] !== undefined;
+}
+
 export function dtypeBits(t: number): number {
   const b = BITS[t];
   if (b === undefined) throw new Error(`unknown dtype ${t}`);

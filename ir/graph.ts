@@ -111,55 +111,38 @@ export class Node {
     return this.attributes.some((a) => a.name === name);
   }
 
-  /** Integer attribute as a JS number (bigint beyond 2^53 saturates to +-Infinity-safe extremes). */
-  attrInt(name: string, dflt?: number): number {
+  /** Attribute value of the given type, or the default when absent (throws when neither). */
+  private attrOf<V>(name: string, type: AttrType, what: string, dflt: V | undefined): V {
     const a = this.attr(name);
     if (!a) {
       if (dflt === undefined) throw new Error(`node '${this.name}' (${this.opType}) has no attribute '${name}'`);
       return dflt;
     }
-    if (a.type !== AttrType.INT) throw new Error(`attribute '${name}' of '${this.name}' is not an int`);
-    return intToNumber(a.value);
+    if (a.type !== type) throw new Error(`attribute '${name}' of '${this.name}' is not ${what}`);
+    return a.value as V;
+  }
+
+  /** Integer attribute as a JS number (int64 beyond 2^53 loses precision: read attr() for those). */
+  attrInt(name: string, dflt?: number): number {
+    return intToNumber(this.attrOf<Int>(name, AttrType.INT, 'an int', dflt));
   }
 
   attrInts(name: string, dflt?: number[]): number[] {
-    const a = this.attr(name);
-    if (!a) {
-      if (dflt === undefined) throw new Error(`node '${this.name}' (${this.opType}) has no attribute '${name}'`);
-      return dflt;
-    }
-    if (a.type !== AttrType.INTS) throw new Error(`attribute '${name}' of '${this.name}' is not ints`);
-    return a.value.map(intToNumber);
+    return this.attrOf<Int[]>(name, AttrType.INTS, 'ints', dflt).map(intToNumber);
   }
 
   attrFloat(name: string, dflt?: number): number {
-    const a = this.attr(name);
-    if (!a) {
-      if (dflt === undefined) throw new Error(`node '${this.name}' (${this.opType}) has no attribute '${name}'`);
-      return dflt;
-    }
-    if (a.type !== AttrType.FLOAT) throw new Error(`attribute '${name}' of '${this.name}' is not a float`);
-    return a.value;
+    return this.attrOf(name, AttrType.FLOAT, 'a float', dflt);
   }
 
   attrFloats(name: string, dflt?: number[]): number[] {
-    const a = this.attr(name);
-    if (!a) {
-      if (dflt === undefined) throw new Error(`node '${this.name}' (${this.opType}) has no attribute '${name}'`);
-      return dflt;
-    }
-    if (a.type !== AttrType.FLOATS) throw new Error(`attribute '${name}' of '${this.name}' is not floats`);
-    return a.value;
+    return this.attrOf(name, AttrType.FLOATS, 'floats', dflt);
   }
 
   attrString(name: string, dflt?: string): string {
     const a = this.attr(name);
-    if (!a) {
-      if (dflt === undefined) throw new Error(`node '${this.name}' (${this.opType}) has no attribute '${name}'`);
-      return dflt;
-    }
-    if (a.type !== AttrType.STRING) throw new Error(`attribute '${name}' of '${this.name}' is not a string`);
-    return Buffer.from(a.value).toString('utf8');
+    if (!a && dflt !== undefined) return dflt;
+    return Buffer.from(this.attrOf<Uint8Array>(name, AttrType.STRING, 'a string', undefined)).toString('utf8');
   }
 
   attrTensor(name: string): Tensor | undefined {

@@ -5,7 +5,7 @@ import protobuf from 'protobufjs';
 import { ModelProto, TensorProto, type PB } from './onnx-schema.js';
 import { AttrType, Attribute, Dim, Graph, Int, Model, Node, TensorType, Value } from './graph.js';
 import { Tensor, TypedField } from './tensor.js';
-import { DataType, byteLength, numElements } from './dtype.js';
+import { DataType, byteLength, isKnownDtype, numElements } from './dtype.js';
 import { resolveExternal } from './external-data.js';
 import { InputError } from './errors.js';
 
@@ -62,7 +62,15 @@ export function decodeModel(bytes: Uint8Array, file: string): Model {
   if (!has(pb, 'graph')) throw new InputError('not a valid ONNX model (no graph)', file);
   if (ir >= 3 && !(pb.opset_import?.length)) throw new InputError('not a valid ONNX model (no opset_import)', file);
 
-  const model = new Model(decodeGraph(pb.graph, null, ctx));
+  let graph: Graph;
+  try {
+    graph = decodeGraph(pb.graph, null, ctx);
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    // Structurally malformed content that passed the wire decode (null sub-messages, ...).
+    throw new InputError(`not a valid ONNX model (${(e as Error).message})`, file);
+  }
+  const model = new Model(graph);
   model.irVersion = ir;
   model.opsetImports = (pb.opset_import ?? []).map((o: PB) => ({ domain: o.domain ?? '', version: toNum(o.version ?? 0) }));
   model.producerName = pb.producer_name ?? '';
@@ -219,17 +227,24 @@ function decodeAttr(a: PB, graph: Graph, ctx: Ctx): Attribute {
     else if (a.tensors?.length) type = AttrType.TENSORS;
     else if (a.graphs?.length) type = AttrType.GRAPHS;
   }
-  const sub = (gp: PB) => decodeGraph(gp, graph, ctx);
+  const sub = (gp: PB) => {
+    if (!gp) throw new InputError(`attribute '${name}' has no graph`, ctx.file);
+    return decodeGraph(gp, graph, ctx);
+  };
+  const tensor = (tp: PB) => {
+    if (!tp) throw new InputError(`attribute '${name}' has no tensor`, ctx.file);
+    return decodeTensor(tp, ctx);
+  };
   switch (type) {
     case AttrType.FLOAT: return { ...base, type, value: a.f ?? 0 };
     case AttrType.INT: return { ...base, type, value: longToInt(a.i ?? 0) };
     case AttrType.STRING: return { ...base, type, value: a.s ?? new Uint8Array() };
-    case AttrType.TENSOR: return { ...base, type, value: decodeTensor(a.t, ctx) };
+    case AttrType.TENSOR: return { ...base, type, value: tensor(a.t) };
     case AttrType.GRAPH: return { ...base, type, value: sub(a.g) };
     case AttrType.FLOATS: return { ...base, type, value: [...(a.floats ?? [])] };
     case AttrType.INTS: return { ...base, type, value: (a.ints ?? []).map(longToInt) };
     case AttrType.STRINGS: return { ...base, type, value: [...(a.strings ?? [])] };
-    case AttrType.TENSORS: return { ...base, type, value: (a.tensors ?? []).map((t: PB) => decodeTensor(t, ctx)) };
+    case AttrType.TENSORS: return { ...base, type, value: (a.tensors ?? []).map(tensor) };
     case AttrType.GRAPHS: return { ...base, type, value: (a.graphs ?? []).map(sub) };
     case AttrType.SPARSE_TENSOR: return { ...base, type, value: a.sparse_tensor };
     case AttrType.SPARSE_TENSORS: return { ...base, type, value: a.sparse_tensors ?? [] };
@@ -245,6 +260,7 @@ export function decodeTensor(t: PB, ctx: Ctx): Tensor {
   const name: string = t.name ?? '';
   const dtype: DataType = t.data_type ?? 0;
   const dims: number[] = (t.dims ?? []).map(toNum);
+  if (!isKnownDtype(dtype)) throw new InputError(`tensor '${name}' has unknown data_type ${dtype}`, ctx.file);
   if (dims.some((d) => d < 0 || !Number.isSafeInteger(d))) throw new InputError(`tensor '${name}' has invalid dims [${dims}]`, ctx.file);
   let tensor: Tensor;
   if (t.data_location === 1) {

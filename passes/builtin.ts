@@ -6,6 +6,7 @@ import { foldConstants } from './fold-constants.js';
 import { fuseLayerNorm } from './fuse-layernorm.js';
 import { fuseRmsNorm } from './fuse-rmsnorm.js';
 import { fuseGelu } from './fuse-gelu.js';
+import { fuseQuickGelu } from './fuse-quickgelu.js';
 import { fuseSkipLayerNorm } from './fuse-skip-layernorm.js';
 import { fuseRotary } from './fuse-rotary.js';
 import { fuseAttention } from './fuse-attention.js';
@@ -23,6 +24,7 @@ for (const p of [
   fuseLayerNorm,
   fuseRmsNorm,
   fuseGelu,
+  fuseQuickGelu,
   fuseSkipLayerNorm,
   fuseRotary,
   fuseAttention,

@@ -12,6 +12,13 @@ const NON_DETERMINISTIC = new Set([
 
 type Counts = Record<string, number>;
 
+/** Counts, and every value some graph (main or nested) lists as an output: those must stay,
+ * including outer values a subgraph returns directly. */
+interface Ctx {
+  counts: Counts;
+  pinned: Set<Value>;
+}
+
 /** Unhook a node (and every node of its subgraphs, which may use outer values) from its inputs. */
 function detach(g: Graph, node: Node): void {
   node.inputs.forEach((_, i) => node.setInput(i, null));
@@ -21,9 +28,9 @@ function detach(g: Graph, node: Node): void {
 }
 
 /** Remove `node`, whose output `out` always equals `src`. False when a graph output name would break. */
-function bypass(g: Graph, node: Node, out: Value, src: Value): boolean {
-  if (node.outputs.some((o) => o && o !== out && (o.uses.length || o.isGraphOutput))) return false;
-  if (!out.isGraphOutput) {
+function bypass(g: Graph, node: Node, out: Value, src: Value, ctx: Ctx): boolean {
+  if (node.outputs.some((o) => o && o !== out && (o.uses.length || ctx.pinned.has(o)))) return false;
+  if (!ctx.pinned.has(out)) {
     detach(g, node);
     g.replaceAllUses(out, src);
     for (const o of node.outputs) if (o) { o.producer = null; g.values.delete(o.name); }
@@ -31,7 +38,7 @@ function bypass(g: Graph, node: Node, out: Value, src: Value): boolean {
   }
   // `out` names a graph output: let src's producer produce `out` instead, when that is safe.
   const p = src.producer;
-  if (src.isGraphOutput || src.isGraphInput || src.initializer || !p || p.graph !== g || src.graph !== g) return false;
+  if (ctx.pinned.has(src) || src.isGraphInput || src.initializer || !p || p.graph !== g || src.graph !== g) return false;
   detach(g, node);
   for (const o of node.outputs) if (o && o !== out) { o.producer = null; g.values.delete(o.name); }
   g.replaceAllUses(src, out);
@@ -86,45 +93,45 @@ function noopKind(n: Node): string | undefined {
   return undefined;
 }
 
-function removeNoops(g: Graph, counts: Counts): number {
+function removeNoops(g: Graph, ctx: Ctx): number {
   let n = 0;
   for (const node of [...g.nodes]) {
     const kind = noopKind(node);
     const out = node.output(0);
     if (!kind || !out) continue;
-    if (bypass(g, node, out, node.input(0)!)) {
-      counts[kind] = (counts[kind] ?? 0) + 1;
+    if (bypass(g, node, out, node.input(0)!, ctx)) {
+      ctx.counts[kind] = (ctx.counts[kind] ?? 0) + 1;
       n++;
     }
   }
   return n;
 }
 
-function removeDead(g: Graph, counts: Counts): number {
+function removeDead(g: Graph, ctx: Ctx): number {
   let n = 0;
   for (let i = g.nodes.length - 1; i >= 0; i--) {
     const node = g.nodes[i]!;
-    if (node.outputs.some((o) => o && (o.uses.length || o.isGraphOutput))) continue;
+    if (node.outputs.some((o) => o && (o.uses.length || ctx.pinned.has(o)))) continue;
     detach(g, node);
     for (const o of node.outputs) if (o) { o.producer = null; g.values.delete(o.name); }
     n++;
   }
-  counts.deadNodes! += n;
+  ctx.counts.deadNodes! += n;
   return n;
 }
 
-function removeUnusedInitializers(g: Graph, isMain: boolean, counts: Counts): number {
+function removeUnusedInitializers(g: Graph, isMain: boolean, ctx: Ctx): number {
   let n = 0;
   for (const name of [...g.initializerNames]) {
     const v = g.values.get(name);
-    if (!v || v.uses.length || v.isGraphOutput) continue;
+    if (!v || v.uses.length || ctx.pinned.has(v)) continue;
     if (v.isGraphInput) {
       if (!isMain) continue;
       g.inputs = g.inputs.filter((x) => x !== v);
-      counts.unusedInputs!++;
+      ctx.counts.unusedInputs!++;
     }
     g.removeInitializer(v);
-    counts.unusedInitializers!++;
+    ctx.counts.unusedInitializers!++;
     n++;
   }
   return n;
@@ -145,12 +152,12 @@ function headKey(t: Tensor): string {
   return createHash('sha256').update(head).digest('hex');
 }
 
-function dedupeInitializers(g: Graph, counts: Counts): number {
+function dedupeInitializers(g: Graph, ctx: Ctx): number {
   const bySize = new Map<string, Value[]>();
   const sameSize = new Map<string, Value[]>();
   for (const name of g.initializerNames) {
     const v = g.values.get(name);
-    if (!v?.initializer || v.isGraphInput || v.isGraphOutput || v.initializer.data.kind === 'strings') continue;
+    if (!v?.initializer || v.isGraphInput || ctx.pinned.has(v) || v.initializer.data.kind === 'strings') continue;
     const t = v.initializer;
     const key = `${t.dtype}|${t.dims.join(',')}|${t.byteLength}`;
     if (!sameSize.has(key)) sameSize.set(key, []);
@@ -177,7 +184,7 @@ function dedupeInitializers(g: Graph, counts: Counts): number {
       n++;
     }
   }
-  counts.duplicateInitializers! += n;
+  ctx.counts.duplicateInitializers! += n;
   return n;
 }
 
@@ -194,7 +201,7 @@ function attrKey(a: Attribute): string | undefined {
   }
 }
 
-function eliminateCommon(g: Graph, counts: Counts): number {
+function eliminateCommon(g: Graph, ctx: Ctx): number {
   const ids = new Map<Value, number>();
   const id = (v: Value | null) => {
     if (!v) return -1;
@@ -210,7 +217,7 @@ function eliminateCommon(g: Graph, counts: Counts): number {
     const key = `${node.domain}|${node.opType}|${node.inputs.map(id).join(',')}|${node.outputs.map((o) => (o ? 1 : 0)).join('')}|${attrs.join(';')}`;
     const first = seen.get(key);
     if (!first) { seen.set(key, node); continue; }
-    if (node.outputs.some((o, i) => o && (o.isGraphOutput || !first.outputs[i]))) continue;
+    if (node.outputs.some((o, i) => o && (ctx.pinned.has(o) || !first.outputs[i]))) continue;
     detach(g, node);
     node.outputs.forEach((o, i) => {
       if (!o) return;
@@ -220,15 +227,15 @@ function eliminateCommon(g: Graph, counts: Counts): number {
     });
     n++;
   }
-  counts.commonSubexpressions! += n;
+  ctx.counts.commonSubexpressions! += n;
   return n;
 }
 
-export function cleanupGraph(g: Graph, isMain: boolean, counts: Counts): number {
+function cleanupGraph(g: Graph, isMain: boolean, ctx: Ctx): number {
   let total = 0;
   for (let round = 0; round < 20; round++) {
-    const n = dedupeInitializers(g, counts) + eliminateCommon(g, counts) + removeNoops(g, counts) +
-      removeDead(g, counts) + removeUnusedInitializers(g, isMain, counts);
+    const n = dedupeInitializers(g, ctx) + eliminateCommon(g, ctx) + removeNoops(g, ctx) +
+      removeDead(g, ctx) + removeUnusedInitializers(g, isMain, ctx);
     total += n;
     if (!n) break;
   }
@@ -246,9 +253,10 @@ export const cleanup: Pass = {
     };
     // Inner graphs first: their uses of outer values decide what stays alive outside.
     const graphs = [...model.graph.allGraphs()].reverse();
+    const ctx: Ctx = { counts, pinned: new Set(graphs.flatMap((g) => g.outputs)) };
     for (let round = 0; round < 5; round++) {
       let n = 0;
-      for (const g of graphs) n += cleanupGraph(g, g === model.graph, counts);
+      for (const g of graphs) n += cleanupGraph(g, g === model.graph, ctx);
       if (!n) break;
     }
     return { counts };

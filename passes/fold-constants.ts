@@ -2,9 +2,10 @@
 // turn their outputs into initializers that keep the output names. Shape/Size of values with a
 // fully static inferred shape fold too. Never folds quantize/dequantize (the quantized form is
 // the point) or random ops, and never grows a tensor past maxBytes unless asked.
-import { DataType, Graph, Model, Node, Tensor, Value, byteLength, dtypeBits, numElements } from '../ir/index.js';
+import { DataType, Graph, Model, Node, Tensor, Value, byteLength, dtypeBits, isFloat, numElements } from '../ir/index.js';
 import type { Pass, PassStats } from './pass.js';
-import { Unsupported, broadcastShapes, getEvaluator } from './eval/index.js';
+import { Unsupported, broadcastShapes, getEvaluator, make, supportedDtype } from './eval/index.js';
+import { ShapeInference } from './infer-shapes.js';
 import './eval/ops.js';
 
 const NEVER = new Set([
@@ -22,6 +23,13 @@ function predictElements(node: Node, inputs: (Tensor | null)[]): number {
     case 'ConstantOfShape': return numElements(first(0));
     case 'Expand': return numElements(broadcastShapes(inputs[0]!.dims, first(1)));
     case 'Tile': return (inputs[0]?.size ?? 0) * numElements(first(1));
+    case 'Resize': {
+      const x = inputs[0];
+      const sizes = first(3), scales = first(2);
+      if (!x) return 0;
+      if (sizes.length) return Math.max(numElements(sizes), x.size);
+      return x.size * scales.reduce((p, s) => p * Math.max(s, 1), 1);
+    }
     case 'Range': {
       const [s, l, d] = [first(0)[0] ?? 0, first(1)[0] ?? 0, first(2)[0] ?? 1];
       return d === 0 ? Infinity : Math.max(Math.ceil((l - s) / d), 0);
@@ -39,12 +47,12 @@ function predictElements(node: Node, inputs: (Tensor | null)[]): number {
 }
 
 /** Make a node's outputs initializers under their own names and drop the node. */
-function replaceWithConstants(g: Graph, node: Node, results: Tensor[]): void {
+function replaceWithConstants(g: Graph, node: Node, results: Tensor[], pinned: Set<Value>): void {
   const inputs = [...node.inputs];
   node.inputs.forEach((_, i) => node.setInput(i, null));
   // Constants only this node read go too (onnxruntime rejects stray initializers in IR < 4 models).
   for (const v of new Set(inputs)) {
-    if (v?.initializer && !v.uses.length && !v.isGraphInput && !v.isGraphOutput) v.graph.removeInitializer(v);
+    if (v?.initializer && !v.uses.length && !v.isGraphInput && !pinned.has(v)) v.graph.removeInitializer(v);
   }
   g.nodes.splice(g.nodes.indexOf(node), 1);
   node.outputs.forEach((v, i) => {
@@ -53,6 +61,20 @@ function replaceWithConstants(g: Graph, node: Node, results: Tensor[]): void {
     g.values.set(v.name, v);
     g.setInitializer(v, results[i]!);
   });
+}
+
+/** Outputs whose symbolic values (from shape inference) are all numbers, as tensors. */
+function knownShapeValues(inf: ShapeInference, node: Node): Tensor[] | undefined {
+  const out: Tensor[] = [];
+  for (const o of node.outputs) {
+    if (!o) return undefined;
+    const v = inf.values.get(o), t = o.type;
+    if (!v || !t?.shape || !v.every((d) => typeof d === 'number') || isFloat(t.elemType) || !supportedDtype(t.elemType)) return undefined;
+    const dims = t.shape;
+    if (!dims.every((d) => typeof d === 'number') || numElements(dims as number[]) !== v.length || dims.length > 1) return undefined;
+    out.push(make(t.elemType, dims as number[], v as number[]));
+  }
+  return out;
 }
 
 const isConst = (v: Value | null) => !v || (!!v.initializer && !v.isGraphInput);
@@ -67,23 +89,28 @@ export const foldConstants: Pass = {
   requires: ['shapes'],
   run(model: Model, options): PassStats {
     const maxBytes = options.maxBytes as number;
-    const counts: Record<string, number> = { folded: 0, shapesFolded: 0, tooLarge: 0, unsupported: 0, bytesAdded: 0 };
+    const counts: Record<string, number> = { folded: 0, shapesFolded: 0, shapeValuesFolded: 0, tooLarge: 0, unsupported: 0, bytesAdded: 0 };
     const skippedOps = new Map<string, number>();
     const skip = (op: string) => skippedOps.set(op, (skippedOps.get(op) ?? 0) + 1);
+    // Symbolic contents of shape tensors: Gather(Shape(x), 2) folds when dim 2 of x is static,
+    // however dynamic the other dims are.
+    // Outputs of any graph, including outer values a subgraph returns directly.
+    const pinned = new Set([...model.graph.allGraphs()].flatMap((g) => g.outputs));
+    const inf = new ShapeInference(model.opset('') ?? 21, false);
+    if (options.shapes) inf.graph(model.graph);
     for (const g of [...model.graph.allGraphs()]) {
       for (const node of [...g.nodes]) {
         if (NEVER.has(node.opType) || node.subgraphs().length || !node.outputs.some((o) => o)) continue;
-        const ev = getEvaluator(node);
-        if (!ev) continue;
-        if (options.shapes && (node.opType === 'Shape' || node.opType === 'Size') && !node.domain) {
-          const s = node.input(0)?.type?.shape;
-          if (s && s.every((d) => typeof d === 'number' && d >= 0) && !isConst(node.input(0))) {
-            const stand = new Tensor('', node.input(0)!.type!.elemType, s as number[], { kind: 'raw', bytes: new Uint8Array(0) });
-            replaceWithConstants(g, node, ev(node, [stand]));
-            counts.shapesFolded!++;
+        if (options.shapes && !node.inputs.every(isConst)) {
+          const known = knownShapeValues(inf, node);
+          if (known) {
+            replaceWithConstants(g, node, known, pinned);
+            counts[node.opType === 'Shape' || node.opType === 'Size' ? 'shapesFolded' : 'shapeValuesFolded']!++;
             continue;
           }
         }
+        const ev = getEvaluator(node);
+        if (!ev) continue;
         if (!node.inputs.every(isConst)) continue;
         const inputs = node.inputs.map((v) => v?.initializer ?? null);
         if (inputs.some((t) => t && t.dtype === DataType.STRING)) continue;
@@ -113,7 +140,7 @@ export const foldConstants: Pass = {
           counts.tooLarge!++;
           continue;
         }
-        replaceWithConstants(g, node, results);
+        replaceWithConstants(g, node, results, pinned);
         counts.folded!++;
         counts.bytesAdded! += outBytes;
       }

@@ -1,11 +1,15 @@
 // Eager attention as exporters trace it -> one contrib op.
 //   q/k/v 3-D -> Reshape [B, S, N, D] -> Transpose [0, 2, 1, 3]
 //   Softmax(MatMul(q, Transpose(k, [0, 1, 3, 2])) / c (+ mask)) @ v -> Transpose -> Reshape [B, S, N*D]
+//   (the scale as Div, Mul, or split as sqrt(s) on both q and k^T the way torch exports SDPA)
 // No past, no repeated heads -> MultiHeadAttention (mask, if any, as attention_bias).
 // Decoder with KV cache (k = Concat(past_key, k_new) on the sequence axis, repeat_kv as
-// Unsqueeze/Expand/Reshape, mask = HF causal + padding Where built from attention_mask)
-// -> GroupQueryAttention with seqlens_k = sum(attention_mask) - 1 and total_sequence_length =
-// attention_mask.shape[1], the Concat outputs becoming present_key/present_value. Anything else
+// Unsqueeze/Expand/Reshape, mask = HF causal + padding Where built from attention_mask, its causal
+// part traced from Range/Greater or already folded to a constant table under static shapes)
+// -> GroupQueryAttention (total_sequence_length = attention_mask.shape[1], seqlens_k = total - 1, the
+// model's mask as attention_bias), the Concat outputs becoming present_key/present_value. Query rows
+// with every key masked (left-padding positions) come out differently, as the op averages over the
+// causal keys only; every other row is exact for any padding. Anything else
 // with 4-D key/value (repeated heads, an unrecognised mask) -> MultiHeadAttention on the BNSH
 // key/value with the mask as attention_bias, which is exact for any mask.
 import { DataType, Tensor, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
@@ -97,7 +101,19 @@ function matchCore(sm: Node): Core | string | null {
       nodes.push(mul);
     } else return null;
   }
-  const kT = producer(qk.inputs[1], 'Transpose');
+  // torch's scaled_dot_product_attention export scales both sides: (q * sqrt(s)) @ (k^T * sqrt(s)).
+  let q4 = qk.inputs[0]!, kTv = qk.inputs[1]!;
+  const qs = producer(q4, 'Mul'), ks = producer(kTv, 'Mul');
+  if (qs && ks && q4.uses.length === 1 && kTv.uses.length === 1) {
+    const a = qs.inputs.findIndex((v) => constScalar(v) !== null), b = ks.inputs.findIndex((v) => constScalar(v) !== null);
+    if (a >= 0 && b >= 0 && producer(ks.inputs[1 - b], 'Transpose')) {
+      scale *= constScalar(qs.inputs[a])! * constScalar(ks.inputs[b])!;
+      q4 = qs.inputs[1 - a]!;
+      kTv = ks.inputs[1 - b]!;
+      nodes.push(qs, ks);
+    }
+  }
+  const kT = producer(kTv, 'Transpose');
   if (!kT || kT.attrInts('perm', []).join() !== '0,1,3,2') return null;
   nodes.push(qk, kT);
   const where = `attention at '${sm.name}'`;
@@ -111,7 +127,17 @@ function matchCore(sm: Node): Core | string | null {
   const [n, d] = [sc[1], sc[3]];
   if (typeof n !== 'number' || typeof d !== 'number' || so[2] !== n * d || !eqDim(so[0], sc[0]) || !eqDim(so[1], sc[2])) return `${where}: merged shape is not [B, S, N*D]`;
   nodes.push(tr, rs);
-  return { softmax: sm, q4: qk.inputs[0]!, k4: kT.inputs[0]!, v4: pv.node.inputs[1]!, scale, mask, out: rs.outputs[0]!, nodes, heads: n, headSize: d };
+  return { softmax: sm, q4, k4: kT.inputs[0]!, v4: pv.node.inputs[1]!, scale, mask, out: rs.outputs[0]!, nodes, heads: n, headSize: d };
+}
+
+/** A bool [.., S, T] table (leading dims 1) equal to j > (T - S) + i: causal over a cache of T - S. */
+function isCausalTable(t: Tensor, total: Dim | undefined): boolean {
+  if (t.dtype !== DataType.BOOL || t.dims.length < 2 || t.dims.slice(0, -2).some((d) => d !== 1)) return false;
+  const [s, tt] = t.dims.slice(-2) as [number, number];
+  if (total !== tt || s > tt) return false;
+  const v = t.toNumbers();
+  for (let i = 0; i < s; i++) for (let j = 0; j < tt; j++) if ((v[i * tt + j] !== 0) !== (j > tt - s + i)) return false;
+  return true;
 }
 
 /** HF _prepare_4d_causal_attention_mask as traced: Where(Or(j > past + i, mask == 0), min, 0). */
@@ -136,6 +162,9 @@ function causalFromAttentionMask(mask: Value): { attentionMask: Value } | null {
     if (!padding) return null;
     cond = pad(a) ? b : a;
   }
+  // Static shapes: fold-constants has already turned j > past + i into a constant [S, T] table.
+  const folded = constTensor(cond);
+  if (folded) return padding?.isGraphInput && isCausalTable(folded, padding.shape?.[1]) ? { attentionMask: padding } : null;
   const gt = producer(cond, 'Greater');
   const uk = producer(gt?.inputs[0], 'Unsqueeze'), uq = producer(gt?.inputs[1], 'Unsqueeze');
   if (!gt || !uk || !uq || ints(uk.inputs[1])?.join() !== '0' || ints(uq.inputs[1])?.join() !== '1') return null;
@@ -166,17 +195,31 @@ function cacheConcat(kv: Value): { past: Value; fresh: Value; concat: Node } | n
   return { past, fresh, concat: c };
 }
 
-/** seqlens_k and total_sequence_length from attention_mask, built once per graph. */
+/**
+ * total_sequence_length = attention_mask.shape[1] and seqlens_k = total - 1 for every row, built once
+ * per graph (constants when the mask's shape is static). Padding is left to attention_bias (the model's own mask), so any padding side stays
+ * exact; sum(attention_mask) - 1 would be right only for right padding.
+ */
 function gqaLengths(g: Graph, am: Value, cache: Map<Value, [Value, Value]>, before: Node): [Value, Value] {
   const hit = cache.get(am);
   if (hit) return hit;
   const p = '/edgec/gqa';
+  const [b, t] = am.shape ?? [];
+  if (typeof b === 'number' && typeof t === 'number') {
+    const r: [Value, Value] = [
+      g.addInitializer(Tensor.fromNumbers(`${p}/seqlens_k`, DataType.INT32, [b], new Array(b).fill(t - 1))),
+      g.addInitializer(Tensor.fromNumbers(`${p}/total_sequence_length`, DataType.INT32, [], [t])),
+    ];
+    cache.set(am, r);
+    return r;
+  }
   const add = (opType: string, inputs: Value[], attrs?: Record<string, number | number[]>) => g.addNode({ opType, name: `${p}/${opType}`, inputs, outputs: [`${p}/${opType}_output_0`], attrs }, before).outputs[0]!;
-  const axes = g.addInitializer(Tensor.fromInt64(`${p}/axes`, [1], [1]));
   const one = g.addInitializer(Tensor.fromInt64(`${p}/one`, [], [1]));
-  const sum = add('ReduceSum', [am, axes], { keepdims: 0 });
-  const seqlens = add('Cast', [add('Sub', [sum, one])], { to: DataType.INT32 });
-  const total = add('Cast', [add('Gather', [add('Shape', [am]), one], { axis: 0 })], { to: DataType.INT32 });
+  const shape = add('Shape', [am]);
+  const total64 = add('Gather', [shape, one], { axis: 0 });
+  const batch = add('Slice', [shape, g.addInitializer(Tensor.fromInt64(`${p}/starts`, [1], [0])), g.addInitializer(Tensor.fromInt64(`${p}/ends`, [1], [1]))]);
+  const seqlens = add('Cast', [add('Expand', [add('Sub', [total64, one]), batch])], { to: DataType.INT32 });
+  const total = add('Cast', [total64], { to: DataType.INT32 });
   const r: [Value, Value] = [seqlens, total];
   cache.set(am, r);
   return r;
@@ -193,13 +236,12 @@ function fuse(model: Model, g: Graph, sm: Node, mode: string, lengths: Map<Value
   // attention_bias is [B or 1, N or 1, S, T].
   const ms = core.mask?.shape;
   if (core.mask && (!ms || ms.length !== 4 || (ms[1] !== 1 && ms[1] !== core.heads))) return `${where}: mask is not a 4-D [B|1, N|1, S, T] bias`;
-  ensureOpset(model, 'com.microsoft', 1);
   if (k && v && k.n === core.heads && v.n === core.heads && k.d === q.d && v.d === q.d) {
     const nodes = [...core.nodes, ...q.nodes, ...k.nodes, ...v.nodes];
     if (!internalOnly(nodes, [core.out])) return `${where}: an intermediate value is used outside the pattern`;
     const inputs: (Value | null)[] = [q.x, k.x, v.x];
     if (core.mask) inputs.push(null, null, core.mask);
-    replace(g, core, { opType: 'MultiHeadAttention', inputs, attrs }, nodes);
+    replace(model, g, core, { opType: 'MultiHeadAttention', inputs, attrs }, nodes);
     return ['mha', true];
   }
   // Decoder: key/value in BNSH, maybe from a KV cache and with repeated heads.
@@ -219,8 +261,8 @@ function fuse(model: Model, g: Graph, sm: Node, mode: string, lengths: Map<Value
         c.outputs[0]!.producer = null;
         c.outputs[0] = null;
       }
-      replace(g, core, {
-        opType: 'GroupQueryAttention', inputs: [q.x, kn.x, vn.x, kc.past, vc.past, seqlens, total],
+      replace(model, g, core, {
+        opType: 'GroupQueryAttention', inputs: [q.x, kn.x, vn.x, kc.past, vc.past, seqlens, total, null, null, null, core.mask],
         attrs: { num_heads: core.heads, kv_num_heads: kn.n, scale: { float: core.scale } }, extraOutputs: [presentK, presentV],
       }, nodes);
       return ['gqa', true];
@@ -233,11 +275,12 @@ function fuse(model: Model, g: Graph, sm: Node, mode: string, lengths: Map<Value
   if (!internalOnly(nodes, [core.out])) return `${where}: an intermediate value is used outside the pattern`;
   const inputs: (Value | null)[] = [q.x, core.k4, core.v4];
   if (core.mask) inputs.push(null, null, core.mask);
-  replace(g, core, { opType: 'MultiHeadAttention', inputs, attrs }, nodes);
+  replace(model, g, core, { opType: 'MultiHeadAttention', inputs, attrs }, nodes);
   return ['mhaBnsh', true];
 }
 
-function replace(g: Graph, core: Core, spec: { opType: string; inputs: (Value | null)[]; attrs: Record<string, unknown>; extraOutputs?: Value[] }, nodes: Node[]): void {
+function replace(model: Model, g: Graph, core: Core, spec: { opType: string; inputs: (Value | null)[]; attrs: Record<string, unknown>; extraOutputs?: Value[] }, nodes: Node[]): void {
+  ensureOpset(model, 'com.microsoft', 1);
   const out = core.out;
   const old = out.producer!;
   old.outputs[0] = null;

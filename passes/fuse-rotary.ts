@@ -4,12 +4,13 @@
 // runs on the 3-D x (num_heads = N) and the Reshape/Transpose move after it, which leaves the
 // attention fusion a 3-D query/key to take. The HF cache repeats its halves (emb = cat(freqs, freqs));
 // the op's cache is one half, so the halves must be bit-identical.
-import { DataType, Tensor, type Graph, type Model, type Node, type Value } from '../ir/index.js';
+import { DataType, Tensor, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
 import type { Pass, PassStats } from './pass.js';
 import { constTensor, ensureOpset, internalOnly, other, producer, removeDead, isLive } from './pattern.js';
 
-
 interface SliceSpec { start: number; end: number }
+
+const sameDim = (a: Dim | undefined, b: Dim | undefined) => a !== undefined && a !== null && a === b;
 
 function sliceLast(n: Node | null, rank: number): SliceSpec | null {
   if (!n || n.opType !== 'Slice' || n.domain !== '') return null;
@@ -102,8 +103,10 @@ function headsView(t: Value): { x: Value; heads: number; reshape: Node; transpos
   if (!tr || tr.attrInts('perm', []).join() !== '0,2,1,3') return null;
   const rs = producer(tr.inputs[0], 'Reshape');
   const x = rs?.inputs[0];
-  const n = rs?.outputs[0]?.shape?.[2];
-  if (!rs || !x || x.shape?.length !== 3 || typeof n !== 'number') return null;
+  const s3 = x?.shape, s4 = rs?.outputs[0]?.shape;
+  if (!rs || !x || !s3 || !s4 || s3.length !== 3 || s4.length !== 4) return null;
+  const [n, d] = [s4[2], s4[3]];
+  if (typeof n !== 'number' || typeof d !== 'number' || s3[2] !== n * d || !sameDim(s3[0], s4[0]) || !sameDim(s3[1], s4[1])) return null;
   return { x, heads: n, reshape: rs, transpose: tr };
 }
 
@@ -118,7 +121,10 @@ function rewrite(model: Model, g: Graph, m: Match, halves: Map<Value, Value | nu
   const cosH = half(m.cos), sinH = half(m.sin);
   if (!cosH || !sinH) return `rotary at '${m.out.name}': cache halves differ (not the rotate_half layout)`;
   const view = headsView(m.t);
-  if (!view) return `rotary at '${m.out.name}': input is not a Transpose(Reshape) of a 3-D tensor`;
+  if (!view) return `rotary at '${m.out.name}': input is not a Transpose(Reshape) of a 3-D tensor into [B, N, S, D]`;
+  // The op wants one position per token: position_ids [B, S] of the input's own B and S.
+  const ps = m.cos.pos.shape!, xs = view.x.shape!;
+  if (!sameDim(ps[0], xs[0]) || !sameDim(ps[1], xs[1])) return `rotary at '${m.out.name}': position_ids ${JSON.stringify(ps)} are not [B, S] of the input ${JSON.stringify(xs)}`;
   ensureOpset(model, 'com.microsoft', 1);
   const add = m.out.producer!;
   add.outputs[0] = null;

@@ -1,13 +1,14 @@
 // Residual Add feeding LayerNormalization / SimplifiedLayerNormalization -> com.microsoft
 // SkipLayerNormalization / SkipSimplifiedLayerNormalization. When the sum also feeds the next
-// residual, it comes out of output 3 (input_skip_bias_sum). Runs after fuse-layernorm/fuse-rmsnorm.
-import type { Dim, Model, Node } from '../ir/index.js';
+// residual, it comes out of output 3 (input_skip_bias_sum); a constant bias added to the residual
+// branch (out_proj / fc2 bias) becomes the op's bias input. Runs after fuse-layernorm/fuse-rmsnorm.
+import type { Dim, Model, Node, Value } from '../ir/index.js';
 import type { Pass, PassStats } from './pass.js';
 import { constTensor, ensureOpset, producer, removeDead } from './pattern.js';
 
 const sameDims = (a: Dim[], b: Dim[]) => a.length === b.length && a.every((d, i) => d !== null && d === b[i]);
 
-function fuseAt(model: Model, ln: Node): string | null | true {
+function fuseAt(model: Model, ln: Node, withBias: boolean): string | null | true {
   const g = ln.graph;
   const simplified = ln.opType === 'SimplifiedLayerNormalization';
   const x = ln.inputs[0];
@@ -27,6 +28,21 @@ function fuseAt(model: Model, ln: Node): string | null | true {
   if (ln.outputs.slice(1).some((o) => o && (o.uses.length || o.isGraphOutput))) return `${where}: mean/inv_std_var outputs are used`;
   const gamma = ln.inputs[1], beta = simplified ? null : ln.inputs[2] ?? null;
   if (!gamma || gamma.shape?.length !== 1 || (beta && beta.shape?.length !== 1)) return `${where}: scale/bias are not 1-D`;
+  // A projection's bias on the residual branch, Add(bias [H], X), rides along as the op's bias input.
+  let bias: Value | null = null;
+  const nodes: Node[] = [ln, add];
+  if (withBias) {
+    for (const [inp, br] of [[a, b], [b, a]] as const) {
+      const badd = producer(br, 'Add');
+      if (!badd || br.uses.length !== 1 || br.isGraphOutput) continue;
+      const k = badd.inputs.findIndex((v) => v && constTensor(v)?.dims.length === 1 && constTensor(v)!.dims[0] === sa.at(-1));
+      const xv = k < 0 ? null : badd.inputs[1 - k];
+      if (!xv?.shape || !inp.shape || !sameDims(xv.shape, inp.shape)) continue;
+      [a, b, bias] = [inp, xv, badd.inputs[k]!];
+      nodes.push(badd);
+      break;
+    }
+  }
   const y = ln.outputs[0]!;
   const sum = x.uses.length > 1 || x.isGraphOutput ? x : null;
   const eps = ln.attrFloat('epsilon', 1e-5);
@@ -39,27 +55,30 @@ function fuseAt(model: Model, ln: Node): string | null | true {
   }
   const node = g.addNode({
     opType: simplified ? 'SkipSimplifiedLayerNormalization' : 'SkipLayerNormalization', domain: 'com.microsoft',
-    name: `${ln.name}/Skip`, inputs: simplified ? [a, b, gamma] : [a, b, gamma, beta], outputs: [y], attrs: { epsilon: { float: eps } },
+    name: `${ln.name}/Skip`, inputs: simplified ? [a, b, gamma, bias] : [a, b, gamma, beta, bias], outputs: [y], attrs: { epsilon: { float: eps } },
   }, add);
+  while (node.inputs.length && !node.inputs.at(-1)) node.inputs.pop();
   if (sum) {
     node.outputs.push(null, null, sum);
     sum.producer = node;
   }
-  removeDead(g, [ln, add]);
+  removeDead(g, nodes);
   return true;
 }
 
 export const fuseSkipLayerNorm: Pass = {
   name: 'fuse-skip-layernorm',
   description: 'residual Add + (Simplified)LayerNormalization -> com.microsoft Skip(Simplified)LayerNormalization',
-  options: {},
+  options: {
+    bias: { type: 'bool', default: true, description: 'take a constant bias added to the residual branch as the op\'s bias input' },
+  },
   requires: ['shapes'],
-  run(model: Model): PassStats {
+  run(model: Model, options): PassStats {
     const stats: PassStats = { counts: { skipLayerNorm: 0, skipSimplifiedLayerNorm: 0 }, skipped: [] };
     for (const g of model.graph.allGraphs()) {
       for (const n of [...g.nodes]) {
         if (n.domain !== '' || (n.opType !== 'LayerNormalization' && n.opType !== 'SimplifiedLayerNormalization')) continue;
-        const r = fuseAt(model, n);
+        const r = fuseAt(model, n, options.bias as boolean);
         if (r === true) stats.counts[n.opType === 'LayerNormalization' ? 'skipLayerNorm' : 'skipSimplifiedLayerNorm']!++;
         else if (r) stats.skipped!.push(r);
       }

@@ -22,7 +22,7 @@ function scaled(t: Tensor, k: number, name: string): Tensor {
 
 const FLOAT_GEMM = new Set([DataType.FLOAT, DataType.FLOAT16, DataType.DOUBLE, DataType.BFLOAT16]);
 
-function gemmToMatMul(model: Model, g: Graph, gemm: Node): string | true {
+function gemmToMatMul(model: Model, g: Graph, gemm: Node, weights: Map<Value, Map<string, Value>>): string | true {
   const where = `Gemm '${gemm.name}'`;
   // Before opset 7 Add broadcasts only with its legacy attribute: not worth a second code path.
   if ((model.opset('') ?? 0) < 7) return `${where}: opset < 7`;
@@ -33,10 +33,17 @@ function gemmToMatMul(model: Model, g: Graph, gemm: Node): string | true {
   const alpha = gemm.attrFloat('alpha', 1), beta = gemm.attrFloat('beta', 1);
   const transA = gemm.attrInt('transA', 0), transB = gemm.attrInt('transB', 0);
   const out = gemm.outputs[0]!;
-  let w = bt;
-  if (transB) w = transpose2d(w, `${b.name}_T`);
-  if (alpha !== 1) w = scaled(w, alpha, `${b.name}_scaled`);
-  const wv = w === bt ? b : g.addInitializer(w);
+  // Gemms sharing one weight (tied projections) share its rewritten copy too.
+  const key = `${transB}|${alpha}`;
+  let wv = transB || alpha !== 1 ? weights.get(b)?.get(key) : b;
+  if (!wv) {
+    let w = bt;
+    if (transB) w = transpose2d(w, `${b.name}_T`);
+    if (alpha !== 1) w = scaled(w, alpha, `${b.name}_scaled`);
+    wv = g.addInitializer(w);
+    if (!weights.has(b)) weights.set(b, new Map());
+    weights.get(b)!.set(key, wv);
+  }
   let aIn: Value = a;
   if (transA) aIn = g.addNode({ opType: 'Transpose', name: `${gemm.name}/TransposeA`, inputs: [a], outputs: [`${gemm.name}/TransposeA_output_0`], attrs: { perm: [1, 0] } }, gemm).outputs[0]!;
   let cIn: Value | null = c && beta !== 0 ? c : null;
@@ -89,9 +96,10 @@ export const gemmToMatMulAdd: Pass = {
   run(model: Model): PassStats {
     const stats: PassStats = { counts: { gemm: 0 }, skipped: [] };
     for (const g of model.graph.allGraphs()) {
+      const weights = new Map<Value, Map<string, Value>>();
       for (const n of [...g.nodes]) {
         if (n.opType !== 'Gemm' || n.domain !== '') continue;
-        const r = gemmToMatMul(model, g, n);
+        const r = gemmToMatMul(model, g, n, weights);
         if (r === true) stats.counts.gemm!++;
         else stats.skipped!.push(r);
       }

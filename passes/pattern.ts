@@ -2,7 +2,7 @@
 // walks over commutative binary ops, "only used inside the match" checks, and the rewrite step that
 // hands the matched output to a new node and drops what became dead. Each fusion writes its own
 // matcher with these; a generic pattern language would be larger than all the matchers together.
-import { AttrType, DataType, Graph, Model, Node, NodeSpec, Tensor, Value, f16ToF32, f32ToF16 } from '../ir/index.js';
+import { AttrType, DataType, Graph, Model, Node, NodeSpec, Tensor, Value, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../ir/index.js';
 
 /** Constant tensor behind a value: an initializer or the output of a Constant node. */
 export function constTensor(v: Value | null | undefined): Tensor | null {
@@ -33,6 +33,7 @@ export function constScalar(v: Value | null | undefined): number | null {
 function roundTo(dtype: DataType, x: number): number {
   if (dtype === DataType.FLOAT) return Math.fround(x);
   if (dtype === DataType.FLOAT16) return f16ToF32(f32ToF16(x));
+  if (dtype === DataType.BFLOAT16) return bf16ToF32(f32ToBf16(x));
   return x;
 }
 
@@ -73,7 +74,7 @@ export function orderBy(node: Node, pred: (v: Value) => boolean): [Value, Value]
   return null;
 }
 
-/** Operand of a binary node that is a constant equal to `c`, and the other operand. */
+/** When one operand of a binary node is a constant equal to `c`: the other operand. */
 export function splitConst(node: Node, c: number): Value | null {
   const o = orderBy(node, (v) => isConst(v, c));
   return o ? o[1] : null;
@@ -178,12 +179,6 @@ export function removeDead(graph: Graph, candidates: Node[]): void {
   }
 }
 
-/** A new float initializer with the dtype of `like` (float32 or float16). */
-export function floatInit(graph: Graph, name: string, dims: number[], values: ArrayLike<number>, dtype: DataType): Value {
-  const t = dtype === DataType.FLOAT ? Tensor.fromFloat32(name, dims, Float32Array.from(values)) : Tensor.fromNumbers(name, dtype, dims, values);
-  return graph.addInitializer(t);
-}
-
 /** Per-channel constant for a normalization's scale or bias: size C (> 1), all leading dims 1. */
 export function channelVector(v: Value, xRank: number | undefined, c: number | undefined): Tensor | null {
   const t = constTensor(v);
@@ -245,7 +240,7 @@ export function matchInvStd(variance: Value, num: Value): InvStdMatch | string |
   return { nodes: [...nodes, recip, mul], eps, normalized: mul.outputs[0]! };
 }
 
-/** v*v as Pow(v, 2) or Mul(v, v): returns the node when `node` squares `v`. */
+/** Whether `node` squares `v`: Pow(v, 2) or Mul(v, v). */
 export function squares(node: Node, v: Value): boolean {
   if (node.opType === 'Pow' && node.domain === '') return node.inputs[0] === v && isConst(node.inputs[1], 2);
   if (node.opType === 'Mul' && node.domain === '') return node.inputs[0] === v && node.inputs[1] === v;

@@ -1,8 +1,11 @@
 // Named default pipelines. Fusion passes join DEFAULT_PIPELINE as they land.
 
-/** What `edgec optimize` runs without --pipeline: tidy, type, fold, tidy what folding freed. */
+/** What `edgec optimize` runs without --pipeline: tidy, type, fold, tidy what folding freed, fuse,
+ * then tidy and type once more (fusions leave shared shape chains and constants behind, and their
+ * contrib-op outputs need types). New fusions go before the final cleanup. */
 export const DEFAULT_PIPELINE = 'cleanup,infer-shapes,fold-constants,cleanup,infer-shapes,' +
-  'gemm-to-matmul-add,fuse-layernorm,fuse-rmsnorm,fuse-gelu,fuse-skip-layernorm,fuse-rotary,fuse-attention';
+  'gemm-to-matmul-add,fuse-layernorm,fuse-rmsnorm,fuse-gelu,fuse-quickgelu,fuse-skip-layernorm,fuse-rotary,fuse-attention,' +
+  'cleanup,infer-shapes';
 
 export const PIPELINES: Record<string, string> = {
   default: DEFAULT_PIPELINE,

@@ -7,9 +7,9 @@ import type { Options, Pass, PassContext, PassStats } from './pass.js';
 import { getMethod } from './quant/methods/index.js';
 import { createQuantPool } from './quant/workers.js';
 import type { CalibrationData, QuantMethod, QuantizedWeight } from './quant/types.js';
-import { MS_DOMAIN, floatTensor, packMatMulNBits, zeroPointRowBytes } from './quant/matmulnbits.js';
+import { MS_DOMAIN, floatTensor, packMatMulNBits } from './quant/matmulnbits.js';
 import { packQdq } from './quant/qdq.js';
-import { packGatherBlockQuantized } from './quant/gather.js';
+import { packGatherBlockQuantized, type GatherForm } from './quant/gather.js';
 import { relativeError, type LayerReport } from './quant/report.js';
 import { dropIfUnused, ensureOpset, floatTypeOf, matchesAny, removeDeadNode, replaceNode } from './quant/graph-util.js';
 import { upgradeOpset } from './upgrade-opset.js';
@@ -76,7 +76,14 @@ function readWeight(c: Candidate): Float32Array {
   if (!c.storedNK) return raw;
   const { K, N } = c;
   const out = new Float32Array(K * N);
-  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) out[k * N + n] = raw[n * K + k]!;
+  // 64x64 tiles: both the strided reads and writes stay within a few pages.
+  for (let n0 = 0; n0 < N; n0 += 64) {
+    const n1 = Math.min(N, n0 + 64);
+    for (let k0 = 0; k0 < K; k0 += 64) {
+      const k1 = Math.min(K, k0 + 64);
+      for (let n = n0; n < n1; n++) for (let k = k0; k < k1; k++) out[k * N + n] = raw[n * K + k]!;
+    }
+  }
   return out;
 }
 
@@ -120,6 +127,7 @@ export const quantizeInt4: Pass = {
     embeddings: { type: 'bool', default: undefined, description: 'quantize Gather embeddings (default: on for matmulnbits, off for qdq)' },
     embed_bits: { type: 'int', default: undefined, description: 'bits for embeddings (default: bits)', validate: bitsCheck },
     lm_head_bits: { type: 'int', default: undefined, description: 'bits for the lm_head (default: bits)', validate: bitsCheck },
+    embed_form: { type: 'enum', default: 'int4', values: ['int4', 'uint8'], description: "GatherBlockQuantized data: INT4/UINT4 [V, H], or uint8 [V, H*bits/8] (the MatMulNBits byte layout)" },
     tie: { type: 'bool', default: true, description: 'a tied embedding and lm_head share one packed initializer' },
     role: { type: 'enum', default: 'auto', values: ROLES, description: 'sub-model role for defaults (auto: guessed from the graph)' },
     threads: { type: 'int', default: 1, min: 1, max: 64, description: 'worker threads quantizing weights in parallel (same output for any count)' },
@@ -168,8 +176,10 @@ export const quantizeInt4: Pass = {
     const gathers = cands.filter((c) => c.kind === 'gather');
     for (const c of cands) {
       if (c.kind === 'gather') continue;
-      c.lmHead = looksLikeLmHead(c.node, c.w.value.name);
-      if (!c.lmHead || !o.tie || format !== 'matmulnbits' || embedBits !== lmBits) continue;
+      c.lmHead = (role === 'decoder' || role === 'unknown') && looksLikeLmHead(c.node, c.w.value.name);
+      // Asymmetric tying is not offered: the shared 3-D form needs zero points shaped like its
+      // [V, k_blocks, 1] scales, which onnxruntime's WebGPU kernel reads as 4-bit pairs and rejects.
+      if (!c.lmHead || !o.tie || format !== 'matmulnbits' || embedBits !== lmBits || !sym) continue;
       const gq = gathers.find((gc) => !gc.tiedTo && sameTransposed(c, gc));
       if (gq && gq.K % block === 0 && gq.node.input(1)?.shape) { c.tiedGather = gq; gq.tiedTo = c; }
     }
@@ -205,7 +215,8 @@ export const quantizeInt4: Pass = {
       const g = c.node.graph;
       const weightValue = c.w.value, transposer = c.w.transposedByNode;
       if (c.kind === 'gather') {
-        layer.bytesAfter = emitGather(g, c, q, actType, cache, key);
+        layer.bytesAfter = emitGather(g, c, q, actType, cache, key, o.embed_form as GatherForm);
+        if (o.embed_form === 'uint8' && !sym && q.bits === 4 && q.kBlocks % 2) stats.notes!.push(`${c.node.name}: odd block count ${q.kBlocks} with packed 4-bit zero points runs on the CPU EP but not on WebGPU (it reads them as pairs)`);
       } else if (format === 'matmulnbits') {
         const made = emitMatMulNBits(model, c, q, actType, o.accuracy_level as number, cache, key);
         layer.bytesAfter = made.bytes;
@@ -234,6 +245,7 @@ export const quantizeInt4: Pass = {
     // In candidate order; with a pool, up to `threads` weights are in flight and emitted in order,
     // so the output does not depend on the thread count. A shared weight is quantized once.
     const inFlight: { c: Candidate; q: Promise<QuantizedWeight>; w: Float32Array | null; first: boolean }[] = [];
+    const fallbacks: string[] = [];
     const jobs = new Map<string, Promise<QuantizedWeight>>();
     const left = new Map<string, number>();
     const todo = cands.filter((c) => !c.tiedTo);
@@ -258,8 +270,11 @@ export const quantizeInt4: Pass = {
         let w: Float32Array | null = null;
         if (!q) {
           const calib = ctx.calibration?.(c.w.value.name, c.node);
-          if (pool) q = pool.quantize({ method: method.name, w: prepared(c), K: c.K, N: c.N, params: params(bitsOf(c)), calib });
-          else { w = prepared(c); q = Promise.resolve(method.quantize(w, c.K, c.N, params(bitsOf(c)), calib)); }
+          // Weights no calibration run reached (embeddings, Gemm) fall back to round-to-nearest.
+          const m = method.needsCalibration && !calib ? getMethod('rtn') : method;
+          if (m !== method) fallbacks.push(c.w.value.name);
+          if (pool) q = pool.quantize({ method: m.name, w: prepared(c), K: c.K, N: c.N, params: params(bitsOf(c)), calib });
+          else { w = prepared(c); q = Promise.resolve(m.quantize(w, c.K, c.N, params(bitsOf(c)), calib)); }
           jobs.set(key, q);
         }
         inFlight.push({ c, q, w, first });
@@ -269,6 +284,7 @@ export const quantizeInt4: Pass = {
     } finally {
       await pool?.close();
     }
+    if (fallbacks.length) stats.notes!.push(`${fallbacks.length} weight(s) without calibration activations quantized with rtn: ${fallbacks.slice(0, 6).join(', ')}${fallbacks.length > 6 ? ', ...' : ''}`);
     if (format === 'matmulnbits' || stats.counts.gather) ensureOpset(model, MS_DOMAIN, 1);
     if (format === 'qdq' && model.irVersion < 10) model.irVersion = 10;
     return stats;
@@ -297,6 +313,7 @@ function candidate(n: Node, embeddings: boolean, nonConst: string[], skip: (why:
       if (C && !C.initializer && n.attrFloat('beta', 1) !== 1) { skip(`${label}: Gemm with a non-constant C and beta != 1`); return null; }
     }
     const [K, N] = storedNK ? [dims[1]!, dims[0]!] : [dims[0]!, dims[1]!];
+    if (n.input(0)?.shape?.length === 1) { skip(`${label}: 1-D activation (MatMulNBits needs [..., K])`); return null; }
     const aK = n.input(0)?.shape?.at(-1);
     if (typeof aK === 'number' && aK !== K) { skip(`${label}: activation width ${aK} does not match weight K ${K}`); return null; }
     return { node: n, kind: n.opType === 'MatMul' ? 'matmul' : 'gemm', w, storedNK, K, N, lmHead: false };
@@ -311,6 +328,14 @@ function candidate(n: Node, embeddings: boolean, nonConst: string[], skip: (why:
     return { node: n, kind: 'gather', w: { value: n.input(0)!, tensor: t, transposedByNode: null }, storedNK: true, K: t.dims[1]!, N: t.dims[0]!, lmHead: false };
   }
   return null;
+}
+
+const graphIds = new WeakMap<Graph, number>();
+let nextGraphId = 0;
+function graphId(g: Graph): number {
+  let id = graphIds.get(g);
+  if (id === undefined) graphIds.set(g, (id = nextGraphId++));
+  return id;
 }
 
 function addInit(g: Graph, t: Tensor): Value {
@@ -343,8 +368,9 @@ function emitMatMulNBits(model: Model, c: Candidate, q: QuantizedWeight, actType
   let bytes = 0;
   if (!vals) {
     const packed = packMatMulNBits(q, c.w.value.name, actType);
-    vals = [addInit(g, packed.B), addInit(g, packed.scales)];
-    if (packed.zeroPoints) vals.push(addInit(g, packed.zeroPoints));
+    const home = c.w.value.graph;
+    vals = [addInit(home, packed.B), addInit(home, packed.scales)];
+    if (packed.zeroPoints) vals.push(addInit(home, packed.zeroPoints));
     bytes = bytesOf(vals);
     cache.set(key, vals);
   }
@@ -365,16 +391,23 @@ function emitMatMulNBits(model: Model, c: Candidate, q: QuantizedWeight, actType
   return { node: node!, B, bytes };
 }
 
-function emitQdqMatMul(c: Candidate, q: QuantizedWeight, scaleType: DataType, actType: DataType, cache: Map<string, Value[]>, key: string) {
+function emitQdqMatMul(c: Candidate, q: QuantizedWeight, scaleType: DataType, actType: DataType, cache: Map<string, Value[]>, weightKey: string) {
   const g = c.node.graph;
-  let vals = cache.get(key);
+  // The DequantizeLinear output is visible in its own graph only: one per consuming graph.
+  const key = `${weightKey}|${graphId(g)}`;
+  let inits = cache.get(weightKey);
   let bytes = 0;
-  if (!vals) {
+  if (!inits) {
     const p = packQdq(q, c.w.value.name, scaleType);
-    const x = addInit(g, p.x), s = addInit(g, p.scale), z = p.zeroPoint ? addInit(g, p.zeroPoint) : null;
-    bytes = bytesOf([x, s, ...(z ? [z] : [])]);
+    const home = c.w.value.graph;
+    inits = [addInit(home, p.x), addInit(home, p.scale), ...(p.zeroPoint ? [addInit(home, p.zeroPoint)] : [])];
+    bytes = bytesOf(inits);
+    cache.set(weightKey, inits);
+  }
+  let vals = cache.get(key);
+  if (!vals) {
     const base = c.w.value.name;
-    const dq = g.addNode({ opType: 'DequantizeLinear', name: `${base}_DequantizeLinear`, inputs: [x, s, z], outputs: [`${base}_DQ`], attrs: p.attrs }, c.node);
+    const dq = g.addNode({ opType: 'DequantizeLinear', name: `${base}_DequantizeLinear`, inputs: [inits[0]!, inits[1]!, inits[2] ?? null], outputs: [`${base}_DQ`], attrs: { axis: 0, block_size: q.blockSize } }, c.node);
     let wv = dq.outputs[0]!;
     wv.type = { elemType: scaleType, shape: [q.K, q.N] };
     if (scaleType !== actType) {
@@ -382,7 +415,7 @@ function emitQdqMatMul(c: Candidate, q: QuantizedWeight, scaleType: DataType, ac
       wv = cast.outputs[0]!;
       wv.type = { elemType: actType, shape: [q.K, q.N] };
     }
-    vals = [wv, x, s, ...(z ? [z] : [])];
+    vals = [wv];
     cache.set(key, vals);
   }
   const W = vals[0]!;
@@ -402,12 +435,13 @@ function emitQdqMatMul(c: Candidate, q: QuantizedWeight, scaleType: DataType, ac
   return { node: node!, bytes };
 }
 
-function emitGather(g: Graph, c: Candidate, q: QuantizedWeight, actType: DataType, cache: Map<string, Value[]>, key: string): number {
+function emitGather(g: Graph, c: Candidate, q: QuantizedWeight, actType: DataType, cache: Map<string, Value[]>, key: string, form: GatherForm): number {
   let vals = cache.get(key);
   let bytes = 0;
   if (!vals) {
-    const p = packGatherBlockQuantized(q, c.w.value.name, actType, 'int4');
-    vals = [addInit(g, p.data), addInit(g, p.scales), ...(p.zeroPoints ? [addInit(g, p.zeroPoints)] : [])];
+    const p = packGatherBlockQuantized(q, c.w.value.name, actType, form);
+    const home = c.w.value.graph;
+    vals = [addInit(home, p.data), addInit(home, p.scales), ...(p.zeroPoints ? [addInit(home, p.zeroPoints)] : [])];
     bytes = bytesOf(vals);
     cache.set(key, vals);
   }
@@ -429,12 +463,6 @@ function emitTiedGather(c: Candidate, B: Value, q: QuantizedWeight, actType: Dat
   const base = c.w.value.name;
   const scales = addInit(g, floatTensor(`${base}_gbq_scales`, [V, kBlocks, 1], q.scales, actType));
   const vals = [scales];
-  if (!q.symmetric) {
-    const zrow = zeroPointRowBytes(1, q.bits);
-    const z = new Uint8Array(V * kBlocks * zrow);
-    for (let i = 0; i < V * kBlocks; i++) z[i * zrow] = q.zeroPoints![i]!;
-    vals.push(addInit(g, Tensor.fromBytes(`${base}_gbq_zero_points`, DataType.UINT8, [V, kBlocks, zrow], z)));
-  }
   const idxRank = c.node.input(1)!.shape!.length;
   const shape = addInit(g, Tensor.fromInt64(`${base}_gbq_shape`, [idxRank + 1], [...new Array(idxRank).fill(0), q.K]));
   vals.push(shape);
@@ -442,7 +470,7 @@ function emitTiedGather(c: Candidate, B: Value, q: QuantizedWeight, actType: Dat
   const Y = c.node.outputs[0]!;
   const mid = g.createValue(`${name}_blocks`, { elemType: actType });
   const [node] = replaceNode(g, c.node, [
-    { opType: 'GatherBlockQuantized', domain: MS_DOMAIN, name, inputs: [B, c.node.input(1), scales, vals.length > 2 ? vals[1]! : null], outputs: [mid], attrs: { bits: q.bits, block_size: q.blockSize, gather_axis: 0, quantize_axis: 2 } },
+    { opType: 'GatherBlockQuantized', domain: MS_DOMAIN, name, inputs: [B, c.node.input(1), scales], outputs: [mid], attrs: { bits: q.bits, block_size: q.blockSize, gather_axis: 0, quantize_axis: 2 } },
     { opType: 'Reshape', domain: '', name: `${name}_reshape`, inputs: [mid, shape], outputs: [Y], attrs: {} },
   ]);
   return { node: node!.name, bytes: bytesOf(vals) };

@@ -179,19 +179,23 @@ export const toFp16: Pass = {
         g.initializerNames = g.initializerNames.map((x) => (x === old ? v.name : x));
       }
     }
-    // Graph outputs keep float32: the fp16 producer writes a renamed value, a Cast restores the name.
+    // Graph outputs keep their precision (fp32, or fp16 without keep_io_types): a producer of the
+    // other precision writes a renamed value and a Cast restores the name.
+    const ioPrec: Prec = o.keep_io_types ? 'fp32' : 'fp16';
     for (const out of [...g.outputs]) {
-      if (!isFloat32(T.get(out)) || prec.get(out) !== 'fp16') continue;
-      if (!o.keep_io_types) continue;
+      const have = prec.get(out);
+      if (!isFloat32(T.get(out)) || !have || have === ioPrec) continue;
       const p = out.producer;
       if (!p) continue;
-      const inner = g.createValue(`${out.name}_fp16`, { elemType: DataType.FLOAT16, shape: out.type?.shape });
+      const inner = g.createValue(`${out.name}_${have}`, { elemType: have === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT, shape: out.type?.shape });
       p.outputs[p.outputs.indexOf(out)] = inner;
       inner.producer = p;
       out.producer = null;
       for (const u of [...out.uses]) u.node.setInput(u.index, inner);
+      prec.set(inner, have);
+      prec.set(out, ioPrec);
       const after = g.nodes[g.nodes.indexOf(p) + 1];
-      g.addNode({ opType: 'Cast', name: `${out.name}_to_fp32`, inputs: [inner], outputs: [out], attrs: { to: DataType.FLOAT } }, after);
+      g.addNode({ opType: 'Cast', name: `${out.name}_to_${ioPrec}`, inputs: [inner], outputs: [out], attrs: { to: ioPrec === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT } }, after);
       stats.counts.casts!++;
     }
     for (const [v, p] of prec) {

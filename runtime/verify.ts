@@ -2,7 +2,7 @@
 // every output. The library the `verify` command and targets' compile step share.
 import fs from 'node:fs';
 import path from 'node:path';
-import { DataType, Dim, InputError, Model, Tensor, dtypeName, isFloat, loadModel } from '../ir/index.js';
+import { DataType, Dim, InputError, Model, Tensor, Value, dtypeName, isFloat, loadModel } from '../ir/index.js';
 import { Comparison, compareTensors, loadInputsDir, randomInputs, runModel } from './ort.js';
 
 export interface VerifyOptions {
@@ -64,6 +64,13 @@ function dimsFromCandidate(ref: Model, cand: Model): Record<string, number> {
   return out;
 }
 
+/** A tensor read from a file must fit the input it feeds: same dtype and rank, fixed dims equal. */
+function checkFeed(t: Tensor, v: Value, dir: string): void {
+  const shape = v.type?.shape;
+  const fits = t.dtype === v.dtype && (!shape || (shape.length === t.dims.length && shape.every((d, i) => typeof d !== 'number' || d === t.dims[i])));
+  if (!fits) throw new InputError(`tensor for input '${v.name}' is ${dtypeName(t.dtype)}[${t.dims}], the model takes ${v.dtype === undefined ? '?' : dtypeName(v.dtype)}[${(shape ?? []).map((d) => d ?? '?')}]`, dir);
+}
+
 /** A candidate with fp16 I/O (a q4f16 artifact) gets the same values rounded to its float type. */
 function castFloat(t: Tensor, dtype: DataType | undefined): Tensor {
   if (dtype === undefined || dtype === t.dtype || !isFloat(dtype) || !isFloat(t.dtype)) return t;
@@ -115,7 +122,13 @@ export async function verifyModels(refPath: string, candPath: string, opts: Veri
   if (opts.inputsDir) {
     const dir = inputsFolder(opts.inputsDir);
     const loaded = asInputError(dir, 'cannot read inputs', () => loadInputsDir(dir, ref));
-    for (const n of feedNames) if (loaded[n]) { feeds[n] = loaded[n]!; source[n] = 'file'; }
+    for (const v of ref.graph.inputs) {
+      const t = loaded[v.name];
+      if (v.initializer || !t) continue;
+      checkFeed(t, v, dir);
+      feeds[v.name] = t;
+      source[v.name] = 'file';
+    }
   }
   const missing = feedNames.filter((n) => !feeds[n] && !opts.fixed?.[n]);
   if (opts.inputsDir && missing.length) throw new InputError(`has no tensor for input '${missing[0]}'`, opts.inputsDir);

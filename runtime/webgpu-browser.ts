@@ -42,9 +42,14 @@ export interface AdapterInfo {
 
 interface WireTensor { type: string; dims: number[]; b64: string }
 
+/** Per execution provider (WebGpuExecutionProvider, CPUExecutionProvider): node count and the nodes
+ * (onnxruntime names them only when the graph is split across providers). */
+export type Placement = Record<string, { count: number; nodes: { op: string; name: string }[] }>;
+
 /** A localhost server plus one Chromium page with onnxruntime-web loaded. */
 export class WebGpuBrowser {
   private roots = new Map<string, string>();
+  private next = 0;
 
   private constructor(private server: http.Server, private browser: BrowserContext, private page: Page, private profileDir: string, private base: string) {}
 
@@ -85,11 +90,7 @@ export class WebGpuBrowser {
 
   /** Run `modelFile` (its folder is served) on the WebGPU EP; returns outputs as IR tensors. */
   async run(modelFile: string, feeds: Record<string, Tensor>, opts: BrowserRunOptions = {}): Promise<Record<string, Tensor>> {
-    const dir = path.dirname(path.resolve(modelFile));
-    const key = `m${this.roots.size}`;
-    this.roots.set(key, dir);
-    const url = `/files/${key}/${encodeURIComponent(path.basename(modelFile))}`;
-    const ext = (opts.externalData ?? []).map((p) => ({ path: p, data: `/files/${key}/${p.split('/').map(encodeURIComponent).join('/')}` }));
+    const { key, url, ext } = this.serve(modelFile, opts);
     const wire: Record<string, WireTensor> = {};
     for (const [k, t] of Object.entries(feeds)) {
       const type = WEB_TYPES[t.dtype];
@@ -112,6 +113,38 @@ export class WebGpuBrowser {
     } finally {
       this.roots.delete(key);
     }
+  }
+
+  /** Which execution provider onnxruntime-web assigns each node to (after its own load-time fusions). */
+  async placement(modelFile: string, opts: BrowserRunOptions = {}): Promise<Placement> {
+    const { key, url, ext } = this.serve(modelFile, opts);
+    const lines: string[] = [];
+    const listen = (m: { text(): string }) => lines.push(m.text());
+    this.page.on('console', listen);
+    try {
+      await this.page.evaluate((a) => (globalThis as unknown as { edgecPlace: (x: unknown) => Promise<void> }).edgecPlace(a), { url, ext });
+    } finally {
+      this.page.off('console', listen);
+      this.roots.delete(key);
+    }
+    const out: Placement = {};
+    let ep: string | undefined;
+    for (const l of lines) {
+      const head = /(?:All nodes|Node\(s\)) placed on \[(\w+)\]\. Number of nodes: (\d+)/.exec(l);
+      if (head) { ep = head[1]!; out[ep] = { count: Number(head[2]), nodes: [] }; continue; }
+      const node = /VerifyEachNodeIsAssignedToAnEp\]\s{2,}(\w+) \((.*)\)\s*$/.exec(l);
+      if (node && ep) out[ep]!.nodes.push({ op: node[1]!, name: node[2]! });
+    }
+    return out;
+  }
+
+  private serve(modelFile: string, opts: BrowserRunOptions): { key: string; url: string; ext: { path: string; data: string }[] } {
+    const dir = path.dirname(path.resolve(modelFile));
+    const key = `m${this.next++}`;
+    this.roots.set(key, dir);
+    const url = `/files/${key}/${encodeURIComponent(path.basename(modelFile))}`;
+    const ext = (opts.externalData ?? []).map((p) => ({ path: p, data: `/files/${key}/${p.split('/').map(encodeURIComponent).join('/')}` }));
+    return { key, url, ext };
   }
 
   async close(): Promise<void> {
@@ -178,6 +211,16 @@ globalThis.edgecRun = async ({ url, ext, wire, outputs }) => {
     return got;
   } finally {
     await session.release();
+  }
+};
+// Session creation with verbose logs: onnxruntime prints which EP each node was placed on.
+globalThis.edgecPlace = async ({ url, ext }) => {
+  ort.env.logLevel = 'verbose';
+  try {
+    const session = await ort.InferenceSession.create(url, { executionProviders: ['webgpu'], externalData: ext, graphOptimizationLevel: 'all', logSeverityLevel: 0, logVerbosityLevel: 0 });
+    await session.release();
+  } finally {
+    ort.env.logLevel = 'error';
   }
 };
 globalThis.edgecReady = true;

@@ -9,12 +9,17 @@ import { parsePipeline, runPipeline, type PipelineStep, type StepReport } from '
 import { getPass } from '../passes/registry.js';
 import { resolveOptions } from '../passes/pass.js';
 import '../passes/builtin.js';
+import { collectCalibration } from '../runtime/calibrate.js';
 import { verifyModels, type VerifyResult } from '../runtime/verify.js';
+import { getMethod } from '../passes/quant/methods/index.js';
+import type { QuantizeContext } from '../passes/quantize.js';
+import { calibrationSets } from './calibration.js';
 import { checkModel, enforce, type CheckIssue } from './check.js';
 import { parseSize, patchSize, resolveDims, type Size } from './dims.js';
 import { buildManifest, fileDigests, isArtifactDir, writeJson, type Manifest, type ManifestModel } from './manifest.js';
 import { POLICIES, type PolicyName } from './plan/index.js';
 import { getTarget } from './registry.js';
+import { reportHtml } from './report-html.js';
 import { roleThreshold, type DeviceProfile, type QuantChoice, type SubModel, type Target, type TargetName, type TargetOptions, type Variant } from './target.js';
 
 export interface CompileOptions {
@@ -154,7 +159,13 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
       const sm: SubModel = { name: l.name, role, plan: target.plan(role, opts), profile, opts, source: l.file, patch };
       o.progress?.(`${l.name} (${role})`);
       const { steps: st, missing } = steps(target, sm, o.pipeline);
-      const stepReports = await runPipeline(l.model, st, { modelDir: path.dirname(l.file), progress: o.progress });
+      const ctx: QuantizeContext = { modelDir: path.dirname(l.file), progress: o.progress };
+      if (sm.plan.weightBits && getMethod(opts.method).needsCalibration) {
+        // Data-aware methods (GPTQ) need the activations each weight multiplies.
+        const acts = await collectCalibration(l.model, calibrationSets(l.model, sm, 8));
+        ctx.calibration = (w) => acts.get(w);
+      }
+      const stepReports = await runPipeline(l.model, st, ctx);
       const fin = await target.finalize(l.model, sm);
       const report: SubModelReport = { name: l.name, role, steps: stepReports.map(stepSummary), missingPasses: missing, finalize: fin, issues: [], verification: [], ms: 0 };
       reports.push(report);
@@ -202,10 +213,13 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
       entries.push({
         name: p.sm.name, role: p.sm.role, file: p.file, variant: p.variant.suffix || undefined,
         externalData: p.ext, model: p.model, plan: p.sm.plan, opts,
-        sessionOptions: target.sessionOptions(p.model, p.sm, p.ext), verification,
+        sessionOptions: target.sessionOptions(p.model, p.sm, p.ext), transforms: report.finalize, verification,
       });
     }
     for (const f of target.extraFiles?.(emitted) ?? []) fs.writeFileSync(path.join(tmp, f.path), f.content);
+    // report.html describes the model files; the manifest then hashes it with everything else.
+    const draft = buildManifest(target, profile, opts, entries, fileDigests(tmp));
+    fs.writeFileSync(path.join(tmp, 'report.html'), reportHtml(draft, draft.files));
     const manifest = buildManifest(target, profile, opts, entries, fileDigests(tmp));
     writeJson(path.join(tmp, 'manifest.json'), manifest);
     fs.rmSync(outDir, { recursive: true, force: true });
@@ -234,21 +248,11 @@ function verifyDims(model: Model, sm: SubModel, opts: TargetOptions): Record<str
   return dims;
 }
 
-/** Bake dims into graph inputs, then re-infer and fold so shape arithmetic becomes constants. */
+/** Bake dims into the graph (fix-shapes re-infers and folds the shape arithmetic away). */
 export async function fixShapes(model: Model, dims: Record<string, number>): Promise<void> {
   const fix = getPass('fix-shapes');
-  if (fix) {
-    await runPipeline(model, [{ pass: fix, options: resolveOptions(fix, { dims: Object.entries(dims).map(([k, v]) => `${k}=${v}`) }) }]);
-  } else {
-    for (const v of [...model.graph.inputs, ...model.graph.outputs]) {
-      if (v.type?.shape) v.type = { ...v.type, shape: v.type.shape.map((d) => (typeof d === 'string' && dims[d] !== undefined ? dims[d]! : d)) };
-    }
-    for (const v of model.graph.values.values()) {
-      if (!v.isGraphInput && !v.isGraphOutput && !v.initializer && v.type?.shape?.some((d) => typeof d !== 'number')) v.type = { elemType: v.type.elemType };
-    }
-  }
-  const post = ['infer-shapes', 'fold-constants', 'cleanup', 'infer-shapes'].map((n) => getPass(n)).filter((p): p is NonNullable<typeof p> => !!p);
-  await runPipeline(model, post.map((p) => ({ pass: p, options: resolveOptions(p, {}) })));
+  if (!fix) throw new Error('the fix-shapes pass is not registered');
+  await runPipeline(model, [{ pass: fix, options: resolveOptions(fix, { dims: Object.entries(dims).map(([k, v]) => `${k}=${v}`) }) }]);
 }
 
 export interface ArtifactSummary {

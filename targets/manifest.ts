@@ -4,7 +4,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Dim, Model, dtypeName } from '../ir/index.js';
+import { DataType, Dim, Model, dtypeName } from '../ir/index.js';
 import { opKey, type Role } from '../ir/summary.js';
 import { POLICY_DEFAULTS, planImage } from './plan/index.js';
 import type { DeviceProfile, RolePlan, Target, TargetOptions } from './target.js';
@@ -35,6 +35,8 @@ export interface ManifestModel {
   plan: RolePlan;
   opts: TargetOptions;
   sessionOptions: Record<string, unknown>;
+  /** Counts of the target-level rewrites (splits, accuracy levels, Q/DQ insertions). */
+  transforms: Record<string, number>;
   verification?: ManifestVerification;
 }
 
@@ -54,6 +56,7 @@ export interface Manifest {
     opsets: { domain: string; version: number }[];
     ops: Record<string, number>;
     quantization: Record<string, unknown>;
+    transforms: Record<string, number>;
     session: Record<string, unknown>;
     verification?: ManifestVerification;
   }[];
@@ -86,11 +89,28 @@ function opCounts(m: Model): Record<string, number> {
   return Object.fromEntries([...c].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)));
 }
 
+/** What was asked (role plan) and what the emitted graph holds (a custom --pipeline may differ). */
 function quantization(e: ManifestModel): Record<string, unknown> {
   const p = e.plan;
-  const q: Record<string, unknown> = { weights: p.weightBits ? `int${p.weightBits}` : 'none', format: p.format, activations: p.activations };
-  if (p.weightBits) Object.assign(q, { blockSize: e.opts.blockSize, method: e.opts.method, embeddings: p.quantizeEmbeddings });
-  return q;
+  const requested: Record<string, unknown> = { weights: p.weightBits ? `int${p.weightBits}` : 'none', format: p.format, activations: p.activations };
+  if (p.weightBits) Object.assign(requested, { blockSize: e.opts.blockSize, method: e.opts.method, embeddings: p.quantizeEmbeddings });
+  const count = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
+  const mnb = new Map<string, number>(), dq = new Map<string, number>(), gbq = new Map<string, number>();
+  let f16 = false, a16 = false;
+  for (const g of e.model.graph.allGraphs()) {
+    for (const v of g.values.values()) if (v.dtype === DataType.FLOAT16) f16 = true;
+    for (const n of g.nodes) {
+      if (n.opType === 'MatMulNBits') count(mnb, `bits${n.attrInt('bits', 4)}_block${n.attrInt('block_size')}_acc${n.attrInt('accuracy_level', 0)}`);
+      else if (n.opType === 'GatherBlockQuantized') count(gbq, `bits${n.attrInt('bits', 4)}_block${n.attrInt('block_size', 128)}`);
+      else if (n.opType === 'DequantizeLinear' && n.input(0)?.initializer) count(dq, dtypeName(n.input(0)!.initializer!.dtype));
+      else if (n.opType === 'QuantizeLinear' && n.input(2)?.initializer?.dtype === DataType.UINT16) a16 = true;
+    }
+  }
+  const sorted = (m: Map<string, number>) => Object.fromEntries([...m].sort((a, b) => (a[0] < b[0] ? -1 : 1)));
+  return {
+    requested,
+    observed: { matMulNBits: sorted(mnb), gatherBlockQuantized: sorted(gbq), dequantizeLinearWeights: sorted(dq), activations: a16 ? 'uint16-qdq' : f16 ? 'fp16' : 'fp32' },
+  };
 }
 
 /** sha256 and size of every file under `dir` (relative '/' paths, sorted); manifest.json excluded. */
@@ -130,7 +150,7 @@ export function buildManifest(t: Target, profile: DeviceProfile, opts: TargetOpt
     target: t.name,
     profile: { name: profile.name, maxBindingBytes: Number.isFinite(profile.maxBindingBytes) ? profile.maxBindingBytes : null, shaderF16: profile.shaderF16 ?? null },
     options: {
-      quant: opts.quant ?? 'role-default', blockSize: opts.blockSize, method: opts.method, fp16: opts.fp16,
+      quant: opts.quant ?? 'role-default', blockSize: opts.blockSize, method: opts.method, ...(t.name === 'webgpu' ? { fp16: opts.fp16 } : {}),
       ...(t.staticShapes ? { context: opts.context, prefillChunk: opts.prefillChunk } : {}),
       imageSizes: opts.imageSizes.map((s) => `${s.width}x${s.height}`), fix: opts.fix,
       calibration: opts.calibration ? 'folder' : 'seeded-random',
@@ -140,7 +160,7 @@ export function buildManifest(t: Target, profile: DeviceProfile, opts: TargetOpt
       name: e.name, role: e.role, file: e.file, ...(e.variant ? { variant: e.variant } : {}), externalData: e.externalData,
       inputs: io(e.model, 'inputs'), outputs: io(e.model, 'outputs'),
       opsets: e.model.opsetImports.map((o) => ({ domain: o.domain, version: o.version })),
-      ops: opCounts(e.model), quantization: quantization(e), session: e.sessionOptions,
+      ops: opCounts(e.model), quantization: quantization(e), transforms: e.transforms, session: e.sessionOptions,
       ...(e.verification ? { verification: e.verification } : {}),
     })),
     verification: { ran, passed: models.every((e) => !e.verification || e.verification.passed) },

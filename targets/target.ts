@@ -38,10 +38,6 @@ export class CapabilityTable {
     if (hit) return hit;
     return this.allDefaultDomain && d === '' ? { domain: '', op: node.opType } : undefined;
   }
-
-  list(): OpSupport[] {
-    return [...this.ops.values()];
-  }
 }
 
 const key = (domain: string, op: string) => `${domain}:${op}`;

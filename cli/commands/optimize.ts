@@ -17,7 +17,7 @@ interface OptimizeOpts {
 
 export const registerOptimize: RegisterCommand = (program: Command) => {
   program.command('optimize')
-    .description('run a pass pipeline (default: cleanup, infer-shapes, fold-constants) and print per-pass statistics')
+    .description('run a pass pipeline (default: tidy, infer shapes, fold constants, fuse) and print per-pass statistics')
     .argument('<in>', 'ONNX model file')
     .requiredOption('-o, --output <file>', 'output model file')
     .option('--pipeline <spec>', `passes, e.g. "cleanup,fold-constants{maxBytes=4096}" or a named pipeline (default: ${DEFAULT_PIPELINE})`)

@@ -3,7 +3,9 @@ import fs from 'node:fs';
 import type { Command } from 'commander';
 import { InputError, externalSources, loadModel, saveModel } from '../../ir/index.js';
 import { parsePipeline, runPipeline } from '../../passes/manager.js';
-import type { QuantizeStats } from '../../passes/quantize.js';
+import type { QuantizeContext, QuantizeStats } from '../../passes/quantize.js';
+import { getMethod } from '../../passes/quant/methods/index.js';
+import { collectCalibration, loadCalibrationSets, syntheticCalibrationSets } from '../../runtime/calibrate.js';
 import { formatReport, remeasure, totals } from '../../passes/quant/report.js';
 import type { RegisterCommand } from './index.js';
 import { fmtBytes } from '../format.js';
@@ -23,6 +25,8 @@ interface QuantizeOpts {
   embedBits?: string;
   lmHeadBits?: string;
   role?: string;
+  calibration?: string;
+  calibrationSets?: string;
   fp16?: boolean;
   json?: boolean;
 }
@@ -51,6 +55,8 @@ export const registerQuantize: RegisterCommand = (program: Command) => {
     .option('--embed-bits <n>', 'bits for embeddings (default: --bits)')
     .option('--lm-head-bits <n>', 'bits for the lm_head (default: --bits)')
     .option('--role <role>', 'sub-model role for defaults: decoder, vision-encoder, projector, embeddings (default: guessed)')
+    .option('--calibration <dir>', 'input sets for calibration-based methods (one sub-folder of <input name>.pb files per set)')
+    .option('--calibration-sets <n>', 'without --calibration: this many seeded random input sets', '8')
     .option('--fp16', 'then convert the rest to float16 (q4f16), keeping float32 I/O and norms')
     .option('--json', 'print the report as JSON')
     .action(async (input: string, opts: QuantizeOpts) => {
@@ -68,7 +74,17 @@ export const registerQuantize: RegisterCommand = (program: Command) => {
       const steps = parsePipeline([{ pass: 'quantize-int4', options }, ...(opts.fp16 ? [{ pass: 'to-fp16' }] : [])]);
       const model = loadModel(input);
       const inputBytes = fileBytes([input, ...externalSources(model)]);
-      const reports = await runPipeline(model, steps);
+      const ctx: QuantizeContext = {};
+      let calibration: string | undefined;
+      if (getMethod(opts.method).needsCalibration) {
+        const n = Number(opts.calibrationSets);
+        if (!Number.isInteger(n) || n < 1) throw new InputError(`--calibration-sets '${opts.calibrationSets}' is not a positive integer`);
+        const sets = opts.calibration ? loadCalibrationSets(opts.calibration, model) : syntheticCalibrationSets(model, n);
+        const acts = await collectCalibration(model, sets);
+        ctx.calibration = (w) => acts.get(w);
+        calibration = `${sets.length} ${opts.calibration ? `input set(s) from ${opts.calibration}` : 'seeded random input set(s) (pass --calibration for real data)'}, ${acts.size} weights`;
+      }
+      const reports = await runPipeline(model, steps, ctx);
       const stats = reports[0]!.stats as QuantizeStats;
       if (opts.fp16) remeasure(stats.layers, model);
       let saved;
@@ -82,13 +98,13 @@ export const registerQuantize: RegisterCommand = (program: Command) => {
       const t = totals(stats.layers);
       if (opts.json) {
         process.stdout.write(`${JSON.stringify({
-          input, output: opts.output, role: stats.role, options: reports[0]!.options, layers: stats.layers, totals: t,
+          input, output: opts.output, role: stats.role, calibration, options: reports[0]!.options, layers: stats.layers, totals: t,
           counts: stats.counts, skipped: stats.skipped ?? [], notes: [...(stats.notes ?? []), ...(reports[1]?.stats.notes ?? [])],
           fp16: reports[1] ? reports[1].stats.counts : undefined, inputBytes, outputBytes, sizeRatio: outputBytes / inputBytes,
         }, null, 2)}\n`);
         return;
       }
-      const out = [...(stats.notes ?? []), ''];
+      const out = [...(stats.notes ?? []), ...(calibration ? [`calibration: ${calibration}`] : []), ''];
       if (stats.layers.length) out.push(...formatReport(stats.layers));
       else out.push('no weights quantized');
       for (const s of stats.skipped ?? []) out.push(`skipped: ${s}`);

@@ -469,3 +469,70 @@ reduce('ReduceProd', 1, (a, v) => a * v);
 reduce('ReduceMean', 0, (a, v) => a + v, (a, n) => a / n);
 reduce('ReduceMax', -Infinity, nanMax);
 reduce('ReduceMin', Infinity, nanMin);
+
+// ---- masks, splits and padding (causal masks and static-shape leftovers) -----------------------
+
+registerEvaluator('Trilu', (node, inputs) => {
+  const a = need(inputs[0], 'input');
+  const k = inputs[1] ? nums(inputs[1])[0]! : 0;
+  const upper = node.attrInt('upper', 1) === 1;
+  const r = a.dims.length;
+  if (r < 2) throw new Unsupported('Trilu needs rank >= 2');
+  const rows = a.dims[r - 2]!, cols = a.dims[r - 1]!;
+  const x = nums(a);
+  const out = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const c = i % cols, row = Math.floor(i / cols) % rows;
+    out[i] = (upper ? c - row >= k : c - row <= k) ? x[i]! : 0;
+  }
+  return [make(a.dtype, [...a.dims], out)];
+});
+
+registerEvaluator('Split', (node, inputs) => {
+  const a = need(inputs[0], 'input');
+  const axis = normAxis(node.attrInt('axis', 0), a.dims.length);
+  const d = a.dims[axis]!;
+  const n = node.outputs.length;
+  let sizes = intsFrom(node, inputs, 1, 'split');
+  if (!sizes) {
+    const chunk = Math.ceil(d / n);
+    sizes = Array.from({ length: n }, (_, i) => Math.max(0, Math.min(chunk, d - chunk * i)));
+  }
+  if (sizes.reduce((s, v) => s + v, 0) !== d) throw new Unsupported('Split sizes do not add up');
+  const st = strides(a.dims);
+  let at = 0;
+  return sizes.map((len) => {
+    const start = at;
+    at += len;
+    const out = a.dims.map((x, i) => (i === axis ? len : x));
+    return gatherBy(a, out, (idx) => idx.reduce((off, c, k) => off + (k === axis ? c + start : c) * st[k]!, 0));
+  });
+});
+
+registerEvaluator('Pad', (node, inputs) => {
+  const a = need(inputs[0], 'data');
+  const mode = node.hasAttr('mode') ? node.attrString('mode') : 'constant';
+  if (mode !== 'constant') throw new Unsupported(`Pad mode ${mode}`);
+  const rank = a.dims.length;
+  const pads = intsFrom(node, inputs, 1, 'pads');
+  if (!pads) throw new Unsupported('no pads');
+  const fill = inputs[2] ? nums(inputs[2])[0]! : node.attrFloat('value', 0);
+  const axes = inputs[3] ? Array.from(nums(inputs[3])).map((x) => normAxis(x, rank)) : [...Array(rank).keys()];
+  const before = new Array<number>(rank).fill(0), after = new Array<number>(rank).fill(0);
+  axes.forEach((ax, i) => { before[ax] = pads[i]!; after[ax] = pads[i + axes.length]!; });
+  const out = a.dims.map((d, i) => d + before[i]! + after[i]!);
+  if (out.some((d) => d < 0)) throw new Unsupported('Pad removes more than the dim');
+  const x = nums(a), s = strides(a.dims), os = strides(out);
+  const r = new Float64Array(numElements(out)).fill(fill);
+  for (let i = 0; i < r.length; i++) {
+    let off = 0, inside = true, rem = i;
+    for (let k = 0; k < rank; k++) {
+      const c = Math.floor(rem / os[k]!) - before[k]!;
+      rem %= os[k]!;
+      if (c < 0 || c >= a.dims[k]!) { inside = false; break; }
+      off += c * s[k]!;
+    }
+    if (inside) r[i] = x[off]!;
+  }
+  return [make(a.dtype, out, r)];
+});

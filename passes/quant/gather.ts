@@ -3,7 +3,8 @@
 //  - 'int4': data INT4 (symmetric, default zero point 0) or UINT4 + UINT4 zero points, [V, H];
 //  - 'uint8': data uint8 [V, H*bits/8] packed low bits first, default zero point 2^(bits-1), packed
 //    uint8 zero points [V, ceil(k_blocks*bits/8)]: byte for byte the MatMulNBits B of the transposed
-//    table, so a tied embedding and lm_head can share one initializer.
+//    table, so a tied embedding and lm_head can share one initializer. onnxruntime's WebGPU kernel
+//    reads 4-bit uint8 zero points as pairs over the flattened scales, so there k_blocks must be even.
 import { DataType, Tensor, packInt4 } from '../../ir/index.js';
 import { floatTensor, packB, packZeroPoints, zeroPointRowBytes } from './matmulnbits.js';
 import type { QuantizedWeight } from './types.js';

@@ -1,5 +1,5 @@
 // Small graph edits shared by the quantization format passes.
-import { DataType, Graph, Model, Node, NodeSpec, Tensor, Value } from '../../ir/index.js';
+import { DataType, Graph, Model, Node, NodeSpec, Value } from '../../ir/index.js';
 
 /** Put new nodes where `old` was, hand them its outputs (by identity), and drop `old`. */
 export function replaceNode(g: Graph, old: Node, specs: NodeSpec[]): Node[] {
@@ -30,11 +30,6 @@ export function removeDeadNode(n: Node): boolean {
 export function ensureOpset(model: Model, domain: string, version: number): void {
   const cur = model.opset(domain);
   if (cur === undefined || cur < version) model.setOpset(domain, version);
-}
-
-/** Add an initializer and type its value. */
-export function addConst(g: Graph, t: Tensor): Value {
-  return g.addInitializer(t);
 }
 
 /** A value's float element type: its own, or that of the tensor it comes from. */

@@ -2,7 +2,7 @@
 // column n of the [K, N] weight, 4-bit codes packed along K low nibble first; scales [N*k_blocks]
 // in A's float type; packed uint8 zero points [N, ceil(k_blocks*bits/8)], each row byte-aligned.
 // Absent zero points mean 2^(bits-1), so symmetric weights store (signed code + 2^(bits-1)).
-import { DataType, Node, Tensor, dtypeName, f16ToF32, float32ToFloat16Array, packInt4 } from '../../ir/index.js';
+import { DataType, Node, Tensor, dtypeName, f16ToF32, float32ToFloat16Array } from '../../ir/index.js';
 import type { QuantizedWeight } from './types.js';
 
 export const MS_DOMAIN = 'com.microsoft';
@@ -52,7 +52,11 @@ export function unpackZeroPoints(bytes: Uint8Array, N: number, kBlocks: number, 
 export function packB(q: QuantizedWeight): Uint8Array {
   const Kp = q.kBlocks * q.blockSize;
   if (q.codes.length !== q.N * Kp) throw new Error(`quantized weight has ${q.codes.length} codes, expected N*Kp = ${q.N * Kp}`);
-  return q.bits === 4 ? packInt4(q.codes) : q.codes.slice();
+  if (q.bits === 8) return q.codes.slice();
+  // Kp is a multiple of the block (>= 16), so codes pair up exactly.
+  const c = q.codes, out = new Uint8Array(c.length >> 1);
+  for (let i = 0, j = 0; i < out.length; i++, j += 2) out[i] = (c[j]! & 15) | ((c[j + 1]! & 15) << 4);
+  return out;
 }
 
 export interface MatMulNBitsWeights {

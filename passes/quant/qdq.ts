@@ -2,7 +2,7 @@
 // scale (and zero point) [k_blocks, N]. 4-bit values pack two per byte over the row-major flatten,
 // first element in the low nibble. DQ's zero point defaults to 0, so symmetric codes are stored
 // signed (INT4/INT8) and asymmetric ones unsigned with an explicit zero point of the same type.
-import { DataType, Node, Tensor, dtypeName, packInt4, unpackInt4 } from '../../ir/index.js';
+import { DataType, Node, Tensor, dtypeName, unpackInt4 } from '../../ir/index.js';
 import { floatTensor, scaleValues } from './matmulnbits.js';
 import type { QuantizedWeight } from './types.js';
 
@@ -18,33 +18,44 @@ export function qdqWeightType(bits: number, symmetric: boolean): DataType {
   return symmetric ? DataType.INT8 : DataType.UINT8;
 }
 
-function encodeInts(dtype: DataType, values: Int16Array): Uint8Array {
-  if (dtype === DataType.INT4 || dtype === DataType.UINT4) return packInt4(values);
-  return new Uint8Array(Int8Array.from(values).buffer);
+const TILE = 64;
+
+/**
+ * Row-major [rows, cols] values `src[c*stride + r] - shift` (a column-major source), packed for
+ * `dtype`: 4-bit two per byte, first in the low nibble; 8-bit one byte (two's complement for INT8).
+ * Tiles of 64 columns keep the strided reads within a few pages.
+ */
+function packTransposed(dtype: DataType, rows: number, cols: number, src: Uint8Array, stride: number, shift: number): Uint8Array {
+  const four = dtype === DataType.INT4 || dtype === DataType.UINT4;
+  const out = new Uint8Array(four ? (rows * cols + 1) >> 1 : rows * cols);
+  for (let c0 = 0; c0 < cols; c0 += TILE) {
+    const c1 = Math.min(cols, c0 + TILE);
+    for (let r = 0; r < rows; r++) {
+      for (let c = c0, i = r * cols + c0; c < c1; c++, i++) {
+        const v = src[c * stride + r]! - shift;
+        if (!four) out[i] = v & 0xff;
+        else out[i >> 1]! |= (v & 15) << ((i & 1) << 2);
+      }
+    }
+  }
+  return out;
 }
 
 export function packQdq(q: QuantizedWeight, base: string, scaleType: DataType): QdqWeights {
-  const { K, N, kBlocks, blockSize } = q;
+  const { K, N, kBlocks, blockSize, codes } = q;
   const Kp = kBlocks * blockSize;
   const dtype = qdqWeightType(q.bits, q.symmetric);
   const shift = q.symmetric ? 1 << (q.bits - 1) : 0;
-  const x = new Int16Array(K * N);
-  for (let n = 0; n < N; n++) {
-    const row = n * Kp;
-    for (let k = 0; k < K; k++) x[k * N + n] = q.codes[row + k]! - shift;
-  }
   const s = new Float32Array(kBlocks * N);
   for (let n = 0; n < N; n++) for (let b = 0; b < kBlocks; b++) s[b * N + n] = q.scales[n * kBlocks + b]!;
   const out: QdqWeights = {
-    x: Tensor.fromBytes(`${base}_DQ_Q${q.bits}`, dtype, [K, N], encodeInts(dtype, x)),
+    x: Tensor.fromBytes(`${base}_DQ_Q${q.bits}`, dtype, [K, N], packTransposed(dtype, K, N, codes, Kp, shift)),
     scale: floatTensor(`${base}_DQ_scales`, [kBlocks, N], s, scaleType),
     attrs: { axis: 0, block_size: blockSize },
   };
   if (!q.symmetric) {
     if (!q.zeroPoints) throw new Error(`asymmetric quantized weight '${base}' has no zero points`);
-    const z = new Int16Array(kBlocks * N);
-    for (let n = 0; n < N; n++) for (let b = 0; b < kBlocks; b++) z[b * N + n] = q.zeroPoints[n * kBlocks + b]!;
-    out.zeroPoint = Tensor.fromBytes(`${base}_DQ_zero_points`, dtype, [kBlocks, N], encodeInts(dtype, z));
+    out.zeroPoint = Tensor.fromBytes(`${base}_DQ_zero_points`, dtype, [kBlocks, N], packTransposed(dtype, kBlocks, N, q.zeroPoints, kBlocks, 0));
   }
   return out;
 }

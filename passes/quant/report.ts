@@ -24,19 +24,30 @@ export interface LayerReport {
 
 /** ||W - dequant(q)|| / ||W|| over the unpadded [K, N] weight (row-major). */
 export function relativeError(w: Float32Array, q: QuantizedWeight): number {
-  const { K, N, blockSize, kBlocks, bits } = q;
+  const { K, N, blockSize, kBlocks, bits, codes, scales, zeroPoints } = q;
   const Kp = kBlocks * blockSize, mid = 1 << (bits - 1);
   let se = 0, ss = 0;
-  for (let n = 0; n < N; n++) {
+  // Tiles of 64 columns: W rows stay contiguous, the strided code reads stay within 64 pages, and a
+  // block's scales and zero points are loaded once per tile.
+  const T = 64, sc = new Float64Array(T), zz = new Float64Array(T), cb = new Int32Array(T);
+  for (let n0 = 0; n0 < N; n0 += T) {
+    const w0 = Math.min(T, N - n0);
+    for (let j = 0; j < w0; j++) cb[j] = (n0 + j) * Kp;
     for (let b = 0; b < kBlocks; b++) {
-      const s = q.scales[n * kBlocks + b]!;
-      const zp = q.zeroPoints ? q.zeroPoints[n * kBlocks + b]! : mid;
+      for (let j = 0; j < w0; j++) {
+        const bi = (n0 + j) * kBlocks + b;
+        sc[j] = scales[bi]!;
+        zz[j] = zeroPoints ? zeroPoints[bi]! : mid;
+      }
       const k1 = Math.min(K, (b + 1) * blockSize);
       for (let k = b * blockSize; k < k1; k++) {
-        const x = w[k * N + n]!;
-        const d = x - (q.codes[n * Kp + k]! - zp) * s;
-        se += d * d;
-        ss += x * x;
+        const row = k * N + n0;
+        for (let j = 0; j < w0; j++) {
+          const x = w[row + j]!;
+          const d = x - (codes[cb[j]! + k]! - zz[j]!) * sc[j]!;
+          se += d * d;
+          ss += x * x;
+        }
       }
     }
   }

@@ -33,7 +33,7 @@ const same: Rule = (c) => [{ type: t(c.dtype(0), c.shape(0)) }];
 const ints = (c: RuleCtx, i: number, attr: string): number[] | undefined =>
   c.has(i) ? c.ints(i) : c.node.hasAttr(attr) ? c.node.attrInts(attr) : undefined;
 const normAxis = (a: number, r: number) => (a < 0 ? a + r : a);
-const ELEMENTWISE_INT_VALUE = 16;
+const MAX_ARITH_VALUE_LEN = 16;
 
 function reg(ops: string[], r: Rule, domain = ''): void {
   for (const op of ops) rules[domain ? `${domain}::${op}` : op] = r;
@@ -46,14 +46,14 @@ reg(['Relu', 'Sigmoid', 'Tanh', 'Sqrt', 'Erf', 'Exp', 'Log', 'Neg', 'Abs', 'Reci
   'HardSwish', 'Softplus', 'Softsign', 'Mish', 'Celu', 'Gelu', 'Trilu', 'CumSum', 'Hardmax', 'Shrink',
   'ThresholdedRelu', 'InstanceNormalization', 'LRN', 'LpNormalization', 'MeanVarianceNormalization',
   'Asin', 'Acos', 'Atan', 'Sinh', 'Cosh', 'Asinh', 'Acosh', 'Atanh', 'Swish'], same);
-reg(['FastGelu', 'QuickGelu', 'Gelu', 'BiasGelu', 'RotaryEmbedding'], same, 'com.microsoft');
+reg(['FastGelu', 'QuickGelu', 'Gelu', 'BiasGelu', 'RotaryEmbedding', 'MRotaryEmbedding'], same, 'com.microsoft');
 reg(['Not', 'IsNaN', 'IsInf'], (c) => [{ type: t(DataType.BOOL, c.shape(0)) }]);
 
 function valueArith(c: RuleCtx, fn: (a: Dim, b: Dim) => Dim): Dim[] | undefined {
   const a = c.value(0), b = c.value(1);
   if (!a || !b) return undefined;
   const n = Math.max(a.length, b.length);
-  if ((a.length !== 1 && a.length !== n) || (b.length !== 1 && b.length !== n) || n > ELEMENTWISE_INT_VALUE) return undefined;
+  if ((a.length !== 1 && a.length !== n) || (b.length !== 1 && b.length !== n) || n > MAX_ARITH_VALUE_LEN) return undefined;
   return Array.from({ length: n }, (_, i) => fn(a[a.length === 1 ? 0 : i]!, b[b.length === 1 ? 0 : i]!));
 }
 
@@ -319,15 +319,11 @@ rules['Split'] = (c) => {
   return sizes.map((s) => ({ type: t(c.dtype(0), x.map((k, i) => (i === axis ? s : k))) }));
 };
 
-/** Slice bounds on a dim; null when the dim is symbolic and the result is not a plain copy. */
+/** Length of a sliced dim; null when the dim is symbolic and the slice is not a plain copy. */
 function sliceLen(d: Dim, s: number, e: number, step: number): Dim {
   const BIG = 2 ** 52;
-  if (!known(d)) {
-    if (step === 1 && s === 0 && e >= BIG) return d;
-    if (step === 1 && s >= 0 && e >= BIG) return d === null ? null : sub(d, s);
-    if (step === 1 && s < 0 && e >= BIG) return null;
-    return null;
-  }
+  // A symbolic dim survives only a full copy: d - s would be wrong whenever d < s.
+  if (!known(d)) return step === 1 && s === 0 && e >= BIG ? d : null;
   if (step > 0) {
     const st = Math.min(Math.max(s < 0 ? s + d : s, 0), d), en = Math.min(Math.max(e < 0 ? e + d : e, 0), d);
     return Math.max(0, Math.ceil((en - st) / step));
@@ -449,7 +445,11 @@ rules['Range'] = (c) => {
   if (s && l && d) {
     const [a, b, k] = [s[0]!, l[0]!, d[0]!];
     if (typeof a === 'number' && typeof b === 'number' && typeof k === 'number' && k !== 0) n = Math.max(Math.ceil((b - a) / k), 0);
-    else if (k === 1 && typeof b === 'string') n = sub(b, a);
+    else if (k === 1 && typeof b === 'string') {
+      // limit - start is the length only when it cannot be negative: no subtraction left over.
+      const len = sub(b, a);
+      n = typeof len === 'string' && !len.includes('-') ? len : null;
+    }
   }
   return [{ type: t(c.dtype(0), [n]) }];
 };
@@ -589,4 +589,93 @@ rules['If'] = (c) => {
     if (!t1.shape || !t2.shape || t1.shape.length !== t2.shape.length) return { type: { elemType: t1.elemType } };
     return { type: { elemType: t1.elemType, shape: t1.shape.map((d, k) => (d === t2.shape![k] ? d : null)) } };
   });
+};
+
+rules['Einsum'] = (c) => {
+  const eq = c.node.attrString('equation').replace(/\s/g, '');
+  const [lhs, rhs] = eq.split('->');
+  const terms = lhs!.split(',');
+  if (eq.includes('...') || rhs === undefined) return [{ type: t(c.dtype(0)) }];
+  const dims = new Map<string, Dim[]>();
+  for (const [i, term] of terms.entries()) {
+    const s = c.shape(i);
+    if (!s || s.length !== term.length) return [{ type: t(c.dtype(0)) }];
+    [...term].forEach((ch, k) => dims.set(ch, [...(dims.get(ch) ?? []), s[k]!]));
+  }
+  return [{ type: t(c.dtype(0), [...rhs].map((ch) => broadcast((dims.get(ch) ?? [null]).map((d) => [d]))[0]!)) }];
+};
+
+// ---- less common ops of the conformance corpus -------------------------------------------------
+
+reg(['ScatterElements', 'ScatterND', 'Scatter', 'ReverseSequence'], same);
+reg(['RandomUniformLike', 'RandomNormalLike', 'Bernoulli', 'EyeLike'], (c) => {
+  const dt = c.node.hasAttr('dtype') ? (c.node.attrInt('dtype') as DataType) : c.dtype(0);
+  return [{ type: t(dt, c.shape(0)) }];
+});
+rules['Det'] = (c) => [{ type: t(c.dtype(0), c.shape(0)?.slice(0, -2)) }];
+rules['NonMaxSuppression'] = () => [{ type: t(DataType.INT64, [null, 3]) }];
+rules['Compress'] = (c) => {
+  const x = c.shape(0);
+  if (!c.node.hasAttr('axis')) return [{ type: t(c.dtype(0), [null]) }];
+  if (!x) return [{ type: t(c.dtype(0)) }];
+  const a = normAxis(c.node.attrInt('axis'), x.length);
+  return [{ type: t(c.dtype(0), x.map((d, i) => (i === a ? null : d))) }];
+};
+
+rules['DepthToSpace'] = (c) => {
+  const x = c.shape(0), b = c.node.attrInt('blocksize');
+  if (!x || x.length !== 4) return [{ type: t(c.dtype(0)) }];
+  return [{ type: t(c.dtype(0), [x[0]!, div(x[1]!, b * b), mul(x[2]!, b), mul(x[3]!, b)]) }];
+};
+rules['SpaceToDepth'] = (c) => {
+  const x = c.shape(0), b = c.node.attrInt('blocksize');
+  if (!x || x.length !== 4) return [{ type: t(c.dtype(0)) }];
+  return [{ type: t(c.dtype(0), [x[0]!, mul(x[1]!, b * b), div(x[2]!, b), div(x[3]!, b)]) }];
+};
+
+rules['GatherND'] = (c) => {
+  const x = c.shape(0), ind = c.shape(1);
+  const bd = c.node.attrInt('batch_dims', 0);
+  const last = ind?.[ind.length - 1];
+  if (!x || !ind || !known(last)) return [{ type: t(c.dtype(0)) }];
+  return [{ type: t(c.dtype(0), [...ind.slice(0, -1), ...x.slice(bd + last)]) }];
+};
+
+rules['OneHot'] = (c) => {
+  const ind = c.shape(0), depth = c.value(1);
+  if (!ind) return [{ type: t(c.dtype(2)) }];
+  const r = ind.length + 1;
+  const a = normAxis(c.node.attrInt('axis', -1), r);
+  const out = [...ind];
+  out.splice(a, 0, depth ? depth[0]! : null);
+  return [{ type: t(c.dtype(2), out) }];
+};
+
+rules['DynamicQuantizeLinear'] = (c) => [{ type: t(DataType.UINT8, c.shape(0)) }, { type: t(DataType.FLOAT, []) }, { type: t(DataType.UINT8, []) }];
+rules['QLinearMatMul'] = (c) => [{ type: t(c.dtype(7), matmulShape(c.shape(0), c.shape(3))) }];
+
+rules['ConvTranspose'] = (c) => {
+  const x = c.shape(0), w = c.shape(1);
+  if (!x || !w || x.length < 3) return [{ type: t(c.dtype(0)) }];
+  const n = x.length - 2;
+  const group = c.node.attrInt('group', 1);
+  const kernel = c.node.hasAttr('kernel_shape') ? c.node.attrInts('kernel_shape') : w.slice(2);
+  const chans = mul(w[1]!, group);
+  if (c.node.hasAttr('output_shape')) {
+    const os = c.node.attrInts('output_shape');
+    return [{ type: t(c.dtype(0), [x[0]!, chans, ...os.slice(-n)]) }];
+  }
+  const strides = c.node.attrInts('strides', new Array(n).fill(1));
+  const dil = c.node.attrInts('dilations', new Array(n).fill(1));
+  const outPad = c.node.attrInts('output_padding', new Array(n).fill(0));
+  const pads = c.node.attrInts('pads', new Array(2 * n).fill(0));
+  const autoPad = c.node.hasAttr('auto_pad') ? c.node.attrString('auto_pad') : 'NOTSET';
+  const spatial = x.slice(2).map((d, i) => {
+    const k = kernel[i];
+    if (typeof k !== 'number') return null;
+    if (autoPad === 'SAME_UPPER' || autoPad === 'SAME_LOWER') return mul(d, strides[i]!);
+    const p = autoPad === 'VALID' ? 0 : pads[i]! + pads[i + n]!;
+    return add(mul(sub(d, 1), strides[i]!), outPad[i]! + (k - 1) * dil[i]! + 1 - p);
+  });
+  return [{ type: t(c.dtype(0), [x[0]!, chans, ...spatial]) }];
 };

@@ -85,6 +85,8 @@ export function mul(a: Dim, b: Dim): Dim {
 export function div(a: Dim, b: Dim): Dim {
   if (a === null || b === null || b === 0) return null;
   if (typeof a === 'number' && typeof b === 'number') return Math.floor(a / b);
+  // Dims are non-negative; a negative divisor would make floor and truncation disagree.
+  if (typeof b === 'number' && b < 0) return null;
   if (b === 1) return a;
   if (a === b) return 1;
   if (typeof a === 'string') {

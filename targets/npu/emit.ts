@@ -1,9 +1,8 @@
 // npu artifact details: weights and activations in full QDQ form (A16W4 decoder, A16W8 vision),
 // one static file per shape bucket (decoder chunked prefill + 1-token decode, one vision encoder
 // per image size) sharing one weights file, and QNN provider options.
-import fs from 'node:fs';
-import path from 'node:path';
-import { DataType, Model } from '../../ir/index.js';
+import { Model } from '../../ir/index.js';
+import { calibrationSets } from '../calibration.js';
 import { resolveDims, type DimContext } from '../dims.js';
 import type { SubModel, Variant } from '../target.js';
 import { quantizeActivations, quantizeRemainingWeights } from './qdq.js';
@@ -14,28 +13,9 @@ function dimContext(sm: SubModel, seq: number, image = sm.opts.imageSizes[0] ?? 
   return { seq, context: sm.opts.context, image, patch: sm.patch, fix: sm.opts.fix };
 }
 
-/** Smallest table an int input indexes (keeps calibration ids in range). */
-function idBound(model: Model): number | undefined {
-  let bound: number | undefined;
-  for (const v of model.graph.inputs) {
-    if (v.dtype !== DataType.INT64 && v.dtype !== DataType.INT32) continue;
-    for (const u of v.uses) {
-      if (!u.node.opType.startsWith('Gather') || u.index !== 1) continue;
-      const src = u.node.input(0);
-      const rows = src?.initializer?.dims[0] ?? src?.producer?.input(0)?.initializer?.dims[0] ?? src?.type?.shape?.[0];
-      if (typeof rows === 'number' && rows > 0) bound = Math.min(bound ?? rows, rows);
-    }
-  }
-  return bound;
-}
-
 export async function npuFinalize(model: Model, sm: SubModel): Promise<Record<string, number>> {
   const weights = quantizeRemainingWeights(model);
-  const { dims } = resolveDims(model, dimContext(sm, sm.opts.prefillChunk));
-  // A folder MLLM's calibration folder holds one subfolder per sub-model.
-  const cal = sm.opts.calibration;
-  const dir = cal && fs.existsSync(path.join(cal, sm.name)) ? path.join(cal, sm.name) : cal;
-  const acts = await quantizeActivations(model, { dir, dims, seed: sm.opts.seed, intHigh: Math.min(idBound(model) ?? 16, 1 << 15) });
+  const acts = await quantizeActivations(model, calibrationSets(model, sm, 2));
   return { int8Weights: weights, uint16Activations: acts.activations, activationsLeftFloat: acts.leftFloat };
 }
 

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { DataType, Graph, Model, Tensor, Value, isFloat, saveModel } from '../../ir/index.js';
 import { feedInputs } from '../../ir/summary.js';
-import { loadInputsDir, randomInputs, runModel } from '../../runtime/ort.js';
+import { runModel } from '../../runtime/ort.js';
 
 export const MAX_ACTIVATION_RANGE = 1e4;
 const Q_MAX = 65535;
@@ -65,18 +65,8 @@ function activations(g: Graph): Value[] {
   return out;
 }
 
-export interface CalibrationOptions {
-  /** Folder of `<input>.pb` tensors; else `samples` seeded random feeds. */
-  dir?: string;
-  dims: Record<string, number>;
-  seed: number;
-  samples?: number;
-  /** Largest int id fed to embedding lookups. */
-  intHigh?: number;
-}
-
-/** Min/max of every value over the calibration feeds, measured by onnxruntime-node. */
-export async function calibrationRanges(model: Model, values: Value[], c: CalibrationOptions): Promise<Map<string, [number, number]>> {
+/** Min/max of every value over the calibration input sets, measured by onnxruntime-node. */
+export async function calibrationRanges(model: Model, values: Value[], sets: Record<string, Tensor>[]): Promise<Map<string, [number, number]>> {
   const g = model.graph;
   const extra = values.filter((v) => !v.isGraphOutput && !v.isGraphInput);
   const savedOutputs = [...g.outputs];
@@ -87,8 +77,7 @@ export async function calibrationRanges(model: Model, values: Value[], c: Calibr
     const file = path.join(dir, 'calib.onnx');
     saveModel(model, file, { externalData: false });
     g.outputs = savedOutputs;
-    const feedsList = c.dir ? [loadInputsDir(c.dir, model)] : Array.from({ length: c.samples ?? 2 }, (_, i) => randomInputs(model, { dims: c.dims, seed: c.seed + i, intHigh: c.intHigh }));
-    for (const feeds of feedsList) {
+    for (const feeds of sets) {
       for (const [k, t] of Object.entries(feeds)) ranges.set(k, merge(ranges.get(k), t));
       const res = await runModel(file, feeds);
       for (const [k, t] of Object.entries(res)) ranges.set(k, merge(ranges.get(k), t));
@@ -117,10 +106,10 @@ export interface ActivationQdqStats {
 }
 
 /** Insert uint16 Q/DQ pairs on float activations. Each value keeps its name (the DQ now produces it). */
-export async function quantizeActivations(model: Model, c: CalibrationOptions): Promise<ActivationQdqStats> {
+export async function quantizeActivations(model: Model, sets: Record<string, Tensor>[]): Promise<ActivationQdqStats> {
   const g = model.graph;
   const acts = activations(g);
-  const ranges = await calibrationRanges(model, acts, c);
+  const ranges = await calibrationRanges(model, acts, sets);
   const stats: ActivationQdqStats = { activations: 0, leftFloat: 0 };
   for (const v of acts) {
     const r = ranges.get(v.name);

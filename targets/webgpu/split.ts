@@ -1,11 +1,12 @@
 // Keep every weight under the device's binding limit (WebGPU cannot bind a storage range larger
-// than maxStorageBufferBindingSize): MatMul / MatMulNBits weights split along N with a Concat of
-// the (small) outputs; embedding tables (Gather / GatherBlockQuantized) split along the vocabulary,
+// than maxStorageBufferBindingSize): MatMul / MatMulNBits weights split along N and Conv weights
+// along output channels, with a Concat of the (small) outputs; embedding tables (Gather / GatherBlockQuantized) split along the vocabulary,
 // each part gathering clamped ids and masked to the rows it owns, parts summed.
 import { DataType, Graph, Model, Node, Tensor, Value } from '../../ir/index.js';
 
 export interface SplitStats {
   splitMatMul: number;
+  splitConv: number;
   splitMatMulNBits: number;
   splitGather: number;
   parts: number;
@@ -27,11 +28,11 @@ function ranges(n: number, per: number): [number, number][] {
   return out;
 }
 
-function concatOutputs(g: Graph, node: Node, parts: Value[]): void {
+function concatOutputs(g: Graph, node: Node, parts: Value[], axis = -1): void {
   const out = node.outputs[0]!;
   node.outputs = [];
   out.producer = null;
-  g.addNode({ opType: 'Concat', name: `${node.name}/split_concat`, inputs: parts, outputs: [out], attrs: { axis: -1 } }, node);
+  g.addNode({ opType: 'Concat', name: `${node.name}/split_concat`, inputs: parts, outputs: [out], attrs: { axis } }, node);
 }
 
 function splitMatMulNBits(g: Graph, n: Node, limit: number): number {
@@ -129,8 +130,29 @@ function splitGather(g: Graph, n: Node, limit: number): number {
   return ranges_.length;
 }
 
-function retire(g: Graph, n: Node, parts: Value[]): void {
-  concatOutputs(g, n, parts);
+/** Conv (group 1) split along output channels; the parts concatenate on the channel axis. */
+function splitConv(g: Graph, n: Node, limit: number): number {
+  const W = n.input(1)?.initializer, bias = n.input(2)?.initializer ?? null;
+  if (!W || W.byteLength <= limit || n.attrInt('group', 1) !== 1) return 0;
+  const M = W.dims[0]!;
+  const per = Math.max(1, Math.floor(limit / (W.byteLength / M)));
+  const parts: Value[] = [];
+  const attrs = Object.fromEntries(n.attributes.map((a) => [a.name, a]));
+  for (const [r0, r1] of ranges(M, per)) {
+    const tag = `${n.name}_m${r0}`;
+    const ins: (Value | null)[] = [n.input(0), g.addInitializer(sliceRows(W, M, r0, r1, `${W.name}_m${r0}`))];
+    if (bias) ins.push(g.addInitializer(sliceRows(bias, M, r0, r1, `${bias.name}_m${r0}`)));
+    const part = g.addNode({ opType: 'Conv', name: tag, inputs: ins, outputs: [`${tag}_out`], attrs }, n);
+    const o = n.outputs[0]!;
+    part.outputs[0]!.type = o.type ? { elemType: o.type.elemType, shape: o.type.shape?.map((d, i) => (i === 1 ? r1 - r0 : d)) } : undefined;
+    parts.push(part.outputs[0]!);
+  }
+  retire(g, n, parts, 1);
+  return parts.length;
+}
+
+function retire(g: Graph, n: Node, parts: Value[], axis = -1): void {
+  concatOutputs(g, n, parts, axis);
   const ins = [...n.inputs];
   g.removeNode(n, true);
   for (const v of ins) if (v?.initializer && !v.uses.length && !v.isGraphOutput) g.removeInitializer(v);
@@ -138,13 +160,14 @@ function retire(g: Graph, n: Node, parts: Value[]): void {
 
 /** Split every weight over `limit` bytes; returns counts. Nodes it cannot split stay (the check reports them). */
 export function splitLargeWeights(model: Model, limit: number): SplitStats {
-  const stats: SplitStats = { splitMatMul: 0, splitMatMulNBits: 0, splitGather: 0, parts: 0 };
+  const stats: SplitStats = { splitMatMul: 0, splitConv: 0, splitMatMulNBits: 0, splitGather: 0, parts: 0 };
   if (!Number.isFinite(limit)) return stats;
   for (const g of model.graph.allGraphs()) {
     for (const n of [...g.nodes]) {
       let parts = 0;
       if (n.opType === 'MatMulNBits') { parts = splitMatMulNBits(g, n, limit); if (parts) stats.splitMatMulNBits++; }
       else if (n.opType === 'MatMul' && n.domain === '') { parts = splitMatMul(g, n, limit); if (parts) stats.splitMatMul++; }
+      else if (n.opType === 'Conv' && n.domain === '') { parts = splitConv(g, n, limit); if (parts) stats.splitConv++; }
       else if (n.opType === 'Gather' || n.opType === 'GatherBlockQuantized') {
         parts = splitGather(g, n, limit);
         if (parts) stats.splitGather++;

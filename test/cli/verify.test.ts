@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DataType, GraphBuilder, encodeTensor, saveModel } from '../../ir/index.js';
+import { DataType, GraphBuilder, Tensor, encodeTensor, saveModel } from '../../ir/index.js';
 import { randomInputs } from '../../runtime/ort.js';
 import { verifyModels } from '../../runtime/verify.js';
 import { CONFORMANCE, cli, mlpModel, tmpDir } from './helpers.js';
@@ -37,6 +37,13 @@ describe('verifyModels', () => {
     expect(s.passed).toBe(true);
     expect(s.outputs[0]!.maxAbsError).toBeGreaterThan(0);
     expect(s.outputs[0]!.cosine).toBeGreaterThan(0.999999);
+  });
+
+  it('feeds fixed inputs as given', async () => {
+    const x = Tensor.fromFloat32('features', [2, 16], new Float32Array(32).fill(1));
+    const r = await verifyModels(ref, bad, { fixed: { features: x } });
+    expect(r.inputs).toEqual([{ name: 'features', dtype: 'float32', shape: [2, 16], source: 'fixed' }]);
+    expect(r.outputs[0]!.elements).toBe(16);
   });
 
   it('takes symbolic dims from a static-shape candidate', async () => {
@@ -136,7 +143,16 @@ describe('edgec verify', () => {
   it('bad options and incomplete inputs are exit 2 with one line', async () => {
     const empty = path.join(dir, 'empty-inputs');
     fs.mkdirSync(empty);
-    for (const args of [['--threshold', '2'], ['--threshold', 'x'], ['--seed', '-1'], ['--dim', 'batch'], ['--dim', 'batch=0'], ['--inputs', empty], ['--inputs', path.join(dir, 'nope')], ['--inputs', ref]]) {
+    const wrong = path.join(dir, 'wrong-inputs');
+    fs.mkdirSync(wrong);
+    fs.writeFileSync(path.join(wrong, 'features.pb'), encodeTensor(Tensor.fromFloat32('features', [2, 15], new Float32Array(30))));
+    const r = await cli('verify', ref, same, '--inputs', wrong);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`edgec: ${wrong}: tensor for input 'features' is float32[2,15], the model takes float32[batch,16]\n`);
+    const junk = path.join(dir, 'junk-inputs');
+    fs.mkdirSync(junk);
+    fs.writeFileSync(path.join(junk, 'features.pb'), new Uint8Array());
+    for (const args of [['--inputs', junk], ['--threshold', '2'], ['--threshold', 'x'], ['--seed', '-1'], ['--dim', 'batch'], ['--dim', 'batch=0'], ['--inputs', empty], ['--inputs', path.join(dir, 'nope')], ['--inputs', ref]]) {
       const r = await cli('verify', ref, same, ...args);
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stderr.trimEnd().split('\n'), args.join(' ')).toHaveLength(1);

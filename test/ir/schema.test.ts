@@ -160,3 +160,16 @@ describe('IR 10 round trip', () => {
     }
   });
 });
+
+describe('malformed structure', () => {
+  it('reports a one-line InputError for null sub-messages and unknown dtypes', () => {
+    const bad = (mutate: (m: any) => void) => {
+      const obj = everythingModel();
+      mutate(obj);
+      return () => decodeModel(ModelProto.encode(ModelProto.fromObject(obj)).finish(), 'bad.onnx');
+    };
+    expect(bad((m) => { delete m.graph.node[0].attribute[0].g; })).toThrow(/bad\.onnx: attribute 'then_branch' has no graph/);
+    expect(bad((m) => { m.graph.node[3].attribute = [{ name: 'value', type: 4 }]; })).toThrow(/attribute 'value' has no tensor/);
+    expect(bad((m) => { m.graph.initializer[0].data_type = 54; })).toThrow(/tensor 'w' has unknown data_type 54/);
+  });
+});

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DataType, Graph, GraphBuilder, Model, loadModel, saveModel } from '../../ir/index.js';
+import { DataType, Graph, GraphBuilder, Model, Tensor, loadModel, saveModel } from '../../ir/index.js';
 import { parsePipeline, runPipeline } from '../../passes/manager.js';
 import { validateModel } from '../../passes/validate.js';
 import { compareOutputs, randomInputs, runModel } from '../../runtime/ort.js';
@@ -13,8 +13,8 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-cleanup-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 /** Run cleanup and check onnxruntime outputs are unchanged (exactly: cleanup computes nothing). */
-async function cleanupKeepsOutputs(model: Model, name: string) {
-  const feeds = randomInputs(model, { seed: 7 });
+async function cleanupKeepsOutputs(model: Model, name: string, fixed?: Record<string, Tensor>) {
+  const feeds = randomInputs(model, { seed: 7, fixed });
   const a = path.join(tmp, `${name}-a.onnx`), b = path.join(tmp, `${name}-b.onnx`);
   saveModel(model, a);
   const before = await runModel(a, feeds);
@@ -105,6 +105,27 @@ describe('cleanup', () => {
     expect(counts.deadNodes).toBe(2);
     expect(reloaded.graph.initializers.map((t) => t.name)).toEqual(['w']);
     expect(nodeCount(reloaded)).toBe(3);
+  });
+
+  it('keeps the Identity a branch needs to return an outer value (onnxruntime requires it)', async () => {
+    const b = new GraphBuilder({ opset: 17 });
+    const x = b.input('x', DataType.FLOAT, [4]);
+    const cond = b.input('cond', DataType.BOOL, []);
+    const outer = b.op1('Identity', [b.op1('Relu', [x])]);
+    const branch = (name: string, op: string) => {
+      const g = new Graph(name);
+      g.parent = b.graph;
+      const o = g.addNode({ opType: op, inputs: [op === 'Identity' ? outer : x], outputs: [`${name}_out`] }).outputs[0]!;
+      o.type = { elemType: DataType.FLOAT, shape: [4] };
+      g.outputs.push(o);
+      return g;
+    };
+    b.output(b.op1('If', [cond], { attrs: { then_branch: branch('then', 'Neg'), else_branch: branch('else', 'Identity') } }), 'y', DataType.FLOAT, [4]);
+    const m = b.build();
+    const { counts, reloaded } = await cleanupKeepsOutputs(m, 'outer-out', { cond: Tensor.fromNumbers('cond', DataType.BOOL, [], [0]) });
+    expect(counts.identity).toBe(1);
+    expect(reloaded.graph.nodes.map((n) => n.opType)).toEqual(['Relu', 'If']);
+    expect(reloaded.graph.nodes[1]!.subgraphs()[1]!.nodes.map((n) => n.opType)).toEqual(['Identity']);
   });
 
   it('renames through to keep a graph output whose Identity reads another node', async () => {

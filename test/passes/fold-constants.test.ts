@@ -130,7 +130,7 @@ describe('fold-constants', () => {
     expect(m.graph.nodes.map((n) => n.opType).sort()).toEqual(['Add', 'Add', 'DequantizeLinear', 'Mul', 'Neg', 'RandomUniform']);
   });
 
-  it('evaluates int64 extremes, negative indices and integer division like onnxruntime', async () => {
+  it('evaluates int64 extremes, negative indices, integer division, masks, splits and pads like onnxruntime', async () => {
     const b = new GraphBuilder({ opset: 17 });
     const data = b.constInt64('data', [10, 20, 30, 40, 50, -7]);
     const sl = b.op1('Slice', [data, b.constInt64('st', [-4]), b.constInt64('en', [9223372036854775807n]), b.constInt64('ax', [0]), b.constInt64('stp', [2])]);
@@ -145,6 +145,12 @@ describe('fold-constants', () => {
     const wh = b.op1('Where', [b.op1('Equal', [data, b.constInt64('m7', [-7], [])]), b.constInt64('one', [1], []), data]);
     const erf = b.op1('Erf', [b.constF32('ev', [5], [-3, -0.5, 0, 0.7, 2.5])]);
     const pw = b.op1('Pow', [b.constF32('pb', [3], [2, 9, 0.5]), b.constF32('pe', [1], [0.5])]);
+    const grid = b.constF32('grid', [2, 3, 4], Array.from({ length: 24 }, (_, i) => i + 1));
+    const triu = b.op1('Trilu', [grid, b.constInt64('k1', [1], [])]);
+    const tril = b.op1('Trilu', [grid, b.constInt64('km1', [-1], [])], { attrs: { upper: 0 } });
+    const [sp0, sp1] = b.op('Split', [grid, b.constInt64('spl', [1, 3])], { attrs: { axis: 2 }, outputs: 2 });
+    const pad = b.op1('Pad', [grid, b.constInt64('pads', [0, 1, -1, 1, 0, 2]), b.constF32('pv', [], [9])]);
+    for (const [v, n] of [[triu, 'triu'], [tril, 'tril'], [sp0!, 'sp0'], [sp1!, 'sp1'], [pad, 'pad']] as const) b.output(v, n, DataType.FLOAT);
     for (const [v, n, t] of [[sl, 'sl', DataType.INT64], [rev, 'rev', DataType.INT64], [g, 'g', DataType.INT64], [dv, 'dv', DataType.INT64], [md, 'md', DataType.INT64],
       [cast, 'cast', DataType.INT32], [rg, 'rg', DataType.INT64], [rs, 'rs', DataType.FLOAT], [tr, 'tr', DataType.FLOAT], [wh, 'wh', DataType.INT64], [erf, 'erf', DataType.FLOAT], [pw, 'pw', DataType.FLOAT]] as const) {
       b.output(v, n, t);

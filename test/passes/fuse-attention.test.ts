@@ -9,7 +9,7 @@ afterAll(cleanup);
 const N = 4, D = 8, C = N * D;
 
 interface Variant {
-  scale?: 'div' | 'mul' | 'none';
+  scale?: 'div' | 'mul' | 'none' | 'sdpa';
   mask?: boolean;
   mask2d?: boolean;
   softmaxAxis?: number;
@@ -27,10 +27,12 @@ function build(v: Variant): Model {
   const shape4 = b.constInt64('shape4', [0, 0, N, D]);
   const heads = (t: Value) => b.op1('Transpose', [b.op1('Reshape', [t, shape4])], { attrs: { perm: [0, 2, 1, 3] } });
   const q = heads(proj('q', x)), k = heads(proj('k', kvIn)), val = heads(proj('v', kvIn));
-  let s = b.op1('MatMul', [q, b.op1('Transpose', [k], { attrs: { perm: [0, 1, 3, 2] } })]);
+  const kT = b.op1('Transpose', [k], { attrs: { perm: [0, 1, 3, 2] } });
+  const sq = b.constScalarF32('sqrt_scale', Math.sqrt(1 / Math.sqrt(D)));
+  let s = v.scale === 'sdpa' ? b.op1('MatMul', [b.op1('Mul', [q, sq]), b.op1('Mul', [kT, sq])]) : b.op1('MatMul', [q, kT]);
   const scaleIn = v.scaleInput ? b.input('scale', DataType.FLOAT, []) : null;
   if (v.scale === 'mul') s = b.op1('Mul', [s, b.constScalarF32('inv_sqrt_d', 1 / Math.sqrt(D))]);
-  else if (v.scale !== 'none') s = b.op1('Div', [s, scaleIn ?? b.constScalarF32('sqrt_d', Math.sqrt(D))]);
+  else if (v.scale !== 'none' && v.scale !== 'sdpa') s = b.op1('Div', [s, scaleIn ?? b.constScalarF32('sqrt_d', Math.sqrt(D))]);
   if (v.mask) s = b.op1('Add', [s, b.input('mask', DataType.FLOAT, ['batch', 1, 'seq', 'seq'])]);
   if (v.mask2d) s = b.op1('Add', [s, b.input('mask', DataType.FLOAT, ['seq', 'seq'])]);
   const p = b.op1('Softmax', [s], { attrs: { axis: v.softmaxAxis ?? -1 } });
@@ -53,6 +55,7 @@ describe('fuse-attention', () => {
     ['Div by sqrt(D)', {}],
     ['Mul by 1/sqrt(D)', { scale: 'mul' }],
     ['no scaling (scale = 1)', { scale: 'none' }],
+    ['torch SDPA export: sqrt(scale) on q and on k^T, with mask', { scale: 'sdpa', mask: true }],
     ['additive mask -> attention_bias', { mask: true }],
     ['cross attention (key/value from another sequence)', { crossKv: true }],
   ] as [string, Variant][])('fuses %s into MultiHeadAttention', async (name, v) => {
@@ -82,6 +85,7 @@ describe('fuse-attention', () => {
     const r = await fuseAndCompare(m, fuseAttention, {}, { dims: { batch: 2, seq: 6 }, fixed: v.scaleInput ? { scale: (await import('../../ir/index.js')).Tensor.fromFloat32('scale', [], Float32Array.of(3)) } : {} });
     expect(r.stats.counts.mha! + r.stats.counts.gqa! + r.stats.counts.mhaBnsh!).toBe(0);
     expect(r.nodesAfter).toBe(r.nodesBefore);
+    expect(r.identical).toBe(true);
     expect(r.minCosine).toBe(1);
   });
 });

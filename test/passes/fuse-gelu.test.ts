@@ -84,6 +84,7 @@ describe('fuse-gelu', () => {
     const r = await fuseAndCompare(m, fuseGelu);
     expect(r.stats.counts.gelu! + r.stats.counts.fastgelu!).toBe(0);
     expect(r.nodesAfter).toBe(r.nodesBefore);
+    expect(r.identical).toBe(true);
     expect(r.minCosine).toBe(1);
   });
 });

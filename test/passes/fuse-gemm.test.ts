@@ -61,6 +61,21 @@ describe('gemm-to-matmul-add', () => {
     }
   });
 
+  it('two Gemms on one weight share one transposed copy', async () => {
+    const b = new GraphBuilder({ opset: 17 });
+    const r = rng(4);
+    const w = b.constF32('tied.weight', [10, 6], randn(r, 60, 0.1));
+    for (const name of ['x', 'y']) {
+      const x = b.input(name, DataType.FLOAT, [3, 6]);
+      b.output(b.op1('Gemm', [x, w], { attrs: { transB: 1 } }), `${name}_out`, DataType.FLOAT, [3, 10]);
+    }
+    const m = b.build();
+    const res = await fuseAndCompare(m, gemmToMatMulAdd);
+    expect(res.stats.counts.gemm).toBe(2);
+    expect(m.graph.initializers.map((t) => t.dims.join('x'))).toEqual(['6x10']);
+    expect(res.minCosine).toBeGreaterThanOrEqual(0.99999);
+  });
+
   it('leaves opset-6 Gemm (PyTorch test_Linear) and non-constant B (addmm) alone', async () => {
     for (const f of ['pytorch-converted/test_Linear', 'pytorch-operator/test_operator_addmm']) {
       const m = loadModel(path.join(CONF, f, 'model.onnx'));
@@ -114,6 +129,7 @@ describe('matmul-add-to-gemm', () => {
     const r = await fuseAndCompare(m, matmulAddToGemm);
     expect(r.stats.counts.gemm).toBe(0);
     expect(r.nodesAfter).toBe(r.nodesBefore);
+    expect(r.identical).toBe(true);
   });
 
   it('leaves alone: MatMul output used elsewhere', async () => {
@@ -121,6 +137,7 @@ describe('matmul-add-to-gemm', () => {
     const r = await fuseAndCompare(m, matmulAddToGemm);
     expect(r.stats.counts.gemm).toBe(0);
     expect(r.nodesAfter).toBe(r.nodesBefore);
+    expect(r.identical).toBe(true);
   });
 
   it('round trip Gemm -> MatMul+Add -> Gemm keeps outputs', async () => {

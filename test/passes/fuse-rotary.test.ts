@@ -16,6 +16,7 @@ interface Variant {
   negFirstHalf?: boolean;
   extraUse?: boolean;
   twoInputs?: boolean;
+  sharedPositions?: boolean;
 }
 
 function caches(interleaved: boolean) {
@@ -32,7 +33,7 @@ function caches(interleaved: boolean) {
 
 function build(v: Variant): Model {
   const b = new GraphBuilder({ opset: 17 });
-  const pos = b.input('position_ids', DataType.INT64, ['batch', 'seq']);
+  const pos = b.input('position_ids', DataType.INT64, [v.sharedPositions ? 1 : 'batch', 'seq']);
   const c = caches(!!v.interleavedCache);
   const i64 = (vals: (number | bigint)[]) => (v.constNodes ? b.constant(Tensor.fromInt64('', [vals.length], vals)) : b.constInt64(`k${b.graph.initializerNames.length}`, vals));
   const cos = b.op1('Unsqueeze', [b.op1('Gather', [b.constF32('cos_cached', [P, D], c.cos), pos], { attrs: { axis: 0 } }), i64([1])]);
@@ -57,7 +58,7 @@ function build(v: Variant): Model {
 async function fuse(v: Variant) {
   const m = build(v);
   await inferShapes.run(m, { writeValueInfo: false }, {});
-  const pos = Tensor.fromInt64('position_ids', [2, 5], [3, 4, 5, 6, 7, 10, 20, 30, 40, 63]);
+  const pos = v.sharedPositions ? Tensor.fromInt64('position_ids', [1, 5], [3, 4, 5, 6, 7]) : Tensor.fromInt64('position_ids', [2, 5], [3, 4, 5, 6, 7, 10, 20, 30, 40, 63]);
   const r = await fuseAndCompare(m, fuseRotary, {}, { dims: { batch: 2, seq: 5 }, fixed: { position_ids: pos } });
   return { m, r };
 }
@@ -90,10 +91,12 @@ describe('fuse-rotary', () => {
     ['split not at D/2', { wrongSplit: true }],
     ['Neg on the first half', { negFirstHalf: true }],
     ['rotated half used elsewhere', { extraUse: true }],
+    ['position_ids [1, S] shared across the batch', { sharedPositions: true }],
   ] as [string, Variant][])('leaves alone: %s', async (_, v) => {
     const { r } = await fuse(v);
     expect(r.stats.counts.rotary).toBe(0);
     expect(r.nodesAfter).toBe(r.nodesBefore);
+    expect(r.identical).toBe(true);
     expect(r.minCosine).toBe(1);
   });
 });

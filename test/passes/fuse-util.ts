@@ -39,6 +39,8 @@ export interface FusionCheck {
   nodesAfter: number;
   minCosine: number;
   maxAbs: number;
+  /** The saved model is byte-identical after the pass (what a near miss must give). */
+  identical: boolean;
 }
 
 /** Run before, fuse, run after; outputs compared on seeded random inputs (one set per spec). */
@@ -57,7 +59,7 @@ export async function fuseAndCompare(model: Model, pass: Pass, options: Record<s
   const cmp: Comparison[] = [];
   for (let i = 0; i < inputs.length; i++) cmp.push(...compareOutputs(refs[i]!, await runModel(after, inputs[i]!)));
   return {
-    stats, cmp, nodesBefore, nodesAfter: nodeCount(model),
+    stats, cmp, nodesBefore, nodesAfter: nodeCount(model), identical: fs.readFileSync(before).equals(fs.readFileSync(after)),
     minCosine: Math.min(...cmp.map((c) => c.cosine)), maxAbs: Math.max(...cmp.map((c) => c.maxAbsError)),
   };
 }

@@ -85,28 +85,67 @@ describe('infer-shapes on exporter patterns', () => {
     expect(m.graph.value('pos').type!.shape).toEqual(['seq']);
   });
 
-  it('contrib ops: MatMulNBits, GatherBlockQuantized, SkipLayerNormalization, GroupQueryAttention', async () => {
+  it('Einsum, Split, Pad, Tile and Resize shapes match onnxruntime', async () => {
+    const b = new GraphBuilder({ opset: 18 });
+    const x = b.input('x', DataType.FLOAT, ['batch', 'seq', 8]);
+    const e = b.op1('Einsum', [x, b.constF32('w', [8, 6], new Array(48).fill(0.1))], { attrs: { equation: 'bsh,hk->bsk' } });
+    const outer = b.op1('Einsum', [b.constF32('f', [4], [1, 2, 3, 4]), b.constF32('p', [5], [1, 2, 3, 4, 5])], { attrs: { equation: 'i,j->ij' } });
+    const [s1, s2] = b.op('Split', [e, b.constInt64('sp', [2, 4])], { attrs: { axis: 2 }, outputs: 2 });
+    const pad = b.op1('Pad', [s2!, b.constInt64('pads', [0, 1, 0, 0, 2, 3])]);
+    const tile = b.op1('Tile', [s1!, b.constInt64('reps', [1, 2, 3])]);
+    const img = b.op1('Transpose', [pad], { attrs: { perm: [0, 2, 1] } });
+    const up = b.op1('Resize', [b.op1('Unsqueeze', [img, b.constInt64('ua', [0])]), null, b.constF32('scales', [4], [1, 1, 2, 2])], { attrs: { mode: 'nearest' } });
+    for (const [v, n] of [[outer, 'outer'], [tile, 'tile'], [up, 'up']] as const) b.output(v, n, DataType.FLOAT);
+    const m = b.build();
+    await infer(m);
+    expect(e.type!.shape).toEqual(['batch', 'seq', 6]);
+    expect(outer.type!.shape).toEqual([4, 5]);
+    expect(pad.type!.shape).toEqual(['batch', 'seq+3', 7]);
+    expect(tile.type!.shape).toEqual(['batch', '2*seq', 6]);
+    expect(up.type!.shape).toEqual([1, 'batch', 14, '2*(seq+3)']);
+    const feeds = { x: Tensor.fromFloat32('x', [2, 5, 8], new Float32Array(80).fill(1)) };
+    const r = await checkInferredShapes(m, feeds, { batch: 2, seq: 5 }, path.join(tmp, 'misc.onnx'));
+    expect(r.mismatches).toEqual([]);
+    expect(r.unknownDims).toBe(0);
+  });
+
+  it('contrib ops (MatMulNBits, GatherBlockQuantized, SkipLayerNormalization, RotaryEmbedding, MultiHeadAttention, GroupQueryAttention) match onnxruntime', async () => {
     const b = new GraphBuilder({ opset: 21, opsets: { 'com.microsoft': 1 } });
     const ids = b.input('ids', DataType.INT64, ['batch', 'seq']);
-    const tab = b.initializer(Tensor.fromBytes('tab', DataType.UINT8, [100, 16], new Uint8Array(1600)));
-    const sc = b.constF32('sc', [100, 1], new Float32Array(100).fill(0.1));
-    const emb = b.op1('GatherBlockQuantized', [tab, ids, sc], { domain: 'com.microsoft', attrs: { block_size: 32, bits: 4, quantize_axis: 1 } });
-    const w = b.initializer(Tensor.fromBytes('w', DataType.UINT8, [96, 1, 16], new Uint8Array(96 * 16)));
-    const ws = b.constF32('ws', [96], new Float32Array(96).fill(0.1));
-    const qkv = b.op1('MatMulNBits', [emb, w, ws], { domain: 'com.microsoft', attrs: { K: 32, N: 96, bits: 4, block_size: 32 } });
-    const gamma = b.constF32('g', [32], new Float32Array(32).fill(1));
-    const [sln] = b.op('SkipLayerNormalization', [emb, emb, gamma], { domain: 'com.microsoft', outputs: 1 });
-    const [att, pk] = b.op('GroupQueryAttention', [qkv, null, null, null, null, null, null], { domain: 'com.microsoft', outputs: 3, attrs: { num_heads: 4, kv_num_heads: 1 } });
+    const pos = b.input('pos', DataType.INT64, ['batch', 'seq']);
+    const seqlens = b.input('seqlens_k', DataType.INT32, ['batch']);
+    const total = b.input('total_len', DataType.INT32, []);
+    const q4 = (n: number) => Uint8Array.from({ length: n }, (_, i) => (i * 37) & 0xff);
+    const tab = b.initializer(Tensor.fromBytes('tab', DataType.UINT8, [100, 16], q4(1600)));
+    const emb = b.op1('GatherBlockQuantized', [tab, ids, b.constF32('sc', [100, 1], new Array(100).fill(0.01))], { domain: 'com.microsoft', attrs: { block_size: 32, bits: 4, quantize_axis: 1 } });
+    const qkvW = b.initializer(Tensor.fromBytes('w', DataType.UINT8, [96, 1, 16], q4(96 * 16)));
+    const qkv = b.op1('MatMulNBits', [emb, qkvW, b.constF32('ws', [96], new Array(96).fill(0.02))], { domain: 'com.microsoft', attrs: { K: 32, N: 96, bits: 4, block_size: 32 } });
+    const [sln] = b.op('SkipLayerNormalization', [emb, emb, b.constF32('g', [32], new Array(32).fill(1))], { domain: 'com.microsoft', outputs: 1, attrs: { epsilon: 1e-5 } });
+    const cos = b.constF32('cos', [64, 8], Array.from({ length: 512 }, (_, i) => Math.cos(i / 50)));
+    const sin = b.constF32('sin', [64, 8], Array.from({ length: 512 }, (_, i) => Math.sin(i / 50)));
+    const rot = b.op1('RotaryEmbedding', [sln!, pos, cos, sin], { domain: 'com.microsoft', attrs: { num_heads: 2 } });
+    const mha = b.op1('MultiHeadAttention', [rot, emb, emb], { domain: 'com.microsoft', attrs: { num_heads: 2 } });
+    const [att, pk] = b.op('GroupQueryAttention', [qkv, null, null, null, null, seqlens, total], { domain: 'com.microsoft', outputs: 3, attrs: { num_heads: 4, kv_num_heads: 1 } });
     b.output(att!, 'att', DataType.FLOAT);
-    b.output(sln!, 'sln', DataType.FLOAT);
+    b.output(mha, 'mha', DataType.FLOAT);
     b.output(pk!, 'pk', DataType.FLOAT);
     const m = b.build();
     await infer(m);
     expect(emb.type!.shape).toEqual(['batch', 'seq', 32]);
     expect(qkv.type!.shape).toEqual(['batch', 'seq', 96]);
-    expect(sln!.type!.shape).toEqual(['batch', 'seq', 32]);
+    expect(rot.type!.shape).toEqual(['batch', 'seq', 32]);
+    expect(mha.type!.shape).toEqual(['batch', 'seq', 32]);
     expect(att!.type!.shape).toEqual(['batch', 'seq', 64]);
     expect(pk!.type!.shape).toEqual(['batch', 1, null, 16]);
+    const feeds = {
+      ids: Tensor.fromInt64('ids', [2, 3], [1, 5, 7, 99, 0, 3]),
+      pos: Tensor.fromInt64('pos', [2, 3], [0, 1, 2, 0, 1, 2]),
+      seqlens_k: Tensor.fromNumbers('seqlens_k', DataType.INT32, [2], [2, 2]),
+      total_len: Tensor.fromNumbers('total_len', DataType.INT32, [], [3]),
+    };
+    const r = await checkInferredShapes(m, feeds, { batch: 2, seq: 3 }, path.join(tmp, 'contrib.onnx'));
+    expect(r.mismatches).toEqual([]);
+    expect(r.checked).toBe(m.graph.outputs.length);
   });
 });
 

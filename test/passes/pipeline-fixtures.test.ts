@@ -64,4 +64,16 @@ describe('default pipeline on the tiny MLLM fixtures', () => {
     }
     console.log(`default pipeline, static shapes:\n  ${lines.join('\n  ')}`);
   });
+
+  it('is deterministic: two runs save identical bytes', async () => {
+    const bytes: Buffer[] = [];
+    for (const k of [1, 2]) {
+      const m = decoder({}, { kvCache: true });
+      await runPipeline(m, parsePipeline(DEFAULT_PIPELINE));
+      const f = path.join(tmp, `det-${k}.onnx`);
+      saveModel(m, f);
+      bytes.push(fs.readFileSync(f));
+    }
+    expect(bytes[0]!.equals(bytes[1]!)).toBe(true);
+  });
 });

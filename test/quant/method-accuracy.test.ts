@@ -13,6 +13,8 @@ import { getMethod } from '../../passes/quant/methods/index.js';
 import { rtnQuantize } from '../../passes/quant/methods/rtn.js';
 import { mseSearchQuantize } from '../../passes/quant/methods/mse-search.js';
 import { gptqQuantize } from '../../passes/quant/methods/gptq.js';
+import { quantizeInt4 } from '../../passes/quantize.js';
+import { resolveOptions } from '../../passes/pass.js';
 
 const P4: QuantParams = { bits: 4, blockSize: 32, symmetric: true };
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-qacc-'));
@@ -181,6 +183,7 @@ describe('fixture decoder in onnxruntime', () => {
 
     const methods = ['rtn', 'mse-search', 'gptq'] as const;
     const wErr = { rtn: 0, 'mse-search': 0, gptq: 0 }, oErr = { rtn: 0, 'mse-search': 0, gptq: 0 }, lErr = { rtn: 0, 'mse-search': 0, gptq: 0 };
+    const passErr = { rtn: 0, 'mse-search': 0, gptq: 0 };
     for (const m of methods) {
       const qm = decoder();
       for (const name of weights) {
@@ -195,11 +198,19 @@ describe('fixture decoder in onnxruntime', () => {
       }
       const got = await logits(qm, `${m}.onnx`, evalSets);
       lErr[m] = got.reduce((s, g, i) => s + mse(ref[i]!, g), 0) / got.length;
+      // The same method through the quantize pass: MatMulNBits nodes run by onnxruntime.
+      const pm = decoder();
+      const st = await quantizeInt4.run(pm, resolveOptions(quantizeInt4, { method: m, block: 32, sym: true }), { calibration: (w) => calib.get(w) });
+      expect(st.counts.matmul).toBe(weights.length);
+      const viaPass = await logits(pm, `${m}-pass.onnx`, evalSets);
+      passErr[m] = viaPass.reduce((s, g, i) => s + mse(ref[i]!, g), 0) / viaPass.length;
+      expect(Math.abs(passErr[m] - lErr[m]) / lErr[m]).toBeLessThan(0.02);
     }
     const refVar = ref.reduce((s, r) => s + mse(r, new Float64Array(r.length)), 0) / ref.length;
     console.info(`[fixture decoder ${weights.length} MatMul weights, 4-bit block 32 sym] mean weight MSE: ${methods.map((m) => `${m} ${wErr[m].toExponential(3)}`).join(', ')}; ` +
       `mean held-out output MSE: ${methods.map((m) => `${m} ${oErr[m].toExponential(3)}`).join(', ')}; ` +
-      `logits MSE vs fp32 (mean logit^2 ${refVar.toExponential(3)}): ${methods.map((m) => `${m} ${lErr[m].toExponential(3)}`).join(', ')}`);
+      `logits MSE vs fp32 (mean logit^2 ${refVar.toExponential(3)}): ${methods.map((m) => `${m} ${lErr[m].toExponential(3)}`).join(', ')}; ` +
+      `same through quantize-int4 (MatMulNBits in onnxruntime): ${methods.map((m) => `${m} ${passErr[m].toExponential(3)}`).join(', ')}`);
     expect(wErr['mse-search']).toBeLessThan(wErr.rtn);
     // The fixture's activations are close to isotropic (random embeddings through random weights), so
     // error feedback has little to exploit here; the >= 20% cut is shown on anisotropic activations above.

@@ -102,10 +102,13 @@ describe('rtn: tuned kernels (WebAssembly SIMD and scalar) are byte-identical to
   it('SIMD kernel streams several window bands and leaves no stale bytes between calls', () => {
     const K = 4096 + 20, N = 1102; // 3 bands of block rows, a partial last block, N % 4 = 2
     const w = weight(K, N);
-    const a = rtnReference(w, K, N, P32);
-    const big = rtnQuantize(w, K, N, P32);
-    expect(Buffer.from(big.codes).equals(Buffer.from(a.codes))).toBe(true);
-    expect(Buffer.from(big.scales.buffer).equals(Buffer.from(a.scales.buffer))).toBe(true);
+    for (const p of [P32, { ...P32, symmetric: false }]) {
+      const a = rtnReference(w, K, N, p);
+      const big = rtnQuantize(w, K, N, p);
+      expect(Buffer.from(big.codes).equals(Buffer.from(a.codes))).toBe(true);
+      expect(Buffer.from(big.scales.buffer).equals(Buffer.from(a.scales.buffer))).toBe(true);
+      expect(Buffer.from(big.zeroPoints ?? []).equals(Buffer.from(a.zeroPoints ?? []))).toBe(true);
+    }
     const small = weight(96, 8); // after a bigger call, the reused wasm memory holds old codes
     expect(Buffer.from(rtnQuantize(small, 96, 8, P32).codes).equals(Buffer.from(rtnReference(small, 96, 8, P32).codes))).toBe(true);
   });

@@ -59,4 +59,13 @@ describe('edgec quantize', () => {
     expect(missing.code).toBe(2);
     expect(missing.err).toMatch(/none\.onnx: no such file/);
   });
+
+  it('--method gptq collects calibration activations (seeded sets without --calibration)', async () => {
+    const out = path.join(TMP, 'cli', 'gptq.onnx');
+    const r = await cli(['quantize', src, '-o', out, '--method', 'gptq', '--calibration-sets', '2', '--json']);
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(j.calibration).toMatch(/^2 seeded random input set\(s\).*, 15 weights$/);
+    expect(j.layers.length).toBe(15);
+  });
 });

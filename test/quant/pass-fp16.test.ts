@@ -70,4 +70,16 @@ describe('to-fp16', () => {
     const c = compareTensors((await run(v, feeds)).image_features!, (await run(m, feeds)).image_features!);
     expect(c.cosine).toBeGreaterThanOrEqual(0.999);
   });
+
+  it('keep_io_types=false: fp16 inputs and outputs', async () => {
+    const fp = normModel();
+    const m = await apply(fp, 'to-fp16{keep_io_types=false}');
+    expect(m.graph.inputs[0]!.dtype).toBe(DataType.FLOAT16);
+    expect(m.graph.outputs.map((v) => v.dtype)).toEqual([DataType.FLOAT16, DataType.FLOAT16]);
+    const x = randn(rng(5), 256);
+    const want = (await run(fp, { x: Tensor.fromFloat32('x', [4, 64], x) })).z!;
+    const got = (await run(m, { x: Tensor.fromNumbers('x', DataType.FLOAT16, [4, 64], x) })).z!;
+    expect(got.dtype).toBe(DataType.FLOAT16);
+    expect(compareTensors(want, got).cosine).toBeGreaterThan(0.999);
+  });
 });

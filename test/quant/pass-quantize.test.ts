@@ -3,14 +3,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DataType, Model, Tensor, loadModel, saveModel } from '../../ir/index.js';
+import { DataType, Graph, GraphBuilder, Model, Tensor, encodeModel, loadModel, saveModel } from '../../ir/index.js';
 import { compareTensors, randomInputs } from '../../runtime/ort.js';
 import { parsePipeline, runPipeline, type StepReport } from '../../passes/manager.js';
 import { validateModel } from '../../passes/validate.js';
 import type { QuantizeStats } from '../../passes/quantize.js';
 import { totals } from '../../passes/quant/report.js';
 import { decoder, visionEncoder } from '../../fixtures/tiny-mllm.js';
-import { TMP, cleanup, clone, run } from './helpers.js';
+import { TMP, cleanup, clone, run, weights } from './helpers.js';
 
 afterAll(cleanup);
 
@@ -139,4 +139,56 @@ describe('role defaults', () => {
     console.log(`vision encoder int8 block32: image_features cosine ${c.cosine.toFixed(5)}`);
     expect(c.cosine).toBeGreaterThanOrEqual(0.999);
   });
+});
+
+describe('determinism and sharing', () => {
+  it('threads=2 gives the same bytes as threads=1; a shared weight is packed once', async () => {
+    const b = new GraphBuilder({ opset: 17 });
+    const W = b.constF32('shared.weight', [64, 48], weights(21, 64 * 48));
+    const y1 = b.op1('MatMul', [b.input('a', DataType.FLOAT, [2, 64]), W], { name: 'first' });
+    const y2 = b.op1('MatMul', [b.input('b', DataType.FLOAT, [2, 64]), W], { name: 'second' });
+    b.output(y1, 'y1', DataType.FLOAT, [2, 48]);
+    b.output(y2, 'y2', DataType.FLOAT, [2, 48]);
+    const fpm = b.build();
+    const one = await apply(fpm, 'quantize-int4{block=16,sym=false}');
+    const two = await apply(fpm, 'quantize-int4{block=16,sym=false,threads=2}');
+    expect(Buffer.from(encodeModel(two.m)).equals(Buffer.from(encodeModel(one.m)))).toBe(true);
+    const q = one.m.graph.nodes.filter((n) => n.opType === 'MatMulNBits');
+    expect(q.length).toBe(2);
+    expect(q[0]!.input(1)).toBe(q[1]!.input(1));
+    const layers = (one.reports[0]!.stats as QuantizeStats).layers;
+    expect(layers.map((l) => l.bytesBefore)).toEqual([64 * 48 * 4, 0]);
+    expect(layers[1]!.relError).toBe(layers[0]!.relError);
+    const feeds = { a: Tensor.fromFloat32('a', [2, 64], weights(1, 128)), b: Tensor.fromFloat32('b', [2, 64], weights(2, 128)) };
+    const want = await run(fpm, feeds), got = await run(one.m, feeds);
+    expect(compareTensors(want.y2!, got.y2!).cosine).toBeGreaterThan(0.99);
+  });
+
+  for (const format of ['matmulnbits', 'qdq']) {
+    it(`${format}: one outer weight used inside both If branches is packed once, in the outer graph`, async () => {
+      const b = new GraphBuilder({ opset: 17 });
+      const x = b.input('x', DataType.FLOAT, [2, 64]);
+      const cond = b.input('c', DataType.BOOL, []);
+      const W = b.constF32('W', [64, 32], weights(1, 64 * 32));
+      const branch = (name: string, op: string) => {
+        const g = new Graph(name);
+        g.parent = b.graph;
+        const y = g.createValue(`${name}_y`, { elemType: DataType.FLOAT, shape: [2, 32] });
+        const h = g.createValue(`${name}_h`);
+        g.addNode({ opType: op, inputs: [x], outputs: [h] });
+        g.addNode({ opType: 'MatMul', name: `${name}_proj`, inputs: [h, W], outputs: [y] });
+        g.outputs.push(y);
+        return g;
+      };
+      b.output(b.op1('If', [cond], { attrs: { then_branch: branch('then', 'Relu'), else_branch: branch('else', 'Neg') } }), 'y', DataType.FLOAT, [2, 32]);
+      const fpm = b.build();
+      const { m, reports } = await apply(fpm, `quantize-int4{block=32,format=${format}}`);
+      expect(reports[0]!.stats.counts.matmul).toBe(2);
+      expect(m.graph.initializers.map((t) => t.name).sort()).toEqual(format === 'qdq' ? ['W_DQ_Q4', 'W_DQ_scales'] : ['W_Q4', 'W_scales']);
+      for (const c of [0, 1]) {
+        const feeds = { x: Tensor.fromFloat32('x', [2, 64], weights(2, 128)), c: Tensor.fromNumbers('c', DataType.BOOL, [], [c]) };
+        expect(compareTensors((await run(fpm, feeds)).y!, (await run(m, feeds)).y!).cosine).toBeGreaterThan(0.99);
+      }
+    });
+  }
 });

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { CheckError, DataType, GraphBuilder, saveModel } from '../../ir/index.js';
+import { CheckError, DataType, GraphBuilder, Tensor, encodeTensor, loadModel, saveModel } from '../../ir/index.js';
 import { main } from '../../cli/main.js';
 import { compile } from '../../targets/compile.js';
 import { tempDir } from './helpers.js';
@@ -63,6 +63,43 @@ describe('target check', () => {
     const fixed = await compile(f, { target: 'npu', out: path.join(tmp, 'dyn-npu'), fix: { frames: 4 } });
     expect(fixed.manifest.models[0]!.inputs).toEqual([{ name: 'x', dtype: 'float32', shape: [4, 8] }]);
     expect(fixed.manifest.verification.passed).toBe(true);
+  });
+
+  it('--pipeline replaces the default passes; an unknown pass is a usage error', async () => {
+    const f = path.join(tmp, 'dyn.onnx');
+    const r = await compile(f, { target: 'mobile', out: path.join(tmp, 'plain'), pipeline: 'cleanup,infer-shapes', fix: { frames: 2 } });
+    expect(r.report.models[0]!.steps.map((s) => s.pass)).toEqual(['cleanup', 'infer-shapes']);
+    expect(r.manifest.models[0]!.ops).toEqual({ MatMul: 1, Relu: 1 });
+    expect((r.manifest.models[0]!.quantization as { observed: unknown }).observed).toEqual({ matMulNBits: {}, gatherBlockQuantized: {}, dequantizeLinearWeights: {}, activations: 'fp32' });
+    expect((await cli(['compile', f, '--target', 'mobile', '-o', path.join(tmp, 'plain'), '--pipeline', 'cleanup,no-such-pass'])).code).toBe(2);
+  });
+
+  it('npu activation scales come from a --calibration folder when given', async () => {
+    const f = path.join(tmp, 'dyn.onnx');
+    const cal = path.join(tmp, 'calib');
+    fs.mkdirSync(cal, { recursive: true });
+    // Inputs 10x larger than the seeded default: the activation scales must follow them.
+    const x = Float32Array.from({ length: 32 }, (_, i) => 10 * Math.sin(i));
+    fs.writeFileSync(path.join(cal, 'x.pb'), encodeTensor(Tensor.fromFloat32('x', [4, 8], x)));
+    const scaleOf = (r: Awaited<ReturnType<typeof compile>>) => {
+      const m = loadModel(path.join(r.outDir, r.manifest.models[0]!.file));
+      return m.graph.nodes.find((n) => n.opType === 'QuantizeLinear' && n.input(0)?.name === 'x')!.input(1)!.initializer!.toFloat32()[0]!;
+    };
+    const seeded = await compile(f, { target: 'npu', out: path.join(tmp, 'cal-seeded'), fix: { frames: 4 } });
+    const calibrated = await compile(f, { target: 'npu', out: path.join(tmp, 'cal-folder'), fix: { frames: 4 }, calibration: cal });
+    expect(scaleOf(calibrated)).toBeCloseTo((Math.max(...x) - Math.min(...x)) / 65535, 8);
+    expect(scaleOf(calibrated)).toBeGreaterThan(2 * scaleOf(seeded));
+  });
+
+  it('a calibration-based method (gptq) gets activations and changes the weights', async () => {
+    const f = path.join(tmp, 'dyn.onnx');
+    const weights = async (method: string) => {
+      const r = await compile(f, { target: 'mobile', out: path.join(tmp, `m-${method}`), method, quant: 'int4', fix: { frames: 16 } });
+      expect(r.manifest.verification.passed).toBe(true);
+      const m = loadModel(path.join(r.outDir, r.manifest.models[0]!.file));
+      return Buffer.from(m.graph.initializers.find((t) => t.dtype === DataType.UINT8 && t.dims.length === 3)!.bytes());
+    };
+    expect((await weights('gptq')).equals(await weights('rtn'))).toBe(false);
   });
 
   it('bad options are usage errors (exit 2)', async () => {

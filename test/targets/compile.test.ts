@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataType, loadModel } from '../../ir/index.js';
 import { verifyModels } from '../../runtime/verify.js';
 import { compile, type CompileResult } from '../../targets/compile.js';
-import { FLOATS, manifestMatchesFiles, readTree, tempDir, tinyMllm } from './helpers.js';
+import { WEBGPU_PROFILES } from '../../targets/webgpu/profiles.js';
+import { FLOATS, largestInitializer, manifestMatchesFiles, readTree, tempDir, tinyMllm } from './helpers.js';
 
 let tmp: string, src: string;
 const results: Partial<Record<'mobile' | 'npu' | 'webgpu', CompileResult>> = {};
@@ -15,7 +16,7 @@ beforeAll(async () => {
   tmp = tempDir('compile');
   src = tinyMllm(tmp);
   results.mobile = await compile(src, { target: 'mobile', out: path.join(tmp, 'mobile'), imageSizes: ['56x56'] });
-  results.npu = await compile(src, { target: 'npu', out: path.join(tmp, 'npu'), imageSizes: ['56x56'] });
+  results.npu = await compile(src, { target: 'npu', out: path.join(tmp, 'npu'), imageSizes: ['56x56'], policy: 'minicpm-v' });
   results.webgpu = await compile(src, { target: 'webgpu', out: path.join(tmp, 'webgpu'), imageSizes: ['56x56'] });
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -44,6 +45,7 @@ describe('compile: fixture MLLM', () => {
     const mnb = loadModel(path.join(r.outDir, dec.file)).graph.nodes.filter((n) => n.opType === 'MatMulNBits');
     expect(mnb.every((n) => n.attrInt('accuracy_level') === 4 && n.attrInt('block_size') === 32 && n.attrInt('bits') === 4)).toBe(true);
     expect(r.manifest.verification.passed).toBe(true);
+    expect((dec.quantization as { observed: unknown }).observed).toEqual({ matMulNBits: { bits4_block32_acc4: 15 }, gatherBlockQuantized: {}, dequantizeLinearWeights: {}, activations: 'fp32' });
     const cfg = fs.readFileSync(path.join(r.outDir, 'required_operators.config'), 'utf8').split('\n').filter((l) => l && !l.startsWith('#'));
     expect(cfg).toEqual([...cfg].sort());
     expect(cfg.some((l) => /^com\.microsoft;1;.*MatMulNBits/.test(l))).toBe(true);
@@ -83,7 +85,11 @@ describe('compile: fixture MLLM', () => {
     const decode = r.manifest.models.find((m) => m.variant === 'decode' && m.role === 'decoder')!;
     expect(decode.externalData.filter((f) => prefill.externalData.includes(f))).toContain('decoder_model_merged.onnx.data');
     expect((prefill.session as { providerOptions: Record<string, string> }).providerOptions.backend_path).toBe('libQnnHtp.so');
-    expect(r.manifest.preprocessing).toEqual({ imageSizes: ['56x56'], files: { '56x56': 'vision_encoder_56x56.onnx' } });
+    const pre = r.manifest.preprocessing as { imageSizes: string[]; files: Record<string, string>; tiling: { policy: string; example: { tiles: unknown[] } } };
+    expect(pre.imageSizes).toEqual(['56x56']);
+    expect(pre.files).toEqual({ '56x56': 'vision_encoder_56x56.onnx' });
+    expect(pre.tiling.policy).toBe('minicpm-v');
+    expect(pre.tiling.example.tiles.length).toBeGreaterThan(1);
     await rerun('npu');
   });
 
@@ -101,11 +107,26 @@ describe('compile: fixture MLLM', () => {
     await rerun('webgpu');
   });
 
+  it('webgpu fp16 with a tiny binding limit: every weight split under it, still verified', async () => {
+    const limit = 8 * 1024;
+    const profile = { ...WEBGPU_PROFILES.default!, name: 'tiny-8k', maxBindingBytes: limit, maxBufferBytes: limit };
+    const r = await compile(src, { target: 'webgpu', out: path.join(tmp, 'webgpu-tiny'), profile, imageSizes: ['56x56'] });
+    expect(r.manifest.models.find((m) => m.role === 'decoder')!.file).toBe('decoder_model_merged_q4f16.onnx');
+    const t = Object.fromEntries(r.manifest.models.map((m) => [m.name, m.transforms]));
+    console.log(`fp16 split at ${limit} B: ${JSON.stringify(t)}`);
+    expect(t.vision_encoder!.splitMatMul).toBeGreaterThan(0);
+    expect(t.embed_tokens!.splitGather).toBe(1);
+    expect(largestInitializer(r.outDir)).toBeLessThanOrEqual(limit);
+    expect(r.manifest.verification.passed).toBe(true);
+  });
+
   it('manifest sha256 values match the files; compiling again gives identical bytes', async () => {
     for (const t of ['mobile', 'npu', 'webgpu'] as const) expect(manifestMatchesFiles(results[t]!.outDir)).toEqual({ ok: true, problems: [] });
-    const again = await compile(src, { target: 'npu', out: path.join(tmp, 'npu-again'), imageSizes: ['56x56'] });
+    const again = await compile(src, { target: 'npu', out: path.join(tmp, 'npu-again'), imageSizes: ['56x56'], policy: 'minicpm-v' });
     const a = readTree(results.npu!.outDir), b = readTree(again.outDir);
     expect(Object.keys(b)).toEqual(Object.keys(a));
+    expect(Object.keys(a)).toEqual(expect.arrayContaining(['manifest.json', 'report.html', 'decoder_model_merged.onnx.data']));
+    expect(a['report.html']!.toString()).toContain('decoder_model_merged_prefill16.onnx');
     for (const f of Object.keys(a)) expect(b[f]!.equals(a[f]!), f).toBe(true);
     const text = fs.readFileSync(path.join(again.outDir, 'manifest.json'), 'utf8');
     expect(text).not.toContain(tmp);

@@ -67,6 +67,17 @@ describe('webgpu artifact in headless Chromium (WebGPU EP)', () => {
     const r = await compile(src, { target: 'webgpu', out: path.join(tmp, 'webgpu'), fp16: false, profile: 'swiftshader', imageSizes: ['56x56'] });
     expect(r.manifest.models.map((m) => m.file).sort()).toEqual(['decoder_model_merged_q4.onnx', 'embed_tokens_q4.onnx', 'projector.onnx', 'vision_encoder.onnx']);
     console.log((await browserVsSource(r, src)).join('\n'));
+    // The heavy ops run on the GPU; only int64 shape and mask arithmetic stays on the CPU.
+    const heavy = /MatMul|Attention|Conv|Softmax|LayerNormalization|Rotary|GatherBlockQuantized|Gelu/;
+    for (const m of r.manifest.models) {
+      const p = await browser.placement(path.join(r.outDir, m.file), { externalData: m.externalData });
+      const gpu = p.WebGpuExecutionProvider ?? { count: 0, nodes: [] }, cpu = p.CPUExecutionProvider ?? { count: 0, nodes: [] };
+      console.log(`placement ${m.file}: ${gpu.count} nodes on WebGPU (${[...new Set(gpu.nodes.map((n) => n.op))].filter((o) => heavy.test(o)).join(', ') || 'all'}), ${cpu.count} on CPU (${[...new Set(cpu.nodes.map((n) => n.op))].join(', ')})`);
+      expect(gpu.count).toBeGreaterThan(0);
+      if (cpu.count) expect(gpu.nodes.some((n) => heavy.test(n.op))).toBe(true);
+      expect(cpu.nodes.filter((n) => heavy.test(n.op))).toEqual([]);
+      expect(cpu.nodes.length).toBe(cpu.count);
+    }
   });
 
   it('a tiny binding limit splits weights; the split decoder still matches', async () => {

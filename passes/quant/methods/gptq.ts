@@ -1,25 +1,27 @@
 // GPTQ (Frantar et al., 2022; reference implementation IST-DASLab/gptq) for block-wise weights:
 // quantize W [K, N] one input row k at a time and push each row's rounding error onto the rows
 // not yet quantized, weighted by the inverse Hessian of the layer's output error,
-// H = 2/rows X^T X + damp I. Group parameters are taken per block of `blockSize` rows (groupsize =
-// blockSize, static groups, no act-order: g_idx is rejected by WebGPU) from the already-updated
-// weights, so the codes fit the MatMulNBits layout directly. Rows are processed in lazy batches
-// so the trailing update is one pass over the remaining rows per batch.
-import { kBlocksOf, type CalibrationData, type QuantMethod, type QuantParams, type QuantizedWeight } from '../types.js';
+// H = 2/rows X^T X + damp I. Groups are the format's blocks (groupsize = blockSize) with MSE-searched
+// parameters; with act-order (default) rows go in decreasing diag(H) order and the group parameters
+// are static (from the original weights), so the codes keep the plain MatMulNBits layout (no g_idx,
+// which WebGPU rejects). Off-diagonal H entries are shrunk by rows/(rows+K): calibration caps rows
+// per weight, and sampled correlations of a few hundred rows are partly noise. Rows are processed
+// in lazy batches so the trailing update is one pass over the remaining rows per batch.
+import { dequantize, kBlocksOf, type CalibrationData, type QuantMethod, type QuantParams, type QuantizedWeight } from '../types.js';
 import { checkParams } from './rtn.js';
-import { searchBlock } from './mse-search.js';
+import { mseSearchQuantize, searchBlock } from './mse-search.js';
 
 export interface GptqOptions {
-  /** Dampening as a fraction of the mean Hessian diagonal (GPTQ's percdamp). Default 0.01 + K/rows:
-   * GPTQ's 0.01 assumes rows >> K (128 x 2048 tokens); with a few hundred rows per weight the sample
-   * Hessian is noisy and undamped feedback fits that noise (held-out error above RTN's). */
+  /** Dampening as a fraction of the mean Hessian diagonal (GPTQ's percdamp, default 0.01). */
   percdamp?: number;
+  /** Quantize rows in decreasing Hessian-diagonal order (act-order) with static groups: group
+   * parameters come from the original weights, so codes stay in the plain layout (no g_idx). */
+  actOrder?: boolean;
 }
 
 /** H = 2/rows X^T X as a dense symmetric K x K matrix. */
 export function hessian(c: CalibrationData, K: number): Float64Array {
   const { x, rows } = c;
-  if (x.length !== rows * K) throw new RangeError(`calibration holds ${x.length} values, expected rows*K = ${rows}*${K}`);
   const H = new Float64Array(K * K);
   const row = new Float64Array(K);
   for (let r = 0; r < rows; r++) {
@@ -65,28 +67,30 @@ function cholesky(A: Float64Array, n: number): boolean {
 function inverseCholeskyUpper(H: Float64Array, n: number): Float64Array | undefined {
   const L = H.slice();
   if (!cholesky(L, n)) return undefined;
-  // Linv = L^-1 (lower), by forward substitution column by column.
-  const Li = new Float64Array(n * n);
+  // T = (L^-1)^T, so that column j of L^-1 (what forward substitution walks) is the contiguous row j.
+  const T = new Float64Array(n * n);
   for (let j = 0; j < n; j++) {
-    Li[j * n + j] = 1 / L[j * n + j]!;
+    const oj = j * n;
+    T[oj + j] = 1 / L[j * n + j]!;
     for (let i = j + 1; i < n; i++) {
       let s = 0;
-      for (let k = j; k < i; k++) s += L[i * n + k]! * Li[k * n + j]!;
-      Li[i * n + j] = -s / L[i * n + i]!;
-    }
-  }
-  // Hinv = Li^T Li
-  const Hi = new Float64Array(n * n);
-  for (let k = 0; k < n; k++) {
-    const ok = k * n;
-    for (let i = 0; i <= k; i++) {
-      const a = Li[ok + i]!;
-      if (a === 0) continue;
       const oi = i * n;
-      for (let j = i; j <= k; j++) Hi[oi + j]! += a * Li[ok + j]!;
+      for (let k = j; k < i; k++) s += L[oi + k]! * T[oj + k]!;
+      T[oj + i] = -s / L[oi + i]!;
     }
   }
-  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) Hi[j * n + i] = Hi[i * n + j]!;
+  // H^-1 = L^-T L^-1: entry (i, j) is the dot product of rows i and j of T over k >= max(i, j).
+  const Hi = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    const oi = i * n;
+    for (let j = i; j < n; j++) {
+      const oj = j * n;
+      let s = 0;
+      for (let k = j; k < n; k++) s += T[oi + k]! * T[oj + k]!;
+      Hi[oi + j] = s;
+      Hi[oj + i] = s;
+    }
+  }
   if (!cholesky(Hi, n)) return undefined;
   // Upper factor U = L'^T of Hinv = L' L'^T.
   const U = new Float64Array(n * n);
@@ -94,10 +98,55 @@ function inverseCholeskyUpper(H: Float64Array, n: number): Float64Array | undefi
   return U;
 }
 
-export function gptqQuantize(w: Float32Array, K: number, N: number, p: QuantParams, calib: CalibrationData | undefined, opts: GptqOptions = {}): QuantizedWeight {
+/** sum over rows of ||x (W - Wq)||^2 */
+function outputError(x: Float32Array, rows: number, w: Float32Array, q: QuantizedWeight, K: number, N: number): number {
+  const d = dequantize(q);
+  for (let i = 0; i < d.length; i++) d[i] = w[i]! - d[i]!;
+  const y = new Float64Array(N);
+  let e = 0;
+  for (let r = 0; r < rows; r++) {
+    y.fill(0);
+    for (let k = 0; k < K; k++) {
+      const xv = x[r * K + k]!;
+      if (xv === 0) continue;
+      for (let n = 0, o = k * N; n < N; n++) y[n]! += xv * d[o + n]!;
+    }
+    for (let n = 0; n < N; n++) e += y[n]! * y[n]!;
+  }
+  return e;
+}
+
+/**
+ * GPTQ, checked on held-out calibration rows: every 4th row is held out, GPTQ runs on the others
+ * and is compared there with the data-free search (mse-search). Error feedback only pays when the
+ * activations are correlated and the rows many enough to estimate that; otherwise it fits sampling
+ * noise, and the data-free result is returned instead. The winner is then computed on all rows.
+ */
+export function gptqQuantize(w: Float32Array, K: number, N: number, p: QuantParams, calib: CalibrationData | undefined, opts: GptqOptions & { validate?: boolean } = {}): QuantizedWeight {
   checkParams(K, N, p, w);
   if (!calib || calib.rows <= 0) throw new RangeError('gptq needs calibration activations for this weight');
-  const H = hessian(calib, K);
+  if (calib.x.length !== calib.rows * K) throw new RangeError(`calibration holds ${calib.x.length} values, expected rows*K = ${calib.rows}*${K}`);
+  if ((opts.validate ?? true) && calib.rows >= 64) {
+    const fit = new Float32Array(calib.rows * K), held = new Float32Array(Math.ceil(calib.rows / 4) * K);
+    let nf = 0, nh = 0;
+    for (let r = 0; r < calib.rows; r++) {
+      const row = calib.x.subarray(r * K, (r + 1) * K);
+      if (r % 4 === 3) held.set(row, nh++ * K); else fit.set(row, nf++ * K);
+    }
+    const g = gptqCore(w, K, N, p, { x: fit.subarray(0, nf * K), rows: nf }, opts);
+    const m = mseSearchQuantize(w, K, N, p);
+    if (outputError(held, nh, w, m, K, N) <= outputError(held, nh, w, g, K, N)) return m;
+  }
+  return gptqCore(w, K, N, p, calib, opts);
+}
+
+function gptqCore(w: Float32Array, K: number, N: number, p: QuantParams, calib: CalibrationData, opts: GptqOptions): QuantizedWeight {
+  const H0 = hessian(calib, K);
+  const actOrder = opts.actOrder ?? true;
+  const perm = Array.from({ length: K }, (_, i) => i);
+  if (actOrder) perm.sort((a, b) => H0[b * K + b]! - H0[a * K + a]! || a - b);
+  const H = new Float64Array(K * K);
+  for (let i = 0; i < K; i++) for (let j = 0; j < K; j++) H[i * K + j] = H0[perm[i]! * K + perm[j]!]!;
   let mean = 0;
   for (let i = 0; i < K; i++) {
     // Inputs never seen in calibration: no feedback from or to them (their rows get plain rounding).
@@ -105,8 +154,12 @@ export function gptqQuantize(w: Float32Array, K: number, N: number, p: QuantPara
     mean += H[i * K + i]!;
   }
   mean /= K;
+  // Shrink the sampled off-diagonal correlations toward 0 by rows/(rows+K): with few rows per input
+  // they are mostly sampling noise, and feedback through noise raises held-out error.
+  const shrink = calib.rows / (calib.rows + K);
+  for (let i = 0; i < K; i++) for (let j = 0; j < K; j++) if (i !== j) H[i * K + j]! *= shrink;
   let U: Float64Array | undefined;
-  for (let damp = opts.percdamp ?? 0.01 + K / calib.rows, tries = 0; !U; damp *= 10, tries++) {
+  for (let damp = opts.percdamp ?? 0.01, tries = 0; !U; damp *= 10, tries++) {
     if (tries > 6) throw new RangeError('gptq: Hessian stays singular after dampening');
     const Hd = H.slice();
     for (let i = 0; i < K; i++) Hd[i * K + i]! += damp * mean;
@@ -117,38 +170,43 @@ export function gptqQuantize(w: Float32Array, K: number, N: number, p: QuantPara
   const qmax = (1 << p.bits) - 1;
   const codes = new Uint8Array(N * Kp), scales = new Float32Array(N * kBlocks);
   const zeroPoints = p.symmetric ? undefined : new Uint8Array(N * kBlocks);
-  const W = Float64Array.from(w);
+  // Group parameters [kBlocks][N]: static (original weights) for act-order, else set as each block starts.
+  const gs = new Float64Array(kBlocks * N), gz = new Float64Array(kBlocks * N);
+  const gx = new Float64Array(bs), gq = new Int32Array(bs), gqt = new Int32Array(bs);
+  const groupParams = (b: number, row: (k: number, n: number) => number): void => {
+    const k0 = b * bs, len = Math.min(K, k0 + bs) - k0;
+    for (let n = 0; n < N; n++) {
+      for (let i = 0; i < len; i++) gx[i] = row(k0 + i, n);
+      const f = searchBlock(gx, len, p.bits, p.symmetric, gq, gqt);
+      const sc = Math.fround(f.s);
+      scales[n * kBlocks + b] = sc;
+      if (zeroPoints) zeroPoints[n * kBlocks + b] = f.z;
+      gs[b * N + n] = sc; gz[b * N + n] = f.z;
+      codes.fill(f.z, n * Kp + k0 + len, n * Kp + k0 + bs);
+    }
+  };
+  if (actOrder) for (let b = 0; b < kBlocks; b++) groupParams(b, (k, n) => w[k * N + n]!);
+  const W = new Float64Array(K * N);
+  for (let i = 0; i < K; i++) for (let n = 0; n < N; n++) W[i * N + n] = w[perm[i]! * N + n]!;
   const batch = Math.max(bs, 128);
   const E = new Float64Array(batch * N);
-  const gx = new Float64Array(bs), gq = new Int32Array(bs), gqt = new Int32Array(bs);
-  const gs = new Float64Array(N), gz = new Float64Array(N);
 
   for (let i1 = 0; i1 < K; i1 += batch) {
     const i2 = Math.min(K, i1 + batch);
-    for (let k = i1; k < i2; k++) {
-      if (k % bs === 0) {
-        // Group parameters from the error-updated rows of this block (all inside the batch).
-        const b = k / bs, len = Math.min(K, k + bs) - k;
-        for (let n = 0; n < N; n++) {
-          for (let i = 0; i < len; i++) gx[i] = W[(k + i) * N + n]!;
-          const f = searchBlock(gx, len, p.bits, p.symmetric, gq, gqt);
-          const s = Math.fround(f.s);
-          scales[n * kBlocks + b] = s;
-          if (zeroPoints) zeroPoints[n * kBlocks + b] = f.z;
-          gs[n] = s; gz[n] = f.z;
-          codes.fill(f.z, n * Kp + k + len, n * Kp + k + bs);
-        }
-      }
-      const d = U[k * K + k]!, ok = k * N, oe = (k - i1) * N;
+    for (let i = i1; i < i2; i++) {
+      const k = perm[i]!, b = Math.floor(k / bs);
+      // In plain order a block's rows all sit in this batch and have their updates from earlier rows.
+      if (!actOrder && k % bs === 0) groupParams(b, (kk, n) => W[kk * N + n]!);
+      const d = U[i * K + i]!, oi = i * N, oe = (i - i1) * N, og = b * N;
       for (let n = 0; n < N; n++) {
-        const v = W[ok + n]!, s = gs[n]!, z = gz[n]!;
-        let c = s !== 0 ? Math.round(v / s) + z : z;
+        const v = W[oi + n]!, sc = gs[og + n]!, z = gz[og + n]!;
+        let c = sc !== 0 ? Math.round(v / sc) + z : z;
         c = c < 0 ? 0 : c > qmax ? qmax : c;
         codes[n * Kp + k] = c;
-        E[oe + n] = (v - (c - z) * s) / d;
+        E[oe + n] = (v - (c - z) * sc) / d;
       }
-      for (let j = k + 1; j < i2; j++) {
-        const u = U[k * K + j]!;
+      for (let j = i + 1; j < i2; j++) {
+        const u = U[i * K + j]!;
         if (u === 0) continue;
         const oj = j * N;
         for (let n = 0; n < N; n++) W[oj + n]! -= u * E[oe + n]!;
@@ -156,10 +214,10 @@ export function gptqQuantize(w: Float32Array, K: number, N: number, p: QuantPara
     }
     for (let j = i2; j < K; j++) {
       const oj = j * N;
-      for (let k = i1; k < i2; k++) {
-        const u = U[k * K + j]!;
+      for (let i = i1; i < i2; i++) {
+        const u = U[i * K + j]!;
         if (u === 0) continue;
-        const oe = (k - i1) * N;
+        const oe = (i - i1) * N;
         for (let n = 0; n < N; n++) W[oj + n]! -= u * E[oe + n]!;
       }
     }
@@ -169,7 +227,7 @@ export function gptqQuantize(w: Float32Array, K: number, N: number, p: QuantPara
 
 export const gptq: QuantMethod = {
   name: 'gptq',
-  description: 'GPTQ: inverse-Hessian error feedback from calibration activations, static groups = blocks, MSE-searched group scales, integer zero points',
+  description: 'GPTQ: inverse-Hessian error feedback from calibration activations (act-order, static groups = blocks, MSE-searched group scales, integer zero points), kept only when it beats mse-search on held-out calibration rows',
   needsCalibration: true,
   quantize: (w, K, N, p, calib) => gptqQuantize(w, K, N, p, calib),
 };

@@ -1,5 +1,5 @@
 // Data-free scale search: per block, try a grid of scales (clip ratios of the RTN range, both
-// orientations of the asymmetric symmetric grid), refit each by least squares for the codes it
+// orientations of the symmetric grid, whose levels -8..7 are not symmetric), refit each by least squares for the codes it
 // rounds to, keep the one with the least reconstruction error, then alternate rounding and refit
 // (HQQ-style, but with INTEGER zero points so WebGPU / NPU runtimes accept the result). The RTN grid
 // is one of the candidates and a refit never increases the error, so the result is never worse
@@ -7,8 +7,10 @@
 import { kBlocksOf, type QuantMethod, type QuantParams, type QuantizedWeight } from '../types.js';
 import { checkParams } from './rtn.js';
 
-/** Clip ratios of the block range tried for each end. */
+/** Clip ratios of the block range tried: the symmetric grid has one free end, the asymmetric two
+ * (so a coarser list: the affine refit and the alternation recover the rest, within 0.2% here). */
 const RATIOS = [1, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7];
+const ASYM_RATIOS = [1, 0.9, 0.8];
 const REFINE_ITERS = 3;
 
 export interface Fit { err: number; s: number; z: number }
@@ -73,8 +75,8 @@ export function searchBlock(x: Float64Array, n: number, bits: 4 | 8, symmetric: 
       trial((m * r) / (mid - 1), mid);
     }
   } else {
-    for (const a of RATIOS) {
-      for (const b of RATIOS) {
+    for (const a of ASYM_RATIOS) {
+      for (const b of ASYM_RATIOS) {
         const l = lo * a, h = hi * b, s = (h - l) / qmax;
         trial(s, Math.min(qmax, Math.max(0, Math.round(-l / s))));
       }

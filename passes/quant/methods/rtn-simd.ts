@@ -1,10 +1,12 @@
-// WebAssembly SIMD kernel for symmetric RTN, byte-identical to rtnReference (onnxruntime's MLAS
-// arithmetic). Scalar JS tops out near 0.4 GB/s once the absmax needs its sign and the rounding
+// WebAssembly SIMD kernel for RTN (symmetric and asymmetric), byte-identical to rtnReference
+// (onnxruntime's MLAS arithmetic). Scalar JS tops out near 0.4 GB/s once the absmax needs its sign and the rounding
 // needs float32 semantics; in SIMD both are native. Four adjacent output columns are the four lanes
 // (the weight is [K, N] row-major, so one v128 load takes k's values for columns n..n+3):
 //   absmax  pos = max_s(pos, bits), neg = max_s(neg, bits ^ 0x80000000)   (int32 views of floats)
-//   scale   m = pos > neg ? pos : -neg; scale = m / -mid (+0 turns -0 to +0); rs = 1/scale or 0
-//   code    t = v*rs + mid (f32); q = floor(t) + (t - floor(t) >= 0.5) = roundf(t); clamp [0, qmax]
+//   sym     m = pos > neg ? pos : -neg; scale = m / -mid (+0 turns -0 to +0); zp = mid
+//   asym    scale = (pos + neg) / qmax; zp = min(qmax, roundf(neg / scale)) (0 when scale is 0)
+//   code    rs = 1/scale or 0; t = v*rs + zp (f32); q = floor(t) + (t - floor(t) >= 0.5) = roundf(t),
+//           clamped to [0, qmax]
 // Four rows of codes are narrowed to bytes and transposed so each column's 4 codes go out in one
 // 32-bit store. The module is assembled here (no toolchain); the weight streams through a small
 // window of wasm memory one band of block rows at a time, so memory stays ~ codes + 8 MiB.
@@ -44,8 +46,8 @@ const simd = (op: number, ...imm: number[]) => [0xfd, ...uleb(op), ...imm];
 const ADD = 0x6a, SUB = 0x6b, MUL = 0x6c, GE_U = 0x4f;
 const OP = {
   load: 0x00, shuffle: 0x0d, i32splat: 0x11, f32splat: 0x13, f32eq: 0x41, f32gt: 0x44, f32ge: 0x46,
-  andnot: 0x4f, xor: 0x51, bitselect: 0x52, store32lane: 0x5a, narrow8u: 0x66, floor: 0x68, narrow16u: 0x86,
-  i32sub: 0xb1, i32min: 0xb6, i32max: 0xb8, fneg: 0xe1, fadd: 0xe4, fsub: 0xe5, fmul: 0xe6, fdiv: 0xe7, trunc: 0xf8,
+  andnot: 0x4f, xor: 0x51, bitselect: 0x52, store8lane: 0x58, store32lane: 0x5a, narrow8u: 0x66, floor: 0x68, narrow16u: 0x86,
+  i32sub: 0xb1, i32min: 0xb6, i32max: 0xb8, fneg: 0xe1, fadd: 0xe4, fsub: 0xe5, fmul: 0xe6, fdiv: 0xe7, trunc: 0xf8, convert: 0xfa,
 };
 const mem = (align: number) => [...uleb(align), 0];
 /** `for (v = from; v < limit; v += step) body` with a block/loop pair. */
@@ -59,10 +61,10 @@ const loop = (v: number, from: number[], limit: number[], step: number[], body: 
 ];
 
 // params
-const WP = 0, NN = 1, KP = 2, B0 = 3, B1 = 4, KB = 5, BS = 6, N4 = 7, CP = 8, SP = 9, NEGMID = 10, ZPF = 11, QMAX = 12;
+const WP = 0, NN = 1, KP = 2, B0 = 3, B1 = 4, KB = 5, BS = 6, N4 = 7, CP = 8, SP = 9, NEGMID = 10, ZPF = 11, QMAX = 12, ZP = 13, ASYM = 14;
 // locals
-const B = 13, N_ = 14, K = 15, A = 16, RS4 = 17, CB = 18, T = 19;
-const POS = 20, NEG = 21, RS = 22, HALF = 23, ZPV = 24, QMAXV = 25, SIGN = 26, Q0 = 27, ZERO = 31, TV = 32, FL = 33, SCALE = 34, NEGMIDV = 35;
+const B = 15, N_ = 16, K = 17, A = 18, RS4 = 19, CB = 20, T = 21;
+const POS = 22, NEG = 23, RS = 24, HALF = 25, ZPV = 26, QMAXV = 27, SIGN = 28, Q0 = 29, ZERO = 33, TV = 34, FL = 35, SCALE = 36, NEGMIDV = 37, ZB = 38, QMAXF = 39;
 
 function moduleBytes(): Uint8Array<ArrayBuffer> {
   // a = wp + (((b - b0) * bs) * N + n) * 4
@@ -73,9 +75,25 @@ function moduleBytes(): Uint8Array<ArrayBuffer> {
     ...get(TV), ...get(SIGN), ...simd(OP.xor), ...get(NEG), ...simd(OP.i32max), ...set(NEG),
     ...get(A), ...get(RS4), ADD, ...set(A),
   ]);
+  /** roundf of a non-negative f32x4 on the stack, as i32x4: floor + (fraction >= 0.5). */
+  const roundNonNeg = [...tee(TV), ...simd(OP.floor), ...tee(FL), ...simd(OP.trunc), ...get(TV), ...get(FL), ...simd(OP.fsub), ...get(HALF), ...simd(OP.f32ge), ...simd(OP.i32sub)];
   const scale = [
+    ...get(ASYM), 0x04, 0x40,
+    // asymmetric: scale = (max - min) / qmax, zp = clamp(roundf(-min / scale)) (0 when scale is 0)
+    ...get(POS), ...get(NEG), ...simd(OP.fadd), ...get(QMAXF), ...simd(OP.fdiv), ...set(SCALE),
+    ...get(NEG), ...get(SCALE), ...simd(OP.fdiv), ...get(SCALE), ...get(ZERO), ...simd(OP.f32eq), ...simd(OP.andnot),
+    ...roundNonNeg, ...get(QMAXV), ...simd(OP.i32min), ...tee(TV), ...simd(OP.convert), ...set(ZB),
+    ...get(ZP), ...get(N_), ...get(KB), MUL, ...get(B), ADD, ADD, ...set(T),
+    ...[0, 1, 2, 3].flatMap((j) => [
+      ...get(T), ...get(TV), ...simd(OP.store8lane, ...mem(0), j * 4),
+      ...get(T), ...get(KB), ADD, ...set(T),
+    ]),
+    0x05,
+    // symmetric: scale = m / -mid, the extreme m mapping to code 0
     ...get(POS), ...get(NEG), ...simd(OP.fneg), ...get(POS), ...get(NEG), ...simd(OP.f32gt), ...simd(OP.bitselect),
     ...get(NEGMIDV), ...simd(OP.fdiv), ...get(ZERO), ...simd(OP.fadd), ...set(SCALE),
+    ...get(ZPV), ...set(ZB),
+    0x0b,
     ...f32(1), ...simd(OP.f32splat), ...get(SCALE), ...simd(OP.fdiv), ...get(SCALE), ...get(ZERO), ...simd(OP.f32eq), ...simd(OP.andnot), ...set(RS),
     // scales[(n + j) * kB + b], j = 0..3
     ...get(SP), ...get(N_), ...get(KB), MUL, ...get(B), ADD, ...i32(4), MUL, ADD, ...set(T),
@@ -85,9 +103,8 @@ function moduleBytes(): Uint8Array<ArrayBuffer> {
     ]),
   ];
   const quant = (q: number) => [
-    ...get(A), ...simd(OP.load, ...mem(0)), ...get(RS), ...simd(OP.fmul), ...get(ZPV), ...simd(OP.fadd), ...tee(TV),
-    ...simd(OP.floor), ...tee(FL), ...simd(OP.trunc),
-    ...get(TV), ...get(FL), ...simd(OP.fsub), ...get(HALF), ...simd(OP.f32ge), ...simd(OP.i32sub),
+    ...get(A), ...simd(OP.load, ...mem(0)), ...get(RS), ...simd(OP.fmul), ...get(ZB), ...simd(OP.fadd),
+    ...roundNonNeg,
     ...get(QMAXV), ...simd(OP.i32min), ...get(ZERO), ...simd(OP.i32max), ...set(q),
     ...get(A), ...get(RS4), ADD, ...set(A),
   ];
@@ -105,7 +122,7 @@ function moduleBytes(): Uint8Array<ArrayBuffer> {
     ...f32(0.5), ...simd(OP.f32splat), ...set(HALF),
     ...get(ZPF), ...simd(OP.f32splat), ...set(ZPV),
     ...get(NEGMID), ...simd(OP.f32splat), ...set(NEGMIDV),
-    ...get(QMAX), ...simd(OP.i32splat), ...set(QMAXV),
+    ...get(QMAX), ...simd(OP.i32splat), ...tee(QMAXV), ...simd(OP.convert), ...set(QMAXF),
     ...i32(-0x80000000), ...simd(OP.i32splat), ...set(SIGN),
     ...i32(0), ...simd(OP.i32splat), ...set(ZERO),
     ...loop(B, get(B0), get(B1), i32(1), loop(N_, i32(0), get(N4), i32(4), [
@@ -119,9 +136,9 @@ function moduleBytes(): Uint8Array<ArrayBuffer> {
     ])),
     0x0b,
   ];
-  const locals = vec([[7, I32], [16, V128]]);
+  const locals = vec([[7, I32], [18, V128]]);
   const func = [...locals, ...body];
-  const params = [I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, F32, F32, I32];
+  const params = [I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, F32, F32, I32, I32, I32];
   return new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, vec([[0x60, ...vec(params.map((t) => [t])), 0]])),
@@ -132,7 +149,7 @@ function moduleBytes(): Uint8Array<ArrayBuffer> {
   ]);
 }
 
-type Kernel = (wp: number, N: number, Kp: number, b0: number, b1: number, kB: number, bs: number, n4: number, cp: number, sp: number, negMid: number, zpf: number, qmax: number) => void;
+type Kernel = (wp: number, N: number, Kp: number, b0: number, b1: number, kB: number, bs: number, n4: number, cp: number, sp: number, negMid: number, zpf: number, qmax: number, zp: number, asym: number) => void;
 let instance: { memory: WebAssembly.Memory; run: Kernel } | null | undefined;
 
 function kernel(): { memory: WebAssembly.Memory; run: Kernel } | null {
@@ -148,17 +165,17 @@ function kernel(): { memory: WebAssembly.Memory; run: Kernel } | null {
 }
 
 /**
- * Symmetric RTN of full block rows and the first N&~3 columns into `dst`; returns what it covered
+ * RTN of full block rows and the first N&~3 columns into `dst`; returns what it covered
  * (block rows [0, blocks), columns [0, cols)) for the scalar kernel to finish.
  */
-export function rtnSymSimd(w: Float32Array, K: number, N: number, dst: QuantizedWeight): { blocks: number; cols: number } {
+export function rtnSimd(w: Float32Array, K: number, N: number, dst: QuantizedWeight): { blocks: number; cols: number } {
   const bs = dst.blockSize, full = Math.floor(K / bs), n4 = N & ~3;
   const k = n4 && full ? kernel() : null;
   if (!k) return { blocks: 0, cols: 0 };
   const Kp = dst.kBlocks * bs, rowBytes = N * 4;
   const band = Math.max(1, Math.min(full, Math.floor(WINDOW_BYTES / (bs * rowBytes))));
   const windowBytes = band * bs * rowBytes;
-  const cp = windowBytes, sp = cp + ((N * Kp + 15) & ~15), need = sp + N * dst.kBlocks * 4;
+  const cp = windowBytes, sp = cp + ((N * Kp + 15) & ~15), zp = sp + N * dst.kBlocks * 4, need = zp + N * dst.kBlocks;
   const have = k.memory.buffer.byteLength;
   if (need > have) k.memory.grow(Math.ceil((need - have) / 65536));
   const heap = new Uint8Array(k.memory.buffer);
@@ -167,10 +184,11 @@ export function rtnSymSimd(w: Float32Array, K: number, N: number, dst: Quantized
   for (let b0 = 0; b0 < full; b0 += band) {
     const b1 = Math.min(full, b0 + band);
     heap.set(src.subarray(b0 * bs * rowBytes, b1 * bs * rowBytes), 0);
-    k.run(0, N, Kp, b0, b1, dst.kBlocks, bs, n4, cp, sp, -mid, mid, qmax);
+    k.run(0, N, Kp, b0, b1, dst.kBlocks, bs, n4, cp, sp, -mid, mid, qmax, zp, dst.symmetric ? 0 : 1);
   }
   // Bulk copy; the parts SIMD did not write are overwritten by the scalar kernel afterwards.
   dst.codes.set(heap.subarray(cp, cp + N * Kp));
   dst.scales.set(new Float32Array(k.memory.buffer, sp, N * dst.kBlocks));
+  dst.zeroPoints?.set(heap.subarray(zp, zp + N * dst.kBlocks));
   return { blocks: full, cols: n4 };
 }

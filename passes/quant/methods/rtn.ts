@@ -8,7 +8,7 @@
 // All-zero blocks get scale 0 and codes = zp (8 symmetric, 0 asymmetric, as MLAS). K is padded to
 // kBlocks*blockSize with zp codes.
 import { kBlocksOf, type QuantMethod, type QuantParams, type QuantizedWeight } from '../types.js';
-import { rtnSymSimd } from './rtn-simd.js';
+import { rtnSimd } from './rtn-simd.js';
 
 const fround = Math.fround;
 const SIGN = 0x80000000 | 0;
@@ -88,13 +88,13 @@ export function rtnReference(w: Float32Array, K: number, N: number, p: QuantPara
 }
 
 /**
- * Tuned kernel, byte-identical to rtnReference: the WebAssembly SIMD kernel (rtn-simd.ts) for
- * symmetric weights, this scalar one for the rest and for the edges the SIMD kernel leaves.
+ * Tuned kernel, byte-identical to rtnReference: the WebAssembly SIMD kernel (rtn-simd.ts), and
+ * this scalar one for the edges it leaves (columns past a multiple of 4, a partial last block).
  */
 export function rtnQuantize(w: Float32Array, K: number, N: number, p: QuantParams, simd = true): QuantizedWeight {
   checkParams(K, N, p, w);
   const out = allocate(K, N, p);
-  const done = p.symmetric && simd ? rtnSymSimd(w, K, N, out) : { blocks: 0, cols: 0 };
+  const done = simd ? rtnSimd(w, K, N, out) : { blocks: 0, cols: 0 };
   // What SIMD did not cover: the trailing partial block row and the columns past a multiple of 4.
   if (done.cols < N) rtnKernel(w, K, N, out, 0, done.blocks, done.cols, N);
   if (done.blocks < out.kBlocks) rtnKernel(w, K, N, out, done.blocks, out.kBlocks, 0, N);
