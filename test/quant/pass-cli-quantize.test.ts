@@ -48,7 +48,7 @@ describe('edgec quantize', () => {
 
   it('text report and bad usage exit codes', async () => {
     const out = path.join(TMP, 'cli', 'q.onnx');
-    const ok = await cli(['quantize', src, '-o', out, '--asym', '--format', 'qdq']);
+    const ok = await cli(['quantize', src, '-o', out, '--asym', '--format', 'qdq', '--threads', '2']);
     expect(ok.code).toBe(0);
     expect(ok.out).toMatch(/15 layers, \d+ weights: .* bits\/weight/);
     expect(ok.out).toMatch(/wrote .*q\.onnx/);
