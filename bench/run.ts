@@ -4,7 +4,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { writeBigDecoder } from '../fixtures/big-decoder.js';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { benchLoadSave } from './load-save.js';
+import { benchQuantize, formatQuantizeBench } from './quantize.js';
 
 const GB = 1e9;
 const fmt = (x: number, d = 2) => x.toFixed(d);
@@ -23,12 +26,27 @@ async function main() {
     console.log(`  fs.copyFile baseline       ${fmt(ls.copyMs, 0)} ms`);
     console.log(`  edgec load+save            ${fmt(ls.loadSaveMs, 0)} ms   ratio to copy ${fmt(ls.ratioToCopy)}x (aim <= 2x)`);
     console.log(`  peak RSS                   ${fmt(ls.peakRssBytes / 2 ** 20, 0)} MiB = ${fmt(ls.rssFraction, 3)}x model size (aim <= 0.5x)`);
+
+    console.log('');
+    const q = await benchQuantize({ modelFile: big.modelFile, work });
+    for (const line of formatQuantizeBench(q)) console.log(line);
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
 }
 
-main().catch((e) => {
+/** Pass benchmarks generate their own models; they run as separate processes after the above. */
+function runScript(name: string): void {
+  console.log('');
+  const file = path.join(path.dirname(fileURLToPath(import.meta.url)), name);
+  const r = spawnSync(process.execPath, [file], { stdio: 'inherit' });
+  if (r.status !== 0) throw new Error(`${name} failed`);
+}
+
+main().then(() => {
+  runScript('core-passes.js');
+  runScript('fusions.js');
+}).catch((e) => {
   console.error(e);
   process.exit(1);
 });

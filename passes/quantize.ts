@@ -1,7 +1,7 @@
 // quantize-int4: block-wise weight quantization of MatMul/Gemm weights (MatMulNBits or
 // DequantizeLinear-21 + MatMul) and Gather embeddings (GatherBlockQuantized). Weights are read,
 // quantized and replaced one tensor at a time; a replaced fp32 initializer is dropped at once.
-import { DataType, Graph, Model, Node, Tensor, Value, dtypeName, f16ToF32, f32ToF16 } from '../ir/index.js';
+import { DataType, Graph, Model, Node, Tensor, Value, dtypeName, f16ToF32, f32ToF16, readRange } from '../ir/index.js';
 import { guessRole, type Role } from '../ir/summary.js';
 import type { Options, Pass, PassContext, PassStats } from './pass.js';
 import { getMethod } from './quant/methods/index.js';
@@ -10,7 +10,7 @@ import type { CalibrationData, QuantMethod, QuantizedWeight } from './quant/type
 import { MS_DOMAIN, floatTensor, packMatMulNBits } from './quant/matmulnbits.js';
 import { packQdq } from './quant/qdq.js';
 import { packGatherBlockQuantized, type GatherForm } from './quant/gather.js';
-import { relativeError, type LayerReport } from './quant/report.js';
+import { errorSums, type LayerReport } from './quant/report.js';
 import { dropIfUnused, ensureOpset, floatTypeOf, matchesAny, removeDeadNode, replaceNode } from './quant/graph-util.js';
 import { upgradeOpset } from './upgrade-opset.js';
 
@@ -52,6 +52,12 @@ function constWeight(v: Value | null): ConstWeight | null {
   return null;
 }
 
+interface Quantized {
+  q: QuantizedWeight;
+  /** ||W - dequant|| / ||W|| over the whole weight. */
+  relError: number;
+}
+
 interface Candidate {
   node: Node;
   kind: 'matmul' | 'gemm' | 'gather';
@@ -70,21 +76,58 @@ const POSITIONAL = /position|pos_ids|rotary|cos_cache|sin_cache|inv_freq/i;
 
 const isFloatDtype = (t: DataType) => t === DataType.FLOAT || t === DataType.FLOAT16 || t === DataType.BFLOAT16;
 
-/** Float [K, N] row-major from a stored tensor ([K, N], or [N, K] when storedNK). */
-function readWeight(c: Candidate): Float32Array {
-  const raw = c.w.tensor.toFloat32();
-  if (!c.storedNK) return raw;
+const CHUNK = 16 << 20;
+
+/**
+ * Columns [n0, n1) of the float [K, N] weight, row-major [K, n1-n0]. The stored tensor is [K, N], or
+ * [N, K] when storedNK. fp32 data is read in chunks (external data is streamed from its file, never
+ * held whole); other float types are decoded whole first.
+ */
+function readSlice(c: Candidate, n0: number, n1: number): Float32Array {
+  const t = c.w.tensor;
   const { K, N } = c;
-  const out = new Float32Array(K * N);
-  // 64x64 tiles: both the strided reads and writes stay within a few pages.
-  for (let n0 = 0; n0 < N; n0 += 64) {
-    const n1 = Math.min(N, n0 + 64);
+  const ns = n1 - n0;
+  const out = new Float32Array(K * ns);
+  if (c.storedNK) {
+    // Rows n0..n1 of [N, K] are contiguous; transpose them in 64-wide tiles.
+    let src: Float32Array;
+    if (t.dtype === DataType.FLOAT) {
+      const d = t.data;
+      const bytes = d.kind === 'external' ? readRange(d.ref.file, d.ref.offset + n0 * K * 4, ns * K * 4) : t.bytes().subarray(n0 * K * 4, n1 * K * 4);
+      src = new Float32Array(ns * K);
+      new Uint8Array(src.buffer).set(bytes);
+    } else {
+      src = t.toFloat32().subarray(n0 * K, n1 * K);
+    }
     for (let k0 = 0; k0 < K; k0 += 64) {
       const k1 = Math.min(K, k0 + 64);
-      for (let n = n0; n < n1; n++) for (let k = k0; k < k1; k++) out[k * N + n] = raw[n * K + k]!;
+      for (let n = 0; n < ns; n++) for (let k = k0; k < k1; k++) out[k * ns + n] = src[n * K + k]!;
     }
+    return out;
   }
+  if (t.dtype !== DataType.FLOAT) {
+    const all = t.toFloat32();
+    for (let k = 0; k < K; k++) out.set(all.subarray(k * N + n0, k * N + n1), k * ns);
+    return out;
+  }
+  if (ns === N) {
+    const u8 = new Uint8Array(out.buffer);
+    t.forEachChunk(CHUNK, (chunk, at) => u8.set(chunk, at));
+    return out;
+  }
+  const rowBytes = N * 4, rows = Math.max(1, Math.floor(CHUNK / rowBytes));
+  const tmp = new Float32Array(rows * N), tmp8 = new Uint8Array(tmp.buffer);
+  t.forEachChunk(rows * rowBytes, (chunk, at) => {
+    tmp8.set(chunk);
+    const r0 = at / rowBytes, nr = chunk.length / rowBytes;
+    for (let r = 0; r < nr; r++) out.set(tmp.subarray(r * N + n0, r * N + n1), (r0 + r) * ns);
+  });
   return out;
+}
+
+/** The whole float [K, N] weight. */
+function readWeight(c: Candidate): Float32Array {
+  return readSlice(c, 0, c.N);
 }
 
 function roundScalesToF16(q: QuantizedWeight): void {
@@ -130,6 +173,7 @@ export const quantizeInt4: Pass = {
     embed_form: { type: 'enum', default: 'int4', values: ['int4', 'uint8'], description: "GatherBlockQuantized data: INT4/UINT4 [V, H], or uint8 [V, H*bits/8] (the MatMulNBits byte layout)" },
     tie: { type: 'bool', default: true, description: 'a tied embedding and lm_head share one packed initializer' },
     role: { type: 'enum', default: 'auto', values: ROLES, description: 'sub-model role for defaults (auto: guessed from the graph)' },
+    max_slice_mb: { type: 'float', default: 32, min: 0.001, description: 'quantize wider weights in column slices of at most this many MB of fp32 (peak memory)' },
     threads: { type: 'int', default: 1, min: 1, max: 64, description: 'worker threads quantizing weights in parallel (same output for any count)' },
   },
   async run(model: Model, o: Options, ctx: QuantizeContext): Promise<QuantizeStats> {
@@ -185,20 +229,40 @@ export const quantizeInt4: Pass = {
     }
 
     const cache = new Map<string, Value[]>();
-    const errs = new Map<string, number>();
     const threads = o.threads as number;
     const pool = threads > 1 ? await createQuantPool({ threads }) : null;
     const params = (b: 4 | 8) => ({ bits: b, blockSize: block, symmetric: sym });
     const bitsOf = (c: Candidate): 4 | 8 => (c.kind === 'gather' ? embedBits : c.lmHead ? lmBits : bits);
     const keyOf = (c: Candidate) => `${c.w.value.name}|${c.storedNK}|${bitsOf(c)}|${c.kind === 'gemm' ? c.node.attrFloat('alpha', 1) : 1}`;
-    /** The float [K, N] weight the node multiplies by (Gemm alpha folded in). */
-    const prepared = (c: Candidate): Float32Array => {
-      const w = readWeight(c);
+    const sliceCols = (c: Candidate) => Math.max(1, Math.floor(((o.max_slice_mb as number) * 2 ** 20) / (c.K * 4)));
+    /**
+     * Quantize in column slices (output columns are independent: blocks run along K), so at most
+     * one slice of fp32 is in memory per weight in flight; the codes land in one QuantizedWeight.
+     */
+    const quantizeWeight = async (c: Candidate, m: QuantMethod, calib: CalibrationData | undefined): Promise<Quantized> => {
+      const { K, N } = c;
+      const p = params(bitsOf(c));
       const alpha = c.kind === 'gemm' ? c.node.attrFloat('alpha', 1) : 1;
-      if (alpha !== 1) for (let i = 0; i < w.length; i++) w[i] = Math.fround(w[i]! * alpha);
-      return w;
+      const step = sliceCols(c);
+      let full: QuantizedWeight | null = null;
+      let se = 0, ss = 0;
+      for (let n0 = 0; n0 < N; n0 += step) {
+        const n1 = Math.min(N, n0 + step), ns = n1 - n0;
+        const w = readSlice(c, n0, n1);
+        if (alpha !== 1) for (let i = 0; i < w.length; i++) w[i] = Math.fround(w[i]! * alpha);
+        const q = pool ? await pool.quantize({ method: m.name, w: w.slice(), K, N: ns, params: p, calib }) : await m.quantize(w, K, ns, p, calib);
+        const e = errorSums(w, q);
+        se += e.se;
+        ss += e.ss;
+        if (ns === N) { full = q; break; }
+        full ??= { K, N, bits: q.bits, blockSize: q.blockSize, kBlocks: q.kBlocks, symmetric: q.symmetric, codes: new Uint8Array(N * q.kBlocks * q.blockSize), scales: new Float32Array(N * q.kBlocks), zeroPoints: q.zeroPoints ? new Uint8Array(N * q.kBlocks) : undefined };
+        full.codes.set(q.codes, n0 * q.kBlocks * q.blockSize);
+        full.scales.set(q.scales, n0 * q.kBlocks);
+        if (q.zeroPoints) full.zeroPoints!.set(q.zeroPoints, n0 * q.kBlocks);
+      }
+      return { q: full!, relError: ss === 0 ? Math.sqrt(se) : Math.sqrt(se / ss) };
     };
-    const emit = (c: Candidate, q: QuantizedWeight, first: boolean, w: Float32Array | null): void => {
+    const emit = (c: Candidate, { q, relError }: Quantized, first: boolean): void => {
       // Emitted initializers differ by consumer kind even when the codes are shared.
       const key = `${keyOf(c)}|${c.kind === 'gather' ? 'gather' : 'matmul'}`;
       const actType = c.kind === 'gather' ? floatTypeOf(c.w.value, DataType.FLOAT) : floatTypeOf(c.node.input(0), floatTypeOf(c.w.value, DataType.FLOAT));
@@ -206,11 +270,10 @@ export const quantizeInt4: Pass = {
       if (first && wantF16) roundScalesToF16(q);
       const scaleType = o.scales === 'fp32' ? DataType.FLOAT : wantF16 && (format === 'qdq' || actType === DataType.FLOAT16) ? DataType.FLOAT16 : actType;
       // A weight shared by several nodes is packed once; later nodes reuse its initializers.
-      if (first) errs.set(keyOf(c), relativeError(w ?? prepared(c), q));
       const layer: LayerReport = {
         node: c.node.name, weight: c.w.value.name, kind: c.kind === 'gather' ? 'embedding' : c.lmHead ? 'lm_head' : 'linear',
         shape: [c.K, c.N], bits: bitsOf(c), block, symmetric: sym, format: c.kind === 'gather' ? 'GatherBlockQuantized' : format === 'qdq' ? 'DequantizeLinear' : 'MatMulNBits',
-        relError: errs.get(keyOf(c))!, bytesBefore: first ? c.w.tensor.byteLength : 0, bytesAfter: 0,
+        relError, bytesBefore: first ? c.w.tensor.byteLength : 0, bytesAfter: 0,
       };
       const g = c.node.graph;
       const weightValue = c.w.value, transposer = c.w.transposedByNode;
@@ -244,16 +307,16 @@ export const quantizeInt4: Pass = {
 
     // In candidate order; with a pool, up to `threads` weights are in flight and emitted in order,
     // so the output does not depend on the thread count. A shared weight is quantized once.
-    const inFlight: { c: Candidate; q: Promise<QuantizedWeight>; w: Float32Array | null; first: boolean }[] = [];
+    const inFlight: { c: Candidate; q: Promise<Quantized>; first: boolean }[] = [];
     const fallbacks: string[] = [];
-    const jobs = new Map<string, Promise<QuantizedWeight>>();
+    const jobs = new Map<string, Promise<Quantized>>();
     const left = new Map<string, number>();
     const todo = cands.filter((c) => !c.tiedTo);
     for (const c of todo) left.set(keyOf(c), (left.get(keyOf(c)) ?? 0) + 1);
     const flush = async (keep: number) => {
       while (inFlight.length > keep) {
         const j = inFlight.shift()!;
-        emit(j.c, await j.q, j.first, j.w);
+        emit(j.c, await j.q, j.first);
         const key = keyOf(j.c);
         left.set(key, left.get(key)! - 1);
         if (!left.get(key)) jobs.delete(key);
@@ -267,17 +330,17 @@ export const quantizeInt4: Pass = {
         const key = keyOf(c);
         let q = jobs.get(key);
         const first = !q;
-        let w: Float32Array | null = null;
         if (!q) {
           const calib = ctx.calibration?.(c.w.value.name, c.node);
           // Weights no calibration run reached (embeddings, Gemm) fall back to round-to-nearest.
           const m = method.needsCalibration && !calib ? getMethod('rtn') : method;
           if (m !== method) fallbacks.push(c.w.value.name);
-          if (pool) q = pool.quantize({ method: m.name, w: prepared(c), K: c.K, N: c.N, params: params(bitsOf(c)), calib });
-          else { w = prepared(c); q = Promise.resolve(m.quantize(w, c.K, c.N, params(bitsOf(c)), calib)); }
+          q = quantizeWeight(c, m, calib);
+          // Without a pool the weight is done before the next one is read.
+          if (!pool) await q;
           jobs.set(key, q);
         }
-        inFlight.push({ c, q, w, first });
+        inFlight.push({ c, q, first });
         await flush(pool ? threads : 0);
       }
       await flush(0);

@@ -22,8 +22,9 @@ export interface LayerReport {
   sharedWith?: string;
 }
 
-/** ||W - dequant(q)|| / ||W|| over the unpadded [K, N] weight (row-major). */
-export function relativeError(w: Float32Array, q: QuantizedWeight): number {
+/** Sums of squared error and of squared weights over the unpadded [K, N] weight (row-major); the
+ * relative error is sqrt(se / ss), and slices of one weight add up. */
+export function errorSums(w: Float32Array, q: QuantizedWeight): { se: number; ss: number } {
   const { K, N, blockSize, kBlocks, bits, codes, scales, zeroPoints } = q;
   const Kp = kBlocks * blockSize, mid = 1 << (bits - 1);
   let se = 0, ss = 0;
@@ -51,7 +52,7 @@ export function relativeError(w: Float32Array, q: QuantizedWeight): number {
       }
     }
   }
-  return ss === 0 ? Math.sqrt(se) : Math.sqrt(se / ss);
+  return { se, ss };
 }
 
 export interface ReportTotals {

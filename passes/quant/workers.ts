@@ -2,10 +2,7 @@
 // (weight, params, calibration), so results are byte-identical whatever the thread count; they
 // come back in job order. Weights travel as transfers: a job's Float32Array is detached after
 // submission when it owns its whole ArrayBuffer, otherwise it is copied once into one that it does.
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { getMethod } from './methods/index.js';
 import type { CalibrationData, QuantizedWeight, QuantParams } from './types.js';
@@ -36,25 +33,20 @@ export interface QuantPool {
   close(): Promise<void>;
 }
 
-let bundled: { file: string; dir: string } | undefined;
+let bundled: Promise<string> | undefined;
 
-/** The compiled entry next to this file, or (running from .ts sources under vitest) a bundle of it. */
-async function workerScript(): Promise<URL> {
-  const here = new URL('./quant-worker.js', import.meta.url);
-  if (!import.meta.url.endsWith('.ts')) return here;
-  if (!bundled || !existsSync(bundled.file)) {
-    // Only reached from TypeScript sources, i.e. under vitest/vite, which ships esbuild.
-    const esbuild = (await import('esbuild' as string)) as { build(o: object): Promise<unknown> };
-    const dir = mkdtempSync(join(tmpdir(), 'edgec-qworker-'));
-    const file = join(dir, 'quant-worker.mjs');
-    await esbuild.build({
+/** The compiled entry next to this file, or (running from .ts sources under vitest) its bundled code. */
+async function workerScript(): Promise<{ script: URL | string; eval: boolean }> {
+  if (!import.meta.url.endsWith('.ts')) return { script: new URL('./quant-worker.js', import.meta.url), eval: false };
+  // Only reached from TypeScript sources, i.e. under vitest/vite, which ships esbuild. The bundle is
+  // CommonJS so the worker can take it as `eval` code: no file to write or clean up.
+  bundled ??= (import('esbuild' as string) as Promise<{ build(o: object): Promise<{ outputFiles: { text: string }[] }> }>)
+    .then((esbuild) => esbuild.build({
       entryPoints: [fileURLToPath(new URL('./quant-worker.ts', import.meta.url))],
-      bundle: true, platform: 'node', format: 'esm', outfile: file, logLevel: 'silent',
-    });
-    bundled = { file, dir };
-    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-  }
-  return pathToFileURL(bundled.file);
+      bundle: true, platform: 'node', format: 'cjs', write: false, logLevel: 'silent',
+    }))
+    .then((r) => r.outputFiles[0]!.text);
+  return { script: await bundled, eval: true };
 }
 
 function ownBuffer(w: Float32Array): Float32Array {
@@ -72,8 +64,8 @@ export async function createQuantPool(opts: PoolOptions = {}): Promise<QuantPool
       close: async () => {},
     };
   }
-  const script = await workerScript();
-  const workers = Array.from({ length: threads }, () => new Worker(script));
+  const { script, eval: isCode } = await workerScript();
+  const workers = Array.from({ length: threads }, () => new Worker(script, { eval: isCode }));
   const idle: Worker[] = [...workers];
   const queue: { req: WorkerRequest; resolve: (q: QuantizedWeight) => void; reject: (e: Error) => void }[] = [];
   const pending = new Map<Worker, (typeof queue)[number]>();

@@ -9,8 +9,8 @@ import { parsePipeline, runPipeline, type StepReport } from '../../passes/manage
 import { validateModel } from '../../passes/validate.js';
 import type { QuantizeStats } from '../../passes/quantize.js';
 import { totals } from '../../passes/quant/report.js';
-import { decoder, visionEncoder } from '../../fixtures/tiny-mllm.js';
-import { TMP, cleanup, clone, run, weights } from './helpers.js';
+import { decoder, embeddings as embeddingsModel, visionEncoder } from '../../fixtures/tiny-mllm.js';
+import { TMP, cleanup, clone, matmulModel, run, weights } from './helpers.js';
 
 afterAll(cleanup);
 
@@ -153,6 +153,10 @@ describe('determinism and sharing', () => {
     const one = await apply(fpm, 'quantize-int4{block=16,sym=false}');
     const two = await apply(fpm, 'quantize-int4{block=16,sym=false,threads=2}');
     expect(Buffer.from(encodeModel(two.m)).equals(Buffer.from(encodeModel(one.m)))).toBe(true);
+    // Column slices of 5 KB (5 columns of K=64 fp32, the last one shorter): same bytes, same error.
+    const sliced = await apply(fpm, 'quantize-int4{block=16,sym=false,max_slice_mb=0.005,threads=2}');
+    expect(Buffer.from(encodeModel(sliced.m)).equals(Buffer.from(encodeModel(one.m)))).toBe(true);
+    expect((sliced.reports[0]!.stats as QuantizeStats).layers[0]!.relError).toBeCloseTo((one.reports[0]!.stats as QuantizeStats).layers[0]!.relError, 12);
     const q = one.m.graph.nodes.filter((n) => n.opType === 'MatMulNBits');
     expect(q.length).toBe(2);
     expect(q[0]!.input(1)).toBe(q[1]!.input(1));
@@ -162,6 +166,14 @@ describe('determinism and sharing', () => {
     const feeds = { a: Tensor.fromFloat32('a', [2, 64], weights(1, 128)), b: Tensor.fromFloat32('b', [2, 64], weights(2, 128)) };
     const want = await run(fpm, feeds), got = await run(one.m, feeds);
     expect(compareTensors(want.y2!, got.y2!).cosine).toBeGreaterThan(0.99);
+  });
+
+  it('column slices of [N, K]-stored weights (Gemm transB, embedding table) give the same bytes', async () => {
+    for (const [model, opts] of [[matmulModel(64, 40, 2, 9, { gemm: 'transB-bias' }), 'block=32'], [embeddingsModel(), 'block=16,sym=false']] as const) {
+      const whole = await apply(model, `quantize-int4{${opts}}`);
+      const sliced = await apply(model, `quantize-int4{${opts},max_slice_mb=0.003}`);
+      expect(Buffer.from(encodeModel(sliced.m)).equals(Buffer.from(encodeModel(whole.m)))).toBe(true);
+    }
   });
 
   for (const format of ['matmulnbits', 'qdq']) {
