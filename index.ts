@@ -1,0 +1,20 @@
+// edgec's public API: the library under the CLI. Layers: ir <- passes <- targets; runtime is a leaf.
+export * from './ir/index.js';
+export { summarize, guessRole } from './ir/summary.js';
+export type { Pass, PassStats, PassContext, OptionSchema } from './passes/pass.js';
+import './passes/builtin.js';
+export { getPass, allPasses, registerPass } from './passes/registry.js';
+export { parsePipeline, runPipeline, type StepReport, type PipelineSpec } from './passes/manager.js';
+export { validateModel } from './passes/validate.js';
+export { DEFAULT_PIPELINE, PIPELINES } from './passes/pipelines.js';
+export { getMethod, allMethods } from './passes/quant/methods/index.js';
+export type { QuantizedWeight, QuantParams, QuantMethod } from './passes/quant/types.js';
+export { compile, artifactSummary } from './targets/compile.js';
+export { getTarget } from './targets/registry.js';
+export { checkModel } from './targets/check.js';
+export { planImage, parseImageSize } from './targets/plan/index.js';
+export { compileBuckets, assignVariants } from './targets/buckets.js';
+export { runModel, randomInputs, compareOutputs, compareTensors, loadTestDataSet, loadInputsDir } from './runtime/ort.js';
+export { verifyModels } from './runtime/verify.js';
+export { collectCalibration, loadCalibrationSets, syntheticCalibrationSets } from './runtime/calibrate.js';
+export { WebGpuBrowser } from './runtime/webgpu-browser.js';
