@@ -1,13 +1,20 @@
 // quantize-int4: block-wise weight quantization of MatMul/Gemm weights (MatMulNBits or
 // DequantizeLinear-21 + MatMul) and Gather embeddings (GatherBlockQuantized). Weights are read,
 // quantized and replaced one tensor at a time; a replaced fp32 initializer is dropped at once.
-import { DataType, Graph, Model, Node, Tensor, Value, dtypeName, f16ToF32, f32ToF16, readRange } from '../ir/index.js';
+// RTN of fp32 weights into MatMulNBits / GatherBlockQuantized streams (quant/rtn-stream.ts): units
+// of max_slice_mb go from the external file into the SIMD kernel, which packs the codes and sums
+// the error, on `threads` workers that read the file themselves.
+import { DataType, Graph, Model, Node, Tensor, Value, dtypeName, f16ToF32, f32ToF16, packInt4, readRange } from '../ir/index.js';
 import { guessRole, type Role } from '../ir/summary.js';
 import type { Options, Pass, PassContext, PassStats } from './pass.js';
 import { getMethod } from './quant/methods/index.js';
+import { normScaleEstimates } from './quant/norm-scales.js';
 import { createQuantPool } from './quant/workers.js';
 import type { CalibrationData, QuantMethod, QuantizedWeight } from './quant/types.js';
-import { MS_DOMAIN, floatTensor, packMatMulNBits } from './quant/matmulnbits.js';
+import { MS_DOMAIN, floatTensor, packMatMulNBits, packZeroPoints, zeroPointRowBytes } from './quant/matmulnbits.js';
+import { rtn } from './quant/methods/rtn.js';
+import { SHARED_MAX_PAGES, bindKernel, simdAvailable, type BoundKernel } from './quant/methods/rtn-simd.js';
+import { planUnits, runRtnUnit, unitRange, type RtnUnitJob } from './quant/rtn-stream.js';
 import { packQdq } from './quant/qdq.js';
 import { packGatherBlockQuantized, type GatherForm } from './quant/gather.js';
 import { errorSums, type LayerReport } from './quant/report.js';
@@ -54,6 +61,8 @@ function constWeight(v: Value | null): ConstWeight | null {
 
 interface Quantized {
   q: QuantizedWeight;
+  /** MatMulNBits B bytes [N][kBlocks][blob] when streamed; q.codes is then empty. */
+  packed?: Uint8Array;
   /** ||W - dequant|| / ||W|| over the whole weight. */
   relError: number;
 }
@@ -125,11 +134,6 @@ function readSlice(c: Candidate, n0: number, n1: number): Float32Array {
   return out;
 }
 
-/** The whole float [K, N] weight. */
-function readWeight(c: Candidate): Float32Array {
-  return readSlice(c, 0, c.N);
-}
-
 function roundScalesToF16(q: QuantizedWeight): void {
   for (let i = 0; i < q.scales.length; i++) q.scales[i] = f16ToF32(f32ToF16(q.scales[i]!));
 }
@@ -146,11 +150,28 @@ function looksLikeLmHead(n: Node, weightName: string): boolean {
   return false;
 }
 
-function sameTransposed(a: Candidate, gather: Candidate): boolean {
+/** Logical element (k, n) of an fp32 weight, read alone. */
+function valueAt(c: Candidate, k: number, n: number): number {
+  const t = c.w.tensor, i = c.storedNK ? n * c.K + k : k * c.N + n, d = t.data;
+  const b = d.kind === 'external' ? readRange(d.ref.file, d.ref.offset + i * 4, 4) : t.bytes().subarray(i * 4, i * 4 + 4);
+  return new DataView(b.buffer, b.byteOffset, 4).getFloat32(0, true);
+}
+
+function sameTransposed(a: Candidate, gather: Candidate, sliceMb: number): boolean {
   if (a.K !== gather.K || a.N !== gather.N) return false;
   if (a.w.value === gather.w.value) return a.storedNK === gather.storedNK;
-  const x = readWeight(a), y = readWeight(gather);
-  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  // Untied weights differ almost everywhere: a few sampled elements settle it without reading them.
+  if (a.w.tensor.dtype === DataType.FLOAT && gather.w.tensor.dtype === DataType.FLOAT) {
+    for (let s = 0; s < 16; s++) {
+      const k = (s * 7919) % a.K, n = (s * 104729) % a.N;
+      if (!Object.is(valueAt(a, k, n), valueAt(gather, k, n))) return false;
+    }
+  }
+  const step = Math.max(1, Math.floor((sliceMb * 2 ** 20) / (a.K * 4)));
+  for (let n0 = 0; n0 < a.N; n0 += step) {
+    const x = readSlice(a, n0, Math.min(a.N, n0 + step)), y = readSlice(gather, n0, Math.min(a.N, n0 + step));
+    for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  }
   return true;
 }
 
@@ -173,7 +194,7 @@ export const quantizeInt4: Pass = {
     embed_form: { type: 'enum', default: 'int4', values: ['int4', 'uint8'], description: "GatherBlockQuantized data: INT4/UINT4 [V, H], or uint8 [V, H*bits/8] (the MatMulNBits byte layout)" },
     tie: { type: 'bool', default: true, description: 'a tied embedding and lm_head share one packed initializer' },
     role: { type: 'enum', default: 'auto', values: ROLES, description: 'sub-model role for defaults (auto: guessed from the graph)' },
-    max_slice_mb: { type: 'float', default: 32, min: 0.001, description: 'quantize wider weights in column slices of at most this many MB of fp32 (peak memory)' },
+    max_slice_mb: { type: 'float', default: 8, min: 0.001, description: 'read and quantize weights in units (block rows or column slices) of at most about this many MB of fp32 (peak memory)' },
     threads: { type: 'int', default: 1, min: 1, max: 64, description: 'worker threads quantizing weights in parallel (same output for any count)' },
   },
   async run(model: Model, o: Options, ctx: QuantizeContext): Promise<QuantizeStats> {
@@ -191,6 +212,13 @@ export const quantizeInt4: Pass = {
     if (method.needsCalibration && !ctx.calibration) {
       skip(`method '${method.name}' needs calibration activations and none were given; model left unchanged`);
       return stats;
+    }
+    let calibration = ctx.calibration;
+    if (!calibration && method.usesChannelScale) {
+      // Data-free: the channel scale the norm weights imply stands in for activations.
+      const scales = normScaleEstimates(model);
+      calibration = (w) => scales.get(w);
+      stats.notes!.push(`data-free channel scales from norm weights for ${scales.size} weight(s)`);
     }
 
     const cands: Candidate[] = [];
@@ -224,7 +252,7 @@ export const quantizeInt4: Pass = {
       // Asymmetric tying is not offered: the shared 3-D form needs zero points shaped like its
       // [V, k_blocks, 1] scales, which onnxruntime's WebGPU kernel reads as 4-bit pairs and rejects.
       if (!c.lmHead || !o.tie || format !== 'matmulnbits' || embedBits !== lmBits || !sym) continue;
-      const gq = gathers.find((gc) => !gc.tiedTo && sameTransposed(c, gc));
+      const gq = gathers.find((gc) => !gc.tiedTo && sameTransposed(c, gc, o.max_slice_mb as number));
       if (gq && gq.K % block === 0 && gq.node.input(1)?.shape) { c.tiedGather = gq; gq.tiedTo = c; }
     }
 
@@ -235,11 +263,71 @@ export const quantizeInt4: Pass = {
     const bitsOf = (c: Candidate): 4 | 8 => (c.kind === 'gather' ? embedBits : c.lmHead ? lmBits : bits);
     const keyOf = (c: Candidate) => `${c.w.value.name}|${c.storedNK}|${bitsOf(c)}|${c.kind === 'gemm' ? c.node.attrFloat('alpha', 1) : 1}`;
     const sliceCols = (c: Candidate) => Math.max(1, Math.floor(((o.max_slice_mb as number) * 2 ** 20) / (c.K * 4)));
+    const unitBytes = (o.max_slice_mb as number) * 2 ** 20;
+    let mem: WebAssembly.Memory | undefined, kernel: BoundKernel | undefined;
+    const memory = () => (mem ??= pool?.memory ?? new WebAssembly.Memory({ initial: 1 }));
+    const align = (x: number) => (x + 15) & ~15;
+    const firstUnitBytes = (c: Candidate) => unitRange({ ...planUnits(c.storedNK, c.K, c.N, block, unitBytes)[0]!, storedNK: c.storedNK, K: c.K, N: c.N, blockSize: block }).length;
+    const outBytes = (c: Candidate) => align((c.N * c.K * bitsOf(c)) / 8) + align((c.N * c.K * 4) / block) + align((c.N * c.K) / block);
+    const maxBytes = SHARED_MAX_PAGES * 65536;
+    const shapeStreams = (c: Candidate) => c.K % block === 0 && c.N % 4 === 0 && firstUnitBytes(c) <= 256 * 2 ** 20 && outBytes(c) <= maxBytes / 4;
+    // The streaming memory: a window per thread, then the outputs (B, scales, zero points) of each
+    // weight in flight, first fit, freed once copied out.
+    const windowStride = align(Math.max(0, ...cands.filter(shapeStreams).map(firstUnitBytes)) + 32);
+    const streams = (c: Candidate, m: QuantMethod) => m === rtn && c.w.tensor.dtype === DataType.FLOAT && c.w.tensor.data.kind !== 'typed'
+      && (c.kind === 'gather' || format === 'matmulnbits') && shapeStreams(c) && windowStride * Math.max(1, threads) + outBytes(c) <= maxBytes && simdAvailable();
+    const live = new Map<{ start: number; end: number }, Promise<unknown>>();
+    const alloc = (bytes: number) => {
+      let at = windowStride * Math.max(1, threads);
+      for (const r of [...live.keys()].sort((x, y) => x.start - y.start)) {
+        if (r.start >= at + bytes) break;
+        at = Math.max(at, r.end);
+      }
+      return { start: at, end: at + bytes };
+    };
+    const streamWeight = async (c: Candidate): Promise<Quantized> => {
+      let region = alloc(outBytes(c));
+      while (region.end > maxBytes && live.size) {
+        await Promise.race([...live.values()]).catch(() => {});
+        region = alloc(outBytes(c));
+      }
+      const have = memory().buffer.byteLength;
+      if (region.end > have) memory().grow(Math.ceil((region.end - have) / 65536));
+      const run = streamOne(c, region.start);
+      live.set(region, run);
+      try {
+        return await run;
+      } finally {
+        live.delete(region);
+      }
+    };
+    const streamOne = async (c: Candidate, at: number): Promise<Quantized> => {
+      const { K, N } = c, b = bitsOf(c), kBlocks = K / block, blob = (block * b) / 8, cells = N * kBlocks;
+      const t = c.w.tensor, d = t.data;
+      const target = { codes: at, scales: at + align(cells * blob), zeroPoints: at + align(cells * blob) + align(cells * 4), kBlocks };
+      const raw = d.kind === 'external' ? null : t.bytes();
+      const base = { storedNK: c.storedNK, K, N, bits: b, blockSize: block, symmetric: sym, alpha: c.kind === 'gemm' ? c.node.attrFloat('alpha', 1) : 1, target, windows: 0, windowStride };
+      const jobs: RtnUnitJob[] = planUnits(c.storedNK, K, N, block, unitBytes).map((u) => {
+        const { start, length } = unitRange({ ...base, ...u });
+        return { ...base, ...u, ...(d.kind === 'external' ? { file: d.ref.file, offset: d.ref.offset + start } : { offset: 0, bytes: raw!.subarray(start, start + length) }) };
+      });
+      const sums = pool ? await Promise.all(jobs.map((j) => pool.rtnUnit(j))) : jobs.map((j) => runRtnUnit(j, (kernel ??= bindKernel(memory())), 0));
+      let se = 0, ss = 0;
+      for (const e of sums) { se += e.se; ss += e.ss; }
+      const buf = memory().buffer;
+      const q: QuantizedWeight = {
+        K, N, bits: b, blockSize: block, kBlocks, symmetric: sym, codes: new Uint8Array(0),
+        scales: new Float32Array(buf, target.scales, cells).slice(), zeroPoints: sym ? undefined : new Uint8Array(buf, target.zeroPoints, cells).slice(),
+      };
+      return { q, packed: new Uint8Array(buf, target.codes, cells * blob).slice(), relError: ss === 0 ? Math.sqrt(se) : Math.sqrt(se / ss) };
+    };
     /**
-     * Quantize in column slices (output columns are independent: blocks run along K), so at most
-     * one slice of fp32 is in memory per weight in flight; the codes land in one QuantizedWeight.
+     * Other weights (methods other than rtn, QDQ, float16 weights, shapes the kernel leaves) in column
+     * slices (output columns are independent: blocks run along K), so at most one slice of fp32 is in
+     * memory per weight in flight; the codes land in one QuantizedWeight.
      */
     const quantizeWeight = async (c: Candidate, m: QuantMethod, calib: CalibrationData | undefined): Promise<Quantized> => {
+      if (streams(c, m)) return streamWeight(c);
       const { K, N } = c;
       const p = params(bitsOf(c));
       const alpha = c.kind === 'gemm' ? c.node.attrFloat('alpha', 1) : 1;
@@ -262,7 +350,7 @@ export const quantizeInt4: Pass = {
       }
       return { q: full!, relError: ss === 0 ? Math.sqrt(se) : Math.sqrt(se / ss) };
     };
-    const emit = (c: Candidate, { q, relError }: Quantized, first: boolean): void => {
+    const emit = (c: Candidate, { q, packed, relError }: Quantized, first: boolean): void => {
       // Emitted initializers differ by consumer kind even when the codes are shared.
       const key = `${keyOf(c)}|${c.kind === 'gather' ? 'gather' : 'matmul'}`;
       const actType = c.kind === 'gather' ? floatTypeOf(c.w.value, DataType.FLOAT) : floatTypeOf(c.node.input(0), floatTypeOf(c.w.value, DataType.FLOAT));
@@ -278,10 +366,10 @@ export const quantizeInt4: Pass = {
       const g = c.node.graph;
       const weightValue = c.w.value, transposer = c.w.transposedByNode;
       if (c.kind === 'gather') {
-        layer.bytesAfter = emitGather(g, c, q, actType, cache, key, o.embed_form as GatherForm);
+        layer.bytesAfter = emitGather(g, c, q, packed, actType, cache, key, o.embed_form as GatherForm);
         if (o.embed_form === 'uint8' && !sym && q.bits === 4 && q.kBlocks % 2) stats.notes!.push(`${c.node.name}: odd block count ${q.kBlocks} with packed 4-bit zero points runs on the CPU EP but not on WebGPU (it reads them as pairs)`);
       } else if (format === 'matmulnbits') {
-        const made = emitMatMulNBits(model, c, q, actType, o.accuracy_level as number, cache, key);
+        const made = emitMatMulNBits(model, c, q, packed, actType, o.accuracy_level as number, cache, key);
         layer.bytesAfter = made.bytes;
         layer.node = made.node.name;
         if (c.tiedGather) {
@@ -331,7 +419,7 @@ export const quantizeInt4: Pass = {
         let q = jobs.get(key);
         const first = !q;
         if (!q) {
-          const calib = ctx.calibration?.(c.w.value.name, c.node);
+          const calib = calibration?.(c.w.value.name, c.node);
           // Weights no calibration run reached (embeddings, Gemm) fall back to round-to-nearest.
           const m = method.needsCalibration && !calib ? getMethod('rtn') : method;
           if (m !== method) fallbacks.push(c.w.value.name);
@@ -425,12 +513,12 @@ function gemmAddend(c: Candidate): Value | null {
   return addInit(c.node.graph, Tensor.fromNumbers(`${C.name}_beta`, t.dtype, [...t.dims], Float32Array.from(t.toFloat32(), (v) => v * beta)));
 }
 
-function emitMatMulNBits(model: Model, c: Candidate, q: QuantizedWeight, actType: DataType, acc: number, cache: Map<string, Value[]>, key: string) {
+function emitMatMulNBits(model: Model, c: Candidate, q: QuantizedWeight, packedB: Uint8Array | undefined, actType: DataType, acc: number, cache: Map<string, Value[]>, key: string) {
   const g = c.node.graph;
   let vals = cache.get(key);
   let bytes = 0;
   if (!vals) {
-    const packed = packMatMulNBits(q, c.w.value.name, actType);
+    const packed = packMatMulNBits(q, c.w.value.name, actType, packedB);
     const home = c.w.value.graph;
     vals = [addInit(home, packed.B), addInit(home, packed.scales)];
     if (packed.zeroPoints) vals.push(addInit(home, packed.zeroPoints));
@@ -498,11 +586,33 @@ function emitQdqMatMul(c: Candidate, q: QuantizedWeight, scaleType: DataType, ac
   return { node: node!, bytes };
 }
 
-function emitGather(g: Graph, c: Candidate, q: QuantizedWeight, actType: DataType, cache: Map<string, Value[]>, key: string, form: GatherForm): number {
+/**
+ * GatherBlockQuantized initializers from streamed MatMulNBits-layout bytes, as packGatherBlockQuantized
+ * makes them from codes: the 'int4' form's signed nibbles are code - 8, i.e. code ^ 8.
+ */
+function gatherFromPacked(q: QuantizedWeight, packed: Uint8Array, base: string, actType: DataType, form: GatherForm): { data: Tensor; scales: Tensor; zeroPoints?: Tensor } {
+  const { K: H, N: V, kBlocks, bits } = q;
+  const scales = floatTensor(`${base}_scales`, [V, kBlocks], q.scales, actType);
+  if (form === 'int4' && bits === 4) {
+    let data = packed;
+    if (q.symmetric) {
+      data = new Uint8Array(packed.length);
+      const s = new Uint32Array(packed.buffer, packed.byteOffset, packed.length >> 2), d = new Uint32Array(data.buffer);
+      for (let i = 0; i < s.length; i++) d[i] = s[i]! ^ 0x88888888;
+    }
+    const out = { data: Tensor.fromBytes(`${base}_Q4`, q.symmetric ? DataType.INT4 : DataType.UINT4, [V, H], data), scales };
+    return q.symmetric ? out : { ...out, zeroPoints: Tensor.fromBytes(`${base}_zero_points`, DataType.UINT4, [V, kBlocks], packInt4(q.zeroPoints!)) };
+  }
+  const out = { data: Tensor.fromBytes(`${base}_Q${bits}`, DataType.UINT8, [V, (H * bits) / 8], packed), scales };
+  if (q.symmetric) return out;
+  return { ...out, zeroPoints: Tensor.fromBytes(`${base}_zero_points`, DataType.UINT8, [V, zeroPointRowBytes(kBlocks, bits)], packZeroPoints(q.zeroPoints!, V, kBlocks, bits)) };
+}
+
+function emitGather(g: Graph, c: Candidate, q: QuantizedWeight, packed: Uint8Array | undefined, actType: DataType, cache: Map<string, Value[]>, key: string, form: GatherForm): number {
   let vals = cache.get(key);
   let bytes = 0;
   if (!vals) {
-    const p = packGatherBlockQuantized(q, c.w.value.name, actType, form);
+    const p = packed ? gatherFromPacked(q, packed, c.w.value.name, actType, form) : packGatherBlockQuantized(q, c.w.value.name, actType, form);
     const home = c.w.value.graph;
     vals = [addInit(home, p.data), addInit(home, p.scales), ...(p.zeroPoints ? [addInit(home, p.zeroPoints)] : [])];
     bytes = bytesOf(vals);

@@ -1,13 +1,15 @@
 // Calibration activations for data-aware quantization (GPTQ): run the model in onnxruntime with the
 // A inputs of weight MatMuls exposed as extra graph outputs and keep, per weight, a deterministic
 // sample of activation rows [rows, K]. The temporary model is written next to the source so its
-// external data is referenced in place, not copied.
+// external data is referenced in place, not copied. (passes/quant/norm-scales.ts holds the
+// data-free stand-in: per-channel activation scale read off the norm weights.)
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { DataType, InputError, Model, Tensor, Value, saveModel } from '../ir/index.js';
+import { InputError, Model, Tensor, Value, saveModel } from '../ir/index.js';
 import type { CalibrationData } from '../passes/quant/types.js';
+import { matmulActivations } from '../passes/quant/norm-scales.js';
 import { fromOrtTensor, loadInputsDir, randomInputs, tensorToFloat64, toOrtTensor, type InputSpec } from './ort.js';
 
 export interface CalibrateOptions {
@@ -16,23 +18,6 @@ export interface CalibrateOptions {
   /** Only these weight (initializer) names; default every 2-D float MatMul weight. */
   weights?: string[];
   intraOpNumThreads?: number;
-}
-
-const FLOATS = new Set<number>([DataType.FLOAT, DataType.FLOAT16, DataType.BFLOAT16]);
-
-/** Weight name -> the activation value that multiplies it, for MatMuls with a constant 2-D float B. */
-export function matmulActivations(model: Model, only?: string[]): Map<string, Value> {
-  const want = only ? new Set(only) : undefined;
-  const out = new Map<string, Value>();
-  for (const node of model.graph.nodes) {
-    if (node.opType !== 'MatMul' || node.domain !== '') continue;
-    const a = node.input(0), b = node.input(1);
-    const t = b?.initializer;
-    if (!a || !b || !t || t.dims.length !== 2 || !FLOATS.has(t.dtype)) continue;
-    if (want && !want.has(b.name)) continue;
-    out.set(b.name, a);
-  }
-  return out;
 }
 
 /** Input sets from a `--calibration` folder: each sub-folder is one set (`<name>.pb` files or an
@@ -110,12 +95,21 @@ export async function collectCalibration(model: Model, sets: Record<string, Tens
     for (const p of parts) { x.set(p, at); at += p.length; }
     joined.set(v, x);
   }
+  // Weights reading the same activation (q/k/v, gate/up) share one sample.
+  const shared = new Map<Value, CalibrationData>();
   for (const [w, v] of acts) {
-    const x = joined.get(v)!, K = g.value(w).initializer!.dims[0]!, n = x.length / K;
-    if (n <= maxRows) { result.set(w, { x, rows: n }); continue; }
-    const pick = spread(n, maxRows), y = new Float32Array(maxRows * K);
-    pick.forEach((r, i) => y.set(x.subarray(r * K, (r + 1) * K), i * K));
-    result.set(w, { x: y, rows: maxRows });
+    let c = shared.get(v);
+    if (!c) {
+      const x = joined.get(v)!, K = g.value(w).initializer!.dims[0]!, n = x.length / K;
+      if (n <= maxRows) c = { x, rows: n };
+      else {
+        const pick = spread(n, maxRows), y = new Float32Array(maxRows * K);
+        pick.forEach((r, i) => y.set(x.subarray(r * K, (r + 1) * K), i * K));
+        c = { x: y, rows: maxRows };
+      }
+      shared.set(v, c);
+    }
+    result.set(w, c);
   }
   return result;
 }

@@ -1,5 +1,6 @@
 // `edgec quantize <in> -o <out>`: block-wise 4/8-bit weight quantization with a per-layer report.
 import fs from 'node:fs';
+import os from 'node:os';
 import type { Command } from 'commander';
 import { InputError, externalSources, loadModel, saveModel } from '../../ir/index.js';
 import { parsePipeline, runPipeline } from '../../passes/manager.js';
@@ -58,7 +59,7 @@ export const registerQuantize: RegisterCommand = (program: Command) => {
     .option('--role <role>', 'sub-model role for defaults: decoder, vision-encoder, projector, embeddings (default: guessed)')
     .option('--calibration <dir>', 'input sets for calibration-based methods (one sub-folder of <input name>.pb files per set)')
     .option('--calibration-sets <n>', 'without --calibration: this many seeded random input sets', '8')
-    .option('--threads <n>', 'worker threads quantizing weights in parallel (same bytes for any count)')
+    .option('--threads <n>', 'worker threads quantizing weights in parallel (same bytes for any count; default: available cores)')
     .option('--fp16', 'then convert the rest to float16 (q4f16), keeping float32 I/O and norms')
     .option('--json', 'print the report as JSON')
     .action(async (input: string, opts: QuantizeOpts) => {
@@ -73,7 +74,7 @@ export const registerQuantize: RegisterCommand = (program: Command) => {
       if (opts.embedBits !== undefined) options.embed_bits = opts.embedBits;
       if (opts.lmHeadBits !== undefined) options.lm_head_bits = opts.lmHeadBits;
       if (opts.role !== undefined) options.role = opts.role;
-      if (opts.threads !== undefined) options.threads = opts.threads;
+      options.threads = opts.threads ?? String(Math.min(64, os.availableParallelism()));
       const steps = parsePipeline([{ pass: 'quantize-int4', options }, ...(opts.fp16 ? [{ pass: 'to-fp16' }] : [])]);
       const model = loadModel(input);
       const inputBytes = fileBytes([input, ...externalSources(model)]);

@@ -66,10 +66,13 @@ export interface MatMulNBitsWeights {
   attrs: { K: number; N: number; bits: number; block_size: number };
 }
 
-/** Initializers for one MatMulNBits weight; `base` names them `<base>_Q4`, `<base>_scales`, `<base>_zero_points`. */
-export function packMatMulNBits(q: QuantizedWeight, base: string, scaleType: DataType): MatMulNBitsWeights {
+/**
+ * Initializers for one MatMulNBits weight; `base` names them `<base>_Q4`, `<base>_scales`, `<base>_zero_points`.
+ * `packedB`: the B bytes already made (streamed quantization), used instead of packing q.codes.
+ */
+export function packMatMulNBits(q: QuantizedWeight, base: string, scaleType: DataType, packedB?: Uint8Array): MatMulNBitsWeights {
   const blob = (q.blockSize * q.bits) / 8;
-  const B = Tensor.fromBytes(`${base}_Q${q.bits}`, DataType.UINT8, [q.N, q.kBlocks, blob], packB(q));
+  const B = Tensor.fromBytes(`${base}_Q${q.bits}`, DataType.UINT8, [q.N, q.kBlocks, blob], packedB ?? packB(q));
   const scales = floatTensor(`${base}_scales`, [q.N * q.kBlocks], q.scales, scaleType);
   const out: MatMulNBitsWeights = { B, scales, attrs: { K: q.K, N: q.N, bits: q.bits, block_size: q.blockSize } };
   if (!q.symmetric) {

@@ -14,7 +14,10 @@ export interface LayerReport {
   block: number;
   symmetric: boolean;
   format: string;
-  /** ||W - dequant(Wq)|| / ||W||. */
+  /**
+   * ||W - dequant(Wq)|| / ||W|| over every element of the weight (exact, not sampled). Streamed RTN
+   * computes it in the kernel: float32 differences summed per block and column, then in float64.
+   */
   relError: number;
   bytesBefore: number;
   bytesAfter: number;

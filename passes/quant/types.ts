@@ -43,6 +43,10 @@ export interface QuantMethod {
   description: string;
   /** True when the method needs calibration activations (the pass collects them via onnxruntime). */
   needsCalibration: boolean;
+  /** True when the method weights its error per input channel if given activation statistics; the
+   * quantize pass then supplies data-free estimates (passes/quant/norm-scales.ts) when no calibration
+   * was run. */
+  usesChannelScale?: boolean;
   quantize(w: Float32Array, K: number, N: number, p: QuantParams, calib?: CalibrationData): QuantizedWeight;
 }
 

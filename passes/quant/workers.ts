@@ -2,10 +2,14 @@
 // (weight, params, calibration), so results are byte-identical whatever the thread count; they
 // come back in job order. Weights travel as transfers: a job's Float32Array is detached after
 // submission when it owns its whole ArrayBuffer, otherwise it is copied once into one that it does.
+// Streamed RTN units (rtn-stream.ts) carry no weight: a worker reads its file range itself into its
+// window of one WebAssembly memory shared by the pool, and the kernel writes the results there.
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { getMethod } from './methods/index.js';
 import type { CalibrationData, QuantizedWeight, QuantParams } from './types.js';
+import { SHARED_MAX_PAGES, bindKernel } from './methods/rtn-simd.js';
+import { runRtnUnit, type RtnUnitJob } from './rtn-stream.js';
 
 export interface QuantJob {
   /** Method name from the registry (methods/index.ts). */
@@ -24,12 +28,24 @@ export interface PoolOptions {
 }
 
 /** @internal message shapes shared with quant-worker.ts */
-export interface WorkerRequest extends QuantJob { id: number }
-export type WorkerReply = { id: number; q: QuantizedWeight; error?: undefined } | { id: number; error: string; q?: undefined };
+export type WorkerRequest = (QuantJob & { id: number; kind?: undefined }) | (RtnUnitJob & { id: number; kind: 'rtn-unit'; memory?: WebAssembly.Memory });
+export type WorkerReply = { id: number; q: QuantizedWeight | ErrorSums; error?: undefined } | { id: number; error: string; q?: undefined };
+/** @internal workerData of quant-worker.ts */
+export interface WorkerInit { thread: number }
+
+export interface ErrorSums { se: number; ss: number }
 
 export interface QuantPool {
   readonly threads: number;
   quantize(job: QuantJob): Promise<QuantizedWeight>;
+  /**
+   * The memory streamed RTN works in (shared by the workers, made on first use): the caller lays
+   * out the outputs and `threads` windows in it, growing it as needed, and reads the outputs back
+   * once units are done.
+   */
+  readonly memory: WebAssembly.Memory;
+  /** One unit of a streamed RTN weight (rtn-stream.ts); a worker reads its file range itself. */
+  rtnUnit(job: RtnUnitJob): Promise<ErrorSums>;
   close(): Promise<void>;
 }
 
@@ -58,16 +74,25 @@ function ownBuffer(w: Float32Array): Float32Array {
 export async function createQuantPool(opts: PoolOptions = {}): Promise<QuantPool> {
   const threads = Math.max(0, Math.floor(opts.threads ?? 1));
   if (threads <= 1) {
+    const memory = new WebAssembly.Memory({ initial: 1 });
+    let k: ReturnType<typeof bindKernel> | undefined;
     return {
       threads: 1,
+      memory,
       quantize: async (j) => getMethod(j.method).quantize(j.w, j.K, j.N, j.params, j.calib),
+      rtnUnit: async (j) => runRtnUnit(j, (k ??= bindKernel(memory)), 0),
       close: async () => {},
     };
   }
   const { script, eval: isCode } = await workerScript();
-  const workers = Array.from({ length: threads }, () => new Worker(script, { eval: isCode }));
+  let memory: WebAssembly.Memory | undefined;
+  const shared = () => (memory ??= new WebAssembly.Memory({ initial: 1, maximum: SHARED_MAX_PAGES, shared: true }));
+  const workers = Array.from({ length: threads }, (_, thread) => new Worker(script, { eval: isCode, workerData: { thread } satisfies WorkerInit }));
+  // Workers get the shared memory with their first streamed unit.
+  const hasMemory = new Set<Worker>();
   const idle: Worker[] = [...workers];
-  const queue: { req: WorkerRequest; resolve: (q: QuantizedWeight) => void; reject: (e: Error) => void }[] = [];
+  // resolve takes the reply shape matching req.kind
+  const queue: { req: WorkerRequest; resolve: (q: never) => void; reject: (e: Error) => void }[] = [];
   const pending = new Map<Worker, (typeof queue)[number]>();
   let nextId = 0;
   let failed: Error | undefined;
@@ -76,7 +101,9 @@ export async function createQuantPool(opts: PoolOptions = {}): Promise<QuantPool
     while (idle.length && queue.length) {
       const w = idle.shift()!, task = queue.shift()!;
       pending.set(w, task);
-      w.postMessage(task.req, [task.req.w.buffer as ArrayBuffer]);
+      const r = task.req;
+      if (r.kind === 'rtn-unit' && !hasMemory.has(w)) { hasMemory.add(w); r.memory = shared(); }
+      w.postMessage(r, r.kind !== 'rtn-unit' ? [r.w.buffer as ArrayBuffer] : r.bytes ? [r.bytes.buffer as ArrayBuffer] : []);
     }
   };
   for (const w of workers) {
@@ -84,8 +111,8 @@ export async function createQuantPool(opts: PoolOptions = {}): Promise<QuantPool
       const task = pending.get(w)!;
       pending.delete(w);
       idle.push(w);
-      if (r.error !== undefined) task.reject(new Error(`quantizing with '${task.req.method}': ${r.error}`));
-      else task.resolve(r.q);
+      if (r.error !== undefined) task.reject(new Error(`quantizing with '${task.req.kind === 'rtn-unit' ? 'rtn' : task.req.method}': ${r.error}`));
+      else task.resolve(r.q as never);
       pump();
     });
     w.on('error', (e) => {
@@ -97,12 +124,24 @@ export async function createQuantPool(opts: PoolOptions = {}): Promise<QuantPool
   }
   return {
     threads,
+    get memory() {
+      return shared();
+    },
     quantize(job) {
       if (failed) return Promise.reject(failed);
       getMethod(job.method); // unknown names fail here, with the registry's message
       return new Promise((resolve, reject) => {
         const req: WorkerRequest = { ...job, w: ownBuffer(job.w), id: nextId++ };
         queue.push({ req, resolve, reject });
+        pump();
+      });
+    },
+    rtnUnit(job) {
+      if (failed) return Promise.reject(failed);
+      return new Promise((resolve, reject) => {
+        // In-memory bytes travel as an owned copy of the unit alone: cloning a view clones its whole
+        // buffer, and a Buffer's slice() is a view (transferring it would detach the model's bytes).
+        queue.push({ req: { ...job, bytes: job.bytes && new Uint8Array(job.bytes), kind: 'rtn-unit', id: nextId++ }, resolve, reject });
         pump();
       });
     },

@@ -2,10 +2,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Tensor, encodeTensor, loadModel, saveModel } from '../../ir/index.js';
-import { decoder } from '../../fixtures/tiny-mllm.js';
+import { DataType, GraphBuilder, Tensor, encodeTensor, loadModel, saveModel } from '../../ir/index.js';
+import { decoder, visionEncoder } from '../../fixtures/tiny-mllm.js';
 import { runModel, tensorToFloat64 } from '../../runtime/ort.js';
-import { collectCalibration, loadCalibrationSets, matmulActivations, syntheticCalibrationSets } from '../../runtime/calibrate.js';
+import { collectCalibration, loadCalibrationSets, syntheticCalibrationSets } from '../../runtime/calibrate.js';
+import { matmulActivations, normScaleEstimates } from '../../passes/quant/norm-scales.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-qcal-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -65,4 +66,41 @@ describe('collectCalibration', () => {
     }
     expect(() => loadCalibrationSets(path.join(tmp, 'nope'), model)).toThrow(/calibration folder not found/);
   }, 30_000);
+});
+
+describe('normScaleEstimates (data-free activation scale)', () => {
+  const gamma = (m: ReturnType<typeof decoder>, name: string) => m.graph.value(name).initializer!.toFloat32();
+
+  it('reads |gamma| of the RMSNorm feeding each MatMul, in both exported forms; nothing for other inputs', () => {
+    for (const rmsNorm of ['div', 'reciprocal'] as const) {
+      const m = decoder({ weights: 'trained-like' }, { rmsNorm });
+      const est = normScaleEstimates(m);
+      expect([...est.keys()].filter((w) => /o_proj|down_proj/.test(w))).toEqual([]);
+      expect(est.size).toBe(matmulActivations(m).size - 4);
+      const g = gamma(m, 'model.layers.1.post_attention_layernorm.weight');
+      for (const w of ['model.layers.1.mlp.gate_proj.weight', 'model.layers.1.mlp.up_proj.weight']) {
+        const e = est.get(w)!;
+        expect(e.rows).toBe(1);
+        expect(Array.from(e.x)).toEqual(Array.from(g, Math.abs));
+      }
+      expect(Array.from(est.get('lm_head.weight')!.x)).toEqual(Array.from(gamma(m, 'model.norm.weight'), Math.abs));
+      // trained-like: the outlier channels stand out in the estimate (x4..x8 against ~1)
+      expect(Math.max(...est.get('lm_head.weight')!.x)).toBeGreaterThan(4);
+    }
+  });
+
+  it('LayerNorm written out (gamma, beta) and fused LayerNormalization: sqrt(gamma^2 + beta^2)', () => {
+    const v = visionEncoder();
+    const fc1 = normScaleEstimates(v).get('vision_model.encoder.layers.0.mlp.fc1.weight')!;
+    const g = gamma(v, 'vision_model.encoder.layers.0.layer_norm2.weight'), b = gamma(v, 'vision_model.encoder.layers.0.layer_norm2.bias');
+    fc1.x.forEach((x, k) => expect(x).toBeCloseTo(Math.hypot(g[k]!, b[k]!), 6));
+
+    const K = 8, bld = new GraphBuilder({ opset: 17 });
+    const x = bld.input('x', DataType.FLOAT, [1, 2, K]);
+    const sc = Float32Array.from({ length: K }, (_, k) => k - 3), bias = Float32Array.from({ length: K }, (_, k) => 0.5 * k);
+    const ln = bld.op1('LayerNormalization', [x, bld.constF32('ln.scale', [K], sc), bld.constF32('ln.bias', [K], bias)], { attrs: { axis: -1 } });
+    bld.output(bld.op1('MatMul', [ln, bld.constF32('w', [K, 4], new Float32Array(K * 4).fill(0.1))]), 'y', DataType.FLOAT, [1, 2, 4]);
+    const est = normScaleEstimates(bld.build()).get('w')!;
+    est.x.forEach((e, k) => expect(e).toBeCloseTo(Math.hypot(sc[k]!, bias[k]!), 6));
+  });
 });

@@ -1,8 +1,10 @@
 // GPTQ (Frantar et al., 2022; reference implementation IST-DASLab/gptq) for block-wise weights:
 // quantize W [K, N] one input row k at a time and push each row's rounding error onto the rows
 // not yet quantized, weighted by the inverse Hessian of the layer's output error,
-// H = 2/rows X^T X + damp I. Groups are the format's blocks (groupsize = blockSize) with MSE-searched
-// parameters; with act-order (default) rows go in decreasing diag(H) order and the group parameters
+// H = 2/rows X^T X + damp I (damp = percdamp 0.01 of the mean diagonal). Groups are the format's
+// blocks (groupsize = blockSize); their parameters come from the block search of mse-search with the
+// error weighted by diag(H), the inputs' activation energy, so blocks holding an outlier channel's
+// row fit that row; with act-order (default) rows go in decreasing diag(H) order and the group parameters
 // are static (from the original weights), so the codes keep the plain MatMulNBits layout (no g_idx,
 // which WebGPU rejects). Off-diagonal H entries are shrunk by rows/(rows+K): calibration caps rows
 // per weight, and sampled correlations of a few hundred rows are partly noise. Rows are processed
@@ -117,10 +119,11 @@ function outputError(x: Float32Array, rows: number, w: Float32Array, q: Quantize
 }
 
 /**
- * GPTQ, checked on held-out calibration rows: every 4th row is held out, GPTQ runs on the others
- * and is compared there with the data-free search (mse-search). Error feedback only pays when the
- * activations are correlated and the rows many enough to estimate that; otherwise it fits sampling
- * noise, and the data-free result is returned instead. The winner is then computed on all rows.
+ * GPTQ, checked on held-out calibration rows: every 4th row is held out, and three candidates fitted
+ * on the others are compared there: GPTQ, the same activation-weighted group search without error
+ * feedback, and the data-free search (mse-search). Error feedback only pays when the activations
+ * are correlated and the rows many enough to estimate that; otherwise it fits sampling noise. The
+ * winner is then computed on all rows.
  */
 export function gptqQuantize(w: Float32Array, K: number, N: number, p: QuantParams, calib: CalibrationData | undefined, opts: GptqOptions & { validate?: boolean } = {}): QuantizedWeight {
   checkParams(K, N, p, w);
@@ -133,15 +136,22 @@ export function gptqQuantize(w: Float32Array, K: number, N: number, p: QuantPara
       const row = calib.x.subarray(r * K, (r + 1) * K);
       if (r % 4 === 3) held.set(row, nh++ * K); else fit.set(row, nf++ * K);
     }
-    const g = gptqCore(w, K, N, p, { x: fit.subarray(0, nf * K), rows: nf }, opts);
-    const m = mseSearchQuantize(w, K, N, p);
-    if (outputError(held, nh, w, m, K, N) <= outputError(held, nh, w, g, K, N)) return m;
+    const Hfit = hessian({ x: fit.subarray(0, nf * K), rows: nf }, K);
+    const errs = [
+      outputError(held, nh, w, gptqCore(w, K, N, p, Hfit, nf, opts, true), K, N),
+      outputError(held, nh, w, gptqCore(w, K, N, p, Hfit, nf, opts, false), K, N),
+      outputError(held, nh, w, mseSearchQuantize(w, K, N, p), K, N),
+    ];
+    const pick = errs.indexOf(Math.min(...errs));
+    if (pick === 2) return mseSearchQuantize(w, K, N, p);
+    return gptqCore(w, K, N, p, hessian(calib, K), calib.rows, opts, pick === 0);
   }
-  return gptqCore(w, K, N, p, calib, opts);
+  return gptqCore(w, K, N, p, hessian(calib, K), calib.rows, opts, true);
 }
 
-function gptqCore(w: Float32Array, K: number, N: number, p: QuantParams, calib: CalibrationData, opts: GptqOptions): QuantizedWeight {
-  const H0 = hessian(calib, K);
+/** Block codes with group parameters searched under the activation weighting diag(H0) (H0 from
+ * `rows` activation rows); with `feedback`, GPTQ's inverse-Hessian error propagation between rows. */
+function gptqCore(w: Float32Array, K: number, N: number, p: QuantParams, H0: Float64Array, rows: number, opts: GptqOptions, feedback: boolean): QuantizedWeight {
   const actOrder = opts.actOrder ?? true;
   const perm = Array.from({ length: K }, (_, i) => i);
   if (actOrder) perm.sort((a, b) => H0[b * K + b]! - H0[a * K + a]! || a - b);
@@ -154,12 +164,16 @@ function gptqCore(w: Float32Array, K: number, N: number, p: QuantParams, calib: 
     mean += H[i * K + i]!;
   }
   mean /= K;
+  const percdamp = opts.percdamp ?? 0.01;
+  // Group search weights: the rows' activation energy, damped like H so unseen inputs still count.
+  const hw = new Float64Array(K);
+  for (let k = 0; k < K; k++) hw[k] = H0[k * K + k]! + percdamp * mean;
   // Shrink the sampled off-diagonal correlations toward 0 by rows/(rows+K): with few rows per input
   // they are mostly sampling noise, and feedback through noise raises held-out error.
-  const shrink = calib.rows / (calib.rows + K);
+  const shrink = rows / (rows + K);
   for (let i = 0; i < K; i++) for (let j = 0; j < K; j++) if (i !== j) H[i * K + j]! *= shrink;
   let U: Float64Array | undefined;
-  for (let damp = opts.percdamp ?? 0.01, tries = 0; !U; damp *= 10, tries++) {
+  for (let damp = percdamp, tries = 0; feedback && !U; damp *= 10, tries++) {
     if (tries > 6) throw new RangeError('gptq: Hessian stays singular after dampening');
     const Hd = H.slice();
     for (let i = 0; i < K; i++) Hd[i * K + i]! += damp * mean;
@@ -172,12 +186,13 @@ function gptqCore(w: Float32Array, K: number, N: number, p: QuantParams, calib: 
   const zeroPoints = p.symmetric ? undefined : new Uint8Array(N * kBlocks);
   // Group parameters [kBlocks][N]: static (original weights) for act-order, else set as each block starts.
   const gs = new Float64Array(kBlocks * N), gz = new Float64Array(kBlocks * N);
-  const gx = new Float64Array(bs), gq = new Int32Array(bs), gqt = new Int32Array(bs);
+  const gx = new Float64Array(bs), gh = new Float64Array(bs), gq = new Int32Array(bs), gqt = new Int32Array(bs);
   const groupParams = (b: number, row: (k: number, n: number) => number): void => {
     const k0 = b * bs, len = Math.min(K, k0 + bs) - k0;
+    for (let i = 0; i < len; i++) gh[i] = hw[k0 + i]!;
     for (let n = 0; n < N; n++) {
       for (let i = 0; i < len; i++) gx[i] = row(k0 + i, n);
-      const f = searchBlock(gx, len, p.bits, p.symmetric, gq, gqt);
+      const f = searchBlock(gx, len, p.bits, p.symmetric, gq, gqt, gh);
       const sc = Math.fround(f.s);
       scales[n * kBlocks + b] = sc;
       if (zeroPoints) zeroPoints[n * kBlocks + b] = f.z;
@@ -197,6 +212,14 @@ function gptqCore(w: Float32Array, K: number, N: number, p: QuantParams, calib: 
       const k = perm[i]!, b = Math.floor(k / bs);
       // In plain order a block's rows all sit in this batch and have their updates from earlier rows.
       if (!actOrder && k % bs === 0) groupParams(b, (kk, n) => W[kk * N + n]!);
+      if (!U) { // no feedback: static groups, plain rounding
+        for (let n = 0; n < N; n++) {
+          const sc = gs[b * N + n]!, z = gz[b * N + n]!;
+          const c = sc !== 0 ? Math.round(W[i * N + n]! / sc) + z : z;
+          codes[n * Kp + k] = c < 0 ? 0 : c > qmax ? qmax : c;
+        }
+        continue;
+      }
       const d = U[i * K + i]!, oi = i * N, oe = (i - i1) * N, og = b * N;
       for (let n = 0; n < N; n++) {
         const v = W[oi + n]!, sc = gs[og + n]!, z = gz[og + n]!;
@@ -212,7 +235,7 @@ function gptqCore(w: Float32Array, K: number, N: number, p: QuantParams, calib: 
         for (let n = 0; n < N; n++) W[oj + n]! -= u * E[oe + n]!;
       }
     }
-    for (let j = i2; j < K; j++) {
+    for (let j = i2; U && j < K; j++) {
       const oj = j * N;
       for (let i = i1; i < i2; i++) {
         const u = U[i * K + j]!;
@@ -227,7 +250,7 @@ function gptqCore(w: Float32Array, K: number, N: number, p: QuantParams, calib: 
 
 export const gptq: QuantMethod = {
   name: 'gptq',
-  description: 'GPTQ: inverse-Hessian error feedback from calibration activations (act-order, static groups = blocks, MSE-searched group scales, integer zero points), kept only when it beats mse-search on held-out calibration rows',
+  description: 'GPTQ: inverse-Hessian error feedback from calibration activations (act-order, static groups = blocks, group scales searched under activation-energy weighting, integer zero points); checked on held-out calibration rows against the same search without feedback and against mse-search',
   needsCalibration: true,
   quantize: (w, K, N, p, calib) => gptqQuantize(w, K, N, p, calib),
 };

@@ -7,9 +7,13 @@
 //   asym    scale = (pos + neg) / qmax; zp = min(qmax, roundf(neg / scale)) (0 when scale is 0)
 //   code    rs = 1/scale or 0; t = v*rs + zp (f32); q = floor(t) + (t - floor(t) >= 0.5) = roundf(t),
 //           clamped to [0, qmax]
+//   error   se += (v - (q - zp) * scale)^2, ss += v^2 in float32 per block and column, then added
+//           to float64 totals (the layer report's relError, over every element)
 // Four rows of codes are narrowed to bytes and transposed so each column's 4 codes go out in one
-// 32-bit store. The module is assembled here (no toolchain); the weight streams through a small
-// window of wasm memory one band of block rows at a time, so memory stays ~ codes + 8 MiB.
+// 32-bit store, or (PACK) nibble-packed so they go out as one 16-bit store of MatMulNBits bytes.
+// The module is assembled here (no toolchain). rtnSimd streams an in-memory weight through a small
+// window one band of block rows at a time (memory ~ codes + 8 MiB); rtnBandAt runs one band that the
+// caller placed in a memory it lays out (passes/quant/rtn-stream.ts: shared by worker threads).
 import type { QuantizedWeight } from '../types.js';
 
 const WINDOW_BYTES = 8 << 20;
@@ -48,6 +52,7 @@ const OP = {
   load: 0x00, shuffle: 0x0d, i32splat: 0x11, f32splat: 0x13, f32eq: 0x41, f32gt: 0x44, f32ge: 0x46,
   andnot: 0x4f, xor: 0x51, bitselect: 0x52, store8lane: 0x58, store32lane: 0x5a, narrow8u: 0x66, floor: 0x68, narrow16u: 0x86,
   i32sub: 0xb1, i32min: 0xb6, i32max: 0xb8, fneg: 0xe1, fadd: 0xe4, fsub: 0xe5, fmul: 0xe6, fdiv: 0xe7, trunc: 0xf8, convert: 0xfa,
+  store: 0x0b, i16splat: 0x10, and: 0x4e, or: 0x50, store16lane: 0x59, promoteLow: 0x5f, i16shrU: 0x8d, dadd: 0xf0,
 };
 const mem = (align: number) => [...uleb(align), 0];
 /** `for (v = from; v < limit; v += step) body` with a block/loop pair. */
@@ -60,13 +65,17 @@ const loop = (v: number, from: number[], limit: number[], step: number[], body: 
   0x0c, 0, 0x0b, 0x0b,
 ];
 
-// params
-const WP = 0, NN = 1, KP = 2, B0 = 3, B1 = 4, KB = 5, BS = 6, N4 = 7, CP = 8, SP = 9, NEGMID = 10, ZPF = 11, QMAX = 12, ZP = 13, ASYM = 14;
+// params (PACK: 4-bit codes packed two per byte, low nibble first; ERRP: where the f64 sums go)
+const WP = 0, NN = 1, KP = 2, B0 = 3, B1 = 4, KB = 5, BS = 6, N4 = 7, CP = 8, SP = 9, NEGMID = 10, ZPF = 11, QMAX = 12, ZP = 13, ASYM = 14, PACK = 15, ERRP = 16;
 // locals
-const B = 15, N_ = 16, K = 17, A = 18, RS4 = 19, CB = 20, T = 21;
-const POS = 22, NEG = 23, RS = 24, HALF = 25, ZPV = 26, QMAXV = 27, SIGN = 28, Q0 = 29, ZERO = 33, TV = 34, FL = 35, SCALE = 36, NEGMIDV = 37, ZB = 38, QMAXF = 39;
+const B = 17, N_ = 18, K = 19, A = 20, RS4 = 21, CB = 22, T = 23;
+const POS = 24, NEG = 25, RS = 26, HALF = 27, ZPV = 28, QMAXV = 29, SIGN = 30, Q0 = 31, ZERO = 35, TV = 36, FL = 37, SCALE = 38, NEGMIDV = 39, ZB = 40, QMAXF = 41;
+const VV = 42, SEF = 43, SSF = 44, SE64 = 45, SS64 = 46, LOW8 = 47;
 
-function moduleBytes(): Uint8Array<ArrayBuffer> {
+/** Memory limits for a shared memory (streamed quantization on several threads): 2 GiB at most. */
+export const SHARED_MAX_PAGES = 32768;
+
+function moduleBytes(shared = false): Uint8Array<ArrayBuffer> {
   // a = wp + (((b - b0) * bs) * N + n) * 4
   const bandAddr = [...get(WP), ...get(B), ...get(B0), SUB, ...get(BS), MUL, ...get(NN), MUL, ...get(N_), ADD, ...i32(4), MUL, ADD, ...set(A)];
   const absmax = loop(K, i32(0), get(BS), i32(1), [
@@ -102,10 +111,14 @@ function moduleBytes(): Uint8Array<ArrayBuffer> {
       ...get(T), ...get(KB), ...i32(4), MUL, ADD, ...set(T),
     ]),
   ];
+  // Each code also adds (v - (q - zp) * scale)^2 and v^2 to the block's float32 sums.
   const quant = (q: number) => [
-    ...get(A), ...simd(OP.load, ...mem(0)), ...get(RS), ...simd(OP.fmul), ...get(ZB), ...simd(OP.fadd),
+    ...get(A), ...simd(OP.load, ...mem(0)), ...tee(VV), ...get(RS), ...simd(OP.fmul), ...get(ZB), ...simd(OP.fadd),
     ...roundNonNeg,
-    ...get(QMAXV), ...simd(OP.i32min), ...get(ZERO), ...simd(OP.i32max), ...set(q),
+    ...get(QMAXV), ...simd(OP.i32min), ...get(ZERO), ...simd(OP.i32max), ...tee(q),
+    ...simd(OP.convert), ...get(ZB), ...simd(OP.fsub), ...get(SCALE), ...simd(OP.fmul), ...get(VV), ...simd(OP.fsub), ...tee(TV), ...get(TV), ...simd(OP.fmul),
+    ...get(SEF), ...simd(OP.fadd), ...set(SEF),
+    ...get(VV), ...get(VV), ...simd(OP.fmul), ...get(SSF), ...simd(OP.fadd), ...set(SSF),
     ...get(A), ...get(RS4), ADD, ...set(A),
   ];
   const shuffle = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
@@ -113,9 +126,17 @@ function moduleBytes(): Uint8Array<ArrayBuffer> {
     ...quant(Q0), ...quant(Q0 + 1), ...quant(Q0 + 2), ...quant(Q0 + 3),
     ...get(Q0), ...get(Q0 + 1), ...simd(OP.narrow16u), ...get(Q0 + 2), ...get(Q0 + 3), ...simd(OP.narrow16u), ...simd(OP.narrow8u),
     ...tee(TV), ...get(TV), ...simd(OP.shuffle, ...shuffle), ...set(TV),
+    ...get(PACK), 0x04, 0x40,
+    // i16 lanes (k even | k odd << 8) of one column -> one byte (even | odd << 4); 2 bytes per column
+    ...get(TV), ...get(TV), ...i32(4), ...simd(OP.i16shrU), ...simd(OP.or), ...get(LOW8), ...simd(OP.and), ...tee(TV), ...get(TV), ...simd(OP.narrow8u), ...set(TV),
+    ...[0, 1, 2, 3].flatMap((j) => [
+      ...get(CB), ...get(K), ...i32(1), 0x76, ADD, ...(j ? [...get(KP), ...i32(j), MUL, ADD] : []), ...get(TV), ...simd(OP.store16lane, ...mem(1), j),
+    ]),
+    0x05,
     ...[0, 1, 2, 3].flatMap((j) => [
       ...get(CB), ...get(K), ADD, ...(j ? [...get(KP), ...i32(j), MUL, ADD] : []), ...get(TV), ...simd(OP.store32lane, ...mem(2), j),
     ]),
+    0x0b,
   ]);
   const body = [
     ...get(NN), ...i32(2), 0x74, ...set(RS4),
@@ -125,31 +146,44 @@ function moduleBytes(): Uint8Array<ArrayBuffer> {
     ...get(QMAX), ...simd(OP.i32splat), ...tee(QMAXV), ...simd(OP.convert), ...set(QMAXF),
     ...i32(-0x80000000), ...simd(OP.i32splat), ...set(SIGN),
     ...i32(0), ...simd(OP.i32splat), ...set(ZERO),
+    ...i32(0xff), ...simd(OP.i16splat), ...set(LOW8),
+    ...get(ZERO), ...set(SE64), ...get(ZERO), ...set(SS64),
     ...loop(B, get(B0), get(B1), i32(1), loop(N_, i32(0), get(N4), i32(4), [
       ...bandAddr, ...get(ZERO), ...set(POS), ...get(ZERO), ...set(NEG),
       ...absmax,
       ...scale,
       ...bandAddr,
-      // cb = cp + n * Kp + b * bs
-      ...get(CP), ...get(N_), ...get(KP), MUL, ADD, ...get(B), ...get(BS), MUL, ADD, ...set(CB),
+      // cb = cp + n * Kp + b * bs (Kp is the column stride in bytes: halved by the caller when packing)
+      ...get(CP), ...get(N_), ...get(KP), MUL, ADD, ...get(B), ...get(BS), MUL, ...get(PACK), 0x76, ADD, ...set(CB),
+      ...get(ZERO), ...set(SEF), ...get(ZERO), ...set(SSF),
       ...codes,
+      // the block's float32 sums, per column, into the float64 totals
+      ...[SEF, SSF].flatMap((acc) => {
+        const tot = acc === SEF ? SE64 : SS64;
+        return [
+          ...get(tot), ...get(acc), ...simd(OP.promoteLow), ...simd(OP.dadd),
+          ...get(acc), ...get(acc), ...simd(OP.shuffle, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7), ...simd(OP.promoteLow), ...simd(OP.dadd), ...set(tot),
+        ];
+      }),
     ])),
+    ...get(ERRP), ...get(SE64), ...simd(OP.store, ...mem(3)),
+    ...get(ERRP), ...i32(16), ADD, ...get(SS64), ...simd(OP.store, ...mem(3)),
     0x0b,
   ];
-  const locals = vec([[7, I32], [18, V128]]);
+  const locals = vec([[7, I32], [24, V128]]);
   const func = [...locals, ...body];
-  const params = [I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, F32, F32, I32, I32, I32];
+  const params = [I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, F32, F32, I32, I32, I32, I32, I32];
   return new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, vec([[0x60, ...vec(params.map((t) => [t])), 0]])),
-    ...section(2, vec([[...str('e'), ...str('m'), 0x02, 0x00, 1]])),
+    ...section(2, vec([[...str('e'), ...str('m'), 0x02, ...(shared ? [0x03, 1, ...uleb(SHARED_MAX_PAGES)] : [0x00, 1])]])),
     ...section(3, vec([[0]])),
     ...section(7, vec([[...str('q'), 0x00, 0]])),
     ...section(10, vec([[...uleb(func.length), ...func]])),
   ]);
 }
 
-type Kernel = (wp: number, N: number, Kp: number, b0: number, b1: number, kB: number, bs: number, n4: number, cp: number, sp: number, negMid: number, zpf: number, qmax: number, zp: number, asym: number) => void;
+type Kernel = (wp: number, N: number, Kp: number, b0: number, b1: number, kB: number, bs: number, n4: number, cp: number, sp: number, negMid: number, zpf: number, qmax: number, zp: number, asym: number, pack: number, errp: number) => void;
 let instance: { memory: WebAssembly.Memory; run: Kernel } | null | undefined;
 
 function kernel(): { memory: WebAssembly.Memory; run: Kernel } | null {
@@ -175,7 +209,7 @@ export function rtnSimd(w: Float32Array, K: number, N: number, dst: QuantizedWei
   const Kp = dst.kBlocks * bs, rowBytes = N * 4;
   const band = Math.max(1, Math.min(full, Math.floor(WINDOW_BYTES / (bs * rowBytes))));
   const windowBytes = band * bs * rowBytes;
-  const cp = windowBytes, sp = cp + ((N * Kp + 15) & ~15), zp = sp + N * dst.kBlocks * 4, need = zp + N * dst.kBlocks;
+  const cp = windowBytes, sp = cp + ((N * Kp + 15) & ~15), zp = sp + N * dst.kBlocks * 4, errp = (zp + N * dst.kBlocks + 15) & ~15, need = errp + 32;
   const have = k.memory.buffer.byteLength;
   if (need > have) k.memory.grow(Math.ceil((need - have) / 65536));
   const heap = new Uint8Array(k.memory.buffer);
@@ -184,11 +218,56 @@ export function rtnSimd(w: Float32Array, K: number, N: number, dst: QuantizedWei
   for (let b0 = 0; b0 < full; b0 += band) {
     const b1 = Math.min(full, b0 + band);
     heap.set(src.subarray(b0 * bs * rowBytes, b1 * bs * rowBytes), 0);
-    k.run(0, N, Kp, b0, b1, dst.kBlocks, bs, n4, cp, sp, -mid, mid, qmax, zp, dst.symmetric ? 0 : 1);
+    k.run(0, N, Kp, b0, b1, dst.kBlocks, bs, n4, cp, sp, -mid, mid, qmax, zp, dst.symmetric ? 0 : 1, 0, errp);
   }
   // Bulk copy; the parts SIMD did not write are overwritten by the scalar kernel afterwards.
   dst.codes.set(heap.subarray(cp, cp + N * Kp));
   dst.scales.set(new Float32Array(k.memory.buffer, sp, N * dst.kBlocks));
   dst.zeroPoints?.set(heap.subarray(zp, zp + N * dst.kBlocks));
   return { blocks: full, cols: n4 };
+}
+
+/** WebAssembly SIMD is there (the streamed kernel needs it). */
+export function simdAvailable(): boolean {
+  return kernel() !== null;
+}
+
+/** The kernel bound to a memory the caller lays out (shared across worker threads or not). */
+export interface BoundKernel {
+  memory: WebAssembly.Memory;
+  run: Kernel;
+}
+
+const modules = new Map<boolean, WebAssembly.Module>();
+
+export function bindKernel(memory: WebAssembly.Memory): BoundKernel {
+  const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
+  let mod = modules.get(shared);
+  if (!mod) modules.set(shared, (mod = new WebAssembly.Module(moduleBytes(shared))));
+  return { memory, run: new WebAssembly.Instance(mod, { e: { m: memory } }).exports.q as Kernel };
+}
+
+/** Where a band's results go in the kernel's memory (byte addresses). */
+export interface BandTarget {
+  /** Codes [N][kBlocks * bs * bits / 8] (4-bit packed two per byte, low nibble first). */
+  codes: number;
+  /** Scales [N][kBlocks] float32 (4-aligned). */
+  scales: number;
+  /** Zero points [N][kBlocks] (asymmetric only). */
+  zeroPoints: number;
+  kBlocks: number;
+}
+
+/**
+ * RTN of a [(b1 - b0) * bs, ns] float32 band at `window` (16-aligned, ns a multiple of 4, 32 bytes
+ * after it for the sums) holding blocks [b0, b1) of output columns [n0, n0 + ns): codes, scales and
+ * zero points go to their final places in `t`, 4-bit codes packed in the kernel. Returns the sums,
+ * over the band, of (w - dequant)^2 (float32 per block and column, summed in float64) and of w^2.
+ */
+export function rtnBandAt(k: BoundKernel, window: number, n0: number, ns: number, b0: number, b1: number, bits: 4 | 8, bs: number, symmetric: boolean, t: BandTarget): { se: number; ss: number } {
+  const colBytes = (t.kBlocks * bs * bits) / 8, errp = window + (b1 - b0) * bs * ns * 4;
+  const mid = 1 << (bits - 1), qmax = (1 << bits) - 1;
+  k.run(window, ns, colBytes, b0, b1, t.kBlocks, bs, ns, t.codes + n0 * colBytes, t.scales + n0 * t.kBlocks * 4, -mid, mid, qmax, t.zeroPoints + n0 * t.kBlocks, symmetric ? 0 : 1, bits === 4 ? 1 : 0, errp);
+  const e = new Float64Array(k.memory.buffer, errp, 4);
+  return { se: e[0]! + e[1]!, ss: e[2]! + e[3]! };
 }

@@ -1,0 +1,89 @@
+// Streaming RTN of one fp32 weight, a unit (rectangle of blocks x output columns) at a time: each
+// unit is read from its external file (or memory) straight into a window of the SIMD kernel's
+// memory, and the kernel writes packed codes, scales and zero points to their final places in that
+// memory while it sums the reconstruction error. Neither the whole fp32 weight nor a code array is
+// ever held. Worker threads share one WebAssembly memory, each with its own window, so units need
+// no gathering afterwards. Units are planned from the weight's shape alone and their error sums are
+// added in unit order, so the result is the same whichever thread runs which unit.
+import fs from 'node:fs';
+import { readInto } from '../../ir/external-data.js';
+import { rtnBandAt, type BandTarget, type BoundKernel } from './methods/rtn-simd.js';
+
+export interface RtnUnitJob {
+  /** The unit's stored fp32 bytes: those of `file` at `offset`, or `bytes`. */
+  file?: string;
+  offset: number;
+  bytes?: Uint8Array;
+  /** Stored [N, K] (a row per output column) rather than [K, N]. */
+  storedNK: boolean;
+  K: number;
+  N: number;
+  /** Output columns [n0, n1) and blocks [b0, b1): full width for [K, N], all blocks for [N, K]. */
+  n0: number;
+  n1: number;
+  b0: number;
+  b1: number;
+  bits: 4 | 8;
+  blockSize: number;
+  symmetric: boolean;
+  /** Gemm alpha folded into the weight (fround(w * alpha)). */
+  alpha: number;
+  target: BandTarget;
+  /** Thread i's window is at windows + i * windowStride. */
+  windows: number;
+  windowStride: number;
+}
+
+/** Bytes of the stored tensor a unit covers (contiguous in both layouts). */
+export function unitRange(j: Pick<RtnUnitJob, 'storedNK' | 'K' | 'N' | 'n0' | 'n1' | 'b0' | 'b1' | 'blockSize'>): { start: number; length: number } {
+  if (j.storedNK) return { start: j.n0 * j.K * 4, length: (j.n1 - j.n0) * j.K * 4 };
+  return { start: j.b0 * j.blockSize * j.N * 4, length: (j.b1 - j.b0) * j.blockSize * j.N * 4 };
+}
+
+/** Units of at most about `unitBytes` of fp32 (at least one block row or four columns). */
+export function planUnits(storedNK: boolean, K: number, N: number, blockSize: number, unitBytes: number): { n0: number; n1: number; b0: number; b1: number }[] {
+  const kBlocks = K / blockSize, out = [];
+  if (storedNK) {
+    const step = Math.max(4, Math.floor(unitBytes / (K * 4)) & ~3);
+    for (let n0 = 0; n0 < N; n0 += step) out.push({ n0, n1: Math.min(N, n0 + step), b0: 0, b1: kBlocks });
+  } else {
+    const step = Math.max(1, Math.floor(unitBytes / (blockSize * N * 4)));
+    for (let b0 = 0; b0 < kBlocks; b0 += step) out.push({ n0: 0, n1: N, b0, b1: Math.min(kBlocks, b0 + step) });
+  }
+  return out;
+}
+
+let scratch = new Uint8Array(0);
+
+function readUnit(j: RtnUnitJob, dst: Uint8Array): void {
+  if (j.bytes) { dst.set(j.bytes); return; }
+  const fd = fs.openSync(j.file!, 'r');
+  try {
+    readInto(fd, dst, j.offset);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Quantize one unit on thread `thread` (K a multiple of the block, the unit's width of 4). */
+export function runRtnUnit(j: RtnUnitJob, k: BoundKernel, thread: number): { se: number; ss: number } {
+  const blocks = j.b1 - j.b0, ns = j.n1 - j.n0, rows = blocks * j.blockSize, window = j.windows + thread * j.windowStride;
+  const dst = new Uint8Array(k.memory.buffer, window, rows * ns * 4);
+  if (!j.storedNK) readUnit(j, dst);
+  else {
+    // Stored rows are output columns: transpose [ns, K] into the kernel's [K, ns] in 64-row tiles.
+    if (scratch.length < dst.length) scratch = new Uint8Array(dst.length);
+    const raw = scratch.subarray(0, dst.length);
+    readUnit(j, raw);
+    const src = new Float32Array(raw.buffer, 0, ns * rows), out = new Float32Array(dst.buffer, dst.byteOffset, ns * rows);
+    for (let k0 = 0; k0 < rows; k0 += 64) {
+      const k1 = Math.min(rows, k0 + 64);
+      for (let n = 0; n < ns; n++) for (let kk = k0, i = n * rows + k0; kk < k1; kk++, i++) out[kk * ns + n] = src[i]!;
+    }
+  }
+  if (j.alpha !== 1) {
+    const f = new Float32Array(dst.buffer, dst.byteOffset, ns * rows);
+    for (let i = 0; i < f.length; i++) f[i] = Math.fround(f[i]! * j.alpha);
+  }
+  return rtnBandAt(k, window, j.n0, ns, j.b0, j.b1, j.bits, j.blockSize, j.symmetric, j.target);
+}
