@@ -1,7 +1,7 @@
 // ONNX protobuf schema up to IR version 13 (ONNX 1.20): onnx.proto plus onnx-data.proto.
 // The onnx-proto package stops at IR 8 / ONNX 1.10 and protobufjs silently drops unknown
 // fields, so we carry the full schema ourselves (INT4/UINT4, FLOAT8, FLOAT4, INT2, overloads,
-// metadata_props everywhere, device configurations). test/schema.test.ts walks the wire
+// metadata_props everywhere, device configurations). test/ir/schema.test.ts walks the wire
 // format of every conformance model to prove no field number goes unrecognised.
 import protobuf from 'protobufjs';
 
@@ -302,18 +302,7 @@ const root = protobuf.parse(ONNX_PROTO, { keepCase: true }).root;
 
 export const ModelProto = root.lookupType('onnx.ModelProto');
 export const TensorProto = root.lookupType('onnx.TensorProto');
-export const SequenceProto = root.lookupType('onnx.SequenceProto');
-export const OptionalProto = root.lookupType('onnx.OptionalProto');
-export const MapProto = root.lookupType('onnx.MapProto');
 export const schemaRoot = root;
-
-/** Field numbers the schema knows, per message type (fully qualified name). */
-export function knownFields(typeName: string): Map<number, protobuf.Field> {
-  const t = root.lookupType(typeName);
-  const m = new Map<number, protobuf.Field>();
-  for (const f of t.fieldsArray) m.set(f.id, f);
-  return m;
-}
 
 // Loose shapes of decoded messages (keepCase). Only the IR reader/writer touch these.
 /* eslint-disable @typescript-eslint/no-explicit-any */

@@ -26,6 +26,9 @@ export interface SaveOptions {
   /** Tensors whose external data already lies inside the output folder are referenced in place
    * (same file, offset, length) instead of copied: variants of one model share one weights file. */
   reuseExternal?: boolean;
+  /** Tensor bytes above which the model goes to external data whatever `externalData` says
+   * (default INLINE_LIMIT; lowered by tests to exercise the 2 GB rule without 2 GB). */
+  inlineLimit?: number;
 }
 
 export interface SaveResult {
@@ -57,20 +60,22 @@ export function saveModel(model: Model, file: string, opts: SaveOptions = {}): S
   if (model.sourcePath) protect.add(model.sourcePath);
   const realOut = realish(out);
   if ([...protect].some((p) => realish(p) === realOut)) throw new InputError('refusing to overwrite an input file', file);
-  fs.mkdirSync(dir, { recursive: true });
 
   const tensors = allTensors(model);
   const inlineBytes = tensors.reduce((s, t) => s + t.byteLength, 0);
   const hadExternal = tensors.some((t) => t.isExternal);
   let external = opts.externalData ?? 'auto';
-  if (external === 'auto') external = hadExternal || inlineBytes > INLINE_LIMIT;
-  if (!external && inlineBytes > INLINE_LIMIT) external = true;
+  const overLimit = inlineBytes > (opts.inlineLimit ?? INLINE_LIMIT);
+  if (external === 'auto') external = hadExternal || overLimit;
+  if (!external && overLimit) external = true;
   const threshold = opts.threshold ?? 1024;
   const align = opts.align ?? 4096;
   const location = opts.location ?? `${path.basename(out)}.data`;
   const maxFile = opts.maxFileBytes ?? Infinity;
+  if (external && path.resolve(dir, location) === out) throw new InputError(`external data location '${location}' is the model file itself`, file);
 
   const writer = external ? new DataWriter(dir, location, align, maxFile, protect) : null;
+  fs.mkdirSync(dir, { recursive: true });
   const pid = `${process.pid}`;
   try {
     const enc: Enc = { writer, threshold, reuseDir: opts.reuseExternal ? realish(dir) : undefined };
@@ -108,8 +113,16 @@ class DataWriter {
   count = 0;
   private files: { location: string; tmp: string; final: string; fd: number; size: number }[] = [];
 
+  private protect: Set<string>;
+
   constructor(private dir: string, private location: string, private align: number, private maxFile: number, protect: Set<string>) {
-    if (protect.has(path.resolve(dir, location))) throw new InputError(`refusing to overwrite input external data '${location}'`, path.resolve(dir, location));
+    this.protect = new Set([...protect].map(realish));
+    this.check(path.resolve(dir, location));
+  }
+
+  /** Every data file, split ones included, is checked before it is opened. */
+  private check(final: string): void {
+    if (this.protect.has(realish(final))) throw new InputError(`refusing to overwrite input external data '${path.basename(final)}'`, final);
   }
 
   private current(len: number) {
@@ -118,6 +131,7 @@ class DataWriter {
     if (!f || (f.size > 0 && f.size + pad + len > this.maxFile)) {
       const location = this.files.length === 0 ? this.location : `${this.location}_${this.files.length}`;
       const final = path.resolve(this.dir, location);
+      this.check(final);
       const tmp = `${final}.tmp-${process.pid}`;
       f = { location, tmp, final, fd: fs.openSync(tmp, 'w'), size: 0 };
       this.files.push(f);
@@ -174,7 +188,7 @@ function modelToProto(m: Model, enc: Enc): PB {
   if (m.domain) pb.domain = m.domain;
   if (m.modelVersion) pb.model_version = m.modelVersion;
   if (m.docString !== undefined) pb.doc_string = m.docString;
-  pb.graph = graphToProto(m.graph, enc, true);
+  pb.graph = graphToProto(m.graph, enc);
   if (m.metadataProps.length) pb.metadata_props = m.metadataProps;
   if (m.trainingInfo.length) pb.training_info = m.trainingInfo;
   if (m.functions.length) pb.functions = m.functions;
@@ -203,7 +217,7 @@ function valueInfo(v: Value): PB {
   return vi;
 }
 
-function graphToProto(g: Graph, enc: Enc, _top: boolean): PB {
+function graphToProto(g: Graph, enc: Enc): PB {
   const pb: PB = { node: [], name: g.name };
   for (const n of g.nodes) {
     const pn: PB = {
@@ -247,12 +261,12 @@ function attrToProto(a: Attribute, enc: Enc): PB {
     case AttrType.INT: pb.i = i64(a.value); break;
     case AttrType.STRING: pb.s = a.value; break;
     case AttrType.TENSOR: pb.t = tensorToProto(a.value, inline); break;
-    case AttrType.GRAPH: pb.g = graphToProto(a.value, enc, false); break;
+    case AttrType.GRAPH: pb.g = graphToProto(a.value, enc); break;
     case AttrType.FLOATS: pb.floats = a.value; break;
     case AttrType.INTS: pb.ints = a.value.map(i64); break;
     case AttrType.STRINGS: pb.strings = a.value; break;
     case AttrType.TENSORS: pb.tensors = a.value.map((t) => tensorToProto(t, inline)); break;
-    case AttrType.GRAPHS: pb.graphs = a.value.map((g) => graphToProto(g, enc, false)); break;
+    case AttrType.GRAPHS: pb.graphs = a.value.map((g) => graphToProto(g, enc)); break;
     case AttrType.SPARSE_TENSOR: pb.sparse_tensor = a.value; break;
     case AttrType.SPARSE_TENSORS: pb.sparse_tensors = a.value; break;
     case AttrType.TYPE_PROTO: pb.tp = a.value; break;

@@ -19,19 +19,23 @@ interface Ctx {
   pinned: Set<Value>;
 }
 
-/** Unhook a node (and every node of its subgraphs, which may use outer values) from its inputs. */
-function detach(g: Graph, node: Node): void {
+/** Unhook a node (and every node of its subgraphs, which may use outer values) from its inputs and
+ * mark it for `sweep`: one splice per node would make removing most of a big graph quadratic. */
+function detach(node: Node, removed: Set<Node>): void {
   node.inputs.forEach((_, i) => node.setInput(i, null));
   for (const sg of node.subgraphs()) for (const inner of sg.allGraphs()) for (const n of inner.nodes) n.inputs.forEach((_, i) => n.setInput(i, null));
-  const i = g.nodes.indexOf(node);
-  if (i >= 0) g.nodes.splice(i, 1);
+  removed.add(node);
+}
+
+function sweep(g: Graph, removed: Set<Node>): void {
+  if (removed.size) g.nodes = g.nodes.filter((n) => !removed.has(n));
 }
 
 /** Remove `node`, whose output `out` always equals `src`. False when a graph output name would break. */
-function bypass(g: Graph, node: Node, out: Value, src: Value, ctx: Ctx): boolean {
+function bypass(g: Graph, node: Node, out: Value, src: Value, ctx: Ctx, removed: Set<Node>): boolean {
   if (node.outputs.some((o) => o && o !== out && (o.uses.length || ctx.pinned.has(o)))) return false;
   if (!ctx.pinned.has(out)) {
-    detach(g, node);
+    detach(node, removed);
     g.replaceAllUses(out, src);
     for (const o of node.outputs) if (o) { o.producer = null; g.values.delete(o.name); }
     return true;
@@ -39,7 +43,7 @@ function bypass(g: Graph, node: Node, out: Value, src: Value, ctx: Ctx): boolean
   // `out` names a graph output: let src's producer produce `out` instead, when that is safe.
   const p = src.producer;
   if (ctx.pinned.has(src) || src.isGraphInput || src.initializer || !p || p.graph !== g || src.graph !== g) return false;
-  detach(g, node);
+  detach(node, removed);
   for (const o of node.outputs) if (o && o !== out) { o.producer = null; g.values.delete(o.name); }
   g.replaceAllUses(src, out);
   p.outputs[p.outputs.indexOf(src)] = out;
@@ -95,27 +99,31 @@ function noopKind(n: Node): string | undefined {
 
 function removeNoops(g: Graph, ctx: Ctx): number {
   let n = 0;
+  const removed = new Set<Node>();
   for (const node of [...g.nodes]) {
     const kind = noopKind(node);
     const out = node.output(0);
     if (!kind || !out) continue;
-    if (bypass(g, node, out, node.input(0)!, ctx)) {
+    if (bypass(g, node, out, node.input(0)!, ctx, removed)) {
       ctx.counts[kind] = (ctx.counts[kind] ?? 0) + 1;
       n++;
     }
   }
+  sweep(g, removed);
   return n;
 }
 
 function removeDead(g: Graph, ctx: Ctx): number {
   let n = 0;
+  const removed = new Set<Node>();
   for (let i = g.nodes.length - 1; i >= 0; i--) {
     const node = g.nodes[i]!;
     if (node.outputs.some((o) => o && (o.uses.length || ctx.pinned.has(o)))) continue;
-    detach(g, node);
+    detach(node, removed);
     for (const o of node.outputs) if (o) { o.producer = null; g.values.delete(o.name); }
     n++;
   }
+  sweep(g, removed);
   ctx.counts.deadNodes! += n;
   return n;
 }
@@ -209,6 +217,7 @@ function eliminateCommon(g: Graph, ctx: Ctx): number {
     return ids.get(v)!;
   };
   const seen = new Map<string, Node>();
+  const removed = new Set<Node>();
   let n = 0;
   for (const node of [...g.nodes]) {
     if (NON_DETERMINISTIC.has(node.opType) || node.subgraphs().length) continue;
@@ -218,7 +227,7 @@ function eliminateCommon(g: Graph, ctx: Ctx): number {
     const first = seen.get(key);
     if (!first) { seen.set(key, node); continue; }
     if (node.outputs.some((o, i) => o && (ctx.pinned.has(o) || !first.outputs[i]))) continue;
-    detach(g, node);
+    detach(node, removed);
     node.outputs.forEach((o, i) => {
       if (!o) return;
       g.replaceAllUses(o, first.outputs[i]!);
@@ -227,6 +236,7 @@ function eliminateCommon(g: Graph, ctx: Ctx): number {
     });
     n++;
   }
+  sweep(g, removed);
   ctx.counts.commonSubexpressions! += n;
   return n;
 }

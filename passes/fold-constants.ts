@@ -90,12 +90,13 @@ export const foldConstants: Pass = {
   run(model: Model, options): PassStats {
     const maxBytes = options.maxBytes as number;
     const counts: Record<string, number> = { folded: 0, shapesFolded: 0, shapeValuesFolded: 0, tooLarge: 0, unsupported: 0, bytesAdded: 0 };
-    const skippedOps = new Map<string, number>();
+    const skippedOps = new Map<string, number>(), tooLarge = new Map<string, number>();
     const skip = (op: string) => skippedOps.set(op, (skippedOps.get(op) ?? 0) + 1);
-    // Symbolic contents of shape tensors: Gather(Shape(x), 2) folds when dim 2 of x is static,
-    // however dynamic the other dims are.
+    const big = (op: string) => { counts.tooLarge!++; tooLarge.set(op, (tooLarge.get(op) ?? 0) + 1); };
     // Outputs of any graph, including outer values a subgraph returns directly.
     const pinned = new Set([...model.graph.allGraphs()].flatMap((g) => g.outputs));
+    // Symbolic contents of shape tensors: Gather(Shape(x), 2) folds when dim 2 of x is static,
+    // however dynamic the other dims are.
     const inf = new ShapeInference(model.opset('') ?? 21, false);
     if (options.shapes) inf.graph(model.graph);
     for (const g of [...model.graph.allGraphs()]) {
@@ -119,7 +120,7 @@ export const foldConstants: Pass = {
         const bits = outType ? Math.max(dtypeBits(outType), 8) : 64;
         const predicted = predictElements(node, inputs) * (bits / 8);
         if (predicted > maxBytes && predicted > inBytes) {
-          counts.tooLarge!++;
+          big(node.opType);
           continue;
         }
         let results: Tensor[];
@@ -137,7 +138,7 @@ export const foldConstants: Pass = {
         }
         const outBytes = results.reduce((s, t) => s + byteLength(t.dtype, t.size), 0);
         if (outBytes > maxBytes && outBytes > inBytes) {
-          counts.tooLarge!++;
+          big(node.opType);
           continue;
         }
         replaceWithConstants(g, node, results, pinned);
@@ -145,8 +146,10 @@ export const foldConstants: Pass = {
         counts.bytesAdded! += outBytes;
       }
     }
-    const stats: PassStats = { counts };
-    if (skippedOps.size) stats.skipped = [`not evaluated: ${[...skippedOps].map(([k, n]) => `${k} x${n}`).join(', ')}`];
+    const list = (m: Map<string, number>) => [...m].map(([k, n]) => `${k} x${n}`).join(', ');
+    const stats: PassStats = { counts, skipped: [] };
+    if (skippedOps.size) stats.skipped!.push(`not evaluated: ${list(skippedOps)}`);
+    if (tooLarge.size) stats.skipped!.push(`result over maxBytes=${maxBytes}: ${list(tooLarge)}`);
     return stats;
   },
 };

@@ -14,26 +14,11 @@
 // key/value with the mask as attention_bias, which is exact for any mask.
 import { DataType, Tensor, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
 import type { Pass, PassStats } from './pass.js';
-import { constScalar, constTensor, ensureOpset, internalOnly, other, producer, removeDead, isLive } from './pattern.js';
-
-const eqDim = (a: Dim | undefined, b: Dim | undefined) => a !== undefined && a !== null && a === b;
+import { constScalar, constTensor, ensureOpset, internalOnly, isLive, other, producer, replaceOutput, sameDim, splitHeads } from './pattern.js';
 
 function ints(v: Value | null | undefined): number[] | null {
   const t = constTensor(v);
   return t ? Array.from(t.toNumbers()) : null;
-}
-
-/** Transpose(Reshape(x [B, S, N*D], [B, S, N, D]), [0, 2, 1, 3]): the 3-D x and its heads. */
-function splitHeads(v4: Value): { x: Value; n: number; d: number; nodes: Node[] } | null {
-  const tr = producer(v4, 'Transpose');
-  if (!tr || tr.attrInts('perm', []).join() !== '0,2,1,3') return null;
-  const rs = producer(tr.inputs[0], 'Reshape');
-  const x = rs?.inputs[0];
-  const s4 = rs?.outputs[0]?.shape, s3 = x?.shape;
-  if (!rs || !x || !s4 || !s3 || s4.length !== 4 || s3.length !== 3) return null;
-  const [n, d] = [s4[2], s4[3]];
-  if (typeof n !== 'number' || typeof d !== 'number' || s3[2] !== n * d || !eqDim(s4[0], s3[0]) || !eqDim(s4[1], s3[1])) return null;
-  return { x, n, d, nodes: [tr, rs] };
 }
 
 /** Reshape(Expand(Unsqueeze(kv, [2]), [B, kvN, rep, T, D]), [B, kvN*rep, T, D]) -> kv and rep. */
@@ -47,7 +32,7 @@ function repeatKv(v4: Value): { kv: Value; rep: number; nodes: Node[] } | null {
   if (!se || !sk || !so || se.length !== 5 || sk.length !== 4 || so.length !== 4) return null;
   const rep = se[2];
   if (typeof rep !== 'number' || typeof sk[1] !== 'number' || so[1] !== sk[1] * rep) return null;
-  if (!eqDim(se[0], sk[0]) || !eqDim(se[3], sk[2]) || se[4] !== sk[3] || !eqDim(so[2], sk[2]) || so[3] !== sk[3]) return null;
+  if (!sameDim(se[0], sk[0]) || !sameDim(se[3], sk[2]) || se[4] !== sk[3] || !sameDim(so[2], sk[2]) || so[3] !== sk[3]) return null;
   return { kv, rep, nodes: [rs, ex, un] };
 }
 
@@ -125,7 +110,7 @@ function matchCore(sm: Node): Core | string | null {
   const sc = ctx.shape, so = rs?.outputs[0]?.shape;
   if (!rs || rs.opType !== 'Reshape' || !sc || !so || so.length !== 3 || sc.length !== 4) return `${where}: context is not merged back to [B, S, N*D]`;
   const [n, d] = [sc[1], sc[3]];
-  if (typeof n !== 'number' || typeof d !== 'number' || so[2] !== n * d || !eqDim(so[0], sc[0]) || !eqDim(so[1], sc[2])) return `${where}: merged shape is not [B, S, N*D]`;
+  if (typeof n !== 'number' || typeof d !== 'number' || so[2] !== n * d || !sameDim(so[0], sc[0]) || !sameDim(so[1], sc[2])) return `${where}: merged shape is not [B, S, N*D]`;
   nodes.push(tr, rs);
   return { softmax: sm, q4, k4: kT.inputs[0]!, v4: pv.node.inputs[1]!, scale, mask, out: rs.outputs[0]!, nodes, heads: n, headSize: d };
 }
@@ -281,17 +266,8 @@ function fuse(model: Model, g: Graph, sm: Node, mode: string, lengths: Map<Value
 
 function replace(model: Model, g: Graph, core: Core, spec: { opType: string; inputs: (Value | null)[]; attrs: Record<string, unknown>; extraOutputs?: Value[] }, nodes: Node[]): void {
   ensureOpset(model, 'com.microsoft', 1);
-  const out = core.out;
-  const old = out.producer!;
-  old.outputs[0] = null;
-  out.producer = null;
   const base = core.softmax.name.replace(/\/[^/]*$/, '');
-  const node = g.addNode({ opType: spec.opType, domain: 'com.microsoft', name: `${base}/${spec.opType}`, inputs: spec.inputs, outputs: [out], attrs: spec.attrs as never }, old);
-  for (const o of spec.extraOutputs ?? []) {
-    o.producer = node;
-    node.outputs.push(o);
-  }
-  removeDead(g, nodes);
+  replaceOutput(g, core.out, { ...spec, domain: 'com.microsoft', name: `${base}/${spec.opType}`, attrs: spec.attrs as never }, nodes);
 }
 
 export const fuseAttention: Pass = {

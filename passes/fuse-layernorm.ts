@@ -43,6 +43,7 @@ export const fuseLayerNorm: Pass = {
   name: 'fuse-layernorm',
   description: 'decomposed LayerNorm (ReduceMean, Sub, Pow, ReduceMean, Add eps, Sqrt, Div, Mul, Add) -> LayerNormalization',
   options: {},
+  requires: ['shapes'],
   run(model: Model): PassStats {
     const stats: PassStats = { counts: { layernorm: 0 }, skipped: [] };
     for (const g of model.graph.allGraphs()) {

@@ -53,6 +53,7 @@ export const fuseRmsNorm: Pass = {
   name: 'fuse-rmsnorm',
   description: 'decomposed RMSNorm (Pow 2, ReduceMean, Add eps, Sqrt, Div or Reciprocal/Mul, Mul gamma) -> SimplifiedLayerNormalization',
   options: {},
+  requires: ['shapes'],
   run(model: Model): PassStats {
     const stats: PassStats = { counts: { rmsnorm: 0 }, skipped: [] };
     for (const g of model.graph.allGraphs()) {

@@ -4,13 +4,11 @@
 // runs on the 3-D x (num_heads = N) and the Reshape/Transpose move after it, which leaves the
 // attention fusion a 3-D query/key to take. The HF cache repeats its halves (emb = cat(freqs, freqs));
 // the op's cache is one half, so the halves must be bit-identical.
-import { DataType, Tensor, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
+import { DataType, Tensor, type Graph, type Model, type Node, type Value } from '../ir/index.js';
 import type { Pass, PassStats } from './pass.js';
-import { constTensor, ensureOpset, internalOnly, other, producer, removeDead, isLive } from './pattern.js';
+import { constTensor, ensureOpset, internalOnly, isLive, other, producer, replaceOutput, sameDim, splitHeads } from './pattern.js';
 
 interface SliceSpec { start: number; end: number }
-
-const sameDim = (a: Dim | undefined, b: Dim | undefined) => a !== undefined && a !== null && a === b;
 
 function sliceLast(n: Node | null, rank: number): SliceSpec | null {
   if (!n || n.opType !== 'Slice' || n.domain !== '') return null;
@@ -97,19 +95,6 @@ function match(add: Node): Match | string | null {
   return null;
 }
 
-/** t = Transpose(Reshape(x, [B, S, N, D]), [0, 2, 1, 3]) with x 3-D: returns x, N and the two nodes. */
-function headsView(t: Value): { x: Value; heads: number; reshape: Node; transpose: Node } | null {
-  const tr = producer(t, 'Transpose');
-  if (!tr || tr.attrInts('perm', []).join() !== '0,2,1,3') return null;
-  const rs = producer(tr.inputs[0], 'Reshape');
-  const x = rs?.inputs[0];
-  const s3 = x?.shape, s4 = rs?.outputs[0]?.shape;
-  if (!rs || !x || !s3 || !s4 || s3.length !== 3 || s4.length !== 4) return null;
-  const [n, d] = [s4[2], s4[3]];
-  if (typeof n !== 'number' || typeof d !== 'number' || s3[2] !== n * d || !sameDim(s3[0], s4[0]) || !sameDim(s3[1], s4[1])) return null;
-  return { x, heads: n, reshape: rs, transpose: tr };
-}
-
 function rewrite(model: Model, g: Graph, m: Match, halves: Map<Value, Value | null>): string | true {
   const half = (c: NonNullable<ReturnType<typeof cacheOf>>) => {
     if (!halves.has(c.cacheValue)) {
@@ -120,26 +105,24 @@ function rewrite(model: Model, g: Graph, m: Match, halves: Map<Value, Value | nu
   };
   const cosH = half(m.cos), sinH = half(m.sin);
   if (!cosH || !sinH) return `rotary at '${m.out.name}': cache halves differ (not the rotate_half layout)`;
-  const view = headsView(m.t);
+  const view = splitHeads(m.t);
   if (!view) return `rotary at '${m.out.name}': input is not a Transpose(Reshape) of a 3-D tensor into [B, N, S, D]`;
   // The op wants one position per token: position_ids [B, S] of the input's own B and S.
   const ps = m.cos.pos.shape!, xs = view.x.shape!;
   if (!sameDim(ps[0], xs[0]) || !sameDim(ps[1], xs[1])) return `rotary at '${m.out.name}': position_ids ${JSON.stringify(ps)} are not [B, S] of the input ${JSON.stringify(xs)}`;
   ensureOpset(model, 'com.microsoft', 1);
   const add = m.out.producer!;
-  add.outputs[0] = null;
-  m.out.producer = null;
   const base = add.name.replace(/\/[^/]*$/, '');
   const rot = g.addNode({
     opType: 'RotaryEmbedding', domain: 'com.microsoft', name: `${base}/RotaryEmbedding`,
     inputs: [view.x, m.cos.pos, cosH, sinH], outputs: [`${base}/RotaryEmbedding_output_0`],
-    attrs: { interleaved: 0, num_heads: view.heads },
+    attrs: { interleaved: 0, num_heads: view.n },
   }, add);
   rot.outputs[0]!.type = view.x.type && { ...view.x.type, shape: view.x.type.shape && [...view.x.type.shape] };
   const rs = g.addNode({ opType: 'Reshape', name: `${base}/RotaryEmbedding/Reshape`, inputs: [rot.outputs[0]!, view.reshape.inputs[1]!], outputs: [`${base}/RotaryEmbedding/Reshape_output_0`], attrs: Object.fromEntries(view.reshape.attributes.map((a) => [a.name, a])) }, add);
   rs.outputs[0]!.type = view.reshape.outputs[0]!.type;
-  g.addNode({ opType: 'Transpose', name: `${base}/RotaryEmbedding/Transpose`, inputs: [rs.outputs[0]!], outputs: [m.out], attrs: { perm: [0, 2, 1, 3] } }, add);
-  removeDead(g, [...m.nodes, view.transpose, view.reshape, ...m.cos.nodes, ...m.sin.nodes]);
+  replaceOutput(g, m.out, { opType: 'Transpose', name: `${base}/RotaryEmbedding/Transpose`, inputs: [rs.outputs[0]!], attrs: { perm: [0, 2, 1, 3] } },
+    [...m.nodes, ...view.nodes, ...m.cos.nodes, ...m.sin.nodes]);
   return true;
 }
 

@@ -4,9 +4,9 @@
 // branch (out_proj / fc2 bias) becomes the op's bias input. Runs after fuse-layernorm/fuse-rmsnorm.
 import type { Dim, Model, Node, Value } from '../ir/index.js';
 import type { Pass, PassStats } from './pass.js';
-import { constTensor, ensureOpset, producer, removeDead } from './pattern.js';
+import { constTensor, ensureOpset, producer, removeDead, sameDim } from './pattern.js';
 
-const sameDims = (a: Dim[], b: Dim[]) => a.length === b.length && a.every((d, i) => d !== null && d === b[i]);
+const sameDims = (a: Dim[], b: Dim[]) => a.length === b.length && a.every((d, i) => sameDim(d, b[i]));
 
 function fuseAt(model: Model, ln: Node, withBias: boolean): string | null | true {
   const g = ln.graph;

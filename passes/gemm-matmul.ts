@@ -3,7 +3,7 @@
 // into the weight, beta into a constant C). matmul-add-to-gemm is the inverse for 2-D MatMul + Add.
 import { DataType, Tensor, dtypeBits, isFloat, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
 import type { Pass, PassStats } from './pass.js';
-import { constTensor, other, replaceOutput, isLive } from './pattern.js';
+import { constTensor, isLive, other, replaceOutput, sameDim } from './pattern.js';
 
 /** Row-major 2-D transpose on raw element bytes: keeps every bit of the weights. */
 function transpose2d(t: Tensor, name: string): Tensor {
@@ -29,7 +29,7 @@ function gemmToMatMul(model: Model, g: Graph, gemm: Node, weights: Map<Value, Ma
   const [a, b, c] = [gemm.inputs[0], gemm.inputs[1], gemm.inputs[2] ?? null];
   const bt = constTensor(b);
   if (!a || !b || !bt) return `${where}: B is not constant`;
-  if (bt.dims.length !== 2 || !isFloat(bt.dtype) || bt.dtype === DataType.BFLOAT16 || !FLOAT_GEMM.has(bt.dtype)) return `${where}: B is not a 2-D float constant`;
+  if (bt.dims.length !== 2 || bt.dtype === DataType.BFLOAT16 || !FLOAT_GEMM.has(bt.dtype)) return `${where}: B is not a 2-D float constant`;
   const alpha = gemm.attrFloat('alpha', 1), beta = gemm.attrFloat('beta', 1);
   const transA = gemm.attrInt('transA', 0), transB = gemm.attrInt('transB', 0);
   const out = gemm.outputs[0]!;
@@ -65,8 +65,6 @@ function gemmToMatMul(model: Model, g: Graph, gemm: Node, weights: Map<Value, Ma
   return true;
 }
 
-const same = (x: Dim | undefined, y: Dim | undefined) => x !== undefined && x !== null && x === y;
-
 function toGemm(g: Graph, mm: Node): string | null | true {
   const [a, b] = mm.inputs;
   const y = mm.outputs[0]!;
@@ -81,8 +79,8 @@ function toGemm(g: Graph, mm: Node): string | null | true {
   const sc = c.shape ?? constTensor(c)?.dims;
   const m = sa[0], n = sb[1];
   if (!sc || sc.length > 2) return `${where}: bias shape unknown or rank > 2`;
-  const okN = (d: Dim) => d === 1 || same(d, n);
-  const okM = (d: Dim) => d === 1 || same(d, m);
+  const okN = (d: Dim) => d === 1 || sameDim(d, n);
+  const okM = (d: Dim) => d === 1 || sameDim(d, m);
   const fits = sc.length === 0 || (sc.length === 1 && okN(sc[0]!)) || (sc.length === 2 && okM(sc[0]!) && okN(sc[1]!));
   if (!fits) return `${where}: bias does not broadcast to [M, N]`;
   replaceOutput(g, add.outputs[0]!, { opType: 'Gemm', name: `${mm.name}/Gemm`, inputs: [a, b, c] }, [add, mm]);

@@ -2,7 +2,7 @@
 // walks over commutative binary ops, "only used inside the match" checks, and the rewrite step that
 // hands the matched output to a new node and drops what became dead. Each fusion writes its own
 // matcher with these; a generic pattern language would be larger than all the matchers together.
-import { AttrType, DataType, Graph, Model, Node, NodeSpec, Tensor, Value, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../ir/index.js';
+import { AttrType, DataType, type Dim, Graph, Model, Node, NodeSpec, Tensor, Value, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../ir/index.js';
 
 /** Constant tensor behind a value: an initializer or the output of a Constant node. */
 export function constTensor(v: Value | null | undefined): Tensor | null {
@@ -124,6 +124,24 @@ export function reducesLastAxis(node: Node, rank?: number): boolean {
   return a === -1 || (rank !== undefined && a === rank - 1);
 }
 
+/** Two dims known to be equal: the same number or the same symbol, never unknown. */
+export function sameDim(a: Dim | undefined, b: Dim | undefined): boolean {
+  return a !== undefined && a !== null && a === b;
+}
+
+/** Transpose(Reshape(x [B, S, N*D], [B, S, N, D]), [0, 2, 1, 3]): the 3-D x split into N heads of D. */
+export function splitHeads(v4: Value): { x: Value; n: number; d: number; reshape: Node; transpose: Node; nodes: Node[] } | null {
+  const tr = producer(v4, 'Transpose');
+  if (!tr || tr.attrInts('perm', []).join() !== '0,2,1,3') return null;
+  const rs = producer(tr.inputs[0], 'Reshape');
+  const x = rs?.inputs[0];
+  const s4 = rs?.outputs[0]?.shape, s3 = x?.shape;
+  if (!rs || !x || !s4 || !s3 || s4.length !== 4 || s3.length !== 3) return null;
+  const [n, d] = [s4[2], s4[3]];
+  if (typeof n !== 'number' || typeof d !== 'number' || s3[2] !== n * d || !sameDim(s4[0], s3[0]) || !sameDim(s4[1], s3[1])) return null;
+  return { x, n, d, reshape: rs, transpose: tr, nodes: [tr, rs] };
+}
+
 export function rankOf(v: Value | null | undefined): number | undefined {
   return v?.shape?.length;
 }
@@ -156,17 +174,17 @@ export function replaceOutput(graph: Graph, out: Value, spec: Omit<NodeSpec, 'ou
 /** Remove nodes of `candidates` whose outputs are unused, repeatedly, and what only they used. */
 export function removeDead(graph: Graph, candidates: Node[]): void {
   const pending = new Set(candidates);
-  // Membership, not isLive: a matched node whose output was handed over produces nothing yet is still there.
-  const inGraph = new Set(graph.nodes);
+  // isLive first, membership only when it fails: a matched node whose output was handed over
+  // produces nothing yet is still there, and a Set of every node per fusion is quadratic on big graphs.
+  const inGraph = (n: Node) => n.graph === graph && (isLive(n) || graph.nodes.includes(n));
   let changed = true;
   while (changed) {
     changed = false;
     for (const n of pending) {
-      if (!inGraph.has(n)) { pending.delete(n); continue; }
+      if (!inGraph(n)) { pending.delete(n); continue; }
       if (n.outputs.some((o) => o && (o.uses.length || o.isGraphOutput))) continue;
       const ins = n.inputs.filter((v): v is Value => !!v);
       graph.removeNode(n, true);
-      inGraph.delete(n);
       pending.delete(n);
       changed = true;
       for (const v of ins) {

@@ -4,7 +4,7 @@
 // RTN of fp32 weights into MatMulNBits / GatherBlockQuantized streams (quant/rtn-stream.ts): units
 // of max_slice_mb go from the external file into the SIMD kernel, which packs the codes and sums
 // the error, on `threads` workers that read the file themselves.
-import { DataType, Graph, Model, Node, Tensor, Value, dtypeName, f16ToF32, f32ToF16, packInt4, readRange } from '../ir/index.js';
+import { DataType, Graph, Model, Node, Tensor, Value, bf16ToF32, dtypeName, f16ToF32, f32ToF16, packInt4, readRange } from '../ir/index.js';
 import { guessRole, type Role } from '../ir/summary.js';
 import type { Options, Pass, PassContext, PassStats } from './pass.js';
 import { getMethod } from './quant/methods/index.js';
@@ -87,48 +87,44 @@ const isFloatDtype = (t: DataType) => t === DataType.FLOAT || t === DataType.FLO
 
 const CHUNK = 16 << 20;
 
+/** Stored little-endian fp32, fp16 or bf16 values into dst (dst.length values). */
+function decodeFloats(dtype: DataType, bytes: Uint8Array, dst: Float32Array): void {
+  if (dtype === DataType.FLOAT) { new Uint8Array(dst.buffer, dst.byteOffset, dst.length * 4).set(bytes); return; }
+  const conv = dtype === DataType.FLOAT16 ? f16ToF32 : bf16ToF32;
+  for (let i = 0; i < dst.length; i++) dst[i] = conv(bytes[2 * i]! | (bytes[2 * i + 1]! << 8));
+}
+
 /**
  * Columns [n0, n1) of the float [K, N] weight, row-major [K, n1-n0]. The stored tensor is [K, N], or
- * [N, K] when storedNK. fp32 data is read in chunks (external data is streamed from its file, never
- * held whole); other float types are decoded whole first.
+ * [N, K] when storedNK. Read by byte range or in chunks (external data is streamed from its file,
+ * never held whole) and decoded as it comes.
  */
 function readSlice(c: Candidate, n0: number, n1: number): Float32Array {
-  const t = c.w.tensor;
+  const t = c.w.tensor, eb = t.dtype === DataType.FLOAT ? 4 : 2;
   const { K, N } = c;
   const ns = n1 - n0;
   const out = new Float32Array(K * ns);
   if (c.storedNK) {
     // Rows n0..n1 of [N, K] are contiguous; transpose them in 64-wide tiles.
-    let src: Float32Array;
-    if (t.dtype === DataType.FLOAT) {
-      const d = t.data;
-      const bytes = d.kind === 'external' ? readRange(d.ref.file, d.ref.offset + n0 * K * 4, ns * K * 4) : t.bytes().subarray(n0 * K * 4, n1 * K * 4);
-      src = new Float32Array(ns * K);
-      new Uint8Array(src.buffer).set(bytes);
-    } else {
-      src = t.toFloat32().subarray(n0 * K, n1 * K);
-    }
+    const d = t.data;
+    const bytes = d.kind === 'external' ? readRange(d.ref.file, d.ref.offset + n0 * K * eb, ns * K * eb) : t.bytes().subarray(n0 * K * eb, n1 * K * eb);
+    const src = new Float32Array(ns * K);
+    decodeFloats(t.dtype, bytes, src);
     for (let k0 = 0; k0 < K; k0 += 64) {
       const k1 = Math.min(K, k0 + 64);
       for (let n = 0; n < ns; n++) for (let k = k0; k < k1; k++) out[k * ns + n] = src[n * K + k]!;
     }
     return out;
   }
-  if (t.dtype !== DataType.FLOAT) {
-    const all = t.toFloat32();
-    for (let k = 0; k < K; k++) out.set(all.subarray(k * N + n0, k * N + n1), k * ns);
-    return out;
-  }
   if (ns === N) {
-    const u8 = new Uint8Array(out.buffer);
-    t.forEachChunk(CHUNK, (chunk, at) => u8.set(chunk, at));
+    t.forEachChunk(CHUNK, (chunk, at) => decodeFloats(t.dtype, chunk, out.subarray(at / eb, (at + chunk.length) / eb)));
     return out;
   }
-  const rowBytes = N * 4, rows = Math.max(1, Math.floor(CHUNK / rowBytes));
-  const tmp = new Float32Array(rows * N), tmp8 = new Uint8Array(tmp.buffer);
+  const rowBytes = N * eb, rows = Math.max(1, Math.floor(CHUNK / rowBytes));
+  const tmp = new Float32Array(rows * N);
   t.forEachChunk(rows * rowBytes, (chunk, at) => {
-    tmp8.set(chunk);
     const r0 = at / rowBytes, nr = chunk.length / rowBytes;
+    decodeFloats(t.dtype, chunk, tmp.subarray(0, nr * N));
     for (let r = 0; r < nr; r++) out.set(tmp.subarray(r * N + n0, r * N + n1), (r0 + r) * ns);
   });
   return out;
@@ -489,10 +485,6 @@ function graphId(g: Graph): number {
   return id;
 }
 
-function addInit(g: Graph, t: Tensor): Value {
-  return g.addInitializer(t);
-}
-
 function biasValues(c: Candidate): Float32Array | null {
   if (c.kind !== 'gemm') return null;
   const C = c.node.input(2);
@@ -510,7 +502,7 @@ function gemmAddend(c: Candidate): Value | null {
   const beta = c.node.attrFloat('beta', 1);
   if (beta === 1 || !C.initializer) return C;
   const t = C.initializer;
-  return addInit(c.node.graph, Tensor.fromNumbers(`${C.name}_beta`, t.dtype, [...t.dims], Float32Array.from(t.toFloat32(), (v) => v * beta)));
+  return c.node.graph.addInitializer(Tensor.fromNumbers(`${C.name}_beta`, t.dtype, [...t.dims], Float32Array.from(t.toFloat32(), (v) => v * beta)));
 }
 
 function emitMatMulNBits(model: Model, c: Candidate, q: QuantizedWeight, packedB: Uint8Array | undefined, actType: DataType, acc: number, cache: Map<string, Value[]>, key: string) {
@@ -520,14 +512,14 @@ function emitMatMulNBits(model: Model, c: Candidate, q: QuantizedWeight, packedB
   if (!vals) {
     const packed = packMatMulNBits(q, c.w.value.name, actType, packedB);
     const home = c.w.value.graph;
-    vals = [addInit(home, packed.B), addInit(home, packed.scales)];
-    if (packed.zeroPoints) vals.push(addInit(home, packed.zeroPoints));
+    vals = [home.addInitializer(packed.B), home.addInitializer(packed.scales)];
+    if (packed.zeroPoints) vals.push(home.addInitializer(packed.zeroPoints));
     bytes = bytesOf(vals);
     cache.set(key, vals);
   }
   const [B, S, Z] = vals as [Value, Value, Value | undefined];
   const bias = biasValues(c);
-  const biasV = bias ? addInit(g, floatTensor(`${c.node.input(2)!.name}_bias`, [c.N], bias, actType)) : null;
+  const biasV = bias ? g.addInitializer(floatTensor(`${c.node.input(2)!.name}_bias`, [c.N], bias, actType)) : null;
   if (biasV) bytes += biasV.initializer!.byteLength;
   const attrs: Record<string, number> = { K: q.K, N: q.N, bits: q.bits, block_size: q.blockSize };
   if (acc) attrs.accuracy_level = acc;
@@ -551,7 +543,7 @@ function emitQdqMatMul(c: Candidate, q: QuantizedWeight, scaleType: DataType, ac
   if (!inits) {
     const p = packQdq(q, c.w.value.name, scaleType);
     const home = c.w.value.graph;
-    inits = [addInit(home, p.x), addInit(home, p.scale), ...(p.zeroPoint ? [addInit(home, p.zeroPoint)] : [])];
+    inits = [home.addInitializer(p.x), home.addInitializer(p.scale), ...(p.zeroPoint ? [home.addInitializer(p.zeroPoint)] : [])];
     bytes = bytesOf(inits);
     cache.set(weightKey, inits);
   }
@@ -575,7 +567,7 @@ function emitQdqMatMul(c: Candidate, q: QuantizedWeight, scaleType: DataType, ac
     return { node: c.node, bytes };
   }
   const bias = biasValues(c);
-  const addend = bias ? addInit(g, floatTensor(`${c.node.input(2)!.name}_bias`, [c.N], bias, actType)) : gemmAddend(c);
+  const addend = bias ? g.addInitializer(floatTensor(`${c.node.input(2)!.name}_bias`, [c.N], bias, actType)) : gemmAddend(c);
   if (bias) bytes += addend!.initializer!.byteLength;
   const Y = c.node.outputs[0]!;
   const name = c.node.name || 'Gemm';
@@ -614,7 +606,7 @@ function emitGather(g: Graph, c: Candidate, q: QuantizedWeight, packed: Uint8Arr
   if (!vals) {
     const p = packed ? gatherFromPacked(q, packed, c.w.value.name, actType, form) : packGatherBlockQuantized(q, c.w.value.name, actType, form);
     const home = c.w.value.graph;
-    vals = [addInit(home, p.data), addInit(home, p.scales), ...(p.zeroPoints ? [addInit(home, p.zeroPoints)] : [])];
+    vals = [home.addInitializer(p.data), home.addInitializer(p.scales), ...(p.zeroPoints ? [home.addInitializer(p.zeroPoints)] : [])];
     bytes = bytesOf(vals);
     cache.set(key, vals);
   }
@@ -634,10 +626,10 @@ function emitTiedGather(c: Candidate, B: Value, q: QuantizedWeight, actType: Dat
   const g = c.node.graph;
   const { kBlocks, N: V } = q;
   const base = c.w.value.name;
-  const scales = addInit(g, floatTensor(`${base}_gbq_scales`, [V, kBlocks, 1], q.scales, actType));
+  const scales = g.addInitializer(floatTensor(`${base}_gbq_scales`, [V, kBlocks, 1], q.scales, actType));
   const vals = [scales];
   const idxRank = c.node.input(1)!.shape!.length;
-  const shape = addInit(g, Tensor.fromInt64(`${base}_gbq_shape`, [idxRank + 1], [...new Array(idxRank).fill(0), q.K]));
+  const shape = g.addInitializer(Tensor.fromInt64(`${base}_gbq_shape`, [idxRank + 1], [...new Array(idxRank).fill(0), q.K]));
   vals.push(shape);
   const name = `${c.node.name || 'Gather'}_Q${q.bits}`;
   const Y = c.node.outputs[0]!;

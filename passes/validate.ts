@@ -11,7 +11,8 @@ export function validateModel(model: Model): string[] {
 function validateGraph(g: Graph, outer: Set<string>, errs: string[]): void {
   const defined = new Set<string>(outer);
   for (const v of g.inputs) defined.add(v.name);
-  for (const n of g.initializerNames) defined.add(n);
+  const inits = new Set(g.initializerNames);
+  for (const n of inits) defined.add(n);
   const produced = new Set<string>();
   for (const n of g.nodes) {
     if (n.graph !== g) errs.push(`node '${n.name}' belongs to another graph`);
@@ -23,7 +24,7 @@ function validateGraph(g: Graph, outer: Set<string>, errs: string[]): void {
     for (const sg of n.subgraphs()) validateGraph(sg, defined, errs);
     for (const o of n.outputs) {
       if (!o) continue;
-      if (produced.has(o.name) || g.initializerNames.includes(o.name) || g.inputs.includes(o)) errs.push(`value '${o.name}' is defined twice`);
+      if (produced.has(o.name) || inits.has(o.name) || g.inputs.includes(o)) errs.push(`value '${o.name}' is defined twice`);
       if (o.producer !== n) errs.push(`value '${o.name}' does not point back at its producer '${n.name}'`);
       produced.add(o.name);
       defined.add(o.name);

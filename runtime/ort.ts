@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { DataType, Dim, Model, Tensor, dtypeName, loadModel, loadTensorFile, numElements, byteLength, f16ToF32 } from '../ir/index.js';
+import { DataType, Dim, Model, Tensor, dtypeName, loadTensorFile, numElements, byteLength } from '../ir/index.js';
 
 const ORT_TYPES: Partial<Record<DataType, ort.Tensor.Type>> = {
   [DataType.FLOAT]: 'float32', [DataType.FLOAT16]: 'float16', [DataType.DOUBLE]: 'float64',
@@ -169,13 +169,8 @@ export interface Comparison {
   elements: number;
 }
 
+/** Values of any numeric tensor (fp16, bf16 and int4 included) as float64, for comparisons. */
 export function tensorToFloat64(t: Tensor): Float64Array {
-  if (t.dtype === DataType.FLOAT16) {
-    const raw = t.bytes();
-    const out = new Float64Array(t.size);
-    for (let i = 0; i < t.size; i++) out[i] = f16ToF32(raw[2 * i]! | (raw[2 * i + 1]! << 8));
-    return out;
-  }
   return t.toNumbers();
 }
 
@@ -211,7 +206,7 @@ export function compareOutputs(ref: Record<string, Tensor>, cand: Record<string,
   });
 }
 
-/** ONNX backend-test style closeness: |a-b| <= atol + rtol*|b| everywhere. */
+/** ONNX backend-test style closeness: |actual - expected| <= atol + rtol*|expected| everywhere. */
 export function allClose(expected: Tensor, actual: Tensor, rtol = 1e-3, atol = 1e-5): boolean {
   if (expected.dtype === DataType.STRING) return JSON.stringify(expected.strings()) === JSON.stringify(actual.strings());
   if (expected.dims.join() !== actual.dims.join()) return false;
@@ -265,5 +260,3 @@ export function loadInputsDir(dir: string, model: Model): Record<string, Tensor>
   }
   return out;
 }
-
-export { loadModel };

@@ -2,7 +2,7 @@
 // every output. The library the `verify` command and targets' compile step share.
 import fs from 'node:fs';
 import path from 'node:path';
-import { DataType, Dim, InputError, Model, Tensor, Value, dtypeName, isFloat, loadModel } from '../ir/index.js';
+import { CheckError, DataType, Dim, InputError, Model, Tensor, Value, dtypeName, isFloat, loadModel } from '../ir/index.js';
 import { Comparison, compareTensors, loadInputsDir, randomInputs, runModel } from './ort.js';
 
 export interface VerifyOptions {
@@ -16,6 +16,8 @@ export interface VerifyOptions {
   threshold?: number;
   /** Inputs that must have these exact values (overrides files and random). */
   fixed?: Record<string, Tensor>;
+  /** How to name the candidate in messages (e.g. its artifact file rather than a temp path). */
+  candidateName?: string;
 }
 
 export interface InputUsed {
@@ -103,10 +105,13 @@ function asInputError<T>(file: string, what: string, fn: () => T): T {
 
 const firstLine = (e: unknown) => String((e as Error)?.message ?? e).split('\n')[0];
 
-async function run(file: string, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
+/** A reference onnxruntime cannot run is bad input (exit 2); a candidate that cannot run fails
+ * the check (exit 1): it is the thing being verified. */
+async function run(file: string, feeds: Record<string, Tensor>, candidate?: string): Promise<Record<string, Tensor>> {
   try {
     return await runModel(file, feeds);
   } catch (e) {
+    if (candidate) throw new CheckError(`${candidate}: does not run in onnxruntime: ${firstLine(e)}`);
     throw new InputError(`onnxruntime failed: ${firstLine(e)}`, file);
   }
 }
@@ -145,7 +150,7 @@ export async function verifyModels(refPath: string, candPath: string, opts: Veri
 
   const refOut = await run(refPath, feeds);
   const candFeeds = Object.fromEntries(cand.graph.inputs.filter((v) => !v.initializer).map((v) => [v.name, castFloat(feeds[v.name]!, v.dtype)]));
-  const candOut = await run(candPath, candFeeds);
+  const candOut = await run(candPath, candFeeds, opts.candidateName ?? candPath);
 
   const outputs: OutputCheck[] = ref.graph.outputs.map((o) => {
     const r = refOut[o.name]!, c = candOut[o.name];

@@ -4,15 +4,18 @@
 // untouched initializers reference the shared file at the same offsets. Tensors a variant folds
 // itself (the position table resized to its grid) go to the variant's own small data file.
 // The manifest fragment maps a tiling plan's encoder batches (tile size, batch) to variant files.
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CheckError, DataType, InputError, Model, loadModel, saveModel } from '../ir/index.js';
 import { getPass } from '../passes/registry.js';
-import { resolveOptions } from '../passes/pass.js';
+import { resolveOptions, type Pass } from '../passes/pass.js';
 import '../passes/builtin.js';
 import { compareOutputs, randomInputs, runModel } from '../runtime/ort.js';
+import { parseTileSuffix, tilingOf, type Tiling } from './dims.js';
+import { sha256File, type ManifestModel } from './manifest.js';
+import type { TargetOptions } from './target.js';
 import type { TilePlan } from './plan/types.js';
+import type { Role } from '../ir/summary.js';
 
 export interface Bucket { batch: number; height: number; width: number }
 
@@ -55,22 +58,6 @@ export interface BucketManifest {
   lookup: Record<string, Record<string, string>>;
 }
 
-function sha256File(file: string): string {
-  const h = crypto.createHash('sha256');
-  const fd = fs.openSync(file, 'r');
-  const buf = Buffer.allocUnsafe(1 << 20);
-  try {
-    for (;;) {
-      const n = fs.readSync(fd, buf, 0, buf.length, null);
-      if (n <= 0) break;
-      h.update(buf.subarray(0, n));
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  return h.digest('hex');
-}
-
 const nodeCount = (m: Model) => [...m.graph.allGraphs()].reduce((s, g) => s + g.nodes.length, 0);
 
 function imageInput(m: Model, name?: string) {
@@ -92,8 +79,23 @@ export async function compileBuckets(source: string, outDir: string, buckets: Bu
   if (!fix) throw new Error('fix-shapes pass is not registered');
   const name = opts.name ?? path.basename(source).replace(/\.onnx$/i, '');
   const weightsFile = opts.weightsFile ?? `${name}.weights.data`;
-  fs.mkdirSync(outDir, { recursive: true });
+  const dest = path.resolve(outDir);
+  if (dest === path.dirname(path.resolve(source))) throw new InputError('output folder is the source folder; refusing to write next to the input', outDir);
+  // Written to a temp folder, then moved in: a failure leaves no half set of variants behind.
+  const work = `${dest}.tmp-${process.pid}`;
+  fs.rmSync(work, { recursive: true, force: true });
+  fs.mkdirSync(work, { recursive: true });
+  try {
+    const result = await writeBuckets(source, work, buckets, keys, name, weightsFile, fix, opts);
+    fs.mkdirSync(dest, { recursive: true });
+    for (const f of fs.readdirSync(work)) fs.renameSync(path.join(work, f), path.join(dest, f));
+    return result;
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
 
+async function writeBuckets(source: string, outDir: string, buckets: Bucket[], keys: string[], name: string, weightsFile: string, fix: Pass, opts: BucketOptions): Promise<BucketManifest> {
   // 1. The dynamic model, weights written once.
   const src = loadModel(source);
   const input = imageInput(src, opts.input);
@@ -146,14 +148,90 @@ export async function compileBuckets(source: string, outDir: string, buckets: Bu
   };
 }
 
-/** For each encoder batch of a plan, the variant that runs it; missing shapes are a failed check. */
-export function assignVariants(m: BucketManifest, plan: TilePlan): { batch: number; tiles: number[]; file: string }[] {
-  const missing: string[] = [];
-  const out = plan.batches.map((b, i) => {
-    const file = m.lookup[`${b.shape[2]}x${b.shape[3]}`]?.[String(b.shape[0])];
-    if (!file) missing.push(`batch ${b.shape[0]} at ${b.shape[2]}x${b.shape[3]}`);
-    return { batch: i, tiles: b.tiles, file: file ?? '' };
+export interface EncoderCall {
+  /** Index of the plan batch these tiles come from. */
+  batch: number;
+  tiles: number[];
+  /** Input shape of the variant that runs the call. */
+  shape: [number, number, number, number];
+  /** Slots padded because no smaller compiled batch fits the remaining tiles. */
+  padded?: number;
+}
+
+/** Each plan batch split over the batch sizes compiled for its tile size: the largest size the
+ * remaining tiles fill first, padding only when no smaller size exists (batch 4 plus batch 1 for
+ * a remainder of 3 runs 4 + 1 + 1 + 1 with no padded slot). A tile size with no variant is a
+ * failed check naming it. */
+export function encoderCalls(plan: TilePlan, compiled: Bucket[]): EncoderCall[] {
+  const missing = new Set<string>();
+  const out: EncoderCall[] = [];
+  plan.batches.forEach((b, i) => {
+    const [, c, h, w] = b.shape;
+    const sizes = [...new Set(compiled.filter((v) => v.height === h && v.width === w).map((v) => v.batch))].sort((x, y) => y - x);
+    if (!sizes.length) { missing.add(`${w}x${h}`); return; }
+    for (let rest = b.tiles; rest.length;) {
+      const n = sizes.find((s) => s <= rest.length) ?? sizes[sizes.length - 1]!;
+      const tiles = rest.slice(0, n);
+      rest = rest.slice(n);
+      out.push({ batch: i, tiles, shape: [n, c, h, w], ...(n > tiles.length ? { padded: n - tiles.length } : {}) });
+    }
   });
-  if (missing.length) throw new CheckError(`no bucket for ${[...new Set(missing)].join(', ')} (have: ${m.variants.map((v) => v.key).join(', ')})`, missing);
+  if (missing.size) {
+    const have = [...new Set(compiled.map((v) => `${v.width}x${v.height}`))].join(', ');
+    throw new CheckError(`the ${plan.policy} plan of ${plan.image.width}x${plan.image.height} needs tiles of ${[...missing].join(', ')} (WxH) with no compiled variant (have: ${have || 'none'})`, [...missing]);
+  }
   return out;
+}
+
+/** For each encoder call of a plan, the bucket variant that runs it. */
+export function assignVariants(m: BucketManifest, plan: TilePlan): { batch: number; tiles: number[]; file: string; padded?: number }[] {
+  return encoderCalls(plan, m.variants).map(({ shape, ...c }) => ({ ...c, file: m.lookup[`${shape[2]}x${shape[3]}`]![String(shape[0])]! }));
+}
+
+/** manifest.preprocessing of a compiled artifact: under a tiling policy the plan-to-variant map
+ * (tilingSpec); otherwise, for static vision encoders, the sizes they take and their files. */
+export function preprocessingSpec(opts: TargetOptions, models: ManifestModel[]): Record<string, unknown> | undefined {
+  const vision = models.filter((m) => m.role === 'vision-encoder');
+  const tiling = tilingOf(opts);
+  if (tiling && vision.length) return tilingSpec(tiling, models);
+  const sized = vision.filter((v) => v.variant);
+  // Static encoders take exactly these sizes; the runtime resizes images to them.
+  if (sized.length) return { imageSizes: [...new Set(sized.map((v) => v.variant!))], files: Object.fromEntries(sized.map((v) => [v.variant!, v.file])) };
+  return undefined;
+}
+
+/** The tiling plan as the runtime's preprocessing spec: the policy and its parameters, the variant
+ * for each (tile size, batch), and the example plan with every encoder call assigned a variant. */
+function tilingSpec(t: Tiling, models: ManifestModel[]): Record<string, unknown> {
+  const p = t.example;
+  const spec: Record<string, unknown> = { policy: p.policy, options: p.options };
+  if (!t.sizes.length) {
+    spec.rule = 'plan each image with the policy; the vision encoder takes any tile size and batch';
+    spec.example = p;
+    return { tiling: spec };
+  }
+  const table = (role: Role) => {
+    const out: Record<string, Record<string, string>> = {};
+    for (const e of models.filter((x) => x.role === role)) {
+      const v = parseTileSuffix(e.variant ?? '');
+      if (v) (out[`${v.width}x${v.height}`] ??= {})[String(v.batch)] = e.file;
+    }
+    return out;
+  };
+  const encoder = table('vision-encoder'), projector = table('projector');
+  const shapes = Object.entries(encoder).flatMap(([size, byBatch]) => Object.keys(byBatch).map((b) => {
+    const [width, height] = size.split('x').map(Number) as [number, number];
+    return { batch: Number(b), width, height };
+  }));
+  const calls = encoderCalls(p, shapes).map((c) => {
+    const key = `${c.shape[3]}x${c.shape[2]}`, b = String(c.shape[0]);
+    return { ...c, encoder: encoder[key]![b]!, ...(projector[key]?.[b] ? { projector: projector[key]![b]! } : {}) };
+  });
+  Object.assign(spec, {
+    batchSizes: t.batches,
+    rule: 'plan each image with the policy; split each plan batch into encoder calls, largest compiled batch the remaining tiles fill first (pad only when none fits); run a call of b tiles of WxH with variants.visionEncoder["WxH"]["b"] (and variants.projector, same keys)',
+    variants: { visionEncoder: encoder, ...(Object.keys(projector).length ? { projector } : {}) },
+    example: { ...p, calls },
+  });
+  return { imageSizes: t.sizes.map((s) => `${s.width}x${s.height}`), tiling: spec };
 }

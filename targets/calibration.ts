@@ -5,10 +5,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DataType, Model, Tensor } from '../ir/index.js';
 import { loadCalibrationSets, syntheticCalibrationSets } from '../runtime/calibrate.js';
-import { resolveDims } from './dims.js';
+import { DEFAULT_IMAGE, resolveDims } from './dims.js';
 import type { SubModel } from './target.js';
-
-const DEFAULT_IMAGE = { width: 224, height: 224 };
 
 /** Smallest table an int input indexes (keeps random ids in range). */
 export function idBound(model: Model): number | undefined {

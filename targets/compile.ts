@@ -15,9 +15,10 @@ import { getMethod } from '../passes/quant/methods/index.js';
 import type { QuantizeContext } from '../passes/quantize.js';
 import { calibrationSets } from './calibration.js';
 import { checkModel, enforce, type CheckIssue } from './check.js';
-import { parseSize, patchSize, resolveDims, type Size } from './dims.js';
+import { DEFAULT_IMAGE, EXAMPLE_IMAGE, parseSize, patchSize, resolveDims, type Size, type Tiling } from './dims.js';
+import { encoderCalls, preprocessingSpec } from './buckets.js';
 import { buildManifest, fileDigests, isArtifactDir, writeJson, type Manifest, type ManifestModel } from './manifest.js';
-import { POLICIES, type PolicyName } from './plan/index.js';
+import { POLICIES, planImage, type PolicyName, type TilePlan } from './plan/index.js';
 import { getTarget } from './registry.js';
 import { reportHtml } from './report-html.js';
 import { roleThreshold, type DeviceProfile, type QuantChoice, type SubModel, type Target, type TargetName, type TargetOptions, type Variant } from './target.js';
@@ -38,8 +39,15 @@ export interface CompileOptions {
   /** Replaces the target's default pipeline for every sub-model. */
   pipeline?: string;
   calibration?: string;
-  /** Image tiling policy the runtime applies before the vision encoder (recorded in the manifest). */
+  /** Image tiling policy the runtime applies before the vision encoder: the vision encoder and
+   * projector are compiled at its tile sizes (npu; webgpu/mobile only with imageSizes, which
+   * otherwise replace the plan's sizes) and encoder batch sizes, and the manifest maps its plans
+   * to those variants. */
   policy?: string;
+  /** The policy's parameters by name (as `edgec plan --json` lists them), e.g. { tileSize: 56 }. */
+  policyOptions?: Record<string, number | boolean>;
+  /** Encoder batch sizes per tile size (default: the policy's batch, and 1 for the remainder). */
+  batchSizes?: number[];
   allowFallback?: boolean;
   verify?: boolean;
   /** Device profile name of the target, or a profile object (tests use tiny limits). */
@@ -65,8 +73,6 @@ export interface CompileResult {
   manifest: Manifest;
   report: { target: TargetName; profile: string; models: SubModelReport[]; ms: number; passed: boolean };
 }
-
-const DEFAULT_IMAGE: Size = { width: 224, height: 224 };
 
 /** `model.onnx` or a folder of `*.onnx` sub-models (sorted by name). */
 export function resolveInputs(input: string): { name: string; file: string }[] {
@@ -97,7 +103,7 @@ function resolveProfile(t: Target, p: string | DeviceProfile | undefined): Devic
   return prof;
 }
 
-function targetOptions(o: CompileOptions): TargetOptions {
+function targetOptions(o: CompileOptions, t: Target): TargetOptions {
   const blockSize = o.blockSize ?? 32;
   if (!(blockSize >= 16 && (blockSize & (blockSize - 1)) === 0)) throw new InputError(`--block-size must be a power of two >= 16, got ${blockSize}`);
   const context = o.context ?? 256;
@@ -109,8 +115,29 @@ function targetOptions(o: CompileOptions): TargetOptions {
   } catch (e) {
     throw new InputError((e as Error).message);
   }
-  if (o.policy !== undefined && !POLICIES.includes(o.policy as PolicyName)) throw new InputError(`unknown tiling policy '${o.policy}' (known: ${POLICIES.join(', ')})`);
-  return { quant: o.quant, blockSize, method: o.method ?? 'rtn', fp16: o.fp16 ?? true, context, prefillChunk, imageSizes, fix: o.fix ?? {}, calibration: o.calibration, seed: o.seed ?? 1234, policy: o.policy as PolicyName | undefined };
+  const policy = o.policy as PolicyName | undefined;
+  if (policy !== undefined && !POLICIES.includes(policy)) throw new InputError(`unknown tiling policy '${o.policy}' (known: ${POLICIES.join(', ')})`);
+  const opts: TargetOptions = { quant: o.quant, blockSize, method: o.method ?? 'rtn', fp16: o.fp16 ?? true, context, prefillChunk, imageSizes, fix: o.fix ?? {}, calibration: o.calibration, seed: o.seed ?? 1234, policy };
+  if (policy) Object.assign(opts, { tiling: tiling(policy, o, imageSizes, t.staticShapes) });
+  else if (o.policyOptions || o.batchSizes) throw new InputError('policy options and batch sizes need --policy');
+  return opts;
+}
+
+/** The policy's example plan, and the shapes to compile so that plans map onto variants: the plan's
+ * tile sizes unless --image-sizes overrides them (dynamic-shape targets stay dynamic without it). */
+function tiling(policy: PolicyName, o: CompileOptions, imageSizes: Size[], staticShapes: boolean): Tiling {
+  let example: TilePlan;
+  try {
+    example = planImage(policy, EXAMPLE_IMAGE, o.policyOptions ?? {});
+  } catch (e) {
+    throw new InputError(`--policy ${policy}: ${(e as Error).message}`);
+  }
+  const batches = [...new Set(o.batchSizes ?? [example.options.batch as number, 1])].sort((a, b) => b - a);
+  for (const b of batches) if (!(Number.isInteger(b) && b >= 1)) throw new InputError(`batch sizes must be positive integers, got ${batches.join(',')}`);
+  const sizes = imageSizes.length ? imageSizes : staticShapes ? example.tileSizes : [];
+  // Refuse before compiling anything when the example plan needs a shape that would not exist.
+  if (sizes.length) encoderCalls(example, sizes.flatMap((s) => batches.map((batch) => ({ batch, height: s.height, width: s.width }))));
+  return { example, sizes, batches };
 }
 
 /** Resolve the steps: an explicit textual pipeline, or the target's default minus unregistered passes. */
@@ -134,12 +161,16 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
   const t0 = performance.now();
   const target = getTarget(o.target);
   const profile = resolveProfile(target, o.profile);
-  const opts = targetOptions(o);
+  const opts = targetOptions(o, target);
   // A device without shader-f16 cannot run fp16 activations at all: pick the fp32 build for it.
   if (profile.shaderF16 === false) opts.fp16 = false;
   const inputs = resolveInputs(input);
   const outDir = path.resolve(o.out);
-  for (const i of inputs) if (outDir === path.dirname(i.file)) throw new InputError('output folder is the input folder', o.out);
+  // The old artifact is removed before the new one moves in: it must not hold an input.
+  for (const i of inputs) {
+    const rel = path.relative(outDir, i.file);
+    if (!rel.startsWith('..') && !path.isAbsolute(rel)) throw new InputError('output folder holds the input; refusing to replace it', o.out);
+  }
   if (fs.existsSync(outDir) && !isArtifactDir(outDir)) throw new InputError('exists and is not an edgec artifact; refusing to replace it', o.out);
 
   const loaded = inputs.map((i) => ({ ...i, model: loadModel(i.file) }));
@@ -218,9 +249,10 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
     }
     for (const f of target.extraFiles?.(emitted) ?? []) fs.writeFileSync(path.join(tmp, f.path), f.content);
     // report.html describes the model files; the manifest then hashes it with everything else.
-    const draft = buildManifest(target, profile, opts, entries, fileDigests(tmp));
+    const pre = preprocessingSpec(opts, entries);
+    const draft = buildManifest(target, profile, opts, entries, fileDigests(tmp), pre);
     fs.writeFileSync(path.join(tmp, 'report.html'), reportHtml(draft, draft.files));
-    const manifest = buildManifest(target, profile, opts, entries, fileDigests(tmp));
+    const manifest = buildManifest(target, profile, opts, entries, fileDigests(tmp), pre);
     writeJson(path.join(tmp, 'manifest.json'), manifest);
     fs.rmSync(outDir, { recursive: true, force: true });
     fs.renameSync(tmp, outDir);

@@ -6,10 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DataType, Dim, Model, dtypeName } from '../ir/index.js';
 import { opKey, type Role } from '../ir/summary.js';
-import { POLICY_DEFAULTS, planImage } from './plan/index.js';
 import type { DeviceProfile, RolePlan, Target, TargetOptions } from './target.js';
-
-const EXAMPLE_IMAGE = { width: 1344, height: 896 };
 
 export interface ManifestIO {
   name: string;
@@ -142,9 +139,9 @@ export function sha256File(file: string): string {
   return h.digest('hex');
 }
 
-export function buildManifest(t: Target, profile: DeviceProfile, opts: TargetOptions, models: ManifestModel[], files: Manifest['files']): Manifest {
+/** `preprocessing` (buckets.ts preprocessingSpec): how the runtime turns an image into vision encoder calls. */
+export function buildManifest(t: Target, profile: DeviceProfile, opts: TargetOptions, models: ManifestModel[], files: Manifest['files'], preprocessing?: Record<string, unknown>): Manifest {
   const ran = models.some((m) => m.verification);
-  const vision = models.filter((m) => m.role === 'vision-encoder');
   const m: Manifest = {
     tool: { name: 'edgec', version: toolVersion() },
     target: t.name,
@@ -166,19 +163,7 @@ export function buildManifest(t: Target, profile: DeviceProfile, opts: TargetOpt
     verification: { ran, passed: models.every((e) => !e.verification || e.verification.passed) },
     files,
   };
-  if (vision.length && (t.staticShapes || opts.policy)) {
-    const pre: Record<string, unknown> = {};
-    if (t.staticShapes) {
-      // Static encoders take exactly these sizes; the runtime tiles/resizes images to them.
-      pre.imageSizes = [...new Set(vision.map((v) => v.variant).filter(Boolean))];
-      pre.files = Object.fromEntries(vision.map((v) => [v.variant ?? '', v.file]));
-    }
-    if (opts.policy) {
-      // The runtime plans each image with this policy; the example shows the plan's JSON form.
-      pre.tiling = { policy: opts.policy, options: POLICY_DEFAULTS[opts.policy], example: planImage(opts.policy, EXAMPLE_IMAGE) };
-    }
-    m.preprocessing = pre;
-  }
+  if (preprocessing) m.preprocessing = preprocessing;
   return m;
 }
 

@@ -54,10 +54,6 @@ export interface DeviceProfile {
   maxBindingBytes: number;
   /** Largest buffer the device can create. */
   maxBufferBytes: number;
-  /** DRAM bandwidth in GB/s (cost model). */
-  bandwidthGBs: number;
-  /** Peak dense compute in GFLOP/s at the activation precision (cost model). */
-  peakGflops: number;
   /** WebGPU `shader-f16` (fp16 activations need it). */
   shaderF16?: boolean;
   /** int8 dot products (DP4A / SDOT) for accuracy_level 4. */

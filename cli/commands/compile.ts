@@ -19,6 +19,8 @@ interface CompileCliOpts {
   pipeline?: string;
   calibration?: string;
   policy?: string;
+  policyOption: string[];
+  batchSizes?: string;
   profile?: string;
   allowFallback?: boolean;
   verify: boolean;
@@ -43,6 +45,12 @@ export function parseCompileOptions(o: CompileCliOpts, input: string): CompileOp
     if (!m || Number(m[2]) < 1) throw new InputError(`--fix '${f}' is not name=positive integer`);
     fix[m[1]!] = Number(m[2]);
   }
+  const policyOptions: Record<string, number | boolean> = {};
+  for (const f of o.policyOption) {
+    const m = /^([A-Za-z]+)=(true|false|\d+(?:\.\d+)?)$/.exec(f);
+    if (!m) throw new InputError(`--policy-option '${f}' is not name=number|true|false`);
+    policyOptions[m[1]!] = m[2] === 'true' ? true : m[2] === 'false' ? false : Number(m[2]);
+  }
   return {
     target: o.target as TargetName,
     out: o.out ?? `${input.replace(/[\\/]+$/, '').replace(/\.onnx$/i, '')}-${o.target}`,
@@ -56,6 +64,8 @@ export function parseCompileOptions(o: CompileCliOpts, input: string): CompileOp
     pipeline: o.pipeline,
     calibration: o.calibration,
     policy: o.policy,
+    policyOptions: o.policyOption.length ? policyOptions : undefined,
+    batchSizes: o.batchSizes?.split(',').map((b) => posInt('--batch-sizes', b.trim())!),
     profile: o.profile,
     allowFallback: o.allowFallback,
     verify: o.verify,
@@ -91,13 +101,15 @@ export const registerCompile: RegisterCommand = (program: Command, setExit) => {
     .option('--quant <kind>', 'weights for every sub-model: int4|int8|fp16|none (default: per role)')
     .option('--block-size <n>', 'quantization block size along K', '32')
     .option('--method <name>', 'quantization method (rtn, ...)', 'rtn')
-    .option('--fix <name=dim>', 'fix a symbolic dim (repeatable)', collect, [])
-    .option('--image-sizes <WxH,...>', 'vision sizes: npu compiles one encoder per size; others verify at the first')
+    .option('--fix <name=dim>', 'fix a symbolic dim (repeatable); webgpu/mobile stay dynamic without it or --image-sizes', collect, [])
+    .option('--image-sizes <WxH,...>', 'vision sizes: one static vision encoder/projector per size (npu default 224x224)')
     .option('--context <n>', 'npu: KV length (past + new tokens) of the static decoder', undefined)
     .option('--prefill-chunk <n>', 'npu: tokens per prefill call (default context/16, at most 128)')
     .option('--pipeline <spec>', 'replace the default pass pipeline (e.g. "cleanup,fold-constants,quantize-int4{bits=4}")')
     .option('--calibration <dir>', 'folder of <input name>.pb tensors for activation ranges (npu)')
-    .option('--policy <name>', 'image tiling policy recorded as the preprocessing spec (minicpm-v|bluelm-v|internvl|mini-monkey)')
+    .option('--policy <name>', 'image tiling policy (minicpm-v|bluelm-v|internvl|mini-monkey): vision variants per tile size and batch, plan-to-variant map in the manifest')
+    .option('--policy-option <name=value>', 'a policy parameter as `edgec plan --json` names it, e.g. tileSize=448 (repeatable)', collect, [])
+    .option('--batch-sizes <n,...>', 'encoder batch sizes per tile size (default: the policy batch, and 1 for the remainder)')
     .option('--profile <name>', 'device profile of the target')
     .option('--allow-fallback', 'emit even when some nodes cannot run on the target')
     .option('--no-verify', 'skip the onnxruntime comparison against the original')

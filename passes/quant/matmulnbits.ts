@@ -2,7 +2,7 @@
 // column n of the [K, N] weight, 4-bit codes packed along K low nibble first; scales [N*k_blocks]
 // in A's float type; packed uint8 zero points [N, ceil(k_blocks*bits/8)], each row byte-aligned.
 // Absent zero points mean 2^(bits-1), so symmetric weights store (signed code + 2^(bits-1)).
-import { DataType, Node, Tensor, dtypeName, f16ToF32, float32ToFloat16Array } from '../../ir/index.js';
+import { DataType, Node, Tensor, dtypeName, float32ToFloat16Array } from '../../ir/index.js';
 import type { QuantizedWeight } from './types.js';
 
 export const MS_DOMAIN = 'com.microsoft';
@@ -83,17 +83,6 @@ export function packMatMulNBits(q: QuantizedWeight, base: string, scaleType: Dat
   return out;
 }
 
-/** Float values of a scales tensor (fp32/fp16/bf16), exactly. */
-export function scaleValues(t: Tensor): Float32Array {
-  if (t.dtype === DataType.FLOAT16) {
-    const raw = t.bytes();
-    const out = new Float32Array(t.size);
-    for (let i = 0; i < out.length; i++) out[i] = f16ToF32(raw[2 * i]! | (raw[2 * i + 1]! << 8));
-    return out;
-  }
-  return t.toFloat32();
-}
-
 /** Read a MatMulNBits node's constant weights back into a QuantizedWeight; a string says why not. */
 export function readMatMulNBits(node: Node): QuantizedWeight | string {
   const K = node.attrInt('K'), N = node.attrInt('N'), bits = node.attrInt('bits', 4), blockSize = node.attrInt('block_size');
@@ -109,7 +98,7 @@ export function readMatMulNBits(node: Node): QuantizedWeight | string {
   const codes = new Uint8Array(N * Kp);
   if (bits === 8) codes.set(raw.subarray(0, codes.length));
   else for (let i = 0; i < codes.length; i++) codes[i] = i & 1 ? raw[i >> 1]! >> 4 : raw[i >> 1]! & 0xf;
-  const q: QuantizedWeight = { K, N, bits, blockSize, kBlocks, symmetric: true, codes, scales: scaleValues(S) };
+  const q: QuantizedWeight = { K, N, bits, blockSize, kBlocks, symmetric: true, codes, scales: S.toFloat32() };
   const zpIn = node.input(3);
   if (zpIn) {
     const Z = zpIn.initializer;

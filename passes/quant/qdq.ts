@@ -3,7 +3,7 @@
 // first element in the low nibble. DQ's zero point defaults to 0, so symmetric codes are stored
 // signed (INT4/INT8) and asymmetric ones unsigned with an explicit zero point of the same type.
 import { DataType, Node, Tensor, dtypeName, unpackInt4 } from '../../ir/index.js';
-import { floatTensor, scaleValues } from './matmulnbits.js';
+import { floatTensor } from './matmulnbits.js';
 import type { QuantizedWeight } from './types.js';
 
 export interface QdqWeights {
@@ -95,7 +95,7 @@ export function readQdq(dq: Node): QuantizedWeight | string {
   const symmetric = signed && (!zpv || zpv.every((z) => z === 0));
   const Kp = kBlocks * blockSize;
   const x = intValues(X);
-  const sv = scaleValues(S);
+  const sv = S.toFloat32();
   const scales = new Float32Array(N * kBlocks);
   const zeroPoints = symmetric ? undefined : new Uint8Array(N * kBlocks);
   for (let n = 0; n < N; n++) {

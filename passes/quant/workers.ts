@@ -150,13 +150,3 @@ export async function createQuantPool(opts: PoolOptions = {}): Promise<QuantPool
     },
   };
 }
-
-/** Quantize every job; results in job order. */
-export async function quantizeAll(jobs: QuantJob[], opts: PoolOptions = {}): Promise<QuantizedWeight[]> {
-  const pool = await createQuantPool({ threads: Math.min(opts.threads ?? 1, jobs.length) });
-  try {
-    return await Promise.all(jobs.map((j) => pool.quantize(j)));
-  } finally {
-    await pool.close();
-  }
-}

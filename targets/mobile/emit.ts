@@ -4,8 +4,8 @@ import { Model } from '../../ir/index.js';
 import type { SubModel, Variant } from '../target.js';
 import type { MobileProfile } from './profiles.js';
 
-export function mobileFileName(sm: SubModel, _v: Variant): string {
-  return `${sm.name}.onnx`;
+export function mobileFileName(sm: SubModel, v: Variant): string {
+  return `${sm.name}${v.suffix ? `_${v.suffix}` : ''}.onnx`;
 }
 
 export async function mobileFinalize(model: Model): Promise<Record<string, number>> {

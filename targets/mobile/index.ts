@@ -1,5 +1,6 @@
 // The mobile target: onnxruntime CPU EP (+ XNNPACK) in a reduced build for phones.
 import type { Role } from '../../ir/summary.js';
+import { requestedVariants } from '../dims.js';
 import type { RolePlan, Target, TargetOptions } from '../target.js';
 import { MOBILE_CAPABILITIES } from './capabilities.js';
 import { mobileFileName, mobileFinalize, mobileSessionOptions, requiredOperators } from './emit.js';
@@ -24,7 +25,8 @@ export const mobile: Target = {
   plan,
   pipeline: mobilePipeline,
   finalize: (m) => mobileFinalize(m),
-  variants: () => [{ suffix: '', dims: {} }],
+  // Dynamic shapes unless --fix or --image-sizes asks for static ones.
+  variants: requestedVariants,
   fileName: mobileFileName,
   externalData: { maxFileBytes: Infinity, location: (file) => `${file}.data` },
   sessionOptions: mobileSessionOptions,

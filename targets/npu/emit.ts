@@ -1,13 +1,12 @@
 // npu artifact details: weights and activations in full QDQ form (A16W4 decoder, A16W8 vision),
 // one static file per shape bucket (decoder chunked prefill + 1-token decode, one vision encoder
-// per image size) sharing one weights file, and QNN provider options.
+// per image size, or per tile size and encoder batch of a tiling policy) sharing one weights file,
+// and QNN provider options.
 import { Model } from '../../ir/index.js';
 import { calibrationSets } from '../calibration.js';
-import { resolveDims, type DimContext } from '../dims.js';
+import { DEFAULT_IMAGE, resolveDims, tilingOf, tilingVariants, type DimContext } from '../dims.js';
 import type { SubModel, Variant } from '../target.js';
 import { quantizeActivations, quantizeRemainingWeights } from './qdq.js';
-
-const DEFAULT_IMAGE = { width: 224, height: 224 };
 
 function dimContext(sm: SubModel, seq: number, image = sm.opts.imageSizes[0] ?? DEFAULT_IMAGE): DimContext {
   return { seq, context: sm.opts.context, image, patch: sm.patch, fix: sm.opts.fix };
@@ -29,6 +28,8 @@ export function npuVariants(model: Model, sm: SubModel): Variant[] {
     ];
   }
   if (sm.role === 'vision-encoder' || sm.role === 'projector') {
+    const tiling = tilingOf(sm.opts);
+    if (tiling) return tilingVariants(model, sm, tiling, sm.opts.prefillChunk, () => true);
     const sizes = sm.opts.imageSizes.length ? sm.opts.imageSizes : [DEFAULT_IMAGE];
     return sizes.map((s) => ({ suffix: `${s.width}x${s.height}`, dims: resolveDims(model, dimContext(sm, sm.opts.prefillChunk, s)).dims }));
   }

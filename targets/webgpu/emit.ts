@@ -18,8 +18,8 @@ export function tfjsDtype(sm: SubModel): string {
 
 const SUFFIX: Record<string, string> = { q4f16: '_q4f16', q4: '_q4', q8f16: '_q8f16', q8: '_quantized', fp16: '_fp16', fp32: '' };
 
-export function webgpuFileName(sm: SubModel, _v: Variant): string {
-  return `${sm.name}${SUFFIX[tfjsDtype(sm)]}.onnx`;
+export function webgpuFileName(sm: SubModel, v: Variant): string {
+  return `${sm.name}${v.suffix ? `_${v.suffix}` : ''}${SUFFIX[tfjsDtype(sm)]}.onnx`;
 }
 
 function hasFloat16(model: Model): boolean {

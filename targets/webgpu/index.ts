@@ -1,5 +1,6 @@
 // The webgpu target: onnxruntime-web's WebGPU EP (transformers.js layout).
 import type { Role } from '../../ir/summary.js';
+import { requestedVariants } from '../dims.js';
 import type { RolePlan, Target, TargetOptions } from '../target.js';
 import { WEBGPU_CAPABILITIES } from './capabilities.js';
 import { WEBGPU_MAX_CHUNK, webgpuFileName, webgpuFinalize, webgpuSessionOptions } from './emit.js';
@@ -26,7 +27,8 @@ export const webgpu: Target = {
   plan,
   pipeline: webgpuPipeline,
   finalize: webgpuFinalize,
-  variants: () => [{ suffix: '', dims: {} }],
+  // Dynamic shapes unless --fix or --image-sizes asks for static ones.
+  variants: requestedVariants,
   fileName: webgpuFileName,
   externalData: { maxFileBytes: WEBGPU_MAX_CHUNK, location: (file) => `${file}_data` },
   sessionOptions: webgpuSessionOptions,

@@ -39,6 +39,20 @@ describe('verifyModels', () => {
     expect(s.outputs[0]!.cosine).toBeGreaterThan(0.999999);
   });
 
+  it('a candidate onnxruntime cannot run fails the check (exit 1), named as asked', async () => {
+    const broken = mlpModel();
+    // An op the CPU provider has no kernel for: session creation fails on the candidate only.
+    broken.graph.nodes[0]!.domain = 'org.edgec.missing';
+    broken.opsetImports.push({ domain: 'org.edgec.missing', version: 1 });
+    const f = path.join(dir, 'broken.onnx');
+    saveModel(broken, f);
+    await expect(verifyModels(ref, f, { candidateName: 'artifact/model.onnx' })).rejects.toThrow(/^artifact\/model\.onnx: does not run in onnxruntime: /);
+    const r = await cli('verify', ref, f);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toContain('broken.onnx: does not run in onnxruntime');
+  });
+
   it('feeds fixed inputs as given', async () => {
     const x = Tensor.fromFloat32('features', [2, 16], new Float32Array(32).fill(1));
     const r = await verifyModels(ref, bad, { fixed: { features: x } });

@@ -13,7 +13,7 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 async function fold(model: Model, spec = 'fold-constants') {
   const reports = await runPipeline(model, parsePipeline(spec), { verifyEach: true });
-  return reports[reports.length - 1]!.stats.counts;
+  return reports[reports.length - 1]!.stats;
 }
 
 async function ortOutputs(model: Model, name: string, feeds: Record<string, Tensor> = {}) {
@@ -83,7 +83,7 @@ describe('fold-constants', () => {
     const m = b.build();
     const feeds = randomInputs(m);
     const before = await ortOutputs(m, 'chain-before.onnx', feeds);
-    const counts = await fold(m);
+    const { counts } = await fold(m);
     expect(counts.shapesFolded).toBe(1);
     expect(m.graph.nodes.map((n) => n.opType)).toEqual(['Reshape']);
     expect(Array.from(m.graph.value('shape_out').initializer!.toNumbers())).toEqual([2, 3, -1]);
@@ -102,13 +102,14 @@ describe('fold-constants', () => {
       return b.build();
     };
     const m = build();
-    const c = await fold(m);
+    const { counts: c, skipped } = await fold(m);
     expect(c.tooLarge).toBe(3);
+    expect(skipped).toEqual(['result over maxBytes=1048576: ConstantOfShape x1, Tile x1, Expand x1']);
     expect(m.graph.nodes.map((n) => n.opType).sort()).toEqual(['Add', 'Add', 'ConstantOfShape', 'Expand', 'Mul', 'Tile']);
     const m2 = build();
     const feeds = randomInputs(m2);
     const before = await ortOutputs(m2, 'big-before.onnx', feeds);
-    const c2 = await fold(m2, 'fold-constants{maxBytes=8388608}');
+    const c2 = (await fold(m2, 'fold-constants{maxBytes=8388608}')).counts;
     expect(c2.folded).toBe(4);
     const after = await ortOutputs(m2, 'big-after.onnx', feeds);
     for (const r of compareOutputs(before, after)) expect(r.maxAbsError).toBe(0);
@@ -125,7 +126,7 @@ describe('fold-constants', () => {
     const neg = b.op1('Neg', [over]);
     b.output(b.op1('Add', [b.op1('Add', [x, dq]), b.op1('Mul', [rnd, neg])]), 'y', DataType.FLOAT);
     const m = b.build();
-    const c = await fold(m);
+    const c = (await fold(m)).counts;
     expect(c.folded).toBe(0);
     expect(m.graph.nodes.map((n) => n.opType).sort()).toEqual(['Add', 'Add', 'DequantizeLinear', 'Mul', 'Neg', 'RandomUniform']);
   });
@@ -157,7 +158,7 @@ describe('fold-constants', () => {
     }
     const m = b.build();
     const ref = await ortOutputs(m, 'ints-before.onnx');
-    const c = await fold(m);
+    const c = (await fold(m)).counts;
     expect(c.unsupported).toBe(0);
     expect(nodeCount(m)).toBe(0);
     for (const [k, t] of Object.entries(ref)) {

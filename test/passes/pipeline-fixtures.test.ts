@@ -34,7 +34,7 @@ async function runDefault(name: string, model: Model, staticShapes: boolean) {
   const cmp = compareOutputs(before, after);
   for (const c of cmp) expect(c.cosine, `${name}/${c.name}`).toBeGreaterThanOrEqual(0.99999);
   for (const [k, t] of Object.entries(before)) if (t.dtype !== DataType.FLOAT) expect(compareOutputs({ [k]: t }, after)[0]!.maxAbsError).toBe(0);
-  const line = `${name}${staticShapes ? ' (static)' : ''}: ${reports.map((r) => `${r.pass} ${r.nodesBefore}->${r.nodesAfter}`).join(', ')}; min cosine ${Math.min(...cmp.map((c) => c.cosine)).toFixed(7)}`;
+  const line = `${name}${staticShapes ? ' (static)' : ''}: ${reports.map((r) => `${r.pass} ${r.nodesBefore}->${r.nodesAfter}`).join(', ')}; min cosine ${Math.min(...cmp.map((c) => c.cosine)).toFixed(7)}, max abs ${Math.max(...cmp.map((c) => c.maxAbsError)).toExponential(2)}`;
   return { reports, line };
 }
 

@@ -65,6 +65,12 @@ describe('collectCalibration', () => {
       expect(Buffer.from(c.x.buffer).equals(Buffer.from(b.get(w)!.x.buffer))).toBe(true);
     }
     expect(() => loadCalibrationSets(path.join(tmp, 'nope'), model)).toThrow(/calibration folder not found/);
+    // Bad sets: one line naming the folder or file at fault.
+    const lacking = path.join(calDir, 'set_1', 'position_ids.pb');
+    fs.rmSync(lacking);
+    expect(() => loadCalibrationSets(calDir, model)).toThrow(new RegExp(`^${path.join(calDir, 'set_1')}: calibration set lacks input\\(s\\) position_ids$`));
+    fs.writeFileSync(lacking, Buffer.from([0xff, 0xff, 0xff]));
+    expect(() => loadCalibrationSets(calDir, model)).toThrow(/position_ids\.pb.*not a TensorProto/);
   }, 30_000);
 });
 

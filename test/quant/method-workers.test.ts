@@ -1,8 +1,18 @@
 import { describe, expect, it } from 'vitest';
 import { rng, randn } from '../../runtime/ort.js';
 import { allMethods } from '../../passes/quant/methods/index.js';
-import { createQuantPool, quantizeAll, type QuantJob } from '../../passes/quant/workers.js';
+import { createQuantPool, type QuantJob } from '../../passes/quant/workers.js';
 import type { QuantizedWeight } from '../../passes/quant/types.js';
+
+/** Every job on one pool; results in job order. */
+async function quantizeAll(jobs: QuantJob[], threads: number): Promise<QuantizedWeight[]> {
+  const pool = await createQuantPool({ threads });
+  try {
+    return await Promise.all(jobs.map((j) => pool.quantize(j)));
+  } finally {
+    await pool.close();
+  }
+}
 
 function jobs(): QuantJob[] {
   const rand = rng(99);
@@ -22,10 +32,10 @@ function bytes(q: QuantizedWeight): Buffer {
   return Buffer.concat([Buffer.from(q.codes), Buffer.from(q.scales.buffer, q.scales.byteOffset, q.scales.byteLength), Buffer.from(q.zeroPoints ?? [])]);
 }
 
-describe('quantizeAll worker pool', () => {
+describe('quantization worker pool', () => {
   it('gives the same bytes, in job order, on 1 and 2 threads', async () => {
-    const a = await quantizeAll(jobs(), { threads: 1 });
-    const b = await quantizeAll(jobs(), { threads: 2 });
+    const a = await quantizeAll(jobs(), 1);
+    const b = await quantizeAll(jobs(), 2);
     expect(b.length).toBe(a.length);
     a.forEach((q, i) => {
       expect([b[i]!.K, b[i]!.N]).toEqual([q.K, q.N]);
@@ -53,7 +63,7 @@ describe('quantizeAll worker pool', () => {
   }, 30_000);
 
   it('reports a failing job with the method name', async () => {
-    await expect(quantizeAll([{ method: 'rtn', w: new Float32Array(10), K: 64, N: 8, params: { bits: 4, blockSize: 32, symmetric: true } }, { method: 'rtn', w: new Float32Array(64), K: 64, N: 1, params: { bits: 4, blockSize: 32, symmetric: true } }], { threads: 2 }))
+    await expect(quantizeAll([{ method: 'rtn', w: new Float32Array(10), K: 64, N: 8, params: { bits: 4, blockSize: 32, symmetric: true } }, { method: 'rtn', w: new Float32Array(64), K: 64, N: 1, params: { bits: 4, blockSize: 32, symmetric: true } }], 2))
       .rejects.toThrow(/quantizing with 'rtn'.*expected K\*N/);
   }, 30_000);
 });

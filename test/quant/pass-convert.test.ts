@@ -36,6 +36,8 @@ describe('MatMulNBits <-> QDQ', () => {
         // Symmetric: signed codes with DQ's default zero point 0; asymmetric: unsigned codes + zero points.
         expect(dq.constInput(0)!.dtype).toBe(bits === 4 ? (sym ? DataType.INT4 : DataType.UINT4) : sym ? DataType.INT8 : DataType.UINT8);
         expect(!!dq.input(2)).toBe(!sym);
+        // The same bytes as quantizing straight to QDQ (the pass's other code path).
+        expect(initBytes(qdq)).toEqual(initBytes(await apply(matmulModel(K, N, M, 5), `quantize-int4{bits=${bits},block=32,sym=${sym},format=qdq}`)));
         const y1 = floats((await run(mnb, feeds)).Y!);
         const y2 = floats((await run(qdq, feeds)).Y!);
         worst = Math.max(worst, relMaxDiff(y1, y2));

@@ -5,7 +5,7 @@ import { compareTensors, randn, randomInputs, rng } from '../../runtime/ort.js';
 import { parsePipeline, runPipeline } from '../../passes/manager.js';
 import { validateModel } from '../../passes/validate.js';
 import { decoder, visionEncoder } from '../../fixtures/tiny-mllm.js';
-import { cleanup, clone, run, weights } from './helpers.js';
+import { cleanup, clone, floats, run, weights } from './helpers.js';
 
 afterAll(cleanup);
 
@@ -59,6 +59,11 @@ describe('to-fp16', () => {
     console.log(`decoder fp16: logits cosine ${c.cosine.toFixed(6)}`);
     expect(c.cosine).toBeGreaterThanOrEqual(0.999);
     expect(m.graph.outputs.every((v) => v.dtype === DataType.FLOAT)).toBe(true);
+    // The causal mask's finfo(float32).min is clamped to the fp16 lowest value, not turned into -inf.
+    const where = m.graph.nodes.find((n) => n.opType === 'Where')!;
+    const fill = where.constInput(1) ?? where.input(1)!.producer!.attrTensor('value')!;
+    expect(fill.dtype).toBe(DataType.FLOAT16);
+    expect(floats(fill)[0]).toBe(-65504);
   });
 
   it('fixture vision encoder fp16 (Resize kept fp32): image_features cosine >= 0.999', async () => {

@@ -9,6 +9,8 @@ import { parsePipeline, runPipeline, type StepReport } from '../../passes/manage
 import { validateModel } from '../../passes/validate.js';
 import type { QuantizeStats } from '../../passes/quantize.js';
 import { totals } from '../../passes/quant/report.js';
+import { rtnReference } from '../../passes/quant/methods/rtn.js';
+import { packMatMulNBits } from '../../passes/quant/matmulnbits.js';
 import { decoder, embeddings as embeddingsModel, visionEncoder } from '../../fixtures/tiny-mllm.js';
 import { TMP, cleanup, clone, matmulModel, run, weights } from './helpers.js';
 
@@ -110,6 +112,16 @@ describe('fixture decoder', () => {
     expect(c.cosine).toBeGreaterThanOrEqual(0.99);
   });
 
+  it('policy: include by glob and exact weight name; exclude by op type', async () => {
+    const inc = await apply(fp, 'quantize-int4{block=32,include=*q_proj*;lm_head.weight}');
+    expect(inc.reports[0]!.stats.counts.excluded).toBe(12);
+    expect((inc.reports[0]!.stats as QuantizeStats).layers.map((l) => l.weight)).toEqual(
+      ['model.layers.0.self_attn.q_proj.weight', 'model.layers.1.self_attn.q_proj.weight', 'lm_head.weight']);
+    const byOp = await apply(fp, 'quantize-int4{block=32,exclude=MatMul}');
+    expect(byOp.reports[0]!.stats.counts.excluded).toBe(15);
+    expect(byOp.m.graph.nodes.some((n) => n.opType === 'MatMulNBits')).toBe(false);
+  });
+
   it('streams from external data: fp32 weights dropped, result saves and runs', async () => {
     const src = path.join(TMP, 'ext', 'decoder.onnx');
     fs.mkdirSync(path.dirname(src), { recursive: true });
@@ -173,6 +185,23 @@ describe('determinism and sharing', () => {
       const whole = await apply(model, `quantize-int4{${opts}}`);
       const sliced = await apply(model, `quantize-int4{${opts},max_slice_mb=0.003}`);
       expect(Buffer.from(encodeModel(sliced.m)).equals(Buffer.from(encodeModel(whole.m)))).toBe(true);
+    }
+  });
+
+  it('float16 weights ([K, N] and [N, K]) are read in slices too: same bytes, codes of the decoded values', async () => {
+    for (const gemm of [undefined, 'transB-bias'] as const) {
+      const { m: f16 } = await apply(matmulModel(64, 40, 2, 9, { gemm }), 'to-fp16');
+      const w = f16.graph.initializers.find((t) => t.name.endsWith('.weight'))!;
+      expect(w.dtype).toBe(DataType.FLOAT16);
+      const whole = await apply(f16, 'quantize-int4{bits=4,block=16}');
+      const sliced = await apply(f16, 'quantize-int4{bits=4,block=16,max_slice_mb=0.003}');
+      expect(Buffer.from(encodeModel(sliced.m)).equals(Buffer.from(encodeModel(whole.m)))).toBe(true);
+      let v = w.toFloat32();
+      if (gemm) v = Float32Array.from({ length: 64 * 40 }, (_, i) => v[(i % 40) * 64 + Math.floor(i / 40)]! * 0.5);
+      const want = packMatMulNBits(rtnReference(v, 64, 40, { bits: 4, blockSize: 16, symmetric: true }), w.name, DataType.FLOAT16);
+      const got = sliced.m.graph.nodes.find((n) => n.opType === 'MatMulNBits')!;
+      expect(Buffer.from(got.constInput(1)!.bytes()).equals(Buffer.from(want.B.bytes()))).toBe(true);
+      expect(Buffer.from(got.constInput(2)!.bytes()).equals(Buffer.from(want.scales.bytes()))).toBe(true);
     }
   });
 

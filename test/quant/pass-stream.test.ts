@@ -8,6 +8,7 @@ import { DataType, GraphBuilder, Model, Tensor, encodeModel, loadModel, saveMode
 import { parsePipeline, runPipeline } from '../../passes/manager.js';
 import type { QuantizeStats } from '../../passes/quantize.js';
 import { rtnReference } from '../../passes/quant/methods/rtn.js';
+import { simdAvailable } from '../../passes/quant/methods/rtn-simd.js';
 import { packMatMulNBits } from '../../passes/quant/matmulnbits.js';
 import { packGatherBlockQuantized, type GatherForm } from '../../passes/quant/gather.js';
 import { errorSums } from '../../passes/quant/report.js';
@@ -71,6 +72,36 @@ describe('streamed RTN == reference codes packed', () => {
       expect(m.graph.initializers.find((t) => t.name === want.data.name)!.dtype).toBe(want.data.dtype);
       expect(bytesOf(m, want.scales.name).equals(Buffer.from(want.scales.bytes()))).toBe(true);
       if (want.zeroPoints) expect(bytesOf(m, want.zeroPoints.name).equals(Buffer.from(want.zeroPoints.bytes()))).toBe(true);
+    });
+  }
+});
+
+describe('the pass\'s two RTN paths', () => {
+  // float_data storage keeps a weight off the streaming kernel (quantizeWeight's column-slice path);
+  // the same values as raw bytes stream. Both must write the same model.
+  const typed = (t: Tensor) => new Tensor(t.name, t.dtype, t.dims, { kind: 'typed', field: 'float_data', values: Array.from(t.toFloat32()) });
+  const K = 96, N = 24, V = 20, H = 64;
+  function model(asTyped: boolean): Model {
+    const b = new GraphBuilder({ opset: 17 });
+    const A = b.input('A', DataType.FLOAT, [2, K]);
+    const w = weights(3, K * N);
+    const init = (name: string, dims: number[], v: Float32Array) => {
+      const t = Tensor.fromFloat32(name, dims, v);
+      return b.initializer(asTyped ? typed(t) : t);
+    };
+    b.output(b.op1('MatMul', [A, init('mm.weight', [K, N], w)], { name: 'mm' }), 'Y1', DataType.FLOAT, [2, N]);
+    b.output(b.op1('Gemm', [A, init('gemm.weight', [N, K], transpose(w, K, N))], { name: 'gemm', attrs: { transB: 1, alpha: 0.75 } }), 'Y2', DataType.FLOAT, [2, N]);
+    b.output(b.op1('Gather', [init('embed.weight', [V, H], weights(4, V * H)), b.input('ids', DataType.INT64, [1, 3])], { name: 'embed' }), 'h', DataType.FLOAT, [1, 3, H]);
+    return b.build();
+  }
+  for (const opts of ['bits=4,block=32,sym=true', 'bits=4,block=16,sym=false', 'bits=8,block=32,sym=false', 'bits=4,block=32,sym=false,embed_form=uint8']) {
+    it(`streamed == column slices: ${opts}`, async () => {
+      expect(simdAvailable()).toBe(true);
+      const streamed = await quantize(model(false), `${opts},max_slice_mb=0.005`);
+      const sliced = await quantize(model(true), `${opts},max_slice_mb=0.005`);
+      expect(sliced.stats.layers.map((l) => l.weight)).toEqual(['mm.weight', 'gemm.weight', 'embed.weight']);
+      expect(Buffer.from(encodeModel(sliced.m)).equals(Buffer.from(encodeModel(streamed.m)))).toBe(true);
+      sliced.stats.layers.forEach((l, i) => expect(l.relError).toBeCloseTo(streamed.stats.layers[i]!.relError, 6));
     });
   }
 });

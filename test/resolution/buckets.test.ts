@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CheckError, loadModel, saveModel } from '../../ir/index.js';
+import { CheckError, InputError, loadModel, saveModel } from '../../ir/index.js';
 import { visionEncoder } from '../../fixtures/tiny-mllm.js';
 import { assignVariants, compileBuckets } from '../../targets/buckets.js';
 import { planImage } from '../../targets/plan/index.js';
@@ -81,5 +81,9 @@ describe('resolution buckets', () => {
     const m2 = await compileBuckets(src, path.join(tmp, 'out2'), buckets);
     expect(m2.weights.sha256).toBe(m.weights.sha256);
     expect(m2.variants.map((v) => v.sha256)).toEqual(m.variants.map((v) => v.sha256));
+    // Built in a temp folder and moved in; never written next to the source it reads.
+    expect(fs.readdirSync(tmp).filter((f) => f.includes('.tmp-'))).toEqual([]);
+    await expect(compileBuckets(src, path.dirname(src), buckets)).rejects.toThrow(InputError);
+    expect(fs.readdirSync(path.dirname(src))).toEqual(['vision_encoder.onnx']);
   });
 });

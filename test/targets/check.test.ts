@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { CheckError, DataType, GraphBuilder, Tensor, encodeTensor, loadModel, saveModel } from '../../ir/index.js';
+import { CheckError, DataType, GraphBuilder, InputError, Tensor, encodeTensor, loadModel, saveModel } from '../../ir/index.js';
 import { main } from '../../cli/main.js';
 import { compile } from '../../targets/compile.js';
 import { tempDir } from './helpers.js';
@@ -65,6 +65,17 @@ describe('target check', () => {
     expect(fixed.manifest.verification.passed).toBe(true);
   });
 
+  it('webgpu and mobile keep dynamic dims unless --fix asks; the npu binds them by default', async () => {
+    const f = model(path.join(tmp, 'batched.onnx'), ['batch', 8], 'Relu');
+    const shape = async (target: 'webgpu' | 'mobile' | 'npu', fix?: Record<string, number>) =>
+      (await compile(f, { target, out: path.join(tmp, `batched-${target}-${fix ? 'fix' : 'dyn'}`), fix })).manifest.models[0]!.inputs[0]!.shape;
+    expect(await shape('webgpu')).toEqual(['batch', 8]);
+    expect(await shape('mobile')).toEqual(['batch', 8]);
+    expect(await shape('webgpu', { batch: 3 })).toEqual([3, 8]);
+    expect(await shape('mobile', { batch: 3 })).toEqual([3, 8]);
+    expect(await shape('npu')).toEqual([1, 8]);
+  });
+
   it('--pipeline replaces the default passes; an unknown pass is a usage error', async () => {
     const f = path.join(tmp, 'dyn.onnx');
     const r = await compile(f, { target: 'mobile', out: path.join(tmp, 'plain'), pipeline: 'cleanup,infer-shapes', fix: { frames: 2 } });
@@ -100,6 +111,18 @@ describe('target check', () => {
       return Buffer.from(m.graph.initializers.find((t) => t.dtype === DataType.UINT8 && t.dims.length === 3)!.bytes());
     };
     expect((await weights('gptq')).equals(await weights('rtn'))).toBe(false);
+  });
+
+  it('an earlier artifact that holds the input is not replaced; the input survives', async () => {
+    const out = path.join(tmp, 'holder');
+    await compile(path.join(tmp, 'dyn.onnx'), { target: 'mobile', out, fix: { frames: 2 }, verify: false });
+    const inner = path.join(out, 'sub', 'dyn.onnx');
+    fs.mkdirSync(path.dirname(inner));
+    fs.copyFileSync(path.join(tmp, 'dyn.onnx'), inner);
+    const err = await compile(inner, { target: 'mobile', out, fix: { frames: 2 } }).catch((e) => e);
+    expect(err).toBeInstanceOf(InputError);
+    expect((err as Error).message).toContain('holds the input');
+    expect(fs.existsSync(inner)).toBe(true);
   });
 
   it('bad options are usage errors (exit 2)', async () => {

@@ -16,7 +16,9 @@ beforeAll(async () => {
   tmp = tempDir('compile');
   src = tinyMllm(tmp);
   results.mobile = await compile(src, { target: 'mobile', out: path.join(tmp, 'mobile'), imageSizes: ['56x56'] });
-  results.npu = await compile(src, { target: 'npu', out: path.join(tmp, 'npu'), imageSizes: ['56x56'], policy: 'minicpm-v' });
+  // npu with a tiling policy: the vision encoder and projector at the plan's tile size (shrunk to 56 to
+  // keep the fixture fast) and encoder batches 4 and 1.
+  results.npu = await compile(src, { target: 'npu', out: path.join(tmp, 'npu'), policy: 'internvl', policyOptions: { tileSize: 56 } });
   results.webgpu = await compile(src, { target: 'webgpu', out: path.join(tmp, 'webgpu'), imageSizes: ['56x56'] });
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -56,7 +58,8 @@ describe('compile: fixture MLLM', () => {
   it('npu artifact: static shapes, QDQ-only weights, prefill/decode variants, runs on the CPU EP', async () => {
     const r = results.npu!;
     const files = r.manifest.models.map((m) => m.file).sort();
-    expect(files).toEqual(['decoder_model_merged_decode.onnx', 'decoder_model_merged_prefill16.onnx', 'embed_tokens_decode.onnx', 'embed_tokens_prefill16.onnx', 'projector_56x56.onnx', 'vision_encoder_56x56.onnx']);
+    expect(files).toEqual(['decoder_model_merged_decode.onnx', 'decoder_model_merged_prefill16.onnx', 'embed_tokens_decode.onnx', 'embed_tokens_prefill16.onnx',
+      'projector_56x56_b1.onnx', 'projector_56x56_b4.onnx', 'vision_encoder_56x56_b1.onnx', 'vision_encoder_56x56_b4.onnx']);
     for (const f of files) {
       const m = loadModel(path.join(r.outDir, f));
       for (const g of m.graph.allGraphs()) {
@@ -85,11 +88,24 @@ describe('compile: fixture MLLM', () => {
     const decode = r.manifest.models.find((m) => m.variant === 'decode' && m.role === 'decoder')!;
     expect(decode.externalData.filter((f) => prefill.externalData.includes(f))).toContain('decoder_model_merged.onnx.data');
     expect((prefill.session as { providerOptions: Record<string, string> }).providerOptions.backend_path).toBe('libQnnHtp.so');
-    const pre = r.manifest.preprocessing as { imageSizes: string[]; files: Record<string, string>; tiling: { policy: string; example: { tiles: unknown[] } } };
+    const vis = r.manifest.models.filter((m) => m.role === 'vision-encoder');
+    expect(Object.fromEntries(vis.map((m) => [m.file, m.inputs[0]!.shape]))).toEqual({ 'vision_encoder_56x56_b1.onnx': [1, 3, 56, 56], 'vision_encoder_56x56_b4.onnx': [4, 3, 56, 56] });
+    expect(vis[0]!.externalData.filter((f) => vis[1]!.externalData.includes(f))).toContain('vision_encoder.onnx.data');
+    const pre = r.manifest.preprocessing as { imageSizes: string[]; tiling: { policy: string; batchSizes: number[]; variants: unknown; example: { tiles: unknown[]; calls: unknown[] } } };
     expect(pre.imageSizes).toEqual(['56x56']);
-    expect(pre.files).toEqual({ '56x56': 'vision_encoder_56x56.onnx' });
-    expect(pre.tiling.policy).toBe('minicpm-v');
-    expect(pre.tiling.example.tiles.length).toBeGreaterThan(1);
+    expect(pre.tiling.policy).toBe('internvl');
+    expect(pre.tiling.batchSizes).toEqual([4, 1]);
+    expect(pre.tiling.variants).toEqual({
+      visionEncoder: { '56x56': { 1: 'vision_encoder_56x56_b1.onnx', 4: 'vision_encoder_56x56_b4.onnx' } },
+      projector: { '56x56': { 1: 'projector_56x56_b1.onnx', 4: 'projector_56x56_b4.onnx' } },
+    });
+    // 1344x896: aspect 1.5 = 3:2 exactly -> 3x2 grid + thumbnail = 7 tiles; plan batches of 4 -> [0-3], [4-6]
+    // (one slot padded), run as b4 + three b1 calls so no padded slot is computed.
+    expect(pre.tiling.example.tiles.length).toBe(7);
+    expect(pre.tiling.example.calls).toEqual([
+      { batch: 0, tiles: [0, 1, 2, 3], shape: [4, 3, 56, 56], encoder: 'vision_encoder_56x56_b4.onnx', projector: 'projector_56x56_b4.onnx' },
+      ...[4, 5, 6].map((t) => ({ batch: 1, tiles: [t], shape: [1, 3, 56, 56], encoder: 'vision_encoder_56x56_b1.onnx', projector: 'projector_56x56_b1.onnx' })),
+    ]);
     await rerun('npu');
   });
 
@@ -104,7 +120,26 @@ describe('compile: fixture MLLM', () => {
     expect(r.manifest.models.find((m) => m.role === 'embeddings')!.ops['com.microsoft:GatherBlockQuantized']).toBe(1);
     const m = loadModel(path.join(r.outDir, dec.file));
     expect([...m.graph.values.values()].some((v) => v.dtype === DataType.FLOAT16)).toBe(true);
+    // --image-sizes 56x56 made the image dims static; the decoder keeps its dynamic dims.
+    expect(r.manifest.models.find((x) => x.role === 'vision-encoder')!.inputs[0]!.shape).toEqual(['batch', 3, 56, 56]);
+    expect(dec.inputs[0]!.shape).toEqual(['batch', 'seq', 128]);
     await rerun('webgpu');
+  });
+
+  it('webgpu: --image-sizes gives one static vision encoder and projector per size, sharing weights', async () => {
+    const vis = path.join(tmp, 'vision-only');
+    fs.mkdirSync(vis);
+    for (const f of ['vision_encoder.onnx', 'projector.onnx']) fs.copyFileSync(path.join(src, f), path.join(vis, f));
+    const r = await compile(vis, { target: 'webgpu', out: path.join(tmp, 'webgpu-sizes'), imageSizes: ['56x56', '84x84'] });
+    // 14-pixel patches: a 4x4 grid at 56, 6x6 at 84; batch stays dynamic (not asked for).
+    expect(Object.fromEntries(r.manifest.models.map((m) => [m.file, m.inputs[0]!.shape]))).toEqual({
+      'vision_encoder_56x56_fp16.onnx': ['batch', 3, 56, 56], 'vision_encoder_84x84_fp16.onnx': ['batch', 3, 84, 84],
+      'projector_56x56_fp16.onnx': ['batch', 4, 4, 64], 'projector_84x84_fp16.onnx': ['batch', 6, 6, 64],
+    });
+    const [a, b] = r.manifest.models.filter((m) => m.name === 'vision_encoder');
+    expect(a!.externalData.filter((f) => b!.externalData.includes(f))).toEqual(['vision_encoder.onnx_data']);
+    expect(r.manifest.preprocessing).toEqual({ imageSizes: ['56x56', '84x84'], files: { '56x56': 'vision_encoder_56x56_fp16.onnx', '84x84': 'vision_encoder_84x84_fp16.onnx' } });
+    expect(r.manifest.verification.passed).toBe(true);
   });
 
   it('webgpu fp16 with a tiny binding limit: every weight split under it, still verified', async () => {
@@ -122,7 +157,7 @@ describe('compile: fixture MLLM', () => {
 
   it('manifest sha256 values match the files; compiling again gives identical bytes', async () => {
     for (const t of ['mobile', 'npu', 'webgpu'] as const) expect(manifestMatchesFiles(results[t]!.outDir)).toEqual({ ok: true, problems: [] });
-    const again = await compile(src, { target: 'npu', out: path.join(tmp, 'npu-again'), imageSizes: ['56x56'], policy: 'minicpm-v' });
+    const again = await compile(src, { target: 'npu', out: path.join(tmp, 'npu-again'), policy: 'internvl', policyOptions: { tileSize: 56 } });
     const a = readTree(results.npu!.outDir), b = readTree(again.outDir);
     expect(Object.keys(b)).toEqual(Object.keys(a));
     expect(Object.keys(a)).toEqual(expect.arrayContaining(['manifest.json', 'report.html', 'decoder_model_merged.onnx.data']));
@@ -130,5 +165,12 @@ describe('compile: fixture MLLM', () => {
     for (const f of Object.keys(a)) expect(b[f]!.equals(a[f]!), f).toBe(true);
     const text = fs.readFileSync(path.join(again.outDir, 'manifest.json'), 'utf8');
     expect(text).not.toContain(tmp);
+    for (const t of ['mobile', 'webgpu'] as const) {
+      const x = readTree(results[t]!.outDir);
+      const y = readTree((await compile(src, { target: t, out: path.join(tmp, `${t}-again`), imageSizes: ['56x56'], verify: false })).outDir);
+      expect(Object.keys(y)).toEqual(Object.keys(x));
+      // Only the verification figures differ (not run the second time): every model byte is the same.
+      for (const f of Object.keys(x).filter((n) => n !== 'manifest.json' && n !== 'report.html')) expect(y[f]!.equals(x[f]!), `${t} ${f}`).toBe(true);
+    }
   });
 });
