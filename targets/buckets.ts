@@ -3,19 +3,20 @@
 // variant is loaded from that copy, made static by fix-shapes, and saved with reuseExternal, so its
 // untouched initializers reference the shared file at the same offsets. Tensors a variant folds
 // itself (the position table resized to its grid) go to the variant's own small data file.
-// The manifest fragment maps a tiling plan's encoder batches (tile size, batch) to variant files.
+// The manifest fragment maps a tiling plan's encoder batches (tile size, batch) to variant files,
+// here and for compile(), whose artifacts carry the same map (preprocessingSpec).
 import fs from 'node:fs';
 import path from 'node:path';
 import { CheckError, DataType, InputError, Model, loadModel, saveModel } from '../ir/index.js';
 import { getPass } from '../passes/registry.js';
 import { resolveOptions, type Pass } from '../passes/pass.js';
 import '../passes/builtin.js';
+import type { Role } from '../ir/summary.js';
 import { compareOutputs, randomInputs, runModel } from '../runtime/ort.js';
-import { parseTileSuffix, tilingOf, type Tiling } from './dims.js';
+import { parseTileSuffix, type Tiling } from './dims.js';
 import { sha256File, type ManifestModel } from './manifest.js';
 import type { TargetOptions } from './target.js';
 import type { TilePlan } from './plan/types.js';
-import type { Role } from '../ir/summary.js';
 
 export interface Bucket { batch: number; height: number; width: number }
 
@@ -192,7 +193,7 @@ export function assignVariants(m: BucketManifest, plan: TilePlan): { batch: numb
  * (tilingSpec); otherwise, for static vision encoders, the sizes they take and their files. */
 export function preprocessingSpec(opts: TargetOptions, models: ManifestModel[]): Record<string, unknown> | undefined {
   const vision = models.filter((m) => m.role === 'vision-encoder');
-  const tiling = tilingOf(opts);
+  const tiling = opts.tiling;
   if (tiling && vision.length) return tilingSpec(tiling, models);
   const sized = vision.filter((v) => v.variant);
   // Static encoders take exactly these sizes; the runtime resizes images to them.
@@ -219,10 +220,7 @@ function tilingSpec(t: Tiling, models: ManifestModel[]): Record<string, unknown>
     return out;
   };
   const encoder = table('vision-encoder'), projector = table('projector');
-  const shapes = Object.entries(encoder).flatMap(([size, byBatch]) => Object.keys(byBatch).map((b) => {
-    const [width, height] = size.split('x').map(Number) as [number, number];
-    return { batch: Number(b), width, height };
-  }));
+  const shapes = models.filter((e) => e.role === 'vision-encoder').flatMap((e) => parseTileSuffix(e.variant ?? '') ?? []);
   const calls = encoderCalls(p, shapes).map((c) => {
     const key = `${c.shape[3]}x${c.shape[2]}`, b = String(c.shape[0]);
     return { ...c, encoder: encoder[key]![b]!, ...(projector[key]?.[b] ? { projector: projector[key]![b]! } : {}) };

@@ -118,7 +118,7 @@ function targetOptions(o: CompileOptions, t: Target): TargetOptions {
   const policy = o.policy as PolicyName | undefined;
   if (policy !== undefined && !POLICIES.includes(policy)) throw new InputError(`unknown tiling policy '${o.policy}' (known: ${POLICIES.join(', ')})`);
   const opts: TargetOptions = { quant: o.quant, blockSize, method: o.method ?? 'rtn', fp16: o.fp16 ?? true, context, prefillChunk, imageSizes, fix: o.fix ?? {}, calibration: o.calibration, seed: o.seed ?? 1234, policy };
-  if (policy) Object.assign(opts, { tiling: tiling(policy, o, imageSizes, t.staticShapes) });
+  if (policy) opts.tiling = tiling(policy, o, imageSizes, t.staticShapes);
   else if (o.policyOptions || o.batchSizes) throw new InputError('policy options and batch sizes need --policy');
   return opts;
 }
@@ -232,7 +232,7 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         o.progress?.(`verify ${p.file}`);
         const threshold = roleThreshold(target, p.sm.role, p.sm.plan);
         const dims = verifyDims(p.model, p.sm, opts);
-        const result = await verifyModels(p.sm.source, path.join(tmp, p.file), { threshold, seed: opts.seed, dims });
+        const result = await verifyModels(p.sm.source, path.join(tmp, p.file), { threshold, seed: opts.seed, dims, candidateName: p.file });
         report.verification.push({ file: p.file, result });
         verification = {
           threshold, passed: result.passed,

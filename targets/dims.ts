@@ -4,7 +4,7 @@
 import { Model } from '../ir/index.js';
 import { feedInputs } from '../ir/summary.js';
 import type { TilePlan } from './plan/index.js';
-import type { SubModel, TargetOptions, Variant } from './target.js';
+import type { SubModel, Variant } from './target.js';
 
 export interface Size { width: number; height: number }
 
@@ -24,7 +24,6 @@ export interface Tiling {
   batches: number[];
 }
 
-export const tilingOf = (o: TargetOptions): Tiling | undefined => (o as TargetOptions & { tiling?: Tiling }).tiling;
 
 /** Variant suffix of a tiled vision model, and its inverse (the manifest maps plans through it). */
 export const tileSuffix = (s: Size, batch: number): string => `${s.width}x${s.height}_b${batch}`;
@@ -93,11 +92,13 @@ const IMAGE_DIM = /height|width|grid_h|grid_w|patches_h|patches_w/i;
 const BATCH_DIM = /batch/i;
 
 /** Vision encoder/projector variants of a tiling policy: every tile size x encoder batch, with
- * the dims `pick` selects resolved for that shape. */
+ * the dims `pick` selects resolved for that shape. The policy decides image and batch dims: a
+ * --fix of those names (meant for the decoder's batch, say) does not override them here. */
 export function tilingVariants(model: Model, sm: SubModel, t: Tiling, seq: number, pick: (dim: string) => boolean): Variant[] {
   const names = symbolicDims(model).filter(pick);
+  const fix = Object.fromEntries(Object.entries(sm.opts.fix).filter(([k]) => !IMAGE_DIM.test(k) && !BATCH_DIM.test(k)));
   return t.sizes.flatMap((image) => t.batches.map((batch) => {
-    const c: DimContext = { seq, context: sm.opts.context, image, batch, patch: sm.patch, fix: sm.opts.fix };
+    const c: DimContext = { seq, context: sm.opts.context, image, batch, patch: sm.patch, fix };
     const dims: Record<string, number> = {};
     for (const d of names) {
       const v = resolveDim(d, c);
@@ -115,7 +116,7 @@ export function requestedVariants(model: Model, sm: SubModel): Variant[] {
   const fixed = Object.fromEntries(Object.entries(sm.opts.fix).filter(([k]) => names.includes(k)));
   const sizes = sm.opts.imageSizes;
   if (!(sm.role === 'vision-encoder' || sm.role === 'projector') || !sizes.length) return [{ suffix: '', dims: fixed }];
-  const tiling = tilingOf(sm.opts);
+  const tiling = sm.opts.tiling;
   if (tiling?.sizes.length) {
     return tilingVariants(model, sm, tiling, 1, (d) => IMAGE_DIM.test(d) || BATCH_DIM.test(d)).map((v) => ({ ...v, dims: { ...fixed, ...v.dims } }));
   }

@@ -4,6 +4,7 @@
 import { DataType, Model, Node } from '../ir/index.js';
 import type { Role } from '../ir/summary.js';
 import type { PolicyName } from './plan/types.js';
+import type { Tiling } from './dims.js';
 
 export type TargetName = 'webgpu' | 'npu' | 'mobile';
 export const TARGET_NAMES: readonly TargetName[] = ['webgpu', 'npu', 'mobile'];
@@ -86,6 +87,8 @@ export interface TargetOptions {
   calibration?: string;
   seed: number;
   policy?: PolicyName;
+  /** Fixed-shape vision variants a tiling policy asks for (set when --policy is given). */
+  tiling?: Tiling;
 }
 
 /** A pass by name with options, as in a textual pipeline. */

@@ -4,7 +4,7 @@
 // and QNN provider options.
 import { Model } from '../../ir/index.js';
 import { calibrationSets } from '../calibration.js';
-import { DEFAULT_IMAGE, resolveDims, tilingOf, tilingVariants, type DimContext } from '../dims.js';
+import { DEFAULT_IMAGE, resolveDims, tilingVariants, type DimContext } from '../dims.js';
 import type { SubModel, Variant } from '../target.js';
 import { quantizeActivations, quantizeRemainingWeights } from './qdq.js';
 
@@ -28,7 +28,7 @@ export function npuVariants(model: Model, sm: SubModel): Variant[] {
     ];
   }
   if (sm.role === 'vision-encoder' || sm.role === 'projector') {
-    const tiling = tilingOf(sm.opts);
+    const tiling = sm.opts.tiling;
     if (tiling) return tilingVariants(model, sm, tiling, sm.opts.prefillChunk, () => true);
     const sizes = sm.opts.imageSizes.length ? sm.opts.imageSizes : [DEFAULT_IMAGE];
     return sizes.map((s) => ({ suffix: `${s.width}x${s.height}`, dims: resolveDims(model, dimContext(sm, sm.opts.prefillChunk, s)).dims }));

@@ -100,12 +100,12 @@ function inverseCholeskyUpper(H: Float64Array, n: number): Float64Array | undefi
   return U;
 }
 
-/** sum over rows of ||x (W - Wq)||^2 */
-function outputError(x: Float32Array, rows: number, w: Float32Array, q: QuantizedWeight, K: number, N: number): number {
+/** Per output column n: sum over rows of (x (W - Wq))_n^2. Columns are independent, so a weight's
+ * error is the same whichever column slices it is computed in. */
+function columnErrors(x: Float32Array, rows: number, w: Float32Array, q: QuantizedWeight, K: number, N: number): Float64Array {
   const d = dequantize(q);
   for (let i = 0; i < d.length; i++) d[i] = w[i]! - d[i]!;
-  const y = new Float64Array(N);
-  let e = 0;
+  const y = new Float64Array(N), e = new Float64Array(N);
   for (let r = 0; r < rows; r++) {
     y.fill(0);
     for (let k = 0; k < K; k++) {
@@ -113,9 +113,79 @@ function outputError(x: Float32Array, rows: number, w: Float32Array, q: Quantize
       if (xv === 0) continue;
       for (let n = 0, o = k * N; n < N; n++) y[n]! += xv * d[o + n]!;
     }
-    for (let n = 0; n < N; n++) e += y[n]! * y[n]!;
+    for (let n = 0; n < N; n++) e[n]! += y[n]! * y[n]!;
   }
   return e;
+}
+
+/** What gptqCore needs from a Hessian: the row order, the group-search weights and (with error
+ * feedback) U. Depends on the calibration rows only, so one serves every column slice of a weight. */
+export interface GptqFactors {
+  actOrder: boolean;
+  perm: Int32Array;
+  hw: Float64Array;
+  U?: Float64Array;
+}
+
+/**
+ * A weight's GPTQ setup, made once from its calibration rows and shared by all its column slices
+ * (the arrays sit in SharedArrayBuffers, so worker threads get them without a copy). With at least
+ * 64 rows every 4th row is held out: `fit` is from the others, and `pick` says which candidate won
+ * on the held-out rows over the whole weight (0 GPTQ, 1 weighted search without feedback,
+ * 2 mse-search); `full` is from all rows, for the candidate picked.
+ */
+export interface GptqPlan {
+  K: number;
+  held?: CalibrationData;
+  fit?: GptqFactors;
+  full?: GptqFactors;
+  pick: number;
+}
+
+function checkCalib(calib: CalibrationData | undefined, K: number): asserts calib is CalibrationData {
+  if (!calib || calib.rows <= 0) throw new RangeError('gptq needs calibration activations for this weight');
+  if (calib.x.length !== calib.rows * K) throw new RangeError(`calibration holds ${calib.x.length} values, expected rows*K = ${calib.rows}*${K}`);
+}
+
+/** Step 1: the held-out split and its factors; without validation (or under 64 rows), `full` for GPTQ. */
+export function gptqPlan(calib: CalibrationData | undefined, K: number, opts: GptqOptions & { validate?: boolean } = {}): GptqPlan {
+  checkCalib(calib, K);
+  if (!(opts.validate ?? true) || calib.rows < 64) return { K, full: gptqFactors(hessian(calib, K), K, calib.rows, opts, true), pick: 0 };
+  const fit = new Float32Array(calib.rows * K), held = new Float32Array(Math.ceil(calib.rows / 4) * K);
+  let nf = 0, nh = 0;
+  for (let r = 0; r < calib.rows; r++) {
+    const row = calib.x.subarray(r * K, (r + 1) * K);
+    if (r % 4 === 3) held.set(row, nh++ * K); else fit.set(row, nf++ * K);
+  }
+  return { K, held: { x: held.subarray(0, nh * K), rows: nh }, fit: gptqFactors(hessian({ x: fit.subarray(0, nf * K), rows: nf }, K), K, nf, opts, true), pick: 0 };
+}
+
+/** Step 2, per column slice w [K, N]: held-out errors per column of the three candidates, [3][N]. */
+export function gptqScores(w: Float32Array, K: number, N: number, p: QuantParams, plan: GptqPlan): Float64Array[] {
+  checkParams(K, N, p, w);
+  const { held, fit } = plan;
+  if (!held || !fit) throw new Error('gptq plan has no held-out rows to score on');
+  return [
+    gptqCore(w, K, N, p, fit, true),
+    gptqCore(w, K, N, p, fit, false),
+    mseSearchQuantize(w, K, N, p),
+  ].map((q) => columnErrors(held.x, held.rows, w, q, K, N));
+}
+
+/** Step 3: the winner, from the whole weight's per-column errors (summed in column order, so the
+ * choice does not depend on slicing), and its factors from all rows. */
+export function gptqChoose(plan: GptqPlan, errs: Float64Array[], calib: CalibrationData, opts: GptqOptions = {}): void {
+  const totals = errs.map((e) => e.reduce((s, v) => s + v, 0));
+  plan.pick = totals.indexOf(Math.min(...totals));
+  if (plan.pick < 2) plan.full = gptqFactors(hessian(calib, plan.K), plan.K, calib.rows, opts, plan.pick === 0);
+}
+
+/** Step 4, per column slice: the picked candidate's codes. */
+export function gptqApply(w: Float32Array, K: number, N: number, p: QuantParams, plan: GptqPlan): QuantizedWeight {
+  checkParams(K, N, p, w);
+  if (plan.pick === 2) return mseSearchQuantize(w, K, N, p);
+  if (!plan.full) throw new Error('gptq plan has no factors: choose a candidate first');
+  return gptqCore(w, K, N, p, plan.full, plan.pick === 0);
 }
 
 /**
@@ -123,38 +193,25 @@ function outputError(x: Float32Array, rows: number, w: Float32Array, q: Quantize
  * on the others are compared there: GPTQ, the same activation-weighted group search without error
  * feedback, and the data-free search (mse-search). Error feedback only pays when the activations
  * are correlated and the rows many enough to estimate that; otherwise it fits sampling noise. The
- * winner is then computed on all rows.
+ * winner is then computed on all rows. The whole weight at once; the quantize pass runs the same
+ * steps over column slices (same bytes).
  */
 export function gptqQuantize(w: Float32Array, K: number, N: number, p: QuantParams, calib: CalibrationData | undefined, opts: GptqOptions & { validate?: boolean } = {}): QuantizedWeight {
   checkParams(K, N, p, w);
-  if (!calib || calib.rows <= 0) throw new RangeError('gptq needs calibration activations for this weight');
-  if (calib.x.length !== calib.rows * K) throw new RangeError(`calibration holds ${calib.x.length} values, expected rows*K = ${calib.rows}*${K}`);
-  if ((opts.validate ?? true) && calib.rows >= 64) {
-    const fit = new Float32Array(calib.rows * K), held = new Float32Array(Math.ceil(calib.rows / 4) * K);
-    let nf = 0, nh = 0;
-    for (let r = 0; r < calib.rows; r++) {
-      const row = calib.x.subarray(r * K, (r + 1) * K);
-      if (r % 4 === 3) held.set(row, nh++ * K); else fit.set(row, nf++ * K);
-    }
-    const Hfit = hessian({ x: fit.subarray(0, nf * K), rows: nf }, K);
-    const errs = [
-      outputError(held, nh, w, gptqCore(w, K, N, p, Hfit, nf, opts, true), K, N),
-      outputError(held, nh, w, gptqCore(w, K, N, p, Hfit, nf, opts, false), K, N),
-      outputError(held, nh, w, mseSearchQuantize(w, K, N, p), K, N),
-    ];
-    const pick = errs.indexOf(Math.min(...errs));
-    if (pick === 2) return mseSearchQuantize(w, K, N, p);
-    return gptqCore(w, K, N, p, hessian(calib, K), calib.rows, opts, pick === 0);
-  }
-  return gptqCore(w, K, N, p, hessian(calib, K), calib.rows, opts, true);
+  const plan = gptqPlan(calib, K, opts);
+  if (plan.held) gptqChoose(plan, gptqScores(w, K, N, p, plan), calib!, opts);
+  return gptqApply(w, K, N, p, plan);
 }
 
-/** Block codes with group parameters searched under the activation weighting diag(H0) (H0 from
- * `rows` activation rows); with `feedback`, GPTQ's inverse-Hessian error propagation between rows. */
-function gptqCore(w: Float32Array, K: number, N: number, p: QuantParams, H0: Float64Array, rows: number, opts: GptqOptions, feedback: boolean): QuantizedWeight {
+const shared64 = (n: number) => new Float64Array(new SharedArrayBuffer(n * 8));
+
+/** Factors of H0 (from `rows` activation rows); U only with `feedback`. */
+function gptqFactors(H0: Float64Array, K: number, rows: number, opts: GptqOptions, feedback: boolean): GptqFactors {
   const actOrder = opts.actOrder ?? true;
-  const perm = Array.from({ length: K }, (_, i) => i);
-  if (actOrder) perm.sort((a, b) => H0[b * K + b]! - H0[a * K + a]! || a - b);
+  const order = Array.from({ length: K }, (_, i) => i);
+  if (actOrder) order.sort((a, b) => H0[b * K + b]! - H0[a * K + a]! || a - b);
+  const perm = new Int32Array(new SharedArrayBuffer(K * 4));
+  perm.set(order);
   const H = new Float64Array(K * K);
   for (let i = 0; i < K; i++) for (let j = 0; j < K; j++) H[i * K + j] = H0[perm[i]! * K + perm[j]!]!;
   let mean = 0;
@@ -166,20 +223,32 @@ function gptqCore(w: Float32Array, K: number, N: number, p: QuantParams, H0: Flo
   mean /= K;
   const percdamp = opts.percdamp ?? 0.01;
   // Group search weights: the rows' activation energy, damped like H so unseen inputs still count.
-  const hw = new Float64Array(K);
+  const hw = shared64(K);
   for (let k = 0; k < K; k++) hw[k] = H0[k * K + k]! + percdamp * mean;
+  if (!feedback) return { actOrder, perm, hw };
   // Shrink the sampled off-diagonal correlations toward 0 by rows/(rows+K): with few rows per input
   // they are mostly sampling noise, and feedback through noise raises held-out error.
   const shrink = rows / (rows + K);
   for (let i = 0; i < K; i++) for (let j = 0; j < K; j++) if (i !== j) H[i * K + j]! *= shrink;
   let U: Float64Array | undefined;
-  for (let damp = percdamp, tries = 0; feedback && !U; damp *= 10, tries++) {
+  for (let damp = percdamp, tries = 0; !U; damp *= 10, tries++) {
     if (tries > 6) throw new RangeError('gptq: Hessian stays singular after dampening');
     const Hd = H.slice();
     for (let i = 0; i < K; i++) Hd[i * K + i]! += damp * mean;
     U = inverseCholeskyUpper(Hd, K);
   }
+  const Us = shared64(K * K);
+  Us.set(U);
+  return { actOrder, perm, hw, U: Us };
+}
 
+/** Block codes with group parameters searched under the activation weighting f.hw; with `feedback`,
+ * GPTQ's inverse-Hessian error propagation between rows (f.U). */
+function gptqCore(w: Float32Array, K: number, N: number, p: QuantParams, f: GptqFactors, feedback: boolean): QuantizedWeight {
+  const { perm, hw } = f;
+  const U = feedback ? f.U : undefined;
+  if (feedback && !U) throw new Error('gptq factors lack U for error feedback');
+  const actOrder = f.actOrder;
   const bs = p.blockSize, kBlocks = kBlocksOf(K, bs), Kp = kBlocks * bs;
   const qmax = (1 << p.bits) - 1;
   const codes = new Uint8Array(N * Kp), scales = new Float32Array(N * kBlocks);
