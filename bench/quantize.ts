@@ -5,7 +5,8 @@
 // (b) end to end on a >= 1 GB external-data model: a plain sequential read of its data file (16 MiB
 //     fs.readSync chunks), then load + quantize-int4 + save on 1 and 2 threads, each in a child
 //     process so the peak RSS is its own: pass throughput in GB/s of fp32 input (fp32 bytes of the
-//     quantized weights / pass time) next to the read, and peak RSS against 0.25 x model + 256 MB.
+//     quantized weights / pass time) next to the read, and peak RSS against 0.25 x model + 256 MB;
+//     then the QDQ format on 1 thread (streamed RTN repacked into the DequantizeLinear layout).
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -44,6 +45,7 @@ export interface KernelFigures {
 
 export interface EndToEndRun {
   threads: number;
+  format: 'matmulnbits' | 'qdq';
   loadMs: number;
   passMs: number;
   saveMs: number;
@@ -137,9 +139,9 @@ function modelBytes(modelFile: string): number {
 }
 
 /** Runs in a child so its peak RSS is its own. */
-function childQuantize(modelFile: string, outDir: string, method: string, threads: number): EndToEndRun {
+function childQuantize(modelFile: string, outDir: string, method: string, threads: number, format: EndToEndRun['format']): EndToEndRun {
   const self = fileURLToPath(import.meta.url);
-  const r = spawnSync(process.execPath, [self, modelFile, outDir, method, String(threads)], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const r = spawnSync(process.execPath, [self, modelFile, outDir, method, String(threads), format], { encoding: 'utf8', maxBuffer: 1 << 24 });
   if (r.status !== 0) throw new Error(`quantize child failed: ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()!);
 }
@@ -177,7 +179,7 @@ export async function benchQuantize(opts: QuantizeBenchOptions): Promise<Quantiz
     plainRead(files);
     const reads = [plainRead(files), plainRead(files)];
     const read = reads.reduce((a, b) => (b.ms < a.ms ? b : a));
-    const runs = [1, 2].map((threads) => childQuantize(opts.modelFile!, out, opts.method ?? 'rtn', threads));
+    const runs = ([[1, 'matmulnbits'], [2, 'matmulnbits'], [1, 'qdq']] as const).map(([threads, format]) => childQuantize(opts.modelFile!, out, opts.method ?? 'rtn', threads, format));
     return { kernel, endToEnd: { modelBytes: size, readGBs: read.bytes / 1e9 / (read.ms / 1e3), runs, rssBudgetBytes: 0.25 * size + 256e6 } };
   } finally {
     fs.rmSync(out, { recursive: true, force: true });
@@ -203,7 +205,7 @@ export function formatQuantizeBench(r: QuantizeBenchResult): string[] {
       `quantize-int4 (rtn, block 32) end to end, ${f(e.modelBytes / 1e9, 3)} GB model with external data (GB/s of fp32 input)`,
       `  plain read, 16 MiB readSync ${f(e.readGBs)} GB/s`,
       ...e.runs.flatMap((x) => [
-        `  ${x.threads} thread${x.threads > 1 ? 's' : ' '}: quantize pass  ${f(x.passGBs)} GB/s   = ${f(x.passGBs / e.readGBs, 3)}x read, ${f(x.passGBs / x.threads)} GB/s per thread (aim >= 1); ${x.quantized} weights, ${f(x.fp32Bytes / 1e9, 3)} GB fp32 in ${f(x.passMs, 0)} ms`,
+        `  ${x.format === 'qdq' ? 'qdq, ' : ''}${x.threads} thread${x.threads > 1 ? 's' : ' '}: quantize pass  ${f(x.passGBs)} GB/s   = ${f(x.passGBs / e.readGBs, 3)}x read, ${f(x.passGBs / x.threads)} GB/s per thread (aim >= 1); ${x.quantized} weights, ${f(x.fp32Bytes / 1e9, 3)} GB fp32 in ${f(x.passMs, 0)} ms`,
         `             load+pass+save ${f(x.totalGBs)} GB/s   (load ${f(x.loadMs, 0)} ms, save ${f(x.saveMs, 0)} ms)`,
         `             peak RSS       ${mib(x.peakRssBytes)} MiB = ${f(x.peakRssBytes / e.modelBytes, 3)}x model (aim <= 0.25x + 256 MB = ${mib(e.rssBudgetBytes)} MiB: ${x.peakRssBytes <= e.rssBudgetBytes ? 'met' : 'MISSED'})`,
       ]),
@@ -225,21 +227,21 @@ function peakRss(): number {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const [modelFile, outDir, method, threadsArg] = process.argv.slice(2) as [string, string, string, string];
+  const [modelFile, outDir, method, threadsArg, format] = process.argv.slice(2) as [string, string, string, string, EndToEndRun['format']];
   const threads = Number(threadsArg);
   const { quantizeInt4 } = await import('../passes/quantize.js');
   const { resolveOptions } = await import('../passes/pass.js');
   const t0 = performance.now();
   const m = loadModel(modelFile);
   const t1 = performance.now();
-  const stats = await quantizeInt4.run(m, resolveOptions(quantizeInt4, { method, block: 32, sym: true, threads }), {});
+  const stats = await quantizeInt4.run(m, resolveOptions(quantizeInt4, { method, block: 32, sym: true, threads, format }), {});
   const t2 = performance.now();
   saveModel(m, path.join(outDir, 'model.onnx'), { externalData: true });
   const t3 = performance.now();
   const quantized = (stats.counts.matmul ?? 0) + (stats.counts.gemm ?? 0) + (stats.counts.gather ?? 0);
   const fp32Bytes = (stats as QuantizeStats).layers.reduce((s, l) => s + l.bytesBefore, 0);
   const run: EndToEndRun = {
-    threads, loadMs: t1 - t0, passMs: t2 - t1, saveMs: t3 - t2, fp32Bytes, passGBs: fp32Bytes / 1e9 / ((t2 - t1) / 1e3),
+    threads, format, loadMs: t1 - t0, passMs: t2 - t1, saveMs: t3 - t2, fp32Bytes, passGBs: fp32Bytes / 1e9 / ((t2 - t1) / 1e3),
     totalGBs: fp32Bytes / 1e9 / ((t3 - t0) / 1e3), peakRssBytes: peakRss(), quantized,
   };
   console.log(JSON.stringify(run));

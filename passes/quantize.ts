@@ -1,9 +1,9 @@
 // quantize-int4: block-wise weight quantization of MatMul/Gemm weights (MatMulNBits or
 // DequantizeLinear-21 + MatMul) and Gather embeddings (GatherBlockQuantized). Weights are read,
 // quantized and replaced one tensor at a time; a replaced fp32 initializer is dropped at once.
-// RTN of fp32 weights into MatMulNBits / GatherBlockQuantized streams (quant/rtn-stream.ts): units
-// of max_slice_mb go from the external file into the SIMD kernel, which packs the codes and sums
-// the error, on `threads` workers that read the file themselves.
+// RTN of fp32 weights streams (quant/rtn-stream.ts): units of max_slice_mb go from the external
+// file into the SIMD kernel, which packs the codes in the MatMulNBits layout and sums the error, on
+// `threads` workers that read the file themselves; QDQ and GatherBlockQuantized repack those bytes.
 import { DataType, Graph, Model, Node, Tensor, Value, bf16ToF32, dtypeName, f16ToF32, f32ToF16, packInt4, readRange } from '../ir/index.js';
 import { guessRole, type Role } from '../ir/summary.js';
 import type { Options, Pass, PassContext, PassStats } from './pass.js';
@@ -13,6 +13,7 @@ import { createQuantPool } from './quant/workers.js';
 import type { CalibrationData, QuantMethod, QuantizedWeight } from './quant/types.js';
 import { MS_DOMAIN, floatTensor, packMatMulNBits, packZeroPoints, zeroPointRowBytes } from './quant/matmulnbits.js';
 import { rtn } from './quant/methods/rtn.js';
+import { gptq, runGptqStep, type GptqPlan, type GptqStep, type GptqStepResult } from './quant/methods/gptq.js';
 import { SHARED_MAX_PAGES, bindKernel, simdAvailable, type BoundKernel } from './quant/methods/rtn-simd.js';
 import { planUnits, runRtnUnit, unitRange, type RtnUnitJob } from './quant/rtn-stream.js';
 import { packQdq } from './quant/qdq.js';
@@ -271,7 +272,7 @@ export const quantizeInt4: Pass = {
     // weight in flight, first fit, freed once copied out.
     const windowStride = align(Math.max(0, ...cands.filter(shapeStreams).map(firstUnitBytes)) + 32);
     const streams = (c: Candidate, m: QuantMethod) => m === rtn && c.w.tensor.dtype === DataType.FLOAT && c.w.tensor.data.kind !== 'typed'
-      && (c.kind === 'gather' || format === 'matmulnbits') && shapeStreams(c) && windowStride * Math.max(1, threads) + outBytes(c) <= maxBytes && simdAvailable();
+      && shapeStreams(c) && windowStride * Math.max(1, threads) + outBytes(c) <= maxBytes && simdAvailable();
     const live = new Map<{ start: number; end: number }, Promise<unknown>>();
     const alloc = (bytes: number) => {
       let at = windowStride * Math.max(1, threads);
@@ -318,32 +319,53 @@ export const quantizeInt4: Pass = {
       return { q, packed: new Uint8Array(buf, target.codes, cells * blob).slice(), relError: ss === 0 ? Math.sqrt(se) : Math.sqrt(se / ss) };
     };
     /**
-     * Other weights (methods other than rtn, QDQ, float16 weights, shapes the kernel leaves) in column
+     * Other weights (methods other than rtn, float16 weights, shapes the kernel leaves) in column
      * slices (output columns are independent: blocks run along K), so at most one slice of fp32 is in
-     * memory per weight in flight; the codes land in one QuantizedWeight.
+     * memory per weight in flight; the codes land in one QuantizedWeight. GPTQ makes its Hessian
+     * factors once per weight and, when it validates, reads the slices twice: once to score its
+     * candidates on held-out rows over the whole weight, once to apply the winner.
      */
+    const eachSlice = async (c: Candidate, f: (w: Float32Array, n0: number, ns: number) => Promise<void>): Promise<void> => {
+      const alpha = c.kind === 'gemm' ? c.node.attrFloat('alpha', 1) : 1;
+      const step = sliceCols(c);
+      for (let n0 = 0; n0 < c.N; n0 += step) {
+        const n1 = Math.min(c.N, n0 + step);
+        const w = readSlice(c, n0, n1);
+        if (alpha !== 1) for (let i = 0; i < w.length; i++) w[i] = Math.fround(w[i]! * alpha);
+        await f(w, n0, n1 - n0);
+      }
+    };
+    const gptqStep = async <T extends GptqStepResult>(s: GptqStep): Promise<T> => (pool ? pool.gptq(s) : runGptqStep(s)) as Promise<T>;
     const quantizeWeight = async (c: Candidate, m: QuantMethod, calib: CalibrationData | undefined): Promise<Quantized> => {
       if (streams(c, m)) return streamWeight(c);
       const { K, N } = c;
       const p = params(bitsOf(c));
-      const alpha = c.kind === 'gemm' ? c.node.attrFloat('alpha', 1) : 1;
-      const step = sliceCols(c);
+      let plan: GptqPlan | undefined;
+      if (m === gptq) {
+        plan = await gptqStep<GptqPlan>({ op: 'plan', calib: calib!, K });
+        if (plan.held) {
+          const errs = [0, 1, 2].map(() => new Float64Array(N));
+          await eachSlice(c, async (w, n0, ns) => {
+            const e = await gptqStep<Float64Array[]>({ op: 'scores', w, K, N: ns, params: p, plan: plan! });
+            e.forEach((x, i) => errs[i]!.set(x, n0));
+          });
+          plan = await gptqStep<GptqPlan>({ op: 'choose', plan, errs, calib: calib! });
+        }
+      }
       let full: QuantizedWeight | null = null;
       let se = 0, ss = 0;
-      for (let n0 = 0; n0 < N; n0 += step) {
-        const n1 = Math.min(N, n0 + step), ns = n1 - n0;
-        const w = readSlice(c, n0, n1);
-        if (alpha !== 1) for (let i = 0; i < w.length; i++) w[i] = Math.fround(w[i]! * alpha);
-        const q = pool ? await pool.quantize({ method: m.name, w: w.slice(), K, N: ns, params: p, calib }) : await m.quantize(w, K, ns, p, calib);
+      await eachSlice(c, async (w, n0, ns) => {
+        const q = plan ? await gptqStep<QuantizedWeight>({ op: 'apply', w: w.slice(), K, N: ns, params: p, plan })
+          : pool ? await pool.quantize({ method: m.name, w: w.slice(), K, N: ns, params: p, calib }) : m.quantize(w, K, ns, p, calib);
         const e = errorSums(w, q);
         se += e.se;
         ss += e.ss;
-        if (ns === N) { full = q; break; }
+        if (ns === N) { full = q; return; }
         full ??= { K, N, bits: q.bits, blockSize: q.blockSize, kBlocks: q.kBlocks, symmetric: q.symmetric, codes: new Uint8Array(N * q.kBlocks * q.blockSize), scales: new Float32Array(N * q.kBlocks), zeroPoints: q.zeroPoints ? new Uint8Array(N * q.kBlocks) : undefined };
         full.codes.set(q.codes, n0 * q.kBlocks * q.blockSize);
         full.scales.set(q.scales, n0 * q.kBlocks);
         if (q.zeroPoints) full.zeroPoints!.set(q.zeroPoints, n0 * q.kBlocks);
-      }
+      });
       return { q: full!, relError: ss === 0 ? Math.sqrt(se) : Math.sqrt(se / ss) };
     };
     const emit = (c: Candidate, { q, packed, relError }: Quantized, first: boolean): void => {
@@ -378,7 +400,7 @@ export const quantizeInt4: Pass = {
           dropIfUnused(tg.w.value);
         }
       } else {
-        const made = emitQdqMatMul(c, q, scaleType, actType, cache, key);
+        const made = emitQdqMatMul(c, q, packed, scaleType, actType, cache, key);
         layer.bytesAfter = made.bytes;
         layer.node = made.node.name;
       }
@@ -534,14 +556,14 @@ function emitMatMulNBits(model: Model, c: Candidate, q: QuantizedWeight, packedB
   return { node: node!, B, bytes };
 }
 
-function emitQdqMatMul(c: Candidate, q: QuantizedWeight, scaleType: DataType, actType: DataType, cache: Map<string, Value[]>, weightKey: string) {
+function emitQdqMatMul(c: Candidate, q: QuantizedWeight, packedB: Uint8Array | undefined, scaleType: DataType, actType: DataType, cache: Map<string, Value[]>, weightKey: string) {
   const g = c.node.graph;
   // The DequantizeLinear output is visible in its own graph only: one per consuming graph.
   const key = `${weightKey}|${graphId(g)}`;
   let inits = cache.get(weightKey);
   let bytes = 0;
   if (!inits) {
-    const p = packQdq(q, c.w.value.name, scaleType);
+    const p = packQdq(q, c.w.value.name, scaleType, packedB);
     const home = c.w.value.graph;
     inits = [home.addInitializer(p.x), home.addInitializer(p.scale), ...(p.zeroPoint ? [home.addInitializer(p.zeroPoint)] : [])];
     bytes = bytesOf(inits);

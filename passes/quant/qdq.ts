@@ -41,15 +41,37 @@ function packTransposed(dtype: DataType, rows: number, cols: number, src: Uint8A
   return out;
 }
 
-export function packQdq(q: QuantizedWeight, base: string, scaleType: DataType): QdqWeights {
-  const { K, N, kBlocks, blockSize, codes } = q;
+/**
+ * packTransposed for 4-bit codes already packed column-major (MatMulNBits B: column c's codes at
+ * nibbles c*stride.., low first), rows and cols even: each 2x2 block of nibbles is two bytes in and
+ * two bytes out. Subtracting 8 from a 4-bit code is xor 8 (`xor` 0x88 when shifting, else 0).
+ */
+function transposeNibbles(rows: number, cols: number, src: Uint8Array, stride: number, xor: number): Uint8Array {
+  if (rows % 2 || cols % 2 || stride % 2) throw new Error(`packed 4-bit codes need an even shape, got [${rows}, ${cols}] with stride ${stride}`);
+  const out = new Uint8Array((rows * cols) >> 1), half = stride >> 1, rowBytes = cols >> 1;
+  for (let c0 = 0; c0 < cols; c0 += TILE) {
+    const c1 = Math.min(cols, c0 + TILE);
+    for (let r = 0; r < rows; r += 2) {
+      for (let c = c0, j = c0 * half + (r >> 1), o = r * rowBytes + (c0 >> 1); c < c1; c += 2, j += stride, o++) {
+        const a = src[j]!, b = src[j + half]!;
+        out[o] = ((a & 15) | (b << 4)) ^ xor;
+        out[o + rowBytes] = ((a >> 4) | (b & 0xf0)) ^ xor;
+      }
+    }
+  }
+  return out;
+}
+
+/** `packedB`: the codes as MatMulNBits B bytes (streamed quantization), used instead of q.codes. */
+export function packQdq(q: QuantizedWeight, base: string, scaleType: DataType, packedB?: Uint8Array): QdqWeights {
+  const { K, N, kBlocks, blockSize } = q;
   const Kp = kBlocks * blockSize;
   const dtype = qdqWeightType(q.bits, q.symmetric);
   const shift = q.symmetric ? 1 << (q.bits - 1) : 0;
   const s = new Float32Array(kBlocks * N);
   for (let n = 0; n < N; n++) for (let b = 0; b < kBlocks; b++) s[b * N + n] = q.scales[n * kBlocks + b]!;
   const out: QdqWeights = {
-    x: Tensor.fromBytes(`${base}_DQ_Q${q.bits}`, dtype, [K, N], packTransposed(dtype, K, N, codes, Kp, shift)),
+    x: Tensor.fromBytes(`${base}_DQ_Q${q.bits}`, dtype, [K, N], packedB && q.bits === 4 ? transposeNibbles(K, N, packedB, Kp, shift ? 0x88 : 0) : packTransposed(dtype, K, N, packedB ?? q.codes, Kp, shift)),
     scale: floatTensor(`${base}_DQ_scales`, [kBlocks, N], s, scaleType),
     attrs: { axis: 0, block_size: blockSize },
   };

@@ -5,6 +5,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { getMethod } from './methods/index.js';
 import { bindKernel, type BoundKernel } from './methods/rtn-simd.js';
 import { runRtnUnit } from './rtn-stream.js';
+import { runGptqStep } from './methods/gptq.js';
 import type { WorkerInit, WorkerRequest, WorkerReply } from './workers.js';
 
 const port = parentPort!;
@@ -16,6 +17,13 @@ port.on('message', (req: WorkerRequest) => {
     if (req.kind === 'rtn-unit') {
       if (req.memory) kernel = bindKernel(req.memory);
       port.postMessage({ id: req.id, q: runRtnUnit(req, kernel!, init.thread) } satisfies WorkerReply);
+      return;
+    }
+    if (req.kind === 'gptq') {
+      const r = runGptqStep(req.step);
+      // Plans hold shared memory; codes and held-out errors go back as transfers.
+      const out = 'codes' in r ? [r.codes, r.scales, ...(r.zeroPoints ? [r.zeroPoints] : [])] : Array.isArray(r) ? r : [];
+      port.postMessage({ id: req.id, q: r } satisfies WorkerReply, out.map((a) => a.buffer as ArrayBuffer));
       return;
     }
     const q = getMethod(req.method).quantize(req.w, req.K, req.N, req.params, req.calib);

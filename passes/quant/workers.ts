@@ -10,6 +10,7 @@ import { getMethod } from './methods/index.js';
 import type { CalibrationData, QuantizedWeight, QuantParams } from './types.js';
 import { SHARED_MAX_PAGES, bindKernel } from './methods/rtn-simd.js';
 import { runRtnUnit, type RtnUnitJob } from './rtn-stream.js';
+import { runGptqStep, type GptqStep, type GptqStepResult } from './methods/gptq.js';
 
 export interface QuantJob {
   /** Method name from the registry (methods/index.ts). */
@@ -28,8 +29,9 @@ export interface PoolOptions {
 }
 
 /** @internal message shapes shared with quant-worker.ts */
-export type WorkerRequest = (QuantJob & { id: number; kind?: undefined }) | (RtnUnitJob & { id: number; kind: 'rtn-unit'; memory?: WebAssembly.Memory });
-export type WorkerReply = { id: number; q: QuantizedWeight | ErrorSums; error?: undefined } | { id: number; error: string; q?: undefined };
+export type WorkerRequest = (QuantJob & { id: number; kind?: undefined }) | (RtnUnitJob & { id: number; kind: 'rtn-unit'; memory?: WebAssembly.Memory })
+  | { id: number; kind: 'gptq'; step: GptqStep };
+export type WorkerReply = { id: number; q: QuantizedWeight | ErrorSums | GptqStepResult; error?: undefined } | { id: number; error: string; q?: undefined };
 /** @internal workerData of quant-worker.ts */
 export interface WorkerInit { thread: number }
 
@@ -46,6 +48,8 @@ export interface QuantPool {
   readonly memory: WebAssembly.Memory;
   /** One unit of a streamed RTN weight (rtn-stream.ts); a worker reads its file range itself. */
   rtnUnit(job: RtnUnitJob): Promise<ErrorSums>;
+  /** One step of GPTQ over a weight's column slices (methods/gptq.ts); its plan's arrays are shared, not copied. */
+  gptq(step: GptqStep): Promise<GptqStepResult>;
   close(): Promise<void>;
 }
 
@@ -81,6 +85,7 @@ export async function createQuantPool(opts: PoolOptions = {}): Promise<QuantPool
       memory,
       quantize: async (j) => getMethod(j.method).quantize(j.w, j.K, j.N, j.params, j.calib),
       rtnUnit: async (j) => runRtnUnit(j, (k ??= bindKernel(memory)), 0),
+      gptq: async (s) => runGptqStep(s),
       close: async () => {},
     };
   }
@@ -103,7 +108,8 @@ export async function createQuantPool(opts: PoolOptions = {}): Promise<QuantPool
       pending.set(w, task);
       const r = task.req;
       if (r.kind === 'rtn-unit' && !hasMemory.has(w)) { hasMemory.add(w); r.memory = shared(); }
-      w.postMessage(r, r.kind !== 'rtn-unit' ? [r.w.buffer as ArrayBuffer] : r.bytes ? [r.bytes.buffer as ArrayBuffer] : []);
+      const transfer = r.kind === undefined ? [r.w.buffer] : r.kind === 'rtn-unit' ? (r.bytes ? [r.bytes.buffer] : []) : 'w' in r.step ? [r.step.w.buffer] : [];
+      w.postMessage(r, transfer as ArrayBuffer[]);
     }
   };
   for (const w of workers) {
@@ -111,7 +117,7 @@ export async function createQuantPool(opts: PoolOptions = {}): Promise<QuantPool
       const task = pending.get(w)!;
       pending.delete(w);
       idle.push(w);
-      if (r.error !== undefined) task.reject(new Error(`quantizing with '${task.req.kind === 'rtn-unit' ? 'rtn' : task.req.method}': ${r.error}`));
+      if (r.error !== undefined) task.reject(new Error(`quantizing with '${task.req.kind === 'rtn-unit' ? 'rtn' : task.req.kind === 'gptq' ? 'gptq' : task.req.method}': ${r.error}`));
       else task.resolve(r.q as never);
       pump();
     });
@@ -142,6 +148,14 @@ export async function createQuantPool(opts: PoolOptions = {}): Promise<QuantPool
         // In-memory bytes travel as an owned copy of the unit alone: cloning a view clones its whole
         // buffer, and a Buffer's slice() is a view (transferring it would detach the model's bytes).
         queue.push({ req: { ...job, bytes: job.bytes && new Uint8Array(job.bytes), kind: 'rtn-unit', id: nextId++ }, resolve, reject });
+        pump();
+      });
+    },
+    gptq(step) {
+      if (failed) return Promise.reject(failed);
+      return new Promise((resolve, reject) => {
+        const s = 'w' in step ? { ...step, w: ownBuffer(step.w) } : step;
+        queue.push({ req: { kind: 'gptq', step: s, id: nextId++ }, resolve, reject });
         pump();
       });
     },

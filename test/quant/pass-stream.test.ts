@@ -1,7 +1,8 @@
 // Streamed RTN (passes/quant/rtn-stream.ts: units read into the SIMD kernel's memory, codes packed
 // and error summed there) against the plain path: rtnReference codes packed by the format packers,
 // errorSums over the whole weight. Streamed from external data in small units on 1 and 2 threads:
-// the same bytes and the same error figures.
+// the same bytes and the same error figures. QDQ repacks the streamed MatMulNBits bytes: the same
+// model as the column-slice path writes.
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DataType, GraphBuilder, Model, Tensor, encodeModel, loadModel, saveModel } from '../../ir/index.js';
@@ -94,7 +95,8 @@ describe('the pass\'s two RTN paths', () => {
     b.output(b.op1('Gather', [init('embed.weight', [V, H], weights(4, V * H)), b.input('ids', DataType.INT64, [1, 3])], { name: 'embed' }), 'h', DataType.FLOAT, [1, 3, H]);
     return b.build();
   }
-  for (const opts of ['bits=4,block=32,sym=true', 'bits=4,block=16,sym=false', 'bits=8,block=32,sym=false', 'bits=4,block=32,sym=false,embed_form=uint8']) {
+  const qdq = ['bits=4,block=32,sym=true', 'bits=4,block=16,sym=false', 'bits=8,block=32,sym=true', 'bits=8,block=64,sym=false'].map((o) => `${o},format=qdq,embeddings=true`);
+  for (const opts of ['bits=4,block=32,sym=true', 'bits=4,block=16,sym=false', 'bits=8,block=32,sym=false', 'bits=4,block=32,sym=false,embed_form=uint8', ...qdq]) {
     it(`streamed == column slices: ${opts}`, async () => {
       expect(simdAvailable()).toBe(true);
       const streamed = await quantize(model(false), `${opts},max_slice_mb=0.005`);

@@ -9,6 +9,9 @@
 // which WebGPU rejects). Off-diagonal H entries are shrunk by rows/(rows+K): calibration caps rows
 // per weight, and sampled correlations of a few hundred rows are partly noise. Rows are processed
 // in lazy batches so the trailing update is one pass over the remaining rows per batch.
+// H and its factors depend on the calibration rows only: a GptqPlan makes them once per weight and
+// the quantize pass runs its column slices against it (candidate chosen over the whole weight), so
+// the bytes do not depend on the slicing or the thread count.
 import { dequantize, kBlocksOf, type CalibrationData, type QuantMethod, type QuantParams, type QuantizedWeight } from '../types.js';
 import { checkParams } from './rtn.js';
 import { mseSearchQuantize, searchBlock } from './mse-search.js';
@@ -157,7 +160,9 @@ export function gptqPlan(calib: CalibrationData | undefined, K: number, opts: Gp
     const row = calib.x.subarray(r * K, (r + 1) * K);
     if (r % 4 === 3) held.set(row, nh++ * K); else fit.set(row, nf++ * K);
   }
-  return { K, held: { x: held.subarray(0, nh * K), rows: nh }, fit: gptqFactors(hessian({ x: fit.subarray(0, nf * K), rows: nf }, K), K, nf, opts, true), pick: 0 };
+  const shared = new Float32Array(new SharedArrayBuffer(nh * K * 4));
+  shared.set(held.subarray(0, nh * K));
+  return { K, held: { x: shared, rows: nh }, fit: gptqFactors(hessian({ x: fit.subarray(0, nf * K), rows: nf }, K), K, nf, opts, true), pick: 0 };
 }
 
 /** Step 2, per column slice w [K, N]: held-out errors per column of the three candidates, [3][N]. */
@@ -201,6 +206,22 @@ export function gptqQuantize(w: Float32Array, K: number, N: number, p: QuantPara
   const plan = gptqPlan(calib, K, opts);
   if (plan.held) gptqChoose(plan, gptqScores(w, K, N, p, plan), calib!, opts);
   return gptqApply(w, K, N, p, plan);
+}
+
+/** One step, as a message a worker thread can run (passes/quant/workers.ts). */
+export type GptqStep =
+  | { op: 'plan'; calib: CalibrationData; K: number }
+  | { op: 'scores' | 'apply'; w: Float32Array; K: number; N: number; params: QuantParams; plan: GptqPlan }
+  | { op: 'choose'; plan: GptqPlan; errs: Float64Array[]; calib: CalibrationData };
+export type GptqStepResult = GptqPlan | Float64Array[] | QuantizedWeight;
+
+export function runGptqStep(s: GptqStep): GptqStepResult {
+  switch (s.op) {
+    case 'plan': return gptqPlan(s.calib, s.K);
+    case 'scores': return gptqScores(s.w, s.K, s.N, s.params, s.plan);
+    case 'apply': return gptqApply(s.w, s.K, s.N, s.params, s.plan);
+    case 'choose': gptqChoose(s.plan, s.errs, s.calib); return s.plan;
+  }
 }
 
 const shared64 = (n: number) => new Float64Array(new SharedArrayBuffer(n * 8));
