@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { afterAll } from 'vitest';
 import { DataType, GraphBuilder, Model, Tensor, decodeModel, encodeModel, f16ToF32, saveModel } from '../../ir/index.js';
 import { randn, rng, runModel } from '../../runtime/ort.js';
 
@@ -13,6 +14,8 @@ let fileNo = 0;
 export function cleanup(): void {
   fs.rmSync(TMP, { recursive: true, force: true });
 }
+// Every test file that imports these helpers gets its own TMP; remove it when that file is done.
+afterAll(cleanup);
 
 /** Save and run in onnxruntime (graph optimizations off: the graph as written). */
 export async function run(model: Model, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
