@@ -2,7 +2,7 @@
 // -> LayerNormalization (opset 17), axis -1: what exporters write for a LayerNorm spelled out by hand.
 import type { Model, Node } from '../ir/index.js';
 import type { Pass, PassStats } from './pass.js';
-import { asVector, internalOnly, matchAffine, matchInvStd, rankOf, reducesLastAxis, replaceOutput, squares, isLive } from './pattern.js';
+import { asVector, internalOnly, matchAffine, matchInvStd, rankOf, reducesLastAxis, replaceOutput, squares, fuseEach } from './pattern.js';
 
 function fuseAt(model: Model, mean: Node): string | null | true {
   const g = mean.graph;
@@ -45,15 +45,6 @@ export const fuseLayerNorm: Pass = {
   options: {},
   requires: ['shapes'],
   run(model: Model): PassStats {
-    const stats: PassStats = { counts: { layernorm: 0 }, skipped: [] };
-    for (const g of model.graph.allGraphs()) {
-      for (const n of [...g.nodes]) {
-        if (n.opType !== 'ReduceMean' || n.domain !== '' || !isLive(n)) continue;
-        const r = fuseAt(model, n);
-        if (r === true) stats.counts.layernorm!++;
-        else if (r) stats.skipped!.push(r);
-      }
-    }
-    return stats;
+    return fuseEach(model, ['ReduceMean'], { layernorm: 0 }, (n) => fuseAt(model, n), () => 'layernorm');
   },
 };

@@ -3,7 +3,7 @@
 // -> SimplifiedLayerNormalization (default domain, as onnxruntime registers it), axis -1, stash_type 1.
 import { AttrType, DataType, type Model, type Node, type Value } from '../ir/index.js';
 import type { Pass, PassStats } from './pass.js';
-import { asVector, internalOnly, matchAffine, matchInvStd, producer, rankOf, reducesLastAxis, replaceOutput, squares, isLive } from './pattern.js';
+import { asVector, internalOnly, matchAffine, matchInvStd, producer, rankOf, reducesLastAxis, replaceOutput, squares, fuseEach } from './pattern.js';
 
 function castTo(n: Node | null | undefined): number | undefined {
   const a = n?.attr('to');
@@ -55,15 +55,6 @@ export const fuseRmsNorm: Pass = {
   options: {},
   requires: ['shapes'],
   run(model: Model): PassStats {
-    const stats: PassStats = { counts: { rmsnorm: 0 }, skipped: [] };
-    for (const g of model.graph.allGraphs()) {
-      for (const n of [...g.nodes]) {
-        if (n.opType !== 'ReduceMean' || n.domain !== '' || !isLive(n)) continue;
-        const r = fuseAt(n);
-        if (r === true) stats.counts.rmsnorm!++;
-        else if (r) stats.skipped!.push(r);
-      }
-    }
-    return stats;
+    return fuseEach(model, ['ReduceMean'], { rmsnorm: 0 }, (n) => fuseAt(n), () => 'rmsnorm');
   },
 };

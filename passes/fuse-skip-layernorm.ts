@@ -4,7 +4,7 @@
 // branch (out_proj / fc2 bias) becomes the op's bias input. Runs after fuse-layernorm/fuse-rmsnorm.
 import type { Dim, Model, Node, Value } from '../ir/index.js';
 import type { Pass, PassStats } from './pass.js';
-import { constTensor, ensureOpset, producer, removeDead, sameDim } from './pattern.js';
+import { constTensor, ensureOpset, fuseEach, producer, removeDead, sameDim } from './pattern.js';
 
 const sameDims = (a: Dim[], b: Dim[]) => a.length === b.length && a.every((d, i) => sameDim(d, b[i]));
 
@@ -74,15 +74,7 @@ export const fuseSkipLayerNorm: Pass = {
   },
   requires: ['shapes'],
   run(model: Model, options): PassStats {
-    const stats: PassStats = { counts: { skipLayerNorm: 0, skipSimplifiedLayerNorm: 0 }, skipped: [] };
-    for (const g of model.graph.allGraphs()) {
-      for (const n of [...g.nodes]) {
-        if (n.domain !== '' || (n.opType !== 'LayerNormalization' && n.opType !== 'SimplifiedLayerNormalization')) continue;
-        const r = fuseAt(model, n, options.bias as boolean);
-        if (r === true) stats.counts[n.opType === 'LayerNormalization' ? 'skipLayerNorm' : 'skipSimplifiedLayerNorm']!++;
-        else if (r) stats.skipped!.push(r);
-      }
-    }
-    return stats;
+    return fuseEach(model, ['LayerNormalization', 'SimplifiedLayerNormalization'], { skipLayerNorm: 0, skipSimplifiedLayerNorm: 0 },
+      (n) => fuseAt(model, n, options.bias as boolean), (n) => (n.opType === 'LayerNormalization' ? 'skipLayerNorm' : 'skipSimplifiedLayerNorm'));
   },
 };

@@ -3,7 +3,7 @@
 // into the weight, beta into a constant C). matmul-add-to-gemm is the inverse for 2-D MatMul + Add.
 import { DataType, Tensor, dtypeBits, isFloat, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
 import type { Pass, PassStats } from './pass.js';
-import { constTensor, isLive, other, replaceOutput, sameDim } from './pattern.js';
+import { constTensor, fuseEach, other, replaceOutput, sameDim } from './pattern.js';
 
 /** Row-major 2-D transpose on raw element bytes: keeps every bit of the weights. */
 function transpose2d(t: Tensor, name: string): Tensor {
@@ -112,15 +112,6 @@ export const matmulAddToGemm: Pass = {
   options: {},
   requires: ['shapes'],
   run(model: Model): PassStats {
-    const stats: PassStats = { counts: { gemm: 0 }, skipped: [] };
-    for (const g of model.graph.allGraphs()) {
-      for (const n of [...g.nodes]) {
-        if (n.opType !== 'MatMul' || n.domain !== '' || !isLive(n)) continue;
-        const r = toGemm(g, n);
-        if (r === true) stats.counts.gemm!++;
-        else if (r) stats.skipped!.push(r);
-      }
-    }
-    return stats;
+    return fuseEach(model, ['MatMul'], { gemm: 0 }, (n, g) => toGemm(g, n), () => 'gemm');
   },
 };

@@ -2,6 +2,7 @@
 // walks over commutative binary ops, "only used inside the match" checks, and the rewrite step that
 // hands the matched output to a new node and drops what became dead. Each fusion writes its own
 // matcher with these; a generic pattern language would be larger than all the matchers together.
+import type { PassStats } from './pass.js';
 import { AttrType, DataType, type Dim, Graph, Model, Node, NodeSpec, Tensor, Value, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../ir/index.js';
 
 /** Constant tensor behind a value: an initializer or the output of a Constant node. */
@@ -50,6 +51,25 @@ export function isConst(v: Value | null | undefined, expected: number): boolean 
 /** Still in its graph: a removed node no longer produces its outputs (O(1), unlike a nodes scan). */
 export function isLive(n: Node): boolean {
   return n.outputs.some((o) => o?.producer === n);
+}
+
+/**
+ * The loop of the stateless fusions: visit every live default-domain node whose op is in `opTypes`,
+ * in every graph; `fuse` returns true (fused, counted under `counter(node)`), a reason (a candidate
+ * it left alone) or null/false (not a candidate).
+ */
+export function fuseEach(model: Model, opTypes: readonly string[], counts: Record<string, number>,
+  fuse: (n: Node, g: Graph) => true | string | null | false | undefined, counter: (n: Node) => string): PassStats {
+  const stats: PassStats = { counts: { ...counts }, skipped: [] };
+  for (const g of model.graph.allGraphs()) {
+    for (const n of [...g.nodes]) {
+      if (n.domain !== '' || !opTypes.includes(n.opType) || !isLive(n)) continue;
+      const r = fuse(n, g);
+      if (r === true) stats.counts[counter(n)]!++;
+      else if (r) stats.skipped!.push(r);
+    }
+  }
+  return stats;
 }
 
 /** Producer of v when it is `opType` in the default domain (or `domain`). */
