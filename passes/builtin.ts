@@ -16,6 +16,7 @@ import { upgradeOpsetPass } from './upgrade-opset.js';
 import { convertQuantFormat } from './convert-quant-format.js';
 import { toFp16 } from './to-fp16.js';
 import { fixShapes } from './fix-shapes.js';
+import { foldBatchNorm } from './fold-batchnorm.js';
 
 for (const p of [
   cleanup,
@@ -35,4 +36,5 @@ for (const p of [
   convertQuantFormat,
   toFp16,
   fixShapes,
+  foldBatchNorm,
 ]) registerPass(p);

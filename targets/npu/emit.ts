@@ -6,16 +6,17 @@ import { Model } from '../../ir/index.js';
 import { calibrationSets } from '../calibration.js';
 import { DEFAULT_IMAGE, resolveDims, tilingVariants, type DimContext } from '../dims.js';
 import type { SubModel, Variant } from '../target.js';
-import { quantizeActivations, quantizeRemainingWeights } from './qdq.js';
+import { quantizeForHtp } from './qdq.js';
 
 function dimContext(sm: SubModel, seq: number, image = sm.opts.imageSizes[0] ?? DEFAULT_IMAGE): DimContext {
   return { seq, context: sm.opts.context, image, patch: sm.patch, fix: sm.opts.fix };
 }
 
 export async function npuFinalize(model: Model, sm: SubModel): Promise<Record<string, number>> {
-  const weights = quantizeRemainingWeights(model);
-  const acts = await quantizeActivations(model, calibrationSets(model, sm, 2));
-  return { int8Weights: weights, uint16Activations: acts.activations, activationsLeftFloat: acts.leftFloat };
+  // --quant none: a float graph (the HTP runs it in fp16 with enable_htp_fp16_precision).
+  if (sm.plan.format === 'none') return {};
+  const s = await quantizeForHtp(model, calibrationSets(model, sm, 4));
+  return { int8Weights: s.int8Weights, int32Biases: s.int32Biases, uint16Constants: s.uint16Constants, uint16Activations: s.activations, sharedEncodings: s.sharedEncodings, fixedEncodings: s.fixedEncodings, activationsLeftFloat: s.leftFloat };
 }
 
 export function npuVariants(model: Model, sm: SubModel): Variant[] {

@@ -8,8 +8,9 @@ import { NPU_PROFILES } from './profiles.js';
 
 function plan(role: Role, o: TargetOptions): RolePlan {
   const vision = role === 'vision-encoder' || role === 'projector';
-  // HTP only runs quantized graphs: 'none'/'fp16' still get 8-bit weights, never float ones.
-  const bits: 4 | 8 = o.quant === 'int4' ? 4 : o.quant === 'int8' || o.quant === 'none' || o.quant === 'fp16' ? 8 : vision ? 8 : 4;
+  // 'none' and 'fp16': float weights and activations, run by the HTP at fp16 precision.
+  if (o.quant === 'none' || o.quant === 'fp16') return { weightBits: 0, format: 'none', activations: 'fp32', quantizeEmbeddings: false };
+  const bits: 4 | 8 = o.quant === 'int4' ? 4 : o.quant === 'int8' ? 8 : vision ? 8 : 4;
   return { weightBits: bits, format: 'qdq', activations: 'uint16', quantizeEmbeddings: true };
 }
 
