@@ -17,6 +17,7 @@ import { convertQuantFormat } from './convert-quant-format.js';
 import { toFp16 } from './to-fp16.js';
 import { fixShapes } from './fix-shapes.js';
 import { foldBatchNorm } from './fold-batchnorm.js';
+import { positionIdsInput } from './position-ids-input.js';
 
 for (const p of [
   cleanup,
@@ -37,4 +38,5 @@ for (const p of [
   toFp16,
   fixShapes,
   foldBatchNorm,
+  positionIdsInput,
 ]) registerPass(p);

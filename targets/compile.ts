@@ -19,6 +19,7 @@ import { DEFAULT_IMAGE, EXAMPLE_IMAGE, parseSize, patchSize, resolveDims, type S
 import { encoderCalls, preprocessingSpec } from './buckets.js';
 import { buildManifest, fileDigests, isArtifactDir, writeJson, type Manifest, type ManifestModel } from './manifest.js';
 import { POLICIES, planImage, type PolicyName, type TilePlan } from './plan/index.js';
+import { derivedInputs } from './position-ids.js';
 import { getTarget } from './registry.js';
 import { reportHtml } from './report-html.js';
 import { roleThreshold, type DeviceProfile, type QuantChoice, type SubModel, type Target, type TargetName, type TargetOptions, type Variant } from './target.js';
@@ -232,7 +233,8 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         o.progress?.(`verify ${p.file}`);
         const threshold = roleThreshold(target, p.sm.role, p.sm.plan);
         const dims = verifyDims(p.model, p.sm, opts);
-        const result = await verifyModels(p.sm.source, path.join(tmp, p.file), { threshold, seed: opts.seed, dims, candidateName: p.file });
+        const derive = derivedInputs(loadModel(p.sm.source), p.model);
+        const result = await verifyModels(p.sm.source, path.join(tmp, p.file), { threshold, seed: opts.seed, dims, candidateName: p.file, derive });
         report.verification.push({ file: p.file, result });
         verification = {
           threshold, passed: result.passed,
