@@ -18,6 +18,7 @@ import { toFp16 } from './to-fp16.js';
 import { fixShapes } from './fix-shapes.js';
 import { foldBatchNorm } from './fold-batchnorm.js';
 import { positionIdsInput } from './position-ids-input.js';
+import { lowerContrib } from './lower-contrib.js';
 
 for (const p of [
   cleanup,
@@ -39,4 +40,5 @@ for (const p of [
   fixShapes,
   foldBatchNorm,
   positionIdsInput,
+  lowerContrib,
 ]) registerPass(p);

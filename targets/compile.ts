@@ -9,6 +9,7 @@ import { parsePipeline, runPipeline, type PipelineStep, type StepReport } from '
 import { getPass } from '../passes/registry.js';
 import { resolveOptions } from '../passes/pass.js';
 import '../passes/builtin.js';
+import { LOWERABLE } from '../passes/lower-contrib.js';
 import { collectCalibration } from '../runtime/calibrate.js';
 import { verifyModels, type VerifyResult } from '../runtime/verify.js';
 import { getMethod } from '../passes/quant/methods/index.js';
@@ -191,6 +192,9 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
       const sm: SubModel = { name: l.name, role, plan: target.plan(role, opts), profile, opts, source: l.file, patch };
       o.progress?.(`${l.name} (${role})`);
       const { steps: st, missing } = steps(target, sm, o.pipeline);
+      // Whatever the pipeline fused, the target gets only contrib ops it runs.
+      const lower = getPass('lower-contrib')!;
+      st.push({ pass: lower, options: resolveOptions(lower, { keep: LOWERABLE.filter((op) => target.capabilities.supports('com.microsoft', op)) }) });
       const ctx: QuantizeContext = { modelDir: path.dirname(l.file), progress: o.progress };
       if (sm.plan.weightBits && getMethod(opts.method).needsCalibration) {
         // Data-aware methods (GPTQ) need the activations each weight multiplies.

@@ -33,6 +33,12 @@ export class CapabilityTable {
     for (const e of entries) this.ops.set(key(e.domain, e.op), e);
   }
 
+  /** Whether the EP runs (domain, op) at all ('' = ai.onnx). */
+  supports(domain: string, op: string): boolean {
+    const d = domain === 'ai.onnx' ? '' : domain;
+    return this.ops.has(key(d, op)) || (this.allDefaultDomain && d === '');
+  }
+
   get(node: Node): OpSupport | undefined {
     const d = node.domain === 'ai.onnx' ? '' : node.domain;
     const hit = this.ops.get(key(d, node.opType));
