@@ -128,7 +128,9 @@ export const lowerContrib: Pass = {
     const opset = model.opset('') ?? 1;
     for (const g of model.graph.allGraphs()) {
       for (const n of [...g.nodes]) {
-        if (n.domain !== MS || keep.has(n.opType) || !LOWERABLE.includes(n.opType)) continue;
+        // onnxruntime registers SimplifiedLayerNormalization in the default domain (fuse-rmsnorm writes it there).
+        const contrib = n.domain === MS || (n.domain === '' && n.opType === 'SimplifiedLayerNormalization');
+        if (!contrib || keep.has(n.opType) || !LOWERABLE.includes(n.opType)) continue;
         const why = lower(g, n, opset);
         if (why) { stats.skipped!.push(why); stats.counts.left!++; continue; }
         stats.counts.lowered!++;

@@ -194,7 +194,7 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
       const { steps: st, missing } = steps(target, sm, o.pipeline);
       // Whatever the pipeline fused, the target gets only contrib ops it runs.
       const lower = getPass('lower-contrib')!;
-      st.push({ pass: lower, options: resolveOptions(lower, { keep: LOWERABLE.filter((op) => target.capabilities.supports('com.microsoft', op)) }) });
+      st.push({ pass: lower, options: resolveOptions(lower, { keep: LOWERABLE.filter((op) => target.capabilities.supports('com.microsoft', op) || (op === 'SimplifiedLayerNormalization' && target.capabilities.supports('', op))) }) });
       const ctx: QuantizeContext = { modelDir: path.dirname(l.file), progress: o.progress };
       if (sm.plan.weightBits && getMethod(opts.method).needsCalibration) {
         // Data-aware methods (GPTQ) need the activations each weight multiplies.
