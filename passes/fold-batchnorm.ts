@@ -41,14 +41,11 @@ function foldIntoConv(g: Graph, conv: Node, bn: Node, p: BnParams): boolean {
   const oldW = conv.input(1), oldB = conv.input(2);
   conv.setInput(1, wv);
   conv.setInput(2, bv);
-  const y = bn.outputs[0]!, mid = conv.outputs[0]!;
-  bn.inputs.forEach((_, i) => bn.setInput(i, null));
+  const y = bn.outputs[0]!;
   g.removeNode(bn, true);
   // The Conv now produces what the BatchNormalization produced (its name may be a graph output).
-  mid.producer = null;
-  g.values.delete(mid.name);
-  conv.outputs[0] = y;
-  y.producer = conv;
+  const mid = conv.setOutput(0, y);
+  if (mid && !mid.uses.length && !mid.isGraphOutput) g.forgetValue(mid);
   for (const v of [oldW, oldB]) dropConst(v);
   return true;
 }

@@ -29,13 +29,8 @@ class Emitter {
 
 /** Detach the contrib node, keeping its output values for the replacement to produce. */
 function detach(g: Graph, n: Node): (Value | null)[] {
-  const outs = [...n.outputs];
-  for (const o of outs) if (o) o.producer = null;
-  n.outputs = [];
-  const ins = [...n.inputs];
-  n.inputs.forEach((_, i) => n.setInput(i, null));
-  g.nodes.splice(g.nodes.indexOf(n), 1);
-  void ins;
+  const outs = n.outputs.map((_, i) => n.setOutput(i, null));
+  g.removeNode(n, true);
   return outs;
 }
 
@@ -102,9 +97,9 @@ function lower(g: Graph, n: Node, opset: number): string | undefined {
         // The residual sum is an output too: the last Add produces it under its name.
         if (h !== sumOut) {
           const last = h.producer!;
-          last.outputs[0] = sumOut;
-          sumOut.producer = last;
-          g.values.delete(h.name);
+          last.setOutput(0, null);
+          last.setOutput(0, sumOut);
+          g.forgetValue(h);
           h = sumOut;
         }
       }

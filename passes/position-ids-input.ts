@@ -53,26 +53,11 @@ function rewrite(g: Graph, cumsum: Node, memo: Map<Value, Set<Value>>): string |
   const tokens = g.inputs.find((v) => /input_ids|inputs_embeds/.test(v.name) && (v.type?.shape?.length ?? 0) >= 2);
   const shape = tokens ? tokens.type!.shape!.slice(0, 2) : ids.type!.shape!;
   if (g.values.has('position_ids')) return `the graph already has a value named 'position_ids'`;
-  const input = g.createValue('position_ids', { elemType: ids.dtype, shape: [...shape] });
-  g.inputs.push(input);
+  const input = g.addInput('position_ids', { elemType: ids.dtype, shape: [...shape] });
   g.replaceAllUses(ids, input);
   return input;
 }
 
-/** Drop nodes nothing reads any more (the id chain), without touching the rest. */
-function dropDead(g: Graph): number {
-  let removed = 0;
-  for (let changed = true; changed;) {
-    changed = false;
-    for (const n of [...g.nodes].reverse()) {
-      if (n.outputs.some((o) => o && (o.uses.length || o.isGraphOutput))) continue;
-      g.removeNode(n, true);
-      removed++;
-      changed = true;
-    }
-  }
-  return removed;
-}
 
 export const positionIdsInput: Pass = {
   name: 'position-ids-input',
@@ -85,12 +70,15 @@ export const positionIdsInput: Pass = {
     const memo = new Map<Value, Set<Value>>();
     for (const n of [...g.nodes]) {
       if (n.opType !== 'CumSum' || n.domain !== '' || !g.nodes.includes(n)) continue;
+      const before = g.nodes.length;
       const r = rewrite(g, n, memo);
       if (typeof r === 'string') { stats.skipped!.push(r); continue; }
+      // The id chain is dead now: it goes, with what only it read.
+      g.removeDead([n, ...g.nodes.filter((x) => x.outputs.some((o) => o && !o.uses.length && !o.isGraphOutput))]);
       stats.counts.positionIdsInputs!++;
+      stats.counts.nodesRemoved! += before - g.nodes.length;
       memo.clear();
     }
-    if (stats.counts.positionIdsInputs) stats.counts.nodesRemoved = dropDead(g);
     return stats;
   },
 };

@@ -27,9 +27,8 @@ export function constantsToInitializers(model: Model): number {
       if (!t) continue;
       const v = node.outputs[0];
       // A subgraph output must stay produced by a node there (initializers are not outputs of If bodies in ORT).
-      if (v.isGraphOutput && g.parent) continue;
-      g.nodes.splice(g.nodes.indexOf(node), 1);
-      v.producer = null;
+      if ((v.isGraphOutput && g.parent) || !(v.uses.length || v.isGraphOutput)) continue;
+      g.removeNode(node, true);
       g.setInitializer(v, t);
       n++;
     }

@@ -16,7 +16,7 @@ function dimContext(sm: SubModel, seq: number, image = sm.opts.imageSizes[0] ?? 
 export async function npuFinalize(model: Model, sm: SubModel): Promise<Record<string, number>> {
   // --quant none: a float graph (the HTP runs it in fp16 with enable_htp_fp16_precision).
   if (sm.plan.format === 'none') return {};
-  const s = await quantizeForHtp(model, htpCalibrationSets(model, sm));
+  const s = await quantizeForHtp(model, htpCalibrationSets(model, sm), sm.progress);
   return { int8Weights: s.int8Weights, int32Biases: s.int32Biases, uint16Constants: s.uint16Constants, uint16Activations: s.activations, sharedEncodings: s.sharedEncodings, fixedEncodings: s.fixedEncodings, activationsLeftFloat: s.leftFloat };
 }
 
@@ -28,13 +28,8 @@ function htpCalibrationSets(model: Model, sm: SubModel): Record<string, Tensor>[
   const mask = g.inputs.find((v) => /attention_mask/.test(v.name));
   const tok = g.inputs.find((v) => /input_ids|inputs_embeds/.test(v.name));
   if (!pos || !mask || !tok) return calibrationSets(model, sm, 4);
-  const saved = g.inputs;
-  g.inputs = saved.filter((v) => v !== pos);
-  try {
-    return calibrationSets(model, sm, 4).map((s) => ({ ...s, position_ids: positionIdsFromMask(s[mask.name]!, s[tok.name]!.dims[1]!, pos.dtype) }));
-  } finally {
-    g.inputs = saved;
-  }
+  // Sets are made (or read) for the exported inputs, then given the ids the runtime would compute.
+  return calibrationSets(model, sm, 4, ['position_ids']).map((s) => ({ ...s, position_ids: positionIdsFromMask(s[mask.name]!, s[tok.name]!.dims[1]!, pos.dtype) }));
 }
 
 export function npuVariants(model: Model, sm: SubModel): Variant[] {

@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DataType, Graph, Model, Node, Tensor, Value, isFloat, saveModel } from '../../ir/index.js';
+import { DataType, Graph, Model, Node, Tensor, Value, isFloat, saveModel, type Progress } from '../../ir/index.js';
 import { feedInputs } from '../../ir/summary.js';
 import { runModel } from '../../runtime/ort.js';
 
@@ -61,24 +61,25 @@ function activations(g: Graph): Value[] {
 }
 
 /** Min/max of every value over the calibration input sets, measured by onnxruntime-node. */
-export async function calibrationRanges(model: Model, values: Value[], sets: Record<string, Tensor>[]): Promise<Map<string, [number, number]>> {
+export async function calibrationRanges(model: Model, values: Value[], sets: Record<string, Tensor>[], progress?: Progress): Promise<Map<string, [number, number]>> {
   const g = model.graph;
   const extra = values.filter((v) => !v.isGraphOutput && !v.isGraphInput);
   const savedOutputs = [...g.outputs];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-calib-'));
   const ranges = new Map<string, [number, number]>();
   try {
-    g.outputs = [...savedOutputs, ...extra];
+    g.setOutputs([...savedOutputs, ...extra]);
     const file = path.join(dir, 'calib.onnx');
     saveModel(model, file, { externalData: false });
-    g.outputs = savedOutputs;
-    for (const feeds of sets) {
+    g.setOutputs(savedOutputs);
+    for (const [i, feeds] of sets.entries()) {
+      progress?.('calibration', i, sets.length);
       for (const [k, t] of Object.entries(feeds)) ranges.set(k, merge(ranges.get(k), t));
       const res = await runModel(file, feeds);
       for (const [k, t] of Object.entries(res)) ranges.set(k, merge(ranges.get(k), t));
     }
   } finally {
-    g.outputs = savedOutputs;
+    g.setOutputs(savedOutputs);
     fs.rmSync(dir, { recursive: true, force: true });
   }
   return ranges;
@@ -262,28 +263,23 @@ function insertActivationQdq(g: Graph, params: Map<Value, QParams | null>, stats
       d.outputs[0]!.type = { elemType: DataType.FLOAT, shape };
       for (const u of uses) u.node.setInput(u.index, d.outputs[0]!);
     } else {
-      // Rename the producer's output; Q -> DQ produce the original value again.
-      const pr = v.producer;
-      const slot = pr.outputs.indexOf(v);
-      const pre = g.createValue(`${v.name}_float`, v.type ? { ...v.type } : undefined);
-      pre.producer = pr;
-      pr.outputs[slot] = pre;
-      v.producer = null;
-      const after = g.nodes[g.nodes.indexOf(pr) + 1];
-      const q = g.addNode({ opType: 'QuantizeLinear', name: `${v.name}/QuantizeLinear`, inputs: [pre, s, z], outputs: [`${v.name}_q16`] }, after);
+      // The producer writes a renamed value; Q -> DQ produce the original value again.
+      const at = g.after(v.producer);
+      const pre = v.splitFromProducer(`${v.name}_float`, v.type ? { ...v.type } : undefined);
+      const q = at.add({ opType: 'QuantizeLinear', name: `${v.name}/QuantizeLinear`, inputs: [pre, s, z], outputs: [`${v.name}_q16`] });
       q.outputs[0]!.type = { elemType: DataType.UINT16, shape };
-      g.addNode({ opType: 'DequantizeLinear', name: `${v.name}/DequantizeLinear`, inputs: [q.outputs[0]!, s, z], outputs: [v] }, after);
+      at.add({ opType: 'DequantizeLinear', name: `${v.name}/DequantizeLinear`, inputs: [q.outputs[0]!, s, z], outputs: [v] });
     }
     stats.activations++;
   }
 }
 
 /** The whole QDQ placement: measure, encode activations, quantize constants by slot, insert pairs. */
-export async function quantizeForHtp(model: Model, sets: Record<string, Tensor>[]): Promise<HtpQdqStats> {
+export async function quantizeForHtp(model: Model, sets: Record<string, Tensor>[], progress?: Progress): Promise<HtpQdqStats> {
   const g = model.graph;
   const stats: HtpQdqStats = { activations: 0, sharedEncodings: 0, fixedEncodings: 0, leftFloat: 0, int8Weights: 0, int32Biases: 0, uint16Constants: 0 };
   const acts = activations(g);
-  const ranges = await calibrationRanges(model, acts, sets);
+  const ranges = await calibrationRanges(model, acts, sets, progress);
   const params = activationParams(g, acts, ranges, stats);
   quantizeConstants(g, params, stats);
   insertActivationQdq(g, params, stats);
