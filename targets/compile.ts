@@ -194,9 +194,6 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
       const sm: SubModel = { name: l.name, role, plan: target.plan(role, opts), profile, opts, source: l.file, patch, progress: o.progress };
       o.progress?.('sub-models', li, loaded.length, `${l.name} (${role})`);
       const { steps: st, missing } = steps(target, sm, o.pipeline);
-      // Whatever the pipeline fused, the target gets only contrib ops it runs.
-      const lower = getPass('lower-contrib')!;
-      st.push({ pass: lower, options: resolveOptions(lower, { keep: LOWERABLE.filter((op) => target.capabilities.supports('com.microsoft', op) || (op === 'SimplifiedLayerNormalization' && target.capabilities.supports('', op))) }) });
       const ctx: QuantizeContext = { modelDir: path.dirname(l.file), progress: o.progress };
       if (sm.plan.weightBits && getMethod(opts.method).needsCalibration) {
         // Data-aware methods (GPTQ) need the activations each weight multiplies.
@@ -204,6 +201,13 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         ctx.calibration = (w) => acts.get(w);
       }
       const stepReports = await runPipeline(l.model, st, ctx);
+      // Whatever the pipeline fused, the target gets only contrib ops it runs.
+      const keep = LOWERABLE.filter((op) => target.capabilities.supports('com.microsoft', op) || (op === 'SimplifiedLayerNormalization' && target.capabilities.supports('', op)));
+      const refused = [...l.model.graph.allGraphs()].some((g) => g.nodes.some((n) => LOWERABLE.includes(n.opType) && !keep.includes(n.opType) && (n.domain === 'com.microsoft' || (n.domain === '' && n.opType === 'SimplifiedLayerNormalization'))));
+      if (refused) {
+        const lower = getPass('lower-contrib')!;
+        stepReports.push(...await runPipeline(l.model, [{ pass: lower, options: resolveOptions(lower, { keep }) }], ctx));
+      }
       const fin = await target.finalize(l.model, sm);
       const report: SubModelReport = { name: l.name, role, steps: stepReports.map(stepSummary), missingPasses: missing, finalize: fin, issues: [], verification: [], ms: 0 };
       reports.push(report);

@@ -49,15 +49,29 @@ function paramsFromRange(lo: number, hi: number): QParams | null {
   return { scale, zeroPoint: Math.max(0, Math.min(Q_MAX, Math.round(-lo / scale))) };
 }
 
-/** Float activations to quantize: fed inputs and node outputs, not Q/DQ outputs. */
-function activations(g: Graph): Value[] {
+/** Float activations to quantize: fed inputs and node outputs, not Q/DQ outputs, and not shape
+ * arithmetic (float values computed from Shape/Size and constants only, such as sqrt(num_tokens)):
+ * those fold away once the variant's dims are bound, which a Q/DQ pair in between would prevent. */
+function activations(g: Graph, data: Set<Node>): Value[] {
   const out: Value[] = [];
   for (const v of feedInputs(g)) if (isFloatValue(v) && v.uses.length) out.push(v);
   for (const n of g.nodes) {
-    if (isQdq(n) || n.opType === 'Constant') continue;
+    if (isQdq(n) || n.opType === 'Constant' || !data.has(n)) continue;
     for (const o of n.outputs) if (o && isFloatValue(o)) out.push(o);
   }
   return out;
+}
+
+/** Nodes that compute on fed data (Shape/Size read only shapes; what follows them alone is shape arithmetic). */
+function dataNodes(g: Graph): Set<Node> {
+  const fromData = new Set<Value>(feedInputs(g));
+  const nodes = new Set<Node>();
+  for (const n of g.nodes) {
+    if (n.opType === 'Shape' || n.opType === 'Size' || !n.inputs.some((i) => i && fromData.has(i))) continue;
+    nodes.add(n);
+    for (const o of n.outputs) if (o) fromData.add(o);
+  }
+  return nodes;
 }
 
 /** Min/max of every value over the calibration input sets, measured by onnxruntime-node. */
@@ -176,10 +190,10 @@ function dq(g: Graph, before: Node, name: string, q: Tensor, scale: Tensor, zp: 
 }
 
 /** Replace float constant inputs by DequantizeLinear of int8/int32/uint16 codes, slot by slot. */
-function quantizeConstants(g: Graph, params: Map<Value, QParams | null>, stats: HtpQdqStats): void {
+function quantizeConstants(g: Graph, params: Map<Value, QParams | null>, data: Set<Node>, stats: HtpQdqStats): void {
   const cache = new Map<string, { v: Value; scales?: Float32Array }>();
   for (const n of [...g.nodes]) {
-    if (isQdq(n)) continue;
+    if (isQdq(n) || !data.has(n)) continue;
     // Weights before biases: a bias scale is the weight's scale times the input's.
     const order = n.inputs.map((_, i) => i).sort((a, b) => (slotKindOf(n, a) === 'bias' ? 1 : 0) - (slotKindOf(n, b) === 'bias' ? 1 : 0));
     for (const i of order) {
@@ -278,10 +292,11 @@ function insertActivationQdq(g: Graph, params: Map<Value, QParams | null>, stats
 export async function quantizeForHtp(model: Model, sets: Record<string, Tensor>[], progress?: Progress): Promise<HtpQdqStats> {
   const g = model.graph;
   const stats: HtpQdqStats = { activations: 0, sharedEncodings: 0, fixedEncodings: 0, leftFloat: 0, int8Weights: 0, int32Biases: 0, uint16Constants: 0 };
-  const acts = activations(g);
+  const data = dataNodes(g);
+  const acts = activations(g, data);
   const ranges = await calibrationRanges(model, acts, sets, progress);
   const params = activationParams(g, acts, ranges, stats);
-  quantizeConstants(g, params, stats);
+  quantizeConstants(g, params, data, stats);
   insertActivationQdq(g, params, stats);
   g.sortTopologically();
   return stats;
