@@ -88,6 +88,11 @@ export class WebGpuBrowser {
     });
   }
 
+  /** Run a self-contained function in the page (serialized by source: it may capture nothing). */
+  async evaluate<R, A>(fn: (arg: A) => Promise<R>, arg: A): Promise<R> {
+    return this.page.evaluate(fn as (a: unknown) => Promise<R>, arg as unknown);
+  }
+
   /** Run `modelFile` (its folder is served) on the WebGPU EP; returns outputs as IR tensors. */
   async run(modelFile: string, feeds: Record<string, Tensor>, opts: BrowserRunOptions = {}): Promise<Record<string, Tensor>> {
     const { key, url, ext } = this.serve(modelFile, opts);
