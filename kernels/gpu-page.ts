@@ -41,6 +41,7 @@ export interface PageJobResult {
 
 export interface PageResult {
   features: string[];
+  subgroupMinSize: number;
   subgroupMaxSize: number;
   adapter: string;
   results: PageJobResult[];
@@ -61,7 +62,7 @@ export async function runOnPage(req: PageRequest): Promise<PageResult> {
       maxBufferSize: adapter.limits.maxBufferSize,
     },
   });
-  const info = adapter.info as GPUAdapterInfo & { subgroupMaxSize?: number };
+  const info = adapter.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
   const decode = (s: string): Uint8Array => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
   const encode = (u: Uint8Array): string => {
     let s = '';
@@ -157,5 +158,5 @@ export async function runOnPage(req: PageRequest): Promise<PageResult> {
     buffers.forEach((b) => b.destroy());
   }
   device.destroy();
-  return { features: have.sort(), subgroupMaxSize: info.subgroupMaxSize ?? 0, adapter: `${info.vendor} ${info.architecture}`.trim(), results };
+  return { features: have.sort(), subgroupMinSize: info.subgroupMinSize ?? 0, subgroupMaxSize: info.subgroupMaxSize ?? 0, adapter: `${info.vendor} ${info.architecture}`.trim(), results };
 }

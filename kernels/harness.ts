@@ -35,6 +35,7 @@ export interface CheckResult {
 
 export interface AdapterFeatures {
   features: string[];
+  subgroupMinSize: number;
   subgroupMaxSize: number;
   adapter: string;
 }
@@ -43,7 +44,7 @@ const b64 = (u: ArrayBufferView): string => Buffer.from(u.buffer, u.byteOffset, 
 
 export async function adapterFeatures(page: KernelPage): Promise<AdapterFeatures> {
   const r = await page.evaluate(runOnPage, { features: [], jobs: [] });
-  return { features: r.features, subgroupMaxSize: r.subgroupMaxSize, adapter: r.adapter };
+  return { features: r.features, subgroupMinSize: r.subgroupMinSize, subgroupMaxSize: r.subgroupMaxSize, adapter: r.adapter };
 }
 
 /** The paths this adapter can run (f16-text stands in for f16 where shader-f16 is missing). */
@@ -53,12 +54,14 @@ export function pathsFor(op: KernelOp, a: AdapterFeatures): KernelPath[] {
   return paths;
 }
 
-function options(path: KernelPath): ShaderOptions {
-  return { f16: path === 'f16' || path === 'f16-text', f16AsF32: path === 'f16-text', subgroups: path === 'subgroups' };
+function options(path: KernelPath, a?: AdapterFeatures): ShaderOptions {
+  const o: ShaderOptions = { f16: path === 'f16' || path === 'f16-text', f16AsF32: path === 'f16-text', subgroups: path === 'subgroups' };
+  if (o.subgroups && a && a.subgroupMinSize === a.subgroupMaxSize) o.subgroupSize = a.subgroupMaxSize;
+  return o;
 }
 
-export function kernelFor(c: KernelCase, path: KernelPath): Kernel {
-  const o = options(path);
+export function kernelFor(c: KernelCase, path: KernelPath, a?: AdapterFeatures): Kernel {
+  const o = options(path, a);
   if (c.op === 'gemv') return gemvKernel(c, c.M, o);
   if (c.op === 'gemm') return gemmKernel(c, c.M, o);
   return gatherKernel(c, c.M, o);
@@ -76,8 +79,8 @@ interface Prepared {
 }
 
 /** Inputs, the page job and the reference output for one case on one path. */
-function prepare(c: KernelCase, path: KernelPath, seed: number, reps = 0, trials = 0): Prepared {
-  const kernel = kernelFor(c, path);
+function prepare(c: KernelCase, path: KernelPath, seed: number, a: AdapterFeatures | undefined, reps = 0, trials = 0): Prepared {
+  const kernel = kernelFor(c, path, a);
   const w = randomWeights(c, seed);
   const half = path === 'f16';
   // The f16 path computes from fp16 inputs: the reference sees the same rounded values.
@@ -118,9 +121,9 @@ export async function checkKernels(page: KernelPage, cases: KernelCase[], seed =
   const adapter = await adapterFeatures(page);
   const prepared: { c: KernelCase; path: KernelPath; p: Prepared }[] = [];
   for (const [i, c] of cases.entries()) {
-    for (const path of pathsFor(c.op, adapter)) prepared.push({ c, path, p: prepare(c, path, seed + i * 7919) });
+    for (const path of pathsFor(c.op, adapter)) prepared.push({ c, path, p: prepare(c, path, seed + i * 7919, adapter) });
   }
-  const features = [...new Set(prepared.flatMap((x) => kernelFor(x.c, x.path).features))];
+  const features = [...new Set(prepared.flatMap((x) => kernelFor(x.c, x.path, adapter).features))];
   const req: PageRequest = { features, jobs: prepared.map((x) => x.p.job) };
   const res: PageResult = await page.evaluate(runOnPage, req);
   const results = prepared.map((x, i): CheckResult => {
@@ -145,9 +148,9 @@ export interface TimedKernel {
 }
 
 /** Time one case on one path (its output is checked too, so a fast wrong kernel cannot pass). */
-export async function timeKernel(page: KernelPage, c: KernelCase, path: KernelPath, reps: number, trials: number, seed = 1): Promise<TimedKernel> {
-  const p = prepare(c, path, seed, reps, trials);
-  const kernel = kernelFor(c, path);
+export async function timeKernel(page: KernelPage, c: KernelCase, path: KernelPath, reps: number, trials: number, seed = 1, a?: AdapterFeatures): Promise<TimedKernel> {
+  const p = prepare(c, path, seed, a, reps, trials);
+  const kernel = kernelFor(c, path, a);
   const res = await page.evaluate(runOnPage, { features: kernel.features, jobs: [p.job] });
   const r = res.results[0]!;
   if (r.errors.length || r.seconds === undefined) throw new Error(`${kernel.name}: ${r.errors[0] ?? 'not timed'}`);

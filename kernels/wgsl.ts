@@ -12,6 +12,9 @@ export interface ShaderOptions {
   /** Compile-check mode for adapters without shader-f16: `f16` aliased to f32, so the f16 text is
    * parsed, validated and run with f32 storage. */
   f16AsF32?: boolean;
+  /** The adapter's fixed subgroup size (min == max): the subgroups GEMV then gives each row exactly one
+   * subgroup and reduces with subgroupAdd alone, no shared memory and no barrier. */
+  subgroupSize?: number;
 }
 
 export interface Kernel {
@@ -25,7 +28,7 @@ export interface Kernel {
 
 /** GEMV tiling: LANES invocations share one output row, ROWS rows per workgroup. */
 export const GEMV = { lanes: 32, rows: 8 };
-/** GEMM tiling: a TILE x TILE output tile per workgroup of 256, K in steps of 32 (inside one block). */
+/** GEMM tiling: a TILE x TILE output tile per workgroup of 64, K in steps of 32 (inside one block). */
 export const GEMM = { tile: 32, tk: 32 };
 
 const MAX_DIM = 65535;
@@ -85,7 +88,10 @@ function grid(count: number): [number, number, number] {
 export function gemvKernel(s: QuantShape, M: number, o: ShaderOptions): Kernel {
   checkShape(s);
   const { head, T, features } = header(o);
-  const { lanes, rows } = GEMV;
+  const sg = o.subgroups;
+  const exact = sg && o.subgroupSize !== undefined && o.subgroupSize >= 4 && o.subgroupSize <= 128;
+  const lanes = exact ? o.subgroupSize! : GEMV.lanes;
+  const rows = exact ? Math.max(1, 64 / lanes) : GEMV.rows;
   const aligned = s.K % 8 === 0;
   const kw = Math.ceil(s.K / 8);
   const aDecl = aligned ? `a: array<vec4<${T}>>` : `a: array<${T}>`;
@@ -98,11 +104,13 @@ export function gemvKernel(s: QuantShape, M: number, o: ShaderOptions): Kernel {
       if (k0 + i < K) { a0[i] = f32(a[abase + k0 + i]); }
       if (k0 + 4u + i < K) { a1[i] = f32(a[abase + k0 + 4u + i]); }
     }`;
-  const sg = o.subgroups;
   const builtins = sg ? ', @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32' : '';
   // Subgroups are taken to be runs of consecutive local_invocation_index no longer than LANES (the
   // host only picks this path when the adapter's subgroupMaxSize <= LANES), so none spans two rows.
-  const reduce = sg
+  const reduce = exact
+    ? `  let total = subgroupAdd(acc);
+  if (lid.x == 0u && n < N) { y[m * N + n] = ${T}(total); }`
+    : sg
     ? `  let part = subgroupAdd(acc);
   if (sgi == 0u) { red[li / sgs] = part; }
   workgroupBarrier();
@@ -123,7 +131,7 @@ export function gemvKernel(s: QuantShape, M: number, o: ShaderOptions): Kernel {
 const KW: u32 = ${kw}u;
 const LANES: u32 = ${lanes}u;
 const ROWS: u32 = ${rows}u;
-${bindings(s, T, aDecl)}var<workgroup> red: array<f32, ${lanes * rows}>;
+${bindings(s, T, aDecl)}${exact ? '' : `var<workgroup> red: array<f32, ${lanes * rows}>;`}
 ${zeroFn(s)}
 @compute @workgroup_size(${lanes}, ${rows}, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
@@ -152,13 +160,14 @@ ${reduce}
 }
 `;
   if (M > MAX_DIM) throw new Error(`GEMV M=${M} exceeds one dispatch dimension; use the GEMM kernel`);
-  return { name: `gemv_${T}${sg ? '_sg' : ''}_b${s.blockSize}${s.zeroPoints ? '_zp' : ''}`, wgsl, dispatch: [Math.ceil(s.N / rows), M, 1], features };
+  return { name: `gemv_${T}${sg ? `_sg${exact ? lanes : ''}` : ''}_b${s.blockSize}${s.zeroPoints ? '_zp' : ''}`, wgsl, dispatch: [Math.ceil(s.N / rows), M, 1], features };
 }
 
 /**
- * Y[M, N] = A[M, K] x dequant(B)^T in 32 x 32 output tiles: per 32-wide K step the workgroup stages
- * the A tile and the dequantized B tile in shared memory (each B word unpacked once, by one
- * invocation), then each of the 256 invocations accumulates a 1 x 4 strip. Edges are masked.
+ * Y[M, N] = A[M, K] x dequant(B)^T in 32 x 32 output tiles: per 32-wide K step the workgroup of 64
+ * stages the A tile and the dequantized B tile in shared memory (each B word unpacked once), then
+ * each invocation accumulates a 4 x 4 register tile. Few invocations per barrier keeps CPU
+ * adapters (SwiftShader runs a workgroup as coroutines) fast too. Edges are masked.
  */
 export function gemmKernel(s: QuantShape, M: number, o: ShaderOptions): Kernel {
   checkShape(s);
@@ -169,19 +178,22 @@ const TILE: u32 = ${tile}u;
 const TK: u32 = ${tk}u;
 const KT: u32 = ${Math.ceil(s.K / tk)}u;
 ${bindings(s, T, `a: array<${T}>`)}var<workgroup> at: array<array<f32, ${tk}>, ${tile}>;
-var<workgroup> bt: array<array<f32, ${tk + 1}>, ${tile}>;
+var<workgroup> bt: array<array<f32, ${tile}>, ${tk}>;
 ${zeroFn(s)}
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   let n0 = wid.x * TILE;
   let m0 = wid.y * TILE;
-  let r = t / 8u;
+  let r = (t / 8u) * 4u;
   let c = (t % 8u) * 4u;
-  var acc = vec4<f32>(0.0);
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
   for (var kt = 0u; kt < KT; kt++) {
     let k0 = kt * TK;
-    for (var i = 0u; i < 4u; i++) {
-      let idx = t + i * 256u;
+    for (var i = 0u; i < 16u; i++) {
+      let idx = t + i * 64u;
       let rr = idx / TK;
       let kk = idx % TK;
       let gm = m0 + rr;
@@ -190,32 +202,40 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       if (gm < M && gk < K) { v = f32(a[gm * K + gk]); }
       at[rr][kk] = v;
     }
-    if (t < TILE * (TK / 8u)) {
-      let col = t / (TK / 8u);
-      let j = t % (TK / 8u);
+    let blk = k0 / (WPB * 8u);
+    for (var i = 0u; i < 2u; i++) {
+      let wi = t + i * 64u;
+      let col = wi / (TK / 8u);
+      let j = wi % (TK / 8u);
       let gn = n0 + col;
-      var vals = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+      var q = 0u;
+      var z = 0.0;
+      var sc = 0.0;
       if (gn < N) {
-        let blk = k0 / (WPB * 8u);
-        let q = qb[gn * WPR + (k0 >> 3u) + j];
-        let z = zero(gn, blk);
-        let sc = f32(scales[gn * KB + blk]);
-        for (var e = 0u; e < 8u; e++) { vals[e] = (f32((q >> (4u * e)) & 15u) - z) * sc; }
+        q = qb[gn * WPR + (k0 >> 3u) + j];
+        z = zero(gn, blk);
+        sc = f32(scales[gn * KB + blk]);
       }
-      for (var e = 0u; e < 8u; e++) { bt[col][j * 8u + e] = vals[e]; }
+      for (var e = 0u; e < 8u; e++) { bt[j * 8u + e][col] = (f32((q >> (4u * e)) & 15u) - z) * sc; }
     }
     workgroupBarrier();
     for (var kk = 0u; kk < TK; kk++) {
-      let av = at[r][kk];
-      acc += av * vec4<f32>(bt[c][kk], bt[c + 1u][kk], bt[c + 2u][kk], bt[c + 3u][kk]);
+      let b = vec4<f32>(bt[kk][c], bt[kk][c + 1u], bt[kk][c + 2u], bt[kk][c + 3u]);
+      acc0 += at[r][kk] * b;
+      acc1 += at[r + 1u][kk] * b;
+      acc2 += at[r + 2u][kk] * b;
+      acc3 += at[r + 3u][kk] * b;
     }
     workgroupBarrier();
   }
-  let gm = m0 + r;
-  if (gm < M) {
-    for (var j = 0u; j < 4u; j++) {
-      let gn = n0 + c + j;
-      if (gn < N) { y[gm * N + gn] = ${T}(acc[j]); }
+  let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+  for (var i = 0u; i < 4u; i++) {
+    let gm = m0 + r + i;
+    if (gm < M) {
+      for (var j = 0u; j < 4u; j++) {
+        let gn = n0 + c + j;
+        if (gn < N) { y[gm * N + gn] = ${T}(accs[i][j]); }
+      }
     }
   }
 }
