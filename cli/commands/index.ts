@@ -10,6 +10,7 @@ import { registerDemo } from './demo.js';
 import { registerQuantize } from './quantize.js';
 import { registerKernels } from './kernels.js';
 import { registerProfile } from './profile.js';
+import { registerBuild } from './build.js';
 
 /** Registers a subcommand; `setExit` sets the process exit code for a finished command. */
 export type RegisterCommand = (program: Command, setExit: (code: number) => void) => void;
@@ -25,4 +26,5 @@ export const COMMANDS: RegisterCommand[] = [
   registerQuantize,
   registerKernels,
   registerProfile,
+  registerBuild,
 ];
