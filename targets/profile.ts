@@ -9,7 +9,6 @@ import { evaluateDim } from '../passes/shape/sym.js';
 import { CostNode, Estimate, TensorCost, estimate, isMatMulLike } from '../kernels/roofline.js';
 import { randomInputs } from '../runtime/ort.js';
 import { OrtProfile, profileNode } from '../runtime/profile.js';
-import { WebGpuBrowser } from '../runtime/webgpu-browser.js';
 import { DEFAULT_DEVICE, PERF_DEVICES, PerfDevice, TARGET_UNIT } from './devices.js';
 import { planImage, type PolicyName, type Size } from './plan/index.js';
 
@@ -209,6 +208,8 @@ interface Measurer {
 
 async function measurer(runtime: ProfileRuntime, runs: number): Promise<Measurer> {
   if (runtime === 'node') return { run: (f, feeds) => profileNode(f, feeds, { runs }), close: async () => undefined };
+  // Loaded on demand: playwright-core is only needed when a browser runs.
+  const { WebGpuBrowser } = await import('../runtime/webgpu-browser.js');
   const browser = await WebGpuBrowser.launch();
   const externalData = (f: string): string[] => fs.readdirSync(path.dirname(f)).filter((x) => x.startsWith(path.basename(f)) && x !== path.basename(f));
   return { run: (f, feeds) => browser.profile(f, feeds, { ep: runtime, runs, externalData: externalData(f) }), close: () => browser.close() };

@@ -4,7 +4,6 @@ import type { Command } from 'commander';
 import { CheckError, InputError } from '../../ir/index.js';
 import { DEFAULT_SHAPES, benchKernels, parseShape } from '../../kernels/bench.js';
 import { checkKernels, type KernelCase } from '../../kernels/harness.js';
-import { WebGpuBrowser } from '../../runtime/webgpu-browser.js';
 import type { RegisterCommand } from './index.js';
 import { table } from '../format.js';
 
@@ -17,6 +16,12 @@ const CHECK_CASES: KernelCase[] = [
   { op: 'gather', M: 11, K: 96, N: 50, blockSize: 32, zeroPoints: true },
   { op: 'gather', M: 6, K: 256, N: 9, blockSize: 128, zeroPoints: false },
 ];
+
+// Loaded on demand: playwright-core is only needed when a browser runs.
+async function launchBrowser() {
+  const { WebGpuBrowser } = await import('../../runtime/webgpu-browser.js');
+  return WebGpuBrowser.launch();
+}
 
 export const registerKernels: RegisterCommand = (program: Command, setExit) => {
   const k = program.command('kernels').description('WGSL int4 kernels (MatMulNBits GEMV/GEMM, GatherBlockQuantized) in headless Chromium WebGPU');
@@ -31,7 +36,7 @@ export const registerKernels: RegisterCommand = (program: Command, setExit) => {
       try { shapes?.forEach(parseShape); } catch (e) { throw new InputError(`--shapes: ${(e as Error).message}`); }
       const blockSize = Number(o.blockSize);
       if (![32, 64, 128].includes(blockSize)) throw new InputError(`--block-size must be 32, 64 or 128, got '${o.blockSize}'`);
-      const browser = await WebGpuBrowser.launch();
+      const browser = await launchBrowser();
       try {
         const r = await benchKernels(browser, { shapes, blockSize, ortRuns: Math.max(1, Number(o.runs) || 3) });
         if (o.json) { process.stdout.write(`${JSON.stringify(r, null, 2)}\n`); return; }
@@ -47,7 +52,7 @@ export const registerKernels: RegisterCommand = (program: Command, setExit) => {
     .description('run every kernel on each path the adapter has (f32, f16 or its compile check, subgroups) against the CPU references')
     .option('--json', 'print JSON')
     .action(async (o: { json?: boolean }) => {
-      const browser = await WebGpuBrowser.launch();
+      const browser = await launchBrowser();
       try {
         const r = await checkKernels(browser, CHECK_CASES);
         const bad = r.results.filter((x) => !x.ok);
