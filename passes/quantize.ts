@@ -368,6 +368,7 @@ export const quantizeInt4: Pass = {
       });
       return { q: full!, relError: ss === 0 ? Math.sqrt(se) : Math.sqrt(se / ss) };
     };
+    let emitted = 0;
     const emit = (c: Candidate, { q, packed, relError }: Quantized, first: boolean): void => {
       // Emitted initializers differ by consumer kind even when the codes are shared.
       const key = `${keyOf(c)}|${c.kind === 'gather' ? 'gather' : 'matmul'}`;
@@ -408,7 +409,7 @@ export const quantizeInt4: Pass = {
       if (!c.tiedGather) stats.layers.push(layer);
       if (transposer) removeDeadNode(transposer);
       dropIfUnused(weightValue);
-      ctx.progress?.(`quantized ${c.w.value.name}`);
+      ctx.progress?.('quantize', ++emitted, todo.length, c.w.value.name);
     };
 
     // In candidate order; with a pool, up to `threads` weights are in flight and emitted in order,

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DataType, Graph, Model, Tensor, Value, isFloat, saveModel } from '../../ir/index.js';
+import { DataType, Graph, Model, Tensor, Value, isFloat, saveModel, type Progress } from '../../ir/index.js';
 import { feedInputs } from '../../ir/summary.js';
 import { runModel } from '../../runtime/ort.js';
 
@@ -66,7 +66,7 @@ function activations(g: Graph): Value[] {
 }
 
 /** Min/max of every value over the calibration input sets, measured by onnxruntime-node. */
-export async function calibrationRanges(model: Model, values: Value[], sets: Record<string, Tensor>[]): Promise<Map<string, [number, number]>> {
+export async function calibrationRanges(model: Model, values: Value[], sets: Record<string, Tensor>[], progress?: Progress): Promise<Map<string, [number, number]>> {
   const g = model.graph;
   const extra = values.filter((v) => !v.isGraphOutput && !v.isGraphInput);
   const savedOutputs = [...g.outputs];
@@ -77,7 +77,8 @@ export async function calibrationRanges(model: Model, values: Value[], sets: Rec
     const file = path.join(dir, 'calib.onnx');
     saveModel(model, file, { externalData: false });
     g.outputs = savedOutputs;
-    for (const feeds of sets) {
+    for (const [i, feeds] of sets.entries()) {
+      progress?.('calibration', i, sets.length);
       for (const [k, t] of Object.entries(feeds)) ranges.set(k, merge(ranges.get(k), t));
       const res = await runModel(file, feeds);
       for (const [k, t] of Object.entries(res)) ranges.set(k, merge(ranges.get(k), t));
@@ -106,10 +107,10 @@ export interface ActivationQdqStats {
 }
 
 /** Insert uint16 Q/DQ pairs on float activations. Each value keeps its name (the DQ now produces it). */
-export async function quantizeActivations(model: Model, sets: Record<string, Tensor>[]): Promise<ActivationQdqStats> {
+export async function quantizeActivations(model: Model, sets: Record<string, Tensor>[], progress?: Progress): Promise<ActivationQdqStats> {
   const g = model.graph;
   const acts = activations(g);
-  const ranges = await calibrationRanges(model, acts, sets);
+  const ranges = await calibrationRanges(model, acts, sets, progress);
   const stats: ActivationQdqStats = { activations: 0, leftFloat: 0 };
   for (const v of acts) {
     const r = ranges.get(v.name);
