@@ -228,6 +228,7 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         if (variants.length > 1) o.progress?.('variants', vi, variants.length, file);
         const m = shared ? loadModel(baseFile) : l.model;
         if (Object.keys(v.dims).length) await fixShapes(m, v.dims);
+        target.finalizeVariant?.(m, sm);
         const issues = checkModel(m, target, profile);
         report.issues.push(...issues);
         allIssues.push(...issues.map((issue) => ({ model: file, issue })));

@@ -141,6 +141,8 @@ export interface Target {
   pipeline(sm: SubModel): StepSpec[];
   /** Target-level rewrites after the pipeline (splits, accuracy levels, activation QDQ); returns counts. */
   finalize(model: Model, sm: SubModel): Promise<Record<string, number>>;
+  /** Rewrites of one variant after its dims are bound (constants that folded out of shape arithmetic). */
+  finalizeVariant?(model: Model, sm: SubModel): void;
   /** Files to emit for a compiled sub-model (static targets: one per shape bucket). */
   variants(model: Model, sm: SubModel): Variant[];
   /** Artifact file name of a sub-model variant. */

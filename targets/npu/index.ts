@@ -2,6 +2,7 @@
 import type { Role } from '../../ir/summary.js';
 import type { RolePlan, Target, TargetOptions } from '../target.js';
 import { NPU_CAPABILITIES } from './capabilities.js';
+import { quantizeFoldedConstants } from './qdq.js';
 import { npuFileName, npuFinalize, npuSessionOptions, npuVariants } from './emit.js';
 import { npuPipeline } from './pipeline.js';
 import { NPU_PROFILES } from './profiles.js';
@@ -25,6 +26,7 @@ export const npu: Target = {
   plan,
   pipeline: npuPipeline,
   finalize: npuFinalize,
+  finalizeVariant: (m, sm) => { if (sm.plan.format !== 'none') quantizeFoldedConstants(m); },
   variants: npuVariants,
   fileName: npuFileName,
   externalData: { maxFileBytes: Infinity, location: (file) => `${file}.data` },
