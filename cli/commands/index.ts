@@ -9,6 +9,7 @@ import { registerCompile } from './compile.js';
 import { registerDemo } from './demo.js';
 import { registerQuantize } from './quantize.js';
 import { registerBuild } from './build.js';
+import { registerRun } from './run.js';
 
 /** Registers a subcommand; `setExit` sets the process exit code for a finished command. */
 export type RegisterCommand = (program: Command, setExit: (code: number) => void) => void;
@@ -23,4 +24,5 @@ export const COMMANDS: RegisterCommand[] = [
   registerDemo,
   registerQuantize,
   registerBuild,
+  registerRun,
 ];
