@@ -61,7 +61,7 @@ export interface CompileOptions {
 export interface SubModelReport {
   name: string;
   role: Role;
-  steps: { pass: string; ms: number; nodesBefore: number; nodesAfter: number; counts: Record<string, number>; skipped?: string[] }[];
+  steps: { pass: string; ms: number; nodesBefore: number; nodesAfter: number; counts: Record<string, number>; skipped?: string[]; layers?: { weight: string; relError: number }[] }[];
   /** Default-pipeline passes not (yet) registered in this build. */
   missingPasses: string[];
   finalize: Record<string, number>;
@@ -156,7 +156,9 @@ function steps(t: Target, sm: SubModel, explicit: string | undefined): { steps: 
 }
 
 function stepSummary(r: StepReport): SubModelReport['steps'][number] {
-  return { pass: r.pass, ms: Math.round(r.ms), nodesBefore: r.nodesBefore, nodesAfter: r.nodesAfter, counts: r.stats.counts, ...(r.stats.skipped?.length ? { skipped: r.stats.skipped } : {}) };
+  // Quantization error per layer (quantize-int4) feeds the report's chart.
+  const layers = (r.stats as { layers?: { weight: string; relError: number }[] }).layers?.map((l) => ({ weight: l.weight, relError: l.relError }));
+  return { pass: r.pass, ms: Math.round(r.ms), nodesBefore: r.nodesBefore, nodesAfter: r.nodesAfter, counts: r.stats.counts, ...(r.stats.skipped?.length ? { skipped: r.stats.skipped } : {}), ...(layers?.length ? { layers } : {}) };
 }
 
 export async function compile(input: string, o: CompileOptions): Promise<CompileResult> {
@@ -255,7 +257,8 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
     // report.html describes the model files; the manifest then hashes it with everything else.
     const pre = preprocessingSpec(opts, entries);
     const draft = buildManifest(target, profile, opts, entries, fileDigests(tmp), pre);
-    fs.writeFileSync(path.join(tmp, 'report.html'), reportHtml(draft, draft.files));
+    const subModels = reports.map((r) => ({ name: r.name, steps: r.steps, layers: r.steps.flatMap((s) => s.layers ?? []), issues: r.issues }));
+    fs.writeFileSync(path.join(tmp, 'report.html'), reportHtml(draft, draft.files, { models: entries.map((e) => ({ file: e.file, model: e.model })), subModels }));
     const manifest = buildManifest(target, profile, opts, entries, fileDigests(tmp), pre);
     writeJson(path.join(tmp, 'manifest.json'), manifest);
     fs.rmSync(outDir, { recursive: true, force: true });
