@@ -4,7 +4,7 @@
 import { createRequire } from 'node:module';
 import { dtypeName, type Model } from '../ir/index.js';
 import { opKey } from '../ir/summary.js';
-import type { Manifest } from './manifest.js';
+import { modelFilePaths, type Manifest } from './manifest.js';
 import { planToSvg } from './plan/svg.js';
 import type { TilePlan } from './plan/types.js';
 
@@ -122,7 +122,7 @@ ${body}
 }
 
 export function reportHtml(m: Omit<Manifest, 'files'>, files: Manifest['files'], ctx: ReportContext = {}): string {
-  const size = (e: Entry) => files.filter((f) => f.path === e.file || e.externalData.includes(f.path)).reduce((s, f) => s + f.bytes, 0);
+  const size = (e: Entry) => { const own = modelFilePaths(e); return files.filter((f) => own.includes(f.path)).reduce((s, f) => s + f.bytes, 0); };
   const ver = m.verification;
   const status = ver.ran ? (ver.passed ? '<span class="badge ok">verification passed</span>' : '<span class="badge bad">verification FAILED</span>') : '<span class="badge">verification not run</span>';
   const parts: string[] = [];
