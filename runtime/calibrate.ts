@@ -61,7 +61,8 @@ export async function collectCalibration(model: Model, sets: Record<string, Tens
   const tmp = path.join(dir, `.edgec-calib-${process.pid}-${Date.now().toString(36)}.onnx`);
   const perSet = Math.ceil(maxRows / sets.length);
   const rows = new Map<Value, Float32Array[]>();
-  g.outputs.push(...added);
+  const savedOutputs = [...g.outputs];
+  g.setOutputs([...savedOutputs, ...added]);
   let session: ort.InferenceSession | undefined;
   try {
     saveModel(model, tmp, { externalData: false, reuseExternal: true });
@@ -86,7 +87,7 @@ export async function collectCalibration(model: Model, sets: Record<string, Tens
       }
     }
   } finally {
-    g.outputs.splice(g.outputs.length - added.length, added.length);
+    g.setOutputs(savedOutputs);
     await session?.release();
     for (const f of [tmp, `${tmp}.data`]) fs.rmSync(f, { force: true });
     if (!model.sourcePath) fs.rmSync(dir, { recursive: true, force: true });

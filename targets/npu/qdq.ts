@@ -73,10 +73,10 @@ export async function calibrationRanges(model: Model, values: Value[], sets: Rec
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-calib-'));
   const ranges = new Map<string, [number, number]>();
   try {
-    g.outputs = [...savedOutputs, ...extra];
+    g.setOutputs([...savedOutputs, ...extra]);
     const file = path.join(dir, 'calib.onnx');
     saveModel(model, file, { externalData: false });
-    g.outputs = savedOutputs;
+    g.setOutputs(savedOutputs);
     for (const [i, feeds] of sets.entries()) {
       progress?.('calibration', i, sets.length);
       for (const [k, t] of Object.entries(feeds)) ranges.set(k, merge(ranges.get(k), t));
@@ -84,7 +84,7 @@ export async function calibrationRanges(model: Model, values: Value[], sets: Rec
       for (const [k, t] of Object.entries(res)) ranges.set(k, merge(ranges.get(k), t));
     }
   } finally {
-    g.outputs = savedOutputs;
+    g.setOutputs(savedOutputs);
     fs.rmSync(dir, { recursive: true, force: true });
   }
   return ranges;
@@ -131,16 +131,11 @@ export async function quantizeActivations(model: Model, sets: Record<string, Ten
       for (const u of uses) u.node.setInput(u.index, dq.outputs[0]!);
     } else {
       // Rename the producer's output; Q -> DQ produce the original value again.
-      const p = v.producer!;
-      const slot = p.outputs.indexOf(v);
-      const pre = g.createValue(`${v.name}_float`, v.type ? { ...v.type } : undefined);
-      pre.producer = p;
-      p.outputs[slot] = pre;
-      v.producer = null;
-      const after = g.nodes[g.nodes.indexOf(p) + 1];
-      const q = g.addNode({ opType: 'QuantizeLinear', name: `${v.name}/QuantizeLinear`, inputs: [pre, s, z], outputs: [`${v.name}_q16`] }, after);
+      const at = g.after(v.producer!);
+      const pre = v.splitFromProducer(`${v.name}_float`, v.type ? { ...v.type } : undefined);
+      const q = at.add({ opType: 'QuantizeLinear', name: `${v.name}/QuantizeLinear`, inputs: [pre, s, z], outputs: [`${v.name}_q16`] });
       q.outputs[0]!.type = { elemType: DataType.UINT16, shape };
-      g.addNode({ opType: 'DequantizeLinear', name: `${v.name}/DequantizeLinear`, inputs: [q.outputs[0]!, s, z], outputs: [v] }, after);
+      at.add({ opType: 'DequantizeLinear', name: `${v.name}/DequantizeLinear`, inputs: [q.outputs[0]!, s, z], outputs: [v] });
     }
     stats.activations++;
   }
