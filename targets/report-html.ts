@@ -32,10 +32,16 @@ const echartsLib = () => (lib ??= createRequire(import.meta.url)('echarts') as t
 function chart(option: Record<string, unknown>, width = 580, height = 300): string {
   const c = echartsLib().init(null, null, { renderer: 'svg', ssr: true, width, height });
   c.setOption({ animation: false, color: PALETTE, textStyle: { fontFamily: 'system-ui, sans-serif' }, ...option });
-  const svg = c.renderToSVGString();
+  // zrender numbers instances and style classes process-wide: renumber per chart so the same
+  // compile gives the same bytes whatever ran before it in the process.
+  const ids = new Map<string, string>();
+  const n = ++charted;
+  const svg = c.renderToSVGString().replace(/zr\d+-[A-Za-z]+-\d+/g, (t) => ids.get(t) ?? (ids.set(t, `ec${n}-${ids.size}`), ids.get(t)!));
   c.dispose();
   return `<div class="chart">${svg}</div>`;
 }
+
+let charted = 0;
 
 /** Long labels keep their distinctive end: `…` + the last `n` characters. */
 const tail = (t: string, n = 34) => (t.length > n ? `\u2026${t.slice(t.length - n + 1)}` : t);
@@ -122,6 +128,7 @@ ${body}
 }
 
 export function reportHtml(m: Omit<Manifest, 'files'>, files: Manifest['files'], ctx: ReportContext = {}): string {
+  charted = 0;
   const size = (e: Entry) => { const own = modelFilePaths(e); return files.filter((f) => own.includes(f.path)).reduce((s, f) => s + f.bytes, 0); };
   const ver = m.verification;
   const status = ver.ran ? (ver.passed ? '<span class="badge ok">verification passed</span>' : '<span class="badge bad">verification FAILED</span>') : '<span class="badge">verification not run</span>';
@@ -232,6 +239,7 @@ export interface IndexItem {
 
 /** index.html of an `edgec build` folder: every item, its size and closeness, a link to its report. */
 export function buildIndexHtml(summary: { tool: { version: string }; items: IndexItem[]; passed: boolean }, _manifests: Record<string, unknown> = {}): string {
+  charted = 0;
   const items = summary.items;
   const parts: string[] = [];
   const failed = items.filter((i) => !i.passed).length;
