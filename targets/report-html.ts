@@ -100,15 +100,6 @@ const top = (m: Map<string, number>, n: number): [string, number][] => {
   return [...all.slice(0, n - 1), ['other', all.slice(n - 1).reduce((s, [, v]) => s + v, 0)]];
 };
 
-/** A numbers-by-name map found in a profile field (kernels' profile), whatever its nesting. */
-function profileByOp(p: unknown): [string, number][] | undefined {
-  if (!p || typeof p !== 'object') return undefined;
-  const o = p as Record<string, unknown>;
-  for (const k of ['byOpType', 'opTypes', 'ops']) if (o[k] && typeof o[k] === 'object') return profileByOp(o[k]);
-  const nums = Object.entries(o).map(([k, v]) => [k, typeof v === 'number' ? v : typeof v === 'object' && v && typeof (v as { ms?: unknown }).ms === 'number' ? (v as { ms: number }).ms : NaN] as [string, number]);
-  return nums.length && nums.every(([, v]) => Number.isFinite(v)) ? nums.sort((a, b) => b[1] - a[1]) : undefined;
-}
-
 const STYLE = `body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;padding:16px 24px;max-width:1232px;color:#222}
 h1{font-size:22px;margin:8px 0}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
 table{border-collapse:collapse;margin:6px 0;max-width:100%}td,th{border:1px solid #ccc;padding:3px 8px;vertical-align:top;text-align:left}
@@ -208,11 +199,16 @@ export function reportHtml(m: Omit<Manifest, 'files'>, files: Manifest['files'],
     parts.push(`<h2>Task metrics</h2><table><tr><th>file</th><th>metric</th><th>value</th></tr>${extra.map((x) => `<tr><td>${esc(x.file)}</td><td>${esc(x.k)}</td><td><code>${esc(JSON.stringify(x.v))}</code></td></tr>`).join('')}${top2.map(([k, v]) => `<tr><td>artifact</td><td>${esc(k)}</td><td><code>${esc(JSON.stringify(v))}</code></td></tr>`).join('')}</table>`);
   }
 
-  // Profile by op type (kernels' profile field, when a profile was run).
-  const prof = profileByOp((m as { profile?: unknown }).profile);
-  if (prof?.length) {
-    const p = prof.slice(0, 15);
-    parts.push(`<h2>Profile by op type</h2><div class="grid">${hbars('Time by op type', p.map(([k]) => k.replace('com.microsoft:', '')), [{ name: 'time', data: p.map(([, v]) => v) }], (v) => `${Number(v.toPrecision(3))} ms`)}</div>`);
+  // Profile by op type (compile --profile-run): each sub-model's first scenario, measured when it ran.
+  const perf = (m as { performance?: { device: string; models: { file: string; scenarios: { name: string; predicted: { byOp: { op: string; ms: number }[] }; measured?: { byOp: { op: string; ms: number }[]; runtime: string } }[] }[] } }).performance;
+  if (perf?.models?.length) {
+    const rows = perf.models.filter((x) => x.scenarios[0]).map((x) => ({ file: x.file, sc: x.scenarios[0]!, by: x.scenarios[0]!.measured?.byOp ?? x.scenarios[0]!.predicted.byOp }));
+    const totals = new Map<string, number>();
+    for (const r of rows) for (const o of r.by) totals.set(short(o.op), (totals.get(short(o.op)) ?? 0) + o.ms);
+    const ops = top(totals, 12).map(([k]) => k).filter((k) => k !== 'other');
+    const measured = rows.some((r) => r.sc.measured);
+    parts.push(`<h2>Profile by op type</h2><p class="muted">${esc(perf.device)}; per file: ${rows.map((r) => `${esc(r.file)} ${esc(r.sc.name)} (${r.sc.measured ? `measured, ${esc(r.sc.measured.runtime)}` : 'predicted'})`).join('; ')}.</p>`);
+    parts.push(`<div class="grid">${hbars(`Time by op type (${measured ? 'measured' : 'roofline prediction'})`, ops, rows.map((r) => ({ name: r.file, data: ops.map((op) => r.by.filter((o) => short(o.op) === op).reduce((a, o) => a + o.ms, 0)) })), (v) => `${Number(v.toPrecision(3))} ms`)}</div>`);
   }
 
   // Tiling plan.

@@ -25,6 +25,7 @@ interface CompileCliOpts {
   batchSizes?: string;
   profile?: string;
   allowFallback?: boolean;
+  profileRun?: boolean;
   verify: boolean;
   fp16: boolean;
   runtimeVersion?: string;
@@ -71,6 +72,7 @@ export function parseCompileOptions(o: CompileCliOpts, input: string): CompileOp
     batchSizes: o.batchSizes?.split(',').map((b) => posInt('--batch-sizes', b.trim())!),
     profile: o.profile,
     allowFallback: o.allowFallback,
+    profileRun: o.profileRun,
     verify: o.verify,
     fp16: o.fp16,
     runtimeVersion: o.runtimeVersion,
@@ -120,6 +122,7 @@ export const registerCompile: RegisterCommand = (program: Command, setExit) => {
     .option('--no-verify', 'skip the onnxruntime comparison against the original')
     .option('--no-fp16', 'keep fp32 activations (WebGPU devices without shader-f16)')
     .option('--runtime-version <X.Y>', 'oldest onnxruntime the artifact must load in: only ops and attributes it accepts (e.g. 1.20)')
+    .option('--profile-run', "profile the artifact (roofline prediction and a measured run in the target's runtime) into manifest.performance")
     .option('--json', 'print the manifest and report as JSON')
     .addHelpText('after', `
 Examples:
