@@ -14,7 +14,9 @@ if (!fs.existsSync(path.join(conformance, 'node'))) {
   }
   missing.push('libonnx-testdata');
 }
-if (!fs.existsSync('/usr/bin/chromium')) missing.push('chromium');
+// Run it, not just look for it: Debian's /usr/bin/chromium is a wrapper around /usr/lib/chromium.
+const browser = spawnSync('/usr/bin/chromium', ['--headless', '--no-sandbox', '--version'], { stdio: 'ignore', timeout: 30_000 });
+if (browser.status !== 0) missing.push('chromium');
 if (missing.length === 0) process.exit(0);
 
 const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
