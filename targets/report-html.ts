@@ -10,18 +10,28 @@ function shape(s: (number | string | null)[] | null): string {
 
 export function reportHtml(m: Omit<Manifest, 'files'>, files: Manifest['files']): string {
   const size = (file: string, ext: string[]) => files.filter((f) => f.path === file || ext.includes(f.path)).reduce((s, f) => s + f.bytes, 0);
+  const fallbacks = m.models.reduce((s, e) => s + (e.fallback?.length ?? 0), 0);
+  const synthetic = [...new Set(m.models.filter((e) => e.calibration?.synthetic).map((e) => e.name))];
   const rows = m.models.map((e) => {
     const outs = e.verification?.outputs ?? [];
     const topOps = Object.entries(e.ops).sort((a, b) => b[1] - a[1]).slice(0, 6).map(([k, v]) => `${esc(k)} ${v}`).join(', ');
-    const ver = outs.map((o) => `${esc(o.name)}: cos ${o.cosine} / max abs ${o.maxAbsError}`).join('<br>');
-    return `<tr><td>${esc(e.file)}</td><td>${esc(e.role)}</td><td>${size(e.file, e.externalData)}</td><td>${e.inputs.map((i) => `${esc(i.name)} ${esc(i.dtype)}${esc(shape(i.shape))}`).join('<br>')}</td><td>${topOps}</td><td>${esc(JSON.stringify((e.quantization as { observed?: unknown }).observed ?? {}))}</td><td class="${e.verification?.passed === false ? 'bad' : 'ok'}">${e.verification ? `&ge; ${e.verification.threshold}<br>${ver}` : 'not run'}</td></tr>`;
+    const ver = [
+      ...outs.map((o) => `${esc(o.name)}: cos ${o.cosine} / max abs ${o.maxAbsError}`),
+      ...(e.verification?.metrics ?? []).map((t) => `<span class="${t.passed === false ? 'badtext' : ''}">${esc(t.name)} ${esc(t.value)}${t.threshold === undefined ? '' : ` (${t.higherIsBetter ? '&ge;' : '&le;'} ${t.threshold})`} over ${t.count}${t.note ? `; ${esc(t.note)}` : ''}</span>`),
+      ...(e.verification?.inputsUsed ? [`inputs: ${e.verification.inputsUsed.count} ${esc(e.verification.inputsUsed.source)} set(s): ${esc(e.verification.inputsUsed.from.join(', '))}`] : []),
+      ...(e.calibration ? [`<span class="${e.calibration.synthetic ? 'badtext' : ''}">calibration: ${e.calibration.count} ${esc(e.calibration.source)} set(s)${e.calibration.note ? `: ${esc(e.calibration.note)}` : ''}</span>`] : []),
+      ...(e.fallback ?? []).map((f) => `<span class="badtext">falls back to CPU: ${esc(f.op)} '${esc(f.node)}': ${esc(f.reason)}</span>`),
+    ].join('<br>');
+    return `<tr><td>${esc(e.file)}</td><td>${esc(e.role)}</td><td>${size(e.file, e.externalData)}</td><td>${e.inputs.map((i) => `${esc(i.name)} ${esc(i.dtype)}${esc(shape(i.shape))}`).join('<br>')}</td><td>${topOps}</td><td>${esc(JSON.stringify((e.quantization as { observed?: unknown }).observed ?? {}))}</td><td class="${e.verification?.passed === false || e.fallback?.length ? 'bad' : 'ok'}">${e.verification ? `&ge; ${e.verification.threshold}<br>${ver}` : 'not run'}</td></tr>`;
   });
   return `<!doctype html>
 <html><head><meta charset="utf-8"><title>edgec ${esc(m.target)} artifact</title>
-<style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}.ok{background:#efe}.bad{background:#fee}</style></head>
+<style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}.ok{background:#efe}.bad{background:#fee}.badtext{color:#b00;font-weight:bold}</style></head>
 <body><h1>edgec ${esc(m.tool.version)}: ${esc(m.target)} artifact (${esc(m.profile.name)})</h1>
 <p>Options: ${esc(JSON.stringify(m.options))}</p>
 <p>Verification: ${m.verification.ran ? (m.verification.passed ? 'passed' : 'FAILED') : 'not run'}</p>
+${fallbacks ? `<p class="badtext">--allow-fallback: ${fallbacks} node(s) cannot run on ${esc(m.target)} and fall back to the CPU (listed below)</p>` : ''}
+${synthetic.length ? `<p class="badtext">${esc(synthetic.join(', '))}: calibrated on synthetic inputs: accuracy on real data unknown</p>` : ''}
 <table><tr><th>file</th><th>role</th><th>bytes</th><th>inputs</th><th>top ops</th><th>weights</th><th>verification</th></tr>
 ${rows.join('\n')}
 </table>

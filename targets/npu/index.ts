@@ -5,9 +5,10 @@ import { NPU_CAPABILITIES } from './capabilities.js';
 import { npuFileName, npuFinalize, npuSessionOptions, npuVariants } from './emit.js';
 import { npuPipeline } from './pipeline.js';
 import { NPU_PROFILES } from './profiles.js';
+import { COSINE_THRESHOLDS } from '../../runtime/metrics.js';
 
 function plan(role: Role, o: TargetOptions): RolePlan {
-  const vision = role === 'vision-encoder' || role === 'projector';
+  const vision = role === 'vision-encoder' || role === 'projector' || role === 'classifier';
   // HTP only runs quantized graphs: 'none'/'fp16' still get 8-bit weights, never float ones.
   const bits: 4 | 8 = o.quant === 'int4' ? 4 : o.quant === 'int8' || o.quant === 'none' || o.quant === 'fp16' ? 8 : vision ? 8 : 4;
   return { weightBits: bits, format: 'qdq', activations: 'uint16', quantizeEmbeddings: true };
@@ -20,7 +21,7 @@ export const npu: Target = {
   staticShapes: true,
   profiles: NPU_PROFILES,
   defaultProfile: 'snapdragon-8-gen-3',
-  thresholds: { decoder: 0.99, embeddings: 0.99, 'vision-encoder': 0.995, projector: 0.995, unknown: 0.99 },
+  thresholds: COSINE_THRESHOLDS,
   plan,
   pipeline: npuPipeline,
   finalize: npuFinalize,

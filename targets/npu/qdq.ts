@@ -9,6 +9,7 @@ import path from 'node:path';
 import { DataType, Graph, Model, Tensor, Value, isFloat, saveModel } from '../../ir/index.js';
 import { feedInputs } from '../../ir/summary.js';
 import { runModel } from '../../runtime/ort.js';
+import { RangeCollector, type RangeMethod } from '../../runtime/calibrate.js';
 
 export const MAX_ACTIVATION_RANGE = 1e4;
 const Q_MAX = 65535;
@@ -66,38 +67,28 @@ function activations(g: Graph): Value[] {
 }
 
 /** Min/max of every value over the calibration input sets, measured by onnxruntime-node. */
-export async function calibrationRanges(model: Model, values: Value[], sets: Record<string, Tensor>[]): Promise<Map<string, [number, number]>> {
+export async function calibrationRanges(model: Model, values: Value[], sets: Record<string, Tensor>[], method: RangeMethod = 'minmax'): Promise<Map<string, [number, number]>> {
   const g = model.graph;
   const extra = values.filter((v) => !v.isGraphOutput && !v.isGraphInput);
   const savedOutputs = [...g.outputs];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-calib-'));
-  const ranges = new Map<string, [number, number]>();
+  const collector = new RangeCollector(method);
+  const add = (k: string, t: Tensor) => { if (isFloat(t.dtype)) collector.add(k, t.toFloat32()); };
   try {
     g.outputs = [...savedOutputs, ...extra];
     const file = path.join(dir, 'calib.onnx');
     saveModel(model, file, { externalData: false });
     g.outputs = savedOutputs;
     for (const feeds of sets) {
-      for (const [k, t] of Object.entries(feeds)) ranges.set(k, merge(ranges.get(k), t));
+      for (const [k, t] of Object.entries(feeds)) add(k, t);
       const res = await runModel(file, feeds);
-      for (const [k, t] of Object.entries(res)) ranges.set(k, merge(ranges.get(k), t));
+      for (const [k, t] of Object.entries(res)) add(k, t);
     }
   } finally {
     g.outputs = savedOutputs;
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  return ranges;
-}
-
-function merge(r: [number, number] | undefined, t: Tensor): [number, number] {
-  let [lo, hi] = r ?? [0, 0];
-  if (!isFloat(t.dtype)) return [lo, hi];
-  for (const x of t.toFloat32()) {
-    if (!Number.isFinite(x)) continue;
-    if (x < lo) lo = x;
-    if (x > hi) hi = x;
-  }
-  return [lo, hi];
+  return collector.ranges();
 }
 
 export interface ActivationQdqStats {
@@ -106,10 +97,10 @@ export interface ActivationQdqStats {
 }
 
 /** Insert uint16 Q/DQ pairs on float activations. Each value keeps its name (the DQ now produces it). */
-export async function quantizeActivations(model: Model, sets: Record<string, Tensor>[]): Promise<ActivationQdqStats> {
+export async function quantizeActivations(model: Model, sets: Record<string, Tensor>[], method: RangeMethod = 'minmax'): Promise<ActivationQdqStats> {
   const g = model.graph;
   const acts = activations(g);
-  const ranges = await calibrationRanges(model, acts, sets);
+  const ranges = await calibrationRanges(model, acts, sets, method);
   const stats: ActivationQdqStats = { activations: 0, leftFloat: 0 };
   for (const v of acts) {
     const r = ranges.get(v.name);
