@@ -345,8 +345,22 @@ export function imageToChw(img: { width: number; height: number; data: Uint8Arra
   return out;
 }
 
+/** Preprocessing the exporter wrote beside the model (meta.json `preprocessing`: mean, std, image_size). */
+export function preprocessFromMeta(modelPath: string | undefined): Preprocess | undefined {
+  if (!modelPath) return undefined;
+  const f = path.join(path.dirname(modelPath), 'meta.json');
+  try {
+    const p = (JSON.parse(fs.readFileSync(f, 'utf8')) as { preprocessing?: { mean?: number[]; std?: number[]; image_size?: unknown } }).preprocessing;
+    if (!p || !Array.isArray(p.mean) || !Array.isArray(p.std) || p.mean.length !== 3 || p.std.length !== 3) return undefined;
+    const size = Array.isArray(p.image_size) && p.image_size.length === 2 ? { height: Number(p.image_size[0]), width: Number(p.image_size[1]) } : undefined;
+    return { mean: p.mean.map(Number), std: p.std.map(Number), ...(size ? { size } : {}) };
+  } catch {
+    return undefined;
+  }
+}
+
 function meanStd(p: Preprocess | undefined): { mean: number[]; std: number[]; name: string } {
-  if (p?.mean && p?.std) return { mean: p.mean, std: p.std, name: 'custom mean/std' };
+  if (p?.mean && p?.std) return { mean: p.mean, std: p.std, name: `mean [${p.mean.map((x) => +x.toFixed(4))}] std [${p.std.map((x) => +x.toFixed(4))}] (meta.json)` };
   const name = (p?.preset ?? 'imagenet').toLowerCase();
   const preset = IMAGE_PRESETS[name];
   if (!preset) throw new InputError(`unknown image preset '${p?.preset}' (known: ${Object.keys(IMAGE_PRESETS).join(', ')})`);
@@ -410,11 +424,12 @@ export function loadInputs(model: Model, spec: InputsSpec = {}, opts: { synthCou
     const v = imageInput(model);
     if (!v) throw new InputError('--images given, but the model has no 4-D float image input [N, 3, H, W]', model.sourcePath);
     const files = imageFiles(spec.images);
-    const { mean, std, name } = meanStd(spec.preprocess);
+    const pre = spec.preprocess ?? preprocessFromMeta(model.sourcePath);
+    const { mean, std, name } = meanStd(pre);
     const shape = v.type!.shape!;
     const base = defaultDims(model, spec, 1);
-    const H = typeof shape[2] === 'number' ? shape[2] : spec.preprocess?.size?.height ?? base[shape[2] as string]!;
-    const W = typeof shape[3] === 'number' ? shape[3] : spec.preprocess?.size?.width ?? base[shape[3] as string]!;
+    const H = typeof shape[2] === 'number' ? shape[2] : spec.dims?.[shape[2] as string] ?? pre?.size?.height ?? base[shape[2] as string]!;
+    const W = typeof shape[3] === 'number' ? shape[3] : spec.dims?.[shape[3] as string] ?? pre?.size?.width ?? base[shape[3] as string]!;
     const B = typeof shape[0] === 'number' ? shape[0] : 1;
     for (let i = 0; i < files.length; i += B) {
       const group = files.slice(i, i + B);
@@ -428,6 +443,8 @@ export function loadInputs(model: Model, spec: InputsSpec = {}, opts: { synthCou
     from.push(`${files.length} image${files.length === 1 ? '' : 's'} resized to ${W}x${H}, ${name} mean/std`);
   }
   if (spec.tokens) {
+    const ids = feeds(model).find((v) => /input_ids|^ids$|tokens/i.test(v.name));
+    if (!ids) throw new InputError(`--tokens ${spec.tokens}: the model takes no token ids (inputs: ${feeds(model).map((v) => v.name).join(', ')}); pass --inputs with test data instead`, model.sourcePath);
     const seqs = tokenSequences(spec.tokens);
     const dims = defaultDims(model, spec, 1);
     const kinds = dimKinds(model);

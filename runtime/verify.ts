@@ -90,7 +90,7 @@ function castFloat(t: Tensor, dtype: DataType | undefined): Tensor {
 function idBound(model: Model): number | undefined {
   let bound: number | undefined;
   for (const v of model.graph.inputs) {
-    if (v.initializer || (v.dtype !== DataType.INT64 && v.dtype !== DataType.INT32)) continue;
+    if (v.initializer || (v.dtype !== DataType.INT64 && v.dtype !== DataType.INT32) || /position|mask/i.test(v.name)) continue;
     for (const u of v.uses) {
       if (!u.node.opType.startsWith('Gather') || u.index !== 1) continue;
       const src = u.node.input(0);
