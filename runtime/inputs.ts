@@ -186,8 +186,9 @@ export function defaultDims(model: Model, spec: Pick<InputsSpec, 'dims' | 'dimFl
   if (limit !== undefined && seq + past > limit) { past = hasPast ? Math.max(1, Math.floor(limit / 2)) : 0; seq = Math.max(1, Math.min(seq, limit - past)); }
   const out: Record<string, number> = {};
   const value = (d: string, k: DimKind): number => {
-    if (user[d] !== undefined) return user[d]!;
+    // A static candidate's own shape wins: it can take nothing else.
     if (spec.fixedDims?.[d] !== undefined) return spec.fixedDims[d]!;
+    if (user[d] !== undefined) return user[d]!;
     switch (k) {
       case 'batch': return batch;
       case 'past': return past;
@@ -203,7 +204,7 @@ export function defaultDims(model: Model, spec: Pick<InputsSpec, 'dims' | 'dimFl
   // total = past + sequence, whatever the names of the two are.
   const pastName = [...kinds].find(([, k]) => k === 'past')?.[0];
   const seqName = [...kinds].find(([, k]) => k === 'sequence')?.[0];
-  for (const [d, k] of kinds) if (k === 'total') out[d] = user[d] ?? spec.fixedDims?.[d] ?? (pastName ? out[pastName]! : 0) + (seqName ? out[seqName]! : seq);
+  for (const [d, k] of kinds) if (k === 'total') out[d] = spec.fixedDims?.[d] ?? user[d] ?? (pastName ? out[pastName]! : 0) + (seqName ? out[seqName]! : seq);
   return out;
 }
 

@@ -5,7 +5,7 @@
 import * as ort from 'onnxruntime-node';
 import { CheckError, DataType, InputError, Model, Tensor, dtypeName, guessRole, isFloat, loadModel, type Role } from '../ir/index.js';
 import { Comparison, compareTensors, fromOrtTensor, toOrtTensor } from './ort.js';
-import { defaultDims, describeInputs, dimKinds, loadInputs, type Feeds, type InputsSpec, type InputsUsed, type Preprocess } from './inputs.js';
+import { defaultDims, describeInputs, dimKinds, loadInputs, type Feeds, type InputSets, type InputsSpec, type InputsUsed, type Preprocess } from './inputs.js';
 import { TaskAccumulator, cosineThreshold, taskKind, type TaskMetric } from './metrics.js';
 
 export interface VerifyOptions {
@@ -126,6 +126,40 @@ function unfitInput(cand: Model, feeds: Feeds): string | undefined {
   return undefined;
 }
 
+/** Sets split along axis 0 into the candidate's fixed batch, when that is all that differs. */
+function splitBatch(cand: Model, sets: Feeds[]): { sets: Feeds[]; batch: number } | undefined {
+  const ins = cand.graph.inputs.filter((v) => !v.initializer);
+  const b0 = ins.map((v) => v.type?.shape?.[0]).find((d) => typeof d === 'number');
+  if (typeof b0 !== 'number' || b0 < 1) return undefined;
+  const out: Feeds[] = [];
+  for (const set of sets) {
+    const n = set[ins[0]!.name]?.dims[0];
+    if (n === undefined || n % b0 !== 0) return undefined;
+    for (const v of ins) {
+      const t = set[v.name], shape = v.type?.shape;
+      if (!t || !shape || shape[0] !== b0 || t.dims[0] !== n || shape.length !== t.dims.length || shape.some((d, i) => i > 0 && typeof d === 'number' && d !== t.dims[i])) return undefined;
+    }
+    for (let i = 0; i < n; i += b0) {
+      out.push(Object.fromEntries(Object.entries(set).map(([k, t]) => {
+        const row = t.size / t.dims[0]!;
+        const vals = t.toNumbers().slice(i * row, (i + b0) * row);
+        const dims = [b0, ...t.dims.slice(1)];
+        return [k, t.dtype === DataType.INT64 ? Tensor.fromInt64(k, dims, Array.from(vals)) : Tensor.fromNumbers(k, t.dtype, dims, vals)];
+      })));
+    }
+  }
+  return { sets: out, batch: b0 };
+}
+
+function shapesOf(sets: Feeds[]): Record<string, number[]>[] {
+  const seen = new Map<string, Record<string, number[]>>();
+  for (const s of sets) {
+    const sh = Object.fromEntries(Object.entries(s).map(([k, t]) => [k, [...t.dims]]));
+    seen.set(JSON.stringify(sh), sh);
+  }
+  return [...seen.values()];
+}
+
 const firstLine = (e: unknown) => String((e as Error)?.message ?? e).split('\n')[0]!;
 const SHAPE_ERROR = /shape|dimension|dims|broadcast|reshape|size of|index|out of range|invalid/i;
 
@@ -177,14 +211,22 @@ export async function verifyModels(refPath: string, candPath: string, opts: Veri
   if (opts.fixed && feedNames.every((n) => opts.fixed![n])) spec.batches = [1];
   // onnxruntime's GroupQueryAttention takes batch 1 only when a prompt extends a cache: so does the runtime.
   if ([...dimKinds(ref).values()].includes('past') && cand.graph.nodes.some((n) => n.opType === 'GroupQueryAttention')) spec.batches = [1];
-  let loaded;
+  let loaded: InputSets;
   try {
     loaded = loadInputs(ref, spec);
   } catch (e) {
     if (e instanceof InputError) throw e;
     throw new InputError(`cannot make inputs (pass --inputs): ${firstLine(e)}`, refPath);
   }
-  const misfit = loaded.used.synthetic ? undefined : unfitInput(cand, loaded.sets[0]!);
+  let misfit = loaded.used.synthetic ? undefined : loaded.sets.map((set) => unfitInput(cand, set)).find((m) => m);
+  if (misfit) {
+    // A static candidate of batch B takes a batch-N set as N/B sets.
+    const split = splitBatch(cand, loaded.sets);
+    if (split) {
+      loaded = { sets: split.sets, used: { ...loaded.used, count: split.sets.length, shapes: shapesOf(split.sets), from: [...loaded.used.from, `split into batch-${split.batch} sets for the candidate`] } };
+      misfit = undefined;
+    }
+  }
   if (misfit && opts.unfit !== 'synthetic') throw new InputError(`${misfit}: pass inputs of that shape`, candPath);
   if (misfit) {
     loaded = loadInputs(ref, { ...spec, inputs: [], images: undefined, tokens: undefined });

@@ -45,8 +45,8 @@ const collect = (v: string, prev: string[]) => [...prev, ...v.split(',').map((s)
 const repeat = (v: string, prev: string[]) => [...prev, v];
 
 /** `FILE=ROLE` pairs (file name or stem). */
-export function parseRoles(items: string[]): Record<string, Role> | undefined {
-  if (!items.length) return undefined;
+export function parseRoles(items: string[] | undefined): Record<string, Role> | undefined {
+  if (!items?.length) return undefined;
   const out: Record<string, Role> = {};
   for (const it of items) {
     const m = /^(.+)=([a-z-]+)$/.exec(it);
@@ -97,8 +97,8 @@ export function parseCompileOptions(o: CompileCliOpts, input: string): CompileOp
     calibration: o.calibration,
     calibrationMethod: o.calibrationMethod as RangeMethod | undefined,
     strict: o.strict,
-    inputs: o.inputs,
-    images: o.images,
+    inputs: o.inputs ?? [],
+    images: o.images ?? [],
     tokens: o.tokens,
     preprocess: parsePreset(o.preset),
     roles: parseRoles(o.role),

@@ -12,11 +12,13 @@ import { METRIC_THRESHOLDS, TaskAccumulator } from '../../runtime/metrics.js';
 import { RangeCollector } from '../../runtime/calibrate.js';
 import { randn, rng } from '../../runtime/ort.js';
 import { verifyModels } from '../../runtime/verify.js';
-import { CONFORMANCE, cli, tmpDir } from './helpers.js';
+import { CONFORMANCE, ROOT, cli, tmpDir } from './helpers.js';
 
 const dir = tmpDir('inputs');
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 const tiny = writeTinyMllm(path.join(dir, 'mllm'));
+const EXPORT = path.join(ROOT, 'fixtures/export');
+const DECODER = path.join(EXPORT, 'decoder_nokv/model.onnx');
 
 /** A conv classifier as torchvision exports it: image [N,3,H,W] -> ... -> logits [N, C]. */
 function classifier(perturb = 0) {
@@ -128,7 +130,7 @@ describe('user inputs', () => {
     expect(j.inputsUsed).toMatchObject({ source: 'images', count: 2 });
     expect(j.inputsUsed.from[0]).toMatch(/2 images resized to 32x32, imagenet mean\/std/);
     const tok = path.join(dir, 'tokens.txt');
-    fs.writeFileSync(tok, `${Array.from({ length: 24 }, (_, i) => (i * 37) % 500).join(' ')}\n${Array.from({ length: 12 }, (_, i) => (i * 11) % 500).join(',')}\n`);
+    fs.writeFileSync(tok, `${Array.from({ length: 24 }, (_, i) => (i * 37) % 272).join(' ')}\n${Array.from({ length: 12 }, (_, i) => (i * 11) % 272).join(',')}\n`);
     // The tiny decoder takes embeddings, not ids: refused with the reason.
     await expect(verifyModels(tiny.decoder, tiny.decoder, { tokens: tok })).rejects.toThrow(/the model takes no token ids \(inputs: inputs_embeds, /);
     const d = await verifyModels(DECODER, DECODER, { tokens: tok });
