@@ -40,7 +40,10 @@ export function reportError(e: unknown, verbose: boolean): number {
   if (verbose && err?.stack) process.stderr.write(`${err.stack}\n`);
   if (e instanceof CheckError) {
     process.stderr.write(`edgec: ${line}\n`);
-    for (const d of e.details) process.stderr.write(`  ${d}\n`);
+    // At most ~20 lines: the rest behind --verbose (and in the artifact's report).
+    const shown = verbose || e.details.length <= 19 ? e.details : e.details.slice(0, 18);
+    for (const d of shown) process.stderr.write(`  ${d}\n`);
+    if (shown.length < e.details.length) process.stderr.write(`  ... ${e.details.length - shown.length} more (--verbose lists all)\n`);
     return 1;
   }
   if (e instanceof InputError || e instanceof PassError) {

@@ -4,7 +4,10 @@ import { DataType, dtypeName, isFloat } from './dtype.js';
 import { AttrType, Dim, Graph, Model, Node, Value } from './graph.js';
 import { Tensor } from './tensor.js';
 
-export type Role = 'vision-encoder' | 'projector' | 'embeddings' | 'decoder' | 'unknown';
+/** `classifier`: image/features in, class scores [B, C] out; `mllm`: vision encoder, projector and
+ * decoder in one graph (pixels and ids in, logits out). */
+export type Role = 'vision-encoder' | 'projector' | 'embeddings' | 'decoder' | 'classifier' | 'mllm' | 'unknown';
+export const ROLES: readonly Role[] = ['vision-encoder', 'projector', 'embeddings', 'decoder', 'classifier', 'mllm', 'unknown'];
 
 export interface IOSummary {
   name: string;
@@ -221,9 +224,26 @@ export function guessRole(model: Model): { role: Role; evidence: string[] } {
   const has = (ops: Set<string>) => nodes.some((n) => ops.has(n.opType));
   const evidence: string[] = [];
 
-  // Decoder: logits and/or a KV cache.
   const logits = g.outputs.filter((v) => /logits/i.test(v.name));
   const kv = [...inputs, ...g.outputs].filter((v) => KV_NAME.test(v.name));
+  const masks = inputs.filter((v) => /attention_mask|position_ids/i.test(v.name));
+  const image = inputs.find((v) => isFloatValue(v) && v.type?.shape?.length === 4 && !KV_NAME.test(v.name));
+  const ids0 = inputs.filter(isIntValue);
+
+  // Whole MLLM: pixels and token ids in, logits out (its vision part keeps vision defaults).
+  if (image && ids0.length && logits.some((v) => (v.type?.shape?.length ?? 3) === 3)) {
+    return { role: 'mllm', evidence: [`image input '${image.name}' ${fmtShape(image)}, id input '${ids0[0]!.name}' ${fmtShape(ids0[0]!)} and output '${logits[0]!.name}' ${fmtShape(logits[0]!)}: vision encoder and decoder in one graph`] };
+  }
+  // Classifier: class scores [B, C] (no sequence axis), no mask, position or KV-cache inputs.
+  const scores = g.outputs.filter((v) => isFloatValue(v) && v.type?.shape?.length === 2);
+  const patchImage = image && reachedOps(image, 3).some((n) => patchEmbed(n) !== undefined);
+  const named = scores.some((v) => /logit|class|prob|score/i.test(v.name));
+  if (!kv.length && !masks.length && scores.length === g.outputs.length && scores.length > 0 && (logits.length || named || (image && !patchImage))) {
+    const o = logits[0] ?? scores[0]!;
+    return { role: 'classifier', evidence: [`output '${o.name}' ${fmtShape(o)} has no sequence axis and there is no attention_mask/position/KV-cache input: class scores`] };
+  }
+
+  // Decoder: logits and/or a KV cache.
   if (logits.length) evidence.push(`output '${logits[0]!.name}' ${fmtShape(logits[0]!)} looks like logits`);
   if (kv.length) evidence.push(`${kv.length} KV-cache inputs/outputs (${kv.slice(0, 2).map((v) => `'${v.name}'`).join(', ')}${kv.length > 2 ? ', ...' : ''})`);
   if (evidence.length) return { role: 'decoder', evidence };

@@ -33,7 +33,7 @@ export interface QuantizeStats extends PassStats {
   role: Role;
 }
 
-const ROLES = ['auto', 'decoder', 'vision-encoder', 'projector', 'embeddings', 'unknown'] as const;
+const ROLES = ['auto', 'decoder', 'vision-encoder', 'projector', 'embeddings', 'classifier', 'mllm', 'unknown'] as const;
 
 const blockCheck = (v: unknown) => {
   const b = v as number;
@@ -198,7 +198,7 @@ export const quantizeInt4: Pass = {
   async run(model: Model, o: Options, ctx: QuantizeContext): Promise<QuantizeStats> {
     const role: Role = o.role === 'auto' ? guessRole(model).role : (o.role as Role);
     const format = o.format as 'matmulnbits' | 'qdq';
-    const bits = (o.bits as 4 | 8 | undefined) ?? (role === 'vision-encoder' || role === 'projector' ? 8 : 4);
+    const bits = (o.bits as 4 | 8 | undefined) ?? (role === 'vision-encoder' || role === 'projector' || role === 'classifier' ? 8 : 4);
     const embedBits = (o.embed_bits as 4 | 8 | undefined) ?? bits;
     const lmBits = (o.lm_head_bits as 4 | 8 | undefined) ?? bits;
     const embeddings = (o.embeddings as boolean | undefined) ?? format === 'matmulnbits';
@@ -249,7 +249,7 @@ export const quantizeInt4: Pass = {
     const gathers = cands.filter((c) => c.kind === 'gather');
     for (const c of cands) {
       if (c.kind === 'gather') continue;
-      c.lmHead = (role === 'decoder' || role === 'unknown') && looksLikeLmHead(c.node, c.w.value.name);
+      c.lmHead = (role === 'decoder' || role === 'mllm' || role === 'unknown') && looksLikeLmHead(c.node, c.w.value.name);
       // Asymmetric tying is not offered: the shared 3-D form needs zero points shaped like its
       // [V, k_blocks, 1] scales, which onnxruntime's WebGPU kernel reads as 4-bit pairs and rejects.
       if (!c.lmHead || !o.tie || format !== 'matmulnbits' || embedBits !== lmBits || !sym) continue;

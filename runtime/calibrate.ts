@@ -10,7 +10,8 @@ import * as ort from 'onnxruntime-node';
 import { InputError, Model, Tensor, Value, saveModel, type Progress } from '../ir/index.js';
 import type { CalibrationData } from '../passes/quant/types.js';
 import { matmulActivations } from '../passes/quant/norm-scales.js';
-import { fromOrtTensor, loadInputsDir, randomInputs, tensorToFloat64, toOrtTensor, type InputSpec } from './ort.js';
+import { fromOrtTensor, randomInputs, tensorToFloat64, toOrtTensor, type InputSpec } from './ort.js';
+import { loadInputs, type InputSets, type InputsSpec } from './inputs.js';
 
 export interface CalibrateOptions {
   /** Most rows kept per weight (spread evenly over the input sets and their rows). Default 512. */
@@ -22,21 +23,20 @@ export interface CalibrateOptions {
   progress?: Progress;
 }
 
-/** Input sets from a `--calibration` folder: each sub-folder is one set (`<name>.pb` files or an
- * ONNX test_data_set), or the folder itself when it holds .pb files directly. Sorted by name. */
-export function loadCalibrationSets(dir: string, model: Model, derived: readonly string[] = []): Record<string, Tensor>[] {
+/** Input sets from a `--calibration` folder: its test_data_set_N folders (or the folder itself
+ * when it holds .pb files), else its PNG/JPEG images. Nothing else in it counts as a set. */
+export function calibrationData(dir: string, model: Model, spec: InputsSpec = {}): InputSets {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new InputError('calibration folder not found', dir);
-  const entries = fs.readdirSync(dir).sort();
-  const subs = entries.filter((e) => fs.statSync(path.join(dir, e)).isDirectory());
-  const sets = subs.length ? subs.map((s) => loadInputsDir(path.join(dir, s), model)) : [loadInputsDir(dir, model)];
-  // Inputs the caller computes from the others (position ids from the mask) may be absent.
-  const need = model.graph.inputs.filter((v) => !v.initializer && !derived.includes(v.name)).map((v) => v.name);
-  sets.forEach((s, i) => {
-    const missing = need.filter((n) => !s[n]);
-    if (missing.length) throw new InputError(`calibration set lacks input(s) ${missing.join(', ')}`, subs.length ? path.join(dir, subs[i]!) : dir);
-  });
-  if (!sets.length) throw new InputError('calibration folder holds no input sets', dir);
-  return sets;
+  const entries = fs.readdirSync(dir);
+  const hasSets = entries.some((f) => /^test_data_set_\d+$/.test(f) || f.endsWith('.pb'));
+  if (!hasSets && entries.some((f) => /\.(png|jpe?g)$/i.test(f))) return loadInputs(model, { ...spec, images: [dir] });
+  if (!hasSets) throw new InputError('calibration folder holds no test_data_set_N folder, .pb tensors or PNG/JPEG images', dir);
+  return loadInputs(model, { ...spec, inputs: [dir] });
+}
+
+/** `derived`: inputs the caller computes from the others (position ids from the mask): files need not hold them. */
+export function loadCalibrationSets(dir: string, model: Model, derived: readonly string[] = []): Record<string, Tensor>[] {
+  return calibrationData(dir, model, { optional: derived }).sets;
 }
 
 /** Seeded synthetic input sets (smoke runs): set i uses seed base+i. */
@@ -117,4 +117,97 @@ export async function collectCalibration(model: Model, sets: Record<string, Tens
     result.set(w, c);
   }
   return result;
+}
+
+// ---- activation ranges -----------------------------------------------------------------------
+// The range methods of onnxruntime's calibrate.py: MinMax; Percentile (of |x|, default 99.999);
+// Entropy (the clipping threshold whose 128-bin quantized histogram is nearest in KL divergence).
+
+export type RangeMethod = 'minmax' | 'percentile' | 'entropy';
+export const RANGE_METHODS: readonly RangeMethod[] = ['minmax', 'percentile', 'entropy'];
+
+const BINS = 2048;
+const QUANT_BINS = 128;
+
+interface Stat { lo: number; hi: number; edge: number; hist?: Float64Array }
+
+export class RangeCollector {
+  private stats = new Map<string, Stat>();
+  constructor(readonly method: RangeMethod = 'minmax', readonly percentile = 99.999) {}
+
+  add(name: string, values: ArrayLike<number>): void {
+    let s = this.stats.get(name);
+    if (!s) this.stats.set(name, (s = { lo: 0, hi: 0, edge: 0 }));
+    let amax = 0;
+    for (let i = 0; i < values.length; i++) {
+      const x = values[i]!;
+      if (!Number.isFinite(x)) continue;
+      if (x < s.lo) s.lo = x;
+      if (x > s.hi) s.hi = x;
+      const a = Math.abs(x);
+      if (a > amax) amax = a;
+    }
+    if (this.method === 'minmax') return;
+    // Histogram of |x| over [0, edge]; a larger edge re-bins what was collected so far.
+    if (!s.hist || amax > s.edge) {
+      const edge = Math.max(amax, s.edge, 1e-12);
+      const h = new Float64Array(BINS);
+      if (s.hist) for (let b = 0; b < BINS; b++) if (s.hist[b]) h[Math.min(BINS - 1, Math.floor((((b + 0.5) * s.edge) / BINS / edge) * BINS))]! += s.hist[b]!;
+      s.hist = h; s.edge = edge;
+    }
+    const scale = BINS / s.edge;
+    for (let i = 0; i < values.length; i++) {
+      const x = values[i]!;
+      if (Number.isFinite(x)) s.hist[Math.min(BINS - 1, Math.floor(Math.abs(x) * scale))]!++;
+    }
+  }
+
+  /** [lo, hi] per value: clipped to the method's threshold, always containing 0. */
+  ranges(): Map<string, [number, number]> {
+    const out = new Map<string, [number, number]>();
+    for (const [k, s] of this.stats) {
+      if (this.method === 'minmax' || !s.hist) { out.set(k, [s.lo, s.hi]); continue; }
+      const t = this.method === 'percentile' ? percentileThreshold(s.hist, s.edge, this.percentile) : entropyThreshold(s.hist, s.edge);
+      out.set(k, [Math.max(s.lo, -t), Math.min(s.hi, t)]);
+    }
+    return out;
+  }
+}
+
+function percentileThreshold(hist: Float64Array, edge: number, pct: number): number {
+  const total = hist.reduce((a, b) => a + b, 0);
+  let acc = 0;
+  for (let b = 0; b < hist.length; b++) {
+    acc += hist[b]!;
+    if (acc >= (total * pct) / 100) return ((b + 1) * edge) / hist.length;
+  }
+  return edge;
+}
+
+function entropyThreshold(hist: Float64Array, edge: number): number {
+  const n = hist.length;
+  let best = n, bestKl = Infinity;
+  for (let i = QUANT_BINS; i <= n; i += 16) {
+    // p: the first i bins with the outliers folded into the last; q: p merged into 128 bins and spread back.
+    const p = Float64Array.from(hist.subarray(0, i));
+    for (let b = i; b < n; b++) p[i - 1]! += hist[b]!;
+    const q = new Float64Array(i);
+    const per = i / QUANT_BINS;
+    for (let j = 0; j < QUANT_BINS; j++) {
+      const start = Math.floor(j * per), end = j === QUANT_BINS - 1 ? i : Math.floor((j + 1) * per);
+      let sum = 0, nz = 0;
+      for (let b = start; b < end; b++) { sum += p[b]!; if (p[b]) nz++; }
+      for (let b = start; b < end; b++) if (p[b]) q[b] = sum / nz;
+    }
+    const ps = p.reduce((a, b) => a + b, 0), qs = q.reduce((a, b) => a + b, 0);
+    if (!ps || !qs) continue;
+    let kl = 0;
+    for (let b = 0; b < i; b++) {
+      if (!p[b]) continue;
+      const pb = p[b]! / ps, qb = q[b]! / qs;
+      kl += qb > 0 ? pb * Math.log(pb / qb) : pb * 30;
+    }
+    if (kl < bestKl) { bestKl = kl; best = i; }
+  }
+  return (best * edge) / n;
 }

@@ -1,33 +1,52 @@
-// Verification: run a reference and a candidate model in onnxruntime on the same inputs and compare
-// every output. The library the `verify` command and targets' compile step share.
-import fs from 'node:fs';
-import path from 'node:path';
-import { CheckError, DataType, Dim, InputError, Model, Tensor, Value, dtypeName, isFloat, loadModel } from '../ir/index.js';
-import { Comparison, compareTensors, loadInputsDir, randomInputs, runModel } from './ort.js';
+// Verification: run a reference and a candidate model in onnxruntime on the same input sets and
+// compare every output: cosine and errors per output, and the task metric the role calls for
+// (top-1/top-5, next-token agreement and KL, per-token cosine). The library the `verify` command
+// and targets' compile step share, with one table of thresholds (runtime/metrics.ts).
+import * as ort from 'onnxruntime-node';
+import { CheckError, DataType, InputError, Model, Tensor, dtypeName, guessRole, isFloat, loadModel, type Role } from '../ir/index.js';
+import { Comparison, compareTensors, fromOrtTensor, toOrtTensor } from './ort.js';
+import { defaultDims, describeInputs, dimKinds, loadInputs, type Feeds, type InputSets, type InputsSpec, type InputsUsed, type Preprocess } from './inputs.js';
+import { TaskAccumulator, cosineThreshold, taskKind, type TaskMetric } from './metrics.js';
 
 export interface VerifyOptions {
-  /** Folder of inputs: an ONNX test_data_set_N folder, a test folder holding one, or `<input name>.pb` files. */
+  /** ONNX test-data folders (every test_data_set_N is used), or `<input name>.pb` folders. */
+  inputs?: string[];
+  /** One folder (kept for callers of the single-folder form). */
   inputsDir?: string;
-  /** Seed for random inputs (default 1234). */
+  /** PNG/JPEG files or folders, preprocessed with `preprocess`. */
+  images?: string[];
+  preprocess?: Preprocess;
+  /** Token id sequences (decoders): teacher-forced, with perplexity. */
+  tokens?: string;
+  /** Seed for synthetic inputs (default 1234). */
   seed?: number;
-  /** Values for symbolic dims; those left unset take the candidate's fixed dims, else 1. */
+  /** Values for symbolic dims; those left unset take the candidate's fixed dims, else a size the model is meant for. */
   dims?: Record<string, number>;
-  /** Minimum cosine per output (default 0.999). */
+  /** The flag that sets dims, for messages (--dim on verify, --fix on compile). */
+  dimFlag?: string;
+  /** Image size the model is meant for (policy tile, --image-sizes). */
+  image?: { width: number; height: number };
+  /** Minimum cosine per output (default: the role's threshold, or the exact one for unquantized fp32 candidates). */
   threshold?: number;
-  /** Inputs that must have these exact values (overrides files and random). */
+  /** Role of the reference (default: guessed). */
+  role?: Role;
+  /** Inputs that must have these exact values (overrides files and synthetic values). */
   fixed?: Record<string, Tensor>;
   /** Inputs only the candidate takes, computed from the reference's feeds (a static NPU decoder's
    * position_ids from its attention mask). */
   derive?: (feeds: Record<string, Tensor>) => Record<string, Tensor>;
   /** How to name the candidate in messages (e.g. its artifact file rather than a temp path). */
   candidateName?: string;
+  /** User data whose shapes a static candidate cannot take: refuse (default), or verify on
+   * synthetic sets and say why (compile's fixed-shape variants). */
+  unfit?: 'error' | 'synthetic';
 }
 
 export interface InputUsed {
   name: string;
   dtype: string;
   shape: number[];
-  source: 'file' | 'random' | 'fixed';
+  source: 'file' | 'random' | 'fixed' | 'image' | 'tokens';
 }
 
 export interface OutputCheck extends Comparison {
@@ -36,24 +55,19 @@ export interface OutputCheck extends Comparison {
 }
 
 export interface VerifyResult {
+  /** Per output, the worst figures over all input sets. */
   outputs: OutputCheck[];
   /** Outputs only the candidate has (not compared, not a failure). */
   extraOutputs: string[];
   passed: boolean;
   threshold: number;
+  role: Role;
+  /** Task metrics (judged ones count toward `passed`). */
+  metrics: TaskMetric[];
+  /** The first set's inputs (name, dtype, shape, source). */
   inputs: InputUsed[];
-}
-
-/** Folder holding the input .pb files: the folder itself, or its first test_data_set_N. */
-function inputsFolder(dir: string): string {
-  let st: fs.Stats;
-  try { st = fs.statSync(dir); } catch { throw new InputError('no such inputs folder', dir); }
-  if (!st.isDirectory()) throw new InputError('inputs must be a folder of .pb tensors', dir);
-  const entries = fs.readdirSync(dir);
-  if (entries.some((f) => f.endsWith('.pb'))) return dir;
-  const set = entries.filter((f) => /^test_data_set_\d+$/.test(f)).sort()[0];
-  if (set) return path.join(dir, set);
-  throw new InputError('holds no .pb tensors and no test_data_set_N folder', dir);
+  /** What all the figures were measured on. */
+  inputsUsed: InputsUsed;
 }
 
 /** Symbolic dims of the reference fixed by the candidate (a static-shape target artifact). */
@@ -61,19 +75,12 @@ function dimsFromCandidate(ref: Model, cand: Model): Record<string, number> {
   const out: Record<string, number> = {};
   for (const v of ref.graph.inputs) {
     const c = cand.graph.inputs.find((x) => x.name === v.name);
-    (v.type?.shape ?? []).forEach((d: Dim, i) => {
+    (v.type?.shape ?? []).forEach((d, i) => {
       const cd = c?.type?.shape?.[i];
       if (typeof d === 'string' && typeof cd === 'number' && out[d] === undefined) out[d] = cd;
     });
   }
   return out;
-}
-
-/** A tensor read from a file must fit the input it feeds: same dtype and rank, fixed dims equal. */
-function checkFeed(t: Tensor, v: Value, dir: string): void {
-  const shape = v.type?.shape;
-  const fits = t.dtype === v.dtype && (!shape || (shape.length === t.dims.length && shape.every((d, i) => typeof d !== 'number' || d === t.dims[i])));
-  if (!fits) throw new InputError(`tensor for input '${v.name}' is ${dtypeName(t.dtype)}[${t.dims}], the model takes ${v.dtype === undefined ? '?' : dtypeName(v.dtype)}[${(shape ?? []).map((d) => d ?? '?')}]`, dir);
 }
 
 /** A candidate with fp16 I/O (a q4f16 artifact) gets the same values rounded to its float type. */
@@ -86,85 +93,193 @@ function castFloat(t: Tensor, dtype: DataType | undefined): Tensor {
 function idBound(model: Model): number | undefined {
   let bound: number | undefined;
   for (const v of model.graph.inputs) {
-    if (v.initializer || (v.dtype !== DataType.INT64 && v.dtype !== DataType.INT32)) continue;
+    if (v.initializer || (v.dtype !== DataType.INT64 && v.dtype !== DataType.INT32) || /position|mask/i.test(v.name)) continue;
     for (const u of v.uses) {
       if (!u.node.opType.startsWith('Gather') || u.index !== 1) continue;
-      const rows = u.node.input(0)?.type?.shape?.[0];
+      const src = u.node.input(0);
+      const rows = src?.initializer?.dims[0] ?? src?.producer?.input(0)?.initializer?.dims[0] ?? src?.type?.shape?.[0];
       if (typeof rows === 'number' && rows > 0) bound = Math.min(bound ?? rows, rows);
     }
   }
   return bound;
 }
 
-/** Failures on user-supplied files are bad input, named after the file. */
-function asInputError<T>(file: string, what: string, fn: () => T): T {
-  try {
-    return fn();
-  } catch (e) {
-    if (e instanceof InputError) throw e;
-    throw new InputError(`${what}: ${firstLine(e)}`, file);
+const QUANT_OPS = /MatMulNBits|DequantizeLinear|QuantizeLinear|GatherBlockQuantized|QLinear|MatMulInteger|DynamicQuantize/;
+
+/** A candidate that computes in fp32 with float weights is held to the exact threshold. */
+function isExact(cand: Model): boolean {
+  for (const g of cand.graph.allGraphs()) {
+    for (const n of g.nodes) if (QUANT_OPS.test(n.opType)) return false;
+    for (const v of g.initializers) if (v.dtype === DataType.FLOAT16 || v.dtype === DataType.BFLOAT16) return false;
+    for (const n of g.nodes) for (const o of n.outputs) if (o?.type && (o.type.elemType === DataType.FLOAT16 || o.type.elemType === DataType.BFLOAT16)) return false;
   }
+  return true;
 }
 
-const firstLine = (e: unknown) => String((e as Error)?.message ?? e).split('\n')[0];
-
-/** A reference onnxruntime cannot run is bad input (exit 2); a candidate that cannot run fails
- * the check (exit 1): it is the thing being verified. */
-async function run(file: string, feeds: Record<string, Tensor>, candidate?: string): Promise<Record<string, Tensor>> {
-  try {
-    return await runModel(file, feeds);
-  } catch (e) {
-    if (candidate) throw new CheckError(`${candidate}: does not run in onnxruntime: ${firstLine(e)}`);
-    throw new InputError(`onnxruntime failed: ${firstLine(e)}`, file);
+/** Why a set of feeds does not fit a candidate's fixed input dims, if it does not. */
+function unfitInput(cand: Model, feeds: Feeds): string | undefined {
+  for (const v of cand.graph.inputs) {
+    const t = feeds[v.name];
+    const shape = v.type?.shape;
+    if (!t || !shape) continue;
+    if (shape.length !== t.dims.length || shape.some((d, i) => typeof d === 'number' && d !== t.dims[i])) {
+      return `input '${v.name}' [${t.dims}] does not fit the candidate's [${shape.map((d) => d ?? '?')}]`;
+    }
   }
+  return undefined;
+}
+
+/** Sets split along axis 0 into the candidate's fixed batch, when that is all that differs. */
+function splitBatch(cand: Model, sets: Feeds[]): { sets: Feeds[]; batch: number } | undefined {
+  const ins = cand.graph.inputs.filter((v) => !v.initializer);
+  const b0 = ins.map((v) => v.type?.shape?.[0]).find((d) => typeof d === 'number');
+  if (typeof b0 !== 'number' || b0 < 1) return undefined;
+  const out: Feeds[] = [];
+  for (const set of sets) {
+    const n = set[ins[0]!.name]?.dims[0];
+    if (n === undefined || n % b0 !== 0) return undefined;
+    for (const v of ins) {
+      const t = set[v.name], shape = v.type?.shape;
+      if (!t || !shape || shape[0] !== b0 || t.dims[0] !== n || shape.length !== t.dims.length || shape.some((d, i) => i > 0 && typeof d === 'number' && d !== t.dims[i])) return undefined;
+    }
+    for (let i = 0; i < n; i += b0) {
+      out.push(Object.fromEntries(Object.entries(set).map(([k, t]) => {
+        const row = t.size / t.dims[0]!;
+        const vals = t.toNumbers().slice(i * row, (i + b0) * row);
+        const dims = [b0, ...t.dims.slice(1)];
+        return [k, t.dtype === DataType.INT64 ? Tensor.fromInt64(k, dims, Array.from(vals)) : Tensor.fromNumbers(k, t.dtype, dims, vals)];
+      })));
+    }
+  }
+  return { sets: out, batch: b0 };
+}
+
+function shapesOf(sets: Feeds[]): Record<string, number[]>[] {
+  const seen = new Map<string, Record<string, number[]>>();
+  for (const s of sets) {
+    const sh = Object.fromEntries(Object.entries(s).map(([k, t]) => [k, [...t.dims]]));
+    seen.set(JSON.stringify(sh), sh);
+  }
+  return [...seen.values()];
+}
+
+const firstLine = (e: unknown) => String((e as Error)?.message ?? e).split('\n')[0]!;
+const SHAPE_ERROR = /shape|dimension|dims|broadcast|reshape|size of|index|out of range|invalid/i;
+
+/** One session for every input set. A reference onnxruntime cannot run is bad input (exit 2); a
+ * candidate that cannot run fails the check (exit 1): it is the thing being verified. Shape
+ * errors name the dims the inputs bound, and the flag that changes them. */
+async function runSets(file: string, sets: Feeds[], hint: string, candidate?: string): Promise<Record<string, Tensor>[]> {
+  const fail = (e: unknown): never => {
+    const msg = firstLine(e);
+    const extra = SHAPE_ERROR.test(msg) ? `; ${hint}` : '';
+    if (candidate) throw new CheckError(`${candidate}: does not run in onnxruntime: ${msg}${extra}`);
+    throw new InputError(`onnxruntime failed: ${msg}${extra}`, file);
+  };
+  let session: ort.InferenceSession | undefined;
+  try {
+    session = await ort.InferenceSession.create(file, { graphOptimizationLevel: 'disabled', intraOpNumThreads: 1, logSeverityLevel: 4 });
+  } catch (e) { fail(e); }
+  const out: Record<string, Tensor>[] = [];
+  try {
+    for (const feeds of sets) {
+      const ortFeeds: Record<string, ort.Tensor> = {};
+      for (const name of session!.inputNames) ortFeeds[name] = toOrtTensor(feeds[name]!);
+      let res: ort.InferenceSession.OnnxValueMapType;
+      try { res = await session!.run(ortFeeds); } catch (e) { fail(e); }
+      out.push(Object.fromEntries(Object.entries(res!).map(([k, v]) => [k, fromOrtTensor(k, v as ort.Tensor)])));
+    }
+  } finally {
+    await session!.release();
+  }
+  return out;
 }
 
 export async function verifyModels(refPath: string, candPath: string, opts: VerifyOptions = {}): Promise<VerifyResult> {
-  const threshold = opts.threshold ?? 0.999;
   const ref = loadModel(refPath);
   const cand = loadModel(candPath);
+  const role = opts.role ?? guessRole(ref).role;
+  const threshold = opts.threshold ?? cosineThreshold(role, isExact(cand));
   const feedNames = ref.graph.inputs.filter((v) => !v.initializer).map((v) => v.name);
+  const dimFlag = opts.dimFlag ?? '--dim';
 
-  let feeds: Record<string, Tensor> = {};
-  const source: Record<string, InputUsed['source']> = {};
-  if (opts.inputsDir) {
-    const dir = inputsFolder(opts.inputsDir);
-    const loaded = asInputError(dir, 'cannot read inputs', () => loadInputsDir(dir, ref));
-    for (const v of ref.graph.inputs) {
-      const t = loaded[v.name];
-      if (v.initializer || !t) continue;
-      checkFeed(t, v, dir);
-      feeds[v.name] = t;
-      source[v.name] = 'file';
+  const spec: InputsSpec = {
+    inputs: [...(opts.inputs ?? []), ...(opts.inputsDir ? [opts.inputsDir] : [])],
+    images: opts.images, tokens: opts.tokens, preprocess: opts.preprocess, dims: opts.dims, dimFlag,
+    fixedDims: dimsFromCandidate(ref, cand), image: opts.image, seed: opts.seed,
+    intHigh: Math.min(idBound(ref) ?? Infinity, idBound(cand) ?? Infinity),
+  };
+  if (!Number.isFinite(spec.intHigh!)) spec.intHigh = 16;
+  // Every symbolic dim the candidate keeps free is bound by the user or a realistic default.
+  if (opts.fixed && feedNames.every((n) => opts.fixed![n])) spec.batches = [1];
+  // onnxruntime's GroupQueryAttention takes batch 1 only when a prompt extends a cache: so does the runtime.
+  if ([...dimKinds(ref).values()].includes('past') && cand.graph.nodes.some((n) => n.opType === 'GroupQueryAttention')) spec.batches = [1];
+  let loaded: InputSets;
+  try {
+    loaded = loadInputs(ref, spec);
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    throw new InputError(`cannot make inputs (pass --inputs): ${firstLine(e)}`, refPath);
+  }
+  let misfit = loaded.used.synthetic ? undefined : loaded.sets.map((set) => unfitInput(cand, set)).find((m) => m);
+  if (misfit) {
+    // A static candidate of batch B takes a batch-N set as N/B sets.
+    const split = splitBatch(cand, loaded.sets);
+    if (split) {
+      loaded = { sets: split.sets, used: { ...loaded.used, count: split.sets.length, shapes: shapesOf(split.sets), from: [...loaded.used.from, `split into batch-${split.batch} sets for the candidate`] } };
+      misfit = undefined;
     }
   }
-  const missing = feedNames.filter((n) => !feeds[n] && !opts.fixed?.[n]);
-  if (opts.inputsDir && missing.length) throw new InputError(`has no tensor for input '${missing[0]}'`, opts.inputsDir);
-  if (missing.length) {
-    const dims = { ...dimsFromCandidate(ref, cand), ...opts.dims };
-    const random = asInputError(refPath, 'cannot make random inputs (pass --inputs)', () => randomInputs(ref, { seed: opts.seed ?? 1234, dims, intHigh: Math.min(idBound(ref) ?? 16, idBound(cand) ?? 16, 16) }));
-    for (const n of missing) { feeds[n] = random[n]!; source[n] = 'random'; }
+  if (misfit && opts.unfit !== 'synthetic') throw new InputError(`${misfit}: pass inputs of that shape`, candPath);
+  if (misfit) {
+    loaded = loadInputs(ref, { ...spec, inputs: [], images: undefined, tokens: undefined });
+    loaded.used.from.push(`user data not used: ${misfit}`);
   }
-  for (const [n, t] of Object.entries(opts.fixed ?? {})) { feeds[n] = t; source[n] = 'fixed'; }
-  feeds = Object.fromEntries(feedNames.map((n) => [n, feeds[n]!]));
+  const fromUser = !loaded.used.synthetic;
+  let sets = loaded.sets.map((s) => ({ ...s, ...(opts.fixed ?? {}) }));
+  if (opts.fixed && feedNames.every((n) => opts.fixed![n])) sets = sets.slice(0, 1);
+  const used: InputsUsed = opts.fixed ? { ...loaded.used, count: sets.length, shapes: [Object.fromEntries(Object.entries(sets[0]!).map(([k, t]) => [k, [...t.dims]]))] } : loaded.used;
 
-  const derived = opts.derive?.(feeds) ?? {};
-  const candNeeds = cand.graph.inputs.filter((v) => !v.initializer && !feeds[v.name] && !derived[v.name]).map((v) => v.name);
+  const derived = sets.map((s) => opts.derive?.(s) ?? {});
+  const candNeeds = cand.graph.inputs.filter((v) => !v.initializer && !sets[0]![v.name] && !derived[0]![v.name]).map((v) => v.name);
   if (candNeeds.length) throw new InputError(`needs input '${candNeeds[0]}', which the reference does not have`, candPath);
 
-  const refOut = await run(refPath, feeds);
-  const candFeeds = Object.fromEntries(cand.graph.inputs.filter((v) => !v.initializer).map((v) => [v.name, castFloat(feeds[v.name] ?? derived[v.name]!, v.dtype)]));
-  const candOut = await run(candPath, candFeeds, opts.candidateName ?? candPath);
+  const kinds = dimKinds(ref);
+  const bound = Object.keys(used.dims ?? defaultDims(ref, { ...spec, dims: {} })).filter((d) => kinds.has(d));
+  const hint = `the inputs bound ${bound.length ? bound.map((d) => `${d}=${used.dims?.[d] ?? '?'}`).join(', ') : 'no symbolic dim'}`
+    + ` (${used.source}); set symbolic dims with ${dimFlag} NAME=N${dimFlag === '--fix' ? '' : ' (compile: --fix NAME=N)'} or pass real inputs with --inputs`;
+  const refOut = await runSets(refPath, sets, hint);
+  const candSets = sets.map((s, i) => Object.fromEntries(cand.graph.inputs.filter((v) => !v.initializer).map((v) => [v.name, castFloat(s[v.name] ?? derived[i]![v.name]!, v.dtype)])));
+  const candOut = await runSets(candPath, candSets, hint, opts.candidateName ?? candPath);
 
-  const outputs: OutputCheck[] = ref.graph.outputs.map((o) => {
-    const r = refOut[o.name]!, c = candOut[o.name];
-    if (!c) return { name: o.name, cosine: 0, maxAbsError: Infinity, relError: Infinity, mse: Infinity, shapeMatch: false, elements: 0, problem: 'missing from the candidate' };
-    const cmp: OutputCheck = { ...compareTensors(r, c), name: o.name };
-    if (!cmp.shapeMatch) cmp.problem = `shape [${c.dims}] differs from the reference [${r.dims}]`;
-    else if (!(cmp.cosine >= threshold)) cmp.problem = `cosine ${cmp.cosine.toFixed(6)} < ${threshold}`;
-    return cmp;
-  });
-  const extraOutputs = Object.keys(candOut).filter((k) => !refOut[k]);
-  const inputs = feedNames.map((n) => ({ name: n, dtype: dtypeName(feeds[n]!.dtype), shape: [...feeds[n]!.dims], source: source[n]! }));
-  return { outputs, extraOutputs, passed: outputs.every((o) => !o.problem), threshold, inputs };
+  const idsName = feedNames.find((n) => /input_ids|^ids$/i.test(n));
+  const outputs: OutputCheck[] = [];
+  const metrics: TaskMetric[] = [];
+  for (const o of ref.graph.outputs) {
+    let worst: OutputCheck | undefined;
+    const acc = new TaskAccumulator(taskKind(role, refOut[0]![o.name]!));
+    for (let i = 0; i < sets.length; i++) {
+      const r = refOut[i]![o.name]!, c = candOut[i]![o.name];
+      if (!c) { worst = { name: o.name, cosine: 0, maxAbsError: Infinity, relError: Infinity, mse: Infinity, shapeMatch: false, elements: 0, problem: 'missing from the candidate' }; break; }
+      const cmp: OutputCheck = { ...compareTensors(r, c), name: o.name };
+      if (!cmp.shapeMatch) cmp.problem = `shape [${c.dims}] differs from the reference [${r.dims}]`;
+      else acc.add(r, c, fromUser && idsName ? sets[i]![idsName] : undefined);
+      if (!worst || cmp.problem || cmp.cosine < worst.cosine) worst = worst?.problem ? worst : { ...cmp, maxAbsError: Math.max(cmp.maxAbsError, worst?.maxAbsError ?? 0), relError: Math.max(cmp.relError, worst?.relError ?? 0), elements: cmp.elements + (worst?.elements ?? 0) };
+      else worst = { ...worst, maxAbsError: Math.max(cmp.maxAbsError, worst.maxAbsError), relError: Math.max(cmp.relError, worst.relError), mse: Math.max(cmp.mse, worst.mse), elements: worst.elements + cmp.elements };
+      if (cmp.problem) break;
+    }
+    if (!worst!.problem && !(worst!.cosine >= threshold)) worst!.problem = `cosine ${worst!.cosine.toFixed(6)} < ${threshold}`;
+    outputs.push(worst!);
+    for (const m of acc.metrics()) {
+      const named = { ...m, name: `${o.name}: ${m.name}` };
+      metrics.push(named);
+      if (m.passed === false && !worst!.problem) worst!.problem = `${m.name} ${m.value.toPrecision(4)} ${m.higherIsBetter ? '<' : '>'} ${m.threshold}`;
+    }
+  }
+  const extraOutputs = Object.keys(candOut[0]!).filter((k) => !refOut[0]![k]);
+  const srcOf = (n: string): InputUsed['source'] => (opts.fixed?.[n] ? 'fixed' : used.synthetic ? 'random' : used.source.includes('images') && /pixel|image/i.test(n) ? 'image' : used.source.includes('tokens') ? 'tokens' : 'file');
+  const inputs = feedNames.map((n) => ({ name: n, dtype: dtypeName(sets[0]![n]!.dtype), shape: [...sets[0]![n]!.dims], source: srcOf(n) }));
+  return { outputs, extraOutputs, passed: outputs.every((o) => !o.problem), threshold, role, metrics, inputs, inputsUsed: used };
 }
+
+export { describeInputs };

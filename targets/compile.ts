@@ -14,12 +14,14 @@ import { collectCalibration } from '../runtime/calibrate.js';
 import { verifyModels, type VerifyResult } from '../runtime/verify.js';
 import { getMethod } from '../passes/quant/methods/index.js';
 import type { QuantizeContext } from '../passes/quantize.js';
-import { calibrationSets } from './calibration.js';
+import { SYNTHETIC_CALIBRATION, calibrationSets, userInputs } from './calibration.js';
+import { RANGE_METHODS, type RangeMethod } from '../runtime/calibrate.js';
+import { describeInputs, type InputsUsed, type Preprocess } from '../runtime/inputs.js';
 import { checkModel, enforce, type CheckIssue } from './check.js';
-import { DEFAULT_IMAGE, EXAMPLE_IMAGE, parseSize, patchSize, resolveDims, type Size, type Tiling } from './dims.js';
+import { EXAMPLE_IMAGE, parseSize, patchSize, type Size, type Tiling } from './dims.js';
 import { encoderCalls, preprocessingSpec } from './buckets.js';
 import { profileModel } from './profile.js';
-import { buildManifest, fileDigests, isArtifactDir, writeJson, type Manifest, type ManifestModel } from './manifest.js';
+import { buildManifest, fileDigests, isArtifactDir, writeJson, type Manifest, type ManifestInputs, type ManifestModel } from './manifest.js';
 import { POLICIES, planImage, type PolicyName, type TilePlan } from './plan/index.js';
 import { genaiConfig } from './genai-config.js';
 import { lowerForRuntime, minRuntime, parseRuntimeVersion, passesToSkip } from './runtime-version.js';
@@ -43,7 +45,20 @@ export interface CompileOptions {
   prefillChunk?: number;
   /** Replaces the target's default pipeline for every sub-model. */
   pipeline?: string;
+  /** Calibration data: a folder of test_data_set_N folders or PNG/JPEG images (a sub-folder per
+   * sub-model for a folder of sub-models). Default: the verification data, else synthetic. */
   calibration?: string;
+  /** Activation range method for npu calibration (default minmax). */
+  calibrationMethod?: RangeMethod;
+  /** Refuse to calibrate on synthetic inputs. */
+  strict?: boolean;
+  /** Verification data: ONNX test-data folders (every test_data_set_N), images, token sequences. */
+  inputs?: string[];
+  images?: string[];
+  tokens?: string;
+  preprocess?: Preprocess;
+  /** Roles by file name or stem (`vision.onnx` or `vision`), over the guess. */
+  roles?: Record<string, Role>;
   /** Image tiling policy the runtime applies before the vision encoder: the vision encoder and
    * projector are compiled at its tile sizes (npu; webgpu/mobile only with imageSizes, which
    * otherwise replace the plan's sizes) and encoder batch sizes, and the manifest maps its plans
@@ -76,12 +91,14 @@ export interface SubModelReport {
   issues: CheckIssue[];
   verification: { file: string; result: VerifyResult }[];
   ms: number;
+  /** What calibration (npu activation ranges, GPTQ) measured on. */
+  calibration?: InputsUsed;
 }
 
 export interface CompileResult {
   outDir: string;
   manifest: Manifest;
-  report: { target: TargetName; profile: string; models: SubModelReport[]; ms: number; passed: boolean };
+  report: { target: TargetName; profile: string; models: SubModelReport[]; ms: number; passed: boolean; warnings: string[] };
 }
 
 /** `model.onnx` or a folder of `*.onnx` sub-models (sorted by name). */
@@ -127,7 +144,11 @@ function targetOptions(o: CompileOptions, t: Target): TargetOptions {
   }
   const policy = o.policy as PolicyName | undefined;
   if (policy !== undefined && !POLICIES.includes(policy)) throw new InputError(`unknown tiling policy '${o.policy}' (known: ${POLICIES.join(', ')})`);
-  const opts: TargetOptions = { quant: o.quant, blockSize, method: o.method ?? 'rtn', fp16: o.fp16 ?? true, context, prefillChunk, imageSizes, fix: o.fix ?? {}, calibration: o.calibration, seed: o.seed ?? 1234, policy };
+  const opts: TargetOptions = {
+    quant: o.quant, blockSize, method: o.method ?? 'rtn', fp16: o.fp16 ?? true, context, prefillChunk, imageSizes, fix: o.fix ?? {}, calibration: o.calibration, seed: o.seed ?? 1234, policy,
+    inputs: o.inputs?.length ? o.inputs : undefined, images: o.images?.length ? o.images : undefined, tokens: o.tokens, preprocess: o.preprocess, calibrationMethod: o.calibrationMethod,
+  };
+  if (o.calibrationMethod && !RANGE_METHODS.includes(o.calibrationMethod)) throw new InputError(`--calibration-method must be one of ${RANGE_METHODS.join('|')}, got '${o.calibrationMethod}'`);
   if (policy) opts.tiling = tiling(policy, o, imageSizes, t.staticShapes);
   else if (o.policyOptions || o.batchSizes) throw new InputError('policy options and batch sizes need --policy');
   return opts;
@@ -188,6 +209,10 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
   if (fs.existsSync(outDir) && !isArtifactDir(outDir)) throw new InputError('exists and is not an edgec artifact; refusing to replace it', o.out);
 
   const loaded = inputs.map((i) => ({ ...i, model: loadModel(i.file) }));
+  for (const k of Object.keys(o.roles ?? {})) {
+    if (!inputs.some((i) => i.name === k || path.basename(i.file) === k)) throw new InputError(`--role names '${k}', which is not among the models (${inputs.map((i) => path.basename(i.file)).join(', ')})`, input);
+  }
+  const warnings: string[] = [];
   const patch = loaded.map((l) => patchSize(l.model)).find((p) => p !== undefined);
   const tmp = `${outDir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
@@ -204,7 +229,7 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
     const pending: { sm: SubModel; variant: Variant; file: string; model: Model; ext: string[] }[] = [];
     for (const [li, l] of loaded.entries()) {
       const ts = performance.now();
-      const role = roleOf(l.model, l.name);
+      const role = o.roles?.[l.name] ?? o.roles?.[path.basename(l.file)] ?? roleOf(l.model, l.name);
       const sm: SubModel = { name: l.name, role, plan: target.plan(role, opts), profile, opts, source: l.file, patch, progress: o.progress };
       o.progress?.('sub-models', li, loaded.length, `${l.name} (${role})`);
       const { steps: all, missing } = steps(target, sm, o.pipeline);
@@ -215,6 +240,7 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         // Data-aware methods (GPTQ) need the activations each weight multiplies.
         const acts = await collectCalibration(l.model, calibrationSets(l.model, sm, 8), { progress: o.progress });
         ctx.calibration = (w) => acts.get(w);
+        calibrated(sm);
       }
       const stepReports = await runPipeline(l.model, st, ctx);
       // Whatever the pipeline fused, the target gets only contrib ops it runs.
@@ -230,7 +256,8 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         Object.assign(fin, low.counts);
         allIssues.push(...low.issues.map((issue) => ({ model: l.name, issue })));
       }
-      const report: SubModelReport = { name: l.name, role, steps: stepReports.map(stepSummary), missingPasses: missing, finalize: fin, issues: [], verification: [], ms: 0 };
+      calibrated(sm);
+      const report: SubModelReport = { name: l.name, role, steps: stepReports.map(stepSummary), missingPasses: missing, finalize: fin, issues: [], verification: [], ms: 0, calibration: sm.calibrationUsed };
       reports.push(report);
 
       const variants = target.variants(l.model, sm);
@@ -259,6 +286,7 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
       report.ms = Math.round(performance.now() - ts);
     }
     if (!o.allowFallback) enforce(allIssues, target.name);
+    else if (allIssues.length) warnings.push(...fallbackLines(allIssues, target.name));
 
     o.progress?.('sub-models', loaded.length, loaded.length);
     for (const [pi, p] of pending.entries()) {
@@ -267,21 +295,28 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
       if (o.verify !== false) {
         o.progress?.('verify', pi, pending.length, p.file);
         const threshold = roleThreshold(target, p.sm.role, p.sm.plan);
-        const dims = verifyDims(p.model, p.sm, opts);
+        const image = opts.tiling?.sizes[0] ?? opts.imageSizes[0];
         const derive = derivedInputs(loadModel(p.sm.source), p.model);
-        const result = await verifyModels(p.sm.source, path.join(tmp, p.file), { threshold, seed: opts.seed, dims, candidateName: p.file, derive });
+        const result = await verifyModels(p.sm.source, path.join(tmp, p.file), {
+          threshold, seed: opts.seed, dims: opts.fix, dimFlag: '--fix', image, role: p.sm.role, candidateName: p.file, ...userInputs(p.sm), unfit: 'synthetic', derive,
+        });
         report.verification.push({ file: p.file, result });
         verification = {
           threshold, passed: result.passed,
           inputs: result.inputs.map((i) => ({ name: i.name, shape: i.shape })),
+          inputsUsed: summaryOf(result.inputsUsed),
           outputs: result.outputs.map((c) => ({ name: c.name, cosine: round(c.cosine), maxAbsError: round(c.maxAbsError) })),
+          ...(result.metrics.length ? { metrics: result.metrics.map((m) => ({ ...m, value: round(m.value) })) } : {}),
         };
       }
+      const issues = allIssues.filter((i) => i.model === p.file).map((i) => i.issue);
       emitted.push(p.model);
       entries.push({
         name: p.sm.name, role: p.sm.role, file: p.file, variant: p.variant.suffix || undefined,
         externalData: p.ext, model: p.model, plan: p.sm.plan, opts,
-        sessionOptions: target.sessionOptions(p.model, p.sm, p.ext), transforms: report.finalize, verification,
+        sessionOptions: fallbackSession(target.sessionOptions(p.model, p.sm, p.ext), issues.length > 0), transforms: report.finalize, verification,
+        ...(p.sm.calibrationUsed ? { calibration: calibrationOf(p.sm.calibrationUsed) } : {}),
+        ...(issues.length ? { fallback: issues.map((i) => ({ node: i.node, op: i.op, reason: i.reason })) } : {}),
       });
     }
     for (const f of target.extraFiles?.(emitted) ?? []) fs.writeFileSync(path.join(tmp, f.path), f.content);
@@ -307,9 +342,9 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
     fs.rmSync(outDir, { recursive: true, force: true });
     fs.renameSync(tmp, outDir);
     const passed = manifest.verification.passed;
-    const result: CompileResult = { outDir, manifest, report: { target: target.name, profile: profile.name, models: reports, ms: Math.round(performance.now() - t0), passed } };
+    const result: CompileResult = { outDir, manifest, report: { target: target.name, profile: profile.name, models: reports, ms: Math.round(performance.now() - t0), passed, warnings } };
     if (!passed) {
-      const bad = entries.flatMap((e) => (e.verification?.outputs ?? []).filter((c) => !(c.cosine >= e.verification!.threshold)).map((c) => `${e.file}: output '${c.name}' cosine ${c.cosine} < ${e.verification!.threshold} (max abs ${c.maxAbsError})`));
+      const bad = reports.flatMap((r) => r.verification.flatMap((v) => v.result.outputs.filter((c) => c.problem).map((c) => `${v.file}: output '${c.name}': ${c.problem} (cosine ${round(c.cosine)}, max abs ${round(c.maxAbsError)}; ${describeInputs(v.result.inputsUsed)})`)));
       throw Object.assign(new CheckError(`verification failed for ${bad.length} output${bad.length === 1 ? '' : 's'} (artifact kept in ${o.out})`, bad), { result });
     }
     return result;
@@ -317,6 +352,44 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
     fs.rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
+
+  /** Synthetic calibration is said once per sub-model; --strict refuses it. */
+  function calibrated(sm: SubModel): void {
+    const u = sm.calibrationUsed;
+    if (!u?.synthetic) return;
+    if (o.strict) throw new InputError(`${sm.name}: --strict: no calibration data (pass --calibration DIR of test_data_set_N folders or images, or --inputs/--images/--tokens)`);
+    const line = `${sm.name}: ${SYNTHETIC_CALIBRATION}`;
+    if (!warnings.includes(line)) warnings.push(line);
+  }
+}
+
+/** The nodes that fall back, one line each, under a header. */
+function fallbackLines(issues: { model: string; issue: CheckIssue }[], target: string): string[] {
+  return [`--allow-fallback: ${issues.length} node${issues.length === 1 ? '' : 's'} cannot run on ${target} and fall back to the CPU:`,
+    ...issues.slice(0, 18).map(({ model, issue }) => `  ${model}: ${issue.op} '${issue.node}': ${issue.reason}`),
+    ...(issues.length > 18 ? [`  ... ${issues.length - 18} more (manifest.json "fallback", report.html)`] : [])];
+}
+
+/** A model with fallback nodes needs session options that let the runtime place them on the CPU. */
+function fallbackSession(opts: Record<string, unknown>, fallback: boolean): Record<string, unknown> {
+  if (!fallback) return opts;
+  const out: Record<string, unknown> = { ...opts };
+  const walk = (o: Record<string, unknown>) => {
+    for (const [k, v] of Object.entries(o)) {
+      if (k === 'session.disable_cpu_ep_fallback') o[k] = '0';
+      else if (v && typeof v === 'object' && !Array.isArray(v)) { o[k] = { ...(v as Record<string, unknown>) }; walk(o[k] as Record<string, unknown>); }
+    }
+  };
+  walk(out);
+  return out;
+}
+
+function summaryOf(u: InputsUsed): ManifestInputs {
+  return { source: u.source, from: u.from, count: u.count, shapes: u.shapes, ...(u.synthetic ? { synthetic: true } : {}) };
+}
+
+function calibrationOf(u: InputsUsed): ManifestInputs & { note?: string } {
+  return { ...summaryOf(u), ...(u.synthetic ? { note: SYNTHETIC_CALIBRATION } : {}) };
 }
 
 /** Model-folder files runtimes read beside the graphs (transformers.js, onnxruntime-genai, `edgec run`). */
@@ -333,13 +406,6 @@ function carryOver(input: string, tmp: string): void {
 
 function round(x: number): number {
   return Number.isFinite(x) ? Number(x.toPrecision(6)) : x;
-}
-
-/** Dims to feed dynamic candidates at verification (static ones fix their own). */
-function verifyDims(model: Model, sm: SubModel, opts: TargetOptions): Record<string, number> {
-  const seq = Math.min(8, opts.prefillChunk);
-  const { dims } = resolveDims(model, { seq, context: 2 * seq, image: opts.imageSizes[0] ?? DEFAULT_IMAGE, patch: sm.patch, fix: opts.fix });
-  return dims;
 }
 
 /** Bake dims into the graph (fix-shapes re-infers and folds the shape arithmetic away). */

@@ -14,11 +14,23 @@ export interface ManifestIO {
   shape: Dim[] | null;
 }
 
+/** What figures were measured on: source (test-data, images, tokens, synthetic), where from, how many sets, shapes. */
+export interface ManifestInputs {
+  source: string;
+  from: string[];
+  count: number;
+  shapes: Record<string, number[]>[];
+  synthetic?: boolean;
+}
+
 export interface ManifestVerification {
   threshold: number;
   passed: boolean;
   inputs: { name: string; shape: number[] }[];
+  inputsUsed?: ManifestInputs;
   outputs: { name: string; cosine: number; maxAbsError: number }[];
+  /** Task metrics (top-1/top-5, next-token agreement, KL, perplexity, per-token cosine). */
+  metrics?: { name: string; value: number; threshold?: number; higherIsBetter?: boolean; passed?: boolean; count: number; note?: string }[];
 }
 
 /** What compile() hands the manifest builder for one emitted model. */
@@ -35,6 +47,10 @@ export interface ManifestModel {
   /** Counts of the target-level rewrites (splits, accuracy levels, Q/DQ insertions). */
   transforms: Record<string, number>;
   verification?: ManifestVerification;
+  /** Calibration data of this model (npu activation ranges, GPTQ). */
+  calibration?: ManifestInputs & { note?: string };
+  /** --allow-fallback: nodes the target cannot run (the runtime places them on the CPU). */
+  fallback?: { node: string; op: string; reason: string }[];
 }
 
 export interface Manifest {
@@ -56,6 +72,8 @@ export interface Manifest {
     transforms: Record<string, number>;
     session: Record<string, unknown>;
     verification?: ManifestVerification;
+    calibration?: ManifestInputs & { note?: string };
+    fallback?: { node: string; op: string; reason: string }[];
   }[];
   preprocessing?: Record<string, unknown>;
   /** The oldest onnxruntime that loads every file (and the features that set it); `requested` = --runtime-version. */
@@ -156,7 +174,8 @@ export function buildManifest(t: Target, profile: DeviceProfile, opts: TargetOpt
       quant: opts.quant ?? 'role-default', blockSize: opts.blockSize, method: opts.method, ...(t.name === 'webgpu' ? { fp16: opts.fp16 } : {}),
       ...(t.staticShapes ? { context: opts.context, prefillChunk: opts.prefillChunk } : {}),
       imageSizes: opts.imageSizes.map((s) => `${s.width}x${s.height}`), fix: opts.fix,
-      calibration: opts.calibration ? 'folder' : 'seeded-random',
+      calibration: opts.calibration ? 'folder' : opts.inputs || opts.images || opts.tokens ? 'verification-inputs' : 'synthetic',
+      ...(opts.calibrationMethod ? { calibrationMethod: opts.calibrationMethod } : {}),
       ...(opts.policy ? { policy: opts.policy } : {}),
     },
     models: models.map((e) => ({
@@ -165,6 +184,8 @@ export function buildManifest(t: Target, profile: DeviceProfile, opts: TargetOpt
       opsets: e.model.opsetImports.map((o) => ({ domain: o.domain, version: o.version })),
       ops: opCounts(e.model), quantization: quantization(e), transforms: e.transforms, session: e.sessionOptions,
       ...(e.verification ? { verification: e.verification } : {}),
+      ...(e.calibration ? { calibration: e.calibration } : {}),
+      ...(e.fallback ? { fallback: e.fallback } : {}),
     })),
     verification: { ran, passed: models.every((e) => !e.verification || e.verification.passed) },
     files,

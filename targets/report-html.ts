@@ -106,7 +106,7 @@ table{border-collapse:collapse;margin:6px 0;max-width:100%}td,th{border:1px soli
 th{background:#f4f4f4}.num{text-align:right;font-variant-numeric:tabular-nums}.ok{background:#e9f7e9}.bad{background:#fde8e8}
 .grid{display:flex;flex-wrap:wrap;gap:12px 24px}.chart{flex:0 0 580px}.chart svg{display:block}
 .badge{display:inline-block;padding:2px 10px;border-radius:10px;font-weight:600}.badge.ok{color:#1b5e20}.badge.bad{color:#b71c1c}
-code{font-size:12px;word-break:break-all}.muted{color:#666}.wrap{overflow-x:auto}.plan svg{max-width:100%;height:auto}`;
+code{font-size:12px;word-break:break-all}.muted{color:#666}.badtext{color:#b00;font-weight:bold}.wrap{overflow-x:auto}.plan svg{max-width:100%;height:auto}`;
 
 function page(title: string, body: string): string {
   return `<!doctype html>
@@ -126,6 +126,11 @@ export function reportHtml(m: Omit<Manifest, 'files'>, files: Manifest['files'],
   const parts: string[] = [];
   parts.push(`<h1>edgec ${esc(m.tool.version)}: ${esc(m.target)} artifact <span class="muted">(${esc(m.profile.name)})</span></h1>`);
   parts.push(`<p>${status} &nbsp; ${m.models.length} model files, ${fmtBytes(files.reduce((s, f) => s + f.bytes, 0))} in ${files.length + 1} files</p>`);
+  // What the figures rest on, said up front in red when it is not real data or not the target.
+  const fallbackCount = m.models.reduce((s, e) => s + (e.fallback?.length ?? 0), 0);
+  const synthetic = [...new Set(m.models.filter((e) => e.calibration?.synthetic).map((e) => e.name))];
+  if (fallbackCount) parts.push(`<p class="badtext">--allow-fallback: ${fallbackCount} node(s) cannot run on ${esc(m.target)} and fall back to the CPU (listed under Fused ops and fallbacks)</p>`);
+  if (synthetic.length) parts.push(`<p class="badtext">${esc(synthetic.join(', '))}: calibrated on synthetic inputs: accuracy on real data unknown</p>`);
   parts.push(`<table><tr>${Object.keys(m.options).map((k) => `<th>${esc(k)}</th>`).join('')}</tr><tr>${Object.values(m.options).map((v) => `<td>${esc(typeof v === 'object' ? JSON.stringify(v) : v)}</td>`).join('')}</tr></table>`);
 
   // Sizes.
@@ -172,14 +177,14 @@ export function reportHtml(m: Omit<Manifest, 'files'>, files: Manifest['files'],
     }
   }
   const issues = (ctx.subModels ?? []).flatMap((s) => s.issues.map((i) => ({ model: s.name, ...i })));
-  const fallbacks = m.models.flatMap((e) => ((e as { fallbacks?: unknown[] }).fallbacks ?? []).map((f) => ({ file: e.file, what: typeof f === 'string' ? f : JSON.stringify(f) })));
+  const fallbacks = m.models.flatMap((e) => (e.fallback ?? []).map((f) => ({ file: e.file, ...f })));
   parts.push('<h2>Fused ops and fallbacks</h2>');
   if (fusion.size) {
     const passes = [...fusion.keys()].sort();
     parts.push(`<div class="grid">${hbars(`Fusions made on ${m.target}`, passes, names.map((n) => ({ name: n, data: passes.map((p) => fusion.get(p)!.get(n) ?? 0) })), (v) => String(Math.round(v)))}</div>`);
   } else parts.push('<p class="muted">No fusion fired (or fusion counts were not recorded).</p>');
   if (issues.length || fallbacks.length) {
-    parts.push(`<table><tr><th>model</th><th>node</th><th>op</th><th>why it falls back</th></tr>${issues.map((i) => `<tr class="bad"><td>${esc(i.model)}</td><td>${esc(i.node)}</td><td>${esc(i.op)}</td><td>${esc(i.kind)}: ${esc(i.reason)}</td></tr>`).join('')}${fallbacks.map((f) => `<tr class="bad"><td>${esc(f.file)}</td><td colspan="3">${esc(f.what)}</td></tr>`).join('')}</table>`);
+    parts.push(`<table><tr><th>model</th><th>node</th><th>op</th><th>why it falls back</th></tr>${issues.map((i) => `<tr class="bad"><td>${esc(i.model)}</td><td>${esc(i.node)}</td><td>${esc(i.op)}</td><td>${esc(i.kind)}: ${esc(i.reason)}</td></tr>`).join('')}${fallbacks.map((f) => `<tr class="bad"><td>${esc(f.file)}</td><td>${esc(f.node)}</td><td>${esc(f.op)}</td><td class="badtext">falls back to CPU: ${esc(f.reason)}</td></tr>`).join('')}</table>`);
   } else parts.push(`<p>Every node runs on ${esc(m.target)} (no fallback).</p>`);
 
   // Verification and task metrics.
@@ -192,11 +197,20 @@ export function reportHtml(m: Omit<Manifest, 'files'>, files: Manifest['files'],
     parts.push(`<div class="grid">${hbars('Cosine to the original, per output', rows.map((r) => `${r.e.file}: ${r.o.name}`), [{ name: 'cosine', data: rows.map((r) => r.o.cosine) }], (v) => v.toFixed(4), { markLine: thr, min: Math.max(0, Math.floor(Math.min(minCos, thr) * 100 - 1) / 100), max: 1 })}</div>`);
     parts.push(`<table><tr><th>file</th><th>inputs used</th><th>output</th><th class="num">cosine</th><th class="num">max abs error</th><th>threshold</th></tr>${rows.map(({ e, o }, i) => `<tr class="${o.cosine >= e.verification!.threshold ? 'ok' : 'bad'}"><td>${i === 0 || rows[i - 1]!.e !== e ? esc(e.file) : ''}</td><td>${i === 0 || rows[i - 1]!.e !== e ? e.verification!.inputs.map((x) => `${esc(x.name)} ${esc(shape(x.shape))}`).join('<br>') : ''}</td><td>${esc(o.name)}</td><td class="num">${o.cosine}</td><td class="num">${o.maxAbsError}</td><td>&ge; ${e.verification!.threshold}</td></tr>`).join('')}</table>`);
   } else parts.push('<p class="muted">Not run (--no-verify).</p>');
-  // Task metrics, inputs used and other verification facts other passes record (shown as given).
-  const extra = verified.flatMap((e) => Object.entries(e.verification!).filter(([k]) => !['threshold', 'passed', 'inputs', 'outputs'].includes(k)).map(([k, v]) => ({ file: e.file, k, v })));
+
+  // Inputs used: what verification and calibration measured on (synthetic calibration in red).
+  const used = m.models.filter((e) => e.verification?.inputsUsed || e.calibration);
+  if (used.length) {
+    const cell = (u: { source: string; from: string[]; count: number } | undefined) => (u ? `${u.count} ${esc(u.source)} set(s): ${esc(u.from.join(', '))}` : '-');
+    parts.push(`<h2>Inputs used</h2><table><tr><th>file</th><th>verification</th><th>calibration</th></tr>${used.map((e) => `<tr><td>${esc(e.file)}</td><td>${cell(e.verification?.inputsUsed)}</td><td${e.calibration?.synthetic ? ' class="badtext"' : ''}>${cell(e.calibration)}${e.calibration?.note ? `: ${esc(e.calibration.note)}` : ''}</td></tr>`).join('')}</table>`);
+  }
+
+  // Task metrics (runtime/metrics.ts thresholds), then other verification facts other passes record (shown as given).
+  const metrics = verified.flatMap((e) => (e.verification!.metrics ?? []).map((t) => ({ file: e.file, t })));
+  const extra = verified.flatMap((e) => Object.entries(e.verification!).filter(([k]) => !['threshold', 'passed', 'inputs', 'outputs', 'metrics', 'inputsUsed'].includes(k)).map(([k, v]) => ({ file: e.file, k, v })));
   const top2 = Object.entries(m as unknown as Record<string, unknown>).filter(([k]) => /metric|task/i.test(k));
-  if (extra.length || top2.length) {
-    parts.push(`<h2>Task metrics</h2><table><tr><th>file</th><th>metric</th><th>value</th></tr>${extra.map((x) => `<tr><td>${esc(x.file)}</td><td>${esc(x.k)}</td><td><code>${esc(JSON.stringify(x.v))}</code></td></tr>`).join('')}${top2.map(([k, v]) => `<tr><td>artifact</td><td>${esc(k)}</td><td><code>${esc(JSON.stringify(v))}</code></td></tr>`).join('')}</table>`);
+  if (metrics.length || extra.length || top2.length) {
+    parts.push(`<h2>Task metrics</h2><table><tr><th>file</th><th>metric</th><th>value</th><th>threshold</th><th class="num">sets</th></tr>${metrics.map(({ file, t }) => `<tr class="${t.passed === false ? 'bad' : t.passed ? 'ok' : ''}"><td>${esc(file)}</td><td>${esc(t.name)}</td><td class="num${t.passed === false ? ' badtext' : ''}">${esc(t.value)}</td><td>${t.threshold === undefined ? '-' : `${t.higherIsBetter ? '&ge;' : '&le;'} ${t.threshold}`}${t.note ? ` <span class="muted">${esc(t.note)}</span>` : ''}</td><td class="num">${t.count}</td></tr>`).join('')}${extra.map((x) => `<tr><td>${esc(x.file)}</td><td>${esc(x.k)}</td><td colspan="3"><code>${esc(JSON.stringify(x.v))}</code></td></tr>`).join('')}${top2.map(([k, v]) => `<tr><td>artifact</td><td>${esc(k)}</td><td colspan="3"><code>${esc(JSON.stringify(v))}</code></td></tr>`).join('')}</table>`);
   }
 
   // Profile by op type (compile --profile-run): each sub-model's first scenario, measured when it ran.

@@ -5,6 +5,9 @@ import { DataType, Model, Node, type Progress } from '../ir/index.js';
 import type { Role } from '../ir/summary.js';
 import type { PolicyName } from './plan/types.js';
 import type { Tiling } from './dims.js';
+import { COSINE_THRESHOLDS } from '../runtime/metrics.js';
+import type { InputsUsed, Preprocess } from '../runtime/inputs.js';
+import type { RangeMethod } from '../runtime/calibrate.js';
 
 export type TargetName = 'webgpu' | 'npu' | 'mobile';
 export const TARGET_NAMES: readonly TargetName[] = ['webgpu', 'npu', 'mobile'];
@@ -89,8 +92,16 @@ export interface TargetOptions {
   /** Static vision encoders: one variant per size. */
   imageSizes: { width: number; height: number }[];
   fix: Record<string, number>;
-  /** Folder of calibration inputs (`<input name>.pb`), else seeded random inputs. */
+  /** Calibration data: test_data_set_N folders or images (targets/calibration.ts), else the
+   * verification data, else synthetic sets. */
   calibration?: string;
+  /** Verification (and default calibration) data: test-data folders, images, token file. */
+  inputs?: string[];
+  images?: string[];
+  tokens?: string;
+  preprocess?: Preprocess;
+  /** Activation range method for npu calibration. */
+  calibrationMethod?: RangeMethod;
   seed: number;
   policy?: PolicyName;
   /** Fixed-shape vision variants a tiling policy asks for (set when --policy is given). */
@@ -120,6 +131,8 @@ export interface SubModel {
   source: string;
   /** Vision patch size found in the folder (derives grid dims from image sizes). */
   patch?: number;
+  /** Set by calibration: what the activation ranges / GPTQ statistics were measured on. */
+  calibrationUsed?: InputsUsed;
   /** Progress of long target work (calibration runs). */
   progress?: Progress;
 }
@@ -160,7 +173,7 @@ export interface Target {
 }
 
 export function roleThreshold(t: Target, role: Role, plan: RolePlan): number {
-  // Unquantized fp32 graphs only move by float reassociation.
-  if (plan.weightBits === 0 && plan.activations === 'fp32') return 0.9999;
+  // Unquantized fp32 graphs only move by float reassociation (the same table as `verify`).
+  if (plan.weightBits === 0 && plan.activations === 'fp32') return COSINE_THRESHOLDS.exact;
   return t.thresholds[role];
 }

@@ -7,6 +7,10 @@ import { TARGET_NAMES, type QuantChoice, type TargetName } from '../../targets/t
 import { fmtBytes, table } from '../format.js';
 import { progressView } from '../progress.js';
 import type { RegisterCommand } from './index.js';
+import { ROLES, type Role } from '../../ir/summary.js';
+import { IMAGE_PRESETS, describeInputs, type Preprocess } from '../../runtime/inputs.js';
+import { formatMetric } from '../../runtime/metrics.js';
+import type { RangeMethod } from '../../runtime/calibrate.js';
 
 interface CompileCliOpts {
   target: string;
@@ -20,6 +24,13 @@ interface CompileCliOpts {
   prefillChunk?: string;
   pipeline?: string;
   calibration?: string;
+  calibrationMethod?: string;
+  strict?: boolean;
+  inputs: string[];
+  images: string[];
+  tokens?: string;
+  preset?: string;
+  role: string[];
   policy?: string;
   policyOption: string[];
   batchSizes?: string;
@@ -33,6 +44,25 @@ interface CompileCliOpts {
 }
 
 const collect = (v: string, prev: string[]) => [...prev, ...v.split(',').map((s) => s.trim()).filter(Boolean)];
+const repeat = (v: string, prev: string[]) => [...prev, v];
+
+/** `FILE=ROLE` pairs (file name or stem). */
+export function parseRoles(items: string[] | undefined): Record<string, Role> | undefined {
+  if (!items?.length) return undefined;
+  const out: Record<string, Role> = {};
+  for (const it of items) {
+    const m = /^(.+)=([a-z-]+)$/.exec(it);
+    if (!m || !ROLES.includes(m[2] as Role)) throw new InputError(`--role '${it}' is not FILE=ROLE with ROLE one of ${ROLES.join('|')}`);
+    out[m[1]!.replace(/\.onnx$/i, '')] = m[2] as Role;
+  }
+  return out;
+}
+
+export function parsePreset(preset: string | undefined): Preprocess | undefined {
+  if (preset === undefined) return undefined;
+  if (!IMAGE_PRESETS[preset.toLowerCase()]) throw new InputError(`--preset must be one of ${Object.keys(IMAGE_PRESETS).join('|')}, got '${preset}'`);
+  return { preset: preset.toLowerCase() };
+}
 
 function posInt(flag: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
@@ -67,6 +97,13 @@ export function parseCompileOptions(o: CompileCliOpts, input: string): CompileOp
     prefillChunk: posInt('--prefill-chunk', o.prefillChunk),
     pipeline: o.pipeline,
     calibration: o.calibration,
+    calibrationMethod: o.calibrationMethod as RangeMethod | undefined,
+    strict: o.strict,
+    inputs: o.inputs ?? [],
+    images: o.images ?? [],
+    tokens: o.tokens,
+    preprocess: parsePreset(o.preset),
+    roles: parseRoles(o.role),
     policy: o.policy,
     policyOptions: o.policyOption.length ? policyOptions : undefined,
     batchSizes: o.batchSizes?.split(',').map((b) => posInt('--batch-sizes', b.trim())!),
@@ -93,6 +130,13 @@ export function printCompile(r: CompileResult): void {
   }
   process.stdout.write(`${table(rows, '', [false, false, true, true, true, true, false]).join('\n')}\n`);
   for (const m of r.report.models) if (m.missingPasses.length) process.stdout.write(`note: ${m.name}: passes not in this build: ${m.missingPasses.join(', ')}\n`);
+  for (const m of r.report.models) {
+    for (const v of m.verification) {
+      process.stdout.write(`${v.file}: verified on ${describeInputs(v.result.inputsUsed)}\n`);
+      for (const t of v.result.metrics) process.stdout.write(`  ${formatMetric(t)}\n`);
+    }
+    if (m.calibration) process.stdout.write(`${m.name}: calibrated on ${describeInputs(m.calibration)}\n`);
+  }
   const s = artifactSummary(r);
   process.stdout.write(`${r.report.target} artifact (${r.report.profile}): ${s.files} files, ${fmtBytes(s.bytes)}, ${(s.ms / 1000).toFixed(1)} s -> ${r.outDir}\n`);
 }
@@ -113,7 +157,14 @@ export const registerCompile: RegisterCommand = (program: Command, setExit) => {
     .option('--context <n>', 'npu: KV length (past + new tokens) of the static decoder', undefined)
     .option('--prefill-chunk <n>', 'npu: tokens per prefill call (default context/16, at most 128)')
     .option('--pipeline <spec>', 'replace the default pass pipeline (e.g. "cleanup,fold-constants,quantize-int4{bits=4}")')
-    .option('--calibration <dir>', 'folder of <input name>.pb tensors for activation ranges (npu)')
+    .option('--calibration <dir>', 'calibration data (npu activation ranges, gptq): test_data_set_N folders or PNG/JPEG images; a sub-folder per sub-model for a folder (default: --inputs/--images/--tokens, else synthetic)')
+    .option('--calibration-method <m>', 'activation range method: minmax|percentile|entropy (as onnxruntime calibrate.py)')
+    .option('--strict', 'refuse to calibrate on synthetic inputs')
+    .option('--inputs <dir>', 'verification inputs: ONNX test-data folder, every test_data_set_N used (repeatable; a sub-folder per sub-model for a folder)', repeat, [])
+    .option('--images <dir|file>', 'verification images (PNG/JPEG), resized and normalised for the vision encoder/classifier (repeatable)', repeat, [])
+    .option('--tokens <file>', 'token id sequences for the decoder (one per line): teacher-forced agreement, KL and perplexity')
+    .option('--preset <name>', `image mean/std: ${Object.keys(IMAGE_PRESETS).join('|')} (default imagenet)`)
+    .option('--role <file=role>', `role of a model file over the guess: ${ROLES.join('|')} (repeatable)`, repeat, [])
     .option('--policy <name>', 'image tiling policy (minicpm-v|bluelm-v|internvl|mini-monkey): vision variants per tile size and batch, plan-to-variant map in the manifest')
     .option('--policy-option <name=value>', 'a policy parameter as `edgec plan --json` names it, e.g. tileSize=448 (repeatable)', collect, [])
     .option('--batch-sizes <n,...>', 'encoder batch sizes per tile size (default: the policy batch, and 1 for the remainder)')
@@ -143,12 +194,14 @@ Exit codes: 0 built and verified, 1 a check failed (verification, an op the targ
         view.stop();
         const partial = (e as { result?: CompileResult }).result;
         if (e instanceof CheckError && partial) {
+          for (const w of partial.report.warnings) process.stderr.write(`edgec: ${w}\n`);
           if (o.json) process.stdout.write(`${JSON.stringify({ summary: artifactSummary(partial), manifest: partial.manifest, report: partial.report }, jsonSafe, 2)}\n`);
           else printCompile(partial);
         }
         throw e;
       }
       view.stop();
+      for (const w of r.report.warnings) process.stderr.write(`edgec: ${w}\n`);
       if (o.json) process.stdout.write(`${JSON.stringify({ summary: artifactSummary(r), manifest: r.manifest, report: r.report }, jsonSafe, 2)}\n`);
       else printCompile(r);
       setExit(0);

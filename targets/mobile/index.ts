@@ -6,9 +6,10 @@ import { MOBILE_CAPABILITIES } from './capabilities.js';
 import { mobileFileName, mobileFinalize, mobileSessionOptions, requiredOperators } from './emit.js';
 import { mobilePipeline } from './pipeline.js';
 import { MOBILE_PROFILES } from './profiles.js';
+import { COSINE_THRESHOLDS } from '../../runtime/metrics.js';
 
 function plan(role: Role, o: TargetOptions): RolePlan {
-  const vision = role === 'vision-encoder' || role === 'projector';
+  const vision = role === 'vision-encoder' || role === 'projector' || role === 'classifier';
   if (o.quant === 'none' || o.quant === 'fp16') return { weightBits: 0, format: 'none', activations: 'fp32', quantizeEmbeddings: false };
   if (o.quant === 'int8' || (!o.quant && vision)) return { weightBits: 8, format: 'qdq', activations: 'fp32', quantizeEmbeddings: false };
   return { weightBits: 4, format: 'matmulnbits', activations: 'fp32', quantizeEmbeddings: true };
@@ -21,7 +22,7 @@ export const mobile: Target = {
   staticShapes: false,
   profiles: MOBILE_PROFILES,
   defaultProfile: 'android-arm64',
-  thresholds: { decoder: 0.99, embeddings: 0.99, 'vision-encoder': 0.995, projector: 0.995, unknown: 0.99 },
+  thresholds: COSINE_THRESHOLDS,
   plan,
   pipeline: mobilePipeline,
   finalize: (m) => mobileFinalize(m),

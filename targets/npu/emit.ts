@@ -16,7 +16,7 @@ function dimContext(sm: SubModel, seq: number, image = sm.opts.imageSizes[0] ?? 
 export async function npuFinalize(model: Model, sm: SubModel): Promise<Record<string, number>> {
   // --quant none: a float graph (the HTP runs it in fp16 with enable_htp_fp16_precision).
   if (sm.plan.format === 'none') return {};
-  const s = await quantizeForHtp(model, htpCalibrationSets(model, sm), sm.progress);
+  const s = await quantizeForHtp(model, htpCalibrationSets(model, sm), sm.progress, sm.opts.calibrationMethod);
   return { int8Weights: s.int8Weights, int32Biases: s.int32Biases, uint16Constants: s.uint16Constants, uint16Activations: s.activations, sharedEncodings: s.sharedEncodings, fixedEncodings: s.fixedEncodings, activationsLeftFloat: s.leftFloat };
 }
 

@@ -6,9 +6,10 @@ import { quantizeFoldedConstants } from './qdq.js';
 import { npuFileName, npuFinalize, npuSessionOptions, npuVariants } from './emit.js';
 import { npuPipeline } from './pipeline.js';
 import { NPU_PROFILES } from './profiles.js';
+import { COSINE_THRESHOLDS } from '../../runtime/metrics.js';
 
 function plan(role: Role, o: TargetOptions): RolePlan {
-  const vision = role === 'vision-encoder' || role === 'projector';
+  const vision = role === 'vision-encoder' || role === 'projector' || role === 'classifier';
   // 'none' and 'fp16': float weights and activations, run by the HTP at fp16 precision.
   if (o.quant === 'none' || o.quant === 'fp16') return { weightBits: 0, format: 'none', activations: 'fp32', quantizeEmbeddings: false };
   const bits: 4 | 8 = o.quant === 'int4' ? 4 : o.quant === 'int8' ? 8 : vision ? 8 : 4;
@@ -22,7 +23,7 @@ export const npu: Target = {
   staticShapes: true,
   profiles: NPU_PROFILES,
   defaultProfile: 'snapdragon-8-gen-3',
-  thresholds: { decoder: 0.99, embeddings: 0.99, 'vision-encoder': 0.995, projector: 0.995, unknown: 0.99 },
+  thresholds: COSINE_THRESHOLDS,
   plan,
   pipeline: npuPipeline,
   finalize: npuFinalize,

@@ -15,6 +15,7 @@ import path from 'node:path';
 import { DataType, Graph, Model, Node, Tensor, Value, isFloat, saveModel, type Progress } from '../../ir/index.js';
 import { feedInputs } from '../../ir/summary.js';
 import { runModel } from '../../runtime/ort.js';
+import { RangeCollector, type RangeMethod } from '../../runtime/calibrate.js';
 
 export const MAX_ACTIVATION_RANGE = 1e4;
 const Q_MAX = 65535;
@@ -74,13 +75,15 @@ function dataNodes(g: Graph): Set<Node> {
   return nodes;
 }
 
-/** Min/max of every value over the calibration input sets, measured by onnxruntime-node. */
-export async function calibrationRanges(model: Model, values: Value[], sets: Record<string, Tensor>[], progress?: Progress): Promise<Map<string, [number, number]>> {
+/** Range of every value over the calibration input sets, measured by onnxruntime-node: min/max, or
+ * clipped by the percentile or entropy method (--calibration-method). */
+export async function calibrationRanges(model: Model, values: Value[], sets: Record<string, Tensor>[], progress?: Progress, method: RangeMethod = 'minmax'): Promise<Map<string, [number, number]>> {
   const g = model.graph;
   const extra = values.filter((v) => !v.isGraphOutput && !v.isGraphInput);
   const savedOutputs = [...g.outputs];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-calib-'));
-  const ranges = new Map<string, [number, number]>();
+  const collector = new RangeCollector(method);
+  const add = (k: string, t: Tensor) => { if (isFloat(t.dtype)) collector.add(k, t.toFloat32()); };
   try {
     g.setOutputs([...savedOutputs, ...extra]);
     const file = path.join(dir, 'calib.onnx');
@@ -88,26 +91,15 @@ export async function calibrationRanges(model: Model, values: Value[], sets: Rec
     g.setOutputs(savedOutputs);
     for (const [i, feeds] of sets.entries()) {
       progress?.('calibration', i, sets.length);
-      for (const [k, t] of Object.entries(feeds)) ranges.set(k, merge(ranges.get(k), t));
+      for (const [k, t] of Object.entries(feeds)) add(k, t);
       const res = await runModel(file, feeds);
-      for (const [k, t] of Object.entries(res)) ranges.set(k, merge(ranges.get(k), t));
+      for (const [k, t] of Object.entries(res)) add(k, t);
     }
   } finally {
     g.setOutputs(savedOutputs);
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  return ranges;
-}
-
-function merge(r: [number, number] | undefined, t: Tensor): [number, number] {
-  let [lo, hi] = r ?? [0, 0];
-  if (!isFloat(t.dtype)) return [lo, hi];
-  for (const x of t.toFloat32()) {
-    if (!Number.isFinite(x)) continue;
-    if (x < lo) lo = x;
-    if (x > hi) hi = x;
-  }
-  return [lo, hi];
+  return collector.ranges();
 }
 
 export interface HtpQdqStats {
@@ -289,12 +281,12 @@ function insertActivationQdq(g: Graph, params: Map<Value, QParams | null>, stats
 }
 
 /** The whole QDQ placement: measure, encode activations, quantize constants by slot, insert pairs. */
-export async function quantizeForHtp(model: Model, sets: Record<string, Tensor>[], progress?: Progress): Promise<HtpQdqStats> {
+export async function quantizeForHtp(model: Model, sets: Record<string, Tensor>[], progress?: Progress, method: RangeMethod = 'minmax'): Promise<HtpQdqStats> {
   const g = model.graph;
   const stats: HtpQdqStats = { activations: 0, sharedEncodings: 0, fixedEncodings: 0, leftFloat: 0, int8Weights: 0, int32Biases: 0, uint16Constants: 0 };
   const data = dataNodes(g);
   const acts = activations(g, data);
-  const ranges = await calibrationRanges(model, acts, sets, progress);
+  const ranges = await calibrationRanges(model, acts, sets, progress, method);
   const params = activationParams(g, acts, ranges, stats);
   quantizeConstants(g, params, data, stats);
   insertActivationQdq(g, params, stats);

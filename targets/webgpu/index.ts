@@ -6,12 +6,13 @@ import { WEBGPU_CAPABILITIES } from './capabilities.js';
 import { WEBGPU_MAX_CHUNK, webgpuFileName, webgpuFinalize, webgpuSessionOptions } from './emit.js';
 import { webgpuPipeline } from './pipeline.js';
 import { WEBGPU_PROFILES } from './profiles.js';
+import { COSINE_THRESHOLDS } from '../../runtime/metrics.js';
 
 function plan(role: Role, o: TargetOptions): RolePlan {
   const activations = o.fp16 ? 'fp16' : 'fp32';
   const bits = (q: string | undefined, dflt: 0 | 4 | 8): 0 | 4 | 8 => (q === 'int4' ? 4 : q === 'int8' ? 8 : q === 'fp16' || q === 'none' ? 0 : dflt);
   // Vision towers lose accuracy under 4-bit and are compute-bound: fp16 weights (fp32 without f16).
-  const dflt: 0 | 4 | 8 = role === 'vision-encoder' || role === 'projector' ? 0 : 4;
+  const dflt: 0 | 4 | 8 = role === 'vision-encoder' || role === 'projector' || role === 'classifier' ? 0 : 4;
   const weightBits = bits(o.quant, dflt);
   return { weightBits, format: weightBits ? 'matmulnbits' : 'none', activations: o.quant === 'fp16' ? 'fp16' : activations, quantizeEmbeddings: weightBits > 0 };
 }
@@ -23,7 +24,7 @@ export const webgpu: Target = {
   staticShapes: false,
   profiles: WEBGPU_PROFILES,
   defaultProfile: 'default',
-  thresholds: { decoder: 0.99, embeddings: 0.99, 'vision-encoder': 0.995, projector: 0.995, unknown: 0.99 },
+  thresholds: COSINE_THRESHOLDS,
   plan,
   pipeline: webgpuPipeline,
   finalize: webgpuFinalize,

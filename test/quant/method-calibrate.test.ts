@@ -52,10 +52,13 @@ describe('collectCalibration', () => {
     const sets = syntheticCalibrationSets(model, 3, spec(9));
     const calDir = path.join(tmp, 'cal');
     sets.forEach((s, i) => {
-      const d = path.join(calDir, `set_${i}`);
+      const d = path.join(calDir, `test_data_set_${i}`);
       fs.mkdirSync(d, { recursive: true });
       for (const [name, t] of Object.entries(s)) fs.writeFileSync(path.join(d, `${name}.pb`), encodeTensor(t));
     });
+    // Other folders beside the sets (the source images, notes) are not sets.
+    fs.mkdirSync(path.join(calDir, 'sources'));
+    fs.writeFileSync(path.join(calDir, 'sources', 'notes.txt'), 'not a set');
     const loaded = loadCalibrationSets(calDir, model);
     expect(loaded.length).toBe(3);
     const a = await collectCalibration(model, loaded, { maxRows: 10 });
@@ -66,9 +69,9 @@ describe('collectCalibration', () => {
     }
     expect(() => loadCalibrationSets(path.join(tmp, 'nope'), model)).toThrow(/calibration folder not found/);
     // Bad sets: one line naming the folder or file at fault.
-    const lacking = path.join(calDir, 'set_1', 'position_ids.pb');
+    const lacking = path.join(calDir, 'test_data_set_1', 'position_ids.pb');
     fs.rmSync(lacking);
-    expect(() => loadCalibrationSets(calDir, model)).toThrow(new RegExp(`^${path.join(calDir, 'set_1')}: calibration set lacks input\\(s\\) position_ids$`));
+    expect(() => loadCalibrationSets(calDir, model)).toThrow(new RegExp(`^${path.join(calDir, 'test_data_set_1')}: has no tensor for input 'position_ids'$`));
     fs.writeFileSync(lacking, Buffer.from([0xff, 0xff, 0xff]));
     expect(() => loadCalibrationSets(calDir, model)).toThrow(/position_ids\.pb.*not a TensorProto/);
   }, 30_000);
