@@ -15,6 +15,7 @@ import { quantizeInt4 } from './quantize.js';
 import { upgradeOpsetPass } from './upgrade-opset.js';
 import { convertQuantFormat } from './convert-quant-format.js';
 import { toFp16 } from './to-fp16.js';
+import { emulateFp16 } from './emulate-fp16.js';
 import { fixShapes } from './fix-shapes.js';
 
 for (const p of [
@@ -34,5 +35,6 @@ for (const p of [
   upgradeOpsetPass,
   convertQuantFormat,
   toFp16,
+  emulateFp16,
   fixShapes,
 ]) registerPass(p);

@@ -33,6 +33,9 @@ export interface PassContext {
   modelDir?: string;
   /** Report progress (the CLI shows it; the library stays silent). */
   progress?: (msg: string) => void;
+  /** Largest |x| of float values by name, measured on calibration or verification inputs
+   * (runtime/fp16.ts activationRanges); to-fp16 keeps fp32 what leaves a safe fp16 range. */
+  activationRanges?: Map<string, number>;
 }
 
 export interface Pass {

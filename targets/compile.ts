@@ -14,6 +14,7 @@ import { verifyModels, type VerifyResult } from '../runtime/verify.js';
 import { getMethod } from '../passes/quant/methods/index.js';
 import type { QuantizeContext } from '../passes/quantize.js';
 import { calibrationSets } from './calibration.js';
+import { activationRanges } from '../runtime/fp16.js';
 import { checkModel, enforce, type CheckIssue } from './check.js';
 import { DEFAULT_IMAGE, EXAMPLE_IMAGE, parseSize, patchSize, resolveDims, type Size, type Tiling } from './dims.js';
 import { encoderCalls, preprocessingSpec } from './buckets.js';
@@ -195,6 +196,12 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         // Data-aware methods (GPTQ) need the activations each weight multiplies.
         const acts = await collectCalibration(l.model, calibrationSets(l.model, sm, 8));
         ctx.calibration = (w) => acts.get(w);
+      }
+      if (st.some((s) => s.pass.name === 'to-fp16')) {
+        // fp16 that cannot overflow: what stays fp32 is decided from ranges measured on the fp32
+        // source (value names survive fusion and quantization; values a pass creates are unmeasured).
+        o.progress?.(`${l.name}: activation ranges`);
+        ctx.activationRanges = await activationRanges(l.model, calibrationSets(l.model, sm, 2));
       }
       const stepReports = await runPipeline(l.model, st, ctx);
       const fin = await target.finalize(l.model, sm);

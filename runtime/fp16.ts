@@ -1,0 +1,64 @@
+// Per-value activation ranges of a float32 model, measured in onnxruntime on given inputs: `to-fp16`
+// keeps in float32 every op whose values leave a safe fp16 range (passes/emulate-fp16.ts is the
+// exact fp16 check of the result).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { DataType, InputError, Model, Tensor, Value, saveModel } from '../ir/index.js';
+import { toOrtTensor } from './ort.js';
+
+export interface RangeOptions {
+  /** Values exposed per onnxruntime run (bounds the memory of one run). Default 64. */
+  chunk?: number;
+  intraOpNumThreads?: number;
+}
+
+/** Largest finite |x| (and whether a non-finite value was seen) of every float32 value a node
+ * produces, over all input sets. The model is saved next to its source so external data is read in place. */
+export async function activationRanges(model: Model, sets: Record<string, Tensor>[], opts: RangeOptions = {}): Promise<Map<string, number>> {
+  const g = model.graph;
+  const values: Value[] = [];
+  for (const n of g.nodes) for (const o of n.outputs) if (o && o.type?.elemType === DataType.FLOAT && !o.isGraphOutput) values.push(o);
+  for (const o of g.outputs) if (o.type?.elemType === DataType.FLOAT) values.push(o);
+  const ranges = new Map<string, number>();
+  if (!sets.length || !values.length) return ranges;
+  const chunk = opts.chunk ?? 64;
+  const dir = model.sourcePath ? path.dirname(model.sourcePath) : fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-ranges-'));
+  const tmp = path.join(dir, `.edgec-ranges-${process.pid}-${Date.now().toString(36)}.onnx`);
+  const originalOutputs = [...g.outputs];
+  g.outputs.push(...values.filter((v) => !v.isGraphOutput));
+  let session: ort.InferenceSession | undefined;
+  try {
+    saveModel(model, tmp, { externalData: false, reuseExternal: true });
+    session = await ort.InferenceSession.create(tmp, { graphOptimizationLevel: 'disabled', intraOpNumThreads: opts.intraOpNumThreads ?? 1, logSeverityLevel: 3 });
+    for (const feeds of sets) {
+      const ortFeeds: Record<string, ort.Tensor> = {};
+      for (const name of session.inputNames) {
+        const t = feeds[name];
+        if (!t) throw new InputError(`input set has no input '${name}'`);
+        ortFeeds[name] = toOrtTensor(t);
+      }
+      for (let i = 0; i < values.length; i += chunk) {
+        const names = values.slice(i, i + chunk).map((v) => v.name);
+        const res = await session.run(ortFeeds, names);
+        for (const k of names) {
+          const d = (res[k] as ort.Tensor).data as Float32Array;
+          let m = ranges.get(k) ?? 0;
+          for (let j = 0; j < d.length; j++) {
+            const a = Math.abs(d[j]!);
+            if (a > m) m = a; // NaN compares false; +-inf is kept (a value fp16 cannot hold either)
+          }
+          ranges.set(k, m);
+        }
+      }
+    }
+  } finally {
+    await session?.release();
+    g.outputs = originalOutputs;
+    fs.rmSync(tmp, { force: true });
+    if (!model.sourcePath) fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return ranges;
+}
+
