@@ -19,8 +19,13 @@ export interface RangeOptions {
 export async function activationRanges(model: Model, sets: Record<string, Tensor>[], opts: RangeOptions = {}): Promise<Map<string, number>> {
   const g = model.graph;
   const values: Value[] = [];
-  for (const n of g.nodes) for (const o of n.outputs) if (o && o.type?.elemType === DataType.FLOAT && !o.isGraphOutput) values.push(o);
-  for (const o of g.outputs) if (o.type?.elemType === DataType.FLOAT) values.push(o);
+  // Values of unknown type are exposed too (exports rarely carry value_info); non-float results are skipped.
+  const maybeFloat = (v: Value) => v.type?.elemType === undefined || v.type.elemType === DataType.FLOAT;
+  for (const n of g.nodes) {
+    if (n.opType === 'Shape' || n.opType === 'Size' || n.opType === 'Constant') continue;
+    for (const o of n.outputs) if (o && maybeFloat(o) && !o.isGraphOutput) values.push(o);
+  }
+  for (const o of g.outputs) if (maybeFloat(o)) values.push(o);
   const ranges = new Map<string, number>();
   if (!sets.length || !values.length) return ranges;
   const chunk = opts.chunk ?? 64;
@@ -43,6 +48,7 @@ export async function activationRanges(model: Model, sets: Record<string, Tensor
         const names = values.slice(i, i + chunk).map((v) => v.name);
         const res = await session.run(ortFeeds, names);
         for (const k of names) {
+          if ((res[k] as ort.Tensor).type !== 'float32') continue;
           const d = (res[k] as ort.Tensor).data as Float32Array;
           let m = ranges.get(k) ?? 0;
           for (let j = 0; j < d.length; j++) {
