@@ -98,7 +98,12 @@ export function decodeType(t: PB): { type?: TensorType; raw?: PB } {
     if (has(tt, 'shape')) {
       type.shape = (tt.shape.dim ?? []).map((d: PB): Dim => {
         if (has(d, 'denotation')) denot = true;
-        if (has(d, 'dim_value')) return toNum(d.dim_value);
+        if (has(d, 'dim_value')) {
+          // Some exporters write -1 for "unknown" (onnxruntime's EmbedLayerNormalization tests do):
+          // invalid ONNX, and read as a size it breaks shape arithmetic, so it is unknown here.
+          const n = toNum(d.dim_value);
+          return n < 0 ? null : n;
+        }
         if (has(d, 'dim_param')) return d.dim_param;
         return null;
       });
@@ -161,6 +166,10 @@ function decodeGraph(g: PB, parent: Graph | null, ctx: Ctx): Graph {
 
   const pbNodes: PB[] = g.node ?? [];
   const nodes: Node[] = [];
+  // A node output named like an earlier node's output (onnxruntime's fusion tests have one): the
+  // earlier value is renamed, and each use binds to the latest definition before it, as onnxruntime's
+  // transformers optimizer reads such graphs (it keeps the last).
+  const redefined = new Map<string, { at: number; v: Value }[]>();
   for (const pn of pbNodes) {
     const node = new Node(graph, pn.name ?? '', pn.op_type ?? '', pn.domain ?? '');
     if (!node.opType) throw new InputError(`graph '${graph.name}' has a node without op_type`, ctx.file);
@@ -170,11 +179,23 @@ function decodeGraph(g: PB, parent: Graph | null, ctx: Ctx): Graph {
     if (pn.device_configurations?.length) node.deviceConfigurations = pn.device_configurations;
     for (const o of pn.output ?? []) {
       if (o === '') { node.outputs.push(null); continue; }
-      if (graph.values.has(o) && (graph.values.get(o)!.producer || graph.values.get(o)!.initializer || graph.values.get(o)!.isGraphInput))
+      const prev = graph.values.get(o);
+      if (prev && (prev.initializer || prev.isGraphInput))
         throw new InputError(`value '${o}' is defined twice in graph '${graph.name}'`, ctx.file);
+      if (prev?.producer) {
+        if (prev.isGraphOutput) throw new InputError(`graph output '${o}' is defined twice in graph '${graph.name}'`, ctx.file);
+        const defs = redefined.get(o) ?? [{ at: nodes.indexOf(prev.producer), v: prev }];
+        graph.values.delete(o);
+        let k = 1;
+        while (graph.values.has(`${o}__${k}`) || pbNodes.some((x) => (x.output ?? []).includes(`${o}__${k}`))) k++;
+        prev.name = `${o}__${k}`;
+        graph.values.set(prev.name, prev);
+        redefined.set(o, defs);
+      }
       const v = define(o, 'node output');
       v.producer = node;
       node.outputs.push(v);
+      redefined.get(o)?.push({ at: nodes.length, v });
     }
     nodes.push(node);
   }
@@ -188,7 +209,8 @@ function decodeGraph(g: PB, parent: Graph | null, ctx: Ctx): Graph {
     const node = nodes[i]!;
     (pn.input ?? []).forEach((name: string, k: number) => {
       if (name === '') { node.setInput(k, null); return; }
-      const v = graph.lookup(name);
+      const defs = redefined.get(name);
+      const v = defs ? ([...defs].reverse().find((d) => d.at < i) ?? defs.at(-1)!).v : graph.lookup(name);
       if (!v) throw new InputError(`node '${node.name || node.opType}' uses '${name}', which nothing defines`, ctx.file);
       node.setInput(k, v);
     });
