@@ -36,7 +36,7 @@ export interface PeerRow {
   deviation?: string;
   error?: string;
   /** 'equal' | 'differ (max abs x)' | 'n/a (why)' */
-  outputs: string;
+  check: string;
   skipped: string[];
 }
 
@@ -80,7 +80,7 @@ function close(ref: Tensor, got: Tensor): { ok: boolean; maxAbs: number } {
 
 async function runOne(dir: string, name: string, entry: Entry, fusedOps: Set<string>, tmp: string): Promise<PeerRow> {
   const expected = familyExpectation(entry.expected ?? {});
-  const row: PeerRow = { model: name, expected, produced: {}, misses: [], met: null, outputs: 'n/a', skipped: [] };
+  const row: PeerRow = { model: name, expected, produced: {}, misses: [], met: null, check: 'n/a', skipped: [] };
   const file = path.join(dir, `${name}.onnx`);
   let model: Model;
   try {
@@ -112,8 +112,8 @@ async function runOne(dir: string, name: string, entry: Entry, fusedOps: Set<str
   if (DEVIATIONS[name]) { row.deviation = DEVIATIONS[name]; row.met = null; }
 
   const data = path.join(dir, name, 'test_data_set_0');
-  if (!entry.onnxruntime_node?.runs) { row.outputs = 'n/a (onnxruntime cannot run the source)'; return row; }
-  if (!fs.existsSync(data)) { row.outputs = 'n/a (no test data)'; return row; }
+  if (!entry.onnxruntime_node?.runs) { row.check = 'n/a (onnxruntime cannot run the source)'; return row; }
+  if (!fs.existsSync(data)) { row.check = 'n/a (no test data)'; return row; }
   const out = path.join(tmp, `${name}.opt.onnx`);
   try {
     saveModel(model, out);
@@ -128,9 +128,9 @@ async function runOne(dir: string, name: string, entry: Entry, fusedOps: Set<str
       ok &&= c.ok;
       worst = Math.max(worst, c.maxAbs);
     }
-    row.outputs = ok ? `equal (max abs ${worst.toExponential(1)})` : `DIFFER (max abs ${worst.toExponential(2)})`;
+    row.check = ok ? `equal (max abs ${worst.toExponential(1)})` : `DIFFER (max abs ${worst.toExponential(2)})`;
   } catch (e) {
-    row.outputs = `RUN FAILED: ${(e as Error).message.split('\n')[0]!.slice(0, 160)}`;
+    row.check = `RUN FAILED: ${(e as Error).message.split('\n')[0]!.slice(0, 160)}`;
   }
   return row;
 }
@@ -175,7 +175,7 @@ export function formatPeer(rows: PeerRow[], verbose = false): string {
   lines.push(`${'model'.padEnd(w)}  met  ${'expected'.padEnd(44)}  ${'produced'.padEnd(44)}  outputs`);
   for (const r of rows) {
     const met = r.deviation ? 'dev' : r.met === null ? ' - ' : r.met ? 'yes' : 'NO ';
-    lines.push(`${r.model.padEnd(w)}  ${met}  ${fmtCounts(r.expected).padEnd(44)}  ${(r.error ?? fmtCounts(r.produced)).padEnd(44)}  ${r.outputs}`);
+    lines.push(`${r.model.padEnd(w)}  ${met}  ${fmtCounts(r.expected).padEnd(44)}  ${(r.error ?? fmtCounts(r.produced)).padEnd(44)}  ${r.check}`);
     if (verbose && r.met === false) for (const s of r.skipped) lines.push(`${''.padEnd(w)}       ${s}`);
   }
   // Per family: graphs that expect the family, and how many of those get exactly the expected count.
@@ -190,7 +190,7 @@ export function formatPeer(rows: PeerRow[], verbose = false): string {
   }
   const withExp = rows.filter((r) => r.met !== null);
   const devs = rows.filter((r) => r.deviation);
-  const ran = rows.filter((r) => r.outputs.startsWith('equal') || r.outputs.startsWith('DIFFER') || r.outputs.startsWith('RUN'));
+  const ran = rows.filter((r) => r.check.startsWith('equal') || r.check.startsWith('DIFFER') || r.check.startsWith('RUN'));
   lines.push('');
   lines.push('per family (graphs expecting it: exact count met / total)');
   for (const [f, s] of Object.entries(fam).sort(([a], [b]) => a.localeCompare(b))) lines.push(`  ${f.padEnd(34)} ${s.met} / ${s.want}`);
@@ -198,7 +198,7 @@ export function formatPeer(rows: PeerRow[], verbose = false): string {
   lines.push(`expectation met: ${withExp.filter((r) => r.met).length} / ${withExp.length} graphs with one` +
     ` (EmbedLayerNormalization is left out on purpose and may stay a LayerNormalization)`);
   for (const r of devs) lines.push(`deliberately not as onnxruntime expects (dev): ${r.model}: ${r.deviation}`);
-  lines.push(`outputs equal within fp32 tolerance (atol ${ATOL}, rtol ${RTOL}) in onnxruntime: ${ran.filter((r) => r.outputs.startsWith('equal')).length} / ${ran.length} graphs it runs`);
+  lines.push(`outputs equal within fp32 tolerance (atol ${ATOL}, rtol ${RTOL}) in onnxruntime: ${ran.filter((r) => r.check.startsWith('equal')).length} / ${ran.length} graphs it runs`);
   lines.push(`load or optimize failures: ${rows.filter((r) => r.error).length}${rows.filter((r) => r.error).map((r) => `\n  ${r.model}: ${r.error}`).join('')}`);
   return `${lines.join('\n')}\n`;
 }

@@ -39,16 +39,13 @@ function emulateGraph(g: Graph): number {
       const t = n.attrTensor('value');
       if (t?.dtype === DataType.FLOAT16) n.setAttr({ name: 'value', type: AttrType.TENSOR, value: f16ToF32Tensor(t) });
     }
-    n.outputs.forEach((o, i) => {
+    n.outputs.forEach((o) => {
       if (!isF16(o)) return;
       points++;
       const castToF16 = n.opType === 'Cast' && n.domain === '' && n.attrInt('to') === DataType.FLOAT16;
       const after = g.nodes[g.nodes.indexOf(n) + 1];
       // The node writes `raw`; Casts make the rounded value under the old name (graph outputs keep fp16).
-      const raw = g.createValue(`${o.name}_emu_raw`, { elemType: castToF16 ? DataType.FLOAT16 : DataType.FLOAT, shape: o.shape });
-      n.outputs[i] = raw;
-      raw.producer = n;
-      o.producer = null;
+      const raw = o.splitFromProducer(g.uniqueName(`${o.name}_emu_raw`), { elemType: castToF16 ? DataType.FLOAT16 : DataType.FLOAT, shape: o.shape });
       let half = raw;
       if (!castToF16) {
         half = g.createValue(`${o.name}_emu_f16`, { elemType: DataType.FLOAT16, shape: o.shape });

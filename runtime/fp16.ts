@@ -32,7 +32,7 @@ export async function activationRanges(model: Model, sets: Record<string, Tensor
   const dir = model.sourcePath ? path.dirname(model.sourcePath) : fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-ranges-'));
   const tmp = path.join(dir, `.edgec-ranges-${process.pid}-${Date.now().toString(36)}.onnx`);
   const originalOutputs = [...g.outputs];
-  g.outputs.push(...values.filter((v) => !v.isGraphOutput));
+  g.setOutputs([...originalOutputs, ...values.filter((v) => !v.isGraphOutput)]);
   let session: ort.InferenceSession | undefined;
   try {
     saveModel(model, tmp, { externalData: false, reuseExternal: true });
@@ -61,7 +61,7 @@ export async function activationRanges(model: Model, sets: Record<string, Tensor
     }
   } finally {
     await session?.release();
-    g.outputs = originalOutputs;
+    g.setOutputs(originalOutputs);
     fs.rmSync(tmp, { force: true });
     if (!model.sourcePath) fs.rmSync(dir, { recursive: true, force: true });
   }
