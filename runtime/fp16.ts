@@ -9,8 +9,8 @@ import { DataType, InputError, Model, Tensor, Value, saveModel } from '../ir/ind
 import { toOrtTensor } from './ort.js';
 
 export interface RangeOptions {
-  /** Values exposed per onnxruntime run (bounds the memory of one run). Default 64. */
-  chunk?: number;
+  /** Elements exposed per onnxruntime run (bounds the memory of one run). Default 32M. */
+  maxElements?: number;
   intraOpNumThreads?: number;
 }
 
@@ -28,7 +28,18 @@ export async function activationRanges(model: Model, sets: Record<string, Tensor
   for (const o of g.outputs) if (maybeFloat(o)) values.push(o);
   const ranges = new Map<string, number>();
   if (!sets.length || !values.length) return ranges;
-  const chunk = opts.chunk ?? 64;
+  // One run exposes values up to a budget of elements (sizes from declared shapes, unknown dims
+  // counted as 1024), so a small model costs one run per input set and a big one stays bounded.
+  const budget = opts.maxElements ?? 32 * 2 ** 20;
+  const groups: string[][] = [];
+  let cur: string[] = [], size = 0;
+  for (const v of values) {
+    const n = (v.shape ?? [null, null]).reduce<number>((a, d) => a * (typeof d === 'number' && d > 0 ? d : 1024), 1);
+    if (cur.length && size + n > budget) { groups.push(cur); cur = []; size = 0; }
+    cur.push(v.name);
+    size += n;
+  }
+  if (cur.length) groups.push(cur);
   const dir = model.sourcePath ? path.dirname(model.sourcePath) : fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-ranges-'));
   const tmp = path.join(dir, `.edgec-ranges-${process.pid}-${Date.now().toString(36)}.onnx`);
   const originalOutputs = [...g.outputs];
@@ -44,8 +55,7 @@ export async function activationRanges(model: Model, sets: Record<string, Tensor
         if (!t) throw new InputError(`input set has no input '${name}'`);
         ortFeeds[name] = toOrtTensor(t);
       }
-      for (let i = 0; i < values.length; i += chunk) {
-        const names = values.slice(i, i + chunk).map((v) => v.name);
+      for (const names of groups) {
         const res = await session.run(ortFeeds, names);
         for (const k of names) {
           if ((res[k] as ort.Tensor).type !== 'float32') continue;
