@@ -48,15 +48,23 @@ interface Core {
   nodes: Node[];
   heads: number;
   headSize: number;
+  /** K^T taken straight from the [B, S, N, D] view: the 3-D key behind it. */
+  kDirect: { x: Value; n: number; d: number; nodes: Node[] } | null;
 }
 
 function matchCore(sm: Node): Core | string | null {
   const ax = sm.attrInt('axis', -1);
-  const probs = sm.outputs[0]!;
+  let probs = sm.outputs[0]!;
+  const nodes: Node[] = [sm];
+  // F.softmax(w, dtype=float32).to(q.dtype) traces as identity Casts in an fp32 export.
+  for (let c = identityCast(probs); c; c = identityCast(probs)) {
+    nodes.push(c);
+    probs = c.outputs[0]!;
+  }
   const pv = probs.uses.length === 1 ? probs.uses[0]! : null;
   if (!pv || pv.node.opType !== 'MatMul' || pv.index !== 0) return null;
   let scores = sm.inputs[0]!;
-  const nodes: Node[] = [sm, pv.node];
+  nodes.push(pv.node);
   let mask: Value | null = null;
   const addM = producer(scores, 'Add');
   if (addM) {
@@ -100,7 +108,10 @@ function matchCore(sm: Node): Core | string | null {
     }
   }
   const kT = producer(kTv, 'Transpose');
-  if (!kT || kT.attrInts('perm', []).join() !== '0,1,3,2') return null;
+  const perm = kT?.attrInts('perm', []).join();
+  // K^T as Transpose(k4, [0,1,3,2]), or straight from the [B, S, N, D] view with [0,2,3,1].
+  const kDirect = perm === '0,2,3,1' ? reshapedHeads(kT!.inputs[0]) : null;
+  if (!kT || (perm !== '0,1,3,2' && !kDirect)) return null;
   nodes.push(qk, kT);
   const where = `attention at '${sm.name}'`;
   if (ax !== -1 && ax !== 3) return `${where}: Softmax is not over the last axis`;
@@ -113,7 +124,25 @@ function matchCore(sm: Node): Core | string | null {
   const [n, d] = [sc[1], sc[3]];
   if (typeof n !== 'number' || typeof d !== 'number' || so[2] !== n * d || !sameDim(so[0], sc[0]) || !sameDim(so[1], sc[2])) return `${where}: merged shape is not [B, S, N*D]`;
   nodes.push(tr, rs);
-  return { softmax: sm, q4, k4: kT.inputs[0]!, v4: pv.node.inputs[1]!, scale, mask, out: rs.outputs[0]!, nodes, heads: n, headSize: d };
+  return { softmax: sm, q4, k4: kT.inputs[0]!, kDirect, v4: pv.node.inputs[1]!, scale, mask, out: rs.outputs[0]!, nodes, heads: n, headSize: d };
+}
+
+/** Cast between float values of one type: the only use of `v`, nothing else reads it. */
+function identityCast(v: Value): Node | null {
+  if (v.uses.length !== 1 || v.isGraphOutput) return null;
+  const c = v.uses[0]!.node;
+  return c.opType === 'Cast' && c.domain === '' && v.dtype !== undefined && c.attrInt('to') === v.dtype ? c : null;
+}
+
+/** Reshape(x [B, S, N*D], [B, S, N, D]) without the head transpose (K^T taken with perm [0,2,3,1]). */
+function reshapedHeads(v4: Value | null | undefined): { x: Value; n: number; d: number; nodes: Node[] } | null {
+  const rs = producer(v4, 'Reshape');
+  const x = rs?.inputs[0];
+  const s4 = v4?.shape, s3 = x?.shape;
+  if (!rs || !x || !s4 || !s3 || s4.length !== 4 || s3.length !== 3) return null;
+  const [n, d] = [s4[2], s4[3]];
+  if (typeof n !== 'number' || typeof d !== 'number' || s3[2] !== n * d || !sameDim(s4[0], s3[0]) || !sameDim(s4[1], s3[1])) return null;
+  return { x, n, d, nodes: [rs] };
 }
 
 /** A bool [.., S, T] table (leading dims 1) equal to j > (T - S) + i: causal over a cache of T - S. */
@@ -226,7 +255,7 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
   const where = `attention at '${sm.name}'`;
   const q = splitHeads(core.q4);
   if (!q || q.n !== core.heads || q.d !== core.headSize) return skip(`${where}: query is not a [B, S, N*D] tensor split into heads`);
-  const k = splitHeads(core.k4), v = splitHeads(core.v4);
+  const k = core.kDirect ?? splitHeads(core.k4), v = splitHeads(core.v4);
   const attrs = { num_heads: core.heads, scale: { float: core.scale } };
   // attention_bias is [B or 1, N or 1, S, T].
   const ms = core.mask?.shape;
@@ -236,6 +265,7 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
     if (core.mask) inputs.push(null, null, core.mask);
     return { kind: 'mha', core, nodes: [...core.nodes, ...q.nodes, ...k.nodes, ...v.nodes], outputs: [core.out], spec: { opType: 'MultiHeadAttention', inputs, attrs } };
   }
+  if (core.kDirect) return skip(`${where}: key taken with perm [0,2,3,1] but value or head sizes do not fit MultiHeadAttention`);
   // Decoder: key/value in BNSH, maybe from a KV cache and with repeated heads.
   const rk = repeatKv(core.k4), rv = repeatKv(core.v4);
   const kc = cacheConcat(rk?.kv ?? core.k4), vc = cacheConcat(rv?.kv ?? core.v4);
