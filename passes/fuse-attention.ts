@@ -260,6 +260,9 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
   // attention_bias is [B or 1, N or 1, S, T].
   const ms = core.mask?.shape;
   if (core.mask && (!ms || ms.length !== 4 || (ms[1] !== 1 && ms[1] !== core.heads))) return skip(`${where}: mask is not a 4-D [B|1, N|1, S, T] bias`);
+  // attention_bias does not broadcast over queries: a [B, 1, 1, T] padding mask (BERT) is refused by onnxruntime.
+  const qs = q.x.shape?.[1];
+  if (core.mask && ms && !(sameDim(ms[2], qs) || (ms[2] === 1 && qs === 1))) return skip(`${where}: mask has ${String(ms[2])} query rows, not the sequence length (attention_bias does not broadcast over queries)`);
   if (k && v && k.n === core.heads && v.n === core.heads && k.d === q.d && v.d === q.d) {
     const inputs: (Value | null)[] = [q.x, k.x, v.x];
     if (core.mask) inputs.push(null, null, core.mask);
