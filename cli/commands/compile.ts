@@ -74,6 +74,14 @@ export function parseCompileOptions(o: CompileCliOpts, input: string): CompileOp
   };
 }
 
+/** One line per sub-model: what the fuse-* passes made, and how many candidates they left with a reason. */
+export function fusionSummary(m: CompileResult['report']['models'][number]): string {
+  const fuse = m.steps.filter((st) => st.pass.startsWith('fuse-'));
+  const made = fuse.flatMap((st) => Object.entries(st.counts).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`));
+  const left = fuse.reduce((a, st) => a + (st.skipped?.length ?? 0), 0);
+  return `fusions ${m.name}: ${made.join(', ') || 'none'}${left ? `; ${left} candidate(s) left (reasons in --json: steps[].skipped)` : ''}`;
+}
+
 export function printCompile(r: CompileResult): void {
   const rows = [['file', 'role', 'size', 'nodes', 'min cos', 'max abs', 'verified']];
   for (const m of r.manifest.models) {
@@ -87,6 +95,7 @@ export function printCompile(r: CompileResult): void {
   }
   process.stdout.write(`${table(rows, '', [false, false, true, true, true, true, false]).join('\n')}\n`);
   for (const m of r.report.models) if (m.missingPasses.length) process.stdout.write(`note: ${m.name}: passes not in this build: ${m.missingPasses.join(', ')}\n`);
+  for (const m of r.report.models) process.stdout.write(`${fusionSummary(m)}\n`);
   const s = artifactSummary(r);
   process.stdout.write(`${r.report.target} artifact (${r.report.profile}): ${s.files} files, ${fmtBytes(s.bytes)}, ${(s.ms / 1000).toFixed(1)} s -> ${r.outDir}\n`);
 }
