@@ -17,6 +17,9 @@ import { convertQuantFormat } from './convert-quant-format.js';
 import { toFp16 } from './to-fp16.js';
 import { emulateFp16 } from './emulate-fp16.js';
 import { fixShapes } from './fix-shapes.js';
+import { foldBatchNorm } from './fold-batchnorm.js';
+import { positionIdsInput } from './position-ids-input.js';
+import { lowerContrib } from './lower-contrib.js';
 
 for (const p of [
   cleanup,
@@ -37,4 +40,7 @@ for (const p of [
   toFp16,
   emulateFp16,
   fixShapes,
+  foldBatchNorm,
+  positionIdsInput,
+  lowerContrib,
 ]) registerPass(p);
