@@ -3,7 +3,7 @@
 // onnxruntime. Written to a temp folder and renamed: same input + options => same bytes.
 import fs from 'node:fs';
 import path from 'node:path';
-import { CheckError, InputError, Model, loadModel, saveModel } from '../ir/index.js';
+import { CheckError, InputError, InternalError, Model, loadModel, saveModel } from '../ir/index.js';
 import { guessRole, type Role } from '../ir/summary.js';
 import { parsePipeline, runPipeline, type PipelineStep, type StepReport } from '../passes/manager.js';
 import { getPass } from '../passes/registry.js';
@@ -196,7 +196,14 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         const acts = await collectCalibration(l.model, calibrationSets(l.model, sm, 8));
         ctx.calibration = (w) => acts.get(w);
       }
-      const stepReports = await runPipeline(l.model, st, ctx);
+      let stepReports: StepReport[];
+      try {
+        stepReports = await runPipeline(l.model, st, ctx);
+      } catch (e) {
+        // A defect inside a pass also names the sub-model it ran on.
+        if (e instanceof InternalError) e.within(`sub-model '${l.name}'`);
+        throw e;
+      }
       const fin = await target.finalize(l.model, sm);
       const report: SubModelReport = { name: l.name, role, steps: stepReports.map(stepSummary), missingPasses: missing, finalize: fin, issues: [], verification: [], ms: 0 };
       reports.push(report);
