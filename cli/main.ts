@@ -8,6 +8,7 @@ import { Command, CommanderError } from 'commander';
 import { InputError, CheckError, InternalError, isSystemError } from '../ir/index.js';
 import { PassError } from '../passes/pass.js';
 import { COMMANDS } from './commands/index.js';
+import { setOutputMode } from './progress.js';
 
 export const VERSION = '0.1.0';
 
@@ -15,11 +16,13 @@ export async function main(argv: string[]): Promise<number> {
   const program = new Command();
   program.name('edgec').description('Edge-deployment compiler and 4-bit quantizer for multimodal LLMs').version(VERSION)
     .option('--verbose', 'show stack traces on errors')
+    .option('-q, --quiet', 'no progress bars')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   let code = 0;
   for (const register of COMMANDS) register(program, (c) => { code = c; });
   const verbose = argv.includes('--verbose');
+  setOutputMode(argv);
   try {
     await program.parseAsync(argv, { from: 'user' });
     return code;

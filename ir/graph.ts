@@ -57,6 +57,19 @@ export class Value {
   get dtype(): DataType | undefined {
     return this.type?.elemType;
   }
+
+  /**
+   * Let this value's producer write a new value `name` instead (returned), leaving this one without
+   * a producer but with its name, uses and graph-output role, so that a node inserted after the
+   * producer can write it again (a Cast, Q/DQ pair or Reshape spliced in under a fixed name).
+   */
+  splitFromProducer(name: string, type?: TensorType): Value {
+    const p = this.producer;
+    if (!p) throw new Error(`value '${this.name}' has no producer to split from`);
+    const inner = p.graph.createValue(name, type);
+    p.setOutput(p.outputs.indexOf(this), inner);
+    return inner;
+  }
 }
 
 export enum AttrType {
@@ -184,6 +197,45 @@ export class Node {
 
   input(i: number): Value | null {
     return this.inputs[i] ?? null;
+  }
+
+  /**
+   * Make `v` output slot i (null empties the slot), keeping producer links right; returns the value
+   * the slot held, now without a producer. `v` must have no producer (hand it over with
+   * setOutput(k, null) on its producer first); it joins this node's graph's values.
+   */
+  setOutput(i: number, v: Value | null): Value | null {
+    const old = this.outputs[i] ?? null;
+    if (old === v) return null;
+    if (v) {
+      if (v.producer) throw new Error(`value '${v.name}' already has a producer ('${v.producer.name}')`);
+      const known = this.graph.values.get(v.name);
+      if (known && known !== v) throw new Error(`graph '${this.graph.name}' already has another value '${v.name}'`);
+    }
+    if (old && old.producer === this) old.producer = null;
+    while (this.outputs.length <= i) this.outputs.push(null);
+    this.outputs[i] = v;
+    if (v) {
+      v.producer = this;
+      this.graph.values.set(v.name, v);
+    }
+    return old;
+  }
+
+  /**
+   * Unhook this node from everything but its place in `graph.nodes`: its inputs and those of nodes in
+   * its subgraphs (which may read outer values) are cleared, its outputs lose their producer and
+   * leave the graph's values unless still used or graph outputs. `Graph.removeNodes` then drops many
+   * disconnected nodes in one sweep.
+   */
+  disconnect(): void {
+    this.inputs.forEach((_, i) => this.setInput(i, null));
+    for (const sg of this.subgraphs()) for (const inner of sg.allGraphs()) for (const n of inner.nodes) n.inputs.forEach((_, i) => n.setInput(i, null));
+    for (const o of this.outputs) {
+      if (!o || o.producer !== this) continue;
+      o.producer = null;
+      if (!o.isGraphOutput && !o.uses.length && this.graph.values.get(o.name) === o) this.graph.values.delete(o.name);
+    }
   }
 
   output(i: number): Value | null {
@@ -315,6 +367,7 @@ export class Graph {
     t.name = v.name;
     v.initializer = t;
     v.type = { elemType: t.dtype, shape: [...t.dims] };
+    this.values.set(v.name, v);
     if (!this.initializerNames.includes(v.name)) this.initializerNames.push(v.name);
   }
 
@@ -341,15 +394,102 @@ export class Graph {
 
   /** Remove a node, detaching its inputs; its outputs must be unused unless `force`. */
   removeNode(node: Node, force = false): void {
-    for (const o of node.outputs) {
-      if (!o) continue;
-      if (!force && (o.uses.length || o.isGraphOutput)) throw new Error(`cannot remove '${node.name}': output '${o.name}' is still used`);
-      o.producer = null;
-      if (!o.isGraphOutput && !o.uses.length) this.values.delete(o.name);
+    if (!force) {
+      for (const o of node.outputs) {
+        if (o && o.producer === node && (o.uses.length || o.isGraphOutput)) throw new Error(`cannot remove '${node.name}': output '${o.name}' is still used`);
+      }
     }
-    node.inputs.forEach((_, i) => node.setInput(i, null));
+    node.disconnect();
     const i = this.nodes.indexOf(node);
     if (i >= 0) this.nodes.splice(i, 1);
+  }
+
+  /** Remove many nodes in one sweep of `nodes` (each disconnected as by `removeNode(n, true)`). */
+  removeNodes(nodes: ReadonlySet<Node>): void {
+    if (!nodes.size) return;
+    for (const n of nodes) n.disconnect();
+    this.nodes = this.nodes.filter((n) => !nodes.has(n));
+  }
+
+  /**
+   * Put the nodes built from `specs` where `old` was, hand them `old`'s outputs (specs name them by
+   * identity) and drop `old`.
+   */
+  replaceNode(old: Node, specs: NodeSpec[]): Node[] {
+    old.outputs.forEach((o, i) => {
+      if (!o || o.producer !== old) return;
+      old.setOutput(i, null);
+      if (!this.values.has(o.name)) this.values.set(o.name, o);
+    });
+    const made = specs.map((s) => this.addNode(s, old));
+    this.removeNode(old, true);
+    return made;
+  }
+
+  /**
+   * Remove the nodes of `candidates` whose outputs nothing reads, repeatedly, then what only they
+   * used: producers of their inputs (shape arithmetic, Constant nodes) and initializers.
+   */
+  removeDead(candidates: Iterable<Node>): void {
+    const pending = new Set(candidates);
+    // Liveness first, membership only when it fails: a matched node whose output was handed over
+    // produces nothing yet is still there, and a Set of every node per call is quadratic on big graphs.
+    const inGraph = (n: Node) => n.graph === this && (n.outputs.some((o) => o?.producer === n) || this.nodes.includes(n));
+    let changed = true;
+    while (changed) {
+      changed = false;
+      for (const n of pending) {
+        if (!inGraph(n)) { pending.delete(n); continue; }
+        if (n.outputs.some((o) => o && (o.uses.length || o.isGraphOutput))) continue;
+        const ins = n.inputs.filter((v): v is Value => !!v);
+        this.removeNode(n, true);
+        pending.delete(n);
+        changed = true;
+        for (const v of ins) {
+          if (v.uses.length || v.isGraphOutput || v.isGraphInput) continue;
+          if (v.producer && v.producer.graph === this) pending.add(v.producer);
+          else if (v.initializer && v.graph === this) this.removeInitializer(v);
+        }
+      }
+    }
+  }
+
+  /** Give a value of this graph a new name (kept in the values table and initializer order). */
+  renameValue(v: Value, name: string): void {
+    if (this.values.get(v.name) !== v) throw new Error(`value '${v.name}' is not in graph '${this.name}'`);
+    if (this.values.has(name)) throw new Error(`graph '${this.name}' already has a value '${name}'`);
+    const old = v.name;
+    this.values.delete(old);
+    v.name = name;
+    if (v.initializer) v.initializer.name = name;
+    this.values.set(name, v);
+    this.initializerNames = this.initializerNames.map((x) => (x === old ? name : x));
+  }
+
+  /** Drop a value that nothing produces or uses from the values table. */
+  forgetValue(v: Value): void {
+    if (v.producer || v.uses.length || v.isGraphOutput || v.isGraphInput) throw new Error(`value '${v.name}' is still connected`);
+    if (this.values.get(v.name) === v) this.values.delete(v.name);
+  }
+
+  /** Stop listing `v` as a graph input. */
+  removeInput(v: Value): void {
+    this.inputs = this.inputs.filter((x) => x !== v);
+  }
+
+  /** Replace the list of graph outputs (values of this graph). */
+  setOutputs(outputs: readonly Value[]): void {
+    this.outputs = [...outputs];
+  }
+
+  /** Insertion point before `node` (at the end when undefined). */
+  before(node?: Node): InsertionPoint {
+    return new InsertionPoint(this, node);
+  }
+
+  /** Insertion point right after `node`: nodes added through it keep their order after it. */
+  after(node: Node): InsertionPoint {
+    return new InsertionPoint(this, this.nodes[this.nodes.indexOf(node) + 1]);
   }
 
   /** Point every use of `from` (including graph outputs and subgraph uses) at `to`. */
@@ -393,6 +533,24 @@ export class Graph {
   *allGraphs(): Generator<Graph> {
     yield this;
     for (const n of this.nodes) for (const sg of n.subgraphs()) yield* sg.allGraphs();
+  }
+}
+
+/**
+ * Where new nodes go: before a fixed anchor node (or at the end). Several nodes added through one
+ * insertion point keep the order they were added in.
+ */
+export class InsertionPoint {
+  constructor(readonly graph: Graph, readonly anchor: Node | undefined) {}
+
+  add(spec: NodeSpec): Node {
+    return this.graph.addNode(spec, this.anchor);
+  }
+
+  /** Add a one-output node and return its output. */
+  op(opType: string, inputs: (Value | string | null)[], opts: { name?: string; domain?: string; attrs?: Record<string, AttrInit>; output?: string | Value } = {}): Value {
+    const name = opts.name ?? opType;
+    return this.add({ opType, domain: opts.domain, name, inputs, outputs: [opts.output ?? `${name}_output_0`], attrs: opts.attrs }).outputs[0]!;
   }
 }
 
@@ -454,6 +612,12 @@ export class Model {
   opset(domain = ''): number | undefined {
     const d = domain === 'ai.onnx' ? '' : domain;
     return this.opsetImports.find((o) => (o.domain === 'ai.onnx' ? '' : o.domain) === d)?.version;
+  }
+
+  /** Import `domain` at `version` or later: adds the import or raises it. */
+  requireOpset(domain: string, version: number): void {
+    const cur = this.opset(domain);
+    if (cur === undefined || cur < version) this.setOpset(domain, version);
   }
 
   setOpset(domain: string, version: number): void {

@@ -7,3 +7,4 @@ export { saveModel, encodeModel, encodeTensor, externalSources, INLINE_LIMIT, ty
 export { checkLocation, resolveExternal, readRange, forEachChunk, type ExternalRef } from './external-data.js';
 export { GraphBuilder, type BuilderOptions, type OpOptions } from './builder.js';
 export { summarize, guessRole, type ModelSummary, type Role } from './summary.js';
+export type { Progress } from './progress.js';

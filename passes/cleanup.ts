@@ -19,37 +19,30 @@ interface Ctx {
   pinned: Set<Value>;
 }
 
-/** Unhook a node (and every node of its subgraphs, which may use outer values) from its inputs and
- * mark it for `sweep`: one splice per node would make removing most of a big graph quadratic. */
+/** Disconnect a node now (its uses must not keep others alive in this sweep) and drop it from
+ * `nodes` in one `removeNodes` at the end: one splice per node would make removing most of a big
+ * graph quadratic. */
 function detach(node: Node, removed: Set<Node>): void {
-  node.inputs.forEach((_, i) => node.setInput(i, null));
-  for (const sg of node.subgraphs()) for (const inner of sg.allGraphs()) for (const n of inner.nodes) n.inputs.forEach((_, i) => n.setInput(i, null));
+  node.disconnect();
   removed.add(node);
-}
-
-function sweep(g: Graph, removed: Set<Node>): void {
-  if (removed.size) g.nodes = g.nodes.filter((n) => !removed.has(n));
 }
 
 /** Remove `node`, whose output `out` always equals `src`. False when a graph output name would break. */
 function bypass(g: Graph, node: Node, out: Value, src: Value, ctx: Ctx, removed: Set<Node>): boolean {
   if (node.outputs.some((o) => o && o !== out && (o.uses.length || ctx.pinned.has(o)))) return false;
   if (!ctx.pinned.has(out)) {
-    detach(node, removed);
     g.replaceAllUses(out, src);
-    for (const o of node.outputs) if (o) { o.producer = null; g.values.delete(o.name); }
+    detach(node, removed);
     return true;
   }
   // `out` names a graph output: let src's producer produce `out` instead, when that is safe.
   const p = src.producer;
   if (ctx.pinned.has(src) || src.isGraphInput || src.initializer || !p || p.graph !== g || src.graph !== g) return false;
+  node.setOutput(node.outputs.indexOf(out), null);
   detach(node, removed);
-  for (const o of node.outputs) if (o && o !== out) { o.producer = null; g.values.delete(o.name); }
   g.replaceAllUses(src, out);
-  p.outputs[p.outputs.indexOf(src)] = out;
-  out.producer = p;
-  src.producer = null;
-  g.values.delete(src.name);
+  p.setOutput(p.outputs.indexOf(src), out);
+  g.forgetValue(src);
   return true;
 }
 
@@ -109,7 +102,7 @@ function removeNoops(g: Graph, ctx: Ctx): number {
       n++;
     }
   }
-  sweep(g, removed);
+  g.removeNodes(removed);
   return n;
 }
 
@@ -120,10 +113,9 @@ function removeDead(g: Graph, ctx: Ctx): number {
     const node = g.nodes[i]!;
     if (node.outputs.some((o) => o && (o.uses.length || ctx.pinned.has(o)))) continue;
     detach(node, removed);
-    for (const o of node.outputs) if (o) { o.producer = null; g.values.delete(o.name); }
     n++;
   }
-  sweep(g, removed);
+  g.removeNodes(removed);
   ctx.counts.deadNodes! += n;
   return n;
 }
@@ -135,7 +127,7 @@ function removeUnusedInitializers(g: Graph, isMain: boolean, ctx: Ctx): number {
     if (!v || v.uses.length || ctx.pinned.has(v)) continue;
     if (v.isGraphInput) {
       if (!isMain) continue;
-      g.inputs = g.inputs.filter((x) => x !== v);
+      g.removeInput(v);
       ctx.counts.unusedInputs!++;
     }
     g.removeInitializer(v);
@@ -227,16 +219,13 @@ function eliminateCommon(g: Graph, ctx: Ctx): number {
     const first = seen.get(key);
     if (!first) { seen.set(key, node); continue; }
     if (node.outputs.some((o, i) => o && (ctx.pinned.has(o) || !first.outputs[i]))) continue;
-    detach(node, removed);
     node.outputs.forEach((o, i) => {
-      if (!o) return;
-      g.replaceAllUses(o, first.outputs[i]!);
-      o.producer = null;
-      g.values.delete(o.name);
+      if (o) g.replaceAllUses(o, first.outputs[i]!);
     });
+    detach(node, removed);
     n++;
   }
-  sweep(g, removed);
+  g.removeNodes(removed);
   ctx.counts.commonSubexpressions! += n;
   return n;
 }

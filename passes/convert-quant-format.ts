@@ -6,7 +6,7 @@ import { DataType, Model, Node, Value, dtypeName } from '../ir/index.js';
 import type { Pass, PassStats } from './pass.js';
 import { MS_DOMAIN, packMatMulNBits, readMatMulNBits } from './quant/matmulnbits.js';
 import { packQdq, readQdq } from './quant/qdq.js';
-import { dropIfUnused, ensureOpset, removeDeadNode, replaceNode } from './quant/graph-util.js';
+import { dropIfUnused, removeDeadNode } from './quant/graph-util.js';
 import { upgradeOpset } from './upgrade-opset.js';
 
 const isDefault = (n: Node) => n.domain === '' || n.domain === 'ai.onnx';
@@ -40,7 +40,7 @@ function toQdq(model: Model, stats: PassStats): void {
     const bias = n.input(5);
     const mid = bias ? g.createValue(`${name}_matmul`, Y.type ? { elemType: Y.type.elemType } : undefined) : Y;
     const olds = n.inputs.slice(1);
-    replaceNode(g, n, [
+    g.replaceNode(n, [
       { opType: 'DequantizeLinear', name: `${base}_DequantizeLinear`, inputs: [x, s, z], outputs: [dqOut], attrs: p.attrs },
       { opType: 'MatMul', name, inputs: [n.input(0), dqOut], outputs: [mid] },
       ...(bias ? [{ opType: 'Add', name: `${name}_bias`, inputs: [mid, bias], outputs: [Y] }] : []),
@@ -81,7 +81,7 @@ function toMatMulNBits(model: Model, stats: PassStats, acc: number): void {
     const attrs: Record<string, number> = { ...p.attrs };
     if (acc) attrs.accuracy_level = acc;
     for (const mm of uses.matmuls) {
-      replaceNode(g, mm, [{ opType: 'MatMulNBits', domain: MS_DOMAIN, name: `${mm.name || 'MatMul'}_Q${q.bits}`, inputs: [mm.input(0), B, S, Z], outputs: [mm.outputs[0]!], attrs }]);
+      g.replaceNode(mm, [{ opType: 'MatMulNBits', domain: MS_DOMAIN, name: `${mm.name || 'MatMul'}_Q${q.bits}`, inputs: [mm.input(0), B, S, Z], outputs: [mm.outputs[0]!], attrs }]);
       stats.counts.converted!++;
     }
     if (uses.cast) {
@@ -89,7 +89,7 @@ function toMatMulNBits(model: Model, stats: PassStats, acc: number): void {
       removeDeadNode(uses.cast);
     }
     removeDeadNode(dq);
-    ensureOpset(model, MS_DOMAIN, 1);
+    model.requireOpset(MS_DOMAIN, 1);
   }
 }
 

@@ -54,13 +54,12 @@ function replaceWithConstants(g: Graph, node: Node, results: Tensor[], pinned: S
   for (const v of new Set(inputs)) {
     if (v?.initializer && !v.uses.length && !v.isGraphInput && !pinned.has(v)) v.graph.removeInitializer(v);
   }
-  g.nodes.splice(g.nodes.indexOf(node), 1);
   node.outputs.forEach((v, i) => {
     if (!v) return;
-    v.producer = null;
-    g.values.set(v.name, v);
+    node.setOutput(i, null);
     g.setInitializer(v, results[i]!);
   });
+  g.removeNode(node, true);
 }
 
 /** Outputs whose symbolic values (from shape inference) are all numbers, as tensors. */

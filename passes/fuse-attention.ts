@@ -14,7 +14,8 @@
 // key/value with the mask as attention_bias, which is exact for any mask.
 import { DataType, Tensor, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
 import type { Pass, PassStats } from './pass.js';
-import { constScalar, constTensor, ensureOpset, internalOnly, isLive, other, producer, replaceOutput, sameDim, splitHeads } from './pattern.js';
+import { constScalar, constTensor, internalOnly, other, producer, replaceOutput, sameDim, splitHeads } from './pattern.js';
+import { applyRules, defineRule, skip, type Match, type Skip } from './rule.js';
 
 function ints(v: Value | null | undefined): number[] | null {
   const t = constTensor(v);
@@ -210,24 +211,30 @@ function gqaLengths(g: Graph, am: Value, cache: Map<Value, [Value, Value]>, befo
   return r;
 }
 
-function fuse(model: Model, g: Graph, sm: Node, mode: string, lengths: Map<Value, [Value, Value]>): [string, true] | string | null {
+interface AttentionMatch extends Match {
+  kind: 'mha' | 'gqa' | 'mhaBnsh';
+  core: Core;
+  spec: { opType: string; inputs: (Value | null)[]; attrs: Record<string, unknown> };
+  /** GroupQueryAttention: the mask its lengths come from and the cache Concats whose outputs become present_key/value. */
+  gqa?: { attentionMask: Value; inputs: (Value | null)[]; concats: [Node, Node] };
+}
+
+function match(sm: Node, mode: string): AttentionMatch | Skip | null {
   const core = matchCore(sm);
-  if (!core || typeof core === 'string') return core;
+  if (!core) return null;
+  if (typeof core === 'string') return skip(core);
   const where = `attention at '${sm.name}'`;
   const q = splitHeads(core.q4);
-  if (!q || q.n !== core.heads || q.d !== core.headSize) return `${where}: query is not a [B, S, N*D] tensor split into heads`;
+  if (!q || q.n !== core.heads || q.d !== core.headSize) return skip(`${where}: query is not a [B, S, N*D] tensor split into heads`);
   const k = splitHeads(core.k4), v = splitHeads(core.v4);
   const attrs = { num_heads: core.heads, scale: { float: core.scale } };
   // attention_bias is [B or 1, N or 1, S, T].
   const ms = core.mask?.shape;
-  if (core.mask && (!ms || ms.length !== 4 || (ms[1] !== 1 && ms[1] !== core.heads))) return `${where}: mask is not a 4-D [B|1, N|1, S, T] bias`;
+  if (core.mask && (!ms || ms.length !== 4 || (ms[1] !== 1 && ms[1] !== core.heads))) return skip(`${where}: mask is not a 4-D [B|1, N|1, S, T] bias`);
   if (k && v && k.n === core.heads && v.n === core.heads && k.d === q.d && v.d === q.d) {
-    const nodes = [...core.nodes, ...q.nodes, ...k.nodes, ...v.nodes];
-    if (!internalOnly(nodes, [core.out])) return `${where}: an intermediate value is used outside the pattern`;
     const inputs: (Value | null)[] = [q.x, k.x, v.x];
     if (core.mask) inputs.push(null, null, core.mask);
-    replace(model, g, core, { opType: 'MultiHeadAttention', inputs, attrs }, nodes);
-    return ['mha', true];
+    return { kind: 'mha', core, nodes: [...core.nodes, ...q.nodes, ...k.nodes, ...v.nodes], outputs: [core.out], spec: { opType: 'MultiHeadAttention', inputs, attrs } };
   }
   // Decoder: key/value in BNSH, maybe from a KV cache and with repeated heads.
   const rk = repeatKv(core.k4), rv = repeatKv(core.v4);
@@ -239,36 +246,57 @@ function fuse(model: Model, g: Graph, sm: Node, mode: string, lengths: Map<Value
   if (gqa && kc && vc && kn && vn && pastFits(kc, kn.n) && pastFits(vc, vn.n)) {
     const keep = [core.out, kc.concat.outputs[0]!, vc.concat.outputs[0]!];
     const nodes = [...core.nodes, ...q.nodes, ...(rk?.nodes ?? []), ...(rv?.nodes ?? []), kc.concat, vc.concat, ...kn.nodes, ...vn.nodes];
+    // When the cache path is read elsewhere, MHA on the BNSH key/value below still fits.
     if (internalOnly(nodes, keep)) {
-      const [seqlens, total] = gqaLengths(g, gqa.attentionMask, lengths, g.nodes[0]!);
-      const presentK = kc.concat.outputs[0]!, presentV = vc.concat.outputs[0]!;
-      for (const c of [kc.concat, vc.concat]) {
-        c.outputs[0]!.producer = null;
-        c.outputs[0] = null;
-      }
-      replace(model, g, core, {
-        opType: 'GroupQueryAttention', inputs: [q.x, kn.x, vn.x, kc.past, vc.past, seqlens, total, null, null, null, core.mask],
-        attrs: { num_heads: core.heads, kv_num_heads: kn.n, scale: { float: core.scale } }, extraOutputs: [presentK, presentV],
-      }, nodes);
-      return ['gqa', true];
+      return {
+        kind: 'gqa', core, nodes, outputs: keep,
+        spec: { opType: 'GroupQueryAttention', inputs: [], attrs: { num_heads: core.heads, kv_num_heads: kn.n, scale: { float: core.scale } } },
+        gqa: { attentionMask: gqa.attentionMask, inputs: [q.x, kn.x, vn.x, kc.past, vc.past], concats: [kc.concat, vc.concat] },
+      };
     }
   }
   // Exact for any mask: MHA over the (repeated) BNSH key/value, the mask as attention_bias.
   const sk = core.k4.shape, sv = core.v4.shape;
-  if (!sk || !sv || sk.length !== 4 || sv.length !== 4 || sk[1] !== core.heads || sv[1] !== core.heads || sk[3] !== q.d || sv[3] !== q.d) return `${where}: key/value are not [B, N, T, D]`;
-  const nodes = [...core.nodes, ...q.nodes];
-  if (!internalOnly(nodes, [core.out])) return `${where}: an intermediate value is used outside the pattern`;
+  if (!sk || !sv || sk.length !== 4 || sv.length !== 4 || sk[1] !== core.heads || sv[1] !== core.heads || sk[3] !== q.d || sv[3] !== q.d) return skip(`${where}: key/value are not [B, N, T, D]`);
   const inputs: (Value | null)[] = [q.x, core.k4, core.v4];
   if (core.mask) inputs.push(null, null, core.mask);
-  replace(model, g, core, { opType: 'MultiHeadAttention', inputs, attrs }, nodes);
-  return ['mhaBnsh', true];
+  return { kind: 'mhaBnsh', core, nodes: [...core.nodes, ...q.nodes], outputs: [core.out], spec: { opType: 'MultiHeadAttention', inputs, attrs } };
+}
+
+function rewrite(model: Model, g: Graph, m: AttentionMatch, lengths: Map<Value, [Value, Value]>): AttentionMatch['kind'] {
+  if (!m.gqa) {
+    replace(model, g, m.core, m.spec, m.nodes);
+    return m.kind;
+  }
+  const [seqlens, total] = gqaLengths(g, m.gqa.attentionMask, lengths, g.nodes[0]!);
+  const present = m.gqa.concats.map((c) => c.outputs[0]!);
+  for (const c of m.gqa.concats) c.setOutput(0, null);
+  replace(model, g, m.core, {
+    ...m.spec, inputs: [...m.gqa.inputs, seqlens, total, null, null, null, m.core.mask], extraOutputs: present,
+  }, m.nodes);
+  return m.kind;
 }
 
 function replace(model: Model, g: Graph, core: Core, spec: { opType: string; inputs: (Value | null)[]; attrs: Record<string, unknown>; extraOutputs?: Value[] }, nodes: Node[]): void {
-  ensureOpset(model, 'com.microsoft', 1);
+  model.requireOpset('com.microsoft', 1);
   const base = core.softmax.name.replace(/\/[^/]*$/, '');
   replaceOutput(g, core.out, { ...spec, domain: 'com.microsoft', name: `${base}/${spec.opType}`, attrs: spec.attrs as never }, nodes);
 }
+
+export const attentionRule = defineRule<AttentionMatch, Map<Value, [Value, Value]>>({
+  name: 'attention',
+  anchors: ['Softmax'],
+  counts: {
+    mha: 'attention with 3-D q/k/v fused into MultiHeadAttention',
+    mhaBnsh: 'attention with 4-D (BNSH) key/value fused into MultiHeadAttention',
+    gqa: 'KV-cache decoder attention fused into GroupQueryAttention',
+  },
+  where: (sm) => `attention at '${sm.name}'`,
+  // Per graph: seqlens_k / total_sequence_length built once per attention mask.
+  state: () => new Map(),
+  match: (sm, { options }) => match(sm, options.decoder as string),
+  rewrite: (m, { model, graph, state }) => rewrite(model, graph, m, state),
+});
 
 export const fuseAttention: Pass = {
   name: 'fuse-attention',
@@ -278,16 +306,6 @@ export const fuseAttention: Pass = {
   },
   requires: ['shapes'],
   run(model: Model, options): PassStats {
-    const stats: PassStats = { counts: { mha: 0, mhaBnsh: 0, gqa: 0 }, skipped: [] };
-    for (const g of model.graph.allGraphs()) {
-      const lengths = new Map<Value, [Value, Value]>();
-      for (const n of [...g.nodes]) {
-        if (n.opType !== 'Softmax' || n.domain !== '' || !isLive(n)) continue;
-        const r = fuse(model, g, n, options.decoder as string, lengths);
-        if (Array.isArray(r)) stats.counts[r[0]]!++;
-        else if (r) stats.skipped!.push(r);
-      }
-    }
-    return stats;
+    return applyRules(model, options, [attentionRule]);
   },
 };

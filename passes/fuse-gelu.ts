@@ -4,7 +4,8 @@
 //   tanh form 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))), cube as Pow(x,3) or x*x*x -> com.microsoft FastGelu.
 import type { Model, Node, Value } from '../ir/index.js';
 import type { Pass, PassStats } from './pass.js';
-import { ensureOpset, flatten, internalOnly, isConst, producer, replaceOutput, splitConst, isLive } from './pattern.js';
+import { flatten, isConst, producer, replaceOutput, splitConst } from './pattern.js';
+import { applyRules, defineRule, skip, type Match } from './rule.js';
 
 const SQRT2 = Math.SQRT2;
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
@@ -82,33 +83,40 @@ function matchTanh(tanh: Node): { x: Value; nodes: Node[]; out: Value } | null {
   return null;
 }
 
+interface GeluMatch extends Match {
+  anchor: Node;
+  x: Value;
+  out: Value;
+  erf: boolean;
+}
+
+const where = (n: Node) => `${n.opType} '${n.name}'`;
+
+export const geluRule = defineRule<GeluMatch>({
+  name: 'gelu',
+  anchors: ['Erf', 'Tanh'],
+  counts: { gelu: 'erf GELUs fused into Gelu', fastgelu: 'tanh GELUs fused into FastGelu' },
+  where,
+  pattern: 'the GELU pattern',
+  match(n) {
+    const erf = n.opType === 'Erf';
+    const m = erf ? matchErf(n) : matchTanh(n);
+    if (!m) return erf ? skip(`${where(n)}: not the x*0.5*(1+erf(x/sqrt2)) pattern`) : null;
+    return { nodes: m.nodes, outputs: [m.out], anchor: n, x: m.x, out: m.out, erf };
+  },
+  rewrite({ anchor, x, out, erf, nodes }, { model, graph }) {
+    const domain = erf && (model.opset('') ?? 0) >= 20 ? '' : 'com.microsoft';
+    if (domain) model.requireOpset(domain, 1);
+    replaceOutput(graph, out, { opType: erf ? 'Gelu' : 'FastGelu', domain, name: `${anchor.name}/${erf ? 'Gelu' : 'FastGelu'}`, inputs: [x] }, nodes);
+    return erf ? 'gelu' : 'fastgelu';
+  },
+});
+
 export const fuseGelu: Pass = {
   name: 'fuse-gelu',
   description: 'erf GELU -> Gelu (com.microsoft, or ONNX Gelu at opset >= 20); tanh GELU -> com.microsoft FastGelu',
   options: {},
-  run(model: Model): PassStats {
-    const stats: PassStats = { counts: { gelu: 0, fastgelu: 0 }, skipped: [] };
-    const onnxGelu = (model.opset('') ?? 0) >= 20;
-    for (const g of model.graph.allGraphs()) {
-      for (const n of [...g.nodes]) {
-        if (n.domain !== '' || !isLive(n)) continue;
-        const erf = n.opType === 'Erf';
-        if (!erf && n.opType !== 'Tanh') continue;
-        const m = erf ? matchErf(n) : matchTanh(n);
-        if (!m) {
-          if (erf) stats.skipped!.push(`Erf '${n.name}': not the x*0.5*(1+erf(x/sqrt2)) pattern`);
-          continue;
-        }
-        if (!internalOnly(m.nodes, [m.out])) {
-          stats.skipped!.push(`${erf ? 'Erf' : 'Tanh'} '${n.name}': an intermediate value is used outside the GELU pattern`);
-          continue;
-        }
-        const domain = erf && onnxGelu ? '' : 'com.microsoft';
-        if (domain) ensureOpset(model, domain, 1);
-        replaceOutput(g, m.out, { opType: erf ? 'Gelu' : 'FastGelu', domain, name: `${n.name}/${erf ? 'Gelu' : 'FastGelu'}`, inputs: [m.x] }, m.nodes);
-        stats.counts[erf ? 'gelu' : 'fastgelu']!++;
-      }
-    }
-    return stats;
+  run(model: Model, options): PassStats {
+    return applyRules(model, options, [geluRule]);
   },
 };

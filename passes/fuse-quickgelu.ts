@@ -2,7 +2,8 @@
 // with alpha 1, SiLU / Swish (Llama's MLP act_fn), as onnxruntime's own QuickGelu fusion does.
 import type { Model, Node, Value } from '../ir/index.js';
 import type { Pass, PassStats } from './pass.js';
-import { constScalar, ensureOpset, internalOnly, isLive, other, producer, replaceOutput } from './pattern.js';
+import { constScalar, other, producer, replaceOutput } from './pattern.js';
+import { applyRules, defineRule, type Match } from './rule.js';
 
 function match(sig: Node): { x: Value; alpha: number; nodes: Node[]; out: Value } | null {
   const s = sig.outputs[0]!;
@@ -20,6 +21,31 @@ function match(sig: Node): { x: Value; alpha: number; nodes: Node[]; out: Value 
   return { x, alpha, nodes: [scale, sig, mul], out: mul.outputs[0]! };
 }
 
+interface QuickGeluMatch extends Match {
+  sig: Node;
+  x: Value;
+  alpha: number;
+  out: Value;
+}
+
+export const quickGeluRule = defineRule<QuickGeluMatch>({
+  name: 'quickgelu',
+  anchors: ['Sigmoid'],
+  counts: { quickgelu: 'x * sigmoid(alpha * x) fused into QuickGelu', silu: 'SiLU (alpha 1) fused into QuickGelu' },
+  where: (sig) => `Sigmoid '${sig.name}'`,
+  pattern: 'the x * sigmoid(alpha * x) pattern',
+  match(sig, { options }) {
+    const m = match(sig);
+    if (!m || (m.alpha === 1 && !options.silu)) return null;
+    return { ...m, outputs: [m.out], sig };
+  },
+  rewrite({ sig, x, alpha, out, nodes }, { model, graph }) {
+    model.requireOpset('com.microsoft', 1);
+    replaceOutput(graph, out, { opType: 'QuickGelu', domain: 'com.microsoft', name: `${sig.name}/QuickGelu`, inputs: [x], attrs: { alpha: { float: alpha } } }, nodes);
+    return alpha === 1 ? 'silu' : 'quickgelu';
+  },
+});
+
 export const fuseQuickGelu: Pass = {
   name: 'fuse-quickgelu',
   description: 'x * Sigmoid(alpha * x) (quick_gelu, SiLU) -> com.microsoft QuickGelu',
@@ -27,21 +53,6 @@ export const fuseQuickGelu: Pass = {
     silu: { type: 'bool', default: true, description: 'also fuse SiLU (alpha = 1)' },
   },
   run(model: Model, options): PassStats {
-    const stats: PassStats = { counts: { quickgelu: 0, silu: 0 }, skipped: [] };
-    for (const g of model.graph.allGraphs()) {
-      for (const n of [...g.nodes]) {
-        if (n.opType !== 'Sigmoid' || n.domain !== '' || !isLive(n)) continue;
-        const m = match(n);
-        if (!m || (m.alpha === 1 && !options.silu)) continue;
-        if (!internalOnly(m.nodes, [m.out])) {
-          stats.skipped!.push(`Sigmoid '${n.name}': an intermediate value is used outside the x * sigmoid(alpha * x) pattern`);
-          continue;
-        }
-        ensureOpset(model, 'com.microsoft', 1);
-        replaceOutput(g, m.out, { opType: 'QuickGelu', domain: 'com.microsoft', name: `${n.name}/QuickGelu`, inputs: [m.x], attrs: { alpha: { float: m.alpha } } }, m.nodes);
-        stats.counts[m.alpha === 1 ? 'silu' : 'quickgelu']!++;
-      }
-    }
-    return stats;
+    return applyRules(model, options, [quickGeluRule]);
   },
 };

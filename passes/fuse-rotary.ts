@@ -6,7 +6,8 @@
 // the op's cache is one half, so the halves must be bit-identical.
 import { DataType, Tensor, type Graph, type Model, type Node, type Value } from '../ir/index.js';
 import type { Pass, PassStats } from './pass.js';
-import { constTensor, ensureOpset, internalOnly, isLive, other, producer, replaceOutput, sameDim, splitHeads } from './pattern.js';
+import { constTensor, other, producer, replaceOutput, sameDim, splitHeads } from './pattern.js';
+import { applyRules, defineRule, skip, Skip, type Match } from './rule.js';
 
 interface SliceSpec { start: number; end: number }
 
@@ -52,7 +53,7 @@ function halfCache(t: Tensor): Tensor | null {
   return Tensor.fromBytes(`${t.name}_half`, t.dtype, [p, d / 2], out);
 }
 
-interface Match {
+interface RotaryMatch extends Match {
   t: Value;
   out: Value;
   cos: NonNullable<ReturnType<typeof cacheOf>>;
@@ -60,7 +61,7 @@ interface Match {
   nodes: Node[];
 }
 
-function match(add: Node): Match | string | null {
+function match(add: Node): RotaryMatch | Skip | null {
   const out = add.outputs[0]!;
   const [m1, m2] = [producer(add.inputs[0], 'Mul'), producer(add.inputs[1], 'Mul')];
   if (!m1 || !m2) return null;
@@ -79,23 +80,21 @@ function match(add: Node): Match | string | null {
       const where = `rotary at '${add.name}'`;
       const shape = t.shape;
       const d = shape?.[3];
-      if (!shape || shape.length !== 4 || typeof d !== 'number' || d % 2) return `${where}: input is not 4-D with a known even head size`;
+      if (!shape || shape.length !== 4 || typeof d !== 'number' || d % 2) return skip(`${where}: input is not 4-D with a known even head size`);
       const a1 = sliceLast(s1, 4), a2 = sliceLast(s2, 4);
       const cax = cat.attrInt('axis');
-      if (!a1 || !a2 || a1.start !== 0 || a1.end !== d / 2 || a2.start !== d / 2 || a2.end < d || (cax !== -1 && cax !== 3)) return `${where}: slices are not the two halves of the last axis (rotate_half)`;
-      if (!pm.inputs.includes(t)) return `${where}: cos term does not multiply the same input`;
+      if (!a1 || !a2 || a1.start !== 0 || a1.end !== d / 2 || a2.start !== d / 2 || a2.end < d || (cax !== -1 && cax !== 3)) return skip(`${where}: slices are not the two halves of the last axis (rotate_half)`);
+      if (!pm.inputs.includes(t)) return skip(`${where}: cos term does not multiply the same input`);
       const cos = cacheOf(other(pm, t)!, d), sin = cacheOf(other(pr, rot)!, d);
-      if (!cos || !sin) return `${where}: cos/sin are not Unsqueeze(Gather(constant cache, position_ids), 1)`;
-      if (cos.pos !== sin.pos) return `${where}: cos and sin use different positions`;
-      const nodes = [s1, s2, neg, cat, pm, pr, add];
-      if (!internalOnly(nodes, [out])) return `${where}: an intermediate value is used outside the pattern`;
-      return { t, out, cos, sin, nodes };
+      if (!cos || !sin) return skip(`${where}: cos/sin are not Unsqueeze(Gather(constant cache, position_ids), 1)`);
+      if (cos.pos !== sin.pos) return skip(`${where}: cos and sin use different positions`);
+      return { t, out, cos, sin, nodes: [s1, s2, neg, cat, pm, pr, add], outputs: [out] };
     }
   }
   return null;
 }
 
-function rewrite(model: Model, g: Graph, m: Match, halves: Map<Value, Value | null>): string | true {
+function rewrite(model: Model, g: Graph, m: RotaryMatch, halves: Map<Value, Value | null>): string | Skip {
   const half = (c: NonNullable<ReturnType<typeof cacheOf>>) => {
     if (!halves.has(c.cacheValue)) {
       const h = halfCache(c.cache);
@@ -104,13 +103,13 @@ function rewrite(model: Model, g: Graph, m: Match, halves: Map<Value, Value | nu
     return halves.get(c.cacheValue)!;
   };
   const cosH = half(m.cos), sinH = half(m.sin);
-  if (!cosH || !sinH) return `rotary at '${m.out.name}': cache halves differ (not the rotate_half layout)`;
+  if (!cosH || !sinH) return skip(`rotary at '${m.out.name}': cache halves differ (not the rotate_half layout)`);
   const view = splitHeads(m.t);
-  if (!view) return `rotary at '${m.out.name}': input is not a Transpose(Reshape) of a 3-D tensor into [B, N, S, D]`;
+  if (!view) return skip(`rotary at '${m.out.name}': input is not a Transpose(Reshape) of a 3-D tensor into [B, N, S, D]`);
   // The op wants one position per token: position_ids [B, S] of the input's own B and S.
   const ps = m.cos.pos.shape!, xs = view.x.shape!;
-  if (!sameDim(ps[0], xs[0]) || !sameDim(ps[1], xs[1])) return `rotary at '${m.out.name}': position_ids ${JSON.stringify(ps)} are not [B, S] of the input ${JSON.stringify(xs)}`;
-  ensureOpset(model, 'com.microsoft', 1);
+  if (!sameDim(ps[0], xs[0]) || !sameDim(ps[1], xs[1])) return skip(`rotary at '${m.out.name}': position_ids ${JSON.stringify(ps)} are not [B, S] of the input ${JSON.stringify(xs)}`);
+  model.requireOpset('com.microsoft', 1);
   const add = m.out.producer!;
   const base = add.name.replace(/\/[^/]*$/, '');
   const rot = g.addNode({
@@ -123,29 +122,31 @@ function rewrite(model: Model, g: Graph, m: Match, halves: Map<Value, Value | nu
   rs.outputs[0]!.type = view.reshape.outputs[0]!.type;
   replaceOutput(g, m.out, { opType: 'Transpose', name: `${base}/RotaryEmbedding/Transpose`, inputs: [rs.outputs[0]!], attrs: { perm: [0, 2, 1, 3] } },
     [...m.nodes, ...view.nodes, ...m.cos.nodes, ...m.sin.nodes]);
-  return true;
+  return 'rotary';
 }
+
+/** Per graph: the half caches made so far (null when a cache's halves differ). */
+type Halves = Map<Value, Value | null>;
+
+export const rotaryRule = defineRule<RotaryMatch, Halves>({
+  name: 'rotary',
+  anchors: ['Add'],
+  counts: { rotary: 'rotate_half rotary embeddings fused into RotaryEmbedding' },
+  where: (add) => `rotary at '${add.name}'`,
+  state: () => new Map(),
+  match: (add) => match(add),
+  rewrite: (m, { model, graph, state }) => rewrite(model, graph, m, state),
+  finish({ graph, state }) {
+    for (const [, v] of state) if (v && !v.uses.length) graph.removeInitializer(v);
+  },
+});
 
 export const fuseRotary: Pass = {
   name: 'fuse-rotary',
   description: 'HF rotate_half rotary embedding with cos/sin gathered by position_ids -> com.microsoft RotaryEmbedding',
   options: {},
   requires: ['shapes'],
-  run(model: Model): PassStats {
-    const stats: PassStats = { counts: { rotary: 0 }, skipped: [] };
-    for (const g of model.graph.allGraphs()) {
-      const halves = new Map<Value, Value | null>();
-      for (const n of [...g.nodes]) {
-        if (n.opType !== 'Add' || n.domain !== '' || !isLive(n)) continue;
-        const m = match(n);
-        if (!m) continue;
-        const r = typeof m === 'string' ? m : rewrite(model, g, m, halves);
-        if (r === true) stats.counts.rotary!++;
-        else stats.skipped!.push(r);
-      }
-      for (const [, v] of halves) if (v && !v.uses.length) g.removeInitializer(v);
-    }
-    return stats;
+  run(model: Model, options): PassStats {
+    return applyRules(model, options, [rotaryRule]);
   },
 };
-

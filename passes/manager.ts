@@ -83,14 +83,14 @@ function initializerBytes(model: Model): number {
 
 export async function runPipeline(model: Model, steps: PipelineStep[], opts: RunPipelineOptions = {}): Promise<StepReport[]> {
   const reports: StepReport[] = [];
-  for (const step of steps) {
+  for (const [i, step] of steps.entries()) {
     if (step.pass.requires?.includes('shapes')) {
       const infer = getPass('infer-shapes');
       if (infer && step.pass !== infer) await infer.run(model, resolveOptions(infer, {}), opts);
     }
     const before = countGraph(model);
     const bytesBefore = initializerBytes(model);
-    opts.progress?.(step.pass.name);
+    opts.progress?.('passes', i, steps.length, step.pass.name);
     const t0 = performance.now();
     let stats: PassStats;
     try {
@@ -121,5 +121,6 @@ export async function runPipeline(model: Model, steps: PipelineStep[], opts: Run
       initializerBytesAfter: initializerBytes(model), ms, stats,
     });
   }
+  opts.progress?.('passes', steps.length, steps.length);
   return reports;
 }

@@ -1,5 +1,6 @@
 // The pass contract: a name, a one-line description, typed options with defaults and validation,
 // what it needs, and a run that returns what it changed. Passes talk to the IR only.
+import type { Progress } from '../ir/progress.js';
 import type { Model } from '../ir/index.js';
 
 export type OptionType = 'int' | 'float' | 'bool' | 'string' | 'enum' | 'list';
@@ -32,7 +33,7 @@ export interface PassContext {
   /** Folder of the model being compiled (external data, calibration files). */
   modelDir?: string;
   /** Report progress (the CLI shows it; the library stays silent). */
-  progress?: (msg: string) => void;
+  progress?: Progress;
 }
 
 export interface Pass {

@@ -2,8 +2,7 @@
 // walks over commutative binary ops, "only used inside the match" checks, and the rewrite step that
 // hands the matched output to a new node and drops what became dead. Each fusion writes its own
 // matcher with these; a generic pattern language would be larger than all the matchers together.
-import type { PassStats } from './pass.js';
-import { AttrType, DataType, type Dim, Graph, Model, Node, NodeSpec, Tensor, Value, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../ir/index.js';
+import { AttrType, DataType, type Dim, Graph, Node, NodeSpec, Tensor, Value, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../ir/index.js';
 
 /** Constant tensor behind a value: an initializer or the output of a Constant node. */
 export function constTensor(v: Value | null | undefined): Tensor | null {
@@ -51,25 +50,6 @@ export function isConst(v: Value | null | undefined, expected: number): boolean 
 /** Still in its graph: a removed node no longer produces its outputs (O(1), unlike a nodes scan). */
 export function isLive(n: Node): boolean {
   return n.outputs.some((o) => o?.producer === n);
-}
-
-/**
- * The loop of the stateless fusions: visit every live default-domain node whose op is in `opTypes`,
- * in every graph; `fuse` returns true (fused, counted under `counter(node)`), a reason (a candidate
- * it left alone) or null/false (not a candidate).
- */
-export function fuseEach(model: Model, opTypes: readonly string[], counts: Record<string, number>,
-  fuse: (n: Node, g: Graph) => true | string | null | false | undefined, counter: (n: Node) => string): PassStats {
-  const stats: PassStats = { counts: { ...counts }, skipped: [] };
-  for (const g of model.graph.allGraphs()) {
-    for (const n of [...g.nodes]) {
-      if (n.domain !== '' || !opTypes.includes(n.opType) || !isLive(n)) continue;
-      const r = fuse(n, g);
-      if (r === true) stats.counts[counter(n)]!++;
-      else if (r) stats.skipped!.push(r);
-    }
-  }
-  return stats;
 }
 
 /** Producer of v when it is `opType` in the default domain (or `domain`). */
@@ -171,12 +151,6 @@ export function lastDim(v: Value | null | undefined): number | undefined {
   return typeof d === 'number' && d > 0 ? d : undefined;
 }
 
-/** Add or raise an opset import. */
-export function ensureOpset(model: Model, domain: string, version: number): void {
-  const cur = model.opset(domain);
-  if (cur === undefined || cur < version) model.setOpset(domain, version);
-}
-
 /**
  * Make `out` (the matched pattern's result) the output of a new node built from `spec`, placed
  * where `out`'s producer was, then remove the matched nodes that became dead, together with the
@@ -184,37 +158,10 @@ export function ensureOpset(model: Model, domain: string, version: number): void
  */
 export function replaceOutput(graph: Graph, out: Value, spec: Omit<NodeSpec, 'outputs'> & { extraOutputs?: (Value | string)[] }, matched: Node[]): Node {
   const old = out.producer!;
-  old.outputs[old.outputs.indexOf(out)] = null;
-  out.producer = null;
+  old.setOutput(old.outputs.indexOf(out), null);
   const node = graph.addNode({ ...spec, outputs: [out, ...(spec.extraOutputs ?? [])] }, old);
-  removeDead(graph, matched);
+  graph.removeDead(matched);
   return node;
-}
-
-/** Remove nodes of `candidates` whose outputs are unused, repeatedly, and what only they used. */
-export function removeDead(graph: Graph, candidates: Node[]): void {
-  const pending = new Set(candidates);
-  // isLive first, membership only when it fails: a matched node whose output was handed over
-  // produces nothing yet is still there, and a Set of every node per fusion is quadratic on big graphs.
-  const inGraph = (n: Node) => n.graph === graph && (isLive(n) || graph.nodes.includes(n));
-  let changed = true;
-  while (changed) {
-    changed = false;
-    for (const n of pending) {
-      if (!inGraph(n)) { pending.delete(n); continue; }
-      if (n.outputs.some((o) => o && (o.uses.length || o.isGraphOutput))) continue;
-      const ins = n.inputs.filter((v): v is Value => !!v);
-      graph.removeNode(n, true);
-      pending.delete(n);
-      changed = true;
-      for (const v of ins) {
-        if (v.uses.length || v.isGraphOutput || v.isGraphInput) continue;
-        // Whatever only fed the removed nodes (shape arithmetic, constants) is dead too.
-        if (v.producer && v.producer.graph === graph) pending.add(v.producer);
-        else if (v.initializer && v.graph === graph) graph.removeInitializer(v);
-      }
-    }
-  }
 }
 
 /** Per-channel constant for a normalization's scale or bias: size C (> 1), all leading dims 1. */

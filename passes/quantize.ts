@@ -19,7 +19,7 @@ import { planUnits, runRtnUnit, unitRange, type RtnUnitJob } from './quant/rtn-s
 import { packQdq } from './quant/qdq.js';
 import { packGatherBlockQuantized, type GatherForm } from './quant/gather.js';
 import { errorSums, type LayerReport } from './quant/report.js';
-import { dropIfUnused, ensureOpset, floatTypeOf, matchesAny, removeDeadNode, replaceNode } from './quant/graph-util.js';
+import { dropIfUnused, floatTypeOf, matchesAny, removeDeadNode } from './quant/graph-util.js';
 import { upgradeOpset } from './upgrade-opset.js';
 
 export interface QuantizeContext extends PassContext {
@@ -368,6 +368,7 @@ export const quantizeInt4: Pass = {
       });
       return { q: full!, relError: ss === 0 ? Math.sqrt(se) : Math.sqrt(se / ss) };
     };
+    let emitted = 0;
     const emit = (c: Candidate, { q, packed, relError }: Quantized, first: boolean): void => {
       // Emitted initializers differ by consumer kind even when the codes are shared.
       const key = `${keyOf(c)}|${c.kind === 'gather' ? 'gather' : 'matmul'}`;
@@ -408,7 +409,7 @@ export const quantizeInt4: Pass = {
       if (!c.tiedGather) stats.layers.push(layer);
       if (transposer) removeDeadNode(transposer);
       dropIfUnused(weightValue);
-      ctx.progress?.(`quantized ${c.w.value.name}`);
+      ctx.progress?.('quantize', ++emitted, todo.length, c.w.value.name);
     };
 
     // In candidate order; with a pool, up to `threads` weights are in flight and emitted in order,
@@ -454,7 +455,7 @@ export const quantizeInt4: Pass = {
       await pool?.close();
     }
     if (fallbacks.length) stats.notes!.push(`${fallbacks.length} weight(s) without calibration activations quantized with rtn: ${fallbacks.slice(0, 6).join(', ')}${fallbacks.length > 6 ? ', ...' : ''}`);
-    if (format === 'matmulnbits' || stats.counts.gather) ensureOpset(model, MS_DOMAIN, 1);
+    if (format === 'matmulnbits' || stats.counts.gather) model.requireOpset(MS_DOMAIN, 1);
     if (format === 'qdq' && model.irVersion < 10) model.irVersion = 10;
     return stats;
   },
@@ -551,8 +552,8 @@ function emitMatMulNBits(model: Model, c: Candidate, q: QuantizedWeight, packedB
   const mid = addend ? g.createValue(`${name}_output`, { elemType: actType }) : Y;
   const specs = [{ opType: 'MatMulNBits', domain: MS_DOMAIN, name, inputs: [c.node.input(0), B, S, Z ?? null, null, biasV], outputs: [mid], attrs }];
   if (addend) specs.push({ opType: 'Add', domain: '', name: `${name}_bias`, inputs: [mid, addend], outputs: [Y], attrs: {} });
-  const [node] = replaceNode(g, c.node, specs);
-  ensureOpset(model, MS_DOMAIN, 1);
+  const [node] = g.replaceNode(c.node, specs);
+  model.requireOpset(MS_DOMAIN, 1);
   return { node: node!, B, bytes };
 }
 
@@ -596,7 +597,7 @@ function emitQdqMatMul(c: Candidate, q: QuantizedWeight, packedB: Uint8Array | u
   const mid = addend ? g.createValue(`${name}_matmul`, { elemType: actType }) : Y;
   const specs = [{ opType: 'MatMul', domain: '', name: `${name}_MatMul`, inputs: [c.node.input(0), W], outputs: [mid], attrs: {} }];
   if (addend) specs.push({ opType: 'Add', domain: '', name: `${name}_bias`, inputs: [mid, addend], outputs: [Y], attrs: {} });
-  const [node] = replaceNode(g, c.node, specs);
+  const [node] = g.replaceNode(c.node, specs);
   return { node: node!, bytes };
 }
 
@@ -632,7 +633,7 @@ function emitGather(g: Graph, c: Candidate, q: QuantizedWeight, packed: Uint8Arr
     bytes = bytesOf(vals);
     cache.set(key, vals);
   }
-  replaceNode(g, c.node, [{
+  g.replaceNode(c.node, [{
     opType: 'GatherBlockQuantized', domain: MS_DOMAIN, name: `${c.node.name || 'Gather'}_Q${q.bits}`,
     inputs: [vals[0]!, c.node.input(1), vals[1]!, vals[2] ?? null], outputs: [c.node.outputs[0]!],
     attrs: { bits: q.bits, block_size: q.blockSize, gather_axis: 0, quantize_axis: 1 },
@@ -656,7 +657,7 @@ function emitTiedGather(c: Candidate, B: Value, q: QuantizedWeight, actType: Dat
   const name = `${c.node.name || 'Gather'}_Q${q.bits}`;
   const Y = c.node.outputs[0]!;
   const mid = g.createValue(`${name}_blocks`, { elemType: actType });
-  const [node] = replaceNode(g, c.node, [
+  const [node] = g.replaceNode(c.node, [
     { opType: 'GatherBlockQuantized', domain: MS_DOMAIN, name, inputs: [B, c.node.input(1), scales], outputs: [mid], attrs: { bits: q.bits, block_size: q.blockSize, gather_axis: 0, quantize_axis: 2 } },
     { opType: 'Reshape', domain: '', name: `${name}_reshape`, inputs: [mid, shape], outputs: [Y], attrs: {} },
   ]);

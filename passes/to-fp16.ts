@@ -170,14 +170,7 @@ export const toFp16: Pass = {
     }
     // Converted initializers take the original names back when the fp32 original is no longer used.
     for (const [v, h] of f16Init) {
-      if (dropIfUnused(v) && !g.values.has(v.name)) {
-        const old = h.name;
-        g.values.delete(old);
-        h.name = v.name;
-        h.initializer!.name = v.name;
-        g.values.set(v.name, h);
-        g.initializerNames = g.initializerNames.map((x) => (x === old ? v.name : x));
-      }
+      if (dropIfUnused(v) && !g.values.has(v.name)) g.renameValue(h, v.name);
     }
     // Graph outputs keep their precision (fp32, or fp16 without keep_io_types): a producer of the
     // other precision writes a renamed value and a Cast restores the name.
@@ -187,15 +180,11 @@ export const toFp16: Pass = {
       if (!isFloat32(T.get(out)) || !have || have === ioPrec) continue;
       const p = out.producer;
       if (!p) continue;
-      const inner = g.createValue(`${out.name}_${have}`, { elemType: have === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT, shape: out.type?.shape });
-      p.outputs[p.outputs.indexOf(out)] = inner;
-      inner.producer = p;
-      out.producer = null;
+      const inner = out.splitFromProducer(`${out.name}_${have}`, { elemType: have === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT, shape: out.type?.shape });
       for (const u of [...out.uses]) u.node.setInput(u.index, inner);
       prec.set(inner, have);
       prec.set(out, ioPrec);
-      const after = g.nodes[g.nodes.indexOf(p) + 1];
-      g.addNode({ opType: 'Cast', name: `${out.name}_to_${ioPrec}`, inputs: [inner], outputs: [out], attrs: { to: ioPrec === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT } }, after);
+      g.after(p).add({ opType: 'Cast', name: `${out.name}_to_${ioPrec}`, inputs: [inner], outputs: [out], attrs: { to: ioPrec === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT } });
       stats.counts.casts!++;
     }
     for (const [v, p] of prec) {

@@ -213,14 +213,10 @@ function convertSoftmax(n: Node): void {
   const flat = g.addNode({ opType: 'Flatten', name: `${base}_flatten`, inputs: [x], outputs: [`${base}_flat`], attrs: { axis } }, n);
   const shape = g.addNode({ opType: 'Shape', name: `${base}_shape`, inputs: [x], outputs: [`${base}_in_shape`] }, n);
   const y = n.outputs[0]!;
-  const inner = g.createValue(`${base}_2d`);
-  y.producer = null;
-  n.outputs[0] = inner;
-  inner.producer = n;
+  const inner = y.splitFromProducer(`${base}_2d`);
   n.setInput(0, flat.outputs[0]!);
   n.setAttr({ name: 'axis', type: AttrType.INT, value: 1 });
-  const after = g.nodes[g.nodes.indexOf(n) + 1];
-  g.addNode({ opType: 'Reshape', name: `${base}_reshape`, inputs: [inner, shape.outputs[0]!], outputs: [y] }, after);
+  g.after(n).add({ opType: 'Reshape', name: `${base}_reshape`, inputs: [inner, shape.outputs[0]!], outputs: [y] });
 }
 
 export interface UpgradeResult {

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { InputError, Model, Tensor, Value, saveModel } from '../ir/index.js';
+import { InputError, Model, Tensor, Value, saveModel, type Progress } from '../ir/index.js';
 import type { CalibrationData } from '../passes/quant/types.js';
 import { matmulActivations } from '../passes/quant/norm-scales.js';
 import { fromOrtTensor, loadInputsDir, randomInputs, tensorToFloat64, toOrtTensor, type InputSpec } from './ort.js';
@@ -18,6 +18,8 @@ export interface CalibrateOptions {
   /** Only these weight (initializer) names; default every 2-D float MatMul weight. */
   weights?: string[];
   intraOpNumThreads?: number;
+  /** Called after each input set ran. */
+  progress?: Progress;
 }
 
 /** Input sets from a `--calibration` folder: each sub-folder is one set (`<name>.pb` files or an
@@ -59,12 +61,14 @@ export async function collectCalibration(model: Model, sets: Record<string, Tens
   const tmp = path.join(dir, `.edgec-calib-${process.pid}-${Date.now().toString(36)}.onnx`);
   const perSet = Math.ceil(maxRows / sets.length);
   const rows = new Map<Value, Float32Array[]>();
-  g.outputs.push(...added);
+  const savedOutputs = [...g.outputs];
+  g.setOutputs([...savedOutputs, ...added]);
   let session: ort.InferenceSession | undefined;
   try {
     saveModel(model, tmp, { externalData: false, reuseExternal: true });
     session = await ort.InferenceSession.create(tmp, { graphOptimizationLevel: 'disabled', intraOpNumThreads: opts.intraOpNumThreads ?? 1, logSeverityLevel: 3 });
-    for (const feeds of sets) {
+    for (const [si, feeds] of sets.entries()) {
+      opts.progress?.('calibration', si, sets.length);
       const ortFeeds: Record<string, ort.Tensor> = {};
       for (const name of session.inputNames) {
         const t = feeds[name];
@@ -83,7 +87,7 @@ export async function collectCalibration(model: Model, sets: Record<string, Tens
       }
     }
   } finally {
-    g.outputs.splice(g.outputs.length - added.length, added.length);
+    g.setOutputs(savedOutputs);
     await session?.release();
     for (const f of [tmp, `${tmp}.data`]) fs.rmSync(f, { force: true });
     if (!model.sourcePath) fs.rmSync(dir, { recursive: true, force: true });

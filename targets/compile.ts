@@ -3,7 +3,7 @@
 // onnxruntime. Written to a temp folder and renamed: same input + options => same bytes.
 import fs from 'node:fs';
 import path from 'node:path';
-import { CheckError, InputError, InternalError, Model, loadModel, saveModel } from '../ir/index.js';
+import { CheckError, InputError, InternalError, Model, loadModel, saveModel, type Progress } from '../ir/index.js';
 import { guessRole, type Role } from '../ir/summary.js';
 import { parsePipeline, runPipeline, type PipelineStep, type StepReport } from '../passes/manager.js';
 import { getPass } from '../passes/registry.js';
@@ -53,7 +53,9 @@ export interface CompileOptions {
   /** Device profile name of the target, or a profile object (tests use tiny limits). */
   profile?: string | DeviceProfile;
   seed?: number;
-  progress?: (msg: string) => void;
+  /** Oldest onnxruntime version (X.Y) the artifact must load in. */
+  runtimeVersion?: string;
+  progress?: Progress;
 }
 
 export interface SubModelReport {
@@ -184,16 +186,16 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
   try {
     const allIssues: { model: string; issue: CheckIssue }[] = [];
     const pending: { sm: SubModel; variant: Variant; file: string; model: Model; ext: string[] }[] = [];
-    for (const l of loaded) {
+    for (const [li, l] of loaded.entries()) {
       const ts = performance.now();
       const role = roleOf(l.model, l.name);
-      const sm: SubModel = { name: l.name, role, plan: target.plan(role, opts), profile, opts, source: l.file, patch };
-      o.progress?.(`${l.name} (${role})`);
+      const sm: SubModel = { name: l.name, role, plan: target.plan(role, opts), profile, opts, source: l.file, patch, progress: o.progress };
+      o.progress?.('sub-models', li, loaded.length, `${l.name} (${role})`);
       const { steps: st, missing } = steps(target, sm, o.pipeline);
       const ctx: QuantizeContext = { modelDir: path.dirname(l.file), progress: o.progress };
       if (sm.plan.weightBits && getMethod(opts.method).needsCalibration) {
         // Data-aware methods (GPTQ) need the activations each weight multiplies.
-        const acts = await collectCalibration(l.model, calibrationSets(l.model, sm, 8));
+        const acts = await collectCalibration(l.model, calibrationSets(l.model, sm, 8), { progress: o.progress });
         ctx.calibration = (w) => acts.get(w);
       }
       let stepReports: StepReport[];
@@ -215,8 +217,9 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
       const baseFile = path.join(tmp, `.base-${l.name}.onnx`);
       const dataName = target.externalData.location(`${l.name}.onnx`);
       if (shared) saveModel(l.model, baseFile, { externalData: true, location: dataName, maxFileBytes: target.externalData.maxFileBytes });
-      for (const v of variants) {
+      for (const [vi, v] of variants.entries()) {
         const file = target.fileName(sm, v);
+        if (variants.length > 1) o.progress?.('variants', vi, variants.length, file);
         const m = shared ? loadModel(baseFile) : l.model;
         if (Object.keys(v.dims).length) await fixShapes(m, v.dims);
         const issues = checkModel(m, target, profile);
@@ -232,11 +235,12 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
     }
     if (!o.allowFallback) enforce(allIssues, target.name);
 
-    for (const p of pending) {
+    o.progress?.('sub-models', loaded.length, loaded.length);
+    for (const [pi, p] of pending.entries()) {
       const report = reports.find((r) => r.name === p.sm.name)!;
       let verification: ManifestModel['verification'];
       if (o.verify !== false) {
-        o.progress?.(`verify ${p.file}`);
+        o.progress?.('verify', pi, pending.length, p.file);
         const threshold = roleThreshold(target, p.sm.role, p.sm.plan);
         const dims = verifyDims(p.model, p.sm, opts);
         const result = await verifyModels(p.sm.source, path.join(tmp, p.file), { threshold, seed: opts.seed, dims, candidateName: p.file });

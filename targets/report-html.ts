@@ -30,3 +30,16 @@ ${files.map((f) => `<tr><td>${esc(f.path)}</td><td>${f.bytes}</td><td><code>${f.
 </table></body></html>
 `;
 }
+
+/** index.html of an `edgec build` folder: every item with its status and a link to its report. */
+export function buildIndexHtml(summary: { tool: { version: string }; items: { id: string; passed: boolean; error?: string; summary?: { bytes: number; minCosine: number | null } }[]; passed: boolean }, _manifests: Record<string, Omit<Manifest, 'files'> & Pick<Manifest, 'files'> | undefined>): string {
+  const rows = summary.items.map((r) => `<tr><td><a href="${esc(r.id)}/report.html">${esc(r.id)}</a></td><td class="${r.passed ? 'ok' : 'bad'}">${r.passed ? 'passed' : `FAILED: ${esc(r.error ?? '')}`}</td><td>${r.summary?.bytes ?? '-'}</td><td>${r.summary?.minCosine ?? '-'}</td></tr>`);
+  return `<!doctype html>
+<html><head><meta charset="utf-8"><title>edgec build</title>
+<style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.ok{background:#efe}.bad{background:#fee}</style></head>
+<body><h1>edgec ${esc(summary.tool.version)} build: ${summary.passed ? 'passed' : 'FAILED'}</h1>
+<table><tr><th>item</th><th>status</th><th>bytes</th><th>min cosine</th></tr>
+${rows.join('\n')}
+</table></body></html>
+`;
+}

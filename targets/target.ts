@@ -1,7 +1,7 @@
 // The Target contract: what an execution provider runs (capability table), the devices it meets
 // (profiles), how a sub-model of each role is compiled for it (pipeline + quantization defaults),
 // and the runtime settings the artifact ships with.
-import { DataType, Model, Node } from '../ir/index.js';
+import { DataType, Model, Node, type Progress } from '../ir/index.js';
 import type { Role } from '../ir/summary.js';
 import type { PolicyName } from './plan/types.js';
 import type { Tiling } from './dims.js';
@@ -114,6 +114,8 @@ export interface SubModel {
   source: string;
   /** Vision patch size found in the folder (derives grid dims from image sizes). */
   patch?: number;
+  /** Progress of long target work (calibration runs). */
+  progress?: Progress;
 }
 
 /** Minimum cosine per role when comparing artifact and original outputs. */

@@ -4,6 +4,7 @@ import { CheckError, InputError } from '../../ir/index.js';
 import { artifactSummary, compile, type CompileOptions, type CompileResult } from '../../targets/compile.js';
 import { TARGET_NAMES, type QuantChoice, type TargetName } from '../../targets/target.js';
 import { fmtBytes, table } from '../format.js';
+import { progressView } from '../progress.js';
 import type { RegisterCommand } from './index.js';
 
 interface CompileCliOpts {
@@ -118,9 +119,11 @@ export const registerCompile: RegisterCommand = (program: Command, setExit) => {
     .action(async (input: string, o: CompileCliOpts) => {
       const opts = parseCompileOptions(o, input);
       let r: CompileResult;
+      const view = progressView({ json: o.json });
       try {
-        r = await compile(input, opts);
+        r = await compile(input, { ...opts, progress: view.progress });
       } catch (e) {
+        view.stop();
         const partial = (e as { result?: CompileResult }).result;
         if (e instanceof CheckError && partial) {
           if (o.json) process.stdout.write(`${JSON.stringify({ summary: artifactSummary(partial), manifest: partial.manifest, report: partial.report }, jsonSafe, 2)}\n`);
@@ -128,6 +131,7 @@ export const registerCompile: RegisterCommand = (program: Command, setExit) => {
         }
         throw e;
       }
+      view.stop();
       if (o.json) process.stdout.write(`${JSON.stringify({ summary: artifactSummary(r), manifest: r.manifest, report: r.report }, jsonSafe, 2)}\n`);
       else printCompile(r);
       setExit(0);

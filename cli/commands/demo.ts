@@ -4,11 +4,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { CheckError, InputError } from '../../ir/index.js';
+import { CheckError, InputError, type Progress } from '../../ir/index.js';
 import { writeTinyMllm } from '../../fixtures/tiny-mllm.js';
 import { artifactSummary, compile, type ArtifactSummary, type CompileResult } from '../../targets/compile.js';
 import { TARGET_NAMES, type TargetName } from '../../targets/target.js';
 import { fmtBytes, table } from '../format.js';
+import { progressView } from '../progress.js';
 import type { RegisterCommand } from './index.js';
 
 /** The fixture's vision encoder was trained on a 4x4 grid of 14-pixel patches. */
@@ -18,7 +19,7 @@ export interface DemoRow extends ArtifactSummary {
   error?: string;
 }
 
-export async function runDemo(work: string, targets: readonly TargetName[] = TARGET_NAMES): Promise<{ source: string; rows: DemoRow[] }> {
+export async function runDemo(work: string, targets: readonly TargetName[] = TARGET_NAMES, progress?: Progress): Promise<{ source: string; rows: DemoRow[] }> {
   const source = path.join(work, 'tiny-mllm');
   fs.mkdirSync(source, { recursive: true });
   writeTinyMllm(source);
@@ -26,7 +27,7 @@ export async function runDemo(work: string, targets: readonly TargetName[] = TAR
   for (const target of targets) {
     try {
       // The browser adapter of most machines lacks nothing; fp16 stays on (q4f16) as shipped.
-      rows.push(artifactSummary(await compile(source, { target, out: path.join(work, target), imageSizes: [DEMO_IMAGE] })));
+      rows.push(artifactSummary(await compile(source, { target, out: path.join(work, target), imageSizes: [DEMO_IMAGE], progress })));
     } catch (e) {
       const partial = (e as { result?: CompileResult }).result;
       if (!(e instanceof CheckError)) throw e;
@@ -45,7 +46,13 @@ export const registerDemo: RegisterCommand = (program: Command, setExit) => {
       if (o.out && fs.existsSync(o.out) && fs.readdirSync(o.out).length) throw new InputError('exists and is not empty', o.out);
       const work = o.out ? path.resolve(o.out) : fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-demo-'));
       try {
-        const { rows } = await runDemo(work);
+        const view = progressView({ json: o.json });
+        let rows: DemoRow[];
+        try {
+          ({ rows } = await runDemo(work, TARGET_NAMES, view.progress));
+        } finally {
+          view.stop();
+        }
         if (o.json) {
           process.stdout.write(`${JSON.stringify({ work: o.out ? work : null, targets: rows }, null, 2)}\n`);
         } else {

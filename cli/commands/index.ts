@@ -8,6 +8,7 @@ import { registerOptimize } from './optimize.js';
 import { registerCompile } from './compile.js';
 import { registerDemo } from './demo.js';
 import { registerQuantize } from './quantize.js';
+import { registerBuild } from './build.js';
 
 /** Registers a subcommand; `setExit` sets the process exit code for a finished command. */
 export type RegisterCommand = (program: Command, setExit: (code: number) => void) => void;
@@ -21,4 +22,5 @@ export const COMMANDS: RegisterCommand[] = [
   registerCompile,
   registerDemo,
   registerQuantize,
+  registerBuild,
 ];

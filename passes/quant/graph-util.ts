@@ -1,15 +1,5 @@
 // Small graph edits shared by the quantization format passes.
-import { DataType, Graph, Model, Node, NodeSpec, Value } from '../../ir/index.js';
-
-/** Put new nodes where `old` was, hand them its outputs (by identity), and drop `old`. */
-export function replaceNode(g: Graph, old: Node, specs: NodeSpec[]): Node[] {
-  for (const o of old.outputs) if (o) { o.producer = null; if (!g.values.has(o.name)) g.values.set(o.name, o); }
-  const made = specs.map((s) => g.addNode(s, old));
-  old.inputs.forEach((_, i) => old.setInput(i, null));
-  const i = g.nodes.indexOf(old);
-  if (i >= 0) g.nodes.splice(i, 1);
-  return made;
-}
+import { DataType, Node, Value } from '../../ir/index.js';
 
 /** Remove an initializer once nothing uses it: quantized weights replace their fp32 source as we go. */
 export function dropIfUnused(v: Value | null | undefined): boolean {
@@ -25,11 +15,6 @@ export function removeDeadNode(n: Node): boolean {
   n.graph.removeNode(n, true);
   for (const v of ins) dropIfUnused(v);
   return true;
-}
-
-export function ensureOpset(model: Model, domain: string, version: number): void {
-  const cur = model.opset(domain);
-  if (cur === undefined || cur < version) model.setOpset(domain, version);
 }
 
 /** A value's float element type: its own, or that of the tensor it comes from. */

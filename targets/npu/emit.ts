@@ -14,7 +14,7 @@ function dimContext(sm: SubModel, seq: number, image = sm.opts.imageSizes[0] ?? 
 
 export async function npuFinalize(model: Model, sm: SubModel): Promise<Record<string, number>> {
   const weights = quantizeRemainingWeights(model);
-  const acts = await quantizeActivations(model, calibrationSets(model, sm, 2));
+  const acts = await quantizeActivations(model, calibrationSets(model, sm, 2), sm.progress);
   return { int8Weights: weights, uint16Activations: acts.activations, activationsLeftFloat: acts.leftFloat };
 }
 

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DataType, Graph, Model, Tensor, Value, isFloat, saveModel } from '../../ir/index.js';
+import { DataType, Graph, Model, Tensor, Value, isFloat, saveModel, type Progress } from '../../ir/index.js';
 import { feedInputs } from '../../ir/summary.js';
 import { runModel } from '../../runtime/ort.js';
 
@@ -66,24 +66,25 @@ function activations(g: Graph): Value[] {
 }
 
 /** Min/max of every value over the calibration input sets, measured by onnxruntime-node. */
-export async function calibrationRanges(model: Model, values: Value[], sets: Record<string, Tensor>[]): Promise<Map<string, [number, number]>> {
+export async function calibrationRanges(model: Model, values: Value[], sets: Record<string, Tensor>[], progress?: Progress): Promise<Map<string, [number, number]>> {
   const g = model.graph;
   const extra = values.filter((v) => !v.isGraphOutput && !v.isGraphInput);
   const savedOutputs = [...g.outputs];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-calib-'));
   const ranges = new Map<string, [number, number]>();
   try {
-    g.outputs = [...savedOutputs, ...extra];
+    g.setOutputs([...savedOutputs, ...extra]);
     const file = path.join(dir, 'calib.onnx');
     saveModel(model, file, { externalData: false });
-    g.outputs = savedOutputs;
-    for (const feeds of sets) {
+    g.setOutputs(savedOutputs);
+    for (const [i, feeds] of sets.entries()) {
+      progress?.('calibration', i, sets.length);
       for (const [k, t] of Object.entries(feeds)) ranges.set(k, merge(ranges.get(k), t));
       const res = await runModel(file, feeds);
       for (const [k, t] of Object.entries(res)) ranges.set(k, merge(ranges.get(k), t));
     }
   } finally {
-    g.outputs = savedOutputs;
+    g.setOutputs(savedOutputs);
     fs.rmSync(dir, { recursive: true, force: true });
   }
   return ranges;
@@ -106,10 +107,10 @@ export interface ActivationQdqStats {
 }
 
 /** Insert uint16 Q/DQ pairs on float activations. Each value keeps its name (the DQ now produces it). */
-export async function quantizeActivations(model: Model, sets: Record<string, Tensor>[]): Promise<ActivationQdqStats> {
+export async function quantizeActivations(model: Model, sets: Record<string, Tensor>[], progress?: Progress): Promise<ActivationQdqStats> {
   const g = model.graph;
   const acts = activations(g);
-  const ranges = await calibrationRanges(model, acts, sets);
+  const ranges = await calibrationRanges(model, acts, sets, progress);
   const stats: ActivationQdqStats = { activations: 0, leftFloat: 0 };
   for (const v of acts) {
     const r = ranges.get(v.name);
@@ -130,16 +131,11 @@ export async function quantizeActivations(model: Model, sets: Record<string, Ten
       for (const u of uses) u.node.setInput(u.index, dq.outputs[0]!);
     } else {
       // Rename the producer's output; Q -> DQ produce the original value again.
-      const p = v.producer!;
-      const slot = p.outputs.indexOf(v);
-      const pre = g.createValue(`${v.name}_float`, v.type ? { ...v.type } : undefined);
-      pre.producer = p;
-      p.outputs[slot] = pre;
-      v.producer = null;
-      const after = g.nodes[g.nodes.indexOf(p) + 1];
-      const q = g.addNode({ opType: 'QuantizeLinear', name: `${v.name}/QuantizeLinear`, inputs: [pre, s, z], outputs: [`${v.name}_q16`] }, after);
+      const at = g.after(v.producer!);
+      const pre = v.splitFromProducer(`${v.name}_float`, v.type ? { ...v.type } : undefined);
+      const q = at.add({ opType: 'QuantizeLinear', name: `${v.name}/QuantizeLinear`, inputs: [pre, s, z], outputs: [`${v.name}_q16`] });
       q.outputs[0]!.type = { elemType: DataType.UINT16, shape };
-      g.addNode({ opType: 'DequantizeLinear', name: `${v.name}/DequantizeLinear`, inputs: [q.outputs[0]!, s, z], outputs: [v] }, after);
+      at.add({ opType: 'DequantizeLinear', name: `${v.name}/DequantizeLinear`, inputs: [q.outputs[0]!, s, z], outputs: [v] });
     }
     stats.activations++;
   }

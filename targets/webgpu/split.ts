@@ -28,13 +28,6 @@ function ranges(n: number, per: number): [number, number][] {
   return out;
 }
 
-function concatOutputs(g: Graph, node: Node, parts: Value[], axis = -1): void {
-  const out = node.outputs[0]!;
-  node.outputs = [];
-  out.producer = null;
-  g.addNode({ opType: 'Concat', name: `${node.name}/split_concat`, inputs: parts, outputs: [out], attrs: { axis } }, node);
-}
-
 function splitMatMulNBits(g: Graph, n: Node, limit: number): number {
   const B = n.input(1)?.initializer, S = n.input(2)?.initializer;
   if (!B || !S || n.input(4)) return 0;
@@ -121,11 +114,8 @@ function splitGather(g: Graph, n: Node, limit: number): number {
   const out = n.outputs[0]!;
   const last = acc!.producer!;
   // The last Add/Where takes over the original output value (name and type kept).
-  last.outputs[0]!.producer = null;
-  g.values.delete(last.outputs[0]!.name);
-  n.outputs = [];
-  out.producer = last;
-  last.outputs[0] = out;
+  n.setOutput(0, null);
+  g.forgetValue(last.setOutput(0, out)!);
   g.removeNode(n, true);
   return ranges_.length;
 }
@@ -152,9 +142,8 @@ function splitConv(g: Graph, n: Node, limit: number): number {
 }
 
 function retire(g: Graph, n: Node, parts: Value[], axis = -1): void {
-  concatOutputs(g, n, parts, axis);
   const ins = [...n.inputs];
-  g.removeNode(n, true);
+  g.replaceNode(n, [{ opType: 'Concat', name: `${n.name}/split_concat`, inputs: parts, outputs: [n.outputs[0]!], attrs: { axis } }]);
   for (const v of ins) if (v?.initializer && !v.uses.length && !v.isGraphOutput) g.removeInitializer(v);
 }
 
