@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { CheckError, InputError, InternalError, Model, loadModel, saveModel, type Progress } from '../ir/index.js';
+import { commitReplace, crashPoint, recoverStale } from '../ir/atomic.js';
 import { guessRole, type Role } from '../ir/summary.js';
 import { parsePipeline, runPipeline, type PipelineStep, type StepReport } from '../passes/manager.js';
 import { getPass } from '../passes/registry.js';
@@ -27,6 +28,8 @@ export interface CompileOptions {
   target: TargetName;
   /** Artifact folder (replaced if it holds an earlier edgec artifact; refused otherwise). */
   out: string;
+  /** Replace `out` even when it is not an edgec artifact. */
+  force?: boolean;
   quant?: QuantChoice;
   blockSize?: number;
   method?: string;
@@ -81,6 +84,7 @@ export function resolveInputs(input: string): { name: string; file: string }[] {
   let st: fs.Stats;
   try { st = fs.statSync(input); } catch { throw new InputError('no such file or folder', input); }
   if (st.isFile()) return [{ name: path.basename(input).replace(/\.onnx$/i, ''), file: path.resolve(input) }];
+  if (!st.isDirectory()) throw new InputError('is not a regular file or folder', input);
   const files = fs.readdirSync(input).filter((f) => f.toLowerCase().endsWith('.onnx')).sort();
   if (!files.length) throw new InputError('holds no .onnx files', input);
   return files.map((f) => ({ name: f.replace(/\.onnx$/i, ''), file: path.resolve(input, f) }));
@@ -173,7 +177,9 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
     const rel = path.relative(outDir, i.file);
     if (!rel.startsWith('..') && !path.isAbsolute(rel)) throw new InputError('output folder holds the input; refusing to replace it', o.out);
   }
-  if (fs.existsSync(outDir) && !isArtifactDir(outDir)) throw new InputError('exists and is not an edgec artifact; refusing to replace it', o.out);
+  // Finish or undo what a killed edgec left beside the destination before judging it.
+  if (fs.existsSync(path.dirname(outDir))) recoverStale(path.dirname(outDir), outDir);
+  if (fs.existsSync(outDir) && !o.force && !isArtifactDir(outDir)) throw new InputError('exists and is not an edgec artifact; refusing to replace it (--force replaces it)', o.out);
 
   const loaded = inputs.map((i) => ({ ...i, model: loadModel(i.file) }));
   const patch = loaded.map((l) => patchSize(l.model)).find((p) => p !== undefined);
@@ -265,8 +271,8 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
     fs.writeFileSync(path.join(tmp, 'report.html'), reportHtml(draft, draft.files));
     const manifest = buildManifest(target, profile, opts, entries, fileDigests(tmp), pre);
     writeJson(path.join(tmp, 'manifest.json'), manifest);
-    fs.rmSync(outDir, { recursive: true, force: true });
-    fs.renameSync(tmp, outDir);
+    crashPoint('compile:written');
+    commitReplace([{ tmp, final: outDir }], 'swap');
     const passed = manifest.verification.passed;
     const result: CompileResult = { outDir, manifest, report: { target: target.name, profile: profile.name, models: reports, ms: Math.round(performance.now() - t0), passed } };
     if (!passed) {
