@@ -25,6 +25,7 @@ interface CompileCliOpts {
   profile?: string;
   allowFallback?: boolean;
   force?: boolean;
+  profileRun?: boolean;
   verify: boolean;
   fp16: boolean;
   json?: boolean;
@@ -71,6 +72,7 @@ export function parseCompileOptions(o: CompileCliOpts, input: string): CompileOp
     profile: o.profile,
     allowFallback: o.allowFallback,
     force: o.force,
+    profileRun: o.profileRun,
     verify: o.verify,
     fp16: o.fp16,
   };
@@ -118,6 +120,7 @@ export const registerCompile: RegisterCommand = (program: Command, setExit) => {
     .option('--no-verify', 'skip the onnxruntime comparison against the original')
     .option('--no-fp16', 'keep fp32 activations (WebGPU devices without shader-f16)')
     .option('--force', 'replace -o even when it exists and is not an edgec artifact')
+    .option('--profile-run', "profile the artifact (roofline prediction and a measured run in the target's runtime) into manifest.performance")
     .option('--json', 'print the manifest and report as JSON')
     .action(async (input: string, o: CompileCliOpts) => {
       const opts = parseCompileOptions(o, input);
