@@ -7,6 +7,7 @@ import type { Pass, PassStats } from './pass.js';
 import { Unsupported, broadcastShapes, getEvaluator, make, supportedDtype } from './eval/index.js';
 import { ShapeInference } from './infer-shapes.js';
 import './eval/ops.js';
+import { constantsToInitializers, materializeWeights } from './weights.js';
 
 const NEVER = new Set([
   'QuantizeLinear', 'DequantizeLinear', 'DynamicQuantizeLinear', 'RandomNormal', 'RandomUniform',
@@ -88,7 +89,10 @@ export const foldConstants: Pass = {
   requires: ['shapes'],
   run(model: Model, options): PassStats {
     const maxBytes = options.maxBytes as number;
-    const counts: Record<string, number> = { folded: 0, shapesFolded: 0, shapeValuesFolded: 0, tooLarge: 0, unsupported: 0, bytesAdded: 0 };
+    // Constant nodes are weights already stored: they become initializers whatever their size.
+    const constants = constantsToInitializers(model);
+    const weights = materializeWeights(model, false);
+    const counts: Record<string, number> = { folded: 0, shapesFolded: 0, shapeValuesFolded: 0, tooLarge: 0, unsupported: 0, bytesAdded: 0, constantsToInitializers: constants, weightsMaterialized: weights };
     const skippedOps = new Map<string, number>(), tooLarge = new Map<string, number>();
     const skip = (op: string) => skippedOps.set(op, (skippedOps.get(op) ?? 0) + 1);
     const big = (op: string) => { counts.tooLarge!++; tooLarge.set(op, (tooLarge.get(op) ?? 0) + 1); };

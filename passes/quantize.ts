@@ -21,6 +21,7 @@ import { packGatherBlockQuantized, type GatherForm } from './quant/gather.js';
 import { errorSums, type LayerReport } from './quant/report.js';
 import { dropIfUnused, floatTypeOf, matchesAny, removeDeadNode } from './quant/graph-util.js';
 import { upgradeOpset } from './upgrade-opset.js';
+import { constantsToInitializers, materializeWeights } from './weights.js';
 
 export interface QuantizeContext extends PassContext {
   /** Calibration activations for a weight (methods that need them); undefined when none were collected. */
@@ -218,6 +219,9 @@ export const quantizeInt4: Pass = {
       stats.notes!.push(`data-free channel scales from norm weights for ${scales.size} weight(s)`);
     }
 
+    // Weights held in Constant nodes or behind Transpose/Reshape/Cast of a constant are weights too.
+    const constants = constantsToInitializers(model), materialized = materializeWeights(model);
+    if (constants || materialized) stats.notes!.push(`${constants} Constant node(s) made initializers, ${materialized} weight(s) behind Transpose/Reshape/Cast materialized`);
     const cands: Candidate[] = [];
     const nonConst: string[] = [];
     for (const g of model.graph.allGraphs()) {

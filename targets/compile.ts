@@ -10,6 +10,7 @@ import { parsePipeline, runPipeline, type PipelineStep, type StepReport } from '
 import { getPass } from '../passes/registry.js';
 import { resolveOptions } from '../passes/pass.js';
 import '../passes/builtin.js';
+import { LOWERABLE } from '../passes/lower-contrib.js';
 import { collectCalibration } from '../runtime/calibrate.js';
 import { verifyModels, type VerifyResult } from '../runtime/verify.js';
 import { getMethod } from '../passes/quant/methods/index.js';
@@ -21,6 +22,9 @@ import { encoderCalls, preprocessingSpec } from './buckets.js';
 import { profileModel } from './profile.js';
 import { buildManifest, fileDigests, isArtifactDir, writeJson, type Manifest, type ManifestModel } from './manifest.js';
 import { POLICIES, planImage, type PolicyName, type TilePlan } from './plan/index.js';
+import { genaiConfig } from './genai-config.js';
+import { lowerForRuntime, minRuntime, parseRuntimeVersion, passesToSkip } from './runtime-version.js';
+import { derivedInputs } from './position-ids.js';
 import { getTarget } from './registry.js';
 import { reportHtml } from './report-html.js';
 import { roleThreshold, type DeviceProfile, type QuantChoice, type SubModel, type Target, type TargetName, type TargetOptions, type Variant } from './target.js';
@@ -68,7 +72,7 @@ export interface CompileOptions {
 export interface SubModelReport {
   name: string;
   role: Role;
-  steps: { pass: string; ms: number; nodesBefore: number; nodesAfter: number; counts: Record<string, number>; skipped?: string[] }[];
+  steps: { pass: string; ms: number; nodesBefore: number; nodesAfter: number; counts: Record<string, number>; skipped?: string[]; layers?: { weight: string; relError: number }[] }[];
   /** Default-pipeline passes not (yet) registered in this build. */
   missingPasses: string[];
   finalize: Record<string, number>;
@@ -164,7 +168,9 @@ function steps(t: Target, sm: SubModel, explicit: string | undefined): { steps: 
 }
 
 function stepSummary(r: StepReport): SubModelReport['steps'][number] {
-  return { pass: r.pass, ms: Math.round(r.ms), nodesBefore: r.nodesBefore, nodesAfter: r.nodesAfter, counts: r.stats.counts, ...(r.stats.skipped?.length ? { skipped: r.stats.skipped } : {}) };
+  // Quantization error per layer (quantize-int4) feeds the report's chart.
+  const layers = (r.stats as { layers?: { weight: string; relError: number }[] }).layers?.map((l) => ({ weight: l.weight, relError: l.relError }));
+  return { pass: r.pass, ms: Math.round(r.ms), nodesBefore: r.nodesBefore, nodesAfter: r.nodesAfter, counts: r.stats.counts, ...(r.stats.skipped?.length ? { skipped: r.stats.skipped } : {}), ...(layers?.length ? { layers } : {}) };
 }
 
 export async function compile(input: string, o: CompileOptions): Promise<CompileResult> {
@@ -172,6 +178,8 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
   const target = getTarget(o.target);
   const profile = resolveProfile(target, o.profile);
   const opts = targetOptions(o, target);
+  let runtimeVersion: string | undefined;
+  try { runtimeVersion = o.runtimeVersion === undefined ? undefined : parseRuntimeVersion(o.runtimeVersion); } catch (e) { throw new InputError((e as Error).message); }
   // A device without shader-f16 cannot run fp16 activations at all: pick the fp32 build for it.
   if (profile.shaderF16 === false) opts.fp16 = false;
   const inputs = resolveInputs(input);
@@ -190,6 +198,10 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
   const tmp = `${outDir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });
+  // Model files go where the target's runtime looks for them (transformers.js: onnx/).
+  const sub = target.modelDir ?? '';
+  const mdir = path.join(tmp, sub);
+  fs.mkdirSync(mdir, { recursive: true });
   const reports: SubModelReport[] = [];
   const entries: ManifestModel[] = [];
   const emitted: Model[] = [];
@@ -201,7 +213,9 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
       const role = roleOf(l.model, l.name);
       const sm: SubModel = { name: l.name, role, plan: target.plan(role, opts), profile, opts, source: l.file, patch, progress: o.progress };
       o.progress?.('sub-models', li, loaded.length, `${l.name} (${role})`);
-      const { steps: st, missing } = steps(target, sm, o.pipeline);
+      const { steps: all, missing } = steps(target, sm, o.pipeline);
+      const skip = passesToSkip(runtimeVersion);
+      const st = all.filter((x) => !skip.includes(x.pass.name));
       const ctx: QuantizeContext = { modelDir: path.dirname(l.file), progress: o.progress };
       if (sm.plan.weightBits && getMethod(opts.method).needsCalibration) {
         // Data-aware methods (GPTQ) need the activations each weight multiplies.
@@ -216,7 +230,19 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         if (e instanceof InternalError) e.within(`sub-model '${l.name}'`);
         throw e;
       }
+      // Whatever the pipeline fused, the target gets only contrib ops it runs.
+      const keep = LOWERABLE.filter((op) => target.capabilities.supports('com.microsoft', op) || (op === 'SimplifiedLayerNormalization' && target.capabilities.supports('', op)));
+      const refused = [...l.model.graph.allGraphs()].some((g) => g.nodes.some((n) => LOWERABLE.includes(n.opType) && !keep.includes(n.opType) && (n.domain === 'com.microsoft' || (n.domain === '' && n.opType === 'SimplifiedLayerNormalization'))));
+      if (refused) {
+        const lower = getPass('lower-contrib')!;
+        stepReports.push(...await runPipeline(l.model, [{ pass: lower, options: resolveOptions(lower, { keep }) }], ctx));
+      }
       const fin = await target.finalize(l.model, sm);
+      if (runtimeVersion) {
+        const low = lowerForRuntime(l.model, runtimeVersion);
+        Object.assign(fin, low.counts);
+        allIssues.push(...low.issues.map((issue) => ({ model: l.name, issue })));
+      }
       const report: SubModelReport = { name: l.name, role, steps: stepReports.map(stepSummary), missingPasses: missing, finalize: fin, issues: [], verification: [], ms: 0 };
       reports.push(report);
 
@@ -224,19 +250,21 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
       // Variants share one weights file: the compiled model is written once as a base, and each
       // variant re-reads it and references the same external data in place.
       const shared = variants.length > 1;
-      const baseFile = path.join(tmp, `.base-${l.name}.onnx`);
+      const baseFile = path.join(mdir, `.base-${l.name}.onnx`);
       const dataName = target.externalData.location(`${l.name}.onnx`);
       if (shared) saveModel(l.model, baseFile, { externalData: true, location: dataName, maxFileBytes: target.externalData.maxFileBytes });
       for (const [vi, v] of variants.entries()) {
-        const file = target.fileName(sm, v);
+        const name = target.fileName(sm, v);
+        const file = sub ? `${sub}/${name}` : name;
         if (variants.length > 1) o.progress?.('variants', vi, variants.length, file);
         const m = shared ? loadModel(baseFile) : l.model;
         if (Object.keys(v.dims).length) await fixShapes(m, v.dims);
+        target.finalizeVariant?.(m, sm);
         const issues = checkModel(m, target, profile);
         report.issues.push(...issues);
         allIssues.push(...issues.map((issue) => ({ model: file, issue })));
-        const location = shared ? `${file}_data` : target.externalData.location(file);
-        const res = saveModel(m, path.join(tmp, file), { externalData: true, location, maxFileBytes: target.externalData.maxFileBytes, reuseExternal: shared });
+        const location = shared ? `${name}_data` : target.externalData.location(name);
+        const res = saveModel(m, path.join(mdir, name), { externalData: true, location, maxFileBytes: target.externalData.maxFileBytes, reuseExternal: shared });
         const ext = shared ? [dataName, ...res.dataFiles.map((d) => path.basename(d.file))] : res.dataFiles.map((d) => path.basename(d.file));
         pending.push({ sm, variant: v, file, model: loadModel(path.join(tmp, file)), ext: [...new Set(ext)].sort() });
       }
@@ -253,7 +281,8 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         o.progress?.('verify', pi, pending.length, p.file);
         const threshold = roleThreshold(target, p.sm.role, p.sm.plan);
         const dims = verifyDims(p.model, p.sm, opts);
-        const result = await verifyModels(p.sm.source, path.join(tmp, p.file), { threshold, seed: opts.seed, dims, candidateName: p.file });
+        const derive = derivedInputs(loadModel(p.sm.source), p.model);
+        const result = await verifyModels(p.sm.source, path.join(tmp, p.file), { threshold, seed: opts.seed, dims, candidateName: p.file, derive });
         report.verification.push({ file: p.file, result });
         verification = {
           threshold, passed: result.passed,
@@ -269,14 +298,23 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
       });
     }
     for (const f of target.extraFiles?.(emitted) ?? []) fs.writeFileSync(path.join(tmp, f.path), f.content);
+    carryOver(input, tmp);
     // report.html describes the model files; the manifest then hashes it with everything else.
     const pre = preprocessingSpec(opts, entries);
+    if (target.genaiConfig) {
+      const g = genaiConfig(buildManifest(target, profile, opts, entries, [], pre), entries, tmp);
+      if (g) writeJson(path.join(tmp, 'genai_config.json'), g);
+    }
+    const runtime = { ...minRuntime(emitted), ...(runtimeVersion ? { requested: runtimeVersion } : {}) };
     const pr = o.profileRun ? (typeof o.profileRun === 'object' ? o.profileRun : {}) : undefined;
     const perf = pr ? await profileModel(tmp, { target: target.name, device: pr.device, measure: true, runs: pr.runs ?? 3 }) : undefined;
     const draft = buildManifest(target, profile, opts, entries, fileDigests(tmp), pre);
+    draft.runtime = runtime;
     if (perf) draft.performance = perf;
-    fs.writeFileSync(path.join(tmp, 'report.html'), reportHtml(draft, draft.files));
+    const subModels = reports.map((r) => ({ name: r.name, steps: r.steps, layers: r.steps.flatMap((s) => s.layers ?? []), issues: r.issues }));
+    fs.writeFileSync(path.join(tmp, 'report.html'), reportHtml(draft, draft.files, { models: entries.map((e) => ({ file: e.file, model: e.model })), subModels }));
     const manifest = buildManifest(target, profile, opts, entries, fileDigests(tmp), pre);
+    manifest.runtime = runtime;
     if (perf) manifest.performance = perf;
     writeJson(path.join(tmp, 'manifest.json'), manifest);
     crashPoint('compile:written');
@@ -291,6 +329,18 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
     throw e;
+  }
+}
+
+/** Model-folder files runtimes read beside the graphs (transformers.js, onnxruntime-genai, `edgec run`). */
+export const CARRIED_FILES = ['config.json', 'generation_config.json', 'preprocessor_config.json', 'processor_config.json', 'tokenizer.json',
+  'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model', 'vocab.json', 'merges.txt', 'added_tokens.json', 'chat_template.json'];
+
+function carryOver(input: string, tmp: string): void {
+  if (!fs.statSync(input).isDirectory()) return;
+  for (const f of CARRIED_FILES) {
+    const p = path.join(input, f);
+    if (fs.existsSync(p) && fs.statSync(p).isFile()) fs.copyFileSync(p, path.join(tmp, f));
   }
 }
 

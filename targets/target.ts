@@ -33,6 +33,12 @@ export class CapabilityTable {
     for (const e of entries) this.ops.set(key(e.domain, e.op), e);
   }
 
+  /** Whether the EP runs (domain, op) at all ('' = ai.onnx). */
+  supports(domain: string, op: string): boolean {
+    const d = domain === 'ai.onnx' ? '' : domain;
+    return this.ops.has(key(d, op)) || (this.allDefaultDomain && d === '');
+  }
+
   get(node: Node): OpSupport | undefined {
     const d = node.domain === 'ai.onnx' ? '' : node.domain;
     const hit = this.ops.get(key(d, node.opType));
@@ -135,6 +141,8 @@ export interface Target {
   pipeline(sm: SubModel): StepSpec[];
   /** Target-level rewrites after the pipeline (splits, accuracy levels, activation QDQ); returns counts. */
   finalize(model: Model, sm: SubModel): Promise<Record<string, number>>;
+  /** Rewrites of one variant after its dims are bound (constants that folded out of shape arithmetic). */
+  finalizeVariant?(model: Model, sm: SubModel): void;
   /** Files to emit for a compiled sub-model (static targets: one per shape bucket). */
   variants(model: Model, sm: SubModel): Variant[];
   /** Artifact file name of a sub-model variant. */
@@ -143,6 +151,10 @@ export interface Target {
   externalData: { maxFileBytes: number; location(file: string): string };
   /** Runtime session options shipped in the manifest for one emitted model. */
   sessionOptions(model: Model, sm: SubModel, externalData: string[]): Record<string, unknown>;
+  /** Write an onnxruntime-genai genai_config.json for the decoder. */
+  genaiConfig?: boolean;
+  /** Folder of the artifact the model files go in ('' = its root; transformers.js wants onnx/). */
+  modelDir?: string;
   /** Extra artifact files (e.g. required_operators.config) from every emitted model. */
   extraFiles?(models: Model[]): { path: string; content: string }[];
 }
