@@ -2,10 +2,9 @@
 //   erf form  x * 0.5 * (1 + erf(x / sqrt2))  (any grouping of the product, Div by sqrt2 or Mul by
 //             1/sqrt2) -> com.microsoft Gelu, or ONNX Gelu when the model's opset is >= 20.
 //   tanh form 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))), cube as Pow(x,3) or x*x*x -> com.microsoft FastGelu.
-import type { Model, Node, Value } from '../ir/index.js';
-import type { Pass, PassStats } from './pass.js';
+import type { Node, Value } from '../ir/index.js';
 import { flatten, isConst, producer, replaceOutput, splitConst } from './pattern.js';
-import { applyRules, defineRule, skip, type Match } from './rule.js';
+import { defineRule, fusionPass, skip, type Match } from './rule.js';
 
 const SQRT2 = Math.SQRT2;
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
@@ -112,11 +111,9 @@ export const geluRule = defineRule<GeluMatch>({
   },
 });
 
-export const fuseGelu: Pass = {
+export const fuseGelu = fusionPass({
   name: 'fuse-gelu',
   description: 'erf GELU -> Gelu (com.microsoft, or ONNX Gelu at opset >= 20); tanh GELU -> com.microsoft FastGelu',
   options: {},
-  run(model: Model, options): PassStats {
-    return applyRules(model, options, [geluRule]);
-  },
-};
+  rules: [geluRule],
+});

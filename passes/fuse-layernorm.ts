@@ -1,9 +1,8 @@
 // ReduceMean/Sub/Pow(2)/ReduceMean/Add(eps)/Sqrt/Div (or Mul by Reciprocal)/Mul(gamma)/Add(beta)
 // -> LayerNormalization (opset 17), axis -1: what exporters write for a LayerNorm spelled out by hand.
-import type { Model, Node, Value } from '../ir/index.js';
-import type { Pass, PassStats } from './pass.js';
+import type { Node, Value } from '../ir/index.js';
 import { asVector, matchAffine, matchInvStd, rankOf, reducesLastAxis, replaceOutput, squares, type AffineMatch, type InvStdMatch } from './pattern.js';
-import { applyRules, defineRule, skip, type Match } from './rule.js';
+import { defineRule, fusionPass, skip, type Match } from './rule.js';
 
 interface LayerNormMatch extends Match {
   mean: Node;
@@ -55,12 +54,10 @@ export const layerNormRule = defineRule<LayerNormMatch>({
   },
 });
 
-export const fuseLayerNorm: Pass = {
+export const fuseLayerNorm = fusionPass({
   name: 'fuse-layernorm',
   description: 'decomposed LayerNorm (ReduceMean, Sub, Pow, ReduceMean, Add eps, Sqrt, Div, Mul, Add) -> LayerNormalization',
   options: {},
   requires: ['shapes'],
-  run(model: Model, options): PassStats {
-    return applyRules(model, options, [layerNormRule]);
-  },
-};
+  rules: [layerNormRule],
+});

@@ -4,7 +4,7 @@
 // with Casts on the edges. Quantized weights follow their activations (MatMulNBits scales and bias,
 // GatherBlockQuantized and DequantizeLinear scales become fp16).
 import { AttrType, DataType, Graph, Model, Node, Tensor, Value, float32ToFloat16Array } from '../ir/index.js';
-import type { Pass, PassStats } from './pass.js';
+import { definePass, type PassStats } from './pass.js';
 import { dropIfUnused, matchesAny } from './quant/graph-util.js';
 
 const NORMS = ['LayerNormalization', 'SimplifiedLayerNormalization', 'SkipLayerNormalization', 'SkipSimplifiedLayerNormalization',
@@ -85,13 +85,16 @@ function toF16Tensor(t: Tensor, name: string): Tensor {
   return Tensor.fromBytes(name, DataType.FLOAT16, [...t.dims], new Uint8Array(h.buffer));
 }
 
-export const toFp16: Pass = {
+export const toFp16 = definePass({
   name: 'to-fp16',
   description: 'Convert float32 compute and weights to float16, keeping graph I/O float32 and norms/Softmax in float32',
   options: {
-    keep_io_types: { type: 'bool', default: true, description: 'graph inputs/outputs stay float32 (Casts at the boundary)' },
-    keep_norms: { type: 'bool', default: true, description: 'keep norms, Softmax and Pow/ReduceMean statistics in float32' },
+    keepIoTypes: { aliases: ['keep_io_types'], type: 'bool', default: true, description: 'graph inputs/outputs stay float32 (Casts at the boundary)' },
+    keepNorms: { aliases: ['keep_norms'], type: 'bool', default: true, description: 'keep norms, Softmax and Pow/ReduceMean statistics in float32' },
     keep: { type: 'list', default: [], description: 'more nodes to keep in float32 (names, op types or globs)' },
+  },
+  statistics: {
+    converted: 'nodes computing in float16', keptFp32: 'nodes kept in float32', casts: 'Casts inserted', initializers: 'initializers converted to float16',
   },
   run(model: Model, o): PassStats {
     const stats: PassStats = { counts: { converted: 0, keptFp32: 0, casts: 0, initializers: 0 }, skipped: [], notes: [] };
@@ -101,13 +104,13 @@ export const toFp16: Pass = {
       return stats;
     }
     const T = elemTypes(g);
-    const keepList = o.keep as string[];
-    const chains = o.keep_norms ? normChains(g) : new Set<Node>();
-    const kept = (n: Node) => NO_FP16.includes(n.opType) || (o.keep_norms && NORMS.includes(n.opType)) || chains.has(n) || matchesAny(keepList, n);
+    const keepList = o.keep;
+    const chains = o.keepNorms ? normChains(g) : new Set<Node>();
+    const kept = (n: Node) => NO_FP16.includes(n.opType) || (o.keepNorms && NORMS.includes(n.opType)) || chains.has(n) || matchesAny(keepList, n);
 
     // Precision of each float32 value after conversion (where it is produced).
     const prec = new Map<Value, Prec>();
-    for (const v of g.inputs) if (isFloat32(T.get(v))) prec.set(v, o.keep_io_types ? 'fp32' : 'fp16');
+    for (const v of g.inputs) if (isFloat32(T.get(v))) prec.set(v, o.keepIoTypes ? 'fp32' : 'fp16');
     const nodes = [...g.nodes];
     for (const n of nodes) {
       const k = kept(n);
@@ -174,7 +177,7 @@ export const toFp16: Pass = {
     }
     // Graph outputs keep their precision (fp32, or fp16 without keep_io_types): a producer of the
     // other precision writes a renamed value and a Cast restores the name.
-    const ioPrec: Prec = o.keep_io_types ? 'fp32' : 'fp16';
+    const ioPrec: Prec = o.keepIoTypes ? 'fp32' : 'fp16';
     for (const out of [...g.outputs]) {
       const have = prec.get(out);
       if (!isFloat32(T.get(out)) || !have || have === ioPrec) continue;
@@ -191,8 +194,8 @@ export const toFp16: Pass = {
       if (v.isGraphInput || v.isGraphOutput) continue;
       v.type = { elemType: p === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT, shape: v.type?.shape };
     }
-    for (const v of g.inputs) if (!o.keep_io_types && isFloat32(T.get(v)) && v.type) v.type = { ...v.type, elemType: DataType.FLOAT16 };
-    if (!o.keep_io_types) for (const v of g.outputs) if (isFloat32(T.get(v)) && v.type) v.type = { ...v.type, elemType: DataType.FLOAT16 };
+    for (const v of g.inputs) if (!o.keepIoTypes && isFloat32(T.get(v)) && v.type) v.type = { ...v.type, elemType: DataType.FLOAT16 };
+    if (!o.keepIoTypes) for (const v of g.outputs) if (isFloat32(T.get(v)) && v.type) v.type = { ...v.type, elemType: DataType.FLOAT16 };
     return stats;
   },
-};
+});
