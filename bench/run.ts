@@ -46,6 +46,7 @@ function runScript(name: string): void {
 main().then(() => {
   runScript('core-passes.js');
   runScript('fusions.js');
+  runScript('latency.js');
 }).catch((e) => {
   console.error(e);
   process.exit(1);

@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { DataType, Tensor, byteLength, numElements } from '../ir/index.js';
+import { OrtProfile, parseTrace, summarizeTrace } from './profile.js';
 
 export const CHROMIUM_PATH = '/usr/bin/chromium';
 
@@ -88,15 +89,15 @@ export class WebGpuBrowser {
     });
   }
 
+  /** Run a self-contained function in the page (serialized by source: it may capture nothing). */
+  async evaluate<R, A>(fn: (arg: A) => Promise<R>, arg: A): Promise<R> {
+    return this.page.evaluate(fn as (a: unknown) => Promise<R>, arg as unknown);
+  }
+
   /** Run `modelFile` (its folder is served) on the WebGPU EP; returns outputs as IR tensors. */
   async run(modelFile: string, feeds: Record<string, Tensor>, opts: BrowserRunOptions = {}): Promise<Record<string, Tensor>> {
     const { key, url, ext } = this.serve(modelFile, opts);
-    const wire: Record<string, WireTensor> = {};
-    for (const [k, t] of Object.entries(feeds)) {
-      const type = WEB_TYPES[t.dtype];
-      if (!type) throw new Error(`onnxruntime-web cannot take tensor '${k}' of this dtype`);
-      wire[k] = { type, dims: t.dims, b64: Buffer.from(t.bytes()).toString('base64') };
-    }
+    const wire = toWire(feeds);
     try {
       const out = await this.page.evaluate(
         (a) => (globalThis as unknown as { edgecRun: (x: unknown) => Promise<Record<string, WireTensor>> }).edgecRun(a),
@@ -111,6 +112,29 @@ export class WebGpuBrowser {
       }
       return result;
     } finally {
+      this.roots.delete(key);
+    }
+  }
+
+  /** Profile `modelFile` with onnxruntime-web's profiler on the WebGPU EP (GPU times per program from
+   * timestamp queries) or the wasm EP: one warm-up run and `runs` timed runs. */
+  async profile(modelFile: string, feeds: Record<string, Tensor>, opts: BrowserRunOptions & { ep?: 'webgpu' | 'wasm'; runs?: number } = {}): Promise<OrtProfile> {
+    const { key, url, ext } = this.serve(modelFile, opts);
+    const runs = opts.runs ?? 5;
+    const lines: string[] = [];
+    const listen = (m: { text(): string }) => lines.push(m.text());
+    this.page.on('console', listen);
+    try {
+      const wallMs = await this.page.evaluate(
+        (a) => (globalThis as unknown as { edgecProfile: (x: unknown) => Promise<number[]> }).edgecProfile(a),
+        { url, ext, wire: toWire(feeds), ep: opts.ep ?? 'webgpu', runs },
+      );
+      const ep = opts.ep ?? 'webgpu';
+      // Console events reach us asynchronously: wait for the trace's closing bracket.
+      for (let i = 0; i < 100 && !lines.some((l) => l.trim() === ']'); i++) await new Promise((r) => setTimeout(r, 50));
+      return summarizeTrace(parseTrace(lines.join('\n')), runs + 1, `onnxruntime-web ${ep}`, wallMs);
+    } finally {
+      this.page.off('console', listen);
       this.roots.delete(key);
     }
   }
@@ -158,6 +182,16 @@ export class WebGpuBrowser {
   }
 }
 
+function toWire(feeds: Record<string, Tensor>): Record<string, WireTensor> {
+  const wire: Record<string, WireTensor> = {};
+  for (const [k, t] of Object.entries(feeds)) {
+    const type = WEB_TYPES[t.dtype];
+    if (!type) throw new Error(`onnxruntime-web cannot take tensor '${k}' of this dtype`);
+    wire[k] = { type, dims: t.dims, b64: Buffer.from(t.bytes()).toString('base64') };
+  }
+  return wire;
+}
+
 function serve(req: http.IncomingMessage, res: http.ServerResponse, ortDist: string, roots: Map<string, string>): void {
   const url = new URL(req.url ?? '/', 'http://127.0.0.1');
   const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
@@ -193,15 +227,19 @@ ort.env.logLevel = 'error';
 const decode = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 const encode = (u) => { let s = ''; for (let i = 0; i < u.length; i += 0x8000) s += String.fromCharCode(...u.subarray(i, i + 0x8000)); return btoa(s); };
 const ctor = { float32: Float32Array, float16: Uint16Array, int64: BigInt64Array, int32: Int32Array, uint8: Uint8Array, int8: Int8Array, bool: Uint8Array, uint16: Uint16Array };
+const toFeeds = (wire) => {
+  const feeds = {};
+  for (const [k, w] of Object.entries(wire)) {
+    const bytes = decode(w.b64);
+    const C = ctor[w.type];
+    feeds[k] = new ort.Tensor(w.type, new C(bytes.buffer, 0, bytes.length / C.BYTES_PER_ELEMENT), w.dims);
+  }
+  return feeds;
+};
 globalThis.edgecRun = async ({ url, ext, wire, outputs }) => {
   const session = await ort.InferenceSession.create(url, { executionProviders: ['webgpu'], externalData: ext, graphOptimizationLevel: 'all' });
   try {
-    const feeds = {};
-    for (const [k, w] of Object.entries(wire)) {
-      const bytes = decode(w.b64);
-      const C = ctor[w.type];
-      feeds[k] = new ort.Tensor(w.type, new C(bytes.buffer, 0, bytes.length / C.BYTES_PER_ELEMENT), w.dims);
-    }
+    const feeds = toFeeds(wire);
     const res = await session.run(feeds, outputs ?? session.outputNames);
     const got = {};
     for (const [k, t] of Object.entries(res)) {
@@ -212,6 +250,24 @@ globalThis.edgecRun = async ({ url, ext, wire, outputs }) => {
   } finally {
     await session.release();
   }
+};
+// onnxruntime's profiler prints its events to the console on the web; the caller collects them.
+globalThis.edgecProfile = async ({ url, ext, wire, ep, runs }) => {
+  const session = await ort.InferenceSession.create(url, { executionProviders: [ep], externalData: ext, graphOptimizationLevel: 'all', enableProfiling: true });
+  const wall = [];
+  try {
+    const feeds = toFeeds(wire);
+    for (let i = 0; i <= runs; i++) {
+      const t0 = performance.now();
+      const res = await session.run(feeds);
+      for (const t of Object.values(res)) { await t.getData(); t.dispose?.(); }
+      if (i > 0) wall.push(performance.now() - t0);
+    }
+    session.endProfiling();
+  } finally {
+    await session.release();
+  }
+  return wall;
 };
 // Session creation with verbose logs: onnxruntime prints which EP each node was placed on.
 globalThis.edgecPlace = async ({ url, ext }) => {

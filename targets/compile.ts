@@ -17,6 +17,7 @@ import { calibrationSets } from './calibration.js';
 import { checkModel, enforce, type CheckIssue } from './check.js';
 import { DEFAULT_IMAGE, EXAMPLE_IMAGE, parseSize, patchSize, resolveDims, type Size, type Tiling } from './dims.js';
 import { encoderCalls, preprocessingSpec } from './buckets.js';
+import { profileModel } from './profile.js';
 import { buildManifest, fileDigests, isArtifactDir, writeJson, type Manifest, type ManifestModel } from './manifest.js';
 import { POLICIES, planImage, type PolicyName, type TilePlan } from './plan/index.js';
 import { getTarget } from './registry.js';
@@ -56,6 +57,9 @@ export interface CompileOptions {
   /** Oldest onnxruntime version (X.Y) the artifact must load in. */
   runtimeVersion?: string;
   progress?: Progress;
+  /** Profile the emitted artifact (roofline on the target's default device, or `device`, and a measured
+   * run in the target's runtime) into manifest.performance. */
+  profileRun?: boolean | { device?: string; runs?: number };
 }
 
 export interface SubModelReport {
@@ -254,9 +258,13 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
     for (const f of target.extraFiles?.(emitted) ?? []) fs.writeFileSync(path.join(tmp, f.path), f.content);
     // report.html describes the model files; the manifest then hashes it with everything else.
     const pre = preprocessingSpec(opts, entries);
+    const pr = o.profileRun ? (typeof o.profileRun === 'object' ? o.profileRun : {}) : undefined;
+    const perf = pr ? await profileModel(tmp, { target: target.name, device: pr.device, measure: true, runs: pr.runs ?? 3 }) : undefined;
     const draft = buildManifest(target, profile, opts, entries, fileDigests(tmp), pre);
+    if (perf) draft.performance = perf;
     fs.writeFileSync(path.join(tmp, 'report.html'), reportHtml(draft, draft.files));
     const manifest = buildManifest(target, profile, opts, entries, fileDigests(tmp), pre);
+    if (perf) manifest.performance = perf;
     writeJson(path.join(tmp, 'manifest.json'), manifest);
     fs.rmSync(outDir, { recursive: true, force: true });
     fs.renameSync(tmp, outDir);

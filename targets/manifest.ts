@@ -59,6 +59,10 @@ export interface Manifest {
   }[];
   preprocessing?: Record<string, unknown>;
   verification: { ran: boolean; passed: boolean };
+  /** `compile --profile-run`: predicted and measured time per sub-model (targets/profile.ts), the
+   * data behind report.html's chart by op type. Absent otherwise (timings would break byte-identical
+   * artifacts). */
+  performance?: import('./profile.js').ProfileReport;
   files: { path: string; bytes: number; sha256: string }[];
 }
 

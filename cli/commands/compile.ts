@@ -24,6 +24,7 @@ interface CompileCliOpts {
   batchSizes?: string;
   profile?: string;
   allowFallback?: boolean;
+  profileRun?: boolean;
   verify: boolean;
   fp16: boolean;
   json?: boolean;
@@ -69,6 +70,7 @@ export function parseCompileOptions(o: CompileCliOpts, input: string): CompileOp
     batchSizes: o.batchSizes?.split(',').map((b) => posInt('--batch-sizes', b.trim())!),
     profile: o.profile,
     allowFallback: o.allowFallback,
+    profileRun: o.profileRun,
     verify: o.verify,
     fp16: o.fp16,
   };
@@ -115,6 +117,7 @@ export const registerCompile: RegisterCommand = (program: Command, setExit) => {
     .option('--allow-fallback', 'emit even when some nodes cannot run on the target')
     .option('--no-verify', 'skip the onnxruntime comparison against the original')
     .option('--no-fp16', 'keep fp32 activations (WebGPU devices without shader-f16)')
+    .option('--profile-run', "profile the artifact (roofline prediction and a measured run in the target's runtime) into manifest.performance")
     .option('--json', 'print the manifest and report as JSON')
     .action(async (input: string, o: CompileCliOpts) => {
       const opts = parseCompileOptions(o, input);

@@ -8,6 +8,8 @@ import { registerOptimize } from './optimize.js';
 import { registerCompile } from './compile.js';
 import { registerDemo } from './demo.js';
 import { registerQuantize } from './quantize.js';
+import { registerKernels } from './kernels.js';
+import { registerProfile } from './profile.js';
 import { registerBuild } from './build.js';
 
 /** Registers a subcommand; `setExit` sets the process exit code for a finished command. */
@@ -22,5 +24,7 @@ export const COMMANDS: RegisterCommand[] = [
   registerCompile,
   registerDemo,
   registerQuantize,
+  registerKernels,
+  registerProfile,
   registerBuild,
 ];
