@@ -472,6 +472,14 @@ export class Graph {
     if (this.values.get(v.name) === v) this.values.delete(v.name);
   }
 
+  /** A new graph input `name` (a fed tensor), listed after the existing ones. */
+  addInput(name: string, type: TensorType): Value {
+    if (this.lookup(name)) throw new Error(`graph '${this.name}' already has a value '${name}'`);
+    const v = this.createValue(name, type);
+    this.inputs.push(v);
+    return v;
+  }
+
   /** Stop listing `v` as a graph input. */
   removeInput(v: Value): void {
     this.inputs = this.inputs.filter((x) => x !== v);

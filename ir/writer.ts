@@ -1,5 +1,5 @@
 // IR -> ONNX protobuf. Deterministic bytes; external data streamed tensor by tensor into
-// 4096-aligned offsets; files written to temp names then renamed, never over an input.
+// 4096-aligned offsets for tensors of 1 MiB and more (16 below); files written to temp names then renamed, never over an input.
 import fs from 'node:fs';
 import path from 'node:path';
 import protobuf from 'protobufjs';
@@ -17,8 +17,11 @@ export interface SaveOptions {
   location?: string;
   /** Minimum tensor size in bytes to move to external data (default 1024). */
   threshold?: number;
-  /** Alignment of each tensor in the data file (default 4096). */
+  /** Alignment of tensors of at least alignThreshold bytes in the data file (default 4096). */
   align?: number;
+  /** Tensors this big or bigger are page-aligned (memory-mapped loads pay off); smaller ones are
+   * packed at 16 bytes, so small models do not grow by padding (default 1 MiB, as onnx's saver). */
+  alignThreshold?: number;
   /** Split external data into files of at most this many bytes: location, location_1, ... */
   maxFileBytes?: number;
   /** Files that must not be overwritten (inputs); the model's own sources are always protected. */
@@ -74,7 +77,7 @@ export function saveModel(model: Model, file: string, opts: SaveOptions = {}): S
   const maxFile = opts.maxFileBytes ?? Infinity;
   if (external && path.resolve(dir, location) === out) throw new InputError(`external data location '${location}' is the model file itself`, file);
 
-  const writer = external ? new DataWriter(dir, location, align, maxFile, protect) : null;
+  const writer = external ? new DataWriter(dir, location, align, opts.alignThreshold ?? 1 << 20, maxFile, protect) : null;
   fs.mkdirSync(dir, { recursive: true });
   const pid = `${process.pid}`;
   try {
@@ -115,7 +118,7 @@ class DataWriter {
 
   private protect: Set<string>;
 
-  constructor(private dir: string, private location: string, private align: number, private maxFile: number, protect: Set<string>) {
+  constructor(private dir: string, private location: string, private align: number, private alignThreshold: number, private maxFile: number, protect: Set<string>) {
     this.protect = new Set([...protect].map(realish));
     this.check(path.resolve(dir, location));
   }
@@ -125,9 +128,14 @@ class DataWriter {
     if (this.protect.has(realish(final))) throw new InputError(`refusing to overwrite input external data '${path.basename(final)}'`, final);
   }
 
+  private alignOf(len: number): number {
+    return len >= this.alignThreshold ? this.align : 16;
+  }
+
   private current(len: number) {
     let f = this.files[this.files.length - 1];
-    const pad = f ? (this.align - (f.size % this.align)) % this.align : 0;
+    const a = this.alignOf(len);
+    const pad = f ? (a - (f.size % a)) % a : 0;
     if (!f || (f.size > 0 && f.size + pad + len > this.maxFile)) {
       const location = this.files.length === 0 ? this.location : `${this.location}_${this.files.length}`;
       const final = path.resolve(this.dir, location);
@@ -142,7 +150,8 @@ class DataWriter {
   write(t: Tensor): { location: string; offset: number; length: number } {
     const len = t.byteLength;
     const f = this.current(len);
-    const offset = Math.ceil(f.size / this.align) * this.align;
+    const a = this.alignOf(len);
+    const offset = Math.ceil(f.size / a) * a;
     const scratch = scratchBuffer();
     t.forEachChunk(scratch.length, (chunk, at) => {
       let done = 0;

@@ -16,6 +16,9 @@ import { upgradeOpsetPass } from './upgrade-opset.js';
 import { convertQuantFormat } from './convert-quant-format.js';
 import { toFp16 } from './to-fp16.js';
 import { fixShapes } from './fix-shapes.js';
+import { foldBatchNorm } from './fold-batchnorm.js';
+import { positionIdsInput } from './position-ids-input.js';
+import { lowerContrib } from './lower-contrib.js';
 
 for (const p of [
   cleanup,
@@ -35,4 +38,7 @@ for (const p of [
   convertQuantFormat,
   toFp16,
   fixShapes,
+  foldBatchNorm,
+  positionIdsInput,
+  lowerContrib,
 ]) registerPass(p);

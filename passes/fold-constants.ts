@@ -7,6 +7,7 @@ import { definePass, type PassStats } from './pass.js';
 import { Unsupported, broadcastShapes, getEvaluator, make, supportedDtype } from './eval/index.js';
 import { ShapeInference } from './infer-shapes.js';
 import './eval/ops.js';
+import { constantsToInitializers, materializeWeights } from './weights.js';
 
 const NEVER = new Set([
   'QuantizeLinear', 'DequantizeLinear', 'DynamicQuantizeLinear', 'RandomNormal', 'RandomUniform',
@@ -88,11 +89,15 @@ export const foldConstants = definePass({
   statistics: {
     folded: 'nodes evaluated into initializers', shapesFolded: 'Shape/Size of static values folded', shapeValuesFolded: 'shape arithmetic folded from inferred values',
     tooLarge: 'constant nodes left because the result is too large', unsupported: 'constant nodes the evaluator cannot run', bytesAdded: 'initializer bytes added',
+    constantsToInitializers: 'Constant nodes turned into initializers', weightsMaterialized: 'weights made into stored initializers',
   },
   requires: ['shapes'],
   run(model: Model, options): PassStats {
     const maxBytes = options.maxBytes;
-    const counts: Record<string, number> = { folded: 0, shapesFolded: 0, shapeValuesFolded: 0, tooLarge: 0, unsupported: 0, bytesAdded: 0 };
+    // Constant nodes are weights already stored: they become initializers whatever their size.
+    const constants = constantsToInitializers(model);
+    const weights = materializeWeights(model, false);
+    const counts: Record<string, number> = { folded: 0, shapesFolded: 0, shapeValuesFolded: 0, tooLarge: 0, unsupported: 0, bytesAdded: 0, constantsToInitializers: constants, weightsMaterialized: weights };
     const skippedOps = new Map<string, number>(), tooLarge = new Map<string, number>();
     const skip = (op: string) => skippedOps.set(op, (skippedOps.get(op) ?? 0) + 1);
     const big = (op: string) => { counts.tooLarge!++; tooLarge.set(op, (tooLarge.get(op) ?? 0) + 1); };

@@ -21,6 +21,7 @@ import { bitsOr, type QuantSettings } from './quant/settings.js';
 import type { CalibrationData } from './quant/types.js';
 import { createQuantPool, quantExec } from './quant/workers.js';
 import { upgradeOpset } from './upgrade-opset.js';
+import { constantsToInitializers, materializeWeights } from './weights.js';
 
 export interface QuantizeContext extends PassContext {
   /** Calibration activations for a weight (methods that need them); undefined when none were collected. */
@@ -112,6 +113,9 @@ export const quantizeWeights = definePass({
       calibration = (w) => scales.get(w);
       stats.notes!.push(`data-free channel scales from norm weights for ${scales.size} weight(s)`);
     }
+    // Weights held in Constant nodes or behind Transpose/Reshape/Cast of a constant are weights too.
+    const constants = constantsToInitializers(model), materialized = materializeWeights(model);
+    if (constants || materialized) stats.notes!.push(`${constants} Constant node(s) made initializers, ${materialized} weight(s) behind Transpose/Reshape/Cast materialized`);
     const { cands, excluded, nonConst } = findCandidates(model, s, skip);
     stats.counts.excluded! += excluded;
     if (nonConst.length) skip(`${nonConst.length} MatMul(s) with a non-constant B left as they are (activation x activation): ${nonConst.slice(0, 8).join(', ')}${nonConst.length > 8 ? ', ...' : ''}`);

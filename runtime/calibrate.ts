@@ -24,12 +24,13 @@ export interface CalibrateOptions {
 
 /** Input sets from a `--calibration` folder: each sub-folder is one set (`<name>.pb` files or an
  * ONNX test_data_set), or the folder itself when it holds .pb files directly. Sorted by name. */
-export function loadCalibrationSets(dir: string, model: Model): Record<string, Tensor>[] {
+export function loadCalibrationSets(dir: string, model: Model, derived: readonly string[] = []): Record<string, Tensor>[] {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new InputError('calibration folder not found', dir);
   const entries = fs.readdirSync(dir).sort();
   const subs = entries.filter((e) => fs.statSync(path.join(dir, e)).isDirectory());
   const sets = subs.length ? subs.map((s) => loadInputsDir(path.join(dir, s), model)) : [loadInputsDir(dir, model)];
-  const need = model.graph.inputs.filter((v) => !v.initializer).map((v) => v.name);
+  // Inputs the caller computes from the others (position ids from the mask) may be absent.
+  const need = model.graph.inputs.filter((v) => !v.initializer && !derived.includes(v.name)).map((v) => v.name);
   sets.forEach((s, i) => {
     const missing = need.filter((n) => !s[n]);
     if (missing.length) throw new InputError(`calibration set lacks input(s) ${missing.join(', ')}`, subs.length ? path.join(dir, subs[i]!) : dir);

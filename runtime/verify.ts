@@ -16,6 +16,9 @@ export interface VerifyOptions {
   threshold?: number;
   /** Inputs that must have these exact values (overrides files and random). */
   fixed?: Record<string, Tensor>;
+  /** Inputs only the candidate takes, computed from the reference's feeds (a static NPU decoder's
+   * position_ids from its attention mask). */
+  derive?: (feeds: Record<string, Tensor>) => Record<string, Tensor>;
   /** How to name the candidate in messages (e.g. its artifact file rather than a temp path). */
   candidateName?: string;
 }
@@ -145,11 +148,12 @@ export async function verifyModels(refPath: string, candPath: string, opts: Veri
   for (const [n, t] of Object.entries(opts.fixed ?? {})) { feeds[n] = t; source[n] = 'fixed'; }
   feeds = Object.fromEntries(feedNames.map((n) => [n, feeds[n]!]));
 
-  const candNeeds = cand.graph.inputs.filter((v) => !v.initializer && !feeds[v.name]).map((v) => v.name);
+  const derived = opts.derive?.(feeds) ?? {};
+  const candNeeds = cand.graph.inputs.filter((v) => !v.initializer && !feeds[v.name] && !derived[v.name]).map((v) => v.name);
   if (candNeeds.length) throw new InputError(`needs input '${candNeeds[0]}', which the reference does not have`, candPath);
 
   const refOut = await run(refPath, feeds);
-  const candFeeds = Object.fromEntries(cand.graph.inputs.filter((v) => !v.initializer).map((v) => [v.name, castFloat(feeds[v.name]!, v.dtype)]));
+  const candFeeds = Object.fromEntries(cand.graph.inputs.filter((v) => !v.initializer).map((v) => [v.name, castFloat(feeds[v.name] ?? derived[v.name]!, v.dtype)]));
   const candOut = await run(candPath, candFeeds, opts.candidateName ?? candPath);
 
   const outputs: OutputCheck[] = ref.graph.outputs.map((o) => {

@@ -23,9 +23,10 @@ export function idBound(model: Model): number | undefined {
   return bound;
 }
 
-export function calibrationSets(model: Model, sm: SubModel, count: number): Record<string, Tensor>[] {
+/** `derived`: inputs the caller fills in itself (files need not hold them). */
+export function calibrationSets(model: Model, sm: SubModel, count: number, derived: readonly string[] = []): Record<string, Tensor>[] {
   const dir = sm.opts.calibration;
-  if (dir) return loadCalibrationSets(fs.existsSync(path.join(dir, sm.name)) ? path.join(dir, sm.name) : dir, model);
+  if (dir) return loadCalibrationSets(fs.existsSync(path.join(dir, sm.name)) ? path.join(dir, sm.name) : dir, model, derived);
   const { dims } = resolveDims(model, { seq: sm.opts.prefillChunk, context: sm.opts.context, image: sm.opts.imageSizes[0] ?? DEFAULT_IMAGE, patch: sm.patch, fix: sm.opts.fix });
   return syntheticCalibrationSets(model, count, { dims, seed: sm.opts.seed, intHigh: idBound(model) ?? 16 });
 }

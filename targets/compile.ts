@@ -9,6 +9,7 @@ import { parsePipeline, runPipeline, type PipelineStep, type StepReport } from '
 import { getPass } from '../passes/registry.js';
 import { resolveOptions } from '../passes/pass.js';
 import '../passes/builtin.js';
+import { LOWERABLE } from '../passes/lower-contrib.js';
 import { collectCalibration } from '../runtime/calibrate.js';
 import { verifyModels, type VerifyResult } from '../runtime/verify.js';
 import { getMethod } from '../passes/quant/methods/index.js';
@@ -20,6 +21,7 @@ import { encoderCalls, preprocessingSpec } from './buckets.js';
 import { profileModel } from './profile.js';
 import { buildManifest, fileDigests, isArtifactDir, writeJson, type Manifest, type ManifestModel } from './manifest.js';
 import { POLICIES, planImage, type PolicyName, type TilePlan } from './plan/index.js';
+import { derivedInputs } from './position-ids.js';
 import { getTarget } from './registry.js';
 import { reportHtml } from './report-html.js';
 import { roleThreshold, type DeviceProfile, type QuantChoice, type SubModel, type Target, type TargetName, type TargetOptions, type Variant } from './target.js';
@@ -203,6 +205,13 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         ctx.calibration = (w) => acts.get(w);
       }
       const stepReports = await runPipeline(l.model, st, ctx);
+      // Whatever the pipeline fused, the target gets only contrib ops it runs.
+      const keep = LOWERABLE.filter((op) => target.capabilities.supports('com.microsoft', op) || (op === 'SimplifiedLayerNormalization' && target.capabilities.supports('', op)));
+      const refused = [...l.model.graph.allGraphs()].some((g) => g.nodes.some((n) => LOWERABLE.includes(n.opType) && !keep.includes(n.opType) && (n.domain === 'com.microsoft' || (n.domain === '' && n.opType === 'SimplifiedLayerNormalization'))));
+      if (refused) {
+        const lower = getPass('lower-contrib')!;
+        stepReports.push(...await runPipeline(l.model, [{ pass: lower, options: resolveOptions(lower, { keep }) }], ctx));
+      }
       const fin = await target.finalize(l.model, sm);
       const report: SubModelReport = { name: l.name, role, steps: stepReports.map(stepSummary), missingPasses: missing, finalize: fin, issues: [], verification: [], ms: 0 };
       reports.push(report);
@@ -219,6 +228,7 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         if (variants.length > 1) o.progress?.('variants', vi, variants.length, file);
         const m = shared ? loadModel(baseFile) : l.model;
         if (Object.keys(v.dims).length) await fixShapes(m, v.dims);
+        target.finalizeVariant?.(m, sm);
         const issues = checkModel(m, target, profile);
         report.issues.push(...issues);
         allIssues.push(...issues.map((issue) => ({ model: file, issue })));
@@ -240,7 +250,8 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         o.progress?.('verify', pi, pending.length, p.file);
         const threshold = roleThreshold(target, p.sm.role, p.sm.plan);
         const dims = verifyDims(p.model, p.sm, opts);
-        const result = await verifyModels(p.sm.source, path.join(tmp, p.file), { threshold, seed: opts.seed, dims, candidateName: p.file });
+        const derive = derivedInputs(loadModel(p.sm.source), p.model);
+        const result = await verifyModels(p.sm.source, path.join(tmp, p.file), { threshold, seed: opts.seed, dims, candidateName: p.file, derive });
         report.verification.push({ file: p.file, result });
         verification = {
           threshold, passed: result.passed,

@@ -256,7 +256,14 @@ export async function profileModel(input: string, o: ProfileOptions): Promise<Pr
         return s;
       };
       const isDecoder = role === 'decoder' || model.graph.inputs.some((v) => /past_key_values|past_key|cache/i.test(v.name));
-      if (isDecoder) {
+      const isStatic = model.graph.inputs.every((v) => v.initializer || (v.type?.shape ?? []).every((d) => typeof d === 'number' && d >= 0));
+      if (isStatic && isDecoder) {
+        // A fixed-shape variant (npu): one scenario, named after the shapes it was built for.
+        const seqIn = model.graph.inputs.find((v) => /input_ids|inputs_embeds/.test(v.name))?.type?.shape;
+        const pastIn = model.graph.inputs.find((v) => /past|cache/i.test(v.name))?.type?.shape;
+        const seq = Number(seqIn?.[1] ?? 1), past = Number(pastIn?.[2] ?? 0);
+        await run(`${seq === 1 ? 'decode' : 'prefill'} (static: seq ${seq}, cache ${past})`, seq === 1 ? 'decode' : 'prefill', { seq, past, image });
+      } else if (isDecoder) {
         for (const p of pasts) await run(`decode past=${p}`, 'decode', { seq: 1, past: p, image });
         await run(`prefill ${prefill}`, 'prefill', { seq: prefill, past: 0, image });
       } else if (role === 'vision-encoder') {

@@ -33,6 +33,12 @@ export class CapabilityTable {
     for (const e of entries) this.ops.set(key(e.domain, e.op), e);
   }
 
+  /** Whether the EP runs (domain, op) at all ('' = ai.onnx). */
+  supports(domain: string, op: string): boolean {
+    const d = domain === 'ai.onnx' ? '' : domain;
+    return this.ops.has(key(d, op)) || (this.allDefaultDomain && d === '');
+  }
+
   get(node: Node): OpSupport | undefined {
     const d = node.domain === 'ai.onnx' ? '' : node.domain;
     const hit = this.ops.get(key(d, node.opType));
@@ -135,6 +141,8 @@ export interface Target {
   pipeline(sm: SubModel): StepSpec[];
   /** Target-level rewrites after the pipeline (splits, accuracy levels, activation QDQ); returns counts. */
   finalize(model: Model, sm: SubModel): Promise<Record<string, number>>;
+  /** Rewrites of one variant after its dims are bound (constants that folded out of shape arithmetic). */
+  finalizeVariant?(model: Model, sm: SubModel): void;
   /** Files to emit for a compiled sub-model (static targets: one per shape bucket). */
   variants(model: Model, sm: SubModel): Variant[];
   /** Artifact file name of a sub-model variant. */

@@ -2,25 +2,44 @@
 // one static file per shape bucket (decoder chunked prefill + 1-token decode, one vision encoder
 // per image size, or per tile size and encoder batch of a tiling policy) sharing one weights file,
 // and QNN provider options.
-import { Model } from '../../ir/index.js';
+import { Model, Tensor } from '../../ir/index.js';
+import { positionIdsFromMask } from '../position-ids.js';
 import { calibrationSets } from '../calibration.js';
 import { DEFAULT_IMAGE, resolveDims, tilingVariants, type DimContext } from '../dims.js';
 import type { SubModel, Variant } from '../target.js';
-import { quantizeActivations, quantizeRemainingWeights } from './qdq.js';
+import { quantizeForHtp } from './qdq.js';
 
 function dimContext(sm: SubModel, seq: number, image = sm.opts.imageSizes[0] ?? DEFAULT_IMAGE): DimContext {
   return { seq, context: sm.opts.context, image, patch: sm.patch, fix: sm.opts.fix };
 }
 
 export async function npuFinalize(model: Model, sm: SubModel): Promise<Record<string, number>> {
-  const weights = quantizeRemainingWeights(model);
-  const acts = await quantizeActivations(model, calibrationSets(model, sm, 2), sm.progress);
-  return { int8Weights: weights, uint16Activations: acts.activations, activationsLeftFloat: acts.leftFloat };
+  // --quant none: a float graph (the HTP runs it in fp16 with enable_htp_fp16_precision).
+  if (sm.plan.format === 'none') return {};
+  const s = await quantizeForHtp(model, htpCalibrationSets(model, sm), sm.progress);
+  return { int8Weights: s.int8Weights, int32Biases: s.int32Biases, uint16Constants: s.uint16Constants, uint16Activations: s.activations, sharedEncodings: s.sharedEncodings, fixedEncodings: s.fixedEncodings, activationsLeftFloat: s.leftFloat };
+}
+
+/** Calibration sets for the graph as exported (position ids come from the mask, as the runtime will
+ * make them: random ids would calibrate rotary angles over the wrong positions). */
+function htpCalibrationSets(model: Model, sm: SubModel): Record<string, Tensor>[] {
+  const g = model.graph;
+  const pos = g.inputs.find((v) => v.name === 'position_ids');
+  const mask = g.inputs.find((v) => /attention_mask/.test(v.name));
+  const tok = g.inputs.find((v) => /input_ids|inputs_embeds/.test(v.name));
+  if (!pos || !mask || !tok) return calibrationSets(model, sm, 4);
+  // Sets are made (or read) for the exported inputs, then given the ids the runtime would compute.
+  return calibrationSets(model, sm, 4, ['position_ids']).map((s) => ({ ...s, position_ids: positionIdsFromMask(s[mask.name]!, s[tok.name]!.dims[1]!, pos.dtype) }));
 }
 
 export function npuVariants(model: Model, sm: SubModel): Variant[] {
   const seqLike = model.graph.inputs.some((v) => (v.type?.shape ?? []).some((d) => typeof d === 'string' && /^(seq|seq_len|sequence|sequence_length)$/i.test(d)));
-  if ((sm.role === 'decoder' || sm.role === 'embeddings') && seqLike) {
+  // Prefill chunks and 1-token decode steps only make sense with a KV cache to carry state.
+  const kv = model.graph.inputs.some((v) => /past|cache/i.test(v.name));
+  if (sm.role === 'decoder' && seqLike && !kv) {
+    return [{ suffix: `seq${sm.opts.context}`, dims: resolveDims(model, dimContext(sm, sm.opts.context)).dims }];
+  }
+  if ((sm.role === 'decoder' && kv || sm.role === 'embeddings') && seqLike) {
     const chunk = sm.opts.prefillChunk;
     return [
       { suffix: `prefill${chunk}`, dims: resolveDims(model, dimContext(sm, chunk)).dims },

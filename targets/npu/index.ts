@@ -2,14 +2,16 @@
 import type { Role } from '../../ir/summary.js';
 import type { RolePlan, Target, TargetOptions } from '../target.js';
 import { NPU_CAPABILITIES } from './capabilities.js';
+import { quantizeFoldedConstants } from './qdq.js';
 import { npuFileName, npuFinalize, npuSessionOptions, npuVariants } from './emit.js';
 import { npuPipeline } from './pipeline.js';
 import { NPU_PROFILES } from './profiles.js';
 
 function plan(role: Role, o: TargetOptions): RolePlan {
   const vision = role === 'vision-encoder' || role === 'projector';
-  // HTP only runs quantized graphs: 'none'/'fp16' still get 8-bit weights, never float ones.
-  const bits: 4 | 8 = o.quant === 'int4' ? 4 : o.quant === 'int8' || o.quant === 'none' || o.quant === 'fp16' ? 8 : vision ? 8 : 4;
+  // 'none' and 'fp16': float weights and activations, run by the HTP at fp16 precision.
+  if (o.quant === 'none' || o.quant === 'fp16') return { weightBits: 0, format: 'none', activations: 'fp32', quantizeEmbeddings: false };
+  const bits: 4 | 8 = o.quant === 'int4' ? 4 : o.quant === 'int8' ? 8 : vision ? 8 : 4;
   return { weightBits: bits, format: 'qdq', activations: 'uint16', quantizeEmbeddings: true };
 }
 
@@ -24,6 +26,7 @@ export const npu: Target = {
   plan,
   pipeline: npuPipeline,
   finalize: npuFinalize,
+  finalizeVariant: (m, sm) => { if (sm.plan.format !== 'none') quantizeFoldedConstants(m); },
   variants: npuVariants,
   fileName: npuFileName,
   externalData: { maxFileBytes: Infinity, location: (file) => `${file}.data` },

@@ -1,68 +1,77 @@
-// Full-QDQ form for the HTP: every float weight left after block quantization becomes an int8
-// per-channel DequantizeLinear, and every float activation gets a uint16 QuantizeLinear ->
-// DequantizeLinear pair whose scale comes from calibration ranges measured in onnxruntime (A16W4 /
-// A16W8). Values whose range is extreme (additive -inf-like masks) stay float: a 16-bit grid
-// spanning 3e38 would flatten every unmasked score to one level.
+// Full-QDQ form for the HTP, placed as onnxruntime's QDQ quantizer does for QNN (A16W8 / A16W4):
+// - weights by slot: Conv/ConvTranspose/Gemm/MatMul weights int8 symmetric per output channel,
+//   their biases int32 with scale = input scale x weight scale (zero point 0), other float
+//   constants that ops compute with (Add/Mul operands, norm gammas) uint16 per tensor (a scalar is
+//   represented exactly), and op parameters (Resize scales, Clip bounds, Pad value) left as they are;
+// - activations uint16 with ranges measured in onnxruntime on the calibration sets, except where
+//   QNN fixes or shares the encoding: Sigmoid/HardSigmoid output 1/65536 offset 0, Tanh 1/32768
+//   offset 32768, and data-movement ops (Reshape, Transpose, MaxPool, Resize, Slice, ...) reuse
+//   their input's scale so that no requantization happens inside them.
+// Values whose range is extreme (additive -inf-like masks) stay float: a 16-bit grid spanning 3e38
+// would flatten every unmasked score to one level.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DataType, Graph, Model, Tensor, Value, isFloat, saveModel, type Progress } from '../../ir/index.js';
+import { DataType, Graph, Model, Node, Tensor, Value, isFloat, saveModel, type Progress } from '../../ir/index.js';
 import { feedInputs } from '../../ir/summary.js';
 import { runModel } from '../../runtime/ort.js';
 
 export const MAX_ACTIVATION_RANGE = 1e4;
 const Q_MAX = 65535;
 
-const isWeightDq = (v: Value) => v.producer?.opType === 'DequantizeLinear' || v.producer?.opType === 'QuantizeLinear';
+interface QParams { scale: number; zeroPoint: number }
 
-function isFloatValue(v: Value): boolean {
-  return v.dtype !== undefined && isFloat(v.dtype);
+const isQdq = (n: Node | null | undefined) => !!n && (n.opType === 'DequantizeLinear' || n.opType === 'QuantizeLinear');
+const isFloatValue = (v: Value) => v.dtype !== undefined && isFloat(v.dtype);
+
+/** Output encodings QNN HTP fixes for 16-bit activations. */
+const FIXED: Record<string, QParams> = {
+  Sigmoid: { scale: 1 / 65536, zeroPoint: 0 },
+  HardSigmoid: { scale: 1 / 65536, zeroPoint: 0 },
+  Tanh: { scale: 1 / 32768, zeroPoint: 32768 },
+};
+
+/** Ops whose output values are a subset of their input's: the output reuses the input encoding. */
+const SHARED = new Set(['Reshape', 'Transpose', 'Squeeze', 'Unsqueeze', 'Flatten', 'Slice', 'Gather', 'Split', 'MaxPool',
+  'GlobalMaxPool', 'Resize', 'DepthToSpace', 'SpaceToDepth', 'Expand', 'Tile', 'Identity']);
+
+/** Float inputs that configure an op rather than carry data: never quantized. */
+const PARAM_SLOTS: Record<string, number[]> = {
+  Resize: [1, 2], Clip: [1, 2], Pad: [2], Range: [0, 1, 2], ConstantOfShape: [0], GridSample: [1],
+};
+
+function paramsFromRange(lo: number, hi: number): QParams | null {
+  if (Math.max(-lo, hi) > MAX_ACTIVATION_RANGE) return null;
+  lo = Math.min(lo, 0);
+  hi = Math.max(hi, 0);
+  if (hi === lo) return { scale: 1, zeroPoint: 0 };
+  const scale = (hi - lo) / Q_MAX;
+  return { scale, zeroPoint: Math.max(0, Math.min(Q_MAX, Math.round(-lo / scale))) };
 }
 
-/** int8 symmetric DequantizeLinear for every float initializer of 2+ elements (per row for 2+-D). */
-export function quantizeRemainingWeights(model: Model): number {
-  let n = 0;
-  for (const g of model.graph.allGraphs()) {
-    for (const name of [...g.initializerNames]) {
-      const v = g.values.get(name);
-      const t = v?.initializer;
-      if (!v || !t || t.dtype !== DataType.FLOAT || t.size < 2 || v.isGraphInput || v.isGraphOutput) continue;
-      if (v.uses.every((u) => u.node.opType === 'DequantizeLinear' || u.node.opType === 'QuantizeLinear')) continue;
-      const w = t.toFloat32();
-      const rows = t.dims.length >= 2 ? t.dims[0]! : 1;
-      const per = t.size / rows;
-      const scales = new Float32Array(rows);
-      const q = new Int8Array(t.size);
-      for (let r = 0; r < rows; r++) {
-        let amax = 0;
-        for (let i = r * per; i < (r + 1) * per; i++) amax = Math.max(amax, Math.abs(w[i]!));
-        const s = amax > 0 ? amax / 127 : 1;
-        scales[r] = s;
-        for (let i = r * per; i < (r + 1) * per; i++) q[i] = Math.max(-127, Math.min(127, Math.round(w[i]! / s)));
-      }
-      const qv = g.addInitializer(Tensor.fromBytes(`${name}_q8`, DataType.INT8, [...t.dims], new Uint8Array(q.buffer)));
-      const sv = g.addInitializer(Tensor.fromFloat32(`${name}_q8_scale`, t.dims.length >= 2 ? [rows] : [], scales));
-      const uses = [...v.uses];
-      const dq = g.addNode({ opType: 'DequantizeLinear', name: `${name}/DequantizeLinear`, inputs: [qv, sv], outputs: [`${name}_dq`], attrs: t.dims.length >= 2 ? { axis: 0 } : {} }, uses[0]!.node);
-      dq.outputs[0]!.type = { elemType: DataType.FLOAT, shape: [...t.dims] };
-      for (const u of uses) u.node.setInput(u.index, dq.outputs[0]!);
-      g.removeInitializer(v);
-      n++;
-    }
-    g.sortTopologically();
-  }
-  return n;
-}
-
-/** Float activations to quantize: graph inputs and node outputs, not weights coming out of DQ. */
-function activations(g: Graph): Value[] {
+/** Float activations to quantize: fed inputs and node outputs, not Q/DQ outputs, and not shape
+ * arithmetic (float values computed from Shape/Size and constants only, such as sqrt(num_tokens)):
+ * those fold away once the variant's dims are bound, which a Q/DQ pair in between would prevent. */
+function activations(g: Graph, data: Set<Node>): Value[] {
   const out: Value[] = [];
   for (const v of feedInputs(g)) if (isFloatValue(v) && v.uses.length) out.push(v);
   for (const n of g.nodes) {
-    if (n.opType === 'DequantizeLinear' || n.opType === 'QuantizeLinear') continue;
-    for (const o of n.outputs) if (o && isFloatValue(o) && !isWeightDq(o)) out.push(o);
+    if (isQdq(n) || n.opType === 'Constant' || !data.has(n)) continue;
+    for (const o of n.outputs) if (o && isFloatValue(o)) out.push(o);
   }
   return out;
+}
+
+/** Nodes that compute on fed data (Shape/Size read only shapes; what follows them alone is shape arithmetic). */
+function dataNodes(g: Graph): Set<Node> {
+  const fromData = new Set<Value>(feedInputs(g));
+  const nodes = new Set<Node>();
+  for (const n of g.nodes) {
+    if (n.opType === 'Shape' || n.opType === 'Size' || !n.inputs.some((i) => i && fromData.has(i))) continue;
+    nodes.add(n);
+    for (const o of n.outputs) if (o) fromData.add(o);
+  }
+  return nodes;
 }
 
 /** Min/max of every value over the calibration input sets, measured by onnxruntime-node. */
@@ -101,37 +110,175 @@ function merge(r: [number, number] | undefined, t: Tensor): [number, number] {
   return [lo, hi];
 }
 
-export interface ActivationQdqStats {
+export interface HtpQdqStats {
+  /** Activations given a uint16 Q/DQ pair. */
   activations: number;
+  /** Activations whose encoding is the input's (data movement) or fixed by QNN (Sigmoid, Tanh). */
+  sharedEncodings: number;
+  fixedEncodings: number;
+  /** Extreme-range activations left float. */
   leftFloat: number;
+  /** Weights as int8 per channel, biases as int32, other constants as uint16. */
+  int8Weights: number;
+  int32Biases: number;
+  uint16Constants: number;
+}
+
+/** Encoding of every float activation, in graph order (shared encodings follow their inputs). */
+function activationParams(g: Graph, acts: Value[], ranges: Map<string, [number, number]>, stats: HtpQdqStats): Map<Value, QParams | null> {
+  const params = new Map<Value, QParams | null>();
+  const fromRange = (v: Value) => {
+    const r = ranges.get(v.name);
+    return r ? paramsFromRange(r[0], r[1]) : null;
+  };
+  for (const v of acts) if (!v.producer) params.set(v, fromRange(v));
+  const wanted = new Set(acts);
+  for (const n of g.nodes) {
+    for (const o of n.outputs) {
+      if (!o || !wanted.has(o)) continue;
+      const fixed = n.domain === '' ? FIXED[n.opType] : undefined;
+      const inP = n.input(0) ? params.get(n.input(0)!) : undefined;
+      if (fixed) { params.set(o, fixed); stats.fixedEncodings++; }
+      else if (n.domain === '' && SHARED.has(n.opType) && inP) { params.set(o, inP); stats.sharedEncodings++; }
+      else params.set(o, fromRange(o));
+    }
+  }
+  return params;
+}
+
+/** Symmetric int8 per-channel codes and scales along `axis` (-1: per tensor). */
+function quantizeInt8(t: Tensor, axis: number): { q: Int8Array; scales: Float32Array } {
+  const w = t.toFloat32();
+  const dims = t.dims;
+  const channels = axis < 0 ? 1 : dims[axis]!;
+  const inner = axis < 0 ? w.length : dims.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const amax = new Float32Array(channels);
+  for (let i = 0; i < w.length; i++) {
+    const c = axis < 0 ? 0 : Math.floor(i / inner) % channels;
+    amax[c] = Math.max(amax[c]!, Math.abs(w[i]!));
+  }
+  const scales = Float32Array.from(amax, (a) => (a > 0 ? a / 127 : 1));
+  const q = new Int8Array(w.length);
+  for (let i = 0; i < w.length; i++) {
+    const c = axis < 0 ? 0 : Math.floor(i / inner) % channels;
+    q[i] = Math.max(-127, Math.min(127, Math.round(w[i]! / scales[c]!)));
+  }
+  return { q, scales };
+}
+
+type SlotKind = { kind: 'weight'; axis: number } | { kind: 'bias'; weightSlot: number } | { kind: 'data' } | { kind: 'param' };
+
+function slotKind(n: Node, i: number, t: Tensor): SlotKind {
+  if (n.domain !== '') return { kind: 'data' };
+  const op = n.opType;
+  if (PARAM_SLOTS[op]?.includes(i)) return { kind: 'param' };
+  if ((op === 'Conv' || op === 'ConvTranspose') && i === 1 && t.dims.length >= 3) {
+    return { kind: 'weight', axis: op === 'Conv' ? 0 : n.attrInt('group', 1) === 1 ? 1 : -1 };
+  }
+  if ((op === 'Conv' || op === 'ConvTranspose') && i === 2 && t.dims.length === 1) return { kind: 'bias', weightSlot: 1 };
+  if (op === 'Gemm' && i === 1 && t.dims.length === 2 && n.attrInt('transA', 0) === 0) return { kind: 'weight', axis: n.attrInt('transB', 0) ? 0 : 1 };
+  if (op === 'Gemm' && i === 2 && t.dims.length <= 1 && n.attrFloat('beta', 1) === 1 && n.attrInt('transA', 0) === 0) return { kind: 'bias', weightSlot: 1 };
+  if (op === 'MatMul' && i === 1 && t.dims.length === 2) return { kind: 'weight', axis: 1 };
+  return { kind: 'data' };
+}
+
+function dq(g: Graph, before: Node, name: string, q: Tensor, scale: Tensor, zp: Tensor | null, axis: number | undefined, dims: number[]): Value {
+  const inputs = [g.addInitializer(q), g.addInitializer(scale), zp ? g.addInitializer(zp) : null];
+  const node = g.addNode({ opType: 'DequantizeLinear', name: `${name}/DequantizeLinear`, inputs, outputs: [`${name}_dq`], attrs: axis !== undefined ? { axis } : {} }, before);
+  node.outputs[0]!.type = { elemType: DataType.FLOAT, shape: [...dims] };
+  return node.outputs[0]!;
+}
+
+/** Replace float constant inputs by DequantizeLinear of int8/int32/uint16 codes, slot by slot. */
+function quantizeConstants(g: Graph, params: Map<Value, QParams | null>, data: Set<Node>, stats: HtpQdqStats): void {
+  const cache = new Map<string, { v: Value; scales?: Float32Array }>();
+  for (const n of [...g.nodes]) {
+    if (isQdq(n) || !data.has(n)) continue;
+    // Weights before biases: a bias scale is the weight's scale times the input's.
+    const order = n.inputs.map((_, i) => i).sort((a, b) => (slotKindOf(n, a) === 'bias' ? 1 : 0) - (slotKindOf(n, b) === 'bias' ? 1 : 0));
+    for (const i of order) {
+      const v = n.input(i);
+      const t = v?.initializer;
+      if (!v || !t || v.isGraphInput || t.dtype !== DataType.FLOAT) continue;
+      const sk = slotKind(n, i, t);
+      if (sk.kind === 'param') continue;
+      if (sk.kind === 'weight') {
+        const key = `${v.name}|w|${sk.axis}`;
+        let hit = cache.get(key);
+        if (!hit) {
+          const { q, scales } = quantizeInt8(t, sk.axis);
+          const out = dq(g, n, v.name, Tensor.fromBytes(`${v.name}_q8`, DataType.INT8, [...t.dims], new Uint8Array(q.buffer)),
+            Tensor.fromFloat32(`${v.name}_scale`, sk.axis < 0 ? [] : [scales.length], scales), null, sk.axis < 0 ? undefined : sk.axis, [...t.dims]);
+          hit = { v: out, scales };
+          cache.set(key, hit);
+          stats.int8Weights++;
+        }
+        n.setInput(i, hit.v);
+        weightScales.set(n, hit.scales!);
+        continue;
+      }
+      if (sk.kind === 'bias') {
+        const ws = weightScales.get(n);
+        const xp = n.input(0) ? params.get(n.input(0)!) : undefined;
+        if (ws && xp) {
+          const b = t.toFloat32();
+          const scales = Float32Array.from(b, (_, c) => xp.scale * (ws.length === 1 ? ws[0]! : ws[c]!));
+          const q = Int32Array.from(b, (x, c) => Math.max(-2147483647, Math.min(2147483647, Math.round(x / scales[c]!))));
+          const out = dq(g, n, `${n.name}_${v.name}`, Tensor.fromBytes(`${v.name}_q32`, DataType.INT32, [...t.dims], new Uint8Array(q.buffer)),
+            Tensor.fromFloat32(`${v.name}_q32_scale`, [scales.length], scales), null, 0, [...t.dims]);
+          n.setInput(i, out);
+          stats.int32Biases++;
+          continue;
+        }
+      }
+      // Data constants: uint16 per tensor over the constant's own range.
+      const key = `${v.name}|u16`;
+      let hit = cache.get(key);
+      if (!hit) {
+        const w = t.toFloat32();
+        let lo = 0, hi = 0;
+        for (const x of w) { if (x < lo) lo = x; if (x > hi) hi = x; }
+        const p = paramsFromRange(lo, hi) ?? { scale: (hi - lo) / Q_MAX, zeroPoint: Math.round(-lo / ((hi - lo) / Q_MAX)) };
+        const q = Uint16Array.from(w, (x) => Math.max(0, Math.min(Q_MAX, Math.round(x / p.scale) + p.zeroPoint)));
+        const out = dq(g, n, v.name, Tensor.fromBytes(`${v.name}_q16`, DataType.UINT16, [...t.dims], new Uint8Array(q.buffer)),
+          Tensor.fromFloat32(`${v.name}_q16_scale`, [], Float32Array.of(p.scale)), Tensor.fromNumbers(`${v.name}_q16_zero_point`, DataType.UINT16, [], [p.zeroPoint]), undefined, [...t.dims]);
+        hit = { v: out };
+        cache.set(key, hit);
+        stats.uint16Constants++;
+      }
+      n.setInput(i, hit.v);
+    }
+  }
+  for (const name of [...g.initializerNames]) {
+    const v = g.values.get(name);
+    if (v?.initializer && !v.uses.length && !v.isGraphOutput && !v.isGraphInput) g.removeInitializer(v);
+  }
+}
+
+const weightScales = new WeakMap<Node, Float32Array>();
+function slotKindOf(n: Node, i: number): string {
+  const t = n.input(i)?.initializer;
+  return t ? slotKind(n, i, t).kind : 'none';
 }
 
 /** Insert uint16 Q/DQ pairs on float activations. Each value keeps its name (the DQ now produces it). */
-export async function quantizeActivations(model: Model, sets: Record<string, Tensor>[], progress?: Progress): Promise<ActivationQdqStats> {
-  const g = model.graph;
-  const acts = activations(g);
-  const ranges = await calibrationRanges(model, acts, sets, progress);
-  const stats: ActivationQdqStats = { activations: 0, leftFloat: 0 };
-  for (const v of acts) {
-    const r = ranges.get(v.name);
-    if (!r || Math.max(-r[0], r[1]) > MAX_ACTIVATION_RANGE) { stats.leftFloat++; continue; }
-    const [lo, hi] = r;
-    const scale = hi > lo ? (hi - lo) / Q_MAX : 1;
-    const zp = Math.max(0, Math.min(Q_MAX, Math.round(-lo / scale)));
-    const s = g.addInitializer(Tensor.fromFloat32(`${v.name}/q_scale`, [], Float32Array.of(scale)));
-    const z = g.addInitializer(Tensor.fromNumbers(`${v.name}/q_zero_point`, DataType.UINT16, [], [zp]));
+function insertActivationQdq(g: Graph, params: Map<Value, QParams | null>, stats: HtpQdqStats): void {
+  for (const [v, p] of params) {
+    if (!p) { stats.leftFloat++; continue; }
+    const s = g.addInitializer(Tensor.fromFloat32(`${v.name}/q_scale`, [], Float32Array.of(p.scale)));
+    const z = g.addInitializer(Tensor.fromNumbers(`${v.name}/q_zero_point`, DataType.UINT16, [], [p.zeroPoint]));
     const shape = v.type?.shape ? [...v.type.shape] : undefined;
-    if (v.isGraphInput) {
+    if (!v.producer) {
       const uses = [...v.uses];
-      const first = uses.map((u) => u.node).find(() => true)!;
+      const first = uses[0]!.node;
       const q = g.addNode({ opType: 'QuantizeLinear', name: `${v.name}/QuantizeLinear`, inputs: [v, s, z], outputs: [`${v.name}_q16`] }, first);
       q.outputs[0]!.type = { elemType: DataType.UINT16, shape };
-      const dq = g.addNode({ opType: 'DequantizeLinear', name: `${v.name}/DequantizeLinear`, inputs: [q.outputs[0]!, s, z], outputs: [`${v.name}_dq`] }, first);
-      dq.outputs[0]!.type = { elemType: DataType.FLOAT, shape };
-      for (const u of uses) u.node.setInput(u.index, dq.outputs[0]!);
+      const d = g.addNode({ opType: 'DequantizeLinear', name: `${v.name}/DequantizeLinear`, inputs: [q.outputs[0]!, s, z], outputs: [`${v.name}_dq`] }, first);
+      d.outputs[0]!.type = { elemType: DataType.FLOAT, shape };
+      for (const u of uses) u.node.setInput(u.index, d.outputs[0]!);
     } else {
-      // Rename the producer's output; Q -> DQ produce the original value again.
-      const at = g.after(v.producer!);
+      // The producer writes a renamed value; Q -> DQ produce the original value again.
+      const at = g.after(v.producer);
       const pre = v.splitFromProducer(`${v.name}_float`, v.type ? { ...v.type } : undefined);
       const q = at.add({ opType: 'QuantizeLinear', name: `${v.name}/QuantizeLinear`, inputs: [pre, s, z], outputs: [`${v.name}_q16`] });
       q.outputs[0]!.type = { elemType: DataType.UINT16, shape };
@@ -139,6 +286,30 @@ export async function quantizeActivations(model: Model, sets: Record<string, Ten
     }
     stats.activations++;
   }
+}
+
+/** The whole QDQ placement: measure, encode activations, quantize constants by slot, insert pairs. */
+export async function quantizeForHtp(model: Model, sets: Record<string, Tensor>[], progress?: Progress): Promise<HtpQdqStats> {
+  const g = model.graph;
+  const stats: HtpQdqStats = { activations: 0, sharedEncodings: 0, fixedEncodings: 0, leftFloat: 0, int8Weights: 0, int32Biases: 0, uint16Constants: 0 };
+  const data = dataNodes(g);
+  const acts = activations(g, data);
+  const ranges = await calibrationRanges(model, acts, sets, progress);
+  const params = activationParams(g, acts, ranges, stats);
+  quantizeConstants(g, params, data, stats);
+  insertActivationQdq(g, params, stats);
   g.sortTopologically();
   return stats;
+}
+
+/** After a variant's dims are bound, shape arithmetic folds into float constants that compute ops
+ * read (a position table resized to the variant's grid): they get the same per-slot encoding. */
+export function quantizeFoldedConstants(model: Model): number {
+  const g = model.graph;
+  const stats: HtpQdqStats = { activations: 0, sharedEncodings: 0, fixedEncodings: 0, leftFloat: 0, int8Weights: 0, int32Biases: 0, uint16Constants: 0 };
+  // Compute nodes: those that already read Q/DQ'd activations.
+  const data = new Set(g.nodes.filter((n) => !isQdq(n) && n.inputs.some((i) => i?.producer && isQdq(i.producer))));
+  quantizeConstants(g, new Map(), data, stats);
+  g.sortTopologically();
+  return stats.int8Weights + stats.int32Biases + stats.uint16Constants;
 }
