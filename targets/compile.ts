@@ -21,6 +21,8 @@ import { encoderCalls, preprocessingSpec } from './buckets.js';
 import { profileModel } from './profile.js';
 import { buildManifest, fileDigests, isArtifactDir, writeJson, type Manifest, type ManifestModel } from './manifest.js';
 import { POLICIES, planImage, type PolicyName, type TilePlan } from './plan/index.js';
+import { genaiConfig } from './genai-config.js';
+import { lowerForRuntime, minRuntime, parseRuntimeVersion, passesToSkip } from './runtime-version.js';
 import { derivedInputs } from './position-ids.js';
 import { getTarget } from './registry.js';
 import { reportHtml } from './report-html.js';
@@ -67,7 +69,7 @@ export interface CompileOptions {
 export interface SubModelReport {
   name: string;
   role: Role;
-  steps: { pass: string; ms: number; nodesBefore: number; nodesAfter: number; counts: Record<string, number>; skipped?: string[] }[];
+  steps: { pass: string; ms: number; nodesBefore: number; nodesAfter: number; counts: Record<string, number>; skipped?: string[]; layers?: { weight: string; relError: number }[] }[];
   /** Default-pipeline passes not (yet) registered in this build. */
   missingPasses: string[];
   finalize: Record<string, number>;
@@ -162,7 +164,9 @@ function steps(t: Target, sm: SubModel, explicit: string | undefined): { steps: 
 }
 
 function stepSummary(r: StepReport): SubModelReport['steps'][number] {
-  return { pass: r.pass, ms: Math.round(r.ms), nodesBefore: r.nodesBefore, nodesAfter: r.nodesAfter, counts: r.stats.counts, ...(r.stats.skipped?.length ? { skipped: r.stats.skipped } : {}) };
+  // Quantization error per layer (quantize-int4) feeds the report's chart.
+  const layers = (r.stats as { layers?: { weight: string; relError: number }[] }).layers?.map((l) => ({ weight: l.weight, relError: l.relError }));
+  return { pass: r.pass, ms: Math.round(r.ms), nodesBefore: r.nodesBefore, nodesAfter: r.nodesAfter, counts: r.stats.counts, ...(r.stats.skipped?.length ? { skipped: r.stats.skipped } : {}), ...(layers?.length ? { layers } : {}) };
 }
 
 export async function compile(input: string, o: CompileOptions): Promise<CompileResult> {
@@ -170,6 +174,8 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
   const target = getTarget(o.target);
   const profile = resolveProfile(target, o.profile);
   const opts = targetOptions(o, target);
+  let runtimeVersion: string | undefined;
+  try { runtimeVersion = o.runtimeVersion === undefined ? undefined : parseRuntimeVersion(o.runtimeVersion); } catch (e) { throw new InputError((e as Error).message); }
   // A device without shader-f16 cannot run fp16 activations at all: pick the fp32 build for it.
   if (profile.shaderF16 === false) opts.fp16 = false;
   const inputs = resolveInputs(input);
@@ -186,6 +192,10 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
   const tmp = `${outDir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });
+  // Model files go where the target's runtime looks for them (transformers.js: onnx/).
+  const sub = target.modelDir ?? '';
+  const mdir = path.join(tmp, sub);
+  fs.mkdirSync(mdir, { recursive: true });
   const reports: SubModelReport[] = [];
   const entries: ManifestModel[] = [];
   const emitted: Model[] = [];
@@ -197,7 +207,9 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
       const role = roleOf(l.model, l.name);
       const sm: SubModel = { name: l.name, role, plan: target.plan(role, opts), profile, opts, source: l.file, patch, progress: o.progress };
       o.progress?.('sub-models', li, loaded.length, `${l.name} (${role})`);
-      const { steps: st, missing } = steps(target, sm, o.pipeline);
+      const { steps: all, missing } = steps(target, sm, o.pipeline);
+      const skip = passesToSkip(runtimeVersion);
+      const st = all.filter((x) => !skip.includes(x.pass.name));
       const ctx: QuantizeContext = { modelDir: path.dirname(l.file), progress: o.progress };
       if (sm.plan.weightBits && getMethod(opts.method).needsCalibration) {
         // Data-aware methods (GPTQ) need the activations each weight multiplies.
@@ -213,6 +225,11 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         stepReports.push(...await runPipeline(l.model, [{ pass: lower, options: resolveOptions(lower, { keep }) }], ctx));
       }
       const fin = await target.finalize(l.model, sm);
+      if (runtimeVersion) {
+        const low = lowerForRuntime(l.model, runtimeVersion);
+        Object.assign(fin, low.counts);
+        allIssues.push(...low.issues.map((issue) => ({ model: l.name, issue })));
+      }
       const report: SubModelReport = { name: l.name, role, steps: stepReports.map(stepSummary), missingPasses: missing, finalize: fin, issues: [], verification: [], ms: 0 };
       reports.push(report);
 
@@ -220,11 +237,12 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
       // Variants share one weights file: the compiled model is written once as a base, and each
       // variant re-reads it and references the same external data in place.
       const shared = variants.length > 1;
-      const baseFile = path.join(tmp, `.base-${l.name}.onnx`);
+      const baseFile = path.join(mdir, `.base-${l.name}.onnx`);
       const dataName = target.externalData.location(`${l.name}.onnx`);
       if (shared) saveModel(l.model, baseFile, { externalData: true, location: dataName, maxFileBytes: target.externalData.maxFileBytes });
       for (const [vi, v] of variants.entries()) {
-        const file = target.fileName(sm, v);
+        const name = target.fileName(sm, v);
+        const file = sub ? `${sub}/${name}` : name;
         if (variants.length > 1) o.progress?.('variants', vi, variants.length, file);
         const m = shared ? loadModel(baseFile) : l.model;
         if (Object.keys(v.dims).length) await fixShapes(m, v.dims);
@@ -232,8 +250,8 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         const issues = checkModel(m, target, profile);
         report.issues.push(...issues);
         allIssues.push(...issues.map((issue) => ({ model: file, issue })));
-        const location = shared ? `${file}_data` : target.externalData.location(file);
-        const res = saveModel(m, path.join(tmp, file), { externalData: true, location, maxFileBytes: target.externalData.maxFileBytes, reuseExternal: shared });
+        const location = shared ? `${name}_data` : target.externalData.location(name);
+        const res = saveModel(m, path.join(mdir, name), { externalData: true, location, maxFileBytes: target.externalData.maxFileBytes, reuseExternal: shared });
         const ext = shared ? [dataName, ...res.dataFiles.map((d) => path.basename(d.file))] : res.dataFiles.map((d) => path.basename(d.file));
         pending.push({ sm, variant: v, file, model: loadModel(path.join(tmp, file)), ext: [...new Set(ext)].sort() });
       }
@@ -267,14 +285,23 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
       });
     }
     for (const f of target.extraFiles?.(emitted) ?? []) fs.writeFileSync(path.join(tmp, f.path), f.content);
+    carryOver(input, tmp);
     // report.html describes the model files; the manifest then hashes it with everything else.
     const pre = preprocessingSpec(opts, entries);
+    if (target.genaiConfig) {
+      const g = genaiConfig(buildManifest(target, profile, opts, entries, [], pre), entries, tmp);
+      if (g) writeJson(path.join(tmp, 'genai_config.json'), g);
+    }
+    const runtime = { ...minRuntime(emitted), ...(runtimeVersion ? { requested: runtimeVersion } : {}) };
     const pr = o.profileRun ? (typeof o.profileRun === 'object' ? o.profileRun : {}) : undefined;
     const perf = pr ? await profileModel(tmp, { target: target.name, device: pr.device, measure: true, runs: pr.runs ?? 3 }) : undefined;
     const draft = buildManifest(target, profile, opts, entries, fileDigests(tmp), pre);
+    draft.runtime = runtime;
     if (perf) draft.performance = perf;
-    fs.writeFileSync(path.join(tmp, 'report.html'), reportHtml(draft, draft.files));
+    const subModels = reports.map((r) => ({ name: r.name, steps: r.steps, layers: r.steps.flatMap((s) => s.layers ?? []), issues: r.issues }));
+    fs.writeFileSync(path.join(tmp, 'report.html'), reportHtml(draft, draft.files, { models: entries.map((e) => ({ file: e.file, model: e.model })), subModels }));
     const manifest = buildManifest(target, profile, opts, entries, fileDigests(tmp), pre);
+    manifest.runtime = runtime;
     if (perf) manifest.performance = perf;
     writeJson(path.join(tmp, 'manifest.json'), manifest);
     fs.rmSync(outDir, { recursive: true, force: true });
@@ -289,6 +316,18 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
     throw e;
+  }
+}
+
+/** Model-folder files runtimes read beside the graphs (transformers.js, onnxruntime-genai, `edgec run`). */
+export const CARRIED_FILES = ['config.json', 'generation_config.json', 'preprocessor_config.json', 'processor_config.json', 'tokenizer.json',
+  'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model', 'vocab.json', 'merges.txt', 'added_tokens.json', 'chat_template.json'];
+
+function carryOver(input: string, tmp: string): void {
+  if (!fs.statSync(input).isDirectory()) return;
+  for (const f of CARRIED_FILES) {
+    const p = path.join(input, f);
+    if (fs.existsSync(p) && fs.statSync(p).isFile()) fs.copyFileSync(p, path.join(tmp, f));
   }
 }
 

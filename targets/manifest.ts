@@ -58,6 +58,8 @@ export interface Manifest {
     verification?: ManifestVerification;
   }[];
   preprocessing?: Record<string, unknown>;
+  /** The oldest onnxruntime that loads every file (and the features that set it); `requested` = --runtime-version. */
+  runtime?: { onnxruntime: string; because: string[]; requested?: string };
   verification: { ran: boolean; passed: boolean };
   /** `compile --profile-run`: predicted and measured time per sub-model (targets/profile.ts), the
    * data behind report.html's chart by op type. Absent otherwise (timings would break byte-identical
@@ -169,6 +171,12 @@ export function buildManifest(t: Target, profile: DeviceProfile, opts: TargetOpt
   };
   if (preprocessing) m.preprocessing = preprocessing;
   return m;
+}
+
+/** Artifact-relative paths of a model file and its external data (listed relative to the model's folder). */
+export function modelFilePaths(e: { file: string; externalData: string[] }): string[] {
+  const dir = path.posix.dirname(e.file);
+  return [e.file, ...e.externalData.map((x) => (dir === '.' ? x : `${dir}/${x}`))];
 }
 
 export function writeJson(file: string, value: unknown): void {

@@ -151,6 +151,10 @@ export interface Target {
   externalData: { maxFileBytes: number; location(file: string): string };
   /** Runtime session options shipped in the manifest for one emitted model. */
   sessionOptions(model: Model, sm: SubModel, externalData: string[]): Record<string, unknown>;
+  /** Write an onnxruntime-genai genai_config.json for the decoder. */
+  genaiConfig?: boolean;
+  /** Folder of the artifact the model files go in ('' = its root; transformers.js wants onnx/). */
+  modelDir?: string;
   /** Extra artifact files (e.g. required_operators.config) from every emitted model. */
   extraFiles?(models: Model[]): { path: string; content: string }[];
 }

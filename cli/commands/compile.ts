@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { CheckError, InputError } from '../../ir/index.js';
 import { artifactSummary, compile, type CompileOptions, type CompileResult } from '../../targets/compile.js';
+import { modelFilePaths } from '../../targets/manifest.js';
 import { TARGET_NAMES, type QuantChoice, type TargetName } from '../../targets/target.js';
 import { fmtBytes, table } from '../format.js';
 import { progressView } from '../progress.js';
@@ -27,6 +28,7 @@ interface CompileCliOpts {
   profileRun?: boolean;
   verify: boolean;
   fp16: boolean;
+  runtimeVersion?: string;
   json?: boolean;
 }
 
@@ -73,13 +75,15 @@ export function parseCompileOptions(o: CompileCliOpts, input: string): CompileOp
     profileRun: o.profileRun,
     verify: o.verify,
     fp16: o.fp16,
+    runtimeVersion: o.runtimeVersion,
   };
 }
 
 export function printCompile(r: CompileResult): void {
   const rows = [['file', 'role', 'size', 'nodes', 'min cos', 'max abs', 'verified']];
   for (const m of r.manifest.models) {
-    const files = r.manifest.files.filter((f) => f.path === m.file || m.externalData.includes(f.path));
+    const own = modelFilePaths(m);
+    const files = r.manifest.files.filter((f) => own.includes(f.path));
     const outs = m.verification?.outputs ?? [];
     rows.push([
       m.file, m.role, fmtBytes(files.reduce((s, f) => s + f.bytes, 0)), String(Object.values(m.ops).reduce((s, v) => s + v, 0)),
@@ -117,8 +121,18 @@ export const registerCompile: RegisterCommand = (program: Command, setExit) => {
     .option('--allow-fallback', 'emit even when some nodes cannot run on the target')
     .option('--no-verify', 'skip the onnxruntime comparison against the original')
     .option('--no-fp16', 'keep fp32 activations (WebGPU devices without shader-f16)')
+    .option('--runtime-version <X.Y>', 'oldest onnxruntime the artifact must load in: only ops and attributes it accepts (e.g. 1.20)')
     .option('--profile-run', "profile the artifact (roofline prediction and a measured run in the target's runtime) into manifest.performance")
     .option('--json', 'print the manifest and report as JSON')
+    .addHelpText('after', `
+Examples:
+  $ edgec compile models/tiny-mllm --target mobile -o out/mobile              # a phone CPU build (XNNPACK, int4 decoder)
+  $ edgec compile models/tiny-mllm --target npu --image-sizes 448x448 -o out/npu
+  $ edgec compile models/tiny-mllm --target npu --policy internvl --batch-sizes 4,1
+  $ edgec compile models/tiny-mllm --target webgpu --runtime-version 1.20      # loads in onnxruntime-web 1.20
+  $ edgec compile decoder.onnx --target webgpu --no-fp16 --method gptq --calibration calib/ --json
+
+Exit codes: 0 built and verified, 1 a check failed (verification, an op the target cannot run), 2 bad input.`)
     .action(async (input: string, o: CompileCliOpts) => {
       const opts = parseCompileOptions(o, input);
       let r: CompileResult;

@@ -24,6 +24,11 @@ export const registerConvert: RegisterCommand = (program: Command) => {
     .option('--threshold <bytes>', 'smallest tensor moved to external data', '1024')
     .option('--location <name>', 'external data file name, next to the output (default <output file name>.data)')
     .option('--json', 'print the result as JSON')
+    .addHelpText('after', `
+Examples:
+  $ edgec convert big.onnx -o big-ext.onnx --external-data --threshold 1024   # weights to big-ext.onnx.data
+  $ edgec convert split.onnx -o single.onnx --no-external-data                # everything inline (< 2 GB)
+`)
     .action((input: string, opts: ConvertOpts) => {
       const threshold = Number(opts.threshold);
       if (!/^\d+$/.test(opts.threshold ?? '') || !Number.isSafeInteger(threshold)) throw new InputError(`--threshold '${opts.threshold}' is not a non-negative integer`);

@@ -42,6 +42,11 @@ export const registerDemo: RegisterCommand = (program: Command, setExit) => {
     .description('generate the bundled tiny MLLM and compile it for webgpu, npu and mobile; print sizes, ops and verification')
     .option('-o, --out <dir>', 'work folder to keep (default: a temporary folder, removed afterwards)')
     .option('--json', 'print the summary as JSON')
+    .addHelpText('after', `
+Examples:
+  $ edgec demo                                # temporary folder, removed afterwards
+  $ edgec demo -o /tmp/edgec-demo --json      # keep the artifacts; then: edgec run /tmp/edgec-demo/webgpu --tokens 1,2,3
+`)
     .action(async (o: { out?: string; json?: boolean }) => {
       if (o.out && fs.existsSync(o.out) && fs.readdirSync(o.out).length) throw new InputError('exists and is not empty', o.out);
       const work = o.out ? path.resolve(o.out) : fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-demo-'));

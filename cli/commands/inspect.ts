@@ -10,6 +10,11 @@ export const registerInspect: RegisterCommand = (program: Command) => {
     .description('show IR version, opsets, inputs/outputs, op histogram, parameters, external data and the guessed role')
     .argument('<model>', 'ONNX model file')
     .option('--json', 'print the summary as JSON')
+    .addHelpText('after', `
+Examples:
+  $ edgec inspect model.onnx                  # opsets, I/O with symbolic dims, op histogram, params by dtype, role guess
+  $ edgec inspect models/tiny-mllm/decoder_model_merged.onnx --json | jq .ops
+`)
     .action((file: string, opts: { json?: boolean }) => {
       const s = summarize(loadModel(file));
       process.stdout.write(opts.json ? `${JSON.stringify({ file, ...s }, null, 2)}\n` : formatSummary(file, s));

@@ -24,7 +24,11 @@ async function launchBrowser() {
 }
 
 export const registerKernels: RegisterCommand = (program: Command, setExit) => {
-  const k = program.command('kernels').description('WGSL int4 kernels (MatMulNBits GEMV/GEMM, GatherBlockQuantized) in headless Chromium WebGPU');
+  const k = program.command('kernels').description('WGSL int4 kernels (MatMulNBits GEMV/GEMM, GatherBlockQuantized) in headless Chromium WebGPU')
+    .addHelpText('after', `
+Examples:
+  $ edgec kernels check                                   # our kernels against their CPU references
+  $ edgec kernels bench --shapes 4096x4096,1x4096x11008   # ours vs onnxruntime-web's MatMulNBits, GB/s`);
   k.command('bench')
     .description("ours vs onnxruntime-web's MatMulNBits (WebGPU EP) per shape, GB/s of weights and the fraction of a plain copy's bandwidth")
     .option('--shapes <list>', `comma-separated KxN (decode GEMV) or MxKxN (GEMM) (default ${DEFAULT_SHAPES.join(',')})`)

@@ -23,6 +23,11 @@ export const registerOptimize: RegisterCommand = (program: Command) => {
     .option('--pipeline <spec>', `passes, e.g. "cleanup,fold-constants{maxBytes=4096}" or a named pipeline (default: ${DEFAULT_PIPELINE})`)
     .option('--verify-each', 'check graph validity after every pass')
     .option('--json', 'print the per-pass report as JSON')
+    .addHelpText('after', `
+Examples:
+  $ edgec optimize model.onnx -o opt.onnx                          # the default cleanup and fusion pipeline
+  $ edgec optimize model.onnx -o opt.onnx --pipeline "cleanup,fold-constants{maxBytes=4096},fuse-layernorm" --verify-each
+`)
     .action(async (input: string, opts: OptimizeOpts) => {
       const steps = parsePipeline(resolvePipelineName(opts.pipeline ?? DEFAULT_PIPELINE));
       const model = loadModel(input);

@@ -32,7 +32,12 @@ export const registerPlan: RegisterCommand = (program: Command) => {
     .requiredOption('--policy <name>', POLICIES.join('|'))
     .option('--json', 'print the plan as JSON (the preprocessing spec for manifests)')
     .option('--svg <file>', 'write an SVG of the tiles over the image')
-    .option('--no-thumbnail', 'internvl/bluelm-v: no global thumbnail tile');
+    .option('--no-thumbnail', 'internvl/bluelm-v: no global thumbnail tile')
+    .addHelpText('after', `
+Examples:
+  $ edgec plan --image 1344x896 --policy minicpm-v
+  $ edgec plan --image 1920x1080 --policy internvl --json --svg tiles.svg
+`);
   for (const f of FLAGS) cmd.option(f.flag, f.help);
   cmd.action((opts: Record<string, string | boolean | undefined>) => {
     const policy = String(opts.policy) as PolicyName;

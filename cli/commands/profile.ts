@@ -18,6 +18,11 @@ export const registerProfile: RegisterCommand = (program: Command) => {
   program.command('profile <model>')
     .description('predicted (roofline on a device) and measured (onnxruntime profiler) time per op, decode/prefill latency, encode time')
     .requiredOption('--target <t>', 'webgpu|npu|mobile')
+    .addHelpText('after', `
+Examples:
+  $ edgec profile out/mobile --target mobile                      # roofline prediction per op type on the default device
+  $ edgec profile out/webgpu --target webgpu --measure --json     # also measured in headless Chromium WebGPU
+  $ edgec profile models/vision_encoder.onnx --target npu --policy internvl --image 1344x896`)
     .option('--device <name>', `device figures: ${Object.keys(PERF_DEVICES).join('|')}`)
     .option('--measure', 'also run it: onnxruntime-node CPU (mobile, npu), WebGPU in headless Chromium (webgpu)')
     .option('--runtime <r>', 'measure on node|wasm|webgpu instead of the target default')

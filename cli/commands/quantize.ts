@@ -62,6 +62,12 @@ export const registerQuantize: RegisterCommand = (program: Command) => {
     .option('--threads <n>', 'worker threads quantizing weights in parallel (same bytes for any count; default: available cores)')
     .option('--fp16', 'then convert the rest to float16 (q4f16), keeping float32 I/O and norms')
     .option('--json', 'print the report as JSON')
+    .addHelpText('after', `
+Examples:
+  $ edgec quantize decoder.onnx -o decoder-q4.onnx                           # MatMulNBits 4-bit, block 32, round to nearest
+  $ edgec quantize decoder.onnx -o decoder-q4.onnx --method gptq --calibration calib/ --fp16
+  $ edgec quantize vision.onnx -o vision-q8.onnx --bits 8 --format qdq --exclude "patch_embed*"
+`)
     .action(async (input: string, opts: QuantizeOpts) => {
       if (opts.sym && opts.asym) throw new InputError('--sym and --asym exclude each other');
       if (fs.existsSync(opts.output) && fs.statSync(opts.output).isDirectory()) throw new InputError('is a directory; -o takes the output model file', opts.output);

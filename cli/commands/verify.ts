@@ -25,6 +25,12 @@ export const registerVerify: RegisterCommand = (program: Command, setExit) => {
     .option('--dim <name=value>', 'value of a symbolic dim for random inputs (repeatable)', collect, [])
     .option('--threshold <cos>', 'minimum cosine similarity per output', '0.999')
     .option('--json', 'print per-output figures as JSON')
+    .addHelpText('after', `
+Examples:
+  $ edgec verify model.onnx model-int4.onnx                       # seeded random inputs, cosine and max abs error per output
+  $ edgec verify model.onnx model-int4.onnx --inputs test_data_set_0 --threshold 0.995 --json
+  $ edgec verify decoder.onnx out/decoder.onnx --dim seq=8 --dim past_seq=16
+`)
     .action(async (refPath: string, candPath: string, opts: VerifyCliOpts) => {
       if (!/^\d+$/.test(opts.seed)) throw new InputError(`--seed '${opts.seed}' is not a non-negative integer`);
       const threshold = Number(opts.threshold);

@@ -29,6 +29,7 @@ export const mobile: Target = {
   variants: requestedVariants,
   fileName: mobileFileName,
   externalData: { maxFileBytes: Infinity, location: (file) => `${file}.data` },
+  genaiConfig: true,
   sessionOptions: mobileSessionOptions,
   extraFiles: (models) => [{ path: 'required_operators.config', content: requiredOperators(models) }],
 };

@@ -2,7 +2,7 @@
 // one static file per shape bucket (decoder chunked prefill + 1-token decode, one vision encoder
 // per image size, or per tile size and encoder batch of a tiling policy) sharing one weights file,
 // and QNN provider options.
-import { Model, Tensor } from '../../ir/index.js';
+import { DataType, Model, Tensor } from '../../ir/index.js';
 import { positionIdsFromMask } from '../position-ids.js';
 import { calibrationSets } from '../calibration.js';
 import { DEFAULT_IMAGE, resolveDims, tilingVariants, type DimContext } from '../dims.js';
@@ -29,7 +29,13 @@ function htpCalibrationSets(model: Model, sm: SubModel): Record<string, Tensor>[
   const tok = g.inputs.find((v) => /input_ids|inputs_embeds/.test(v.name));
   if (!pos || !mask || !tok) return calibrationSets(model, sm, 4);
   // Sets are made (or read) for the exported inputs, then given the ids the runtime would compute.
-  return calibrationSets(model, sm, 4, ['position_ids']).map((s) => ({ ...s, position_ids: positionIdsFromMask(s[mask.name]!, s[tok.name]!.dims[1]!, pos.dtype) }));
+  const sets = calibrationSets(model, sm, 4, ['position_ids']).map((s) => ({ ...s, position_ids: positionIdsFromMask(s[mask.name]!, s[tok.name]!.dims[1]!, pos.dtype) }));
+  // Rotary angles grow with the position: one more set at the last positions of the static context,
+  // so that the ranges cover every position the artifact will see.
+  const first = sets[0]!, ids = first.position_ids!.toNumbers();
+  const shift = sm.opts.context - 1 - Math.max(...ids);
+  if (shift > 0) sets.push({ ...first, position_ids: Tensor.fromNumbers('position_ids', pos.dtype ?? DataType.INT64, [...first.position_ids!.dims], Array.from(ids, (x) => x + shift)) });
+  return sets;
 }
 
 export function npuVariants(model: Model, sm: SubModel): Variant[] {

@@ -30,5 +30,6 @@ export const npu: Target = {
   variants: npuVariants,
   fileName: npuFileName,
   externalData: { maxFileBytes: Infinity, location: (file) => `${file}.data` },
+  genaiConfig: true,
   sessionOptions: npuSessionOptions,
 };

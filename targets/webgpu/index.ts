@@ -30,6 +30,7 @@ export const webgpu: Target = {
   // Dynamic shapes unless --fix or --image-sizes asks for static ones.
   variants: requestedVariants,
   fileName: webgpuFileName,
+  modelDir: 'onnx',
   externalData: { maxFileBytes: WEBGPU_MAX_CHUNK, location: (file) => `${file}_data` },
   sessionOptions: webgpuSessionOptions,
 };

@@ -8,10 +8,11 @@ import { fileURLToPath } from 'node:url';
 import { DataType, GraphBuilder, Model, Tensor } from '../../ir/index.js';
 import { main } from '../../cli/main.js';
 import { randn, rng } from '../../runtime/ort.js';
+import { CONFORMANCE } from '../conformance-root.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(HERE, '../..');
-export const CONFORMANCE = path.resolve(ROOT, '../shared/conformance');
+export { CONFORMANCE };
 
 export interface CliResult {
   code: number;

@@ -6,8 +6,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { loadModel, saveModel } from '../../ir/index.js';
 import { runModel, loadTestDataSet, allClose } from '../../runtime/ort.js';
+import { CONFORMANCE } from '../conformance-root.js';
 
-const ROOT = path.resolve(__dirname, '../../../shared/conformance');
+const ROOT = CONFORMANCE;
 const SUITES = ['node', 'pytorch-converted', 'pytorch-operator', 'simple'];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-conf-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

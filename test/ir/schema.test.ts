@@ -9,11 +9,12 @@ import path from 'node:path';
 import protobuf from 'protobufjs';
 import { ModelProto, schemaRoot } from '../../ir/onnx-schema.js';
 import { decodeModel, encodeModel, loadModel, saveModel, DataType, packInt4 } from '../../ir/index.js';
+import { CONFORMANCE } from '../conformance-root.js';
 
 /** protobufjs types util.Long as a bare constructor; at run time it is the long.js class. */
 const LongT = protobuf.util.Long as unknown as { fromString(s: string): number };
 
-const ROOT = path.resolve(__dirname, '../../../shared/conformance');
+const ROOT = CONFORMANCE;
 
 /** Walk protobuf wire bytes as message `type`; collect unknown field numbers with their path. */
 function unknownFields(bytes: Uint8Array, type: protobuf.Type, where: string, out: string[]): void {

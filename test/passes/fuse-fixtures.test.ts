@@ -21,6 +21,7 @@ import type { Pass, PassStats } from '../../passes/pass.js';
 import { Tensor, loadModel, saveModel } from '../../ir/index.js';
 import { validateModel } from '../../passes/validate.js';
 import { concreteShape, randomInputs, runModel, type InputSpec } from '../../runtime/ort.js';
+import { CONFORMANCE } from '../conformance-root.js';
 
 afterAll(cleanup);
 const cfg = tinyMllmConfig();
@@ -163,7 +164,7 @@ describe('fusions on the tiny MLLM fixtures', () => {
 // Nowhere else: the ONNX spec's PyTorch exports and the node tests nearest to the patterns
 // (expanded LayerNorm functions, Softmax, ReduceMean, Erf, Tanh, Pow) give no fusion and stay as they are.
 describe('fusions on the conformance corpus', () => {
-  const ROOT = path.resolve(__dirname, '../../../shared/conformance');
+  const ROOT = CONFORMANCE;
   const near = /layer_norm|softmax|reduce_mean|erf|tanh|pow|sqrt|reciprocal/;
   const dirs = [
     ...['pytorch-converted', 'pytorch-operator'].flatMap((s) => fs.readdirSync(path.join(ROOT, s)).map((d) => path.join(ROOT, s, d))),

@@ -8,9 +8,10 @@ import { DataType, GraphBuilder, loadModel, saveModel, type Dim, type Model } fr
 import { gemmToMatMulAdd, matmulAddToGemm } from '../../passes/gemm-matmul.js';
 import { allClose, compareOutputs, loadTestDataSet, randn, rng, runModel } from '../../runtime/ort.js';
 import { cleanup, fuseAndCompare, opCounts, runPass, tmpDir } from './fuse-util.js';
+import { CONFORMANCE } from '../conformance-root.js';
 
 afterAll(cleanup);
-const CONF = path.resolve(__dirname, '../../../shared/conformance');
+const CONF = CONFORMANCE;
 
 /** Turn graph inputs into initializers holding the test data (what an exported Linear looks like). */
 function freeze(m: Model, feeds: Record<string, import('../../ir/index.js').Tensor>, names: string[]) {

@@ -7,8 +7,9 @@ import { evaluateDim } from '../../passes/shape/sym.js';
 import { parsePipeline, runPipeline, type StepReport } from '../../passes/manager.js';
 import { validateModel } from '../../passes/validate.js';
 import { allClose, compareTensors, loadTestDataSet, runModel } from '../../runtime/ort.js';
+import { CONFORMANCE } from '../conformance-root.js';
 
-export const CONFORMANCE = path.resolve(__dirname, '../../../shared/conformance');
+export { CONFORMANCE };
 
 /** node/: every 5th model; pytorch-converted and pytorch-operator: all. */
 export function conformanceSample(): string[] {

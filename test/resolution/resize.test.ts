@@ -9,8 +9,9 @@ import { GraphBuilder } from '../../ir/builder.js';
 import { allClose, compareTensors, loadTestDataSet, randn, rng, runModel } from '../../runtime/ort.js';
 import { evalResize } from '../../passes/eval/resize.js';
 import { Unsupported, getEvaluator } from '../../passes/eval/index.js';
+import { CONFORMANCE } from '../conformance-root.js';
 
-const CONF = '/work/shared/conformance/node';
+const CONF = path.join(CONFORMANCE, 'node');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-resize-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 

@@ -78,7 +78,7 @@ describe('edgec build', () => {
     const summary = JSON.parse(fs.readFileSync(path.join(out, 'build-summary.json'), 'utf8'));
     expect(JSON.stringify(summary)).not.toMatch(/"ms"|\/tmp\//);
     expect(fs.readFileSync(path.join(out, 'index.html'), 'utf8')).toContain('tiny/webgpu/report.html');
-  });
+  }, 600_000);
 
   it('two shards plus merge equal one unsharded build, byte for byte', async () => {
     const whole = project(tmp, 'whole', src);
@@ -105,7 +105,7 @@ describe('edgec build', () => {
     for (const k of Object.keys(t1)) expect(t2[k]!.equals(t1[k]!), k).toBe(true);
     // The merged folder is a valid cache: a build there skips everything.
     expect((await build(merged)).outcomes.map((x) => x.status)).toEqual(['cached', 'cached']);
-  });
+  }, 600_000);
 
   it('shards split the sorted items deterministically and cover them once', () => {
     const ids = ['a', 'b', 'c', 'd', 'e'];

@@ -39,7 +39,7 @@ describe('target check', () => {
     const f = model(path.join(tmp, 'hardmax.onnx'), ['batch', 8], 'Hardmax');
     const err = await compile(f, { target: 'webgpu', out: path.join(tmp, 'hm') }).catch((e) => e);
     expect(err).toBeInstanceOf(CheckError);
-    expect((err as CheckError).details).toEqual(["hardmax_fp16.onnx: node 'odd_op' (Hardmax): Hardmax is not supported by onnxruntime-web WebGPU EP"]);
+    expect((err as CheckError).details).toEqual(["onnx/hardmax_fp16.onnx: node 'odd_op' (Hardmax): Hardmax is not supported by onnxruntime-web WebGPU EP"]);
     expect(fs.existsSync(path.join(tmp, 'hm'))).toBe(false);
     const r = await cli(['compile', f, '--target', 'webgpu', '-o', path.join(tmp, 'hm')]);
     expect(r.code).toBe(1);

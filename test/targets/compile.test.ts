@@ -112,7 +112,7 @@ describe('compile: fixture MLLM', () => {
   it('webgpu fp16 (q4f16) artifact verifies in onnxruntime-node', async () => {
     const r = results.webgpu!;
     const dec = r.manifest.models.find((m) => m.role === 'decoder')!;
-    expect(dec.file).toBe('decoder_model_merged_q4f16.onnx');
+    expect(dec.file).toBe('onnx/decoder_model_merged_q4f16.onnx');
     expect(dec.externalData).toEqual(['decoder_model_merged_q4f16.onnx_data']);
     expect(dec.session.preferredOutputLocation).toEqual({ 'present.0.key': 'gpu-buffer', 'present.0.value': 'gpu-buffer', 'present.1.key': 'gpu-buffer', 'present.1.value': 'gpu-buffer' });
     expect(dec.session.enableGraphCapture).toBeUndefined();
@@ -133,12 +133,12 @@ describe('compile: fixture MLLM', () => {
     const r = await compile(vis, { target: 'webgpu', out: path.join(tmp, 'webgpu-sizes'), imageSizes: ['56x56', '84x84'] });
     // 14-pixel patches: a 4x4 grid at 56, 6x6 at 84; batch stays dynamic (not asked for).
     expect(Object.fromEntries(r.manifest.models.map((m) => [m.file, m.inputs[0]!.shape]))).toEqual({
-      'vision_encoder_56x56_fp16.onnx': ['batch', 3, 56, 56], 'vision_encoder_84x84_fp16.onnx': ['batch', 3, 84, 84],
-      'projector_56x56_fp16.onnx': ['batch', 4, 4, 64], 'projector_84x84_fp16.onnx': ['batch', 6, 6, 64],
+      'onnx/vision_encoder_56x56_fp16.onnx': ['batch', 3, 56, 56], 'onnx/vision_encoder_84x84_fp16.onnx': ['batch', 3, 84, 84],
+      'onnx/projector_56x56_fp16.onnx': ['batch', 4, 4, 64], 'onnx/projector_84x84_fp16.onnx': ['batch', 6, 6, 64],
     });
     const [a, b] = r.manifest.models.filter((m) => m.name === 'vision_encoder');
     expect(a!.externalData.filter((f) => b!.externalData.includes(f))).toEqual(['vision_encoder.onnx_data']);
-    expect(r.manifest.preprocessing).toEqual({ imageSizes: ['56x56', '84x84'], files: { '56x56': 'vision_encoder_56x56_fp16.onnx', '84x84': 'vision_encoder_84x84_fp16.onnx' } });
+    expect(r.manifest.preprocessing).toEqual({ imageSizes: ['56x56', '84x84'], files: { '56x56': 'onnx/vision_encoder_56x56_fp16.onnx', '84x84': 'onnx/vision_encoder_84x84_fp16.onnx' } });
     expect(r.manifest.verification.passed).toBe(true);
   });
 
@@ -146,7 +146,7 @@ describe('compile: fixture MLLM', () => {
     const limit = 8 * 1024;
     const profile = { ...WEBGPU_PROFILES.default!, name: 'tiny-8k', maxBindingBytes: limit, maxBufferBytes: limit };
     const r = await compile(src, { target: 'webgpu', out: path.join(tmp, 'webgpu-tiny'), profile, imageSizes: ['56x56'] });
-    expect(r.manifest.models.find((m) => m.role === 'decoder')!.file).toBe('decoder_model_merged_q4f16.onnx');
+    expect(r.manifest.models.find((m) => m.role === 'decoder')!.file).toBe('onnx/decoder_model_merged_q4f16.onnx');
     const t = Object.fromEntries(r.manifest.models.map((m) => [m.name, m.transforms]));
     console.log(`fp16 split at ${limit} B: ${JSON.stringify(t)}`);
     expect(t.vision_encoder!.splitMatMul).toBeGreaterThan(0);

@@ -17,16 +17,30 @@ export function tinyMllm(dir: string): string {
   return src;
 }
 
-/** Every file of a folder with its bytes, by relative name. */
+/** Every file under a folder ('/' relative paths, sorted). */
+export function listFiles(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const f of fs.readdirSync(d).sort()) {
+      const p = path.join(d, f);
+      if (fs.statSync(p).isDirectory()) walk(p);
+      else out.push(path.relative(dir, p).split(path.sep).join('/'));
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+/** Every file under a folder with its bytes, by relative path (webgpu artifacts keep models in onnx/). */
 export function readTree(dir: string): Record<string, Buffer> {
-  return Object.fromEntries(fs.readdirSync(dir).sort().map((f) => [f, fs.readFileSync(path.join(dir, f))]));
+  return Object.fromEntries(listFiles(dir).map((f) => [f, fs.readFileSync(path.join(dir, f))]));
 }
 
 export function manifestMatchesFiles(dir: string): { ok: boolean; problems: string[] } {
   const m = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as { files: { path: string; bytes: number; sha256: string }[] };
   const problems: string[] = [];
   const listed = new Set(m.files.map((f) => f.path));
-  for (const f of fs.readdirSync(dir)) if (f !== 'manifest.json' && !listed.has(f)) problems.push(`${f} not in manifest`);
+  for (const f of listFiles(dir)) if (f !== 'manifest.json' && !listed.has(f)) problems.push(`${f} not in manifest`);
   for (const f of m.files) {
     const p = path.join(dir, f.path);
     if (!fs.existsSync(p)) { problems.push(`${f.path} missing`); continue; }
@@ -39,7 +53,7 @@ export function manifestMatchesFiles(dir: string): { ok: boolean; problems: stri
 /** Largest initializer (bytes) over the .onnx files of a folder. */
 export function largestInitializer(dir: string): number {
   let max = 0;
-  for (const f of fs.readdirSync(dir).filter((x) => x.endsWith('.onnx'))) {
+  for (const f of listFiles(dir).filter((x) => x.endsWith('.onnx'))) {
     const m = loadModel(path.join(dir, f));
     for (const g of m.graph.allGraphs()) for (const t of g.initializers) max = Math.max(max, t.byteLength);
   }

@@ -26,14 +26,14 @@ describe('compile --policy: plan -> variant', () => {
     // --fix batch=1 (a decoder's batch) does not override the batch the policy compiles the encoder at.
     const r = await compile(vis, { target: 'webgpu', out: path.join(tmp, 'webgpu'), imageSizes: ['56x56'], policy: 'internvl', policyOptions: { tileSize: 56 }, batchSizes: [4], fix: { batch: 1 } });
     expect(Object.fromEntries(r.manifest.models.map((m) => [m.file, m.inputs[0]!.shape]))).toEqual({
-      'vision_encoder_56x56_b4_fp16.onnx': [4, 3, 56, 56], 'projector_56x56_b4_fp16.onnx': [4, 4, 4, 64],
+      'onnx/vision_encoder_56x56_b4_fp16.onnx': [4, 3, 56, 56], 'onnx/projector_56x56_b4_fp16.onnx': [4, 4, 4, 64],
     });
     const t = (r.manifest.preprocessing as { tiling: Tiling }).tiling;
-    expect(t.variants.visionEncoder).toEqual({ '56x56': { 4: 'vision_encoder_56x56_b4_fp16.onnx' } });
+    expect(t.variants.visionEncoder).toEqual({ '56x56': { 4: 'onnx/vision_encoder_56x56_b4_fp16.onnx' } });
     // 1344x896 at 56: 3x2 grid + thumbnail = 7 tiles -> plan batches [0-3] and [4-6] + 1 padded slot.
     expect(t.example.batches.map((b) => [b.tiles, b.padded])).toEqual([[[0, 1, 2, 3], 0], [[4, 5, 6], 1]]);
     expect(t.example.calls.map((c) => [c.tiles, c.shape[0], c.padded ?? 0, c.encoder])).toEqual([
-      [[0, 1, 2, 3], 4, 0, 'vision_encoder_56x56_b4_fp16.onnx'], [[4, 5, 6], 4, 1, 'vision_encoder_56x56_b4_fp16.onnx'],
+      [[0, 1, 2, 3], 4, 0, 'onnx/vision_encoder_56x56_b4_fp16.onnx'], [[4, 5, 6], 4, 1, 'onnx/vision_encoder_56x56_b4_fp16.onnx'],
     ]);
     const v = r.manifest.models.find((m) => m.role === 'vision-encoder')!.verification!;
     expect(v.inputs[0]!.shape).toEqual([4, 3, 56, 56]);

@@ -65,7 +65,7 @@ describe('webgpu artifact in headless Chromium (WebGPU EP)', () => {
 
   it('the --no-fp16 fixture MLLM artifact runs within the thresholds', async () => {
     const r = await compile(src, { target: 'webgpu', out: path.join(tmp, 'webgpu'), fp16: false, profile: 'swiftshader', imageSizes: ['56x56'] });
-    expect(r.manifest.models.map((m) => m.file).sort()).toEqual(['decoder_model_merged_q4.onnx', 'embed_tokens_q4.onnx', 'projector.onnx', 'vision_encoder.onnx']);
+    expect(r.manifest.models.map((m) => m.file).sort()).toEqual(['onnx/decoder_model_merged_q4.onnx', 'onnx/embed_tokens_q4.onnx', 'onnx/projector.onnx', 'onnx/vision_encoder.onnx']);
     console.log((await browserVsSource(r, src)).join('\n'));
     // The heavy ops run on the GPU; only int64 shape and mask arithmetic stays on the CPU.
     const heavy = /MatMul|Attention|Conv|Softmax|LayerNormalization|Rotary|GatherBlockQuantized|Gelu/;
