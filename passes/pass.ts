@@ -90,7 +90,8 @@ export function definePass<const S extends OptionSchema, C extends PassContext =
 }
 
 export class PassError extends Error {
-  constructor(readonly pass: string, message: string, readonly node?: string) {
+  /** `defect`: the pass itself went wrong (left an invalid graph), not its input: exit 70. */
+  constructor(readonly pass: string, message: string, readonly node?: string, readonly defect = false) {
     super(`pass '${pass}'${node ? ` at node '${node}'` : ''}: ${message}`);
     this.name = 'PassError';
   }

@@ -3,7 +3,8 @@
 // onnxruntime. Written to a temp folder and renamed: same input + options => same bytes.
 import fs from 'node:fs';
 import path from 'node:path';
-import { CheckError, InputError, Model, loadModel, saveModel, type Progress } from '../ir/index.js';
+import { CheckError, InputError, InternalError, Model, loadModel, saveModel, type Progress } from '../ir/index.js';
+import { commitReplace, crashPoint, recoverStale } from '../ir/atomic.js';
 import { guessRole, type Role } from '../ir/summary.js';
 import { parsePipeline, runPipeline, type PipelineStep, type StepReport } from '../passes/manager.js';
 import { getPass } from '../passes/registry.js';
@@ -32,6 +33,8 @@ export interface CompileOptions {
   target: TargetName;
   /** Artifact folder (replaced if it holds an earlier edgec artifact; refused otherwise). */
   out: string;
+  /** Replace `out` even when it is not an edgec artifact. */
+  force?: boolean;
   quant?: QuantChoice;
   blockSize?: number;
   method?: string;
@@ -89,6 +92,7 @@ export function resolveInputs(input: string): { name: string; file: string }[] {
   let st: fs.Stats;
   try { st = fs.statSync(input); } catch { throw new InputError('no such file or folder', input); }
   if (st.isFile()) return [{ name: path.basename(input).replace(/\.onnx$/i, ''), file: path.resolve(input) }];
+  if (!st.isDirectory()) throw new InputError('is not a regular file or folder', input);
   const files = fs.readdirSync(input).filter((f) => f.toLowerCase().endsWith('.onnx')).sort();
   if (!files.length) throw new InputError('holds no .onnx files', input);
   return files.map((f) => ({ name: f.replace(/\.onnx$/i, ''), file: path.resolve(input, f) }));
@@ -185,7 +189,9 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
     const rel = path.relative(outDir, i.file);
     if (!rel.startsWith('..') && !path.isAbsolute(rel)) throw new InputError('output folder holds the input; refusing to replace it', o.out);
   }
-  if (fs.existsSync(outDir) && !isArtifactDir(outDir)) throw new InputError('exists and is not an edgec artifact; refusing to replace it', o.out);
+  // Finish or undo what a killed edgec left beside the destination before judging it.
+  if (fs.existsSync(path.dirname(outDir))) recoverStale(path.dirname(outDir), outDir);
+  if (fs.existsSync(outDir) && !o.force && !isArtifactDir(outDir)) throw new InputError('exists and is not an edgec artifact; refusing to replace it (--force replaces it)', o.out);
 
   const loaded = inputs.map((i) => ({ ...i, model: loadModel(i.file) }));
   const patch = loaded.map((l) => patchSize(l.model)).find((p) => p !== undefined);
@@ -216,7 +222,14 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         const acts = await collectCalibration(l.model, calibrationSets(l.model, sm, 8), { progress: o.progress });
         ctx.calibration = (w) => acts.get(w);
       }
-      const stepReports = await runPipeline(l.model, st, ctx);
+      let stepReports: StepReport[];
+      try {
+        stepReports = await runPipeline(l.model, st, ctx);
+      } catch (e) {
+        // A defect inside a pass also names the sub-model it ran on.
+        if (e instanceof InternalError) e.within(`sub-model '${l.name}'`);
+        throw e;
+      }
       // Whatever the pipeline fused, the target gets only contrib ops it runs.
       const keep = LOWERABLE.filter((op) => target.capabilities.supports('com.microsoft', op) || (op === 'SimplifiedLayerNormalization' && target.capabilities.supports('', op)));
       const refused = [...l.model.graph.allGraphs()].some((g) => g.nodes.some((n) => LOWERABLE.includes(n.opType) && !keep.includes(n.opType) && (n.domain === 'com.microsoft' || (n.domain === '' && n.opType === 'SimplifiedLayerNormalization'))));
@@ -304,8 +317,8 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
     manifest.runtime = runtime;
     if (perf) manifest.performance = perf;
     writeJson(path.join(tmp, 'manifest.json'), manifest);
-    fs.rmSync(outDir, { recursive: true, force: true });
-    fs.renameSync(tmp, outDir);
+    crashPoint('compile:written');
+    commitReplace([{ tmp, final: outDir }], 'swap');
     const passed = manifest.verification.passed;
     const result: CompileResult = { outDir, manifest, report: { target: target.name, profile: profile.name, models: reports, ms: Math.round(performance.now() - t0), passed } };
     if (!passed) {

@@ -25,6 +25,7 @@ interface CompileCliOpts {
   batchSizes?: string;
   profile?: string;
   allowFallback?: boolean;
+  force?: boolean;
   profileRun?: boolean;
   verify: boolean;
   fp16: boolean;
@@ -72,6 +73,7 @@ export function parseCompileOptions(o: CompileCliOpts, input: string): CompileOp
     batchSizes: o.batchSizes?.split(',').map((b) => posInt('--batch-sizes', b.trim())!),
     profile: o.profile,
     allowFallback: o.allowFallback,
+    force: o.force,
     profileRun: o.profileRun,
     verify: o.verify,
     fp16: o.fp16,
@@ -121,6 +123,7 @@ export const registerCompile: RegisterCommand = (program: Command, setExit) => {
     .option('--allow-fallback', 'emit even when some nodes cannot run on the target')
     .option('--no-verify', 'skip the onnxruntime comparison against the original')
     .option('--no-fp16', 'keep fp32 activations (WebGPU devices without shader-f16)')
+    .option('--force', 'replace -o even when it exists and is not an edgec artifact')
     .option('--runtime-version <X.Y>', 'oldest onnxruntime the artifact must load in: only ops and attributes it accepts (e.g. 1.20)')
     .option('--profile-run', "profile the artifact (roofline prediction and a measured run in the target's runtime) into manifest.performance")
     .option('--json', 'print the manifest and report as JSON')
