@@ -11,7 +11,7 @@ import { fuseSkipLayerNorm } from './fuse-skip-layernorm.js';
 import { fuseRotary } from './fuse-rotary.js';
 import { fuseAttention } from './fuse-attention.js';
 import { gemmToMatMulAdd, matmulAddToGemm } from './gemm-matmul.js';
-import { quantizeInt4 } from './quantize.js';
+import { quantizeWeights } from './quantize.js';
 import { upgradeOpsetPass } from './upgrade-opset.js';
 import { convertQuantFormat } from './convert-quant-format.js';
 import { toFp16 } from './to-fp16.js';
@@ -34,7 +34,7 @@ for (const p of [
   fuseAttention,
   gemmToMatMulAdd,
   matmulAddToGemm,
-  quantizeInt4,
+  quantizeWeights,
   upgradeOpsetPass,
   convertQuantFormat,
   toFp16,

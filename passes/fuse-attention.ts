@@ -13,9 +13,9 @@
 // with 4-D key/value (repeated heads, an unrecognised mask) -> MultiHeadAttention on the BNSH
 // key/value with the mask as attention_bias, which is exact for any mask.
 import { DataType, Tensor, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
-import type { Pass, PassStats } from './pass.js';
+import type { OptionSchema, OptionsOf } from './pass.js';
 import { constScalar, constTensor, internalOnly, other, producer, replaceOutput, sameDim, splitHeads } from './pattern.js';
-import { applyRules, defineRule, skip, type Match, type Skip } from './rule.js';
+import { defineRule, fusionPass, skip, type Match, type Skip } from './rule.js';
 
 function ints(v: Value | null | undefined): number[] | null {
   const t = constTensor(v);
@@ -316,7 +316,11 @@ function replace(model: Model, g: Graph, core: Core, spec: { opType: string; inp
   replaceOutput(g, core.out, { ...spec, domain: 'com.microsoft', name: `${base}/${spec.opType}`, attrs: spec.attrs as never }, nodes);
 }
 
-export const attentionRule = defineRule<AttentionMatch, Map<Value, [Value, Value]>>({
+const options = {
+  decoder: { type: 'enum', values: ['gqa', 'mha'], default: 'gqa', description: 'op for KV-cache decoder attention (mha keeps the Concat cache and takes the mask as attention_bias)' },
+} as const satisfies OptionSchema;
+
+export const attentionRule = defineRule<AttentionMatch, Map<Value, [Value, Value]>, OptionsOf<typeof options>>({
   name: 'attention',
   anchors: ['Softmax'],
   counts: {
@@ -327,18 +331,14 @@ export const attentionRule = defineRule<AttentionMatch, Map<Value, [Value, Value
   where: (sm) => `attention at '${sm.name}'`,
   // Per graph: seqlens_k / total_sequence_length built once per attention mask.
   state: () => new Map(),
-  match: (sm, { options }) => match(sm, options.decoder as string),
+  match: (sm, { options }) => match(sm, options.decoder),
   rewrite: (m, { model, graph, state }) => rewrite(model, graph, m, state),
 });
 
-export const fuseAttention: Pass = {
+export const fuseAttention = fusionPass({
   name: 'fuse-attention',
   description: 'eager attention -> com.microsoft MultiHeadAttention, or GroupQueryAttention for a KV-cache decoder with the HF causal mask',
-  options: {
-    decoder: { type: 'enum', values: ['gqa', 'mha'], default: 'gqa', description: 'op for KV-cache decoder attention (mha keeps the Concat cache and takes the mask as attention_bias)' },
-  },
+  options,
   requires: ['shapes'],
-  run(model: Model, options): PassStats {
-    return applyRules(model, options, [attentionRule]);
-  },
-};
+  rules: [attentionRule],
+});

@@ -4,10 +4,9 @@
 //             erf) -> com.microsoft Gelu, or ONNX Gelu when the model's opset is >= 20.
 //   tanh form 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))), the argument in any factoring that is that
 //             polynomial (x*0.7978845608*(1 + 0.044715*x*x), Pow(x,3), x*x*x) -> com.microsoft FastGelu.
-import type { Model, Node, Value } from '../ir/index.js';
-import type { Pass, PassStats } from './pass.js';
+import type { Node, Value } from '../ir/index.js';
 import { constScalar, flatten, isConst, producer, replaceOutput, splitConst } from './pattern.js';
-import { applyRules, defineRule, skip, type Match } from './rule.js';
+import { defineRule, fusionPass, skip, type Match } from './rule.js';
 
 const SQRT2 = Math.SQRT2;
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
@@ -162,11 +161,9 @@ export const geluRule = defineRule<GeluMatch>({
   },
 });
 
-export const fuseGelu: Pass = {
+export const fuseGelu = fusionPass({
   name: 'fuse-gelu',
   description: 'erf GELU -> Gelu (com.microsoft, or ONNX Gelu at opset >= 20); tanh GELU -> com.microsoft FastGelu',
   options: {},
-  run(model: Model, options): PassStats {
-    return applyRules(model, options, [geluRule]);
-  },
-};
+  rules: [geluRule],
+});

@@ -4,7 +4,7 @@
 // LayerNorm to fuse is first converted to opset 17 (upgrade-opset), so the result is valid ONNX; one
 // that cannot be converted keeps its decomposed LayerNorms, and the statistics say why.
 import type { Model, Node, Value } from '../ir/index.js';
-import type { Pass, PassStats } from './pass.js';
+import { definePass, type PassStats } from './pass.js';
 import { asVector, matchAffine, matchInvStd, rankOf, reducesLastAxis, replaceOutput, squares, type AffineMatch, type InvStdMatch } from './pattern.js';
 import { Skip, applyRules, defineRule, skip, type Match } from './rule.js';
 import { upgradeOpset } from './upgrade-opset.js';
@@ -71,11 +71,12 @@ function hasCandidate(model: Model): boolean {
   return false;
 }
 
-export const fuseLayerNorm: Pass = {
+export const fuseLayerNorm = definePass({
   name: 'fuse-layernorm',
   description: 'decomposed LayerNorm (ReduceMean, Sub, Pow, ReduceMean, Add eps, Sqrt, Div, Mul, Add) -> LayerNormalization',
   options: {},
   requires: ['shapes'],
+  statistics: layerNormRule.counts,
   run(model: Model, options): PassStats {
     const from = model.opset('') ?? 0;
     let why: string | undefined;
@@ -88,4 +89,4 @@ export const fuseLayerNorm: Pass = {
     if (why) stats.skipped = stats.skipped?.map((s) => (s.endsWith('needs opset >= 17') ? `${s}: ${why}` : s));
     return stats;
   },
-};
+});

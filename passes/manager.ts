@@ -23,6 +23,8 @@ export interface StepReport {
   initializerBytesAfter: number;
   ms: number;
   stats: PassStats;
+  /** Passes the manager ran first because this one needs them (infer-shapes for `requires: ['shapes']`), timed apart from `ms`. */
+  implicit?: { pass: string; ms: number; stats: PassStats }[];
 }
 
 export type PipelineSpec = string | { pass: string; options?: Record<string, unknown> }[];
@@ -84,9 +86,14 @@ function initializerBytes(model: Model): number {
 export async function runPipeline(model: Model, steps: PipelineStep[], opts: RunPipelineOptions = {}): Promise<StepReport[]> {
   const reports: StepReport[] = [];
   for (const [i, step] of steps.entries()) {
+    const implicit: NonNullable<StepReport['implicit']> = [];
     if (step.pass.requires?.includes('shapes')) {
       const infer = getPass('infer-shapes');
-      if (infer && step.pass !== infer) await infer.run(model, resolveOptions(infer, {}), opts);
+      if (infer && step.pass !== infer) {
+        const t = performance.now();
+        const st = await infer.run(model, resolveOptions(infer, {}), opts);
+        implicit.push({ pass: infer.name, ms: performance.now() - t, stats: st });
+      }
     }
     const before = countGraph(model);
     const bytesBefore = initializerBytes(model);
@@ -118,7 +125,7 @@ export async function runPipeline(model: Model, steps: PipelineStep[], opts: Run
     reports.push({
       pass: step.pass.name, options: step.options, nodesBefore: before.ids.size, nodesAfter: after.ids.size,
       nodesAdded: added, nodesRemoved: removed, initializerBytesBefore: bytesBefore,
-      initializerBytesAfter: initializerBytes(model), ms, stats,
+      initializerBytesAfter: initializerBytes(model), ms, stats, ...(implicit.length ? { implicit } : {}),
     });
   }
   opts.progress?.('passes', steps.length, steps.length);

@@ -8,7 +8,7 @@
 // reduction whose sum can pass it, stays fp32 too: the block list alone misses a residual stream or
 // a score matrix that leaves fp16's range in a given model.
 import { AttrType, DataType, Graph, Model, Node, Tensor, Value, float32ToFloat16Array } from '../ir/index.js';
-import type { Pass, PassContext, PassStats } from './pass.js';
+import { definePass, type PassContext, type PassStats } from './pass.js';
 import { dropIfUnused, matchesAny } from './quant/graph-util.js';
 
 const NORMS = ['LayerNormalization', 'SimplifiedLayerNormalization', 'SkipLayerNormalization', 'SkipSimplifiedLayerNormalization',
@@ -144,14 +144,17 @@ function toF16Tensor(t: Tensor, name: string): Tensor {
   return Tensor.fromBytes(name, DataType.FLOAT16, [...t.dims], new Uint8Array(h.buffer));
 }
 
-export const toFp16: Pass = {
+export const toFp16 = definePass({
   name: 'to-fp16',
   description: 'Convert float32 compute and weights to float16, keeping graph I/O float32 and norms/Softmax in float32',
   options: {
-    keep_io_types: { type: 'bool', default: true, description: 'graph inputs/outputs stay float32 (Casts at the boundary)' },
-    keep_norms: { type: 'bool', default: true, description: 'keep norms, Softmax and Pow/ReduceMean statistics in float32' },
+    keepIoTypes: { aliases: ['keep_io_types'], type: 'bool', default: true, description: 'graph inputs/outputs stay float32 (Casts at the boundary)' },
+    keepNorms: { aliases: ['keep_norms'], type: 'bool', default: true, description: 'keep norms, Softmax and Pow/ReduceMean statistics in float32' },
     keep: { type: 'list', default: [], description: 'more nodes to keep in float32 (names, op types or globs)' },
-    max_abs: { type: 'float', default: 4096, min: 1, max: F16_MAX, description: 'with measured ranges: keep fp32 every product, sum or power whose result passes this |x|, and any op reading or writing 8x it (fp16 max 65504; the margin covers unseen inputs and fp16 accumulation in GPU kernels)' },
+    maxAbs: { aliases: ['max_abs'], type: 'float', default: 4096, min: 1, max: F16_MAX, description: 'with measured ranges: keep fp32 every product, sum or power whose result passes this |x|, and any op reading or writing 8x it (fp16 max 65504; the margin covers unseen inputs and fp16 accumulation in GPU kernels)' },
+  },
+  statistics: {
+    converted: 'nodes computing in float16', keptFp32: 'nodes kept in float32', keptByRange: 'of those, kept because a measured range leaves safe fp16', casts: 'Casts inserted', initializers: 'initializers converted to float16',
   },
   run(model: Model, o, ctx: PassContext): PassStats {
     const stats: PassStats = { counts: { converted: 0, keptFp32: 0, keptByRange: 0, casts: 0, initializers: 0 }, skipped: [], notes: [] };
@@ -161,19 +164,19 @@ export const toFp16: Pass = {
       return stats;
     }
     const T = elemTypes(g);
-    const keepList = o.keep as string[];
-    const chains = o.keep_norms ? normChains(g) : new Set<Node>();
-    const byRange = ctx.activationRanges ? outOfRange(g, ctx.activationRanges, o.max_abs as number) : new Map<Node, string>();
-    const kept = (n: Node) => NO_FP16.includes(n.opType) || (o.keep_norms && NORMS.includes(n.opType)) || chains.has(n) || matchesAny(keepList, n) || byRange.has(n);
+    const keepList = o.keep;
+    const chains = o.keepNorms ? normChains(g) : new Set<Node>();
+    const byRange = ctx.activationRanges ? outOfRange(g, ctx.activationRanges, o.maxAbs) : new Map<Node, string>();
+    const kept = (n: Node) => NO_FP16.includes(n.opType) || (o.keepNorms && NORMS.includes(n.opType)) || chains.has(n) || matchesAny(keepList, n) || byRange.has(n);
     if (ctx.activationRanges) {
       stats.counts.keptByRange = byRange.size;
       const shown = [...byRange].slice(0, 8).map(([n, why]) => `${n.name || n.opType} (${why})`);
-      if (byRange.size) stats.notes!.push(`kept fp32 by measured range (> ${o.max_abs}): ${shown.join(', ')}${byRange.size > 8 ? `, +${byRange.size - 8} more` : ''}`);
+      if (byRange.size) stats.notes!.push(`kept fp32 by measured range (> ${o.maxAbs}): ${shown.join(', ')}${byRange.size > 8 ? `, +${byRange.size - 8} more` : ''}`);
     } else stats.notes!.push('no measured activation ranges: only the block list and norm statistics stay fp32');
 
     // Precision of each float32 value after conversion (where it is produced).
     const prec = new Map<Value, Prec>();
-    for (const v of g.inputs) if (isFloat32(T.get(v))) prec.set(v, o.keep_io_types ? 'fp32' : 'fp16');
+    for (const v of g.inputs) if (isFloat32(T.get(v))) prec.set(v, o.keepIoTypes ? 'fp32' : 'fp16');
     const nodes = [...g.nodes];
     for (const n of nodes) {
       const k = kept(n);
@@ -240,7 +243,7 @@ export const toFp16: Pass = {
     }
     // Graph outputs keep their precision (fp32, or fp16 without keep_io_types): a producer of the
     // other precision writes a renamed value and a Cast restores the name.
-    const ioPrec: Prec = o.keep_io_types ? 'fp32' : 'fp16';
+    const ioPrec: Prec = o.keepIoTypes ? 'fp32' : 'fp16';
     for (const out of [...g.outputs]) {
       const have = prec.get(out);
       if (!isFloat32(T.get(out)) || !have || have === ioPrec) continue;
@@ -257,8 +260,8 @@ export const toFp16: Pass = {
       if (v.isGraphInput || v.isGraphOutput) continue;
       v.type = { elemType: p === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT, shape: v.type?.shape };
     }
-    for (const v of g.inputs) if (!o.keep_io_types && isFloat32(T.get(v)) && v.type) v.type = { ...v.type, elemType: DataType.FLOAT16 };
-    if (!o.keep_io_types) for (const v of g.outputs) if (isFloat32(T.get(v)) && v.type) v.type = { ...v.type, elemType: DataType.FLOAT16 };
+    for (const v of g.inputs) if (!o.keepIoTypes && isFloat32(T.get(v)) && v.type) v.type = { ...v.type, elemType: DataType.FLOAT16 };
+    if (!o.keepIoTypes) for (const v of g.outputs) if (isFloat32(T.get(v)) && v.type) v.type = { ...v.type, elemType: DataType.FLOAT16 };
     return stats;
   },
-};
+});
