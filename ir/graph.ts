@@ -512,14 +512,26 @@ export class Graph {
     const inGraph = new Set(this.nodes);
     const out: Node[] = [];
     const visiting = new Set<Node>();
-    const visit = (n: Node) => {
-      if (placed.has(n)) return;
-      if (visiting.has(n)) throw new Error(`graph '${this.name}' has a cycle through node '${n.name}'`);
-      visiting.add(n);
-      for (const dep of nodeDeps(n)) if (inGraph.has(dep)) visit(dep);
-      visiting.delete(n);
-      placed.add(n);
-      out.push(n);
+    // Depth-first with an explicit stack: a chain of 100k nodes must not overflow the call stack.
+    const visit = (root: Node) => {
+      if (placed.has(root)) return;
+      const stack: { n: Node; deps: Node[]; i: number }[] = [{ n: root, deps: nodeDeps(root), i: 0 }];
+      visiting.add(root);
+      while (stack.length) {
+        const top = stack[stack.length - 1]!;
+        if (top.i < top.deps.length) {
+          const d = top.deps[top.i++]!;
+          if (!inGraph.has(d) || placed.has(d)) continue;
+          if (visiting.has(d)) throw new Error(`graph '${this.name}' has a cycle through node '${d.name}'`);
+          visiting.add(d);
+          stack.push({ n: d, deps: nodeDeps(d), i: 0 });
+        } else {
+          stack.pop();
+          visiting.delete(top.n);
+          placed.add(top.n);
+          out.push(top.n);
+        }
+      }
     };
     for (const n of this.nodes) visit(n);
     this.nodes = out;

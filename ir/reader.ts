@@ -5,7 +5,7 @@ import protobuf from 'protobufjs';
 import { ModelProto, TensorProto, type PB } from './onnx-schema.js';
 import { AttrType, Attribute, Dim, Graph, Int, Model, Node, TensorType, Value } from './graph.js';
 import { Tensor, TypedField } from './tensor.js';
-import { DataType, byteLength, isKnownDtype, numElements } from './dtype.js';
+import { DataType, byteLength, dtypeBits, isKnownDtype, numElements } from './dtype.js';
 import { resolveExternal } from './external-data.js';
 import { InputError } from './errors.js';
 
@@ -53,7 +53,8 @@ export function decodeModel(bytes: Uint8Array, file: string): Model {
   try {
     pb = ModelProto.decode(bytes);
   } catch (e) {
-    throw new InputError(`not a valid ONNX model (protobuf decode failed: ${(e as Error).message})`, file);
+    const msg = e instanceof RangeError && /call stack/i.test(e.message) ? 'messages nested too deeply' : (e as Error).message;
+    throw new InputError(`not a valid ONNX model (protobuf decode failed: ${msg})`, file);
   }
   const ctx: Ctx = { file, dir: path.dirname(path.resolve(file)) };
   if (!has(pb, 'ir_version')) throw new InputError('not a valid ONNX model (no ir_version)', file);
@@ -70,9 +71,24 @@ export function decodeModel(bytes: Uint8Array, file: string): Model {
     // Structurally malformed content that passed the wire decode (null sub-messages, ...).
     throw new InputError(`not a valid ONNX model (${(e as Error).message})`, file);
   }
+  // A cycle is bad input here, not a defect in the first pass that sorts the graph.
+  for (const g of graph.allGraphs()) {
+    const order = g.nodes;
+    try {
+      g.sortTopologically();
+    } catch (e) {
+      throw new InputError(`not a valid ONNX model (${(e as Error).message})`, file);
+    } finally {
+      g.nodes = order;
+    }
+  }
   const model = new Model(graph);
   model.irVersion = ir;
-  model.opsetImports = (pb.opset_import ?? []).map((o: PB) => ({ domain: o.domain ?? '', version: toNum(o.version ?? 0) }));
+  model.opsetImports = (pb.opset_import ?? []).map((o: PB) => {
+    const version = toNum(o.version ?? 0);
+    if (!(Number.isSafeInteger(version) && version >= 1 && version < 2 ** 31)) throw new InputError(`not a valid ONNX model (opset_import '${o.domain || 'ai.onnx'}' has version ${version})`, file);
+    return { domain: o.domain ?? '', version };
+  });
   model.producerName = pb.producer_name ?? '';
   model.producerVersion = pb.producer_version ?? '';
   model.domain = pb.domain ?? '';
@@ -98,7 +114,12 @@ export function decodeType(t: PB): { type?: TensorType; raw?: PB } {
     if (has(tt, 'shape')) {
       type.shape = (tt.shape.dim ?? []).map((d: PB): Dim => {
         if (has(d, 'denotation')) denot = true;
-        if (has(d, 'dim_value')) return toNum(d.dim_value);
+        if (has(d, 'dim_value')) {
+          // Some exporters write -1 for "unknown" (onnxruntime's EmbedLayerNormalization tests do):
+          // invalid ONNX, and read as a size it breaks shape arithmetic, so it is unknown here.
+          const n = toNum(d.dim_value);
+          return n < 0 ? null : n;
+        }
         if (has(d, 'dim_param')) return d.dim_param;
         return null;
       });
@@ -118,7 +139,12 @@ function applyValueInfo(v: Value, vi: PB): void {
   if (vi.metadata_props?.length) v.info.metadataProps = vi.metadata_props.map(kv);
 }
 
-function decodeGraph(g: PB, parent: Graph | null, ctx: Ctx): Graph {
+/** Deepest subgraph nesting we read: real control flow nests a few levels; the limit keeps every
+ * recursive walk (ours, the writer's, onnxruntime's) far from the call-stack limit. */
+export const MAX_SUBGRAPH_DEPTH = 64;
+
+function decodeGraph(g: PB, parent: Graph | null, ctx: Ctx, depth = 0): Graph {
+  if (depth > MAX_SUBGRAPH_DEPTH) throw new InputError(`not a valid ONNX model (subgraphs nested more than ${MAX_SUBGRAPH_DEPTH} deep)`, ctx.file);
   const graph = new Graph(g.name ?? '');
   graph.parent = parent;
   if (has(g, 'doc_string')) graph.docString = g.doc_string;
@@ -161,6 +187,10 @@ function decodeGraph(g: PB, parent: Graph | null, ctx: Ctx): Graph {
 
   const pbNodes: PB[] = g.node ?? [];
   const nodes: Node[] = [];
+  // A node output named like an earlier node's output (onnxruntime's fusion tests have one): the
+  // earlier value is renamed, and each use binds to the latest definition before it, as onnxruntime's
+  // transformers optimizer reads such graphs (it keeps the last).
+  const redefined = new Map<string, { at: number; v: Value }[]>();
   for (const pn of pbNodes) {
     const node = new Node(graph, pn.name ?? '', pn.op_type ?? '', pn.domain ?? '');
     if (!node.opType) throw new InputError(`graph '${graph.name}' has a node without op_type`, ctx.file);
@@ -170,11 +200,23 @@ function decodeGraph(g: PB, parent: Graph | null, ctx: Ctx): Graph {
     if (pn.device_configurations?.length) node.deviceConfigurations = pn.device_configurations;
     for (const o of pn.output ?? []) {
       if (o === '') { node.outputs.push(null); continue; }
-      if (graph.values.has(o) && (graph.values.get(o)!.producer || graph.values.get(o)!.initializer || graph.values.get(o)!.isGraphInput))
+      const prev = graph.values.get(o);
+      if (prev && (prev.initializer || prev.isGraphInput))
         throw new InputError(`value '${o}' is defined twice in graph '${graph.name}'`, ctx.file);
+      if (prev?.producer) {
+        if (prev.isGraphOutput) throw new InputError(`graph output '${o}' is defined twice in graph '${graph.name}'`, ctx.file);
+        const defs = redefined.get(o) ?? [{ at: nodes.indexOf(prev.producer), v: prev }];
+        graph.values.delete(o);
+        let k = 1;
+        while (graph.values.has(`${o}__${k}`) || pbNodes.some((x) => (x.output ?? []).includes(`${o}__${k}`))) k++;
+        prev.name = `${o}__${k}`;
+        graph.values.set(prev.name, prev);
+        redefined.set(o, defs);
+      }
       const v = define(o, 'node output');
       v.producer = node;
       node.outputs.push(v);
+      redefined.get(o)?.push({ at: nodes.length, v });
     }
     nodes.push(node);
   }
@@ -182,13 +224,14 @@ function decodeGraph(g: PB, parent: Graph | null, ctx: Ctx): Graph {
   // Attributes (with subgraphs) after all values exist, so bodies can see every outer value.
   pbNodes.forEach((pn, i) => {
     const node = nodes[i]!;
-    node.attributes = (pn.attribute ?? []).map((a: PB) => decodeAttr(a, graph, ctx));
+    node.attributes = (pn.attribute ?? []).map((a: PB) => decodeAttr(a, graph, ctx, depth));
   });
   pbNodes.forEach((pn, i) => {
     const node = nodes[i]!;
     (pn.input ?? []).forEach((name: string, k: number) => {
       if (name === '') { node.setInput(k, null); return; }
-      const v = graph.lookup(name);
+      const defs = redefined.get(name);
+      const v = defs ? ([...defs].reverse().find((d) => d.at < i) ?? defs.at(-1)!).v : graph.lookup(name);
       if (!v) throw new InputError(`node '${node.name || node.opType}' uses '${name}', which nothing defines`, ctx.file);
       node.setInput(k, v);
     });
@@ -208,7 +251,7 @@ function decodeGraph(g: PB, parent: Graph | null, ctx: Ctx): Graph {
   return graph;
 }
 
-function decodeAttr(a: PB, graph: Graph, ctx: Ctx): Attribute {
+function decodeAttr(a: PB, graph: Graph, ctx: Ctx, depth: number): Attribute {
   const name: string = a.name ?? '';
   const base: { name: string; refAttrName?: string; docString?: string } = { name };
   if (has(a, 'ref_attr_name')) base.refAttrName = a.ref_attr_name;
@@ -229,7 +272,7 @@ function decodeAttr(a: PB, graph: Graph, ctx: Ctx): Attribute {
   }
   const sub = (gp: PB) => {
     if (!gp) throw new InputError(`attribute '${name}' has no graph`, ctx.file);
-    return decodeGraph(gp, graph, ctx);
+    return decodeGraph(gp, graph, ctx, depth + 1);
   };
   const tensor = (tp: PB) => {
     if (!tp) throw new InputError(`attribute '${name}' has no tensor`, ctx.file);
@@ -262,27 +305,44 @@ export function decodeTensor(t: PB, ctx: Ctx): Tensor {
   const dims: number[] = (t.dims ?? []).map(toNum);
   if (!isKnownDtype(dtype)) throw new InputError(`tensor '${name}' has unknown data_type ${dtype}`, ctx.file);
   if (dims.some((d) => d < 0 || !Number.isSafeInteger(d))) throw new InputError(`tensor '${name}' has invalid dims [${dims}]`, ctx.file);
+  // The element count must be exact: everything downstream sizes buffers by it.
+  const count = numElements(dims);
+  if (!Number.isSafeInteger(count)) throw new InputError(`tensor '${name}' has dims [${dims}] whose product overflows`, ctx.file);
   let tensor: Tensor;
   if (t.data_location === 1) {
     const need = dtype === DataType.STRING ? undefined : byteLength(dtype, numElements(dims));
     tensor = new Tensor(name, dtype, dims, { kind: 'external', ref: resolveExternal(t.external_data ?? [], ctx.dir, ctx.file, name, need) });
   } else if (has(t, 'raw_data')) {
     const raw: Uint8Array = t.raw_data;
-    if (dtype !== DataType.STRING && dtype !== DataType.UNDEFINED) {
+    if (dtype === DataType.STRING) throw new InputError(`tensor '${name}' is a string tensor with raw_data; strings live in string_data`, ctx.file);
+    if (dtype !== DataType.UNDEFINED) {
       const need = byteLength(dtype, numElements(dims));
       if (raw.length !== need) throw new InputError(`tensor '${name}' has ${raw.length} bytes of raw_data, its shape needs ${need}`, ctx.file);
     }
     tensor = new Tensor(name, dtype, dims, { kind: 'raw', bytes: raw });
   } else if (dtype === DataType.STRING) {
-    tensor = new Tensor(name, dtype, dims, { kind: 'strings', values: t.string_data ?? [] });
+    const values = t.string_data ?? [];
+    if (values.length !== count) throw new InputError(`tensor '${name}' has ${values.length} strings, its shape [${dims}] needs ${count}`, ctx.file);
+    tensor = new Tensor(name, dtype, dims, { kind: 'strings', values });
   } else {
     const field = TYPED_FIELDS.find((f) => t[f]?.length) ?? defaultField(dtype);
-    tensor = new Tensor(name, dtype, dims, { kind: 'typed', field, values: t[field] ?? [] });
+    const values = t[field] ?? [];
+    const need = typedCount(dtype, count);
+    if (dtype !== DataType.UNDEFINED && values.length !== need) throw new InputError(`tensor '${name}' has ${values.length} values in ${field}, its shape [${dims}] needs ${need}`, ctx.file);
+    tensor = new Tensor(name, dtype, dims, { kind: 'typed', field, values });
   }
   if (has(t, 'doc_string')) tensor.extras.docString = t.doc_string;
   if (t.metadata_props?.length) tensor.extras.metadataProps = t.metadata_props.map(kv);
   if (has(t, 'segment')) tensor.extras.segment = t.segment;
   return tensor;
+}
+
+/** Values a typed field holds for `count` elements: complex numbers take two; sub-byte types pack
+ * one byte per int32_data entry. */
+function typedCount(dtype: DataType, count: number): number {
+  if (dtype === DataType.COMPLEX64 || dtype === DataType.COMPLEX128) return 2 * count;
+  if (dtypeBits(dtype) < 8) return byteLength(dtype, count); // one packed byte per entry
+  return count;
 }
 
 function defaultField(dtype: DataType): TypedField {

@@ -8,6 +8,7 @@ import { AttrType, Attribute, Graph, Int, Model, TensorType, Value } from './gra
 import { Tensor } from './tensor.js';
 import { DataType } from './dtype.js';
 import { InputError } from './errors.js';
+import { commitReplace, crashPoint, recoverStale } from './atomic.js';
 
 export interface SaveOptions {
   /** true: tensors of at least `threshold` bytes go to external data; false: all inline;
@@ -79,6 +80,7 @@ export function saveModel(model: Model, file: string, opts: SaveOptions = {}): S
 
   const writer = external ? new DataWriter(dir, location, align, opts.alignThreshold ?? 1 << 20, maxFile, protect) : null;
   fs.mkdirSync(dir, { recursive: true });
+  recoverStale(dir, out);
   const pid = `${process.pid}`;
   try {
     const enc: Enc = { writer, threshold, reuseDir: opts.reuseExternal ? realish(dir) : undefined };
@@ -86,15 +88,35 @@ export function saveModel(model: Model, file: string, opts: SaveOptions = {}): S
     const bytes = ModelProto.encode(pb).finish();
     if (bytes.length > 2 ** 31 - 1) throw new InputError('model protobuf exceeds 2 GiB even with external data', file);
     const tmp = `${out}.tmp-${pid}`;
-    fs.writeFileSync(tmp, bytes);
-    const dataFiles = writer ? writer.commit() : [];
-    fs.renameSync(tmp, out);
+    writeAll(tmp, bytes);
+    crashPoint('save:model-written');
+    // Data files and the model are replaced as one: the model is the anchor, renamed in last.
+    const dataFiles = writer ? writer.finish() : [];
+    commitReplace([...(writer?.pending() ?? []), { tmp, final: out }], 'save');
     return { modelFile: out, modelBytes: bytes.length, dataFiles, externalTensors: writer?.count ?? 0 };
   } catch (e) {
     writer?.abort();
     try { fs.unlinkSync(`${out}.tmp-${pid}`); } catch { /* not written */ }
-    throw e;
+    throw withPath(e, out);
   }
+}
+
+/** Write all of `bytes` (writeFileSync's partial writes on a full disk surface as ENOSPC). */
+function writeAll(file: string, bytes: Uint8Array): void {
+  const fd = fs.openSync(file, 'w');
+  try {
+    let done = 0;
+    while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** A write that the OS refused names the file it was writing. */
+function withPath(e: unknown, file: string): unknown {
+  const x = e as NodeJS.ErrnoException;
+  if (x && typeof x === 'object' && typeof x.code === 'string' && typeof x.syscall === 'string' && !x.path) x.path = file;
+  return e;
 }
 
 function realish(p: string): string {
@@ -159,21 +181,27 @@ class DataWriter {
     }, scratch);
     f.size = offset + len;
     this.count++;
+    crashPoint('save:data-tensor');
     return { location: f.location, offset, length: len };
   }
 
-  commit(): { file: string; bytes: number }[] {
+  /** Close every data file (still under its temp name). */
+  finish(): { file: string; bytes: number }[] {
     for (const f of this.files) {
       fs.ftruncateSync(f.fd, f.size);
       fs.closeSync(f.fd);
-      fs.renameSync(f.tmp, f.final);
+      f.fd = -1;
     }
     return this.files.map((f) => ({ file: f.final, bytes: f.size }));
   }
 
+  pending(): { tmp: string; final: string }[] {
+    return this.files.map((f) => ({ tmp: f.tmp, final: f.final }));
+  }
+
   abort(): void {
     for (const f of this.files) {
-      try { fs.closeSync(f.fd); } catch { /* closed */ }
+      if (f.fd >= 0) try { fs.closeSync(f.fd); } catch { /* closed */ }
       try { fs.unlinkSync(f.tmp); } catch { /* gone */ }
     }
   }

@@ -11,10 +11,11 @@ import { fuseSkipLayerNorm } from './fuse-skip-layernorm.js';
 import { fuseRotary } from './fuse-rotary.js';
 import { fuseAttention } from './fuse-attention.js';
 import { gemmToMatMulAdd, matmulAddToGemm } from './gemm-matmul.js';
-import { quantizeInt4 } from './quantize.js';
+import { quantizeWeights } from './quantize.js';
 import { upgradeOpsetPass } from './upgrade-opset.js';
 import { convertQuantFormat } from './convert-quant-format.js';
 import { toFp16 } from './to-fp16.js';
+import { emulateFp16 } from './emulate-fp16.js';
 import { fixShapes } from './fix-shapes.js';
 import { foldBatchNorm } from './fold-batchnorm.js';
 import { positionIdsInput } from './position-ids-input.js';
@@ -33,10 +34,11 @@ for (const p of [
   fuseAttention,
   gemmToMatMulAdd,
   matmulAddToGemm,
-  quantizeInt4,
+  quantizeWeights,
   upgradeOpsetPass,
   convertQuantFormat,
   toFp16,
+  emulateFp16,
   fixShapes,
   foldBatchNorm,
   positionIdsInput,

@@ -4,7 +4,7 @@
 // produces a graph output is bypassed by renaming its producer's output, or kept.
 import { createHash } from 'node:crypto';
 import { AttrType, Attribute, Graph, Model, Node, Tensor, Value, readRange } from '../ir/index.js';
-import type { Pass, PassStats } from './pass.js';
+import { definePass, type PassStats } from './pass.js';
 
 const NON_DETERMINISTIC = new Set([
   'RandomNormal', 'RandomUniform', 'RandomNormalLike', 'RandomUniformLike', 'Multinomial', 'Bernoulli', 'Dropout',
@@ -241,10 +241,16 @@ function cleanupGraph(g: Graph, isMain: boolean, ctx: Ctx): number {
   return total;
 }
 
-export const cleanup: Pass = {
+export const cleanup = definePass({
   name: 'cleanup',
   description: 'remove dead nodes, unused initializers, Identity and no-op ops, duplicate initializers and common subexpressions',
   options: {},
+  statistics: {
+    deadNodes: 'nodes whose outputs nothing reads', unusedInitializers: 'initializers nothing reads', unusedInputs: 'initializer-backed graph inputs nothing reads',
+    duplicateInitializers: 'initializers equal to an earlier one', commonSubexpressions: 'nodes computing what an earlier node computes',
+    identity: 'Identity nodes', dropout: 'inference-mode Dropout nodes', noopCast: 'Casts to the same type', noopReshape: 'Reshapes to the same shape',
+    noopTranspose: 'identity Transposes', noopExpand: 'Expands that change nothing',
+  },
   run(model: Model): PassStats {
     const counts: Counts = {
       deadNodes: 0, unusedInitializers: 0, unusedInputs: 0, duplicateInitializers: 0, commonSubexpressions: 0,
@@ -260,4 +266,4 @@ export const cleanup: Pass = {
     }
     return { counts };
   },
-};
+});

@@ -3,7 +3,7 @@
 // (MatMulNBits: 2^(bits-1), DQ: 0), so symmetric weights are INT4/INT8 in DQ form and unsigned
 // codes without zero points in MatMulNBits form.
 import { DataType, Model, Node, Value, dtypeName } from '../ir/index.js';
-import type { Pass, PassStats } from './pass.js';
+import { definePass, type PassStats } from './pass.js';
 import { MS_DOMAIN, packMatMulNBits, readMatMulNBits } from './quant/matmulnbits.js';
 import { packQdq, readQdq } from './quant/qdq.js';
 import { dropIfUnused, removeDeadNode } from './quant/graph-util.js';
@@ -93,17 +93,18 @@ function toMatMulNBits(model: Model, stats: PassStats, acc: number): void {
   }
 }
 
-export const convertQuantFormat: Pass = {
+export const convertQuantFormat = definePass({
   name: 'convert-quant-format',
   description: 'Convert block-quantized weights between MatMulNBits and DequantizeLinear-21 + MatMul, exactly',
   options: {
     to: { type: 'enum', default: 'qdq', values: ['qdq', 'matmulnbits'], description: 'target format' },
-    accuracy_level: { type: 'int', default: 0, min: 0, max: 4, description: 'accuracy_level of MatMulNBits made from DQ (0 = unset)' },
+    accuracyLevel: { aliases: ['accuracy_level'], type: 'int', default: 0, min: 0, max: 4, description: 'accuracy_level of MatMulNBits made from DQ (0 = unset)' },
   },
+  statistics: { converted: 'quantized weights converted' },
   run(model, o): PassStats {
     const stats: PassStats = { counts: { converted: 0 }, skipped: [], notes: [] };
     if (o.to === 'qdq') toQdq(model, stats);
-    else toMatMulNBits(model, stats, o.accuracy_level as number);
+    else toMatMulNBits(model, stats, o.accuracyLevel);
     return stats;
   },
-};
+});

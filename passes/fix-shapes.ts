@@ -5,7 +5,7 @@
 // now-constant size, evaluated by eval/resize.ts), and finally removes what folding left dead.
 // Reports what stays dynamic: symbolic/unknown dims, Shape/Size nodes, data-dependent-shape ops.
 import { Dim, Graph, InputError, Model, Value } from '../ir/index.js';
-import { Pass, PassContext, PassError, PassStats, resolveOptions } from './pass.js';
+import { definePass, PassContext, PassError, PassStats, resolveOptions } from './pass.js';
 import { getPass } from './registry.js';
 import './eval/resize.js';
 
@@ -82,7 +82,7 @@ function graphInputs(g: Graph): Value[] {
   return g.inputs.filter((v) => !v.initializer);
 }
 
-export const fixShapes: Pass = {
+export const fixShapes = definePass({
   name: 'fix-shapes',
   description: 'bind symbolic dims / input shapes and fold all shape arithmetic (incl. position-embedding Resize) into constants',
   options: {
@@ -92,13 +92,20 @@ export const fixShapes: Pass = {
     requireStatic: { type: 'bool', default: false, description: 'fail when anything dynamic remains (NPU targets)' },
     maxRounds: { type: 'int', default: 8, min: 1, max: 64, description: 'infer-shapes/fold-constants rounds at most' },
   },
+  statistics: {
+    dimsBound: 'symbolic dims given a value', rounds: 'infer-shapes/fold-constants rounds', folded: 'nodes folded', shapesFolded: 'Shape/Size folded',
+    removedByCleanup: 'nodes and initializers cleanup removed', nodesBefore: 'nodes before', nodesAfter: 'nodes after',
+    symbolicDimsBefore: 'symbolic dims before', symbolicDimsAfter: 'symbolic dims after', unknownDimsAfter: 'unknown dims after',
+    shapeNodesBefore: 'Shape/Size nodes before', shapeNodesAfter: 'Shape/Size nodes after',
+    dataDependentBefore: 'data-dependent shapes before', dataDependentAfter: 'data-dependent shapes after',
+  },
   async run(model: Model, options, ctx: PassContext): Promise<PassStats> {
     const infer = getPass('infer-shapes'), fold = getPass('fold-constants'), cleanup = getPass('cleanup');
     if (!infer || !fold || !cleanup) throw new PassError('fix-shapes', 'needs the infer-shapes, fold-constants and cleanup passes registered');
     const dimVals = new Map<string, number>();
-    for (const [k, v] of parseBindings(options.dims as string[], 'dims')) dimVals.set(k, positive(v, `dim '${k}'`));
+    for (const [k, v] of parseBindings(options.dims, 'dims')) dimVals.set(k, positive(v, `dim '${k}'`));
     const shapes = new Map<string, number[]>();
-    for (const [k, v] of parseBindings(options.inputs as string[], 'inputs')) shapes.set(k, v.split(/[xX*]/).map((d) => positive(d.trim(), `dim of input '${k}'`)));
+    for (const [k, v] of parseBindings(options.inputs, 'inputs')) shapes.set(k, v.split(/[xX*]/).map((d) => positive(d.trim(), `dim of input '${k}'`)));
 
     const g = model.graph;
     const ins = graphInputs(g);
@@ -139,7 +146,7 @@ export const fixShapes: Pass = {
     const foldOpts = resolveOptions(fold, { maxBytes: options.foldMaxBytes, shapes: true });
     let folded = 0, shapesFolded = 0, rounds = 0;
     const foldSkips = new Set<string>();
-    for (; rounds < (options.maxRounds as number); ) {
+    for (; rounds < options.maxRounds; ) {
       rounds++;
       await infer.run(model, inferOpts, ctx);
       const st = await fold.run(model, foldOpts, ctx);
@@ -174,5 +181,5 @@ export const fixShapes: Pass = {
     }
     return stats;
   },
-};
+});
 

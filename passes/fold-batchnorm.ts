@@ -80,6 +80,7 @@ export const foldBatchNorm: Pass = {
   options: {
     standalone: { type: 'bool', default: true, description: 'lower a BatchNormalization without a Conv before it to Mul + Add' },
   },
+  statistics: { foldedIntoConv: 'BatchNormalizations folded into the Conv before them', loweredToMulAdd: 'BatchNormalizations lowered to Mul + Add' },
   requires: ['shapes'],
   run(model: Model, options): PassStats {
     const stats: PassStats = { counts: { foldedIntoConv: 0, loweredToMulAdd: 0 }, skipped: [] };

@@ -3,7 +3,7 @@
 // fully static inferred shape fold too. Never folds quantize/dequantize (the quantized form is
 // the point) or random ops, and never grows a tensor past maxBytes unless asked.
 import { DataType, Graph, Model, Node, Tensor, Value, byteLength, dtypeBits, isFloat, numElements } from '../ir/index.js';
-import type { Pass, PassStats } from './pass.js';
+import { definePass, type PassStats } from './pass.js';
 import { Unsupported, broadcastShapes, getEvaluator, make, supportedDtype } from './eval/index.js';
 import { ShapeInference } from './infer-shapes.js';
 import './eval/ops.js';
@@ -79,16 +79,21 @@ function knownShapeValues(inf: ShapeInference, node: Node): Tensor[] | undefined
 
 const isConst = (v: Value | null) => !v || (!!v.initializer && !v.isGraphInput);
 
-export const foldConstants: Pass = {
+export const foldConstants = definePass({
   name: 'fold-constants',
   description: 'evaluate constant subgraphs (and Shape of statically shaped values) into initializers',
   options: {
     maxBytes: { type: 'int', default: 1 << 20, min: 0, description: 'largest folded tensor that may be bigger than its inputs (bytes)' },
     shapes: { type: 'bool', default: true, description: 'fold Shape/Size of values whose inferred shape is fully static' },
   },
+  statistics: {
+    folded: 'nodes evaluated into initializers', shapesFolded: 'Shape/Size of static values folded', shapeValuesFolded: 'shape arithmetic folded from inferred values',
+    tooLarge: 'constant nodes left because the result is too large', unsupported: 'constant nodes the evaluator cannot run', bytesAdded: 'initializer bytes added',
+    constantsToInitializers: 'Constant nodes turned into initializers', weightsMaterialized: 'weights made into stored initializers',
+  },
   requires: ['shapes'],
   run(model: Model, options): PassStats {
-    const maxBytes = options.maxBytes as number;
+    const maxBytes = options.maxBytes;
     // Constant nodes are weights already stored: they become initializers whatever their size.
     const constants = constantsToInitializers(model);
     const weights = materializeWeights(model, false);
@@ -155,4 +160,4 @@ export const foldConstants: Pass = {
     if (tooLarge.size) stats.skipped!.push(`result over maxBytes=${maxBytes}: ${list(tooLarge)}`);
     return stats;
   },
-};
+});

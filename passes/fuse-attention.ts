@@ -13,9 +13,9 @@
 // with 4-D key/value (repeated heads, an unrecognised mask) -> MultiHeadAttention on the BNSH
 // key/value with the mask as attention_bias, which is exact for any mask.
 import { DataType, Tensor, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
-import type { Pass, PassStats } from './pass.js';
+import type { OptionSchema, OptionsOf } from './pass.js';
 import { constScalar, constTensor, internalOnly, other, producer, replaceOutput, sameDim, splitHeads } from './pattern.js';
-import { applyRules, defineRule, skip, type Match, type Skip } from './rule.js';
+import { defineRule, fusionPass, skip, type Match, type Skip } from './rule.js';
 
 function ints(v: Value | null | undefined): number[] | null {
   const t = constTensor(v);
@@ -48,15 +48,23 @@ interface Core {
   nodes: Node[];
   heads: number;
   headSize: number;
+  /** K^T taken straight from the [B, S, N, D] view: the 3-D key behind it. */
+  kDirect: { x: Value; n: number; d: number; nodes: Node[] } | null;
 }
 
 function matchCore(sm: Node): Core | string | null {
   const ax = sm.attrInt('axis', -1);
-  const probs = sm.outputs[0]!;
+  let probs = sm.outputs[0]!;
+  const nodes: Node[] = [sm];
+  // F.softmax(w, dtype=float32).to(q.dtype) traces as identity Casts in an fp32 export.
+  for (let c = identityCast(probs); c; c = identityCast(probs)) {
+    nodes.push(c);
+    probs = c.outputs[0]!;
+  }
   const pv = probs.uses.length === 1 ? probs.uses[0]! : null;
   if (!pv || pv.node.opType !== 'MatMul' || pv.index !== 0) return null;
   let scores = sm.inputs[0]!;
-  const nodes: Node[] = [sm, pv.node];
+  nodes.push(pv.node);
   let mask: Value | null = null;
   const addM = producer(scores, 'Add');
   if (addM) {
@@ -100,7 +108,10 @@ function matchCore(sm: Node): Core | string | null {
     }
   }
   const kT = producer(kTv, 'Transpose');
-  if (!kT || kT.attrInts('perm', []).join() !== '0,1,3,2') return null;
+  const perm = kT?.attrInts('perm', []).join();
+  // K^T as Transpose(k4, [0,1,3,2]), or straight from the [B, S, N, D] view with [0,2,3,1].
+  const kDirect = perm === '0,2,3,1' ? reshapedHeads(kT!.inputs[0]) : null;
+  if (!kT || (perm !== '0,1,3,2' && !kDirect)) return null;
   nodes.push(qk, kT);
   const where = `attention at '${sm.name}'`;
   if (ax !== -1 && ax !== 3) return `${where}: Softmax is not over the last axis`;
@@ -113,7 +124,25 @@ function matchCore(sm: Node): Core | string | null {
   const [n, d] = [sc[1], sc[3]];
   if (typeof n !== 'number' || typeof d !== 'number' || so[2] !== n * d || !sameDim(so[0], sc[0]) || !sameDim(so[1], sc[2])) return `${where}: merged shape is not [B, S, N*D]`;
   nodes.push(tr, rs);
-  return { softmax: sm, q4, k4: kT.inputs[0]!, v4: pv.node.inputs[1]!, scale, mask, out: rs.outputs[0]!, nodes, heads: n, headSize: d };
+  return { softmax: sm, q4, k4: kT.inputs[0]!, kDirect, v4: pv.node.inputs[1]!, scale, mask, out: rs.outputs[0]!, nodes, heads: n, headSize: d };
+}
+
+/** Cast between float values of one type: the only use of `v`, nothing else reads it. */
+function identityCast(v: Value): Node | null {
+  if (v.uses.length !== 1 || v.isGraphOutput) return null;
+  const c = v.uses[0]!.node;
+  return c.opType === 'Cast' && c.domain === '' && v.dtype !== undefined && c.attrInt('to') === v.dtype ? c : null;
+}
+
+/** Reshape(x [B, S, N*D], [B, S, N, D]) without the head transpose (K^T taken with perm [0,2,3,1]). */
+function reshapedHeads(v4: Value | null | undefined): { x: Value; n: number; d: number; nodes: Node[] } | null {
+  const rs = producer(v4, 'Reshape');
+  const x = rs?.inputs[0];
+  const s4 = v4?.shape, s3 = x?.shape;
+  if (!rs || !x || !s4 || !s3 || s4.length !== 4 || s3.length !== 3) return null;
+  const [n, d] = [s4[2], s4[3]];
+  if (typeof n !== 'number' || typeof d !== 'number' || s3[2] !== n * d || !sameDim(s4[0], s3[0]) || !sameDim(s4[1], s3[1])) return null;
+  return { x, n, d, nodes: [rs] };
 }
 
 /** A bool [.., S, T] table (leading dims 1) equal to j > (T - S) + i: causal over a cache of T - S. */
@@ -226,16 +255,20 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
   const where = `attention at '${sm.name}'`;
   const q = splitHeads(core.q4);
   if (!q || q.n !== core.heads || q.d !== core.headSize) return skip(`${where}: query is not a [B, S, N*D] tensor split into heads`);
-  const k = splitHeads(core.k4), v = splitHeads(core.v4);
+  const k = core.kDirect ?? splitHeads(core.k4), v = splitHeads(core.v4);
   const attrs = { num_heads: core.heads, scale: { float: core.scale } };
   // attention_bias is [B or 1, N or 1, S, T].
   const ms = core.mask?.shape;
   if (core.mask && (!ms || ms.length !== 4 || (ms[1] !== 1 && ms[1] !== core.heads))) return skip(`${where}: mask is not a 4-D [B|1, N|1, S, T] bias`);
+  // attention_bias does not broadcast over queries: a [B, 1, 1, T] padding mask (BERT) is refused by onnxruntime.
+  const qs = q.x.shape?.[1];
+  if (core.mask && ms && !(sameDim(ms[2], qs) || (ms[2] === 1 && qs === 1))) return skip(`${where}: mask has ${String(ms[2])} query rows, not the sequence length (attention_bias does not broadcast over queries)`);
   if (k && v && k.n === core.heads && v.n === core.heads && k.d === q.d && v.d === q.d) {
     const inputs: (Value | null)[] = [q.x, k.x, v.x];
     if (core.mask) inputs.push(null, null, core.mask);
     return { kind: 'mha', core, nodes: [...core.nodes, ...q.nodes, ...k.nodes, ...v.nodes], outputs: [core.out], spec: { opType: 'MultiHeadAttention', inputs, attrs } };
   }
+  if (core.kDirect) return skip(`${where}: key taken with perm [0,2,3,1] but value or head sizes do not fit MultiHeadAttention`);
   // Decoder: key/value in BNSH, maybe from a KV cache and with repeated heads.
   const rk = repeatKv(core.k4), rv = repeatKv(core.v4);
   const kc = cacheConcat(rk?.kv ?? core.k4), vc = cacheConcat(rv?.kv ?? core.v4);
@@ -283,7 +316,11 @@ function replace(model: Model, g: Graph, core: Core, spec: { opType: string; inp
   replaceOutput(g, core.out, { ...spec, domain: 'com.microsoft', name: `${base}/${spec.opType}`, attrs: spec.attrs as never }, nodes);
 }
 
-export const attentionRule = defineRule<AttentionMatch, Map<Value, [Value, Value]>>({
+const options = {
+  decoder: { type: 'enum', values: ['gqa', 'mha'], default: 'gqa', description: 'op for KV-cache decoder attention (mha keeps the Concat cache and takes the mask as attention_bias)' },
+} as const satisfies OptionSchema;
+
+export const attentionRule = defineRule<AttentionMatch, Map<Value, [Value, Value]>, OptionsOf<typeof options>>({
   name: 'attention',
   anchors: ['Softmax'],
   counts: {
@@ -294,18 +331,14 @@ export const attentionRule = defineRule<AttentionMatch, Map<Value, [Value, Value
   where: (sm) => `attention at '${sm.name}'`,
   // Per graph: seqlens_k / total_sequence_length built once per attention mask.
   state: () => new Map(),
-  match: (sm, { options }) => match(sm, options.decoder as string),
+  match: (sm, { options }) => match(sm, options.decoder),
   rewrite: (m, { model, graph, state }) => rewrite(model, graph, m, state),
 });
 
-export const fuseAttention: Pass = {
+export const fuseAttention = fusionPass({
   name: 'fuse-attention',
   description: 'eager attention -> com.microsoft MultiHeadAttention, or GroupQueryAttention for a KV-cache decoder with the HF causal mask',
-  options: {
-    decoder: { type: 'enum', values: ['gqa', 'mha'], default: 'gqa', description: 'op for KV-cache decoder attention (mha keeps the Concat cache and takes the mask as attention_bias)' },
-  },
+  options,
   requires: ['shapes'],
-  run(model: Model, options): PassStats {
-    return applyRules(model, options, [attentionRule]);
-  },
-};
+  rules: [attentionRule],
+});

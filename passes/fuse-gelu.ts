@@ -1,19 +1,36 @@
 // GELU as exporters spell it out -> one op.
-//   erf form  x * 0.5 * (1 + erf(x / sqrt2))  (any grouping of the product, Div by sqrt2 or Mul by
-//             1/sqrt2) -> com.microsoft Gelu, or ONNX Gelu when the model's opset is >= 20.
-//   tanh form 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))), cube as Pow(x,3) or x*x*x -> com.microsoft FastGelu.
-import type { Model, Node, Value } from '../ir/index.js';
-import type { Pass, PassStats } from './pass.js';
-import { flatten, isConst, producer, replaceOutput, splitConst } from './pattern.js';
-import { applyRules, defineRule, skip, type Match } from './rule.js';
+//   erf form  x * 0.5 * (1 + erf(x / sqrt2))  (any grouping of the product; the argument any
+//             polynomial form equal to x/sqrt2, sqrt2 rounded to 1.41421 too; an identity Cast after
+//             erf) -> com.microsoft Gelu, or ONNX Gelu when the model's opset is >= 20.
+//   tanh form 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))), the argument in any factoring that is that
+//             polynomial (x*0.7978845608*(1 + 0.044715*x*x), Pow(x,3), x*x*x) -> com.microsoft FastGelu.
+import type { Node, Value } from '../ir/index.js';
+import { constScalar, flatten, isConst, producer, replaceOutput, splitConst } from './pattern.js';
+import { defineRule, fusionPass, skip, type Match } from './rule.js';
 
 const SQRT2 = Math.SQRT2;
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
-/** (1 + t) where t is the erf/tanh output, then the 3-factor product {0.5, x, 1 + t}. */
+/** A float Cast between two float values: the exporters' identity casts (Megatron's erf(x).float()). */
+function floatCast(v: Value | null | undefined): Node | null {
+  const c = producer(v, 'Cast');
+  return c && c.inputs[0]?.dtype === c.outputs[0]?.dtype ? c : null;
+}
+
+/** (1 + t) where t is the erf/tanh output (maybe through an identity Cast), then the 3-factor
+ * product {0.5, x, 1 + t} in any grouping. */
 function matchOuter(t: Value, x: Value): { nodes: Node[]; out: Value } | null {
   if (t.uses.length !== 1) return null;
-  const add = t.uses[0]!.node;
+  const pre: Node[] = [];
+  let first = t.uses[0]!.node;
+  if (first.opType === 'Cast' && floatCast(first.outputs[0])) {
+    const c = first.outputs[0]!;
+    if (c.uses.length !== 1 || c.isGraphOutput) return null;
+    pre.push(first);
+    t = c;
+    first = c.uses[0]!.node;
+  }
+  const add = first;
   if (add.opType !== 'Add' || add.domain !== '' || splitConst(add, 1) !== t) return null;
   const b = add.outputs[0]!;
   if (b.uses.length !== 1 || b.isGraphOutput) return null;
@@ -26,62 +43,94 @@ function matchOuter(t: Value, x: Value): { nodes: Node[]; out: Value } | null {
     const inner: Node[] = [];
     const leaves = flatten(root, 'Mul', inner);
     if (leaves.length === 3 && leaves.includes(b) && leaves.includes(x) && leaves.some((l) => isConst(l, 0.5))) {
-      return { nodes: [add, root, ...inner], out: root.outputs[0]! };
+      return { nodes: [...pre, add, root, ...inner], out: root.outputs[0]! };
     }
   }
   return null;
 }
 
-function matchErf(erf: Node): { x: Value; nodes: Node[]; out: Value } | null {
-  const a = erf.inputs[0];
-  const div = producer(a, 'Div');
-  const mul = producer(a, 'Mul');
-  let x: Value | null = null;
-  if (div && isConst(div.inputs[1], SQRT2)) x = div.inputs[0]!;
-  else if (mul) x = splitConst(mul, 1 / SQRT2);
+/** A polynomial in x: coefficient by degree. */
+type Poly = Map<number, number>;
+const ARITH = new Set(['Mul', 'Add', 'Sub', 'Div', 'Pow', 'Neg', 'Cast']);
+
+/** The one non-constant leaf of the single-use arithmetic tree under v (the GELU input x). */
+function soleLeaf(v: Value, root = true): Value | null | undefined {
+  if (constScalar(v) !== null) return undefined;
+  const p = v.producer;
+  if (p && p.domain === '' && ARITH.has(p.opType) && (root || (v.uses.length === 1 && !v.isGraphOutput)) && (p.opType !== 'Cast' || floatCast(v))) {
+    let leaf: Value | undefined;
+    for (const i of p.inputs) {
+      if (!i) continue;
+      const l = soleLeaf(i, false);
+      if (l === null) return null;
+      if (l && leaf && l !== leaf) return null;
+      leaf ??= l;
+    }
+    return leaf;
+  }
+  return v;
+}
+
+function polyMul(a: Poly, b: Poly): Poly {
+  const out: Poly = new Map();
+  for (const [i, x] of a) for (const [j, y] of b) out.set(i + j, (out.get(i + j) ?? 0) + x * y);
+  return out;
+}
+
+/** v as a polynomial in x through single-use Mul/Add/Sub/Div-by-constant/Pow/Neg/identity Cast nodes. */
+function polyOf(v: Value, x: Value, nodes: Node[], root = true): Poly | null {
+  if (v === x) return new Map([[1, 1]]);
+  const c = constScalar(v);
+  if (c !== null) return new Map([[0, c]]);
+  const p = v.producer;
+  if (!p || p.domain !== '' || !ARITH.has(p.opType) || (!root && (v.uses.length !== 1 || v.isGraphOutput))) return null;
+  const [a, b] = p.inputs;
+  const pa = a ? polyOf(a, x, nodes, false) : null;
+  if (!pa) return null;
+  let r: Poly | null = null;
+  if (p.opType === 'Neg') r = new Map([...pa].map(([k, y]) => [k, -y]));
+  else if (p.opType === 'Cast') r = floatCast(v) ? pa : null;
+  else if (p.opType === 'Pow') {
+    const n = constScalar(b);
+    if (n === 2 || n === 3) r = n === 2 ? polyMul(pa, pa) : polyMul(polyMul(pa, pa), pa);
+  } else if (p.opType === 'Div') {
+    const d = constScalar(b);
+    if (d) r = new Map([...pa].map(([k, y]) => [k, y / d]));
+  } else {
+    const pb = b ? polyOf(b, x, nodes, false) : null;
+    if (!pb) return null;
+    if (p.opType === 'Mul') r = polyMul(pa, pb);
+    else {
+      r = new Map(pa);
+      for (const [k, y] of pb) r.set(k, (r.get(k) ?? 0) + (p.opType === 'Sub' ? -y : y));
+    }
+  }
+  if (r) nodes.push(p);
+  return r;
+}
+
+/** p equals `want` (degree -> coefficient) within a relative 1e-4 (exporters round sqrt(2) to 1.41421). */
+function polyIs(p: Poly, want: Record<number, number>): boolean {
+  for (const [k, y] of p) if (Math.abs(y) > 1e-12 && !(k in want)) return false;
+  return Object.entries(want).every(([k, y]) => Math.abs((p.get(Number(k)) ?? 0) - y) <= 1e-4 * Math.abs(y));
+}
+
+/** erf(x / sqrt2) or tanh(sqrt(2/pi) (x + 0.044715 x^3)) in any factoring (x*c*(1 + k*x*x), Pow, x*x*x). */
+function matchArg(fn: Node, want: Record<number, number>): { x: Value; nodes: Node[]; out: Value } | null {
+  const arg = fn.inputs[0];
+  if (!arg) return null;
+  const x = soleLeaf(arg);
   if (!x) return null;
-  const outer = matchOuter(erf.outputs[0]!, x);
+  const nodes: Node[] = [];
+  const p = polyOf(arg, x, nodes);
+  if (!p || !polyIs(p, want)) return null;
+  const outer = matchOuter(fn.outputs[0]!, x);
   if (!outer) return null;
-  return { x, nodes: [(div ?? mul)!, erf, ...outer.nodes], out: outer.out };
+  return { x, nodes: [...nodes, fn, ...outer.nodes], out: outer.out };
 }
 
-/** x + 0.044715 * x^3 with the cube as Pow(x, 3) or a product of three x. */
-function isCubicTerm(v: Value, x: Value, nodes: Node[]): boolean {
-  const m = producer(v, 'Mul');
-  if (!m || v.uses.length !== 1) return false;
-  const inner: Node[] = [];
-  const leaves = flatten(m, 'Mul', inner);
-  const k = leaves.findIndex((l) => isConst(l, 0.044715));
-  if (k < 0) return false;
-  const rest = leaves.filter((_, i) => i !== k);
-  if (rest.length === 3 && rest.every((l) => l === x)) {
-    nodes.push(m, ...inner);
-    return true;
-  }
-  const pow = rest.length === 1 ? producer(rest[0], 'Pow') : null;
-  if (pow && pow.inputs[0] === x && isConst(pow.inputs[1], 3) && rest[0]!.uses.length === 1) {
-    nodes.push(m, ...inner, pow);
-    return true;
-  }
-  return false;
-}
-
-function matchTanh(tanh: Node): { x: Value; nodes: Node[]; out: Value } | null {
-  const mulK = producer(tanh.inputs[0], 'Mul');
-  if (!mulK) return null;
-  const s = splitConst(mulK, SQRT_2_OVER_PI);
-  const add = producer(s, 'Add');
-  if (!add) return null;
-  for (const [x, cubic] of [[add.inputs[0], add.inputs[1]], [add.inputs[1], add.inputs[0]]] as const) {
-    if (!x || !cubic) continue;
-    const nodes: Node[] = [];
-    if (!isCubicTerm(cubic, x, nodes)) continue;
-    const outer = matchOuter(tanh.outputs[0]!, x);
-    if (!outer) return null;
-    return { x, nodes: [...nodes, add, mulK, tanh, ...outer.nodes], out: outer.out };
-  }
-  return null;
-}
+const matchErf = (erf: Node) => matchArg(erf, { 1: 1 / SQRT2 });
+const matchTanh = (tanh: Node) => matchArg(tanh, { 1: SQRT_2_OVER_PI, 3: SQRT_2_OVER_PI * 0.044715 });
 
 interface GeluMatch extends Match {
   anchor: Node;
@@ -112,11 +161,9 @@ export const geluRule = defineRule<GeluMatch>({
   },
 });
 
-export const fuseGelu: Pass = {
+export const fuseGelu = fusionPass({
   name: 'fuse-gelu',
   description: 'erf GELU -> Gelu (com.microsoft, or ONNX Gelu at opset >= 20); tanh GELU -> com.microsoft FastGelu',
   options: {},
-  run(model: Model, options): PassStats {
-    return applyRules(model, options, [geluRule]);
-  },
-};
+  rules: [geluRule],
+});

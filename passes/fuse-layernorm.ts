@@ -1,9 +1,13 @@
 // ReduceMean/Sub/Pow(2)/ReduceMean/Add(eps)/Sqrt/Div (or Mul by Reciprocal)/Mul(gamma)/Add(beta)
-// -> LayerNormalization (opset 17), axis -1: what exporters write for a LayerNorm spelled out by hand.
+// -> LayerNormalization (opset 17), axis -1: what exporters write for a LayerNorm spelled out by hand,
+// and what the TorchScript exporter writes for nn.LayerNorm below opset 17. A model below 17 with a
+// LayerNorm to fuse is first converted to opset 17 (upgrade-opset), so the result is valid ONNX; one
+// that cannot be converted keeps its decomposed LayerNorms, and the statistics say why.
 import type { Model, Node, Value } from '../ir/index.js';
-import type { Pass, PassStats } from './pass.js';
+import { definePass, type PassStats } from './pass.js';
 import { asVector, matchAffine, matchInvStd, rankOf, reducesLastAxis, replaceOutput, squares, type AffineMatch, type InvStdMatch } from './pattern.js';
-import { applyRules, defineRule, skip, type Match } from './rule.js';
+import { Skip, applyRules, defineRule, skip, type Match } from './rule.js';
+import { upgradeOpset } from './upgrade-opset.js';
 
 interface LayerNormMatch extends Match {
   mean: Node;
@@ -55,12 +59,34 @@ export const layerNormRule = defineRule<LayerNormMatch>({
   },
 });
 
-export const fuseLayerNorm: Pass = {
+/** Whether any ReduceMean starts a fusable LayerNorm (read only, as the driver's match is). */
+function hasCandidate(model: Model): boolean {
+  for (const graph of model.graph.allGraphs()) {
+    for (const n of graph.nodes) {
+      if (n.opType !== 'ReduceMean' || n.domain !== '') continue;
+      const m = layerNormRule.match(n, { model, graph, options: {}, state: undefined });
+      if (m && !(m instanceof Skip)) return true;
+    }
+  }
+  return false;
+}
+
+export const fuseLayerNorm = definePass({
   name: 'fuse-layernorm',
   description: 'decomposed LayerNorm (ReduceMean, Sub, Pow, ReduceMean, Add eps, Sqrt, Div, Mul, Add) -> LayerNormalization',
   options: {},
   requires: ['shapes'],
+  statistics: layerNormRule.counts,
   run(model: Model, options): PassStats {
-    return applyRules(model, options, [layerNormRule]);
+    const from = model.opset('') ?? 0;
+    let why: string | undefined;
+    if (from < 17 && hasCandidate(model)) {
+      const r = upgradeOpset(model, 17);
+      if (r.blockers.length) why = `model stays at opset ${from} (${r.blockers[0]})`;
+    }
+    const stats = applyRules(model, options, [layerNormRule]);
+    if (from < 17 && (model.opset('') ?? 0) >= 17) (stats.notes ??= []).push(`model converted from opset ${from} to 17 for LayerNormalization`);
+    if (why) stats.skipped = stats.skipped?.map((s) => (s.endsWith('needs opset >= 17') ? `${s}: ${why}` : s));
+    return stats;
   },
-};
+});

@@ -1,9 +1,9 @@
 // x * Sigmoid(alpha * x) -> com.microsoft QuickGelu(alpha): CLIP's quick_gelu (alpha 1.702) and,
 // with alpha 1, SiLU / Swish (Llama's MLP act_fn), as onnxruntime's own QuickGelu fusion does.
-import type { Model, Node, Value } from '../ir/index.js';
-import type { Pass, PassStats } from './pass.js';
+import type { Node, Value } from '../ir/index.js';
+import type { OptionSchema, OptionsOf } from './pass.js';
 import { constScalar, other, producer, replaceOutput } from './pattern.js';
-import { applyRules, defineRule, type Match } from './rule.js';
+import { defineRule, fusionPass, type Match } from './rule.js';
 
 function match(sig: Node): { x: Value; alpha: number; nodes: Node[]; out: Value } | null {
   const s = sig.outputs[0]!;
@@ -28,7 +28,11 @@ interface QuickGeluMatch extends Match {
   out: Value;
 }
 
-export const quickGeluRule = defineRule<QuickGeluMatch>({
+const options = {
+  silu: { type: 'bool', default: true, description: 'also fuse SiLU (alpha = 1)' },
+} as const satisfies OptionSchema;
+
+export const quickGeluRule = defineRule<QuickGeluMatch, undefined, OptionsOf<typeof options>>({
   name: 'quickgelu',
   anchors: ['Sigmoid'],
   counts: { quickgelu: 'x * sigmoid(alpha * x) fused into QuickGelu', silu: 'SiLU (alpha 1) fused into QuickGelu' },
@@ -46,13 +50,9 @@ export const quickGeluRule = defineRule<QuickGeluMatch>({
   },
 });
 
-export const fuseQuickGelu: Pass = {
+export const fuseQuickGelu = fusionPass({
   name: 'fuse-quickgelu',
   description: 'x * Sigmoid(alpha * x) (quick_gelu, SiLU) -> com.microsoft QuickGelu',
-  options: {
-    silu: { type: 'bool', default: true, description: 'also fuse SiLU (alpha = 1)' },
-  },
-  run(model: Model, options): PassStats {
-    return applyRules(model, options, [quickGeluRule]);
-  },
-};
+  options,
+  rules: [quickGeluRule],
+});

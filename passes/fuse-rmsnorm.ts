@@ -1,10 +1,9 @@
 // RMSNorm as exporters write it (HF LlamaRMSNorm and kin): Pow(x,2)/ReduceMean/Add(eps)/Sqrt then Div,
 // or Reciprocal/Mul, then Mul(gamma); with the fp32 Casts around it in half-precision models
 // -> SimplifiedLayerNormalization (default domain, as onnxruntime registers it), axis -1, stash_type 1.
-import { AttrType, DataType, type Model, type Node, type Value } from '../ir/index.js';
-import type { Pass, PassStats } from './pass.js';
+import { AttrType, DataType, type Node, type Value } from '../ir/index.js';
 import { asVector, matchAffine, matchInvStd, producer, rankOf, reducesLastAxis, replaceOutput, squares, type AffineMatch } from './pattern.js';
-import { applyRules, defineRule, skip, type Match } from './rule.js';
+import { defineRule, fusionPass, skip, type Match } from './rule.js';
 
 function castTo(n: Node | null | undefined): number | undefined {
   const a = n?.attr('to');
@@ -66,12 +65,10 @@ export const rmsNormRule = defineRule<RmsNormMatch>({
   },
 });
 
-export const fuseRmsNorm: Pass = {
+export const fuseRmsNorm = fusionPass({
   name: 'fuse-rmsnorm',
   description: 'decomposed RMSNorm (Pow 2, ReduceMean, Add eps, Sqrt, Div or Reciprocal/Mul, Mul gamma) -> SimplifiedLayerNormalization',
   options: {},
   requires: ['shapes'],
-  run(model: Model, options): PassStats {
-    return applyRules(model, options, [rmsNormRule]);
-  },
-};
+  rules: [rmsNormRule],
+});

@@ -5,9 +5,8 @@
 // attention fusion a 3-D query/key to take. The HF cache repeats its halves (emb = cat(freqs, freqs));
 // the op's cache is one half, so the halves must be bit-identical.
 import { DataType, Tensor, type Graph, type Model, type Node, type Value } from '../ir/index.js';
-import type { Pass, PassStats } from './pass.js';
 import { constTensor, other, producer, replaceOutput, sameDim, splitHeads } from './pattern.js';
-import { applyRules, defineRule, skip, Skip, type Match } from './rule.js';
+import { defineRule, fusionPass, skip, Skip, type Match } from './rule.js';
 
 interface SliceSpec { start: number; end: number }
 
@@ -141,12 +140,10 @@ export const rotaryRule = defineRule<RotaryMatch, Halves>({
   },
 });
 
-export const fuseRotary: Pass = {
+export const fuseRotary = fusionPass({
   name: 'fuse-rotary',
   description: 'HF rotate_half rotary embedding with cos/sin gathered by position_ids -> com.microsoft RotaryEmbedding',
   options: {},
   requires: ['shapes'],
-  run(model: Model, options): PassStats {
-    return applyRules(model, options, [rotaryRule]);
-  },
-};
+  rules: [rotaryRule],
+});

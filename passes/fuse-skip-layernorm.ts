@@ -2,10 +2,10 @@
 // SkipLayerNormalization / SkipSimplifiedLayerNormalization. When the sum also feeds the next
 // residual, it comes out of output 3 (input_skip_bias_sum); a constant bias added to the residual
 // branch (out_proj / fc2 bias) becomes the op's bias input. Runs after fuse-layernorm/fuse-rmsnorm.
-import type { Dim, Model, Node, Value } from '../ir/index.js';
-import type { Pass, PassStats } from './pass.js';
+import type { Dim, Node, Value } from '../ir/index.js';
+import type { OptionSchema, OptionsOf } from './pass.js';
 import { constTensor, producer, sameDim } from './pattern.js';
-import { applyRules, defineRule, skip, type Match } from './rule.js';
+import { defineRule, fusionPass, skip, type Match } from './rule.js';
 
 const sameDims = (a: Dim[], b: Dim[]) => a.length === b.length && a.every((d, i) => sameDim(d, b[i]));
 
@@ -19,7 +19,11 @@ interface SkipMatch extends Match {
 
 const where = (ln: Node) => `${ln.opType} '${ln.name}'`;
 
-export const skipLayerNormRule = defineRule<SkipMatch>({
+const options = {
+  bias: { type: 'bool', default: true, description: 'take a constant bias added to the residual branch as the op\'s bias input' },
+} as const satisfies OptionSchema;
+
+export const skipLayerNormRule = defineRule<SkipMatch, undefined, OptionsOf<typeof options>>({
   name: 'skip-layernorm',
   anchors: ['LayerNormalization', 'SimplifiedLayerNormalization'],
   counts: { skipLayerNorm: 'residual Add + LayerNormalization fused', skipSimplifiedLayerNorm: 'residual Add + SimplifiedLayerNormalization fused' },
@@ -46,7 +50,7 @@ export const skipLayerNormRule = defineRule<SkipMatch>({
     // A projection's bias on the residual branch, Add(bias [H], X), rides along as the op's bias input.
     let bias: Value | null = null;
     const nodes: Node[] = [ln, add];
-    if (options.bias as boolean) {
+    if (options.bias) {
       for (const [inp, br] of [[a, b], [b, a]] as const) {
         const badd = producer(br, 'Add');
         if (!badd || br.uses.length !== 1 || br.isGraphOutput) continue;
@@ -80,14 +84,10 @@ export const skipLayerNormRule = defineRule<SkipMatch>({
   },
 });
 
-export const fuseSkipLayerNorm: Pass = {
+export const fuseSkipLayerNorm = fusionPass({
   name: 'fuse-skip-layernorm',
   description: 'residual Add + (Simplified)LayerNormalization -> com.microsoft Skip(Simplified)LayerNormalization',
-  options: {
-    bias: { type: 'bool', default: true, description: 'take a constant bias added to the residual branch as the op\'s bias input' },
-  },
+  options,
   requires: ['shapes'],
-  run(model: Model, options): PassStats {
-    return applyRules(model, options, [skipLayerNormRule]);
-  },
-};
+  rules: [skipLayerNormRule],
+});

@@ -1,10 +1,9 @@
 // Gemm <-> MatMul + Add. Weight quantizers (MatMulNBits, QDQ) want MatMul with a constant [K, N]
 // weight, so gemm-to-matmul-add rewrites every Gemm whose B is constant (transposes and alpha folded
 // into the weight, beta into a constant C). matmul-add-to-gemm is the inverse for 2-D MatMul + Add.
-import { DataType, Tensor, dtypeBits, isFloat, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
-import type { Pass, PassStats } from './pass.js';
+import { DataType, Tensor, dtypeBits, isFloat, type Dim, type Graph, type Node, type Value } from '../ir/index.js';
 import { constTensor, other, replaceOutput, sameDim } from './pattern.js';
-import { applyRules, defineRule, skip, type Match } from './rule.js';
+import { defineRule, fusionPass, skip, type Match } from './rule.js';
 
 /** Row-major 2-D transpose on raw element bytes: keeps every bit of the weights. */
 function transpose2d(t: Tensor, name: string): Tensor {
@@ -129,21 +128,17 @@ export const matmulAddToGemmRule = defineRule<ToGemmMatch>({
   },
 });
 
-export const gemmToMatMulAdd: Pass = {
+export const gemmToMatMulAdd = fusionPass({
   name: 'gemm-to-matmul-add',
   description: 'Gemm with a constant B -> MatMul (+ Add), transB/alpha folded into the weight, beta into C',
   options: {},
-  run(model: Model, options): PassStats {
-    return applyRules(model, options, [gemmToMatMulRule]);
-  },
-};
+  rules: [gemmToMatMulRule],
+});
 
-export const matmulAddToGemm: Pass = {
+export const matmulAddToGemm = fusionPass({
   name: 'matmul-add-to-gemm',
   description: '2-D MatMul followed by a broadcastable Add -> Gemm',
   options: {},
   requires: ['shapes'],
-  run(model: Model, options): PassStats {
-    return applyRules(model, options, [matmulAddToGemmRule]);
-  },
-};
+  rules: [matmulAddToGemmRule],
+});

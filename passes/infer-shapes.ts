@@ -3,7 +3,7 @@
 // [batch, ...]. Inferred facts merge with declared ones: a number beats a name, a declared name
 // beats an expression or unknown. Graph inputs are never touched.
 import { DataType, Dim, Graph, Model, Node, TensorType, Value, isFloat } from '../ir/index.js';
-import type { Pass, PassStats } from './pass.js';
+import { definePass, type PassStats } from './pass.js';
 import { rules, type RuleCtx } from './shape/rules.js';
 
 const MAX_VALUE_LEN = 64;
@@ -116,14 +116,18 @@ export function countTyped(model: Model): { typed: number; unknown: number; symb
   return { typed, unknown, symbolicDims, unknownDims };
 }
 
-export const inferShapes: Pass = {
+export const inferShapes = definePass({
   name: 'infer-shapes',
   description: 'infer dtypes and (symbolic) shapes of every value, tracking small shape tensors symbolically',
   options: {
     writeValueInfo: { type: 'bool', default: true, description: 'record inferred types as value_info in the saved model' },
   },
+  statistics: {
+    valuesTyped: 'values with a known dtype and rank', unknown: 'values left untyped', symbolicDims: 'symbolic dims', unknownDims: 'unknown dims',
+    changed: 'values whose type changed',
+  },
   run(model, options): PassStats {
-    const inf = new ShapeInference(model.opset('') ?? 21, options.writeValueInfo as boolean);
+    const inf = new ShapeInference(model.opset('') ?? 21, options.writeValueInfo);
     inf.graph(model.graph);
     const c = countTyped(model);
     const stats: PassStats = {
@@ -133,4 +137,4 @@ export const inferShapes: Pass = {
     if (inf.failures.length) (stats.skipped ??= []).push(...inf.failures.slice(0, 10));
     return stats;
   },
-};
+});

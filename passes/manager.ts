@@ -1,7 +1,7 @@
 // PassManager: textual pipelines (`cleanup,fold-constants,quantize-int4{block=32,sym=true}`) or
 // config objects, per-pass statistics, optional validity check after every pass.
 import type { Model } from '../ir/index.js';
-import { InputError } from '../ir/index.js';
+import { InputError, asInternal } from '../ir/index.js';
 import { Pass, PassContext, PassError, PassStats, Options, resolveOptions } from './pass.js';
 import { getPass, allPasses } from './registry.js';
 import './builtin.js';
@@ -23,6 +23,8 @@ export interface StepReport {
   initializerBytesAfter: number;
   ms: number;
   stats: PassStats;
+  /** Passes the manager ran first because this one needs them (infer-shapes for `requires: ['shapes']`), timed apart from `ms`. */
+  implicit?: { pass: string; ms: number; stats: PassStats }[];
 }
 
 export type PipelineSpec = string | { pass: string; options?: Record<string, unknown> }[];
@@ -84,9 +86,14 @@ function initializerBytes(model: Model): number {
 export async function runPipeline(model: Model, steps: PipelineStep[], opts: RunPipelineOptions = {}): Promise<StepReport[]> {
   const reports: StepReport[] = [];
   for (const [i, step] of steps.entries()) {
+    const implicit: NonNullable<StepReport['implicit']> = [];
     if (step.pass.requires?.includes('shapes')) {
       const infer = getPass('infer-shapes');
-      if (infer && step.pass !== infer) await infer.run(model, resolveOptions(infer, {}), opts);
+      if (infer && step.pass !== infer) {
+        const t = performance.now();
+        const st = await infer.run(model, resolveOptions(infer, {}), opts);
+        implicit.push({ pass: infer.name, ms: performance.now() - t, stats: st });
+      }
     }
     const before = countGraph(model);
     const bytesBefore = initializerBytes(model);
@@ -96,19 +103,21 @@ export async function runPipeline(model: Model, steps: PipelineStep[], opts: Run
     try {
       stats = await step.pass.run(model, step.options, opts);
     } catch (e) {
-      if (e instanceof PassError || e instanceof InputError) throw e;
-      throw new PassError(step.pass.name, (e as Error).message);
+      // A pass's own PassError or InputError says what is wrong with the input; anything else
+      // is a defect of the pass: keep it as the cause and say which pass (exit 70, not 2).
+      if (e instanceof PassError) throw e;
+      throw asInternal(e, `pass '${step.pass.name}'`);
     }
     const ms = performance.now() - t0;
     try {
       for (const g of model.graph.allGraphs()) g.sortTopologically();
     } catch (e) {
-      throw new PassError(step.pass.name, `left an invalid graph: ${(e as Error).message}`);
+      throw new PassError(step.pass.name, `left an invalid graph: ${(e as Error).message}`, undefined, true);
     }
     const after = countGraph(model);
     if (opts.verifyEach) {
       const errs = validateModel(model);
-      if (errs.length) throw new PassError(step.pass.name, `left an invalid graph: ${errs[0]}${errs.length > 1 ? ` (+${errs.length - 1} more)` : ''}`, /node '([^']+)'/.exec(errs[0]!)?.[1]);
+      if (errs.length) throw new PassError(step.pass.name, `left an invalid graph: ${errs[0]}${errs.length > 1 ? ` (+${errs.length - 1} more)` : ''}`, /node '([^']+)'/.exec(errs[0]!)?.[1], true);
     }
     let added = 0, removed = 0;
     for (const id of after.ids) if (!before.ids.has(id)) added++;
@@ -116,7 +125,7 @@ export async function runPipeline(model: Model, steps: PipelineStep[], opts: Run
     reports.push({
       pass: step.pass.name, options: step.options, nodesBefore: before.ids.size, nodesAfter: after.ids.size,
       nodesAdded: added, nodesRemoved: removed, initializerBytesBefore: bytesBefore,
-      initializerBytesAfter: initializerBytes(model), ms, stats,
+      initializerBytesAfter: initializerBytes(model), ms, stats, ...(implicit.length ? { implicit } : {}),
     });
   }
   opts.progress?.('passes', steps.length, steps.length);

@@ -17,7 +17,7 @@
  *       return 'layernorm';
  *     },
  *   });
- *   export const fuseLayerNorm = { name, description, options, run: (model, o) => applyRules(model, o, [rule]) };
+ *   export const fuseLayerNorm = fusionPass({ name: 'fuse-layernorm', description, options: {}, rules: [rule] });
  *
  * What the driver does so rules need not: it visits every live anchor node of every graph (nested
  * If/Loop bodies too) in graph order; after `match` it checks removability: every output of
@@ -31,7 +31,7 @@
  * `replaceOutput` hands the matched output to the new node and removes what became dead.
  */
 import type { Graph, Model, Node, Value } from '../ir/index.js';
-import type { Options, PassStats } from './pass.js';
+import { definePass, type OptionSchema, type Options, type PassStats, type TypedPass } from './pass.js';
 import { internalOnly, isLive } from './pattern.js';
 
 /** A candidate the rule looked at and left alone, with the reason (reported, never thrown). */
@@ -50,15 +50,16 @@ export interface Match {
   outputs: Value[];
 }
 
-export interface RuleContext<S> {
+export interface RuleContext<S, O = Options> {
   model: Model;
   graph: Graph;
-  options: Options;
+  /** The pass's resolved options (type them with `OptionsOf<typeof schema>`). */
+  options: O;
   /** This rule's state for `graph`. */
   state: S;
 }
 
-export interface FusionRule<M extends Match = Match, S = undefined> {
+export interface FusionRule<M extends Match = Match, S = undefined, O = Options> {
   name: string;
   /** Op types a match starts from. */
   anchors: readonly string[];
@@ -71,17 +72,17 @@ export interface FusionRule<M extends Match = Match, S = undefined> {
   /** Names the pattern in the "used outside" reason (default 'the pattern'). */
   pattern?: string;
   state?(graph: Graph, model: Model): S;
-  match(anchor: Node, cx: RuleContext<S>): M | Skip | null;
+  match(anchor: Node, cx: RuleContext<S, O>): M | Skip | null;
   /** Returns the count key to bump, or a Skip (only before anything the graph computes changed). */
-  rewrite(m: M, cx: RuleContext<S>): string | Skip;
+  rewrite(m: M, cx: RuleContext<S, O>): string | Skip;
   /** After the graph's visit: drop what the state made and nothing used. */
-  finish?(cx: RuleContext<S>): void;
+  finish?(cx: RuleContext<S, O>): void;
 }
 
 /** A rule with its match type erased, so rules of different passes fit one list. */
 export type AnyRule = FusionRule<Match, unknown>;
 
-export function defineRule<M extends Match, S = undefined>(rule: FusionRule<M, S>): AnyRule {
+export function defineRule<M extends Match, S = undefined, O = Options>(rule: FusionRule<M, S, O>): AnyRule {
   return rule as unknown as AnyRule;
 }
 
@@ -118,4 +119,18 @@ function tryRule(rule: AnyRule, n: Node, cx: RuleContext<unknown>): string | Ski
   if (m === null || m instanceof Skip) return m;
   if (!internalOnly(m.nodes, m.outputs)) return skip(`${rule.where(n)}: an intermediate value is used outside ${rule.pattern ?? 'the pattern'}`);
   return rule.rewrite(m, cx);
+}
+
+/** A rewrite pass made of rules: its statistics are the rules' counts. */
+export function fusionPass<const S extends OptionSchema>(def: {
+  name: string;
+  description: string;
+  options: S;
+  requires?: readonly 'shapes'[];
+  rules: readonly AnyRule[];
+}): TypedPass<S> {
+  const { rules, ...rest } = def;
+  const statistics: Record<string, string> = {};
+  for (const r of rules) Object.assign(statistics, r.counts);
+  return definePass({ ...rest, statistics, run: (model, options) => applyRules(model, options, rules) });
 }

@@ -3,8 +3,12 @@
 // the Pow -> ReduceMean statistics of decomposed norms) and ops without fp16 in the schema stay fp32
 // with Casts on the edges. Quantized weights follow their activations (MatMulNBits scales and bias,
 // GatherBlockQuantized and DequantizeLinear scales become fp16).
+// With measured activation ranges (PassContext.activationRanges, from runtime/fp16.ts on calibration
+// or verification inputs), every node that reads or writes a value beyond `max_abs`, and every
+// reduction whose sum can pass it, stays fp32 too: the block list alone misses a residual stream or
+// a score matrix that leaves fp16's range in a given model.
 import { AttrType, DataType, Graph, Model, Node, Tensor, Value, float32ToFloat16Array } from '../ir/index.js';
-import type { Pass, PassStats } from './pass.js';
+import { definePass, type PassContext, type PassStats } from './pass.js';
 import { dropIfUnused, matchesAny } from './quant/graph-util.js';
 
 const NORMS = ['LayerNormalization', 'SimplifiedLayerNormalization', 'SkipLayerNormalization', 'SkipSimplifiedLayerNormalization',
@@ -78,6 +82,61 @@ function normChains(g: Graph): Set<Node> {
   return keep;
 }
 
+const REDUCTIONS = new Set(['ReduceMean', 'ReduceSum', 'ReduceSumSquare', 'ReduceL1', 'ReduceL2', 'ReduceLogSum', 'ReduceLogSumExp']);
+
+/** Elements one output element of a reduction sums (unknown dims count as the whole last axis). */
+function reducedCount(n: Node): number {
+  const shape = n.input(0)?.shape;
+  if (!shape) return 1;
+  let axes: number[] | null = null;
+  if (n.hasAttr('axes')) axes = n.attrInts('axes');
+  else if (n.input(1)?.initializer) axes = Array.from(n.input(1)!.initializer!.toNumbers());
+  const all = axes === null || axes.length === 0;
+  if (all && n.attrInt('noop_with_empty_axes', 0) === 1) return 1;
+  let c = 1;
+  shape.forEach((d, i) => {
+    if (!all && !axes!.some((a) => (a < 0 ? a + shape.length : a) === i)) return;
+    c *= typeof d === 'number' && d > 0 ? d : 1;
+  });
+  return c;
+}
+
+/** Ops that accumulate or grow values inside one kernel (a GPU may hold the partial results in fp16). */
+const GROWING = new Set(['MatMul', 'Gemm', 'Conv', 'ConvTranspose', 'Einsum', 'MatMulNBits', 'FusedMatMul', 'Attention', 'MultiHeadAttention',
+  'GroupQueryAttention', 'Pow', 'Exp', ...REDUCTIONS]);
+
+/**
+ * Nodes whose float values leave a safe fp16 range on the measured inputs, with the reason. Growing
+ * ops (products, sums, powers) must stay below `limit`; any other value below 8x that (at most half of
+ * fp16's max: inputs the measurement did not see). A value beyond that read by a node would overflow
+ * in the Cast to fp16 before it, so readers count too; a reduction is judged by the bound of its sum.
+ */
+function outOfRange(g: Graph, ranges: Map<string, number>, limit: number): Map<Node, string> {
+  const out = new Map<Node, string>();
+  const loose = Math.min(8 * limit, F16_MAX / 2);
+  const fmt = (x: number) => (Number.isFinite(x) ? x.toPrecision(3) : String(x));
+  for (const n of g.nodes) {
+    if (n.opType === 'Shape' || n.opType === 'Size') continue;
+    const own = GROWING.has(n.opType) || (n.opType === 'Mul' && n.inputs.every((v) => v && !v.initializer)) ? limit : loose;
+    for (const v of n.outputs) {
+      const r = v ? ranges.get(v.name) : undefined;
+      if (r !== undefined && r > own) { out.set(n, `writes |${v!.name}| ${fmt(r)}`); break; }
+    }
+    if (out.has(n)) continue;
+    for (const v of n.inputs) {
+      if (!v || v.initializer) continue;
+      const r = ranges.get(v.name);
+      if (r === undefined) continue;
+      if (r > loose) { out.set(n, `reads |${v.name}| ${fmt(r)}`); break; }
+      if (REDUCTIONS.has(n.opType) && v === n.input(0)) {
+        const bound = (n.opType === 'ReduceSumSquare' || n.opType === 'ReduceL2' ? r * r : r) * reducedCount(n);
+        if (bound > limit) { out.set(n, `sums up to ${fmt(bound)}`); break; }
+      }
+    }
+  }
+  return out;
+}
+
 function toF16Tensor(t: Tensor, name: string): Tensor {
   const v = t.toFloat32();
   for (let i = 0; i < v.length; i++) if (Number.isFinite(v[i]!) && Math.abs(v[i]!) > F16_MAX) v[i] = Math.sign(v[i]!) * F16_MAX;
@@ -85,29 +144,39 @@ function toF16Tensor(t: Tensor, name: string): Tensor {
   return Tensor.fromBytes(name, DataType.FLOAT16, [...t.dims], new Uint8Array(h.buffer));
 }
 
-export const toFp16: Pass = {
+export const toFp16 = definePass({
   name: 'to-fp16',
   description: 'Convert float32 compute and weights to float16, keeping graph I/O float32 and norms/Softmax in float32',
   options: {
-    keep_io_types: { type: 'bool', default: true, description: 'graph inputs/outputs stay float32 (Casts at the boundary)' },
-    keep_norms: { type: 'bool', default: true, description: 'keep norms, Softmax and Pow/ReduceMean statistics in float32' },
+    keepIoTypes: { aliases: ['keep_io_types'], type: 'bool', default: true, description: 'graph inputs/outputs stay float32 (Casts at the boundary)' },
+    keepNorms: { aliases: ['keep_norms'], type: 'bool', default: true, description: 'keep norms, Softmax and Pow/ReduceMean statistics in float32' },
     keep: { type: 'list', default: [], description: 'more nodes to keep in float32 (names, op types or globs)' },
+    maxAbs: { aliases: ['max_abs'], type: 'float', default: 4096, min: 1, max: F16_MAX, description: 'with measured ranges: keep fp32 every product, sum or power whose result passes this |x|, and any op reading or writing 8x it (fp16 max 65504; the margin covers unseen inputs and fp16 accumulation in GPU kernels)' },
   },
-  run(model: Model, o): PassStats {
-    const stats: PassStats = { counts: { converted: 0, keptFp32: 0, casts: 0, initializers: 0 }, skipped: [], notes: [] };
+  statistics: {
+    converted: 'nodes computing in float16', keptFp32: 'nodes kept in float32', keptByRange: 'of those, kept because a measured range leaves safe fp16', casts: 'Casts inserted', initializers: 'initializers converted to float16',
+  },
+  run(model: Model, o, ctx: PassContext): PassStats {
+    const stats: PassStats = { counts: { converted: 0, keptFp32: 0, keptByRange: 0, casts: 0, initializers: 0 }, skipped: [], notes: [] };
     const g = model.graph;
     if (g.nodes.some((n) => n.subgraphs().length)) {
       stats.skipped!.push('graphs with If/Loop/Scan subgraphs are left as they are');
       return stats;
     }
     const T = elemTypes(g);
-    const keepList = o.keep as string[];
-    const chains = o.keep_norms ? normChains(g) : new Set<Node>();
-    const kept = (n: Node) => NO_FP16.includes(n.opType) || (o.keep_norms && NORMS.includes(n.opType)) || chains.has(n) || matchesAny(keepList, n);
+    const keepList = o.keep;
+    const chains = o.keepNorms ? normChains(g) : new Set<Node>();
+    const byRange = ctx.activationRanges ? outOfRange(g, ctx.activationRanges, o.maxAbs) : new Map<Node, string>();
+    const kept = (n: Node) => NO_FP16.includes(n.opType) || (o.keepNorms && NORMS.includes(n.opType)) || chains.has(n) || matchesAny(keepList, n) || byRange.has(n);
+    if (ctx.activationRanges) {
+      stats.counts.keptByRange = byRange.size;
+      const shown = [...byRange].slice(0, 8).map(([n, why]) => `${n.name || n.opType} (${why})`);
+      if (byRange.size) stats.notes!.push(`kept fp32 by measured range (> ${o.maxAbs}): ${shown.join(', ')}${byRange.size > 8 ? `, +${byRange.size - 8} more` : ''}`);
+    } else stats.notes!.push('no measured activation ranges: only the block list and norm statistics stay fp32');
 
     // Precision of each float32 value after conversion (where it is produced).
     const prec = new Map<Value, Prec>();
-    for (const v of g.inputs) if (isFloat32(T.get(v))) prec.set(v, o.keep_io_types ? 'fp32' : 'fp16');
+    for (const v of g.inputs) if (isFloat32(T.get(v))) prec.set(v, o.keepIoTypes ? 'fp32' : 'fp16');
     const nodes = [...g.nodes];
     for (const n of nodes) {
       const k = kept(n);
@@ -174,7 +243,7 @@ export const toFp16: Pass = {
     }
     // Graph outputs keep their precision (fp32, or fp16 without keep_io_types): a producer of the
     // other precision writes a renamed value and a Cast restores the name.
-    const ioPrec: Prec = o.keep_io_types ? 'fp32' : 'fp16';
+    const ioPrec: Prec = o.keepIoTypes ? 'fp32' : 'fp16';
     for (const out of [...g.outputs]) {
       const have = prec.get(out);
       if (!isFloat32(T.get(out)) || !have || have === ioPrec) continue;
@@ -191,8 +260,8 @@ export const toFp16: Pass = {
       if (v.isGraphInput || v.isGraphOutput) continue;
       v.type = { elemType: p === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT, shape: v.type?.shape };
     }
-    for (const v of g.inputs) if (!o.keep_io_types && isFloat32(T.get(v)) && v.type) v.type = { ...v.type, elemType: DataType.FLOAT16 };
-    if (!o.keep_io_types) for (const v of g.outputs) if (isFloat32(T.get(v)) && v.type) v.type = { ...v.type, elemType: DataType.FLOAT16 };
+    for (const v of g.inputs) if (!o.keepIoTypes && isFloat32(T.get(v)) && v.type) v.type = { ...v.type, elemType: DataType.FLOAT16 };
+    if (!o.keepIoTypes) for (const v of g.outputs) if (isFloat32(T.get(v)) && v.type) v.type = { ...v.type, elemType: DataType.FLOAT16 };
     return stats;
   },
-};
+});

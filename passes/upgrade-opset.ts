@@ -2,7 +2,7 @@
 // and the target (attributes that became inputs, changed defaults and semantics), then stamps the
 // new version. Ops it cannot convert exactly are listed and the model is left unchanged.
 import { AttrType, DataType, Graph, Model, Node, Tensor, Value, dtypeFromName } from '../ir/index.js';
-import type { Pass, PassStats } from './pass.js';
+import { definePass, type PassStats } from './pass.js';
 
 const EXPERIMENTAL = new Set(['ATen', 'Affine', 'Crop', 'DynamicSlice', 'GRUUnit', 'GivenTensorFill', 'ImageScaler', 'ParametricSoftplus', 'Scale', 'ScaledTanh', 'MeanVarianceNormalization_1']);
 const BROADCAST_OPS = new Set(['Add', 'Sub', 'Mul', 'Div', 'Pow', 'And', 'Or', 'Xor', 'Equal', 'Greater', 'Less', 'PRelu']);
@@ -246,17 +246,18 @@ export function upgradeOpset(model: Model, to: number): UpgradeResult {
   return res;
 }
 
-export const upgradeOpsetPass: Pass = {
+export const upgradeOpsetPass = definePass({
   name: 'upgrade-opset',
   description: 'Convert the default-domain opset up to a target version (attributes that became inputs, changed defaults)',
   options: {
     to: { type: 'int', default: 21, min: 7, max: MAX_TARGET_OPSET, description: 'target opset' },
   },
+  statistics: { nodesConverted: 'nodes rewritten for the new opset', from: 'opset before', to: 'opset after' },
   run(model, options): PassStats {
-    const r = upgradeOpset(model, options.to as number);
+    const r = upgradeOpset(model, options.to);
     const stats: PassStats = { counts: { nodesConverted: r.converted, from: r.from, to: r.from >= r.to ? r.from : r.to } };
     if (r.blockers.length) stats.skipped = [`left at opset ${r.from}: ${r.blockers.length} node(s) cannot be converted`, ...r.blockers];
     else if (r.from >= r.to) stats.notes = [`already at opset ${r.from}`];
     return stats;
   },
-};
+});

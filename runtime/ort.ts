@@ -124,6 +124,8 @@ export function concreteShape(shape: Dim[] | undefined, spec: InputSpec): number
   return (shape ?? []).map((d) => (typeof d === 'number' && d >= 0 ? d : typeof d === 'string' && spec.dims?.[d] !== undefined ? spec.dims[d]! : spec.defaultDim ?? 1));
 }
 
+export const MAX_RANDOM_ELEMENTS = 2 ** 28;
+
 /** Seeded random feeds that honour symbolic dims: normal floats, ints in [0, intHigh), bools. */
 export function randomInputs(model: Model, spec: InputSpec = {}): Record<string, Tensor> {
   const rand = rng(spec.seed ?? 1234);
@@ -135,6 +137,8 @@ export function randomInputs(model: Model, spec: InputSpec = {}): Record<string,
     if (!type) throw new Error(`input '${v.name}' has no type`);
     const dims = concreteShape(type.shape, spec);
     const n = numElements(dims);
+    // A declared shape is a claim: check it before allocating for it.
+    if (!(Number.isSafeInteger(n) && n <= MAX_RANDOM_ELEMENTS)) throw new Error(`input '${v.name}' of shape [${dims}] has ${n} elements, more than the ${MAX_RANDOM_ELEMENTS} random inputs may hold`);
     const lname = v.name.toLowerCase();
     switch (type.elemType) {
       case DataType.FLOAT: feeds[v.name] = Tensor.fromFloat32(v.name, dims, randn(rand, n)); break;

@@ -3,7 +3,8 @@
 // onnxruntime. Written to a temp folder and renamed: same input + options => same bytes.
 import fs from 'node:fs';
 import path from 'node:path';
-import { CheckError, InputError, Model, loadModel, saveModel, type Progress } from '../ir/index.js';
+import { CheckError, InputError, InternalError, Model, loadModel, saveModel, type Progress } from '../ir/index.js';
+import { commitReplace, crashPoint, recoverStale } from '../ir/atomic.js';
 import { guessRole, type Role } from '../ir/summary.js';
 import { parsePipeline, runPipeline, type PipelineStep, type StepReport } from '../passes/manager.js';
 import { getPass } from '../passes/registry.js';
@@ -17,6 +18,7 @@ import type { QuantizeContext } from '../passes/quantize.js';
 import { SYNTHETIC_CALIBRATION, calibrationSets, userInputs } from './calibration.js';
 import { RANGE_METHODS, type RangeMethod } from '../runtime/calibrate.js';
 import { describeInputs, type InputsUsed, type Preprocess } from '../runtime/inputs.js';
+import { activationRanges } from '../runtime/fp16.js';
 import { checkModel, enforce, type CheckIssue } from './check.js';
 import { EXAMPLE_IMAGE, parseSize, patchSize, type Size, type Tiling } from './dims.js';
 import { encoderCalls, preprocessingSpec } from './buckets.js';
@@ -34,6 +36,8 @@ export interface CompileOptions {
   target: TargetName;
   /** Artifact folder (replaced if it holds an earlier edgec artifact; refused otherwise). */
   out: string;
+  /** Replace `out` even when it is not an edgec artifact. */
+  force?: boolean;
   quant?: QuantChoice;
   blockSize?: number;
   method?: string;
@@ -106,6 +110,7 @@ export function resolveInputs(input: string): { name: string; file: string }[] {
   let st: fs.Stats;
   try { st = fs.statSync(input); } catch { throw new InputError('no such file or folder', input); }
   if (st.isFile()) return [{ name: path.basename(input).replace(/\.onnx$/i, ''), file: path.resolve(input) }];
+  if (!st.isDirectory()) throw new InputError('is not a regular file or folder', input);
   const files = fs.readdirSync(input).filter((f) => f.toLowerCase().endsWith('.onnx')).sort();
   if (!files.length) throw new InputError('holds no .onnx files', input);
   return files.map((f) => ({ name: f.replace(/\.onnx$/i, ''), file: path.resolve(input, f) }));
@@ -206,7 +211,9 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
     const rel = path.relative(outDir, i.file);
     if (!rel.startsWith('..') && !path.isAbsolute(rel)) throw new InputError('output folder holds the input; refusing to replace it', o.out);
   }
-  if (fs.existsSync(outDir) && !isArtifactDir(outDir)) throw new InputError('exists and is not an edgec artifact; refusing to replace it', o.out);
+  // Finish or undo what a killed edgec left beside the destination before judging it.
+  if (fs.existsSync(path.dirname(outDir))) recoverStale(path.dirname(outDir), outDir);
+  if (fs.existsSync(outDir) && !o.force && !isArtifactDir(outDir)) throw new InputError('exists and is not an edgec artifact; refusing to replace it (--force replaces it)', o.out);
 
   const loaded = inputs.map((i) => ({ ...i, model: loadModel(i.file) }));
   for (const k of Object.keys(o.roles ?? {})) {
@@ -242,7 +249,23 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         ctx.calibration = (w) => acts.get(w);
         calibrated(sm);
       }
-      const stepReports = await runPipeline(l.model, st, ctx);
+      if (st.some((s) => s.pass.name === 'to-fp16')) {
+        // fp16 that cannot overflow: what stays fp32 is decided from ranges measured on the fp32
+        // source (value names survive fusion and quantization; values a pass creates are unmeasured).
+        o.progress?.('activation ranges', undefined, undefined, l.name);
+        // (Not calibration in the manifest's sense: the fp16 keep-lists do not make the artifact's accuracy rest on these sets.)
+        const before = sm.calibrationUsed;
+        ctx.activationRanges = await activationRanges(l.model, calibrationSets(l.model, sm, 2));
+        sm.calibrationUsed = before;
+      }
+      let stepReports: StepReport[];
+      try {
+        stepReports = await runPipeline(l.model, st, ctx);
+      } catch (e) {
+        // A defect inside a pass also names the sub-model it ran on.
+        if (e instanceof InternalError) e.within(`sub-model '${l.name}'`);
+        throw e;
+      }
       // Whatever the pipeline fused, the target gets only contrib ops it runs.
       const keep = LOWERABLE.filter((op) => target.capabilities.supports('com.microsoft', op) || (op === 'SimplifiedLayerNormalization' && target.capabilities.supports('', op)));
       const refused = [...l.model.graph.allGraphs()].some((g) => g.nodes.some((n) => LOWERABLE.includes(n.opType) && !keep.includes(n.opType) && (n.domain === 'com.microsoft' || (n.domain === '' && n.opType === 'SimplifiedLayerNormalization'))));
@@ -339,8 +362,8 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
     manifest.runtime = runtime;
     if (perf) manifest.performance = perf;
     writeJson(path.join(tmp, 'manifest.json'), manifest);
-    fs.rmSync(outDir, { recursive: true, force: true });
-    fs.renameSync(tmp, outDir);
+    crashPoint('compile:written');
+    commitReplace([{ tmp, final: outDir }], 'swap');
     const passed = manifest.verification.passed;
     const result: CompileResult = { outDir, manifest, report: { target: target.name, profile: profile.name, models: reports, ms: Math.round(performance.now() - t0), passed, warnings } };
     if (!passed) {

@@ -36,6 +36,7 @@ interface CompileCliOpts {
   batchSizes?: string;
   profile?: string;
   allowFallback?: boolean;
+  force?: boolean;
   profileRun?: boolean;
   verify: boolean;
   fp16: boolean;
@@ -109,11 +110,20 @@ export function parseCompileOptions(o: CompileCliOpts, input: string): CompileOp
     batchSizes: o.batchSizes?.split(',').map((b) => posInt('--batch-sizes', b.trim())!),
     profile: o.profile,
     allowFallback: o.allowFallback,
+    force: o.force,
     profileRun: o.profileRun,
     verify: o.verify,
     fp16: o.fp16,
     runtimeVersion: o.runtimeVersion,
   };
+}
+
+/** One line per sub-model: what the fuse-* passes made, and how many candidates they left with a reason. */
+export function fusionSummary(m: CompileResult['report']['models'][number]): string {
+  const fuse = m.steps.filter((st) => st.pass.startsWith('fuse-'));
+  const made = fuse.flatMap((st) => Object.entries(st.counts).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`));
+  const left = fuse.reduce((a, st) => a + (st.skipped?.length ?? 0), 0);
+  return `fusions ${m.name}: ${made.join(', ') || 'none'}${left ? `; ${left} candidate(s) left (reasons in --json: steps[].skipped)` : ''}`;
 }
 
 export function printCompile(r: CompileResult): void {
@@ -130,6 +140,7 @@ export function printCompile(r: CompileResult): void {
   }
   process.stdout.write(`${table(rows, '', [false, false, true, true, true, true, false]).join('\n')}\n`);
   for (const m of r.report.models) if (m.missingPasses.length) process.stdout.write(`note: ${m.name}: passes not in this build: ${m.missingPasses.join(', ')}\n`);
+  for (const m of r.report.models) process.stdout.write(`${fusionSummary(m)}\n`);
   for (const m of r.report.models) {
     for (const v of m.verification) {
       process.stdout.write(`${v.file}: verified on ${describeInputs(v.result.inputsUsed)}\n`);
@@ -172,6 +183,7 @@ export const registerCompile: RegisterCommand = (program: Command, setExit) => {
     .option('--allow-fallback', 'emit even when some nodes cannot run on the target')
     .option('--no-verify', 'skip the onnxruntime comparison against the original')
     .option('--no-fp16', 'keep fp32 activations (WebGPU devices without shader-f16)')
+    .option('--force', 'replace -o even when it exists and is not an edgec artifact')
     .option('--runtime-version <X.Y>', 'oldest onnxruntime the artifact must load in: only ops and attributes it accepts (e.g. 1.20)')
     .option('--profile-run', "profile the artifact (roofline prediction and a measured run in the target's runtime) into manifest.performance")
     .option('--json', 'print the manifest and report as JSON')

@@ -52,6 +52,8 @@ function writeModel<T>(fn: () => T, output: string): T {
   try {
     return fn();
   } catch (e) {
+    // A full disk or a failing device is the machine's state, not a bad path: reported as such (exit 74).
+    if (['ENOSPC', 'EDQUOT', 'EIO', 'EFBIG'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
     if ((e as NodeJS.ErrnoException).code) throw new InputError(`cannot write: ${(e as Error).message.split('\n')[0]}`, output);
     throw e;
   }

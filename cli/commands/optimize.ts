@@ -57,6 +57,7 @@ export function formatReports(reports: StepReport[]): string {
     ]);
   }
   const lines = table(rows, '', [false, true, true, true, true, true, false]);
+  for (const r of reports) for (const i of r.implicit ?? []) lines.push(`  ${r.pass}: ran ${i.pass} first (${i.ms.toFixed(1)} ms)`);
   for (const r of reports) for (const s of r.stats.skipped ?? []) lines.push(`  ${r.pass}: ${s}`);
   return `${lines.join('\n')}\n`;
 }

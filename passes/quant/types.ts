@@ -1,5 +1,6 @@
 // Block-wise weight quantization: the contract between quantization methods (RTN, data-free
 // search, calibration-based) and the format emitters (MatMulNBits, QDQ, GatherBlockQuantized).
+import type { GptqStep, GptqStepResult } from './methods/gptq.js';
 
 export interface QuantParams {
   bits: 4 | 8;
@@ -37,7 +38,12 @@ export interface CalibrationData {
   rows: number;
 }
 
-/** A method turns a float weight [K, N] (row-major, as stored in a MatMul initializer) into codes. */
+/**
+ * A method turns a float weight [K, N] (row-major, as stored in a MatMul initializer) into codes.
+ * The quantize pass reads big weights in column slices (output columns are independent: blocks run
+ * along K) and calls `quantize` per slice; a method that must see the whole weight first (GPTQ's
+ * Hessian factors and held-out scoring, a scale search) says so with `prepare`.
+ */
 export interface QuantMethod {
   name: string;
   description: string;
@@ -47,7 +53,43 @@ export interface QuantMethod {
    * quantize pass then supplies data-free estimates (passes/quant/norm-scales.ts) when no calibration
    * was run. */
   usesChannelScale?: boolean;
+  /** True when `quantize` gives the codes of the SIMD RTN kernel: fp32 weights may then stream
+   * through it from their file, never held whole (quant/rtn-streamer.ts). */
+  streamable?: boolean;
   quantize(w: Float32Array, K: number, N: number, p: QuantParams, calib?: CalibrationData): QuantizedWeight;
+  /**
+   * Whole-weight work before the slices are quantized: may read the slices (`weight.eachSlice`) and
+   * run work on the pass's workers (`exec`); returns how to quantize each slice. Without it each
+   * slice goes to `quantize` (on a worker when the pass has a pool).
+   */
+  prepare?(weight: WeightSlices, p: QuantParams, calib: CalibrationData | undefined, exec: QuantExec): Promise<SliceQuantizer>;
+}
+
+/** Quantize one column slice [K, ns] of a weight. */
+export type SliceQuantizer = (w: Float32Array, K: number, ns: number) => Promise<QuantizedWeight>;
+
+/** A weight as the pass hands it to a method: its logical [K, N] and its column slices. */
+export interface WeightSlices {
+  K: number;
+  N: number;
+  eachSlice(f: (w: Float32Array, n0: number, ns: number) => Promise<void>): Promise<void>;
+}
+
+/** Where a method's work runs: the pass's worker pool, or the calling thread. */
+export interface QuantExec {
+  /** A method's `quantize` on one slice. */
+  quantize(m: QuantMethod, w: Float32Array, K: number, N: number, p: QuantParams, calib: CalibrationData | undefined): Promise<QuantizedWeight>;
+  /** One GPTQ step (methods/gptq.ts). */
+  gptq<T extends GptqStepResult>(s: GptqStep): Promise<T>;
+}
+
+/** A quantized weight as the pass emits it. */
+export interface Quantized {
+  q: QuantizedWeight;
+  /** MatMulNBits B bytes [N][kBlocks][blob] when streamed; q.codes is then empty. */
+  packed?: Uint8Array;
+  /** ||W - dequant|| / ||W|| over the whole weight. */
+  relError: number;
 }
 
 export function kBlocksOf(K: number, blockSize: number): number {

@@ -7,7 +7,7 @@
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { getMethod } from './methods/index.js';
-import type { CalibrationData, QuantizedWeight, QuantParams } from './types.js';
+import type { CalibrationData, QuantExec, QuantizedWeight, QuantParams } from './types.js';
 import { SHARED_MAX_PAGES, bindKernel } from './methods/rtn-simd.js';
 import { runRtnUnit, type RtnUnitJob } from './rtn-stream.js';
 import { runGptqStep, type GptqStep, type GptqStepResult } from './methods/gptq.js';
@@ -162,5 +162,13 @@ export async function createQuantPool(opts: PoolOptions = {}): Promise<QuantPool
     async close() {
       await Promise.all(workers.map((w) => w.terminate()));
     },
+  };
+}
+
+/** Methods' work on the pool's workers, or on the calling thread without a pool. */
+export function quantExec(pool: QuantPool | null): QuantExec {
+  return {
+    quantize: async (m, w, K, N, p, calib) => (pool ? pool.quantize({ method: m.name, w: w.slice(), K, N, params: p, calib }) : m.quantize(w, K, N, p, calib)),
+    gptq: async <T extends GptqStepResult>(step: GptqStep) => (pool ? pool.gptq(step) : runGptqStep(step)) as T,
   };
 }

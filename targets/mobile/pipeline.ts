@@ -10,9 +10,9 @@ export function mobilePipeline(sm: SubModel): StepSpec[] {
   const p = sm.plan;
   const steps: StepSpec[] = [...PREPARE, ...fusions(MOBILE_FUSIONS)];
   if (p.weightBits) {
-    steps.push({ pass: 'quantize-int4', options: {
+    steps.push({ pass: 'quantize-weights', options: {
       bits: p.weightBits, block: sm.opts.blockSize, method: sm.opts.method, format: p.format === 'qdq' ? 'qdq' : 'matmulnbits',
-      role: sm.role, embeddings: p.quantizeEmbeddings, scales: 'fp32', ...(p.format === 'matmulnbits' ? { accuracy_level: 4 } : {}),
+      role: sm.role, embeddings: p.quantizeEmbeddings, scales: 'fp32', ...(p.format === 'matmulnbits' ? { accuracyLevel: 4 } : {}),
     } });
   }
   steps.push({ pass: 'cleanup' }, { pass: 'infer-shapes' });

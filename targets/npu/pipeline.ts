@@ -10,7 +10,7 @@ export function npuPipeline(sm: SubModel): StepSpec[] {
   const p = sm.plan;
   const steps: StepSpec[] = [{ pass: 'upgrade-opset', options: { to: 21 } }, ...PREPARE, { pass: 'position-ids-input' }, { pass: 'fold-batchnorm' }, ...fusions(NPU_FUSIONS)];
   if (p.weightBits) {
-    steps.push({ pass: 'quantize-int4', options: {
+    steps.push({ pass: 'quantize-weights', options: {
       bits: p.weightBits, block: sm.opts.blockSize, method: sm.opts.method, format: 'qdq', role: sm.role, embeddings: false, scales: 'fp32',
     } });
   }

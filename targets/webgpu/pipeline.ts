@@ -10,7 +10,7 @@ export function webgpuPipeline(sm: SubModel): StepSpec[] {
   const p = sm.plan;
   const steps: StepSpec[] = [...PREPARE, ...fusions(WEBGPU_FUSIONS)];
   if (p.weightBits) {
-    steps.push({ pass: 'quantize-int4', options: {
+    steps.push({ pass: 'quantize-weights', options: {
       bits: p.weightBits, block: sm.opts.blockSize, method: sm.opts.method, format: 'matmulnbits', role: sm.role,
       embeddings: p.quantizeEmbeddings, scales: p.activations === 'fp16' ? 'fp16' : 'fp32',
     } });

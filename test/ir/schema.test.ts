@@ -11,6 +11,9 @@ import { ModelProto, schemaRoot } from '../../ir/onnx-schema.js';
 import { decodeModel, encodeModel, loadModel, saveModel, DataType, packInt4 } from '../../ir/index.js';
 import { CONFORMANCE } from '../conformance-root.js';
 
+/** protobufjs types util.Long as a bare constructor; at run time it is the long.js class. */
+const LongT = protobuf.util.Long as unknown as { fromString(s: string): number };
+
 const ROOT = CONFORMANCE;
 
 /** Walk protobuf wire bytes as message `type`; collect unknown field numbers with their path. */
@@ -110,7 +113,7 @@ function everythingModel() {
         { input: ['q4', 'q4s'], output: ['dq'], op_type: 'DequantizeLinear', name: 'dq0', attribute: [
           { name: 'axis', type: 2, i: 0 }, { name: 'block_size', type: 2, i: 2 }] },
         { input: [], output: ['big'], op_type: 'Constant', name: 'c0', attribute: [
-          { name: 'value_ints', type: 7, ints: [protobuf.util.Long.fromString('9223372036854775807'), -1, 3] }] },
+          { name: 'value_ints', type: 7, ints: [LongT.fromString('9223372036854775807'), -1, 3] }] },
       ],
       initializer: [
         { name: 'w', dims: [4], data_type: 1, float_data: [1, 2, 3, 4], doc_string: 'typed floats', segment: { begin: 0, end: 4 } },
@@ -118,7 +121,7 @@ function everythingModel() {
         { name: 'u4', dims: [3], data_type: DataType.UINT4, int32_data: [0x21, 0x03] },
         { name: 'q4s', dims: [2, 3], data_type: 1, raw_data: new Uint8Array(new Float32Array([0.5, 1, 2, 0.25, 4, 8]).buffer) },
         { name: 'f8', dims: [2], data_type: DataType.FLOAT8E4M3FN, raw_data: new Uint8Array([0x38, 0xb8]), metadata_props: [kv('t', 'm')] },
-        { name: 'i64', dims: [2], data_type: 7, int64_data: [protobuf.util.Long.fromString('-9223372036854775808'), 5] },
+        { name: 'i64', dims: [2], data_type: 7, int64_data: [LongT.fromString('-9223372036854775808'), 5] },
         { name: 's', dims: [2], data_type: 8, string_data: [Buffer.from('hi'), Buffer.from('there')] },
       ],
       sparse_initializer: [{ values: { name: 'sp', dims: [2], data_type: 1, float_data: [1, 2] }, indices: { dims: [2], data_type: 7, int64_data: [0, 5] }, dims: [8] }],

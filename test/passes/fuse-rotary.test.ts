@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { DataType, GraphBuilder, Tensor, type Model, type Value } from '../../ir/index.js';
+import { DataType, GraphBuilder, Tensor, type Model } from '../../ir/index.js';
 import { fuseRotary } from '../../passes/fuse-rotary.js';
 import { inferShapes } from '../../passes/infer-shapes.js';
 import { cleanup, fuseAndCompare, opCounts } from './fuse-util.js';

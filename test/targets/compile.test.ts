@@ -30,7 +30,7 @@ async function rerun(target: 'mobile' | 'npu' | 'webgpu') {
   for (const m of r.manifest.models) {
     const source = path.join(src, `${m.name}.onnx`);
     // Static (npu) models fix their own dims; dynamic ones get a prompt of 5 after 3 cached tokens.
-    const dims = target === 'npu' ? {} : { seq: 5, past_seq: 3, total_seq: 8, height: 56, width: 56, grid_h: 4, grid_w: 4 };
+    const dims: Record<string, number> = target === 'npu' ? {} : { seq: 5, past_seq: 3, total_seq: 8, height: 56, width: 56, grid_h: 4, grid_w: 4 };
     const res = await verifyModels(source, path.join(r.outDir, m.file), { seed: 99, threshold: m.verification!.threshold, dims });
     for (const o of res.outputs) figures.push(`${target} ${m.file} ${o.name}: cos ${o.cosine.toFixed(5)} max|d| ${o.maxAbsError.toExponential(2)}`);
     expect(res.passed, res.outputs.map((o) => o.problem).filter(Boolean).join('; ')).toBe(true);

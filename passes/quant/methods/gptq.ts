@@ -343,4 +343,21 @@ export const gptq: QuantMethod = {
   description: 'GPTQ: inverse-Hessian error feedback from calibration activations (act-order, static groups = blocks, group scales searched under activation-energy weighting, integer zero points); checked on held-out calibration rows against the same search without feedback and against mse-search',
   needsCalibration: true,
   quantize: (w, K, N, p, calib) => gptqQuantize(w, K, N, p, calib),
+  /**
+   * Hessian factors once per weight; when it validates, the slices are read twice: once to score
+   * the candidates on held-out rows over the whole weight, once to apply the winner.
+   */
+  async prepare(weight, p, calib, exec) {
+    const { K, N } = weight;
+    let plan = await exec.gptq<GptqPlan>({ op: 'plan', calib: calib!, K });
+    if (plan.held) {
+      const errs = [0, 1, 2].map(() => new Float64Array(N));
+      await weight.eachSlice(async (w, n0, ns) => {
+        const e = await exec.gptq<Float64Array[]>({ op: 'scores', w, K, N: ns, params: p, plan });
+        e.forEach((x, i) => errs[i]!.set(x, n0));
+      });
+      plan = await exec.gptq<GptqPlan>({ op: 'choose', plan, errs, calib: calib! });
+    }
+    return (w, k, ns) => exec.gptq<QuantizedWeight>({ op: 'apply', w: w.slice(), K: k, N: ns, params: p, plan });
+  },
 };

@@ -161,5 +161,6 @@ export const rtn: QuantMethod = {
   name: 'rtn',
   description: "round-to-nearest per block, onnxruntime's DEFAULT quantizer arithmetic (absmax/-8 symmetric, min/max asymmetric)",
   needsCalibration: false,
+  streamable: true,
   quantize: (w, K, N, p) => rtnQuantize(w, K, N, p),
 };

@@ -1,0 +1,225 @@
+// `npm run peer [-- DIR] [--json FILE] [--only NAME]`: onnxruntime's own fusion-test graphs as a peer
+// suite. For each graph in DIR/expected.json (default $EDGEC_ORT_FUSION or ../shared/ort-fusion): load
+// it, run edgec's default optimize pipeline, count the fused ops and compare with what onnxruntime's
+// test expects (Attention, MultiHeadAttention, GroupQueryAttention and PackedAttention are one
+// family), and run the graph before and after in onnxruntime on the stored inputs. Not part of
+// `npm test`: a fresh clone has no ../shared.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadModel, loadTensorFile, saveModel, type Model, type Tensor } from '../ir/index.js';
+import { parsePipeline, runPipeline, type StepReport } from '../passes/manager.js';
+import { DEFAULT_PIPELINE } from '../passes/pipelines.js';
+import { runModel, compareTensors } from '../runtime/ort.js';
+
+const ATTENTION = new Set(['Attention', 'MultiHeadAttention', 'GroupQueryAttention', 'PackedAttention']);
+/** Left out on purpose (see the folder's README): BERT-only, not run by the WebGPU EP. */
+const EXCLUDED = new Set(['EmbedLayerNormalization']);
+const family = (op: string) => (ATTENTION.has(op) ? 'Attention*' : op);
+/** Graphs where onnxruntime's expectation is wrong and edgec rightly differs: the reason is printed. */
+const DEVIATIONS: Record<string, string> = Object.fromEntries(
+  ['simplified_layernorm_add_idx0', 'simplified_layernorm_add_idx1', 'simplified_layernorm_gather_idx1', 'simplified_layernorm_graph_input']
+    .map((m) => [m, 'ReduceMean without axes averages over every dim: not an RMSNorm over the last axis, so edgec leaves it (the _axes_fixed twin is the real one)']));
+/** fp32 tolerance for "outputs equal": |a - b| <= ATOL + RTOL * |a| everywhere. */
+const ATOL = 1e-4, RTOL = 1e-3;
+
+interface Entry { expected?: Record<string, number>; onnxruntime_node?: { runs?: boolean } }
+
+export interface PeerRow {
+  model: string;
+  expected: Record<string, number>;
+  produced: Record<string, number>;
+  /** Families whose count differs, as 'fam exp->got'. */
+  misses: string[];
+  met: boolean | null;
+  /** Why edgec deliberately differs from onnxruntime's expectation here. */
+  deviation?: string;
+  error?: string;
+  /** 'equal' | 'differ (max abs x)' | 'n/a (why)' */
+  check: string;
+  skipped: string[];
+}
+
+function countFamilies(model: Model, fused: Set<string>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const g of model.graph.allGraphs()) {
+    for (const n of g.nodes) {
+      if (!fused.has(n.opType)) continue;
+      const f = family(n.opType);
+      out[f] = (out[f] ?? 0) + 1;
+    }
+  }
+  return out;
+}
+
+function familyExpectation(exp: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [op, n] of Object.entries(exp)) {
+    if (EXCLUDED.has(op)) continue;
+    const f = family(op);
+    out[f] = (out[f] ?? 0) + n;
+  }
+  // An EmbedLayerNormalization onnxruntime would make stays a LayerNormalization here.
+  const embed = exp.EmbedLayerNormalization ?? 0;
+  if (embed) out.LayerNormalization = (out.LayerNormalization ?? 0) + embed;
+  return out;
+}
+
+function close(ref: Tensor, got: Tensor): { ok: boolean; maxAbs: number } {
+  const c = compareTensors(ref, got);
+  if (!c.shapeMatch) return { ok: false, maxAbs: Infinity };
+  const a = ref.toNumbers(), b = got.toNumbers();
+  let ok = true;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!, y = b[i]!;
+    if (x === y || (Number.isNaN(x) && Number.isNaN(y))) continue;
+    if (!(Math.abs(x - y) <= ATOL + RTOL * Math.abs(x))) ok = false;
+  }
+  return { ok, maxAbs: c.maxAbsError };
+}
+
+async function runOne(dir: string, name: string, entry: Entry, fusedOps: Set<string>, tmp: string): Promise<PeerRow> {
+  const expected = familyExpectation(entry.expected ?? {});
+  const row: PeerRow = { model: name, expected, produced: {}, misses: [], met: null, check: 'n/a', skipped: [] };
+  const file = path.join(dir, `${name}.onnx`);
+  let model: Model;
+  try {
+    model = loadModel(file);
+  } catch (e) {
+    row.error = `load: ${(e as Error).message}`;
+    row.met = false;
+    return row;
+  }
+  let reports: StepReport[];
+  try {
+    reports = await runPipeline(model, parsePipeline(DEFAULT_PIPELINE), { modelDir: dir });
+  } catch (e) {
+    row.error = `optimize: ${(e as Error).message}`;
+    row.met = false;
+    return row;
+  }
+  row.skipped = reports.filter((r) => r.pass.startsWith('fuse')).flatMap((r) => (r.stats.skipped ?? []).map((s) => `${r.pass}: ${s}`));
+  row.produced = countFamilies(model, fusedOps);
+  for (const [f, n] of Object.entries(expected)) {
+    // A test that asserts on LayerNormalization but not on its Skip form ran without (or ignores)
+    // skip fusion: a residual Add folded into the norm still counts as that norm.
+    const skip = `Skip${f}`;
+    const absorbed = f.endsWith('LayerNormalization') && !(skip in expected) ? row.produced[skip] ?? 0 : 0;
+    const got = (row.produced[f] ?? 0) + absorbed;
+    if (got !== n) row.misses.push(`${f} ${n}->${got}`);
+  }
+  row.met = entry.expected ? row.misses.length === 0 : null;
+  if (DEVIATIONS[name]) { row.deviation = DEVIATIONS[name]; row.met = null; }
+
+  const data = path.join(dir, name, 'test_data_set_0');
+  if (!entry.onnxruntime_node?.runs) { row.check = 'n/a (onnxruntime cannot run the source)'; return row; }
+  if (!fs.existsSync(data)) { row.check = 'n/a (no test data)'; return row; }
+  const out = path.join(tmp, `${name}.opt.onnx`);
+  try {
+    saveModel(model, out);
+    const inputs = readInputs(data, loadModel(file));
+    const ref = await runModel(file, inputs);
+    const got = await runModel(out, inputs);
+    let ok = true, worst = 0;
+    for (const [k, t] of Object.entries(ref)) {
+      const g = got[k];
+      if (!g) { ok = false; worst = Infinity; continue; }
+      const c = close(t, g);
+      ok &&= c.ok;
+      worst = Math.max(worst, c.maxAbs);
+    }
+    row.check = ok ? `equal (max abs ${worst.toExponential(1)})` : `DIFFER (max abs ${worst.toExponential(2)})`;
+  } catch (e) {
+    row.check = `RUN FAILED: ${(e as Error).message.split('\n')[0]!.slice(0, 160)}`;
+  }
+  return row;
+}
+
+/** input_K.pb named by the model's K-th graph input (outputs are not read: some are sequences). */
+function readInputs(dir: string, model: Model): Record<string, Tensor> {
+  const names = model.graph.inputs.filter((v) => !v.initializer).map((v) => v.name);
+  const out: Record<string, Tensor> = {};
+  names.forEach((n, k) => {
+    const f = path.join(dir, `input_${k}.pb`);
+    if (!fs.existsSync(f)) return;
+    const t = loadTensorFile(f);
+    t.name = n;
+    out[n] = t;
+  });
+  return out;
+}
+
+function fmtCounts(c: Record<string, number>): string {
+  return Object.entries(c).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k.replace('LayerNormalization', 'LN')}=${v}`).join(' ') || '-';
+}
+
+export async function peerSuite(dir: string, only?: string): Promise<PeerRow[]> {
+  const meta = JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) as { fused_op_types: string[]; models: Record<string, Entry> };
+  const fusedOps = new Set(meta.fused_op_types);
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-peer-'));
+  const rows: PeerRow[] = [];
+  try {
+    for (const [name, entry] of Object.entries(meta.models)) {
+      if (only && !name.includes(only)) continue;
+      rows.push(await runOne(dir, name, entry, fusedOps, tmp));
+    }
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+  return rows;
+}
+
+export function formatPeer(rows: PeerRow[], verbose = false): string {
+  const lines: string[] = [];
+  const w = Math.max(...rows.map((r) => r.model.length), 5);
+  lines.push(`${'model'.padEnd(w)}  met  ${'expected'.padEnd(44)}  ${'produced'.padEnd(44)}  outputs`);
+  for (const r of rows) {
+    const met = r.deviation ? 'dev' : r.met === null ? ' - ' : r.met ? 'yes' : 'NO ';
+    lines.push(`${r.model.padEnd(w)}  ${met}  ${fmtCounts(r.expected).padEnd(44)}  ${(r.error ?? fmtCounts(r.produced)).padEnd(44)}  ${r.check}`);
+    if (verbose && r.met === false) for (const s of r.skipped) lines.push(`${''.padEnd(w)}       ${s}`);
+  }
+  // Per family: graphs that expect the family, and how many of those get exactly the expected count.
+  const fam: Record<string, { want: number; met: number }> = {};
+  for (const r of rows) {
+    if (r.met === null) continue;
+    for (const f of Object.keys(r.expected)) {
+      const s = (fam[f] ??= { want: 0, met: 0 });
+      s.want++;
+      if (!r.error && !r.misses.some((m) => m.startsWith(`${f} `))) s.met++;
+    }
+  }
+  const withExp = rows.filter((r) => r.met !== null);
+  const devs = rows.filter((r) => r.deviation);
+  const ran = rows.filter((r) => r.check.startsWith('equal') || r.check.startsWith('DIFFER') || r.check.startsWith('RUN'));
+  lines.push('');
+  lines.push('per family (graphs expecting it: exact count met / total)');
+  for (const [f, s] of Object.entries(fam).sort(([a], [b]) => a.localeCompare(b))) lines.push(`  ${f.padEnd(34)} ${s.met} / ${s.want}`);
+  lines.push('');
+  lines.push(`expectation met: ${withExp.filter((r) => r.met).length} / ${withExp.length} graphs with one` +
+    ` (EmbedLayerNormalization is left out on purpose and may stay a LayerNormalization)`);
+  for (const r of devs) lines.push(`deliberately not as onnxruntime expects (dev): ${r.model}: ${r.deviation}`);
+  lines.push(`outputs equal within fp32 tolerance (atol ${ATOL}, rtol ${RTOL}) in onnxruntime: ${ran.filter((r) => r.check.startsWith('equal')).length} / ${ran.length} graphs it runs`);
+  lines.push(`load or optimize failures: ${rows.filter((r) => r.error).length}${rows.filter((r) => r.error).map((r) => `\n  ${r.model}: ${r.error}`).join('')}`);
+  return `${lines.join('\n')}\n`;
+}
+
+async function main() {
+  const args = process.argv.slice(2);
+  const flag = (k: string) => { const i = args.indexOf(k); if (i < 0) return undefined; const v = args[i + 1]; args.splice(i, 2); return v; };
+  const json = flag('--json');
+  const only = flag('--only');
+  const verbose = args.includes('-v') ? (args.splice(args.indexOf('-v'), 1), true) : false;
+  const dir = path.resolve(args[0] ?? process.env.EDGEC_ORT_FUSION ?? path.join('..', 'shared', 'ort-fusion'));
+  if (!fs.existsSync(path.join(dir, 'expected.json'))) {
+    console.log(`peer suite skipped: no onnxruntime fusion-test graphs at ${dir} (give the folder as an argument or in EDGEC_ORT_FUSION)`);
+    return;
+  }
+  const rows = await peerSuite(dir, only);
+  process.stdout.write(formatPeer(rows, verbose));
+  if (json) fs.writeFileSync(json, JSON.stringify(rows, null, 2));
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,61 @@
+// Fusions on the real-export corpus (fixtures/export, torch.onnx.export of HF-style modules): the
+// default optimize pipeline fuses what these exports spell out, and onnxruntime gives the same
+// outputs before and after on every test set (fp32 tolerance). The counts are what edgec makes
+// today: a count going down is a regression, one going up an improvement to record here.
+import { afterAll, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadModel, saveModel, type Model } from '../../ir/index.js';
+import { parsePipeline, runPipeline } from '../../passes/manager.js';
+import { DEFAULT_PIPELINE } from '../../passes/pipelines.js';
+import { compareTensors, loadTestDataSet, runModel } from '../../runtime/ort.js';
+
+const ROOT = path.resolve(__dirname, '../../fixtures/export');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-export-fuse-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const FUSED = new Set(['Attention', 'MultiHeadAttention', 'GroupQueryAttention', 'RotaryEmbedding', 'LayerNormalization', 'SimplifiedLayerNormalization',
+  'SkipLayerNormalization', 'SkipSimplifiedLayerNormalization', 'Gelu', 'FastGelu', 'QuickGelu']);
+
+/** Fused ops each export gets (at least). */
+const EXPECTED: Record<string, Record<string, number>> = {
+  siglip_vit: { MultiHeadAttention: 2, SkipLayerNormalization: 5, FastGelu: 2 },
+  clip_vit: { LayerNormalization: 5, SkipLayerNormalization: 1, QuickGelu: 2 },
+  projector: { LayerNormalization: 1, FastGelu: 1 },
+  decoder_nokv: { SimplifiedLayerNormalization: 1, SkipSimplifiedLayerNormalization: 4 },
+  decoder_kv: { SimplifiedLayerNormalization: 1, SkipSimplifiedLayerNormalization: 4 },
+  mllm: { MultiHeadAttention: 2, SkipLayerNormalization: 5, FastGelu: 3, SkipSimplifiedLayerNormalization: 4 },
+};
+
+function counts(m: Model): Record<string, number> {
+  const c: Record<string, number> = {};
+  for (const g of m.graph.allGraphs()) for (const n of g.nodes) if (FUSED.has(n.opType)) c[n.opType] = (c[n.opType] ?? 0) + 1;
+  return c;
+}
+
+describe('fusions on real exports', () => {
+  it.each(Object.keys(EXPECTED).filter((n) => fs.existsSync(path.join(ROOT, n, 'model.onnx'))))('%s: fused as expected, outputs equal in onnxruntime', async (name) => {
+    const src = path.join(ROOT, name, 'model.onnx');
+    const m = loadModel(src);
+    const reports = await runPipeline(m, parsePipeline(DEFAULT_PIPELINE));
+    const got = counts(m);
+    for (const [op, n] of Object.entries(EXPECTED[name]!)) expect(got[op] ?? 0, `${name}: ${op}`).toBeGreaterThanOrEqual(n);
+    const out = path.join(tmp, `${name}.onnx`);
+    saveModel(m, out);
+    const set = path.join(ROOT, name, 'test_data_set_0');
+    const { inputs } = loadTestDataSet(set, loadModel(src));
+    const before = await runModel(src, inputs), after = await runModel(out, inputs);
+    let worst = 0;
+    for (const [k, ref] of Object.entries(before)) {
+      const c = compareTensors(ref, after[k]!);
+      let peak = 0;
+      for (const v of ref.toNumbers()) peak = Math.max(peak, Math.abs(v));
+      expect(c.shapeMatch).toBe(true);
+      expect(c.maxAbsError, `${name}: output ${k}`).toBeLessThanOrEqual(1e-4 * Math.max(1, peak));
+      worst = Math.max(worst, c.maxAbsError);
+    }
+    const skipped = reports.filter((r) => r.pass.startsWith('fuse')).reduce((a, r) => a + (r.stats.skipped?.length ?? 0), 0);
+    console.log(`${name}: ${JSON.stringify(got)}; max abs before/after ${worst.toExponential(2)}; ${skipped} fusion candidates left with a reason`);
+  });
+});
