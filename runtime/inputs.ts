@@ -236,7 +236,7 @@ export function syntheticFeeds(model: Model, dims: Record<string, number>, seed:
       else vals = Array.from({ length: n }, () => Math.floor(rand() * intHigh));
       out[v.name] = type.elemType === DataType.INT64 ? Tensor.fromInt64(v.name, shape, vals) : Tensor.fromNumbers(v.name, type.elemType, shape, vals);
     } else {
-      throw new InputError(`cannot make a synthetic ${dtypeName(type.elemType)} input for '${v.name}': pass --inputs`);
+      throw new InputError(`cannot make a synthetic ${dtypeName(type.elemType)} input for '${v.name}': pass --inputs`, model.sourcePath);
     }
   }
   return out;
