@@ -47,8 +47,9 @@ export function resolveExternal(
   if (length === undefined) length = byteLen ?? size - offset;
   if (offset < 0 || length < 0 || offset + length > size)
     throw new InputError(`external data of tensor '${tensorName}' lies past the end of '${location}' (offset ${offset} + length ${length} > ${size} bytes)`, modelFile);
-  if (byteLen !== undefined && length < byteLen)
-    throw new InputError(`external data of tensor '${tensorName}' has ${length} bytes, its shape needs ${byteLen}`, modelFile);
+  // Longer than the shape needs is refused too: the tail would be silently dropped on save.
+  if (byteLen !== undefined && length !== byteLen)
+    throw new InputError(`external data of tensor '${tensorName}' has ${length} bytes, its shape needs ${byteLen}: fix the 'length' entry`, modelFile);
   return { file, location, offset, length, extra };
 }
 

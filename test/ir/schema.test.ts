@@ -185,8 +185,11 @@ describe('IR 10 round trip', () => {
       const norm = (o: any) => JSON.stringify(o.graph.initializer.map((t: any) => [t.name, t.dims, t.data_type]));
       expect(norm(b)).toEqual(norm(a));
       expect(Array.from(loadModel(path.join(dir, 'inline.onnx')).graph.value('w').initializer!.toFloat32())).toEqual([1, 2, 3, 4]);
-      // Offsets are 4096-aligned.
-      for (const t of back.graph.initializers) if (t.data.kind === 'external') expect(t.data.ref.offset % 4096).toBe(0);
+      // Small tensors are 16-byte aligned (page alignment would pad a small model past its source size);
+      // tensors of 1 MiB and more are page-aligned, which the writer's own tests cover.
+      for (const t of back.graph.initializers) {
+        if (t.data.kind === 'external') expect(t.data.ref.offset % (t.data.ref.length >= 1 << 20 ? 4096 : 16)).toBe(0);
+      }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

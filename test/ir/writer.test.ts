@@ -25,6 +25,26 @@ function model() {
 const listing = (d: string) => (fs.existsSync(d) ? fs.readdirSync(d).sort() : []);
 
 describe('saveModel', () => {
+  it('page-aligns tensors of 1 MiB and more in external data, 16-byte aligns the rest (no padding bloat)', () => {
+    const b = new GraphBuilder({ opset: 17 });
+    let x = b.input('x', DataType.FLOAT, [1, 512]);
+    const big = Tensor.fromFloat32('big', [512, 512], Float32Array.from({ length: 512 * 512 }, (_, k) => (k % 11) - 5));
+    const small = Tensor.fromFloat32('small', [512], Float32Array.from({ length: 512 }, (_, k) => k % 3));
+    x = b.op1('Add', [b.op1('MatMul', [x, b.initializer(big)]), b.initializer(small)]);
+    const odd = Tensor.fromFloat32('odd', [3], Float32Array.from([1, 2, 3]));
+    x = b.op1('Mul', [x, b.initializer(odd)]);
+    b.output(x, 'y', DataType.FLOAT, [1, 512]);
+    const r = saveModel(b.build(), path.join(root, 'align', 'm.onnx'), { externalData: true, threshold: 0 });
+    const refs = new Map(loadModel(r.modelFile).graph.initializers.filter((t) => t.data.kind === 'external')
+      .map((t) => [t.name, (t.data as { ref: { offset: number; length: number } }).ref]));
+    expect(refs.get('big')!.length).toBe(1 << 20);
+    expect(refs.get('big')!.offset % 4096).toBe(0);
+    for (const n of ['small', 'odd']) expect(refs.get(n)!.offset % 16, n).toBe(0);
+    // The data file holds the bytes plus at most one page of padding before the big tensor and 15 bytes per small one.
+    const data = fs.statSync(`${r.modelFile}.data`).size;
+    expect(data).toBeLessThan((1 << 20) + 2048 + 12 + 4096 + 2 * 16);
+  });
+
   it('goes to external data on its own when inline tensors would pass the protobuf limit', () => {
     for (const externalData of ['auto', false] as const) {
       const dir = path.join(root, `limit-${externalData}`);

@@ -28,7 +28,7 @@ const available = (() => {
 })();
 
 type Cmd = { name: string; args: (f: string) => string[] };
-const MATRIX: Cmd[] = [
+const ALL_COMMANDS: Cmd[] = [
   { name: 'inspect', args: (f) => ['inspect', f, '--json'] },
   { name: 'convert', args: (f) => ['convert', f, '-o', path.join(out, 'c.onnx'), '--external-data'] },
   // The model against itself: both sides load it, and onnxruntime runs it.
@@ -42,7 +42,8 @@ const MATRIX: Cmd[] = [
     fs.writeFileSync(cfg, JSON.stringify({ out: path.join(out, 'build'), models: [{ name: 'm', path: f }], targets: [{ target: 'mobile' }] }));
     return ['build', '--config', cfg, '--json'];
   } },
-].filter((c) => available.has(c.name));
+];
+const MATRIX = ALL_COMMANDS.filter((c) => available.has(c.name));
 
 beforeAll(() => {
   cases = writeCorpus(corpus, 1);
