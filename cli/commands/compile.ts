@@ -26,11 +26,11 @@ interface CompileCliOpts {
   calibration?: string;
   calibrationMethod?: string;
   strict?: boolean;
-  inputs: string[];
-  images: string[];
+  inputs?: string[];
+  images?: string[];
   tokens?: string;
   preset?: string;
-  role: string[];
+  role?: string[];
   policy?: string;
   policyOption: string[];
   batchSizes?: string;
