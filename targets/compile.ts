@@ -255,7 +255,14 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         o.progress?.('activation ranges', undefined, undefined, l.name);
         // (Not calibration in the manifest's sense: the fp16 keep-lists do not make the artifact's accuracy rest on these sets.)
         const before = sm.calibrationUsed;
-        ctx.activationRanges = await activationRanges(l.model, calibrationSets(l.model, sm, 2));
+        try {
+          ctx.activationRanges = await activationRanges(l.model, calibrationSets(l.model, sm, 2));
+        } catch (e) {
+          // The source may hold ops onnxruntime cannot run (the target check below names them): then
+          // to-fp16 keeps its static fp32 list, and the report says the ranges were not measured.
+          if (e instanceof InputError) throw e;
+          warnings.push(`${l.name}: fp16 activation ranges not measured (onnxruntime could not run the source: ${String((e as Error).message).split('\n')[0]})`);
+        }
         sm.calibrationUsed = before;
       }
       let stepReports: StepReport[];
