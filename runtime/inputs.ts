@@ -483,7 +483,8 @@ export function loadInputs(model: Model, spec: InputsSpec = {}, opts: { synthCou
   return { sets, used: { source: 'synthetic', from: [`seeded random, seed ${seed}`], count, shapes: shapesOf(sets), dims: defaultDims(model, spec, 1), synthetic: true } };
 }
 
-function shapesOf(sets: Feeds[]): Record<string, number[]>[] {
+/** The distinct input shapes among `sets`, for reports of which inputs were used. */
+export function shapesOf(sets: Feeds[]): Record<string, number[]>[] {
   const seen = new Map<string, Record<string, number[]>>();
   for (const s of sets) {
     const sh = Object.fromEntries(Object.entries(s).map(([k, t]) => [k, [...t.dims]]));

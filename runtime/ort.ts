@@ -59,6 +59,17 @@ export interface RunOptions {
   outputs?: string[];
 }
 
+/** onnxruntime tensors for every input a session declares; a missing one is named. */
+export function sessionFeeds(inputNames: readonly string[], feeds: Record<string, Tensor>): Record<string, ort.Tensor> {
+  const out: Record<string, ort.Tensor> = {};
+  for (const name of inputNames) {
+    const t = feeds[name];
+    if (!t) throw new Error(`no input given for '${name}'`);
+    out[name] = toOrtTensor(t);
+  }
+  return out;
+}
+
 /** Run a model file (external data resolved next to it) on the given feeds. */
 export async function runModel(modelPath: string, feeds: Record<string, Tensor>, opts: RunOptions = {}): Promise<Record<string, Tensor>> {
   const session = await ort.InferenceSession.create(modelPath, {
@@ -67,12 +78,7 @@ export async function runModel(modelPath: string, feeds: Record<string, Tensor>,
     logSeverityLevel: 3,
   });
   try {
-    const ortFeeds: Record<string, ort.Tensor> = {};
-    for (const name of session.inputNames) {
-      const t = feeds[name];
-      if (!t) throw new Error(`no input given for '${name}'`);
-      ortFeeds[name] = toOrtTensor(t);
-    }
+    const ortFeeds = sessionFeeds(session.inputNames, feeds);
     const res = await session.run(ortFeeds, opts.outputs ?? session.outputNames);
     const out: Record<string, Tensor> = {};
     for (const [k, v] of Object.entries(res)) out[k] = fromOrtTensor(k, v as ort.Tensor);

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import type { Tensor } from '../ir/index.js';
-import { toOrtTensor } from './ort.js';
+import { sessionFeeds } from './ort.js';
 
 export interface TraceEvent {
   cat: string;
@@ -113,12 +113,7 @@ export async function profileNode(modelPath: string, feeds: Record<string, Tenso
     });
     const wallMs: number[] = [];
     try {
-      const ortFeeds: Record<string, ort.Tensor> = {};
-      for (const name of session.inputNames) {
-        const t = feeds[name];
-        if (!t) throw new Error(`no input given for '${name}'`);
-        ortFeeds[name] = toOrtTensor(t);
-      }
+      const ortFeeds = sessionFeeds(session.inputNames, feeds);
       for (let i = 0; i <= runs; i++) {
         const t0 = performance.now();
         await session.run(ortFeeds);
@@ -149,12 +144,7 @@ export async function timeNode(modelPath: string, feeds: Record<string, Tensor>,
     logSeverityLevel: 3,
   });
   try {
-    const ortFeeds: Record<string, ort.Tensor> = {};
-    for (const name of session.inputNames) {
-      const t = feeds[name];
-      if (!t) throw new Error(`no input given for '${name}'`);
-      ortFeeds[name] = toOrtTensor(t);
-    }
+    const ortFeeds = sessionFeeds(session.inputNames, feeds);
     const out: number[] = [];
     for (let i = 0; i <= (opts.runs ?? 5); i++) {
       const t0 = performance.now();

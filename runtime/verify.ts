@@ -5,7 +5,7 @@
 import * as ort from 'onnxruntime-node';
 import { CheckError, DataType, InputError, Model, Tensor, dtypeName, guessRole, isFloat, loadModel, type Role } from '../ir/index.js';
 import { Comparison, compareTensors, fromOrtTensor, toOrtTensor } from './ort.js';
-import { defaultDims, describeInputs, dimKinds, loadInputs, type Feeds, type InputSets, type InputsSpec, type InputsUsed, type Preprocess } from './inputs.js';
+import { defaultDims, describeInputs, shapesOf, dimKinds, loadInputs, type Feeds, type InputSets, type InputsSpec, type InputsUsed, type Preprocess } from './inputs.js';
 import { TaskAccumulator, cosineThreshold, taskKind, type TaskMetric } from './metrics.js';
 
 export interface VerifyOptions {
@@ -152,15 +152,6 @@ function splitBatch(cand: Model, sets: Feeds[]): { sets: Feeds[]; batch: number 
     }
   }
   return { sets: out, batch: b0 };
-}
-
-function shapesOf(sets: Feeds[]): Record<string, number[]>[] {
-  const seen = new Map<string, Record<string, number[]>>();
-  for (const s of sets) {
-    const sh = Object.fromEntries(Object.entries(s).map(([k, t]) => [k, [...t.dims]]));
-    seen.set(JSON.stringify(sh), sh);
-  }
-  return [...seen.values()];
 }
 
 const firstLine = (e: unknown) => String((e as Error)?.message ?? e).split('\n')[0]!;
