@@ -376,7 +376,7 @@ function imageInput(model: Model): Value | undefined {
   return feeds(model).find((v) => v.type && isFloat(v.type.elemType) && v.type.shape?.length === 4 && !isKv(v) && (v.type.shape[1] === 3 || typeof v.type.shape[1] === 'string'));
 }
 
-function tokenSequences(file: string): number[][] {
+export function tokenSequences(file: string): number[][] {
   let text: string;
   try { text = fs.readFileSync(file, 'utf8'); } catch { throw new InputError('cannot read token file', file); }
   const trimmed = text.trim();
