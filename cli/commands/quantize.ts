@@ -4,8 +4,7 @@ import type { Command } from 'commander';
 import { InputError, externalSources, loadModel, saveModel } from '../../ir/index.js';
 import { parsePipeline, runPipeline } from '../../passes/manager.js';
 import { quantizeWeights, type QuantizeContext, type QuantizeStats } from '../../passes/quantize.js';
-import { getMethod } from '../../passes/quant/methods/index.js';
-import { collectCalibration, loadCalibrationSets, syntheticCalibrationSets } from '../../runtime/calibrate.js';
+import { loadCalibrationSets, syntheticCalibrationSets, weightCalibration } from '../../runtime/calibrate.js';
 import { formatReport, remeasure, totals } from '../../passes/quant/report.js';
 import type { RegisterCommand } from './index.js';
 import { fmtBytes } from '../format.js';
@@ -57,13 +56,14 @@ Examples:
       const inputBytes = fileBytes([input, ...externalSources(model)]);
       const ctx: QuantizeContext = {};
       let calibration: string | undefined;
-      if (getMethod(String(steps[0]!.options.method)).needsCalibration) {
+      const wc = await weightCalibration(model, String(steps[0]!.options.method), () => {
         const n = Number(opts.calibrationSets);
         if (!Number.isInteger(n) || n < 1) throw new InputError(`--calibration-sets '${opts.calibrationSets}' is not a positive integer`);
-        const sets = opts.calibration ? loadCalibrationSets(opts.calibration, model) : syntheticCalibrationSets(model, n);
-        const acts = await collectCalibration(model, sets);
-        ctx.calibration = (w) => acts.get(w);
-        calibration = `${sets.length} ${opts.calibration ? `input set(s) from ${opts.calibration}` : 'seeded random input set(s) (pass --calibration for real data)'}, ${acts.size} weights`;
+        return opts.calibration ? loadCalibrationSets(opts.calibration, model) : syntheticCalibrationSets(model, n);
+      });
+      if (wc) {
+        ctx.calibration = wc.calibration;
+        calibration = `${wc.sets} ${opts.calibration ? `input set(s) from ${opts.calibration}` : 'seeded random input set(s) (pass --calibration for real data)'}, ${wc.weights} weights`;
       }
       const reports = await runPipeline(model, steps, ctx);
       const stats = reports[0]!.stats as QuantizeStats;
