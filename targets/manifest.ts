@@ -31,6 +31,8 @@ export interface ManifestVerification {
   outputs: { name: string; cosine: number; maxAbsError: number }[];
   /** Task metrics (top-1/top-5, next-token agreement, KL, perplexity, per-token cosine). */
   metrics?: { name: string; value: number; threshold?: number; higherIsBetter?: boolean; passed?: boolean; count: number; note?: string }[];
+  /** Set when the verdict is not the cosine threshold: what judged it (a static decoder on its runtime's feeds: task metrics). */
+  judgedBy?: string;
 }
 
 /** What compile() hands the manifest builder for one emitted model. */
