@@ -89,7 +89,8 @@ export interface CompileOptions {
 export interface SubModelReport {
   name: string;
   role: Role;
-  /** The pipeline that ran, as text (formatPipeline: options that differ from the passes' defaults). */
+  /** The passes that ran, as pipeline text (formatPipeline: options that differ from the passes' defaults),
+   * lower-contrib included when the target needed it. The manifest holds it per model file. */
   pipeline: string;
   steps: { pass: string; ms: number; nodesBefore: number; nodesAfter: number; counts: Record<string, number>; skipped?: string[]; layers?: { weight: string; relError: number }[] }[];
   /** Default-pipeline passes not (yet) registered in this build. */
@@ -284,9 +285,11 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
       // Whatever the pipeline fused, the target gets only contrib ops it runs.
       const keep = LOWERABLE.filter((op) => target.capabilities.supports('com.microsoft', op) || (op === 'SimplifiedLayerNormalization' && target.capabilities.supports('', op)));
       const refused = [...l.model.graph.allGraphs()].some((g) => g.nodes.some((n) => LOWERABLE.includes(n.opType) && !keep.includes(n.opType) && (n.domain === 'com.microsoft' || (n.domain === '' && n.opType === 'SimplifiedLayerNormalization'))));
+      const ran = [...st];
       if (refused) {
         const lower = getPass('lower-contrib')!;
-        stepReports.push(...await runPipeline(l.model, [{ pass: lower, options: resolveOptions(lower, { keep }) }], ctx));
+        ran.push({ pass: lower, options: resolveOptions(lower, { keep }) });
+        stepReports.push(...await runPipeline(l.model, ran.slice(-1), ctx));
       }
       const fin = await target.finalize(l.model, sm);
       if (runtimeVersion) {
@@ -295,7 +298,7 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         allIssues.push(...low.issues.map((issue) => ({ model: l.name, issue })));
       }
       calibrated(sm);
-      const report: SubModelReport = { name: l.name, role, pipeline: formatPipeline(st), steps: stepReports.map(stepSummary), missingPasses: missing, finalize: fin, issues: [], verification: [], ms: 0, calibration: sm.calibrationUsed };
+      const report: SubModelReport = { name: l.name, role, pipeline: formatPipeline(ran), steps: stepReports.map(stepSummary), missingPasses: missing, finalize: fin, issues: [], verification: [], ms: 0, calibration: sm.calibrationUsed };
       reports.push(report);
 
       const variants = target.variants(l.model, sm);
@@ -357,7 +360,7 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
       emitted.push(p.model);
       entries.push({
         name: p.sm.name, role: p.sm.role, file: p.file, variant: p.variant.suffix || undefined,
-        externalData: p.ext, model: p.model, plan: p.sm.plan, opts,
+        externalData: p.ext, model: p.model, plan: p.sm.plan, opts, pipeline: report.pipeline,
         sessionOptions: fallbackSession(target.sessionOptions(p.model, p.sm, p.ext), issues.length > 0), transforms: report.finalize, verification,
         ...(p.sm.calibrationUsed ? { calibration: calibrationOf(p.sm.calibrationUsed) } : {}),
         ...(issues.length ? { fallback: issues.map((i) => ({ node: i.node, op: i.op, reason: i.reason })) } : {}),

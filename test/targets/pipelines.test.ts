@@ -75,6 +75,16 @@ describe('compile with target pipelines', () => {
     const minimal = await compile(file, { target: 'mobile', out: path.join(tmp, 'minimal'), pipeline: 'minimal', verify: false });
     expect(minimal.report.models[0]!.pipeline).toBe('cleanup,infer-shapes');
   });
+
+  it('the manifest holds the pipeline that ran, and compiling with that text gives the same artifact', async () => {
+    const file = path.join(src, 'decoder_model_merged.onnx');
+    const first = await compile(file, { target: 'webgpu', out: path.join(tmp, 'first') });
+    const text = first.manifest.models[0]!.pipeline;
+    expect(text).toBe(first.report.models[0]!.pipeline);
+    expect(text).toMatch(/^cleanup,infer-shapes,.*quantize-weights\{bits=4,scales=fp16,embeddings=true,role=decoder\},to-fp16,cleanup,infer-shapes$/);
+    const again = await compile(file, { target: 'webgpu', out: path.join(tmp, 'again'), pipeline: text });
+    expect(readTree(again.outDir)).toEqual(readTree(first.outDir));
+  });
 });
 
 describe('target pipelines as text', () => {
