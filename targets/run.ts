@@ -12,10 +12,13 @@ import { DEFAULT_NORMALIZE, cropResize, decodeImage, toPixelValues, type Normali
 import { parseSize, type Size } from './dims.js';
 import { resolveInputs, roleOf } from './compile.js';
 import type { Manifest } from './manifest.js';
+import { loadTokenizer, type TextTokenizer } from '../runtime/tokenizer.js';
 
 export interface RunOptions {
   image?: string;
-  ids: number[];
+  /** Prompt token ids; or `prompt`, text for the artifact's tokenizer.json. */
+  ids?: number[];
+  prompt?: string;
   maxNewTokens?: number;
   /** Encoder size for dynamic vision encoders (default: the compiled size, else 224x224). */
   imageSize?: string;
@@ -30,9 +33,15 @@ export interface RunResult {
   imageSize?: Size;
   imageTokens: number;
   promptTokens: number;
+  /** The prompt's ids (from --tokens, or --prompt through the tokenizer). */
+  promptIds: number[];
   tokens: number[];
+  /** The generated tokens as text, when the artifact carries a tokenizer. */
+  text?: string;
+  /** Why there is no text although the artifact has a tokenizer.json. */
+  noText?: string;
   top2: GenerateResult['top2'];
-  reference?: { tokens: number[]; top2: GenerateResult['top2'] };
+  reference?: { tokens: number[]; top2: GenerateResult['top2']; text?: string };
   /** Index of the first generated token that differs from the reference (null: none). */
   firstDivergence?: number | null;
   /** Cosine and max abs error of the first step's logits against the reference's. */
@@ -105,22 +114,40 @@ function normalizeOf(dir: string): Normalize {
   return DEFAULT_NORMALIZE;
 }
 
-async function runStages(s: Stages, size: Size | undefined, pixels: Float32Array | undefined, o: RunOptions, level: OptLevel): Promise<GenerateResult & { imageTokens: number }> {
+async function runStages(s: Stages, size: Size | undefined, pixels: Float32Array | undefined, ids: number[], o: RunOptions, level: OptLevel): Promise<GenerateResult & { imageTokens: number }> {
   const pool = new SessionPool(level);
   try {
     let prefix: Prefix = { data: new Float32Array(0), rows: 0 };
     if (pixels && s.vision && size) prefix = await encodeImage(pool, s.vision, s.projector, pixels, [1, 3, size.height, size.width]);
-    const r = await generate(pool, s.decoder, prefix, o.ids, { maxNewTokens: o.maxNewTokens ?? 16, eos: o.eos });
+    const r = await generate(pool, s.decoder, prefix, ids, { maxNewTokens: o.maxNewTokens ?? 16, eos: o.eos });
     return { ...r, imageTokens: prefix.rows };
   } finally {
     await pool.release();
   }
 }
 
+function promptIds(dir: string, o: RunOptions, tok: TextTokenizer | undefined): number[] {
+  if (o.ids && o.prompt !== undefined) throw new InputError('give the prompt as token ids or as text, not both');
+  if (o.prompt !== undefined) {
+    if (!tok) throw new InputError('--prompt needs tokenizer.json in the artifact (carried over from the source folder); pass --tokens IDS instead', dir);
+    const ids = tok.encode(o.prompt);
+    if (!ids.length) throw new InputError('the prompt text encodes to no tokens: give some text');
+    return ids;
+  }
+  if (!o.ids?.length) throw new InputError('no prompt tokens: pass --tokens 1,2,3 (or --prompt TEXT with a tokenizer)');
+  return o.ids;
+}
+
 export async function runArtifact(dir: string, o: RunOptions): Promise<RunResult> {
   const m = readManifest(dir);
   if (m.preprocessing && 'tiling' in m.preprocessing) throw new InputError('tiling-policy artifacts are not run end to end yet: compile with --image-sizes for `edgec run`', dir);
-  if (!o.ids.length) throw new InputError('no prompt tokens: pass --tokens 1,2,3');
+  // Token ids run without text when the tokenizer cannot be read; --prompt needs it.
+  let tok: TextTokenizer | undefined, noText: string | undefined;
+  try { tok = loadTokenizer(dir); } catch (e) {
+    if (o.prompt !== undefined || !(e instanceof InputError)) throw e;
+    noText = e.message;
+  }
+  const ids = promptIds(dir, o, tok);
   const stages = artifactStages(dir, m, o.imageSize ? parseSize(o.imageSize) : undefined);
   const size = stages.size ?? (o.imageSize ? parseSize(o.imageSize) : { width: 224, height: 224 });
   let pixels: Float32Array | undefined;
@@ -132,11 +159,13 @@ export async function runArtifact(dir: string, o: RunOptions): Promise<RunResult
   // The level the artifact ships for its runtime (webgpu: all), unless asked otherwise.
   const shipped = (m.models[0]?.session as { graphOptimizationLevel?: OptLevel } | undefined)?.graphOptimizationLevel;
   const level = o.graphOptimizationLevel ?? shipped ?? 'all';
-  const r = await runStages(stages, size, pixels, o, level);
-  const out: RunResult = { target: m.target, ...(pixels ? { imageSize: size } : {}), imageTokens: r.imageTokens, promptTokens: o.ids.length, tokens: r.tokens, top2: r.top2 };
+  const r = await runStages(stages, size, pixels, ids, o, level);
+  const text = (t: number[]) => (tok ? { text: tok.decode(t) } : {});
+  const out: RunResult = { target: m.target, ...(pixels ? { imageSize: size } : {}), imageTokens: r.imageTokens, promptTokens: ids.length, promptIds: ids,
+    tokens: r.tokens, ...text(r.tokens), ...(noText ? { noText } : {}), top2: r.top2 };
   if (o.compare) {
-    const ref = await runStages(sourceStages(o.compare), size, pixels, o, 'disabled');
-    out.reference = { tokens: ref.tokens, top2: ref.top2 };
+    const ref = await runStages(sourceStages(o.compare), size, pixels, ids, o, 'disabled');
+    out.reference = { tokens: ref.tokens, top2: ref.top2, ...text(ref.tokens) };
     const n = Math.min(ref.tokens.length, r.tokens.length);
     const at = Array.from({ length: n }, (_, i) => i).find((i) => ref.tokens[i] !== r.tokens[i]);
     out.firstDivergence = at ?? (ref.tokens.length === r.tokens.length ? null : n);

@@ -29,9 +29,13 @@ function parseIds(s: string): number[] {
 function print(r: RunResult): void {
   const out = process.stdout;
   out.write(`${r.target}: ${r.imageTokens} image tokens${r.imageSize ? ` (${r.imageSize.width}x${r.imageSize.height})` : ''} + ${r.promptTokens} prompt tokens\n`);
+  if (r.text !== undefined) out.write(`prompt ids ${r.promptIds.join(' ')}\n`);
   out.write(`generated  ${r.tokens.join(' ')}\n`);
+  if (r.text !== undefined) out.write(`text       ${JSON.stringify(r.text)}\n`);
+  if (r.noText) out.write(`(no text: ${r.noText})\n`);
   if (!r.reference) return;
   out.write(`fp32 source ${r.reference.tokens.join(' ')}\n`);
+  if (r.reference.text !== undefined) out.write(`source text ${JSON.stringify(r.reference.text)}\n`);
   if (r.firstDivergence === null) {
     out.write(paint(`same ${r.tokens.length} tokens as the fp32 source\n`, 'green'));
     return;
@@ -60,21 +64,18 @@ Examples:
   $ edgec run out/webgpu --image cat.png --tokens 1,15,27 --max-new-tokens 8
   $ edgec run out/npu --image cat.png --tokens 1,15,27 --compare models/tiny-mllm   # the fp32 source, same greedy tokens?
   $ edgec run out/mobile --tokens 5,6,7 --json
+  $ edgec run out/webgpu --image cat.png --prompt "Describe the image." --max-new-tokens 8   # tokenizer.json in the artifact
 
 Exit codes: 0 ran (and, with --compare, the same tokens), 1 the tokens diverge from the source, 2 bad input.`)
     .action(async (dir: string, o: RunCliOpts) => {
       if (!fs.existsSync(path.join(dir, 'manifest.json'))) throw new InputError('is not an edgec artifact (no manifest.json); compile one first', dir);
-      let ids: number[];
-      if (o.tokens) ids = parseIds(o.tokens);
-      else if (o.prompt !== undefined) {
-        if (!fs.existsSync(path.join(dir, 'tokenizer.json'))) throw new InputError('--prompt needs tokenizer.json in the artifact (carried over from the source folder); pass --tokens IDS instead', dir);
-        throw new InputError('--prompt: tokenizing text is not built into this version; pass --tokens IDS', dir);
-      } else throw new InputError('give the prompt as --tokens 1,2,3 (or --prompt TEXT with a tokenizer)');
+      if (o.tokens === undefined && o.prompt === undefined) throw new InputError('give the prompt as --tokens 1,2,3 (or --prompt TEXT with a tokenizer)');
+      const ids = o.tokens === undefined ? undefined : parseIds(o.tokens);
       const n = Number(o.maxNewTokens);
       if (!Number.isInteger(n) || n < 1) throw new InputError(`--max-new-tokens '${o.maxNewTokens}' is not a positive integer`);
       const level = o.graphOptimization as OptLevel | undefined;
       if (level && !['disabled', 'basic', 'extended', 'all'].includes(level)) throw new InputError(`--graph-optimization must be disabled|basic|extended|all, got '${level}'`);
-      const r = await runArtifact(dir, { image: o.image, ids, maxNewTokens: n, imageSize: o.imageSize, compare: o.compare, graphOptimizationLevel: level, eos: o.eos === undefined ? undefined : Number(o.eos) });
+      const r = await runArtifact(dir, { image: o.image, ids, prompt: o.prompt, maxNewTokens: n, imageSize: o.imageSize, compare: o.compare, graphOptimizationLevel: level, eos: o.eos === undefined ? undefined : Number(o.eos) });
       if (o.json) process.stdout.write(`${JSON.stringify(r, (k, v) => (k === 'firstLogits' && v instanceof Float32Array ? undefined : v), 2)}\n`);
       else print(r);
       setExit(r.firstDivergence === undefined || r.firstDivergence === null ? 0 : 1);

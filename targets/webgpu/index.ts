@@ -3,7 +3,7 @@ import type { Role } from '../../ir/summary.js';
 import { requestedVariants } from '../dims.js';
 import type { RolePlan, Target, TargetOptions } from '../target.js';
 import { WEBGPU_CAPABILITIES } from './capabilities.js';
-import { WEBGPU_MAX_CHUNK, webgpuFileName, webgpuFinalize, webgpuSessionOptions } from './emit.js';
+import { WEBGPU_MAX_CHUNK, transformersJsDims, webgpuFileName, webgpuFinalize, webgpuSessionOptions } from './emit.js';
 import { webgpuPipeline } from './pipeline.js';
 import { WEBGPU_PROFILES } from './profiles.js';
 import { COSINE_THRESHOLDS } from '../../runtime/metrics.js';
@@ -28,6 +28,8 @@ export const webgpu: Target = {
   plan,
   pipeline: webgpuPipeline,
   finalize: webgpuFinalize,
+  // After the variant's dims are bound: --fix names the source's dims.
+  finalizeVariant: (m) => { transformersJsDims(m); },
   // Dynamic shapes unless --fix or --image-sizes asks for static ones.
   variants: requestedVariants,
   fileName: webgpuFileName,
