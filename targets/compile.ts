@@ -11,7 +11,7 @@ import { getPass } from '../passes/registry.js';
 import { resolveOptions } from '../passes/pass.js';
 import '../passes/builtin.js';
 import { LOWERABLE } from '../passes/lower-contrib.js';
-import { verifyModels, type VerifyResult } from '../runtime/verify.js';
+import { byTaskMetrics, verifyModels, type VerifyOptions, type VerifyResult } from '../runtime/verify.js';
 import type { QuantizeContext } from '../passes/quantize.js';
 import { SYNTHETIC_CALIBRATION, calibrationSets, userInputs } from './calibration.js';
 import { RANGE_METHODS, weightCalibration, type RangeMethod } from '../runtime/calibrate.js';
@@ -232,10 +232,12 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
   try {
     const allIssues: { model: string; issue: CheckIssue }[] = [];
     const pending: { sm: SubModel; variant: Variant; file: string; model: Model; ext: string[] }[] = [];
+    // Roles before any pipeline runs: a sub-model's calibration may run the sources of the others.
+    const siblings = loaded.map((l) => ({ name: l.name, file: l.file, role: o.roles?.[l.name] ?? o.roles?.[path.basename(l.file)] ?? roleOf(l.model, l.name) }));
     for (const [li, l] of loaded.entries()) {
       const ts = performance.now();
-      const role = o.roles?.[l.name] ?? o.roles?.[path.basename(l.file)] ?? roleOf(l.model, l.name);
-      const sm: SubModel = { name: l.name, role, plan: target.plan(role, opts), profile, opts, source: l.file, patch, progress: o.progress };
+      const role = siblings[li]!.role;
+      const sm: SubModel = { name: l.name, role, plan: target.plan(role, opts), profile, opts, source: l.file, patch, siblings, progress: o.progress };
       o.progress?.('sub-models', li, loaded.length, `${l.name} (${role})`);
       const { steps: all, missing } = steps(target, sm, o.pipeline);
       const skip = passesToSkip(runtimeVersion);
@@ -325,9 +327,14 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         const threshold = roleThreshold(target, p.sm.role, p.sm.plan);
         const image = opts.tiling?.sizes[0] ?? opts.imageSizes[0];
         const derive = derivedInputs(loadModel(p.sm.source), p.model);
-        const result = await verifyModels(p.sm.source, path.join(tmp, p.file), {
+        const vo: VerifyOptions = {
           threshold, seed: opts.seed, dims: opts.fix, dimFlag: '--fix', image, role: p.sm.role, candidateName: p.file, ...userInputs(p.sm), unfit: 'synthetic', derive,
-        });
+        };
+        // On what the target's runtime feeds the variant (a static decoder's KV window) when the
+        // target says, else on the user's data or realistic synthetic sets.
+        const own = await target.verificationSets?.(p.sm, p.variant, p.model);
+        const result = own ? byTaskMetrics(await verifyModels(p.sm.source, path.join(tmp, p.file), { ...vo, sets: own }))
+          : await verifyModels(p.sm.source, path.join(tmp, p.file), vo);
         report.verification.push({ file: p.file, result });
         verification = {
           threshold, passed: result.passed,
@@ -335,6 +342,7 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
           inputsUsed: summaryOf(result.inputsUsed),
           outputs: result.outputs.map((c) => ({ name: c.name, cosine: round(c.cosine), maxAbsError: round(c.maxAbsError) })),
           ...(result.metrics.length ? { metrics: result.metrics.map((m) => ({ ...m, value: round(m.value) })) } : {}),
+          ...(result.judgedBy ? { judgedBy: result.judgedBy } : {}),
         };
       }
       const issues = allIssues.filter((i) => i.model === p.file).map((i) => i.issue);

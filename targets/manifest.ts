@@ -31,6 +31,8 @@ export interface ManifestVerification {
   outputs: { name: string; cosine: number; maxAbsError: number }[];
   /** Task metrics (top-1/top-5, next-token agreement, KL, perplexity, per-token cosine). */
   metrics?: { name: string; value: number; threshold?: number; higherIsBetter?: boolean; passed?: boolean; count: number; note?: string }[];
+  /** Set when the verdict is not the cosine threshold: what judged it (a static decoder on its runtime's feeds: task metrics). */
+  judgedBy?: string;
 }
 
 /** What compile() hands the manifest builder for one emitted model. */
@@ -114,7 +116,7 @@ function opCounts(m: Model): Record<string, number> {
 function quantization(e: ManifestModel): Record<string, unknown> {
   const p = e.plan;
   const requested: Record<string, unknown> = { weights: p.weightBits ? `int${p.weightBits}` : 'none', format: p.format, activations: p.activations };
-  if (p.weightBits) Object.assign(requested, { blockSize: e.opts.blockSize, method: e.opts.method, embeddings: p.quantizeEmbeddings });
+  if (p.weightBits) Object.assign(requested, { blockSize: e.opts.blockSize, method: e.opts.method, embeddings: p.embeddings !== 'float' });
   const count = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
   const mnb = new Map<string, number>(), dq = new Map<string, number>(), gbq = new Map<string, number>();
   let f16 = false, a16 = false;

@@ -6,8 +6,9 @@ import type { Role } from '../ir/summary.js';
 import type { PolicyName } from './plan/types.js';
 import type { Tiling } from './dims.js';
 import { COSINE_THRESHOLDS } from '../runtime/metrics.js';
-import type { InputsUsed, Preprocess } from '../runtime/inputs.js';
+import type { InputSets, InputsUsed, Preprocess } from '../runtime/inputs.js';
 import type { RangeMethod } from '../runtime/calibrate.js';
+import type { OutputSelect } from '../runtime/verify.js';
 
 export type TargetName = 'webgpu' | 'npu' | 'mobile';
 export const TARGET_NAMES: readonly TargetName[] = ['webgpu', 'npu', 'mobile'];
@@ -77,9 +78,17 @@ export interface RolePlan {
   format: 'matmulnbits' | 'qdq' | 'none';
   /** Activation precision of the emitted graph. */
   activations: 'fp32' | 'fp16' | 'uint16';
-  /** Embedding tables as GatherBlockQuantized (webgpu/mobile) or QDQ Gather (npu). */
-  quantizeEmbeddings: boolean;
+  /** Embedding tables: 'block-quantized' = GatherBlockQuantized from the weights pass (webgpu/mobile);
+   * 'qdq' = left float by the weights pass (QNN has no GatherBlockQuantized) and stored as a 16-bit
+   * QDQ constant by the target's activation quantization (npu finalize); 'float' = not quantized.
+   * The pipeline and the manifest both read this one field. */
+  embeddings: EmbeddingPlan;
 }
+
+export type EmbeddingPlan = 'block-quantized' | 'qdq' | 'float';
+
+/** Whether the weights pass quantizes Gather embeddings (quantize-weights `embeddings`). */
+export const weightsPassEmbeddings = (p: RolePlan): boolean => p.embeddings === 'block-quantized';
 
 export interface TargetOptions {
   quant?: QuantChoice;
@@ -131,6 +140,9 @@ export interface SubModel {
   source: string;
   /** Vision patch size found in the folder (derives grid dims from image sizes). */
   patch?: number;
+  /** Every sub-model of the folder (this one included): source file and role, for calibration and
+   * verification runs that feed one stage with what the stages before it make. */
+  siblings?: { name: string; role: Role; file: string }[];
   /** Set by calibration: what the activation ranges / GPTQ statistics were measured on. */
   calibrationUsed?: InputsUsed;
   /** Progress of long target work (calibration runs). */
@@ -156,6 +168,8 @@ export interface Target {
   finalize(model: Model, sm: SubModel): Promise<Record<string, number>>;
   /** Rewrites of one variant after its dims are bound (constants that folded out of shape arithmetic). */
   finalizeVariant?(model: Model, sm: SubModel): void;
+  /** Input sets to verify a variant on instead of the generic ones (what the target's runtime feeds it). */
+  verificationSets?(sm: SubModel, variant: Variant, candidate: Model): Promise<(InputSets & { select?: OutputSelect }) | undefined>;
   /** Files to emit for a compiled sub-model (static targets: one per shape bucket). */
   variants(model: Model, sm: SubModel): Variant[];
   /** Artifact file name of a sub-model variant. */

@@ -135,7 +135,7 @@ export function printCompile(r: CompileResult): void {
     rows.push([
       m.file, m.role, fmtBytes(files.reduce((s, f) => s + f.bytes, 0)), String(Object.values(m.ops).reduce((s, v) => s + v, 0)),
       outs.length ? Math.min(...outs.map((o) => o.cosine)).toFixed(5) : '-', outs.length ? Math.max(...outs.map((o) => o.maxAbsError)).toExponential(2) : '-',
-      m.verification ? (m.verification.passed ? `ok (>= ${m.verification.threshold})` : `FAIL (< ${m.verification.threshold})`) : 'skipped',
+      m.verification ? (m.verification.judgedBy ? `${m.verification.passed ? 'ok' : 'FAIL'} (${m.verification.judgedBy})` : m.verification.passed ? `ok (>= ${m.verification.threshold})` : `FAIL (< ${m.verification.threshold})`) : 'skipped',
     ]);
   }
   process.stdout.write(`${table(rows, '', [false, false, true, true, true, true, false]).join('\n')}\n`);

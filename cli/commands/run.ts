@@ -28,7 +28,10 @@ function parseIds(s: string): number[] {
 
 function print(r: RunResult): void {
   const out = process.stdout;
-  out.write(`${r.target}: ${r.imageTokens} image tokens${r.imageSize ? ` (${r.imageSize.width}x${r.imageSize.height})` : ''} + ${r.promptTokens} prompt tokens\n`);
+  const t = r.tiling;
+  const how = t ? ` (${t.policy}: ${t.image.width}x${t.image.height} -> ${t.grids.join(' + ')}, ${t.tiles} tiles in ${t.encoderCalls} encoder calls)`
+    : r.imageSize ? ` (${r.imageSize.width}x${r.imageSize.height})` : '';
+  out.write(`${r.target}: ${r.imageTokens} image tokens${how} + ${r.promptTokens} prompt tokens\n`);
   if (r.text !== undefined) out.write(`prompt ids ${r.promptIds.join(' ')}\n`);
   out.write(`generated  ${r.tokens.join(' ')}\n`);
   if (r.text !== undefined) out.write(`text       ${JSON.stringify(r.text)}\n`);
@@ -50,7 +53,7 @@ export const registerRun: RegisterCommand = (program: Command, setExit) => {
   program.command('run')
     .description('run a compiled MLLM artifact end to end in onnxruntime-node (image -> vision encoder -> projector, prompt embeddings, decoder with KV cache, greedy)')
     .argument('<artifact>', 'artifact folder (holds manifest.json)')
-    .option('--image <file>', 'PNG or JPEG, resized to the compiled vision size and normalized (preprocessor_config.json when present)')
+    .option('--image <file>', 'PNG or JPEG, resized to the compiled vision size (tiled as the manifest\'s policy says) and normalized (preprocessor_config.json when present)')
     .option('--tokens <ids>', 'prompt token ids, comma-separated (after the image tokens)')
     .option('--prompt <text>', 'prompt text (needs tokenizer.json in the artifact)')
     .option('--max-new-tokens <n>', 'tokens to generate', '16')

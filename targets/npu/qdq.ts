@@ -82,7 +82,8 @@ export async function calibrationRanges(model: Model, values: Value[], sets: Rec
   const extra = values.filter((v) => !v.isGraphOutput && !v.isGraphInput);
   const savedOutputs = [...g.outputs];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-calib-'));
-  const collector = new RangeCollector(method);
+  // The grid is uint16: the entropy method models it (no clip gains anything there).
+  const collector = new RangeCollector(method, undefined, 16);
   const add = (k: string, t: Tensor) => { if (isFloat(t.dtype)) collector.add(k, t.toFloat32()); };
   try {
     g.setOutputs([...savedOutputs, ...extra]);
@@ -99,7 +100,23 @@ export async function calibrationRanges(model: Model, values: Value[], sets: Rec
     g.setOutputs(savedOutputs);
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  return collector.ranges();
+  return collector.ranges(outputSide(g));
+}
+
+/** Graph outputs and the values they copy through data-movement ops (which share one encoding):
+ * never clipped by percentile or entropy. */
+function outputSide(g: Graph): Set<string> {
+  const out = new Set<string>();
+  for (let v of g.outputs) {
+    for (;;) {
+      out.add(v.name);
+      const p = v.producer;
+      const i = p && p.domain === '' && SHARED.has(p.opType) ? p.input(0) : undefined;
+      if (!i || out.has(i.name)) break;
+      v = i;
+    }
+  }
+  return out;
 }
 
 export interface HtpQdqStats {

@@ -14,7 +14,7 @@ function plan(role: Role, o: TargetOptions): RolePlan {
   // Vision towers lose accuracy under 4-bit and are compute-bound: fp16 weights (fp32 without f16).
   const dflt: 0 | 4 | 8 = role === 'vision-encoder' || role === 'projector' || role === 'classifier' ? 0 : 4;
   const weightBits = bits(o.quant, dflt);
-  return { weightBits, format: weightBits ? 'matmulnbits' : 'none', activations: o.quant === 'fp16' ? 'fp16' : activations, quantizeEmbeddings: weightBits > 0 };
+  return { weightBits, format: weightBits ? 'matmulnbits' : 'none', activations: o.quant === 'fp16' ? 'fp16' : activations, embeddings: weightBits ? 'block-quantized' : 'float' };
 }
 
 export const webgpu: Target = {
