@@ -6,7 +6,8 @@ import path from 'node:path';
 import { CheckError, InputError, InternalError, Model, loadModel, saveModel, type Progress } from '../ir/index.js';
 import { commitReplace, crashPoint, recoverStale } from '../ir/atomic.js';
 import { guessRole, type Role } from '../ir/summary.js';
-import { parsePipeline, runPipeline, type PipelineStep, type StepReport } from '../passes/manager.js';
+import { formatPipeline, parsePipeline, runPipeline, type PipelineStep, type StepReport } from '../passes/manager.js';
+import { resolvePipelineName } from '../passes/pipelines.js';
 import { getPass } from '../passes/registry.js';
 import { resolveOptions } from '../passes/pass.js';
 import '../passes/builtin.js';
@@ -27,6 +28,7 @@ import { genaiConfig } from './genai-config.js';
 import { lowerForRuntime, minRuntime, parseRuntimeVersion, passesToSkip } from './runtime-version.js';
 import { derivedInputs } from './position-ids.js';
 import { getTarget } from './registry.js';
+import { isTargetPipeline, targetPipeline } from './pipelines.js';
 import { reportHtml } from './report-html.js';
 import { roleThreshold, type DeviceProfile, type QuantChoice, type SubModel, type Target, type TargetName, type TargetOptions, type Variant } from './target.js';
 
@@ -45,7 +47,8 @@ export interface CompileOptions {
   imageSizes?: (string | Size)[];
   context?: number;
   prefillChunk?: number;
-  /** Replaces the target's default pipeline for every sub-model. */
+  /** Replaces the target's default pipeline for every sub-model: pipeline text, or a named pipeline
+   * (a target's name, e.g. 'webgpu', or one of passes/pipelines.ts). */
   pipeline?: string;
   /** Calibration data: a folder of test_data_set_N folders or PNG/JPEG images (a sub-folder per
    * sub-model for a folder of sub-models). Default: the verification data, else synthetic. */
@@ -86,6 +89,8 @@ export interface CompileOptions {
 export interface SubModelReport {
   name: string;
   role: Role;
+  /** The pipeline that ran, as text (formatPipeline: options that differ from the passes' defaults). */
+  pipeline: string;
   steps: { pass: string; ms: number; nodesBefore: number; nodesAfter: number; counts: Record<string, number>; skipped?: string[]; layers?: { weight: string; relError: number }[] }[];
   /** Default-pipeline passes not (yet) registered in this build. */
   missingPasses: string[];
@@ -174,12 +179,15 @@ function tiling(policy: PolicyName, o: CompileOptions, imageSizes: Size[], stati
   return { example, sizes, batches };
 }
 
-/** Resolve the steps: an explicit textual pipeline, or the target's default minus unregistered passes. */
+/** Resolve the steps: the target's own, a named pipeline (a target's name: that target's pipeline for this
+ * sub-model's plan; or a name from passes/pipelines.ts), or pipeline text. Target pipelines report
+ * passes not registered in this build instead of failing on them. */
 function steps(t: Target, sm: SubModel, explicit: string | undefined): { steps: PipelineStep[]; missing: string[] } {
-  if (explicit) return { steps: parsePipeline(explicit), missing: [] };
+  const name = explicit?.trim();
+  if (name && !isTargetPipeline(name)) return { steps: parsePipeline(resolvePipelineName(name)), missing: [] };
   const missing: string[] = [];
   const out: PipelineStep[] = [];
-  for (const s of t.pipeline(sm)) {
+  for (const s of name && isTargetPipeline(name) ? targetPipeline(name, sm) : t.pipeline(sm)) {
     const pass = getPass(s.pass);
     if (!pass) { missing.push(s.pass); continue; }
     out.push({ pass, options: resolveOptions(pass, s.options ?? {}) });
@@ -287,7 +295,7 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         allIssues.push(...low.issues.map((issue) => ({ model: l.name, issue })));
       }
       calibrated(sm);
-      const report: SubModelReport = { name: l.name, role, steps: stepReports.map(stepSummary), missingPasses: missing, finalize: fin, issues: [], verification: [], ms: 0, calibration: sm.calibrationUsed };
+      const report: SubModelReport = { name: l.name, role, pipeline: formatPipeline(st), steps: stepReports.map(stepSummary), missingPasses: missing, finalize: fin, issues: [], verification: [], ms: 0, calibration: sm.calibrationUsed };
       reports.push(report);
 
       const variants = target.variants(l.model, sm);

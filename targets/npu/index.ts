@@ -4,7 +4,7 @@ import type { RolePlan, Target, TargetOptions } from '../target.js';
 import { NPU_CAPABILITIES } from './capabilities.js';
 import { quantizeFoldedConstants } from './qdq.js';
 import { npuFileName, npuFinalize, npuSessionOptions, npuVariants, npuVerificationSets } from './emit.js';
-import { npuPipeline } from './pipeline.js';
+import { targetPipeline } from '../pipelines.js';
 import { NPU_PROFILES } from './profiles.js';
 import { COSINE_THRESHOLDS } from '../../runtime/metrics.js';
 
@@ -25,7 +25,7 @@ export const npu: Target = {
   defaultProfile: 'snapdragon-8-gen-3',
   thresholds: COSINE_THRESHOLDS,
   plan,
-  pipeline: npuPipeline,
+  pipeline: (sm) => targetPipeline('npu', sm),
   finalize: npuFinalize,
   finalizeVariant: (m, sm) => { if (sm.plan.format !== 'none') quantizeFoldedConstants(m); },
   variants: npuVariants,
