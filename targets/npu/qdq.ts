@@ -100,7 +100,24 @@ export async function calibrationRanges(model: Model, values: Value[], sets: Rec
     g.setOutputs(savedOutputs);
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  return collector.ranges(outputSide(g));
+  return tieCache(g, collector.ranges(outputSide(g)));
+}
+
+/** A KV cache input takes what the matching output gave the step before (present.N.key is fed back
+ * as past_key_values.N.key): both get one encoding, the union of their ranges. Calibrated on a
+ * prefill from an empty cache alone, the past had no values at all and got the degenerate [0, 0]
+ * encoding: every real past value was rounded to an integer or clamped to 0 (cosine 0.76). */
+function tieCache(g: Graph, ranges: Map<string, [number, number]>): Map<string, [number, number]> {
+  for (const v of g.inputs) {
+    const out = v.name.replace(/^past_key_values\./, 'present.').replace(/^past\./, 'present.');
+    if (out === v.name || !g.outputs.some((o) => o.name === out)) continue;
+    const a = ranges.get(v.name), b = ranges.get(out);
+    if (!a && !b) continue;
+    const u: [number, number] = [Math.min(a?.[0] ?? 0, b?.[0] ?? 0), Math.max(a?.[1] ?? 0, b?.[1] ?? 0)];
+    ranges.set(v.name, u);
+    ranges.set(out, u);
+  }
+  return ranges;
 }
 
 /** Graph outputs and the values they copy through data-movement ops (which share one encoding):

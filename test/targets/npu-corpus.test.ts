@@ -78,6 +78,22 @@ describe('npu on real exports', () => {
     expect(compareTensors(want.logits!, got.logits!).cosine).toBeGreaterThan(0.99);
   }, 180_000);
 
+  it('decoder calibrated on a prefill from an empty cache: past and present share one encoding, the chunk set verifies (4-bit)', async () => {
+    // Before: the empty past gave past_key_values.* the degenerate [0, 0] encoding, and every
+    // present.* of the chunk set (past 33) fell to cosine 0.76.
+    const dir = path.join(ROOT, 'decoder_kv'), src = path.join(dir, 'model.onnx');
+    const r = await compile(src, { target: 'npu', out: path.join(tmp, 'dkv0'), prefillChunk: 8, context: 41, calibration: path.join(dir, 'test_data_set_0'), verify: false });
+    const file = path.join(r.outDir, r.manifest.models.find((m) => m.variant === 'prefill8')!.file);
+    const cand = loadModel(file), ref = loadModel(src);
+    const enc = (name: string) => cand.graph.nodes.find((n) => n.opType === 'QuantizeLinear' && (n.input(0)!.name === name || n.input(0)!.name === `${name}_float`))!;
+    const scale = (name: string) => enc(name).input(1)!.initializer!.toFloat32()[0];
+    expect(scale('past_key_values.0.key')).toBe(scale('present.0.key'));
+    expect(scale('past_key_values.1.value')).toBe(scale('present.1.value'));
+    const data = loadTestDataSet(path.join(dir, 'test_data_set_2'), ref);
+    const want = await runModel(src, data.inputs), got = await runModel(file, { ...data.inputs, ...derivedInputs(ref, cand)!(data.inputs) });
+    for (const k of Object.keys(want)) expect(compareTensors(want[k]!, got[k]!).cosine, k).toBeGreaterThan(0.995);
+  }, 180_000);
+
   it('decoder without a KV cache gets one full-context variant, no 1-token decode', async () => {
     const r = await compile(path.join(ROOT, 'decoder_nokv', 'model.onnx'), { target: 'npu', out: path.join(tmp, 'dnokv'), context: 64, quant: 'int8', verify: false });
     expect(r.manifest.models.map((m) => m.variant)).toEqual(['seq64']);

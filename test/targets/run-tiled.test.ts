@@ -86,8 +86,8 @@ describe('edgec run on tiling-policy artifacts', () => {
       const first = r.tokens.findIndex((t, i) => t !== r.reference!.tokens[i]);
       expect(r.firstDivergence).toBe(first < 0 ? null : first);
       rows.push(`tiled ${target}: ${r.tiling!.encoderCalls} encoder calls; ${r.tokens.join(',')} vs source ${r.reference!.tokens.join(',')}; first divergence ${r.firstDivergence}; first-step logits cos ${r.firstLogits!.cosine}`);
-      // npu's decoder accuracy is worked on separately; the 4-bit dynamic targets stay close.
-      if (target !== 'npu') expect(r.firstLogits!.cosine).toBeGreaterThan(0.95);
+      // 4-bit weights on random-init weights: the first step stays close (later greedy tokens flip on near ties).
+      expect(r.firstLogits!.cosine).toBeGreaterThan(0.95);
     }
     console.log(rows.join('\n'));
   });
