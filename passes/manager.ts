@@ -97,7 +97,9 @@ export function formatPipeline(steps: readonly FormattableStep[]): string {
 function formatValue(pass: string, key: string, v: unknown): string {
   const text = (x: unknown, forbidden: RegExp): string => {
     const t = String(x);
-    if (typeof x === 'object' || forbidden.test(t) || t.trim() !== t) throw new Error(`formatPipeline: ${pass} option '${key}': ${JSON.stringify(x)} has no pipeline text`);
+    if (typeof x === 'object' || forbidden.test(t) || t.trim() !== t) {
+      throw new Error(`formatPipeline: ${pass} option '${key}': ${JSON.stringify(x)} has no pipeline text`);
+    }
     return t;
   };
   if (Array.isArray(v)) return v.map((x) => text(x, /[,{};|]/)).join(';');

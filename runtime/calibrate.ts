@@ -57,7 +57,9 @@ export interface WeightCalibration {
  * activations, run the model on the sets `load` gives and hand the activations out by weight name;
  * undefined when the method is data-free (then `load` is never called).
  */
-export async function weightCalibration(model: Model, method: string, load: () => Record<string, Tensor>[], opts: CalibrateOptions = {}): Promise<WeightCalibration | undefined> {
+export async function weightCalibration(
+  model: Model, method: string, load: () => Record<string, Tensor>[], opts: CalibrateOptions = {},
+): Promise<WeightCalibration | undefined> {
   if (!getMethod(method).needsCalibration) return undefined;
   const sets = load();
   const acts = await collectCalibration(model, sets, opts);

@@ -245,7 +245,9 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
   fs.mkdirSync(tmp, { recursive: true });
   // Model files go where the target's runtime looks for them (transformers.js: onnx/).
   const sub = target.modelDir ?? '';
-  const run: Run = { o, target, profile, opts, runtimeVersion, tmp, sub, mdir: path.join(tmp, sub), warnings: [], issues: [], reports: [], pending: [], entries: [], emitted: [] };
+  const run: Run = {
+    o, target, profile, opts, runtimeVersion, tmp, sub, mdir: path.join(tmp, sub), warnings: [], issues: [], reports: [], pending: [], entries: [], emitted: [],
+  };
   fs.mkdirSync(run.mdir, { recursive: true });
   try {
     // Roles before any pipeline runs: a sub-model's calibration may run the sources of the others.
@@ -318,7 +320,8 @@ async function pipelineContext(run: Run, l: Loaded, sm: SubModel, st: PipelineSt
   const { o, opts } = run;
   const ctx: QuantizeContext = { modelDir: path.dirname(l.file), progress: o.progress };
   // Data-aware methods (GPTQ) need the activations each weight multiplies.
-  const wc = sm.plan.weightBits ? await weightCalibration(l.model, opts.method, () => calibrationSets(l.model, sm, 8), { progress: o.progress }) : undefined;
+  const wc = sm.plan.weightBits
+    ? await weightCalibration(l.model, opts.method, () => calibrationSets(l.model, sm, 8), { progress: o.progress }) : undefined;
   if (wc) {
     ctx.calibration = wc.calibration;
     calibrated(run, sm);
@@ -468,7 +471,8 @@ async function writeArtifact(run: Run, input: string): Promise<Manifest> {
 /** One line per output that failed verification. */
 function failedOutputs(reports: SubModelReport[]): string[] {
   return reports.flatMap((r) => r.verification.flatMap((v) => v.result.outputs.filter((c) => c.problem)
-    .map((c) => `${v.file}: output '${c.name}': ${c.problem} (cosine ${round(c.cosine)}, max abs ${round(c.maxAbsError)}; ${describeInputs(v.result.inputsUsed)})`)));
+    .map((c) => `${v.file}: output '${c.name}': ${c.problem} (cosine ${round(c.cosine)}, max abs ${round(c.maxAbsError)}; `
+      + `${describeInputs(v.result.inputsUsed)})`)));
 }
 
 /** Synthetic calibration is said once per sub-model; --strict refuses it. */

@@ -70,7 +70,8 @@ describe('compile with target pipelines', () => {
     expect(readTree(named.outDir)).toEqual(readTree(own.outDir));
     const other = await compile(file, { target: 'mobile', out: path.join(tmp, 'other'), pipeline: 'webgpu', verify: false });
     // webgpu's frame with mobile's plan (fp32 activations: no to-fp16).
-    expect(other.report.models[0]!.pipeline).toBe(formatPipeline(parsePipeline(targetPipeline('webgpu', subModel('mobile', 'embeddings', undefined)))));
+    const webgpuFrame = targetPipeline('webgpu', subModel('mobile', 'embeddings', undefined));
+    expect(other.report.models[0]!.pipeline).toBe(formatPipeline(parsePipeline(webgpuFrame)));
     expect(other.report.models[0]!.pipeline).not.toBe(own.report.models[0]!.pipeline);
     const minimal = await compile(file, { target: 'mobile', out: path.join(tmp, 'minimal'), pipeline: 'minimal', verify: false });
     expect(minimal.report.models[0]!.pipeline).toBe('cleanup,infer-shapes');
