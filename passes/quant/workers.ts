@@ -77,18 +77,25 @@ function ownBuffer(w: Float32Array): Float32Array {
 
 export async function createQuantPool(opts: PoolOptions = {}): Promise<QuantPool> {
   const threads = Math.max(0, Math.floor(opts.threads ?? 1));
-  if (threads <= 1) {
-    const memory = new WebAssembly.Memory({ initial: 1 });
-    let k: ReturnType<typeof bindKernel> | undefined;
-    return {
-      threads: 1,
-      memory,
-      quantize: async (j) => getMethod(j.method).quantize(j.w, j.K, j.N, j.params, j.calib),
-      rtnUnit: async (j) => runRtnUnit(j, (k ??= bindKernel(memory)), 0),
-      gptq: async (s) => runGptqStep(s),
-      close: async () => {},
-    };
-  }
+  return threads <= 1 ? inlinePool() : workerPool(threads);
+}
+
+/** One thread: the same interface, run on the calling thread. */
+function inlinePool(): QuantPool {
+  const memory = new WebAssembly.Memory({ initial: 1 });
+  let k: ReturnType<typeof bindKernel> | undefined;
+  return {
+    threads: 1,
+    memory,
+    quantize: async (j) => getMethod(j.method).quantize(j.w, j.K, j.N, j.params, j.calib),
+    rtnUnit: async (j) => runRtnUnit(j, (k ??= bindKernel(memory)), 0),
+    gptq: async (s) => runGptqStep(s),
+    close: async () => {},
+  };
+}
+
+/** `threads` workers taking queued jobs in order; streamed units share one WebAssembly memory. */
+async function workerPool(threads: number): Promise<QuantPool> {
   const { script, eval: isCode } = await workerScript();
   let memory: WebAssembly.Memory | undefined;
   const shared = () => (memory ??= new WebAssembly.Memory({ initial: 1, maximum: SHARED_MAX_PAGES, shared: true }));
