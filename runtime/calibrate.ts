@@ -67,7 +67,7 @@ export async function collectCalibration(model: Model, sets: Record<string, Tens
   let session: ort.InferenceSession | undefined;
   try {
     saveModel(model, tmp, { externalData: false, reuseExternal: true });
-    session = await ort.InferenceSession.create(tmp, { graphOptimizationLevel: 'disabled', intraOpNumThreads: opts.intraOpNumThreads ?? 1, logSeverityLevel: 3 });
+    session = await ort.InferenceSession.create(tmp, { graphOptimizationLevel: 'disabled', intraOpNumThreads: opts.intraOpNumThreads ?? 1, logSeverityLevel: 4 });
     for (const [si, feeds] of sets.entries()) {
       opts.progress?.('calibration', si, sets.length);
       const ortFeeds: Record<string, ort.Tensor> = {};

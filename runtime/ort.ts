@@ -75,7 +75,8 @@ export async function runModel(modelPath: string, feeds: Record<string, Tensor>,
   const session = await ort.InferenceSession.create(modelPath, {
     graphOptimizationLevel: opts.graphOptimizationLevel ?? 'disabled',
     intraOpNumThreads: opts.intraOpNumThreads ?? 1,
-    logSeverityLevel: 3,
+    // Fatal only: a failure comes back as the exception; onnxruntime's own log line would be a second stderr line.
+    logSeverityLevel: 4,
   });
   try {
     const ortFeeds = sessionFeeds(session.inputNames, feeds);

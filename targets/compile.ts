@@ -19,7 +19,7 @@ import { SYNTHETIC_CALIBRATION, calibrationSets, userInputs } from './calibratio
 import { RANGE_METHODS, type RangeMethod } from '../runtime/calibrate.js';
 import { describeInputs, type InputsUsed, type Preprocess } from '../runtime/inputs.js';
 import { activationRanges } from '../runtime/fp16.js';
-import { checkModel, enforce, type CheckIssue } from './check.js';
+import { checkModel, enforce, refuseMisplacedContribOps, type CheckIssue } from './check.js';
 import { EXAMPLE_IMAGE, parseSize, patchSize, type Size, type Tiling } from './dims.js';
 import { encoderCalls, preprocessingSpec } from './buckets.js';
 import { profileModel } from './profile.js';
@@ -216,6 +216,7 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
   if (fs.existsSync(outDir) && !o.force && !isArtifactDir(outDir)) throw new InputError('exists and is not an edgec artifact; refusing to replace it (--force replaces it)', o.out);
 
   const loaded = inputs.map((i) => ({ ...i, model: loadModel(i.file) }));
+  for (const l of loaded) refuseMisplacedContribOps(l.model, l.file);
   for (const k of Object.keys(o.roles ?? {})) {
     if (!inputs.some((i) => i.name === k || path.basename(i.file) === k)) throw new InputError(`--role names '${k}', which is not among the models (${inputs.map((i) => path.basename(i.file)).join(', ')})`, input);
   }
