@@ -77,6 +77,8 @@ export interface CompileOptions {
   /** Device profile name of the target, or a profile object (tests use tiny limits). */
   profile?: string | DeviceProfile;
   seed?: number;
+  /** Worker threads quantizing weights (same bytes for any count; default 1). */
+  threads?: number;
   /** Oldest onnxruntime version (X.Y) the artifact must load in. */
   runtimeVersion?: string;
   progress?: Progress;
@@ -135,6 +137,9 @@ function resolveProfile(t: Target, p: string | DeviceProfile | undefined): Devic
   return prof;
 }
 
+/** Data paths absolute, so that the manifest can name them relative to the artifact (portablePaths). */
+const abs = (p: string | undefined) => (p === undefined ? undefined : path.resolve(p));
+
 function targetOptions(o: CompileOptions, t: Target): TargetOptions {
   const blockSize = o.blockSize ?? 32;
   if (!(blockSize >= 16 && (blockSize & (blockSize - 1)) === 0)) throw new InputError(`--block-size must be a power of two >= 16, got ${blockSize}`);
@@ -150,8 +155,8 @@ function targetOptions(o: CompileOptions, t: Target): TargetOptions {
   const policy = o.policy as PolicyName | undefined;
   if (policy !== undefined && !POLICIES.includes(policy)) throw new InputError(`unknown tiling policy '${o.policy}' (known: ${POLICIES.join(', ')})`);
   const opts: TargetOptions = {
-    quant: o.quant, blockSize, method: o.method ?? 'rtn', fp16: o.fp16 ?? true, context, prefillChunk, imageSizes, fix: o.fix ?? {}, calibration: o.calibration, seed: o.seed ?? 1234, policy,
-    inputs: o.inputs?.length ? o.inputs : undefined, images: o.images?.length ? o.images : undefined, tokens: o.tokens, preprocess: o.preprocess, calibrationMethod: o.calibrationMethod,
+    quant: o.quant, blockSize, method: o.method ?? 'rtn', fp16: o.fp16 ?? true, context, prefillChunk, imageSizes, fix: o.fix ?? {}, calibration: abs(o.calibration), seed: o.seed ?? 1234, policy, threads: o.threads,
+    inputs: o.inputs?.length ? o.inputs.map((p) => path.resolve(p)) : undefined, images: o.images?.length ? o.images.map((p) => path.resolve(p)) : undefined, tokens: abs(o.tokens), preprocess: o.preprocess, calibrationMethod: o.calibrationMethod,
   };
   if (o.calibrationMethod && !RANGE_METHODS.includes(o.calibrationMethod)) throw new InputError(`--calibration-method must be one of ${RANGE_METHODS.join('|')}, got '${o.calibrationMethod}'`);
   if (policy) opts.tiling = tiling(policy, o, imageSizes, t.staticShapes);
@@ -206,6 +211,7 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
   if (profile.shaderF16 === false) opts.fp16 = false;
   const inputs = resolveInputs(input);
   const outDir = path.resolve(o.out);
+  const portable = portablePaths(opts, outDir);
   // The old artifact is removed before the new one moves in: it must not hold an input.
   for (const i of inputs) {
     const rel = path.relative(outDir, i.file);
@@ -335,7 +341,7 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         verification = {
           threshold, passed: result.passed,
           inputs: result.inputs.map((i) => ({ name: i.name, shape: i.shape })),
-          inputsUsed: summaryOf(result.inputsUsed),
+          inputsUsed: summaryOf(result.inputsUsed, portable),
           outputs: result.outputs.map((c) => ({ name: c.name, cosine: round(c.cosine), maxAbsError: round(c.maxAbsError) })),
           ...(result.metrics.length ? { metrics: result.metrics.map((m) => ({ ...m, value: round(m.value) })) } : {}),
         };
@@ -346,7 +352,7 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         name: p.sm.name, role: p.sm.role, file: p.file, variant: p.variant.suffix || undefined,
         externalData: p.ext, model: p.model, plan: p.sm.plan, opts,
         sessionOptions: fallbackSession(target.sessionOptions(p.model, p.sm, p.ext), issues.length > 0), transforms: report.finalize, verification,
-        ...(p.sm.calibrationUsed ? { calibration: calibrationOf(p.sm.calibrationUsed) } : {}),
+        ...(p.sm.calibrationUsed ? { calibration: calibrationOf(p.sm.calibrationUsed, portable) } : {}),
         ...(issues.length ? { fallback: issues.map((i) => ({ node: i.node, op: i.op, reason: i.reason })) } : {}),
       });
     }
@@ -415,12 +421,23 @@ function fallbackSession(opts: Record<string, unknown>, fallback: boolean): Reco
   return out;
 }
 
-function summaryOf(u: InputsUsed): ManifestInputs {
-  return { source: u.source, from: u.from, count: u.count, shapes: u.shapes, ...(u.synthetic ? { synthetic: true } : {}) };
+/** The manifest names data folders relative to the artifact ('/'-separated): the same bytes from
+ * any working directory, and no absolute path that differs between machines or checkouts. */
+function portablePaths(opts: TargetOptions, outDir: string): (s: string) => string {
+  const roots = [opts.calibration, ...(opts.inputs ?? []), ...(opts.images ?? []), opts.tokens]
+    .filter((r): r is string => !!r && path.isAbsolute(r)).sort((a, b) => b.length - a.length);
+  if (!roots.length) return (s) => s;
+  const rel = (r: string) => path.relative(outDir, r).split(path.sep).join('/') || '.';
+  const re = new RegExp(`(?:${roots.map((r) => r.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')})(?=$|[/\\\\ ,)])`, 'g');
+  return (s) => s.replace(re, (m) => rel(m));
 }
 
-function calibrationOf(u: InputsUsed): ManifestInputs & { note?: string } {
-  return { ...summaryOf(u), ...(u.synthetic ? { note: SYNTHETIC_CALIBRATION } : {}) };
+function summaryOf(u: InputsUsed, portable: (s: string) => string): ManifestInputs {
+  return { source: u.source, from: u.from.map(portable), count: u.count, shapes: u.shapes, ...(u.synthetic ? { synthetic: true } : {}) };
+}
+
+function calibrationOf(u: InputsUsed, portable: (s: string) => string): ManifestInputs & { note?: string } {
+  return { ...summaryOf(u, portable), ...(u.synthetic ? { note: SYNTHETIC_CALIBRATION } : {}) };
 }
 
 /** Model-folder files runtimes read beside the graphs (transformers.js, onnxruntime-genai, `edgec run`). */

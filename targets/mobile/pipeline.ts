@@ -13,6 +13,7 @@ export function mobilePipeline(sm: SubModel): StepSpec[] {
     steps.push({ pass: 'quantize-weights', options: {
       bits: p.weightBits, block: sm.opts.blockSize, method: sm.opts.method, format: p.format === 'qdq' ? 'qdq' : 'matmulnbits',
       role: sm.role, embeddings: p.quantizeEmbeddings, scales: 'fp32', ...(p.format === 'matmulnbits' ? { accuracyLevel: 4 } : {}),
+      ...(sm.opts.threads ? { threads: sm.opts.threads } : {}),
     } });
   }
   steps.push({ pass: 'cleanup' }, { pass: 'infer-shapes' });

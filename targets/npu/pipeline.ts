@@ -12,6 +12,7 @@ export function npuPipeline(sm: SubModel): StepSpec[] {
   if (p.weightBits) {
     steps.push({ pass: 'quantize-weights', options: {
       bits: p.weightBits, block: sm.opts.blockSize, method: sm.opts.method, format: 'qdq', role: sm.role, embeddings: false, scales: 'fp32',
+      ...(sm.opts.threads ? { threads: sm.opts.threads } : {}),
     } });
   }
   steps.push({ pass: 'cleanup' }, { pass: 'infer-shapes' });

@@ -13,6 +13,7 @@ export function webgpuPipeline(sm: SubModel): StepSpec[] {
     steps.push({ pass: 'quantize-weights', options: {
       bits: p.weightBits, block: sm.opts.blockSize, method: sm.opts.method, format: 'matmulnbits', role: sm.role,
       embeddings: p.quantizeEmbeddings, scales: p.activations === 'fp16' ? 'fp16' : 'fp32',
+      ...(sm.opts.threads ? { threads: sm.opts.threads } : {}),
     } });
   }
   if (p.activations === 'fp16') steps.push({ pass: 'to-fp16' });
