@@ -87,7 +87,7 @@ function seeds(): Uint8Array[] {
   return out;
 }
 
-function captureRun(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+export function captureRun(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   let stdout = '', stderr = '';
   const ow = process.stdout.write, ew = process.stderr.write;
   process.stdout.write = ((s: string | Uint8Array) => { stdout += String(s); return true; }) as typeof ow;

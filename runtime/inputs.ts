@@ -221,7 +221,7 @@ export function syntheticFeeds(model: Model, dims: Record<string, number>, seed:
   let total = 0;
   for (const v of feeds(model)) {
     const type = v.type;
-    if (!type) throw new InputError(`input '${v.name}' has no type`);
+    if (!type) throw new InputError(`input '${v.name}' has no type`, model.sourcePath);
     const shape = (type.shape ?? []).map((d) => (typeof d === 'number' && d >= 0 ? d : typeof d === 'string' && dims[d] !== undefined ? dims[d]! : DEFAULT_SEQ));
     const n = shape.reduce((a, b) => a * b, 1);
     // A declared dim is a claim (a fuzzed [batch, 2^31] input once filled 8 GiB): check before allocating.
