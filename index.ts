@@ -16,5 +16,5 @@ export { planImage, parseImageSize } from './targets/plan/index.js';
 export { compileBuckets, assignVariants } from './targets/buckets.js';
 export { runModel, randomInputs, compareOutputs, compareTensors, loadTestDataSet, loadInputsDir } from './runtime/ort.js';
 export { verifyModels } from './runtime/verify.js';
-export { collectCalibration, loadCalibrationSets, syntheticCalibrationSets } from './runtime/calibrate.js';
+export { collectCalibration, loadCalibrationSets, syntheticCalibrationSets, weightCalibration } from './runtime/calibrate.js';
 export { WebGpuBrowser } from './runtime/webgpu-browser.js';

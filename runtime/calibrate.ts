@@ -10,6 +10,7 @@ import * as ort from 'onnxruntime-node';
 import { InputError, Model, Tensor, Value, saveModel, type Progress } from '../ir/index.js';
 import type { CalibrationData } from '../passes/quant/types.js';
 import { matmulActivations } from '../passes/quant/norm-scales.js';
+import { getMethod } from '../passes/quant/methods/index.js';
 import { fromOrtTensor, randomInputs, tensorToFloat64, toOrtTensor, type InputSpec } from './ort.js';
 import { loadInputs, type InputSets, type InputsSpec } from './inputs.js';
 
@@ -42,6 +43,25 @@ export function loadCalibrationSets(dir: string, model: Model, derived: readonly
 /** Seeded synthetic input sets (smoke runs): set i uses seed base+i. */
 export function syntheticCalibrationSets(model: Model, count: number, spec: InputSpec = {}): Record<string, Tensor>[] {
   return Array.from({ length: count }, (_, i) => randomInputs(model, { ...spec, seed: (spec.seed ?? 1234) + i }));
+}
+
+/** What a data-aware quantization method (GPTQ) gets: activations by weight name, and how many sets and weights. */
+export interface WeightCalibration {
+  calibration: (weight: string) => CalibrationData | undefined;
+  sets: number;
+  weights: number;
+}
+
+/**
+ * The one calibration setup of weight quantization (`edgec quantize` and compile): when `method` needs
+ * activations, run the model on the sets `load` gives and hand the activations out by weight name;
+ * undefined when the method is data-free (then `load` is never called).
+ */
+export async function weightCalibration(model: Model, method: string, load: () => Record<string, Tensor>[], opts: CalibrateOptions = {}): Promise<WeightCalibration | undefined> {
+  if (!getMethod(method).needsCalibration) return undefined;
+  const sets = load();
+  const acts = await collectCalibration(model, sets, opts);
+  return { calibration: (w) => acts.get(w), sets: sets.length, weights: acts.size };
 }
 
 /** Evenly spaced row indices: `take` of `total` (all when take >= total). */

@@ -102,7 +102,8 @@ export function dimKinds(model: Model): Map<string, DimKind> {
       if (/seq|token|length|len$/.test(n)) return set(d, 'sequence');
       const rank = shape.length;
       const float = v.type !== undefined && isFloat(v.type.elemType);
-      if (i === 0) return set(d, 'batch');
+      // A rank-1 input's one axis is its length, not a batch.
+      if (i === 0 && rank > 1) return set(d, 'batch');
       if (float && rank === 4 && isKv(v)) return set(d, i === 2 ? 'past' : 'other');
       if (float && rank === 4) return set(d, i === 1 ? 'channels' : i === 2 ? 'height' : 'width');
       if (rank >= 2 && i === 1) return set(d, 'sequence');
@@ -115,26 +116,41 @@ export function dimKinds(model: Model): Map<string, DimKind> {
 const isKv = (v: Value) => /(^|[._/])(past|present)([._]|$)|key_values|kv_cache/i.test(v.name);
 const feeds = (model: Model) => model.graph.inputs.filter((v) => !v.initializer);
 
-/** Patch size and trained grid of a ViT: the patch-embedding Conv (stride = kernel) and a
- * position table of N or N+1 rows (N a square), or a [1, C, g, g] table. */
+/** Patch size and trained grid of a ViT: the patch-embedding Conv (stride = kernel) and a position
+ * table of N or N+1 rows (N a square): found by name, else by shape, since exporters often rename it
+ * (`onnx::Reshape_340`): [1, N(+1), C] or [1, C, g, g] with C the patch Conv's channels, or an
+ * [N(+1), C] table that a Gather reads (a square [C, C] weight is not one). */
 export function visionGeometry(model: Model): { patch?: number; grid?: number } {
-  let patch: number | undefined;
+  let patch: number | undefined, channels: number | undefined;
   for (const n of model.graph.nodes) {
     if (n.opType !== 'Conv') continue;
     const k = n.attrInts('kernel_shape', []);
     const s = n.attrInts('strides', []);
-    if (k.length === 2 && k[0]! > 1 && k[0] === s[0] && k[1] === s[1]) { patch = k[0]; break; }
+    if (k.length === 2 && k[0]! > 1 && k[0] === s[0] && k[1] === s[1]) { patch = k[0]; channels = n.input(1)?.initializer?.dims[0]; break; }
   }
   if (!patch) return {};
-  for (const t of model.graph.initializers) {
-    if (!/pos/i.test(t.name)) continue;
+  const gridOf = (t: Tensor): number | undefined => {
     const d = t.dims;
-    if (d.length === 4 && d[2] === d[3] && d[2]! > 1) return { patch, grid: d[2] };
+    if (d.length === 4 && d[2] === d[3] && d[2]! > 1) return d[2];
     const rows = d.length === 3 ? d[1]! : d.length === 2 ? d[0]! : 0;
     for (const r of [rows, rows - 1]) {
       const g = Math.round(Math.sqrt(r));
-      if (g > 1 && g * g === r) return { patch, grid: g };
+      if (g > 1 && g * g === r) return g;
     }
+    return undefined;
+  };
+  const byShape = (t: Tensor): boolean => {
+    const d = t.dims;
+    if (channels === undefined || !isFloat(t.dtype)) return false;
+    if (d.length === 3) return d[0] === 1 && d[2] === channels;
+    if (d.length === 4) return d[0] === 1 && d[1] === channels;
+    const uses = model.graph.lookup(t.name)?.uses ?? [];
+    return d.length === 2 && d[1] === channels && uses.some((u) => u.node.opType === 'Gather' && u.index === 0);
+  };
+  const tables = [...model.graph.initializers.filter((t) => /pos/i.test(t.name)), ...model.graph.initializers.filter(byShape)];
+  for (const t of tables) {
+    const g = gridOf(t);
+    if (g) return { patch, grid: g };
   }
   return { patch };
 }

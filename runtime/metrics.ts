@@ -88,8 +88,9 @@ export class TaskAccumulator {
   private tokCos = 0; private tokMin = Infinity; private tokens = 0;
   constructor(readonly kind: TaskKind) {}
 
-  /** `ids`: the token ids fed (teacher forcing: position t predicts ids[t+1]). */
-  add(ref: Tensor, cand: Tensor, ids?: Tensor): void {
+  /** `ids`: the token ids fed (teacher forcing: position t predicts ids[t+1]). `mask`: the attention
+   * mask [B, total]; a decoder's padding positions (mask 0) are skipped: no runtime reads their logits. */
+  add(ref: Tensor, cand: Tensor, ids?: Tensor, mask?: Tensor): void {
     const a = rows(ref), b = rows(cand);
     if (a.n !== b.n || a.width !== b.width) return;
     if (this.kind === 'classifier') {
@@ -103,7 +104,10 @@ export class TaskAccumulator {
     } else if (this.kind === 'decoder') {
       const S = ref.dims[ref.dims.length - 2] ?? 1;
       const idv = ids?.toNumbers();
+      const mv = mask?.toNumbers(), total = mask?.dims[1] ?? 0;
+      const real = (r: number) => !mv || mv.length !== total * (a.n / S) || mv[Math.floor(r / S) * total + total - S + (r % S)] !== 0;
       for (let r = 0; r < a.n; r++) {
+        if (!real(r)) continue;
         const p = softmax(a.data, r * a.width, a.width), q = softmax(b.data, r * a.width, a.width);
         let kl = 0;
         for (let i = 0; i < a.width; i++) if (p[i]! > 0) kl += p[i]! * (Math.log(p[i]!) - Math.log(Math.max(q[i]!, 1e-30)));
@@ -114,7 +118,7 @@ export class TaskAccumulator {
           if (topK(b.data, r * a.width, a.width, 1)[0] === t1) this.agree++;
         }
         const s = r % S;
-        if (idv && idv.length === a.n && s + 1 < S) {
+        if (idv && idv.length === a.n && s + 1 < S && real(r + 1)) {
           const next = idv[r + 1]!;
           this.nllRef -= Math.log(Math.max(p[next]!, 1e-30));
           this.nllCand -= Math.log(Math.max(q[next]!, 1e-30));

@@ -129,29 +129,40 @@ function unfitInput(cand: Model, feeds: Feeds): string | undefined {
   return undefined;
 }
 
-/** Sets split along axis 0 into the candidate's fixed batch, when that is all that differs. */
-function splitBatch(cand: Model, sets: Feeds[]): { sets: Feeds[]; batch: number } | undefined {
+/** A set split along axis 0 into the candidate's fixed batch, when that is all that differs. */
+function splitBatch(cand: Model, set: Feeds): { sets: Feeds[]; batch: number } | undefined {
   const ins = cand.graph.inputs.filter((v) => !v.initializer);
   const b0 = ins.map((v) => v.type?.shape?.[0]).find((d) => typeof d === 'number');
   if (typeof b0 !== 'number' || b0 < 1) return undefined;
+  const n = set[ins[0]!.name]?.dims[0];
+  if (n === undefined || n % b0 !== 0) return undefined;
+  for (const v of ins) {
+    const t = set[v.name], shape = v.type?.shape;
+    if (!t || !shape || shape[0] !== b0 || t.dims[0] !== n || shape.length !== t.dims.length || shape.some((d, i) => i > 0 && typeof d === 'number' && d !== t.dims[i])) return undefined;
+  }
   const out: Feeds[] = [];
-  for (const set of sets) {
-    const n = set[ins[0]!.name]?.dims[0];
-    if (n === undefined || n % b0 !== 0) return undefined;
-    for (const v of ins) {
-      const t = set[v.name], shape = v.type?.shape;
-      if (!t || !shape || shape[0] !== b0 || t.dims[0] !== n || shape.length !== t.dims.length || shape.some((d, i) => i > 0 && typeof d === 'number' && d !== t.dims[i])) return undefined;
-    }
-    for (let i = 0; i < n; i += b0) {
-      out.push(Object.fromEntries(Object.entries(set).map(([k, t]) => {
-        const row = t.size / t.dims[0]!;
-        const vals = t.toNumbers().slice(i * row, (i + b0) * row);
-        const dims = [b0, ...t.dims.slice(1)];
-        return [k, t.dtype === DataType.INT64 ? Tensor.fromInt64(k, dims, Array.from(vals)) : Tensor.fromNumbers(k, t.dtype, dims, vals)];
-      })));
-    }
+  for (let i = 0; i < n; i += b0) {
+    out.push(Object.fromEntries(Object.entries(set).map(([k, t]) => {
+      const row = t.size / t.dims[0]!;
+      const vals = t.toNumbers().slice(i * row, (i + b0) * row);
+      const dims = [b0, ...t.dims.slice(1)];
+      return [k, t.dtype === DataType.INT64 ? Tensor.fromInt64(k, dims, Array.from(vals)) : Tensor.fromNumbers(k, t.dtype, dims, vals)];
+    })));
   }
   return { sets: out, batch: b0 };
+}
+
+/** The sets a candidate with fixed dims can take (batch-N sets split into its batch B), and why the others cannot. */
+function fitSets(cand: Model, sets: Feeds[]): { sets: Feeds[]; dropped: string[]; split?: number } {
+  const out: Feeds[] = [], dropped: string[] = [];
+  let split: number | undefined;
+  for (const set of sets) {
+    const why = unfitInput(cand, set);
+    if (!why) { out.push(set); continue; }
+    const parts = splitBatch(cand, set);
+    if (parts) { out.push(...parts.sets); split = parts.batch; } else dropped.push(why);
+  }
+  return { sets: out, dropped, split };
 }
 
 const firstLine = (e: unknown) => String((e as Error)?.message ?? e).split('\n')[0]!;
@@ -212,12 +223,15 @@ export async function verifyModels(refPath: string, candPath: string, opts: Veri
     if (e instanceof InputError) throw e;
     throw new InputError(`cannot make inputs (pass --inputs): ${firstLine(e)}`, refPath);
   }
-  let misfit = loaded.used.synthetic ? undefined : loaded.sets.map((set) => unfitInput(cand, set)).find((m) => m);
-  if (misfit) {
-    // A static candidate of batch B takes a batch-N set as N/B sets.
-    const split = splitBatch(cand, loaded.sets);
-    if (split) {
-      loaded = { sets: split.sets, used: { ...loaded.used, count: split.sets.length, shapes: shapesOf(split.sets), from: [...loaded.used.from, `split into batch-${split.batch} sets for the candidate`] } };
+  let misfit: string | undefined;
+  if (!loaded.used.synthetic) {
+    const fit = fitSets(cand, loaded.sets);
+    misfit = fit.dropped[0];
+    if (fit.sets.length && (!misfit || opts.unfit === 'synthetic')) {
+      // A static candidate is measured on the sets it can take; the others are named, not hidden.
+      const notes = [...(fit.split ? [`split into batch-${fit.split} sets for the candidate`] : []),
+        ...(misfit ? [`${fit.dropped.length} of ${loaded.sets.length} sets not used: ${misfit}`] : [])];
+      if (notes.length) loaded = { sets: fit.sets, used: { ...loaded.used, count: fit.sets.length, shapes: shapesOf(fit.sets), from: [...loaded.used.from, ...notes] } };
       misfit = undefined;
     }
   }
@@ -244,6 +258,7 @@ export async function verifyModels(refPath: string, candPath: string, opts: Veri
   const candOut = await runSets(candPath, candSets, hint, opts.candidateName ?? candPath);
 
   const idsName = feedNames.find((n) => /input_ids|^ids$/i.test(n));
+  const maskName = feedNames.find((n) => /attention_mask/i.test(n));
   const outputs: OutputCheck[] = [];
   const metrics: TaskMetric[] = [];
   for (const o of ref.graph.outputs) {
@@ -254,7 +269,7 @@ export async function verifyModels(refPath: string, candPath: string, opts: Veri
       if (!c) { worst = { name: o.name, cosine: 0, maxAbsError: Infinity, relError: Infinity, mse: Infinity, shapeMatch: false, elements: 0, problem: 'missing from the candidate' }; break; }
       const cmp: OutputCheck = { ...compareTensors(r, c), name: o.name };
       if (!cmp.shapeMatch) cmp.problem = `shape [${c.dims}] differs from the reference [${r.dims}]`;
-      else acc.add(r, c, fromUser && idsName ? sets[i]![idsName] : undefined);
+      else acc.add(r, c, fromUser && idsName ? sets[i]![idsName] : undefined, maskName ? sets[i]![maskName] : undefined);
       if (!worst || cmp.problem || cmp.cosine < worst.cosine) worst = worst?.problem ? worst : { ...cmp, maxAbsError: Math.max(cmp.maxAbsError, worst?.maxAbsError ?? 0), relError: Math.max(cmp.relError, worst?.relError ?? 0), elements: cmp.elements + (worst?.elements ?? 0) };
       else worst = { ...worst, maxAbsError: Math.max(cmp.maxAbsError, worst.maxAbsError), relError: Math.max(cmp.relError, worst.relError), mse: Math.max(cmp.mse, worst.mse), elements: worst.elements + cmp.elements };
       if (cmp.problem) break;

@@ -11,12 +11,10 @@ import { getPass } from '../passes/registry.js';
 import { resolveOptions } from '../passes/pass.js';
 import '../passes/builtin.js';
 import { LOWERABLE } from '../passes/lower-contrib.js';
-import { collectCalibration } from '../runtime/calibrate.js';
 import { verifyModels, type VerifyResult } from '../runtime/verify.js';
-import { getMethod } from '../passes/quant/methods/index.js';
 import type { QuantizeContext } from '../passes/quantize.js';
 import { SYNTHETIC_CALIBRATION, calibrationSets, userInputs } from './calibration.js';
-import { RANGE_METHODS, type RangeMethod } from '../runtime/calibrate.js';
+import { RANGE_METHODS, weightCalibration, type RangeMethod } from '../runtime/calibrate.js';
 import { describeInputs, type InputsUsed, type Preprocess } from '../runtime/inputs.js';
 import { activationRanges } from '../runtime/fp16.js';
 import { checkModel, enforce, refuseMisplacedContribOps, type CheckIssue } from './check.js';
@@ -250,10 +248,10 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
       const skip = passesToSkip(runtimeVersion);
       const st = all.filter((x) => !skip.includes(x.pass.name));
       const ctx: QuantizeContext = { modelDir: path.dirname(l.file), progress: o.progress };
-      if (sm.plan.weightBits && getMethod(opts.method).needsCalibration) {
-        // Data-aware methods (GPTQ) need the activations each weight multiplies.
-        const acts = await collectCalibration(l.model, calibrationSets(l.model, sm, 8), { progress: o.progress });
-        ctx.calibration = (w) => acts.get(w);
+      // Data-aware methods (GPTQ) need the activations each weight multiplies.
+      const wc = sm.plan.weightBits ? await weightCalibration(l.model, opts.method, () => calibrationSets(l.model, sm, 8), { progress: o.progress }) : undefined;
+      if (wc) {
+        ctx.calibration = wc.calibration;
         calibrated(sm);
       }
       if (st.some((s) => s.pass.name === 'to-fp16')) {

@@ -120,7 +120,7 @@ function intAttr(n: Node, name: string, dflt: number | string): number | string 
 function quantization(e: ManifestModel): Record<string, unknown> {
   const p = e.plan;
   const requested: Record<string, unknown> = { weights: p.weightBits ? `int${p.weightBits}` : 'none', format: p.format, activations: p.activations };
-  if (p.weightBits) Object.assign(requested, { blockSize: e.opts.blockSize, method: e.opts.method, embeddings: p.quantizeEmbeddings });
+  if (p.weightBits) Object.assign(requested, { blockSize: e.opts.blockSize, method: e.opts.method, embeddings: p.embeddings !== 'float' });
   const count = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
   const mnb = new Map<string, number>(), dq = new Map<string, number>(), gbq = new Map<string, number>();
   let f16 = false, a16 = false;

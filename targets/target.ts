@@ -77,9 +77,17 @@ export interface RolePlan {
   format: 'matmulnbits' | 'qdq' | 'none';
   /** Activation precision of the emitted graph. */
   activations: 'fp32' | 'fp16' | 'uint16';
-  /** Embedding tables as GatherBlockQuantized (webgpu/mobile) or QDQ Gather (npu). */
-  quantizeEmbeddings: boolean;
+  /** Embedding tables: 'block-quantized' = GatherBlockQuantized from the weights pass (webgpu/mobile);
+   * 'qdq' = left float by the weights pass (QNN has no GatherBlockQuantized) and stored as a 16-bit
+   * QDQ constant by the target's activation quantization (npu finalize); 'float' = not quantized.
+   * The pipeline and the manifest both read this one field. */
+  embeddings: EmbeddingPlan;
 }
+
+export type EmbeddingPlan = 'block-quantized' | 'qdq' | 'float';
+
+/** Whether the weights pass quantizes Gather embeddings (quantize-weights `embeddings`). */
+export const weightsPassEmbeddings = (p: RolePlan): boolean => p.embeddings === 'block-quantized';
 
 export interface TargetOptions {
   quant?: QuantChoice;

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { CheckError, InputError, type Progress } from '../../ir/index.js';
-import { writeTinyMllm } from '../../fixtures/tiny-mllm.js';
+import { writeTinyMllm, writeTinyMllmConfigs } from '../../fixtures/tiny-mllm.js';
 import { artifactSummary, compile, type ArtifactSummary, type CompileResult } from '../../targets/compile.js';
 import { TARGET_NAMES, type TargetName } from '../../targets/target.js';
 import { fmtBytes, table } from '../format.js';
@@ -23,6 +23,7 @@ export async function runDemo(work: string, targets: readonly TargetName[] = TAR
   const source = path.join(work, 'tiny-mllm');
   fs.mkdirSync(source, { recursive: true });
   writeTinyMllm(source);
+  writeTinyMllmConfigs(source);
   const rows: DemoRow[] = [];
   for (const target of targets) {
     try {
@@ -45,7 +46,7 @@ export const registerDemo: RegisterCommand = (program: Command, setExit) => {
     .addHelpText('after', `
 Examples:
   $ edgec demo                                # temporary folder, removed afterwards
-  $ edgec demo -o /tmp/edgec-demo --json      # keep the artifacts; then: edgec run /tmp/edgec-demo/webgpu --tokens 1,2,3
+  $ edgec demo -o /tmp/edgec-demo --json      # keep the artifacts; then: edgec run /tmp/edgec-demo/webgpu --prompt 'The cat'
 `)
     .action(async (o: { out?: string; json?: boolean }) => {
       if (o.out && fs.existsSync(o.out) && fs.readdirSync(o.out).length) throw new InputError('exists and is not empty', o.out);

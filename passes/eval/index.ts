@@ -36,8 +36,9 @@ export function nums(t: Tensor): Float64Array {
 }
 
 const INT_RANGE: Partial<Record<DataType, [number, number]>> = {
-  [DataType.INT64]: [-9223372036854775808, 9223372036854775807],
-  [DataType.UINT64]: [0, 18446744073709551615],
+  // As doubles: int64's max and uint64's max round to 2^63 and 2^64.
+  [DataType.INT64]: [-(2 ** 63), 2 ** 63],
+  [DataType.UINT64]: [0, 2 ** 64],
 };
 
 /** Encode numbers as dtype. int64 saturates at its range (INT64_MAX survives a round trip). */

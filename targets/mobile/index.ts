@@ -10,9 +10,9 @@ import { COSINE_THRESHOLDS } from '../../runtime/metrics.js';
 
 function plan(role: Role, o: TargetOptions): RolePlan {
   const vision = role === 'vision-encoder' || role === 'projector' || role === 'classifier';
-  if (o.quant === 'none' || o.quant === 'fp16') return { weightBits: 0, format: 'none', activations: 'fp32', quantizeEmbeddings: false };
-  if (o.quant === 'int8' || (!o.quant && vision)) return { weightBits: 8, format: 'qdq', activations: 'fp32', quantizeEmbeddings: false };
-  return { weightBits: 4, format: 'matmulnbits', activations: 'fp32', quantizeEmbeddings: true };
+  if (o.quant === 'none' || o.quant === 'fp16') return { weightBits: 0, format: 'none', activations: 'fp32', embeddings: 'float' };
+  if (o.quant === 'int8' || (!o.quant && vision)) return { weightBits: 8, format: 'qdq', activations: 'fp32', embeddings: 'float' };
+  return { weightBits: 4, format: 'matmulnbits', activations: 'fp32', embeddings: 'block-quantized' };
 }
 
 export const mobile: Target = {

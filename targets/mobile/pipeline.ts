@@ -2,7 +2,7 @@
 // int8 dot-product path of MLAS/KleidiAI) for language weights, 8-bit QDQ for vision weights
 // (8-bit MatMulNBits fails on Android builds), fp32 activations.
 import { PREPARE, fusions } from '../pipeline-common.js';
-import type { StepSpec, SubModel } from '../target.js';
+import { weightsPassEmbeddings, type StepSpec, type SubModel } from '../target.js';
 
 export const MOBILE_FUSIONS = ['fuse-layernorm', 'fuse-rmsnorm', 'fuse-gelu', 'fuse-skip-layernorm', 'fuse-rotary', 'fuse-attention'];
 
@@ -12,7 +12,7 @@ export function mobilePipeline(sm: SubModel): StepSpec[] {
   if (p.weightBits) {
     steps.push({ pass: 'quantize-weights', options: {
       bits: p.weightBits, block: sm.opts.blockSize, method: sm.opts.method, format: p.format === 'qdq' ? 'qdq' : 'matmulnbits',
-      role: sm.role, embeddings: p.quantizeEmbeddings, scales: 'fp32', ...(p.format === 'matmulnbits' ? { accuracyLevel: 4 } : {}),
+      role: sm.role, embeddings: weightsPassEmbeddings(p), scales: 'fp32', ...(p.format === 'matmulnbits' ? { accuracyLevel: 4 } : {}),
       ...(sm.opts.threads ? { threads: sm.opts.threads } : {}),
     } });
   }

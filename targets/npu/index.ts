@@ -11,9 +11,9 @@ import { COSINE_THRESHOLDS } from '../../runtime/metrics.js';
 function plan(role: Role, o: TargetOptions): RolePlan {
   const vision = role === 'vision-encoder' || role === 'projector' || role === 'classifier';
   // 'none' and 'fp16': float weights and activations, run by the HTP at fp16 precision.
-  if (o.quant === 'none' || o.quant === 'fp16') return { weightBits: 0, format: 'none', activations: 'fp32', quantizeEmbeddings: false };
+  if (o.quant === 'none' || o.quant === 'fp16') return { weightBits: 0, format: 'none', activations: 'fp32', embeddings: 'float' };
   const bits: 4 | 8 = o.quant === 'int4' ? 4 : o.quant === 'int8' ? 8 : vision ? 8 : 4;
-  return { weightBits: bits, format: 'qdq', activations: 'uint16', quantizeEmbeddings: true };
+  return { weightBits: bits, format: 'qdq', activations: 'uint16', embeddings: 'qdq' };
 }
 
 export const npu: Target = {

@@ -2,7 +2,7 @@
 // Gelu), weights as blocked DequantizeLinear (block a multiple of 8 for int4, as HTP needs);
 // activation Q/DQ and shape fixing follow in finalize/variants.
 import { PREPARE, fusions } from '../pipeline-common.js';
-import type { StepSpec, SubModel } from '../target.js';
+import { weightsPassEmbeddings, type StepSpec, type SubModel } from '../target.js';
 
 export const NPU_FUSIONS = ['fuse-layernorm', 'fuse-gelu'];
 
@@ -11,7 +11,7 @@ export function npuPipeline(sm: SubModel): StepSpec[] {
   const steps: StepSpec[] = [{ pass: 'upgrade-opset', options: { to: 21 } }, ...PREPARE, { pass: 'position-ids-input' }, { pass: 'fold-batchnorm' }, ...fusions(NPU_FUSIONS)];
   if (p.weightBits) {
     steps.push({ pass: 'quantize-weights', options: {
-      bits: p.weightBits, block: sm.opts.blockSize, method: sm.opts.method, format: 'qdq', role: sm.role, embeddings: false, scales: 'fp32',
+      bits: p.weightBits, block: sm.opts.blockSize, method: sm.opts.method, format: 'qdq', role: sm.role, embeddings: weightsPassEmbeddings(p), scales: 'fp32',
       ...(sm.opts.threads ? { threads: sm.opts.threads } : {}),
     } });
   }

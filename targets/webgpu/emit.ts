@@ -46,6 +46,26 @@ export async function webgpuFinalize(model: Model, sm: SubModel): Promise<Record
   return { dp4aMatMulNBits: dp4a, ...split };
 }
 
+/** transformers.js builds the empty KV cache of the first step from the session's input metadata:
+ * the symbolic dim named `batch_size` gets the batch, every other one 0 (its resolveCacheShape).
+ * A past batch dim under any other name becomes 0, which GroupQueryAttention refuses ("past_key
+ * dimension 0 should be batch_size"), so that symbol is renamed `batch_size` throughout. */
+export function transformersJsDims(model: Model): number {
+  const past = model.graph.inputs.filter((v) => /^past_key_values\./.test(v.name));
+  const batch = new Set(past.map((v) => v.type?.shape?.[0]).filter((d): d is string => typeof d === 'string' && d !== 'batch_size'));
+  if (!batch.size) return 0;
+  let renamed = 0;
+  for (const g of model.graph.allGraphs()) {
+    for (const v of g.values.values()) {
+      const s = v.type?.shape;
+      if (!s?.some((d) => typeof d === 'string' && batch.has(d))) continue;
+      v.type = { ...v.type!, shape: s.map((d) => (typeof d === 'string' && batch.has(d) ? 'batch_size' : d)) };
+      renamed++;
+    }
+  }
+  return renamed;
+}
+
 function staticInputs(model: Model): boolean {
   return model.graph.inputs.every((v) => v.initializer || (v.type?.shape ?? [null]).every((d) => typeof d === 'number'));
 }

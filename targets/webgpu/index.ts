@@ -3,7 +3,7 @@ import type { Role } from '../../ir/summary.js';
 import { requestedVariants } from '../dims.js';
 import type { RolePlan, Target, TargetOptions } from '../target.js';
 import { WEBGPU_CAPABILITIES } from './capabilities.js';
-import { WEBGPU_MAX_CHUNK, webgpuFileName, webgpuFinalize, webgpuSessionOptions } from './emit.js';
+import { WEBGPU_MAX_CHUNK, transformersJsDims, webgpuFileName, webgpuFinalize, webgpuSessionOptions } from './emit.js';
 import { webgpuPipeline } from './pipeline.js';
 import { WEBGPU_PROFILES } from './profiles.js';
 import { COSINE_THRESHOLDS } from '../../runtime/metrics.js';
@@ -14,7 +14,7 @@ function plan(role: Role, o: TargetOptions): RolePlan {
   // Vision towers lose accuracy under 4-bit and are compute-bound: fp16 weights (fp32 without f16).
   const dflt: 0 | 4 | 8 = role === 'vision-encoder' || role === 'projector' || role === 'classifier' ? 0 : 4;
   const weightBits = bits(o.quant, dflt);
-  return { weightBits, format: weightBits ? 'matmulnbits' : 'none', activations: o.quant === 'fp16' ? 'fp16' : activations, quantizeEmbeddings: weightBits > 0 };
+  return { weightBits, format: weightBits ? 'matmulnbits' : 'none', activations: o.quant === 'fp16' ? 'fp16' : activations, embeddings: weightBits ? 'block-quantized' : 'float' };
 }
 
 export const webgpu: Target = {
@@ -28,6 +28,8 @@ export const webgpu: Target = {
   plan,
   pipeline: webgpuPipeline,
   finalize: webgpuFinalize,
+  // After the variant's dims are bound: --fix names the source's dims.
+  finalizeVariant: (m) => { transformersJsDims(m); },
   // Dynamic shapes unless --fix or --image-sizes asks for static ones.
   variants: requestedVariants,
   fileName: webgpuFileName,

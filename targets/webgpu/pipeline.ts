@@ -2,7 +2,7 @@
 // CPU/CUDA, so the fused graph must be produced offline), MatMulNBits 4/8-bit block 32,
 // GatherBlockQuantized embeddings, then fp16 activations (q4f16) unless --no-fp16.
 import { PREPARE, fusions } from '../pipeline-common.js';
-import type { StepSpec, SubModel } from '../target.js';
+import { weightsPassEmbeddings, type StepSpec, type SubModel } from '../target.js';
 
 export const WEBGPU_FUSIONS = ['fuse-layernorm', 'fuse-rmsnorm', 'fuse-gelu', 'fuse-skip-layernorm', 'fuse-rotary', 'fuse-attention'];
 
@@ -12,7 +12,7 @@ export function webgpuPipeline(sm: SubModel): StepSpec[] {
   if (p.weightBits) {
     steps.push({ pass: 'quantize-weights', options: {
       bits: p.weightBits, block: sm.opts.blockSize, method: sm.opts.method, format: 'matmulnbits', role: sm.role,
-      embeddings: p.quantizeEmbeddings, scales: p.activations === 'fp16' ? 'fp16' : 'fp32',
+      embeddings: weightsPassEmbeddings(p), scales: p.activations === 'fp16' ? 'fp16' : 'fp32',
       ...(sm.opts.threads ? { threads: sm.opts.threads } : {}),
     } });
   }

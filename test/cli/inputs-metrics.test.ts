@@ -176,6 +176,25 @@ describe('task metrics', () => {
     // Only position 0 is decisive (0.1 logit gap is not), and its argmax is kept.
     expect(m.find((x) => x.name === 'nextToken')).toMatchObject({ value: 1, count: 1 });
   });
+
+  it('decoder metrics skip left padding (attention_mask 0): no runtime reads those logits', () => {
+    const V = 4;
+    // Row 1 position 0 is padding, and its candidate is far off; every real position agrees exactly.
+    const ref = Tensor.fromFloat32('logits', [2, 2, V], Float32Array.from([4, 0, 0, 0, 0, 4, 0, 0, 4, 0, 0, 0, 0, 0, 4, 0]));
+    const cand = Tensor.fromFloat32('logits', [2, 2, V], Float32Array.from([4, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 9, 0, 0, 4, 0]));
+    const mask = Tensor.fromInt64('attention_mask', [2, 2], [1, 1, 0, 1]);
+    const ids = Tensor.fromInt64('input_ids', [2, 2], [0, 1, 3, 2]);
+    const acc = new TaskAccumulator('decoder');
+    acc.add(ref, cand, ids, mask);
+    const m = acc.metrics();
+    expect(m.find((x) => x.name === 'kl')).toMatchObject({ value: 0, count: 3 });
+    expect(m.find((x) => x.name === 'nextToken')).toMatchObject({ value: 1, count: 3 });
+    // Teacher forcing scores row 0 (0 -> 1) only: a pad is never a context nor a target.
+    expect(m.find((x) => x.name === 'perplexity')).toMatchObject({ count: 1 });
+    const all = new TaskAccumulator('decoder');
+    all.add(ref, cand);
+    expect(all.metrics().find((x) => x.name === 'kl')!.value).toBeGreaterThan(1);
+  });
 });
 
 describe('roles', () => {

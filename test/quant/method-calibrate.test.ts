@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { DataType, GraphBuilder, Tensor, encodeTensor, loadModel, saveModel } from '../../ir/index.js';
 import { decoder, visionEncoder } from '../../fixtures/tiny-mllm.js';
 import { runModel, tensorToFloat64 } from '../../runtime/ort.js';
-import { collectCalibration, loadCalibrationSets, syntheticCalibrationSets } from '../../runtime/calibrate.js';
+import { collectCalibration, loadCalibrationSets, syntheticCalibrationSets, weightCalibration } from '../../runtime/calibrate.js';
 import { matmulActivations, normScaleEstimates } from '../../passes/quant/norm-scales.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-qcal-'));
@@ -79,6 +79,22 @@ describe('collectCalibration', () => {
 
 describe('normScaleEstimates (data-free activation scale)', () => {
   const gamma = (m: ReturnType<typeof decoder>, name: string) => m.graph.value(name).initializer!.toFloat32();
+
+  it('weightCalibration: only a data-aware method loads sets; it hands out what collectCalibration measures', async () => {
+    const model = decoder();
+    let loads = 0;
+    const load = () => { loads++; return syntheticCalibrationSets(model, 2, spec(7)); };
+    expect(await weightCalibration(model, 'rtn', load)).toBeUndefined();
+    expect(loads).toBe(0);
+    const wc = (await weightCalibration(model, 'gptq', load, { maxRows: 32 }))!;
+    expect(loads).toBe(1);
+    const direct = await collectCalibration(model, syntheticCalibrationSets(model, 2, spec(7)), { maxRows: 32 });
+    expect(wc.sets).toBe(2);
+    expect(wc.weights).toBe(direct.size);
+    const w = 'model.layers.1.mlp.down_proj.weight';
+    expect(wc.calibration(w)!.rows).toBe(direct.get(w)!.rows);
+    expect(Array.from(wc.calibration(w)!.x)).toEqual(Array.from(direct.get(w)!.x));
+  });
 
   it('reads |gamma| of the RMSNorm feeding each MatMul, in both exported forms; nothing for other inputs', () => {
     for (const rmsNorm of ['div', 'reciprocal'] as const) {

@@ -4,7 +4,12 @@ import path from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { saveModel, loadModel } from '../../ir/index.js';
 import { compareTensors, randomInputs, runModel } from '../../runtime/ort.js';
+import { Command } from 'commander';
 import { main } from '../../cli/main.js';
+import { QUANTIZE_FLAGS, registerQuantize } from '../../cli/commands/quantize.js';
+import { passOptionsFromFlags } from '../../cli/pass-flags.js';
+import { quantizeWeights } from '../../passes/quantize.js';
+import { resolveOptions } from '../../passes/pass.js';
 import { decoder } from '../../fixtures/tiny-mllm.js';
 import { TMP, cleanup } from './helpers.js';
 
@@ -67,5 +72,30 @@ describe('edgec quantize', () => {
     const j = JSON.parse(r.out);
     expect(j.calibration).toMatch(/^2 seeded random input set\(s\).*, 15 weights$/);
     expect(j.layers.length).toBe(15);
+  });
+
+  it('flags are generated from the pass schema: one per option, no defaults of their own', () => {
+    const program = new Command();
+    registerQuantize(program, () => {});
+    const cmd = program.commands.find((c) => c.name() === 'quantize')!;
+    const flags = cmd.options.map((o) => o.long);
+    const kebab = (k: string) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+    for (const k of Object.keys(quantizeWeights.options)) expect(flags).toContain(k === 'block' ? '--block-size' : `--${kebab(k)}`);
+    expect(flags).toEqual(expect.arrayContaining(['--asym', '--no-embeddings', '--no-tie']));
+    // No flag given: the pass resolves exactly its own defaults (threads included: 1).
+    cmd.parseOptions(['-o', 'x.onnx']);
+    const none = passOptionsFromFlags(quantizeWeights, cmd.opts(), QUANTIZE_FLAGS);
+    expect(none).toEqual({});
+    expect(resolveOptions(quantizeWeights, none).threads).toBe(1);
+  });
+
+  it('flags map onto pass options; --sym and --asym exclude each other', () => {
+    const program = new Command();
+    registerQuantize(program, () => {});
+    const cmd = program.commands.find((c) => c.name() === 'quantize')!;
+    cmd.parseOptions(['-o', 'x.onnx', '--block-size', '64', '--asym', '--no-embeddings', '--embed-bits', '8', '--exclude', 'a', 'b', '--threads', '3']);
+    const flags = QUANTIZE_FLAGS;
+    expect(passOptionsFromFlags(quantizeWeights, cmd.opts(), flags)).toEqual({ block: '64', sym: false, embeddings: false, embedBits: '8', exclude: ['a', 'b'], threads: '3' });
+    expect(() => passOptionsFromFlags(quantizeWeights, { sym: true, asym: true }, flags)).toThrow(/--sym and --asym exclude each other/);
   });
 });

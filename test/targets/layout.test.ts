@@ -38,6 +38,9 @@ describe('artifact layouts', () => {
     // The layout runs as is.
     const run = await runArtifact(r.outDir, { ids: [1, 5, 9], maxNewTokens: 3 });
     expect(run.tokens.length).toBe(3);
+    // Its stand-in tokenizer.json (no decoder) gives no text, and says why.
+    expect(run.text).toBeUndefined();
+    expect(run.noText).toMatch(/tokenizer\.json: is not a tokenizer this version reads/);
   });
 
   it('--runtime-version 1.20: no GatherBlockQuantized bits attribute, no attention-bias GQA; manifest says 1.20', async () => {

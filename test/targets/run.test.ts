@@ -10,6 +10,7 @@ import { SessionPool, encodeImage, generate } from '../../runtime/generate.js';
 import { decodeImage, encodePng } from '../../runtime/image.js';
 import { runArtifact } from '../../targets/run.js';
 import { cli } from '../cli/helpers.js';
+import { writeTinyMllmConfigs } from '../../fixtures/tiny-mllm.js';
 import { tempDir, tinyMllm } from './helpers.js';
 
 function gradientPng(file: string, w = 70, h = 60): void {
@@ -23,6 +24,7 @@ describe('edgec run', () => {
   beforeAll(() => {
     tmp = tempDir('run');
     src = tinyMllm(tmp);
+    writeTinyMllmConfigs(src);
     image = path.join(tmp, 'grad.png');
     gradientPng(image);
   });
@@ -93,5 +95,18 @@ describe('edgec run', () => {
     const json = await cli('run', path.join(tmp, 'mobile'), '--tokens', '5,6,7', '--max-new-tokens', '3', '--json');
     expect(json.code).toBe(0);
     expect((JSON.parse(json.stdout) as { tokens: number[] }).tokens.length).toBe(3);
+    // --prompt: through the tokenizer carried into the artifact (BOS first), generated ids as text.
+    const prompt = await cli('run', path.join(tmp, 'mobile'), '--prompt', 'The cat', '--max-new-tokens', '3', '--json');
+    expect(prompt.code).toBe(0);
+    const pr = JSON.parse(prompt.stdout) as { promptIds: number[]; tokens: number[]; text: string };
+    expect(pr.promptIds[0]).toBe(508);
+    expect(pr.tokens.length).toBe(3);
+    expect(pr.text.length).toBeGreaterThan(0);
+    const both = await cli('run', path.join(tmp, 'mobile'), '--prompt', 'x', '--tokens', '1');
+    expect(both.code).toBe(2);
+    fs.rmSync(path.join(tmp, 'mobile', 'tokenizer.json'));
+    const noTok = await cli('run', path.join(tmp, 'mobile'), '--prompt', 'The cat');
+    expect(noTok.code).toBe(2);
+    expect(noTok.stderr).toMatch(/--prompt needs tokenizer\.json/);
   });
 });

@@ -126,7 +126,7 @@ export function rtnKernel(w: Float32Array, K: number, N: number, out: QuantizedW
       }
       cvt[0] = pos; cvt[1] = neg;
       const hi = cvf[0]!, negMag = cvf[1]!;
-      let scale: number, zp: number, rs: number;
+      let scale: number, zp: number;
       if (sym) {
         const m = hi > negMag ? hi : -negMag;
         scale = fround(-m / (1 << (bits - 1))) + 0;
@@ -136,7 +136,7 @@ export function rtnKernel(w: Float32Array, K: number, N: number, out: QuantizedW
         const zpf = scale !== 0 ? fround(negMag / scale) : 0;
         zp = zpf > qmax ? qmax : roundf(zpf);
       }
-      rs = scale !== 0 ? fround(1 / scale) : 0;
+      const rs = scale !== 0 ? fround(1 / scale) : 0;
       const bi = n * kBlocks + b;
       scales[bi] = scale;
       if (zeroPoints) zeroPoints[bi] = zp;
