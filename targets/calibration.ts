@@ -2,11 +2,11 @@
 // test_data_set_N folders or PNG/JPEG images; a sub-folder named after the sub-model when the
 // folder serves a whole MLLM), else the verification data (--inputs/--images/--tokens), else
 // realistic synthetic sets, which compile reports loudly ("accuracy on real data unknown").
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { DataType, InputError, Model, Tensor } from '../ir/index.js';
 import { imageFiles, loadInputs, shapesOf, type InputsSpec, type InputsUsed } from '../runtime/inputs.js';
+import { inContentOrder } from '../runtime/calibrate.js';
 import type { SubModel } from './target.js';
 
 export const SYNTHETIC_CALIBRATION = 'calibrated on synthetic inputs: accuracy on real data unknown';
@@ -61,23 +61,9 @@ export function calibrationSets(model: Model, sm: SubModel, count: number, deriv
     spec = { ...base, ...userInputs(sm) };
   }
   const { sets, used } = loadInputs(model, spec, { synthCount: count });
-  // Content order, not file order: renumbered sets or renamed images give the same artifact (the
-  // percentile/entropy histograms re-bin as their range grows, GPTQ sums rows in order).
-  const keyed = sets.map((s) => ({ s, key: setKey(s) })).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  const sorted = keyed.map((k) => k.s);
+  const sorted = inContentOrder(sets);
   sm.calibrationUsed = { ...used, shapes: shapesOf(sorted) };
   return sorted;
-}
-
-/** sha256 over a set's tensors (by input name): names, dtypes, dims and bytes. */
-function setKey(set: Record<string, Tensor>): string {
-  const h = crypto.createHash('sha256');
-  for (const name of Object.keys(set).sort()) {
-    const t = set[name]!;
-    h.update(`${name}\0${t.dtype}\0${t.dims.join(',')}\0`);
-    if (t.dtype !== DataType.STRING) h.update(t.bytes());
-  }
-  return h.digest('hex');
 }
 
 export type { InputsUsed };

@@ -6,7 +6,8 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, cli } from '../cli/helpers.js';
 import { listFiles, tempDir, tinyMllm } from '../targets/helpers.js';
@@ -26,11 +27,16 @@ function digests(dir: string): Record<string, string> {
   return Object.fromEntries(listFiles(dir).map((f) => [f, crypto.createHash('sha256').update(fs.readFileSync(path.join(dir, f))).digest('hex')]));
 }
 
-/** The real binary from `cwd`, so that relative paths resolve there. */
-function run(cwd: string, ...args: string[]): void {
+/** The real binary from `cwd`, so that relative paths resolve there (async: a blocked worker loses
+ * its link to vitest). */
+async function run(cwd: string, ...args: string[]): Promise<void> {
   fs.mkdirSync(cwd, { recursive: true });
-  const r = spawnSync(process.execPath, [MAIN, ...args], { cwd, encoding: 'utf8', timeout: 240_000 });
-  expect(r.status, `${args.join(' ')} in ${cwd}: ${r.stderr}`).toBe(0);
+  try {
+    await promisify(execFile)(process.execPath, [MAIN, ...args], { cwd, encoding: 'utf8', timeout: 240_000, maxBuffer: 64 * 2 ** 20 });
+  } catch (e) {
+    const err = e as { code?: number; stderr?: string };
+    expect.fail(`${args.join(' ')} in ${cwd}: exit ${err.code}: ${err.stderr}`);
+  }
 }
 
 /** Every artifact equal to the first, file by file; none names the temp root (an absolute path). */
@@ -57,21 +63,21 @@ describe('byte-identical artifacts', () => {
     expectIdentical(outs);
   }, 120_000);
 
-  it('compile webgpu (verified): two runs from two working directories with relative paths, --threads 1, 2, 4', () => {
+  it('compile webgpu (verified): two runs from two working directories with relative paths, --threads 1, 2, 4', async () => {
     const base = path.join(root, 'cwd');
     fs.cpSync(src, path.join(base, 'models', 'tiny'), { recursive: true });
     // Same layout, reached from different places: models/tiny and the artifacts are siblings' children.
     const common = ['--target', 'webgpu', '--image-sizes', '56x56'];
-    run(path.join(base, 'a'), 'compile', '../models/tiny', '-o', 'out1', '--threads', '1', ...common);
-    run(path.join(base, 'b', 'deep'), 'compile', '../../models/tiny/', '-o', '../../a/out2', '--threads', '1', ...common);
-    run(base, 'compile', 'models/tiny', '-o', 'a/out3', '--threads', '2', ...common);
-    run(path.join(base, 'models'), 'compile', './tiny', '-o', '../a/out4', '--threads', '4', ...common);
+    await run(path.join(base, 'a'), 'compile', '../models/tiny', '-o', 'out1', '--threads', '1', ...common);
+    await run(path.join(base, 'b', 'deep'), 'compile', '../../models/tiny/', '-o', '../../a/out2', '--threads', '1', ...common);
+    await run(base, 'compile', 'models/tiny', '-o', 'a/out3', '--threads', '2', ...common);
+    await run(path.join(base, 'models'), 'compile', './tiny', '-o', '../a/out4', '--threads', '4', ...common);
     const dirs = ['out1', 'out2', 'out3', 'out4'].map((d) => path.join(base, 'a', d));
     expect(listFiles(dirs[0]!)).toEqual(expect.arrayContaining(['manifest.json', 'report.html', 'onnx/decoder_model_merged_q4f16.onnx']));
     expectIdentical(dirs);
   }, 240_000);
 
-  it('calibration set order: renumbered sets give the same npu (percentile) and gptq artifacts, named relative to the artifact', () => {
+  it('calibration set order: renumbered sets give the same npu (percentile), gptq compile and gptq quantize bytes, named relative to the artifact', async () => {
     // The exporter's three projector sets (1x196, 2x256, 1x64 tokens), numbered 0,1,2 in one folder
     // and 2,0,1 in the other; each folder created in its own order.
     const layout = { x: { perm: [0, 1, 2], created: [0, 1, 2] }, y: { perm: [1, 2, 0], created: [2, 0, 1] } };
@@ -81,11 +87,12 @@ describe('byte-identical artifacts', () => {
     const model = path.join(PROJECTOR, 'model.onnx');
     for (const d of ['x', 'y']) {
       const cwd = path.join(root, d);
-      run(cwd, 'compile', model, '--target', 'npu', '--fix', 'num_tokens=196', '--calibration', 'cal', '--calibration-method', 'percentile', '-o', 'npu', '--no-verify');
+      await run(cwd, 'compile', model, '--target', 'npu', '--fix', 'num_tokens=196', '--calibration', 'cal', '--calibration-method', 'percentile', '-o', 'npu', '--no-verify');
       // GPTQ keeps at most 512 calibration rows, spread over the sets in their order.
-      run(cwd, 'compile', model, '--target', 'mobile', '--method', 'gptq', '--calibration', 'cal', '-o', 'gptq', '--no-verify');
+      await run(cwd, 'compile', model, '--target', 'mobile', '--method', 'gptq', '--calibration', 'cal', '-o', 'gptq', '--no-verify');
+      await run(cwd, 'quantize', model, '--method', 'gptq', '--calibration', 'cal', '-o', 'q/model.onnx', '--threads', d === 'x' ? '1' : '2');
     }
-    for (const a of ['npu', 'gptq']) expectIdentical([path.join(root, 'x', a), path.join(root, 'y', a)]);
+    for (const a of ['npu', 'gptq', 'q']) expectIdentical([path.join(root, 'x', a), path.join(root, 'y', a)]);
     const m = JSON.parse(fs.readFileSync(path.join(root, 'x', 'npu', 'manifest.json'), 'utf8')) as { models: { calibration?: { from: string[]; count: number } }[] };
     expect(m.models[0]!.calibration).toMatchObject({ from: ['../cal (3 test_data_set folders)'], count: 3 });
   }, 240_000);
