@@ -4,7 +4,7 @@ export { summarize, guessRole } from './ir/summary.js';
 export type { Pass, PassStats, PassContext, OptionSchema } from './passes/pass.js';
 import './passes/builtin.js';
 export { getPass, allPasses, registerPass } from './passes/registry.js';
-export { parsePipeline, runPipeline, type StepReport, type PipelineSpec } from './passes/manager.js';
+export { formatPipeline, parsePipeline, runPipeline, type StepReport, type PipelineSpec } from './passes/manager.js';
 export { validateModel } from './passes/validate.js';
 export { DEFAULT_PIPELINE, PIPELINES } from './passes/pipelines.js';
 export { getMethod, allMethods } from './passes/quant/methods/index.js';

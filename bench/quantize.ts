@@ -28,6 +28,8 @@ export interface QuantizeBenchOptions {
   kernelBytes?: number;
   /** Quantize pass method (default rtn). */
   method?: string;
+  /** Run the kernel figures too (default true; a second model needs them once). */
+  kernel?: boolean;
 }
 
 export interface KernelFigures {
@@ -61,6 +63,9 @@ export interface EndToEndRun {
 
 export interface EndToEndFigures {
   modelBytes: number;
+  layout: 'external' | 'embedded';
+  /** fs.copyFileSync of the model's files (ms, best of 2), in the same run. */
+  copyMs: number;
   /** Sequential fs.readSync of the external data file in 16 MiB chunks (GB/s), in the same run. */
   readGBs: number;
   runs: EndToEndRun[];
@@ -69,7 +74,7 @@ export interface EndToEndFigures {
 }
 
 export interface QuantizeBenchResult {
-  kernel: KernelFigures;
+  kernel?: KernelFigures;
   endToEnd?: EndToEndFigures;
 }
 
@@ -146,10 +151,11 @@ function childQuantize(modelFile: string, outDir: string, method: string, thread
   return JSON.parse(r.stdout.trim().split('\n').pop()!);
 }
 
-/** Data files next to the model (external data), for the plain read. */
+/** Where the weights lie, for the plain read: the data files, or the model itself when embedded. */
 function dataFiles(modelFile: string): string[] {
   const dir = path.dirname(modelFile), base = path.basename(modelFile);
-  return fs.readdirSync(dir).filter((f) => f !== base && (f.startsWith(`${base}.data`) || f.endsWith('.data'))).map((f) => path.join(dir, f));
+  const data = fs.readdirSync(dir).filter((f) => f !== base && (f.startsWith(`${base}.data`) || f.endsWith('.data'))).map((f) => path.join(dir, f));
+  return data.length ? data : [modelFile];
 }
 
 /** Sequential fs.readSync in 16 MiB chunks: bytes read and ms. */
@@ -168,8 +174,18 @@ function plainRead(files: string[]): { bytes: number; ms: number } {
   return { bytes, ms: performance.now() - t0 };
 }
 
+/** Copy files into a fresh folder: ms (the folder is removed after). */
+function copyFiles(files: string[], dir: string): number {
+  fs.mkdirSync(dir, { recursive: true });
+  const t0 = performance.now();
+  for (const f of files) fs.copyFileSync(f, path.join(dir, path.basename(f)));
+  const ms = performance.now() - t0;
+  fs.rmSync(dir, { recursive: true, force: true });
+  return ms;
+}
+
 export async function benchQuantize(opts: QuantizeBenchOptions): Promise<QuantizeBenchResult> {
-  const kernel = await benchKernel(opts.kernelBytes);
+  const kernel = opts.kernel === false ? undefined : await benchKernel(opts.kernelBytes);
   if (!opts.modelFile) return { kernel };
   const size = modelBytes(opts.modelFile);
   const out = path.join(opts.work, 'quantized');
@@ -179,8 +195,10 @@ export async function benchQuantize(opts: QuantizeBenchOptions): Promise<Quantiz
     plainRead(files);
     const reads = [plainRead(files), plainRead(files)];
     const read = reads.reduce((a, b) => (b.ms < a.ms ? b : a));
+    const layout = files[0] === opts.modelFile ? 'embedded' : 'external';
+    const copyMs = Math.min(...[0, 1].map(() => copyFiles([opts.modelFile!, ...(layout === 'external' ? files : [])], path.join(opts.work, 'copy'))));
     const runs = ([[1, 'matmulnbits'], [2, 'matmulnbits'], [1, 'qdq']] as const).map(([threads, format]) => childQuantize(opts.modelFile!, out, opts.method ?? 'rtn', threads, format));
-    return { kernel, endToEnd: { modelBytes: size, readGBs: read.bytes / 1e9 / (read.ms / 1e3), runs, rssBudgetBytes: 0.25 * size + 256e6 } };
+    return { kernel, endToEnd: { modelBytes: size, layout, copyMs, readGBs: read.bytes / 1e9 / (read.ms / 1e3), runs, rssBudgetBytes: 0.25 * size + 256e6 } };
   } finally {
     fs.rmSync(out, { recursive: true, force: true });
   }
@@ -189,7 +207,7 @@ export async function benchQuantize(opts: QuantizeBenchOptions): Promise<Quantiz
 /** Printable lines for bench/run.ts. */
 export function formatQuantizeBench(r: QuantizeBenchResult): string[] {
   const k = r.kernel, f = (x: number, d = 2) => x.toFixed(d);
-  const lines = [
+  const lines = !k ? [] : [
     `RTN int4 block 32 kernel, ${f(k.bytes / 2 ** 20, 0)} MiB fp32, median of 3 (GB/s of fp32 input)`,
     `  Float32Array.set copy      ${f(k.copyGBs)} GB/s`,
     `  sequential read-sum        ${f(k.readGBs)} GB/s`,
@@ -202,11 +220,11 @@ export function formatQuantizeBench(r: QuantizeBenchResult): string[] {
   if (e) {
     const mib = (b: number) => f(b / 2 ** 20, 0);
     lines.push(
-      `quantize-int4 (rtn, block 32) end to end, ${f(e.modelBytes / 1e9, 3)} GB model with external data (GB/s of fp32 input)`,
-      `  plain read, 16 MiB readSync ${f(e.readGBs)} GB/s`,
+      `quantize-int4 (rtn, block 32) end to end, ${f(e.modelBytes / 1e9, 3)} GB model with ${e.layout === 'embedded' ? 'weights embedded in the .onnx' : 'external data'} (GB/s of fp32 input)`,
+      `  plain read, 16 MiB readSync ${f(e.readGBs)} GB/s;  file copy ${f(e.copyMs, 0)} ms`,
       ...e.runs.flatMap((x) => [
         `  ${x.format === 'qdq' ? 'qdq, ' : ''}${x.threads} thread${x.threads > 1 ? 's' : ' '}: quantize pass  ${f(x.passGBs)} GB/s   = ${f(x.passGBs / e.readGBs, 3)}x read, ${f(x.passGBs / x.threads)} GB/s per thread (aim >= 1); ${x.quantized} weights, ${f(x.fp32Bytes / 1e9, 3)} GB fp32 in ${f(x.passMs, 0)} ms`,
-        `             load+pass+save ${f(x.totalGBs)} GB/s   (load ${f(x.loadMs, 0)} ms, save ${f(x.saveMs, 0)} ms)`,
+        `             load+pass+save ${f(x.totalGBs)} GB/s   (load ${f(x.loadMs, 0)} ms, save ${f(x.saveMs, 0)} ms) = ${f((x.loadMs + x.passMs + x.saveMs) / e.copyMs)}x the file copy (aim <= 3x)`,
         `             peak RSS       ${mib(x.peakRssBytes)} MiB = ${f(x.peakRssBytes / e.modelBytes, 3)}x model (aim <= 0.25x + 256 MB = ${mib(e.rssBudgetBytes)} MiB: ${x.peakRssBytes <= e.rssBudgetBytes ? 'met' : 'MISSED'})`,
       ]),
     );
@@ -218,7 +236,7 @@ export function formatQuantizeBench(r: QuantizeBenchResult): string[] {
  * This process's own peak RSS. Linux keeps ru_maxrss across exec, so a child spawned by a large
  * parent would report the parent's peak; VmHWM belongs to the new address space.
  */
-function peakRss(): number {
+export function peakRss(): number {
   try {
     const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
     if (m) return Number(m[1]) * 1024;
@@ -236,7 +254,9 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const t1 = performance.now();
   const stats = await quantizeInt4.run(m, resolveOptions(quantizeInt4, { method, block: 32, sym: true, threads, format }), {});
   const t2 = performance.now();
-  saveModel(m, path.join(outDir, 'model.onnx'), { externalData: true });
+  // Embedded in, embedded out (a 4-bit model is an eighth of its source).
+  const embedded = !fs.readdirSync(path.dirname(modelFile)).some((f) => f.endsWith('.data'));
+  saveModel(m, path.join(outDir, 'model.onnx'), { externalData: !embedded });
   const t3 = performance.now();
   const quantized = (stats.counts.matmul ?? 0) + (stats.counts.gemm ?? 0) + (stats.counts.gather ?? 0);
   const fp32Bytes = (stats as QuantizeStats).layers.reduce((s, l) => s + l.bytesBefore, 0);

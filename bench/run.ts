@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { writeBigDecoder } from '../fixtures/big-decoder.js';
+import { loadModel, saveModel } from '../ir/index.js';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { benchLoadSave } from './load-save.js';
@@ -30,6 +31,22 @@ async function main() {
     console.log('');
     const q = await benchQuantize({ modelFile: big.modelFile, work });
     for (const line of formatQuantizeBench(q)) console.log(line);
+
+    // Most exports under 2 GB keep their weights inside the .onnx: the same decoder, embedded.
+    const embBytes = Number(process.env.EDGEC_BENCH_EMBEDDED_BYTES ?? 0.4e9);
+    console.log(`\ngenerating a decoder of >= ${fmt(embBytes / GB)} GB with its weights embedded in the .onnx ...`);
+    const small = writeBigDecoder(path.join(work, 'embedded-src'), { targetBytes: embBytes });
+    const embedded = path.join(work, 'embedded', 'model.onnx');
+    saveModel(loadModel(small.modelFile), embedded, { externalData: false });
+    fs.rmSync(path.dirname(small.modelFile), { recursive: true, force: true });
+    const le = benchLoadSave(embedded, work);
+    console.log('load + save (weights embedded, saved inline), median of 3');
+    console.log(`  model size                 ${fmt(le.modelBytes / GB, 3)} GB`);
+    console.log(`  fs.copyFile baseline       ${fmt(le.copyMs, 0)} ms`);
+    console.log(`  edgec load+save            ${fmt(le.loadSaveMs, 0)} ms   ratio to copy ${fmt(le.ratioToCopy)}x (aim <= 2x)`);
+    console.log(`  peak RSS                   ${fmt(le.peakRssBytes / 2 ** 20, 0)} MiB = ${fmt(le.rssFraction, 3)}x model size (aim <= 0.25x + 256 MB)`);
+    const qe = await benchQuantize({ modelFile: embedded, work, kernel: false });
+    for (const line of formatQuantizeBench(qe)) console.log(line);
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }

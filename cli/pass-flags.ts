@@ -50,10 +50,12 @@ export function addPassFlags(cmd: Command, pass: Pass, overrides: FlagOverrides 
   for (const f of flagsOf(pass, overrides)) {
     const help = helpOf(f, overrides);
     switch (f.spec.type) {
-      case 'bool':
+      case 'bool': {
         cmd.option(`--${f.flag}`, `${help}${f.spec.default === true ? ' (default)' : ''}`);
-        cmd.option(`--${f.negation}`, `${overrides[f.key]?.negationHelp ?? `the opposite of --${f.flag}`}${f.spec.default === false ? ' (default)' : ''}`);
+        const negHelp = overrides[f.key]?.negationHelp ?? `the opposite of --${f.flag}`;
+        cmd.option(`--${f.negation}`, `${negHelp}${f.spec.default === false ? ' (default)' : ''}`);
         break;
+      }
       case 'list':
         cmd.option(`--${f.flag} <value...>`, help);
         break;

@@ -13,6 +13,8 @@ export interface ExternalRef {
   length: number;
   /** Other keys (checksum, ...) kept for a faithful re-save. */
   extra: { key: string; value: string }[];
+  /** raw_data inside the model file itself, read lazily; saved inline, not as external data. */
+  embedded?: boolean;
 }
 
 /** Resolve and check an external_data entry list against the model's folder. */

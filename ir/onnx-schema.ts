@@ -302,6 +302,7 @@ const root = protobuf.parse(ONNX_PROTO, { keepCase: true }).root;
 
 export const ModelProto = root.lookupType('onnx.ModelProto');
 export const TensorProto = root.lookupType('onnx.TensorProto');
+export const GraphProto = root.lookupType('onnx.GraphProto');
 export const schemaRoot = root;
 
 // Loose shapes of decoded messages (keepCase). Only the IR reader/writer touch these.

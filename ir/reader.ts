@@ -1,4 +1,5 @@
-// ONNX protobuf -> IR. Tensors stay views of the file bytes or lazy ranges of external files.
+// ONNX protobuf -> IR. Large raw_data stays a lazy range of the model file (scan.ts), external data a
+// lazy range of its own file; small tensors are read.
 import fs from 'node:fs';
 import path from 'node:path';
 import protobuf from 'protobufjs';
@@ -7,6 +8,7 @@ import { AttrType, Attribute, Dim, Graph, Int, Model, Node, TensorType, Value } 
 import { Tensor, TypedField } from './tensor.js';
 import { DataType, byteLength, dtypeBits, isKnownDtype, numElements } from './dtype.js';
 import { resolveExternal } from './external-data.js';
+import { scanModelFile, type FileRange } from './scan.js';
 import { InputError } from './errors.js';
 
 const MAX_PROTO = 2 ** 31 - 1;
@@ -30,6 +32,8 @@ const toNum = (v: unknown): number => Number(longToInt(v));
 interface Ctx {
   file: string;
   dir: string;
+  /** raw_data the scan left in the model file (see scan.ts). */
+  lazy?: WeakMap<object, FileRange>;
 }
 
 /** Load a model file. Throws InputError with a one-line message on anything malformed. */
@@ -44,10 +48,14 @@ export function loadModel(file: string): Model {
   if (!st.isFile()) throw new InputError('is not a regular file', file);
   if (st.size === 0) throw new InputError('is empty', file);
   if (st.size > MAX_PROTO) throw new InputError(`is ${st.size} bytes; an ONNX protobuf cannot exceed 2 GiB (weights over that must live in external data)`, file);
-  const bytes = fs.readFileSync(file);
-  return decodeModel(bytes, file);
+  const scanned = scanModelFile(file, st.size);
+  if (scanned) return modelFromProto(scanned.pb, { ...ctxOf(file), lazy: scanned.lazy });
+  return decodeModel(fs.readFileSync(file), file);
 }
 
+const ctxOf = (file: string): Ctx => ({ file, dir: path.dirname(path.resolve(file)) });
+
+/** Decode model bytes held in memory; tensors stay views of `bytes`. */
 export function decodeModel(bytes: Uint8Array, file: string): Model {
   let pb: PB;
   try {
@@ -56,7 +64,11 @@ export function decodeModel(bytes: Uint8Array, file: string): Model {
     const msg = e instanceof RangeError && /call stack/i.test(e.message) ? 'messages nested too deeply' : (e as Error).message;
     throw new InputError(`not a valid ONNX model (protobuf decode failed: ${msg})`, file);
   }
-  const ctx: Ctx = { file, dir: path.dirname(path.resolve(file)) };
+  return modelFromProto(pb, ctxOf(file));
+}
+
+function modelFromProto(pb: PB, ctx: Ctx): Model {
+  const file = ctx.file;
   if (!has(pb, 'ir_version')) throw new InputError('not a valid ONNX model (no ir_version)', file);
   const ir = toNum(pb.ir_version);
   if (ir < 1 || ir > MAX_IR_VERSION) throw new InputError(`not a valid ONNX model (ir_version ${ir} is outside 1..${MAX_IR_VERSION})`, file);
@@ -312,14 +324,17 @@ export function decodeTensor(t: PB, ctx: Ctx): Tensor {
   if (t.data_location === 1) {
     const need = dtype === DataType.STRING ? undefined : byteLength(dtype, numElements(dims));
     tensor = new Tensor(name, dtype, dims, { kind: 'external', ref: resolveExternal(t.external_data ?? [], ctx.dir, ctx.file, name, need) });
-  } else if (has(t, 'raw_data')) {
-    const raw: Uint8Array = t.raw_data;
+  } else if (has(t, 'raw_data') || ctx.lazy?.has(t)) {
+    const range = ctx.lazy?.get(t);
+    const rawLength: number = range ? range.length : t.raw_data.length;
     if (dtype === DataType.STRING) throw new InputError(`tensor '${name}' is a string tensor with raw_data; strings live in string_data`, ctx.file);
     if (dtype !== DataType.UNDEFINED) {
       const need = byteLength(dtype, numElements(dims));
-      if (raw.length !== need) throw new InputError(`tensor '${name}' has ${raw.length} bytes of raw_data, its shape needs ${need}`, ctx.file);
+      if (rawLength !== need) throw new InputError(`tensor '${name}' has ${rawLength} bytes of raw_data, its shape needs ${need}`, ctx.file);
     }
-    tensor = new Tensor(name, dtype, dims, { kind: 'raw', bytes: raw });
+    tensor = new Tensor(name, dtype, dims, range
+      ? { kind: 'external', ref: { file: path.resolve(ctx.file), location: '', offset: range.offset, length: range.length, extra: [], embedded: true } }
+      : { kind: 'raw', bytes: t.raw_data });
   } else if (dtype === DataType.STRING) {
     const values = t.string_data ?? [];
     if (values.length !== count) throw new InputError(`tensor '${name}' has ${values.length} strings, its shape [${dims}] needs ${count}`, ctx.file);
@@ -364,5 +379,5 @@ export function loadTensorFile(file: string): Tensor {
   } catch (e) {
     throw new InputError(`not a TensorProto (${(e as Error).message})`, file);
   }
-  return decodeTensor(pb, { file, dir: path.dirname(path.resolve(file)) });
+  return decodeTensor(pb, ctxOf(file));
 }

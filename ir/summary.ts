@@ -95,7 +95,7 @@ export function summarize(model: Model, topN = 10): ModelSummary {
     const d = (byDtype[k] ??= { tensors: 0, elements: 0, bytes: 0 });
     d.tensors++; d.elements += t.size; d.bytes += t.byteLength;
     elements += t.size; bytes += t.byteLength;
-    if (t.data.kind === 'external') {
+    if (t.data.kind === 'external' && !t.data.ref.embedded) {
       const ref = t.data.ref;
       const f = files.get(ref.location) ?? { location: ref.location, tensors: 0, bytes: 0 };
       f.tensors++; f.bytes += ref.length;

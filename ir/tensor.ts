@@ -61,8 +61,9 @@ export class Tensor {
     return dtypeByteLength(this.dtype, this.size);
   }
 
+  /** Stored as external data (not raw_data the loader left in the model file). */
   get isExternal(): boolean {
-    return this.data.kind === 'external';
+    return this.data.kind === 'external' && !this.data.ref.embedded;
   }
 
   /** Packed little-endian bytes. External data is read from its file range now. */

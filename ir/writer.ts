@@ -3,12 +3,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import protobuf from 'protobufjs';
-import { ModelProto, TensorProto, type PB } from './onnx-schema.js';
+import { GraphProto, ModelProto, TensorProto, type PB } from './onnx-schema.js';
 import { AttrType, Attribute, Graph, Int, Model, TensorType, Value } from './graph.js';
 import { Tensor } from './tensor.js';
 import { DataType } from './dtype.js';
 import { InputError } from './errors.js';
 import { commitReplace, crashPoint, recoverStale } from './atomic.js';
+import { LAZY_RAW_MIN } from './scan.js';
 
 export interface SaveOptions {
   /** true: tensors of at least `threshold` bytes go to external data; false: all inline;
@@ -83,17 +84,18 @@ export function saveModel(model: Model, file: string, opts: SaveOptions = {}): S
   recoverStale(dir, out);
   const pid = `${process.pid}`;
   try {
-    const enc: Enc = { writer, threshold, reuseDir: opts.reuseExternal ? realish(dir) : undefined };
+    const enc: Enc = { writer, threshold, reuseDir: opts.reuseExternal ? realish(dir) : undefined, deferred: new Map() };
     const pb = modelToProto(model, enc);
-    const bytes = ModelProto.encode(pb).finish();
-    if (bytes.length > 2 ** 31 - 1) throw new InputError('model protobuf exceeds 2 GiB even with external data', file);
+    const parts = modelParts(pb, enc.deferred!);
+    const modelBytes = parts.reduce((s, p) => s + (p instanceof Tensor ? p.byteLength : p.length), 0);
+    if (modelBytes > 2 ** 31 - 1) throw new InputError('model protobuf exceeds 2 GiB even with external data', file);
     const tmp = `${out}.tmp-${pid}`;
-    writeAll(tmp, bytes);
+    writeParts(tmp, parts);
     crashPoint('save:model-written');
     // Data files and the model are replaced as one: the model is the anchor, renamed in last.
     const dataFiles = writer ? writer.finish() : [];
     commitReplace([...(writer?.pending() ?? []), { tmp, final: out }], 'save');
-    return { modelFile: out, modelBytes: bytes.length, dataFiles, externalTensors: writer?.count ?? 0 };
+    return { modelFile: out, modelBytes, dataFiles, externalTensors: writer?.count ?? 0 };
   } catch (e) {
     writer?.abort();
     try { fs.unlinkSync(`${out}.tmp-${pid}`); } catch { /* not written */ }
@@ -101,15 +103,61 @@ export function saveModel(model: Model, file: string, opts: SaveOptions = {}): S
   }
 }
 
-/** Write all of `bytes` (writeFileSync's partial writes on a full disk surface as ENOSPC). */
-function writeAll(file: string, bytes: Uint8Array): void {
+/** Write encoded pieces and streamed tensor bytes in order (partial writes on a full disk surface as ENOSPC). */
+function writeParts(file: string, parts: (Uint8Array | Tensor)[]): void {
   const fd = fs.openSync(file, 'w');
-  try {
+  const put = (bytes: Uint8Array) => {
     let done = 0;
     while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done);
+  };
+  try {
+    for (const p of parts) {
+      if (p instanceof Tensor) p.forEachChunk(scratchBuffer().length, put, scratchBuffer());
+      else put(p);
+    }
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/** The wire bytes of ModelProto.encode(pb), with the deferred tensors' raw_data left as the tensors
+ * themselves so they stream from their source instead of being copied into one buffer. The split
+ * keeps protobufjs's field-number order, so the bytes are identical to a whole-message encode. */
+function modelParts(pb: PB, deferred: Map<PB, Tensor>): (Uint8Array | Tensor)[] {
+  if (!deferred.size) return [ModelProto.encode(pb).finish()];
+  const graph = [GraphProto.encode(split(GraphProto, pb.graph, 'initializer', -1)).finish()];
+  for (const t of pb.graph.initializer ?? []) {
+    const tensor = deferred.get(t);
+    const msg = tensor
+      ? [TensorProto.encode(split(TensorProto, t, 'raw_data', -1)).finish(), lenKey(9, tensor.byteLength), tensor,
+        TensorProto.encode(split(TensorProto, t, 'raw_data', 1)).finish()]
+      : [TensorProto.encode(t).finish()];
+    graph.push(lenKey(5, partsLength(msg)), ...msg as Uint8Array[]);
+  }
+  graph.push(GraphProto.encode(split(GraphProto, pb.graph, 'initializer', 1)).finish());
+  return [ModelProto.encode(split(ModelProto, pb, 'graph', -1)).finish(), lenKey(7, partsLength(graph)), ...graph,
+    ModelProto.encode(split(ModelProto, pb, 'graph', 1)).finish()];
+}
+
+/** The fields of `pb` numbered below (side -1) or above (side 1) field `at`. */
+function split(type: typeof ModelProto, pb: PB, at: string, side: -1 | 1): PB {
+  const pivot = type.fields[at]!.id;
+  const out: PB = {};
+  for (const [k, v] of Object.entries(pb)) {
+    const id = type.fields[k]?.id;
+    if (id !== undefined && Math.sign(id - pivot) === side) out[k] = v;
+  }
+  return out;
+}
+
+const partsLength = (parts: (Uint8Array | Tensor)[]) => parts.reduce((s, p) => s + (p instanceof Tensor ? p.byteLength : p.length), 0);
+
+/** Key and length prefix of a length-delimited field. */
+function lenKey(field: number, length: number): Uint8Array {
+  const out: number[] = [];
+  for (let v = field * 8 + 2; ; v = Math.floor(v / 128)) { out.push(v >= 128 ? (v % 128) | 128 : v); if (v < 128) break; }
+  for (let v = length; ; v = Math.floor(v / 128)) { out.push(v >= 128 ? (v % 128) | 128 : v); if (v < 128) break; }
+  return Uint8Array.from(out);
 }
 
 /** A write that the OS refused names the file it was writing. */
@@ -216,6 +264,8 @@ interface Enc {
   writer: DataWriter | null;
   threshold: number;
   reuseDir?: string;
+  /** Large inline raw_data of the main graph, streamed by modelParts instead of encoded. */
+  deferred?: Map<PB, Tensor>;
 }
 
 function modelToProto(m: Model, enc: Enc): PB {
@@ -225,7 +275,7 @@ function modelToProto(m: Model, enc: Enc): PB {
   if (m.domain) pb.domain = m.domain;
   if (m.modelVersion) pb.model_version = m.modelVersion;
   if (m.docString !== undefined) pb.doc_string = m.docString;
-  pb.graph = graphToProto(m.graph, enc);
+  pb.graph = graphToProto(m.graph, enc, true);
   if (m.metadataProps.length) pb.metadata_props = m.metadataProps;
   if (m.trainingInfo.length) pb.training_info = m.trainingInfo;
   if (m.functions.length) pb.functions = m.functions;
@@ -254,7 +304,7 @@ function valueInfo(v: Value): PB {
   return vi;
 }
 
-function graphToProto(g: Graph, enc: Enc): PB {
+function graphToProto(g: Graph, enc: Enc, main = false): PB {
   const pb: PB = { node: [], name: g.name };
   for (const n of g.nodes) {
     const pn: PB = {
@@ -274,7 +324,8 @@ function graphToProto(g: Graph, enc: Enc): PB {
     if (n.deviceConfigurations?.length) pn.device_configurations = n.deviceConfigurations;
     pb.node.push(pn);
   }
-  pb.initializer = g.initializers.map((t) => tensorToProto(t, enc));
+  const sub: Enc = { ...enc, deferred: undefined };
+  pb.initializer = g.initializers.map((t) => tensorToProto(t, main ? enc : sub));
   if (g.sparseInitializers.length) pb.sparse_initializer = g.sparseInitializers;
   if (g.docString !== undefined) pb.doc_string = g.docString;
   pb.input = g.inputs.map(valueInfo);
@@ -298,12 +349,12 @@ function attrToProto(a: Attribute, enc: Enc): PB {
     case AttrType.INT: pb.i = i64(a.value); break;
     case AttrType.STRING: pb.s = a.value; break;
     case AttrType.TENSOR: pb.t = tensorToProto(a.value, inline); break;
-    case AttrType.GRAPH: pb.g = graphToProto(a.value, enc); break;
+    case AttrType.GRAPH: pb.g = graphToProto(a.value, { ...enc, deferred: undefined }); break;
     case AttrType.FLOATS: pb.floats = a.value; break;
     case AttrType.INTS: pb.ints = a.value.map(i64); break;
     case AttrType.STRINGS: pb.strings = a.value; break;
     case AttrType.TENSORS: pb.tensors = a.value.map((t) => tensorToProto(t, inline)); break;
-    case AttrType.GRAPHS: pb.graphs = a.value.map((g) => graphToProto(g, enc)); break;
+    case AttrType.GRAPHS: pb.graphs = a.value.map((g) => graphToProto(g, { ...enc, deferred: undefined })); break;
     case AttrType.SPARSE_TENSOR: pb.sparse_tensor = a.value; break;
     case AttrType.SPARSE_TENSORS: pb.sparse_tensors = a.value; break;
     case AttrType.TYPE_PROTO: pb.tp = a.value; break;
@@ -318,7 +369,7 @@ export function tensorToProto(t: Tensor, enc: Enc): PB {
   if (t.name) pb.name = t.name;
   if (t.extras.docString !== undefined) pb.doc_string = t.extras.docString;
   const d = t.data;
-  if (enc.reuseDir && d.kind === 'external' && d.ref.file.startsWith(enc.reuseDir + path.sep)) {
+  if (enc.reuseDir && d.kind === 'external' && !d.ref.embedded && d.ref.file.startsWith(enc.reuseDir + path.sep)) {
     pb.external_data = [
       { key: 'location', value: path.relative(enc.reuseDir, d.ref.file).split(path.sep).join('/') },
       { key: 'offset', value: String(d.ref.offset) },
@@ -338,6 +389,8 @@ export function tensorToProto(t: Tensor, enc: Enc): PB {
     pb[d.field] = d.values;
   } else if (d.kind === 'strings') {
     pb.string_data = d.values;
+  } else if (enc.deferred && t.byteLength >= LAZY_RAW_MIN) {
+    enc.deferred.set(pb, t);
   } else {
     pb.raw_data = t.bytes();
   }

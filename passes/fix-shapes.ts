@@ -82,6 +82,47 @@ function graphInputs(g: Graph): Value[] {
   return g.inputs.filter((v) => !v.initializer);
 }
 
+/** The dims to bind by name, and whole input shapes, checked against the graph's inputs (a named input
+ * shape also binds the symbolic dims it replaces). */
+function bindings(dims: string[], inputs: string[], ins: Value[]): { dimVals: Map<string, number>; shapes: Map<string, number[]> } {
+  const dimVals = new Map<string, number>();
+  for (const [k, v] of parseBindings(dims, 'dims')) dimVals.set(k, positive(v, `dim '${k}'`));
+  const shapes = new Map<string, number[]>();
+  for (const [k, v] of parseBindings(inputs, 'inputs')) shapes.set(k, v.split(/[xX*]/).map((d) => positive(d.trim(), `dim of input '${k}'`)));
+
+  const known = new Set<string>();
+  for (const v of ins) for (const d of v.type?.shape ?? []) if (typeof d === 'string') known.add(d);
+  for (const name of dimVals.keys()) if (!known.has(name)) throw new PassError('fix-shapes', `no input has a dim named '${name}' (symbolic dims: ${[...known].join(', ') || 'none'})`);
+  for (const [name, shape] of shapes) {
+    const v = ins.find((x) => x.name === name);
+    if (!v) throw new PassError('fix-shapes', `no graph input '${name}' (inputs: ${ins.map((x) => x.name).join(', ')})`);
+    const cur = v.type?.shape;
+    if (cur && cur.length !== shape.length) throw new PassError('fix-shapes', `input '${name}' has rank ${cur.length}, got shape ${shape.join('x')}`);
+    cur?.forEach((d, i) => {
+      if (typeof d === 'number' && d >= 0 && d !== shape[i]) throw new PassError('fix-shapes', `input '${name}' dim ${i} is ${d}, cannot set ${shape[i]}`);
+      if (typeof d === 'string') {
+        const prev = dimVals.get(d);
+        if (prev !== undefined && prev !== shape[i]) throw new PassError('fix-shapes', `dim '${d}' = ${prev} conflicts with ${name}[${i}] = ${shape[i]}`);
+        dimVals.set(d, shape[i]!);
+      }
+    });
+  }
+  return { dimVals, shapes };
+}
+
+/** Bind: input shapes, then the same names wherever declared types carry them. */
+function bindTypes(g: Graph, ins: Value[], shapes: Map<string, number[]>, dimVals: Map<string, number>): void {
+  for (const v of ins) {
+    if (!v.type) continue;
+    const whole = shapes.get(v.name);
+    v.type = { ...v.type, shape: whole ? [...whole] : substitute(v.type.shape, dimVals) };
+  }
+  for (const sg of g.allGraphs()) {
+    for (const v of sg.values.values()) if (!sg.inputs.includes(v) && v.type?.shape) v.type = { ...v.type, shape: substitute(v.type.shape, dimVals) };
+    for (const v of sg.outputs) if (v.type?.shape) v.type = { ...v.type, shape: substitute(v.type.shape, dimVals) };
+  }
+}
+
 export const fixShapes = definePass({
   name: 'fix-shapes',
   description: 'bind symbolic dims / input shapes and fold all shape arithmetic (incl. position-embedding Resize) into constants',
@@ -102,46 +143,16 @@ export const fixShapes = definePass({
   async run(model: Model, options, ctx: PassContext): Promise<PassStats> {
     const infer = getPass('infer-shapes'), fold = getPass('fold-constants'), cleanup = getPass('cleanup');
     if (!infer || !fold || !cleanup) throw new PassError('fix-shapes', 'needs the infer-shapes, fold-constants and cleanup passes registered');
-    const dimVals = new Map<string, number>();
-    for (const [k, v] of parseBindings(options.dims, 'dims')) dimVals.set(k, positive(v, `dim '${k}'`));
-    const shapes = new Map<string, number[]>();
-    for (const [k, v] of parseBindings(options.inputs, 'inputs')) shapes.set(k, v.split(/[xX*]/).map((d) => positive(d.trim(), `dim of input '${k}'`)));
-
     const g = model.graph;
     const ins = graphInputs(g);
-    const known = new Set<string>();
-    for (const v of ins) for (const d of v.type?.shape ?? []) if (typeof d === 'string') known.add(d);
-    for (const name of dimVals.keys()) if (!known.has(name)) throw new PassError('fix-shapes', `no input has a dim named '${name}' (symbolic dims: ${[...known].join(', ') || 'none'})`);
-    for (const [name, shape] of shapes) {
-      const v = ins.find((x) => x.name === name);
-      if (!v) throw new PassError('fix-shapes', `no graph input '${name}' (inputs: ${ins.map((x) => x.name).join(', ')})`);
-      const cur = v.type?.shape;
-      if (cur && cur.length !== shape.length) throw new PassError('fix-shapes', `input '${name}' has rank ${cur.length}, got shape ${shape.join('x')}`);
-      cur?.forEach((d, i) => {
-        if (typeof d === 'number' && d >= 0 && d !== shape[i]) throw new PassError('fix-shapes', `input '${name}' dim ${i} is ${d}, cannot set ${shape[i]}`);
-        if (typeof d === 'string') {
-          const prev = dimVals.get(d);
-          if (prev !== undefined && prev !== shape[i]) throw new PassError('fix-shapes', `dim '${d}' = ${prev} conflicts with ${name}[${i}] = ${shape[i]}`);
-          dimVals.set(d, shape[i]!);
-        }
-      });
-    }
+    const { dimVals, shapes } = bindings(options.dims, options.inputs, ins);
 
     const inferOpts = resolveOptions(infer, {});
     // Measured on inferred types, so "before" counts every dynamic value, not only declared ones.
     await infer.run(model, inferOpts, ctx);
     const before = dynamicReport(model);
     const nodesBefore = [...g.allGraphs()].reduce((s, x) => s + x.nodes.length, 0);
-    // Bind: input shapes, then the same names wherever declared types carry them.
-    for (const v of ins) {
-      if (!v.type) continue;
-      const whole = shapes.get(v.name);
-      v.type = { ...v.type, shape: whole ? [...whole] : substitute(v.type.shape, dimVals) };
-    }
-    for (const sg of g.allGraphs()) {
-      for (const v of sg.values.values()) if (!sg.inputs.includes(v) && v.type?.shape) v.type = { ...v.type, shape: substitute(v.type.shape, dimVals) };
-      for (const v of sg.outputs) if (v.type?.shape) v.type = { ...v.type, shape: substitute(v.type.shape, dimVals) };
-    }
+    bindTypes(g, ins, shapes, dimVals);
 
     const foldOpts = resolveOptions(fold, { maxBytes: options.foldMaxBytes, shapes: true });
     let folded = 0, shapesFolded = 0, rounds = 0;

@@ -118,7 +118,8 @@ export const lowerContrib: Pass = {
     keep: { type: 'list', default: [], description: 'contrib ops the target runs: left as they are' },
   },
   run(model: Model, options): PassStats {
-    const keep = new Set(options.keep as string[]);
+    // A list option: resolveOptions makes it an array of strings.
+    const keep = new Set(Array.isArray(options.keep) ? options.keep.map(String) : []);
     const stats: PassStats = { counts: { lowered: 0, left: 0 }, skipped: [] };
     const opset = model.opset('') ?? 1;
     for (const g of model.graph.allGraphs()) {

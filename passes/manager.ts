@@ -72,6 +72,42 @@ export function parsePipeline(spec: PipelineSpec): PipelineStep[] {
   });
 }
 
+/** A step to print: resolved (a Pass and its resolved options) or as written (a name and the options given). */
+export type FormattableStep = PipelineStep | { pass: string; options?: Record<string, unknown> };
+
+/**
+ * Pipeline text that parsePipeline reads back to the same steps. A resolved step shows only the
+ * options that differ from its pass's defaults, in the schema's order; a written one what it was given.
+ */
+export function formatPipeline(steps: readonly FormattableStep[]): string {
+  return steps.map((st) => {
+    const resolved = typeof st.pass !== 'string';
+    const name = typeof st.pass === 'string' ? st.pass : st.pass.name;
+    const defaults = typeof st.pass === 'string' ? undefined : st.pass.options;
+    const kv: string[] = [];
+    for (const [k, v] of Object.entries(st.options ?? {})) {
+      if (v === undefined || (resolved && JSON.stringify(v) === JSON.stringify(defaults?.[k]?.default))) continue;
+      // How many workers, not what is computed (same bytes for any count): the manifest must not differ.
+      if (k === 'threads') continue;
+      kv.push(`${k}=${formatValue(name, k, v)}`);
+    }
+    return kv.length ? `${name}{${kv.join(',')}}` : name;
+  }).join(',');
+}
+
+/** An option value as pipeline text (lists joined by ';', as the parser splits them). */
+function formatValue(pass: string, key: string, v: unknown): string {
+  const text = (x: unknown, forbidden: RegExp): string => {
+    const t = String(x);
+    if (typeof x === 'object' || forbidden.test(t) || t.trim() !== t) {
+      throw new Error(`formatPipeline: ${pass} option '${key}': ${JSON.stringify(x)} has no pipeline text`);
+    }
+    return t;
+  };
+  if (Array.isArray(v)) return v.map((x) => text(x, /[,{};|]/)).join(';');
+  return text(v, /[,{}]/);
+}
+
 export interface RunPipelineOptions extends PassContext {
   /** Check graph validity after every pass; an invalid graph names the pass. */
   verifyEach?: boolean;

@@ -144,6 +144,81 @@ function toF16Tensor(t: Tensor, name: string): Tensor {
   return Tensor.fromBytes(name, DataType.FLOAT16, [...t.dims], new Uint8Array(h.buffer));
 }
 
+/** A converted Constant/ConstantOfShape holds its value in float16. */
+function constantToF16(n: Node): void {
+  const t = n.attrTensor('value');
+  if (t && t.dtype === DataType.FLOAT) n.setAttr({ name: 'value', type: AttrType.TENSOR, value: toF16Tensor(t, t.name) });
+  else if (n.opType === 'ConstantOfShape' && !t) n.setAttr({ name: 'value', type: AttrType.TENSOR, value: Tensor.fromBytes('value', DataType.FLOAT16, [1], new Uint8Array(2)) });
+  if (n.hasAttr('value_float')) {
+    const f = n.attrFloat('value_float');
+    n.removeAttr('value_float');
+    n.setAttr({ name: 'value', type: AttrType.TENSOR, value: toF16Tensor(Tensor.fromFloat32('value', [], Float32Array.of(f)), 'value') });
+  }
+  if (n.hasAttr('value_floats')) {
+    const f = Float32Array.from(n.attrFloats('value_floats'));
+    n.removeAttr('value_floats');
+    n.setAttr({ name: 'value', type: AttrType.TENSOR, value: toF16Tensor(Tensor.fromFloat32('value', [f.length], f), 'value') });
+  }
+}
+
+/** Edges: one Cast per (value, wanted precision); initializers read in fp16 get an fp16 copy instead (returned). */
+function castInputs(
+  g: Graph, nodes: Node[], kept: (n: Node) => boolean, T: Map<Value, DataType>, prec: Map<Value, Prec>, stats: PassStats,
+): Map<Value, Value> {
+  const castCache = new Map<string, Value>();
+  const f16Init = new Map<Value, Value>();
+  const castTo = (v: Value, want: Prec, before: Node): Value => {
+    const key = `${v.name}|${want}`;
+    let c = castCache.get(key);
+    if (!c) {
+      const node = g.addNode({ opType: 'Cast', name: `${v.name}_to_${want}`, inputs: [v], outputs: [`${v.name}_${want}`], attrs: { to: want === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT } }, before);
+      c = node.outputs[0]!;
+      c.type = { elemType: want === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT, shape: v.type?.shape };
+      castCache.set(key, c);
+      stats.counts.casts!++;
+    }
+    return c;
+  };
+  for (const n of nodes) {
+    const k = kept(n);
+    n.inputs.forEach((v, i) => {
+      if (!v || !isFloat32(T.get(v))) return;
+      const want: Prec = k || FP32_SLOTS[n.opType]?.includes(i) ? 'fp32' : 'fp16';
+      if (v.initializer) {
+        if (want === 'fp32') return;
+        let h = f16Init.get(v);
+        if (!h) {
+          h = g.addInitializer(toF16Tensor(v.initializer, `${v.name}_fp16`));
+          f16Init.set(v, h);
+          stats.counts.initializers!++;
+        }
+        n.setInput(i, h);
+        return;
+      }
+      const have = prec.get(v) ?? 'fp32';
+      if (have !== want) n.setInput(i, castTo(v, want, n));
+    });
+  }
+  return f16Init;
+}
+
+/** Graph outputs keep their precision (fp32, or fp16 without keepIoTypes): a producer of the
+ * other precision writes a renamed value and a Cast restores the name. */
+function restoreOutputPrecision(g: Graph, ioPrec: Prec, T: Map<Value, DataType>, prec: Map<Value, Prec>, stats: PassStats): void {
+  for (const out of [...g.outputs]) {
+    const have = prec.get(out);
+    if (!isFloat32(T.get(out)) || !have || have === ioPrec) continue;
+    const p = out.producer;
+    if (!p) continue;
+    const inner = out.splitFromProducer(`${out.name}_${have}`, { elemType: have === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT, shape: out.type?.shape });
+    for (const u of [...out.uses]) u.node.setInput(u.index, inner);
+    prec.set(inner, have);
+    prec.set(out, ioPrec);
+    g.after(p).add({ opType: 'Cast', name: `${out.name}_to_${ioPrec}`, inputs: [inner], outputs: [out], attrs: { to: ioPrec === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT } });
+    stats.counts.casts!++;
+  }
+}
+
 export const toFp16 = definePass({
   name: 'to-fp16',
   description: 'Convert float32 compute and weights to float16, keeping graph I/O float32 and norms/Softmax in float32',
@@ -185,77 +260,15 @@ export const toFp16 = definePass({
       for (const out of n.outputs) if (out && isFloat32(T.get(out))) prec.set(out, k ? 'fp32' : 'fp16');
       if (k) continue;
       if (n.opType === 'Cast' && n.attrInt('to') === DataType.FLOAT) n.setAttr({ name: 'to', type: AttrType.INT, value: DataType.FLOAT16 });
-      if ((n.opType === 'Constant' || n.opType === 'ConstantOfShape')) {
-        const t = n.attrTensor('value');
-        if (t && t.dtype === DataType.FLOAT) n.setAttr({ name: 'value', type: AttrType.TENSOR, value: toF16Tensor(t, t.name) });
-        else if (n.opType === 'ConstantOfShape' && !t) n.setAttr({ name: 'value', type: AttrType.TENSOR, value: Tensor.fromBytes('value', DataType.FLOAT16, [1], new Uint8Array(2)) });
-        if (n.hasAttr('value_float')) {
-          const f = n.attrFloat('value_float');
-          n.removeAttr('value_float');
-          n.setAttr({ name: 'value', type: AttrType.TENSOR, value: toF16Tensor(Tensor.fromFloat32('value', [], Float32Array.of(f)), 'value') });
-        }
-        if (n.hasAttr('value_floats')) {
-          const f = Float32Array.from(n.attrFloats('value_floats'));
-          n.removeAttr('value_floats');
-          n.setAttr({ name: 'value', type: AttrType.TENSOR, value: toF16Tensor(Tensor.fromFloat32('value', [f.length], f), 'value') });
-        }
-      }
+      if (n.opType === 'Constant' || n.opType === 'ConstantOfShape') constantToF16(n);
     }
 
-    // Edges: insert one Cast per (value, wanted precision); initializers get an fp16 copy instead.
-    const castCache = new Map<string, Value>();
-    const f16Init = new Map<Value, Value>();
-    const castTo = (v: Value, want: Prec, before: Node): Value => {
-      const key = `${v.name}|${want}`;
-      let c = castCache.get(key);
-      if (!c) {
-        const node = g.addNode({ opType: 'Cast', name: `${v.name}_to_${want}`, inputs: [v], outputs: [`${v.name}_${want}`], attrs: { to: want === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT } }, before);
-        c = node.outputs[0]!;
-        c.type = { elemType: want === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT, shape: v.type?.shape };
-        castCache.set(key, c);
-        stats.counts.casts!++;
-      }
-      return c;
-    };
-    for (const n of nodes) {
-      const k = kept(n);
-      n.inputs.forEach((v, i) => {
-        if (!v || !isFloat32(T.get(v))) return;
-        const want: Prec = k || FP32_SLOTS[n.opType]?.includes(i) ? 'fp32' : 'fp16';
-        if (v.initializer) {
-          if (want === 'fp32') return;
-          let h = f16Init.get(v);
-          if (!h) {
-            h = g.addInitializer(toF16Tensor(v.initializer, `${v.name}_fp16`));
-            f16Init.set(v, h);
-            stats.counts.initializers!++;
-          }
-          n.setInput(i, h);
-          return;
-        }
-        const have = prec.get(v) ?? 'fp32';
-        if (have !== want) n.setInput(i, castTo(v, want, n));
-      });
-    }
+    const f16Init = castInputs(g, nodes, kept, T, prec, stats);
     // Converted initializers take the original names back when the fp32 original is no longer used.
     for (const [v, h] of f16Init) {
       if (dropIfUnused(v) && !g.values.has(v.name)) g.renameValue(h, v.name);
     }
-    // Graph outputs keep their precision (fp32, or fp16 without keep_io_types): a producer of the
-    // other precision writes a renamed value and a Cast restores the name.
-    const ioPrec: Prec = o.keepIoTypes ? 'fp32' : 'fp16';
-    for (const out of [...g.outputs]) {
-      const have = prec.get(out);
-      if (!isFloat32(T.get(out)) || !have || have === ioPrec) continue;
-      const p = out.producer;
-      if (!p) continue;
-      const inner = out.splitFromProducer(`${out.name}_${have}`, { elemType: have === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT, shape: out.type?.shape });
-      for (const u of [...out.uses]) u.node.setInput(u.index, inner);
-      prec.set(inner, have);
-      prec.set(out, ioPrec);
-      g.after(p).add({ opType: 'Cast', name: `${out.name}_to_${ioPrec}`, inputs: [inner], outputs: [out], attrs: { to: ioPrec === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT } });
-      stats.counts.casts!++;
-    }
+    restoreOutputPrecision(g, o.keepIoTypes ? 'fp32' : 'fp16', T, prec, stats);
     for (const [v, p] of prec) {
       if (v.isGraphInput || v.isGraphOutput) continue;
       v.type = { elemType: p === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT, shape: v.type?.shape };

@@ -70,10 +70,18 @@ function moveIntsToInput(n: Node, attr: string, slot: number, what: string): voi
 }
 
 function convertNode(n: Node, from: number, to: number): number {
-  const g = n.graph;
   const crosses = (v: number) => from < v && to >= v;
-  let changed = 0;
-  const touch = () => { changed = 1; };
+  let changed = false;
+  // In opset order: a node may cross several (Upsample: scales as an input at 9, Resize at 11).
+  for (const step of [convertTo7, convertTo10, convertTo11, convertTo21]) changed = step(n, crosses, to) || changed;
+  return changed ? 1 : 0;
+}
+
+/** Opsets 4-7: legacy attributes (consumed_inputs, is_test, broadcast/axis), Cast to as a name, Reshape shape as an input. */
+function convertTo7(n: Node, crosses: (v: number) => boolean, to: number): boolean {
+  const g = n.graph;
+  let changed = false;
+  const touch = () => { changed = true; };
   if (crosses(6) && n.hasAttr('consumed_inputs')) { n.removeAttr('consumed_inputs'); touch(); }
   if (crosses(6) && n.opType === 'Cast') {
     const a = n.attr('to');
@@ -103,6 +111,14 @@ function convertNode(n: Node, from: number, to: number): number {
       }
     }
   }
+  return changed;
+}
+
+/** Opsets 9-10: Upsample scales, Slice starts/ends/axes and TopK k become inputs. */
+function convertTo10(n: Node, crosses: (v: number) => boolean, _to: number): boolean {
+  const g = n.graph;
+  let changed = false;
+  const touch = () => { changed = true; };
   if (crosses(9) && n.opType === 'BatchNormalization' && n.hasAttr('spatial')) { n.removeAttr('spatial'); touch(); }
   if (crosses(9) && n.opType === 'Upsample' && n.hasAttr('scales')) {
     const s = n.attrFloats('scales');
@@ -126,6 +142,14 @@ function convertNode(n: Node, from: number, to: number): number {
       touch();
     }
   }
+  return changed;
+}
+
+/** Opset 11: Upsample becomes Resize (roi, scales inputs); Clip min/max and Pad pads/value become inputs; Scatter is ScatterElements. */
+function convertTo11(n: Node, crosses: (v: number) => boolean, _to: number): boolean {
+  const g = n.graph;
+  let changed = false;
+  const touch = () => { changed = true; };
   if (crosses(11)) {
     if (n.opType === 'Upsample' || n.opType === 'Resize') {
       const nearest = resizeNearestMode(n)!;
@@ -156,6 +180,15 @@ function convertNode(n: Node, from: number, to: number): number {
     }
     if (n.opType === 'Scatter') { n.opType = 'ScatterElements'; touch(); }
   }
+  return changed;
+}
+
+/** Opsets 12-21: Dropout ratio, Squeeze/Unsqueeze/Split/Reduce axes as inputs, Softmax on one axis, Split
+ * num_outputs, DFT axis, GridSample modes, GroupNormalization scale per channel. */
+function convertTo21(n: Node, crosses: (v: number) => boolean, _to: number): boolean {
+  const g = n.graph;
+  let changed = false;
+  const touch = () => { changed = true; };
   if (crosses(12) && n.opType === 'Dropout' && n.hasAttr('ratio')) {
     const r = n.attrFloat('ratio');
     n.removeAttr('ratio');

@@ -73,7 +73,9 @@ export interface WeightCalibration {
  * activations, run the model on the sets `load` gives and hand the activations out by weight name;
  * undefined when the method is data-free (then `load` is never called).
  */
-export async function weightCalibration(model: Model, method: string, load: () => Record<string, Tensor>[], opts: CalibrateOptions = {}): Promise<WeightCalibration | undefined> {
+export async function weightCalibration(
+  model: Model, method: string, load: () => Record<string, Tensor>[], opts: CalibrateOptions = {},
+): Promise<WeightCalibration | undefined> {
   if (!getMethod(method).needsCalibration) return undefined;
   const sets = load();
   const acts = await collectCalibration(model, sets, opts);
@@ -169,7 +171,10 @@ interface Stat { lo: number; hi: number; edge: number; hist?: Float64Array }
 
 export class RangeCollector {
   private stats = new Map<string, Stat>();
-  constructor(readonly method: RangeMethod = 'minmax', readonly percentile = 99.999) {}
+  /** `bits`: width of the quantized grid the entropy method models (8: 128 bins of |x|, as
+   * TensorRT/onnxruntime do for int8). A 16-bit grid has more levels than the histogram has bins:
+   * no clip lowers its KL divergence, so entropy keeps the full range there. */
+  constructor(readonly method: RangeMethod = 'minmax', readonly percentile = 99.999, readonly bits = 8) {}
 
   add(name: string, values: ArrayLike<number>): void {
     let s = this.stats.get(name);
@@ -198,12 +203,14 @@ export class RangeCollector {
     }
   }
 
-  /** [lo, hi] per value: clipped to the method's threshold, always containing 0. */
-  ranges(): Map<string, [number, number]> {
+  /** [lo, hi] per value: clipped to the method's threshold, always containing 0. `unclipped`: values
+   * kept at min/max whatever the method (a model's outputs: a classifier's winning logit is
+   * exactly the outlier a clip removes, and every clipped row then ties). */
+  ranges(unclipped: ReadonlySet<string> = new Set()): Map<string, [number, number]> {
     const out = new Map<string, [number, number]>();
     for (const [k, s] of this.stats) {
-      if (this.method === 'minmax' || !s.hist) { out.set(k, [s.lo, s.hi]); continue; }
-      const t = this.method === 'percentile' ? percentileThreshold(s.hist, s.edge, this.percentile) : entropyThreshold(s.hist, s.edge);
+      if (this.method === 'minmax' || !s.hist || unclipped.has(k)) { out.set(k, [s.lo, s.hi]); continue; }
+      const t = this.method === 'percentile' ? percentileThreshold(s.hist, s.edge, this.percentile) : entropyThreshold(s.hist, s.edge, 2 ** (this.bits - 1));
       out.set(k, [Math.max(s.lo, -t), Math.min(s.hi, t)]);
     }
     return out;
@@ -220,17 +227,18 @@ function percentileThreshold(hist: Float64Array, edge: number, pct: number): num
   return edge;
 }
 
-function entropyThreshold(hist: Float64Array, edge: number): number {
+function entropyThreshold(hist: Float64Array, edge: number, quantBins = QUANT_BINS): number {
   const n = hist.length;
+  if (quantBins >= n) return edge;
   let best = n, bestKl = Infinity;
-  for (let i = QUANT_BINS; i <= n; i += 16) {
+  for (let i = quantBins; i <= n; i += 16) {
     // p: the first i bins with the outliers folded into the last; q: p merged into 128 bins and spread back.
     const p = Float64Array.from(hist.subarray(0, i));
     for (let b = i; b < n; b++) p[i - 1]! += hist[b]!;
     const q = new Float64Array(i);
-    const per = i / QUANT_BINS;
-    for (let j = 0; j < QUANT_BINS; j++) {
-      const start = Math.floor(j * per), end = j === QUANT_BINS - 1 ? i : Math.floor((j + 1) * per);
+    const per = i / quantBins;
+    for (let j = 0; j < quantBins; j++) {
+      const start = Math.floor(j * per), end = j === quantBins - 1 ? i : Math.floor((j + 1) * per);
       let sum = 0, nz = 0;
       for (let b = start; b < end; b++) { sum += p[b]!; if (p[b]) nz++; }
       for (let b = start; b < end; b++) if (p[b]) q[b] = sum / nz;

@@ -14,7 +14,8 @@ export type OptLevel = 'disabled' | 'basic' | 'extended' | 'all';
 export class SessionPool {
   private sessions = new Map<string, Promise<ort.InferenceSession>>();
   private models = new Map<string, Model>();
-  constructor(readonly level: OptLevel = 'all') {}
+  /** `onRun`: sees every call's feeds and results (calibration records what the runtime feeds). */
+  constructor(readonly level: OptLevel = 'all', private readonly onRun?: (file: string, feeds: Record<string, ort.Tensor>, out: Record<string, ort.Tensor>) => void) {}
 
   get(file: string): Promise<ort.InferenceSession> {
     let s = this.sessions.get(file);
@@ -39,7 +40,9 @@ export class SessionPool {
       if (!feeds[n]) throw new Error(`${file}: no value for input '${n}'`);
       f[n] = feeds[n]!;
     }
-    return s.run(f) as Promise<Record<string, ort.Tensor>>;
+    const out = await s.run(f) as Record<string, ort.Tensor>;
+    this.onRun?.(file, feeds, out);
+    return out;
   }
 
   async release(): Promise<void> {
@@ -78,6 +81,9 @@ export interface GenerateOptions {
   maxNewTokens: number;
   /** Stop after this token id. */
   eos?: number;
+  /** Static KV window over dynamic files (a calibration run of the source as the npu runtime feeds
+   * it): chunk and context, else read from the static prefill file's input shapes. */
+  window?: { chunk: number; context: number };
 }
 
 export interface GenerateResult {
@@ -123,7 +129,7 @@ export async function generate(pool: SessionPool, files: DecoderFiles, prefix: P
   seq.set(promptEmb, prefix.rows * hidden);
   const total = prefix.rows + ids.length;
 
-  const step = stat ? await staticDecoder(pool, files.decoder as { prefill: string; decode: string }, kv, hidden) : dynamicDecoder(pool, decFile, kv, hidden);
+  const step = stat ? await staticDecoder(pool, files.decoder as { prefill: string; decode: string }, kv, hidden, o.window) : dynamicDecoder(pool, decFile, kv, hidden);
   let logits = await step(seq, total);
   const result: GenerateResult = { tokens: [], top2: [], firstLogits: logits };
   for (let n = 0; n < o.maxNewTokens; n++) {
@@ -169,10 +175,10 @@ function dynamicDecoder(pool: SessionPool, file: string, kv: Kv[], hidden: numbe
   };
 }
 
-async function staticDecoder(pool: SessionPool, files: { prefill: string; decode: string }, kv: Kv[], hidden: number): Promise<Step> {
+async function staticDecoder(pool: SessionPool, files: { prefill: string; decode: string }, kv: Kv[], hidden: number, win?: { chunk: number; context: number }): Promise<Step> {
   const shapeOf = (file: string, name: string) => pool.model(file).graph.inputs.find((v) => v.name === name)!.type!.shape! as number[];
-  const chunk = shapeOf(files.prefill, 'inputs_embeds')[1]!;
-  const context = shapeOf(files.prefill, 'attention_mask')[1]!;
+  const chunk = win?.chunk ?? shapeOf(files.prefill, 'inputs_embeds')[1]!;
+  const context = win?.context ?? shapeOf(files.prefill, 'attention_mask')[1]!;
   const window = new Map(kv.map((k) => [k.name, new Float32Array(k.heads * context * k.dim)]));
   let valid = new Uint8Array(context);
   let pos = 0;

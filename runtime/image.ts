@@ -76,6 +76,43 @@ export function toPixelValues(img: RgbImage, n: Normalize = DEFAULT_NORMALIZE): 
   return out;
 }
 
+/** A seeded synthetic scene: a colour gradient with a few random filled discs, rings, boxes and bars,
+ * edges antialiased. Calibration stand-in when no image is given: trained conv nets fire far
+ * harder on edges and shapes than on white noise (a trained classifier's SE-block activations
+ * reached 18x the range noise gave them). `rand` in [0, 1). */
+export function syntheticScene(width: number, height: number, rand: () => number): RgbImage {
+  const data = new Float32Array(width * height * 3);
+  const c0 = [rand(), rand(), rand()], c1 = [rand(), rand(), rand()], angle = rand() * Math.PI * 2;
+  const [ux, uy] = [Math.cos(angle), Math.sin(angle)];
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const t = Math.min(1, Math.max(0, 0.5 + ((x / width - 0.5) * ux + (y / height - 0.5) * uy)));
+      for (let c = 0; c < 3; c++) data[(y * width + x) * 3 + c] = c0[c]! * (1 - t) + c1[c]! * t;
+    }
+  }
+  const shapes = 2 + Math.floor(rand() * 5), side = Math.min(width, height);
+  for (let k = 0; k < shapes; k++) {
+    const kind = Math.floor(rand() * 4), col = [rand(), rand(), rand()];
+    const cx = rand() * width, cy = rand() * height, r = side * (0.08 + rand() * 0.3), w = side * (0.03 + rand() * 0.08);
+    // Signed distance (pixels) to the shape's edge, negative inside.
+    const dist = (x: number, y: number): number => {
+      const dx = x - cx, dy = y - cy, d = Math.hypot(dx, dy);
+      if (kind === 0) return d - r;
+      if (kind === 1) return Math.abs(d - r) - w;
+      if (kind === 2) return Math.max(Math.abs(dx), Math.abs(dy)) - r;
+      return Math.min(Math.max(Math.abs(dx) - r, Math.abs(dy) - w), Math.max(Math.abs(dx) - w, Math.abs(dy) - r));
+    };
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++) {
+        const a = Math.min(1, Math.max(0, 0.5 - dist(x + 0.5, y + 0.5)));
+        if (!a) continue;
+        for (let c = 0; c < 3; c++) { const i = (y * width + x) * 3 + c; data[i] = data[i]! * (1 - a) + col[c]! * a; }
+      }
+    }
+  }
+  return { width, height, data };
+}
+
 /** A PNG of an RGB image (tests and examples write their own inputs). */
 export function encodePng(img: RgbImage): Buffer {
   const png = new PNG({ width: img.width, height: img.height });

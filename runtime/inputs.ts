@@ -386,7 +386,7 @@ export function preprocessFromMeta(modelPath: string | undefined): Preprocess | 
   }
 }
 
-function meanStd(p: Preprocess | undefined): { mean: number[]; std: number[]; name: string } {
+export function meanStd(p: Preprocess | undefined): { mean: number[]; std: number[]; name: string } {
   if (p?.mean && p?.std) return { mean: p.mean, std: p.std, name: `mean [${p.mean.map((x) => +x.toFixed(4))}] std [${p.std.map((x) => +x.toFixed(4))}] (meta.json)` };
   const name = (p?.preset ?? 'imagenet').toLowerCase();
   const preset = IMAGE_PRESETS[name];
@@ -395,11 +395,11 @@ function meanStd(p: Preprocess | undefined): { mean: number[]; std: number[]; na
 }
 
 /** The model's image input: the 4-D float input with 3 channels (or a symbolic channel dim). */
-function imageInput(model: Model): Value | undefined {
+export function imageInput(model: Model): Value | undefined {
   return feeds(model).find((v) => v.type && isFloat(v.type.elemType) && v.type.shape?.length === 4 && !isKv(v) && (v.type.shape[1] === 3 || typeof v.type.shape[1] === 'string'));
 }
 
-function tokenSequences(file: string): number[][] {
+export function tokenSequences(file: string): number[][] {
   let text: string;
   try { text = fs.readFileSync(file, 'utf8'); } catch { throw new InputError('cannot read token file', file); }
   const trimmed = text.trim();

@@ -6,12 +6,13 @@ import path from 'node:path';
 import { CheckError, InputError, InternalError, Model, loadModel, saveModel, type Progress } from '../ir/index.js';
 import { commitReplace, crashPoint, recoverStale } from '../ir/atomic.js';
 import { guessRole, type Role } from '../ir/summary.js';
-import { parsePipeline, runPipeline, type PipelineStep, type StepReport } from '../passes/manager.js';
+import { formatPipeline, parsePipeline, runPipeline, type PipelineStep, type StepReport } from '../passes/manager.js';
+import { resolvePipelineName } from '../passes/pipelines.js';
 import { getPass } from '../passes/registry.js';
 import { resolveOptions } from '../passes/pass.js';
 import '../passes/builtin.js';
 import { LOWERABLE } from '../passes/lower-contrib.js';
-import { verifyModels, type VerifyResult } from '../runtime/verify.js';
+import { byTaskMetrics, verifyModels, type VerifyOptions, type VerifyResult } from '../runtime/verify.js';
 import type { QuantizeContext } from '../passes/quantize.js';
 import { SYNTHETIC_CALIBRATION, calibrationSets, userInputs } from './calibration.js';
 import { RANGE_METHODS, weightCalibration, type RangeMethod } from '../runtime/calibrate.js';
@@ -27,6 +28,7 @@ import { genaiConfig } from './genai-config.js';
 import { lowerForRuntime, minRuntime, parseRuntimeVersion, passesToSkip } from './runtime-version.js';
 import { derivedInputs } from './position-ids.js';
 import { getTarget } from './registry.js';
+import { isTargetPipeline, targetPipeline } from './pipelines.js';
 import { reportHtml } from './report-html.js';
 import { roleThreshold, type DeviceProfile, type QuantChoice, type SubModel, type Target, type TargetName, type TargetOptions, type Variant } from './target.js';
 
@@ -45,7 +47,8 @@ export interface CompileOptions {
   imageSizes?: (string | Size)[];
   context?: number;
   prefillChunk?: number;
-  /** Replaces the target's default pipeline for every sub-model. */
+  /** Replaces the target's default pipeline for every sub-model: pipeline text, or a named pipeline
+   * (a target's name, e.g. 'webgpu', or one of passes/pipelines.ts). */
   pipeline?: string;
   /** Calibration data: a folder of test_data_set_N folders or PNG/JPEG images (a sub-folder per
    * sub-model for a folder of sub-models). Default: the verification data, else synthetic. */
@@ -88,6 +91,9 @@ export interface CompileOptions {
 export interface SubModelReport {
   name: string;
   role: Role;
+  /** The passes that ran, as pipeline text (formatPipeline: options that differ from the passes' defaults),
+   * lower-contrib included when the target needed it. The manifest holds it per model file. */
+  pipeline: string;
   steps: { pass: string; ms: number; nodesBefore: number; nodesAfter: number; counts: Record<string, number>; skipped?: string[]; layers?: { weight: string; relError: number }[] }[];
   /** Default-pipeline passes not (yet) registered in this build. */
   missingPasses: string[];
@@ -179,12 +185,15 @@ function tiling(policy: PolicyName, o: CompileOptions, imageSizes: Size[], stati
   return { example, sizes, batches };
 }
 
-/** Resolve the steps: an explicit textual pipeline, or the target's default minus unregistered passes. */
+/** Resolve the steps: the target's own, a named pipeline (a target's name: that target's pipeline for this
+ * sub-model's plan; or a name from passes/pipelines.ts), or pipeline text. Target pipelines report
+ * passes not registered in this build instead of failing on them. */
 function steps(t: Target, sm: SubModel, explicit: string | undefined): { steps: PipelineStep[]; missing: string[] } {
-  if (explicit) return { steps: parsePipeline(explicit), missing: [] };
+  const name = explicit?.trim();
+  if (name && !isTargetPipeline(name)) return { steps: parsePipeline(resolvePipelineName(name)), missing: [] };
   const missing: string[] = [];
   const out: PipelineStep[] = [];
-  for (const s of t.pipeline(sm)) {
+  for (const s of name && isTargetPipeline(name) ? targetPipeline(name, sm) : t.pipeline(sm)) {
     const pass = getPass(s.pass);
     if (!pass) { missing.push(s.pass); continue; }
     out.push({ pass, options: resolveOptions(pass, s.options ?? {}) });
@@ -198,6 +207,30 @@ function stepSummary(r: StepReport): SubModelReport['steps'][number] {
   return { pass: r.pass, ms: Math.round(r.ms), nodesBefore: r.nodesBefore, nodesAfter: r.nodesAfter, counts: r.stats.counts, ...(r.stats.skipped?.length ? { skipped: r.stats.skipped } : {}), ...(layers?.length ? { layers } : {}) };
 }
 
+/** What the steps of one compile share. */
+interface Run {
+  o: CompileOptions;
+  target: Target;
+  profile: DeviceProfile;
+  opts: TargetOptions;
+  runtimeVersion?: string;
+  /** Temp artifact folder, and the sub-folder (and its path) the model files go in. */
+  tmp: string;
+  sub: string;
+  mdir: string;
+  warnings: string[];
+  issues: { model: string; issue: CheckIssue }[];
+  reports: SubModelReport[];
+  /** Emitted variant files waiting for verification. */
+  pending: { sm: SubModel; variant: Variant; file: string; model: Model; ext: string[] }[];
+  entries: ManifestModel[];
+  emitted: Model[];
+  /** Data paths as the manifest names them (relative to the artifact). */
+  portable: (s: string) => string;
+}
+
+type Loaded = { name: string; file: string; model: Model };
+
 export async function compile(input: string, o: CompileOptions): Promise<CompileResult> {
   const t0 = performance.now();
   const target = getTarget(o.target);
@@ -209,177 +242,43 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
   if (profile.shaderF16 === false) opts.fp16 = false;
   const inputs = resolveInputs(input);
   const outDir = path.resolve(o.out);
-  const portable = portablePaths(opts, outDir);
-  // The old artifact is removed before the new one moves in: it must not hold an input.
-  for (const i of inputs) {
-    const rel = path.relative(outDir, i.file);
-    if (!rel.startsWith('..') && !path.isAbsolute(rel)) throw new InputError('output folder holds the input; refusing to replace it', o.out);
-  }
-  // Finish or undo what a killed edgec left beside the destination before judging it.
-  if (fs.existsSync(path.dirname(outDir))) recoverStale(path.dirname(outDir), outDir);
-  if (fs.existsSync(outDir) && !o.force && !isArtifactDir(outDir)) throw new InputError('exists and is not an edgec artifact; refusing to replace it (--force replaces it)', o.out);
-
+  checkOutDir(inputs, outDir, o);
   const loaded = inputs.map((i) => ({ ...i, model: loadModel(i.file) }));
   for (const l of loaded) refuseMisplacedContribOps(l.model, l.file);
   for (const k of Object.keys(o.roles ?? {})) {
     if (!inputs.some((i) => i.name === k || path.basename(i.file) === k)) throw new InputError(`--role names '${k}', which is not among the models (${inputs.map((i) => path.basename(i.file)).join(', ')})`, input);
   }
-  const warnings: string[] = [];
-  const patch = loaded.map((l) => patchSize(l.model)).find((p) => p !== undefined);
   const tmp = `${outDir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });
   // Model files go where the target's runtime looks for them (transformers.js: onnx/).
   const sub = target.modelDir ?? '';
-  const mdir = path.join(tmp, sub);
-  fs.mkdirSync(mdir, { recursive: true });
-  const reports: SubModelReport[] = [];
-  const entries: ManifestModel[] = [];
-  const emitted: Model[] = [];
+  const run: Run = {
+    o, target, profile, opts, runtimeVersion, tmp, sub, mdir: path.join(tmp, sub), warnings: [], issues: [], reports: [], pending: [], entries: [], emitted: [],
+    portable: portablePaths(opts, outDir),
+  };
+  fs.mkdirSync(run.mdir, { recursive: true });
   try {
-    const allIssues: { model: string; issue: CheckIssue }[] = [];
-    const pending: { sm: SubModel; variant: Variant; file: string; model: Model; ext: string[] }[] = [];
+    // Roles before any pipeline runs: a sub-model's calibration may run the sources of the others.
+    const siblings = loaded.map((l) => ({ name: l.name, file: l.file, role: o.roles?.[l.name] ?? o.roles?.[path.basename(l.file)] ?? roleOf(l.model, l.name) }));
+    const patch = loaded.map((l) => patchSize(l.model)).find((p) => p !== undefined);
     for (const [li, l] of loaded.entries()) {
-      const ts = performance.now();
-      const role = o.roles?.[l.name] ?? o.roles?.[path.basename(l.file)] ?? roleOf(l.model, l.name);
-      const sm: SubModel = { name: l.name, role, plan: target.plan(role, opts), profile, opts, source: l.file, patch, progress: o.progress };
+      const role = siblings[li]!.role;
+      const sm: SubModel = { name: l.name, role, plan: target.plan(role, opts), profile, opts, source: l.file, patch, siblings, progress: o.progress };
       o.progress?.('sub-models', li, loaded.length, `${l.name} (${role})`);
-      const { steps: all, missing } = steps(target, sm, o.pipeline);
-      const skip = passesToSkip(runtimeVersion);
-      const st = all.filter((x) => !skip.includes(x.pass.name));
-      const ctx: QuantizeContext = { modelDir: path.dirname(l.file), progress: o.progress };
-      // Data-aware methods (GPTQ) need the activations each weight multiplies.
-      const wc = sm.plan.weightBits ? await weightCalibration(l.model, opts.method, () => calibrationSets(l.model, sm, 8), { progress: o.progress }) : undefined;
-      if (wc) {
-        ctx.calibration = wc.calibration;
-        calibrated(sm);
-      }
-      if (st.some((s) => s.pass.name === 'to-fp16')) {
-        // fp16 that cannot overflow: what stays fp32 is decided from ranges measured on the fp32
-        // source (value names survive fusion and quantization; values a pass creates are unmeasured).
-        o.progress?.('activation ranges', undefined, undefined, l.name);
-        // (Not calibration in the manifest's sense: the fp16 keep-lists do not make the artifact's accuracy rest on these sets.)
-        const before = sm.calibrationUsed;
-        try {
-          ctx.activationRanges = await activationRanges(l.model, calibrationSets(l.model, sm, 2));
-        } catch (e) {
-          // The source may hold ops onnxruntime cannot run (the target check below names them): then
-          // to-fp16 keeps its static fp32 list, and the report says the ranges were not measured.
-          if (e instanceof InputError) throw e;
-          warnings.push(`${l.name}: fp16 activation ranges not measured (onnxruntime could not run the source: ${String((e as Error).message).split('\n')[0]})`);
-        }
-        sm.calibrationUsed = before;
-      }
-      let stepReports: StepReport[];
-      try {
-        stepReports = await runPipeline(l.model, st, ctx);
-      } catch (e) {
-        // A defect inside a pass also names the sub-model it ran on.
-        if (e instanceof InternalError) e.within(`sub-model '${l.name}'`);
-        throw e;
-      }
-      // Whatever the pipeline fused, the target gets only contrib ops it runs.
-      const keep = LOWERABLE.filter((op) => target.capabilities.supports('com.microsoft', op) || (op === 'SimplifiedLayerNormalization' && target.capabilities.supports('', op)));
-      const refused = [...l.model.graph.allGraphs()].some((g) => g.nodes.some((n) => LOWERABLE.includes(n.opType) && !keep.includes(n.opType) && (n.domain === 'com.microsoft' || (n.domain === '' && n.opType === 'SimplifiedLayerNormalization'))));
-      if (refused) {
-        const lower = getPass('lower-contrib')!;
-        stepReports.push(...await runPipeline(l.model, [{ pass: lower, options: resolveOptions(lower, { keep }) }], ctx));
-      }
-      const fin = await target.finalize(l.model, sm);
-      if (runtimeVersion) {
-        const low = lowerForRuntime(l.model, runtimeVersion);
-        Object.assign(fin, low.counts);
-        allIssues.push(...low.issues.map((issue) => ({ model: l.name, issue })));
-      }
-      calibrated(sm);
-      const report: SubModelReport = { name: l.name, role, steps: stepReports.map(stepSummary), missingPasses: missing, finalize: fin, issues: [], verification: [], ms: 0, calibration: sm.calibrationUsed };
-      reports.push(report);
-
-      const variants = target.variants(l.model, sm);
-      // Variants share one weights file: the compiled model is written once as a base, and each
-      // variant re-reads it and references the same external data in place.
-      const shared = variants.length > 1;
-      const baseFile = path.join(mdir, `.base-${l.name}.onnx`);
-      const dataName = target.externalData.location(`${l.name}.onnx`);
-      if (shared) saveModel(l.model, baseFile, { externalData: true, location: dataName, maxFileBytes: target.externalData.maxFileBytes });
-      for (const [vi, v] of variants.entries()) {
-        const name = target.fileName(sm, v);
-        const file = sub ? `${sub}/${name}` : name;
-        if (variants.length > 1) o.progress?.('variants', vi, variants.length, file);
-        const m = shared ? loadModel(baseFile) : l.model;
-        if (Object.keys(v.dims).length) await fixShapes(m, v.dims);
-        target.finalizeVariant?.(m, sm);
-        const issues = checkModel(m, target, profile);
-        report.issues.push(...issues);
-        allIssues.push(...issues.map((issue) => ({ model: file, issue })));
-        const location = shared ? `${name}_data` : target.externalData.location(name);
-        const res = saveModel(m, path.join(mdir, name), { externalData: true, location, maxFileBytes: target.externalData.maxFileBytes, reuseExternal: shared });
-        const ext = shared ? [dataName, ...res.dataFiles.map((d) => path.basename(d.file))] : res.dataFiles.map((d) => path.basename(d.file));
-        pending.push({ sm, variant: v, file, model: loadModel(path.join(tmp, file)), ext: [...new Set(ext)].sort() });
-      }
-      if (shared) fs.rmSync(baseFile);
-      report.ms = Math.round(performance.now() - ts);
+      await compileSubModel(run, l, sm);
     }
-    if (!o.allowFallback) enforce(allIssues, target.name);
-    else if (allIssues.length) warnings.push(...fallbackLines(allIssues, target.name));
-
+    if (!o.allowFallback) enforce(run.issues, target.name);
+    else if (run.issues.length) run.warnings.push(...fallbackLines(run.issues, target.name));
     o.progress?.('sub-models', loaded.length, loaded.length);
-    for (const [pi, p] of pending.entries()) {
-      const report = reports.find((r) => r.name === p.sm.name)!;
-      let verification: ManifestModel['verification'];
-      if (o.verify !== false) {
-        o.progress?.('verify', pi, pending.length, p.file);
-        const threshold = roleThreshold(target, p.sm.role, p.sm.plan);
-        const image = opts.tiling?.sizes[0] ?? opts.imageSizes[0];
-        const derive = derivedInputs(loadModel(p.sm.source), p.model);
-        const result = await verifyModels(p.sm.source, path.join(tmp, p.file), {
-          threshold, seed: opts.seed, dims: opts.fix, dimFlag: '--fix', image, role: p.sm.role, candidateName: p.file, ...userInputs(p.sm), unfit: 'synthetic', derive,
-        });
-        report.verification.push({ file: p.file, result });
-        verification = {
-          threshold, passed: result.passed,
-          inputs: result.inputs.map((i) => ({ name: i.name, shape: i.shape })),
-          inputsUsed: summaryOf(result.inputsUsed, portable),
-          outputs: result.outputs.map((c) => ({ name: c.name, cosine: round(c.cosine), maxAbsError: round(c.maxAbsError) })),
-          ...(result.metrics.length ? { metrics: result.metrics.map((m) => ({ ...m, value: round(m.value) })) } : {}),
-        };
-      }
-      const issues = allIssues.filter((i) => i.model === p.file).map((i) => i.issue);
-      emitted.push(p.model);
-      entries.push({
-        name: p.sm.name, role: p.sm.role, file: p.file, variant: p.variant.suffix || undefined,
-        externalData: p.ext, model: p.model, plan: p.sm.plan, opts,
-        sessionOptions: fallbackSession(target.sessionOptions(p.model, p.sm, p.ext), issues.length > 0), transforms: report.finalize, verification,
-        ...(p.sm.calibrationUsed ? { calibration: calibrationOf(p.sm.calibrationUsed, portable) } : {}),
-        ...(issues.length ? { fallback: issues.map((i) => ({ node: i.node, op: i.op, reason: i.reason })) } : {}),
-      });
-    }
-    for (const f of target.extraFiles?.(emitted) ?? []) fs.writeFileSync(path.join(tmp, f.path), f.content);
-    carryOver(input, tmp);
-    // report.html describes the model files; the manifest then hashes it with everything else.
-    const pre = preprocessingSpec(opts, entries);
-    if (target.genaiConfig) {
-      const g = genaiConfig(buildManifest(target, profile, opts, entries, [], pre), entries, tmp);
-      if (g) writeJson(path.join(tmp, 'genai_config.json'), g);
-    }
-    const runtime = { ...minRuntime(emitted), ...(runtimeVersion ? { requested: runtimeVersion } : {}) };
-    const pr = o.profileRun ? (typeof o.profileRun === 'object' ? o.profileRun : {}) : undefined;
-    const perf = pr ? await profileModel(tmp, { target: target.name, device: pr.device, measure: true, runs: pr.runs ?? 3 }) : undefined;
-    const draft = buildManifest(target, profile, opts, entries, fileDigests(tmp), pre);
-    draft.runtime = runtime;
-    if (perf) draft.performance = perf;
-    const subModels = reports.map((r) => ({ name: r.name, steps: r.steps, layers: r.steps.flatMap((s) => s.layers ?? []), issues: r.issues }));
-    fs.writeFileSync(path.join(tmp, 'report.html'), reportHtml(draft, draft.files, { models: entries.map((e) => ({ file: e.file, model: e.model })), subModels }));
-    const manifest = buildManifest(target, profile, opts, entries, fileDigests(tmp), pre);
-    manifest.runtime = runtime;
-    if (perf) manifest.performance = perf;
-    writeJson(path.join(tmp, 'manifest.json'), manifest);
+    await verifyPending(run);
+    const manifest = await writeArtifact(run, input);
     crashPoint('compile:written');
     commitReplace([{ tmp, final: outDir }], 'swap');
     const passed = manifest.verification.passed;
-    const result: CompileResult = { outDir, manifest, report: { target: target.name, profile: profile.name, models: reports, ms: Math.round(performance.now() - t0), passed, warnings } };
+    const result: CompileResult = { outDir, manifest, report: { target: target.name, profile: profile.name, models: run.reports, ms: Math.round(performance.now() - t0), passed, warnings: run.warnings } };
     if (!passed) {
-      const bad = reports.flatMap((r) => r.verification.flatMap((v) => v.result.outputs.filter((c) => c.problem).map((c) => `${v.file}: output '${c.name}': ${c.problem} (cosine ${round(c.cosine)}, max abs ${round(c.maxAbsError)}; ${describeInputs(v.result.inputsUsed)})`)));
+      const bad = failedOutputs(run.reports);
       throw Object.assign(new CheckError(`verification failed for ${bad.length} output${bad.length === 1 ? '' : 's'} (artifact kept in ${o.out})`, bad), { result });
     }
     return result;
@@ -387,15 +286,211 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
     fs.rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
+}
 
-  /** Synthetic calibration is said once per sub-model; --strict refuses it. */
-  function calibrated(sm: SubModel): void {
-    const u = sm.calibrationUsed;
-    if (!u?.synthetic) return;
-    if (o.strict) throw new InputError(`${sm.name}: --strict: no calibration data (pass --calibration DIR of test_data_set_N folders or images, or --inputs/--images/--tokens)`);
-    const line = `${sm.name}: ${SYNTHETIC_CALIBRATION}`;
-    if (!warnings.includes(line)) warnings.push(line);
+/** The old artifact is removed before the new one moves in: it must not hold an input, and must be ours (or --force). */
+function checkOutDir(inputs: { file: string }[], outDir: string, o: CompileOptions): void {
+  for (const i of inputs) {
+    const rel = path.relative(outDir, i.file);
+    if (!rel.startsWith('..') && !path.isAbsolute(rel)) throw new InputError('output folder holds the input; refusing to replace it', o.out);
   }
+  // Finish or undo what a killed edgec left beside the destination before judging it.
+  if (fs.existsSync(path.dirname(outDir))) recoverStale(path.dirname(outDir), outDir);
+  if (fs.existsSync(outDir) && !o.force && !isArtifactDir(outDir)) throw new InputError('exists and is not an edgec artifact; refusing to replace it (--force replaces it)', o.out);
+}
+
+/** One sub-model: its pipeline, the target's finalize, then its variant files (queued for verification). */
+async function compileSubModel(run: Run, l: Loaded, sm: SubModel): Promise<void> {
+  const ts = performance.now();
+  const { target, runtimeVersion } = run;
+  const { steps: all, missing } = steps(target, sm, run.o.pipeline);
+  const skip = passesToSkip(runtimeVersion);
+  const st = all.filter((x) => !skip.includes(x.pass.name));
+  const ctx = await pipelineContext(run, l, sm, st);
+  const { ran, stepReports } = await runSteps(run, l, st, ctx);
+  const fin = await target.finalize(l.model, sm);
+  if (runtimeVersion) {
+    const low = lowerForRuntime(l.model, runtimeVersion);
+    Object.assign(fin, low.counts);
+    run.issues.push(...low.issues.map((issue) => ({ model: l.name, issue })));
+  }
+  calibrated(run, sm);
+  const report: SubModelReport = {
+    name: l.name, role: sm.role, pipeline: formatPipeline(ran), steps: stepReports.map(stepSummary), missingPasses: missing, finalize: fin,
+    issues: [], verification: [], ms: 0, calibration: sm.calibrationUsed,
+  };
+  run.reports.push(report);
+  await emitVariants(run, l, sm, report);
+  report.ms = Math.round(performance.now() - ts);
+}
+
+/** What the passes get beyond the graph: GPTQ activations, and fp16 activation ranges when to-fp16 runs. */
+async function pipelineContext(run: Run, l: Loaded, sm: SubModel, st: PipelineStep[]): Promise<QuantizeContext> {
+  const { o, opts } = run;
+  const ctx: QuantizeContext = { modelDir: path.dirname(l.file), progress: o.progress };
+  // Data-aware methods (GPTQ) need the activations each weight multiplies.
+  const wc = sm.plan.weightBits
+    ? await weightCalibration(l.model, opts.method, () => calibrationSets(l.model, sm, 8), { progress: o.progress }) : undefined;
+  if (wc) {
+    ctx.calibration = wc.calibration;
+    calibrated(run, sm);
+  }
+  if (st.some((s) => s.pass.name === 'to-fp16')) {
+    // fp16 that cannot overflow: what stays fp32 is decided from ranges measured on the fp32
+    // source (value names survive fusion and quantization; values a pass creates are unmeasured).
+    o.progress?.('activation ranges', undefined, undefined, l.name);
+    // (Not calibration in the manifest's sense: the fp16 keep-lists do not make the artifact's accuracy rest on these sets.)
+    const before = sm.calibrationUsed;
+    try {
+      ctx.activationRanges = await activationRanges(l.model, calibrationSets(l.model, sm, 2));
+    } catch (e) {
+      // The source may hold ops onnxruntime cannot run (the target check below names them): then
+      // to-fp16 keeps its static fp32 list, and the report says the ranges were not measured.
+      if (e instanceof InputError) throw e;
+      run.warnings.push(`${l.name}: fp16 activation ranges not measured (onnxruntime could not run the source: ${String((e as Error).message).split('\n')[0]})`);
+    }
+    sm.calibrationUsed = before;
+  }
+  return ctx;
+}
+
+/** Run the pipeline, then lower the contrib ops the target does not run; returns the steps that ran. */
+async function runSteps(run: Run, l: Loaded, st: PipelineStep[], ctx: QuantizeContext): Promise<{ ran: PipelineStep[]; stepReports: StepReport[] }> {
+  const { target } = run;
+  let stepReports: StepReport[];
+  try {
+    stepReports = await runPipeline(l.model, st, ctx);
+  } catch (e) {
+    // A defect inside a pass also names the sub-model it ran on.
+    if (e instanceof InternalError) e.within(`sub-model '${l.name}'`);
+    throw e;
+  }
+  // Whatever the pipeline fused, the target gets only contrib ops it runs.
+  const keep = LOWERABLE.filter((op) => target.capabilities.supports('com.microsoft', op) || (op === 'SimplifiedLayerNormalization' && target.capabilities.supports('', op)));
+  const refused = [...l.model.graph.allGraphs()].some((g) => g.nodes.some((n) => LOWERABLE.includes(n.opType) && !keep.includes(n.opType) && (n.domain === 'com.microsoft' || (n.domain === '' && n.opType === 'SimplifiedLayerNormalization'))));
+  const ran = [...st];
+  if (refused) {
+    const lower = getPass('lower-contrib')!;
+    ran.push({ pass: lower, options: resolveOptions(lower, { keep }) });
+    stepReports.push(...await runPipeline(l.model, ran.slice(-1), ctx));
+  }
+  return { ran, stepReports };
+}
+
+/** Write each variant of a compiled sub-model (dims bound, checked against the target) and queue it for verification. */
+async function emitVariants(run: Run, l: Loaded, sm: SubModel, report: SubModelReport): Promise<void> {
+  const { o, target, profile, sub, mdir, tmp } = run;
+  const variants = target.variants(l.model, sm);
+  // Variants share one weights file: the compiled model is written once as a base, and each
+  // variant re-reads it and references the same external data in place.
+  const shared = variants.length > 1;
+  const baseFile = path.join(mdir, `.base-${l.name}.onnx`);
+  const dataName = target.externalData.location(`${l.name}.onnx`);
+  if (shared) saveModel(l.model, baseFile, { externalData: true, location: dataName, maxFileBytes: target.externalData.maxFileBytes });
+  for (const [vi, v] of variants.entries()) {
+    const name = target.fileName(sm, v);
+    const file = sub ? `${sub}/${name}` : name;
+    if (variants.length > 1) o.progress?.('variants', vi, variants.length, file);
+    const m = shared ? loadModel(baseFile) : l.model;
+    if (Object.keys(v.dims).length) await fixShapes(m, v.dims);
+    target.finalizeVariant?.(m, sm);
+    const issues = checkModel(m, target, profile);
+    report.issues.push(...issues);
+    run.issues.push(...issues.map((issue) => ({ model: file, issue })));
+    const location = shared ? `${name}_data` : target.externalData.location(name);
+    const res = saveModel(m, path.join(mdir, name), { externalData: true, location, maxFileBytes: target.externalData.maxFileBytes, reuseExternal: shared });
+    const ext = shared ? [dataName, ...res.dataFiles.map((d) => path.basename(d.file))] : res.dataFiles.map((d) => path.basename(d.file));
+    run.pending.push({ sm, variant: v, file, model: loadModel(path.join(tmp, file)), ext: [...new Set(ext)].sort() });
+  }
+  if (shared) fs.rmSync(baseFile);
+}
+
+/** Verify every emitted file against its source (unless --no-verify) and make its manifest entry. */
+async function verifyPending(run: Run): Promise<void> {
+  const { o, target, opts, pending } = run;
+  for (const [pi, p] of pending.entries()) {
+    const report = run.reports.find((r) => r.name === p.sm.name)!;
+    let verification: ManifestModel['verification'];
+    if (o.verify !== false) {
+      o.progress?.('verify', pi, pending.length, p.file);
+      verification = await verifyOne(run, p, report);
+    }
+    const issues = run.issues.filter((i) => i.model === p.file).map((i) => i.issue);
+    run.emitted.push(p.model);
+    run.entries.push({
+      name: p.sm.name, role: p.sm.role, file: p.file, variant: p.variant.suffix || undefined,
+      externalData: p.ext, model: p.model, plan: p.sm.plan, opts, pipeline: report.pipeline,
+      sessionOptions: fallbackSession(target.sessionOptions(p.model, p.sm, p.ext), issues.length > 0), transforms: report.finalize, verification,
+      ...(p.sm.calibrationUsed ? { calibration: calibrationOf(p.sm.calibrationUsed, run.portable) } : {}),
+      ...(issues.length ? { fallback: issues.map((i) => ({ node: i.node, op: i.op, reason: i.reason })) } : {}),
+    });
+  }
+}
+
+async function verifyOne(run: Run, p: Run['pending'][number], report: SubModelReport): Promise<ManifestModel['verification']> {
+  const { target, opts, tmp } = run;
+  const threshold = roleThreshold(target, p.sm.role, p.sm.plan);
+  const image = opts.tiling?.sizes[0] ?? opts.imageSizes[0];
+  const derive = derivedInputs(loadModel(p.sm.source), p.model);
+  const vo: VerifyOptions = {
+    threshold, seed: opts.seed, dims: opts.fix, dimFlag: '--fix', image, role: p.sm.role, candidateName: p.file, ...userInputs(p.sm), unfit: 'synthetic', derive,
+  };
+  // On what the target's runtime feeds the variant (a static decoder's KV window) when the
+  // target says, else on the user's data or realistic synthetic sets.
+  const own = await target.verificationSets?.(p.sm, p.variant, p.model);
+  const result = own ? byTaskMetrics(await verifyModels(p.sm.source, path.join(tmp, p.file), { ...vo, sets: own }))
+    : await verifyModels(p.sm.source, path.join(tmp, p.file), vo);
+  report.verification.push({ file: p.file, result });
+  return {
+    threshold, passed: result.passed,
+    inputs: result.inputs.map((i) => ({ name: i.name, shape: i.shape })),
+    inputsUsed: summaryOf(result.inputsUsed, run.portable),
+    outputs: result.outputs.map((c) => ({ name: c.name, cosine: round(c.cosine), maxAbsError: round(c.maxAbsError) })),
+    ...(result.metrics.length ? { metrics: result.metrics.map((m) => ({ ...m, value: round(m.value) })) } : {}),
+    ...(result.judgedBy ? { judgedBy: result.judgedBy } : {}),
+  };
+}
+
+/** Target extra files, carried config files, genai_config.json, report.html and manifest.json into the temp folder. */
+async function writeArtifact(run: Run, input: string): Promise<Manifest> {
+  const { o, target, profile, opts, runtimeVersion, tmp, entries, emitted, reports } = run;
+  for (const f of target.extraFiles?.(emitted) ?? []) fs.writeFileSync(path.join(tmp, f.path), f.content);
+  carryOver(input, tmp);
+  // report.html describes the model files; the manifest then hashes it with everything else.
+  const pre = preprocessingSpec(opts, entries);
+  if (target.genaiConfig) {
+    const g = genaiConfig(buildManifest(target, profile, opts, entries, [], pre), entries, tmp);
+    if (g) writeJson(path.join(tmp, 'genai_config.json'), g);
+  }
+  const runtime = { ...minRuntime(emitted), ...(runtimeVersion ? { requested: runtimeVersion } : {}) };
+  const pr = o.profileRun ? (typeof o.profileRun === 'object' ? o.profileRun : {}) : undefined;
+  const perf = pr ? await profileModel(tmp, { target: target.name, device: pr.device, measure: true, runs: pr.runs ?? 3 }) : undefined;
+  const draft = buildManifest(target, profile, opts, entries, fileDigests(tmp), pre);
+  draft.runtime = runtime;
+  if (perf) draft.performance = perf;
+  const subModels = reports.map((r) => ({ name: r.name, steps: r.steps, layers: r.steps.flatMap((s) => s.layers ?? []), issues: r.issues }));
+  fs.writeFileSync(path.join(tmp, 'report.html'), reportHtml(draft, draft.files, { models: entries.map((e) => ({ file: e.file, model: e.model })), subModels }));
+  const manifest = buildManifest(target, profile, opts, entries, fileDigests(tmp), pre);
+  manifest.runtime = runtime;
+  if (perf) manifest.performance = perf;
+  writeJson(path.join(tmp, 'manifest.json'), manifest);
+  return manifest;
+}
+
+/** One line per output that failed verification. */
+function failedOutputs(reports: SubModelReport[]): string[] {
+  return reports.flatMap((r) => r.verification.flatMap((v) => v.result.outputs.filter((c) => c.problem)
+    .map((c) => `${v.file}: output '${c.name}': ${c.problem} (cosine ${round(c.cosine)}, max abs ${round(c.maxAbsError)}; `
+      + `${describeInputs(v.result.inputsUsed)})`)));
+}
+
+/** Synthetic calibration is said once per sub-model; --strict refuses it. */
+function calibrated(run: Run, sm: SubModel): void {
+  const u = sm.calibrationUsed;
+  if (!u?.synthetic) return;
+  if (run.o.strict) throw new InputError(`${sm.name}: --strict: no calibration data (pass --calibration DIR of test_data_set_N folders or images, or --inputs/--images/--tokens)`);
+  const line = `${sm.name}: ${SYNTHETIC_CALIBRATION}`;
+  if (!run.warnings.includes(line)) run.warnings.push(line);
 }
 
 /** The nodes that fall back, one line each, under a header. */

@@ -31,6 +31,8 @@ export interface ManifestVerification {
   outputs: { name: string; cosine: number; maxAbsError: number }[];
   /** Task metrics (top-1/top-5, next-token agreement, KL, perplexity, per-token cosine). */
   metrics?: { name: string; value: number; threshold?: number; higherIsBetter?: boolean; passed?: boolean; count: number; note?: string }[];
+  /** Set when the verdict is not the cosine threshold: what judged it (a static decoder on its runtime's feeds: task metrics). */
+  judgedBy?: string;
 }
 
 /** What compile() hands the manifest builder for one emitted model. */
@@ -43,6 +45,8 @@ export interface ManifestModel {
   model: Model;
   plan: RolePlan;
   opts: TargetOptions;
+  /** The passes that ran on the sub-model, as pipeline text (passes/manager.ts formatPipeline). */
+  pipeline: string;
   sessionOptions: Record<string, unknown>;
   /** Counts of the target-level rewrites (splits, accuracy levels, Q/DQ insertions). */
   transforms: Record<string, number>;
@@ -68,6 +72,8 @@ export interface Manifest {
     outputs: ManifestIO[];
     opsets: { domain: string; version: number }[];
     ops: Record<string, number>;
+    /** The passes that ran on the sub-model, as pipeline text (parsePipeline reads it back). */
+    pipeline: string;
     quantization: Record<string, unknown>;
     transforms: Record<string, number>;
     session: Record<string, unknown>;
@@ -190,7 +196,7 @@ export function buildManifest(t: Target, profile: DeviceProfile, opts: TargetOpt
       name: e.name, role: e.role, file: e.file, ...(e.variant ? { variant: e.variant } : {}), externalData: e.externalData,
       inputs: io(e.model, 'inputs'), outputs: io(e.model, 'outputs'),
       opsets: e.model.opsetImports.map((o) => ({ domain: o.domain, version: o.version })),
-      ops: opCounts(e.model), quantization: quantization(e), transforms: e.transforms, session: e.sessionOptions,
+      ops: opCounts(e.model), pipeline: e.pipeline, quantization: quantization(e), transforms: e.transforms, session: e.sessionOptions,
       ...(e.verification ? { verification: e.verification } : {}),
       ...(e.calibration ? { calibration: e.calibration } : {}),
       ...(e.fallback ? { fallback: e.fallback } : {}),

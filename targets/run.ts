@@ -8,11 +8,11 @@ import { InputError, loadModel } from '../ir/index.js';
 import { SessionPool, encodeImage, generate, type DecoderFiles, type GenerateResult, type OptLevel, type Prefix } from '../runtime/generate.js';
 import { compareTensors } from '../runtime/ort.js';
 import { Tensor } from '../ir/index.js';
-import { DEFAULT_NORMALIZE, cropResize, decodeImage, toPixelValues, type Normalize } from '../runtime/image.js';
+import { DEFAULT_NORMALIZE, cropResize, decodeImage, toPixelValues, type Normalize, type RgbImage } from '../runtime/image.js';
 import { parseSize, type Size } from './dims.js';
 import { resolveInputs, roleOf } from './compile.js';
 import { encoderCalls } from './buckets.js';
-import { planImage, type PolicyName, type TilePlan } from './plan/index.js';
+import { bluelmCanvas, planImage, type PolicyName, type Tile, type TilePlan } from './plan/index.js';
 import type { Manifest } from './manifest.js';
 import { loadTokenizer, type TextTokenizer } from '../runtime/tokenizer.js';
 
@@ -163,6 +163,23 @@ async function encodeTiles(pool: SessionPool, plan: TilePlan, pixels: Float32Arr
   return { data, rows: total / hidden };
 }
 
+/** A tile's pixels as the plan says: its crop resized to the tile size; a BlueLM-V grid cell is cut
+ * from the padded canvas instead (the resized image centred on black), so padding stays padding. */
+export function tileImage(img: RgbImage, plan: TilePlan, t: Tile): RgbImage {
+  if (plan.policy !== 'bluelm-v' || t.kind !== 'tile') return cropResize(img, t.crop, t.resize.width, t.resize.height);
+  const g = plan.grids[0]!, patch = t.resize.width;
+  const { rw, rh, px, py } = bluelmCanvas(img, g.cols, g.rows, patch);
+  const out = { width: patch, height: patch, data: new Float32Array(patch * patch * 3) };
+  const cx = t.col * patch, cy = t.row * patch;
+  const x0 = Math.max(cx, px), x1 = Math.min(cx + patch, px + rw), y0 = Math.max(cy, py), y1 = Math.min(cy + patch, py + rh);
+  if (x1 <= x0 || y1 <= y0) return out;
+  // Canvas pixels [x0, x1) come from the resized image's [x0 - px, x1 - px): that span of the source.
+  const sx = img.width / rw, sy = img.height / rh;
+  const part = cropResize(img, { x0: (x0 - px) * sx, y0: (y0 - py) * sy, x1: (x1 - px) * sx, y1: (y1 - py) * sy }, x1 - x0, y1 - y0);
+  for (let y = 0; y < part.height; y++) out.data.set(part.data.subarray(y * part.width * 3, (y + 1) * part.width * 3), ((y + y0 - cy) * patch + x0 - cx) * 3);
+  return out;
+}
+
 /** A tiling-policy artifact's image: planned with the manifest's policy and parameters, each tile
  * cropped and resized as the plan says, encoder calls on the compiled (tile size, batch) variants;
  * the source runs the same tiles, one call per plan batch, on its dynamic encoder. */
@@ -174,7 +191,7 @@ function tiledVision(dir: string, spec: TilingSpec, image: string, norm: Normali
   } catch (e) {
     throw new InputError(`the manifest's tiling (${spec.policy}) cannot plan this image: ${(e as Error).message}`, image);
   }
-  const pixels = plan.tiles.map((t) => toPixelValues(cropResize(img, t.crop, t.resize.width, t.resize.height), norm));
+  const pixels = plan.tiles.map((t) => toPixelValues(tileImage(img, plan, t), norm));
   const byPlan = (files: (s: Stages) => { encoder: string; projector?: string }) => (s: Stages): TileCall[] =>
     plan.batches.map((b) => ({ tiles: b.tiles, batch: b.tiles.length, ...files(s) }));
   let calls: (s: Stages) => TileCall[];

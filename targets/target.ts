@@ -6,8 +6,9 @@ import type { Role } from '../ir/summary.js';
 import type { PolicyName } from './plan/types.js';
 import type { Tiling } from './dims.js';
 import { COSINE_THRESHOLDS } from '../runtime/metrics.js';
-import type { InputsUsed, Preprocess } from '../runtime/inputs.js';
+import type { InputSets, InputsUsed, Preprocess } from '../runtime/inputs.js';
 import type { RangeMethod } from '../runtime/calibrate.js';
+import type { OutputSelect } from '../runtime/verify.js';
 
 export type TargetName = 'webgpu' | 'npu' | 'mobile';
 export const TARGET_NAMES: readonly TargetName[] = ['webgpu', 'npu', 'mobile'];
@@ -141,6 +142,9 @@ export interface SubModel {
   source: string;
   /** Vision patch size found in the folder (derives grid dims from image sizes). */
   patch?: number;
+  /** Every sub-model of the folder (this one included): source file and role, for calibration and
+   * verification runs that feed one stage with what the stages before it make. */
+  siblings?: { name: string; role: Role; file: string }[];
   /** Set by calibration: what the activation ranges / GPTQ statistics were measured on. */
   calibrationUsed?: InputsUsed;
   /** Progress of long target work (calibration runs). */
@@ -166,6 +170,8 @@ export interface Target {
   finalize(model: Model, sm: SubModel): Promise<Record<string, number>>;
   /** Rewrites of one variant after its dims are bound (constants that folded out of shape arithmetic). */
   finalizeVariant?(model: Model, sm: SubModel): void;
+  /** Input sets to verify a variant on instead of the generic ones (what the target's runtime feeds it). */
+  verificationSets?(sm: SubModel, variant: Variant, candidate: Model): Promise<(InputSets & { select?: OutputSelect }) | undefined>;
   /** Files to emit for a compiled sub-model (static targets: one per shape bucket). */
   variants(model: Model, sm: SubModel): Variant[];
   /** Artifact file name of a sub-model variant. */

@@ -4,6 +4,7 @@ import { CheckError, InputError } from '../../ir/index.js';
 import { artifactSummary, compile, type CompileOptions, type CompileResult } from '../../targets/compile.js';
 import { modelFilePaths } from '../../targets/manifest.js';
 import { TARGET_NAMES, type QuantChoice, type TargetName } from '../../targets/target.js';
+import { PIPELINES } from '../../passes/pipelines.js';
 import { fmtBytes, table } from '../format.js';
 import { progressView } from '../progress.js';
 import type { RegisterCommand } from './index.js';
@@ -137,7 +138,7 @@ export function printCompile(r: CompileResult): void {
     rows.push([
       m.file, m.role, fmtBytes(files.reduce((s, f) => s + f.bytes, 0)), String(Object.values(m.ops).reduce((s, v) => s + v, 0)),
       outs.length ? Math.min(...outs.map((o) => o.cosine)).toFixed(5) : '-', outs.length ? Math.max(...outs.map((o) => o.maxAbsError)).toExponential(2) : '-',
-      m.verification ? (m.verification.passed ? `ok (>= ${m.verification.threshold})` : `FAIL (< ${m.verification.threshold})`) : 'skipped',
+      m.verification ? (m.verification.judgedBy ? `${m.verification.passed ? 'ok' : 'FAIL'} (${m.verification.judgedBy})` : m.verification.passed ? `ok (>= ${m.verification.threshold})` : `FAIL (< ${m.verification.threshold})`) : 'skipped',
     ]);
   }
   process.stdout.write(`${table(rows, '', [false, false, true, true, true, true, false]).join('\n')}\n`);
@@ -169,7 +170,7 @@ export const registerCompile: RegisterCommand = (program: Command, setExit) => {
     .option('--image-sizes <WxH,...>', 'vision sizes: one static vision encoder/projector per size (npu default 224x224)')
     .option('--context <n>', 'npu: KV length (past + new tokens) of the static decoder', undefined)
     .option('--prefill-chunk <n>', 'npu: tokens per prefill call (default context/16, at most 128)')
-    .option('--pipeline <spec>', 'replace the default pass pipeline (e.g. "cleanup,fold-constants,quantize-int4{bits=4}")')
+    .option('--pipeline <spec>', `replace the default pass pipeline: text (e.g. "cleanup,fold-constants,quantize-weights{bits=4}") or a named pipeline (${[...TARGET_NAMES, ...Object.keys(PIPELINES)].join('|')}; a target's name runs that target's pipeline)`)
     .option('--calibration <dir>', 'calibration data (npu activation ranges, gptq): test_data_set_N folders or PNG/JPEG images; a sub-folder per sub-model for a folder (default: --inputs/--images/--tokens, else synthetic)')
     .option('--calibration-method <m>', 'activation range method: minmax|percentile|entropy (as onnxruntime calibrate.py)')
     .option('--strict', 'refuse to calibrate on synthetic inputs')

@@ -68,6 +68,7 @@ Examples:
   $ edgec run out/npu --image cat.png --tokens 1,15,27 --compare models/tiny-mllm   # the fp32 source, same greedy tokens?
   $ edgec run out/mobile --tokens 5,6,7 --json
   $ edgec run out/webgpu --image cat.png --prompt "Describe the image." --max-new-tokens 8   # tokenizer.json in the artifact
+  $ edgec run out/npu-internvl --image photo.jpg --prompt "Describe the image." --compare models/tiny-mllm   # tiled as compiled with --policy
 
 Exit codes: 0 ran (and, with --compare, the same tokens), 1 the tokens diverge from the source, 2 bad input.`)
     .action(async (dir: string, o: RunCliOpts) => {

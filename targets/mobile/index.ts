@@ -4,7 +4,7 @@ import { requestedVariants } from '../dims.js';
 import type { RolePlan, Target, TargetOptions } from '../target.js';
 import { MOBILE_CAPABILITIES } from './capabilities.js';
 import { mobileFileName, mobileFinalize, mobileSessionOptions, requiredOperators } from './emit.js';
-import { mobilePipeline } from './pipeline.js';
+import { targetPipeline } from '../pipelines.js';
 import { MOBILE_PROFILES } from './profiles.js';
 import { COSINE_THRESHOLDS } from '../../runtime/metrics.js';
 
@@ -24,7 +24,7 @@ export const mobile: Target = {
   defaultProfile: 'android-arm64',
   thresholds: COSINE_THRESHOLDS,
   plan,
-  pipeline: mobilePipeline,
+  pipeline: (sm) => targetPipeline('mobile', sm),
   finalize: (m) => mobileFinalize(m),
   // Dynamic shapes unless --fix or --image-sizes asks for static ones.
   variants: requestedVariants,

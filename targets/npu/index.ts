@@ -3,8 +3,8 @@ import type { Role } from '../../ir/summary.js';
 import type { RolePlan, Target, TargetOptions } from '../target.js';
 import { NPU_CAPABILITIES } from './capabilities.js';
 import { quantizeFoldedConstants } from './qdq.js';
-import { npuFileName, npuFinalize, npuSessionOptions, npuVariants } from './emit.js';
-import { npuPipeline } from './pipeline.js';
+import { npuFileName, npuFinalize, npuSessionOptions, npuVariants, npuVerificationSets } from './emit.js';
+import { targetPipeline } from '../pipelines.js';
 import { NPU_PROFILES } from './profiles.js';
 import { COSINE_THRESHOLDS } from '../../runtime/metrics.js';
 
@@ -25,10 +25,11 @@ export const npu: Target = {
   defaultProfile: 'snapdragon-8-gen-3',
   thresholds: COSINE_THRESHOLDS,
   plan,
-  pipeline: npuPipeline,
+  pipeline: (sm) => targetPipeline('npu', sm),
   finalize: npuFinalize,
   finalizeVariant: (m, sm) => { if (sm.plan.format !== 'none') quantizeFoldedConstants(m); },
   variants: npuVariants,
+  verificationSets: npuVerificationSets,
   fileName: npuFileName,
   externalData: { maxFileBytes: Infinity, location: (file) => `${file}.data` },
   genaiConfig: true,

@@ -82,7 +82,8 @@ export async function calibrationRanges(model: Model, values: Value[], sets: Rec
   const extra = values.filter((v) => !v.isGraphOutput && !v.isGraphInput);
   const savedOutputs = [...g.outputs];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-calib-'));
-  const collector = new RangeCollector(method);
+  // The grid is uint16: the entropy method models it (no clip gains anything there).
+  const collector = new RangeCollector(method, undefined, 16);
   const add = (k: string, t: Tensor) => { if (isFloat(t.dtype)) collector.add(k, t.toFloat32()); };
   try {
     g.setOutputs([...savedOutputs, ...extra]);
@@ -100,7 +101,40 @@ export async function calibrationRanges(model: Model, values: Value[], sets: Rec
     g.setOutputs(savedOutputs);
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  return collector.ranges();
+  return tieCache(g, collector.ranges(outputSide(g)));
+}
+
+/** A KV cache input takes what the matching output gave the step before (present.N.key is fed back
+ * as past_key_values.N.key): both get one encoding, the union of their ranges. Calibrated on a
+ * prefill from an empty cache alone, the past had no values at all and got the degenerate [0, 0]
+ * encoding: every real past value was rounded to an integer or clamped to 0 (cosine 0.76). */
+function tieCache(g: Graph, ranges: Map<string, [number, number]>): Map<string, [number, number]> {
+  for (const v of g.inputs) {
+    const out = v.name.replace(/^past_key_values\./, 'present.').replace(/^past\./, 'present.');
+    if (out === v.name || !g.outputs.some((o) => o.name === out)) continue;
+    const a = ranges.get(v.name), b = ranges.get(out);
+    if (!a && !b) continue;
+    const u: [number, number] = [Math.min(a?.[0] ?? 0, b?.[0] ?? 0), Math.max(a?.[1] ?? 0, b?.[1] ?? 0)];
+    ranges.set(v.name, u);
+    ranges.set(out, u);
+  }
+  return ranges;
+}
+
+/** Graph outputs and the values they copy through data-movement ops (which share one encoding):
+ * never clipped by percentile or entropy. */
+function outputSide(g: Graph): Set<string> {
+  const out = new Set<string>();
+  for (let v of g.outputs) {
+    for (;;) {
+      out.add(v.name);
+      const p = v.producer;
+      const i = p && p.domain === '' && SHARED.has(p.opType) ? p.input(0) : undefined;
+      if (!i || out.has(i.name)) break;
+      v = i;
+    }
+  }
+  return out;
 }
 
 /** onnxruntime refused the model being calibrated: bad input when it refuses the source file on the

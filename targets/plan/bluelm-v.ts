@@ -9,6 +9,15 @@
 // leaves ceil(27/2)^2 = 196. Patches run 4 per NPU call (9 patches: 4+4+1).
 import { Size, Tile, TilePlan, checkImage, finishPlan, fullBox } from './types.js';
 
+/** LLaVA-NeXT resize_and_pad: the image resized to fit the cols x rows canvas of patch-pixel cells
+ * keeping its aspect (rw x rh), pasted at (px, py) on black; the rest is padding. */
+export function bluelmCanvas(img: Size, cols: number, rows: number, patch: number): { cw: number; ch: number; rw: number; rh: number; px: number; py: number } {
+  const cw = cols * patch, ch = rows * patch;
+  const s = Math.min(cw / img.width, ch / img.height);
+  const rw = Math.min(cw, Math.ceil(img.width * s)), rh = Math.min(ch, Math.ceil(img.height * s));
+  return { cw, ch, rw, rh, px: Math.floor((cw - rw) / 2), py: Math.floor((ch - rh) / 2) };
+}
+
 export interface BlueLMOptions {
   patch: number;
   maxPatches: number;
@@ -56,11 +65,7 @@ export function planBlueLM(img: Size, opts: Partial<BlueLMOptions> = {}): TilePl
   const { best, scores } = relaxedMatch(img, o);
   const side = Math.floor(o.patch / o.vitPatch);
   const enc = side * side, proj = Math.ceil(side / o.merge) ** 2;
-  // Resize to fit the canvas keeping aspect, centre it, pad the rest (LLaVA-NeXT resize_and_pad).
-  const cw = best.cols * o.patch, ch = best.rows * o.patch;
-  const s = Math.min(cw / img.width, ch / img.height);
-  const rw = Math.min(cw, Math.ceil(img.width * s)), rh = Math.min(ch, Math.ceil(img.height * s));
-  const px = Math.floor((cw - rw) / 2), py = Math.floor((ch - rh) / 2);
+  const { cw, ch, rw, rh, px, py } = bluelmCanvas(img, best.cols, best.rows, o.patch);
   const toSrcX = (x: number) => Math.min(img.width, Math.max(0, ((x - px) * img.width) / rw));
   const toSrcY = (y: number) => Math.min(img.height, Math.max(0, ((y - py) * img.height) / rh));
   const tiles: Tile[] = [];

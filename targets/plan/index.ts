@@ -2,13 +2,13 @@
 // policy files (sliceSize, maxSlices, minTiles, maxTiles, alpha, batch, ...).
 import { POLICIES, PolicyName, Size, TilePlan } from './types.js';
 import { MINICPM_DEFAULTS, planMiniCPM } from './minicpm-v.js';
-import { BLUELM_DEFAULTS, planBlueLM } from './bluelm-v.js';
+import { BLUELM_DEFAULTS, bluelmCanvas, planBlueLM } from './bluelm-v.js';
 import { INTERNVL_DEFAULTS, planInternVL } from './internvl.js';
 import { MINI_MONKEY_DEFAULTS, planMiniMonkey } from './mini-monkey.js';
 
 export * from './types.js';
 export { planToSvg } from './svg.js';
-export { planMiniCPM, planBlueLM, planInternVL, planMiniMonkey };
+export { planMiniCPM, planBlueLM, planInternVL, planMiniMonkey, bluelmCanvas };
 
 export const POLICY_DEFAULTS: Record<PolicyName, Record<string, number | boolean>> = {
   'minicpm-v': { ...MINICPM_DEFAULTS },

@@ -4,7 +4,7 @@ import { requestedVariants } from '../dims.js';
 import type { RolePlan, Target, TargetOptions } from '../target.js';
 import { WEBGPU_CAPABILITIES } from './capabilities.js';
 import { WEBGPU_MAX_CHUNK, transformersJsDims, webgpuFileName, webgpuFinalize, webgpuSessionOptions } from './emit.js';
-import { webgpuPipeline } from './pipeline.js';
+import { targetPipeline } from '../pipelines.js';
 import { WEBGPU_PROFILES } from './profiles.js';
 import { COSINE_THRESHOLDS } from '../../runtime/metrics.js';
 
@@ -26,7 +26,7 @@ export const webgpu: Target = {
   defaultProfile: 'default',
   thresholds: COSINE_THRESHOLDS,
   plan,
-  pipeline: webgpuPipeline,
+  pipeline: (sm) => targetPipeline('webgpu', sm),
   finalize: webgpuFinalize,
   // After the variant's dims are bound: --fix names the source's dims.
   finalizeVariant: (m) => { transformersJsDims(m); },

@@ -13,6 +13,7 @@ import protobuf from 'protobufjs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compile, type CompileOptions } from '../../targets/compile.js';
 import type { Manifest } from '../../targets/manifest.js';
+import { METRIC_THRESHOLDS } from '../../runtime/metrics.js';
 import { cli } from '../cli/helpers.js';
 
 const ROOT = path.resolve(__dirname, '../../fixtures/export');
@@ -292,4 +293,57 @@ describe('compile figures agree with an independent re-run of the artifact', () 
     expect(manifest.verification).toEqual({ ran: true, passed: true });
     await rerun(model, target, out, manifest);
   }, 120_000);
+
+  it('npu decoder_kv decode variant, which no exporter set fits as is: right-aligned in its KV window as a runtime feeds it, it agrees with torch', async () => {
+    const out = path.join(tmp, 'decoder_kv-npu');
+    if (!fs.existsSync(path.join(out, 'manifest.json'))) await compile(path.join(ROOT, 'decoder_kv', 'model.onnx'), { target: 'npu', out, inputs: [path.join(ROOT, 'decoder_kv')], ...NPU.decoder_kv });
+    const manifest = JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8')) as Manifest;
+    const e = manifest.models.find((m) => m.variant === 'decode')!;
+    const shape = Object.fromEntries(e.inputs.map((i) => [i.name, i.shape as number[]]));
+    const window = shape['past_key_values.0.key']![2]!;
+    const src = await ort.InferenceSession.create(path.join(ROOT, 'decoder_kv', 'model.onnx'));
+    const sets = testSets('decoder_kv', [...src.inputNames], [...src.outputNames]);
+    await src.release();
+    const runs: ReturnType<typeof feedsFor> = [];
+    for (const set of sets.filter((x) => x.inputs.input_ids!.dims[1] === 1)) {
+      for (let b = 0; b < set.inputs.input_ids!.dims[0]!; b++) {
+        const row = (t: Arr) => rowsOf(t, b, 1);
+        const mask = row(set.inputs.attention_mask!), past = mask.dims[1]! - 1, pad = window - past;
+        // Left-pad the cache to the window: zero slots, masked out.
+        const padPast = (t: Arr): Arr => {
+          const [, h, , d] = t.dims as [number, number, number, number];
+          const data = new Float64Array(h * window * d);
+          for (let i = 0; i < h; i++) data.set((t.data as Float64Array).subarray(i * past * d, (i + 1) * past * d), (i * window + pad) * d);
+          return { ...t, dims: [1, h, window, d], data };
+        };
+        const m: Arr = { ...mask, dims: [1, window + 1], data: BigInt64Array.from([...new Array<bigint>(pad).fill(0n), ...(mask.data as BigInt64Array)]) };
+        const feeds: Record<string, Arr> = { input_ids: row(set.inputs.input_ids!), attention_mask: m, position_ids: positionIds(m, 1) };
+        for (const k of Object.keys(set.inputs).filter((k) => k.startsWith('past_key_values'))) feeds[k] = padPast(row(set.inputs[k]!));
+        runs.push({ feeds, refs: { logits: row(set.outputs.logits!) } });
+      }
+    }
+    expect(runs.length).toBe(3);
+    const f = (await measure(path.join(out, e.file), e.inputs, ['logits'], runs, 'disabled', true)).get('logits')!;
+    rows.push(`| decoder_kv | npu | ${e.file} (right-aligned, rerun only) | ${runs.length} | logits | - / ${f.cos.toPrecision(6)} | - / ${f.maxAbs.toPrecision(4)} | kl - / ${f.metric('kl').toExponential(3)} |`);
+    expect(f.cos).toBeGreaterThanOrEqual(e.verification!.threshold);
+    expect(f.metric('kl')).toBeLessThanOrEqual(METRIC_THRESHOLDS.kl);
+  }, 120_000);
+
+  it('webgpu fp16 keeps the float-min causal mask in range: decoder_nokv padding rows match torch too', async () => {
+    // With the mask Add in fp16 (before measured ranges), each fully masked (padding) query row of
+    // the left-padded set was off by KL 1.6 and the whole-set KL read 0.054.
+    const out = path.join(tmp, 'decoder_nokv-webgpu-pad');
+    const r = await compile(path.join(ROOT, 'decoder_nokv', 'model.onnx'), { target: 'webgpu', out, verify: false });
+    const e = r.manifest.models[0]!;
+    const src = await ort.InferenceSession.create(path.join(ROOT, 'decoder_nokv', 'model.onnx'));
+    const set = testSets('decoder_nokv', [...src.inputNames], [...src.outputNames])[1]!;
+    await src.release();
+    const mask = set.inputs.attention_mask!;
+    expect([...(mask.data as BigInt64Array)].filter((x) => x === 0n).length).toBeGreaterThan(0);
+    // Every position scored, padding included (no mask handed to the figures).
+    const f = (await measure(path.join(out, e.file), e.inputs, ['logits'], [{ feeds: set.inputs, refs: set.outputs }], 'disabled', false)).get('logits')!;
+    expect(f.metric('kl')).toBeLessThan(0.01);
+    expect(f.cos).toBeGreaterThan(0.999);
+  }, 120_000);
 });
+

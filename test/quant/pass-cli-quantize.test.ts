@@ -93,9 +93,11 @@ describe('edgec quantize', () => {
     const program = new Command();
     registerQuantize(program, () => {});
     const cmd = program.commands.find((c) => c.name() === 'quantize')!;
-    cmd.parseOptions(['-o', 'x.onnx', '--block-size', '64', '--asym', '--no-embeddings', '--embed-bits', '8', '--exclude', 'a', 'b', '--threads', '3']);
+    cmd.parseOptions(['-o', 'x.onnx', '--block-size', '64', '--asym', '--no-embeddings', '--embed-bits', '8',
+      '--exclude', 'a', 'b', '--threads', '3']);
     const flags = QUANTIZE_FLAGS;
-    expect(passOptionsFromFlags(quantizeWeights, cmd.opts(), flags)).toEqual({ block: '64', sym: false, embeddings: false, embedBits: '8', exclude: ['a', 'b'], threads: '3' });
+    expect(passOptionsFromFlags(quantizeWeights, cmd.opts(), flags))
+      .toEqual({ block: '64', sym: false, embeddings: false, embedBits: '8', exclude: ['a', 'b'], threads: '3' });
     expect(() => passOptionsFromFlags(quantizeWeights, { sym: true, asym: true }, flags)).toThrow(/--sym and --asym exclude each other/);
   });
 });

@@ -4,9 +4,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadModel } from '../../ir/index.js';
+import { Tensor, loadModel } from '../../ir/index.js';
 import { compareTensors, loadTestDataSet, runModel } from '../../runtime/ort.js';
-import { compile } from '../../targets/compile.js';
+import { compile, type CompileOptions } from '../../targets/compile.js';
 import { derivedInputs } from '../../targets/position-ids.js';
 
 const ROOT = path.resolve(__dirname, '../../fixtures/export');
@@ -38,6 +38,31 @@ describe('npu on real exports', () => {
     expect(r.report.models[0]!.finalize.int32Biases).toBeGreaterThan(0);
   }, 120_000);
 
+  it('trained classifier keeps its top-1 on all 33 exporter test images: synthetic calibration, and each range method on the test sets', async () => {
+    // Before: calibrated on white noise only, deep SE-block activations ran 18x past their range on
+    // real images and image 21 changed class; the entropy method clipped the logits (22 of 33 moved).
+    const dir = path.join(ROOT, 'classifier'), src = path.join(dir, 'model.onnx');
+    const model = loadModel(src);
+    const images = fs.readdirSync(dir).filter((d) => /^test_data_set_\d+$/.test(d)).sort().flatMap((d) => {
+      const x = loadTestDataSet(path.join(dir, d), model).inputs.input!;
+      const one = x.size / x.dims[0]!, v = x.toFloat32();
+      return Array.from({ length: x.dims[0]! }, (_, i) => Tensor.fromFloat32('input', [1, 3, 64, 64], v.slice(i * one, (i + 1) * one)));
+    });
+    expect(images.length).toBe(33);
+    const argmax = (t: Tensor) => { const x = t.toFloat32(); return x.indexOf(Math.max(...x)); };
+    const ref: number[] = [];
+    for (const x of images) ref.push(argmax((await runModel(src, { input: x })).logits!));
+    const runs: [string, Partial<CompileOptions>][] = [['synthetic', {}], ['minmax', { inputs: [dir] }], ['percentile', { inputs: [dir], calibrationMethod: 'percentile' }], ['entropy', { inputs: [dir], calibrationMethod: 'entropy' }]];
+    for (const [name, o] of runs) {
+      const r = await compile(src, { target: 'npu', out: path.join(tmp, `cls-${name}`), imageSizes: ['64x64'], verify: false, ...o });
+      expect(r.manifest.models[0]!.inputs[0]!.shape).toEqual([1, 3, 64, 64]);
+      const file = path.join(r.outDir, r.manifest.models[0]!.file);
+      const flips: number[] = [];
+      for (const [i, x] of images.entries()) if (argmax((await runModel(file, { input: x })).logits!) !== ref[i]) flips.push(i);
+      expect(flips, `${name}: images whose class changed`).toEqual([]);
+    }
+  }, 240_000);
+
   it('decoder with a KV cache: position ids become an input, prefill and decode variants verify on the exporter chunk set', async () => {
     const dir = path.join(ROOT, 'decoder_kv'), src = path.join(dir, 'model.onnx');
     // Test set 2: past 33 + 8 new tokens: the prefill8 variant of a 41-slot context.
@@ -51,6 +76,22 @@ describe('npu on real exports', () => {
     const feeds = { ...data.inputs, ...derivedInputs(ref, cand)!(data.inputs) };
     const want = await runModel(src, data.inputs), got = await runModel(file, feeds);
     expect(compareTensors(want.logits!, got.logits!).cosine).toBeGreaterThan(0.99);
+  }, 180_000);
+
+  it('decoder calibrated on a prefill from an empty cache: past and present share one encoding, the chunk set verifies (4-bit)', async () => {
+    // Before: the empty past gave past_key_values.* the degenerate [0, 0] encoding, and every
+    // present.* of the chunk set (past 33) fell to cosine 0.76.
+    const dir = path.join(ROOT, 'decoder_kv'), src = path.join(dir, 'model.onnx');
+    const r = await compile(src, { target: 'npu', out: path.join(tmp, 'dkv0'), prefillChunk: 8, context: 41, calibration: path.join(dir, 'test_data_set_0'), verify: false });
+    const file = path.join(r.outDir, r.manifest.models.find((m) => m.variant === 'prefill8')!.file);
+    const cand = loadModel(file), ref = loadModel(src);
+    const enc = (name: string) => cand.graph.nodes.find((n) => n.opType === 'QuantizeLinear' && (n.input(0)!.name === name || n.input(0)!.name === `${name}_float`))!;
+    const scale = (name: string) => enc(name).input(1)!.initializer!.toFloat32()[0];
+    expect(scale('past_key_values.0.key')).toBe(scale('present.0.key'));
+    expect(scale('past_key_values.1.value')).toBe(scale('present.1.value'));
+    const data = loadTestDataSet(path.join(dir, 'test_data_set_2'), ref);
+    const want = await runModel(src, data.inputs), got = await runModel(file, { ...data.inputs, ...derivedInputs(ref, cand)!(data.inputs) });
+    for (const k of Object.keys(want)) expect(compareTensors(want[k]!, got[k]!).cosine, k).toBeGreaterThan(0.995);
   }, 180_000);
 
   it('decoder without a KV cache gets one full-context variant, no 1-token decode', async () => {

@@ -7,8 +7,10 @@ import { DataType, loadModel } from '../../ir/index.js';
 import { ROLES, type Role } from '../../ir/summary.js';
 import { compile } from '../../targets/compile.js';
 import { getTarget } from '../../targets/registry.js';
+import { targetPipeline } from '../../targets/pipelines.js';
+import { formatPipeline, parsePipeline, type PipelineStep } from '../../passes/manager.js';
 import { TARGET_NAMES, type QuantChoice, type SubModel, type TargetOptions } from '../../targets/target.js';
-import { tempDir, tinyMllm } from './helpers.js';
+import { readTree, tempDir, tinyMllm } from './helpers.js';
 
 const QUANTS: (QuantChoice | undefined)[] = [undefined, 'int4', 'int8', 'fp16', 'none'];
 
@@ -41,13 +43,12 @@ describe('role plans and pipelines agree on embeddings', () => {
   });
 });
 
-describe('npu embeddings as planned', () => {
-  let tmp: string;
-  beforeAll(() => { tmp = tempDir('pipelines'); });
+describe('compile with target pipelines', () => {
+  let tmp: string, src: string;
+  beforeAll(() => { tmp = tempDir('pipelines'); src = tinyMllm(tmp); });
   afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
   it("plan 'qdq': the compiled table is a 16-bit QDQ constant, not GatherBlockQuantized", async () => {
-    const src = tinyMllm(tmp);
     const r = await compile(path.join(src, 'embed_tokens.onnx'), { target: 'npu', out: path.join(tmp, 'npu') });
     const e = r.manifest.models[0]!;
     expect(getTarget('npu').plan(e.role, options(undefined)).embeddings).toBe('qdq');
@@ -59,5 +60,63 @@ describe('npu embeddings as planned', () => {
     expect(table.opType).toBe('DequantizeLinear');
     expect(table.input(0)!.initializer!.dtype).toBe(DataType.UINT16);
     expect(r.report.passed).toBe(true);
+  });
+
+  it('--pipeline takes a target name (its pipeline for the compile target\'s role plan) or a passes/pipelines.ts name', async () => {
+    const file = path.join(src, 'embed_tokens.onnx');
+    const own = await compile(file, { target: 'mobile', out: path.join(tmp, 'own') });
+    const named = await compile(file, { target: 'mobile', out: path.join(tmp, 'named'), pipeline: ' mobile ' });
+    expect(named.report.models[0]!.pipeline).toBe(own.report.models[0]!.pipeline);
+    expect(readTree(named.outDir)).toEqual(readTree(own.outDir));
+    const other = await compile(file, { target: 'mobile', out: path.join(tmp, 'other'), pipeline: 'webgpu', verify: false });
+    // webgpu's frame with mobile's plan (fp32 activations: no to-fp16).
+    const webgpuFrame = targetPipeline('webgpu', subModel('mobile', 'embeddings', undefined));
+    expect(other.report.models[0]!.pipeline).toBe(formatPipeline(parsePipeline(webgpuFrame)));
+    expect(other.report.models[0]!.pipeline).not.toBe(own.report.models[0]!.pipeline);
+    const minimal = await compile(file, { target: 'mobile', out: path.join(tmp, 'minimal'), pipeline: 'minimal', verify: false });
+    expect(minimal.report.models[0]!.pipeline).toBe('cleanup,infer-shapes');
+  });
+
+  it('the manifest holds the pipeline that ran, and compiling with that text gives the same artifact', async () => {
+    const file = path.join(src, 'decoder_model_merged.onnx');
+    const first = await compile(file, { target: 'webgpu', out: path.join(tmp, 'first') });
+    const text = first.manifest.models[0]!.pipeline;
+    expect(text).toBe(first.report.models[0]!.pipeline);
+    expect(text).toMatch(/^cleanup,infer-shapes,.*quantize-weights\{bits=4,scales=fp16,embeddings=true,role=decoder\},to-fp16,cleanup,infer-shapes$/);
+    const again = await compile(file, { target: 'webgpu', out: path.join(tmp, 'again'), pipeline: text });
+    expect(readTree(again.outDir)).toEqual(readTree(first.outDir));
+  });
+});
+
+describe('target pipelines as text', () => {
+  const resolved = (steps: PipelineStep[]) => steps.map((s) => ({ pass: s.pass.name, options: s.options }));
+
+  it.each(TARGET_NAMES)('%s: formatPipeline prints every role plan so that parsePipeline reads it back', (target) => {
+    for (const role of ROLES) {
+      for (const quant of QUANTS) {
+        const steps = parsePipeline(targetPipeline(target, subModel(target, role, quant)));
+        const text = formatPipeline(steps);
+        expect(resolved(parsePipeline(text)), `${target} ${role} ${quant}: ${text}`).toEqual(resolved(steps));
+        expect(formatPipeline(parsePipeline(text))).toBe(text);
+      }
+    }
+  });
+
+  it('reads as the targets differ: shared frame, own fusions and quantize options', () => {
+    const text = (t: 'webgpu' | 'mobile' | 'npu', role: Role) => formatPipeline(parsePipeline(targetPipeline(t, subModel(t, role, undefined))));
+    const fusions = 'fuse-layernorm,fuse-rmsnorm,fuse-gelu,fuse-skip-layernorm,fuse-rotary,fuse-attention';
+    expect(text('webgpu', 'decoder')).toBe(`cleanup,infer-shapes,fold-constants,cleanup,${fusions},`
+      + 'quantize-weights{bits=4,scales=fp16,embeddings=true,role=decoder},to-fp16,cleanup,infer-shapes');
+    expect(text('mobile', 'decoder')).toBe(`cleanup,infer-shapes,fold-constants,cleanup,${fusions},`
+      + 'quantize-weights{bits=4,accuracyLevel=4,scales=fp32,embeddings=true,role=decoder},cleanup,infer-shapes');
+    expect(text('mobile', 'vision-encoder')).toBe(`cleanup,infer-shapes,fold-constants,cleanup,${fusions},`
+      + 'quantize-weights{bits=8,format=qdq,scales=fp32,embeddings=false,role=vision-encoder},cleanup,infer-shapes');
+    expect(text('npu', 'decoder')).toBe('upgrade-opset,cleanup,infer-shapes,fold-constants,cleanup,position-ids-input,fold-batchnorm,'
+      + 'fuse-layernorm,fuse-gelu,quantize-weights{bits=4,format=qdq,scales=fp32,embeddings=false,role=decoder},cleanup,infer-shapes');
+  });
+
+  it('refuses a value that has no pipeline text', () => {
+    expect(formatPipeline([{ pass: 'fix-shapes', options: { dims: ['seq=4', 'batch=1'] } }])).toBe('fix-shapes{dims=seq=4;batch=1}');
+    expect(() => formatPipeline([{ pass: 'cleanup', options: { x: 'a,b' } }])).toThrow(/cleanup option 'x'/);
   });
 });

@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compile } from '../../targets/compile.js';
-import { runArtifact } from '../../targets/run.js';
+import { runArtifact, tileImage } from '../../targets/run.js';
+import { planImage } from '../../targets/plan/index.js';
 import { SessionPool, encodeImage, generate } from '../../runtime/generate.js';
 import { cropResize, decodeImage, encodePng, toPixelValues } from '../../runtime/image.js';
 import { writeTinyMllmConfigs } from '../../fixtures/tiny-mllm.js';
@@ -85,10 +86,39 @@ describe('edgec run on tiling-policy artifacts', () => {
       const first = r.tokens.findIndex((t, i) => t !== r.reference!.tokens[i]);
       expect(r.firstDivergence).toBe(first < 0 ? null : first);
       rows.push(`tiled ${target}: ${r.tiling!.encoderCalls} encoder calls; ${r.tokens.join(',')} vs source ${r.reference!.tokens.join(',')}; first divergence ${r.firstDivergence}; first-step logits cos ${r.firstLogits!.cosine}`);
-      // npu's decoder accuracy is worked on separately; the 4-bit dynamic targets stay close.
-      if (target !== 'npu') expect(r.firstLogits!.cosine).toBeGreaterThan(0.95);
+      // 4-bit weights on random-init weights: the first step stays close (later greedy tokens flip on near ties).
+      expect(r.firstLogits!.cosine).toBeGreaterThan(0.95);
     }
     console.log(rows.join('\n'));
+  });
+
+  it('BlueLM-V tiles are cells of the padded canvas (LLaVA-NeXT resize_and_pad done by hand)', () => {
+    const file = path.join(tmp, 'wide.png');
+    patternPng(file, 150, 60);
+    const img = decodeImage(file);
+    const plan = planImage('bluelm-v', { width: 150, height: 60 }, { patch: 56 });
+    const g = plan.grids[0]!;
+    // By hand: the whole image resized to fit (aspect kept, ceil), pasted centred on a black canvas.
+    const cw = g.cols * 56, ch = g.rows * 56, s = Math.min(cw / 150, ch / 60);
+    const rw = Math.min(cw, Math.ceil(150 * s)), rh = Math.min(ch, Math.ceil(60 * s));
+    const px = Math.floor((cw - rw) / 2), py = Math.floor((ch - rh) / 2);
+    const resized = cropResize(img, { x0: 0, y0: 0, x1: 150, y1: 60 }, rw, rh);
+    const canvas = new Float32Array(cw * ch * 3);
+    for (let y = 0; y < rh; y++) canvas.set(resized.data.subarray(y * rw * 3, (y + 1) * rw * 3), ((y + py) * cw + px) * 3);
+    let padded = 0;
+    for (const t of plan.tiles) {
+      const got = tileImage(img, plan, t);
+      if (t.kind === 'global') { expect(got.data).toEqual(cropResize(img, t.crop, 56, 56).data); continue; }
+      let worst = 0;
+      for (let y = 0; y < 56; y++) for (let x = 0; x < 56 * 3; x++) {
+        const want = canvas[((t.row * 56 + y) * cw + t.col * 56) * 3 + x]!;
+        worst = Math.max(worst, Math.abs(got.data[y * 56 * 3 + x]! - want));
+        if (want === 0 && got.data[y * 56 * 3 + x] === 0) padded++;
+      }
+      expect(worst).toBeLessThan(1e-6);
+    }
+    expect(ch - rh + cw - rw).toBeGreaterThan(0);
+    expect(padded).toBeGreaterThan(56 * 3);
   });
 
   it('cli: prints the plan; a tiled artifact runs text-only without --image', async () => {

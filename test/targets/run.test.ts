@@ -80,7 +80,23 @@ describe('edgec run', () => {
       rows.push(`${target}: ${r.tokens.join(',')} vs ${r.reference!.tokens.join(',')} div ${r.firstDivergence} cos ${r.firstLogits!.cosine}`);
       // 4-bit weights: the first step's logits stay close to fp32 (the fixture's random weights give
       // flat logits, so later greedy tokens can flip on near ties).
-      if (target !== 'npu') expect(r.firstLogits!.cosine).toBeGreaterThan(0.98);
+      expect(r.firstLogits!.cosine).toBeGreaterThan(0.98);
+      // Greedy tokens agree until a step where the reference itself nearly ties (top-2 gap < 0.15):
+      // 4-bit weights may flip those on every target.
+      if (r.firstDivergence !== null && r.firstDivergence !== undefined) {
+        const [a, b] = r.reference!.top2[r.firstDivergence]!;
+        expect(a![1] - b![1]).toBeLessThan(0.15);
+      }
+      if (target === 'npu') {
+        // compile's npu decoder figures are measured on the runtime's feeds: not more optimistic
+        // than this independent end-to-end run (the first step's logits) by more than 0.01.
+        const m = JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8')) as { models: { variant?: string; role: string; verification?: { outputs: { name: string; cosine: number }[]; inputsUsed?: { from: string[] } } }[] };
+        const dec = m.models.filter((e) => e.role === 'decoder');
+        for (const e of dec) {
+          expect(e.verification!.inputsUsed!.from.join(' ')).toMatch(/static KV window/);
+          expect(e.verification!.outputs.find((o) => o.name === 'logits')!.cosine).toBeLessThan(r.firstLogits!.cosine + 0.01);
+        }
+      }
     }
     console.log(rows.join('\n'));
   });

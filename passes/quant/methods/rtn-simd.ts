@@ -75,23 +75,30 @@ const VV = 42, SEF = 43, SSF = 44, SE64 = 45, SS64 = 46, LOW8 = 47;
 /** Memory limits for a shared memory (streamed quantization on several threads): 2 GiB at most. */
 export const SHARED_MAX_PAGES = 32768;
 
-function moduleBytes(shared = false): Uint8Array<ArrayBuffer> {
-  // a = wp + (((b - b0) * bs) * N + n) * 4
-  const bandAddr = [...get(WP), ...get(B), ...get(B0), SUB, ...get(BS), MUL, ...get(NN), MUL, ...get(N_), ADD, ...i32(4), MUL, ADD, ...set(A)];
-  const absmax = loop(K, i32(0), get(BS), i32(1), [
+/** a = wp + (((b - b0) * bs) * N + n) * 4: the first float of the band's 4 columns at row b * bs. */
+const bandAddr = (): number[] => [...get(WP), ...get(B), ...get(B0), SUB, ...get(BS), MUL, ...get(NN), MUL, ...get(N_), ADD, ...i32(4), MUL, ADD, ...set(A)];
+
+/** Per column, the largest value and the largest negated value of the block (sign-flipped i32 max). */
+function absmaxLoop(): number[] {
+  return loop(K, i32(0), get(BS), i32(1), [
     ...get(A), ...simd(OP.load, ...mem(0)), ...tee(TV),
     ...get(POS), ...simd(OP.i32max), ...set(POS),
     ...get(TV), ...get(SIGN), ...simd(OP.xor), ...get(NEG), ...simd(OP.i32max), ...set(NEG),
     ...get(A), ...get(RS4), ADD, ...set(A),
   ]);
-  /** roundf of a non-negative f32x4 on the stack, as i32x4: floor + (fraction >= 0.5). */
-  const roundNonNeg = [...tee(TV), ...simd(OP.floor), ...tee(FL), ...simd(OP.trunc), ...get(TV), ...get(FL), ...simd(OP.fsub), ...get(HALF), ...simd(OP.f32ge), ...simd(OP.i32sub)];
-  const scale = [
+}
+
+/** roundf of a non-negative f32x4 on the stack, as i32x4: floor + (fraction >= 0.5). */
+const roundNonNeg = (): number[] => [...tee(TV), ...simd(OP.floor), ...tee(FL), ...simd(OP.trunc), ...get(TV), ...get(FL), ...simd(OP.fsub), ...get(HALF), ...simd(OP.f32ge), ...simd(OP.i32sub)];
+
+/** The block's scale (and zero point when asymmetric) per column, stored to scales/zero points. */
+function scaleBlock(): number[] {
+  return [
     ...get(ASYM), 0x04, 0x40,
     // asymmetric: scale = (max - min) / qmax, zp = clamp(roundf(-min / scale)) (0 when scale is 0)
     ...get(POS), ...get(NEG), ...simd(OP.fadd), ...get(QMAXF), ...simd(OP.fdiv), ...set(SCALE),
     ...get(NEG), ...get(SCALE), ...simd(OP.fdiv), ...get(SCALE), ...get(ZERO), ...simd(OP.f32eq), ...simd(OP.andnot),
-    ...roundNonNeg, ...get(QMAXV), ...simd(OP.i32min), ...tee(TV), ...simd(OP.convert), ...set(ZB),
+    ...roundNonNeg(), ...get(QMAXV), ...simd(OP.i32min), ...tee(TV), ...simd(OP.convert), ...set(ZB),
     ...get(ZP), ...get(N_), ...get(KB), MUL, ...get(B), ADD, ADD, ...set(T),
     ...[0, 1, 2, 3].flatMap((j) => [
       ...get(T), ...get(TV), ...simd(OP.store8lane, ...mem(0), j * 4),
@@ -111,19 +118,24 @@ function moduleBytes(shared = false): Uint8Array<ArrayBuffer> {
       ...get(T), ...get(KB), ...i32(4), MUL, ADD, ...set(T),
     ]),
   ];
-  // Each code also adds (v - (q - zp) * scale)^2 and v^2 to the block's float32 sums.
-  const quant = (q: number) => [
+}
+
+/** One code row of 4 columns; also adds (v - (q - zp) * scale)^2 and v^2 to the block's float32 sums. */
+const quantCode = (q: number): number[] => [
     ...get(A), ...simd(OP.load, ...mem(0)), ...tee(VV), ...get(RS), ...simd(OP.fmul), ...get(ZB), ...simd(OP.fadd),
-    ...roundNonNeg,
+    ...roundNonNeg(),
     ...get(QMAXV), ...simd(OP.i32min), ...get(ZERO), ...simd(OP.i32max), ...tee(q),
     ...simd(OP.convert), ...get(ZB), ...simd(OP.fsub), ...get(SCALE), ...simd(OP.fmul), ...get(VV), ...simd(OP.fsub), ...tee(TV), ...get(TV), ...simd(OP.fmul),
     ...get(SEF), ...simd(OP.fadd), ...set(SEF),
     ...get(VV), ...get(VV), ...simd(OP.fmul), ...get(SSF), ...simd(OP.fadd), ...set(SSF),
     ...get(A), ...get(RS4), ADD, ...set(A),
-  ];
+];
+
+/** The block's codes, 4 rows at a time, packed (two 4-bit codes a byte) or one byte each. */
+function codesLoop(): number[] {
   const shuffle = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
-  const codes = loop(K, i32(0), get(BS), i32(4), [
-    ...quant(Q0), ...quant(Q0 + 1), ...quant(Q0 + 2), ...quant(Q0 + 3),
+  return loop(K, i32(0), get(BS), i32(4), [
+    ...quantCode(Q0), ...quantCode(Q0 + 1), ...quantCode(Q0 + 2), ...quantCode(Q0 + 3),
     ...get(Q0), ...get(Q0 + 1), ...simd(OP.narrow16u), ...get(Q0 + 2), ...get(Q0 + 3), ...simd(OP.narrow16u), ...simd(OP.narrow8u),
     ...tee(TV), ...get(TV), ...simd(OP.shuffle, ...shuffle), ...set(TV),
     ...get(PACK), 0x04, 0x40,
@@ -138,7 +150,11 @@ function moduleBytes(shared = false): Uint8Array<ArrayBuffer> {
     ]),
     0x0b,
   ]);
-  const body = [
+}
+
+/** The kernel's body: splat constants, then per block row band and 4 columns: absmax, scale, codes, error sums. */
+function kernelBody(): number[] {
+  return [
     ...get(NN), ...i32(2), 0x74, ...set(RS4),
     ...f32(0.5), ...simd(OP.f32splat), ...set(HALF),
     ...get(ZPF), ...simd(OP.f32splat), ...set(ZPV),
@@ -149,14 +165,14 @@ function moduleBytes(shared = false): Uint8Array<ArrayBuffer> {
     ...i32(0xff), ...simd(OP.i16splat), ...set(LOW8),
     ...get(ZERO), ...set(SE64), ...get(ZERO), ...set(SS64),
     ...loop(B, get(B0), get(B1), i32(1), loop(N_, i32(0), get(N4), i32(4), [
-      ...bandAddr, ...get(ZERO), ...set(POS), ...get(ZERO), ...set(NEG),
-      ...absmax,
-      ...scale,
-      ...bandAddr,
+      ...bandAddr(), ...get(ZERO), ...set(POS), ...get(ZERO), ...set(NEG),
+      ...absmaxLoop(),
+      ...scaleBlock(),
+      ...bandAddr(),
       // cb = cp + n * Kp + b * bs (Kp is the column stride in bytes: halved by the caller when packing)
       ...get(CP), ...get(N_), ...get(KP), MUL, ADD, ...get(B), ...get(BS), MUL, ...get(PACK), 0x76, ADD, ...set(CB),
       ...get(ZERO), ...set(SEF), ...get(ZERO), ...set(SSF),
-      ...codes,
+      ...codesLoop(),
       // the block's float32 sums, per column, into the float64 totals
       ...[SEF, SSF].flatMap((acc) => {
         const tot = acc === SEF ? SE64 : SS64;
@@ -170,6 +186,10 @@ function moduleBytes(shared = false): Uint8Array<ArrayBuffer> {
     ...get(ERRP), ...i32(16), ADD, ...get(SS64), ...simd(OP.store, ...mem(3)),
     0x0b,
   ];
+}
+
+function moduleBytes(shared = false): Uint8Array<ArrayBuffer> {
+  const body = kernelBody();
   const locals = vec([[7, I32], [24, V128]]);
   const func = [...locals, ...body];
   const params = [I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, F32, F32, I32, I32, I32, I32, I32];
