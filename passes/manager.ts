@@ -87,6 +87,8 @@ export function formatPipeline(steps: readonly FormattableStep[]): string {
     const kv: string[] = [];
     for (const [k, v] of Object.entries(st.options ?? {})) {
       if (v === undefined || (resolved && JSON.stringify(v) === JSON.stringify(defaults?.[k]?.default))) continue;
+      // How many workers, not what is computed (same bytes for any count): the manifest must not differ.
+      if (k === 'threads') continue;
       kv.push(`${k}=${formatValue(name, k, v)}`);
     }
     return kv.length ? `${name}{${kv.join(',')}}` : name;

@@ -3,11 +3,12 @@
 // sample of activation rows [rows, K]. The temporary model is written next to the source so its
 // external data is referenced in place, not copied. (passes/quant/norm-scales.ts holds the
 // data-free stand-in: per-channel activation scale read off the norm weights.)
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { InputError, Model, Tensor, Value, saveModel, type Progress } from '../ir/index.js';
+import { DataType, InputError, Model, Tensor, Value, saveModel, type Progress } from '../ir/index.js';
 import type { CalibrationData } from '../passes/quant/types.js';
 import { matmulActivations } from '../passes/quant/norm-scales.js';
 import { getMethod } from '../passes/quant/methods/index.js';
@@ -38,6 +39,21 @@ export function calibrationData(dir: string, model: Model, spec: InputsSpec = {}
 /** `derived`: inputs the caller computes from the others (position ids from the mask): files need not hold them. */
 export function loadCalibrationSets(dir: string, model: Model, derived: readonly string[] = []): Record<string, Tensor>[] {
   return calibrationData(dir, model, { optional: derived }).sets;
+}
+
+/** Calibration sets in content order, not file order: renumbered sets or renamed images give the
+ * same artifact (GPTQ keeps rows spread over the sets in order; range histograms re-bin as they grow). */
+export function inContentOrder(sets: Record<string, Tensor>[]): Record<string, Tensor>[] {
+  const key = (set: Record<string, Tensor>) => {
+    const h = crypto.createHash('sha256');
+    for (const name of Object.keys(set).sort()) {
+      const t = set[name]!;
+      h.update(`${name}\0${t.dtype}\0${t.dims.join(',')}\0`);
+      if (t.dtype !== DataType.STRING) h.update(t.bytes());
+    }
+    return h.digest('hex');
+  };
+  return sets.map((s) => ({ s, k: key(s) })).sort((a, b) => (a.k < b.k ? -1 : a.k > b.k ? 1 : 0)).map((x) => x.s);
 }
 
 /** Seeded synthetic input sets (smoke runs): set i uses seed base+i. */
@@ -89,7 +105,7 @@ export async function collectCalibration(model: Model, sets: Record<string, Tens
   let session: ort.InferenceSession | undefined;
   try {
     saveModel(model, tmp, { externalData: false, reuseExternal: true });
-    session = await ort.InferenceSession.create(tmp, { graphOptimizationLevel: 'disabled', intraOpNumThreads: opts.intraOpNumThreads ?? 1, logSeverityLevel: 3 });
+    session = await ort.InferenceSession.create(tmp, { graphOptimizationLevel: 'disabled', intraOpNumThreads: opts.intraOpNumThreads ?? 1, logSeverityLevel: 4 });
     for (const [si, feeds] of sets.entries()) {
       opts.progress?.('calibration', si, sets.length);
       const ortFeeds: Record<string, ort.Tensor> = {};

@@ -47,7 +47,7 @@ export async function activationRanges(model: Model, sets: Record<string, Tensor
   let session: ort.InferenceSession | undefined;
   try {
     saveModel(model, tmp, { externalData: false, reuseExternal: true });
-    session = await ort.InferenceSession.create(tmp, { graphOptimizationLevel: 'disabled', intraOpNumThreads: opts.intraOpNumThreads ?? 1, logSeverityLevel: 3 });
+    session = await ort.InferenceSession.create(tmp, { graphOptimizationLevel: 'disabled', intraOpNumThreads: opts.intraOpNumThreads ?? 1, logSeverityLevel: 4 });
     for (const feeds of sets) {
       const ortFeeds: Record<string, ort.Tensor> = {};
       for (const name of session.inputNames) {

@@ -6,7 +6,7 @@ import path from 'node:path';
 import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
 import { DataType, InputError, Model, Tensor, Value, dtypeName, isFloat } from '../ir/index.js';
-import { loadInputsDir, loadTestDataSet, randn, rng } from './ort.js';
+import { MAX_RANDOM_ELEMENTS, loadInputsDir, loadTestDataSet, randn, rng } from './ort.js';
 
 export type Feeds = Record<string, Tensor>;
 
@@ -234,11 +234,18 @@ export function syntheticFeeds(model: Model, dims: Record<string, number>, seed:
   const pastName = [...kinds].find(([, k]) => k === 'past')?.[0];
   const past = pastName ? dims[pastName] ?? 0 : 0;
   const out: Feeds = {};
+  let total = 0;
   for (const v of feeds(model)) {
     const type = v.type;
-    if (!type) throw new InputError(`input '${v.name}' has no type`);
+    if (!type) throw new InputError(`input '${v.name}' has no type`, model.sourcePath);
     const shape = (type.shape ?? []).map((d) => (typeof d === 'number' && d >= 0 ? d : typeof d === 'string' && dims[d] !== undefined ? dims[d]! : DEFAULT_SEQ));
     const n = shape.reduce((a, b) => a * b, 1);
+    // A declared dim is a claim (a fuzzed [batch, 2^31] input once filled 8 GiB): check before allocating.
+    total += n;
+    if (!(Number.isSafeInteger(total) && total <= MAX_RANDOM_ELEMENTS)) {
+      throw new InputError(`synthetic input '${v.name}' [${shape.join(', ')}] would make a set of ${total} elements, over the ${MAX_RANDOM_ELEMENTS} limit: `
+        + 'fix its dims (--fix / --dim name=N) or pass --inputs', model.sourcePath);
+    }
     const lname = v.name.toLowerCase();
     if (isFloat(type.elemType)) {
       out[v.name] = Tensor.fromNumbers(v.name, type.elemType, shape, randn(rand, n));

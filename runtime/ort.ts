@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { DataType, Dim, Model, Tensor, dtypeName, loadTensorFile, numElements, byteLength } from '../ir/index.js';
+import { DataType, Dim, InputError, Model, Tensor, dtypeName, loadTensorFile, numElements, byteLength } from '../ir/index.js';
 
 const ORT_TYPES: Partial<Record<DataType, ort.Tensor.Type>> = {
   [DataType.FLOAT]: 'float32', [DataType.FLOAT16]: 'float16', [DataType.DOUBLE]: 'float64',
@@ -75,7 +75,8 @@ export async function runModel(modelPath: string, feeds: Record<string, Tensor>,
   const session = await ort.InferenceSession.create(modelPath, {
     graphOptimizationLevel: opts.graphOptimizationLevel ?? 'disabled',
     intraOpNumThreads: opts.intraOpNumThreads ?? 1,
-    logSeverityLevel: 3,
+    // Fatal only: a failure comes back as the exception; onnxruntime's own log line would be a second stderr line.
+    logSeverityLevel: 4,
   });
   try {
     const ortFeeds = sessionFeeds(session.inputNames, feeds);
@@ -140,11 +141,11 @@ export function randomInputs(model: Model, spec: InputSpec = {}): Record<string,
     if (v.initializer) continue;
     if (spec.fixed?.[v.name]) { feeds[v.name] = spec.fixed[v.name]!; continue; }
     const type = v.type;
-    if (!type) throw new Error(`input '${v.name}' has no type`);
+    if (!type) throw new InputError(`input '${v.name}' has no type`, model.sourcePath);
     const dims = concreteShape(type.shape, spec);
     const n = numElements(dims);
     // A declared shape is a claim: check it before allocating for it.
-    if (!(Number.isSafeInteger(n) && n <= MAX_RANDOM_ELEMENTS)) throw new Error(`input '${v.name}' of shape [${dims}] has ${n} elements, more than the ${MAX_RANDOM_ELEMENTS} random inputs may hold`);
+    if (!(Number.isSafeInteger(n) && n <= MAX_RANDOM_ELEMENTS)) throw new InputError(`input '${v.name}' of shape [${dims}] has ${n} elements, more than the ${MAX_RANDOM_ELEMENTS} random inputs may hold`, model.sourcePath);
     const lname = v.name.toLowerCase();
     switch (type.elemType) {
       case DataType.FLOAT: feeds[v.name] = Tensor.fromFloat32(v.name, dims, randn(rand, n)); break;
@@ -160,7 +161,7 @@ export function randomInputs(model: Model, spec: InputSpec = {}): Record<string,
         feeds[v.name] = type.elemType === DataType.INT64 ? Tensor.fromInt64(v.name, dims, vals) : Tensor.fromNumbers(v.name, type.elemType, dims, vals);
         break;
       }
-      default: throw new Error(`cannot make a random ${dtypeName(type.elemType)} input for '${v.name}'`);
+      default: throw new InputError(`cannot make a random ${dtypeName(type.elemType)} input for '${v.name}'`, model.sourcePath);
     }
   }
   return feeds;

@@ -5,7 +5,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { DataType, InputError, Model, Tensor } from '../ir/index.js';
-import { imageFiles, loadInputs, type InputsSpec, type InputsUsed } from '../runtime/inputs.js';
+import { imageFiles, loadInputs, shapesOf, type InputsSpec, type InputsUsed } from '../runtime/inputs.js';
+import { inContentOrder } from '../runtime/calibrate.js';
 import type { SubModel } from './target.js';
 
 export const SYNTHETIC_CALIBRATION = 'calibrated on synthetic inputs: accuracy on real data unknown';
@@ -60,8 +61,9 @@ export function calibrationSets(model: Model, sm: SubModel, count: number, deriv
     spec = { ...base, ...userInputs(sm) };
   }
   const { sets, used } = loadInputs(model, spec, { synthCount: count });
-  sm.calibrationUsed = used;
-  return sets;
+  const sorted = inContentOrder(sets);
+  sm.calibrationUsed = { ...used, shapes: shapesOf(sorted) };
+  return sorted;
 }
 
 export type { InputsUsed };

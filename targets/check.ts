@@ -1,6 +1,6 @@
 // Target check: every node against the target's capability table, static shapes where the target
 // needs them, tensors against the device's binding limit. Lists node names with reasons.
-import { CheckError, DataType, Graph, Model, Node, Value, dtypeName, isFloat, numElements } from '../ir/index.js';
+import { CheckError, DataType, InputError, Graph, Model, Node, Value, dtypeName, isFloat, numElements } from '../ir/index.js';
 import type { DeviceProfile, Target } from './target.js';
 
 export interface CheckIssue {
@@ -9,6 +9,21 @@ export interface CheckIssue {
   op: string;
   kind: 'unsupported-op' | 'unsupported-dtype' | 'attribute-limit' | 'dynamic-dim' | 'over-limit';
   reason: string;
+}
+
+/** com.microsoft ops with no ai.onnx namesake, matched by name in passes and targets. */
+const CONTRIB_ONLY = new Set(['MatMulNBits', 'GatherBlockQuantized', 'GroupQueryAttention', 'MultiHeadAttention', 'SkipLayerNormalization',
+  'SkipSimplifiedLayerNormalization', 'QuickGelu', 'FastGelu', 'BiasGelu']);
+
+/** A contrib op name in another domain is a domain mix-up no runtime registers; refused before the
+ * passes read it as the contrib op (a fuzzer finding: a MatMulNBits without its attributes). */
+export function refuseMisplacedContribOps(model: Model, file: string): void {
+  for (const g of model.graph.allGraphs()) {
+    for (const n of g.nodes) {
+      if (!CONTRIB_ONLY.has(n.opType) || n.domain === 'com.microsoft') continue;
+      throw new InputError(`node '${n.name}' is ${n.opType} in domain '${n.domain || 'ai.onnx'}'; the op exists only in com.microsoft`, file);
+    }
+  }
 }
 
 const CAST_OPS = new Set(['Cast', 'CastLike', 'QuantizeLinear', 'DequantizeLinear', 'Shape', 'Size']);

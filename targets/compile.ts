@@ -18,7 +18,7 @@ import { SYNTHETIC_CALIBRATION, calibrationSets, userInputs } from './calibratio
 import { RANGE_METHODS, weightCalibration, type RangeMethod } from '../runtime/calibrate.js';
 import { describeInputs, type InputsUsed, type Preprocess } from '../runtime/inputs.js';
 import { activationRanges } from '../runtime/fp16.js';
-import { checkModel, enforce, type CheckIssue } from './check.js';
+import { checkModel, enforce, refuseMisplacedContribOps, type CheckIssue } from './check.js';
 import { EXAMPLE_IMAGE, parseSize, patchSize, type Size, type Tiling } from './dims.js';
 import { encoderCalls, preprocessingSpec } from './buckets.js';
 import { profileModel } from './profile.js';
@@ -78,6 +78,8 @@ export interface CompileOptions {
   /** Device profile name of the target, or a profile object (tests use tiny limits). */
   profile?: string | DeviceProfile;
   seed?: number;
+  /** Worker threads quantizing weights (same bytes for any count; default 1). */
+  threads?: number;
   /** Oldest onnxruntime version (X.Y) the artifact must load in. */
   runtimeVersion?: string;
   progress?: Progress;
@@ -139,6 +141,9 @@ function resolveProfile(t: Target, p: string | DeviceProfile | undefined): Devic
   return prof;
 }
 
+/** Data paths absolute, so that the manifest can name them relative to the artifact (portablePaths). */
+const abs = (p: string | undefined) => (p === undefined ? undefined : path.resolve(p));
+
 function targetOptions(o: CompileOptions, t: Target): TargetOptions {
   const blockSize = o.blockSize ?? 32;
   if (!(blockSize >= 16 && (blockSize & (blockSize - 1)) === 0)) throw new InputError(`--block-size must be a power of two >= 16, got ${blockSize}`);
@@ -154,8 +159,8 @@ function targetOptions(o: CompileOptions, t: Target): TargetOptions {
   const policy = o.policy as PolicyName | undefined;
   if (policy !== undefined && !POLICIES.includes(policy)) throw new InputError(`unknown tiling policy '${o.policy}' (known: ${POLICIES.join(', ')})`);
   const opts: TargetOptions = {
-    quant: o.quant, blockSize, method: o.method ?? 'rtn', fp16: o.fp16 ?? true, context, prefillChunk, imageSizes, fix: o.fix ?? {}, calibration: o.calibration, seed: o.seed ?? 1234, policy,
-    inputs: o.inputs?.length ? o.inputs : undefined, images: o.images?.length ? o.images : undefined, tokens: o.tokens, preprocess: o.preprocess, calibrationMethod: o.calibrationMethod,
+    quant: o.quant, blockSize, method: o.method ?? 'rtn', fp16: o.fp16 ?? true, context, prefillChunk, imageSizes, fix: o.fix ?? {}, calibration: abs(o.calibration), seed: o.seed ?? 1234, policy, threads: o.threads,
+    inputs: o.inputs?.length ? o.inputs.map((p) => path.resolve(p)) : undefined, images: o.images?.length ? o.images.map((p) => path.resolve(p)) : undefined, tokens: abs(o.tokens), preprocess: o.preprocess, calibrationMethod: o.calibrationMethod,
   };
   if (o.calibrationMethod && !RANGE_METHODS.includes(o.calibrationMethod)) throw new InputError(`--calibration-method must be one of ${RANGE_METHODS.join('|')}, got '${o.calibrationMethod}'`);
   if (policy) opts.tiling = tiling(policy, o, imageSizes, t.staticShapes);
@@ -220,6 +225,8 @@ interface Run {
   pending: { sm: SubModel; variant: Variant; file: string; model: Model; ext: string[] }[];
   entries: ManifestModel[];
   emitted: Model[];
+  /** Data paths as the manifest names them (relative to the artifact). */
+  portable: (s: string) => string;
 }
 
 type Loaded = { name: string; file: string; model: Model };
@@ -237,6 +244,7 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
   const outDir = path.resolve(o.out);
   checkOutDir(inputs, outDir, o);
   const loaded = inputs.map((i) => ({ ...i, model: loadModel(i.file) }));
+  for (const l of loaded) refuseMisplacedContribOps(l.model, l.file);
   for (const k of Object.keys(o.roles ?? {})) {
     if (!inputs.some((i) => i.name === k || path.basename(i.file) === k)) throw new InputError(`--role names '${k}', which is not among the models (${inputs.map((i) => path.basename(i.file)).join(', ')})`, input);
   }
@@ -247,6 +255,7 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
   const sub = target.modelDir ?? '';
   const run: Run = {
     o, target, profile, opts, runtimeVersion, tmp, sub, mdir: path.join(tmp, sub), warnings: [], issues: [], reports: [], pending: [], entries: [], emitted: [],
+    portable: portablePaths(opts, outDir),
   };
   fs.mkdirSync(run.mdir, { recursive: true });
   try {
@@ -412,7 +421,7 @@ async function verifyPending(run: Run): Promise<void> {
       name: p.sm.name, role: p.sm.role, file: p.file, variant: p.variant.suffix || undefined,
       externalData: p.ext, model: p.model, plan: p.sm.plan, opts, pipeline: report.pipeline,
       sessionOptions: fallbackSession(target.sessionOptions(p.model, p.sm, p.ext), issues.length > 0), transforms: report.finalize, verification,
-      ...(p.sm.calibrationUsed ? { calibration: calibrationOf(p.sm.calibrationUsed) } : {}),
+      ...(p.sm.calibrationUsed ? { calibration: calibrationOf(p.sm.calibrationUsed, run.portable) } : {}),
       ...(issues.length ? { fallback: issues.map((i) => ({ node: i.node, op: i.op, reason: i.reason })) } : {}),
     });
   }
@@ -435,7 +444,7 @@ async function verifyOne(run: Run, p: Run['pending'][number], report: SubModelRe
   return {
     threshold, passed: result.passed,
     inputs: result.inputs.map((i) => ({ name: i.name, shape: i.shape })),
-    inputsUsed: summaryOf(result.inputsUsed),
+    inputsUsed: summaryOf(result.inputsUsed, run.portable),
     outputs: result.outputs.map((c) => ({ name: c.name, cosine: round(c.cosine), maxAbsError: round(c.maxAbsError) })),
     ...(result.metrics.length ? { metrics: result.metrics.map((m) => ({ ...m, value: round(m.value) })) } : {}),
     ...(result.judgedBy ? { judgedBy: result.judgedBy } : {}),
@@ -505,12 +514,23 @@ function fallbackSession(opts: Record<string, unknown>, fallback: boolean): Reco
   return out;
 }
 
-function summaryOf(u: InputsUsed): ManifestInputs {
-  return { source: u.source, from: u.from, count: u.count, shapes: u.shapes, ...(u.synthetic ? { synthetic: true } : {}) };
+/** The manifest names data folders relative to the artifact ('/'-separated): the same bytes from
+ * any working directory, and no absolute path that differs between machines or checkouts. */
+function portablePaths(opts: TargetOptions, outDir: string): (s: string) => string {
+  const roots = [opts.calibration, ...(opts.inputs ?? []), ...(opts.images ?? []), opts.tokens]
+    .filter((r): r is string => !!r && path.isAbsolute(r)).sort((a, b) => b.length - a.length);
+  if (!roots.length) return (s) => s;
+  const rel = (r: string) => path.relative(outDir, r).split(path.sep).join('/') || '.';
+  const re = new RegExp(`(?:${roots.map((r) => r.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')})(?=$|[/\\\\ ,)])`, 'g');
+  return (s) => s.replace(re, (m) => rel(m));
 }
 
-function calibrationOf(u: InputsUsed): ManifestInputs & { note?: string } {
-  return { ...summaryOf(u), ...(u.synthetic ? { note: SYNTHETIC_CALIBRATION } : {}) };
+function summaryOf(u: InputsUsed, portable: (s: string) => string): ManifestInputs {
+  return { source: u.source, from: u.from.map(portable), count: u.count, shapes: u.shapes, ...(u.synthetic ? { synthetic: true } : {}) };
+}
+
+function calibrationOf(u: InputsUsed, portable: (s: string) => string): ManifestInputs & { note?: string } {
+  return { ...summaryOf(u, portable), ...(u.synthetic ? { note: SYNTHETIC_CALIBRATION } : {}) };
 }
 
 /** Model-folder files runtimes read beside the graphs (transformers.js, onnxruntime-genai, `edgec run`). */

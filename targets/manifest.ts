@@ -4,7 +4,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DataType, Dim, Model, dtypeName } from '../ir/index.js';
+import { AttrType, DataType, Dim, Model, Node, dtypeName } from '../ir/index.js';
 import { opKey, type Role } from '../ir/summary.js';
 import type { DeviceProfile, RolePlan, Target, TargetOptions } from './target.js';
 
@@ -117,6 +117,12 @@ function opCounts(m: Model): Record<string, number> {
 }
 
 /** What was asked (role plan) and what the emitted graph holds (a custom --pipeline may differ). */
+/** An int attribute for a description: the default when absent or not an int. */
+function intAttr(n: Node, name: string, dflt: number | string): number | string {
+  const a = n.attr(name);
+  return a?.type === AttrType.INT ? n.attrInt(name) : dflt;
+}
+
 function quantization(e: ManifestModel): Record<string, unknown> {
   const p = e.plan;
   const requested: Record<string, unknown> = { weights: p.weightBits ? `int${p.weightBits}` : 'none', format: p.format, activations: p.activations };
@@ -127,8 +133,10 @@ function quantization(e: ManifestModel): Record<string, unknown> {
   for (const g of e.model.graph.allGraphs()) {
     for (const v of g.values.values()) if (v.dtype === DataType.FLOAT16) f16 = true;
     for (const n of g.nodes) {
-      if (n.opType === 'MatMulNBits') count(mnb, `bits${n.attrInt('bits', 4)}_block${n.attrInt('block_size')}_acc${n.attrInt('accuracy_level', 0)}`);
-      else if (n.opType === 'GatherBlockQuantized') count(gbq, `bits${n.attrInt('bits', 4)}_block${n.attrInt('block_size', 128)}`);
+      // Only the contrib ops: a source may hold a same-named op elsewhere, with any attributes (a fuzzer finding).
+      const ms = n.domain === 'com.microsoft';
+      if (ms && n.opType === 'MatMulNBits') count(mnb, `bits${intAttr(n, 'bits', 4)}_block${intAttr(n, 'block_size', '?')}_acc${intAttr(n, 'accuracy_level', 0)}`);
+      else if (ms && n.opType === 'GatherBlockQuantized') count(gbq, `bits${intAttr(n, 'bits', 4)}_block${intAttr(n, 'block_size', 128)}`);
       else if (n.opType === 'DequantizeLinear' && n.input(0)?.initializer) count(dq, dtypeName(n.input(0)!.initializer!.dtype));
       else if (n.opType === 'QuantizeLinear' && n.input(2)?.initializer?.dtype === DataType.UINT16) a16 = true;
     }

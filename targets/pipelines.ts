@@ -54,6 +54,7 @@ export function targetPipeline(target: TargetName, sm: SubModel): StepSpec[] {
       bits: p.weightBits, block: sm.opts.blockSize, method: sm.opts.method, format: p.format, role: sm.role,
       embeddings: weightsPassEmbeddings(p), scales: p.activations === 'fp16' ? 'fp16' : 'fp32',
       ...(p.format === 'matmulnbits' ? row.matmulnbits : {}),
+      ...(sm.opts.threads ? { threads: sm.opts.threads } : {}),
     } });
   }
   if (p.activations === 'fp16') steps.push({ pass: 'to-fp16' });

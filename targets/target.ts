@@ -112,6 +112,8 @@ export interface TargetOptions {
   /** Activation range method for npu calibration. */
   calibrationMethod?: RangeMethod;
   seed: number;
+  /** Worker threads quantizing weights (same bytes for any count; default 1). */
+  threads?: number;
   policy?: PolicyName;
   /** Fixed-shape vision variants a tiling policy asks for (set when --policy is given). */
   tiling?: Tiling;

@@ -42,6 +42,7 @@ interface CompileCliOpts {
   verify: boolean;
   fp16: boolean;
   runtimeVersion?: string;
+  threads?: string;
   json?: boolean;
 }
 
@@ -116,6 +117,7 @@ export function parseCompileOptions(o: CompileCliOpts, input: string): CompileOp
     verify: o.verify,
     fp16: o.fp16,
     runtimeVersion: o.runtimeVersion,
+    threads: posInt('--threads', o.threads),
   };
 }
 
@@ -185,6 +187,7 @@ export const registerCompile: RegisterCommand = (program: Command, setExit) => {
     .option('--no-verify', 'skip the onnxruntime comparison against the original')
     .option('--no-fp16', 'keep fp32 activations (WebGPU devices without shader-f16)')
     .option('--force', 'replace -o even when it exists and is not an edgec artifact')
+    .option('--threads <n>', 'worker threads quantizing weights in parallel (same bytes for any count)', '1')
     .option('--runtime-version <X.Y>', 'oldest onnxruntime the artifact must load in: only ops and attributes it accepts (e.g. 1.20)')
     .option('--profile-run', "profile the artifact (roofline prediction and a measured run in the target's runtime) into manifest.performance")
     .option('--json', 'print the manifest and report as JSON')

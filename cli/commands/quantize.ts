@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { InputError, externalSources, loadModel, saveModel } from '../../ir/index.js';
 import { parsePipeline, runPipeline } from '../../passes/manager.js';
 import { quantizeWeights, type QuantizeContext, type QuantizeStats } from '../../passes/quantize.js';
-import { loadCalibrationSets, syntheticCalibrationSets, weightCalibration } from '../../runtime/calibrate.js';
+import { inContentOrder, loadCalibrationSets, syntheticCalibrationSets, weightCalibration } from '../../runtime/calibrate.js';
 import { formatReport, remeasure, totals } from '../../passes/quant/report.js';
 import type { RegisterCommand } from './index.js';
 import { fmtBytes } from '../format.js';
@@ -59,7 +59,7 @@ Examples:
       const wc = await weightCalibration(model, String(steps[0]!.options.method), () => {
         const n = Number(opts.calibrationSets);
         if (!Number.isInteger(n) || n < 1) throw new InputError(`--calibration-sets '${opts.calibrationSets}' is not a positive integer`);
-        return opts.calibration ? loadCalibrationSets(opts.calibration, model) : syntheticCalibrationSets(model, n);
+        return opts.calibration ? inContentOrder(loadCalibrationSets(opts.calibration, model)) : syntheticCalibrationSets(model, n);
       });
       if (wc) {
         ctx.calibration = wc.calibration;

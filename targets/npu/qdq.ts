@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DataType, Graph, Model, Node, Tensor, Value, isFloat, saveModel, type Progress } from '../../ir/index.js';
+import { DataType, Graph, InputError, Model, Node, Tensor, Value, isFloat, saveModel, type Progress } from '../../ir/index.js';
 import { feedInputs } from '../../ir/summary.js';
 import { runModel } from '../../runtime/ort.js';
 import { RangeCollector, type RangeMethod } from '../../runtime/calibrate.js';
@@ -93,7 +93,8 @@ export async function calibrationRanges(model: Model, values: Value[], sets: Rec
     for (const [i, feeds] of sets.entries()) {
       progress?.('calibration', i, sets.length);
       for (const [k, t] of Object.entries(feeds)) add(k, t);
-      const res = await runModel(file, feeds);
+      let res: Record<string, Tensor>;
+      try { res = await runModel(file, feeds); } catch (e) { throw await calibrationFailure(model, feeds, e); }
       for (const [k, t] of Object.entries(res)) add(k, t);
     }
   } finally {
@@ -134,6 +135,20 @@ function outputSide(g: Graph): Set<string> {
     }
   }
   return out;
+}
+
+/** onnxruntime refused the model being calibrated: bad input when it refuses the source file on the
+ * same feeds too (a fuzzed attribute, data that does not fit), else a defect of edgec's passes. */
+async function calibrationFailure(model: Model, feeds: Record<string, Tensor>, e: unknown): Promise<Error> {
+  const src = model.sourcePath;
+  if (!src) return e as Error;
+  try {
+    await runModel(src, feeds);
+  } catch (srcErr) {
+    const msg = String((srcErr as Error)?.message ?? srcErr).split('\n')[0]!.replace(/^.*?failed:/, '');
+    return new InputError(`onnxruntime cannot run the model to calibrate it: ${msg}`, src);
+  }
+  return e as Error;
 }
 
 export interface HtpQdqStats {
