@@ -246,7 +246,7 @@ describe('fixture decoder in onnxruntime: logits vs fp32', () => {
       expect(t[fmt].rtn!.cos).toBeGreaterThanOrEqual(0.99);
       for (const r of runs.slice(1)) expect(t[fmt][r.name]!.ratio).toBeLessThan(0.95);
     }
-  }, 60_000);
+  }, 240_000); // ~30 s alone; a loaded 2-core CI machine has taken over 60
 
   it('trained-like fixture: RTN cosine >= 0.99; data-free and calibration cut logits MSE >= 20% (sym), gptq in both formats', async () => {
     const t = await measure('trained-like');
@@ -258,5 +258,5 @@ describe('fixture decoder in onnxruntime: logits vs fp32', () => {
     expect(t.sym['mse-search (data-free)']!.ratio).toBeLessThan(0.78);
     expect(t.asym['mse-search (data-free)']!.ratio).toBeLessThan(0.83);
     expect(t.sym['gptq (calibration)']!.ratio).toBeLessThan(0.73);
-  }, 60_000);
+  }, 240_000);
 });
