@@ -18,15 +18,25 @@ async function main() {
     const model = loadModel(big.modelFile);
     const loadMs = performance.now() - t0;
     let peak = process.memoryUsage().rss;
-    const timer = setInterval(() => { peak = Math.max(peak, process.memoryUsage().rss); }, 5);
-    const reports = await runPipeline(model, parsePipeline('cleanup,infer-shapes,fold-constants,cleanup,infer-shapes'), { verifyEach: true });
+    const timer = setInterval(() => {
+      peak = Math.max(peak, process.memoryUsage().rss);
+    }, 5);
+    const reports = await runPipeline(model, parsePipeline('cleanup,infer-shapes,fold-constants,cleanup,infer-shapes'), {
+      verifyEach: true,
+    });
     clearInterval(timer);
     peak = Math.max(peak, process.memoryUsage().rss);
-    console.log(`decoder: ${big.config.layers} layers, ${(big.weightBytes / 1e9).toFixed(3)} GB weights; load ${loadMs.toFixed(0)} ms (baseline)`);
+    console.log(
+      `decoder: ${big.config.layers} layers, ${(big.weightBytes / 1e9).toFixed(3)} GB weights; load ${loadMs.toFixed(0)} ms (baseline)`,
+    );
     for (const r of reports) {
-      console.log(`  ${r.pass.padEnd(15)} ${String(r.nodesBefore).padStart(6)} -> ${String(r.nodesAfter).padEnd(6)} ${r.ms.toFixed(0).padStart(6)} ms  ${(r.ms / loadMs).toFixed(2)}x load`);
+      console.log(
+        `  ${r.pass.padEnd(15)} ${String(r.nodesBefore).padStart(6)} -> ${String(r.nodesAfter).padEnd(6)} ${r.ms.toFixed(0).padStart(6)} ms  ${(r.ms / loadMs).toFixed(2)}x load`,
+      );
     }
-    console.log(`  peak RSS growth ${((peak - rss0) / 2 ** 20).toFixed(0)} MiB = ${((peak - rss0) / big.weightBytes).toFixed(3)}x weight bytes`);
+    console.log(
+      `  peak RSS growth ${((peak - rss0) / 2 ** 20).toFixed(0)} MiB = ${((peak - rss0) / big.weightBytes).toFixed(3)}x weight bytes`,
+    );
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }

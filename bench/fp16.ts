@@ -34,15 +34,23 @@ function argmax(t: Tensor, row: number, width: number): number {
   return best;
 }
 
-interface Figure { cosine: number; top1: number; nonFinite: boolean }
+interface Figure {
+  cosine: number;
+  top1: number;
+  nonFinite: boolean;
+}
 
 function score(refs: Tensor[], outs: Tensor[]): Figure {
-  let cos = 0, agree = 0, rows = 0, nonFinite = false;
+  let cos = 0,
+    agree = 0,
+    rows = 0,
+    nonFinite = false;
   refs.forEach((r, i) => {
     const o = outs[i]!;
     cos += compareTensors(r, o).cosine;
     if (o.toNumbers().some((x) => !Number.isFinite(x))) nonFinite = true;
-    const width = r.dims.at(-1)!, n = r.size / width;
+    const width = r.dims.at(-1)!,
+      n = r.size / width;
     for (let k = 0; k < n; k++, rows++) if (argmax(r, k, width) === argmax(o, k, width)) agree++;
   });
   return { cosine: cos / refs.length, top1: agree / Math.max(rows, 1), nonFinite };
@@ -57,7 +65,11 @@ async function main() {
   }
   const src = path.join(dir, 'model.onnx');
   const model = loadModel(src);
-  const sets = fs.readdirSync(dir).filter((f) => /^test_data_set_\d+$/.test(f)).sort().map((f) => loadInputsDir(path.join(dir, f), model));
+  const sets = fs
+    .readdirSync(dir)
+    .filter((f) => /^test_data_set_\d+$/.test(f))
+    .sort()
+    .map((f) => loadInputsDir(path.join(dir, f), model));
   const outName = model.graph.outputs[0]!.name;
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-fp16-'));
   const refs: Tensor[] = [];
@@ -72,7 +84,9 @@ async function main() {
         const t0 = performance.now();
         const r = await compile(src, { target: 'webgpu', out, fp16, verify: false });
         const to16 = r.report.models[0]!.steps.find((s) => s.pass === 'to-fp16');
-        console.log(`compiled ${fp16 ? 'q4f16' : 'q4 (fp32 activations)'} in ${((performance.now() - t0) / 1000).toFixed(1)} s${to16 ? `: to-fp16 ${JSON.stringify(to16.counts)}` : ''}`);
+        console.log(
+          `compiled ${fp16 ? 'q4f16' : 'q4 (fp32 activations)'} in ${((performance.now() - t0) / 1000).toFixed(1)} s${to16 ? `: to-fp16 ${JSON.stringify(to16.counts)}` : ''}`,
+        );
       }
       const manifest = JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8')) as { models: { file: string }[] };
       const file = path.join(out, manifest.models[0]!.file);
@@ -90,7 +104,10 @@ async function main() {
     fs.rmSync(work, { recursive: true, force: true });
   }
   console.log(`\n${sets.length} input sets, output '${outName}', against the fp32 source in onnxruntime`);
-  for (const [k, f] of rows) console.log(`  ${k.padEnd(32)} cosine ${f.cosine.toFixed(4)}  top-1 ${(100 * f.top1).toFixed(0).padStart(3)}%${f.nonFinite ? '  (non-finite outputs)' : ''}`);
+  for (const [k, f] of rows)
+    console.log(
+      `  ${k.padEnd(32)} cosine ${f.cosine.toFixed(4)}  top-1 ${(100 * f.top1).toFixed(0).padStart(3)}%${f.nonFinite ? '  (non-finite outputs)' : ''}`,
+    );
 }
 
 main().catch((e) => {

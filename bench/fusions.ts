@@ -14,8 +14,14 @@ async function bench(name: string, make: () => Model): Promise<void> {
   const infer = reports[reports.findIndex((r) => r.pass === 'gemm-to-matmul-add') - 1]!.ms;
   console.log(`${name}: ${reports[0]!.nodesBefore} nodes -> ${reports.at(-1)!.nodesAfter}; infer-shapes ${infer.toFixed(1)} ms (baseline)`);
   for (const r of reports.filter((x) => x.pass.startsWith('fuse') || x.pass.startsWith('gemm'))) {
-    const fused = Object.entries(r.stats.counts).filter(([, v]) => v).map(([k, v]) => `${k} ${v}`).join(', ') || '-';
-    console.log(`  ${r.pass.padEnd(20)} ${r.ms.toFixed(1).padStart(7)} ms  ${(r.nodesBefore / Math.max(r.ms, 1e-3)).toFixed(0).padStart(7)} nodes/ms  ${(r.ms / infer).toFixed(2)}x infer-shapes  (${fused})`);
+    const fused =
+      Object.entries(r.stats.counts)
+        .filter(([, v]) => v)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ') || '-';
+    console.log(
+      `  ${r.pass.padEnd(20)} ${r.ms.toFixed(1).padStart(7)} ms  ${(r.nodesBefore / Math.max(r.ms, 1e-3)).toFixed(0).padStart(7)} nodes/ms  ${(r.ms / infer).toFixed(2)}x infer-shapes  (${fused})`,
+    );
   }
 }
 

@@ -36,7 +36,8 @@ export function benchLoadSave(modelFile: string, work: string, runs = 3): LoadSa
   const files = fs.readdirSync(srcDir).map((f) => path.join(srcDir, f));
   const modelBytes = dirBytes(files);
   const inline = files.length === 1;
-  const copyMs: number[] = [], lsMs: number[] = [];
+  const copyMs: number[] = [],
+    lsMs: number[] = [];
   let maxRss = 0;
   for (let i = 0; i < runs; i++) {
     const copyDir = path.join(work, `copy-${i}`);
@@ -52,7 +53,8 @@ export function benchLoadSave(modelFile: string, work: string, runs = 3): LoadSa
     maxRss = Math.max(maxRss, r.maxRss);
     fs.rmSync(outDir, { recursive: true, force: true });
   }
-  const c = median(copyMs), l = median(lsMs);
+  const c = median(copyMs),
+    l = median(lsMs);
   return { modelBytes, copyMs: c, loadSaveMs: l, ratioToCopy: l / c, peakRssBytes: maxRss, rssFraction: maxRss / modelBytes };
 }
 

@@ -18,12 +18,24 @@ const EXCLUDED = new Set(['EmbedLayerNormalization']);
 const family = (op: string) => (ATTENTION.has(op) ? 'Attention*' : op);
 /** Graphs where onnxruntime's expectation is wrong and edgec rightly differs: the reason is printed. */
 const DEVIATIONS: Record<string, string> = Object.fromEntries(
-  ['simplified_layernorm_add_idx0', 'simplified_layernorm_add_idx1', 'simplified_layernorm_gather_idx1', 'simplified_layernorm_graph_input']
-    .map((m) => [m, 'ReduceMean without axes averages over every dim: not an RMSNorm over the last axis, so edgec leaves it (the _axes_fixed twin is the real one)']));
+  [
+    'simplified_layernorm_add_idx0',
+    'simplified_layernorm_add_idx1',
+    'simplified_layernorm_gather_idx1',
+    'simplified_layernorm_graph_input',
+  ].map((m) => [
+    m,
+    'ReduceMean without axes averages over every dim: not an RMSNorm over the last axis, so edgec leaves it (the _axes_fixed twin is the real one)',
+  ]),
+);
 /** fp32 tolerance for "outputs equal": |a - b| <= ATOL + RTOL * |a| everywhere. */
-const ATOL = 1e-4, RTOL = 1e-3;
+const ATOL = 1e-4,
+  RTOL = 1e-3;
 
-interface Entry { expected?: Record<string, number>; onnxruntime_node?: { runs?: boolean } }
+interface Entry {
+  expected?: Record<string, number>;
+  onnxruntime_node?: { runs?: boolean };
+}
 
 export interface PeerRow {
   model: string;
@@ -68,10 +80,12 @@ function familyExpectation(exp: Record<string, number>): Record<string, number> 
 function close(ref: Tensor, got: Tensor): { ok: boolean; maxAbs: number } {
   const c = compareTensors(ref, got);
   if (!c.shapeMatch) return { ok: false, maxAbs: Infinity };
-  const a = ref.toNumbers(), b = got.toNumbers();
+  const a = ref.toNumbers(),
+    b = got.toNumbers();
   let ok = true;
   for (let i = 0; i < a.length; i++) {
-    const x = a[i]!, y = b[i]!;
+    const x = a[i]!,
+      y = b[i]!;
     if (x === y || (Number.isNaN(x) && Number.isNaN(y))) continue;
     if (!(Math.abs(x - y) <= ATOL + RTOL * Math.abs(x))) ok = false;
   }
@@ -104,26 +118,40 @@ async function runOne(dir: string, name: string, entry: Entry, fusedOps: Set<str
     // A test that asserts on LayerNormalization but not on its Skip form ran without (or ignores)
     // skip fusion: a residual Add folded into the norm still counts as that norm.
     const skip = `Skip${f}`;
-    const absorbed = f.endsWith('LayerNormalization') && !(skip in expected) ? row.produced[skip] ?? 0 : 0;
+    const absorbed = f.endsWith('LayerNormalization') && !(skip in expected) ? (row.produced[skip] ?? 0) : 0;
     const got = (row.produced[f] ?? 0) + absorbed;
     if (got !== n) row.misses.push(`${f} ${n}->${got}`);
   }
   row.met = entry.expected ? row.misses.length === 0 : null;
-  if (DEVIATIONS[name]) { row.deviation = DEVIATIONS[name]; row.met = null; }
+  if (DEVIATIONS[name]) {
+    row.deviation = DEVIATIONS[name];
+    row.met = null;
+  }
 
   const data = path.join(dir, name, 'test_data_set_0');
-  if (!entry.onnxruntime_node?.runs) { row.check = 'n/a (onnxruntime cannot run the source)'; return row; }
-  if (!fs.existsSync(data)) { row.check = 'n/a (no test data)'; return row; }
+  if (!entry.onnxruntime_node?.runs) {
+    row.check = 'n/a (onnxruntime cannot run the source)';
+    return row;
+  }
+  if (!fs.existsSync(data)) {
+    row.check = 'n/a (no test data)';
+    return row;
+  }
   const out = path.join(tmp, `${name}.opt.onnx`);
   try {
     saveModel(model, out);
     const inputs = readInputs(data, loadModel(file));
     const ref = await runModel(file, inputs);
     const got = await runModel(out, inputs);
-    let ok = true, worst = 0;
+    let ok = true,
+      worst = 0;
     for (const [k, t] of Object.entries(ref)) {
       const g = got[k];
-      if (!g) { ok = false; worst = Infinity; continue; }
+      if (!g) {
+        ok = false;
+        worst = Infinity;
+        continue;
+      }
       const c = close(t, g);
       ok &&= c.ok;
       worst = Math.max(worst, c.maxAbs);
@@ -150,11 +178,19 @@ function readInputs(dir: string, model: Model): Record<string, Tensor> {
 }
 
 function fmtCounts(c: Record<string, number>): string {
-  return Object.entries(c).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k.replace('LayerNormalization', 'LN')}=${v}`).join(' ') || '-';
+  return (
+    Object.entries(c)
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([k, v]) => `${k.replace('LayerNormalization', 'LN')}=${v}`)
+      .join(' ') || '-'
+  );
 }
 
 export async function peerSuite(dir: string, only?: string): Promise<PeerRow[]> {
-  const meta = JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) as { fused_op_types: string[]; models: Record<string, Entry> };
+  const meta = JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) as {
+    fused_op_types: string[];
+    models: Record<string, Entry>;
+  };
   const fusedOps = new Set(meta.fused_op_types);
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-peer-'));
   const rows: PeerRow[] = [];
@@ -175,7 +211,9 @@ export function formatPeer(rows: PeerRow[], verbose = false): string {
   lines.push(`${'model'.padEnd(w)}  met  ${'expected'.padEnd(44)}  ${'produced'.padEnd(44)}  outputs`);
   for (const r of rows) {
     const met = r.deviation ? 'dev' : r.met === null ? ' - ' : r.met ? 'yes' : 'NO ';
-    lines.push(`${r.model.padEnd(w)}  ${met}  ${fmtCounts(r.expected).padEnd(44)}  ${(r.error ?? fmtCounts(r.produced)).padEnd(44)}  ${r.check}`);
+    lines.push(
+      `${r.model.padEnd(w)}  ${met}  ${fmtCounts(r.expected).padEnd(44)}  ${(r.error ?? fmtCounts(r.produced)).padEnd(44)}  ${r.check}`,
+    );
     if (verbose && r.met === false) for (const s of r.skipped) lines.push(`${''.padEnd(w)}       ${s}`);
   }
   // Per family: graphs that expect the family, and how many of those get exactly the expected count.
@@ -195,17 +233,32 @@ export function formatPeer(rows: PeerRow[], verbose = false): string {
   lines.push('per family (graphs expecting it: exact count met / total)');
   for (const [f, s] of Object.entries(fam).sort(([a], [b]) => a.localeCompare(b))) lines.push(`  ${f.padEnd(34)} ${s.met} / ${s.want}`);
   lines.push('');
-  lines.push(`expectation met: ${withExp.filter((r) => r.met).length} / ${withExp.length} graphs with one` +
-    ` (EmbedLayerNormalization is left out on purpose and may stay a LayerNormalization)`);
+  lines.push(
+    `expectation met: ${withExp.filter((r) => r.met).length} / ${withExp.length} graphs with one` +
+      ` (EmbedLayerNormalization is left out on purpose and may stay a LayerNormalization)`,
+  );
   for (const r of devs) lines.push(`deliberately not as onnxruntime expects (dev): ${r.model}: ${r.deviation}`);
-  lines.push(`outputs equal within fp32 tolerance (atol ${ATOL}, rtol ${RTOL}) in onnxruntime: ${ran.filter((r) => r.check.startsWith('equal')).length} / ${ran.length} graphs it runs`);
-  lines.push(`load or optimize failures: ${rows.filter((r) => r.error).length}${rows.filter((r) => r.error).map((r) => `\n  ${r.model}: ${r.error}`).join('')}`);
+  lines.push(
+    `outputs equal within fp32 tolerance (atol ${ATOL}, rtol ${RTOL}) in onnxruntime: ${ran.filter((r) => r.check.startsWith('equal')).length} / ${ran.length} graphs it runs`,
+  );
+  lines.push(
+    `load or optimize failures: ${rows.filter((r) => r.error).length}${rows
+      .filter((r) => r.error)
+      .map((r) => `\n  ${r.model}: ${r.error}`)
+      .join('')}`,
+  );
   return `${lines.join('\n')}\n`;
 }
 
 async function main() {
   const args = process.argv.slice(2);
-  const flag = (k: string) => { const i = args.indexOf(k); if (i < 0) return undefined; const v = args[i + 1]; args.splice(i, 2); return v; };
+  const flag = (k: string) => {
+    const i = args.indexOf(k);
+    if (i < 0) return undefined;
+    const v = args[i + 1];
+    args.splice(i, 2);
+    return v;
+  };
   const json = flag('--json');
   const only = flag('--only');
   const verbose = args.includes('-v') ? (args.splice(args.indexOf('-v'), 1), true) : false;

@@ -93,20 +93,31 @@ async function timeIt(fn: () => unknown | Promise<unknown>): Promise<number> {
 }
 
 function readSum(a: Float32Array): number {
-  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  let s0 = 0,
+    s1 = 0,
+    s2 = 0,
+    s3 = 0;
   const n = a.length & ~3;
-  for (let i = 0; i < n; i += 4) { s0 += a[i]!; s1 += a[i + 1]!; s2 += a[i + 2]!; s3 += a[i + 3]!; }
+  for (let i = 0; i < n; i += 4) {
+    s0 += a[i]!;
+    s1 += a[i + 1]!;
+    s2 += a[i + 2]!;
+    s3 += a[i + 3]!;
+  }
   return s0 + s1 + s2 + s3;
 }
 
 export async function benchKernel(bytes = 256 * 2 ** 20): Promise<KernelFigures> {
-  const K = 4096, N = Math.max(2, Math.floor(bytes / 4 / K) & ~1);
+  const K = 4096,
+    N = Math.max(2, Math.floor(bytes / 4 / K) & ~1);
   const w = randn(rng(1), K * N, 0.02);
-  const gbs = (ms: number) => (w.byteLength / 1e9) / (ms / 1e3);
+  const gbs = (ms: number) => w.byteLength / 1e9 / (ms / 1e3);
   const dst = new Float32Array(w.length);
   const copyMs = await timeIt(() => dst.set(w));
   let sink = 0;
-  const readMs = await timeIt(() => { sink += readSum(w); });
+  const readMs = await timeIt(() => {
+    sink += readSum(w);
+  });
   const p = { bits: 4 as const, blockSize: 32, symmetric: true };
   const rtn1Ms = await timeIt(() => rtnQuantize(w, K, N, p));
   // Two threads: two halves of the output columns as two jobs. Inputs are prepared outside the
@@ -127,34 +138,50 @@ export async function benchKernel(bytes = 256 * 2 ** 20): Promise<KernelFigures>
   if (sink === 12345.678) console.log(sink); // keeps the read loop from being optimised away
   const slice = w.subarray(0, K * 1024);
   const mseMs = await timeIt(() => mseSearchQuantize(slice, K, 1024, p));
-  const gw = w.subarray(0, 1024 * 1024), gx = randn(rng(2), 512 * 1024);
+  const gw = w.subarray(0, 1024 * 1024),
+    gx = randn(rng(2), 512 * 1024);
   const t0 = performance.now();
   gptqQuantize(gw, 1024, 1024, p, { x: gx, rows: 512 });
   const gptqMs = performance.now() - t0;
   return {
-    bytes: w.byteLength, copyGBs: gbs(copyMs), readGBs: gbs(readMs), rtn1GBs: gbs(rtn1Ms), rtn2GBs: gbs(rtn2Ms),
-    mseSearchGBs: slice.byteLength / 1e9 / (mseMs / 1e3), gptqMs,
+    bytes: w.byteLength,
+    copyGBs: gbs(copyMs),
+    readGBs: gbs(readMs),
+    rtn1GBs: gbs(rtn1Ms),
+    rtn2GBs: gbs(rtn2Ms),
+    mseSearchGBs: slice.byteLength / 1e9 / (mseMs / 1e3),
+    gptqMs,
   };
 }
 
 function modelBytes(modelFile: string): number {
-  const dir = path.dirname(modelFile), base = path.basename(modelFile);
-  return fs.readdirSync(dir).filter((f) => f === base || f.startsWith(`${base}.data`) || f.endsWith('.data'))
+  const dir = path.dirname(modelFile),
+    base = path.basename(modelFile);
+  return fs
+    .readdirSync(dir)
+    .filter((f) => f === base || f.startsWith(`${base}.data`) || f.endsWith('.data'))
     .reduce((s, f) => s + fs.statSync(path.join(dir, f)).size, 0);
 }
 
 /** Runs in a child so its peak RSS is its own. */
 function childQuantize(modelFile: string, outDir: string, method: string, threads: number, format: EndToEndRun['format']): EndToEndRun {
   const self = fileURLToPath(import.meta.url);
-  const r = spawnSync(process.execPath, [self, modelFile, outDir, method, String(threads), format], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const r = spawnSync(process.execPath, [self, modelFile, outDir, method, String(threads), format], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 24,
+  });
   if (r.status !== 0) throw new Error(`quantize child failed: ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()!);
 }
 
 /** Where the weights lie, for the plain read: the data files, or the model itself when embedded. */
 function dataFiles(modelFile: string): string[] {
-  const dir = path.dirname(modelFile), base = path.basename(modelFile);
-  const data = fs.readdirSync(dir).filter((f) => f !== base && (f.startsWith(`${base}.data`) || f.endsWith('.data'))).map((f) => path.join(dir, f));
+  const dir = path.dirname(modelFile),
+    base = path.basename(modelFile);
+  const data = fs
+    .readdirSync(dir)
+    .filter((f) => f !== base && (f.startsWith(`${base}.data`) || f.endsWith('.data')))
+    .map((f) => path.join(dir, f));
   return data.length ? data : [modelFile];
 }
 
@@ -196,9 +223,27 @@ export async function benchQuantize(opts: QuantizeBenchOptions): Promise<Quantiz
     const reads = [plainRead(files), plainRead(files)];
     const read = reads.reduce((a, b) => (b.ms < a.ms ? b : a));
     const layout = files[0] === opts.modelFile ? 'embedded' : 'external';
-    const copyMs = Math.min(...[0, 1].map(() => copyFiles([opts.modelFile!, ...(layout === 'external' ? files : [])], path.join(opts.work, 'copy'))));
-    const runs = ([[1, 'matmulnbits'], [2, 'matmulnbits'], [1, 'qdq']] as const).map(([threads, format]) => childQuantize(opts.modelFile!, out, opts.method ?? 'rtn', threads, format));
-    return { kernel, endToEnd: { modelBytes: size, layout, copyMs, readGBs: read.bytes / 1e9 / (read.ms / 1e3), runs, rssBudgetBytes: 0.25 * size + 256e6 } };
+    const copyMs = Math.min(
+      ...[0, 1].map(() => copyFiles([opts.modelFile!, ...(layout === 'external' ? files : [])], path.join(opts.work, 'copy'))),
+    );
+    const runs = (
+      [
+        [1, 'matmulnbits'],
+        [2, 'matmulnbits'],
+        [1, 'qdq'],
+      ] as const
+    ).map(([threads, format]) => childQuantize(opts.modelFile!, out, opts.method ?? 'rtn', threads, format));
+    return {
+      kernel,
+      endToEnd: {
+        modelBytes: size,
+        layout,
+        copyMs,
+        readGBs: read.bytes / 1e9 / (read.ms / 1e3),
+        runs,
+        rssBudgetBytes: 0.25 * size + 256e6,
+      },
+    };
   } finally {
     fs.rmSync(out, { recursive: true, force: true });
   }
@@ -206,16 +251,19 @@ export async function benchQuantize(opts: QuantizeBenchOptions): Promise<Quantiz
 
 /** Printable lines for bench/run.ts. */
 export function formatQuantizeBench(r: QuantizeBenchResult): string[] {
-  const k = r.kernel, f = (x: number, d = 2) => x.toFixed(d);
-  const lines = !k ? [] : [
-    `RTN int4 block 32 kernel, ${f(k.bytes / 2 ** 20, 0)} MiB fp32, median of 3 (GB/s of fp32 input)`,
-    `  Float32Array.set copy      ${f(k.copyGBs)} GB/s`,
-    `  sequential read-sum        ${f(k.readGBs)} GB/s`,
-    `  rtn, 1 thread              ${f(k.rtn1GBs)} GB/s   = ${f(k.rtn1GBs / k.readGBs, 3)}x read, ${f(k.rtn1GBs / k.copyGBs, 3)}x copy (aim >= 1 GB/s)`,
-    `  rtn, 2 worker threads      ${f(k.rtn2GBs)} GB/s   = ${f(k.rtn2GBs / k.rtn1GBs)}x 1 thread`,
-    `  mse-search, 1 thread       ${f(k.mseSearchGBs * 1e3, 1)} MB/s = ${f(k.rtn1GBs / k.mseSearchGBs, 0)}x slower than rtn`,
-    `  gptq 1024x1024, 512 rows   ${f(k.gptqMs, 0)} ms (K^2 N work: a 4096x4096 weight is ~64x that)`,
-  ];
+  const k = r.kernel,
+    f = (x: number, d = 2) => x.toFixed(d);
+  const lines = !k
+    ? []
+    : [
+        `RTN int4 block 32 kernel, ${f(k.bytes / 2 ** 20, 0)} MiB fp32, median of 3 (GB/s of fp32 input)`,
+        `  Float32Array.set copy      ${f(k.copyGBs)} GB/s`,
+        `  sequential read-sum        ${f(k.readGBs)} GB/s`,
+        `  rtn, 1 thread              ${f(k.rtn1GBs)} GB/s   = ${f(k.rtn1GBs / k.readGBs, 3)}x read, ${f(k.rtn1GBs / k.copyGBs, 3)}x copy (aim >= 1 GB/s)`,
+        `  rtn, 2 worker threads      ${f(k.rtn2GBs)} GB/s   = ${f(k.rtn2GBs / k.rtn1GBs)}x 1 thread`,
+        `  mse-search, 1 thread       ${f(k.mseSearchGBs * 1e3, 1)} MB/s = ${f(k.rtn1GBs / k.mseSearchGBs, 0)}x slower than rtn`,
+        `  gptq 1024x1024, 512 rows   ${f(k.gptqMs, 0)} ms (K^2 N work: a 4096x4096 weight is ~64x that)`,
+      ];
   const e = r.endToEnd;
   if (e) {
     const mib = (b: number) => f(b / 2 ** 20, 0);
@@ -240,7 +288,9 @@ export function peakRss(): number {
   try {
     const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
     if (m) return Number(m[1]) * 1024;
-  } catch { /* not Linux */ }
+  } catch {
+    /* not Linux */
+  }
   return process.resourceUsage().maxRSS * 1024;
 }
 
@@ -261,8 +311,16 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const quantized = (stats.counts.matmul ?? 0) + (stats.counts.gemm ?? 0) + (stats.counts.gather ?? 0);
   const fp32Bytes = (stats as QuantizeStats).layers.reduce((s, l) => s + l.bytesBefore, 0);
   const run: EndToEndRun = {
-    threads, format, loadMs: t1 - t0, passMs: t2 - t1, saveMs: t3 - t2, fp32Bytes, passGBs: fp32Bytes / 1e9 / ((t2 - t1) / 1e3),
-    totalGBs: fp32Bytes / 1e9 / ((t3 - t0) / 1e3), peakRssBytes: peakRss(), quantized,
+    threads,
+    format,
+    loadMs: t1 - t0,
+    passMs: t2 - t1,
+    saveMs: t3 - t2,
+    fp32Bytes,
+    passGBs: fp32Bytes / 1e9 / ((t2 - t1) / 1e3),
+    totalGBs: fp32Bytes / 1e9 / ((t3 - t0) / 1e3),
+    peakRssBytes: peakRss(),
+    quantized,
   };
   console.log(JSON.stringify(run));
 }

@@ -26,7 +26,9 @@ async function main() {
     console.log(`  model size                 ${fmt(ls.modelBytes / GB, 3)} GB`);
     console.log(`  fs.copyFile baseline       ${fmt(ls.copyMs, 0)} ms`);
     console.log(`  edgec load+save            ${fmt(ls.loadSaveMs, 0)} ms   ratio to copy ${fmt(ls.ratioToCopy)}x (aim <= 2x)`);
-    console.log(`  peak RSS                   ${fmt(ls.peakRssBytes / 2 ** 20, 0)} MiB = ${fmt(ls.rssFraction, 3)}x model size (aim <= 0.5x)`);
+    console.log(
+      `  peak RSS                   ${fmt(ls.peakRssBytes / 2 ** 20, 0)} MiB = ${fmt(ls.rssFraction, 3)}x model size (aim <= 0.5x)`,
+    );
 
     console.log('');
     const q = await benchQuantize({ modelFile: big.modelFile, work });
@@ -44,7 +46,9 @@ async function main() {
     console.log(`  model size                 ${fmt(le.modelBytes / GB, 3)} GB`);
     console.log(`  fs.copyFile baseline       ${fmt(le.copyMs, 0)} ms`);
     console.log(`  edgec load+save            ${fmt(le.loadSaveMs, 0)} ms   ratio to copy ${fmt(le.ratioToCopy)}x (aim <= 2x)`);
-    console.log(`  peak RSS                   ${fmt(le.peakRssBytes / 2 ** 20, 0)} MiB = ${fmt(le.rssFraction, 3)}x model size (aim <= 0.25x + 256 MB)`);
+    console.log(
+      `  peak RSS                   ${fmt(le.peakRssBytes / 2 ** 20, 0)} MiB = ${fmt(le.rssFraction, 3)}x model size (aim <= 0.25x + 256 MB)`,
+    );
     const qe = await benchQuantize({ modelFile: embedded, work, kernel: false });
     for (const line of formatQuantizeBench(qe)) console.log(line);
   } finally {
@@ -60,11 +64,13 @@ function runScript(name: string): void {
   if (r.status !== 0) throw new Error(`${name} failed`);
 }
 
-main().then(() => {
-  runScript('core-passes.js');
-  runScript('fusions.js');
-  runScript('latency.js');
-}).catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+main()
+  .then(() => {
+    runScript('core-passes.js');
+    runScript('fusions.js');
+    runScript('latency.js');
+  })
+  .catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });

@@ -14,13 +14,19 @@ export const VERSION = '0.1.0';
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command();
-  program.name('edgec').description('Edge-deployment compiler and 4-bit quantizer for multimodal LLMs').version(VERSION)
+  program
+    .name('edgec')
+    .description('Edge-deployment compiler and 4-bit quantizer for multimodal LLMs')
+    .version(VERSION)
     .option('--verbose', 'show stack traces on errors')
     .option('-q, --quiet', 'no progress bars')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   let code = 0;
-  for (const register of COMMANDS) register(program, (c) => { code = c; });
+  for (const register of COMMANDS)
+    register(program, (c) => {
+      code = c;
+    });
   const verbose = argv.includes('--verbose');
   setOutputMode(argv);
   try {
@@ -76,10 +82,11 @@ function stackChain(e: unknown): string {
  * write to a pipe drops what is still queued (a long error arrived cut short). */
 export async function exitWhenDrained(code: number): Promise<void> {
   process.exitCode = code;
-  const drain = (s: NodeJS.WriteStream) => new Promise<void>((resolve) => {
-    if (s.destroyed || s.writableEnded) return resolve();
-    s.write('', () => resolve());
-  });
+  const drain = (s: NodeJS.WriteStream) =>
+    new Promise<void>((resolve) => {
+      if (s.destroyed || s.writableEnded) return resolve();
+      s.write('', () => resolve());
+    });
   await Promise.all([drain(process.stdout), drain(process.stderr)]);
   // Exit even if a library left a handle open (a worker, a timer): everything is written.
   process.exit(code);
@@ -87,10 +94,18 @@ export async function exitWhenDrained(code: number): Promise<void> {
 
 // Run when executed directly, also through npm's `edgec` bin symlink; not when imported by tests.
 const isMain = (() => {
-  try { return !!process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url)); } catch { return false; }
+  try {
+    return !!process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
 })();
 if (isMain) {
   // A reader that goes away (`edgec inspect m.onnx --json | head`) is not an error of ours.
-  for (const s of [process.stdout, process.stderr]) s.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0); else throw e; });
+  for (const s of [process.stdout, process.stderr])
+    s.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      else throw e;
+    });
   main(process.argv.slice(2)).then(exitWhenDrained, (e) => exitWhenDrained(reportError(e, process.argv.includes('--verbose'))));
 }

@@ -51,7 +51,10 @@ export function progressView(opts: { json?: boolean; stream?: NodeJS.WriteStream
     if (!multi) return;
     const payload = { task: e.task.padEnd(11), detail: e.detail };
     if (!e.bar) e.bar = multi.create(e.total, e.done, payload);
-    else { e.bar.setTotal(e.total); e.bar.update(e.done, payload); }
+    else {
+      e.bar.setTotal(e.total);
+      e.bar.update(e.done, payload);
+    }
   };
   const progress: Progress = (task, done, total, detail) => {
     if (done === undefined || total === undefined || total <= 0) return;
@@ -72,9 +75,17 @@ export function progressView(opts: { json?: boolean; stream?: NodeJS.WriteStream
     e.detail = detail ?? '';
     if (!multi && Date.now() - t0 >= delay) {
       multi = new cliProgress.MultiBar({
-        stream, format: ' {task} {bar} {value}/{total} | ETA {eta_formatted} | {detail}', barsize: 24,
-        hideCursor: true, clearOnComplete: true, stopOnComplete: false, etaBuffer: 20, fps: 10, autopadding: true,
-        barCompleteChar: '\u2588', barIncompleteChar: '\u2591',
+        stream,
+        format: ' {task} {bar} {value}/{total} | ETA {eta_formatted} | {detail}',
+        barsize: 24,
+        hideCursor: true,
+        clearOnComplete: true,
+        stopOnComplete: false,
+        etaBuffer: 20,
+        fps: 10,
+        autopadding: true,
+        barCompleteChar: '\u2588',
+        barIncompleteChar: '\u2591',
       });
       for (const s of stack) draw(s);
     } else draw(e);

@@ -12,7 +12,17 @@ import { fileURLToPath } from 'node:url';
 import { writeCorpus, type HostileCase } from '../fixtures/hostile.js';
 import { captureRun } from './run.js';
 
-export const CORPUS_COMMANDS = ['inspect', 'convert', 'verify', 'optimize', 'quantize', 'compile', 'compile-webgpu', 'compile-npu', 'build'];
+export const CORPUS_COMMANDS = [
+  'inspect',
+  'convert',
+  'verify',
+  'optimize',
+  'quantize',
+  'compile',
+  'compile-webgpu',
+  'compile-npu',
+  'build',
+];
 
 export interface CommandReport {
   command: string;
@@ -26,19 +36,31 @@ export interface CommandReport {
 
 function argsFor(command: string, file: string, out: string, root: string): string[] {
   switch (command) {
-    case 'inspect': return ['inspect', file, '--json'];
-    case 'convert': return ['convert', file, '-o', path.join(out, 'c.onnx'), '--external-data'];
-    case 'verify': return ['verify', file, file];
-    case 'optimize': case 'quantize': return [command, file, '-o', path.join(out, `${command}.onnx`)];
-    case 'compile': return ['compile', file, '--target', 'mobile', '-o', path.join(out, 'art')];
-    case 'compile-webgpu': return ['compile', file, '--target', 'webgpu', '-o', path.join(out, 'art'), '--no-verify'];
-    case 'compile-npu': return ['compile', file, '--target', 'npu', '-o', path.join(out, 'art'), '--no-verify'];
+    case 'inspect':
+      return ['inspect', file, '--json'];
+    case 'convert':
+      return ['convert', file, '-o', path.join(out, 'c.onnx'), '--external-data'];
+    case 'verify':
+      return ['verify', file, file];
+    case 'optimize':
+    case 'quantize':
+      return [command, file, '-o', path.join(out, `${command}.onnx`)];
+    case 'compile':
+      return ['compile', file, '--target', 'mobile', '-o', path.join(out, 'art')];
+    case 'compile-webgpu':
+      return ['compile', file, '--target', 'webgpu', '-o', path.join(out, 'art'), '--no-verify'];
+    case 'compile-npu':
+      return ['compile', file, '--target', 'npu', '-o', path.join(out, 'art'), '--no-verify'];
     case 'build': {
       const cfg = path.join(root, 'edgec.config.json');
-      fs.writeFileSync(cfg, JSON.stringify({ out: path.join(out, 'build'), models: [{ name: 'm', path: file }], targets: [{ target: 'mobile' }] }));
+      fs.writeFileSync(
+        cfg,
+        JSON.stringify({ out: path.join(out, 'build'), models: [{ name: 'm', path: file }], targets: [{ target: 'mobile' }] }),
+      );
       return ['build', '--config', cfg, '--json'];
     }
-    default: throw new Error(`unknown command ${command}`);
+    default:
+      throw new Error(`unknown command ${command}`);
   }
 }
 
@@ -51,7 +73,8 @@ function judge(c: HostileCase, command: string, r: { code: number; stdout: strin
   if (command === 'build') return r.code === 2 && !(r.stdout + r.stderr).includes(c.file) ? 'does not name the file' : undefined;
   if (c.expect === 'valid' && r.code === 2 && (command === 'inspect' || command === 'convert')) return 'a well-formed model was refused';
   if (r.code === 1 && !lines[0]!.startsWith('edgec: ')) return `exit 1 without an edgec line: ${lines[0]}`;
-  if (r.code === 2 && (lines.length !== 1 || !lines[0]!.startsWith('edgec: ') || !lines[0]!.includes(c.file))) return `exit 2 without one line naming the file: ${r.stderr.slice(0, 200)}`;
+  if (r.code === 2 && (lines.length !== 1 || !lines[0]!.startsWith('edgec: ') || !lines[0]!.includes(c.file)))
+    return `exit 2 without one line naming the file: ${r.stderr.slice(0, 200)}`;
   return undefined;
 }
 
@@ -86,7 +109,10 @@ export async function runCommand(command: string, corpus: string, cases: Hostile
       const ms = performance.now() - t0;
       rep.runs++;
       rep.codes[r.code] = (rep.codes[r.code] ?? 0) + 1;
-      if (ms > rep.worstMs) { rep.worstMs = ms; rep.worstCase = c.name; }
+      if (ms > rep.worstMs) {
+        rep.worstMs = ms;
+        rep.worstCase = c.name;
+      }
       const why = judge(c, command, r);
       if (why) rep.failures.push(`${c.name}: ${why}`);
       const left = fs.readdirSync(out).filter((f) => f !== 'build');
@@ -102,10 +128,17 @@ export async function runCommand(command: string, corpus: string, cases: Hostile
 }
 
 const isMain = (() => {
-  try { return !!process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url)); } catch { return false; }
+  try {
+    return !!process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
 })();
 if (isMain) {
-  const arg = (k: string) => { const i = process.argv.indexOf(k); return i > 0 ? process.argv[i + 1] : undefined; };
+  const arg = (k: string) => {
+    const i = process.argv.indexOf(k);
+    return i > 0 ? process.argv[i + 1] : undefined;
+  };
   const child = arg('--child');
   if (child) {
     const corpus = arg('--corpus')!;
@@ -122,20 +155,32 @@ if (isMain) {
       for (const command of commands) {
         const reportFile = path.join(root, `${command}.json`);
         const t0 = performance.now();
-        const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child', command, '--corpus', corpus, '--report', reportFile], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 1_800_000 });
-        if (!fs.existsSync(reportFile)) throw new Error(`${command}: the child ended without a report (status ${r.status}, signal ${r.signal})`);
+        const r = spawnSync(
+          process.execPath,
+          [fileURLToPath(import.meta.url), '--child', command, '--corpus', corpus, '--report', reportFile],
+          { stdio: ['ignore', 'ignore', 'inherit'], timeout: 1_800_000 },
+        );
+        if (!fs.existsSync(reportFile))
+          throw new Error(`${command}: the child ended without a report (status ${r.status}, signal ${r.signal})`);
         reports.push(JSON.parse(fs.readFileSync(reportFile, 'utf8')) as CommandReport);
         if (!process.argv.includes('--json')) {
           const x = reports[reports.length - 1]!;
-          process.stdout.write(`${command.padEnd(15)} ${String(x.runs).padStart(4)} runs  codes ${JSON.stringify(x.codes).padEnd(28)} worst ${Math.round(x.worstMs)} ms (${x.worstCase})  peak RSS ${Math.round(x.peakRssMiB)} MiB  `
-            + `${x.failures.length ? `NOT HANDLED: ${x.failures.length}` : 'all handled'}  [${((performance.now() - t0) / 1000).toFixed(0)} s]\n`);
+          process.stdout.write(
+            `${command.padEnd(15)} ${String(x.runs).padStart(4)} runs  codes ${JSON.stringify(x.codes).padEnd(28)} worst ${Math.round(x.worstMs)} ms (${x.worstCase})  peak RSS ${Math.round(x.peakRssMiB)} MiB  ` +
+              `${x.failures.length ? `NOT HANDLED: ${x.failures.length}` : 'all handled'}  [${((performance.now() - t0) / 1000).toFixed(0)} s]\n`,
+          );
           for (const f of x.failures) process.stdout.write(`  ${f.split('\n')[0]}\n`);
         }
       }
       const worst = reports.reduce((a, b) => (b.worstMs > a.worstMs ? b : a));
       const summary = {
-        cases: cases.length, commands, runs: reports.reduce((a, r) => a + r.runs, 0), handled: reports.every((r) => !r.failures.length),
-        worstMs: Math.round(worst.worstMs), worst: `${worst.command} ${worst.worstCase}`, peakRssMiB: Math.round(Math.max(...reports.map((r) => r.peakRssMiB))),
+        cases: cases.length,
+        commands,
+        runs: reports.reduce((a, r) => a + r.runs, 0),
+        handled: reports.every((r) => !r.failures.length),
+        worstMs: Math.round(worst.worstMs),
+        worst: `${worst.command} ${worst.worstCase}`,
+        peakRssMiB: Math.round(Math.max(...reports.map((r) => r.peakRssMiB))),
       };
       process.stdout.write(`${JSON.stringify(process.argv.includes('--json') ? { summary, reports } : summary)}\n`);
       process.exitCode = summary.handled ? 0 : 1;

@@ -70,13 +70,23 @@ function seeds(): Uint8Array[] {
     const els = new GraphBuilder({ opset: 17 });
     els.output(els.op1('Neg', [x]), 'n', DataType.FLOAT, [2, 3]);
     b.output(b.op1('If', [c], { attrs: { then_branch: then.graph, else_branch: els.graph } }), 'y', DataType.FLOAT, [2, 3]);
-    try { out.push(encodeModel(b.build())); } catch { /* builder cannot nest here: skip */ }
+    try {
+      out.push(encodeModel(b.build()));
+    } catch {
+      /* builder cannot nest here: skip */
+    }
   }
   // Shape arithmetic: Shape -> Gather -> Concat -> Reshape, and a Conv.
   {
     const b = new GraphBuilder({ opset: 17 });
     const x = b.input('x', DataType.FLOAT, ['n', 1, 8, 8]);
-    const w = b.initializer(Tensor.fromFloat32('w', [2, 1, 3, 3], Float32Array.from({ length: 18 }, (_, i) => (i % 5) / 5)));
+    const w = b.initializer(
+      Tensor.fromFloat32(
+        'w',
+        [2, 1, 3, 3],
+        Float32Array.from({ length: 18 }, (_, i) => (i % 5) / 5),
+      ),
+    );
     const y = b.op1('Conv', [x, w], { attrs: { kernel_shape: [3, 3], pads: [1, 1, 1, 1] } });
     const s = b.op1('Shape', [y]);
     const n = b.op1('Gather', [s, b.initializer(Tensor.fromInt64('i0', [1], [0]))], { attrs: { axis: 0 } });
@@ -88,17 +98,27 @@ function seeds(): Uint8Array[] {
 }
 
 export function captureRun(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '', stderr = '';
-  const ow = process.stdout.write, ew = process.stderr.write;
-  process.stdout.write = ((s: string | Uint8Array) => { stdout += String(s); return true; }) as typeof ow;
-  process.stderr.write = ((s: string | Uint8Array) => { stderr += String(s); return true; }) as typeof ew;
-  return main(args).then(
-    (code) => ({ code, stdout, stderr }),
-    (e) => ({ code: -1, stdout, stderr: `${stderr}escaped main(): ${(e as Error)?.stack ?? String(e)}` }),
-  ).finally(() => {
-    process.stdout.write = ow;
-    process.stderr.write = ew;
-  });
+  let stdout = '',
+    stderr = '';
+  const ow = process.stdout.write,
+    ew = process.stderr.write;
+  process.stdout.write = ((s: string | Uint8Array) => {
+    stdout += String(s);
+    return true;
+  }) as typeof ow;
+  process.stderr.write = ((s: string | Uint8Array) => {
+    stderr += String(s);
+    return true;
+  }) as typeof ew;
+  return main(args)
+    .then(
+      (code) => ({ code, stdout, stderr }),
+      (e) => ({ code: -1, stdout, stderr: `${stderr}escaped main(): ${(e as Error)?.stack ?? String(e)}` }),
+    )
+    .finally(() => {
+      process.stdout.write = ow;
+      process.stderr.write = ew;
+    });
 }
 
 function listing(dir: string): string {
@@ -133,10 +153,14 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzReport> {
       const base = m.pick(pool);
       const { bytes, ops } = m.mutate(base, m.pick(pool));
       const command = m.pick(wheel);
-      const args = command === 'inspect' ? ['inspect', file, '--json']
-        : command === 'verify' ? ['verify', file, file]
-          : command === 'compile' ? ['compile', file, '--target', m.pick(['mobile', 'webgpu', 'npu']), '-o', path.join(outDir, 'art'), '--no-verify']
-            : [command, file, '-o', path.join(outDir, 'o.onnx')];
+      const args =
+        command === 'inspect'
+          ? ['inspect', file, '--json']
+          : command === 'verify'
+            ? ['verify', file, file]
+            : command === 'compile'
+              ? ['compile', file, '--target', m.pick(['mobile', 'webgpu', 'npu']), '-o', path.join(outDir, 'art'), '--no-verify']
+              : [command, file, '-o', path.join(outDir, 'o.onnx')];
       return { bytes, ops, command, args };
     };
     for (let i = 0; i < (o.skip ?? 0); i++) draw();
@@ -161,7 +185,8 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzReport> {
       let why: string | undefined;
       if (![0, 1, 2].includes(r.code)) why = `exit ${r.code}: ${r.stderr.slice(0, 500)}`;
       else if (/^\s+at /m.test(r.stderr)) why = `stack trace: ${r.stderr.slice(0, 500)}`;
-      else if (r.code === 2 && (lines.length !== 1 || !lines[0]!.includes(file))) why = `exit 2 without one line naming the file: ${r.stderr.slice(0, 300)}`;
+      else if (r.code === 2 && (lines.length !== 1 || !lines[0]!.includes(file)))
+        why = `exit 2 without one line naming the file: ${r.stderr.slice(0, 300)}`;
       else if (ms > slowMs) why = `took ${Math.round(ms)} ms`;
       else if (listing(inDir) !== before) why = `wrote into the input folder: ${listing(inDir)}`;
       else if (crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex') !== hash) why = 'changed the input';
@@ -177,8 +202,12 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzReport> {
         o.log?.(`finding #${report.findings.length} (${command}): ${why.split('\n')[0]}`);
       }
       for (const e of fs.readdirSync(outDir)) fs.rmSync(path.join(outDir, e), { recursive: true, force: true });
-      for (const e of fs.readdirSync(inDir)) if (e !== 'w.data' && e !== 'model.onnx') fs.rmSync(path.join(inDir, e), { recursive: true, force: true });
-      if (o.log && report.execs % 500 === 0) o.log(`${report.execs} execs, ${((performance.now() - t0) / 1000).toFixed(0)} s, ${report.findings.length} findings, codes ${JSON.stringify(report.codes)}`);
+      for (const e of fs.readdirSync(inDir))
+        if (e !== 'w.data' && e !== 'model.onnx') fs.rmSync(path.join(inDir, e), { recursive: true, force: true });
+      if (o.log && report.execs % 500 === 0)
+        o.log(
+          `${report.execs} execs, ${((performance.now() - t0) / 1000).toFixed(0)} s, ${report.findings.length} findings, codes ${JSON.stringify(report.codes)}`,
+        );
     }
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
@@ -200,13 +229,18 @@ export interface SuperviseOptions {
 }
 
 function rssMiB(pid: number): number {
-  try { return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024; } catch { return 0; }
+  try {
+    return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+  } catch {
+    return 0;
+  }
 }
 
 /** In-process fuzzing cannot stop a case that never returns or allocates without end: run it in a
  * child, watch its heartbeat and memory, and on a kill record the case and continue the sequence. */
 export async function supervise(o: SuperviseOptions): Promise<FuzzReport> {
-  const hangMs = o.hangMs ?? 60_000, maxRss = o.rssMiB ?? 2048;
+  const hangMs = o.hangMs ?? 60_000,
+    maxRss = o.rssMiB ?? 2048;
   const total: FuzzReport = { execs: 0, seconds: 0, byCommand: {}, codes: {}, findings: [], slowestMs: 0, next: 0 };
   const add = (r: FuzzReport) => {
     total.execs += r.execs;
@@ -225,18 +259,45 @@ export async function supervise(o: SuperviseOptions): Promise<FuzzReport> {
       const reportFile = path.join(hb, 'report.json');
       fs.rmSync(reportFile, { force: true });
       fs.rmSync(path.join(hb, 'case.json'), { force: true });
-      const child = spawn(process.execPath, [self, '--child', '--seed', String(o.seed), '--seconds', String(left), '--skip', String(total.next),
-        '--heartbeat', hb, '--report', reportFile, '--out', o.findingsDir, '--commands', o.commands.join(',')], { stdio: ['ignore', 'inherit', 'inherit'] });
+      const child = spawn(
+        process.execPath,
+        [
+          self,
+          '--child',
+          '--seed',
+          String(o.seed),
+          '--seconds',
+          String(left),
+          '--skip',
+          String(total.next),
+          '--heartbeat',
+          hb,
+          '--report',
+          reportFile,
+          '--out',
+          o.findingsDir,
+          '--commands',
+          o.commands.join(','),
+        ],
+        { stdio: ['ignore', 'inherit', 'inherit'] },
+      );
       let killed: string | undefined;
       const started = Date.now();
       const timer = setInterval(() => {
         // Before the first case the child is still loading: a minute more.
         let beat = started + 60_000;
-        try { beat = fs.statSync(path.join(hb, 'case.json')).mtimeMs; } catch { /* not yet */ }
+        try {
+          beat = fs.statSync(path.join(hb, 'case.json')).mtimeMs;
+        } catch {
+          /* not yet */
+        }
         const rss = rssMiB(child.pid!);
         if (Date.now() - beat > hangMs) killed = `hang: no result after ${Math.round((Date.now() - beat) / 1000)} s`;
         else if (rss > maxRss) killed = `memory: resident ${Math.round(rss)} MiB, over ${maxRss} MiB`;
-        if (killed) { clearInterval(timer); child.kill('SIGKILL'); }
+        if (killed) {
+          clearInterval(timer);
+          child.kill('SIGKILL');
+        }
       }, 500);
       await new Promise((resolve) => child.on('exit', resolve));
       clearInterval(timer);
@@ -247,12 +308,25 @@ export async function supervise(o: SuperviseOptions): Promise<FuzzReport> {
         continue;
       }
       // Killed (or died): the heartbeat names the case; its counts are those before it.
-      const beat = fs.existsSync(path.join(hb, 'case.json')) ? JSON.parse(fs.readFileSync(path.join(hb, 'case.json'), 'utf8')) as { index: number; command: string; args: string[]; ops: string[]; report: FuzzReport } : undefined;
+      const beat = fs.existsSync(path.join(hb, 'case.json'))
+        ? (JSON.parse(fs.readFileSync(path.join(hb, 'case.json'), 'utf8')) as {
+            index: number;
+            command: string;
+            args: string[];
+            ops: string[];
+            report: FuzzReport;
+          })
+        : undefined;
       if (!beat) throw new Error(`fuzz child exited before its first case (${killed ?? 'no report'})`);
       add(beat.report);
       const why = killed ?? 'the fuzz process died without a report';
       const bytes = fs.readFileSync(path.join(hb, 'case.onnx'));
-      const f: Finding = { command: beat.args.join(' '), why, ops: beat.ops, file: path.join(o.findingsDir, `${crypto.createHash('sha256').update(bytes).digest('hex').slice(0, 16)}.onnx`) };
+      const f: Finding = {
+        command: beat.args.join(' '),
+        why,
+        ops: beat.ops,
+        file: path.join(o.findingsDir, `${crypto.createHash('sha256').update(bytes).digest('hex').slice(0, 16)}.onnx`),
+      };
       fs.writeFileSync(f.file!, bytes);
       fs.writeFileSync(`${f.file}.json`, JSON.stringify({ ...f, args: beat.args, index: beat.index }, null, 1));
       total.execs++;
@@ -270,23 +344,42 @@ export async function supervise(o: SuperviseOptions): Promise<FuzzReport> {
 }
 
 const isMain = (() => {
-  try { return !!process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url)); } catch { return false; }
+  try {
+    return !!process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
 })();
 if (isMain) {
-  const arg = (k: string, d: string) => { const i = process.argv.indexOf(k); return i > 0 ? process.argv[i + 1]! : d; };
+  const arg = (k: string, d: string) => {
+    const i = process.argv.indexOf(k);
+    return i > 0 ? process.argv[i + 1]! : d;
+  };
   const seconds = Number(arg('--seconds', '60'));
   const seed = Number(arg('--seed', String(Date.now() % 100000)));
   const findingsDir = path.resolve(arg('--out', 'fuzz-findings'));
   const commands = arg('--commands', DEFAULT_COMMANDS.join(',')).split(',');
   const log = (s: string) => process.stdout.write(`${s}\n`);
   if (process.argv.includes('--child')) {
-    const heartbeat = arg('--heartbeat', ''), reportFile = arg('--report', '');
-    fuzz({ seed, seconds, findingsDir, commands, skip: Number(arg('--skip', '0')), heartbeat, log }).then((r) => fs.writeFileSync(reportFile, JSON.stringify(r)));
+    const heartbeat = arg('--heartbeat', ''),
+      reportFile = arg('--report', '');
+    fuzz({ seed, seconds, findingsDir, commands, skip: Number(arg('--skip', '0')), heartbeat, log }).then((r) =>
+      fs.writeFileSync(reportFile, JSON.stringify(r)),
+    );
   } else {
-    const hangMs = Number(arg('--hang-seconds', '60')) * 1000, rss = Number(arg('--rss-mib', '2048'));
-    log(`fuzzing ${commands.join(', ')} for ${seconds} s, seed ${seed}; findings -> ${findingsDir} (hang after ${hangMs / 1000} s, memory limit ${rss} MiB)`);
+    const hangMs = Number(arg('--hang-seconds', '60')) * 1000,
+      rss = Number(arg('--rss-mib', '2048'));
+    log(
+      `fuzzing ${commands.join(', ')} for ${seconds} s, seed ${seed}; findings -> ${findingsDir} (hang after ${hangMs / 1000} s, memory limit ${rss} MiB)`,
+    );
     supervise({ seed, seconds, findingsDir, commands, hangMs, rssMiB: rss, log }).then((r) => {
-      log(JSON.stringify({ seed, ...r, findings: r.findings.length, found: r.findings.map((f) => `${f.why.split('\n')[0]} <- ${f.command}`) }, null, 1));
+      log(
+        JSON.stringify(
+          { seed, ...r, findings: r.findings.length, found: r.findings.map((f) => `${f.why.split('\n')[0]} <- ${f.command}`) },
+          null,
+          1,
+        ),
+      );
       process.exitCode = r.findings.length ? 1 : 0;
     });
   }

@@ -31,7 +31,14 @@ function alive(pid: number): boolean {
 }
 
 const rm = (p: string) => fs.rmSync(p, { recursive: true, force: true });
-const exists = (p: string) => { try { fs.lstatSync(p); return true; } catch { return false; } };
+const exists = (p: string) => {
+  try {
+    fs.lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 /** Commit `files` (tmp -> final); the last entry is the anchor. Throws after undoing on failure.
  * `label` names the crash points (`<label>:old-moved`, ...). */
@@ -47,7 +54,10 @@ export function commitReplace(files: { tmp: string; final: string }[], label = '
   try {
     // The anchor goes aside first and comes in last: while it is missing, nothing is committed.
     for (const f of [...journal.files].reverse()) {
-      if (f.hadOld) { fs.renameSync(f.final, `${f.final}.old-${pid}`); moved.push(f.final); }
+      if (f.hadOld) {
+        fs.renameSync(f.final, `${f.final}.old-${pid}`);
+        moved.push(f.final);
+      }
     }
     crashPoint(`${label}:old-moved`);
     for (const f of files) {
@@ -67,7 +77,10 @@ export function commitReplace(files: { tmp: string; final: string }[], label = '
 function undo(j: Journal, pid: number): void {
   for (const f of j.files) {
     const old = `${f.final}.old-${pid}`;
-    if (exists(old)) { rm(f.final); fs.renameSync(old, f.final); } else if (!f.hadOld && f.final !== j.anchor) rm(f.final);
+    if (exists(old)) {
+      rm(f.final);
+      fs.renameSync(old, f.final);
+    } else if (!f.hadOld && f.final !== j.anchor) rm(f.final);
     rm(`${f.final}.tmp-${pid}`);
   }
 }
@@ -76,7 +89,11 @@ function undo(j: Journal, pid: number): void {
  * beside `dest` (the destination about to be written). */
 export function recoverStale(dir: string, dest?: string): void {
   let entries: string[];
-  try { entries = fs.readdirSync(dir); } catch { return; }
+  try {
+    entries = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
   for (const e of entries) {
     const m = JOURNAL.exec(e);
     if (!m || alive(Number(m[1]))) continue;
@@ -87,7 +104,9 @@ export function recoverStale(dir: string, dest?: string): void {
       if (exists(j.anchor)) {
         for (const f of j.files) rm(`${f.final}.old-${pid}`);
       } else undo(j, pid);
-    } catch { /* a journal cut short by the kill: nothing was moved yet */ }
+    } catch {
+      /* a journal cut short by the kill: nothing was moved yet */
+    }
     rm(path.join(dir, e));
   }
   if (!dest) return;

@@ -41,7 +41,10 @@ export class GraphBuilder {
     this.graph = new Graph(opts.name ?? 'main_graph');
     this.model = new Model(this.graph);
     this.model.irVersion = opts.irVersion ?? irVersionFor(opset);
-    this.model.opsetImports = [{ domain: '', version: opset }, ...Object.entries(opts.opsets ?? {}).map(([domain, version]) => ({ domain, version }))];
+    this.model.opsetImports = [
+      { domain: '', version: opset },
+      ...Object.entries(opts.opsets ?? {}).map(([domain, version]) => ({ domain, version })),
+    ];
     this.model.producerName = opts.producerName ?? 'edgec-fixtures';
   }
 
@@ -91,8 +94,16 @@ export class GraphBuilder {
   /** Add a node; returns its output values in order. */
   op(opType: string, inputs: (Value | null)[], opts: OpOptions = {}): Value[] {
     const prefix = this.scopes.length ? `/${this.scopes.join('/')}` : '';
-    if (Array.isArray(opts.outputs)) for (const n of opts.outputs) if (this.graph.lookup(n)) throw new Error(`builder: value '${n}' already exists`);
-    const node: Node = this.graph.addNode({ opType, domain: opts.domain, name: opts.name ?? `${prefix}/${opType}`, inputs, outputs: [], attrs: opts.attrs });
+    if (Array.isArray(opts.outputs))
+      for (const n of opts.outputs) if (this.graph.lookup(n)) throw new Error(`builder: value '${n}' already exists`);
+    const node: Node = this.graph.addNode({
+      opType,
+      domain: opts.domain,
+      name: opts.name ?? `${prefix}/${opType}`,
+      inputs,
+      outputs: [],
+      attrs: opts.attrs,
+    });
     const outs = opts.outputs ?? 1;
     const outNames = typeof outs === 'number' ? Array.from({ length: outs }, (_, i) => `${node.name}_output_${i}`) : outs;
     for (const n of outNames) {

@@ -2,7 +2,10 @@
 
 /** Bad input: unreadable, malformed or unsafe model files, bad options. One line, names the file. */
 export class InputError extends Error {
-  constructor(message: string, readonly file?: string) {
+  constructor(
+    message: string,
+    readonly file?: string,
+  ) {
     super(file ? `${file}: ${message}` : message);
     this.name = 'InputError';
   }
@@ -10,7 +13,10 @@ export class InputError extends Error {
 
 /** The work ran but a check failed (verification below threshold, unsupported op on a target). */
 export class CheckError extends Error {
-  constructor(message: string, readonly details: string[] = []) {
+  constructor(
+    message: string,
+    readonly details: string[] = [],
+  ) {
     super(message);
     this.name = 'CheckError';
   }

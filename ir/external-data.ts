@@ -30,7 +30,8 @@ export function resolveExternal(
   let length: number | undefined;
   const extra: { key: string; value: string }[] = [];
   for (const e of entries) {
-    const k = e.key ?? '', v = e.value ?? '';
+    const k = e.key ?? '',
+      v = e.value ?? '';
     if (k === 'location') location = v;
     else if (k === 'offset') offset = parseIntStrict(v, modelFile, tensorName, 'offset');
     else if (k === 'length') length = parseIntStrict(v, modelFile, tensorName, 'length');
@@ -48,15 +49,22 @@ export function resolveExternal(
   }
   if (length === undefined) length = byteLen ?? size - offset;
   if (offset < 0 || length < 0 || offset + length > size)
-    throw new InputError(`external data of tensor '${tensorName}' lies past the end of '${location}' (offset ${offset} + length ${length} > ${size} bytes)`, modelFile);
+    throw new InputError(
+      `external data of tensor '${tensorName}' lies past the end of '${location}' (offset ${offset} + length ${length} > ${size} bytes)`,
+      modelFile,
+    );
   // Longer than the shape needs is refused too: the tail would be silently dropped on save.
   if (byteLen !== undefined && length !== byteLen)
-    throw new InputError(`external data of tensor '${tensorName}' has ${length} bytes, its shape needs ${byteLen}: fix the 'length' entry`, modelFile);
+    throw new InputError(
+      `external data of tensor '${tensorName}' has ${length} bytes, its shape needs ${byteLen}: fix the 'length' entry`,
+      modelFile,
+    );
   return { file, location, offset, length, extra };
 }
 
 function parseIntStrict(v: string, modelFile: string, tensorName: string, what: string): number {
-  if (!/^\d+$/.test(v)) throw new InputError(`external data ${what} '${v}' of tensor '${tensorName}' is not a non-negative integer`, modelFile);
+  if (!/^\d+$/.test(v))
+    throw new InputError(`external data ${what} '${v}' of tensor '${tensorName}' is not a non-negative integer`, modelFile);
   return Number(v);
 }
 
@@ -64,7 +72,8 @@ function parseIntStrict(v: string, modelFile: string, tensorName: string, what: 
 export function checkLocation(location: string, modelDir: string, modelFile: string, tensorName: string): string {
   const bad = (why: string) => new InputError(`external data location '${location}' of tensor '${tensorName}' ${why}`, modelFile);
   if (location.includes('\0')) throw bad('contains a NUL byte');
-  if (path.isAbsolute(location) || /^[a-zA-Z]:[\\/]/.test(location) || location.startsWith('\\')) throw bad('is absolute; it must be relative to the model folder');
+  if (path.isAbsolute(location) || /^[a-zA-Z]:[\\/]/.test(location) || location.startsWith('\\'))
+    throw bad('is absolute; it must be relative to the model folder');
   const parts = location.split(/[\\/]+/);
   if (parts.includes('..')) throw bad('escapes the model folder');
   const root = fs.realpathSync(modelDir);
@@ -101,8 +110,16 @@ export function readInto(fd: number, out: Uint8Array, position: number): void {
 }
 
 /** Stream a file range in chunks through a reused buffer. The chunk is only valid inside fn. */
-export function forEachChunk(file: string, offset: number, length: number, chunkSize: number, fn: (chunk: Uint8Array, at: number) => void, scratch?: Uint8Array): void {
-  const buf = scratch && scratch.length >= Math.min(chunkSize, length) ? scratch : Buffer.allocUnsafe(Math.min(chunkSize, Math.max(length, 1)));
+export function forEachChunk(
+  file: string,
+  offset: number,
+  length: number,
+  chunkSize: number,
+  fn: (chunk: Uint8Array, at: number) => void,
+  scratch?: Uint8Array,
+): void {
+  const buf =
+    scratch && scratch.length >= Math.min(chunkSize, length) ? scratch : Buffer.allocUnsafe(Math.min(chunkSize, Math.max(length, 1)));
   const fd = fs.openSync(file, 'r');
   try {
     for (let at = 0; at < length; at += chunkSize) {

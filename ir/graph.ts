@@ -73,8 +73,20 @@ export class Value {
 }
 
 export enum AttrType {
-  UNDEFINED = 0, FLOAT = 1, INT = 2, STRING = 3, TENSOR = 4, GRAPH = 5, FLOATS = 6, INTS = 7,
-  STRINGS = 8, TENSORS = 9, GRAPHS = 10, SPARSE_TENSOR = 11, SPARSE_TENSORS = 12, TYPE_PROTO = 13,
+  UNDEFINED = 0,
+  FLOAT = 1,
+  INT = 2,
+  STRING = 3,
+  TENSOR = 4,
+  GRAPH = 5,
+  FLOATS = 6,
+  INTS = 7,
+  STRINGS = 8,
+  TENSORS = 9,
+  GRAPHS = 10,
+  SPARSE_TENSOR = 11,
+  SPARSE_TENSORS = 12,
+  TYPE_PROTO = 13,
   TYPE_PROTOS = 14,
 }
 
@@ -230,7 +242,8 @@ export class Node {
    */
   disconnect(): void {
     this.inputs.forEach((_, i) => this.setInput(i, null));
-    for (const sg of this.subgraphs()) for (const inner of sg.allGraphs()) for (const n of inner.nodes) n.inputs.forEach((_, i) => n.setInput(i, null));
+    for (const sg of this.subgraphs())
+      for (const inner of sg.allGraphs()) for (const n of inner.nodes) n.inputs.forEach((_, i) => n.setInput(i, null));
     for (const o of this.outputs) {
       if (!o || o.producer !== this) continue;
       o.producer = null;
@@ -262,7 +275,8 @@ export interface NodeSpec {
   attrs?: Record<string, AttrInit>;
 }
 
-export type AttrInit = number | string | number[] | string[] | Tensor | Graph | bigint | { floats: number[] } | { float: number } | Attribute;
+export type AttrInit =
+  number | string | number[] | string[] | Tensor | Graph | bigint | { floats: number[] } | { float: number } | Attribute;
 
 export class Graph {
   name: string;
@@ -396,7 +410,8 @@ export class Graph {
   removeNode(node: Node, force = false): void {
     if (!force) {
       for (const o of node.outputs) {
-        if (o && o.producer === node && (o.uses.length || o.isGraphOutput)) throw new Error(`cannot remove '${node.name}': output '${o.name}' is still used`);
+        if (o && o.producer === node && (o.uses.length || o.isGraphOutput))
+          throw new Error(`cannot remove '${node.name}': output '${o.name}' is still used`);
       }
     }
     node.disconnect();
@@ -439,7 +454,10 @@ export class Graph {
     while (changed) {
       changed = false;
       for (const n of pending) {
-        if (!inGraph(n)) { pending.delete(n); continue; }
+        if (!inGraph(n)) {
+          pending.delete(n);
+          continue;
+        }
         if (n.outputs.some((o) => o && (o.uses.length || o.isGraphOutput))) continue;
         const ins = n.inputs.filter((v): v is Value => !!v);
         this.removeNode(n, true);
@@ -549,16 +567,24 @@ export class Graph {
  * insertion point keep the order they were added in.
  */
 export class InsertionPoint {
-  constructor(readonly graph: Graph, readonly anchor: Node | undefined) {}
+  constructor(
+    readonly graph: Graph,
+    readonly anchor: Node | undefined,
+  ) {}
 
   add(spec: NodeSpec): Node {
     return this.graph.addNode(spec, this.anchor);
   }
 
   /** Add a one-output node and return its output. */
-  op(opType: string, inputs: (Value | string | null)[], opts: { name?: string; domain?: string; attrs?: Record<string, AttrInit>; output?: string | Value } = {}): Value {
+  op(
+    opType: string,
+    inputs: (Value | string | null)[],
+    opts: { name?: string; domain?: string; attrs?: Record<string, AttrInit>; output?: string | Value } = {},
+  ): Value {
     const name = opts.name ?? opType;
-    return this.add({ opType, domain: opts.domain, name, inputs, outputs: [opts.output ?? `${name}_output_0`], attrs: opts.attrs }).outputs[0]!;
+    return this.add({ opType, domain: opts.domain, name, inputs, outputs: [opts.output ?? `${name}_output_0`], attrs: opts.attrs })
+      .outputs[0]!;
   }
 }
 
@@ -577,14 +603,16 @@ function nodeDeps(n: Node): Node[] {
 }
 
 export function makeAttr(name: string, v: AttrInit): Attribute {
-  if (typeof v === 'object' && v !== null && 'type' in v && 'name' in v && !(v instanceof Tensor) && !(v instanceof Graph)) return { ...(v as Attribute), name };
+  if (typeof v === 'object' && v !== null && 'type' in v && 'name' in v && !(v instanceof Tensor) && !(v instanceof Graph))
+    return { ...(v as Attribute), name };
   if (typeof v === 'number') return Number.isInteger(v) ? { name, type: AttrType.INT, value: v } : { name, type: AttrType.FLOAT, value: v };
   if (typeof v === 'bigint') return { name, type: AttrType.INT, value: v };
   if (typeof v === 'string') return { name, type: AttrType.STRING, value: Buffer.from(v, 'utf8') };
   if (v instanceof Tensor) return { name, type: AttrType.TENSOR, value: v };
   if (v instanceof Graph) return { name, type: AttrType.GRAPH, value: v };
   if (Array.isArray(v)) {
-    if (v.length && typeof v[0] === 'string') return { name, type: AttrType.STRINGS, value: (v as string[]).map((s) => Buffer.from(s, 'utf8')) };
+    if (v.length && typeof v[0] === 'string')
+      return { name, type: AttrType.STRINGS, value: (v as string[]).map((s) => Buffer.from(s, 'utf8')) };
     return { name, type: AttrType.INTS, value: v as number[] };
   }
   if ('floats' in v) return { name, type: AttrType.FLOATS, value: v.floats };

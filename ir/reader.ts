@@ -20,7 +20,10 @@ const has = (o: PB, k: string) => o != null && Object.prototype.hasOwnProperty.c
 export function longToInt(v: unknown): Int {
   if (typeof v === 'number') return v;
   if (typeof v === 'bigint') return v;
-  if (typeof v === 'string') { const b = BigInt(v); return Number.isSafeInteger(Number(b)) ? Number(b) : b; }
+  if (typeof v === 'string') {
+    const b = BigInt(v);
+    return Number.isSafeInteger(Number(b)) ? Number(b) : b;
+  }
   const l = v as protobuf.Long;
   const big = BigInt.asIntN(64, (BigInt(l.high >>> 0) << 32n) | BigInt(l.low >>> 0));
   const n = Number(big);
@@ -47,7 +50,8 @@ export function loadModel(file: string): Model {
   if (st.isDirectory()) throw new InputError('is a directory, expected an .onnx file', file);
   if (!st.isFile()) throw new InputError('is not a regular file', file);
   if (st.size === 0) throw new InputError('is empty', file);
-  if (st.size > MAX_PROTO) throw new InputError(`is ${st.size} bytes; an ONNX protobuf cannot exceed 2 GiB (weights over that must live in external data)`, file);
+  if (st.size > MAX_PROTO)
+    throw new InputError(`is ${st.size} bytes; an ONNX protobuf cannot exceed 2 GiB (weights over that must live in external data)`, file);
   const scanned = scanModelFile(file, st.size);
   if (scanned) return modelFromProto(scanned.pb, { ...ctxOf(file), lazy: scanned.lazy });
   return decodeModel(fs.readFileSync(file), file);
@@ -71,9 +75,10 @@ function modelFromProto(pb: PB, ctx: Ctx): Model {
   const file = ctx.file;
   if (!has(pb, 'ir_version')) throw new InputError('not a valid ONNX model (no ir_version)', file);
   const ir = toNum(pb.ir_version);
-  if (ir < 1 || ir > MAX_IR_VERSION) throw new InputError(`not a valid ONNX model (ir_version ${ir} is outside 1..${MAX_IR_VERSION})`, file);
+  if (ir < 1 || ir > MAX_IR_VERSION)
+    throw new InputError(`not a valid ONNX model (ir_version ${ir} is outside 1..${MAX_IR_VERSION})`, file);
   if (!has(pb, 'graph')) throw new InputError('not a valid ONNX model (no graph)', file);
-  if (ir >= 3 && !(pb.opset_import?.length)) throw new InputError('not a valid ONNX model (no opset_import)', file);
+  if (ir >= 3 && !pb.opset_import?.length) throw new InputError('not a valid ONNX model (no opset_import)', file);
 
   let graph: Graph;
   try {
@@ -98,7 +103,8 @@ function modelFromProto(pb: PB, ctx: Ctx): Model {
   model.irVersion = ir;
   model.opsetImports = (pb.opset_import ?? []).map((o: PB) => {
     const version = toNum(o.version ?? 0);
-    if (!(Number.isSafeInteger(version) && version >= 1 && version < 2 ** 31)) throw new InputError(`not a valid ONNX model (opset_import '${o.domain || 'ai.onnx'}' has version ${version})`, file);
+    if (!(Number.isSafeInteger(version) && version >= 1 && version < 2 ** 31))
+      throw new InputError(`not a valid ONNX model (opset_import '${o.domain || 'ai.onnx'}' has version ${version})`, file);
     return { domain: o.domain ?? '', version };
   });
   model.producerName = pb.producer_name ?? '';
@@ -156,7 +162,8 @@ function applyValueInfo(v: Value, vi: PB): void {
 export const MAX_SUBGRAPH_DEPTH = 64;
 
 function decodeGraph(g: PB, parent: Graph | null, ctx: Ctx, depth = 0): Graph {
-  if (depth > MAX_SUBGRAPH_DEPTH) throw new InputError(`not a valid ONNX model (subgraphs nested more than ${MAX_SUBGRAPH_DEPTH} deep)`, ctx.file);
+  if (depth > MAX_SUBGRAPH_DEPTH)
+    throw new InputError(`not a valid ONNX model (subgraphs nested more than ${MAX_SUBGRAPH_DEPTH} deep)`, ctx.file);
   const graph = new Graph(g.name ?? '');
   graph.parent = parent;
   if (has(g, 'doc_string')) graph.docString = g.doc_string;
@@ -211,7 +218,10 @@ function decodeGraph(g: PB, parent: Graph | null, ctx: Ctx, depth = 0): Graph {
     if (pn.metadata_props?.length) node.metadataProps = pn.metadata_props.map(kv);
     if (pn.device_configurations?.length) node.deviceConfigurations = pn.device_configurations;
     for (const o of pn.output ?? []) {
-      if (o === '') { node.outputs.push(null); continue; }
+      if (o === '') {
+        node.outputs.push(null);
+        continue;
+      }
       const prev = graph.values.get(o);
       if (prev && (prev.initializer || prev.isGraphInput))
         throw new InputError(`value '${o}' is defined twice in graph '${graph.name}'`, ctx.file);
@@ -241,7 +251,10 @@ function decodeGraph(g: PB, parent: Graph | null, ctx: Ctx, depth = 0): Graph {
   pbNodes.forEach((pn, i) => {
     const node = nodes[i]!;
     (pn.input ?? []).forEach((name: string, k: number) => {
-      if (name === '') { node.setInput(k, null); return; }
+      if (name === '') {
+        node.setInput(k, null);
+        return;
+      }
       const defs = redefined.get(name);
       const v = defs ? ([...defs].reverse().find((d) => d.at < i) ?? defs.at(-1)!).v : graph.lookup(name);
       if (!v) throw new InputError(`node '${node.name || node.opType}' uses '${name}', which nothing defines`, ctx.file);
@@ -291,21 +304,36 @@ function decodeAttr(a: PB, graph: Graph, ctx: Ctx, depth: number): Attribute {
     return decodeTensor(tp, ctx);
   };
   switch (type) {
-    case AttrType.FLOAT: return { ...base, type, value: a.f ?? 0 };
-    case AttrType.INT: return { ...base, type, value: longToInt(a.i ?? 0) };
-    case AttrType.STRING: return { ...base, type, value: a.s ?? new Uint8Array() };
-    case AttrType.TENSOR: return { ...base, type, value: tensor(a.t) };
-    case AttrType.GRAPH: return { ...base, type, value: sub(a.g) };
-    case AttrType.FLOATS: return { ...base, type, value: [...(a.floats ?? [])] };
-    case AttrType.INTS: return { ...base, type, value: (a.ints ?? []).map(longToInt) };
-    case AttrType.STRINGS: return { ...base, type, value: [...(a.strings ?? [])] };
-    case AttrType.TENSORS: return { ...base, type, value: (a.tensors ?? []).map(tensor) };
-    case AttrType.GRAPHS: return { ...base, type, value: (a.graphs ?? []).map(sub) };
-    case AttrType.SPARSE_TENSOR: return { ...base, type, value: a.sparse_tensor };
-    case AttrType.SPARSE_TENSORS: return { ...base, type, value: a.sparse_tensors ?? [] };
-    case AttrType.TYPE_PROTO: return { ...base, type, value: a.tp };
-    case AttrType.TYPE_PROTOS: return { ...base, type, value: a.type_protos ?? [] };
-    default: return { ...base, type: AttrType.UNDEFINED, value: undefined };
+    case AttrType.FLOAT:
+      return { ...base, type, value: a.f ?? 0 };
+    case AttrType.INT:
+      return { ...base, type, value: longToInt(a.i ?? 0) };
+    case AttrType.STRING:
+      return { ...base, type, value: a.s ?? new Uint8Array() };
+    case AttrType.TENSOR:
+      return { ...base, type, value: tensor(a.t) };
+    case AttrType.GRAPH:
+      return { ...base, type, value: sub(a.g) };
+    case AttrType.FLOATS:
+      return { ...base, type, value: [...(a.floats ?? [])] };
+    case AttrType.INTS:
+      return { ...base, type, value: (a.ints ?? []).map(longToInt) };
+    case AttrType.STRINGS:
+      return { ...base, type, value: [...(a.strings ?? [])] };
+    case AttrType.TENSORS:
+      return { ...base, type, value: (a.tensors ?? []).map(tensor) };
+    case AttrType.GRAPHS:
+      return { ...base, type, value: (a.graphs ?? []).map(sub) };
+    case AttrType.SPARSE_TENSOR:
+      return { ...base, type, value: a.sparse_tensor };
+    case AttrType.SPARSE_TENSORS:
+      return { ...base, type, value: a.sparse_tensors ?? [] };
+    case AttrType.TYPE_PROTO:
+      return { ...base, type, value: a.tp };
+    case AttrType.TYPE_PROTOS:
+      return { ...base, type, value: a.type_protos ?? [] };
+    default:
+      return { ...base, type: AttrType.UNDEFINED, value: undefined };
   }
 }
 
@@ -323,27 +351,42 @@ export function decodeTensor(t: PB, ctx: Ctx): Tensor {
   let tensor: Tensor;
   if (t.data_location === 1) {
     const need = dtype === DataType.STRING ? undefined : byteLength(dtype, numElements(dims));
-    tensor = new Tensor(name, dtype, dims, { kind: 'external', ref: resolveExternal(t.external_data ?? [], ctx.dir, ctx.file, name, need) });
+    tensor = new Tensor(name, dtype, dims, {
+      kind: 'external',
+      ref: resolveExternal(t.external_data ?? [], ctx.dir, ctx.file, name, need),
+    });
   } else if (has(t, 'raw_data') || ctx.lazy?.has(t)) {
     const range = ctx.lazy?.get(t);
     const rawLength: number = range ? range.length : t.raw_data.length;
-    if (dtype === DataType.STRING) throw new InputError(`tensor '${name}' is a string tensor with raw_data; strings live in string_data`, ctx.file);
+    if (dtype === DataType.STRING)
+      throw new InputError(`tensor '${name}' is a string tensor with raw_data; strings live in string_data`, ctx.file);
     if (dtype !== DataType.UNDEFINED) {
       const need = byteLength(dtype, numElements(dims));
-      if (rawLength !== need) throw new InputError(`tensor '${name}' has ${rawLength} bytes of raw_data, its shape needs ${need}`, ctx.file);
+      if (rawLength !== need)
+        throw new InputError(`tensor '${name}' has ${rawLength} bytes of raw_data, its shape needs ${need}`, ctx.file);
     }
-    tensor = new Tensor(name, dtype, dims, range
-      ? { kind: 'external', ref: { file: path.resolve(ctx.file), location: '', offset: range.offset, length: range.length, extra: [], embedded: true } }
-      : { kind: 'raw', bytes: t.raw_data });
+    tensor = new Tensor(
+      name,
+      dtype,
+      dims,
+      range
+        ? {
+            kind: 'external',
+            ref: { file: path.resolve(ctx.file), location: '', offset: range.offset, length: range.length, extra: [], embedded: true },
+          }
+        : { kind: 'raw', bytes: t.raw_data },
+    );
   } else if (dtype === DataType.STRING) {
     const values = t.string_data ?? [];
-    if (values.length !== count) throw new InputError(`tensor '${name}' has ${values.length} strings, its shape [${dims}] needs ${count}`, ctx.file);
+    if (values.length !== count)
+      throw new InputError(`tensor '${name}' has ${values.length} strings, its shape [${dims}] needs ${count}`, ctx.file);
     tensor = new Tensor(name, dtype, dims, { kind: 'strings', values });
   } else {
     const field = TYPED_FIELDS.find((f) => t[f]?.length) ?? defaultField(dtype);
     const values = t[field] ?? [];
     const need = typedCount(dtype, count);
-    if (dtype !== DataType.UNDEFINED && values.length !== need) throw new InputError(`tensor '${name}' has ${values.length} values in ${field}, its shape [${dims}] needs ${need}`, ctx.file);
+    if (dtype !== DataType.UNDEFINED && values.length !== need)
+      throw new InputError(`tensor '${name}' has ${values.length} values in ${field}, its shape [${dims}] needs ${need}`, ctx.file);
     tensor = new Tensor(name, dtype, dims, { kind: 'typed', field, values });
   }
   if (has(t, 'doc_string')) tensor.extras.docString = t.doc_string;
@@ -362,11 +405,19 @@ function typedCount(dtype: DataType, count: number): number {
 
 function defaultField(dtype: DataType): TypedField {
   switch (dtype) {
-    case DataType.FLOAT: case DataType.COMPLEX64: return 'float_data';
-    case DataType.DOUBLE: case DataType.COMPLEX128: return 'double_data';
-    case DataType.INT64: return 'int64_data';
-    case DataType.UINT32: case DataType.UINT64: return 'uint64_data';
-    default: return 'int32_data';
+    case DataType.FLOAT:
+    case DataType.COMPLEX64:
+      return 'float_data';
+    case DataType.DOUBLE:
+    case DataType.COMPLEX128:
+      return 'double_data';
+    case DataType.INT64:
+      return 'int64_data';
+    case DataType.UINT32:
+    case DataType.UINT64:
+      return 'uint64_data';
+    default:
+      return 'int32_data';
   }
 }
 

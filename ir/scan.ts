@@ -40,7 +40,11 @@ class FileWindow {
 class FileCursor {
   pos: number;
 
-  constructor(readonly w: FileWindow, start: number, readonly end: number) {
+  constructor(
+    readonly w: FileWindow,
+    start: number,
+    readonly end: number,
+  ) {
     this.pos = start;
   }
 
@@ -102,19 +106,29 @@ class FileCursor {
   field(): { num: number; wire: number; start: number; bodyStart: number; bodyLen: number } {
     const start = this.pos;
     const key = this.varint();
-    const num = Math.floor(key / 8), wire = key & 7;
+    const num = Math.floor(key / 8),
+      wire = key & 7;
     const bodyStart = this.pos;
     let bodyLen: number;
     switch (wire) {
-      case 0: this.varint(); bodyLen = this.pos - bodyStart; this.pos = bodyStart; break;
-      case 1: bodyLen = 8; break;
-      case 5: bodyLen = 4; break;
+      case 0:
+        this.varint();
+        bodyLen = this.pos - bodyStart;
+        this.pos = bodyStart;
+        break;
+      case 1:
+        bodyLen = 8;
+        break;
+      case 5:
+        bodyLen = 4;
+        break;
       case LEN: {
         const n = this.varint();
         bodyLen = n;
         return { num, wire, start, bodyStart: this.pos, bodyLen };
       }
-      default: throw new Unusual(`wire type ${wire}`);
+      default:
+        throw new Unusual(`wire type ${wire}`);
     }
     return { num, wire, start, bodyStart, bodyLen };
   }

@@ -83,34 +83,51 @@ export function summarize(model: Model, topN = 10): ModelSummary {
   const graphs = [...g.allGraphs()];
   const ops = new Map<string, number>();
   let total = 0;
-  for (const sg of graphs) for (const n of sg.nodes) { total++; ops.set(opKey(n), (ops.get(opKey(n)) ?? 0) + 1); }
+  for (const sg of graphs)
+    for (const n of sg.nodes) {
+      total++;
+      ops.set(opKey(n), (ops.get(opKey(n)) ?? 0) + 1);
+    }
   const sortedOps = Object.fromEntries([...ops].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)));
 
   const tensors = allConstants(model);
   const byDtype: Record<string, DtypeTotals> = {};
   const files = new Map<string, { location: string; tensors: number; bytes: number }>();
-  let elements = 0, bytes = 0, extTensors = 0, extBytes = 0;
+  let elements = 0,
+    bytes = 0,
+    extTensors = 0,
+    extBytes = 0;
   for (const t of tensors) {
     const k = dtypeName(t.dtype);
     const d = (byDtype[k] ??= { tensors: 0, elements: 0, bytes: 0 });
-    d.tensors++; d.elements += t.size; d.bytes += t.byteLength;
-    elements += t.size; bytes += t.byteLength;
+    d.tensors++;
+    d.elements += t.size;
+    d.bytes += t.byteLength;
+    elements += t.size;
+    bytes += t.byteLength;
     if (t.data.kind === 'external' && !t.data.ref.embedded) {
       const ref = t.data.ref;
       const f = files.get(ref.location) ?? { location: ref.location, tensors: 0, bytes: 0 };
-      f.tensors++; f.bytes += ref.length;
+      f.tensors++;
+      f.bytes += ref.length;
       files.set(ref.location, f);
-      extTensors++; extBytes += ref.length;
+      extTensors++;
+      extBytes += ref.length;
     }
   }
-  const largest = [...tensors].sort((a, b) => b.byteLength - a.byteLength || (a.name < b.name ? -1 : 1)).slice(0, topN)
+  const largest = [...tensors]
+    .sort((a, b) => b.byteLength - a.byteLength || (a.name < b.name ? -1 : 1))
+    .slice(0, topN)
     .map((t) => ({ name: t.name, dtype: dtypeName(t.dtype), shape: [...t.dims], bytes: t.byteLength, external: t.isExternal }));
 
   const symbols = new Set<string>();
   const dynValues: DynamicIO[] = [];
   const scan = (v: Value, kind: 'input' | 'output') => {
     const shape = v.type?.shape;
-    const dims = shape === undefined ? [{ axis: -1, dim: null }] : shape.flatMap((d, axis) => (typeof d === 'number' && d >= 0 ? [] : [{ axis, dim: typeof d === 'string' ? d : null }]));
+    const dims =
+      shape === undefined
+        ? [{ axis: -1, dim: null }]
+        : shape.flatMap((d, axis) => (typeof d === 'number' && d >= 0 ? [] : [{ axis, dim: typeof d === 'string' ? d : null }]));
     for (const d of dims) if (d.dim) symbols.add(d.dim);
     if (dims.length) dynValues.push({ name: v.name, kind, dims });
   };
@@ -139,7 +156,20 @@ const INT_IDS = new Set<DataType>([DataType.INT64, DataType.INT32]);
 const ATTENTION_OPS = new Set(['Softmax', 'Attention', 'MultiHeadAttention', 'GroupQueryAttention', 'PackedAttention', 'SparseAttention']);
 const MATMUL_OPS = new Set(['MatMul', 'Gemm', 'MatMulNBits', 'MatMulInteger', 'QLinearMatMul', 'FusedMatMul']);
 /** Ops that carry a tensor through unchanged in meaning (normalisation, casts, layout). */
-const PASS_THROUGH = new Set(['Cast', 'Sub', 'Mul', 'Div', 'Add', 'Pad', 'Transpose', 'Identity', 'QuantizeLinear', 'DequantizeLinear', 'Reshape', 'Resize']);
+const PASS_THROUGH = new Set([
+  'Cast',
+  'Sub',
+  'Mul',
+  'Div',
+  'Add',
+  'Pad',
+  'Transpose',
+  'Identity',
+  'QuantizeLinear',
+  'DequantizeLinear',
+  'Reshape',
+  'Resize',
+]);
 const KV_NAME = /(^|[._/])(past|present)([._]|$)|key_values|kv_cache/i;
 
 const label = (n: Node) => n.name || `(unnamed ${n.opType})`;
@@ -196,7 +226,8 @@ function patchEmbed(n: Node): string | undefined {
   const w = n.input(1)?.type?.shape;
   const kernel = intsAttr(n, 'kernel_shape') ?? (w ?? []).slice(2).filter((d): d is number => typeof d === 'number');
   const strides = intsAttr(n, 'strides') ?? kernel.map(() => 1);
-  if (kernel.length >= 2 && kernel.slice(-2).every((k) => k > 1) && kernel.every((k, i) => strides[i] === k)) return `${kernel.join('x')} stride ${strides.join('x')}`;
+  if (kernel.length >= 2 && kernel.slice(-2).every((k) => k > 1) && kernel.every((k, i) => strides[i] === k))
+    return `${kernel.join('x')} stride ${strides.join('x')}`;
   return undefined;
 }
 
@@ -232,20 +263,42 @@ export function guessRole(model: Model): { role: Role; evidence: string[] } {
 
   // Whole MLLM: pixels and token ids in, logits out (its vision part keeps vision defaults).
   if (image && ids0.length && logits.some((v) => (v.type?.shape?.length ?? 3) === 3)) {
-    return { role: 'mllm', evidence: [`image input '${image.name}' ${fmtShape(image)}, id input '${ids0[0]!.name}' ${fmtShape(ids0[0]!)} and output '${logits[0]!.name}' ${fmtShape(logits[0]!)}: vision encoder and decoder in one graph`] };
+    return {
+      role: 'mllm',
+      evidence: [
+        `image input '${image.name}' ${fmtShape(image)}, id input '${ids0[0]!.name}' ${fmtShape(ids0[0]!)} and output '${logits[0]!.name}' ${fmtShape(logits[0]!)}: vision encoder and decoder in one graph`,
+      ],
+    };
   }
   // Classifier: class scores [B, C] (no sequence axis), no mask, position or KV-cache inputs.
   const scores = g.outputs.filter((v) => isFloatValue(v) && v.type?.shape?.length === 2);
   const patchImage = image && reachedOps(image, 3).some((n) => patchEmbed(n) !== undefined);
   const named = scores.some((v) => /logit|class|prob|score/i.test(v.name));
-  if (!kv.length && !masks.length && scores.length === g.outputs.length && scores.length > 0 && (logits.length || named || (image && !patchImage))) {
+  if (
+    !kv.length &&
+    !masks.length &&
+    scores.length === g.outputs.length &&
+    scores.length > 0 &&
+    (logits.length || named || (image && !patchImage))
+  ) {
     const o = logits[0] ?? scores[0]!;
-    return { role: 'classifier', evidence: [`output '${o.name}' ${fmtShape(o)} has no sequence axis and there is no attention_mask/position/KV-cache input: class scores`] };
+    return {
+      role: 'classifier',
+      evidence: [
+        `output '${o.name}' ${fmtShape(o)} has no sequence axis and there is no attention_mask/position/KV-cache input: class scores`,
+      ],
+    };
   }
 
   // Decoder: logits and/or a KV cache.
   if (logits.length) evidence.push(`output '${logits[0]!.name}' ${fmtShape(logits[0]!)} looks like logits`);
-  if (kv.length) evidence.push(`${kv.length} KV-cache inputs/outputs (${kv.slice(0, 2).map((v) => `'${v.name}'`).join(', ')}${kv.length > 2 ? ', ...' : ''})`);
+  if (kv.length)
+    evidence.push(
+      `${kv.length} KV-cache inputs/outputs (${kv
+        .slice(0, 2)
+        .map((v) => `'${v.name}'`)
+        .join(', ')}${kv.length > 2 ? ', ...' : ''})`,
+    );
   if (evidence.length) return { role: 'decoder', evidence };
 
   const ids = inputs.filter(isIntValue);
@@ -258,7 +311,12 @@ export function guessRole(model: Model): { role: Role; evidence: string[] } {
       if (!p || !MATMUL_OPS.has(p.opType)) continue;
       const [inDim, outDim] = matmulDims(p);
       if (typeof inDim === 'number' && typeof outDim === 'number' && outDim > inDim) {
-        return { role: 'decoder', evidence: [`attention (${nodes.filter((n) => ATTENTION_OPS.has(n.opType)).length} ops) then ${p.opType} '${label(p)}' widening ${inDim} -> ${outDim} (vocab) into output '${o.name}'`] };
+        return {
+          role: 'decoder',
+          evidence: [
+            `attention (${nodes.filter((n) => ATTENTION_OPS.has(n.opType)).length} ops) then ${p.opType} '${label(p)}' widening ${inDim} -> ${outDim} (vocab) into output '${o.name}'`,
+          ],
+        };
       }
     }
   }
@@ -269,7 +327,8 @@ export function guessRole(model: Model): { role: Role; evidence: string[] } {
     if (!isFloatValue(v) || (rank !== 4 && rank !== 5)) continue;
     for (const n of reachedOps(v, 3)) {
       const pe = patchEmbed(n);
-      if (pe) return { role: 'vision-encoder', evidence: [`input '${v.name}' ${fmtShape(v)} feeds Conv '${label(n)}' (${pe}): patch embedding`] };
+      if (pe)
+        return { role: 'vision-encoder', evidence: [`input '${v.name}' ${fmtShape(v)} feeds Conv '${label(n)}' (${pe}): patch embedding`] };
     }
   }
 
@@ -277,13 +336,28 @@ export function guessRole(model: Model): { role: Role; evidence: string[] } {
   if (idGathers.length && !has(ATTENTION_OPS) && g.outputs.some(isFloatValue)) {
     const { v, n } = idGathers[0]!;
     const table = n.input(0)!;
-    return { role: 'embeddings', evidence: [`int input '${v.name}' ${fmtShape(v)} indexes ${n.opType} '${label(n)}' on table '${table.name}' ${fmtShape(table)}`] };
+    return {
+      role: 'embeddings',
+      evidence: [`int input '${v.name}' ${fmtShape(v)} indexes ${n.opType} '${label(n)}' on table '${table.name}' ${fmtShape(table)}`],
+    };
   }
 
   // Projector: float features in, MatMul MLP, no Conv, no id lookup.
   const matmuls = nodes.filter((n) => MATMUL_OPS.has(n.opType) && n.inputs.some((v, i) => i > 0 && isConst(v))).length;
-  if (inputs.length && inputs.every(isFloatValue) && matmuls && !has(new Set(['Conv'])) && !idGathers.length && g.outputs.every(isFloatValue)) {
-    return { role: 'projector', evidence: [`float inputs (${inputs.map((v) => `'${v.name}' ${fmtShape(v)}`).join(', ')}), ${matmuls} MatMul/Gemm with constant weights, no Conv, no id lookup`] };
+  if (
+    inputs.length &&
+    inputs.every(isFloatValue) &&
+    matmuls &&
+    !has(new Set(['Conv'])) &&
+    !idGathers.length &&
+    g.outputs.every(isFloatValue)
+  ) {
+    return {
+      role: 'projector',
+      evidence: [
+        `float inputs (${inputs.map((v) => `'${v.name}' ${fmtShape(v)}`).join(', ')}), ${matmuls} MatMul/Gemm with constant weights, no Conv, no id lookup`,
+      ],
+    };
   }
   return { role: 'unknown', evidence: ['no vision patch-embed, id lookup, MatMul MLP or logits/KV-cache pattern found'] };
 }

@@ -1,8 +1,14 @@
 // Tensor: dtype, dims and a data source that stays lazy (a view of the model bytes, a range of an
 // external file, or the typed fields exactly as the file stored them, re-saved as they were).
 import {
-  DataType, byteLength as dtypeByteLength, decodeToNumbers, dtypeName, encodeFromNumbers, f16ToF32,
-  bf16ToF32, numElements,
+  DataType,
+  byteLength as dtypeByteLength,
+  decodeToNumbers,
+  dtypeName,
+  encodeFromNumbers,
+  f16ToF32,
+  bf16ToF32,
+  numElements,
 } from './dtype.js';
 import { ExternalRef, forEachChunk, readRange } from './external-data.js';
 
@@ -70,10 +76,14 @@ export class Tensor {
   bytes(): Uint8Array {
     const d = this.data;
     switch (d.kind) {
-      case 'raw': return d.bytes;
-      case 'external': return readRange(d.ref.file, d.ref.offset, this.byteLength || d.ref.length);
-      case 'typed': return typedToRaw(this.dtype, d.field, d.values, this.size);
-      case 'strings': throw new Error(`tensor '${this.name}' holds strings, not bytes`);
+      case 'raw':
+        return d.bytes;
+      case 'external':
+        return readRange(d.ref.file, d.ref.offset, this.byteLength || d.ref.length);
+      case 'typed':
+        return typedToRaw(this.dtype, d.field, d.values, this.size);
+      case 'strings':
+        throw new Error(`tensor '${this.name}' holds strings, not bytes`);
     }
   }
 
@@ -163,11 +173,18 @@ export function typedToRaw(dtype: DataType, field: TypedField, values: unknown[]
     }
     case 'int32_data': {
       switch (dtype) {
-        case DataType.INT32: return new Uint8Array(Int32Array.from(nums).buffer);
-        case DataType.INT16: return new Uint8Array(Int16Array.from(nums).buffer);
-        case DataType.UINT16: case DataType.FLOAT16: case DataType.BFLOAT16:
+        case DataType.INT32:
+          return new Uint8Array(Int32Array.from(nums).buffer);
+        case DataType.INT16:
+          return new Uint8Array(Int16Array.from(nums).buffer);
+        case DataType.UINT16:
+        case DataType.FLOAT16:
+        case DataType.BFLOAT16:
           return new Uint8Array(Uint16Array.from(nums).buffer);
-        case DataType.INT4: case DataType.UINT4: case DataType.INT2: case DataType.UINT2: {
+        case DataType.INT4:
+        case DataType.UINT4:
+        case DataType.INT2:
+        case DataType.UINT2: {
           // Each int32 carries one byte of packed sub-byte elements.
           const out = new Uint8Array(dtypeByteLength(dtype, count));
           for (let i = 0; i < out.length && i < nums.length; i++) out[i] = nums[i]! & 0xff;

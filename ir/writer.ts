@@ -77,7 +77,8 @@ export function saveModel(model: Model, file: string, opts: SaveOptions = {}): S
   const align = opts.align ?? 4096;
   const location = opts.location ?? `${path.basename(out)}.data`;
   const maxFile = opts.maxFileBytes ?? Infinity;
-  if (external && path.resolve(dir, location) === out) throw new InputError(`external data location '${location}' is the model file itself`, file);
+  if (external && path.resolve(dir, location) === out)
+    throw new InputError(`external data location '${location}' is the model file itself`, file);
 
   const writer = external ? new DataWriter(dir, location, align, opts.alignThreshold ?? 1 << 20, maxFile, protect) : null;
   fs.mkdirSync(dir, { recursive: true });
@@ -98,7 +99,11 @@ export function saveModel(model: Model, file: string, opts: SaveOptions = {}): S
     return { modelFile: out, modelBytes, dataFiles, externalTensors: writer?.count ?? 0 };
   } catch (e) {
     writer?.abort();
-    try { fs.unlinkSync(`${out}.tmp-${pid}`); } catch { /* not written */ }
+    try {
+      fs.unlinkSync(`${out}.tmp-${pid}`);
+    } catch {
+      /* not written */
+    }
     throw withPath(e, out);
   }
 }
@@ -129,14 +134,22 @@ function modelParts(pb: PB, deferred: Map<PB, Tensor>): (Uint8Array | Tensor)[] 
   for (const t of pb.graph.initializer ?? []) {
     const tensor = deferred.get(t);
     const msg = tensor
-      ? [TensorProto.encode(split(TensorProto, t, 'raw_data', -1)).finish(), lenKey(9, tensor.byteLength), tensor,
-        TensorProto.encode(split(TensorProto, t, 'raw_data', 1)).finish()]
+      ? [
+          TensorProto.encode(split(TensorProto, t, 'raw_data', -1)).finish(),
+          lenKey(9, tensor.byteLength),
+          tensor,
+          TensorProto.encode(split(TensorProto, t, 'raw_data', 1)).finish(),
+        ]
       : [TensorProto.encode(t).finish()];
-    graph.push(lenKey(5, partsLength(msg)), ...msg as Uint8Array[]);
+    graph.push(lenKey(5, partsLength(msg)), ...(msg as Uint8Array[]));
   }
   graph.push(GraphProto.encode(split(GraphProto, pb.graph, 'initializer', 1)).finish());
-  return [ModelProto.encode(split(ModelProto, pb, 'graph', -1)).finish(), lenKey(7, partsLength(graph)), ...graph,
-    ModelProto.encode(split(ModelProto, pb, 'graph', 1)).finish()];
+  return [
+    ModelProto.encode(split(ModelProto, pb, 'graph', -1)).finish(),
+    lenKey(7, partsLength(graph)),
+    ...graph,
+    ModelProto.encode(split(ModelProto, pb, 'graph', 1)).finish(),
+  ];
 }
 
 /** The fields of `pb` numbered below (side -1) or above (side 1) field `at`. */
@@ -155,8 +168,14 @@ const partsLength = (parts: (Uint8Array | Tensor)[]) => parts.reduce((s, p) => s
 /** Key and length prefix of a length-delimited field. */
 function lenKey(field: number, length: number): Uint8Array {
   const out: number[] = [];
-  for (let v = field * 8 + 2; ; v = Math.floor(v / 128)) { out.push(v >= 128 ? (v % 128) | 128 : v); if (v < 128) break; }
-  for (let v = length; ; v = Math.floor(v / 128)) { out.push(v >= 128 ? (v % 128) | 128 : v); if (v < 128) break; }
+  for (let v = field * 8 + 2; ; v = Math.floor(v / 128)) {
+    out.push(v >= 128 ? (v % 128) | 128 : v);
+    if (v < 128) break;
+  }
+  for (let v = length; ; v = Math.floor(v / 128)) {
+    out.push(v >= 128 ? (v % 128) | 128 : v);
+    if (v < 128) break;
+  }
   return Uint8Array.from(out);
 }
 
@@ -168,7 +187,11 @@ function withPath(e: unknown, file: string): unknown {
 }
 
 function realish(p: string): string {
-  try { return fs.realpathSync(p); } catch { return path.resolve(p); }
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return path.resolve(p);
+  }
 }
 
 /** Encode to bytes in memory with every tensor inline (small models, tests). */
@@ -188,14 +211,22 @@ class DataWriter {
 
   private protect: Set<string>;
 
-  constructor(private dir: string, private location: string, private align: number, private alignThreshold: number, private maxFile: number, protect: Set<string>) {
+  constructor(
+    private dir: string,
+    private location: string,
+    private align: number,
+    private alignThreshold: number,
+    private maxFile: number,
+    protect: Set<string>,
+  ) {
     this.protect = new Set([...protect].map(realish));
     this.check(path.resolve(dir, location));
   }
 
   /** Every data file, split ones included, is checked before it is opened. */
   private check(final: string): void {
-    if (this.protect.has(realish(final))) throw new InputError(`refusing to overwrite input external data '${path.basename(final)}'`, final);
+    if (this.protect.has(realish(final)))
+      throw new InputError(`refusing to overwrite input external data '${path.basename(final)}'`, final);
   }
 
   private alignOf(len: number): number {
@@ -223,10 +254,14 @@ class DataWriter {
     const a = this.alignOf(len);
     const offset = Math.ceil(f.size / a) * a;
     const scratch = scratchBuffer();
-    t.forEachChunk(scratch.length, (chunk, at) => {
-      let done = 0;
-      while (done < chunk.length) done += fs.writeSync(f.fd, chunk, done, chunk.length - done, offset + at + done);
-    }, scratch);
+    t.forEachChunk(
+      scratch.length,
+      (chunk, at) => {
+        let done = 0;
+        while (done < chunk.length) done += fs.writeSync(f.fd, chunk, done, chunk.length - done, offset + at + done);
+      },
+      scratch,
+    );
     f.size = offset + len;
     this.count++;
     crashPoint('save:data-tensor');
@@ -249,8 +284,17 @@ class DataWriter {
 
   abort(): void {
     for (const f of this.files) {
-      if (f.fd >= 0) try { fs.closeSync(f.fd); } catch { /* closed */ }
-      try { fs.unlinkSync(f.tmp); } catch { /* gone */ }
+      if (f.fd >= 0)
+        try {
+          fs.closeSync(f.fd);
+        } catch {
+          /* closed */
+        }
+      try {
+        fs.unlinkSync(f.tmp);
+      } catch {
+        /* gone */
+      }
     }
   }
 }
@@ -345,20 +389,48 @@ function attrToProto(a: Attribute, enc: Enc): PB {
   if (a.type !== AttrType.UNDEFINED) pb.type = a.type;
   const inline: Enc = { writer: null, threshold: Infinity, reuseDir: enc.reuseDir };
   switch (a.type) {
-    case AttrType.FLOAT: pb.f = a.value; break;
-    case AttrType.INT: pb.i = i64(a.value); break;
-    case AttrType.STRING: pb.s = a.value; break;
-    case AttrType.TENSOR: pb.t = tensorToProto(a.value, inline); break;
-    case AttrType.GRAPH: pb.g = graphToProto(a.value, { ...enc, deferred: undefined }); break;
-    case AttrType.FLOATS: pb.floats = a.value; break;
-    case AttrType.INTS: pb.ints = a.value.map(i64); break;
-    case AttrType.STRINGS: pb.strings = a.value; break;
-    case AttrType.TENSORS: pb.tensors = a.value.map((t) => tensorToProto(t, inline)); break;
-    case AttrType.GRAPHS: pb.graphs = a.value.map((g) => graphToProto(g, { ...enc, deferred: undefined })); break;
-    case AttrType.SPARSE_TENSOR: pb.sparse_tensor = a.value; break;
-    case AttrType.SPARSE_TENSORS: pb.sparse_tensors = a.value; break;
-    case AttrType.TYPE_PROTO: pb.tp = a.value; break;
-    case AttrType.TYPE_PROTOS: pb.type_protos = a.value; break;
+    case AttrType.FLOAT:
+      pb.f = a.value;
+      break;
+    case AttrType.INT:
+      pb.i = i64(a.value);
+      break;
+    case AttrType.STRING:
+      pb.s = a.value;
+      break;
+    case AttrType.TENSOR:
+      pb.t = tensorToProto(a.value, inline);
+      break;
+    case AttrType.GRAPH:
+      pb.g = graphToProto(a.value, { ...enc, deferred: undefined });
+      break;
+    case AttrType.FLOATS:
+      pb.floats = a.value;
+      break;
+    case AttrType.INTS:
+      pb.ints = a.value.map(i64);
+      break;
+    case AttrType.STRINGS:
+      pb.strings = a.value;
+      break;
+    case AttrType.TENSORS:
+      pb.tensors = a.value.map((t) => tensorToProto(t, inline));
+      break;
+    case AttrType.GRAPHS:
+      pb.graphs = a.value.map((g) => graphToProto(g, { ...enc, deferred: undefined }));
+      break;
+    case AttrType.SPARSE_TENSOR:
+      pb.sparse_tensor = a.value;
+      break;
+    case AttrType.SPARSE_TENSORS:
+      pb.sparse_tensors = a.value;
+      break;
+    case AttrType.TYPE_PROTO:
+      pb.tp = a.value;
+      break;
+    case AttrType.TYPE_PROTOS:
+      pb.type_protos = a.value;
+      break;
   }
   return pb;
 }

@@ -6,12 +6,26 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DataType, GraphBuilder, Tensor, saveModel } from '../ir/index.js';
-import { AdapterFeatures, KernelCase, KernelPage, KernelPath, TimedKernel, adapterFeatures, copyBandwidth, pathsFor, timeKernel } from './harness.js';
+import {
+  AdapterFeatures,
+  KernelCase,
+  KernelPage,
+  KernelPath,
+  TimedKernel,
+  adapterFeatures,
+  copyBandwidth,
+  pathsFor,
+  timeKernel,
+} from './harness.js';
 import { randomFloats, randomWeights, seeded, zpRowBytes } from './layout.js';
 
 /** What the bench needs from the browser besides running kernels: onnxruntime-web's profiler. */
 export interface OrtWebProfiler extends KernelPage {
-  profile(modelFile: string, feeds: Record<string, Tensor>, opts: { ep: 'webgpu'; runs: number }): Promise<{
+  profile(
+    modelFile: string,
+    feeds: Record<string, Tensor>,
+    opts: { ep: 'webgpu'; runs: number },
+  ): Promise<{
     wallMs: number[];
     nodes: { op: string; us: number }[];
     gpuNodes: { op: string; us: number }[];
@@ -78,9 +92,17 @@ function ortModel(dir: string, c: KernelCase, seed: number): string {
   const w = randomWeights(c, seed);
   const b = new GraphBuilder({ opset: 17, opsets: { 'com.microsoft': 1 } });
   const A = b.input('A', DataType.FLOAT, [c.M, c.K]);
-  const ins = [A, b.initializer(Tensor.fromBytes('B', DataType.UINT8, [c.N, w.kBlocks, c.blockSize / 2], w.b)), b.initializer(Tensor.fromFloat32('scales', [c.N * w.kBlocks], w.scales))];
+  const ins = [
+    A,
+    b.initializer(Tensor.fromBytes('B', DataType.UINT8, [c.N, w.kBlocks, c.blockSize / 2], w.b)),
+    b.initializer(Tensor.fromFloat32('scales', [c.N * w.kBlocks], w.scales)),
+  ];
   if (w.zp) ins.push(b.initializer(Tensor.fromBytes('zero_points', DataType.UINT8, [c.N, zpRowBytes(w.kBlocks)], w.zp)));
-  const y = b.op('MatMulNBits', ins, { domain: 'com.microsoft', name: 'matmul', attrs: { K: c.K, N: c.N, bits: 4, block_size: c.blockSize } })[0]!;
+  const y = b.op('MatMulNBits', ins, {
+    domain: 'com.microsoft',
+    name: 'matmul',
+    attrs: { K: c.K, N: c.N, bits: 4, block_size: c.blockSize },
+  })[0]!;
   b.output(y, 'Y', DataType.FLOAT, [c.M, c.N]);
   const file = path.join(dir, `mnb_${c.M}x${c.K}x${c.N}.onnx`);
   saveModel(b.build(), file, { externalData: false });
@@ -107,10 +129,14 @@ export async function benchKernels(page: OrtWebProfiler, opts: BenchOptions = {}
       const seed = 100 + i;
       // f32 on both sides (the onnxruntime model is f32); subgroups where the adapter has them.
       const paths = pathsFor(c.op, adapter).filter((p) => p === 'f32' || p === 'subgroups');
-      let best: TimedKernel | undefined, bestPath: KernelPath = 'f32';
+      let best: TimedKernel | undefined,
+        bestPath: KernelPath = 'f32';
       for (const p of paths) {
         const t = await timeOurs(page, c, p, opts.targetSeconds ?? 0.3, adapter);
-        if (!best || t.seconds < best.seconds) { best = t; bestPath = p; }
+        if (!best || t.seconds < best.seconds) {
+          best = t;
+          bestPath = p;
+        }
       }
       const file = ortModel(dir, c, seed);
       const a = Tensor.fromFloat32('A', [s.M, s.K], randomFloats(seeded(seed + 1), s.M * s.K));
@@ -118,12 +144,23 @@ export async function benchKernels(page: OrtWebProfiler, opts: BenchOptions = {}
       const gpu = prof.gpuNodes.reduce((n, x) => n + x.us, 0);
       const host = prof.nodes.filter((x) => x.op === 'MatMulNBits').reduce((n, x) => n + x.us, 0);
       const wall = [...prof.wallMs].sort((x, y) => x - y)[prof.wallMs.length >> 1] ?? 0;
-      const [ortMs, ortTimer] = gpu > 0 ? [gpu / 1e3, 'gpu-timestamp' as const] : host > 0 ? [host / 1e3, 'host-kernel' as const] : [wall, 'wall' as const];
+      const [ortMs, ortTimer] =
+        gpu > 0 ? [gpu / 1e3, 'gpu-timestamp' as const] : host > 0 ? [host / 1e3, 'host-kernel' as const] : [wall, 'wall' as const];
       const weightGBs = best!.weightBytes / best!.seconds / 1e9;
       rows.push({
-        shape: s.label, M: s.M, K: s.K, N: s.N, kernel: best!.name, path: bestPath,
-        oursMs: best!.seconds * 1e3, ortMs, ratio: ortMs / (best!.seconds * 1e3),
-        weightGBs, copyFraction: weightGBs / (copy.bytesPerSecond / 1e9), ortTimer, relError: best!.relError,
+        shape: s.label,
+        M: s.M,
+        K: s.K,
+        N: s.N,
+        kernel: best!.name,
+        path: bestPath,
+        oursMs: best!.seconds * 1e3,
+        ortMs,
+        ratio: ortMs / (best!.seconds * 1e3),
+        weightGBs,
+        copyFraction: weightGBs / (copy.bytesPerSecond / 1e9),
+        ortTimer,
+        relError: best!.relError,
       });
       fs.rmSync(file, { force: true });
     }

@@ -85,14 +85,21 @@ export async function runOnPage(req: PageRequest): Promise<PageResult> {
     const buffers = job.buffers.map((b, i) => {
       const size = Math.max(16, Math.ceil(b.bytes / 16) * 16);
       const last = i === job.buffers.length - 1;
-      const buf = device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | (last ? GPUBufferUsage.COPY_SRC : 0), mappedAtCreation: !!b.b64 });
+      const buf = device.createBuffer({
+        size,
+        usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | (last ? GPUBufferUsage.COPY_SRC : 0),
+        mappedAtCreation: !!b.b64,
+      });
       if (b.b64) {
         new Uint8Array(buf.getMappedRange()).set(decode(b.b64));
         buf.unmap();
       }
       return buf;
     });
-    const bind = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })) });
+    const bind = device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+    });
     const dispatch = (pass: GPUComputePassEncoder, n: number): void => {
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, bind);
@@ -138,7 +145,9 @@ export async function runOnPage(req: PageRequest): Promise<PageResult> {
           await read.mapAsync(GPUMapMode.READ);
           const ts = new BigUint64Array(read.getMappedRange().slice(0));
           times.push(Number(ts[1]! - ts[0]!) / 1e9 / job.reps);
-          read.destroy(); resolve.destroy(); qs.destroy();
+          read.destroy();
+          resolve.destroy();
+          qs.destroy();
           res.timer = 'timestamp';
         } else {
           const e = device.createCommandEncoder();
@@ -158,5 +167,11 @@ export async function runOnPage(req: PageRequest): Promise<PageResult> {
     buffers.forEach((b) => b.destroy());
   }
   device.destroy();
-  return { features: have.sort(), subgroupMinSize: info.subgroupMinSize ?? 0, subgroupMaxSize: info.subgroupMaxSize ?? 0, adapter: `${info.vendor} ${info.architecture}`.trim(), results };
+  return {
+    features: have.sort(),
+    subgroupMinSize: info.subgroupMinSize ?? 0,
+    subgroupMaxSize: info.subgroupMaxSize ?? 0,
+    adapter: `${info.vendor} ${info.architecture}`.trim(),
+    results,
+  };
 }

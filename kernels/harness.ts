@@ -50,7 +50,8 @@ export async function adapterFeatures(page: KernelPage): Promise<AdapterFeatures
 /** The paths this adapter can run (f16-text stands in for f16 where shader-f16 is missing). */
 export function pathsFor(op: KernelOp, a: AdapterFeatures): KernelPath[] {
   const paths: KernelPath[] = ['f32', a.features.includes('shader-f16') ? 'f16' : 'f16-text'];
-  if (op === 'gemv' && a.features.includes('subgroups') && a.subgroupMaxSize > 0 && a.subgroupMaxSize <= GEMV.lanes) paths.push('subgroups');
+  if (op === 'gemv' && a.features.includes('subgroups') && a.subgroupMaxSize > 0 && a.subgroupMaxSize <= GEMV.lanes)
+    paths.push('subgroups');
   return paths;
 }
 
@@ -92,7 +93,9 @@ function prepare(c: KernelCase, path: KernelPath, seed: number, a: AdapterFeatur
   if (c.op === 'gather') {
     const rand = seeded(seed + 1);
     // Mostly valid rows, plus the edges, a negative index and out-of-range ones.
-    const idx = Int32Array.from({ length: c.M }, (_, i) => i === 0 ? c.N - 1 : i === 1 ? -1 : i === 2 ? c.N : i === 3 ? -c.N - 1 : (rand() * c.N) | 0);
+    const idx = Int32Array.from({ length: c.M }, (_, i) =>
+      i === 0 ? c.N - 1 : i === 1 ? -1 : i === 2 ? c.N : i === 3 ? -c.N - 1 : (rand() * c.N) | 0,
+    );
     expect = gatherBlockQuantizedRef(idx, ref);
     buffers.push({ b64: b64(idx), bytes: idx.byteLength });
   } else {
@@ -117,7 +120,11 @@ function decodeOut(b64s: string | undefined, half: boolean): Float32Array {
 }
 
 /** Run every case on every path the adapter offers and compare with the CPU reference. */
-export async function checkKernels(page: KernelPage, cases: KernelCase[], seed = 1): Promise<{ adapter: AdapterFeatures; results: CheckResult[] }> {
+export async function checkKernels(
+  page: KernelPage,
+  cases: KernelCase[],
+  seed = 1,
+): Promise<{ adapter: AdapterFeatures; results: CheckResult[] }> {
   const adapter = await adapterFeatures(page);
   const prepared: { c: KernelCase; path: KernelPath; p: Prepared }[] = [];
   for (const [i, c] of cases.entries()) {
@@ -131,7 +138,16 @@ export async function checkKernels(page: KernelPage, cases: KernelCase[], seed =
     const got = decodeOut(r.out, x.p.half);
     const err = r.errors.length ? Infinity : relError(x.p.expect, got);
     const tolerance = x.p.half ? 1e-2 : 1e-3;
-    return { kernel: r.name, op: x.c.op, path: x.path, shape: shapeName(x.c), relError: err, tolerance, ok: err < tolerance, errors: r.errors };
+    return {
+      kernel: r.name,
+      op: x.c.op,
+      path: x.path,
+      shape: shapeName(x.c),
+      relError: err,
+      tolerance,
+      ok: err < tolerance,
+      errors: r.errors,
+    };
   });
   return { adapter, results };
 }
@@ -148,17 +164,36 @@ export interface TimedKernel {
 }
 
 /** Time one case on one path (its output is checked too, so a fast wrong kernel cannot pass). */
-export async function timeKernel(page: KernelPage, c: KernelCase, path: KernelPath, reps: number, trials: number, seed = 1, a?: AdapterFeatures): Promise<TimedKernel> {
+export async function timeKernel(
+  page: KernelPage,
+  c: KernelCase,
+  path: KernelPath,
+  reps: number,
+  trials: number,
+  seed = 1,
+  a?: AdapterFeatures,
+): Promise<TimedKernel> {
   const p = prepare(c, path, seed, a, reps, trials);
   const kernel = kernelFor(c, path, a);
   const res = await page.evaluate(runOnPage, { features: kernel.features, jobs: [p.job] });
   const r = res.results[0]!;
   if (r.errors.length || r.seconds === undefined) throw new Error(`${kernel.name}: ${r.errors[0] ?? 'not timed'}`);
-  return { name: kernel.name, seconds: r.seconds, timer: r.timer!, weightBytes: weightBytes(c, p.half ? 2 : 4), relError: relError(p.expect, decodeOut(r.out, p.half)) };
+  return {
+    name: kernel.name,
+    seconds: r.seconds,
+    timer: r.timer!,
+    weightBytes: weightBytes(c, p.half ? 2 : 4),
+    relError: relError(p.expect, decodeOut(r.out, p.half)),
+  };
 }
 
 /** Bytes per second a plain copy of `bytes` reaches (bytes read, not read + written). */
-export async function copyBandwidth(page: KernelPage, bytes: number, reps: number, trials: number): Promise<{ bytesPerSecond: number; timer: 'timestamp' | 'wall' }> {
+export async function copyBandwidth(
+  page: KernelPage,
+  bytes: number,
+  reps: number,
+  trials: number,
+): Promise<{ bytesPerSecond: number; timer: 'timestamp' | 'wall' }> {
   const k = copyKernel(bytes);
   const res = await page.evaluate(runOnPage, {
     features: [],

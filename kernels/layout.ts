@@ -38,9 +38,11 @@ export function checkShape(s: QuantShape): void {
 export function seeded(seed: number): () => number {
   let x = (seed * 2654435761) >>> 0 || 1;
   return () => {
-    x ^= x << 13; x >>>= 0;
+    x ^= x << 13;
+    x >>>= 0;
     x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
+    x ^= x << 5;
+    x >>>= 0;
     return x / 4294967296;
   };
 }
@@ -107,7 +109,8 @@ export function toHalf(v: number): number {
     mant |= 0x800000;
     const shift = 14 - e;
     let h = mant >> shift;
-    const rem = mant & ((1 << shift) - 1), half = 1 << (shift - 1);
+    const rem = mant & ((1 << shift) - 1),
+      half = 1 << (shift - 1);
     if (rem > half || (rem === half && h & 1)) h++;
     return sign | h;
   }
@@ -118,7 +121,9 @@ export function toHalf(v: number): number {
 }
 
 export function fromHalf(h: number): number {
-  const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+  const s = h & 0x8000 ? -1 : 1,
+    e = (h >> 10) & 0x1f,
+    m = h & 0x3ff;
   if (e === 0) return s * m * 2 ** -24;
   if (e === 31) return m ? NaN : s * Infinity;
   return s * (1 + m / 1024) * 2 ** (e - 15);

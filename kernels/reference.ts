@@ -41,7 +41,8 @@ export function gatherBlockQuantizedRef(indices: Int32Array, w: PackedWeights): 
 /** max |ref - x| / max |ref|: one bad element cannot hide in an average. */
 export function relError(ref: Float32Array, x: Float32Array): number {
   if (ref.length !== x.length) return Infinity;
-  let d = 0, m = 0;
+  let d = 0,
+    m = 0;
   for (let i = 0; i < ref.length; i++) {
     const e = Math.abs(ref[i]! - x[i]!);
     d = Number.isNaN(e) ? Infinity : Math.max(d, e);

@@ -45,7 +45,18 @@ export interface NodeEstimate {
 const numel = (d: number[]): number => d.reduce((a, b) => a * b, 1);
 const bytesOf = (t: TensorCost | null): number => (t ? numel(t.dims) * t.bytesPerElem : 0);
 
-const MATMUL_LIKE = new Set(['MatMul', 'Gemm', 'MatMulNBits', 'MatMulInteger', 'QLinearMatMul', 'FusedMatMul', 'Conv', 'ConvInteger', 'QLinearConv', 'ConvTranspose']);
+const MATMUL_LIKE = new Set([
+  'MatMul',
+  'Gemm',
+  'MatMulNBits',
+  'MatMulInteger',
+  'QLinearMatMul',
+  'FusedMatMul',
+  'Conv',
+  'ConvInteger',
+  'QLinearConv',
+  'ConvTranspose',
+]);
 const ATTENTION = new Set(['Attention', 'MultiHeadAttention', 'GroupQueryAttention']);
 const GATHERS = new Set(['Gather', 'GatherBlockQuantized']);
 
@@ -58,17 +69,22 @@ export function nodeFlops(n: CostNode): number {
   const out = n.outputs[0]?.dims ?? [];
   const a = n.inputs[0]?.dims ?? [];
   switch (n.op) {
-    case 'MatMul': case 'FusedMatMul': case 'MatMulInteger': case 'QLinearMatMul': {
+    case 'MatMul':
+    case 'FusedMatMul':
+    case 'MatMulInteger':
+    case 'QLinearMatMul': {
       const K = a[a.length - 1] ?? 1;
       return 2 * numel(out) * K;
     }
     case 'Gemm': {
-      const K = n.attrs.transA ? a[0] ?? 1 : a[1] ?? 1;
+      const K = n.attrs.transA ? (a[0] ?? 1) : (a[1] ?? 1);
       return 2 * numel(out) * K;
     }
     case 'MatMulNBits':
       return 2 * numel(out) * (n.attrs.K ?? a[a.length - 1] ?? 1);
-    case 'Conv': case 'ConvInteger': case 'QLinearConv': {
+    case 'Conv':
+    case 'ConvInteger':
+    case 'QLinearConv': {
       const w = n.inputs[n.op === 'QLinearConv' ? 3 : 1]?.dims ?? [];
       return 2 * numel(out) * numel(w.slice(1));
     }
@@ -76,7 +92,8 @@ export function nodeFlops(n: CostNode): number {
       if (ATTENTION.has(n.op)) {
         // Q [B, S, heads*D]; keys total = past + S (from the present/past K when given).
         const q = a;
-        const S = q[1] ?? 1, hidden = q[2] ?? 1;
+        const S = q[1] ?? 1,
+          hidden = q[2] ?? 1;
         const kvLen = attentionKeys(n) ?? S;
         return 4 * (q[0] ?? 1) * S * kvLen * hidden;
       }
@@ -100,7 +117,8 @@ export function nodeBytes(n: CostNode): { bytes: number; weightBytes: number } {
     const w = rows * (rowBytes(n.inputs[0]) + (n.op === 'GatherBlockQuantized' ? rowBytes(n.inputs[2]) + rowBytes(n.inputs[3]) : 0));
     return { bytes: w + bytesOf(n.inputs[1] ?? null) + n.outputs.reduce((s, o) => s + bytesOf(o), 0), weightBytes: w };
   }
-  let weightBytes = 0, act = 0;
+  let weightBytes = 0,
+    act = 0;
   for (const t of n.inputs) {
     if (!t) continue;
     if (t.weight) weightBytes += bytesOf(t);
@@ -111,7 +129,8 @@ export function nodeBytes(n: CostNode): { bytes: number; weightBytes: number } {
 }
 
 export function precisionOf(n: CostNode): Precision {
-  if (n.op === 'MatMulNBits' || n.op === 'MatMulInteger' || n.op === 'QLinearMatMul' || n.op === 'ConvInteger' || n.op === 'QLinearConv') return 'int8';
+  if (n.op === 'MatMulNBits' || n.op === 'MatMulInteger' || n.op === 'QLinearMatMul' || n.op === 'ConvInteger' || n.op === 'QLinearConv')
+    return 'int8';
   const a = n.inputs[0];
   return a && a.bytesPerElem === 2 ? 'fp16' : 'fp32';
 }
@@ -121,10 +140,15 @@ export function estimateNode(n: CostNode, unit: ComputeUnit): NodeEstimate {
   const { bytes, weightBytes } = nodeBytes(n);
   const p = precisionOf(n);
   const peak = p === 'int8' ? unit.int8Ops : p === 'fp16' ? unit.fp16Flops : unit.fp32Flops;
-  const tc = flops / peak, tm = bytes / unit.bandwidth;
+  const tc = flops / peak,
+    tm = bytes / unit.bandwidth;
   const body = Math.max(tc, tm);
   return {
-    name: n.name, op: n.op, flops, bytes, weightBytes,
+    name: n.name,
+    op: n.op,
+    flops,
+    bytes,
+    weightBytes,
     seconds: body + unit.overhead,
     bound: unit.overhead > body ? 'overhead' : tc > tm ? 'compute' : 'memory',
   };
@@ -143,16 +167,27 @@ export interface Estimate {
 export function estimate(nodes: CostNode[], unit: ComputeUnit, topN = 10): Estimate {
   const est = nodes.map((n) => estimateNode(n, unit));
   const byOp = new Map<string, { seconds: number; count: number }>();
-  let seconds = 0, flops = 0, bytes = 0, weightBytes = 0, mm = 0;
+  let seconds = 0,
+    flops = 0,
+    bytes = 0,
+    weightBytes = 0,
+    mm = 0;
   for (const e of est) {
-    seconds += e.seconds; flops += e.flops; bytes += e.bytes; weightBytes += e.weightBytes;
+    seconds += e.seconds;
+    flops += e.flops;
+    bytes += e.bytes;
+    weightBytes += e.weightBytes;
     if (isMatMulLike(e.op)) mm += e.seconds;
     const o = byOp.get(e.op) ?? { seconds: 0, count: 0 };
-    o.seconds += e.seconds; o.count++;
+    o.seconds += e.seconds;
+    o.count++;
     byOp.set(e.op, o);
   }
   return {
-    seconds, flops, bytes, weightBytes,
+    seconds,
+    flops,
+    bytes,
+    weightBytes,
     byOp: [...byOp].map(([op, o]) => ({ op, ...o })).sort((a, b) => b.seconds - a.seconds),
     top: [...est].sort((a, b) => b.seconds - a.seconds).slice(0, topN),
     matmulShare: seconds ? mm / seconds : 0,

@@ -36,8 +36,14 @@ const MAX_DIM = 65535;
 function header(o: ShaderOptions): { head: string; T: string; features: GPUFeatureName[] } {
   const features: GPUFeatureName[] = [];
   let head = '';
-  if (o.f16 && !o.f16AsF32) { head += 'enable f16;\n'; features.push('shader-f16'); }
-  if (o.subgroups) { head += 'enable subgroups;\n'; features.push('subgroups'); }
+  if (o.f16 && !o.f16AsF32) {
+    head += 'enable f16;\n';
+    features.push('shader-f16');
+  }
+  if (o.subgroups) {
+    head += 'enable subgroups;\n';
+    features.push('subgroups');
+  }
   if (o.f16 && o.f16AsF32) head += 'alias f16 = f32;\n';
   return { head, T: o.f16 ? 'f16' : 'f32', features };
 }
@@ -111,7 +117,7 @@ export function gemvKernel(s: QuantShape, M: number, o: ShaderOptions): Kernel {
     ? `  let total = subgroupAdd(acc);
   if (lid.x == 0u && n < N) { y[m * N + n] = ${T}(total); }`
     : sg
-    ? `  let part = subgroupAdd(acc);
+      ? `  let part = subgroupAdd(acc);
   if (sgi == 0u) { red[li / sgs] = part; }
   workgroupBarrier();
   if (lid.x == 0u && n < N) {
@@ -120,7 +126,7 @@ export function gemvKernel(s: QuantShape, M: number, o: ShaderOptions): Kernel {
     for (var i = 0u; i < per; i++) { total += red[lid.y * per + i]; }
     y[m * N + n] = ${T}(total);
   }`
-    : `  red[li] = acc;
+      : `  red[li] = acc;
   workgroupBarrier();
   for (var step = LANES / 2u; step > 0u; step >>= 1u) {
     if (lid.x < step) { red[li] += red[li + step]; }
@@ -160,7 +166,12 @@ ${reduce}
 }
 `;
   if (M > MAX_DIM) throw new Error(`GEMV M=${M} exceeds one dispatch dimension; use the GEMM kernel`);
-  return { name: `gemv_${T}${sg ? `_sg${exact ? lanes : ''}` : ''}_b${s.blockSize}${s.zeroPoints ? '_zp' : ''}`, wgsl, dispatch: [Math.ceil(s.N / rows), M, 1], features };
+  return {
+    name: `gemv_${T}${sg ? `_sg${exact ? lanes : ''}` : ''}_b${s.blockSize}${s.zeroPoints ? '_zp' : ''}`,
+    wgsl,
+    dispatch: [Math.ceil(s.N / rows), M, 1],
+    features,
+  };
 }
 
 /**

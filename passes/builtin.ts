@@ -43,4 +43,5 @@ for (const p of [
   foldBatchNorm,
   positionIdsInput,
   lowerContrib,
-]) registerPass(p);
+])
+  registerPass(p);

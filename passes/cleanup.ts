@@ -7,7 +7,13 @@ import { AttrType, Attribute, Graph, Model, Node, Tensor, Value, readRange } fro
 import { definePass, type PassStats } from './pass.js';
 
 const NON_DETERMINISTIC = new Set([
-  'RandomNormal', 'RandomUniform', 'RandomNormalLike', 'RandomUniformLike', 'Multinomial', 'Bernoulli', 'Dropout',
+  'RandomNormal',
+  'RandomUniform',
+  'RandomNormalLike',
+  'RandomUniformLike',
+  'Multinomial',
+  'Bernoulli',
+  'Dropout',
 ]);
 
 type Counts = Record<string, number>;
@@ -60,28 +66,34 @@ function noopKind(n: Node): string | undefined {
   const x = n.input(0);
   if (!x) return undefined;
   switch (n.opType) {
-    case 'Identity': return 'identity';
+    case 'Identity':
+      return 'identity';
     case 'Dropout': {
       if (n.hasAttr('is_test') && n.attrInt('is_test') === 0) return undefined;
       const training = n.input(2);
       if (training && !(constInts(training)?.[0] === 0)) return undefined;
       return 'dropout';
     }
-    case 'Cast': return x.type && x.type.elemType === n.attrInt('to') ? 'noopCast' : undefined;
+    case 'Cast':
+      return x.type && x.type.elemType === n.attrInt('to') ? 'noopCast' : undefined;
     case 'Transpose': {
       const r = x.type?.shape?.length;
       const perm = n.hasAttr('perm') ? n.attrInts('perm') : r !== undefined && r <= 1 ? [] : undefined;
       return perm && perm.every((p, i) => p === i) && (r === undefined || perm.length === r || r <= 1) ? 'noopTranspose' : undefined;
     }
     case 'Reshape': {
-      const s = staticShape(x), shape = constInts(n.input(1));
+      const s = staticShape(x),
+        shape = constInts(n.input(1));
       if (!s || !shape || shape.length !== s.length) return undefined;
       const allowzero = n.attrInt('allowzero', 0) === 1;
-      const ok = shape.every((d, i) => d === s[i] || (d === 0 && !allowzero) || (d === -1 && shape.filter((k) => k === -1).length === 1 && !s.includes(0)));
+      const ok = shape.every(
+        (d, i) => d === s[i] || (d === 0 && !allowzero) || (d === -1 && shape.filter((k) => k === -1).length === 1 && !s.includes(0)),
+      );
       return ok ? 'noopReshape' : undefined;
     }
     case 'Expand': {
-      const s = x.type?.shape, shape = constInts(n.input(1));
+      const s = x.type?.shape,
+        shape = constInts(n.input(1));
       if (!s || !shape || shape.length > s.length) return undefined;
       const off = s.length - shape.length;
       return shape.every((d, i) => d === 1 || d === s[off + i]) ? 'noopExpand' : undefined;
@@ -178,7 +190,10 @@ function dedupeInitializers(g: Graph, ctx: Ctx): number {
     for (const v of group) {
       const d = tensorDigest(v.initializer!);
       const keep = seen.get(d);
-      if (!keep) { seen.set(d, v); continue; }
+      if (!keep) {
+        seen.set(d, v);
+        continue;
+      }
       g.replaceAllUses(v, keep);
       g.removeInitializer(v);
       n++;
@@ -190,14 +205,22 @@ function dedupeInitializers(g: Graph, ctx: Ctx): number {
 
 function attrKey(a: Attribute): string | undefined {
   switch (a.type) {
-    case AttrType.GRAPH: case AttrType.GRAPHS: case AttrType.SPARSE_TENSOR: case AttrType.SPARSE_TENSORS:
-    case AttrType.TYPE_PROTO: case AttrType.TYPE_PROTOS: case AttrType.TENSORS:
+    case AttrType.GRAPH:
+    case AttrType.GRAPHS:
+    case AttrType.SPARSE_TENSOR:
+    case AttrType.SPARSE_TENSORS:
+    case AttrType.TYPE_PROTO:
+    case AttrType.TYPE_PROTOS:
+    case AttrType.TENSORS:
       return undefined;
     case AttrType.TENSOR:
       return a.value.byteLength > 1 << 16 ? undefined : `${a.name}=T${a.value.dtype}[${a.value.dims}]${tensorDigest(a.value)}`;
-    case AttrType.STRING: return `${a.name}=S${Buffer.from(a.value).toString('hex')}`;
-    case AttrType.STRINGS: return `${a.name}=SS${a.value.map((s) => Buffer.from(s).toString('hex')).join(',')}`;
-    default: return `${a.name}=${a.type}:${JSON.stringify(a.value, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v))}`;
+    case AttrType.STRING:
+      return `${a.name}=S${Buffer.from(a.value).toString('hex')}`;
+    case AttrType.STRINGS:
+      return `${a.name}=SS${a.value.map((s) => Buffer.from(s).toString('hex')).join(',')}`;
+    default:
+      return `${a.name}=${a.type}:${JSON.stringify(a.value, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v))}`;
   }
 }
 
@@ -217,7 +240,10 @@ function eliminateCommon(g: Graph, ctx: Ctx): number {
     if (attrs.some((k) => k === undefined)) continue;
     const key = `${node.domain}|${node.opType}|${node.inputs.map(id).join(',')}|${node.outputs.map((o) => (o ? 1 : 0)).join('')}|${attrs.join(';')}`;
     const first = seen.get(key);
-    if (!first) { seen.set(key, node); continue; }
+    if (!first) {
+      seen.set(key, node);
+      continue;
+    }
     if (node.outputs.some((o, i) => o && (ctx.pinned.has(o) || !first.outputs[i]))) continue;
     node.outputs.forEach((o, i) => {
       if (o) g.replaceAllUses(o, first.outputs[i]!);
@@ -233,8 +259,12 @@ function eliminateCommon(g: Graph, ctx: Ctx): number {
 function cleanupGraph(g: Graph, isMain: boolean, ctx: Ctx): number {
   let total = 0;
   for (let round = 0; round < 20; round++) {
-    const n = dedupeInitializers(g, ctx) + eliminateCommon(g, ctx) + removeNoops(g, ctx) +
-      removeDead(g, ctx) + removeUnusedInitializers(g, isMain, ctx);
+    const n =
+      dedupeInitializers(g, ctx) +
+      eliminateCommon(g, ctx) +
+      removeNoops(g, ctx) +
+      removeDead(g, ctx) +
+      removeUnusedInitializers(g, isMain, ctx);
     total += n;
     if (!n) break;
   }
@@ -246,15 +276,31 @@ export const cleanup = definePass({
   description: 'remove dead nodes, unused initializers, Identity and no-op ops, duplicate initializers and common subexpressions',
   options: {},
   statistics: {
-    deadNodes: 'nodes whose outputs nothing reads', unusedInitializers: 'initializers nothing reads', unusedInputs: 'initializer-backed graph inputs nothing reads',
-    duplicateInitializers: 'initializers equal to an earlier one', commonSubexpressions: 'nodes computing what an earlier node computes',
-    identity: 'Identity nodes', dropout: 'inference-mode Dropout nodes', noopCast: 'Casts to the same type', noopReshape: 'Reshapes to the same shape',
-    noopTranspose: 'identity Transposes', noopExpand: 'Expands that change nothing',
+    deadNodes: 'nodes whose outputs nothing reads',
+    unusedInitializers: 'initializers nothing reads',
+    unusedInputs: 'initializer-backed graph inputs nothing reads',
+    duplicateInitializers: 'initializers equal to an earlier one',
+    commonSubexpressions: 'nodes computing what an earlier node computes',
+    identity: 'Identity nodes',
+    dropout: 'inference-mode Dropout nodes',
+    noopCast: 'Casts to the same type',
+    noopReshape: 'Reshapes to the same shape',
+    noopTranspose: 'identity Transposes',
+    noopExpand: 'Expands that change nothing',
   },
   run(model: Model): PassStats {
     const counts: Counts = {
-      deadNodes: 0, unusedInitializers: 0, unusedInputs: 0, duplicateInitializers: 0, commonSubexpressions: 0,
-      identity: 0, dropout: 0, noopCast: 0, noopReshape: 0, noopTranspose: 0, noopExpand: 0,
+      deadNodes: 0,
+      unusedInitializers: 0,
+      unusedInputs: 0,
+      duplicateInitializers: 0,
+      commonSubexpressions: 0,
+      identity: 0,
+      dropout: 0,
+      noopCast: 0,
+      noopReshape: 0,
+      noopTranspose: 0,
+      noopExpand: 0,
     };
     // Inner graphs first: their uses of outer values decide what stays alive outside.
     const graphs = [...model.graph.allGraphs()].reverse();

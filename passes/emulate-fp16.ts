@@ -19,7 +19,6 @@ function isF16(v: Value | null | undefined): v is Value {
   return !!v && (v.type?.elemType ?? v.initializer?.dtype) === DataType.FLOAT16;
 }
 
-
 function emulateGraph(g: Graph): number {
   let points = 0;
   for (const name of [...g.initializerNames]) {
@@ -45,7 +44,10 @@ function emulateGraph(g: Graph): number {
       const castToF16 = n.opType === 'Cast' && n.domain === '' && n.attrInt('to') === DataType.FLOAT16;
       const after = g.nodes[g.nodes.indexOf(n) + 1];
       // The node writes `raw`; Casts make the rounded value under the old name (graph outputs keep fp16).
-      const raw = o.splitFromProducer(g.uniqueName(`${o.name}_emu_raw`), { elemType: castToF16 ? DataType.FLOAT16 : DataType.FLOAT, shape: o.shape });
+      const raw = o.splitFromProducer(g.uniqueName(`${o.name}_emu_raw`), {
+        elemType: castToF16 ? DataType.FLOAT16 : DataType.FLOAT,
+        shape: o.shape,
+      });
       let half = raw;
       if (!castToF16) {
         half = g.createValue(`${o.name}_emu_f16`, { elemType: DataType.FLOAT16, shape: o.shape });

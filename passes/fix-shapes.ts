@@ -11,10 +11,27 @@ import './eval/resize.js';
 
 /** Input slots that decide an op's output shape: non-constant there means a data-dependent shape. */
 const SHAPE_INPUTS: Record<string, number[]> = {
-  Reshape: [1], Expand: [1], ConstantOfShape: [0], Tile: [1], Range: [0, 1, 2], Slice: [1, 2, 3, 4],
-  Resize: [1, 2, 3], Upsample: [1], Pad: [1, 3], TopK: [1], OneHot: [1], Squeeze: [1], Unsqueeze: [1],
-  ReduceSum: [1], ReduceMean: [1], ReduceMax: [1], ReduceMin: [1], ReduceProd: [1], ReduceL2: [1],
-  Split: [1], CenterCropPad: [1],
+  Reshape: [1],
+  Expand: [1],
+  ConstantOfShape: [0],
+  Tile: [1],
+  Range: [0, 1, 2],
+  Slice: [1, 2, 3, 4],
+  Resize: [1, 2, 3],
+  Upsample: [1],
+  Pad: [1, 3],
+  TopK: [1],
+  OneHot: [1],
+  Squeeze: [1],
+  Unsqueeze: [1],
+  ReduceSum: [1],
+  ReduceMean: [1],
+  ReduceMax: [1],
+  ReduceMin: [1],
+  ReduceProd: [1],
+  ReduceL2: [1],
+  Split: [1],
+  CenterCropPad: [1],
 };
 /** Ops whose output shape depends on input values by definition. */
 const ALWAYS_DYNAMIC = new Set(['NonZero', 'Unique', 'Compress', 'NonMaxSuppression', 'StringSplit', 'Loop', 'If', 'Scan']);
@@ -31,10 +48,15 @@ const isConst = (v: Value | null) => !v || (!!v.initializer && !v.isGraphInput);
 
 /** What keeps a model from being static (values with types, Shape/Size nodes, value-shaped ops). */
 export function dynamicReport(model: Model): DynamicReport {
-  let symbolicDims = 0, unknownDims = 0, shapeNodes = 0;
+  let symbolicDims = 0,
+    unknownDims = 0,
+    shapeNodes = 0;
   const dataDependent: string[] = [];
   const countDims = (shape: Dim[] | undefined) => {
-    if (!shape) { unknownDims++; return; }
+    if (!shape) {
+      unknownDims++;
+      return;
+    }
     for (const d of shape) {
       if (typeof d === 'string') symbolicDims++;
       else if (d === null || d < 0) unknownDims++;
@@ -52,7 +74,8 @@ export function dynamicReport(model: Model): DynamicReport {
     for (const n of g.nodes) {
       n.outputs.forEach(visit);
       if ((n.opType === 'Shape' || n.opType === 'Size') && !n.domain) shapeNodes++;
-      if (ALWAYS_DYNAMIC.has(n.opType) || (SHAPE_INPUTS[n.opType] ?? []).some((i) => !isConst(n.input(i)))) dataDependent.push(`${n.name} (${n.opType})`);
+      if (ALWAYS_DYNAMIC.has(n.opType) || (SHAPE_INPUTS[n.opType] ?? []).some((i) => !isConst(n.input(i))))
+        dataDependent.push(`${n.name} (${n.opType})`);
     }
   }
   return { symbolicDims, unknownDims, shapeNodes, dataDependent };
@@ -61,7 +84,10 @@ export function dynamicReport(model: Model): DynamicReport {
 /** `a=1;b=2` or `a=1,b=2` (or a list of such) -> map. */
 export function parseBindings(items: string[], what: string): Map<string, string> {
   const out = new Map<string, string>();
-  for (const item of items.flatMap((s) => s.split(/[,;|]/)).map((s) => s.trim()).filter(Boolean)) {
+  for (const item of items
+    .flatMap((s) => s.split(/[,;|]/))
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     const eq = item.lastIndexOf('=');
     if (eq <= 0 || eq === item.length - 1) throw new InputError(`fix-shapes: ${what} entry '${item}' is not name=value`);
     out.set(item.slice(0, eq).trim(), item.slice(eq + 1).trim());
@@ -88,21 +114,30 @@ function bindings(dims: string[], inputs: string[], ins: Value[]): { dimVals: Ma
   const dimVals = new Map<string, number>();
   for (const [k, v] of parseBindings(dims, 'dims')) dimVals.set(k, positive(v, `dim '${k}'`));
   const shapes = new Map<string, number[]>();
-  for (const [k, v] of parseBindings(inputs, 'inputs')) shapes.set(k, v.split(/[xX*]/).map((d) => positive(d.trim(), `dim of input '${k}'`)));
+  for (const [k, v] of parseBindings(inputs, 'inputs'))
+    shapes.set(
+      k,
+      v.split(/[xX*]/).map((d) => positive(d.trim(), `dim of input '${k}'`)),
+    );
 
   const known = new Set<string>();
   for (const v of ins) for (const d of v.type?.shape ?? []) if (typeof d === 'string') known.add(d);
-  for (const name of dimVals.keys()) if (!known.has(name)) throw new PassError('fix-shapes', `no input has a dim named '${name}' (symbolic dims: ${[...known].join(', ') || 'none'})`);
+  for (const name of dimVals.keys())
+    if (!known.has(name))
+      throw new PassError('fix-shapes', `no input has a dim named '${name}' (symbolic dims: ${[...known].join(', ') || 'none'})`);
   for (const [name, shape] of shapes) {
     const v = ins.find((x) => x.name === name);
     if (!v) throw new PassError('fix-shapes', `no graph input '${name}' (inputs: ${ins.map((x) => x.name).join(', ')})`);
     const cur = v.type?.shape;
-    if (cur && cur.length !== shape.length) throw new PassError('fix-shapes', `input '${name}' has rank ${cur.length}, got shape ${shape.join('x')}`);
+    if (cur && cur.length !== shape.length)
+      throw new PassError('fix-shapes', `input '${name}' has rank ${cur.length}, got shape ${shape.join('x')}`);
     cur?.forEach((d, i) => {
-      if (typeof d === 'number' && d >= 0 && d !== shape[i]) throw new PassError('fix-shapes', `input '${name}' dim ${i} is ${d}, cannot set ${shape[i]}`);
+      if (typeof d === 'number' && d >= 0 && d !== shape[i])
+        throw new PassError('fix-shapes', `input '${name}' dim ${i} is ${d}, cannot set ${shape[i]}`);
       if (typeof d === 'string') {
         const prev = dimVals.get(d);
-        if (prev !== undefined && prev !== shape[i]) throw new PassError('fix-shapes', `dim '${d}' = ${prev} conflicts with ${name}[${i}] = ${shape[i]}`);
+        if (prev !== undefined && prev !== shape[i])
+          throw new PassError('fix-shapes', `dim '${d}' = ${prev} conflicts with ${name}[${i}] = ${shape[i]}`);
         dimVals.set(d, shape[i]!);
       }
     });
@@ -118,7 +153,8 @@ function bindTypes(g: Graph, ins: Value[], shapes: Map<string, number[]>, dimVal
     v.type = { ...v.type, shape: whole ? [...whole] : substitute(v.type.shape, dimVals) };
   }
   for (const sg of g.allGraphs()) {
-    for (const v of sg.values.values()) if (!sg.inputs.includes(v) && v.type?.shape) v.type = { ...v.type, shape: substitute(v.type.shape, dimVals) };
+    for (const v of sg.values.values())
+      if (!sg.inputs.includes(v) && v.type?.shape) v.type = { ...v.type, shape: substitute(v.type.shape, dimVals) };
     for (const v of sg.outputs) if (v.type?.shape) v.type = { ...v.type, shape: substitute(v.type.shape, dimVals) };
   }
 }
@@ -129,20 +165,37 @@ export const fixShapes = definePass({
   options: {
     dims: { type: 'list', default: [], description: "symbolic dim values, e.g. 'batch=4;height=448;width=448'" },
     inputs: { type: 'list', default: [], description: "whole input shapes, e.g. 'pixel_values=4x3x448x448'" },
-    foldMaxBytes: { type: 'int', default: 256 << 20, min: 0, description: 'largest tensor folding may create (position tables grow with resolution)' },
+    foldMaxBytes: {
+      type: 'int',
+      default: 256 << 20,
+      min: 0,
+      description: 'largest tensor folding may create (position tables grow with resolution)',
+    },
     requireStatic: { type: 'bool', default: false, description: 'fail when anything dynamic remains (NPU targets)' },
     maxRounds: { type: 'int', default: 8, min: 1, max: 64, description: 'infer-shapes/fold-constants rounds at most' },
   },
   statistics: {
-    dimsBound: 'symbolic dims given a value', rounds: 'infer-shapes/fold-constants rounds', folded: 'nodes folded', shapesFolded: 'Shape/Size folded',
-    removedByCleanup: 'nodes and initializers cleanup removed', nodesBefore: 'nodes before', nodesAfter: 'nodes after',
-    symbolicDimsBefore: 'symbolic dims before', symbolicDimsAfter: 'symbolic dims after', unknownDimsAfter: 'unknown dims after',
-    shapeNodesBefore: 'Shape/Size nodes before', shapeNodesAfter: 'Shape/Size nodes after',
-    dataDependentBefore: 'data-dependent shapes before', dataDependentAfter: 'data-dependent shapes after',
+    dimsBound: 'symbolic dims given a value',
+    rounds: 'infer-shapes/fold-constants rounds',
+    folded: 'nodes folded',
+    shapesFolded: 'Shape/Size folded',
+    removedByCleanup: 'nodes and initializers cleanup removed',
+    nodesBefore: 'nodes before',
+    nodesAfter: 'nodes after',
+    symbolicDimsBefore: 'symbolic dims before',
+    symbolicDimsAfter: 'symbolic dims after',
+    unknownDimsAfter: 'unknown dims after',
+    shapeNodesBefore: 'Shape/Size nodes before',
+    shapeNodesAfter: 'Shape/Size nodes after',
+    dataDependentBefore: 'data-dependent shapes before',
+    dataDependentAfter: 'data-dependent shapes after',
   },
   async run(model: Model, options, ctx: PassContext): Promise<PassStats> {
-    const infer = getPass('infer-shapes'), fold = getPass('fold-constants'), cleanup = getPass('cleanup');
-    if (!infer || !fold || !cleanup) throw new PassError('fix-shapes', 'needs the infer-shapes, fold-constants and cleanup passes registered');
+    const infer = getPass('infer-shapes'),
+      fold = getPass('fold-constants'),
+      cleanup = getPass('cleanup');
+    if (!infer || !fold || !cleanup)
+      throw new PassError('fix-shapes', 'needs the infer-shapes, fold-constants and cleanup passes registered');
     const g = model.graph;
     const ins = graphInputs(g);
     const { dimVals, shapes } = bindings(options.dims, options.inputs, ins);
@@ -155,9 +208,11 @@ export const fixShapes = definePass({
     bindTypes(g, ins, shapes, dimVals);
 
     const foldOpts = resolveOptions(fold, { maxBytes: options.foldMaxBytes, shapes: true });
-    let folded = 0, shapesFolded = 0, rounds = 0;
+    let folded = 0,
+      shapesFolded = 0,
+      rounds = 0;
     const foldSkips = new Set<string>();
-    for (; rounds < options.maxRounds; ) {
+    for (; rounds < options.maxRounds;) {
       rounds++;
       await infer.run(model, inferOpts, ctx);
       const st = await fold.run(model, foldOpts, ctx);
@@ -175,17 +230,29 @@ export const fixShapes = definePass({
     const nodesAfter = [...g.allGraphs()].reduce((s, x) => s + x.nodes.length, 0);
     const stats: PassStats = {
       counts: {
-        dimsBound: dimVals.size, rounds, folded, shapesFolded, removedByCleanup: Object.values(cl.counts).reduce((s, x) => s + x, 0),
-        nodesBefore, nodesAfter,
-        symbolicDimsBefore: before.symbolicDims, symbolicDimsAfter: after.symbolicDims, unknownDimsAfter: after.unknownDims,
-        shapeNodesBefore: before.shapeNodes, shapeNodesAfter: after.shapeNodes,
-        dataDependentBefore: before.dataDependent.length, dataDependentAfter: after.dataDependent.length,
+        dimsBound: dimVals.size,
+        rounds,
+        folded,
+        shapesFolded,
+        removedByCleanup: Object.values(cl.counts).reduce((s, x) => s + x, 0),
+        nodesBefore,
+        nodesAfter,
+        symbolicDimsBefore: before.symbolicDims,
+        symbolicDimsAfter: after.symbolicDims,
+        unknownDimsAfter: after.unknownDims,
+        shapeNodesBefore: before.shapeNodes,
+        shapeNodesAfter: after.shapeNodes,
+        dataDependentBefore: before.dataDependent.length,
+        dataDependentAfter: after.dataDependent.length,
       },
     };
     const left: string[] = [];
     if (after.symbolicDims || after.unknownDims) left.push(`${after.symbolicDims} symbolic and ${after.unknownDims} unknown dims remain`);
     if (after.shapeNodes) left.push(`${after.shapeNodes} Shape/Size nodes remain`);
-    if (after.dataDependent.length) left.push(`data-dependent shapes at ${after.dataDependent.slice(0, 5).join(', ')}${after.dataDependent.length > 5 ? ` (+${after.dataDependent.length - 5})` : ''}`);
+    if (after.dataDependent.length)
+      left.push(
+        `data-dependent shapes at ${after.dataDependent.slice(0, 5).join(', ')}${after.dataDependent.length > 5 ? ` (+${after.dataDependent.length - 5})` : ''}`,
+      );
     if (left.length) {
       stats.skipped = [...left, ...foldSkips];
       if (options.requireStatic) throw new PassError('fix-shapes', `model is not static: ${left.join('; ')}`);
@@ -193,4 +260,3 @@ export const fixShapes = definePass({
     return stats;
   },
 });
-

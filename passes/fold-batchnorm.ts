@@ -6,18 +6,23 @@ import { DataType, Graph, Model, Node, Tensor, Value } from '../ir/index.js';
 import type { Pass, PassStats } from './pass.js';
 import { constTensor, isLive } from './pattern.js';
 
-interface BnParams { scale: Float64Array; shift: Float64Array }
+interface BnParams {
+  scale: Float64Array;
+  shift: Float64Array;
+}
 
 /** Per-channel y = x * scale + shift of an inference BatchNormalization with constant statistics. */
 function bnParams(bn: Node): BnParams | string {
   if (bn.outputs.filter((o) => o && (o.uses.length || o.isGraphOutput)).length > 1) return 'training-mode outputs are used';
   if (bn.attrInt('training_mode', 0) !== 0) return 'training_mode=1';
   const ts = [1, 2, 3, 4].map((i) => constTensor(bn.input(i)));
-  if (ts.some((t) => !t || (t.dtype !== DataType.FLOAT && t.dtype !== DataType.FLOAT16 && t.dtype !== DataType.DOUBLE))) return 'statistics are not float constants';
+  if (ts.some((t) => !t || (t.dtype !== DataType.FLOAT && t.dtype !== DataType.FLOAT16 && t.dtype !== DataType.DOUBLE)))
+    return 'statistics are not float constants';
   const [g, b, m, v] = ts.map((t) => t!.toNumbers()) as [Float64Array, Float64Array, Float64Array, Float64Array];
   if (!(g.length === b.length && b.length === m.length && m.length === v.length)) return 'statistics differ in length';
   const eps = bn.attrFloat('epsilon', 1e-5);
-  const scale = new Float64Array(g.length), shift = new Float64Array(g.length);
+  const scale = new Float64Array(g.length),
+    shift = new Float64Array(g.length);
   for (let c = 0; c < g.length; c++) {
     scale[c] = g[c]! / Math.sqrt(v[c]! + eps);
     shift[c] = b[c]! - m[c]! * scale[c]!;
@@ -31,14 +36,16 @@ function foldIntoConv(g: Graph, conv: Node, bn: Node, p: BnParams): boolean {
   const Bv = conv.input(2);
   const B = Bv ? constTensor(Bv) : null;
   if (Bv && (!B || B.dtype !== DataType.FLOAT)) return false;
-  const w = W.toFloat32(), per = W.size / W.dims[0]!;
+  const w = W.toFloat32(),
+    per = W.size / W.dims[0]!;
   const w2 = new Float32Array(w.length);
   for (let o = 0; o < W.dims[0]!; o++) for (let i = o * per; i < (o + 1) * per; i++) w2[i] = w[i]! * p.scale[o]!;
   const b = B ? B.toFloat32() : new Float32Array(p.scale.length);
   const b2 = Float32Array.from(b, (x, c) => x * p.scale[c]! + p.shift[c]!);
   const wv = g.addInitializer(Tensor.fromFloat32(`${conv.input(1)!.name}_bnfold`, [...W.dims], w2));
   const bv = g.addInitializer(Tensor.fromFloat32(`${Bv?.name ?? `${conv.name}_bias`}_bnfold`, [p.scale.length], b2));
-  const oldW = conv.input(1), oldB = conv.input(2);
+  const oldW = conv.input(1),
+    oldB = conv.input(2);
   conv.setInput(1, wv);
   conv.setInput(2, bv);
   const y = bn.outputs[0]!;
@@ -80,7 +87,10 @@ export const foldBatchNorm: Pass = {
   options: {
     standalone: { type: 'bool', default: true, description: 'lower a BatchNormalization without a Conv before it to Mul + Add' },
   },
-  statistics: { foldedIntoConv: 'BatchNormalizations folded into the Conv before them', loweredToMulAdd: 'BatchNormalizations lowered to Mul + Add' },
+  statistics: {
+    foldedIntoConv: 'BatchNormalizations folded into the Conv before them',
+    loweredToMulAdd: 'BatchNormalizations lowered to Mul + Add',
+  },
   requires: ['shapes'],
   run(model: Model, options): PassStats {
     const stats: PassStats = { counts: { foldedIntoConv: 0, loweredToMulAdd: 0 }, skipped: [] };
@@ -88,10 +98,20 @@ export const foldBatchNorm: Pass = {
       for (const bn of [...g.nodes]) {
         if (bn.opType !== 'BatchNormalization' || bn.domain !== '' || !isLive(bn)) continue;
         const p = bnParams(bn);
-        if (typeof p === 'string') { stats.skipped!.push(`BatchNormalization '${bn.name}': ${p}`); continue; }
+        if (typeof p === 'string') {
+          stats.skipped!.push(`BatchNormalization '${bn.name}': ${p}`);
+          continue;
+        }
         const x = bn.input(0)!;
         const conv = x.producer;
-        if (conv && conv.opType === 'Conv' && conv.domain === '' && x.uses.length === 1 && !x.isGraphOutput && foldIntoConv(g, conv, bn, p)) {
+        if (
+          conv &&
+          conv.opType === 'Conv' &&
+          conv.domain === '' &&
+          x.uses.length === 1 &&
+          !x.isGraphOutput &&
+          foldIntoConv(g, conv, bn, p)
+        ) {
           stats.counts.foldedIntoConv!++;
           continue;
         }

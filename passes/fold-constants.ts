@@ -10,8 +10,16 @@ import './eval/ops.js';
 import { constantsToInitializers, materializeWeights } from './weights.js';
 
 const NEVER = new Set([
-  'QuantizeLinear', 'DequantizeLinear', 'DynamicQuantizeLinear', 'RandomNormal', 'RandomUniform',
-  'RandomNormalLike', 'RandomUniformLike', 'Multinomial', 'Bernoulli', 'Dropout',
+  'QuantizeLinear',
+  'DequantizeLinear',
+  'DynamicQuantizeLinear',
+  'RandomNormal',
+  'RandomUniform',
+  'RandomNormalLike',
+  'RandomUniformLike',
+  'Multinomial',
+  'Bernoulli',
+  'Dropout',
 ]);
 
 /** Upper bound on output elements, computed before evaluating so a blow-up costs nothing. */
@@ -21,12 +29,16 @@ function predictElements(node: Node, inputs: (Tensor | null)[]): number {
     return t ? Array.from(t.toNumbers()) : [];
   };
   switch (node.opType) {
-    case 'ConstantOfShape': return numElements(first(0));
-    case 'Expand': return numElements(broadcastShapes(inputs[0]!.dims, first(1)));
-    case 'Tile': return (inputs[0]?.size ?? 0) * numElements(first(1));
+    case 'ConstantOfShape':
+      return numElements(first(0));
+    case 'Expand':
+      return numElements(broadcastShapes(inputs[0]!.dims, first(1)));
+    case 'Tile':
+      return (inputs[0]?.size ?? 0) * numElements(first(1));
     case 'Resize': {
       const x = inputs[0];
-      const sizes = first(3), scales = first(2);
+      const sizes = first(3),
+        scales = first(2);
       if (!x) return 0;
       if (sizes.length) return Math.max(numElements(sizes), x.size);
       return x.size * scales.reduce((p, s) => p * Math.max(s, 1), 1);
@@ -44,7 +56,10 @@ function predictElements(node: Node, inputs: (Tensor | null)[]): number {
   } catch {
     bcast = 0;
   }
-  return Math.max(bcast, ts.reduce((s, t) => s + t.size, 0));
+  return Math.max(
+    bcast,
+    ts.reduce((s, t) => s + t.size, 0),
+  );
 }
 
 /** Make a node's outputs initializers under their own names and drop the node. */
@@ -68,7 +83,8 @@ function knownShapeValues(inf: ShapeInference, node: Node): Tensor[] | undefined
   const out: Tensor[] = [];
   for (const o of node.outputs) {
     if (!o) return undefined;
-    const v = inf.values.get(o), t = o.type;
+    const v = inf.values.get(o),
+      t = o.type;
     if (!v || !t?.shape || !v.every((d) => typeof d === 'number') || isFloat(t.elemType) || !supportedDtype(t.elemType)) return undefined;
     const dims = t.shape;
     if (!dims.every((d) => typeof d === 'number') || numElements(dims as number[]) !== v.length || dims.length > 1) return undefined;
@@ -87,9 +103,14 @@ export const foldConstants = definePass({
     shapes: { type: 'bool', default: true, description: 'fold Shape/Size of values whose inferred shape is fully static' },
   },
   statistics: {
-    folded: 'nodes evaluated into initializers', shapesFolded: 'Shape/Size of static values folded', shapeValuesFolded: 'shape arithmetic folded from inferred values',
-    tooLarge: 'constant nodes left because the result is too large', unsupported: 'constant nodes the evaluator cannot run', bytesAdded: 'initializer bytes added',
-    constantsToInitializers: 'Constant nodes turned into initializers', weightsMaterialized: 'weights made into stored initializers',
+    folded: 'nodes evaluated into initializers',
+    shapesFolded: 'Shape/Size of static values folded',
+    shapeValuesFolded: 'shape arithmetic folded from inferred values',
+    tooLarge: 'constant nodes left because the result is too large',
+    unsupported: 'constant nodes the evaluator cannot run',
+    bytesAdded: 'initializer bytes added',
+    constantsToInitializers: 'Constant nodes turned into initializers',
+    weightsMaterialized: 'weights made into stored initializers',
   },
   requires: ['shapes'],
   run(model: Model, options): PassStats {
@@ -97,10 +118,23 @@ export const foldConstants = definePass({
     // Constant nodes are weights already stored: they become initializers whatever their size.
     const constants = constantsToInitializers(model);
     const weights = materializeWeights(model, false);
-    const counts: Record<string, number> = { folded: 0, shapesFolded: 0, shapeValuesFolded: 0, tooLarge: 0, unsupported: 0, bytesAdded: 0, constantsToInitializers: constants, weightsMaterialized: weights };
-    const skippedOps = new Map<string, number>(), tooLarge = new Map<string, number>();
+    const counts: Record<string, number> = {
+      folded: 0,
+      shapesFolded: 0,
+      shapeValuesFolded: 0,
+      tooLarge: 0,
+      unsupported: 0,
+      bytesAdded: 0,
+      constantsToInitializers: constants,
+      weightsMaterialized: weights,
+    };
+    const skippedOps = new Map<string, number>(),
+      tooLarge = new Map<string, number>();
     const skip = (op: string) => skippedOps.set(op, (skippedOps.get(op) ?? 0) + 1);
-    const big = (op: string) => { counts.tooLarge!++; tooLarge.set(op, (tooLarge.get(op) ?? 0) + 1); };
+    const big = (op: string) => {
+      counts.tooLarge!++;
+      tooLarge.set(op, (tooLarge.get(op) ?? 0) + 1);
+    };
     // Outputs of any graph, including outer values a subgraph returns directly.
     const pinned = new Set([...model.graph.allGraphs()].flatMap((g) => g.outputs));
     // Symbolic contents of shape tensors: Gather(Shape(x), 2) folds when dim 2 of x is static,

@@ -29,7 +29,9 @@ function repeatKv(v4: Value): { kv: Value; rep: number; nodes: Node[] } | null {
   const un = producer(ex?.inputs[0], 'Unsqueeze');
   if (!rs || !ex || !un || ints(un.inputs[1])?.join() !== '2') return null;
   const kv = un.inputs[0]!;
-  const se = ex.outputs[0]!.shape, sk = kv.shape, so = v4.shape;
+  const se = ex.outputs[0]!.shape,
+    sk = kv.shape,
+    so = v4.shape;
   if (!se || !sk || !so || se.length !== 5 || sk.length !== 4 || so.length !== 4) return null;
   const rep = se[2];
   if (typeof rep !== 'number' || typeof sk[1] !== 'number' || so[1] !== sk[1] * rep) return null;
@@ -79,7 +81,8 @@ function matchCore(sm: Node): Core | string | null {
   let scale = 1;
   let qk = producer(scores, 'MatMul');
   if (!qk) {
-    const div = producer(scores, 'Div'), mul = producer(scores, 'Mul');
+    const div = producer(scores, 'Div'),
+      mul = producer(scores, 'Mul');
     if (div) {
       const c = constScalar(div.inputs[1]);
       qk = producer(div.inputs[0], 'MatMul');
@@ -96,10 +99,13 @@ function matchCore(sm: Node): Core | string | null {
     } else return null;
   }
   // torch's scaled_dot_product_attention export scales both sides: (q * sqrt(s)) @ (k^T * sqrt(s)).
-  let q4 = qk.inputs[0]!, kTv = qk.inputs[1]!;
-  const qs = producer(q4, 'Mul'), ks = producer(kTv, 'Mul');
+  let q4 = qk.inputs[0]!,
+    kTv = qk.inputs[1]!;
+  const qs = producer(q4, 'Mul'),
+    ks = producer(kTv, 'Mul');
   if (qs && ks && q4.uses.length === 1 && kTv.uses.length === 1) {
-    const a = qs.inputs.findIndex((v) => constScalar(v) !== null), b = ks.inputs.findIndex((v) => constScalar(v) !== null);
+    const a = qs.inputs.findIndex((v) => constScalar(v) !== null),
+      b = ks.inputs.findIndex((v) => constScalar(v) !== null);
     if (a >= 0 && b >= 0 && producer(ks.inputs[1 - b], 'Transpose')) {
       scale *= constScalar(qs.inputs[a])! * constScalar(ks.inputs[b])!;
       q4 = qs.inputs[1 - a]!;
@@ -119,12 +125,27 @@ function matchCore(sm: Node): Core | string | null {
   const tr = ctx.uses.length === 1 ? producer(ctx.uses[0]!.node.outputs[0], 'Transpose') : null;
   if (!tr || tr.attrInts('perm', []).join() !== '0,2,1,3') return `${where}: context is not transposed back to [B, S, N, D]`;
   const rs = tr.outputs[0]!.uses.length === 1 ? tr.outputs[0]!.uses[0]!.node : null;
-  const sc = ctx.shape, so = rs?.outputs[0]?.shape;
-  if (!rs || rs.opType !== 'Reshape' || !sc || !so || so.length !== 3 || sc.length !== 4) return `${where}: context is not merged back to [B, S, N*D]`;
+  const sc = ctx.shape,
+    so = rs?.outputs[0]?.shape;
+  if (!rs || rs.opType !== 'Reshape' || !sc || !so || so.length !== 3 || sc.length !== 4)
+    return `${where}: context is not merged back to [B, S, N*D]`;
   const [n, d] = [sc[1], sc[3]];
-  if (typeof n !== 'number' || typeof d !== 'number' || so[2] !== n * d || !sameDim(so[0], sc[0]) || !sameDim(so[1], sc[2])) return `${where}: merged shape is not [B, S, N*D]`;
+  if (typeof n !== 'number' || typeof d !== 'number' || so[2] !== n * d || !sameDim(so[0], sc[0]) || !sameDim(so[1], sc[2]))
+    return `${where}: merged shape is not [B, S, N*D]`;
   nodes.push(tr, rs);
-  return { softmax: sm, q4, k4: kT.inputs[0]!, kDirect, v4: pv.node.inputs[1]!, scale, mask, out: rs.outputs[0]!, nodes, heads: n, headSize: d };
+  return {
+    softmax: sm,
+    q4,
+    k4: kT.inputs[0]!,
+    kDirect,
+    v4: pv.node.inputs[1]!,
+    scale,
+    mask,
+    out: rs.outputs[0]!,
+    nodes,
+    heads: n,
+    headSize: d,
+  };
 }
 
 /** Cast between float values of one type: the only use of `v`, nothing else reads it. */
@@ -138,7 +159,8 @@ function identityCast(v: Value): Node | null {
 function reshapedHeads(v4: Value | null | undefined): { x: Value; n: number; d: number; nodes: Node[] } | null {
   const rs = producer(v4, 'Reshape');
   const x = rs?.inputs[0];
-  const s4 = v4?.shape, s3 = x?.shape;
+  const s4 = v4?.shape,
+    s3 = x?.shape;
   if (!rs || !x || !s4 || !s3 || s4.length !== 4 || s3.length !== 3) return null;
   const [n, d] = [s4[2], s4[3]];
   if (typeof n !== 'number' || typeof d !== 'number' || s3[2] !== n * d || !sameDim(s4[0], s3[0]) || !sameDim(s4[1], s3[1])) return null;
@@ -151,7 +173,7 @@ function isCausalTable(t: Tensor, total: Dim | undefined): boolean {
   const [s, tt] = t.dims.slice(-2) as [number, number];
   if (total !== tt || s > tt) return false;
   const v = t.toNumbers();
-  for (let i = 0; i < s; i++) for (let j = 0; j < tt; j++) if ((v[i * tt + j] !== 0) !== (j > tt - s + i)) return false;
+  for (let i = 0; i < s; i++) for (let j = 0; j < tt; j++) if ((v[i * tt + j] !== 0) !== j > tt - s + i) return false;
   return true;
 }
 
@@ -159,7 +181,8 @@ function isCausalTable(t: Tensor, total: Dim | undefined): boolean {
 function causalFromAttentionMask(mask: Value): { attentionMask: Value } | null {
   const w = producer(mask, 'Where');
   if (!w) return null;
-  const neg = constScalar(w.inputs[1]), zero = constScalar(w.inputs[2]);
+  const neg = constScalar(w.inputs[1]),
+    zero = constScalar(w.inputs[2]);
   if (neg === null || zero !== 0 || !(neg <= -1e4)) return null;
   let cond = w.inputs[0]!;
   let padding: Value | null = null;
@@ -181,9 +204,11 @@ function causalFromAttentionMask(mask: Value): { attentionMask: Value } | null {
   const folded = constTensor(cond);
   if (folded) return padding?.isGraphInput && isCausalTable(folded, padding.shape?.[1]) ? { attentionMask: padding } : null;
   const gt = producer(cond, 'Greater');
-  const uk = producer(gt?.inputs[0], 'Unsqueeze'), uq = producer(gt?.inputs[1], 'Unsqueeze');
+  const uk = producer(gt?.inputs[0], 'Unsqueeze'),
+    uq = producer(gt?.inputs[1], 'Unsqueeze');
   if (!gt || !uk || !uq || ints(uk.inputs[1])?.join() !== '0' || ints(uq.inputs[1])?.join() !== '1') return null;
-  const rk = producer(uk.inputs[0], 'Range'), rq = producer(uq.inputs[0], 'Range');
+  const rk = producer(uk.inputs[0], 'Range'),
+    rq = producer(uq.inputs[0], 'Range');
   if (!rk || !rq || constScalar(rk.inputs[0]) !== 0 || constScalar(rk.inputs[2]) !== 1 || constScalar(rq.inputs[2]) !== 1) return null;
   // Keys 0..total-1 with total = attention_mask.shape[1]; queries past..past+seq-1.
   const gTotal = producer(rk.inputs[1], 'Gather');
@@ -228,11 +253,16 @@ function gqaLengths(g: Graph, am: Value, cache: Map<Value, [Value, Value]>, befo
     cache.set(am, r);
     return r;
   }
-  const add = (opType: string, inputs: Value[], attrs?: Record<string, number | number[]>) => g.addNode({ opType, name: `${p}/${opType}`, inputs, outputs: [`${p}/${opType}_output_0`], attrs }, before).outputs[0]!;
+  const add = (opType: string, inputs: Value[], attrs?: Record<string, number | number[]>) =>
+    g.addNode({ opType, name: `${p}/${opType}`, inputs, outputs: [`${p}/${opType}_output_0`], attrs }, before).outputs[0]!;
   const one = g.addInitializer(Tensor.fromInt64(`${p}/one`, [], [1]));
   const shape = add('Shape', [am]);
   const total64 = add('Gather', [shape, one], { axis: 0 });
-  const batch = add('Slice', [shape, g.addInitializer(Tensor.fromInt64(`${p}/starts`, [1], [0])), g.addInitializer(Tensor.fromInt64(`${p}/ends`, [1], [1]))]);
+  const batch = add('Slice', [
+    shape,
+    g.addInitializer(Tensor.fromInt64(`${p}/starts`, [1], [0])),
+    g.addInitializer(Tensor.fromInt64(`${p}/ends`, [1], [1])),
+  ]);
   const seqlens = add('Cast', [add('Expand', [add('Sub', [total64, one]), batch])], { to: DataType.INT32 });
   const total = add('Cast', [total64], { to: DataType.INT32 });
   const r: [Value, Value] = [seqlens, total];
@@ -255,26 +285,51 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
   const where = `attention at '${sm.name}'`;
   const q = splitHeads(core.q4);
   if (!q || q.n !== core.heads || q.d !== core.headSize) return skip(`${where}: query is not a [B, S, N*D] tensor split into heads`);
-  const k = core.kDirect ?? splitHeads(core.k4), v = splitHeads(core.v4);
+  const k = core.kDirect ?? splitHeads(core.k4),
+    v = splitHeads(core.v4);
   const attrs = { num_heads: core.heads, scale: { float: core.scale } };
   // attention_bias is [B or 1, N or 1, S, T].
   const ms = core.mask?.shape;
-  if (core.mask && (!ms || ms.length !== 4 || (ms[1] !== 1 && ms[1] !== core.heads))) return skip(`${where}: mask is not a 4-D [B|1, N|1, S, T] bias`);
+  if (core.mask && (!ms || ms.length !== 4 || (ms[1] !== 1 && ms[1] !== core.heads)))
+    return skip(`${where}: mask is not a 4-D [B|1, N|1, S, T] bias`);
   // attention_bias does not broadcast over queries: a [B, 1, 1, T] padding mask (BERT) is refused by onnxruntime.
   const qs = q.x.shape?.[1];
-  if (core.mask && ms && !(sameDim(ms[2], qs) || (ms[2] === 1 && qs === 1))) return skip(`${where}: mask has ${String(ms[2])} query rows, not the sequence length (attention_bias does not broadcast over queries)`);
+  if (core.mask && ms && !(sameDim(ms[2], qs) || (ms[2] === 1 && qs === 1)))
+    return skip(`${where}: mask has ${String(ms[2])} query rows, not the sequence length (attention_bias does not broadcast over queries)`);
   if (k && v && k.n === core.heads && v.n === core.heads && k.d === q.d && v.d === q.d) {
     const inputs: (Value | null)[] = [q.x, k.x, v.x];
     if (core.mask) inputs.push(null, null, core.mask);
-    return { kind: 'mha', core, nodes: [...core.nodes, ...q.nodes, ...k.nodes, ...v.nodes], outputs: [core.out], spec: { opType: 'MultiHeadAttention', inputs, attrs } };
+    return {
+      kind: 'mha',
+      core,
+      nodes: [...core.nodes, ...q.nodes, ...k.nodes, ...v.nodes],
+      outputs: [core.out],
+      spec: { opType: 'MultiHeadAttention', inputs, attrs },
+    };
   }
   if (core.kDirect) return skip(`${where}: key taken with perm [0,2,3,1] but value or head sizes do not fit MultiHeadAttention`);
   // Decoder: key/value in BNSH, maybe from a KV cache and with repeated heads.
-  const rk = repeatKv(core.k4), rv = repeatKv(core.v4);
-  const kc = cacheConcat(rk?.kv ?? core.k4), vc = cacheConcat(rv?.kv ?? core.v4);
-  const kn = kc && splitHeads(kc.fresh), vn = vc && splitHeads(vc.fresh);
-  const gqa = mode === 'gqa' && kc && vc && kn && vn && core.mask && kn.d === q.d && vn.d === q.d && kn.n === vn.n && core.heads % kn.n === 0 &&
-    (rk ? rk.rep : 1) * kn.n === core.heads && (rv ? rv.rep : 1) * vn.n === core.heads ? causalFromAttentionMask(core.mask) : null;
+  const rk = repeatKv(core.k4),
+    rv = repeatKv(core.v4);
+  const kc = cacheConcat(rk?.kv ?? core.k4),
+    vc = cacheConcat(rv?.kv ?? core.v4);
+  const kn = kc && splitHeads(kc.fresh),
+    vn = vc && splitHeads(vc.fresh);
+  const gqa =
+    mode === 'gqa' &&
+    kc &&
+    vc &&
+    kn &&
+    vn &&
+    core.mask &&
+    kn.d === q.d &&
+    vn.d === q.d &&
+    kn.n === vn.n &&
+    core.heads % kn.n === 0 &&
+    (rk ? rk.rep : 1) * kn.n === core.heads &&
+    (rv ? rv.rep : 1) * vn.n === core.heads
+      ? causalFromAttentionMask(core.mask)
+      : null;
   const pastFits = (c: typeof kc, n: number) => !!c && c.past.shape![1] === n && c.past.shape![3] === q.d;
   if (gqa && kc && vc && kn && vn && pastFits(kc, kn.n) && pastFits(vc, vn.n)) {
     const keep = [core.out, kc.concat.outputs[0]!, vc.concat.outputs[0]!];
@@ -282,18 +337,33 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
     // When the cache path is read elsewhere, MHA on the BNSH key/value below still fits.
     if (internalOnly(nodes, keep)) {
       return {
-        kind: 'gqa', core, nodes, outputs: keep,
-        spec: { opType: 'GroupQueryAttention', inputs: [], attrs: { num_heads: core.heads, kv_num_heads: kn.n, scale: { float: core.scale } } },
+        kind: 'gqa',
+        core,
+        nodes,
+        outputs: keep,
+        spec: {
+          opType: 'GroupQueryAttention',
+          inputs: [],
+          attrs: { num_heads: core.heads, kv_num_heads: kn.n, scale: { float: core.scale } },
+        },
         gqa: { attentionMask: gqa.attentionMask, inputs: [q.x, kn.x, vn.x, kc.past, vc.past], concats: [kc.concat, vc.concat] },
       };
     }
   }
   // Exact for any mask: MHA over the (repeated) BNSH key/value, the mask as attention_bias.
-  const sk = core.k4.shape, sv = core.v4.shape;
-  if (!sk || !sv || sk.length !== 4 || sv.length !== 4 || sk[1] !== core.heads || sv[1] !== core.heads || sk[3] !== q.d || sv[3] !== q.d) return skip(`${where}: key/value are not [B, N, T, D]`);
+  const sk = core.k4.shape,
+    sv = core.v4.shape;
+  if (!sk || !sv || sk.length !== 4 || sv.length !== 4 || sk[1] !== core.heads || sv[1] !== core.heads || sk[3] !== q.d || sv[3] !== q.d)
+    return skip(`${where}: key/value are not [B, N, T, D]`);
   const inputs: (Value | null)[] = [q.x, core.k4, core.v4];
   if (core.mask) inputs.push(null, null, core.mask);
-  return { kind: 'mhaBnsh', core, nodes: [...core.nodes, ...q.nodes], outputs: [core.out], spec: { opType: 'MultiHeadAttention', inputs, attrs } };
+  return {
+    kind: 'mhaBnsh',
+    core,
+    nodes: [...core.nodes, ...q.nodes],
+    outputs: [core.out],
+    spec: { opType: 'MultiHeadAttention', inputs, attrs },
+  };
 }
 
 function rewrite(model: Model, g: Graph, m: AttentionMatch, lengths: Map<Value, [Value, Value]>): AttentionMatch['kind'] {
@@ -304,20 +374,39 @@ function rewrite(model: Model, g: Graph, m: AttentionMatch, lengths: Map<Value, 
   const [seqlens, total] = gqaLengths(g, m.gqa.attentionMask, lengths, g.nodes[0]!);
   const present = m.gqa.concats.map((c) => c.outputs[0]!);
   for (const c of m.gqa.concats) c.setOutput(0, null);
-  replace(model, g, m.core, {
-    ...m.spec, inputs: [...m.gqa.inputs, seqlens, total, null, null, null, m.core.mask], extraOutputs: present,
-  }, m.nodes);
+  replace(
+    model,
+    g,
+    m.core,
+    {
+      ...m.spec,
+      inputs: [...m.gqa.inputs, seqlens, total, null, null, null, m.core.mask],
+      extraOutputs: present,
+    },
+    m.nodes,
+  );
   return m.kind;
 }
 
-function replace(model: Model, g: Graph, core: Core, spec: { opType: string; inputs: (Value | null)[]; attrs: Record<string, unknown>; extraOutputs?: Value[] }, nodes: Node[]): void {
+function replace(
+  model: Model,
+  g: Graph,
+  core: Core,
+  spec: { opType: string; inputs: (Value | null)[]; attrs: Record<string, unknown>; extraOutputs?: Value[] },
+  nodes: Node[],
+): void {
   model.requireOpset('com.microsoft', 1);
   const base = core.softmax.name.replace(/\/[^/]*$/, '');
   replaceOutput(g, core.out, { ...spec, domain: 'com.microsoft', name: `${base}/${spec.opType}`, attrs: spec.attrs as never }, nodes);
 }
 
 const options = {
-  decoder: { type: 'enum', values: ['gqa', 'mha'], default: 'gqa', description: 'op for KV-cache decoder attention (mha keeps the Concat cache and takes the mask as attention_bias)' },
+  decoder: {
+    type: 'enum',
+    values: ['gqa', 'mha'],
+    default: 'gqa',
+    description: 'op for KV-cache decoder attention (mha keeps the Concat cache and takes the mask as attention_bias)',
+  },
 } as const satisfies OptionSchema;
 
 export const attentionRule = defineRule<AttentionMatch, Map<Value, [Value, Value]>, OptionsOf<typeof options>>({

@@ -38,7 +38,8 @@ function matchOuter(t: Value, x: Value): { nodes: Node[]; out: Value } | null {
   if (m1.opType !== 'Mul' || m1.domain !== '') return null;
   const roots = [m1];
   const o = m1.outputs[0]!;
-  if (o.uses.length === 1 && !o.isGraphOutput && o.uses[0]!.node.opType === 'Mul' && o.uses[0]!.node.domain === '') roots.push(o.uses[0]!.node);
+  if (o.uses.length === 1 && !o.isGraphOutput && o.uses[0]!.node.opType === 'Mul' && o.uses[0]!.node.domain === '')
+    roots.push(o.uses[0]!.node);
   for (const root of roots) {
     const inner: Node[] = [];
     const leaves = flatten(root, 'Mul', inner);
@@ -57,7 +58,13 @@ const ARITH = new Set(['Mul', 'Add', 'Sub', 'Div', 'Pow', 'Neg', 'Cast']);
 function soleLeaf(v: Value, root = true): Value | null | undefined {
   if (constScalar(v) !== null) return undefined;
   const p = v.producer;
-  if (p && p.domain === '' && ARITH.has(p.opType) && (root || (v.uses.length === 1 && !v.isGraphOutput)) && (p.opType !== 'Cast' || floatCast(v))) {
+  if (
+    p &&
+    p.domain === '' &&
+    ARITH.has(p.opType) &&
+    (root || (v.uses.length === 1 && !v.isGraphOutput)) &&
+    (p.opType !== 'Cast' || floatCast(v))
+  ) {
     let leaf: Value | undefined;
     for (const i of p.inputs) {
       if (!i) continue;
@@ -156,7 +163,12 @@ export const geluRule = defineRule<GeluMatch>({
   rewrite({ anchor, x, out, erf, nodes }, { model, graph }) {
     const domain = erf && (model.opset('') ?? 0) >= 20 ? '' : 'com.microsoft';
     if (domain) model.requireOpset(domain, 1);
-    replaceOutput(graph, out, { opType: erf ? 'Gelu' : 'FastGelu', domain, name: `${anchor.name}/${erf ? 'Gelu' : 'FastGelu'}`, inputs: [x] }, nodes);
+    replaceOutput(
+      graph,
+      out,
+      { opType: erf ? 'Gelu' : 'FastGelu', domain, name: `${anchor.name}/${erf ? 'Gelu' : 'FastGelu'}`, inputs: [x] },
+      nodes,
+    );
     return erf ? 'gelu' : 'fastgelu';
   },
 });

@@ -5,7 +5,17 @@
 // that cannot be converted keeps its decomposed LayerNorms, and the statistics say why.
 import type { Model, Node, Value } from '../ir/index.js';
 import { definePass, type PassStats } from './pass.js';
-import { asVector, matchAffine, matchInvStd, rankOf, reducesLastAxis, replaceOutput, squares, type AffineMatch, type InvStdMatch } from './pattern.js';
+import {
+  asVector,
+  matchAffine,
+  matchInvStd,
+  rankOf,
+  reducesLastAxis,
+  replaceOutput,
+  squares,
+  type AffineMatch,
+  type InvStdMatch,
+} from './pattern.js';
 import { Skip, applyRules, defineRule, skip, type Match } from './rule.js';
 import { upgradeOpset } from './upgrade-opset.js';
 
@@ -50,11 +60,17 @@ export const layerNormRule = defineRule<LayerNormMatch>({
     if ((model.opset('') ?? 0) < 17) return skip(`${where(mean)}: LayerNormalization needs opset >= 17`);
     const scale = asVector(graph, aff.gamma, aff.gammaT);
     const bias = aff.beta ? asVector(graph, aff.beta, aff.betaT!) : null;
-    replaceOutput(graph, aff.out, {
-      opType: 'LayerNormalization', name: `${mean.name}/LayerNormalization`,
-      inputs: bias ? [x, scale, bias] : [x, scale],
-      attrs: { axis: -1, epsilon: { float: inv.eps }, stash_type: 1 },
-    }, nodes);
+    replaceOutput(
+      graph,
+      aff.out,
+      {
+        opType: 'LayerNormalization',
+        name: `${mean.name}/LayerNormalization`,
+        inputs: bias ? [x, scale, bias] : [x, scale],
+        attrs: { axis: -1, epsilon: { float: inv.eps }, stash_type: 1 },
+      },
+      nodes,
+    );
     return 'layernorm';
   },
 });
@@ -85,7 +101,8 @@ export const fuseLayerNorm = definePass({
       if (r.blockers.length) why = `model stays at opset ${from} (${r.blockers[0]})`;
     }
     const stats = applyRules(model, options, [layerNormRule]);
-    if (from < 17 && (model.opset('') ?? 0) >= 17) (stats.notes ??= []).push(`model converted from opset ${from} to 17 for LayerNormalization`);
+    if (from < 17 && (model.opset('') ?? 0) >= 17)
+      (stats.notes ??= []).push(`model converted from opset ${from} to 17 for LayerNormalization`);
     if (why) stats.skipped = stats.skipped?.map((s) => (s.endsWith('needs opset >= 17') ? `${s}: ${why}` : s));
     return stats;
   },

@@ -45,7 +45,12 @@ export const quickGeluRule = defineRule<QuickGeluMatch, undefined, OptionsOf<typ
   },
   rewrite({ sig, x, alpha, out, nodes }, { model, graph }) {
     model.requireOpset('com.microsoft', 1);
-    replaceOutput(graph, out, { opType: 'QuickGelu', domain: 'com.microsoft', name: `${sig.name}/QuickGelu`, inputs: [x], attrs: { alpha: { float: alpha } } }, nodes);
+    replaceOutput(
+      graph,
+      out,
+      { opType: 'QuickGelu', domain: 'com.microsoft', name: `${sig.name}/QuickGelu`, inputs: [x], attrs: { alpha: { float: alpha } } },
+      nodes,
+    );
     return alpha === 1 ? 'silu' : 'quickgelu';
   },
 });

@@ -2,7 +2,17 @@
 // or Reciprocal/Mul, then Mul(gamma); with the fp32 Casts around it in half-precision models
 // -> SimplifiedLayerNormalization (default domain, as onnxruntime registers it), axis -1, stash_type 1.
 import { AttrType, DataType, type Node, type Value } from '../ir/index.js';
-import { asVector, matchAffine, matchInvStd, producer, rankOf, reducesLastAxis, replaceOutput, squares, type AffineMatch } from './pattern.js';
+import {
+  asVector,
+  matchAffine,
+  matchInvStd,
+  producer,
+  rankOf,
+  reducesLastAxis,
+  replaceOutput,
+  squares,
+  type AffineMatch,
+} from './pattern.js';
 import { defineRule, fusionPass, skip, type Match } from './rule.js';
 
 function castTo(n: Node | null | undefined): number | undefined {
@@ -44,7 +54,12 @@ export const rmsNormRule = defineRule<RmsNormMatch>({
     if (castIn && castTo(castIn) === DataType.FLOAT && normalized.uses.length === 1) {
       const castOut = normalized.uses[0]!.node;
       const src = castIn.inputs[0]!;
-      if (castOut.opType === 'Cast' && src.dtype !== undefined && castTo(castOut) === src.dtype && x.uses.every((u) => u.node === sq || nodes.includes(u.node))) {
+      if (
+        castOut.opType === 'Cast' &&
+        src.dtype !== undefined &&
+        castTo(castOut) === src.dtype &&
+        x.uses.every((u) => u.node === sq || nodes.includes(u.node))
+      ) {
         nodes.push(castIn, castOut);
         input = src;
         normalized = castOut.outputs[0]!;
@@ -56,11 +71,17 @@ export const rmsNormRule = defineRule<RmsNormMatch>({
     return { nodes, outputs: [aff.out], mean, input, eps: inv.eps, aff };
   },
   rewrite({ mean, input, eps, aff, nodes }, { graph }) {
-    replaceOutput(graph, aff.out, {
-      opType: 'SimplifiedLayerNormalization', name: `${mean.name}/SimplifiedLayerNormalization`,
-      inputs: [input, asVector(graph, aff.gamma, aff.gammaT)],
-      attrs: { axis: -1, epsilon: { float: eps }, stash_type: 1 },
-    }, nodes);
+    replaceOutput(
+      graph,
+      aff.out,
+      {
+        opType: 'SimplifiedLayerNormalization',
+        name: `${mean.name}/SimplifiedLayerNormalization`,
+        inputs: [input, asVector(graph, aff.gamma, aff.gammaT)],
+        attrs: { axis: -1, epsilon: { float: eps }, stash_type: 1 },
+      },
+      nodes,
+    );
     return 'rmsnorm';
   },
 });

@@ -8,7 +8,10 @@ import { DataType, Tensor, type Graph, type Model, type Node, type Value } from 
 import { constTensor, other, producer, replaceOutput, sameDim, splitHeads } from './pattern.js';
 import { defineRule, fusionPass, skip, Skip, type Match } from './rule.js';
 
-interface SliceSpec { start: number; end: number }
+interface SliceSpec {
+  start: number;
+  end: number;
+}
 
 function sliceLast(n: Node | null, rank: number): SliceSpec | null {
   if (!n || n.opType !== 'Slice' || n.domain !== '') return null;
@@ -16,7 +19,10 @@ function sliceLast(n: Node | null, rank: number): SliceSpec | null {
     const t = constTensor(n.inputs[i]);
     return t && t.size === 1 ? Number(t.toBigInt64()[0]!) : null;
   };
-  const start = get(1), end = get(2), axis = n.inputs[3] ? get(3) : null, step = n.inputs[4] ? get(4) : 1;
+  const start = get(1),
+    end = get(2),
+    axis = n.inputs[3] ? get(3) : null,
+    step = n.inputs[4] ? get(4) : 1;
   if (start === null || end === null || axis === null || step !== 1) return null;
   if (axis !== -1 && axis !== rank - 1) return null;
   return { start, end };
@@ -42,7 +48,8 @@ function cacheOf(v: Value, d: number): { cache: Tensor; cacheValue: Value; pos: 
 function halfCache(t: Tensor): Tensor | null {
   const [p, d] = t.dims as [number, number];
   const es = t.dtype === DataType.FLOAT ? 4 : 2;
-  const src = t.bytes(), h = (d / 2) * es;
+  const src = t.bytes(),
+    h = (d / 2) * es;
   const out = new Uint8Array(p * h);
   for (let r = 0; r < p; r++) {
     const row = src.subarray(r * d * es, (r + 1) * d * es);
@@ -65,26 +72,35 @@ function match(add: Node): RotaryMatch | Skip | null {
   const [m1, m2] = [producer(add.inputs[0], 'Mul'), producer(add.inputs[1], 'Mul')];
   if (!m1 || !m2) return null;
   // One product is rot * sin where rot = Concat(Neg(x2), x1).
-  for (const [pm, pr] of [[m1, m2], [m2, m1]] as const) {
+  for (const [pm, pr] of [
+    [m1, m2],
+    [m2, m1],
+  ] as const) {
     for (const rot of pr.inputs) {
       if (!rot) continue;
       const cat = producer(rot, 'Concat');
       if (!cat || cat.inputs.length !== 2) continue;
       const neg = producer(cat.inputs[0], 'Neg');
       if (!neg) continue;
-      const x2 = neg.inputs[0]!, x1 = cat.inputs[1]!;
-      const s2 = producer(x2, 'Slice'), s1 = producer(x1, 'Slice');
+      const x2 = neg.inputs[0]!,
+        x1 = cat.inputs[1]!;
+      const s2 = producer(x2, 'Slice'),
+        s1 = producer(x1, 'Slice');
       if (!s1 || !s2 || s1.inputs[0] !== s2.inputs[0]) continue;
       const t = s1.inputs[0]!;
       const where = `rotary at '${add.name}'`;
       const shape = t.shape;
       const d = shape?.[3];
-      if (!shape || shape.length !== 4 || typeof d !== 'number' || d % 2) return skip(`${where}: input is not 4-D with a known even head size`);
-      const a1 = sliceLast(s1, 4), a2 = sliceLast(s2, 4);
+      if (!shape || shape.length !== 4 || typeof d !== 'number' || d % 2)
+        return skip(`${where}: input is not 4-D with a known even head size`);
+      const a1 = sliceLast(s1, 4),
+        a2 = sliceLast(s2, 4);
       const cax = cat.attrInt('axis');
-      if (!a1 || !a2 || a1.start !== 0 || a1.end !== d / 2 || a2.start !== d / 2 || a2.end < d || (cax !== -1 && cax !== 3)) return skip(`${where}: slices are not the two halves of the last axis (rotate_half)`);
+      if (!a1 || !a2 || a1.start !== 0 || a1.end !== d / 2 || a2.start !== d / 2 || a2.end < d || (cax !== -1 && cax !== 3))
+        return skip(`${where}: slices are not the two halves of the last axis (rotate_half)`);
       if (!pm.inputs.includes(t)) return skip(`${where}: cos term does not multiply the same input`);
-      const cos = cacheOf(other(pm, t)!, d), sin = cacheOf(other(pr, rot)!, d);
+      const cos = cacheOf(other(pm, t)!, d),
+        sin = cacheOf(other(pr, rot)!, d);
       if (!cos || !sin) return skip(`${where}: cos/sin are not Unsqueeze(Gather(constant cache, position_ids), 1)`);
       if (cos.pos !== sin.pos) return skip(`${where}: cos and sin use different positions`);
       return { t, out, cos, sin, nodes: [s1, s2, neg, cat, pm, pr, add], outputs: [out] };
@@ -101,26 +117,48 @@ function rewrite(model: Model, g: Graph, m: RotaryMatch, halves: Map<Value, Valu
     }
     return halves.get(c.cacheValue)!;
   };
-  const cosH = half(m.cos), sinH = half(m.sin);
+  const cosH = half(m.cos),
+    sinH = half(m.sin);
   if (!cosH || !sinH) return skip(`rotary at '${m.out.name}': cache halves differ (not the rotate_half layout)`);
   const view = splitHeads(m.t);
   if (!view) return skip(`rotary at '${m.out.name}': input is not a Transpose(Reshape) of a 3-D tensor into [B, N, S, D]`);
   // The op wants one position per token: position_ids [B, S] of the input's own B and S.
-  const ps = m.cos.pos.shape!, xs = view.x.shape!;
-  if (!sameDim(ps[0], xs[0]) || !sameDim(ps[1], xs[1])) return skip(`rotary at '${m.out.name}': position_ids ${JSON.stringify(ps)} are not [B, S] of the input ${JSON.stringify(xs)}`);
+  const ps = m.cos.pos.shape!,
+    xs = view.x.shape!;
+  if (!sameDim(ps[0], xs[0]) || !sameDim(ps[1], xs[1]))
+    return skip(`rotary at '${m.out.name}': position_ids ${JSON.stringify(ps)} are not [B, S] of the input ${JSON.stringify(xs)}`);
   model.requireOpset('com.microsoft', 1);
   const add = m.out.producer!;
   const base = add.name.replace(/\/[^/]*$/, '');
-  const rot = g.addNode({
-    opType: 'RotaryEmbedding', domain: 'com.microsoft', name: `${base}/RotaryEmbedding`,
-    inputs: [view.x, m.cos.pos, cosH, sinH], outputs: [`${base}/RotaryEmbedding_output_0`],
-    attrs: { interleaved: 0, num_heads: view.n },
-  }, add);
+  const rot = g.addNode(
+    {
+      opType: 'RotaryEmbedding',
+      domain: 'com.microsoft',
+      name: `${base}/RotaryEmbedding`,
+      inputs: [view.x, m.cos.pos, cosH, sinH],
+      outputs: [`${base}/RotaryEmbedding_output_0`],
+      attrs: { interleaved: 0, num_heads: view.n },
+    },
+    add,
+  );
   rot.outputs[0]!.type = view.x.type && { ...view.x.type, shape: view.x.type.shape && [...view.x.type.shape] };
-  const rs = g.addNode({ opType: 'Reshape', name: `${base}/RotaryEmbedding/Reshape`, inputs: [rot.outputs[0]!, view.reshape.inputs[1]!], outputs: [`${base}/RotaryEmbedding/Reshape_output_0`], attrs: Object.fromEntries(view.reshape.attributes.map((a) => [a.name, a])) }, add);
+  const rs = g.addNode(
+    {
+      opType: 'Reshape',
+      name: `${base}/RotaryEmbedding/Reshape`,
+      inputs: [rot.outputs[0]!, view.reshape.inputs[1]!],
+      outputs: [`${base}/RotaryEmbedding/Reshape_output_0`],
+      attrs: Object.fromEntries(view.reshape.attributes.map((a) => [a.name, a])),
+    },
+    add,
+  );
   rs.outputs[0]!.type = view.reshape.outputs[0]!.type;
-  replaceOutput(g, m.out, { opType: 'Transpose', name: `${base}/RotaryEmbedding/Transpose`, inputs: [rs.outputs[0]!], attrs: { perm: [0, 2, 1, 3] } },
-    [...m.nodes, ...view.nodes, ...m.cos.nodes, ...m.sin.nodes]);
+  replaceOutput(
+    g,
+    m.out,
+    { opType: 'Transpose', name: `${base}/RotaryEmbedding/Transpose`, inputs: [rs.outputs[0]!], attrs: { perm: [0, 2, 1, 3] } },
+    [...m.nodes, ...view.nodes, ...m.cos.nodes, ...m.sin.nodes],
+  );
   return 'rotary';
 }
 

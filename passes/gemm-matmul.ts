@@ -46,7 +46,8 @@ export const gemmToMatMulRule = defineRule<GemmMatch, WeightCache>({
     const [a, b, c] = [gemm.inputs[0], gemm.inputs[1], gemm.inputs[2] ?? null];
     const bt = constTensor(b);
     if (!a || !b || !bt) return skip(`${where}: B is not constant`);
-    if (bt.dims.length !== 2 || bt.dtype === DataType.BFLOAT16 || !FLOAT_GEMM.has(bt.dtype)) return skip(`${where}: B is not a 2-D float constant`);
+    if (bt.dims.length !== 2 || bt.dtype === DataType.BFLOAT16 || !FLOAT_GEMM.has(bt.dtype))
+      return skip(`${where}: B is not a 2-D float constant`);
     return { nodes: [gemm], outputs: [gemm.outputs[0]!], gemm, a, b, c, bt };
   },
   rewrite(m, { graph, state }) {
@@ -56,8 +57,10 @@ export const gemmToMatMulRule = defineRule<GemmMatch, WeightCache>({
 });
 
 function gemmToMatMul(g: Graph, { gemm, a, b, c, bt }: GemmMatch, weights: WeightCache): void {
-  const alpha = gemm.attrFloat('alpha', 1), beta = gemm.attrFloat('beta', 1);
-  const transA = gemm.attrInt('transA', 0), transB = gemm.attrInt('transB', 0);
+  const alpha = gemm.attrFloat('alpha', 1),
+    beta = gemm.attrFloat('beta', 1);
+  const transA = gemm.attrInt('transA', 0),
+    transB = gemm.attrInt('transB', 0);
   const out = gemm.outputs[0]!;
   const key = `${transB}|${alpha}`;
   let wv = transB || alpha !== 1 ? weights.get(b)?.get(key) : b;
@@ -70,20 +73,34 @@ function gemmToMatMul(g: Graph, { gemm, a, b, c, bt }: GemmMatch, weights: Weigh
     weights.get(b)!.set(key, wv);
   }
   let aIn: Value = a;
-  if (transA) aIn = g.addNode({ opType: 'Transpose', name: `${gemm.name}/TransposeA`, inputs: [a], outputs: [`${gemm.name}/TransposeA_output_0`], attrs: { perm: [1, 0] } }, gemm).outputs[0]!;
+  if (transA)
+    aIn = g.addNode(
+      {
+        opType: 'Transpose',
+        name: `${gemm.name}/TransposeA`,
+        inputs: [a],
+        outputs: [`${gemm.name}/TransposeA_output_0`],
+        attrs: { perm: [1, 0] },
+      },
+      gemm,
+    ).outputs[0]!;
   let cIn: Value | null = c && beta !== 0 ? c : null;
   if (cIn && beta !== 1) {
     const ct = constTensor(cIn);
     if (ct && isFloat(ct.dtype)) cIn = g.addInitializer(scaled(ct, beta, `${cIn.name}_scaled`));
     else {
       const k = g.addInitializer(Tensor.fromNumbers(`${gemm.name}/beta`, c!.dtype ?? bt.dtype, [], [beta]));
-      cIn = g.addNode({ opType: 'Mul', name: `${gemm.name}/MulBeta`, inputs: [cIn, k], outputs: [`${gemm.name}/MulBeta_output_0`] }, gemm).outputs[0]!;
+      cIn = g.addNode({ opType: 'Mul', name: `${gemm.name}/MulBeta`, inputs: [cIn, k], outputs: [`${gemm.name}/MulBeta_output_0`] }, gemm)
+        .outputs[0]!;
     }
   }
   if (!cIn) {
     replaceOutput(g, out, { opType: 'MatMul', name: `${gemm.name}/MatMul`, inputs: [aIn, wv] }, [gemm]);
   } else {
-    const mm = g.addNode({ opType: 'MatMul', name: `${gemm.name}/MatMul`, inputs: [aIn, wv], outputs: [`${gemm.name}/MatMul_output_0`] }, gemm).outputs[0]!;
+    const mm = g.addNode(
+      { opType: 'MatMul', name: `${gemm.name}/MatMul`, inputs: [aIn, wv], outputs: [`${gemm.name}/MatMul_output_0`] },
+      gemm,
+    ).outputs[0]!;
     mm.type = out.type ? { elemType: out.type.elemType, shape: out.type.shape ? [...out.type.shape] : undefined } : undefined;
     replaceOutput(g, out, { opType: 'Add', name: `${gemm.name}/Add`, inputs: [mm, cIn] }, [gemm]);
   }
@@ -109,12 +126,14 @@ export const matmulAddToGemmRule = defineRule<ToGemmMatch>({
     const add = y.uses[0]!.node;
     if (add.opType !== 'Add' || add.domain !== '') return null;
     const where = `MatMul '${mm.name}' + Add '${add.name}'`;
-    const sa = a.shape, sb = b.shape ?? constTensor(b)?.dims;
+    const sa = a.shape,
+      sb = b.shape ?? constTensor(b)?.dims;
     if (!sa || sa.length !== 2 || !sb || sb.length !== 2) return skip(`${where}: not 2-D (or rank unknown)`);
     if (!FLOAT_GEMM.has((a.dtype ?? DataType.UNDEFINED) as DataType)) return skip(`${where}: not a float MatMul`);
     const c = other(add, y)!;
     const sc = c.shape ?? constTensor(c)?.dims;
-    const m = sa[0], n = sb[1];
+    const m = sa[0],
+      n = sb[1];
     if (!sc || sc.length > 2) return skip(`${where}: bias shape unknown or rank > 2`);
     const okN = (d: Dim) => d === 1 || sameDim(d, n);
     const okM = (d: Dim) => d === 1 || sameDim(d, m);

@@ -22,8 +22,7 @@ function merge(declared: TensorType | undefined, inferred: TensorType): TensorTy
   return { elemType, shape: inferred.shape.map((d, i) => mergeDim(declared.shape![i], d)) };
 }
 
-const sameType = (a: TensorType | undefined, b: TensorType | undefined) =>
-  JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+const sameType = (a: TensorType | undefined, b: TensorType | undefined) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
 
 export class ShapeInference {
   values = new Map<Value, Dim[]>();
@@ -31,7 +30,10 @@ export class ShapeInference {
   missingRules = new Set<string>();
   failures: string[] = [];
 
-  constructor(readonly opset: number, readonly writeValueInfo: boolean) {}
+  constructor(
+    readonly opset: number,
+    readonly writeValueInfo: boolean,
+  ) {}
 
   valueOf(v: Value | null): Dim[] | undefined {
     if (!v) return undefined;
@@ -98,7 +100,10 @@ export class ShapeInference {
 }
 
 export function countTyped(model: Model): { typed: number; unknown: number; symbolicDims: number; unknownDims: number } {
-  let typed = 0, unknown = 0, symbolicDims = 0, unknownDims = 0;
+  let typed = 0,
+    unknown = 0,
+    symbolicDims = 0,
+    unknownDims = 0;
   for (const g of model.graph.allGraphs()) {
     for (const n of g.nodes) {
       for (const o of n.outputs) {
@@ -123,7 +128,10 @@ export const inferShapes = definePass({
     writeValueInfo: { type: 'bool', default: true, description: 'record inferred types as value_info in the saved model' },
   },
   statistics: {
-    valuesTyped: 'values with a known dtype and rank', unknown: 'values left untyped', symbolicDims: 'symbolic dims', unknownDims: 'unknown dims',
+    valuesTyped: 'values with a known dtype and rank',
+    unknown: 'values left untyped',
+    symbolicDims: 'symbolic dims',
+    unknownDims: 'unknown dims',
     changed: 'values whose type changed',
   },
   run(model, options): PassStats {

@@ -9,14 +9,29 @@ import { DataType, Graph, Model, Node, Tensor, Value } from '../ir/index.js';
 import type { Pass, PassStats } from './pass.js';
 
 const MS = 'com.microsoft';
-export const LOWERABLE = ['Gelu', 'FastGelu', 'BiasGelu', 'QuickGelu', 'SkipLayerNormalization', 'SimplifiedLayerNormalization', 'SkipSimplifiedLayerNormalization'];
+export const LOWERABLE = [
+  'Gelu',
+  'FastGelu',
+  'BiasGelu',
+  'QuickGelu',
+  'SkipLayerNormalization',
+  'SimplifiedLayerNormalization',
+  'SkipSimplifiedLayerNormalization',
+];
 
 class Emitter {
   readonly made: Node[] = [];
-  constructor(readonly g: Graph, readonly at: Node, readonly dtype: DataType) {}
+  constructor(
+    readonly g: Graph,
+    readonly at: Node,
+    readonly dtype: DataType,
+  ) {}
 
   op(opType: string, inputs: (Value | null)[], attrs: Record<string, unknown> = {}, out?: Value): Value {
-    const n = this.g.addNode({ opType, name: `${this.at.name}/${opType}`, inputs, outputs: [out ?? `${this.at.name}/${opType}_output`], attrs: attrs as never }, this.at);
+    const n = this.g.addNode(
+      { opType, name: `${this.at.name}/${opType}`, inputs, outputs: [out ?? `${this.at.name}/${opType}_output`], attrs: attrs as never },
+      this.at,
+    );
     if (!out) n.outputs[0]!.type = { elemType: this.dtype };
     this.made.push(n);
     return n.outputs[0]!;
@@ -35,7 +50,10 @@ function detach(g: Graph, n: Node): (Value | null)[] {
 }
 
 function gelu(e: Emitter, x: Value, tanh: boolean, opset: number, out: Value): void {
-  if (opset >= 20) { e.op('Gelu', [x], tanh ? { approximate: 'tanh' } : {}, out); return; }
+  if (opset >= 20) {
+    e.op('Gelu', [x], tanh ? { approximate: 'tanh' } : {}, out);
+    return;
+  }
   const half = e.op('Mul', [x, e.scalar(0.5)]);
   let inner: Value;
   if (tanh) {
@@ -58,9 +76,14 @@ function rms(e: Emitter, x: Value, scale: Value, eps: number, axis: number, opse
 function lower(g: Graph, n: Node, opset: number): string | undefined {
   const x = n.input(0);
   const dtype = x?.dtype ?? DataType.FLOAT;
-  const used = (i: number) => { const o = n.output(i); return !!o && (o.uses.length > 0 || o.isGraphOutput); };
+  const used = (i: number) => {
+    const o = n.output(i);
+    return !!o && (o.uses.length > 0 || o.isGraphOutput);
+  };
   switch (n.opType) {
-    case 'Gelu': case 'FastGelu': case 'BiasGelu': {
+    case 'Gelu':
+    case 'FastGelu':
+    case 'BiasGelu': {
       const bias = n.opType === 'Gelu' ? null : n.input(1);
       const e = new Emitter(g, n, dtype);
       const [y] = detach(g, n);
@@ -75,7 +98,9 @@ function lower(g: Graph, n: Node, opset: number): string | undefined {
       e.op('Mul', [x, s], {}, y!);
       return undefined;
     }
-    case 'SkipLayerNormalization': case 'SkipSimplifiedLayerNormalization': case 'SimplifiedLayerNormalization': {
+    case 'SkipLayerNormalization':
+    case 'SkipSimplifiedLayerNormalization':
+    case 'SimplifiedLayerNormalization': {
       const simplified = n.opType !== 'SkipLayerNormalization';
       const skip = n.opType === 'SimplifiedLayerNormalization' ? null : n.input(1);
       const gamma = n.input(skip ? 2 : 1);
@@ -93,7 +118,10 @@ function lower(g: Graph, n: Node, opset: number): string | undefined {
       if (bias) h = e.op('Add', [h, bias]);
       const sumOut = sumSlot > 0 ? outs[sumSlot] : null;
       if (sumOut && (sumOut.uses.length || sumOut.isGraphOutput)) {
-        if (h === x) { e.op('Identity', [x], {}, sumOut); h = sumOut; }
+        if (h === x) {
+          e.op('Identity', [x], {}, sumOut);
+          h = sumOut;
+        }
         // The residual sum is an output too: the last Add produces it under its name.
         if (h !== sumOut) {
           const last = h.producer!;
@@ -113,7 +141,8 @@ function lower(g: Graph, n: Node, opset: number): string | undefined {
 
 export const lowerContrib: Pass = {
   name: 'lower-contrib',
-  description: 'com.microsoft ops a target does not run (Gelu, FastGelu, BiasGelu, QuickGelu, (Skip)(Simplified)LayerNormalization) -> ai.onnx ops',
+  description:
+    'com.microsoft ops a target does not run (Gelu, FastGelu, BiasGelu, QuickGelu, (Skip)(Simplified)LayerNormalization) -> ai.onnx ops',
   options: {
     keep: { type: 'list', default: [], description: 'contrib ops the target runs: left as they are' },
   },
@@ -128,7 +157,11 @@ export const lowerContrib: Pass = {
         const contrib = n.domain === MS || (n.domain === '' && n.opType === 'SimplifiedLayerNormalization');
         if (!contrib || keep.has(n.opType) || !LOWERABLE.includes(n.opType)) continue;
         const why = lower(g, n, opset);
-        if (why) { stats.skipped!.push(why); stats.counts.left!++; continue; }
+        if (why) {
+          stats.skipped!.push(why);
+          stats.counts.left!++;
+          continue;
+        }
         stats.counts.lowered!++;
         stats.counts[n.opType] = (stats.counts[n.opType] ?? 0) + 1;
       }

@@ -44,7 +44,11 @@ export function parsePipeline(spec: PipelineSpec): PipelineStep[] {
       if (s[j] === '{') {
         const close = s.indexOf('}', j);
         if (close < 0) throw new InputError(`pipeline: missing '}' after '${name}{'`);
-        for (const kv of s.slice(j + 1, close).split(',').map((x) => x.trim()).filter(Boolean)) {
+        for (const kv of s
+          .slice(j + 1, close)
+          .split(',')
+          .map((x) => x.trim())
+          .filter(Boolean)) {
           const eq = kv.indexOf('=');
           const key = (eq < 0 ? kv : kv.slice(0, eq)).trim();
           if (key in options) throw new InputError(`pipeline: option '${key}' of '${name}' given twice`);
@@ -52,7 +56,8 @@ export function parsePipeline(spec: PipelineSpec): PipelineStep[] {
         }
         j = close + 1;
         while (s[j] === ' ') j++;
-        if (j < s.length && s[j] !== ',') throw new InputError(`pipeline: expected ',' after '${s.slice(i, j).trim()}', got '${s.slice(j)}'`);
+        if (j < s.length && s[j] !== ',')
+          throw new InputError(`pipeline: expected ',' after '${s.slice(i, j).trim()}', got '${s.slice(j)}'`);
       }
       raw.push({ pass: name, options });
       i = j + 1;
@@ -63,7 +68,12 @@ export function parsePipeline(spec: PipelineSpec): PipelineStep[] {
   }
   return raw.map((r) => {
     const pass = getPass(r.pass);
-    if (!pass) throw new InputError(`pipeline: unknown pass '${r.pass}' (known: ${allPasses().map((p) => p.name).join(', ')})`);
+    if (!pass)
+      throw new InputError(
+        `pipeline: unknown pass '${r.pass}' (known: ${allPasses()
+          .map((p) => p.name)
+          .join(', ')})`,
+      );
     try {
       return { pass, options: resolveOptions(pass, r.options) };
     } catch (e) {
@@ -80,19 +90,21 @@ export type FormattableStep = PipelineStep | { pass: string; options?: Record<st
  * options that differ from its pass's defaults, in the schema's order; a written one what it was given.
  */
 export function formatPipeline(steps: readonly FormattableStep[]): string {
-  return steps.map((st) => {
-    const resolved = typeof st.pass !== 'string';
-    const name = typeof st.pass === 'string' ? st.pass : st.pass.name;
-    const defaults = typeof st.pass === 'string' ? undefined : st.pass.options;
-    const kv: string[] = [];
-    for (const [k, v] of Object.entries(st.options ?? {})) {
-      if (v === undefined || (resolved && JSON.stringify(v) === JSON.stringify(defaults?.[k]?.default))) continue;
-      // How many workers, not what is computed (same bytes for any count): the manifest must not differ.
-      if (k === 'threads') continue;
-      kv.push(`${k}=${formatValue(name, k, v)}`);
-    }
-    return kv.length ? `${name}{${kv.join(',')}}` : name;
-  }).join(',');
+  return steps
+    .map((st) => {
+      const resolved = typeof st.pass !== 'string';
+      const name = typeof st.pass === 'string' ? st.pass : st.pass.name;
+      const defaults = typeof st.pass === 'string' ? undefined : st.pass.options;
+      const kv: string[] = [];
+      for (const [k, v] of Object.entries(st.options ?? {})) {
+        if (v === undefined || (resolved && JSON.stringify(v) === JSON.stringify(defaults?.[k]?.default))) continue;
+        // How many workers, not what is computed (same bytes for any count): the manifest must not differ.
+        if (k === 'threads') continue;
+        kv.push(`${k}=${formatValue(name, k, v)}`);
+      }
+      return kv.length ? `${name}{${kv.join(',')}}` : name;
+    })
+    .join(',');
 }
 
 /** An option value as pipeline text (lists joined by ';', as the parser splits them). */
@@ -153,15 +165,30 @@ export async function runPipeline(model: Model, steps: PipelineStep[], opts: Run
     const after = countGraph(model);
     if (opts.verifyEach) {
       const errs = validateModel(model);
-      if (errs.length) throw new PassError(step.pass.name, `left an invalid graph: ${errs[0]}${errs.length > 1 ? ` (+${errs.length - 1} more)` : ''}`, /node '([^']+)'/.exec(errs[0]!)?.[1], true);
+      if (errs.length)
+        throw new PassError(
+          step.pass.name,
+          `left an invalid graph: ${errs[0]}${errs.length > 1 ? ` (+${errs.length - 1} more)` : ''}`,
+          /node '([^']+)'/.exec(errs[0]!)?.[1],
+          true,
+        );
     }
-    let added = 0, removed = 0;
+    let added = 0,
+      removed = 0;
     for (const id of after.ids) if (!before.ids.has(id)) added++;
     for (const id of before.ids) if (!after.ids.has(id)) removed++;
     reports.push({
-      pass: step.pass.name, options: step.options, nodesBefore: before.ids.size, nodesAfter: after.ids.size,
-      nodesAdded: added, nodesRemoved: removed, initializerBytesBefore: bytesBefore,
-      initializerBytesAfter: initializerBytes(model), ms, stats, ...(implicit.length ? { implicit } : {}),
+      pass: step.pass.name,
+      options: step.options,
+      nodesBefore: before.ids.size,
+      nodesAfter: after.ids.size,
+      nodesAdded: added,
+      nodesRemoved: removed,
+      initializerBytesBefore: bytesBefore,
+      initializerBytesAfter: initializerBytes(model),
+      ms,
+      stats,
+      ...(implicit.length ? { implicit } : {}),
     });
   }
   opts.progress?.('passes', steps.length, steps.length);

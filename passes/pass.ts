@@ -50,16 +50,20 @@ export interface Pass {
   /** Former pass names, still accepted in pipelines. */
   aliases?: readonly string[];
   /** e.g. ['shapes'] when the pass reads value shapes (the manager runs infer-shapes first). */
-  requires?: readonly ('shapes')[];
+  requires?: readonly 'shapes'[];
   run(model: Model, options: Options, ctx: PassContext): PassStats | Promise<PassStats>;
 }
 
 /** The value type an option spec resolves to. */
-type ValueOf<S> = S extends { type: 'int' | 'float' } ? number
-  : S extends { type: 'bool' } ? boolean
-  : S extends { type: 'enum'; values: readonly (infer V)[] } ? V
-  : S extends { type: 'list' } ? string[]
-  : string;
+type ValueOf<S> = S extends { type: 'int' | 'float' }
+  ? number
+  : S extends { type: 'bool' }
+    ? boolean
+    : S extends { type: 'enum'; values: readonly (infer V)[] }
+      ? V
+      : S extends { type: 'list' }
+        ? string[]
+        : string;
 
 /** Options with no default (`default: undefined`) may stay undefined: the pass picks a value. */
 type Unset<S> = S extends { default: undefined } ? undefined : never;
@@ -73,7 +77,7 @@ export interface PassDefinition<S extends OptionSchema, C extends PassContext, R
   options: S;
   statistics: Record<string, string>;
   aliases?: readonly string[];
-  requires?: readonly ('shapes')[];
+  requires?: readonly 'shapes'[];
   run(model: Model, options: OptionsOf<S>, ctx: C): R | Promise<R>;
 }
 
@@ -88,13 +92,20 @@ export type TypedPass<S extends OptionSchema, C extends PassContext = PassContex
  * Declare a pass. The options are resolved (defaults, coercion, validation) before `run` is called
  * by the manager, so `run` reads them typed, without casts.
  */
-export function definePass<const S extends OptionSchema, C extends PassContext = PassContext, R extends PassStats = PassStats>(def: PassDefinition<S, C, R>): TypedPass<S, C, R> {
+export function definePass<const S extends OptionSchema, C extends PassContext = PassContext, R extends PassStats = PassStats>(
+  def: PassDefinition<S, C, R>,
+): TypedPass<S, C, R> {
   return def as unknown as TypedPass<S, C, R>;
 }
 
 export class PassError extends Error {
   /** `defect`: the pass itself went wrong (left an invalid graph), not its input: exit 70. */
-  constructor(readonly pass: string, message: string, readonly node?: string, readonly defect = false) {
+  constructor(
+    readonly pass: string,
+    message: string,
+    readonly node?: string,
+    readonly defect = false,
+  ) {
     super(`pass '${pass}'${node ? ` at node '${node}'` : ''}: ${message}`);
     this.name = 'PassError';
   }
@@ -106,7 +117,8 @@ export function resolveOptions(pass: Pass, given: Record<string, unknown>): Opti
   const named: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(given)) {
     const key = canonicalOption(pass, k);
-    if (key === undefined) throw new PassError(pass.name, `unknown option '${k}' (known: ${Object.keys(pass.options).join(', ') || 'none'})`);
+    if (key === undefined)
+      throw new PassError(pass.name, `unknown option '${k}' (known: ${Object.keys(pass.options).join(', ') || 'none'})`);
     if (key in named) throw new PassError(pass.name, `option '${key}' given twice (as '${k}')`);
     named[key] = v;
   }
@@ -132,7 +144,8 @@ function coerce(pass: string, k: string, spec: OptionSpec, v: unknown): unknown 
   const bad = (why: string) => new PassError(pass, `option '${k}' ${why}`);
   if (v === undefined || v === null) return v;
   switch (spec.type) {
-    case 'int': case 'float': {
+    case 'int':
+    case 'float': {
       const n = typeof v === 'number' ? v : Number(v);
       if (!Number.isFinite(n)) throw bad(`must be a number, got '${String(v)}'`);
       if (spec.type === 'int' && !Number.isInteger(n)) throw bad(`must be an integer, got ${n}`);
@@ -150,7 +163,10 @@ function coerce(pass: string, k: string, spec: OptionSpec, v: unknown): unknown 
       return String(v);
     case 'list':
       if (Array.isArray(v)) return v.map(String);
-      return String(v).split(/[;|]/).map((s) => s.trim()).filter(Boolean);
+      return String(v)
+        .split(/[;|]/)
+        .map((s) => s.trim())
+        .filter(Boolean);
     default:
       return typeof v === 'string' ? v : String(v);
   }

@@ -2,7 +2,20 @@
 // walks over commutative binary ops, "only used inside the match" checks, and the rewrite step that
 // hands the matched output to a new node and drops what became dead. Each fusion writes its own
 // matcher with these; a generic pattern language would be larger than all the matchers together.
-import { AttrType, DataType, type Dim, Graph, Node, NodeSpec, Tensor, Value, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../ir/index.js';
+import {
+  AttrType,
+  DataType,
+  type Dim,
+  Graph,
+  Node,
+  NodeSpec,
+  Tensor,
+  Value,
+  bf16ToF32,
+  f16ToF32,
+  f32ToBf16,
+  f32ToF16,
+} from '../ir/index.js';
 
 /** Constant tensor behind a value: an initializer or the output of a Constant node. */
 export function constTensor(v: Value | null | undefined): Tensor | null {
@@ -13,12 +26,18 @@ export function constTensor(v: Value | null | undefined): Tensor | null {
   const a = p.attributes[0];
   if (!a || p.attributes.length !== 1) return null;
   switch (a.name) {
-    case 'value': return a.type === AttrType.TENSOR ? a.value : null;
-    case 'value_float': return a.type === AttrType.FLOAT ? Tensor.fromFloat32(v.name, [], Float32Array.of(a.value)) : null;
-    case 'value_floats': return a.type === AttrType.FLOATS ? Tensor.fromFloat32(v.name, [a.value.length], Float32Array.from(a.value)) : null;
-    case 'value_int': return a.type === AttrType.INT ? Tensor.fromInt64(v.name, [], [a.value]) : null;
-    case 'value_ints': return a.type === AttrType.INTS ? Tensor.fromInt64(v.name, [a.value.length], a.value) : null;
-    default: return null;
+    case 'value':
+      return a.type === AttrType.TENSOR ? a.value : null;
+    case 'value_float':
+      return a.type === AttrType.FLOAT ? Tensor.fromFloat32(v.name, [], Float32Array.of(a.value)) : null;
+    case 'value_floats':
+      return a.type === AttrType.FLOATS ? Tensor.fromFloat32(v.name, [a.value.length], Float32Array.from(a.value)) : null;
+    case 'value_int':
+      return a.type === AttrType.INT ? Tensor.fromInt64(v.name, [], [a.value]) : null;
+    case 'value_ints':
+      return a.type === AttrType.INTS ? Tensor.fromInt64(v.name, [a.value.length], a.value) : null;
+    default:
+      return null;
   }
 }
 
@@ -67,7 +86,8 @@ export function other(node: Node, v: Value): Value | null {
 
 /** Operands of a binary node ordered so that `pred(first)` holds, trying both orders. */
 export function orderBy(node: Node, pred: (v: Value) => boolean): [Value, Value] | null {
-  const a = node.inputs[0], b = node.inputs[1];
+  const a = node.inputs[0],
+    b = node.inputs[1];
   if (!a || !b || node.inputs.length !== 2) return null;
   if (pred(a)) return [a, b];
   if (pred(b)) return [b, a];
@@ -135,7 +155,8 @@ export function splitHeads(v4: Value): { x: Value; n: number; d: number; reshape
   if (!tr || tr.attrInts('perm', []).join() !== '0,2,1,3') return null;
   const rs = producer(tr.inputs[0], 'Reshape');
   const x = rs?.inputs[0];
-  const s4 = rs?.outputs[0]?.shape, s3 = x?.shape;
+  const s4 = rs?.outputs[0]?.shape,
+    s3 = x?.shape;
   if (!rs || !x || !s4 || !s3 || s4.length !== 4 || s3.length !== 3) return null;
   const [n, d] = [s4[2], s4[3]];
   if (typeof n !== 'number' || typeof d !== 'number' || s3[2] !== n * d || !sameDim(s4[0], s3[0]) || !sameDim(s4[1], s3[1])) return null;
@@ -156,7 +177,12 @@ export function lastDim(v: Value | null | undefined): number | undefined {
  * where `out`'s producer was, then remove the matched nodes that became dead, together with the
  * Constant nodes and initializers only they used.
  */
-export function replaceOutput(graph: Graph, out: Value, spec: Omit<NodeSpec, 'outputs'> & { extraOutputs?: (Value | string)[] }, matched: Node[]): Node {
+export function replaceOutput(
+  graph: Graph,
+  out: Value,
+  spec: Omit<NodeSpec, 'outputs'> & { extraOutputs?: (Value | string)[] },
+  matched: Node[],
+): Node {
   const old = out.producer!;
   old.setOutput(old.outputs.indexOf(out), null);
   const node = graph.addNode({ ...spec, outputs: [out, ...(spec.extraOutputs ?? [])] }, old);
@@ -213,7 +239,8 @@ export function matchInvStd(variance: Value, num: Value): InvStdMatch | string |
     nodes.push(first);
     if (s.uses.length !== 1 || s.isGraphOutput) return 'Sqrt output has other consumers';
     const u = s.uses[0]!;
-    if (u.node.opType === 'Div' && u.index === 1 && u.node.inputs[0] === num) return { nodes: [...nodes, u.node], eps, normalized: u.node.outputs[0]! };
+    if (u.node.opType === 'Div' && u.index === 1 && u.node.inputs[0] === num)
+      return { nodes: [...nodes, u.node], eps, normalized: u.node.outputs[0]! };
     if (u.node.opType === 'Reciprocal') recip = u.node;
     else if (u.node.opType === 'Div' && u.index === 1 && isConst(u.node.inputs[0], 1)) recip = u.node;
   } else return 'variance + eps does not feed Sqrt or Pow(-0.5)';
@@ -247,7 +274,8 @@ export function matchAffine(normalized: Value, x: Value, withBias: boolean): Aff
   const mul = normalized.uses[0]!.node;
   if (mul.opType !== 'Mul' || mul.domain !== '') return 'normalized value is not multiplied by a scale';
   const g = other(mul, normalized)!;
-  const rank = rankOf(x), c = lastDim(x);
+  const rank = rankOf(x),
+    c = lastDim(x);
   const gT = channelVector(g, rank, c);
   if (!gT) return 'scale is not a constant per-channel vector';
   const m: AffineMatch = { nodes: [mul], gamma: g, gammaT: gT, out: mul.outputs[0]! };

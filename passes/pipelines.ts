@@ -3,7 +3,8 @@
 /** What `edgec optimize` runs without --pipeline: tidy, type, fold, tidy what folding freed, fuse,
  * then tidy and type once more (fusions leave shared shape chains and constants behind, and their
  * contrib-op outputs need types). New fusions go before the final cleanup. */
-export const DEFAULT_PIPELINE = 'cleanup,infer-shapes,fold-constants,cleanup,infer-shapes,' +
+export const DEFAULT_PIPELINE =
+  'cleanup,infer-shapes,fold-constants,cleanup,infer-shapes,' +
   'gemm-to-matmul-add,fuse-layernorm,fuse-rmsnorm,fuse-gelu,fuse-quickgelu,fuse-skip-layernorm,fuse-rotary,fuse-attention,' +
   'cleanup,infer-shapes';
 

@@ -47,7 +47,8 @@ function rewrite(g: Graph, cumsum: Node, memo: Map<Value, Set<Value>>): string |
   }
   if (frontier.length !== 1) return `CumSum '${cumsum.name}': the ids reach the graph through ${frontier.length} values, expected one`;
   const ids = frontier[0]!;
-  if (!ids.dtype || !INT_TYPES.has(ids.dtype) || ids.isGraphOutput) return `CumSum '${cumsum.name}': '${ids.name}' is not an integer id tensor`;
+  if (!ids.dtype || !INT_TYPES.has(ids.dtype) || ids.isGraphOutput)
+    return `CumSum '${cumsum.name}': '${ids.name}' is not an integer id tensor`;
   const rank = ids.type?.shape?.length;
   if (rank !== 2) return `CumSum '${cumsum.name}': ids '${ids.name}' have rank ${rank ?? 'unknown'}, expected [batch, sequence]`;
   const tokens = g.inputs.find((v) => /input_ids|inputs_embeds/.test(v.name) && (v.type?.shape?.length ?? 0) >= 2);
@@ -57,7 +58,6 @@ function rewrite(g: Graph, cumsum: Node, memo: Map<Value, Set<Value>>): string |
   g.replaceAllUses(ids, input);
   return input;
 }
-
 
 export const positionIdsInput: Pass = {
   name: 'position-ids-input',
@@ -72,7 +72,10 @@ export const positionIdsInput: Pass = {
       if (n.opType !== 'CumSum' || n.domain !== '' || !g.nodes.includes(n)) continue;
       const before = g.nodes.length;
       const r = rewrite(g, n, memo);
-      if (typeof r === 'string') { stats.skipped!.push(r); continue; }
+      if (typeof r === 'string') {
+        stats.skipped!.push(r);
+        continue;
+      }
       // The id chain is dead now: it goes, with what only it read.
       g.removeDead([n, ...g.nodes.filter((x) => x.outputs.some((o) => o && !o.uses.length && !o.isGraphOutput))]);
       stats.counts.positionIdsInputs!++;

@@ -42,23 +42,75 @@ const blockCheck = (v: unknown) => {
 const bitsCheck = (v: unknown) => (v === undefined || v === 4 || v === 8 ? undefined : `must be 4 or 8, got ${String(v)}`);
 
 const options = {
-  bits: { type: 'int', default: undefined, description: 'weight bits, 4 or 8 (default: 4, or 8 for a vision encoder or projector)', validate: bitsCheck },
+  bits: {
+    type: 'int',
+    default: undefined,
+    description: 'weight bits, 4 or 8 (default: 4, or 8 for a vision encoder or projector)',
+    validate: bitsCheck,
+  },
   block: { type: 'int', default: 32, description: 'block size along K (power of two, 16..256)', validate: blockCheck },
   sym: { type: 'bool', default: true, description: 'symmetric (no zero points) or asymmetric' },
-  format: { type: 'enum', default: 'matmulnbits', values: ['matmulnbits', 'qdq'], description: 'MatMulNBits (WebGPU/CPU) or DequantizeLinear-21 + MatMul (NPU)' },
+  format: {
+    type: 'enum',
+    default: 'matmulnbits',
+    values: ['matmulnbits', 'qdq'],
+    description: 'MatMulNBits (WebGPU/CPU) or DequantizeLinear-21 + MatMul (NPU)',
+  },
   method: { type: 'string', default: 'rtn', description: 'quantization method (passes/quant/methods)' },
-  accuracyLevel: { aliases: ['accuracy_level'], type: 'int', default: 0, min: 0, max: 4, description: 'MatMulNBits accuracy_level (0 = unset, 4 = int8 activations)' },
-  scales: { type: 'enum', default: 'auto', values: ['auto', 'fp32', 'fp16'], description: "scale precision; 'auto' follows the activation type. fp16 on an fp32 graph rounds the values (stored fp16 in QDQ)" },
+  accuracyLevel: {
+    aliases: ['accuracy_level'],
+    type: 'int',
+    default: 0,
+    min: 0,
+    max: 4,
+    description: 'MatMulNBits accuracy_level (0 = unset, 4 = int8 activations)',
+  },
+  scales: {
+    type: 'enum',
+    default: 'auto',
+    values: ['auto', 'fp32', 'fp16'],
+    description: "scale precision; 'auto' follows the activation type. fp16 on an fp32 graph rounds the values (stored fp16 in QDQ)",
+  },
   include: { type: 'list', default: [], description: 'only nodes matching these names, op types or globs' },
   exclude: { type: 'list', default: [], description: 'skip nodes matching these names, op types or globs (node or weight name)' },
   embeddings: { type: 'bool', default: undefined, description: 'quantize Gather embeddings (default: on for matmulnbits, off for qdq)' },
-  embedBits: { aliases: ['embed_bits'], type: 'int', default: undefined, description: 'bits for embeddings (default: bits)', validate: bitsCheck },
-  lmHeadBits: { aliases: ['lm_head_bits'], type: 'int', default: undefined, description: 'bits for the lm_head (default: bits)', validate: bitsCheck },
-  embedForm: { aliases: ['embed_form'], type: 'enum', default: 'int4', values: ['int4', 'uint8'], description: "GatherBlockQuantized data: INT4/UINT4 [V, H], or uint8 [V, H*bits/8] (the MatMulNBits byte layout)" },
+  embedBits: {
+    aliases: ['embed_bits'],
+    type: 'int',
+    default: undefined,
+    description: 'bits for embeddings (default: bits)',
+    validate: bitsCheck,
+  },
+  lmHeadBits: {
+    aliases: ['lm_head_bits'],
+    type: 'int',
+    default: undefined,
+    description: 'bits for the lm_head (default: bits)',
+    validate: bitsCheck,
+  },
+  embedForm: {
+    aliases: ['embed_form'],
+    type: 'enum',
+    default: 'int4',
+    values: ['int4', 'uint8'],
+    description: 'GatherBlockQuantized data: INT4/UINT4 [V, H], or uint8 [V, H*bits/8] (the MatMulNBits byte layout)',
+  },
   tie: { type: 'bool', default: true, description: 'a tied embedding and lm_head share one packed initializer' },
   role: { type: 'enum', default: 'auto', values: ROLES, description: 'sub-model role for defaults (auto: guessed from the graph)' },
-  maxSliceMb: { aliases: ['max_slice_mb'], type: 'float', default: 8, min: 0.001, description: 'read and quantize weights in units (block rows or column slices) of at most about this many MB of fp32 (peak memory)' },
-  threads: { type: 'int', default: 1, min: 1, max: 64, description: 'worker threads quantizing weights in parallel (same output for any count)' },
+  maxSliceMb: {
+    aliases: ['max_slice_mb'],
+    type: 'float',
+    default: 8,
+    min: 0.001,
+    description: 'read and quantize weights in units (block rows or column slices) of at most about this many MB of fp32 (peak memory)',
+  },
+  threads: {
+    type: 'int',
+    default: 1,
+    min: 1,
+    max: 64,
+    description: 'worker threads quantizing weights in parallel (same output for any count)',
+  },
 } as const satisfies OptionSchema;
 
 type QuantizeOptions = OptionsOf<typeof options>;
@@ -67,11 +119,26 @@ type QuantizeOptions = OptionsOf<typeof options>;
 function settings(model: Model, o: QuantizeOptions): QuantSettings {
   const role: Role = o.role === 'auto' ? guessRole(model).role : o.role;
   const bits = bitsOr(o.bits, role === 'vision-encoder' || role === 'projector' || role === 'classifier' ? 8 : 4);
-  const embedBits = bitsOr(o.embedBits, bits), lmBits = bitsOr(o.lmHeadBits, bits);
+  const embedBits = bitsOr(o.embedBits, bits),
+    lmBits = bitsOr(o.lmHeadBits, bits);
   return {
-    role, format: o.format, bits, embedBits, lmBits, embeddings: o.embeddings ?? o.format === 'matmulnbits',
-    block: o.block, sym: o.sym, method: getMethod(o.method), scales: o.scales, include: o.include, exclude: o.exclude,
-    embedForm: o.embedForm, tie: o.tie, maxSliceMb: o.maxSliceMb, threads: o.threads, accuracyLevel: o.accuracyLevel,
+    role,
+    format: o.format,
+    bits,
+    embedBits,
+    lmBits,
+    embeddings: o.embeddings ?? o.format === 'matmulnbits',
+    block: o.block,
+    sym: o.sym,
+    method: getMethod(o.method),
+    scales: o.scales,
+    include: o.include,
+    exclude: o.exclude,
+    embedForm: o.embedForm,
+    tie: o.tie,
+    maxSliceMb: o.maxSliceMb,
+    threads: o.threads,
+    accuracyLevel: o.accuracyLevel,
     bitsOf: (c: Candidate) => (c.kind === 'gather' ? embedBits : c.lmHead ? lmBits : bits),
   };
 }
@@ -80,7 +147,9 @@ function settings(model: Model, o: QuantizeOptions): QuantSettings {
 function ensureOpset21(model: Model, stats: QuantizeStats, skip: (why: string) => void): boolean {
   const up = upgradeOpset(model, 21);
   if (up.blockers.length) {
-    skip(`DequantizeLinear with block_size needs opset 21 and the model (opset ${up.from}) cannot be converted: ${up.blockers.slice(0, 3).join('; ')}`);
+    skip(
+      `DequantizeLinear with block_size needs opset 21 and the model (opset ${up.from}) cannot be converted: ${up.blockers.slice(0, 3).join('; ')}`,
+    );
     return false;
   }
   stats.notes!.push(`opset ${up.from} -> 21 (${up.converted} nodes rewritten)`);
@@ -90,18 +159,34 @@ function ensureOpset21(model: Model, stats: QuantizeStats, skip: (why: string) =
 export const quantizeWeights = definePass({
   name: 'quantize-weights',
   aliases: ['quantize-int4'],
-  description: 'Block-wise 4/8-bit weight quantization of MatMul/Gemm (MatMulNBits or DequantizeLinear-21) and Gather embeddings (GatherBlockQuantized)',
+  description:
+    'Block-wise 4/8-bit weight quantization of MatMul/Gemm (MatMulNBits or DequantizeLinear-21) and Gather embeddings (GatherBlockQuantized)',
   options,
   statistics: {
-    matmul: 'MatMul weights quantized', gemm: 'Gemm weights quantized', gather: 'embedding tables quantized (GatherBlockQuantized)',
-    tied: 'embeddings sharing the lm_head\'s packed weight', excluded: 'weights left out by include/exclude', skipped: 'candidates left as they are (see skipped)',
+    matmul: 'MatMul weights quantized',
+    gemm: 'Gemm weights quantized',
+    gather: 'embedding tables quantized (GatherBlockQuantized)',
+    tied: "embeddings sharing the lm_head's packed weight",
+    excluded: 'weights left out by include/exclude',
+    skipped: 'candidates left as they are (see skipped)',
   },
   async run(model: Model, o, ctx: QuantizeContext): Promise<QuantizeStats> {
     const s = settings(model, o);
     const { format, method } = s;
-    const stats: QuantizeStats = { counts: { matmul: 0, gemm: 0, gather: 0, tied: 0, excluded: 0, skipped: 0 }, skipped: [], notes: [], layers: [], role: s.role };
-    const skip = (why: string) => { stats.skipped!.push(why); stats.counts.skipped!++; };
-    stats.notes!.push(`role ${s.role}: ${s.bits}-bit weights, block ${s.block}, ${s.sym ? 'symmetric' : 'asymmetric'}, ${format}, method ${method.name}`);
+    const stats: QuantizeStats = {
+      counts: { matmul: 0, gemm: 0, gather: 0, tied: 0, excluded: 0, skipped: 0 },
+      skipped: [],
+      notes: [],
+      layers: [],
+      role: s.role,
+    };
+    const skip = (why: string) => {
+      stats.skipped!.push(why);
+      stats.counts.skipped!++;
+    };
+    stats.notes!.push(
+      `role ${s.role}: ${s.bits}-bit weights, block ${s.block}, ${s.sym ? 'symmetric' : 'asymmetric'}, ${format}, method ${method.name}`,
+    );
     if (method.needsCalibration && !ctx.calibration) {
       skip(`method '${method.name}' needs calibration activations and none were given; model left unchanged`);
       return stats;
@@ -114,26 +199,46 @@ export const quantizeWeights = definePass({
       stats.notes!.push(`data-free channel scales from norm weights for ${scales.size} weight(s)`);
     }
     // Weights held in Constant nodes or behind Transpose/Reshape/Cast of a constant are weights too.
-    const constants = constantsToInitializers(model), materialized = materializeWeights(model);
-    if (constants || materialized) stats.notes!.push(`${constants} Constant node(s) made initializers, ${materialized} weight(s) behind Transpose/Reshape/Cast materialized`);
+    const constants = constantsToInitializers(model),
+      materialized = materializeWeights(model);
+    if (constants || materialized)
+      stats.notes!.push(
+        `${constants} Constant node(s) made initializers, ${materialized} weight(s) behind Transpose/Reshape/Cast materialized`,
+      );
     const { cands, excluded, nonConst } = findCandidates(model, s, skip);
     stats.counts.excluded! += excluded;
-    if (nonConst.length) skip(`${nonConst.length} MatMul(s) with a non-constant B left as they are (activation x activation): ${nonConst.slice(0, 8).join(', ')}${nonConst.length > 8 ? ', ...' : ''}`);
+    if (nonConst.length)
+      skip(
+        `${nonConst.length} MatMul(s) with a non-constant B left as they are (activation x activation): ${nonConst.slice(0, 8).join(', ')}${nonConst.length > 8 ? ', ...' : ''}`,
+      );
     if (!cands.length) return stats;
-    if (format === 'qdq' && (model.opset('') ?? 1) < 21 && cands.some((c) => c.kind !== 'gather') && !ensureOpset21(model, stats, skip)) return stats;
+    if (format === 'qdq' && (model.opset('') ?? 1) < 21 && cands.some((c) => c.kind !== 'gather') && !ensureOpset21(model, stats, skip))
+      return stats;
     markLmHeadAndTies(cands, s);
 
     const pool = s.threads > 1 ? await createQuantPool({ threads: s.threads }) : null;
     let fallbacks: string[];
     try {
-      fallbacks = await quantizeAll(cands.filter((c) => !c.tiedTo), {
-        s, inFlight: pool ? s.threads : 0, exec: quantExec(pool), streamer: new RtnStreamer(cands, s, pool),
-        emitter: new WeightEmitter(model, s, stats), calibration, skip, progress: ctx.progress,
-      });
+      fallbacks = await quantizeAll(
+        cands.filter((c) => !c.tiedTo),
+        {
+          s,
+          inFlight: pool ? s.threads : 0,
+          exec: quantExec(pool),
+          streamer: new RtnStreamer(cands, s, pool),
+          emitter: new WeightEmitter(model, s, stats),
+          calibration,
+          skip,
+          progress: ctx.progress,
+        },
+      );
     } finally {
       await pool?.close();
     }
-    if (fallbacks.length) stats.notes!.push(`${fallbacks.length} weight(s) without calibration activations quantized with rtn: ${fallbacks.slice(0, 6).join(', ')}${fallbacks.length > 6 ? ', ...' : ''}`);
+    if (fallbacks.length)
+      stats.notes!.push(
+        `${fallbacks.length} weight(s) without calibration activations quantized with rtn: ${fallbacks.slice(0, 6).join(', ')}${fallbacks.length > 6 ? ', ...' : ''}`,
+      );
     if (format === 'matmulnbits' || stats.counts.gather) model.requireOpset(MS_DOMAIN, 1);
     if (format === 'qdq' && model.irVersion < 10) model.irVersion = 10;
     return stats;

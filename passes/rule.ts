@@ -117,7 +117,8 @@ export function applyRules(model: Model, options: Options, rules: readonly AnyRu
 function tryRule(rule: AnyRule, n: Node, cx: RuleContext<unknown>): string | Skip | null {
   const m = rule.match(n, cx);
   if (m === null || m instanceof Skip) return m;
-  if (!internalOnly(m.nodes, m.outputs)) return skip(`${rule.where(n)}: an intermediate value is used outside ${rule.pattern ?? 'the pattern'}`);
+  if (!internalOnly(m.nodes, m.outputs))
+    return skip(`${rule.where(n)}: an intermediate value is used outside ${rule.pattern ?? 'the pattern'}`);
   return rule.rewrite(m, cx);
 }
 

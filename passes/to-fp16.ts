@@ -11,11 +11,35 @@ import { AttrType, DataType, Graph, Model, Node, Tensor, Value, float32ToFloat16
 import { definePass, type PassContext, type PassStats } from './pass.js';
 import { dropIfUnused, matchesAny } from './quant/graph-util.js';
 
-const NORMS = ['LayerNormalization', 'SimplifiedLayerNormalization', 'SkipLayerNormalization', 'SkipSimplifiedLayerNormalization',
-  'RMSNormalization', 'GroupNormalization', 'InstanceNormalization', 'BatchNormalization', 'Softmax', 'LogSoftmax'];
+const NORMS = [
+  'LayerNormalization',
+  'SimplifiedLayerNormalization',
+  'SkipLayerNormalization',
+  'SkipSimplifiedLayerNormalization',
+  'RMSNormalization',
+  'GroupNormalization',
+  'InstanceNormalization',
+  'BatchNormalization',
+  'Softmax',
+  'LogSoftmax',
+];
 /** No float16 in the ONNX schema, or no fp16 kernel on common EPs (the transformers.js fp16 blocklist). */
-const NO_FP16 = ['Range', 'RandomNormal', 'RandomNormalLike', 'RandomUniform', 'RandomUniformLike', 'Bernoulli', 'Multinomial',
-  'NonMaxSuppression', 'TopK', 'RoiAlign', 'Resize', 'Upsample', 'CumSum', 'EyeLike'];
+const NO_FP16 = [
+  'Range',
+  'RandomNormal',
+  'RandomNormalLike',
+  'RandomUniform',
+  'RandomUniformLike',
+  'Bernoulli',
+  'Multinomial',
+  'NonMaxSuppression',
+  'TopK',
+  'RoiAlign',
+  'Resize',
+  'Upsample',
+  'CumSum',
+  'EyeLike',
+];
 /** Inputs that must be float32 whatever the node computes in. */
 const FP32_SLOTS: Record<string, number[]> = { Resize: [2], Upsample: [1] };
 const F16_MAX = 65504;
@@ -44,16 +68,63 @@ function elemTypes(g: Graph): Map<Value, DataType> {
       if (!o || T.has(o)) return;
       let t: DataType | undefined;
       switch (n.opType) {
-        case 'Shape': case 'Size': case 'NonZero': case 'ArgMax': case 'ArgMin': t = DataType.INT64; break;
-        case 'Equal': case 'Less': case 'LessOrEqual': case 'Greater': case 'GreaterOrEqual': case 'Not': case 'And': case 'Or': case 'Xor': case 'IsNaN': case 'IsInf': t = DataType.BOOL; break;
-        case 'Cast': t = n.attrInt('to'); break;
-        case 'Constant': t = constTensorDtype(n); break;
-        case 'ConstantOfShape': t = n.attrTensor('value')?.dtype ?? DataType.FLOAT; break;
-        case 'TopK': t = i === 1 ? DataType.INT64 : ins[0]; break;
-        case 'DequantizeLinear': case 'MatMulNBits': case 'GatherBlockQuantized': t = ins[2 - (n.opType === 'DequantizeLinear' ? 1 : 0)]; break;
-        case 'Where': t = ins[1] ?? ins[2]; break;
-        case 'Gather': case 'GatherElements': case 'GatherND': case 'Expand': case 'Reshape': case 'Slice': case 'Squeeze': case 'Unsqueeze': case 'Transpose': case 'Tile': case 'Pad': case 'Identity': case 'Flatten': t = ins[0]; break;
-        default: t = ins.find((x) => x === DataType.FLOAT || x === DataType.FLOAT16) ?? ins.find((x) => x !== undefined);
+        case 'Shape':
+        case 'Size':
+        case 'NonZero':
+        case 'ArgMax':
+        case 'ArgMin':
+          t = DataType.INT64;
+          break;
+        case 'Equal':
+        case 'Less':
+        case 'LessOrEqual':
+        case 'Greater':
+        case 'GreaterOrEqual':
+        case 'Not':
+        case 'And':
+        case 'Or':
+        case 'Xor':
+        case 'IsNaN':
+        case 'IsInf':
+          t = DataType.BOOL;
+          break;
+        case 'Cast':
+          t = n.attrInt('to');
+          break;
+        case 'Constant':
+          t = constTensorDtype(n);
+          break;
+        case 'ConstantOfShape':
+          t = n.attrTensor('value')?.dtype ?? DataType.FLOAT;
+          break;
+        case 'TopK':
+          t = i === 1 ? DataType.INT64 : ins[0];
+          break;
+        case 'DequantizeLinear':
+        case 'MatMulNBits':
+        case 'GatherBlockQuantized':
+          t = ins[2 - (n.opType === 'DequantizeLinear' ? 1 : 0)];
+          break;
+        case 'Where':
+          t = ins[1] ?? ins[2];
+          break;
+        case 'Gather':
+        case 'GatherElements':
+        case 'GatherND':
+        case 'Expand':
+        case 'Reshape':
+        case 'Slice':
+        case 'Squeeze':
+        case 'Unsqueeze':
+        case 'Transpose':
+        case 'Tile':
+        case 'Pad':
+        case 'Identity':
+        case 'Flatten':
+          t = ins[0];
+          break;
+        default:
+          t = ins.find((x) => x === DataType.FLOAT || x === DataType.FLOAT16) ?? ins.find((x) => x !== undefined);
       }
       if (t !== undefined) T.set(o, t);
     });
@@ -102,8 +173,21 @@ function reducedCount(n: Node): number {
 }
 
 /** Ops that accumulate or grow values inside one kernel (a GPU may hold the partial results in fp16). */
-const GROWING = new Set(['MatMul', 'Gemm', 'Conv', 'ConvTranspose', 'Einsum', 'MatMulNBits', 'FusedMatMul', 'Attention', 'MultiHeadAttention',
-  'GroupQueryAttention', 'Pow', 'Exp', ...REDUCTIONS]);
+const GROWING = new Set([
+  'MatMul',
+  'Gemm',
+  'Conv',
+  'ConvTranspose',
+  'Einsum',
+  'MatMulNBits',
+  'FusedMatMul',
+  'Attention',
+  'MultiHeadAttention',
+  'GroupQueryAttention',
+  'Pow',
+  'Exp',
+  ...REDUCTIONS,
+]);
 
 /**
  * Nodes whose float values leave a safe fp16 range on the measured inputs, with the reason. Growing
@@ -120,17 +204,26 @@ function outOfRange(g: Graph, ranges: Map<string, number>, limit: number): Map<N
     const own = GROWING.has(n.opType) || (n.opType === 'Mul' && n.inputs.every((v) => v && !v.initializer)) ? limit : loose;
     for (const v of n.outputs) {
       const r = v ? ranges.get(v.name) : undefined;
-      if (r !== undefined && r > own) { out.set(n, `writes |${v!.name}| ${fmt(r)}`); break; }
+      if (r !== undefined && r > own) {
+        out.set(n, `writes |${v!.name}| ${fmt(r)}`);
+        break;
+      }
     }
     if (out.has(n)) continue;
     for (const v of n.inputs) {
       if (!v || v.initializer) continue;
       const r = ranges.get(v.name);
       if (r === undefined) continue;
-      if (r > loose) { out.set(n, `reads |${v.name}| ${fmt(r)}`); break; }
+      if (r > loose) {
+        out.set(n, `reads |${v.name}| ${fmt(r)}`);
+        break;
+      }
       if (REDUCTIONS.has(n.opType) && v === n.input(0)) {
         const bound = (n.opType === 'ReduceSumSquare' || n.opType === 'ReduceL2' ? r * r : r) * reducedCount(n);
-        if (bound > limit) { out.set(n, `sums up to ${fmt(bound)}`); break; }
+        if (bound > limit) {
+          out.set(n, `sums up to ${fmt(bound)}`);
+          break;
+        }
       }
     }
   }
@@ -148,7 +241,8 @@ function toF16Tensor(t: Tensor, name: string): Tensor {
 function constantToF16(n: Node): void {
   const t = n.attrTensor('value');
   if (t && t.dtype === DataType.FLOAT) n.setAttr({ name: 'value', type: AttrType.TENSOR, value: toF16Tensor(t, t.name) });
-  else if (n.opType === 'ConstantOfShape' && !t) n.setAttr({ name: 'value', type: AttrType.TENSOR, value: Tensor.fromBytes('value', DataType.FLOAT16, [1], new Uint8Array(2)) });
+  else if (n.opType === 'ConstantOfShape' && !t)
+    n.setAttr({ name: 'value', type: AttrType.TENSOR, value: Tensor.fromBytes('value', DataType.FLOAT16, [1], new Uint8Array(2)) });
   if (n.hasAttr('value_float')) {
     const f = n.attrFloat('value_float');
     n.removeAttr('value_float');
@@ -163,7 +257,12 @@ function constantToF16(n: Node): void {
 
 /** Edges: one Cast per (value, wanted precision); initializers read in fp16 get an fp16 copy instead (returned). */
 function castInputs(
-  g: Graph, nodes: Node[], kept: (n: Node) => boolean, T: Map<Value, DataType>, prec: Map<Value, Prec>, stats: PassStats,
+  g: Graph,
+  nodes: Node[],
+  kept: (n: Node) => boolean,
+  T: Map<Value, DataType>,
+  prec: Map<Value, Prec>,
+  stats: PassStats,
 ): Map<Value, Value> {
   const castCache = new Map<string, Value>();
   const f16Init = new Map<Value, Value>();
@@ -171,7 +270,16 @@ function castInputs(
     const key = `${v.name}|${want}`;
     let c = castCache.get(key);
     if (!c) {
-      const node = g.addNode({ opType: 'Cast', name: `${v.name}_to_${want}`, inputs: [v], outputs: [`${v.name}_${want}`], attrs: { to: want === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT } }, before);
+      const node = g.addNode(
+        {
+          opType: 'Cast',
+          name: `${v.name}_to_${want}`,
+          inputs: [v],
+          outputs: [`${v.name}_${want}`],
+          attrs: { to: want === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT },
+        },
+        before,
+      );
       c = node.outputs[0]!;
       c.type = { elemType: want === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT, shape: v.type?.shape };
       castCache.set(key, c);
@@ -210,11 +318,20 @@ function restoreOutputPrecision(g: Graph, ioPrec: Prec, T: Map<Value, DataType>,
     if (!isFloat32(T.get(out)) || !have || have === ioPrec) continue;
     const p = out.producer;
     if (!p) continue;
-    const inner = out.splitFromProducer(`${out.name}_${have}`, { elemType: have === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT, shape: out.type?.shape });
+    const inner = out.splitFromProducer(`${out.name}_${have}`, {
+      elemType: have === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT,
+      shape: out.type?.shape,
+    });
     for (const u of [...out.uses]) u.node.setInput(u.index, inner);
     prec.set(inner, have);
     prec.set(out, ioPrec);
-    g.after(p).add({ opType: 'Cast', name: `${out.name}_to_${ioPrec}`, inputs: [inner], outputs: [out], attrs: { to: ioPrec === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT } });
+    g.after(p).add({
+      opType: 'Cast',
+      name: `${out.name}_to_${ioPrec}`,
+      inputs: [inner],
+      outputs: [out],
+      attrs: { to: ioPrec === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT },
+    });
     stats.counts.casts!++;
   }
 }
@@ -223,13 +340,35 @@ export const toFp16 = definePass({
   name: 'to-fp16',
   description: 'Convert float32 compute and weights to float16, keeping graph I/O float32 and norms/Softmax in float32',
   options: {
-    keepIoTypes: { aliases: ['keep_io_types'], type: 'bool', default: true, description: 'graph inputs/outputs stay float32 (Casts at the boundary)' },
-    keepNorms: { aliases: ['keep_norms'], type: 'bool', default: true, description: 'keep norms, Softmax and Pow/ReduceMean statistics in float32' },
+    keepIoTypes: {
+      aliases: ['keep_io_types'],
+      type: 'bool',
+      default: true,
+      description: 'graph inputs/outputs stay float32 (Casts at the boundary)',
+    },
+    keepNorms: {
+      aliases: ['keep_norms'],
+      type: 'bool',
+      default: true,
+      description: 'keep norms, Softmax and Pow/ReduceMean statistics in float32',
+    },
     keep: { type: 'list', default: [], description: 'more nodes to keep in float32 (names, op types or globs)' },
-    maxAbs: { aliases: ['max_abs'], type: 'float', default: 4096, min: 1, max: F16_MAX, description: 'with measured ranges: keep fp32 every product, sum or power whose result passes this |x|, and any op reading or writing 8x it (fp16 max 65504; the margin covers unseen inputs and fp16 accumulation in GPU kernels)' },
+    maxAbs: {
+      aliases: ['max_abs'],
+      type: 'float',
+      default: 4096,
+      min: 1,
+      max: F16_MAX,
+      description:
+        'with measured ranges: keep fp32 every product, sum or power whose result passes this |x|, and any op reading or writing 8x it (fp16 max 65504; the margin covers unseen inputs and fp16 accumulation in GPU kernels)',
+    },
   },
   statistics: {
-    converted: 'nodes computing in float16', keptFp32: 'nodes kept in float32', keptByRange: 'of those, kept because a measured range leaves safe fp16', casts: 'Casts inserted', initializers: 'initializers converted to float16',
+    converted: 'nodes computing in float16',
+    keptFp32: 'nodes kept in float32',
+    keptByRange: 'of those, kept because a measured range leaves safe fp16',
+    casts: 'Casts inserted',
+    initializers: 'initializers converted to float16',
   },
   run(model: Model, o, ctx: PassContext): PassStats {
     const stats: PassStats = { counts: { converted: 0, keptFp32: 0, keptByRange: 0, casts: 0, initializers: 0 }, skipped: [], notes: [] };
@@ -242,11 +381,15 @@ export const toFp16 = definePass({
     const keepList = o.keep;
     const chains = o.keepNorms ? normChains(g) : new Set<Node>();
     const byRange = ctx.activationRanges ? outOfRange(g, ctx.activationRanges, o.maxAbs) : new Map<Node, string>();
-    const kept = (n: Node) => NO_FP16.includes(n.opType) || (o.keepNorms && NORMS.includes(n.opType)) || chains.has(n) || matchesAny(keepList, n) || byRange.has(n);
+    const kept = (n: Node) =>
+      NO_FP16.includes(n.opType) || (o.keepNorms && NORMS.includes(n.opType)) || chains.has(n) || matchesAny(keepList, n) || byRange.has(n);
     if (ctx.activationRanges) {
       stats.counts.keptByRange = byRange.size;
       const shown = [...byRange].slice(0, 8).map(([n, why]) => `${n.name || n.opType} (${why})`);
-      if (byRange.size) stats.notes!.push(`kept fp32 by measured range (> ${o.maxAbs}): ${shown.join(', ')}${byRange.size > 8 ? `, +${byRange.size - 8} more` : ''}`);
+      if (byRange.size)
+        stats.notes!.push(
+          `kept fp32 by measured range (> ${o.maxAbs}): ${shown.join(', ')}${byRange.size > 8 ? `, +${byRange.size - 8} more` : ''}`,
+        );
     } else stats.notes!.push('no measured activation ranges: only the block list and norm statistics stay fp32');
 
     // Precision of each float32 value after conversion (where it is produced).

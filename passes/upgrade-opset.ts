@@ -4,9 +4,31 @@
 import { AttrType, DataType, Graph, Model, Node, Tensor, Value, dtypeFromName } from '../ir/index.js';
 import { definePass, type PassStats } from './pass.js';
 
-const EXPERIMENTAL = new Set(['ATen', 'Affine', 'Crop', 'DynamicSlice', 'GRUUnit', 'GivenTensorFill', 'ImageScaler', 'ParametricSoftplus', 'Scale', 'ScaledTanh', 'MeanVarianceNormalization_1']);
+const EXPERIMENTAL = new Set([
+  'ATen',
+  'Affine',
+  'Crop',
+  'DynamicSlice',
+  'GRUUnit',
+  'GivenTensorFill',
+  'ImageScaler',
+  'ParametricSoftplus',
+  'Scale',
+  'ScaledTanh',
+  'MeanVarianceNormalization_1',
+]);
 const BROADCAST_OPS = new Set(['Add', 'Sub', 'Mul', 'Div', 'Pow', 'And', 'Or', 'Xor', 'Equal', 'Greater', 'Less', 'PRelu']);
-const REDUCE_18 = new Set(['ReduceMean', 'ReduceMax', 'ReduceMin', 'ReduceProd', 'ReduceL1', 'ReduceL2', 'ReduceLogSum', 'ReduceLogSumExp', 'ReduceSumSquare']);
+const REDUCE_18 = new Set([
+  'ReduceMean',
+  'ReduceMax',
+  'ReduceMin',
+  'ReduceProd',
+  'ReduceL1',
+  'ReduceL2',
+  'ReduceLogSum',
+  'ReduceLogSumExp',
+  'ReduceSumSquare',
+]);
 const SOFTMAX_LIKE = new Set(['Softmax', 'LogSoftmax', 'Hardmax']);
 export const MAX_TARGET_OPSET = 21;
 
@@ -25,8 +47,10 @@ function blocker(n: Node, from: number, to: number): string | undefined {
   const crosses = (v: number) => from < v && to >= v;
   if (EXPERIMENTAL.has(n.opType)) return `${n.opType} is an experimental op removed from the standard`;
   if (n.opType === 'Scan' && crosses(9)) return 'Scan-8 has a batch axis that Scan-9 removed';
-  if (n.opType === 'BatchNormalization' && crosses(9) && n.attrInt('spatial', 1) === 0) return 'BatchNormalization spatial=0 has no equivalent after opset 9';
-  if (n.opType === 'BatchNormalization' && crosses(14) && n.outputs.filter(Boolean).length > 1) return 'training-mode BatchNormalization outputs changed at opset 14';
+  if (n.opType === 'BatchNormalization' && crosses(9) && n.attrInt('spatial', 1) === 0)
+    return 'BatchNormalization spatial=0 has no equivalent after opset 9';
+  if (n.opType === 'BatchNormalization' && crosses(14) && n.outputs.filter(Boolean).length > 1)
+    return 'training-mode BatchNormalization outputs changed at opset 14';
   if ((n.opType === 'Clip' && crosses(11)) || (n.opType === 'Pad' && crosses(11) && n.attrFloat('value', 0) !== 0)) {
     if (n.input(0)?.dtype === undefined) return `${n.opType} needs its input type to turn attributes into inputs`;
   }
@@ -34,12 +58,14 @@ function blocker(n: Node, from: number, to: number): string | undefined {
     return `${n.opType} scales must be constant and all >= 1 or all <= 1 to choose the opset-11 nearest_mode`;
   }
   if (BROADCAST_OPS.has(n.opType) && crosses(7) && n.hasAttr('axis') && n.attrInt('broadcast', 0) === 1) {
-    const a = n.input(0)?.shape, b = n.input(1);
+    const a = n.input(0)?.shape,
+      b = n.input(1);
     if (!a || !(b?.initializer || b?.shape)) return `${n.opType} axis-broadcast needs known ranks`;
   }
   if (n.opType === 'GroupNormalization' && crosses(21)) {
     const C = n.input(0)?.shape?.[1];
-    if (typeof C !== 'number' || !n.constInput(1) || !n.constInput(2)) return 'GroupNormalization-18 needs constant scale/bias and a known channel count to become per-channel';
+    if (typeof C !== 'number' || !n.constInput(1) || !n.constInput(2))
+      return 'GroupNormalization-18 needs constant scale/bias and a known channel count to become per-channel';
   }
   return undefined;
 }
@@ -81,21 +107,46 @@ function convertNode(n: Node, from: number, to: number): number {
 function convertTo7(n: Node, crosses: (v: number) => boolean, to: number): boolean {
   const g = n.graph;
   let changed = false;
-  const touch = () => { changed = true; };
-  if (crosses(6) && n.hasAttr('consumed_inputs')) { n.removeAttr('consumed_inputs'); touch(); }
+  const touch = () => {
+    changed = true;
+  };
+  if (crosses(6) && n.hasAttr('consumed_inputs')) {
+    n.removeAttr('consumed_inputs');
+    touch();
+  }
   if (crosses(6) && n.opType === 'Cast') {
     const a = n.attr('to');
-    if (a && a.type === AttrType.STRING) { n.setAttr({ name: 'to', type: AttrType.INT, value: dtypeFromName(Buffer.from(a.value).toString().toLowerCase()) }); touch(); }
+    if (a && a.type === AttrType.STRING) {
+      n.setAttr({ name: 'to', type: AttrType.INT, value: dtypeFromName(Buffer.from(a.value).toString().toLowerCase()) });
+      touch();
+    }
   }
-  if (crosses(4) && n.opType === 'Concat' && !n.hasAttr('axis')) { n.setAttr({ name: 'axis', type: AttrType.INT, value: 1 }); touch(); }
-  if (crosses(5) && n.opType === 'Reshape' && n.hasAttr('shape')) { moveIntsToInput(n, 'shape', 1, 'shape'); touch(); }
+  if (crosses(4) && n.opType === 'Concat' && !n.hasAttr('axis')) {
+    n.setAttr({ name: 'axis', type: AttrType.INT, value: 1 });
+    touch();
+  }
+  if (crosses(5) && n.opType === 'Reshape' && n.hasAttr('shape')) {
+    moveIntsToInput(n, 'shape', 1, 'shape');
+    touch();
+  }
   if (crosses(7)) {
-    if (n.opType === 'BatchNormalization' || n.opType === 'Dropout') { if (n.hasAttr('is_test')) { n.removeAttr('is_test'); touch(); } }
-    if (n.opType === 'Gemm' && n.hasAttr('broadcast')) { n.removeAttr('broadcast'); touch(); }
+    if (n.opType === 'BatchNormalization' || n.opType === 'Dropout') {
+      if (n.hasAttr('is_test')) {
+        n.removeAttr('is_test');
+        touch();
+      }
+    }
+    if (n.opType === 'Gemm' && n.hasAttr('broadcast')) {
+      n.removeAttr('broadcast');
+      touch();
+    }
     if (BROADCAST_OPS.has(n.opType) && (n.hasAttr('broadcast') || n.hasAttr('axis'))) {
-      const bc = n.attrInt('broadcast', 0), axisAttr = n.hasAttr('axis');
+      const bc = n.attrInt('broadcast', 0),
+        axisAttr = n.hasAttr('axis');
       const axis = n.attrInt('axis', -1);
-      n.removeAttr('broadcast'); n.removeAttr('axis'); touch();
+      n.removeAttr('broadcast');
+      n.removeAttr('axis');
+      touch();
       if (bc === 1 && axisAttr) {
         const ra = n.input(0)!.shape!.length;
         const b = n.input(1)!;
@@ -103,9 +154,18 @@ function convertTo7(n: Node, crosses: (v: number) => boolean, to: number): boole
         const trailing = ra - (axis < 0 ? axis + ra : axis) - rb;
         if (trailing > 0) {
           const axes = Array.from({ length: trailing }, (_, i) => rb + i);
-          const u = to >= 13
-            ? g.addNode({ opType: 'Unsqueeze', name: `${n.name}_bcast`, inputs: [b, int64(g, `${n.name}_bcast_axes`, axes)], outputs: [`${b.name}_bcast`] }, n)
-            : g.addNode({ opType: 'Unsqueeze', name: `${n.name}_bcast`, inputs: [b], outputs: [`${b.name}_bcast`], attrs: { axes } }, n);
+          const u =
+            to >= 13
+              ? g.addNode(
+                  {
+                    opType: 'Unsqueeze',
+                    name: `${n.name}_bcast`,
+                    inputs: [b, int64(g, `${n.name}_bcast_axes`, axes)],
+                    outputs: [`${b.name}_bcast`],
+                  },
+                  n,
+                )
+              : g.addNode({ opType: 'Unsqueeze', name: `${n.name}_bcast`, inputs: [b], outputs: [`${b.name}_bcast`], attrs: { axes } }, n);
           n.setInput(1, u.outputs[0]!);
         }
       }
@@ -118,8 +178,13 @@ function convertTo7(n: Node, crosses: (v: number) => boolean, to: number): boole
 function convertTo10(n: Node, crosses: (v: number) => boolean, _to: number): boolean {
   const g = n.graph;
   let changed = false;
-  const touch = () => { changed = true; };
-  if (crosses(9) && n.opType === 'BatchNormalization' && n.hasAttr('spatial')) { n.removeAttr('spatial'); touch(); }
+  const touch = () => {
+    changed = true;
+  };
+  if (crosses(9) && n.opType === 'BatchNormalization' && n.hasAttr('spatial')) {
+    n.removeAttr('spatial');
+    touch();
+  }
   if (crosses(9) && n.opType === 'Upsample' && n.hasAttr('scales')) {
     const s = n.attrFloats('scales');
     n.removeAttr('scales');
@@ -128,7 +193,9 @@ function convertTo10(n: Node, crosses: (v: number) => boolean, _to: number): boo
   }
   if (crosses(10)) {
     if (n.opType === 'Slice' && n.hasAttr('starts')) {
-      const starts = n.attrInts('starts'), ends = n.attrInts('ends'), axes = n.hasAttr('axes') ? n.attrInts('axes') : undefined;
+      const starts = n.attrInts('starts'),
+        ends = n.attrInts('ends'),
+        axes = n.hasAttr('axes') ? n.attrInts('axes') : undefined;
       for (const a of ['starts', 'ends', 'axes']) n.removeAttr(a);
       n.setInput(1, int64(g, `${n.name || 'Slice'}_starts`, starts));
       n.setInput(2, int64(g, `${n.name || 'Slice'}_ends`, ends));
@@ -149,7 +216,9 @@ function convertTo10(n: Node, crosses: (v: number) => boolean, _to: number): boo
 function convertTo11(n: Node, crosses: (v: number) => boolean, _to: number): boolean {
   const g = n.graph;
   let changed = false;
-  const touch = () => { changed = true; };
+  const touch = () => {
+    changed = true;
+  };
   if (crosses(11)) {
     if (n.opType === 'Upsample' || n.opType === 'Resize') {
       const nearest = resizeNearestMode(n)!;
@@ -160,25 +229,32 @@ function convertTo11(n: Node, crosses: (v: number) => boolean, _to: number): boo
       n.setInput(1, roi);
       n.setInput(2, scales);
       n.setAttr({ name: 'coordinate_transformation_mode', type: AttrType.STRING, value: Buffer.from('asymmetric') });
-      if (n.attrString('mode', 'nearest') === 'nearest') n.setAttr({ name: 'nearest_mode', type: AttrType.STRING, value: Buffer.from(nearest) });
+      if (n.attrString('mode', 'nearest') === 'nearest')
+        n.setAttr({ name: 'nearest_mode', type: AttrType.STRING, value: Buffer.from(nearest) });
       touch();
     }
     if (n.opType === 'Clip' && (n.hasAttr('min') || n.hasAttr('max'))) {
       const dt = n.input(0)!.dtype!;
       if (n.hasAttr('min')) n.setInput(1, scalarLike(g, `${n.name || 'Clip'}_min`, dt, n.attrFloat('min')));
       if (n.hasAttr('max')) n.setInput(2, scalarLike(g, `${n.name || 'Clip'}_max`, dt, n.attrFloat('max')));
-      n.removeAttr('min'); n.removeAttr('max');
+      n.removeAttr('min');
+      n.removeAttr('max');
       touch();
     }
     if (n.opType === 'Pad' && (n.hasAttr('pads') || n.hasAttr('paddings'))) {
       const pads = n.attrInts(n.hasAttr('pads') ? 'pads' : 'paddings');
       const value = n.attrFloat('value', 0);
-      n.removeAttr('pads'); n.removeAttr('paddings'); n.removeAttr('value');
+      n.removeAttr('pads');
+      n.removeAttr('paddings');
+      n.removeAttr('value');
       n.setInput(1, int64(g, `${n.name || 'Pad'}_pads`, pads));
       if (value !== 0) n.setInput(2, scalarLike(g, `${n.name || 'Pad'}_value`, n.input(0)!.dtype!, value));
       touch();
     }
-    if (n.opType === 'Scatter') { n.opType = 'ScatterElements'; touch(); }
+    if (n.opType === 'Scatter') {
+      n.opType = 'ScatterElements';
+      touch();
+    }
   }
   return changed;
 }
@@ -188,7 +264,9 @@ function convertTo11(n: Node, crosses: (v: number) => boolean, _to: number): boo
 function convertTo21(n: Node, crosses: (v: number) => boolean, _to: number): boolean {
   const g = n.graph;
   let changed = false;
-  const touch = () => { changed = true; };
+  const touch = () => {
+    changed = true;
+  };
   if (crosses(12) && n.opType === 'Dropout' && n.hasAttr('ratio')) {
     const r = n.attrFloat('ratio');
     n.removeAttr('ratio');
@@ -196,13 +274,28 @@ function convertTo21(n: Node, crosses: (v: number) => boolean, _to: number): boo
     touch();
   }
   if (crosses(13)) {
-    if ((n.opType === 'Squeeze' || n.opType === 'Unsqueeze') && n.hasAttr('axes')) { moveIntsToInput(n, 'axes', 1, 'axes'); touch(); }
-    if (n.opType === 'Split' && n.hasAttr('split')) { moveIntsToInput(n, 'split', 1, 'split'); touch(); }
-    if (n.opType === 'ReduceSum' && n.hasAttr('axes')) { moveIntsToInput(n, 'axes', 1, 'axes'); touch(); }
-    if (SOFTMAX_LIKE.has(n.opType)) { convertSoftmax(n); touch(); }
+    if ((n.opType === 'Squeeze' || n.opType === 'Unsqueeze') && n.hasAttr('axes')) {
+      moveIntsToInput(n, 'axes', 1, 'axes');
+      touch();
+    }
+    if (n.opType === 'Split' && n.hasAttr('split')) {
+      moveIntsToInput(n, 'split', 1, 'split');
+      touch();
+    }
+    if (n.opType === 'ReduceSum' && n.hasAttr('axes')) {
+      moveIntsToInput(n, 'axes', 1, 'axes');
+      touch();
+    }
+    if (SOFTMAX_LIKE.has(n.opType)) {
+      convertSoftmax(n);
+      touch();
+    }
   }
   if (crosses(18)) {
-    if (REDUCE_18.has(n.opType) && n.hasAttr('axes')) { moveIntsToInput(n, 'axes', 1, 'axes'); touch(); }
+    if (REDUCE_18.has(n.opType) && n.hasAttr('axes')) {
+      moveIntsToInput(n, 'axes', 1, 'axes');
+      touch();
+    }
     if (n.opType === 'Split' && !n.input(1) && !n.hasAttr('num_outputs')) {
       n.setAttr({ name: 'num_outputs', type: AttrType.INT, value: n.outputs.length });
       touch();
@@ -218,10 +311,14 @@ function convertTo21(n: Node, crosses: (v: number) => boolean, _to: number): boo
     // Modes were renamed at 20 (bilinear -> linear, bicubic -> cubic); the math is the same.
     const renamed: Record<string, string> = { bilinear: 'linear', bicubic: 'cubic' };
     const m = n.attrString('mode');
-    if (renamed[m]) { n.setAttr({ name: 'mode', type: AttrType.STRING, value: Buffer.from(renamed[m]!) }); touch(); }
+    if (renamed[m]) {
+      n.setAttr({ name: 'mode', type: AttrType.STRING, value: Buffer.from(renamed[m]!) });
+      touch();
+    }
   }
   if (crosses(21) && n.opType === 'GroupNormalization') {
-    const C = n.input(0)!.shape![1] as number, G = n.attrInt('num_groups');
+    const C = n.input(0)!.shape![1] as number,
+      G = n.attrInt('num_groups');
     for (const slot of [1, 2]) {
       const t = n.constInput(slot)!;
       const v = t.toFloat32();
@@ -241,7 +338,10 @@ function convertSoftmax(n: Node): void {
   const rank = x.shape?.length;
   const axis = n.attrInt('axis', 1);
   const norm = rank !== undefined && axis < 0 ? axis + rank : axis;
-  if (rank !== undefined && norm === rank - 1) { n.setAttr({ name: 'axis', type: AttrType.INT, value: -1 }); return; }
+  if (rank !== undefined && norm === rank - 1) {
+    n.setAttr({ name: 'axis', type: AttrType.INT, value: -1 });
+    return;
+  }
   const base = n.name || n.opType;
   const flat = g.addNode({ opType: 'Flatten', name: `${base}_flatten`, inputs: [x], outputs: [`${base}_flat`], attrs: { axis } }, n);
   const shape = g.addNode({ opType: 'Shape', name: `${base}_shape`, inputs: [x], outputs: [`${base}_in_shape`] }, n);

@@ -70,12 +70,24 @@ export function materializeWeights(model: Model, grow = true): number {
       const v = node.input(slot);
       const chain = carrierChain(v);
       if (!v || !chain) continue;
-      if (chain.length === 1 && chain[0]!.opType === 'Transpose' && node.opType !== 'Conv' && node.opType !== 'ConvTranspose' && chain[0]!.input(0)!.initializer!.dims.length === 2) continue;
+      if (
+        chain.length === 1 &&
+        chain[0]!.opType === 'Transpose' &&
+        node.opType !== 'Conv' &&
+        node.opType !== 'ConvTranspose' &&
+        chain[0]!.input(0)!.initializer!.dims.length === 2
+      )
+        continue;
       let t: Tensor | null = chain[0]!.input(0)!.initializer!;
       for (const c of chain) {
         const ev = getEvaluator(c);
         try {
-          t = ev ? ev(c, c.inputs.map((i, k) => (k === 0 ? t : i?.initializer ?? null)))[0] ?? null : null;
+          t = ev
+            ? (ev(
+                c,
+                c.inputs.map((i, k) => (k === 0 ? t : (i?.initializer ?? null))),
+              )[0] ?? null)
+            : null;
         } catch {
           t = null;
         }

@@ -53,7 +53,10 @@ export function inContentOrder(sets: Record<string, Tensor>[]): Record<string, T
     }
     return h.digest('hex');
   };
-  return sets.map((s) => ({ s, k: key(s) })).sort((a, b) => (a.k < b.k ? -1 : a.k > b.k ? 1 : 0)).map((x) => x.s);
+  return sets
+    .map((s) => ({ s, k: key(s) }))
+    .sort((a, b) => (a.k < b.k ? -1 : a.k > b.k ? 1 : 0))
+    .map((x) => x.s);
 }
 
 /** Seeded synthetic input sets (smoke runs): set i uses seed base+i. */
@@ -74,7 +77,10 @@ export interface WeightCalibration {
  * undefined when the method is data-free (then `load` is never called).
  */
 export async function weightCalibration(
-  model: Model, method: string, load: () => Record<string, Tensor>[], opts: CalibrateOptions = {},
+  model: Model,
+  method: string,
+  load: () => Record<string, Tensor>[],
+  opts: CalibrateOptions = {},
 ): Promise<WeightCalibration | undefined> {
   if (!getMethod(method).needsCalibration) return undefined;
   const sets = load();
@@ -88,7 +94,11 @@ function spread(total: number, take: number): number[] {
   return Array.from({ length: take }, (_, i) => Math.floor(((i + 0.5) * total) / take));
 }
 
-export async function collectCalibration(model: Model, sets: Record<string, Tensor>[], opts: CalibrateOptions = {}): Promise<Map<string, CalibrationData>> {
+export async function collectCalibration(
+  model: Model,
+  sets: Record<string, Tensor>[],
+  opts: CalibrateOptions = {},
+): Promise<Map<string, CalibrationData>> {
   const maxRows = opts.maxRows ?? 512;
   const acts = matmulActivations(model, opts.weights);
   const result = new Map<string, CalibrationData>();
@@ -105,7 +115,11 @@ export async function collectCalibration(model: Model, sets: Record<string, Tens
   let session: ort.InferenceSession | undefined;
   try {
     saveModel(model, tmp, { externalData: false, reuseExternal: true });
-    session = await ort.InferenceSession.create(tmp, { graphOptimizationLevel: 'disabled', intraOpNumThreads: opts.intraOpNumThreads ?? 1, logSeverityLevel: 4 });
+    session = await ort.InferenceSession.create(tmp, {
+      graphOptimizationLevel: 'disabled',
+      intraOpNumThreads: opts.intraOpNumThreads ?? 1,
+      logSeverityLevel: 4,
+    });
     for (const [si, feeds] of sets.entries()) {
       opts.progress?.('calibration', si, sets.length);
       const ortFeeds: Record<string, ort.Tensor> = {};
@@ -114,11 +128,15 @@ export async function collectCalibration(model: Model, sets: Record<string, Tens
         if (!t) throw new InputError(`calibration set has no input '${name}'`);
         ortFeeds[name] = toOrtTensor(t);
       }
-      const res = await session.run(ortFeeds, exposed.map((v) => v.name));
+      const res = await session.run(
+        ortFeeds,
+        exposed.map((v) => v.name),
+      );
       for (const v of exposed) {
         const t = fromOrtTensor(v.name, res[v.name] as ort.Tensor);
         const K = t.dims[t.dims.length - 1]!;
-        const all = tensorToFloat64(t), n = all.length / K;
+        const all = tensorToFloat64(t),
+          n = all.length / K;
         const pick = spread(n, perSet);
         const x = new Float32Array(pick.length * K);
         pick.forEach((r, i) => x.set(all.subarray(r * K, (r + 1) * K), i * K));
@@ -135,7 +153,10 @@ export async function collectCalibration(model: Model, sets: Record<string, Tens
   for (const [v, parts] of rows) {
     const x = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
     let at = 0;
-    for (const p of parts) { x.set(p, at); at += p.length; }
+    for (const p of parts) {
+      x.set(p, at);
+      at += p.length;
+    }
     joined.set(v, x);
   }
   // Weights reading the same activation (q/k/v, gate/up) share one sample.
@@ -143,10 +164,13 @@ export async function collectCalibration(model: Model, sets: Record<string, Tens
   for (const [w, v] of acts) {
     let c = shared.get(v);
     if (!c) {
-      const x = joined.get(v)!, K = g.value(w).initializer!.dims[0]!, n = x.length / K;
+      const x = joined.get(v)!,
+        K = g.value(w).initializer!.dims[0]!,
+        n = x.length / K;
       if (n <= maxRows) c = { x, rows: n };
       else {
-        const pick = spread(n, maxRows), y = new Float32Array(maxRows * K);
+        const pick = spread(n, maxRows),
+          y = new Float32Array(maxRows * K);
         pick.forEach((r, i) => y.set(x.subarray(r * K, (r + 1) * K), i * K));
         c = { x: y, rows: maxRows };
       }
@@ -167,14 +191,23 @@ export const RANGE_METHODS: readonly RangeMethod[] = ['minmax', 'percentile', 'e
 const BINS = 2048;
 const QUANT_BINS = 128;
 
-interface Stat { lo: number; hi: number; edge: number; hist?: Float64Array }
+interface Stat {
+  lo: number;
+  hi: number;
+  edge: number;
+  hist?: Float64Array;
+}
 
 export class RangeCollector {
   private stats = new Map<string, Stat>();
   /** `bits`: width of the quantized grid the entropy method models (8: 128 bins of |x|, as
    * TensorRT/onnxruntime do for int8). A 16-bit grid has more levels than the histogram has bins:
    * no clip lowers its KL divergence, so entropy keeps the full range there. */
-  constructor(readonly method: RangeMethod = 'minmax', readonly percentile = 99.999, readonly bits = 8) {}
+  constructor(
+    readonly method: RangeMethod = 'minmax',
+    readonly percentile = 99.999,
+    readonly bits = 8,
+  ) {}
 
   add(name: string, values: ArrayLike<number>): void {
     let s = this.stats.get(name);
@@ -193,8 +226,11 @@ export class RangeCollector {
     if (!s.hist || amax > s.edge) {
       const edge = Math.max(amax, s.edge, 1e-12);
       const h = new Float64Array(BINS);
-      if (s.hist) for (let b = 0; b < BINS; b++) if (s.hist[b]) h[Math.min(BINS - 1, Math.floor((((b + 0.5) * s.edge) / BINS / edge) * BINS))]! += s.hist[b]!;
-      s.hist = h; s.edge = edge;
+      if (s.hist)
+        for (let b = 0; b < BINS; b++)
+          if (s.hist[b]) h[Math.min(BINS - 1, Math.floor((((b + 0.5) * s.edge) / BINS / edge) * BINS))]! += s.hist[b]!;
+      s.hist = h;
+      s.edge = edge;
     }
     const scale = BINS / s.edge;
     for (let i = 0; i < values.length; i++) {
@@ -209,8 +245,14 @@ export class RangeCollector {
   ranges(unclipped: ReadonlySet<string> = new Set()): Map<string, [number, number]> {
     const out = new Map<string, [number, number]>();
     for (const [k, s] of this.stats) {
-      if (this.method === 'minmax' || !s.hist || unclipped.has(k)) { out.set(k, [s.lo, s.hi]); continue; }
-      const t = this.method === 'percentile' ? percentileThreshold(s.hist, s.edge, this.percentile) : entropyThreshold(s.hist, s.edge, 2 ** (this.bits - 1));
+      if (this.method === 'minmax' || !s.hist || unclipped.has(k)) {
+        out.set(k, [s.lo, s.hi]);
+        continue;
+      }
+      const t =
+        this.method === 'percentile'
+          ? percentileThreshold(s.hist, s.edge, this.percentile)
+          : entropyThreshold(s.hist, s.edge, 2 ** (this.bits - 1));
       out.set(k, [Math.max(s.lo, -t), Math.min(s.hi, t)]);
     }
     return out;
@@ -230,7 +272,8 @@ function percentileThreshold(hist: Float64Array, edge: number, pct: number): num
 function entropyThreshold(hist: Float64Array, edge: number, quantBins = QUANT_BINS): number {
   const n = hist.length;
   if (quantBins >= n) return edge;
-  let best = n, bestKl = Infinity;
+  let best = n,
+    bestKl = Infinity;
   for (let i = quantBins; i <= n; i += 16) {
     // p: the first i bins with the outliers folded into the last; q: p merged into 128 bins and spread back.
     const p = Float64Array.from(hist.subarray(0, i));
@@ -238,20 +281,30 @@ function entropyThreshold(hist: Float64Array, edge: number, quantBins = QUANT_BI
     const q = new Float64Array(i);
     const per = i / quantBins;
     for (let j = 0; j < quantBins; j++) {
-      const start = Math.floor(j * per), end = j === quantBins - 1 ? i : Math.floor((j + 1) * per);
-      let sum = 0, nz = 0;
-      for (let b = start; b < end; b++) { sum += p[b]!; if (p[b]) nz++; }
+      const start = Math.floor(j * per),
+        end = j === quantBins - 1 ? i : Math.floor((j + 1) * per);
+      let sum = 0,
+        nz = 0;
+      for (let b = start; b < end; b++) {
+        sum += p[b]!;
+        if (p[b]) nz++;
+      }
       for (let b = start; b < end; b++) if (p[b]) q[b] = sum / nz;
     }
-    const ps = p.reduce((a, b) => a + b, 0), qs = q.reduce((a, b) => a + b, 0);
+    const ps = p.reduce((a, b) => a + b, 0),
+      qs = q.reduce((a, b) => a + b, 0);
     if (!ps || !qs) continue;
     let kl = 0;
     for (let b = 0; b < i; b++) {
       if (!p[b]) continue;
-      const pb = p[b]! / ps, qb = q[b]! / qs;
+      const pb = p[b]! / ps,
+        qb = q[b]! / qs;
       kl += qb > 0 ? pb * Math.log(pb / qb) : pb * 30;
     }
-    if (kl < bestKl) { bestKl = kl; best = i; }
+    if (kl < bestKl) {
+      bestKl = kl;
+      best = i;
+    }
   }
   return (best * edge) / n;
 }

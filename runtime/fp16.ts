@@ -16,7 +16,11 @@ export interface RangeOptions {
 
 /** Largest finite |x| (and whether a non-finite value was seen) of every float32 value a node
  * produces, over all input sets. The model is saved next to its source so external data is read in place. */
-export async function activationRanges(model: Model, sets: Record<string, Tensor>[], opts: RangeOptions = {}): Promise<Map<string, number>> {
+export async function activationRanges(
+  model: Model,
+  sets: Record<string, Tensor>[],
+  opts: RangeOptions = {},
+): Promise<Map<string, number>> {
   const g = model.graph;
   const values: Value[] = [];
   // Values of unknown type are exposed too (exports rarely carry value_info); non-float results are skipped.
@@ -32,10 +36,15 @@ export async function activationRanges(model: Model, sets: Record<string, Tensor
   // counted as 1024), so a small model costs one run per input set and a big one stays bounded.
   const budget = opts.maxElements ?? 32 * 2 ** 20;
   const groups: string[][] = [];
-  let cur: string[] = [], size = 0;
+  let cur: string[] = [],
+    size = 0;
   for (const v of values) {
     const n = (v.shape ?? [null, null]).reduce<number>((a, d) => a * (typeof d === 'number' && d > 0 ? d : 1024), 1);
-    if (cur.length && size + n > budget) { groups.push(cur); cur = []; size = 0; }
+    if (cur.length && size + n > budget) {
+      groups.push(cur);
+      cur = [];
+      size = 0;
+    }
     cur.push(v.name);
     size += n;
   }
@@ -47,7 +56,11 @@ export async function activationRanges(model: Model, sets: Record<string, Tensor
   let session: ort.InferenceSession | undefined;
   try {
     saveModel(model, tmp, { externalData: false, reuseExternal: true });
-    session = await ort.InferenceSession.create(tmp, { graphOptimizationLevel: 'disabled', intraOpNumThreads: opts.intraOpNumThreads ?? 1, logSeverityLevel: 4 });
+    session = await ort.InferenceSession.create(tmp, {
+      graphOptimizationLevel: 'disabled',
+      intraOpNumThreads: opts.intraOpNumThreads ?? 1,
+      logSeverityLevel: 4,
+    });
     for (const feeds of sets) {
       const ortFeeds: Record<string, ort.Tensor> = {};
       for (const name of session.inputNames) {
@@ -77,4 +90,3 @@ export async function activationRanges(model: Model, sets: Record<string, Tensor
   }
   return ranges;
 }
-

@@ -15,7 +15,10 @@ export class SessionPool {
   private sessions = new Map<string, Promise<ort.InferenceSession>>();
   private models = new Map<string, Model>();
   /** `onRun`: sees every call's feeds and results (calibration records what the runtime feeds). */
-  constructor(readonly level: OptLevel = 'all', private readonly onRun?: (file: string, feeds: Record<string, ort.Tensor>, out: Record<string, ort.Tensor>) => void) {}
+  constructor(
+    readonly level: OptLevel = 'all',
+    private readonly onRun?: (file: string, feeds: Record<string, ort.Tensor>, out: Record<string, ort.Tensor>) => void,
+  ) {}
 
   get(file: string): Promise<ort.InferenceSession> {
     let s = this.sessions.get(file);
@@ -29,7 +32,10 @@ export class SessionPool {
   /** The graph's declared inputs (read lazily: no weights are loaded). */
   model(file: string): Model {
     let m = this.models.get(file);
-    if (!m) { m = loadModel(file); this.models.set(file, m); }
+    if (!m) {
+      m = loadModel(file);
+      this.models.set(file, m);
+    }
     return m;
   }
 
@@ -40,7 +46,7 @@ export class SessionPool {
       if (!feeds[n]) throw new Error(`${file}: no value for input '${n}'`);
       f[n] = feeds[n]!;
     }
-    const out = await s.run(f) as Record<string, ort.Tensor>;
+    const out = (await s.run(f)) as Record<string, ort.Tensor>;
     this.onRun?.(file, feeds, out);
     return out;
   }
@@ -52,7 +58,13 @@ export class SessionPool {
 }
 
 /** Image embeddings [tokens, hidden] of one pixel_values call [b, 3, h, w] (b tiles in order). */
-export async function encodeImage(pool: SessionPool, encoder: string, projector: string | undefined, pixels: Float32Array, shape: number[]): Promise<Prefix> {
+export async function encodeImage(
+  pool: SessionPool,
+  encoder: string,
+  projector: string | undefined,
+  pixels: Float32Array,
+  shape: number[],
+): Promise<Prefix> {
   const enc = await pool.run(encoder, { [inputName(pool, encoder, 0)]: new ort.Tensor('float32', pixels, shape) });
   const feats = Object.values(enc)[0]!;
   const out = projector ? Object.values(await pool.run(projector, { [inputName(pool, projector, 0)]: feats }))[0]! : feats;
@@ -97,17 +109,25 @@ export interface GenerateResult {
 const kvRe = /^past_key_values\.(\d+)\.(key|value)$/;
 
 /** Greedy generation after `prefix` rows (image embeddings, [rows, hidden]) and the prompt ids. */
-export async function generate(pool: SessionPool, files: DecoderFiles, prefix: Prefix, ids: number[], o: GenerateOptions): Promise<GenerateResult> {
+export async function generate(
+  pool: SessionPool,
+  files: DecoderFiles,
+  prefix: Prefix,
+  ids: number[],
+  o: GenerateOptions,
+): Promise<GenerateResult> {
   const stat = typeof files.decoder !== 'string';
   const decFile = typeof files.decoder === 'string' ? files.decoder : files.decoder.decode;
   const dm = pool.model(decFile);
   const embedsIn = dm.graph.inputs.find((v) => v.name === 'inputs_embeds');
   const hidden = embedsIn?.type?.shape?.[2];
   if (typeof hidden !== 'number') throw new Error(`${decFile}: inputs_embeds has no fixed hidden size`);
-  const kv = dm.graph.inputs.filter((v) => kvRe.test(v.name)).map((v) => {
-    const s = v.type!.shape!;
-    return { name: v.name, present: v.name.replace(kvRe, 'present.$1.$2'), heads: s[1] as number, dim: s[3] as number };
-  });
+  const kv = dm.graph.inputs
+    .filter((v) => kvRe.test(v.name))
+    .map((v) => {
+      const s = v.type!.shape!;
+      return { name: v.name, present: v.name.replace(kvRe, 'present.$1.$2'), heads: s[1] as number, dim: s[3] as number };
+    });
 
   const embed = async (tok: number[]): Promise<Float32Array> => {
     if (typeof files.embed === 'string') {
@@ -129,7 +149,9 @@ export async function generate(pool: SessionPool, files: DecoderFiles, prefix: P
   seq.set(promptEmb, prefix.rows * hidden);
   const total = prefix.rows + ids.length;
 
-  const step = stat ? await staticDecoder(pool, files.decoder as { prefill: string; decode: string }, kv, hidden, o.window) : dynamicDecoder(pool, decFile, kv, hidden);
+  const step = stat
+    ? await staticDecoder(pool, files.decoder as { prefill: string; decode: string }, kv, hidden, o.window)
+    : dynamicDecoder(pool, decFile, kv, hidden);
   let logits = await step(seq, total);
   const result: GenerateResult = { tokens: [], top2: [], firstLogits: logits };
   for (let n = 0; n < o.maxNewTokens; n++) {
@@ -146,11 +168,18 @@ type Step = (embeds: Float32Array<ArrayBufferLike>, rows: number) => Promise<Flo
 type Kv = { name: string; present: string; heads: number; dim: number };
 
 function top2(l: Float32Array): [[number, number], [number, number]] {
-  let a = 0, b = -1;
+  let a = 0,
+    b = -1;
   for (let i = 1; i < l.length; i++) {
-    if (l[i]! > l[a]!) { b = a; a = i; } else if (b < 0 || l[i]! > l[b]!) b = i;
+    if (l[i]! > l[a]!) {
+      b = a;
+      a = i;
+    } else if (b < 0 || l[i]! > l[b]!) b = i;
   }
-  return [[a, l[a]!], [b, l[b]!]];
+  return [
+    [a, l[a]!],
+    [b, l[b]!],
+  ];
 }
 
 function lastRow(t: ort.Tensor, row: number): Float32Array {
@@ -160,13 +189,19 @@ function lastRow(t: ort.Tensor, row: number): Float32Array {
 
 function dynamicDecoder(pool: SessionPool, file: string, kv: Kv[], hidden: number): Step {
   let past = 0;
-  let cache: Record<string, ort.Tensor> = Object.fromEntries(kv.map((k) => [k.name, new ort.Tensor('float32', new Float32Array(0), [1, k.heads, 0, k.dim])]));
+  let cache: Record<string, ort.Tensor> = Object.fromEntries(
+    kv.map((k) => [k.name, new ort.Tensor('float32', new Float32Array(0), [1, k.heads, 0, k.dim])]),
+  );
   return async (embeds, rows) => {
     const feeds: Record<string, ort.Tensor> = {
       ...cache,
       inputs_embeds: new ort.Tensor('float32', embeds, [1, rows, hidden]),
       attention_mask: new ort.Tensor('int64', new BigInt64Array(past + rows).fill(1n), [1, past + rows]),
-      position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: rows }, (_, i) => BigInt(past + i)), [1, rows]),
+      position_ids: new ort.Tensor(
+        'int64',
+        BigInt64Array.from({ length: rows }, (_, i) => BigInt(past + i)),
+        [1, rows],
+      ),
     };
     const r = await pool.run(file, feeds);
     cache = Object.fromEntries(kv.map((k) => [k.name, r[k.present]!]));
@@ -175,7 +210,13 @@ function dynamicDecoder(pool: SessionPool, file: string, kv: Kv[], hidden: numbe
   };
 }
 
-async function staticDecoder(pool: SessionPool, files: { prefill: string; decode: string }, kv: Kv[], hidden: number, win?: { chunk: number; context: number }): Promise<Step> {
+async function staticDecoder(
+  pool: SessionPool,
+  files: { prefill: string; decode: string },
+  kv: Kv[],
+  hidden: number,
+  win?: { chunk: number; context: number },
+): Promise<Step> {
   const shapeOf = (file: string, name: string) => pool.model(file).graph.inputs.find((v) => v.name === name)!.type!.shape! as number[];
   const chunk = win?.chunk ?? shapeOf(files.prefill, 'inputs_embeds')[1]!;
   const context = win?.context ?? shapeOf(files.prefill, 'attention_mask')[1]!;
@@ -198,8 +239,16 @@ async function staticDecoder(pool: SessionPool, files: { prefill: string; decode
     mask.set(valid.subarray(context - p), 0);
     mask.fill(1, context - r);
     feeds.inputs_embeds = new ort.Tensor('float32', x, [1, c, hidden]);
-    feeds.attention_mask = new ort.Tensor('int64', BigInt64Array.from(mask, (m) => BigInt(m)), [1, context]);
-    feeds.position_ids = new ort.Tensor('int64', BigInt64Array.from({ length: c }, (_, i) => BigInt(i < c - r ? 0 : pos + i - (c - r))), [1, c]);
+    feeds.attention_mask = new ort.Tensor(
+      'int64',
+      BigInt64Array.from(mask, (m) => BigInt(m)),
+      [1, context],
+    );
+    feeds.position_ids = new ort.Tensor(
+      'int64',
+      BigInt64Array.from({ length: c }, (_, i) => BigInt(i < c - r ? 0 : pos + i - (c - r))),
+      [1, c],
+    );
     const res = await pool.run(file, feeds);
     for (const k of kv) window.set(k.name, Float32Array.from(res[k.present]!.data as Float32Array));
     valid = mask;

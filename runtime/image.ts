@@ -15,7 +15,11 @@ export interface RgbImage {
 
 export function decodeImage(file: string): RgbImage {
   let buf: Buffer;
-  try { buf = fs.readFileSync(file); } catch { throw new InputError('no such image file', file); }
+  try {
+    buf = fs.readFileSync(file);
+  } catch {
+    throw new InputError('no such image file', file);
+  }
   let width: number, height: number, rgba: Uint8Array;
   try {
     if (buf.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) {
@@ -43,14 +47,19 @@ export function decodeImage(file: string): RgbImage {
 /** The region [x0, x1) x [y0, y1) (source pixels, may be fractional) resized to w x h, bilinear. */
 export function cropResize(img: RgbImage, box: { x0: number; y0: number; x1: number; y1: number }, w: number, h: number): RgbImage {
   const out = new Float32Array(w * h * 3);
-  const sx = (box.x1 - box.x0) / w, sy = (box.y1 - box.y0) / h;
+  const sx = (box.x1 - box.x0) / w,
+    sy = (box.y1 - box.y0) / h;
   const clamp = (v: number, hi: number) => Math.min(Math.max(v, 0), hi);
   for (let y = 0; y < h; y++) {
     const fy = clamp(box.y0 + (y + 0.5) * sy - 0.5, img.height - 1);
-    const y0 = Math.floor(fy), y1 = Math.min(y0 + 1, img.height - 1), dy = fy - y0;
+    const y0 = Math.floor(fy),
+      y1 = Math.min(y0 + 1, img.height - 1),
+      dy = fy - y0;
     for (let x = 0; x < w; x++) {
       const fx = clamp(box.x0 + (x + 0.5) * sx - 0.5, img.width - 1);
-      const x0 = Math.floor(fx), x1 = Math.min(x0 + 1, img.width - 1), dx = fx - x0;
+      const x0 = Math.floor(fx),
+        x1 = Math.min(x0 + 1, img.width - 1),
+        dx = fx - x0;
       for (let c = 0; c < 3; c++) {
         const p = (yy: number, xx: number) => img.data[(yy * img.width + xx) * 3 + c]!;
         out[(y * w + x) * 3 + c] = (p(y0, x0) * (1 - dx) + p(y0, x1) * dx) * (1 - dy) + (p(y1, x0) * (1 - dx) + p(y1, x1) * dx) * dy;
@@ -82,7 +91,9 @@ export function toPixelValues(img: RgbImage, n: Normalize = DEFAULT_NORMALIZE): 
  * reached 18x the range noise gave them). `rand` in [0, 1). */
 export function syntheticScene(width: number, height: number, rand: () => number): RgbImage {
   const data = new Float32Array(width * height * 3);
-  const c0 = [rand(), rand(), rand()], c1 = [rand(), rand(), rand()], angle = rand() * Math.PI * 2;
+  const c0 = [rand(), rand(), rand()],
+    c1 = [rand(), rand(), rand()],
+    angle = rand() * Math.PI * 2;
   const [ux, uy] = [Math.cos(angle), Math.sin(angle)];
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
@@ -90,13 +101,20 @@ export function syntheticScene(width: number, height: number, rand: () => number
       for (let c = 0; c < 3; c++) data[(y * width + x) * 3 + c] = c0[c]! * (1 - t) + c1[c]! * t;
     }
   }
-  const shapes = 2 + Math.floor(rand() * 5), side = Math.min(width, height);
+  const shapes = 2 + Math.floor(rand() * 5),
+    side = Math.min(width, height);
   for (let k = 0; k < shapes; k++) {
-    const kind = Math.floor(rand() * 4), col = [rand(), rand(), rand()];
-    const cx = rand() * width, cy = rand() * height, r = side * (0.08 + rand() * 0.3), w = side * (0.03 + rand() * 0.08);
+    const kind = Math.floor(rand() * 4),
+      col = [rand(), rand(), rand()];
+    const cx = rand() * width,
+      cy = rand() * height,
+      r = side * (0.08 + rand() * 0.3),
+      w = side * (0.03 + rand() * 0.08);
     // Signed distance (pixels) to the shape's edge, negative inside.
     const dist = (x: number, y: number): number => {
-      const dx = x - cx, dy = y - cy, d = Math.hypot(dx, dy);
+      const dx = x - cx,
+        dy = y - cy,
+        d = Math.hypot(dx, dy);
       if (kind === 0) return d - r;
       if (kind === 1) return Math.abs(d - r) - w;
       if (kind === 2) return Math.max(Math.abs(dx), Math.abs(dy)) - r;
@@ -106,7 +124,10 @@ export function syntheticScene(width: number, height: number, rand: () => number
       for (let x = 0; x < width; x++) {
         const a = Math.min(1, Math.max(0, 0.5 - dist(x + 0.5, y + 0.5)));
         if (!a) continue;
-        for (let c = 0; c < 3; c++) { const i = (y * width + x) * 3 + c; data[i] = data[i]! * (1 - a) + col[c]! * a; }
+        for (let c = 0; c < 3; c++) {
+          const i = (y * width + x) * 3 + c;
+          data[i] = data[i]! * (1 - a) + col[c]! * a;
+        }
       }
     }
   }

@@ -71,7 +71,14 @@ export interface InputSets {
 
 /** One line that says what the figures were measured on. */
 export function describeInputs(u: InputsUsed): string {
-  const shapes = u.shapes.slice(0, 3).map((s) => Object.entries(s).map(([k, v]) => `${k}[${v.join('x')}]`).join(' ')).join('; ');
+  const shapes = u.shapes
+    .slice(0, 3)
+    .map((s) =>
+      Object.entries(s)
+        .map(([k, v]) => `${k}[${v.join('x')}]`)
+        .join(' '),
+    )
+    .join('; ');
   const more = u.shapes.length > 3 ? `; +${u.shapes.length - 3} more shapes` : '';
   return `${u.count} ${u.source} set${u.count === 1 ? '' : 's'} (${u.from.join(', ')}): ${shapes}${more}`;
 }
@@ -87,7 +94,9 @@ const DEFAULT_IMAGE = 224;
 /** What a symbolic dim means, from its name, else from where it sits in the inputs. */
 export function dimKinds(model: Model): Map<string, DimKind> {
   const kinds = new Map<string, DimKind>();
-  const set = (d: string, k: DimKind) => { if (!kinds.has(d) || kinds.get(d) === 'other') kinds.set(d, k); };
+  const set = (d: string, k: DimKind) => {
+    if (!kinds.has(d) || kinds.get(d) === 'other') kinds.set(d, k);
+  };
   for (const v of feeds(model)) {
     const shape = v.type?.shape ?? [];
     shape.forEach((d, i) => {
@@ -126,7 +135,11 @@ export function visionGeometry(model: Model): { patch?: number; grid?: number } 
     if (n.opType !== 'Conv') continue;
     const k = n.attrInts('kernel_shape', []);
     const s = n.attrInts('strides', []);
-    if (k.length === 2 && k[0]! > 1 && k[0] === s[0] && k[1] === s[1]) { patch = k[0]; channels = n.input(1)?.initializer?.dims[0]; break; }
+    if (k.length === 2 && k[0]! > 1 && k[0] === s[0] && k[1] === s[1]) {
+      patch = k[0];
+      channels = n.input(1)?.initializer?.dims[0];
+      break;
+    }
   }
   if (!patch) return {};
   const gridOf = (t: Tensor): number | undefined => {
@@ -163,11 +176,13 @@ function positionLimit(model: Model): number | undefined {
     const frontier = [v];
     for (let depth = 0; depth < 4 && frontier.length; depth++) {
       const next: Value[] = [];
-      for (const f of frontier) for (const u of f.uses) {
-        const rows = u.node.input(0)?.initializer?.dims[0];
-        if (u.node.opType === 'Gather' && u.index === 1 && typeof rows === 'number') limit = Math.min(limit ?? rows, rows);
-        if (['Cast', 'Unsqueeze', 'Reshape', 'Squeeze'].includes(u.node.opType)) next.push(...u.node.outputs.filter((o): o is Value => !!o));
-      }
+      for (const f of frontier)
+        for (const u of f.uses) {
+          const rows = u.node.input(0)?.initializer?.dims[0];
+          if (u.node.opType === 'Gather' && u.index === 1 && typeof rows === 'number') limit = Math.min(limit ?? rows, rows);
+          if (['Cast', 'Unsqueeze', 'Reshape', 'Squeeze'].includes(u.node.opType))
+            next.push(...u.node.outputs.filter((o): o is Value => !!o));
+        }
       frontier.splice(0, frontier.length, ...next);
     }
   }
@@ -185,7 +200,11 @@ function minimum(kind: DimKind, model: Model, hasPast: boolean): number {
 
 /** Every symbolic dim bound to a size the model is meant for; dims bound by the user below a
  * sane minimum are refused with the dim and the flag named. */
-export function defaultDims(model: Model, spec: Pick<InputsSpec, 'dims' | 'dimFlag' | 'fixedDims' | 'image'> = {}, batch = 1): Record<string, number> {
+export function defaultDims(
+  model: Model,
+  spec: Pick<InputsSpec, 'dims' | 'dimFlag' | 'fixedDims' | 'image'> = {},
+  batch = 1,
+): Record<string, number> {
   const kinds = dimKinds(model);
   const user = spec.dims ?? {};
   const flag = spec.dimFlag ?? '--dim';
@@ -194,35 +213,51 @@ export function defaultDims(model: Model, spec: Pick<InputsSpec, 'dims' | 'dimFl
     const k = kinds.get(d);
     if (!k) continue;
     const min = minimum(k, model, hasPast && (user[[...kinds].find(([, x]) => x === 'past')?.[0] ?? ''] ?? DEFAULT_PAST) > 0);
-    if (v < min) throw new InputError(`symbolic dim '${d}' (${k}) = ${v} is below the minimum ${min} for a meaningful check: pass ${flag} ${d}=N with N >= ${min}`);
+    if (v < min)
+      throw new InputError(
+        `symbolic dim '${d}' (${k}) = ${v} is below the minimum ${min} for a meaningful check: pass ${flag} ${d}=N with N >= ${min}`,
+      );
   }
   const { patch, grid } = visionGeometry(model);
   const side = grid && patch ? grid * patch : DEFAULT_IMAGE;
   const image = spec.image ?? { width: side, height: side };
   const limit = positionLimit(model);
-  let seq = DEFAULT_SEQ, past = hasPast ? DEFAULT_PAST : 0;
-  if (limit !== undefined && seq + past > limit) { past = hasPast ? Math.max(1, Math.floor(limit / 2)) : 0; seq = Math.max(1, Math.min(seq, limit - past)); }
+  let seq = DEFAULT_SEQ,
+    past = hasPast ? DEFAULT_PAST : 0;
+  if (limit !== undefined && seq + past > limit) {
+    past = hasPast ? Math.max(1, Math.floor(limit / 2)) : 0;
+    seq = Math.max(1, Math.min(seq, limit - past));
+  }
   const out: Record<string, number> = {};
   const value = (d: string, k: DimKind): number => {
     // A static candidate's own shape wins: it can take nothing else.
     if (spec.fixedDims?.[d] !== undefined) return spec.fixedDims[d]!;
     if (user[d] !== undefined) return user[d]!;
     switch (k) {
-      case 'batch': return batch;
-      case 'past': return past;
-      case 'sequence': return seq;
-      case 'height': return image.height;
-      case 'width': return image.width;
-      case 'grid': return Math.max(2, Math.floor(image.height / (patch ?? 14)));
-      case 'channels': return 3;
-      default: return seq;
+      case 'batch':
+        return batch;
+      case 'past':
+        return past;
+      case 'sequence':
+        return seq;
+      case 'height':
+        return image.height;
+      case 'width':
+        return image.width;
+      case 'grid':
+        return Math.max(2, Math.floor(image.height / (patch ?? 14)));
+      case 'channels':
+        return 3;
+      default:
+        return seq;
     }
   };
   for (const [d, k] of kinds) if (k !== 'total') out[d] = value(d, k);
   // total = past + sequence, whatever the names of the two are.
   const pastName = [...kinds].find(([, k]) => k === 'past')?.[0];
   const seqName = [...kinds].find(([, k]) => k === 'sequence')?.[0];
-  for (const [d, k] of kinds) if (k === 'total') out[d] = spec.fixedDims?.[d] ?? user[d] ?? (pastName ? out[pastName]! : 0) + (seqName ? out[seqName]! : seq);
+  for (const [d, k] of kinds)
+    if (k === 'total') out[d] = spec.fixedDims?.[d] ?? user[d] ?? (pastName ? out[pastName]! : 0) + (seqName ? out[seqName]! : seq);
   return out;
 }
 
@@ -232,19 +267,24 @@ export function syntheticFeeds(model: Model, dims: Record<string, number>, seed:
   const rand = rng(seed);
   const kinds = dimKinds(model);
   const pastName = [...kinds].find(([, k]) => k === 'past')?.[0];
-  const past = pastName ? dims[pastName] ?? 0 : 0;
+  const past = pastName ? (dims[pastName] ?? 0) : 0;
   const out: Feeds = {};
   let total = 0;
   for (const v of feeds(model)) {
     const type = v.type;
     if (!type) throw new InputError(`input '${v.name}' has no type`, model.sourcePath);
-    const shape = (type.shape ?? []).map((d) => (typeof d === 'number' && d >= 0 ? d : typeof d === 'string' && dims[d] !== undefined ? dims[d]! : DEFAULT_SEQ));
+    const shape = (type.shape ?? []).map((d) =>
+      typeof d === 'number' && d >= 0 ? d : typeof d === 'string' && dims[d] !== undefined ? dims[d]! : DEFAULT_SEQ,
+    );
     const n = shape.reduce((a, b) => a * b, 1);
     // A declared dim is a claim (a fuzzed [batch, 2^31] input once filled 8 GiB): check before allocating.
     total += n;
     if (!(Number.isSafeInteger(total) && total <= MAX_RANDOM_ELEMENTS)) {
-      throw new InputError(`synthetic input '${v.name}' [${shape.join(', ')}] would make a set of ${total} elements, over the ${MAX_RANDOM_ELEMENTS} limit: `
-        + 'fix its dims (--fix / --dim name=N) or pass --inputs', model.sourcePath);
+      throw new InputError(
+        `synthetic input '${v.name}' [${shape.join(', ')}] would make a set of ${total} elements, over the ${MAX_RANDOM_ELEMENTS} limit: ` +
+          'fix its dims (--fix / --dim name=N) or pass --inputs',
+        model.sourcePath,
+      );
     }
     const lname = v.name.toLowerCase();
     if (isFloat(type.elemType)) {
@@ -257,7 +297,8 @@ export function syntheticFeeds(model: Model, dims: Record<string, number>, seed:
       if (lname.includes('mask')) vals = new Array(n).fill(1);
       else if (lname.includes('position')) vals = Array.from({ length: n }, (_, i) => (shape.length === 3 ? 0 : past) + (i % last));
       else vals = Array.from({ length: n }, () => Math.floor(rand() * intHigh));
-      out[v.name] = type.elemType === DataType.INT64 ? Tensor.fromInt64(v.name, shape, vals) : Tensor.fromNumbers(v.name, type.elemType, shape, vals);
+      out[v.name] =
+        type.elemType === DataType.INT64 ? Tensor.fromInt64(v.name, shape, vals) : Tensor.fromNumbers(v.name, type.elemType, shape, vals);
     } else {
       throw new InputError(`cannot make a synthetic ${dtypeName(type.elemType)} input for '${v.name}': pass --inputs`, model.sourcePath);
     }
@@ -271,15 +312,30 @@ export function syntheticFeeds(model: Model, dims: Record<string, number>, seed:
  * sets of the test folders one level down. Other folders and files are not sets. */
 export function testDataSets(dir: string): string[] {
   let st: fs.Stats;
-  try { st = fs.statSync(dir); } catch { throw new InputError('no such inputs folder', dir); }
-  if (!st.isDirectory()) throw new InputError('inputs must be a folder (an ONNX test_data_set_N, a test folder holding them, or <input name>.pb files)', dir);
+  try {
+    st = fs.statSync(dir);
+  } catch {
+    throw new InputError('no such inputs folder', dir);
+  }
+  if (!st.isDirectory())
+    throw new InputError('inputs must be a folder (an ONNX test_data_set_N, a test folder holding them, or <input name>.pb files)', dir);
   const entries = fs.readdirSync(dir);
   if (entries.some((f) => f.endsWith('.pb'))) return [dir];
   const num = (s: string) => Number(/(\d+)$/.exec(s)![1]);
-  const sets = entries.filter((f) => /^test_data_set_\d+$/.test(f) && fs.statSync(path.join(dir, f)).isDirectory()).sort((a, b) => num(a) - num(b));
+  const sets = entries
+    .filter((f) => /^test_data_set_\d+$/.test(f) && fs.statSync(path.join(dir, f)).isDirectory())
+    .sort((a, b) => num(a) - num(b));
   if (sets.length) return sets.map((s) => path.join(dir, s));
-  const nested = entries.filter((f) => fs.statSync(path.join(dir, f)).isDirectory()).sort()
-    .flatMap((f) => fs.readdirSync(path.join(dir, f)).filter((s) => /^test_data_set_\d+$/.test(s)).sort((a, b) => num(a) - num(b)).map((s) => path.join(dir, f, s)));
+  const nested = entries
+    .filter((f) => fs.statSync(path.join(dir, f)).isDirectory())
+    .sort()
+    .flatMap((f) =>
+      fs
+        .readdirSync(path.join(dir, f))
+        .filter((s) => /^test_data_set_\d+$/.test(s))
+        .sort((a, b) => num(a) - num(b))
+        .map((s) => path.join(dir, f, s)),
+    );
   if (nested.length) return nested;
   throw new InputError('holds no test_data_set_N folder and no .pb tensors', dir);
 }
@@ -287,8 +343,13 @@ export function testDataSets(dir: string): string[] {
 /** A tensor from a file must fit the input it feeds: same dtype and rank, fixed dims equal. */
 function checkFeed(t: Tensor, v: Value, dir: string): void {
   const shape = v.type?.shape;
-  const fits = t.dtype === v.dtype && (!shape || (shape.length === t.dims.length && shape.every((d, i) => typeof d !== 'number' || d === t.dims[i])));
-  if (!fits) throw new InputError(`tensor for input '${v.name}' is ${dtypeName(t.dtype)}[${t.dims}], the model takes ${v.dtype === undefined ? '?' : dtypeName(v.dtype)}[${(shape ?? []).map((d) => d ?? '?')}]`, dir);
+  const fits =
+    t.dtype === v.dtype && (!shape || (shape.length === t.dims.length && shape.every((d, i) => typeof d !== 'number' || d === t.dims[i])));
+  if (!fits)
+    throw new InputError(
+      `tensor for input '${v.name}' is ${dtypeName(t.dtype)}[${t.dims}], the model takes ${v.dtype === undefined ? '?' : dtypeName(v.dtype)}[${(shape ?? []).map((d) => d ?? '?')}]`,
+      dir,
+    );
 }
 
 function readSet(dir: string, model: Model, optional: readonly string[] = []): Feeds {
@@ -325,8 +386,19 @@ export function imageFiles(items: string[]): string[] {
   const out: string[] = [];
   for (const it of items) {
     let st: fs.Stats;
-    try { st = fs.statSync(it); } catch { throw new InputError('no such image file or folder', it); }
-    if (st.isDirectory()) out.push(...fs.readdirSync(it).filter((f) => IMAGE_EXT.test(f)).sort().map((f) => path.join(it, f)));
+    try {
+      st = fs.statSync(it);
+    } catch {
+      throw new InputError('no such image file or folder', it);
+    }
+    if (st.isDirectory())
+      out.push(
+        ...fs
+          .readdirSync(it)
+          .filter((f) => IMAGE_EXT.test(f))
+          .sort()
+          .map((f) => path.join(it, f)),
+      );
     else if (IMAGE_EXT.test(it)) out.push(it);
     else throw new InputError('not a PNG or JPEG file', it);
   }
@@ -353,15 +425,26 @@ export function decodeImage(file: string): { width: number; height: number; data
 }
 
 /** RGBA -> [3, H, W] float, bilinear resize (half-pixel centres), (x/255 - mean) / std. */
-export function imageToChw(img: { width: number; height: number; data: Uint8Array }, width: number, height: number, mean: number[], std: number[]): Float32Array {
+export function imageToChw(
+  img: { width: number; height: number; data: Uint8Array },
+  width: number,
+  height: number,
+  mean: number[],
+  std: number[],
+): Float32Array {
   const out = new Float32Array(3 * width * height);
-  const sx = img.width / width, sy = img.height / height;
+  const sx = img.width / width,
+    sy = img.height / height;
   for (let y = 0; y < height; y++) {
     const fy = Math.min(Math.max((y + 0.5) * sy - 0.5, 0), img.height - 1);
-    const y0 = Math.floor(fy), y1 = Math.min(y0 + 1, img.height - 1), wy = fy - y0;
+    const y0 = Math.floor(fy),
+      y1 = Math.min(y0 + 1, img.height - 1),
+      wy = fy - y0;
     for (let x = 0; x < width; x++) {
       const fx = Math.min(Math.max((x + 0.5) * sx - 0.5, 0), img.width - 1);
-      const x0 = Math.floor(fx), x1 = Math.min(x0 + 1, img.width - 1), wx = fx - x0;
+      const x0 = Math.floor(fx),
+        x1 = Math.min(x0 + 1, img.width - 1),
+        wx = fx - x0;
       for (let c = 0; c < 3; c++) {
         const p = (yy: number, xx: number) => img.data[(yy * img.width + xx) * 4 + c]!;
         const v = (p(y0, x0) * (1 - wx) + p(y0, x1) * wx) * (1 - wy) + (p(y1, x0) * (1 - wx) + p(y1, x1) * wx) * wy;
@@ -377,9 +460,13 @@ export function preprocessFromMeta(modelPath: string | undefined): Preprocess | 
   if (!modelPath) return undefined;
   const f = path.join(path.dirname(modelPath), 'meta.json');
   try {
-    const p = (JSON.parse(fs.readFileSync(f, 'utf8')) as { preprocessing?: { mean?: number[]; std?: number[]; image_size?: unknown } }).preprocessing;
+    const p = (JSON.parse(fs.readFileSync(f, 'utf8')) as { preprocessing?: { mean?: number[]; std?: number[]; image_size?: unknown } })
+      .preprocessing;
     if (!p || !Array.isArray(p.mean) || !Array.isArray(p.std) || p.mean.length !== 3 || p.std.length !== 3) return undefined;
-    const size = Array.isArray(p.image_size) && p.image_size.length === 2 ? { height: Number(p.image_size[0]), width: Number(p.image_size[1]) } : undefined;
+    const size =
+      Array.isArray(p.image_size) && p.image_size.length === 2
+        ? { height: Number(p.image_size[0]), width: Number(p.image_size[1]) }
+        : undefined;
     return { mean: p.mean.map(Number), std: p.std.map(Number), ...(size ? { size } : {}) };
   } catch {
     return undefined;
@@ -387,7 +474,12 @@ export function preprocessFromMeta(modelPath: string | undefined): Preprocess | 
 }
 
 export function meanStd(p: Preprocess | undefined): { mean: number[]; std: number[]; name: string } {
-  if (p?.mean && p?.std) return { mean: p.mean, std: p.std, name: `mean [${p.mean.map((x) => +x.toFixed(4))}] std [${p.std.map((x) => +x.toFixed(4))}] (meta.json)` };
+  if (p?.mean && p?.std)
+    return {
+      mean: p.mean,
+      std: p.std,
+      name: `mean [${p.mean.map((x) => +x.toFixed(4))}] std [${p.std.map((x) => +x.toFixed(4))}] (meta.json)`,
+    };
   const name = (p?.preset ?? 'imagenet').toLowerCase();
   const preset = IMAGE_PRESETS[name];
   if (!preset) throw new InputError(`unknown image preset '${p?.preset}' (known: ${Object.keys(IMAGE_PRESETS).join(', ')})`);
@@ -396,21 +488,48 @@ export function meanStd(p: Preprocess | undefined): { mean: number[]; std: numbe
 
 /** The model's image input: the 4-D float input with 3 channels (or a symbolic channel dim). */
 export function imageInput(model: Model): Value | undefined {
-  return feeds(model).find((v) => v.type && isFloat(v.type.elemType) && v.type.shape?.length === 4 && !isKv(v) && (v.type.shape[1] === 3 || typeof v.type.shape[1] === 'string'));
+  return feeds(model).find(
+    (v) =>
+      v.type &&
+      isFloat(v.type.elemType) &&
+      v.type.shape?.length === 4 &&
+      !isKv(v) &&
+      (v.type.shape[1] === 3 || typeof v.type.shape[1] === 'string'),
+  );
 }
 
 export function tokenSequences(file: string): number[][] {
   let text: string;
-  try { text = fs.readFileSync(file, 'utf8'); } catch { throw new InputError('cannot read token file', file); }
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    throw new InputError('cannot read token file', file);
+  }
   const trimmed = text.trim();
   let seqs: unknown;
   if (trimmed.startsWith('[')) {
-    try { seqs = JSON.parse(trimmed); } catch (e) { throw new InputError(`not valid JSON: ${(e as Error).message}`, file); }
+    try {
+      seqs = JSON.parse(trimmed);
+    } catch (e) {
+      throw new InputError(`not valid JSON: ${(e as Error).message}`, file);
+    }
     if (Array.isArray(seqs) && seqs.every((x) => typeof x === 'number')) seqs = [seqs];
   } else {
-    seqs = trimmed.split('\n').filter((l) => l.trim()).map((l) => l.trim().split(/[\s,]+/).map(Number));
+    seqs = trimmed
+      .split('\n')
+      .filter((l) => l.trim())
+      .map((l) =>
+        l
+          .trim()
+          .split(/[\s,]+/)
+          .map(Number),
+      );
   }
-  if (!Array.isArray(seqs) || !seqs.length || !seqs.every((s) => Array.isArray(s) && s.length && s.every((x) => Number.isInteger(x) && x >= 0))) {
+  if (
+    !Array.isArray(seqs) ||
+    !seqs.length ||
+    !seqs.every((s) => Array.isArray(s) && s.length && s.every((x) => Number.isInteger(x) && x >= 0))
+  ) {
     throw new InputError('token file must hold non-negative integer ids: one sequence per line, or a JSON array of arrays', file);
   }
   return seqs as number[][];
@@ -420,15 +539,20 @@ export function tokenSequences(file: string): number[][] {
 function tokenFeeds(model: Model, ids: number[], base: Feeds, dims: Record<string, number>): Feeds {
   const kinds = dimKinds(model);
   const pastName = [...kinds].find(([, k]) => k === 'past')?.[0];
-  const past = pastName ? dims[pastName] ?? 0 : 0;
+  const past = pastName ? (dims[pastName] ?? 0) : 0;
   const out: Feeds = { ...base };
   for (const v of feeds(model)) {
     const n = v.name.toLowerCase();
     const L = ids.length;
-    const make = (vals: number[], shape: number[]) => (v.type?.elemType === DataType.INT32 ? Tensor.fromNumbers(v.name, DataType.INT32, shape, vals) : Tensor.fromInt64(v.name, shape, vals));
+    const make = (vals: number[], shape: number[]) =>
+      v.type?.elemType === DataType.INT32 ? Tensor.fromNumbers(v.name, DataType.INT32, shape, vals) : Tensor.fromInt64(v.name, shape, vals);
     if (/input_ids|^ids$|tokens/.test(n)) out[v.name] = make(ids, [1, L]);
     else if (n.includes('mask')) out[v.name] = make(new Array(past + L).fill(1), [1, past + L]);
-    else if (n.includes('position')) out[v.name] = make(Array.from({ length: L }, (_, i) => past + i), [1, L]);
+    else if (n.includes('position'))
+      out[v.name] = make(
+        Array.from({ length: L }, (_, i) => past + i),
+        [1, L],
+      );
   }
   return out;
 }
@@ -438,7 +562,8 @@ function tokenFeeds(model: Model, ids: number[], base: Feeds, dims: Record<strin
 export function loadInputs(model: Model, spec: InputsSpec = {}, opts: { synthCount?: number } = {}): InputSets {
   const seed = spec.seed ?? 1234;
   const sets: Feeds[] = [];
-  const sources: string[] = [], from: string[] = [];
+  const sources: string[] = [],
+    from: string[] = [];
   if (spec.inputs?.length) {
     for (const dir of spec.inputs) {
       const dirs = testDataSets(dir);
@@ -455,8 +580,8 @@ export function loadInputs(model: Model, spec: InputsSpec = {}, opts: { synthCou
     const { mean, std, name } = meanStd(pre);
     const shape = v.type!.shape!;
     const base = defaultDims(model, spec, 1);
-    const H = typeof shape[2] === 'number' ? shape[2] : spec.dims?.[shape[2] as string] ?? pre?.size?.height ?? base[shape[2] as string]!;
-    const W = typeof shape[3] === 'number' ? shape[3] : spec.dims?.[shape[3] as string] ?? pre?.size?.width ?? base[shape[3] as string]!;
+    const H = typeof shape[2] === 'number' ? shape[2] : (spec.dims?.[shape[2] as string] ?? pre?.size?.height ?? base[shape[2] as string]!);
+    const W = typeof shape[3] === 'number' ? shape[3] : (spec.dims?.[shape[3] as string] ?? pre?.size?.width ?? base[shape[3] as string]!);
     const B = typeof shape[0] === 'number' ? shape[0] : 1;
     for (let i = 0; i < files.length; i += B) {
       const group = files.slice(i, i + B);
@@ -471,7 +596,13 @@ export function loadInputs(model: Model, spec: InputsSpec = {}, opts: { synthCou
   }
   if (spec.tokens) {
     const ids = feeds(model).find((v) => /input_ids|^ids$|tokens/i.test(v.name));
-    if (!ids) throw new InputError(`--tokens ${spec.tokens}: the model takes no token ids (inputs: ${feeds(model).map((v) => v.name).join(', ')}); pass --inputs with test data instead`, model.sourcePath);
+    if (!ids)
+      throw new InputError(
+        `--tokens ${spec.tokens}: the model takes no token ids (inputs: ${feeds(model)
+          .map((v) => v.name)
+          .join(', ')}); pass --inputs with test data instead`,
+        model.sourcePath,
+      );
     const seqs = tokenSequences(spec.tokens);
     const dims = defaultDims(model, spec, 1);
     const kinds = dimKinds(model);
@@ -483,8 +614,10 @@ export function loadInputs(model: Model, spec: InputsSpec = {}, opts: { synthCou
     const bound = spec.intHigh;
     for (const [i, s0] of seqs.entries()) {
       const s = fixedSeq ? s0.slice(0, fixedSeq) : s0;
-      if (fixedSeq && s.length < fixedSeq) throw new InputError(`sequence ${i + 1} has ${s.length} tokens; the candidate takes ${fixedSeq}`, spec.tokens);
-      if (bound !== undefined && s.some((t) => t >= bound)) throw new InputError(`sequence ${i + 1} holds a token id >= the vocabulary size ${bound}`, spec.tokens);
+      if (fixedSeq && s.length < fixedSeq)
+        throw new InputError(`sequence ${i + 1} has ${s.length} tokens; the candidate takes ${fixedSeq}`, spec.tokens);
+      if (bound !== undefined && s.some((t) => t >= bound))
+        throw new InputError(`sequence ${i + 1} holds a token id >= the vocabulary size ${bound}`, spec.tokens);
       const d = { ...dims };
       if (seqName) d[seqName] = s.length;
       for (const [n, k] of kinds) if (k === 'total') d[n] = (pastName ? d[pastName]! : 0) + s.length;
@@ -495,7 +628,9 @@ export function loadInputs(model: Model, spec: InputsSpec = {}, opts: { synthCou
   }
   if (sets.length) return { sets, used: { source: sources.join('+'), from, count: sets.length, shapes: shapesOf(sets), synthetic: false } };
 
-  const hasBatch = [...dimKinds(model)].some(([d, k]) => k === 'batch' && spec.dims?.[d] === undefined && spec.fixedDims?.[d] === undefined);
+  const hasBatch = [...dimKinds(model)].some(
+    ([d, k]) => k === 'batch' && spec.dims?.[d] === undefined && spec.fixedDims?.[d] === undefined,
+  );
   const batches = spec.batches ?? (hasBatch ? [1, 2] : [1]);
   const count = Math.max(opts.synthCount ?? batches.length, batches.length);
   let dims: Record<string, number> = {};
@@ -503,7 +638,17 @@ export function loadInputs(model: Model, spec: InputsSpec = {}, opts: { synthCou
     dims = defaultDims(model, spec, batches[i % batches.length]!);
     sets.push(syntheticFeeds(model, dims, seed + i, spec.intHigh));
   }
-  return { sets, used: { source: 'synthetic', from: [`seeded random, seed ${seed}`], count, shapes: shapesOf(sets), dims: defaultDims(model, spec, 1), synthetic: true } };
+  return {
+    sets,
+    used: {
+      source: 'synthetic',
+      from: [`seeded random, seed ${seed}`],
+      count,
+      shapes: shapesOf(sets),
+      dims: defaultDims(model, spec, 1),
+      synthetic: true,
+    },
+  };
 }
 
 /** The distinct input shapes among `sets`, for reports of which inputs were used. */

@@ -6,7 +6,14 @@ import { Tensor } from '../ir/index.js';
 /** Minimum whole-output cosine by role for quantized or fp16 results; unquantized fp32 results
  * only move by float reassociation and must reach `exact`. */
 export const COSINE_THRESHOLDS: Record<Role | 'exact', number> = {
-  decoder: 0.99, embeddings: 0.99, 'vision-encoder': 0.995, projector: 0.995, classifier: 0.995, mllm: 0.99, unknown: 0.99, exact: 0.9999,
+  decoder: 0.99,
+  embeddings: 0.99,
+  'vision-encoder': 0.995,
+  projector: 0.995,
+  classifier: 0.995,
+  mllm: 0.99,
+  unknown: 0.99,
+  exact: 0.9999,
 };
 
 /** One threshold per task metric. */
@@ -45,9 +52,11 @@ export function taskKind(role: Role, out: Tensor): TaskKind {
   const r = out.dims.length;
   if (role === 'classifier' && r === 2 && out.dims[1]! > 1) return 'classifier';
   if ((role === 'decoder' || role === 'mllm') && r === 3 && /logit/i.test(out.name)) return 'decoder';
-  if ((role === 'decoder' || role === 'mllm') && r === 3 && out.dims[2]! >= 32 && !/present|past|key|value|hidden/i.test(out.name)) return 'decoder';
+  if ((role === 'decoder' || role === 'mllm') && r === 3 && out.dims[2]! >= 32 && !/present|past|key|value|hidden/i.test(out.name))
+    return 'decoder';
   if (r === 2 && out.dims[1]! > 1 && /logit|class|prob|score/i.test(out.name) && role !== 'decoder') return 'classifier';
-  if ((role === 'vision-encoder' || role === 'projector') && r >= 2 && out.dims[r - 1]! > 1 && !/present|past/i.test(out.name)) return 'encoder';
+  if ((role === 'vision-encoder' || role === 'projector') && r >= 2 && out.dims[r - 1]! > 1 && !/present|past/i.test(out.name))
+    return 'encoder';
   return 'none';
 }
 
@@ -63,7 +72,10 @@ function topK(a: Float64Array, off: number, width: number, k: number): number[] 
     const v = a[off + i]!;
     let j = idx.length;
     while (j > 0 && a[off + idx[j - 1]!]! < v) j--;
-    if (j < k) { idx.splice(j, 0, i); if (idx.length > k) idx.pop(); }
+    if (j < k) {
+      idx.splice(j, 0, i);
+      if (idx.length > k) idx.pop();
+    }
   }
   return idx;
 }
@@ -73,25 +85,39 @@ function softmax(a: Float64Array, off: number, width: number): Float64Array {
   for (let i = 0; i < width; i++) m = Math.max(m, a[off + i]!);
   const p = new Float64Array(width);
   let s = 0;
-  for (let i = 0; i < width; i++) { p[i] = Math.exp(a[off + i]! - m); s += p[i]!; }
+  for (let i = 0; i < width; i++) {
+    p[i] = Math.exp(a[off + i]! - m);
+    s += p[i]!;
+  }
   for (let i = 0; i < width; i++) p[i]! /= s;
   return p;
 }
 
-const judge = (m: TaskMetric): TaskMetric => (m.threshold === undefined ? m : { ...m, passed: m.higherIsBetter ? m.value >= m.threshold : m.value <= m.threshold });
+const judge = (m: TaskMetric): TaskMetric =>
+  m.threshold === undefined ? m : { ...m, passed: m.higherIsBetter ? m.value >= m.threshold : m.value <= m.threshold };
 
 /** Accumulates task figures over several input sets, then reports them. */
 export class TaskAccumulator {
-  private top1 = 0; private top5 = 0; private cls = 0;
-  private agree = 0; private decisive = 0; private kl = 0; private positions = 0;
-  private nllRef = 0; private nllCand = 0; private scored = 0;
-  private tokCos = 0; private tokMin = Infinity; private tokens = 0;
+  private top1 = 0;
+  private top5 = 0;
+  private cls = 0;
+  private agree = 0;
+  private decisive = 0;
+  private kl = 0;
+  private positions = 0;
+  private nllRef = 0;
+  private nllCand = 0;
+  private scored = 0;
+  private tokCos = 0;
+  private tokMin = Infinity;
+  private tokens = 0;
   constructor(readonly kind: TaskKind) {}
 
   /** `ids`: the token ids fed (teacher forcing: position t predicts ids[t+1]). `mask`: the attention
    * mask [B, total]; a decoder's padding positions (mask 0) are skipped: no runtime reads their logits. */
   add(ref: Tensor, cand: Tensor, ids?: Tensor, mask?: Tensor): void {
-    const a = rows(ref), b = rows(cand);
+    const a = rows(ref),
+      b = rows(cand);
     if (a.n !== b.n || a.width !== b.width) return;
     if (this.kind === 'classifier') {
       for (let r = 0; r < a.n; r++) {
@@ -104,14 +130,17 @@ export class TaskAccumulator {
     } else if (this.kind === 'decoder') {
       const S = ref.dims[ref.dims.length - 2] ?? 1;
       const idv = ids?.toNumbers();
-      const mv = mask?.toNumbers(), total = mask?.dims[1] ?? 0;
+      const mv = mask?.toNumbers(),
+        total = mask?.dims[1] ?? 0;
       const real = (r: number) => !mv || mv.length !== total * (a.n / S) || mv[Math.floor(r / S) * total + total - S + (r % S)] !== 0;
       for (let r = 0; r < a.n; r++) {
         if (!real(r)) continue;
-        const p = softmax(a.data, r * a.width, a.width), q = softmax(b.data, r * a.width, a.width);
+        const p = softmax(a.data, r * a.width, a.width),
+          q = softmax(b.data, r * a.width, a.width);
         let kl = 0;
         for (let i = 0; i < a.width; i++) if (p[i]! > 0) kl += p[i]! * (Math.log(p[i]!) - Math.log(Math.max(q[i]!, 1e-30)));
-        this.kl += kl; this.positions++;
+        this.kl += kl;
+        this.positions++;
         const [t1, t2] = topK(a.data, r * a.width, a.width, 2);
         if (p[t1!]! - p[t2!]! >= 0.1) {
           this.decisive++;
@@ -127,10 +156,20 @@ export class TaskAccumulator {
       }
     } else if (this.kind === 'encoder') {
       for (let r = 0; r < a.n; r++) {
-        let dot = 0, na = 0, nb = 0;
-        for (let i = 0; i < a.width; i++) { const x = a.data[r * a.width + i]!, y = b.data[r * a.width + i]!; dot += x * y; na += x * x; nb += y * y; }
+        let dot = 0,
+          na = 0,
+          nb = 0;
+        for (let i = 0; i < a.width; i++) {
+          const x = a.data[r * a.width + i]!,
+            y = b.data[r * a.width + i]!;
+          dot += x * y;
+          na += x * x;
+          nb += y * y;
+        }
         const c = na === 0 && nb === 0 ? 1 : na === 0 || nb === 0 ? 0 : dot / Math.sqrt(na * nb);
-        this.tokCos += c; this.tokMin = Math.min(this.tokMin, c); this.tokens++;
+        this.tokCos += c;
+        this.tokMin = Math.min(this.tokMin, c);
+        this.tokens++;
       }
     }
   }
@@ -138,23 +177,52 @@ export class TaskAccumulator {
   metrics(): TaskMetric[] {
     const T = METRIC_THRESHOLDS;
     if (this.kind === 'classifier' && this.cls) {
-      return [judge({ name: 'top1', value: this.top1 / this.cls, threshold: T.top1, higherIsBetter: true, count: this.cls }),
-        judge({ name: 'top5', value: this.top5 / this.cls, threshold: T.top5, higherIsBetter: true, count: this.cls })];
+      return [
+        judge({ name: 'top1', value: this.top1 / this.cls, threshold: T.top1, higherIsBetter: true, count: this.cls }),
+        judge({ name: 'top5', value: this.top5 / this.cls, threshold: T.top5, higherIsBetter: true, count: this.cls }),
+      ];
     }
     if (this.kind === 'decoder' && this.positions) {
       const out = [judge({ name: 'kl', value: this.kl / this.positions, threshold: T.kl, higherIsBetter: false, count: this.positions })];
-      if (this.decisive) out.push(judge({ name: 'nextToken', value: this.agree / this.decisive, threshold: T.nextToken, higherIsBetter: true, count: this.decisive, note: `${this.decisive} of ${this.positions} positions decisive` }));
-      else out.push({ name: 'nextToken', value: NaN, count: 0, note: `no decisive position among ${this.positions} (reference too flat to judge argmax)` });
+      if (this.decisive)
+        out.push(
+          judge({
+            name: 'nextToken',
+            value: this.agree / this.decisive,
+            threshold: T.nextToken,
+            higherIsBetter: true,
+            count: this.decisive,
+            note: `${this.decisive} of ${this.positions} positions decisive`,
+          }),
+        );
+      else
+        out.push({
+          name: 'nextToken',
+          value: NaN,
+          count: 0,
+          note: `no decisive position among ${this.positions} (reference too flat to judge argmax)`,
+        });
       if (this.scored) {
-        const pr = Math.exp(this.nllRef / this.scored), pc = Math.exp(this.nllCand / this.scored);
+        const pr = Math.exp(this.nllRef / this.scored),
+          pc = Math.exp(this.nllCand / this.scored);
         out.push({ name: 'perplexity', value: pc, count: this.scored, note: `reference ${pr.toPrecision(5)}` });
-        out.push(judge({ name: 'perplexityRatio', value: pc / pr, threshold: T.perplexityRatio, higherIsBetter: false, count: this.scored }));
+        out.push(
+          judge({ name: 'perplexityRatio', value: pc / pr, threshold: T.perplexityRatio, higherIsBetter: false, count: this.scored }),
+        );
       }
       return out;
     }
     if (this.kind === 'encoder' && this.tokens) {
-      return [judge({ name: 'tokenCosine', value: this.tokCos / this.tokens, threshold: T.tokenCosine, higherIsBetter: true, count: this.tokens }),
-        { name: 'tokenCosineMin', value: this.tokMin, count: this.tokens }];
+      return [
+        judge({
+          name: 'tokenCosine',
+          value: this.tokCos / this.tokens,
+          threshold: T.tokenCosine,
+          higherIsBetter: true,
+          count: this.tokens,
+        }),
+        { name: 'tokenCosineMin', value: this.tokMin, count: this.tokens },
+      ];
     }
     return [];
   }

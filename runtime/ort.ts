@@ -6,10 +6,21 @@ import * as ort from 'onnxruntime-node';
 import { DataType, Dim, InputError, Model, Tensor, dtypeName, loadTensorFile, numElements, byteLength } from '../ir/index.js';
 
 const ORT_TYPES: Partial<Record<DataType, ort.Tensor.Type>> = {
-  [DataType.FLOAT]: 'float32', [DataType.FLOAT16]: 'float16', [DataType.DOUBLE]: 'float64',
-  [DataType.INT8]: 'int8', [DataType.UINT8]: 'uint8', [DataType.INT16]: 'int16', [DataType.UINT16]: 'uint16',
-  [DataType.INT32]: 'int32', [DataType.UINT32]: 'uint32', [DataType.INT64]: 'int64', [DataType.UINT64]: 'uint64',
-  [DataType.BOOL]: 'bool', [DataType.STRING]: 'string', [DataType.INT4]: 'int4', [DataType.UINT4]: 'uint4',
+  [DataType.FLOAT]: 'float32',
+  [DataType.FLOAT16]: 'float16',
+  [DataType.DOUBLE]: 'float64',
+  [DataType.INT8]: 'int8',
+  [DataType.UINT8]: 'uint8',
+  [DataType.INT16]: 'int16',
+  [DataType.UINT16]: 'uint16',
+  [DataType.INT32]: 'int32',
+  [DataType.UINT32]: 'uint32',
+  [DataType.INT64]: 'int64',
+  [DataType.UINT64]: 'uint64',
+  [DataType.BOOL]: 'bool',
+  [DataType.STRING]: 'string',
+  [DataType.INT4]: 'int4',
+  [DataType.UINT4]: 'uint4',
 };
 
 const FROM_ORT: Record<string, DataType> = Object.fromEntries(Object.entries(ORT_TYPES).map(([k, v]) => [v, Number(k)]));
@@ -25,18 +36,43 @@ export function toOrtTensor(t: Tensor): ort.Tensor {
   const n = t.size;
   let data: ort.Tensor.DataType;
   switch (t.dtype) {
-    case DataType.FLOAT: data = new Float32Array(buf, 0, n); break;
-    case DataType.FLOAT16: data = new Uint16Array(buf, 0, n); break;
-    case DataType.DOUBLE: data = new Float64Array(buf, 0, n); break;
-    case DataType.INT8: data = new Int8Array(buf, 0, n); break;
-    case DataType.UINT8: case DataType.BOOL: data = new Uint8Array(buf, 0, n); break;
-    case DataType.INT16: data = new Int16Array(buf, 0, n); break;
-    case DataType.UINT16: data = new Uint16Array(buf, 0, n); break;
-    case DataType.INT32: data = new Int32Array(buf, 0, n); break;
-    case DataType.UINT32: data = new Uint32Array(buf, 0, n); break;
-    case DataType.INT64: data = new BigInt64Array(buf, 0, n); break;
-    case DataType.UINT64: data = new BigUint64Array(buf, 0, n); break;
-    default: data = copy; break;
+    case DataType.FLOAT:
+      data = new Float32Array(buf, 0, n);
+      break;
+    case DataType.FLOAT16:
+      data = new Uint16Array(buf, 0, n);
+      break;
+    case DataType.DOUBLE:
+      data = new Float64Array(buf, 0, n);
+      break;
+    case DataType.INT8:
+      data = new Int8Array(buf, 0, n);
+      break;
+    case DataType.UINT8:
+    case DataType.BOOL:
+      data = new Uint8Array(buf, 0, n);
+      break;
+    case DataType.INT16:
+      data = new Int16Array(buf, 0, n);
+      break;
+    case DataType.UINT16:
+      data = new Uint16Array(buf, 0, n);
+      break;
+    case DataType.INT32:
+      data = new Int32Array(buf, 0, n);
+      break;
+    case DataType.UINT32:
+      data = new Uint32Array(buf, 0, n);
+      break;
+    case DataType.INT64:
+      data = new BigInt64Array(buf, 0, n);
+      break;
+    case DataType.UINT64:
+      data = new BigUint64Array(buf, 0, n);
+      break;
+    default:
+      data = copy;
+      break;
   }
   return new ort.Tensor(type, data, t.dims);
 }
@@ -45,7 +81,8 @@ export function fromOrtTensor(name: string, t: ort.Tensor): Tensor {
   const dtype = FROM_ORT[t.type];
   if (dtype === undefined) throw new Error(`unsupported onnxruntime output type ${t.type}`);
   const dims = t.dims.map(Number);
-  if (dtype === DataType.STRING) return new Tensor(name, dtype, dims, { kind: 'strings', values: (t.data as string[]).map((s) => Buffer.from(s, 'utf8')) });
+  if (dtype === DataType.STRING)
+    return new Tensor(name, dtype, dims, { kind: 'strings', values: (t.data as string[]).map((s) => Buffer.from(s, 'utf8')) });
   const d = t.data as ArrayBufferView;
   const bytes = new Uint8Array(d.buffer, d.byteOffset, byteLength(dtype, numElements(dims))).slice();
   return Tensor.fromBytes(name, dtype, dims, bytes);
@@ -107,7 +144,8 @@ export function rng(seed: number): () => number {
 export function randn(rand: () => number, n: number, scale = 1): Float32Array {
   const out = new Float32Array(n);
   for (let i = 0; i < n; i += 2) {
-    const u = Math.max(rand(), 1e-12), v = rand();
+    const u = Math.max(rand(), 1e-12),
+      v = rand();
     const r = Math.sqrt(-2 * Math.log(u)) * scale;
     out[i] = r * Math.cos(2 * Math.PI * v);
     if (i + 1 < n) out[i + 1] = r * Math.sin(2 * Math.PI * v);
@@ -128,7 +166,9 @@ export interface InputSpec {
 
 /** Resolve an input's shape against symbolic-dim bindings. */
 export function concreteShape(shape: Dim[] | undefined, spec: InputSpec): number[] {
-  return (shape ?? []).map((d) => (typeof d === 'number' && d >= 0 ? d : typeof d === 'string' && spec.dims?.[d] !== undefined ? spec.dims[d]! : spec.defaultDim ?? 1));
+  return (shape ?? []).map((d) =>
+    typeof d === 'number' && d >= 0 ? d : typeof d === 'string' && spec.dims?.[d] !== undefined ? spec.dims[d]! : (spec.defaultDim ?? 1),
+  );
 }
 
 export const MAX_RANDOM_ELEMENTS = 2 ** 28;
@@ -139,29 +179,53 @@ export function randomInputs(model: Model, spec: InputSpec = {}): Record<string,
   const feeds: Record<string, Tensor> = {};
   for (const v of model.graph.inputs) {
     if (v.initializer) continue;
-    if (spec.fixed?.[v.name]) { feeds[v.name] = spec.fixed[v.name]!; continue; }
+    if (spec.fixed?.[v.name]) {
+      feeds[v.name] = spec.fixed[v.name]!;
+      continue;
+    }
     const type = v.type;
     if (!type) throw new InputError(`input '${v.name}' has no type`, model.sourcePath);
     const dims = concreteShape(type.shape, spec);
     const n = numElements(dims);
     // A declared shape is a claim: check it before allocating for it.
-    if (!(Number.isSafeInteger(n) && n <= MAX_RANDOM_ELEMENTS)) throw new InputError(`input '${v.name}' of shape [${dims}] has ${n} elements, more than the ${MAX_RANDOM_ELEMENTS} random inputs may hold`, model.sourcePath);
+    if (!(Number.isSafeInteger(n) && n <= MAX_RANDOM_ELEMENTS))
+      throw new InputError(
+        `input '${v.name}' of shape [${dims}] has ${n} elements, more than the ${MAX_RANDOM_ELEMENTS} random inputs may hold`,
+        model.sourcePath,
+      );
     const lname = v.name.toLowerCase();
     switch (type.elemType) {
-      case DataType.FLOAT: feeds[v.name] = Tensor.fromFloat32(v.name, dims, randn(rand, n)); break;
-      case DataType.FLOAT16: case DataType.DOUBLE: case DataType.BFLOAT16:
-        feeds[v.name] = Tensor.fromNumbers(v.name, type.elemType, dims, randn(rand, n)); break;
-      case DataType.BOOL: feeds[v.name] = Tensor.fromNumbers(v.name, type.elemType, dims, Array.from({ length: n }, () => (rand() < 0.5 ? 1 : 0))); break;
-      case DataType.INT64: case DataType.INT32: case DataType.UINT8: case DataType.INT8: {
+      case DataType.FLOAT:
+        feeds[v.name] = Tensor.fromFloat32(v.name, dims, randn(rand, n));
+        break;
+      case DataType.FLOAT16:
+      case DataType.DOUBLE:
+      case DataType.BFLOAT16:
+        feeds[v.name] = Tensor.fromNumbers(v.name, type.elemType, dims, randn(rand, n));
+        break;
+      case DataType.BOOL:
+        feeds[v.name] = Tensor.fromNumbers(
+          v.name,
+          type.elemType,
+          dims,
+          Array.from({ length: n }, () => (rand() < 0.5 ? 1 : 0)),
+        );
+        break;
+      case DataType.INT64:
+      case DataType.INT32:
+      case DataType.UINT8:
+      case DataType.INT8: {
         // Masks are all ones and positions count up: what a real caller passes.
         let vals: number[];
         if (lname.includes('mask')) vals = new Array(n).fill(1);
         else if (lname.includes('position')) vals = Array.from({ length: n }, (_, i) => i % dims[dims.length - 1]!);
         else vals = Array.from({ length: n }, () => Math.floor(rand() * (spec.intHigh ?? 16)));
-        feeds[v.name] = type.elemType === DataType.INT64 ? Tensor.fromInt64(v.name, dims, vals) : Tensor.fromNumbers(v.name, type.elemType, dims, vals);
+        feeds[v.name] =
+          type.elemType === DataType.INT64 ? Tensor.fromInt64(v.name, dims, vals) : Tensor.fromNumbers(v.name, type.elemType, dims, vals);
         break;
       }
-      default: throw new InputError(`cannot make a random ${dtypeName(type.elemType)} input for '${v.name}'`, model.sourcePath);
+      default:
+        throw new InputError(`cannot make a random ${dtypeName(type.elemType)} input for '${v.name}'`, model.sourcePath);
     }
   }
   return feeds;
@@ -187,15 +251,29 @@ export function tensorToFloat64(t: Tensor): Float64Array {
 
 export function compareTensors(ref: Tensor, cand: Tensor): Comparison {
   const shapeMatch = ref.dims.length === cand.dims.length && ref.dims.every((d, i) => d === cand.dims[i]);
-  const a = tensorToFloat64(ref), b = tensorToFloat64(cand);
+  const a = tensorToFloat64(ref),
+    b = tensorToFloat64(cand);
   const n = Math.min(a.length, b.length);
-  let dot = 0, na = 0, nb = 0, maxAbs = 0, se = 0;
+  let dot = 0,
+    na = 0,
+    nb = 0,
+    maxAbs = 0,
+    se = 0;
   let nanMismatch = false;
   for (let i = 0; i < n; i++) {
-    const x = a[i]!, y = b[i]!;
-    if (Number.isNaN(x) || Number.isNaN(y)) { if (Number.isNaN(x) !== Number.isNaN(y)) nanMismatch = true; continue; }
-    if (!Number.isFinite(x) || !Number.isFinite(y)) { if (x !== y) nanMismatch = true; continue; }
-    dot += x * y; na += x * x; nb += y * y;
+    const x = a[i]!,
+      y = b[i]!;
+    if (Number.isNaN(x) || Number.isNaN(y)) {
+      if (Number.isNaN(x) !== Number.isNaN(y)) nanMismatch = true;
+      continue;
+    }
+    if (!Number.isFinite(x) || !Number.isFinite(y)) {
+      if (x !== y) nanMismatch = true;
+      continue;
+    }
+    dot += x * y;
+    na += x * x;
+    nb += y * y;
     const d = Math.abs(x - y);
     if (d > maxAbs) maxAbs = d;
     se += d * d;
@@ -203,8 +281,13 @@ export function compareTensors(ref: Tensor, cand: Tensor): Comparison {
   let cosine = na === 0 && nb === 0 ? 1 : na === 0 || nb === 0 ? 0 : dot / Math.sqrt(na * nb);
   if (nanMismatch || !shapeMatch || a.length !== b.length) cosine = Math.min(cosine, 0);
   return {
-    name: ref.name, cosine, maxAbsError: nanMismatch ? Infinity : maxAbs, relError: na === 0 ? Math.sqrt(se) : Math.sqrt(se / na),
-    mse: n ? se / n : 0, shapeMatch, elements: n,
+    name: ref.name,
+    cosine,
+    maxAbsError: nanMismatch ? Infinity : maxAbs,
+    relError: na === 0 ? Math.sqrt(se) : Math.sqrt(se / na),
+    mse: n ? se / n : 0,
+    shapeMatch,
+    elements: n,
   };
 }
 
@@ -221,9 +304,11 @@ export function compareOutputs(ref: Record<string, Tensor>, cand: Record<string,
 export function allClose(expected: Tensor, actual: Tensor, rtol = 1e-3, atol = 1e-5): boolean {
   if (expected.dtype === DataType.STRING) return JSON.stringify(expected.strings()) === JSON.stringify(actual.strings());
   if (expected.dims.join() !== actual.dims.join()) return false;
-  const a = tensorToFloat64(expected), b = tensorToFloat64(actual);
+  const a = tensorToFloat64(expected),
+    b = tensorToFloat64(actual);
   for (let i = 0; i < a.length; i++) {
-    const x = a[i]!, y = b[i]!;
+    const x = a[i]!,
+      y = b[i]!;
     if (Number.isNaN(x) && Number.isNaN(y)) continue;
     if (x === y) continue;
     if (!(Math.abs(x - y) <= atol + rtol * Math.abs(x))) return false;
@@ -244,10 +329,13 @@ export function loadTestDataSet(dir: string, model: Model): TestDataSet {
   const read = (prefix: string, values: { name: string; type?: unknown }[]) => {
     const names = values.map((v) => v.name);
     const out: Record<string, Tensor> = {};
-    const files = fs.readdirSync(dir).filter((f) => f.startsWith(prefix) && f.endsWith('.pb'))
+    const files = fs
+      .readdirSync(dir)
+      .filter((f) => f.startsWith(prefix) && f.endsWith('.pb'))
       .sort((a, b) => Number(a.slice(prefix.length, -3)) - Number(b.slice(prefix.length, -3)));
     files.forEach((f, i) => {
-      if (values[i] && !values[i]!.type) throw new Error(`${path.join(dir, f)}: '${names[i]}' is not a tensor (sequence, map or optional value)`);
+      if (values[i] && !values[i]!.type)
+        throw new Error(`${path.join(dir, f)}: '${names[i]}' is not a tensor (sequence, map or optional value)`);
       const t = loadTensorFile(path.join(dir, f));
       const name = names[i] ?? t.name;
       t.name = name;
@@ -255,7 +343,13 @@ export function loadTestDataSet(dir: string, model: Model): TestDataSet {
     });
     return out;
   };
-  return { inputs: read('input_', model.graph.inputs.filter((v) => !v.initializer)), outputs: read('output_', model.graph.outputs) };
+  return {
+    inputs: read(
+      'input_',
+      model.graph.inputs.filter((v) => !v.initializer),
+    ),
+    outputs: read('output_', model.graph.outputs),
+  };
 }
 
 /** Inputs from a directory of `<input name>.pb` TensorProto files or an ONNX test_data_set folder. */

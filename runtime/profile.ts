@@ -55,13 +55,21 @@ const median = (v: number[]): number => {
 export function parseTrace(text: string): TraceEvent[] {
   const t = text.trim();
   if (t.startsWith('[') && t.endsWith(']')) {
-    try { return JSON.parse(t) as TraceEvent[]; } catch { /* fall through to per line */ }
+    try {
+      return JSON.parse(t) as TraceEvent[];
+    } catch {
+      /* fall through to per line */
+    }
   }
   const out: TraceEvent[] = [];
   for (const line of t.split('\n')) {
     const l = line.trim().replace(/,$/, '');
     if (!l.startsWith('{')) continue;
-    try { out.push(JSON.parse(l) as TraceEvent); } catch { /* a truncated line */ }
+    try {
+      out.push(JSON.parse(l) as TraceEvent);
+    } catch {
+      /* a truncated line */
+    }
   }
   return out;
 }
@@ -79,7 +87,12 @@ export function summarizeTrace(events: TraceEvent[], runs: number, runtime: stri
     h.durs.push(e.dur);
     host.set(name, h);
   }
-  const nodes = [...host].map(([name, h]) => ({ name, op: h.op, provider: h.provider, us: median(h.durs.length > 1 ? h.durs.slice(1) : h.durs) }));
+  const nodes = [...host].map(([name, h]) => ({
+    name,
+    op: h.op,
+    provider: h.provider,
+    us: median(h.durs.length > 1 ? h.durs.slice(1) : h.durs),
+  }));
   // GPU programs: "Api" events named "<node>&<op>&<program>"; a node may run several programs.
   const gpu = new Map<string, { op: string; programs: Map<string, number[]> }>();
   for (const e of events) {

@@ -39,6 +39,7 @@ export function loadTokenizer(dir: string): TextTokenizer | undefined {
   return {
     encode: (text, addSpecialTokens = true) => tok.encode(text, { add_special_tokens: addSpecialTokens }).ids,
     // The library refuses an empty list; the empty text is its decoding.
-    decode: (ids, skipSpecialTokens = false) => (ids.length ? tok.decode(ids, { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: cleanUp }) : ''),
+    decode: (ids, skipSpecialTokens = false) =>
+      ids.length ? tok.decode(ids, { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: cleanUp }) : '',
   };
 }

@@ -5,7 +5,18 @@
 import * as ort from 'onnxruntime-node';
 import { CheckError, DataType, InputError, Model, Tensor, dtypeName, guessRole, isFloat, loadModel, type Role } from '../ir/index.js';
 import { Comparison, compareTensors, fromOrtTensor, toOrtTensor } from './ort.js';
-import { defaultDims, describeInputs, shapesOf, dimKinds, loadInputs, type Feeds, type InputSets, type InputsSpec, type InputsUsed, type Preprocess } from './inputs.js';
+import {
+  defaultDims,
+  describeInputs,
+  shapesOf,
+  dimKinds,
+  loadInputs,
+  type Feeds,
+  type InputSets,
+  type InputsSpec,
+  type InputsUsed,
+  type Preprocess,
+} from './inputs.js';
 import { TaskAccumulator, cosineThreshold, taskKind, type TaskMetric } from './metrics.js';
 
 export interface VerifyOptions {
@@ -119,7 +130,9 @@ function isExact(cand: Model): boolean {
   for (const g of cand.graph.allGraphs()) {
     for (const n of g.nodes) if (QUANT_OPS.test(n.opType)) return false;
     for (const v of g.initializers) if (v.dtype === DataType.FLOAT16 || v.dtype === DataType.BFLOAT16) return false;
-    for (const n of g.nodes) for (const o of n.outputs) if (o?.type && (o.type.elemType === DataType.FLOAT16 || o.type.elemType === DataType.BFLOAT16)) return false;
+    for (const n of g.nodes)
+      for (const o of n.outputs)
+        if (o?.type && (o.type.elemType === DataType.FLOAT16 || o.type.elemType === DataType.BFLOAT16)) return false;
   }
   return true;
 }
@@ -145,30 +158,50 @@ function splitBatch(cand: Model, set: Feeds): { sets: Feeds[]; batch: number } |
   const n = set[ins[0]!.name]?.dims[0];
   if (n === undefined || n % b0 !== 0) return undefined;
   for (const v of ins) {
-    const t = set[v.name], shape = v.type?.shape;
-    if (!t || !shape || shape[0] !== b0 || t.dims[0] !== n || shape.length !== t.dims.length || shape.some((d, i) => i > 0 && typeof d === 'number' && d !== t.dims[i])) return undefined;
+    const t = set[v.name],
+      shape = v.type?.shape;
+    if (
+      !t ||
+      !shape ||
+      shape[0] !== b0 ||
+      t.dims[0] !== n ||
+      shape.length !== t.dims.length ||
+      shape.some((d, i) => i > 0 && typeof d === 'number' && d !== t.dims[i])
+    )
+      return undefined;
   }
   const out: Feeds[] = [];
   for (let i = 0; i < n; i += b0) {
-    out.push(Object.fromEntries(Object.entries(set).map(([k, t]) => {
-      const row = t.size / t.dims[0]!;
-      const vals = t.toNumbers().slice(i * row, (i + b0) * row);
-      const dims = [b0, ...t.dims.slice(1)];
-      return [k, t.dtype === DataType.INT64 ? Tensor.fromInt64(k, dims, Array.from(vals)) : Tensor.fromNumbers(k, t.dtype, dims, vals)];
-    })));
+    out.push(
+      Object.fromEntries(
+        Object.entries(set).map(([k, t]) => {
+          const row = t.size / t.dims[0]!;
+          const vals = t.toNumbers().slice(i * row, (i + b0) * row);
+          const dims = [b0, ...t.dims.slice(1)];
+          return [k, t.dtype === DataType.INT64 ? Tensor.fromInt64(k, dims, Array.from(vals)) : Tensor.fromNumbers(k, t.dtype, dims, vals)];
+        }),
+      ),
+    );
   }
   return { sets: out, batch: b0 };
 }
 
 /** The sets a candidate with fixed dims can take (batch-N sets split into its batch B), and why the others cannot. */
 function fitSets(cand: Model, sets: Feeds[]): { sets: Feeds[]; dropped: string[]; split?: number } {
-  const out: Feeds[] = [], dropped: string[] = [];
+  const out: Feeds[] = [],
+    dropped: string[] = [];
   let split: number | undefined;
   for (const set of sets) {
     const why = unfitInput(cand, set);
-    if (!why) { out.push(set); continue; }
+    if (!why) {
+      out.push(set);
+      continue;
+    }
     const parts = splitBatch(cand, set);
-    if (parts) { out.push(...parts.sets); split = parts.batch; } else dropped.push(why);
+    if (parts) {
+      out.push(...parts.sets);
+      split = parts.batch;
+    } else dropped.push(why);
   }
   return { sets: out, dropped, split };
 }
@@ -189,14 +222,20 @@ async function runSets(file: string, sets: Feeds[], hint: string, candidate?: st
   let session: ort.InferenceSession | undefined;
   try {
     session = await ort.InferenceSession.create(file, { graphOptimizationLevel: 'disabled', intraOpNumThreads: 1, logSeverityLevel: 4 });
-  } catch (e) { fail(e); }
+  } catch (e) {
+    fail(e);
+  }
   const out: Record<string, Tensor>[] = [];
   try {
     for (const feeds of sets) {
       const ortFeeds: Record<string, ort.Tensor> = {};
       for (const name of session!.inputNames) ortFeeds[name] = toOrtTensor(feeds[name]!);
       let res: ort.InferenceSession.OnnxValueMapType;
-      try { res = await session!.run(ortFeeds); } catch (e) { fail(e); }
+      try {
+        res = await session!.run(ortFeeds);
+      } catch (e) {
+        fail(e);
+      }
       out.push(Object.fromEntries(Object.entries(res!).map(([k, v]) => [k, fromOrtTensor(k, v as ort.Tensor)])));
     }
   } finally {
@@ -215,8 +254,14 @@ export async function verifyModels(refPath: string, candPath: string, opts: Veri
 
   const spec: InputsSpec = {
     inputs: [...(opts.inputs ?? []), ...(opts.inputsDir ? [opts.inputsDir] : [])],
-    images: opts.images, tokens: opts.tokens, preprocess: opts.preprocess, dims: opts.dims, dimFlag,
-    fixedDims: dimsFromCandidate(ref, cand), image: opts.image, seed: opts.seed,
+    images: opts.images,
+    tokens: opts.tokens,
+    preprocess: opts.preprocess,
+    dims: opts.dims,
+    dimFlag,
+    fixedDims: dimsFromCandidate(ref, cand),
+    image: opts.image,
+    seed: opts.seed,
     intHigh: Math.min(idBound(ref) ?? Infinity, idBound(cand) ?? Infinity),
   };
   if (!Number.isFinite(spec.intHigh!)) spec.intHigh = 16;
@@ -237,9 +282,15 @@ export async function verifyModels(refPath: string, candPath: string, opts: Veri
     misfit = fit.dropped[0];
     if (fit.sets.length && (!misfit || opts.unfit === 'synthetic')) {
       // A static candidate is measured on the sets it can take; the others are named, not hidden.
-      const notes = [...(fit.split ? [`split into batch-${fit.split} sets for the candidate`] : []),
-        ...(misfit ? [`${fit.dropped.length} of ${loaded.sets.length} sets not used: ${misfit}`] : [])];
-      if (notes.length) loaded = { sets: fit.sets, used: { ...loaded.used, count: fit.sets.length, shapes: shapesOf(fit.sets), from: [...loaded.used.from, ...notes] } };
+      const notes = [
+        ...(fit.split ? [`split into batch-${fit.split} sets for the candidate`] : []),
+        ...(misfit ? [`${fit.dropped.length} of ${loaded.sets.length} sets not used: ${misfit}`] : []),
+      ];
+      if (notes.length)
+        loaded = {
+          sets: fit.sets,
+          used: { ...loaded.used, count: fit.sets.length, shapes: shapesOf(fit.sets), from: [...loaded.used.from, ...notes] },
+        };
       misfit = undefined;
     }
   }
@@ -251,7 +302,9 @@ export async function verifyModels(refPath: string, candPath: string, opts: Veri
   const fromUser = !loaded.used.synthetic;
   let sets = loaded.sets.map((s) => ({ ...s, ...(opts.fixed ?? {}) }));
   if (opts.fixed && feedNames.every((n) => opts.fixed![n])) sets = sets.slice(0, 1);
-  const used: InputsUsed = opts.fixed ? { ...loaded.used, count: sets.length, shapes: [Object.fromEntries(Object.entries(sets[0]!).map(([k, t]) => [k, [...t.dims]]))] } : loaded.used;
+  const used: InputsUsed = opts.fixed
+    ? { ...loaded.used, count: sets.length, shapes: [Object.fromEntries(Object.entries(sets[0]!).map(([k, t]) => [k, [...t.dims]]))] }
+    : loaded.used;
 
   const derived = sets.map((s) => opts.derive?.(s) ?? {});
   const candNeeds = cand.graph.inputs.filter((v) => !v.initializer && !sets[0]![v.name] && !derived[0]![v.name]).map((v) => v.name);
@@ -259,12 +312,18 @@ export async function verifyModels(refPath: string, candPath: string, opts: Veri
 
   const kinds = dimKinds(ref);
   const bound = Object.keys(used.dims ?? defaultDims(ref, { ...spec, dims: {} })).filter((d) => kinds.has(d));
-  const hint = `the inputs bound ${bound.length ? bound.map((d) => `${d}=${used.dims?.[d] ?? '?'}`).join(', ') : 'no symbolic dim'}`
-    + ` (${used.source}); set symbolic dims with ${dimFlag} NAME=N${dimFlag === '--fix' ? '' : ' (compile: --fix NAME=N)'} or pass real inputs with --inputs`;
+  const hint =
+    `the inputs bound ${bound.length ? bound.map((d) => `${d}=${used.dims?.[d] ?? '?'}`).join(', ') : 'no symbolic dim'}` +
+    ` (${used.source}); set symbolic dims with ${dimFlag} NAME=N${dimFlag === '--fix' ? '' : ' (compile: --fix NAME=N)'} or pass real inputs with --inputs`;
   const select = opts.sets?.select;
-  const part = (outs: Record<string, Tensor>[]) => (select ? outs.map((o, i) => Object.fromEntries(Object.entries(o).map(([k, t]) => [k, select(sets[i]!, k, t)]))) : outs);
+  const part = (outs: Record<string, Tensor>[]) =>
+    select ? outs.map((o, i) => Object.fromEntries(Object.entries(o).map(([k, t]) => [k, select(sets[i]!, k, t)]))) : outs;
   const refOut = part(await runSets(refPath, sets, hint));
-  const candSets = sets.map((s, i) => Object.fromEntries(cand.graph.inputs.filter((v) => !v.initializer).map((v) => [v.name, castFloat(s[v.name] ?? derived[i]![v.name]!, v.dtype)])));
+  const candSets = sets.map((s, i) =>
+    Object.fromEntries(
+      cand.graph.inputs.filter((v) => !v.initializer).map((v) => [v.name, castFloat(s[v.name] ?? derived[i]![v.name]!, v.dtype)]),
+    ),
+  );
   const candOut = part(await runSets(candPath, candSets, hint, opts.candidateName ?? candPath));
 
   const idsName = feedNames.find((n) => /input_ids|^ids$/i.test(n));
@@ -275,13 +334,41 @@ export async function verifyModels(refPath: string, candPath: string, opts: Veri
     let worst: OutputCheck | undefined;
     const acc = new TaskAccumulator(taskKind(role, refOut[0]![o.name]!));
     for (let i = 0; i < sets.length; i++) {
-      const r = refOut[i]![o.name]!, c = candOut[i]![o.name];
-      if (!c) { worst = { name: o.name, cosine: 0, maxAbsError: Infinity, relError: Infinity, mse: Infinity, shapeMatch: false, elements: 0, problem: 'missing from the candidate' }; break; }
+      const r = refOut[i]![o.name]!,
+        c = candOut[i]![o.name];
+      if (!c) {
+        worst = {
+          name: o.name,
+          cosine: 0,
+          maxAbsError: Infinity,
+          relError: Infinity,
+          mse: Infinity,
+          shapeMatch: false,
+          elements: 0,
+          problem: 'missing from the candidate',
+        };
+        break;
+      }
       const cmp: OutputCheck = { ...compareTensors(r, c), name: o.name };
       if (!cmp.shapeMatch) cmp.problem = `shape [${c.dims}] differs from the reference [${r.dims}]`;
       else acc.add(r, c, fromUser && idsName ? sets[i]![idsName] : undefined, maskName ? sets[i]![maskName] : undefined);
-      if (!worst || cmp.problem || cmp.cosine < worst.cosine) worst = worst?.problem ? worst : { ...cmp, maxAbsError: Math.max(cmp.maxAbsError, worst?.maxAbsError ?? 0), relError: Math.max(cmp.relError, worst?.relError ?? 0), elements: cmp.elements + (worst?.elements ?? 0) };
-      else worst = { ...worst, maxAbsError: Math.max(cmp.maxAbsError, worst.maxAbsError), relError: Math.max(cmp.relError, worst.relError), mse: Math.max(cmp.mse, worst.mse), elements: worst.elements + cmp.elements };
+      if (!worst || cmp.problem || cmp.cosine < worst.cosine)
+        worst = worst?.problem
+          ? worst
+          : {
+              ...cmp,
+              maxAbsError: Math.max(cmp.maxAbsError, worst?.maxAbsError ?? 0),
+              relError: Math.max(cmp.relError, worst?.relError ?? 0),
+              elements: cmp.elements + (worst?.elements ?? 0),
+            };
+      else
+        worst = {
+          ...worst,
+          maxAbsError: Math.max(cmp.maxAbsError, worst.maxAbsError),
+          relError: Math.max(cmp.relError, worst.relError),
+          mse: Math.max(cmp.mse, worst.mse),
+          elements: worst.elements + cmp.elements,
+        };
       if (cmp.problem) break;
     }
     if (!worst!.problem && !(worst!.cosine >= threshold)) worst!.problem = `cosine ${worst!.cosine.toFixed(6)} < ${threshold}`;
@@ -289,11 +376,21 @@ export async function verifyModels(refPath: string, candPath: string, opts: Veri
     for (const m of acc.metrics()) {
       const named = { ...m, name: `${o.name}: ${m.name}` };
       metrics.push(named);
-      if (m.passed === false && !worst!.problem) worst!.problem = `${m.name} ${m.value.toPrecision(4)} ${m.higherIsBetter ? '<' : '>'} ${m.threshold}`;
+      if (m.passed === false && !worst!.problem)
+        worst!.problem = `${m.name} ${m.value.toPrecision(4)} ${m.higherIsBetter ? '<' : '>'} ${m.threshold}`;
     }
   }
   const extraOutputs = Object.keys(candOut[0]!).filter((k) => !refOut[0]![k]);
-  const srcOf = (n: string): InputUsed['source'] => (opts.fixed?.[n] ? 'fixed' : used.synthetic ? 'random' : used.source.includes('images') && /pixel|image/i.test(n) ? 'image' : used.source.includes('tokens') ? 'tokens' : 'file');
+  const srcOf = (n: string): InputUsed['source'] =>
+    opts.fixed?.[n]
+      ? 'fixed'
+      : used.synthetic
+        ? 'random'
+        : used.source.includes('images') && /pixel|image/i.test(n)
+          ? 'image'
+          : used.source.includes('tokens')
+            ? 'tokens'
+            : 'file';
   const inputs = feedNames.map((n) => ({ name: n, dtype: dtypeName(sets[0]![n]!.dtype), shape: [...sets[0]![n]!.dims], source: srcOf(n) }));
   return { outputs, extraOutputs, passed: outputs.every((o) => !o.problem), threshold, role, metrics, inputs, inputsUsed: used };
 }
@@ -310,7 +407,12 @@ export function byTaskMetrics(r: VerifyResult): VerifyResult {
     const rest: OutputCheck = { ...o };
     delete rest.problem;
     const bad = r.metrics.find((m) => m.passed === false && m.name.startsWith(`${o.name}: `));
-    return bad ? { ...rest, problem: `${bad.name.slice(o.name.length + 2)} ${bad.value.toPrecision(4)} ${bad.higherIsBetter ? '<' : '>'} ${bad.threshold}` } : rest;
+    return bad
+      ? {
+          ...rest,
+          problem: `${bad.name.slice(o.name.length + 2)} ${bad.value.toPrecision(4)} ${bad.higherIsBetter ? '<' : '>'} ${bad.threshold}`,
+        }
+      : rest;
   });
   return { ...r, outputs, passed: outputs.every((o) => !o.problem), judgedBy: 'task metrics (cosine reported)' };
 }

@@ -13,19 +13,36 @@ import { OrtProfile, parseTrace, summarizeTrace } from './profile.js';
 export const CHROMIUM_PATH = '/usr/bin/chromium';
 
 const CHROMIUM_FLAGS = [
-  '--headless', '--no-sandbox', '--enable-unsafe-webgpu', '--enable-unsafe-swiftshader',
-  '--use-webgpu-adapter=swiftshader', '--disable-background-networking', '--disable-component-update',
-  '--disable-sync', '--no-first-run', '--disable-quic',
+  '--headless',
+  '--no-sandbox',
+  '--enable-unsafe-webgpu',
+  '--enable-unsafe-swiftshader',
+  '--use-webgpu-adapter=swiftshader',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-quic',
 ];
 
 const WEB_TYPES: Partial<Record<DataType, string>> = {
-  [DataType.FLOAT]: 'float32', [DataType.FLOAT16]: 'float16', [DataType.INT64]: 'int64', [DataType.INT32]: 'int32',
-  [DataType.UINT8]: 'uint8', [DataType.INT8]: 'int8', [DataType.BOOL]: 'bool', [DataType.UINT16]: 'uint16',
+  [DataType.FLOAT]: 'float32',
+  [DataType.FLOAT16]: 'float16',
+  [DataType.INT64]: 'int64',
+  [DataType.INT32]: 'int32',
+  [DataType.UINT8]: 'uint8',
+  [DataType.INT8]: 'int8',
+  [DataType.BOOL]: 'bool',
+  [DataType.UINT16]: 'uint16',
 };
 const FROM_WEB: Record<string, DataType> = Object.fromEntries(Object.entries(WEB_TYPES).map(([k, v]) => [v, Number(k)]));
 
 const MIME: Record<string, string> = {
-  '.mjs': 'text/javascript', '.js': 'text/javascript', '.wasm': 'application/wasm', '.html': 'text/html', '.json': 'application/json',
+  '.mjs': 'text/javascript',
+  '.js': 'text/javascript',
+  '.wasm': 'application/wasm',
+  '.html': 'text/html',
+  '.json': 'application/json',
 };
 
 export interface BrowserRunOptions {
@@ -41,7 +58,11 @@ export interface AdapterInfo {
   maxBufferSize: number;
 }
 
-interface WireTensor { type: string; dims: number[]; b64: string }
+interface WireTensor {
+  type: string;
+  dims: number[];
+  b64: string;
+}
 
 /** Per execution provider (WebGpuExecutionProvider, CPUExecutionProvider): node count and the nodes
  * (onnxruntime names them only when the graph is split across providers). */
@@ -52,7 +73,13 @@ export class WebGpuBrowser {
   private roots = new Map<string, string>();
   private next = 0;
 
-  private constructor(private server: http.Server, private browser: BrowserContext, private page: Page, private profileDir: string, private base: string) {}
+  private constructor(
+    private server: http.Server,
+    private browser: BrowserContext,
+    private page: Page,
+    private profileDir: string,
+    private base: string,
+  ) {}
 
   static async launch(): Promise<WebGpuBrowser> {
     if (!fs.existsSync(CHROMIUM_PATH)) throw new Error(`${CHROMIUM_PATH} not found (apt-get install chromium)`);
@@ -66,7 +93,7 @@ export class WebGpuBrowser {
     try {
       // A fresh profile per session: nothing cached from an earlier run can leak in.
       browser = await chromium.launchPersistentContext(profileDir, { executablePath: CHROMIUM_PATH, headless: true, args: CHROMIUM_FLAGS });
-      const page = browser.pages()[0] ?? await browser.newPage();
+      const page = browser.pages()[0] ?? (await browser.newPage());
       await page.goto(`${base}/index.html`);
       await page.waitForFunction(() => (globalThis as unknown as { edgecReady?: boolean }).edgecReady === true);
       const b = new WebGpuBrowser(server, browser, page, profileDir, base);
@@ -85,7 +112,11 @@ export class WebGpuBrowser {
     return this.page.evaluate(async () => {
       const a = await (navigator as unknown as { gpu: GPU }).gpu.requestAdapter();
       if (!a) throw new Error('no WebGPU adapter');
-      return { features: [...a.features].map(String).sort(), maxStorageBufferBindingSize: a.limits.maxStorageBufferBindingSize, maxBufferSize: a.limits.maxBufferSize };
+      return {
+        features: [...a.features].map(String).sort(),
+        maxStorageBufferBindingSize: a.limits.maxStorageBufferBindingSize,
+        maxBufferSize: a.limits.maxBufferSize,
+      };
     });
   }
 
@@ -118,7 +149,11 @@ export class WebGpuBrowser {
 
   /** Profile `modelFile` with onnxruntime-web's profiler on the WebGPU EP (GPU times per program from
    * timestamp queries) or the wasm EP: one warm-up run and `runs` timed runs. */
-  async profile(modelFile: string, feeds: Record<string, Tensor>, opts: BrowserRunOptions & { ep?: 'webgpu' | 'wasm'; runs?: number } = {}): Promise<OrtProfile> {
+  async profile(
+    modelFile: string,
+    feeds: Record<string, Tensor>,
+    opts: BrowserRunOptions & { ep?: 'webgpu' | 'wasm'; runs?: number } = {},
+  ): Promise<OrtProfile> {
     const { key, url, ext } = this.serve(modelFile, opts);
     const runs = opts.runs ?? 5;
     const lines: string[] = [];
@@ -155,7 +190,11 @@ export class WebGpuBrowser {
     let ep: string | undefined;
     for (const l of lines) {
       const head = /(?:All nodes|Node\(s\)) placed on \[(\w+)\]\. Number of nodes: (\d+)/.exec(l);
-      if (head) { ep = head[1]!; out[ep] = { count: Number(head[2]), nodes: [] }; continue; }
+      if (head) {
+        ep = head[1]!;
+        out[ep] = { count: Number(head[2]), nodes: [] };
+        continue;
+      }
       const node = /VerifyEachNodeIsAssignedToAnEp\]\s{2,}(\w+) \((.*)\)\s*$/.exec(l);
       if (node && ep) out[ep]!.nodes.push({ op: node[1]!, name: node[2]! });
     }
@@ -167,7 +206,10 @@ export class WebGpuBrowser {
     const key = `m${this.next++}`;
     this.roots.set(key, dir);
     const url = `/files/${key}/${encodeURIComponent(path.basename(modelFile))}`;
-    const ext = (opts.externalData ?? []).map((p) => ({ path: p, data: `/files/${key}/${p.split('/').map(encodeURIComponent).join('/')}` }));
+    const ext = (opts.externalData ?? []).map((p) => ({
+      path: p,
+      data: `/files/${key}/${p.split('/').map(encodeURIComponent).join('/')}`,
+    }));
     return { key, url, ext };
   }
 
@@ -202,7 +244,8 @@ function serve(req: http.IncomingMessage, res: http.ServerResponse, ortDist: str
     return;
   }
   if (parts[0] === 'ort' && parts.length === 2) file = safeJoin(ortDist, parts[1]!);
-  else if (parts[0] === 'files' && parts.length >= 3 && roots.has(parts[1]!)) file = safeJoin(roots.get(parts[1]!)!, parts.slice(2).join('/'));
+  else if (parts[0] === 'files' && parts.length >= 3 && roots.has(parts[1]!))
+    file = safeJoin(roots.get(parts[1]!)!, parts.slice(2).join('/'));
   if (!file || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
     res.writeHead(404);
     res.end();

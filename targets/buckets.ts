@@ -18,7 +18,11 @@ import { sha256File, type ManifestModel } from './manifest.js';
 import type { TargetOptions } from './target.js';
 import type { TilePlan } from './plan/types.js';
 
-export interface Bucket { batch: number; height: number; width: number }
+export interface Bucket {
+  batch: number;
+  height: number;
+  width: number;
+}
 
 export interface BucketOptions {
   /** Base name of the files (default: the source file name without .onnx). */
@@ -63,9 +67,16 @@ const nodeCount = (m: Model) => [...m.graph.allGraphs()].reduce((s, g) => s + g.
 
 function imageInput(m: Model, name?: string) {
   const ins = m.graph.inputs.filter((v) => !v.initializer);
-  const v = name ? ins.find((x) => x.name === name) : ins.filter((x) => x.type?.elemType === DataType.FLOAT && x.type.shape?.length === 4).length === 1
-    ? ins.find((x) => x.type?.elemType === DataType.FLOAT && x.type.shape?.length === 4) : undefined;
-  if (!v) throw new InputError(name ? `no input '${name}'` : 'cannot tell the image input (give `input`): need exactly one float [N, C, H, W] input', m.sourcePath);
+  const v = name
+    ? ins.find((x) => x.name === name)
+    : ins.filter((x) => x.type?.elemType === DataType.FLOAT && x.type.shape?.length === 4).length === 1
+      ? ins.find((x) => x.type?.elemType === DataType.FLOAT && x.type.shape?.length === 4)
+      : undefined;
+  if (!v)
+    throw new InputError(
+      name ? `no input '${name}'` : 'cannot tell the image input (give `input`): need exactly one float [N, C, H, W] input',
+      m.sourcePath,
+    );
   const c = v.type?.shape?.[1];
   if (typeof c !== 'number') throw new InputError(`input '${v.name}' has no fixed channel count`, m.sourcePath);
   return { name: v.name, channels: c };
@@ -75,13 +86,15 @@ export async function compileBuckets(source: string, outDir: string, buckets: Bu
   if (!buckets.length) throw new InputError('no buckets given');
   const keys = buckets.map((b) => `b${b.batch}_${b.height}x${b.width}`);
   if (new Set(keys).size !== keys.length) throw new InputError(`duplicate buckets: ${keys.join(', ')}`);
-  for (const b of buckets) if (![b.batch, b.height, b.width].every((x) => Number.isInteger(x) && x > 0)) throw new InputError(`bad bucket ${JSON.stringify(b)}`);
+  for (const b of buckets)
+    if (![b.batch, b.height, b.width].every((x) => Number.isInteger(x) && x > 0)) throw new InputError(`bad bucket ${JSON.stringify(b)}`);
   const fix = getPass('fix-shapes');
   if (!fix) throw new Error('fix-shapes pass is not registered');
   const name = opts.name ?? path.basename(source).replace(/\.onnx$/i, '');
   const weightsFile = opts.weightsFile ?? `${name}.weights.data`;
   const dest = path.resolve(outDir);
-  if (dest === path.dirname(path.resolve(source))) throw new InputError('output folder is the source folder; refusing to write next to the input', outDir);
+  if (dest === path.dirname(path.resolve(source)))
+    throw new InputError('output folder is the source folder; refusing to write next to the input', outDir);
   // Written to a temp folder, then moved in: a failure leaves no half set of variants behind.
   const work = `${dest}.tmp-${process.pid}`;
   fs.rmSync(work, { recursive: true, force: true });
@@ -96,7 +109,16 @@ export async function compileBuckets(source: string, outDir: string, buckets: Bu
   }
 }
 
-async function writeBuckets(source: string, outDir: string, buckets: Bucket[], keys: string[], name: string, weightsFile: string, fix: Pass, opts: BucketOptions): Promise<BucketManifest> {
+async function writeBuckets(
+  source: string,
+  outDir: string,
+  buckets: Bucket[],
+  keys: string[],
+  name: string,
+  weightsFile: string,
+  fix: Pass,
+  opts: BucketOptions,
+): Promise<BucketManifest> {
   // 1. The dynamic model, weights written once.
   const src = loadModel(source);
   const input = imageInput(src, opts.input);
@@ -109,21 +131,42 @@ async function writeBuckets(source: string, outDir: string, buckets: Bucket[], k
   const variants: BucketVariant[] = [];
   const wReal = fs.realpathSync(wPath);
   for (let i = 0; i < buckets.length; i++) {
-    const b = buckets[i]!, key = keys[i]!;
+    const b = buckets[i]!,
+      key = keys[i]!;
     const m = loadModel(dynFile);
     const before = nodeCount(m);
-    await fix.run(m, resolveOptions(fix, { inputs: `${input.name}=${b.batch}x${input.channels}x${b.height}x${b.width}`, requireStatic: true }), {});
-    let sharedTensors = 0, sharedBytes = 0;
+    await fix.run(
+      m,
+      resolveOptions(fix, { inputs: `${input.name}=${b.batch}x${input.channels}x${b.height}x${b.width}`, requireStatic: true }),
+      {},
+    );
+    let sharedTensors = 0,
+      sharedBytes = 0;
     for (const g of m.graph.allGraphs()) {
-      for (const t of g.initializers) if (t.data.kind === 'external' && t.data.ref.file === wReal) { sharedTensors++; sharedBytes += t.byteLength; }
+      for (const t of g.initializers)
+        if (t.data.kind === 'external' && t.data.ref.file === wReal) {
+          sharedTensors++;
+          sharedBytes += t.byteLength;
+        }
     }
     const file = `${name}.${key}.onnx`;
-    const res = saveModel(m, path.join(outDir, file), { externalData: true, location: `${file}.data`, threshold: opts.threshold ?? 1024, reuseExternal: true });
+    const res = saveModel(m, path.join(outDir, file), {
+      externalData: true,
+      location: `${file}.data`,
+      threshold: opts.threshold ?? 1024,
+      reuseExternal: true,
+    });
     const own = res.dataFiles[0];
     variants.push({
-      key, ...b, file, sha256: sha256File(res.modelFile), bytes: res.modelBytes,
+      key,
+      ...b,
+      file,
+      sha256: sha256File(res.modelFile),
+      bytes: res.modelBytes,
       ownData: own ? { file: path.basename(own.file), bytes: own.bytes, sha256: sha256File(own.file) } : null,
-      sharedTensors, sharedBytes, nodes: { before, after: nodeCount(m) },
+      sharedTensors,
+      sharedBytes,
+      nodes: { before, after: nodeCount(m) },
     });
   }
 
@@ -133,7 +176,8 @@ async function writeBuckets(source: string, outDir: string, buckets: Bucket[], k
       const vFile = path.join(outDir, v.file);
       const feeds = randomInputs(loadModel(vFile), { seed: opts.seed ?? 7 });
       const shape = [v.batch, input.channels, v.height, v.width];
-      if (feeds[input.name]!.dims.join() !== shape.join()) throw new CheckError(`variant ${v.file} takes [${feeds[input.name]!.dims}], expected [${shape}]`);
+      if (feeds[input.name]!.dims.join() !== shape.join())
+        throw new CheckError(`variant ${v.file} takes [${feeds[input.name]!.dims}], expected [${shape}]`);
       const cmp = compareOutputs(await runModel(dynFile, feeds), await runModel(vFile, feeds));
       v.verification = { cosine: Math.min(...cmp.map((c) => c.cosine)), maxAbsError: Math.max(...cmp.map((c) => c.maxAbsError)) };
     }
@@ -145,7 +189,8 @@ async function writeBuckets(source: string, outDir: string, buckets: Bucket[], k
     input: input.name,
     weights: { file: weightsFile, bytes: weightsBytes, sha256: sha256File(wPath), tensors: saved.externalTensors },
     dynamic: { file: path.basename(dynFile), sha256: sha256File(dynFile) },
-    variants, lookup,
+    variants,
+    lookup,
   };
 }
 
@@ -169,7 +214,10 @@ export function encoderCalls(plan: TilePlan, compiled: Bucket[]): EncoderCall[] 
   plan.batches.forEach((b, i) => {
     const [, c, h, w] = b.shape;
     const sizes = [...new Set(compiled.filter((v) => v.height === h && v.width === w).map((v) => v.batch))].sort((x, y) => y - x);
-    if (!sizes.length) { missing.add(`${w}x${h}`); return; }
+    if (!sizes.length) {
+      missing.add(`${w}x${h}`);
+      return;
+    }
     for (let rest = b.tiles; rest.length;) {
       const n = sizes.find((s) => s <= rest.length) ?? sizes[sizes.length - 1]!;
       const tiles = rest.slice(0, n);
@@ -179,7 +227,10 @@ export function encoderCalls(plan: TilePlan, compiled: Bucket[]): EncoderCall[] 
   });
   if (missing.size) {
     const have = [...new Set(compiled.map((v) => `${v.width}x${v.height}`))].join(', ');
-    throw new CheckError(`the ${plan.policy} plan of ${plan.image.width}x${plan.image.height} needs tiles of ${[...missing].join(', ')} (WxH) with no compiled variant (have: ${have || 'none'})`, [...missing]);
+    throw new CheckError(
+      `the ${plan.policy} plan of ${plan.image.width}x${plan.image.height} needs tiles of ${[...missing].join(', ')} (WxH) with no compiled variant (have: ${have || 'none'})`,
+      [...missing],
+    );
   }
   return out;
 }
@@ -197,7 +248,8 @@ export function preprocessingSpec(opts: TargetOptions, models: ManifestModel[]):
   if (tiling && vision.length) return tilingSpec(tiling, models);
   const sized = vision.filter((v) => v.variant);
   // Static encoders take exactly these sizes; the runtime resizes images to them.
-  if (sized.length) return { imageSizes: [...new Set(sized.map((v) => v.variant!))], files: Object.fromEntries(sized.map((v) => [v.variant!, v.file])) };
+  if (sized.length)
+    return { imageSizes: [...new Set(sized.map((v) => v.variant!))], files: Object.fromEntries(sized.map((v) => [v.variant!, v.file])) };
   return undefined;
 }
 
@@ -219,10 +271,12 @@ function tilingSpec(t: Tiling, models: ManifestModel[]): Record<string, unknown>
     }
     return out;
   };
-  const encoder = table('vision-encoder'), projector = table('projector');
+  const encoder = table('vision-encoder'),
+    projector = table('projector');
   const shapes = models.filter((e) => e.role === 'vision-encoder').flatMap((e) => parseTileSuffix(e.variant ?? '') ?? []);
   const calls = encoderCalls(p, shapes).map((c) => {
-    const key = `${c.shape[3]}x${c.shape[2]}`, b = String(c.shape[0]);
+    const key = `${c.shape[3]}x${c.shape[2]}`,
+      b = String(c.shape[0]);
     return { ...c, encoder: encoder[key]![b]!, ...(projector[key]?.[b] ? { projector: projector[key]![b]! } : {}) };
   });
   Object.assign(spec, {

@@ -107,14 +107,22 @@ export function loadBuildConfig(file: string): BuildConfig {
   try {
     raw = JSON.parse(fs.readFileSync(file, 'utf8'));
   } catch (e) {
-    const why = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file (write one, or pass --config FILE)' : `not valid JSON: ${(e as Error).message}`;
+    const why =
+      (e as NodeJS.ErrnoException).code === 'ENOENT'
+        ? 'no such file (write one, or pass --config FILE)'
+        : `not valid JSON: ${(e as Error).message}`;
     throw new InputError(why, file);
   }
   const validate = new Ajv({ allErrors: false, strict: false }).compile(configSchema());
   if (!validate(raw)) {
     const err = validate.errors![0]!;
     const where = err.instancePath || '(top level)';
-    const extra = err.params && 'additionalProperty' in err.params ? ` '${String(err.params.additionalProperty)}'` : err.params && 'allowedValues' in err.params ? ` (${(err.params.allowedValues as unknown[]).join(', ')})` : '';
+    const extra =
+      err.params && 'additionalProperty' in err.params
+        ? ` '${String(err.params.additionalProperty)}'`
+        : err.params && 'allowedValues' in err.params
+          ? ` (${(err.params.allowedValues as unknown[]).join(', ')})`
+          : '';
     throw new InputError(`${where} ${err.message}${extra}; see edgec.config.schema.json`, file);
   }
   const cfg = raw as BuildConfig;
@@ -128,7 +136,8 @@ export function loadBuildConfig(file: string): BuildConfig {
   for (const m of cfg.models) {
     if (models.has(m.name)) throw new InputError(`model name '${m.name}' used twice`, file);
     models.add(m.name);
-    for (const t of m.targets ?? []) if (!names.has(t)) throw new InputError(`model '${m.name}' names unknown target '${t}' (known: ${[...names].join(', ')})`, file);
+    for (const t of m.targets ?? [])
+      if (!names.has(t)) throw new InputError(`model '${m.name}' names unknown target '${t}' (known: ${[...names].join(', ')})`, file);
   }
   return cfg;
 }
@@ -147,12 +156,32 @@ export function buildItems(cfg: BuildConfig, configFile: string, only?: string[]
       const id = `${m.name}/${tname}`;
       const calibration = m.calibration ? path.resolve(dir, m.calibration) : undefined;
       items.push({
-        id, model: m.name, target: tname, input, out: path.join(out, m.name, tname),
+        id,
+        model: m.name,
+        target: tname,
+        input,
+        out: path.join(out, m.name, tname),
         options: {
-          target: t.target, out: path.join(out, m.name, tname), quant: o.quant, blockSize: o.blockSize, method: o.method, fp16: o.fp16,
-          fix: o.fix, imageSizes: o.imageSizes, context: o.context, prefillChunk: o.prefillChunk, pipeline: o.pipeline, calibration,
-          policy: o.policy, policyOptions: o.policyOptions, batchSizes: o.batchSizes, profile: o.profile, allowFallback: o.allowFallback,
-          verify: o.verify, seed: o.seed, ...(o.runtimeVersion ? { runtimeVersion: o.runtimeVersion } : {}),
+          target: t.target,
+          out: path.join(out, m.name, tname),
+          quant: o.quant,
+          blockSize: o.blockSize,
+          method: o.method,
+          fp16: o.fp16,
+          fix: o.fix,
+          imageSizes: o.imageSizes,
+          context: o.context,
+          prefillChunk: o.prefillChunk,
+          pipeline: o.pipeline,
+          calibration,
+          policy: o.policy,
+          policyOptions: o.policyOptions,
+          batchSizes: o.batchSizes,
+          profile: o.profile,
+          allowFallback: o.allowFallback,
+          verify: o.verify,
+          seed: o.seed,
+          ...(o.runtimeVersion ? { runtimeVersion: o.runtimeVersion } : {}),
         },
         inputs: [...inputFiles(input), ...(calibration ? filesUnder(calibration) : [])].map((f) => rel(dir, f)),
       });
@@ -161,7 +190,8 @@ export function buildItems(cfg: BuildConfig, configFile: string, only?: string[]
   items.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   if (!only?.length) return items;
   const kept = items.filter((i) => only.some((s) => s === i.id || s === i.model || s === i.target));
-  if (!kept.length) throw new InputError(`--only ${only.join(',')} matches no item (items: ${items.map((i) => i.id).join(', ')})`, configFile);
+  if (!kept.length)
+    throw new InputError(`--only ${only.join(',')} matches no item (items: ${items.map((i) => i.id).join(', ')})`, configFile);
   return kept;
 }
 
@@ -171,10 +201,23 @@ const rel = (dir: string, f: string) => path.relative(dir, f).split(path.sep).jo
  * config/tokenizer files), or a file and its external data siblings (`<file>.data`, `<file>_data*`). */
 function inputFiles(input: string): string[] {
   let st: fs.Stats;
-  try { st = fs.statSync(input); } catch { return [input]; } // compile names the missing input
-  if (st.isDirectory()) return fs.readdirSync(input).filter((f) => !f.startsWith('.')).sort().map((f) => path.join(input, f)).filter((f) => fs.statSync(f).isFile());
+  try {
+    st = fs.statSync(input);
+  } catch {
+    return [input];
+  } // compile names the missing input
+  if (st.isDirectory())
+    return fs
+      .readdirSync(input)
+      .filter((f) => !f.startsWith('.'))
+      .sort()
+      .map((f) => path.join(input, f))
+      .filter((f) => fs.statSync(f).isFile());
   const base = path.basename(input);
-  const sib = fs.readdirSync(path.dirname(input)).filter((f) => f !== base && f.startsWith(base)).sort();
+  const sib = fs
+    .readdirSync(path.dirname(input))
+    .filter((f) => f !== base && f.startsWith(base))
+    .sort();
   return [input, ...sib.map((f) => path.join(path.dirname(input), f))];
 }
 
@@ -209,7 +252,13 @@ export function itemKey(item: BuildItem, configFile: string): string {
 
 function sortKeys(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(sortKeys);
-  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, x]) => [k, sortKeys(x)]));
+  if (v && typeof v === 'object')
+    return Object.fromEntries(
+      Object.entries(v)
+        .filter(([, x]) => x !== undefined)
+        .sort(([a], [b]) => (a < b ? -1 : 1))
+        .map(([k, x]) => [k, sortKeys(x)]),
+    );
   return v;
 }
 
@@ -277,11 +326,21 @@ export async function build(configFile: string, o: BuildRunOptions = {}): Promis
     } catch (e) {
       if (e instanceof CheckError) {
         const partial = (e as { result?: CompileResult }).result;
-        record = { ...base, passed: false, error: e.message.split('\n')[0], ...(e.details.length ? { details: e.details.slice(0, 20) } : {}), ...(partial ? { summary: stripMs(artifactSummary(partial)) } : {}) };
+        record = {
+          ...base,
+          passed: false,
+          error: e.message.split('\n')[0],
+          ...(e.details.length ? { details: e.details.slice(0, 20) } : {}),
+          ...(partial ? { summary: stripMs(artifactSummary(partial)) } : {}),
+        };
         status = 'failed';
       } else if (e instanceof InputError) {
         // Not cached: the fix is usually outside the hashed inputs (a missing file, a bad option).
-        outcomes.push({ record: { ...base, passed: false, error: e.message.split('\n')[0] }, status: 'input-error', ms: Math.round(performance.now() - t0) });
+        outcomes.push({
+          record: { ...base, passed: false, error: e.message.split('\n')[0] },
+          status: 'input-error',
+          ms: Math.round(performance.now() - t0),
+        });
         fs.rmSync(recordFile(out, item.id), { force: true });
         continue;
       } else throw e;
@@ -296,7 +355,9 @@ export async function build(configFile: string, o: BuildRunOptions = {}): Promis
     items: outcomes.map((x) => x.record),
     passed: outcomes.every((x) => x.record.passed),
   };
-  const summaryFile = o.shard ? path.join(out, `build-summary.shard-${o.shard.index}-of-${o.shard.count}.json`) : path.join(out, 'build-summary.json');
+  const summaryFile = o.shard
+    ? path.join(out, `build-summary.shard-${o.shard.index}-of-${o.shard.count}.json`)
+    : path.join(out, 'build-summary.json');
   writeJsonAtomic(summaryFile, summary);
   if (!o.shard) writeIndex(out, summary);
   return { out, summaryFile, summary, outcomes, exitCode: exitCode(summary.items, outcomes) };
@@ -308,12 +369,17 @@ export function mergeShards(configFile: string): BuildResult {
   const cfg = loadBuildConfig(configFile);
   const out = path.resolve(path.dirname(path.resolve(configFile)), cfg.out ?? 'edgec-out');
   const files = fs.existsSync(out) ? fs.readdirSync(out).filter((f) => /^build-summary\.shard-\d+-of-\d+\.json$/.test(f)) : [];
-  if (!files.length) throw new InputError('no build-summary.shard-I-of-N.json to merge (copy every shard\'s build folder here first)', out);
+  if (!files.length) throw new InputError("no build-summary.shard-I-of-N.json to merge (copy every shard's build folder here first)", out);
   const counts = new Set(files.map((f) => Number(/-of-(\d+)/.exec(f)![1])));
-  if (counts.size > 1) throw new InputError(`shard summaries of different splits (${[...counts].map((n) => `of ${n}`).join(', ')}); keep one split`, out);
+  if (counts.size > 1)
+    throw new InputError(`shard summaries of different splits (${[...counts].map((n) => `of ${n}`).join(', ')}); keep one split`, out);
   const n = [...counts][0]!;
   const missing = Array.from({ length: n }, (_, i) => i + 1).filter((i) => !files.includes(`build-summary.shard-${i}-of-${n}.json`));
-  if (missing.length) throw new InputError(`shard${missing.length > 1 ? 's' : ''} ${missing.map((i) => `${i}/${n}`).join(', ')} missing: run them and copy their build folders here`, out);
+  if (missing.length)
+    throw new InputError(
+      `shard${missing.length > 1 ? 's' : ''} ${missing.map((i) => `${i}/${n}`).join(', ')} missing: run them and copy their build folders here`,
+      out,
+    );
   const records = files.flatMap((f) => (JSON.parse(fs.readFileSync(path.join(out, f), 'utf8')) as BuildSummary).items);
   const want = buildItems(cfg, configFile).map((i) => i.id);
   const have = new Set(records.map((r) => r.id));
@@ -325,7 +391,13 @@ export function mergeShards(configFile: string): BuildResult {
   writeJsonAtomic(summaryFile, summary);
   writeIndex(out, summary);
   for (const f of files) fs.rmSync(path.join(out, f));
-  return { out, summaryFile, summary, outcomes: records.map((record) => ({ record, status: record.passed ? 'cached' : 'failed', ms: 0 })), exitCode: exitCode(records, []) };
+  return {
+    out,
+    summaryFile,
+    summary,
+    outcomes: records.map((record) => ({ record, status: record.passed ? 'cached' : 'failed', ms: 0 })),
+    exitCode: exitCode(records, []),
+  };
 }
 
 function exitCode(records: ItemRecord[], outcomes: BuildOutcome[]): number {
@@ -339,12 +411,18 @@ function stripMs(s: ArtifactSummary): Omit<ArtifactSummary, 'ms'> {
 }
 
 function writeIndex(out: string, summary: BuildSummary): void {
-  const reports = Object.fromEntries(summary.items.map((r) => {
-    const dir = path.join(out, ...r.id.split('/'));
-    let manifest: unknown;
-    try { manifest = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')); } catch { manifest = undefined; }
-    return [r.id, manifest];
-  }));
+  const reports = Object.fromEntries(
+    summary.items.map((r) => {
+      const dir = path.join(out, ...r.id.split('/'));
+      let manifest: unknown;
+      try {
+        manifest = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
+      } catch {
+        manifest = undefined;
+      }
+      return [r.id, manifest];
+    }),
+  );
   writeAtomic(path.join(out, 'index.html'), buildIndexHtml(summary, reports as Record<string, never>));
 }
 

@@ -15,7 +15,7 @@ export const SYNTHETIC_CALIBRATION = 'calibrated on synthetic inputs: accuracy o
 export function idBound(model: Model): number | undefined {
   let bound: number | undefined;
   for (const v of model.graph.inputs) {
-    if (v.dtype !== DataType.INT64 && v.dtype !== DataType.INT32 || /position|mask/i.test(v.name)) continue;
+    if ((v.dtype !== DataType.INT64 && v.dtype !== DataType.INT32) || /position|mask/i.test(v.name)) continue;
     for (const u of v.uses) {
       if (!u.node.opType.startsWith('Gather') || u.index !== 1) continue;
       const src = u.node.input(0);
@@ -53,9 +53,14 @@ export function calibrationSets(model: Model, sm: SubModel, count: number, deriv
   if (o.calibration) {
     const dir = forSubModel(o.calibration, sm.name);
     let images: string[] | undefined;
-    try { images = imageFiles([dir]); } catch { images = undefined; }
+    try {
+      images = imageFiles([dir]);
+    } catch {
+      images = undefined;
+    }
     const hasSets = fs.readdirSync(dir).some((f) => /^test_data_set_\d+$/.test(f) || f.endsWith('.pb'));
-    if (!hasSets && !images) throw new InputError('calibration folder holds no test_data_set_N folder, .pb tensors or PNG/JPEG images', dir);
+    if (!hasSets && !images)
+      throw new InputError('calibration folder holds no test_data_set_N folder, .pb tensors or PNG/JPEG images', dir);
     spec = { ...base, ...(hasSets ? { inputs: [dir] } : { images: [dir], preprocess: o.preprocess }) };
   } else {
     spec = { ...base, ...userInputs(sm) };

@@ -12,8 +12,17 @@ export interface CheckIssue {
 }
 
 /** com.microsoft ops with no ai.onnx namesake, matched by name in passes and targets. */
-const CONTRIB_ONLY = new Set(['MatMulNBits', 'GatherBlockQuantized', 'GroupQueryAttention', 'MultiHeadAttention', 'SkipLayerNormalization',
-  'SkipSimplifiedLayerNormalization', 'QuickGelu', 'FastGelu', 'BiasGelu']);
+const CONTRIB_ONLY = new Set([
+  'MatMulNBits',
+  'GatherBlockQuantized',
+  'GroupQueryAttention',
+  'MultiHeadAttention',
+  'SkipLayerNormalization',
+  'SkipSimplifiedLayerNormalization',
+  'QuickGelu',
+  'FastGelu',
+  'BiasGelu',
+]);
 
 /** A contrib op name in another domain is a domain mix-up no runtime registers; refused before the
  * passes read it as the contrib op (a fuzzer finding: a MatMulNBits without its attributes). */
@@ -21,7 +30,10 @@ export function refuseMisplacedContribOps(model: Model, file: string): void {
   for (const g of model.graph.allGraphs()) {
     for (const n of g.nodes) {
       if (!CONTRIB_ONLY.has(n.opType) || n.domain === 'com.microsoft') continue;
-      throw new InputError(`node '${n.name}' is ${n.opType} in domain '${n.domain || 'ai.onnx'}'; the op exists only in com.microsoft`, file);
+      throw new InputError(
+        `node '${n.name}' is ${n.opType} in domain '${n.domain || 'ai.onnx'}'; the op exists only in com.microsoft`,
+        file,
+      );
     }
   }
 }
@@ -43,7 +55,18 @@ function valueBytes(v: Value): number | undefined {
   const bits = v.type.elemType === DataType.INT4 || v.type.elemType === DataType.UINT4 ? 4 : undefined;
   const n = numElements(s as number[]);
   if (bits) return Math.ceil(n / 2);
-  const width: Partial<Record<DataType, number>> = { [DataType.FLOAT]: 4, [DataType.FLOAT16]: 2, [DataType.INT64]: 8, [DataType.INT32]: 4, [DataType.UINT8]: 1, [DataType.INT8]: 1, [DataType.UINT16]: 2, [DataType.INT16]: 2, [DataType.BOOL]: 1, [DataType.DOUBLE]: 8 };
+  const width: Partial<Record<DataType, number>> = {
+    [DataType.FLOAT]: 4,
+    [DataType.FLOAT16]: 2,
+    [DataType.INT64]: 8,
+    [DataType.INT32]: 4,
+    [DataType.UINT8]: 1,
+    [DataType.INT8]: 1,
+    [DataType.UINT16]: 2,
+    [DataType.INT16]: 2,
+    [DataType.BOOL]: 1,
+    [DataType.DOUBLE]: 8,
+  };
   const w = width[v.type.elemType];
   return w === undefined ? undefined : n * w;
 }
@@ -57,14 +80,29 @@ export function checkModel(model: Model, target: Target, profile: DeviceProfile)
     if (Number.isFinite(limit)) {
       for (const t of g.initializers) {
         if (t.byteLength > limit) {
-          const users = g.values.get(t.name)?.consumers.map((c) => `'${c.name}'`).join(', ') || 'no node';
-          issues.push({ node: t.name, op: 'initializer', kind: 'over-limit', reason: `tensor of ${t.byteLength} bytes exceeds the ${profile.name} binding limit of ${limit} bytes (used by ${users})` });
+          const users =
+            g.values
+              .get(t.name)
+              ?.consumers.map((c) => `'${c.name}'`)
+              .join(', ') || 'no node';
+          issues.push({
+            node: t.name,
+            op: 'initializer',
+            kind: 'over-limit',
+            reason: `tensor of ${t.byteLength} bytes exceeds the ${profile.name} binding limit of ${limit} bytes (used by ${users})`,
+          });
         }
       }
       for (const n of g.nodes) {
         for (const o of n.outputs) {
           const b = o ? valueBytes(o) : undefined;
-          if (o && b !== undefined && b > limit) issues.push({ node: n.name, op: n.opType, kind: 'over-limit', reason: `output '${o.name}' of ${b} bytes exceeds the ${profile.name} binding limit of ${limit} bytes` });
+          if (o && b !== undefined && b > limit)
+            issues.push({
+              node: n.name,
+              op: n.opType,
+              kind: 'over-limit',
+              reason: `output '${o.name}' of ${b} bytes exceeds the ${profile.name} binding limit of ${limit} bytes`,
+            });
         }
       }
     }
@@ -88,7 +126,12 @@ function checkNode(n: Node, target: Target, profile: DeviceProfile, issues: Chec
     const t = v?.dtype;
     if (t === undefined || !isFloat(t)) continue;
     if (!table.floatTypes.includes(t)) {
-      issues.push({ node: n.name, op, kind: 'unsupported-dtype', reason: `'${v!.name}' is ${dtypeName(t)}; ${table.ep} computes in ${table.floatTypes.map(dtypeName).join('/')}` });
+      issues.push({
+        node: n.name,
+        op,
+        kind: 'unsupported-dtype',
+        reason: `'${v!.name}' is ${dtypeName(t)}; ${table.ep} computes in ${table.floatTypes.map(dtypeName).join('/')}`,
+      });
       return;
     }
     if (t === DataType.FLOAT16 && profile.shaderF16 === false) {
@@ -101,15 +144,25 @@ function checkNode(n: Node, target: Target, profile: DeviceProfile, issues: Chec
 function checkStatic(g: Graph, issues: CheckIssue[]): void {
   for (const v of [...g.inputs, ...g.outputs]) {
     const d = dynamicDims(v);
-    if (d) issues.push({ node: v.name, op: v.isGraphInput ? 'graph input' : 'graph output', kind: 'dynamic-dim', reason: `dynamic shape (${d}); static-shape targets need every dim fixed (--fix name=N)` });
+    if (d)
+      issues.push({
+        node: v.name,
+        op: v.isGraphInput ? 'graph input' : 'graph output',
+        kind: 'dynamic-dim',
+        reason: `dynamic shape (${d}); static-shape targets need every dim fixed (--fix name=N)`,
+      });
   }
   for (const sg of g.allGraphs()) {
     for (const n of sg.nodes) {
-      if (n.subgraphs().length) issues.push({ node: n.name, op: n.opType, kind: 'dynamic-dim', reason: `${n.opType} has a subgraph: control flow is not static` });
+      if (n.subgraphs().length)
+        issues.push({ node: n.name, op: n.opType, kind: 'dynamic-dim', reason: `${n.opType} has a subgraph: control flow is not static` });
       for (const o of n.outputs) {
         if (!o || g.outputs.includes(o)) continue;
         const d = o.type?.shape ? dynamicDims(o) : undefined;
-        if (d) { issues.push({ node: n.name, op: n.opType, kind: 'dynamic-dim', reason: `output '${o.name}' has a dynamic shape (${d})` }); break; }
+        if (d) {
+          issues.push({ node: n.name, op: n.opType, kind: 'dynamic-dim', reason: `output '${o.name}' has a dynamic shape (${d})` });
+          break;
+        }
       }
     }
   }

@@ -22,7 +22,15 @@ import { checkModel, enforce, refuseMisplacedContribOps, type CheckIssue } from 
 import { EXAMPLE_IMAGE, parseSize, patchSize, type Size, type Tiling } from './dims.js';
 import { encoderCalls, preprocessingSpec } from './buckets.js';
 import { profileModel } from './profile.js';
-import { buildManifest, fileDigests, isArtifactDir, writeJson, type Manifest, type ManifestInputs, type ManifestModel } from './manifest.js';
+import {
+  buildManifest,
+  fileDigests,
+  isArtifactDir,
+  writeJson,
+  type Manifest,
+  type ManifestInputs,
+  type ManifestModel,
+} from './manifest.js';
 import { POLICIES, planImage, type PolicyName, type TilePlan } from './plan/index.js';
 import { genaiConfig } from './genai-config.js';
 import { lowerForRuntime, minRuntime, parseRuntimeVersion, passesToSkip } from './runtime-version.js';
@@ -30,7 +38,16 @@ import { derivedInputs } from './position-ids.js';
 import { getTarget } from './registry.js';
 import { isTargetPipeline, targetPipeline } from './pipelines.js';
 import { reportHtml } from './report-html.js';
-import { roleThreshold, type DeviceProfile, type QuantChoice, type SubModel, type Target, type TargetName, type TargetOptions, type Variant } from './target.js';
+import {
+  roleThreshold,
+  type DeviceProfile,
+  type QuantChoice,
+  type SubModel,
+  type Target,
+  type TargetName,
+  type TargetOptions,
+  type Variant,
+} from './target.js';
 
 export interface CompileOptions {
   target: TargetName;
@@ -94,7 +111,15 @@ export interface SubModelReport {
   /** The passes that ran, as pipeline text (formatPipeline: options that differ from the passes' defaults),
    * lower-contrib included when the target needed it. The manifest holds it per model file. */
   pipeline: string;
-  steps: { pass: string; ms: number; nodesBefore: number; nodesAfter: number; counts: Record<string, number>; skipped?: string[]; layers?: { weight: string; relError: number }[] }[];
+  steps: {
+    pass: string;
+    ms: number;
+    nodesBefore: number;
+    nodesAfter: number;
+    counts: Record<string, number>;
+    skipped?: string[];
+    layers?: { weight: string; relError: number }[];
+  }[];
   /** Default-pipeline passes not (yet) registered in this build. */
   missingPasses: string[];
   finalize: Record<string, number>;
@@ -114,10 +139,17 @@ export interface CompileResult {
 /** `model.onnx` or a folder of `*.onnx` sub-models (sorted by name). */
 export function resolveInputs(input: string): { name: string; file: string }[] {
   let st: fs.Stats;
-  try { st = fs.statSync(input); } catch { throw new InputError('no such file or folder', input); }
+  try {
+    st = fs.statSync(input);
+  } catch {
+    throw new InputError('no such file or folder', input);
+  }
   if (st.isFile()) return [{ name: path.basename(input).replace(/\.onnx$/i, ''), file: path.resolve(input) }];
   if (!st.isDirectory()) throw new InputError('is not a regular file or folder', input);
-  const files = fs.readdirSync(input).filter((f) => f.toLowerCase().endsWith('.onnx')).sort();
+  const files = fs
+    .readdirSync(input)
+    .filter((f) => f.toLowerCase().endsWith('.onnx'))
+    .sort();
   if (!files.length) throw new InputError('holds no .onnx files', input);
   return files.map((f) => ({ name: f.replace(/\.onnx$/i, ''), file: path.resolve(input, f) }));
 }
@@ -146,10 +178,12 @@ const abs = (p: string | undefined) => (p === undefined ? undefined : path.resol
 
 function targetOptions(o: CompileOptions, t: Target): TargetOptions {
   const blockSize = o.blockSize ?? 32;
-  if (!(blockSize >= 16 && (blockSize & (blockSize - 1)) === 0)) throw new InputError(`--block-size must be a power of two >= 16, got ${blockSize}`);
+  if (!(blockSize >= 16 && (blockSize & (blockSize - 1)) === 0))
+    throw new InputError(`--block-size must be a power of two >= 16, got ${blockSize}`);
   const context = o.context ?? 256;
   const prefillChunk = o.prefillChunk ?? Math.min(128, Math.max(1, Math.floor(context / 16)));
-  if (!(prefillChunk >= 1 && prefillChunk < context)) throw new InputError(`prefill chunk ${prefillChunk} must be in [1, context ${context})`);
+  if (!(prefillChunk >= 1 && prefillChunk < context))
+    throw new InputError(`prefill chunk ${prefillChunk} must be in [1, context ${context})`);
   let imageSizes: Size[];
   try {
     imageSizes = (o.imageSizes ?? []).map((s) => (typeof s === 'string' ? parseSize(s) : s));
@@ -157,12 +191,29 @@ function targetOptions(o: CompileOptions, t: Target): TargetOptions {
     throw new InputError((e as Error).message);
   }
   const policy = o.policy as PolicyName | undefined;
-  if (policy !== undefined && !POLICIES.includes(policy)) throw new InputError(`unknown tiling policy '${o.policy}' (known: ${POLICIES.join(', ')})`);
+  if (policy !== undefined && !POLICIES.includes(policy))
+    throw new InputError(`unknown tiling policy '${o.policy}' (known: ${POLICIES.join(', ')})`);
   const opts: TargetOptions = {
-    quant: o.quant, blockSize, method: o.method ?? 'rtn', fp16: o.fp16 ?? true, context, prefillChunk, imageSizes, fix: o.fix ?? {}, calibration: abs(o.calibration), seed: o.seed ?? 1234, policy, threads: o.threads,
-    inputs: o.inputs?.length ? o.inputs.map((p) => path.resolve(p)) : undefined, images: o.images?.length ? o.images.map((p) => path.resolve(p)) : undefined, tokens: abs(o.tokens), preprocess: o.preprocess, calibrationMethod: o.calibrationMethod,
+    quant: o.quant,
+    blockSize,
+    method: o.method ?? 'rtn',
+    fp16: o.fp16 ?? true,
+    context,
+    prefillChunk,
+    imageSizes,
+    fix: o.fix ?? {},
+    calibration: abs(o.calibration),
+    seed: o.seed ?? 1234,
+    policy,
+    threads: o.threads,
+    inputs: o.inputs?.length ? o.inputs.map((p) => path.resolve(p)) : undefined,
+    images: o.images?.length ? o.images.map((p) => path.resolve(p)) : undefined,
+    tokens: abs(o.tokens),
+    preprocess: o.preprocess,
+    calibrationMethod: o.calibrationMethod,
   };
-  if (o.calibrationMethod && !RANGE_METHODS.includes(o.calibrationMethod)) throw new InputError(`--calibration-method must be one of ${RANGE_METHODS.join('|')}, got '${o.calibrationMethod}'`);
+  if (o.calibrationMethod && !RANGE_METHODS.includes(o.calibrationMethod))
+    throw new InputError(`--calibration-method must be one of ${RANGE_METHODS.join('|')}, got '${o.calibrationMethod}'`);
   if (policy) opts.tiling = tiling(policy, o, imageSizes, t.staticShapes);
   else if (o.policyOptions || o.batchSizes) throw new InputError('policy options and batch sizes need --policy');
   return opts;
@@ -178,10 +229,15 @@ function tiling(policy: PolicyName, o: CompileOptions, imageSizes: Size[], stati
     throw new InputError(`--policy ${policy}: ${(e as Error).message}`);
   }
   const batches = [...new Set(o.batchSizes ?? [example.options.batch as number, 1])].sort((a, b) => b - a);
-  for (const b of batches) if (!(Number.isInteger(b) && b >= 1)) throw new InputError(`batch sizes must be positive integers, got ${batches.join(',')}`);
+  for (const b of batches)
+    if (!(Number.isInteger(b) && b >= 1)) throw new InputError(`batch sizes must be positive integers, got ${batches.join(',')}`);
   const sizes = imageSizes.length ? imageSizes : staticShapes ? example.tileSizes : [];
   // Refuse before compiling anything when the example plan needs a shape that would not exist.
-  if (sizes.length) encoderCalls(example, sizes.flatMap((s) => batches.map((batch) => ({ batch, height: s.height, width: s.width }))));
+  if (sizes.length)
+    encoderCalls(
+      example,
+      sizes.flatMap((s) => batches.map((batch) => ({ batch, height: s.height, width: s.width }))),
+    );
   return { example, sizes, batches };
 }
 
@@ -195,7 +251,10 @@ function steps(t: Target, sm: SubModel, explicit: string | undefined): { steps: 
   const out: PipelineStep[] = [];
   for (const s of name && isTargetPipeline(name) ? targetPipeline(name, sm) : t.pipeline(sm)) {
     const pass = getPass(s.pass);
-    if (!pass) { missing.push(s.pass); continue; }
+    if (!pass) {
+      missing.push(s.pass);
+      continue;
+    }
     out.push({ pass, options: resolveOptions(pass, s.options ?? {}) });
   }
   return { steps: out, missing };
@@ -203,8 +262,19 @@ function steps(t: Target, sm: SubModel, explicit: string | undefined): { steps: 
 
 function stepSummary(r: StepReport): SubModelReport['steps'][number] {
   // Quantization error per layer (quantize-int4) feeds the report's chart.
-  const layers = (r.stats as { layers?: { weight: string; relError: number }[] }).layers?.map((l) => ({ weight: l.weight, relError: l.relError }));
-  return { pass: r.pass, ms: Math.round(r.ms), nodesBefore: r.nodesBefore, nodesAfter: r.nodesAfter, counts: r.stats.counts, ...(r.stats.skipped?.length ? { skipped: r.stats.skipped } : {}), ...(layers?.length ? { layers } : {}) };
+  const layers = (r.stats as { layers?: { weight: string; relError: number }[] }).layers?.map((l) => ({
+    weight: l.weight,
+    relError: l.relError,
+  }));
+  return {
+    pass: r.pass,
+    ms: Math.round(r.ms),
+    nodesBefore: r.nodesBefore,
+    nodesAfter: r.nodesAfter,
+    counts: r.stats.counts,
+    ...(r.stats.skipped?.length ? { skipped: r.stats.skipped } : {}),
+    ...(layers?.length ? { layers } : {}),
+  };
 }
 
 /** What the steps of one compile share. */
@@ -237,7 +307,11 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
   const profile = resolveProfile(target, o.profile);
   const opts = targetOptions(o, target);
   let runtimeVersion: string | undefined;
-  try { runtimeVersion = o.runtimeVersion === undefined ? undefined : parseRuntimeVersion(o.runtimeVersion); } catch (e) { throw new InputError((e as Error).message); }
+  try {
+    runtimeVersion = o.runtimeVersion === undefined ? undefined : parseRuntimeVersion(o.runtimeVersion);
+  } catch (e) {
+    throw new InputError((e as Error).message);
+  }
   // A device without shader-f16 cannot run fp16 activations at all: pick the fp32 build for it.
   if (profile.shaderF16 === false) opts.fp16 = false;
   const inputs = resolveInputs(input);
@@ -246,7 +320,11 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
   const loaded = inputs.map((i) => ({ ...i, model: loadModel(i.file) }));
   for (const l of loaded) refuseMisplacedContribOps(l.model, l.file);
   for (const k of Object.keys(o.roles ?? {})) {
-    if (!inputs.some((i) => i.name === k || path.basename(i.file) === k)) throw new InputError(`--role names '${k}', which is not among the models (${inputs.map((i) => path.basename(i.file)).join(', ')})`, input);
+    if (!inputs.some((i) => i.name === k || path.basename(i.file) === k))
+      throw new InputError(
+        `--role names '${k}', which is not among the models (${inputs.map((i) => path.basename(i.file)).join(', ')})`,
+        input,
+      );
   }
   const tmp = `${outDir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
@@ -254,17 +332,44 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
   // Model files go where the target's runtime looks for them (transformers.js: onnx/).
   const sub = target.modelDir ?? '';
   const run: Run = {
-    o, target, profile, opts, runtimeVersion, tmp, sub, mdir: path.join(tmp, sub), warnings: [], issues: [], reports: [], pending: [], entries: [], emitted: [],
+    o,
+    target,
+    profile,
+    opts,
+    runtimeVersion,
+    tmp,
+    sub,
+    mdir: path.join(tmp, sub),
+    warnings: [],
+    issues: [],
+    reports: [],
+    pending: [],
+    entries: [],
+    emitted: [],
     portable: portablePaths(opts, outDir),
   };
   fs.mkdirSync(run.mdir, { recursive: true });
   try {
     // Roles before any pipeline runs: a sub-model's calibration may run the sources of the others.
-    const siblings = loaded.map((l) => ({ name: l.name, file: l.file, role: o.roles?.[l.name] ?? o.roles?.[path.basename(l.file)] ?? roleOf(l.model, l.name) }));
+    const siblings = loaded.map((l) => ({
+      name: l.name,
+      file: l.file,
+      role: o.roles?.[l.name] ?? o.roles?.[path.basename(l.file)] ?? roleOf(l.model, l.name),
+    }));
     const patch = loaded.map((l) => patchSize(l.model)).find((p) => p !== undefined);
     for (const [li, l] of loaded.entries()) {
       const role = siblings[li]!.role;
-      const sm: SubModel = { name: l.name, role, plan: target.plan(role, opts), profile, opts, source: l.file, patch, siblings, progress: o.progress };
+      const sm: SubModel = {
+        name: l.name,
+        role,
+        plan: target.plan(role, opts),
+        profile,
+        opts,
+        source: l.file,
+        patch,
+        siblings,
+        progress: o.progress,
+      };
       o.progress?.('sub-models', li, loaded.length, `${l.name} (${role})`);
       await compileSubModel(run, l, sm);
     }
@@ -276,10 +381,24 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
     crashPoint('compile:written');
     commitReplace([{ tmp, final: outDir }], 'swap');
     const passed = manifest.verification.passed;
-    const result: CompileResult = { outDir, manifest, report: { target: target.name, profile: profile.name, models: run.reports, ms: Math.round(performance.now() - t0), passed, warnings: run.warnings } };
+    const result: CompileResult = {
+      outDir,
+      manifest,
+      report: {
+        target: target.name,
+        profile: profile.name,
+        models: run.reports,
+        ms: Math.round(performance.now() - t0),
+        passed,
+        warnings: run.warnings,
+      },
+    };
     if (!passed) {
       const bad = failedOutputs(run.reports);
-      throw Object.assign(new CheckError(`verification failed for ${bad.length} output${bad.length === 1 ? '' : 's'} (artifact kept in ${o.out})`, bad), { result });
+      throw Object.assign(
+        new CheckError(`verification failed for ${bad.length} output${bad.length === 1 ? '' : 's'} (artifact kept in ${o.out})`, bad),
+        { result },
+      );
     }
     return result;
   } catch (e) {
@@ -292,11 +411,13 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
 function checkOutDir(inputs: { file: string }[], outDir: string, o: CompileOptions): void {
   for (const i of inputs) {
     const rel = path.relative(outDir, i.file);
-    if (!rel.startsWith('..') && !path.isAbsolute(rel)) throw new InputError('output folder holds the input; refusing to replace it', o.out);
+    if (!rel.startsWith('..') && !path.isAbsolute(rel))
+      throw new InputError('output folder holds the input; refusing to replace it', o.out);
   }
   // Finish or undo what a killed edgec left beside the destination before judging it.
   if (fs.existsSync(path.dirname(outDir))) recoverStale(path.dirname(outDir), outDir);
-  if (fs.existsSync(outDir) && !o.force && !isArtifactDir(outDir)) throw new InputError('exists and is not an edgec artifact; refusing to replace it (--force replaces it)', o.out);
+  if (fs.existsSync(outDir) && !o.force && !isArtifactDir(outDir))
+    throw new InputError('exists and is not an edgec artifact; refusing to replace it (--force replaces it)', o.out);
 }
 
 /** One sub-model: its pipeline, the target's finalize, then its variant files (queued for verification). */
@@ -316,8 +437,16 @@ async function compileSubModel(run: Run, l: Loaded, sm: SubModel): Promise<void>
   }
   calibrated(run, sm);
   const report: SubModelReport = {
-    name: l.name, role: sm.role, pipeline: formatPipeline(ran), steps: stepReports.map(stepSummary), missingPasses: missing, finalize: fin,
-    issues: [], verification: [], ms: 0, calibration: sm.calibrationUsed,
+    name: l.name,
+    role: sm.role,
+    pipeline: formatPipeline(ran),
+    steps: stepReports.map(stepSummary),
+    missingPasses: missing,
+    finalize: fin,
+    issues: [],
+    verification: [],
+    ms: 0,
+    calibration: sm.calibrationUsed,
   };
   run.reports.push(report);
   await emitVariants(run, l, sm, report);
@@ -330,7 +459,8 @@ async function pipelineContext(run: Run, l: Loaded, sm: SubModel, st: PipelineSt
   const ctx: QuantizeContext = { modelDir: path.dirname(l.file), progress: o.progress };
   // Data-aware methods (GPTQ) need the activations each weight multiplies.
   const wc = sm.plan.weightBits
-    ? await weightCalibration(l.model, opts.method, () => calibrationSets(l.model, sm, 8), { progress: o.progress }) : undefined;
+    ? await weightCalibration(l.model, opts.method, () => calibrationSets(l.model, sm, 8), { progress: o.progress })
+    : undefined;
   if (wc) {
     ctx.calibration = wc.calibration;
     calibrated(run, sm);
@@ -347,7 +477,9 @@ async function pipelineContext(run: Run, l: Loaded, sm: SubModel, st: PipelineSt
       // The source may hold ops onnxruntime cannot run (the target check below names them): then
       // to-fp16 keeps its static fp32 list, and the report says the ranges were not measured.
       if (e instanceof InputError) throw e;
-      run.warnings.push(`${l.name}: fp16 activation ranges not measured (onnxruntime could not run the source: ${String((e as Error).message).split('\n')[0]})`);
+      run.warnings.push(
+        `${l.name}: fp16 activation ranges not measured (onnxruntime could not run the source: ${String((e as Error).message).split('\n')[0]})`,
+      );
     }
     sm.calibrationUsed = before;
   }
@@ -355,7 +487,12 @@ async function pipelineContext(run: Run, l: Loaded, sm: SubModel, st: PipelineSt
 }
 
 /** Run the pipeline, then lower the contrib ops the target does not run; returns the steps that ran. */
-async function runSteps(run: Run, l: Loaded, st: PipelineStep[], ctx: QuantizeContext): Promise<{ ran: PipelineStep[]; stepReports: StepReport[] }> {
+async function runSteps(
+  run: Run,
+  l: Loaded,
+  st: PipelineStep[],
+  ctx: QuantizeContext,
+): Promise<{ ran: PipelineStep[]; stepReports: StepReport[] }> {
   const { target } = run;
   let stepReports: StepReport[];
   try {
@@ -366,13 +503,23 @@ async function runSteps(run: Run, l: Loaded, st: PipelineStep[], ctx: QuantizeCo
     throw e;
   }
   // Whatever the pipeline fused, the target gets only contrib ops it runs.
-  const keep = LOWERABLE.filter((op) => target.capabilities.supports('com.microsoft', op) || (op === 'SimplifiedLayerNormalization' && target.capabilities.supports('', op)));
-  const refused = [...l.model.graph.allGraphs()].some((g) => g.nodes.some((n) => LOWERABLE.includes(n.opType) && !keep.includes(n.opType) && (n.domain === 'com.microsoft' || (n.domain === '' && n.opType === 'SimplifiedLayerNormalization'))));
+  const keep = LOWERABLE.filter(
+    (op) =>
+      target.capabilities.supports('com.microsoft', op) || (op === 'SimplifiedLayerNormalization' && target.capabilities.supports('', op)),
+  );
+  const refused = [...l.model.graph.allGraphs()].some((g) =>
+    g.nodes.some(
+      (n) =>
+        LOWERABLE.includes(n.opType) &&
+        !keep.includes(n.opType) &&
+        (n.domain === 'com.microsoft' || (n.domain === '' && n.opType === 'SimplifiedLayerNormalization')),
+    ),
+  );
   const ran = [...st];
   if (refused) {
     const lower = getPass('lower-contrib')!;
     ran.push({ pass: lower, options: resolveOptions(lower, { keep }) });
-    stepReports.push(...await runPipeline(l.model, ran.slice(-1), ctx));
+    stepReports.push(...(await runPipeline(l.model, ran.slice(-1), ctx)));
   }
   return { ran, stepReports };
 }
@@ -398,7 +545,12 @@ async function emitVariants(run: Run, l: Loaded, sm: SubModel, report: SubModelR
     report.issues.push(...issues);
     run.issues.push(...issues.map((issue) => ({ model: file, issue })));
     const location = shared ? `${name}_data` : target.externalData.location(name);
-    const res = saveModel(m, path.join(mdir, name), { externalData: true, location, maxFileBytes: target.externalData.maxFileBytes, reuseExternal: shared });
+    const res = saveModel(m, path.join(mdir, name), {
+      externalData: true,
+      location,
+      maxFileBytes: target.externalData.maxFileBytes,
+      reuseExternal: shared,
+    });
     const ext = shared ? [dataName, ...res.dataFiles.map((d) => path.basename(d.file))] : res.dataFiles.map((d) => path.basename(d.file));
     run.pending.push({ sm, variant: v, file, model: loadModel(path.join(tmp, file)), ext: [...new Set(ext)].sort() });
   }
@@ -418,9 +570,18 @@ async function verifyPending(run: Run): Promise<void> {
     const issues = run.issues.filter((i) => i.model === p.file).map((i) => i.issue);
     run.emitted.push(p.model);
     run.entries.push({
-      name: p.sm.name, role: p.sm.role, file: p.file, variant: p.variant.suffix || undefined,
-      externalData: p.ext, model: p.model, plan: p.sm.plan, opts, pipeline: report.pipeline,
-      sessionOptions: fallbackSession(target.sessionOptions(p.model, p.sm, p.ext), issues.length > 0), transforms: report.finalize, verification,
+      name: p.sm.name,
+      role: p.sm.role,
+      file: p.file,
+      variant: p.variant.suffix || undefined,
+      externalData: p.ext,
+      model: p.model,
+      plan: p.sm.plan,
+      opts,
+      pipeline: report.pipeline,
+      sessionOptions: fallbackSession(target.sessionOptions(p.model, p.sm, p.ext), issues.length > 0),
+      transforms: report.finalize,
+      verification,
       ...(p.sm.calibrationUsed ? { calibration: calibrationOf(p.sm.calibrationUsed, run.portable) } : {}),
       ...(issues.length ? { fallback: issues.map((i) => ({ node: i.node, op: i.op, reason: i.reason })) } : {}),
     });
@@ -433,16 +594,27 @@ async function verifyOne(run: Run, p: Run['pending'][number], report: SubModelRe
   const image = opts.tiling?.sizes[0] ?? opts.imageSizes[0];
   const derive = derivedInputs(loadModel(p.sm.source), p.model);
   const vo: VerifyOptions = {
-    threshold, seed: opts.seed, dims: opts.fix, dimFlag: '--fix', image, role: p.sm.role, candidateName: p.file, ...userInputs(p.sm), unfit: 'synthetic', derive,
+    threshold,
+    seed: opts.seed,
+    dims: opts.fix,
+    dimFlag: '--fix',
+    image,
+    role: p.sm.role,
+    candidateName: p.file,
+    ...userInputs(p.sm),
+    unfit: 'synthetic',
+    derive,
   };
   // On what the target's runtime feeds the variant (a static decoder's KV window) when the
   // target says, else on the user's data or realistic synthetic sets.
   const own = await target.verificationSets?.(p.sm, p.variant, p.model);
-  const result = own ? byTaskMetrics(await verifyModels(p.sm.source, path.join(tmp, p.file), { ...vo, sets: own }))
+  const result = own
+    ? byTaskMetrics(await verifyModels(p.sm.source, path.join(tmp, p.file), { ...vo, sets: own }))
     : await verifyModels(p.sm.source, path.join(tmp, p.file), vo);
   report.verification.push({ file: p.file, result });
   return {
-    threshold, passed: result.passed,
+    threshold,
+    passed: result.passed,
     inputs: result.inputs.map((i) => ({ name: i.name, shape: i.shape })),
     inputsUsed: summaryOf(result.inputsUsed, run.portable),
     outputs: result.outputs.map((c) => ({ name: c.name, cosine: round(c.cosine), maxAbsError: round(c.maxAbsError) })),
@@ -468,8 +640,16 @@ async function writeArtifact(run: Run, input: string): Promise<Manifest> {
   const draft = buildManifest(target, profile, opts, entries, fileDigests(tmp), pre);
   draft.runtime = runtime;
   if (perf) draft.performance = perf;
-  const subModels = reports.map((r) => ({ name: r.name, steps: r.steps, layers: r.steps.flatMap((s) => s.layers ?? []), issues: r.issues }));
-  fs.writeFileSync(path.join(tmp, 'report.html'), reportHtml(draft, draft.files, { models: entries.map((e) => ({ file: e.file, model: e.model })), subModels }));
+  const subModels = reports.map((r) => ({
+    name: r.name,
+    steps: r.steps,
+    layers: r.steps.flatMap((s) => s.layers ?? []),
+    issues: r.issues,
+  }));
+  fs.writeFileSync(
+    path.join(tmp, 'report.html'),
+    reportHtml(draft, draft.files, { models: entries.map((e) => ({ file: e.file, model: e.model })), subModels }),
+  );
   const manifest = buildManifest(target, profile, opts, entries, fileDigests(tmp), pre);
   manifest.runtime = runtime;
   if (perf) manifest.performance = perf;
@@ -479,25 +659,38 @@ async function writeArtifact(run: Run, input: string): Promise<Manifest> {
 
 /** One line per output that failed verification. */
 function failedOutputs(reports: SubModelReport[]): string[] {
-  return reports.flatMap((r) => r.verification.flatMap((v) => v.result.outputs.filter((c) => c.problem)
-    .map((c) => `${v.file}: output '${c.name}': ${c.problem} (cosine ${round(c.cosine)}, max abs ${round(c.maxAbsError)}; `
-      + `${describeInputs(v.result.inputsUsed)})`)));
+  return reports.flatMap((r) =>
+    r.verification.flatMap((v) =>
+      v.result.outputs
+        .filter((c) => c.problem)
+        .map(
+          (c) =>
+            `${v.file}: output '${c.name}': ${c.problem} (cosine ${round(c.cosine)}, max abs ${round(c.maxAbsError)}; ` +
+            `${describeInputs(v.result.inputsUsed)})`,
+        ),
+    ),
+  );
 }
 
 /** Synthetic calibration is said once per sub-model; --strict refuses it. */
 function calibrated(run: Run, sm: SubModel): void {
   const u = sm.calibrationUsed;
   if (!u?.synthetic) return;
-  if (run.o.strict) throw new InputError(`${sm.name}: --strict: no calibration data (pass --calibration DIR of test_data_set_N folders or images, or --inputs/--images/--tokens)`);
+  if (run.o.strict)
+    throw new InputError(
+      `${sm.name}: --strict: no calibration data (pass --calibration DIR of test_data_set_N folders or images, or --inputs/--images/--tokens)`,
+    );
   const line = `${sm.name}: ${SYNTHETIC_CALIBRATION}`;
   if (!run.warnings.includes(line)) run.warnings.push(line);
 }
 
 /** The nodes that fall back, one line each, under a header. */
 function fallbackLines(issues: { model: string; issue: CheckIssue }[], target: string): string[] {
-  return [`--allow-fallback: ${issues.length} node${issues.length === 1 ? '' : 's'} cannot run on ${target} and fall back to the CPU:`,
+  return [
+    `--allow-fallback: ${issues.length} node${issues.length === 1 ? '' : 's'} cannot run on ${target} and fall back to the CPU:`,
     ...issues.slice(0, 18).map(({ model, issue }) => `  ${model}: ${issue.op} '${issue.node}': ${issue.reason}`),
-    ...(issues.length > 18 ? [`  ... ${issues.length - 18} more (manifest.json "fallback", report.html)`] : [])];
+    ...(issues.length > 18 ? [`  ... ${issues.length - 18} more (manifest.json "fallback", report.html)`] : []),
+  ];
 }
 
 /** A model with fallback nodes needs session options that let the runtime place them on the CPU. */
@@ -507,7 +700,10 @@ function fallbackSession(opts: Record<string, unknown>, fallback: boolean): Reco
   const walk = (o: Record<string, unknown>) => {
     for (const [k, v] of Object.entries(o)) {
       if (k === 'session.disable_cpu_ep_fallback') o[k] = '0';
-      else if (v && typeof v === 'object' && !Array.isArray(v)) { o[k] = { ...(v as Record<string, unknown>) }; walk(o[k] as Record<string, unknown>); }
+      else if (v && typeof v === 'object' && !Array.isArray(v)) {
+        o[k] = { ...(v as Record<string, unknown>) };
+        walk(o[k] as Record<string, unknown>);
+      }
     }
   };
   walk(out);
@@ -518,7 +714,8 @@ function fallbackSession(opts: Record<string, unknown>, fallback: boolean): Reco
  * any working directory, and no absolute path that differs between machines or checkouts. */
 function portablePaths(opts: TargetOptions, outDir: string): (s: string) => string {
   const roots = [opts.calibration, ...(opts.inputs ?? []), ...(opts.images ?? []), opts.tokens]
-    .filter((r): r is string => !!r && path.isAbsolute(r)).sort((a, b) => b.length - a.length);
+    .filter((r): r is string => !!r && path.isAbsolute(r))
+    .sort((a, b) => b.length - a.length);
   if (!roots.length) return (s) => s;
   const rel = (r: string) => path.relative(outDir, r).split(path.sep).join('/') || '.';
   const re = new RegExp(`(?:${roots.map((r) => r.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')})(?=$|[/\\\\ ,)])`, 'g');
@@ -534,8 +731,20 @@ function calibrationOf(u: InputsUsed, portable: (s: string) => string): Manifest
 }
 
 /** Model-folder files runtimes read beside the graphs (transformers.js, onnxruntime-genai, `edgec run`). */
-export const CARRIED_FILES = ['config.json', 'generation_config.json', 'preprocessor_config.json', 'processor_config.json', 'tokenizer.json',
-  'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model', 'vocab.json', 'merges.txt', 'added_tokens.json', 'chat_template.json'];
+export const CARRIED_FILES = [
+  'config.json',
+  'generation_config.json',
+  'preprocessor_config.json',
+  'processor_config.json',
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'tokenizer.model',
+  'vocab.json',
+  'merges.txt',
+  'added_tokens.json',
+  'chat_template.json',
+];
 
 function carryOver(input: string, tmp: string): void {
   if (!fs.statSync(input).isDirectory()) return;

@@ -16,7 +16,9 @@ export interface PerfDevice {
   sources: string[];
 }
 
-const G = 1e9, T = 1e12, us = 1e-6;
+const G = 1e9,
+  T = 1e12,
+  us = 1e-6;
 
 export const PERF_DEVICES: Record<string, PerfDevice> = {
   'dimensity-9300': {

@@ -6,7 +6,10 @@ import { feedInputs } from '../ir/summary.js';
 import type { TilePlan } from './plan/index.js';
 import type { SubModel, Variant } from './target.js';
 
-export interface Size { width: number; height: number }
+export interface Size {
+  width: number;
+  height: number;
+}
 
 /** Image size static encoders are built for (and dynamic ones fed) when no --image-sizes is given. */
 export const DEFAULT_IMAGE: Size = { width: 224, height: 224 };
@@ -23,7 +26,6 @@ export interface Tiling {
   /** Encoder batch sizes compiled per tile size, largest first. */
   batches: number[];
 }
-
 
 /** Variant suffix of a tiled vision model, and its inverse (the manifest maps plans through it). */
 export const tileSuffix = (s: Size, batch: number): string => `${s.width}x${s.height}_b${batch}`;
@@ -97,15 +99,17 @@ const BATCH_DIM = /batch/i;
 export function tilingVariants(model: Model, sm: SubModel, t: Tiling, seq: number, pick: (dim: string) => boolean): Variant[] {
   const names = symbolicDims(model).filter(pick);
   const fix = Object.fromEntries(Object.entries(sm.opts.fix).filter(([k]) => !IMAGE_DIM.test(k) && !BATCH_DIM.test(k)));
-  return t.sizes.flatMap((image) => t.batches.map((batch) => {
-    const c: DimContext = { seq, context: sm.opts.context, image, batch, patch: sm.patch, fix };
-    const dims: Record<string, number> = {};
-    for (const d of names) {
-      const v = resolveDim(d, c);
-      if (v !== undefined) dims[d] = v;
-    }
-    return { suffix: tileSuffix(image, batch), dims };
-  }));
+  return t.sizes.flatMap((image) =>
+    t.batches.map((batch) => {
+      const c: DimContext = { seq, context: sm.opts.context, image, batch, patch: sm.patch, fix };
+      const dims: Record<string, number> = {};
+      for (const d of names) {
+        const v = resolveDim(d, c);
+        if (v !== undefined) dims[d] = v;
+      }
+      return { suffix: tileSuffix(image, batch), dims };
+    }),
+  );
 }
 
 /** Dynamic-shape targets: the dims the user asked to bake in. --fix names the model has, and, for
@@ -118,7 +122,10 @@ export function requestedVariants(model: Model, sm: SubModel): Variant[] {
   if (!(sm.role === 'vision-encoder' || sm.role === 'projector') || !sizes.length) return [{ suffix: '', dims: fixed }];
   const tiling = sm.opts.tiling;
   if (tiling?.sizes.length) {
-    return tilingVariants(model, sm, tiling, 1, (d) => IMAGE_DIM.test(d) || BATCH_DIM.test(d)).map((v) => ({ ...v, dims: { ...fixed, ...v.dims } }));
+    return tilingVariants(model, sm, tiling, 1, (d) => IMAGE_DIM.test(d) || BATCH_DIM.test(d)).map((v) => ({
+      ...v,
+      dims: { ...fixed, ...v.dims },
+    }));
   }
   return sizes.map((image) => {
     const dims = { ...fixed };

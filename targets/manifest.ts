@@ -108,7 +108,13 @@ export function toolVersion(): string {
 }
 
 const io = (m: Model, which: 'inputs' | 'outputs'): ManifestIO[] =>
-  m.graph[which].filter((v) => !v.initializer).map((v) => ({ name: v.name, dtype: v.type ? dtypeName(v.type.elemType) : 'unknown', shape: v.type?.shape ? [...v.type.shape] : null }));
+  m.graph[which]
+    .filter((v) => !v.initializer)
+    .map((v) => ({
+      name: v.name,
+      dtype: v.type ? dtypeName(v.type.elemType) : 'unknown',
+      shape: v.type?.shape ? [...v.type.shape] : null,
+    }));
 
 function opCounts(m: Model): Record<string, number> {
   const c = new Map<string, number>();
@@ -125,17 +131,25 @@ function intAttr(n: Node, name: string, dflt: number | string): number | string 
 
 function quantization(e: ManifestModel): Record<string, unknown> {
   const p = e.plan;
-  const requested: Record<string, unknown> = { weights: p.weightBits ? `int${p.weightBits}` : 'none', format: p.format, activations: p.activations };
+  const requested: Record<string, unknown> = {
+    weights: p.weightBits ? `int${p.weightBits}` : 'none',
+    format: p.format,
+    activations: p.activations,
+  };
   if (p.weightBits) Object.assign(requested, { blockSize: e.opts.blockSize, method: e.opts.method, embeddings: p.embeddings !== 'float' });
   const count = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
-  const mnb = new Map<string, number>(), dq = new Map<string, number>(), gbq = new Map<string, number>();
-  let f16 = false, a16 = false;
+  const mnb = new Map<string, number>(),
+    dq = new Map<string, number>(),
+    gbq = new Map<string, number>();
+  let f16 = false,
+    a16 = false;
   for (const g of e.model.graph.allGraphs()) {
     for (const v of g.values.values()) if (v.dtype === DataType.FLOAT16) f16 = true;
     for (const n of g.nodes) {
       // Only the contrib ops: a source may hold a same-named op elsewhere, with any attributes (a fuzzer finding).
       const ms = n.domain === 'com.microsoft';
-      if (ms && n.opType === 'MatMulNBits') count(mnb, `bits${intAttr(n, 'bits', 4)}_block${intAttr(n, 'block_size', '?')}_acc${intAttr(n, 'accuracy_level', 0)}`);
+      if (ms && n.opType === 'MatMulNBits')
+        count(mnb, `bits${intAttr(n, 'bits', 4)}_block${intAttr(n, 'block_size', '?')}_acc${intAttr(n, 'accuracy_level', 0)}`);
       else if (ms && n.opType === 'GatherBlockQuantized') count(gbq, `bits${intAttr(n, 'bits', 4)}_block${intAttr(n, 'block_size', 128)}`);
       else if (n.opType === 'DequantizeLinear' && n.input(0)?.initializer) count(dq, dtypeName(n.input(0)!.initializer!.dtype));
       else if (n.opType === 'QuantizeLinear' && n.input(2)?.initializer?.dtype === DataType.UINT16) a16 = true;
@@ -144,7 +158,12 @@ function quantization(e: ManifestModel): Record<string, unknown> {
   const sorted = (m: Map<string, number>) => Object.fromEntries([...m].sort((a, b) => (a[0] < b[0] ? -1 : 1)));
   return {
     requested,
-    observed: { matMulNBits: sorted(mnb), gatherBlockQuantized: sorted(gbq), dequantizeLinearWeights: sorted(dq), activations: a16 ? 'uint16-qdq' : f16 ? 'fp16' : 'fp32' },
+    observed: {
+      matMulNBits: sorted(mnb),
+      gatherBlockQuantized: sorted(gbq),
+      dequantizeLinearWeights: sorted(dq),
+      activations: a16 ? 'uint16-qdq' : f16 ? 'fp16' : 'fp32',
+    },
   };
 }
 
@@ -178,25 +197,49 @@ export function sha256File(file: string): string {
 }
 
 /** `preprocessing` (buckets.ts preprocessingSpec): how the runtime turns an image into vision encoder calls. */
-export function buildManifest(t: Target, profile: DeviceProfile, opts: TargetOptions, models: ManifestModel[], files: Manifest['files'], preprocessing?: Record<string, unknown>): Manifest {
+export function buildManifest(
+  t: Target,
+  profile: DeviceProfile,
+  opts: TargetOptions,
+  models: ManifestModel[],
+  files: Manifest['files'],
+  preprocessing?: Record<string, unknown>,
+): Manifest {
   const ran = models.some((m) => m.verification);
   const m: Manifest = {
     tool: { name: 'edgec', version: toolVersion() },
     target: t.name,
-    profile: { name: profile.name, maxBindingBytes: Number.isFinite(profile.maxBindingBytes) ? profile.maxBindingBytes : null, shaderF16: profile.shaderF16 ?? null },
+    profile: {
+      name: profile.name,
+      maxBindingBytes: Number.isFinite(profile.maxBindingBytes) ? profile.maxBindingBytes : null,
+      shaderF16: profile.shaderF16 ?? null,
+    },
     options: {
-      quant: opts.quant ?? 'role-default', blockSize: opts.blockSize, method: opts.method, ...(t.name === 'webgpu' ? { fp16: opts.fp16 } : {}),
+      quant: opts.quant ?? 'role-default',
+      blockSize: opts.blockSize,
+      method: opts.method,
+      ...(t.name === 'webgpu' ? { fp16: opts.fp16 } : {}),
       ...(t.staticShapes ? { context: opts.context, prefillChunk: opts.prefillChunk } : {}),
-      imageSizes: opts.imageSizes.map((s) => `${s.width}x${s.height}`), fix: opts.fix,
+      imageSizes: opts.imageSizes.map((s) => `${s.width}x${s.height}`),
+      fix: opts.fix,
       calibration: opts.calibration ? 'folder' : opts.inputs || opts.images || opts.tokens ? 'verification-inputs' : 'synthetic',
       ...(opts.calibrationMethod ? { calibrationMethod: opts.calibrationMethod } : {}),
       ...(opts.policy ? { policy: opts.policy } : {}),
     },
     models: models.map((e) => ({
-      name: e.name, role: e.role, file: e.file, ...(e.variant ? { variant: e.variant } : {}), externalData: e.externalData,
-      inputs: io(e.model, 'inputs'), outputs: io(e.model, 'outputs'),
+      name: e.name,
+      role: e.role,
+      file: e.file,
+      ...(e.variant ? { variant: e.variant } : {}),
+      externalData: e.externalData,
+      inputs: io(e.model, 'inputs'),
+      outputs: io(e.model, 'outputs'),
       opsets: e.model.opsetImports.map((o) => ({ domain: o.domain, version: o.version })),
-      ops: opCounts(e.model), pipeline: e.pipeline, quantization: quantization(e), transforms: e.transforms, session: e.sessionOptions,
+      ops: opCounts(e.model),
+      pipeline: e.pipeline,
+      quantization: quantization(e),
+      transforms: e.transforms,
+      session: e.sessionOptions,
       ...(e.verification ? { verification: e.verification } : {}),
       ...(e.calibration ? { calibration: e.calibration } : {}),
       ...(e.fallback ? { fallback: e.fallback } : {}),

@@ -50,12 +50,20 @@ export function targetPipeline(target: TargetName, sm: SubModel): StepSpec[] {
   const p = sm.plan;
   const steps: StepSpec[] = [...row.prepare, ...row.fusions.map((pass) => ({ pass }))];
   if (p.weightBits) {
-    steps.push({ pass: 'quantize-weights', options: {
-      bits: p.weightBits, block: sm.opts.blockSize, method: sm.opts.method, format: p.format, role: sm.role,
-      embeddings: weightsPassEmbeddings(p), scales: p.activations === 'fp16' ? 'fp16' : 'fp32',
-      ...(p.format === 'matmulnbits' ? row.matmulnbits : {}),
-      ...(sm.opts.threads ? { threads: sm.opts.threads } : {}),
-    } });
+    steps.push({
+      pass: 'quantize-weights',
+      options: {
+        bits: p.weightBits,
+        block: sm.opts.blockSize,
+        method: sm.opts.method,
+        format: p.format,
+        role: sm.role,
+        embeddings: weightsPassEmbeddings(p),
+        scales: p.activations === 'fp16' ? 'fp16' : 'fp32',
+        ...(p.format === 'matmulnbits' ? row.matmulnbits : {}),
+        ...(sm.opts.threads ? { threads: sm.opts.threads } : {}),
+      },
+    });
   }
   if (p.activations === 'fp16') steps.push({ pass: 'to-fp16' });
   return [...steps, ...FINISH];

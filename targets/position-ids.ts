@@ -14,7 +14,9 @@ export function positionIdsFromMask(mask: Tensor, seq: number, dtype: DataType =
       if (k >= 0) out[i * seq + k] = m[i * total + j] === 0 ? 1 : sum - 1;
     }
   }
-  return dtype === DataType.INT64 ? Tensor.fromInt64('position_ids', [b, seq], out) : Tensor.fromNumbers('position_ids', dtype, [b, seq], out);
+  return dtype === DataType.INT64
+    ? Tensor.fromInt64('position_ids', [b, seq], out)
+    : Tensor.fromNumbers('position_ids', dtype, [b, seq], out);
 }
 
 /** Inputs a compiled model takes that its source does not, derived from the source's feeds. */

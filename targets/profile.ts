@@ -36,8 +36,16 @@ export interface ProfileOptions {
   topN?: number;
 }
 
-export interface OpTime { op: string; ms: number; count: number }
-export interface NodeMs { name: string; op: string; ms: number }
+export interface OpTime {
+  op: string;
+  ms: number;
+  count: number;
+}
+export interface NodeMs {
+  name: string;
+  op: string;
+  ms: number;
+}
 
 export interface Breakdown {
   totalMs: number;
@@ -90,9 +98,14 @@ function dimsOf(shape: Dim[] | undefined, bind: Record<string, number>): number[
 }
 
 /** Symbol bindings from the roles of the inputs: batch 1, seq, past, total = past + seq, image H/W. */
-export function bindInputs(model: Model, o: { seq: number; past: number; image: Size; batch?: number; dims?: Record<string, number> }): Record<string, number> {
+export function bindInputs(
+  model: Model,
+  o: { seq: number; past: number; image: Size; batch?: number; dims?: Record<string, number> },
+): Record<string, number> {
   const bind: Record<string, number> = {};
-  const set = (d: Dim | undefined, v: number) => { if (typeof d === 'string' && /^[A-Za-z_][\w.:]*$/.test(d) && !(d in bind)) bind[d] = v; };
+  const set = (d: Dim | undefined, v: number) => {
+    if (typeof d === 'string' && /^[A-Za-z_][\w.:]*$/.test(d) && !(d in bind)) bind[d] = v;
+  };
   for (const v of model.graph.inputs) {
     const s = v.type?.shape;
     if (!s || v.initializer) continue;
@@ -100,10 +113,15 @@ export function bindInputs(model: Model, o: { seq: number; past: number; image: 
     if (s.length > 0) set(s[0], o.batch ?? 1);
     if (/past|cache/.test(n) && s.length === 4) set(s[2], o.past);
     else if (/mask/.test(n) && s.length >= 2) set(s[s.length - 1], o.past + o.seq);
-    else if (/pixel|^images?$/.test(n) && s.length === 4) { set(s[2], o.image.height); set(s[3], o.image.width); }
+    else if (/pixel|^images?$/.test(n) && s.length === 4) {
+      set(s[2], o.image.height);
+      set(s[3], o.image.width);
+    }
     // Encoder features [batch, grid_h, grid_w, C]: the image's patch grid at the usual patch of 14.
-    else if (s.length === 4) { set(s[1], Math.floor(o.image.height / 14)); set(s[2], Math.floor(o.image.width / 14)); }
-    else if (s.length >= 2) set(s[1], o.seq);
+    else if (s.length === 4) {
+      set(s[1], Math.floor(o.image.height / 14));
+      set(s[2], Math.floor(o.image.width / 14));
+    } else if (s.length >= 2) set(s[1], o.seq);
   }
   return { ...bind, ...o.dims };
 }
@@ -122,7 +140,12 @@ function assumeBits(c: CostNode, bits: number): CostNode {
 }
 
 /** The main graph's nodes with concrete shapes under `bind` (shapes must have been inferred). */
-export function costNodes(model: Model, bind: Record<string, number>, assumeWeightBits?: number, activationBytes?: number): { nodes: CostNode[]; unresolved: number } {
+export function costNodes(
+  model: Model,
+  bind: Record<string, number>,
+  assumeWeightBits?: number,
+  activationBytes?: number,
+): { nodes: CostNode[]; unresolved: number } {
   let unresolved = 0;
   const nodes: CostNode[] = [];
   for (const n of model.graph.nodes) {
@@ -131,12 +154,16 @@ export function costNodes(model: Model, bind: Record<string, number>, assumeWeig
     const tc = (v: { type?: { elemType: DataType; shape?: Dim[] }; initializer: Tensor | null } | null): TensorCost | null => {
       if (!v) return null;
       const dims = v.initializer ? v.initializer.dims : dimsOf(v.type?.shape, bind);
-      const dtype = v.initializer ? v.initializer.dtype : v.type?.elemType ?? DataType.FLOAT;
-      if (!dims) { missing = true; return null; }
+      const dtype = v.initializer ? v.initializer.dtype : (v.type?.elemType ?? DataType.FLOAT);
+      if (!dims) {
+        missing = true;
+        return null;
+      }
       const producer = (v as { producer?: { opType: string } | null }).producer;
       const weight = !!v.initializer || producer?.opType === 'Constant';
       // Float activations (and KV caches) as the deployment stores them, when told.
-      const per = !weight && activationBytes && (dtype === DataType.FLOAT || dtype === DataType.FLOAT16) ? activationBytes : bytesPer(dtype);
+      const per =
+        !weight && activationBytes && (dtype === DataType.FLOAT || dtype === DataType.FLOAT16) ? activationBytes : bytesPer(dtype);
       return { dims, bytesPerElem: per, weight };
     };
     const attrs: Record<string, number> = {};
@@ -144,7 +171,13 @@ export function costNodes(model: Model, bind: Record<string, number>, assumeWeig
       const a = n.attrInt(k, -1);
       if (a !== -1) attrs[k] = a;
     }
-    let c: CostNode = { name: n.name, op: n.opType, inputs: n.inputs.map(tc), outputs: n.outputs.map(tc).filter((x): x is TensorCost => !!x), attrs };
+    let c: CostNode = {
+      name: n.name,
+      op: n.opType,
+      inputs: n.inputs.map(tc),
+      outputs: n.outputs.map(tc).filter((x): x is TensorCost => !!x),
+      attrs,
+    };
     if (missing) unresolved++;
     if (assumeWeightBits) c = assumeBits(c, assumeWeightBits);
     nodes.push(c);
@@ -154,7 +187,10 @@ export function costNodes(model: Model, bind: Record<string, number>, assumeWeig
 
 function breakdown(e: Estimate): Scenario['predicted'] {
   return {
-    totalMs: e.seconds * 1e3, flops: e.flops, bytes: e.bytes, weightBytes: e.weightBytes,
+    totalMs: e.seconds * 1e3,
+    flops: e.flops,
+    bytes: e.bytes,
+    weightBytes: e.weightBytes,
     byOp: e.byOp.map((o) => ({ op: o.op, ms: o.seconds * 1e3, count: o.count })),
     top: e.top.map((t) => ({ name: t.name, op: t.op, ms: t.seconds * 1e3 })),
     matmulShare: e.matmulShare,
@@ -165,17 +201,20 @@ function measuredBreakdown(p: OrtProfile, topN: number): Omit<NonNullable<Scenar
   const gpu = p.gpuNodes.length > 0;
   const nodes = gpu ? p.gpuNodes : p.nodes;
   const byOp = new Map<string, OpTime>();
-  let total = 0, mm = 0;
+  let total = 0,
+    mm = 0;
   for (const n of nodes) {
     const ms = n.us / 1e3;
     total += ms;
     if (isMatMulLike(n.op)) mm += ms;
     const o = byOp.get(n.op) ?? { op: n.op, ms: 0, count: 0 };
-    o.ms += ms; o.count++;
+    o.ms += ms;
+    o.count++;
     byOp.set(n.op, o);
   }
   return {
-    totalMs: total, timer: gpu ? 'gpu' : 'host',
+    totalMs: total,
+    timer: gpu ? 'gpu' : 'host',
     byOp: [...byOp.values()].sort((a, b) => b.ms - a.ms),
     top: nodes.slice(0, topN).map((n) => ({ name: n.name, op: n.op, ms: n.us / 1e3 })),
     matmulShare: total ? mm / total : 0,
@@ -189,14 +228,19 @@ function resolveDevice(o: ProfileOptions): { device: PerfDevice; unit: string } 
   const device = PERF_DEVICES[name];
   if (!device) throw new InputError(`unknown device '${name}' (known: ${Object.keys(PERF_DEVICES).join(', ')})`);
   const unit = TARGET_UNIT[o.target]!;
-  if (!device.units[unit as 'cpu']) throw new InputError(`device '${name}' has no ${unit} figures for target ${o.target} (pick another --device)`);
+  if (!device.units[unit as 'cpu'])
+    throw new InputError(`device '${name}' has no ${unit} figures for target ${o.target} (pick another --device)`);
   return { device, unit };
 }
 
 function modelFiles(input: string): string[] {
   if (!fs.existsSync(input)) throw new InputError(`${input}: no such file or folder`);
   if (fs.statSync(input).isFile()) return [input];
-  const files = fs.readdirSync(input).filter((f) => f.endsWith('.onnx')).sort().map((f) => path.join(input, f));
+  const files = fs
+    .readdirSync(input)
+    .filter((f) => f.endsWith('.onnx'))
+    .sort()
+    .map((f) => path.join(input, f));
   if (!files.length) throw new InputError(`${input}: no .onnx files in this folder`);
   return files;
 }
@@ -211,8 +255,12 @@ async function measurer(runtime: ProfileRuntime, runs: number): Promise<Measurer
   // Loaded on demand: playwright-core is only needed when a browser runs.
   const { WebGpuBrowser } = await import('../runtime/webgpu-browser.js');
   const browser = await WebGpuBrowser.launch();
-  const externalData = (f: string): string[] => fs.readdirSync(path.dirname(f)).filter((x) => x.startsWith(path.basename(f)) && x !== path.basename(f));
-  return { run: (f, feeds) => browser.profile(f, feeds, { ep: runtime, runs, externalData: externalData(f) }), close: () => browser.close() };
+  const externalData = (f: string): string[] =>
+    fs.readdirSync(path.dirname(f)).filter((x) => x.startsWith(path.basename(f)) && x !== path.basename(f));
+  return {
+    run: (f, feeds) => browser.profile(f, feeds, { ep: runtime, runs, externalData: externalData(f) }),
+    close: () => browser.close(),
+  };
 }
 
 /** Profile every sub-model of `input` (a model file or an artifact / MLLM folder). */
@@ -256,13 +304,20 @@ export async function profileModel(input: string, o: ProfileOptions): Promise<Pr
         return s;
       };
       const isDecoder = role === 'decoder' || model.graph.inputs.some((v) => /past_key_values|past_key|cache/i.test(v.name));
-      const isStatic = model.graph.inputs.every((v) => v.initializer || (v.type?.shape ?? []).every((d) => typeof d === 'number' && d >= 0));
+      const isStatic = model.graph.inputs.every(
+        (v) => v.initializer || (v.type?.shape ?? []).every((d) => typeof d === 'number' && d >= 0),
+      );
       if (isStatic && isDecoder) {
         // A fixed-shape variant (npu): one scenario, named after the shapes it was built for.
         const seqIn = model.graph.inputs.find((v) => /input_ids|inputs_embeds/.test(v.name))?.type?.shape;
         const pastIn = model.graph.inputs.find((v) => /past|cache/i.test(v.name))?.type?.shape;
-        const seq = Number(seqIn?.[1] ?? 1), past = Number(pastIn?.[2] ?? 0);
-        await run(`${seq === 1 ? 'decode' : 'prefill'} (static: seq ${seq}, cache ${past})`, seq === 1 ? 'decode' : 'prefill', { seq, past, image });
+        const seq = Number(seqIn?.[1] ?? 1),
+          past = Number(pastIn?.[2] ?? 0);
+        await run(`${seq === 1 ? 'decode' : 'prefill'} (static: seq ${seq}, cache ${past})`, seq === 1 ? 'decode' : 'prefill', {
+          seq,
+          past,
+          image,
+        });
       } else if (isDecoder) {
         for (const p of pasts) await run(`decode past=${p}`, 'decode', { seq: 1, past: p, image });
         await run(`prefill ${prefill}`, 'prefill', { seq: prefill, past: 0, image });
@@ -275,8 +330,17 @@ export async function profileModel(input: string, o: ProfileOptions): Promise<Pr
       if (role === 'vision-encoder' && o.policy) {
         const plan = planImage(o.policy, image);
         const calls = plan.batches.map((b) => {
-          const bind = bindInputs(model, { seq: 1, past: 0, image: { width: b.shape[3], height: b.shape[2] }, batch: b.shape[0], dims: o.dims });
-          return { shape: [...b.shape], ms: estimate(costNodes(model, bind, o.assumeWeightBits, o.activationBytes).nodes, cu).seconds * 1e3 };
+          const bind = bindInputs(model, {
+            seq: 1,
+            past: 0,
+            image: { width: b.shape[3], height: b.shape[2] },
+            batch: b.shape[0],
+            dims: o.dims,
+          });
+          return {
+            shape: [...b.shape],
+            ms: estimate(costNodes(model, bind, o.assumeWeightBits, o.activationBytes).nodes, cu).seconds * 1e3,
+          };
         });
         prof.plan = { policy: o.policy, image, calls, totalMs: calls.reduce((s, c) => s + c.ms, 0) };
       }

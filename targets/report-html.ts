@@ -17,8 +17,12 @@ function shape(s: (number | string | null)[] | null): string {
 function fmtBytes(n: number): string {
   if (n < 1024) return `${n} B`;
   const u = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n / 1024, i = 0;
-  while (v >= 1024 && i < u.length - 1) { v /= 1024; i++; }
+  let v = n / 1024,
+    i = 0;
+  while (v >= 1024 && i < u.length - 1) {
+    v /= 1024;
+    i++;
+  }
   return `${v.toFixed(v < 10 ? 2 : 1)} ${u[i]}`;
 }
 
@@ -48,23 +52,52 @@ const tail = (t: string, n = 34) => (t.length > n ? `\u2026${t.slice(t.length - 
 
 /** Horizontal bars, one series per stack key. Label room is computed here: the server-side
  * renderer has no font metrics, so ECharts' containLabel would clip long names. */
-function hbars(title: string, categories: string[], series: { name: string; data: number[] }[], unit: (v: number) => string, opts: { height?: number; markLine?: number; min?: number; max?: number } = {}): string {
+function hbars(
+  title: string,
+  categories: string[],
+  series: { name: string; data: number[] }[],
+  unit: (v: number) => string,
+  opts: { height?: number; markLine?: number; min?: number; max?: number } = {},
+): string {
   const cats = categories.map((c) => tail(c));
   const legend = series.length > 1;
   const height = opts.height ?? Math.max(160, 70 + cats.length * 24 + (legend ? 30 : 0));
   const left = Math.min(250, 12 + Math.max(...cats.map((c) => c.length)) * 6.6);
-  return chart({
-    title: { text: title, left: 'center', textStyle: { fontSize: 14 } },
-    legend: legend ? { bottom: 0, type: 'scroll', itemGap: 24, formatter: (n: string) => tail(n, 18) } : undefined,
-    grid: { left, right: 70, top: 34, bottom: legend ? 56 : 28, containLabel: false },
-    xAxis: { type: 'value', min: opts.min, max: opts.max, splitNumber: 3, axisLabel: { formatter: (v: number) => unit(v), hideOverlap: true } },
-    yAxis: { type: 'category', data: cats, inverse: true, axisLabel: { fontSize: 11 } },
-    series: series.map((s, i) => ({
-      name: tail(s.name, 18), type: 'bar', stack: legend ? 'all' : undefined, data: s.data, barMaxWidth: 18,
-      label: !legend ? { show: true, position: 'right', fontSize: 11, formatter: (p: { value: number }) => unit(p.value) } : undefined,
-      ...(i === 0 && opts.markLine !== undefined ? { markLine: { symbol: 'none', data: [{ xAxis: opts.markLine }], label: { formatter: `threshold ${opts.markLine}`, position: 'insideEndTop' }, lineStyle: { color: '#e15759', type: 'dashed' } } } : {}),
-    })),
-  }, 580, height);
+  return chart(
+    {
+      title: { text: title, left: 'center', textStyle: { fontSize: 14 } },
+      legend: legend ? { bottom: 0, type: 'scroll', itemGap: 24, formatter: (n: string) => tail(n, 18) } : undefined,
+      grid: { left, right: 70, top: 34, bottom: legend ? 56 : 28, containLabel: false },
+      xAxis: {
+        type: 'value',
+        min: opts.min,
+        max: opts.max,
+        splitNumber: 3,
+        axisLabel: { formatter: (v: number) => unit(v), hideOverlap: true },
+      },
+      yAxis: { type: 'category', data: cats, inverse: true, axisLabel: { fontSize: 11 } },
+      series: series.map((s, i) => ({
+        name: tail(s.name, 18),
+        type: 'bar',
+        stack: legend ? 'all' : undefined,
+        data: s.data,
+        barMaxWidth: 18,
+        label: !legend ? { show: true, position: 'right', fontSize: 11, formatter: (p: { value: number }) => unit(p.value) } : undefined,
+        ...(i === 0 && opts.markLine !== undefined
+          ? {
+              markLine: {
+                symbol: 'none',
+                data: [{ xAxis: opts.markLine }],
+                label: { formatter: `threshold ${opts.markLine}`, position: 'insideEndTop' },
+                lineStyle: { color: '#e15759', type: 'dashed' },
+              },
+            }
+          : {}),
+      })),
+    },
+    580,
+    height,
+  );
 }
 
 /** What compile measured beside the manifest (report only; nothing here goes into manifest.json). */
@@ -72,14 +105,20 @@ export interface ReportContext {
   /** The emitted graphs, by artifact file. */
   models?: { file: string; model: Model }[];
   /** Per sub-model: pass steps (fusion counts), quantization error per layer, check issues. */
-  subModels?: { name: string; steps: { pass: string; counts: Record<string, number>; skipped?: string[] }[]; layers?: { weight: string; relError: number }[]; issues: { node: string; op: string; kind: string; reason: string }[] }[];
+  subModels?: {
+    name: string;
+    steps: { pass: string; counts: Record<string, number>; skipped?: string[] }[];
+    layers?: { weight: string; relError: number }[];
+    issues: { node: string; op: string; kind: string; reason: string }[];
+  }[];
 }
 
 type Entry = Manifest['models'][number];
 
 /** Initializer bytes by consuming op type and by dtype. */
 function weightBreakdown(models: { model: Model }[]): { byOp: Map<string, number>; byDtype: Map<string, number> } {
-  const byOp = new Map<string, number>(), byDtype = new Map<string, number>();
+  const byOp = new Map<string, number>(),
+    byDtype = new Map<string, number>();
   const add = (m: Map<string, number>, k: string, v: number) => m.set(k, (m.get(k) ?? 0) + v);
   for (const { model } of models) {
     for (const g of model.graph.allGraphs()) {
@@ -120,18 +159,37 @@ ${body}
 
 export function reportHtml(m: Omit<Manifest, 'files'>, files: Manifest['files'], ctx: ReportContext = {}): string {
   charted = 0;
-  const size = (e: Entry) => { const own = modelFilePaths(e); return files.filter((f) => own.includes(f.path)).reduce((s, f) => s + f.bytes, 0); };
+  const size = (e: Entry) => {
+    const own = modelFilePaths(e);
+    return files.filter((f) => own.includes(f.path)).reduce((s, f) => s + f.bytes, 0);
+  };
   const ver = m.verification;
-  const status = ver.ran ? (ver.passed ? '<span class="badge ok">verification passed</span>' : '<span class="badge bad">verification FAILED</span>') : '<span class="badge">verification not run</span>';
+  const status = ver.ran
+    ? ver.passed
+      ? '<span class="badge ok">verification passed</span>'
+      : '<span class="badge bad">verification FAILED</span>'
+    : '<span class="badge">verification not run</span>';
   const parts: string[] = [];
   parts.push(`<h1>edgec ${esc(m.tool.version)}: ${esc(m.target)} artifact <span class="muted">(${esc(m.profile.name)})</span></h1>`);
-  parts.push(`<p>${status} &nbsp; ${m.models.length} model files, ${fmtBytes(files.reduce((s, f) => s + f.bytes, 0))} in ${files.length + 1} files</p>`);
+  parts.push(
+    `<p>${status} &nbsp; ${m.models.length} model files, ${fmtBytes(files.reduce((s, f) => s + f.bytes, 0))} in ${files.length + 1} files</p>`,
+  );
   // What the figures rest on, said up front in red when it is not real data or not the target.
   const fallbackCount = m.models.reduce((s, e) => s + (e.fallback?.length ?? 0), 0);
   const synthetic = [...new Set(m.models.filter((e) => e.calibration?.synthetic).map((e) => e.name))];
-  if (fallbackCount) parts.push(`<p class="badtext">--allow-fallback: ${fallbackCount} node(s) cannot run on ${esc(m.target)} and fall back to the CPU (listed under Fused ops and fallbacks)</p>`);
-  if (synthetic.length) parts.push(`<p class="badtext">${esc(synthetic.join(', '))}: calibrated on synthetic inputs: accuracy on real data unknown</p>`);
-  parts.push(`<table><tr>${Object.keys(m.options).map((k) => `<th>${esc(k)}</th>`).join('')}</tr><tr>${Object.values(m.options).map((v) => `<td>${esc(typeof v === 'object' ? JSON.stringify(v) : v)}</td>`).join('')}</tr></table>`);
+  if (fallbackCount)
+    parts.push(
+      `<p class="badtext">--allow-fallback: ${fallbackCount} node(s) cannot run on ${esc(m.target)} and fall back to the CPU (listed under Fused ops and fallbacks)</p>`,
+    );
+  if (synthetic.length)
+    parts.push(`<p class="badtext">${esc(synthetic.join(', '))}: calibrated on synthetic inputs: accuracy on real data unknown</p>`);
+  parts.push(
+    `<table><tr>${Object.keys(m.options)
+      .map((k) => `<th>${esc(k)}</th>`)
+      .join('')}</tr><tr>${Object.values(m.options)
+      .map((v) => `<td>${esc(typeof v === 'object' ? JSON.stringify(v) : v)}</td>`)
+      .join('')}</tr></table>`,
+  );
 
   // Sizes.
   const charts: string[] = [];
@@ -140,9 +198,24 @@ export function reportHtml(m: Omit<Manifest, 'files'>, files: Manifest['files'],
   charts.push(hbars('Size by model file', [...bySub.keys()], [{ name: 'bytes', data: [...bySub.values()] }], fmtBytes));
   if (ctx.models?.length) {
     const { byOp, byDtype } = weightBreakdown(ctx.models);
-    const ops = top(byOp, 10), dts = top(byDtype, 10);
-    charts.push(hbars('Weight bytes by consuming op type', ops.map(([k]) => k), [{ name: 'bytes', data: ops.map(([, v]) => v) }], fmtBytes));
-    charts.push(hbars('Weight bytes by stored dtype', dts.map(([k]) => k), [{ name: 'bytes', data: dts.map(([, v]) => v) }], fmtBytes));
+    const ops = top(byOp, 10),
+      dts = top(byDtype, 10);
+    charts.push(
+      hbars(
+        'Weight bytes by consuming op type',
+        ops.map(([k]) => k),
+        [{ name: 'bytes', data: ops.map(([, v]) => v) }],
+        fmtBytes,
+      ),
+    );
+    charts.push(
+      hbars(
+        'Weight bytes by stored dtype',
+        dts.map(([k]) => k),
+        [{ name: 'bytes', data: dts.map(([, v]) => v) }],
+        fmtBytes,
+      ),
+    );
   }
   // Node counts by op type, stacked by sub-model.
   // Variants of a sub-model share its graph: count each sub-model once.
@@ -151,17 +224,42 @@ export function reportHtml(m: Omit<Manifest, 'files'>, files: Manifest['files'],
   const short = (k: string) => k.replace('com.microsoft:', '');
   const opTotals = new Map<string, number>();
   for (const n of names) for (const [k, v] of Object.entries(firstOf(n).ops)) opTotals.set(short(k), (opTotals.get(short(k)) ?? 0) + v);
-  const topOps = top(opTotals, 12).map(([k]) => k).filter((k) => k !== 'other');
-  const count = (n: string, op: string) => Object.entries(firstOf(n).ops).filter(([k]) => short(k) === op).reduce((s, [, v]) => s + v, 0);
-  charts.push(hbars('Nodes by op type (top 12)', topOps, names.map((n) => ({ name: n, data: topOps.map((op) => count(n, op)) })), (v) => String(Math.round(v))));
+  const topOps = top(opTotals, 12)
+    .map(([k]) => k)
+    .filter((k) => k !== 'other');
+  const count = (n: string, op: string) =>
+    Object.entries(firstOf(n).ops)
+      .filter(([k]) => short(k) === op)
+      .reduce((s, [, v]) => s + v, 0);
+  charts.push(
+    hbars(
+      'Nodes by op type (top 12)',
+      topOps,
+      names.map((n) => ({ name: n, data: topOps.map((op) => count(n, op)) })),
+      (v) => String(Math.round(v)),
+    ),
+  );
   parts.push(`<h2>Size</h2><div class="grid">${charts.join('')}</div>`);
 
   // Quantization error per layer.
   const layers = (ctx.subModels ?? []).flatMap((s) => (s.layers ?? []).map((l) => ({ sub: s.name, name: l.weight, err: l.relError })));
   if (layers.length) {
     const shown = layers.length > 48 ? [...layers].sort((a, b) => b.err - a.err).slice(0, 48) : layers;
-    parts.push(`<h2>Quantization error per layer</h2><p class="muted">||W - dequant(W)|| / ||W|| per quantized weight${layers.length > shown.length ? ` (the ${shown.length} largest of ${layers.length})` : ''}.</p>`);
-    parts.push(`<div class="grid">${hbars('Relative weight error, by sub-model', shown.map((l) => l.name), [...new Set(shown.map((l) => l.sub))].map((sub) => ({ name: sub, data: shown.map((l) => (l.sub === sub ? Number(l.err.toPrecision(4)) : 0)) })), (v) => v.toFixed(3), { height: 100 + shown.length * 18 })}</div>`);
+    parts.push(
+      `<h2>Quantization error per layer</h2><p class="muted">||W - dequant(W)|| / ||W|| per quantized weight${layers.length > shown.length ? ` (the ${shown.length} largest of ${layers.length})` : ''}.</p>`,
+    );
+    parts.push(
+      `<div class="grid">${hbars(
+        'Relative weight error, by sub-model',
+        shown.map((l) => l.name),
+        [...new Set(shown.map((l) => l.sub))].map((sub) => ({
+          name: sub,
+          data: shown.map((l) => (l.sub === sub ? Number(l.err.toPrecision(4)) : 0)),
+        })),
+        (v) => v.toFixed(3),
+        { height: 100 + shown.length * 18 },
+      )}</div>`,
+    );
   }
 
   // Fusions and fallbacks.
@@ -181,10 +279,19 @@ export function reportHtml(m: Omit<Manifest, 'files'>, files: Manifest['files'],
   parts.push('<h2>Fused ops and fallbacks</h2>');
   if (fusion.size) {
     const passes = [...fusion.keys()].sort();
-    parts.push(`<div class="grid">${hbars(`Fusions made on ${m.target}`, passes, names.map((n) => ({ name: n, data: passes.map((p) => fusion.get(p)!.get(n) ?? 0) })), (v) => String(Math.round(v)))}</div>`);
+    parts.push(
+      `<div class="grid">${hbars(
+        `Fusions made on ${m.target}`,
+        passes,
+        names.map((n) => ({ name: n, data: passes.map((p) => fusion.get(p)!.get(n) ?? 0) })),
+        (v) => String(Math.round(v)),
+      )}</div>`,
+    );
   } else parts.push('<p class="muted">No fusion fired (or fusion counts were not recorded).</p>');
   if (issues.length || fallbacks.length) {
-    parts.push(`<table><tr><th>model</th><th>node</th><th>op</th><th>why it falls back</th></tr>${issues.map((i) => `<tr class="bad"><td>${esc(i.model)}</td><td>${esc(i.node)}</td><td>${esc(i.op)}</td><td>${esc(i.kind)}: ${esc(i.reason)}</td></tr>`).join('')}${fallbacks.map((f) => `<tr class="bad"><td>${esc(f.file)}</td><td>${esc(f.node)}</td><td>${esc(f.op)}</td><td class="badtext">falls back to CPU: ${esc(f.reason)}</td></tr>`).join('')}</table>`);
+    parts.push(
+      `<table><tr><th>model</th><th>node</th><th>op</th><th>why it falls back</th></tr>${issues.map((i) => `<tr class="bad"><td>${esc(i.model)}</td><td>${esc(i.node)}</td><td>${esc(i.op)}</td><td>${esc(i.kind)}: ${esc(i.reason)}</td></tr>`).join('')}${fallbacks.map((f) => `<tr class="bad"><td>${esc(f.file)}</td><td>${esc(f.node)}</td><td>${esc(f.op)}</td><td class="badtext">falls back to CPU: ${esc(f.reason)}</td></tr>`).join('')}</table>`,
+    );
   } else parts.push(`<p>Every node runs on ${esc(m.target)} (no fallback).</p>`);
 
   // Verification and task metrics.
@@ -194,49 +301,103 @@ export function reportHtml(m: Omit<Manifest, 'files'>, files: Manifest['files'],
     const rows = verified.flatMap((e) => e.verification!.outputs.map((o) => ({ e, o })));
     const thr = Math.min(...verified.map((e) => e.verification!.threshold));
     const minCos = Math.min(...rows.map((r) => r.o.cosine));
-    parts.push(`<div class="grid">${hbars('Cosine to the original, per output', rows.map((r) => `${r.e.file}: ${r.o.name}`), [{ name: 'cosine', data: rows.map((r) => r.o.cosine) }], (v) => v.toFixed(4), { markLine: thr, min: Math.max(0, Math.floor(Math.min(minCos, thr) * 100 - 1) / 100), max: 1 })}</div>`);
-    parts.push(`<table><tr><th>file</th><th>inputs used</th><th>output</th><th class="num">cosine</th><th class="num">max abs error</th><th>threshold</th></tr>${rows.map(({ e, o }, i) => `<tr class="${(e.verification!.judgedBy ? e.verification!.passed : o.cosine >= e.verification!.threshold) ? 'ok' : 'bad'}"><td>${i === 0 || rows[i - 1]!.e !== e ? esc(e.file) : ''}</td><td>${i === 0 || rows[i - 1]!.e !== e ? e.verification!.inputs.map((x) => `${esc(x.name)} ${esc(shape(x.shape))}`).join('<br>') : ''}</td><td>${esc(o.name)}</td><td class="num">${o.cosine}</td><td class="num">${o.maxAbsError}</td><td>${e.verification!.judgedBy ? esc(e.verification!.judgedBy) : `&ge; ${e.verification!.threshold}`}</td></tr>`).join('')}</table>`);
+    parts.push(
+      `<div class="grid">${hbars(
+        'Cosine to the original, per output',
+        rows.map((r) => `${r.e.file}: ${r.o.name}`),
+        [{ name: 'cosine', data: rows.map((r) => r.o.cosine) }],
+        (v) => v.toFixed(4),
+        { markLine: thr, min: Math.max(0, Math.floor(Math.min(minCos, thr) * 100 - 1) / 100), max: 1 },
+      )}</div>`,
+    );
+    parts.push(
+      `<table><tr><th>file</th><th>inputs used</th><th>output</th><th class="num">cosine</th><th class="num">max abs error</th><th>threshold</th></tr>${rows.map(({ e, o }, i) => `<tr class="${(e.verification!.judgedBy ? e.verification!.passed : o.cosine >= e.verification!.threshold) ? 'ok' : 'bad'}"><td>${i === 0 || rows[i - 1]!.e !== e ? esc(e.file) : ''}</td><td>${i === 0 || rows[i - 1]!.e !== e ? e.verification!.inputs.map((x) => `${esc(x.name)} ${esc(shape(x.shape))}`).join('<br>') : ''}</td><td>${esc(o.name)}</td><td class="num">${o.cosine}</td><td class="num">${o.maxAbsError}</td><td>${e.verification!.judgedBy ? esc(e.verification!.judgedBy) : `&ge; ${e.verification!.threshold}`}</td></tr>`).join('')}</table>`,
+    );
   } else parts.push('<p class="muted">Not run (--no-verify).</p>');
 
   // Inputs used: what verification and calibration measured on (synthetic calibration in red).
   const used = m.models.filter((e) => e.verification?.inputsUsed || e.calibration);
   if (used.length) {
-    const cell = (u: { source: string; from: string[]; count: number } | undefined) => (u ? `${u.count} ${esc(u.source)} set(s): ${esc(u.from.join(', '))}` : '-');
-    parts.push(`<h2>Inputs used</h2><table><tr><th>file</th><th>verification</th><th>calibration</th></tr>${used.map((e) => `<tr><td>${esc(e.file)}</td><td>${cell(e.verification?.inputsUsed)}</td><td${e.calibration?.synthetic ? ' class="badtext"' : ''}>${cell(e.calibration)}${e.calibration?.note ? `: ${esc(e.calibration.note)}` : ''}</td></tr>`).join('')}</table>`);
+    const cell = (u: { source: string; from: string[]; count: number } | undefined) =>
+      u ? `${u.count} ${esc(u.source)} set(s): ${esc(u.from.join(', '))}` : '-';
+    parts.push(
+      `<h2>Inputs used</h2><table><tr><th>file</th><th>verification</th><th>calibration</th></tr>${used.map((e) => `<tr><td>${esc(e.file)}</td><td>${cell(e.verification?.inputsUsed)}</td><td${e.calibration?.synthetic ? ' class="badtext"' : ''}>${cell(e.calibration)}${e.calibration?.note ? `: ${esc(e.calibration.note)}` : ''}</td></tr>`).join('')}</table>`,
+    );
   }
 
   // Task metrics (runtime/metrics.ts thresholds), then other verification facts other passes record (shown as given).
   const metrics = verified.flatMap((e) => (e.verification!.metrics ?? []).map((t) => ({ file: e.file, t })));
-  const extra = verified.flatMap((e) => Object.entries(e.verification!).filter(([k]) => !['threshold', 'passed', 'inputs', 'outputs', 'metrics', 'inputsUsed'].includes(k)).map(([k, v]) => ({ file: e.file, k, v })));
+  const extra = verified.flatMap((e) =>
+    Object.entries(e.verification!)
+      .filter(([k]) => !['threshold', 'passed', 'inputs', 'outputs', 'metrics', 'inputsUsed'].includes(k))
+      .map(([k, v]) => ({ file: e.file, k, v })),
+  );
   const top2 = Object.entries(m as unknown as Record<string, unknown>).filter(([k]) => /metric|task/i.test(k));
   if (metrics.length || extra.length || top2.length) {
-    parts.push(`<h2>Task metrics</h2><table><tr><th>file</th><th>metric</th><th>value</th><th>threshold</th><th class="num">sets</th></tr>${metrics.map(({ file, t }) => `<tr class="${t.passed === false ? 'bad' : t.passed ? 'ok' : ''}"><td>${esc(file)}</td><td>${esc(t.name)}</td><td class="num${t.passed === false ? ' badtext' : ''}">${esc(t.value)}</td><td>${t.threshold === undefined ? '-' : `${t.higherIsBetter ? '&ge;' : '&le;'} ${t.threshold}`}${t.note ? ` <span class="muted">${esc(t.note)}</span>` : ''}</td><td class="num">${t.count}</td></tr>`).join('')}${extra.map((x) => `<tr><td>${esc(x.file)}</td><td>${esc(x.k)}</td><td colspan="3"><code>${esc(JSON.stringify(x.v))}</code></td></tr>`).join('')}${top2.map(([k, v]) => `<tr><td>artifact</td><td>${esc(k)}</td><td colspan="3"><code>${esc(JSON.stringify(v))}</code></td></tr>`).join('')}</table>`);
+    parts.push(
+      `<h2>Task metrics</h2><table><tr><th>file</th><th>metric</th><th>value</th><th>threshold</th><th class="num">sets</th></tr>${metrics.map(({ file, t }) => `<tr class="${t.passed === false ? 'bad' : t.passed ? 'ok' : ''}"><td>${esc(file)}</td><td>${esc(t.name)}</td><td class="num${t.passed === false ? ' badtext' : ''}">${esc(t.value)}</td><td>${t.threshold === undefined ? '-' : `${t.higherIsBetter ? '&ge;' : '&le;'} ${t.threshold}`}${t.note ? ` <span class="muted">${esc(t.note)}</span>` : ''}</td><td class="num">${t.count}</td></tr>`).join('')}${extra.map((x) => `<tr><td>${esc(x.file)}</td><td>${esc(x.k)}</td><td colspan="3"><code>${esc(JSON.stringify(x.v))}</code></td></tr>`).join('')}${top2.map(([k, v]) => `<tr><td>artifact</td><td>${esc(k)}</td><td colspan="3"><code>${esc(JSON.stringify(v))}</code></td></tr>`).join('')}</table>`,
+    );
   }
 
   // Profile by op type (compile --profile-run): each sub-model's first scenario, measured when it ran.
-  const perf = (m as { performance?: { device: string; models: { file: string; scenarios: { name: string; predicted: { byOp: { op: string; ms: number }[] }; measured?: { byOp: { op: string; ms: number }[]; runtime: string } }[] }[] } }).performance;
+  const perf = (
+    m as {
+      performance?: {
+        device: string;
+        models: {
+          file: string;
+          scenarios: {
+            name: string;
+            predicted: { byOp: { op: string; ms: number }[] };
+            measured?: { byOp: { op: string; ms: number }[]; runtime: string };
+          }[];
+        }[];
+      };
+    }
+  ).performance;
   if (perf?.models?.length) {
-    const rows = perf.models.filter((x) => x.scenarios[0]).map((x) => ({ file: x.file, sc: x.scenarios[0]!, by: x.scenarios[0]!.measured?.byOp ?? x.scenarios[0]!.predicted.byOp }));
+    const rows = perf.models
+      .filter((x) => x.scenarios[0])
+      .map((x) => ({ file: x.file, sc: x.scenarios[0]!, by: x.scenarios[0]!.measured?.byOp ?? x.scenarios[0]!.predicted.byOp }));
     const totals = new Map<string, number>();
     for (const r of rows) for (const o of r.by) totals.set(short(o.op), (totals.get(short(o.op)) ?? 0) + o.ms);
-    const ops = top(totals, 12).map(([k]) => k).filter((k) => k !== 'other');
+    const ops = top(totals, 12)
+      .map(([k]) => k)
+      .filter((k) => k !== 'other');
     const measured = rows.some((r) => r.sc.measured);
-    parts.push(`<h2>Profile by op type</h2><p class="muted">${esc(perf.device)}; per file: ${rows.map((r) => `${esc(r.file)} ${esc(r.sc.name)} (${r.sc.measured ? `measured, ${esc(r.sc.measured.runtime)}` : 'predicted'})`).join('; ')}.</p>`);
-    parts.push(`<div class="grid">${hbars(`Time by op type (${measured ? 'measured' : 'roofline prediction'})`, ops, rows.map((r) => ({ name: r.file, data: ops.map((op) => r.by.filter((o) => short(o.op) === op).reduce((a, o) => a + o.ms, 0)) })), (v) => `${Number(v.toPrecision(3))} ms`)}</div>`);
+    parts.push(
+      `<h2>Profile by op type</h2><p class="muted">${esc(perf.device)}; per file: ${rows.map((r) => `${esc(r.file)} ${esc(r.sc.name)} (${r.sc.measured ? `measured, ${esc(r.sc.measured.runtime)}` : 'predicted'})`).join('; ')}.</p>`,
+    );
+    parts.push(
+      `<div class="grid">${hbars(
+        `Time by op type (${measured ? 'measured' : 'roofline prediction'})`,
+        ops,
+        rows.map((r) => ({ name: r.file, data: ops.map((op) => r.by.filter((o) => short(o.op) === op).reduce((a, o) => a + o.ms, 0)) })),
+        (v) => `${Number(v.toPrecision(3))} ms`,
+      )}</div>`,
+    );
   }
 
   // Tiling plan.
   const pre = m.preprocessing as { tiling?: { example?: TilePlan }; imageSizes?: string[] } | undefined;
   if (pre?.tiling?.example?.tiles) {
     const ex = pre.tiling.example;
-    parts.push(`<h2>Image tiling plan</h2><p>${esc(ex.policy)}: a ${ex.image.width}x${ex.image.height} example image becomes ${ex.tiles.length} tiles (${ex.tokens.encoder} encoder tokens, ${ex.tokens.projected} after the projector).</p><div class="plan">${planToSvg(ex, 640)}</div>`);
+    parts.push(
+      `<h2>Image tiling plan</h2><p>${esc(ex.policy)}: a ${ex.image.width}x${ex.image.height} example image becomes ${ex.tiles.length} tiles (${ex.tokens.encoder} encoder tokens, ${ex.tokens.projected} after the projector).</p><div class="plan">${planToSvg(ex, 640)}</div>`,
+    );
   } else if (pre?.imageSizes) {
-    parts.push(`<h2>Image preprocessing</h2><p>Images are resized to ${pre.imageSizes.map(esc).join(', ')} (one static vision encoder each).</p>`);
+    parts.push(
+      `<h2>Image preprocessing</h2><p>Images are resized to ${pre.imageSizes.map(esc).join(', ')} (one static vision encoder each).</p>`,
+    );
   }
 
   // Model files.
-  parts.push(`<h2>Model files</h2><div class="wrap"><table><tr><th>file</th><th>role</th><th class="num">bytes</th><th>inputs</th><th>outputs</th><th>weights observed</th></tr>${m.models.map((e) => `<tr><td>${esc(e.file)}</td><td>${esc(e.role)}</td><td class="num">${fmtBytes(size(e))}</td><td>${e.inputs.map((i) => `${esc(i.name)} ${esc(i.dtype)}${esc(shape(i.shape))}`).join('<br>')}</td><td>${e.outputs.map((i) => `${esc(i.name)} ${esc(i.dtype)}${esc(shape(i.shape))}`).join('<br>')}</td><td><code>${esc(JSON.stringify((e.quantization as { observed?: unknown }).observed ?? {}))}</code></td></tr>`).join('')}</table></div>`);
-  parts.push(`<h2>Files</h2><div class="wrap"><table><tr><th>path</th><th class="num">bytes</th><th>sha256</th></tr>${files.map((f) => `<tr><td>${esc(f.path)}</td><td class="num">${f.bytes}</td><td><code>${f.sha256}</code></td></tr>`).join('')}</table></div>`);
+  parts.push(
+    `<h2>Model files</h2><div class="wrap"><table><tr><th>file</th><th>role</th><th class="num">bytes</th><th>inputs</th><th>outputs</th><th>weights observed</th></tr>${m.models.map((e) => `<tr><td>${esc(e.file)}</td><td>${esc(e.role)}</td><td class="num">${fmtBytes(size(e))}</td><td>${e.inputs.map((i) => `${esc(i.name)} ${esc(i.dtype)}${esc(shape(i.shape))}`).join('<br>')}</td><td>${e.outputs.map((i) => `${esc(i.name)} ${esc(i.dtype)}${esc(shape(i.shape))}`).join('<br>')}</td><td><code>${esc(JSON.stringify((e.quantization as { observed?: unknown }).observed ?? {}))}</code></td></tr>`).join('')}</table></div>`,
+  );
+  parts.push(
+    `<h2>Files</h2><div class="wrap"><table><tr><th>path</th><th class="num">bytes</th><th>sha256</th></tr>${files.map((f) => `<tr><td>${esc(f.path)}</td><td class="num">${f.bytes}</td><td><code>${f.sha256}</code></td></tr>`).join('')}</table></div>`,
+  );
   return page(`edgec ${m.target} artifact`, parts.join('\n'));
 }
 
@@ -248,17 +409,41 @@ export interface IndexItem {
 }
 
 /** index.html of an `edgec build` folder: every item, its size and closeness, a link to its report. */
-export function buildIndexHtml(summary: { tool: { version: string }; items: IndexItem[]; passed: boolean }, _manifests: Record<string, unknown> = {}): string {
+export function buildIndexHtml(
+  summary: { tool: { version: string }; items: IndexItem[]; passed: boolean },
+  _manifests: Record<string, unknown> = {},
+): string {
   charted = 0;
   const items = summary.items;
   const parts: string[] = [];
   const failed = items.filter((i) => !i.passed).length;
-  parts.push(`<h1>edgec ${esc(summary.tool.version)} release build</h1><p>${failed ? `<span class="badge bad">${failed} of ${items.length} items FAILED</span>` : `<span class="badge ok">all ${items.length} items passed</span>`}</p>`);
+  parts.push(
+    `<h1>edgec ${esc(summary.tool.version)} release build</h1><p>${failed ? `<span class="badge bad">${failed} of ${items.length} items FAILED</span>` : `<span class="badge ok">all ${items.length} items passed</span>`}</p>`,
+  );
   const sized = items.filter((i) => i.summary);
   if (sized.length) {
     const cos = sized.filter((i) => i.summary!.minCosine !== null);
-    parts.push(`<div class="grid">${hbars('Artifact size', sized.map((i) => i.id), [{ name: 'bytes', data: sized.map((i) => i.summary!.bytes) }], fmtBytes)}${cos.length ? hbars('Lowest output cosine to the original', cos.map((i) => i.id), [{ name: 'cosine', data: cos.map((i) => i.summary!.minCosine!) }], (v) => v.toFixed(4), { min: Math.max(0, Math.floor(Math.min(...cos.map((i) => i.summary!.minCosine!)) * 100 - 1) / 100), max: 1 }) : ''}</div>`);
+    parts.push(
+      `<div class="grid">${hbars(
+        'Artifact size',
+        sized.map((i) => i.id),
+        [{ name: 'bytes', data: sized.map((i) => i.summary!.bytes) }],
+        fmtBytes,
+      )}${
+        cos.length
+          ? hbars(
+              'Lowest output cosine to the original',
+              cos.map((i) => i.id),
+              [{ name: 'cosine', data: cos.map((i) => i.summary!.minCosine!) }],
+              (v) => v.toFixed(4),
+              { min: Math.max(0, Math.floor(Math.min(...cos.map((i) => i.summary!.minCosine!)) * 100 - 1) / 100), max: 1 },
+            )
+          : ''
+      }</div>`,
+    );
   }
-  parts.push(`<table><tr><th>item</th><th>status</th><th class="num">size</th><th class="num">min cosine</th><th>report</th></tr>${items.map((r) => `<tr class="${r.passed ? 'ok' : 'bad'}"><td>${esc(r.id)}</td><td>${r.passed ? 'passed' : `FAILED: ${esc(r.error ?? '')}`}</td><td class="num">${r.summary ? fmtBytes(r.summary.bytes) : '-'}</td><td class="num">${r.summary?.minCosine ?? '-'}</td><td>${r.summary ? `<a href="${esc(r.id)}/report.html">${esc(r.id)}/report.html</a>` : '-'}</td></tr>`).join('')}</table>`);
+  parts.push(
+    `<table><tr><th>item</th><th>status</th><th class="num">size</th><th class="num">min cosine</th><th>report</th></tr>${items.map((r) => `<tr class="${r.passed ? 'ok' : 'bad'}"><td>${esc(r.id)}</td><td>${r.passed ? 'passed' : `FAILED: ${esc(r.error ?? '')}`}</td><td class="num">${r.summary ? fmtBytes(r.summary.bytes) : '-'}</td><td class="num">${r.summary?.minCosine ?? '-'}</td><td>${r.summary ? `<a href="${esc(r.id)}/report.html">${esc(r.id)}/report.html</a>` : '-'}</td></tr>`).join('')}</table>`,
+  );
   return page('edgec build', parts.join('\n'));
 }

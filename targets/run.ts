@@ -5,7 +5,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { InputError, loadModel } from '../ir/index.js';
-import { SessionPool, encodeImage, generate, type DecoderFiles, type GenerateResult, type OptLevel, type Prefix } from '../runtime/generate.js';
+import {
+  SessionPool,
+  encodeImage,
+  generate,
+  type DecoderFiles,
+  type GenerateResult,
+  type OptLevel,
+  type Prefix,
+} from '../runtime/generate.js';
 import { compareTensors } from '../runtime/ort.js';
 import { Tensor } from '../ir/index.js';
 import { DEFAULT_NORMALIZE, cropResize, decodeImage, toPixelValues, type Normalize, type RgbImage } from '../runtime/image.js';
@@ -74,8 +82,10 @@ function artifactStages(dir: string, m: Manifest, imageSize?: Size): Stages {
     const es = of(role);
     if (!es.length) throw new InputError(`the artifact has no ${role} sub-model`, dir);
     if (es.length === 1 && !/^(prefill\d+|decode)$/.test(es[0]!.variant ?? '')) return file(es[0]!.file);
-    const pre = es.find((e) => /^prefill\d+$/.test(e.variant ?? '')), dec = es.find((e) => e.variant === 'decode');
-    if (!pre || !dec) throw new InputError(`${role}: variants ${es.map((e) => e.variant).join(', ')} are neither one file nor prefill/decode`, dir);
+    const pre = es.find((e) => /^prefill\d+$/.test(e.variant ?? '')),
+      dec = es.find((e) => e.variant === 'decode');
+    if (!pre || !dec)
+      throw new InputError(`${role}: variants ${es.map((e) => e.variant).join(', ')} are neither one file nor prefill/decode`, dir);
     return { prefill: file(pre.file), decode: file(dec.file) };
   };
   const vis = of('vision-encoder');
@@ -112,16 +122,28 @@ function sourceStages(src: string): Stages {
 
 function normalizeOf(dir: string): Normalize {
   try {
-    const c = JSON.parse(fs.readFileSync(path.join(dir, 'preprocessor_config.json'), 'utf8')) as { image_mean?: number[]; image_std?: number[] };
-    if (c.image_mean?.length === 3 && c.image_std?.length === 3) return { mean: c.image_mean as Normalize['mean'], std: c.image_std as Normalize['std'] };
-  } catch { /* no config: the default */ }
+    const c = JSON.parse(fs.readFileSync(path.join(dir, 'preprocessor_config.json'), 'utf8')) as {
+      image_mean?: number[];
+      image_std?: number[];
+    };
+    if (c.image_mean?.length === 3 && c.image_std?.length === 3)
+      return { mean: c.image_mean as Normalize['mean'], std: c.image_std as Normalize['std'] };
+  } catch {
+    /* no config: the default */
+  }
   return DEFAULT_NORMALIZE;
 }
 
 /** Image embeddings of a run (none without an image). */
 type Vision = (pool: SessionPool, s: Stages) => Promise<Prefix>;
 
-async function runStages(s: Stages, vision: Vision | undefined, ids: number[], o: RunOptions, level: OptLevel): Promise<GenerateResult & { imageTokens: number }> {
+async function runStages(
+  s: Stages,
+  vision: Vision | undefined,
+  ids: number[],
+  o: RunOptions,
+  level: OptLevel,
+): Promise<GenerateResult & { imageTokens: number }> {
   const pool = new SessionPool(level);
   try {
     const prefix = vision ? await vision(pool, s) : { data: new Float32Array(0), rows: 0 };
@@ -140,7 +162,12 @@ interface TilingSpec {
 }
 
 /** One encoder (+ projector) call: its tiles, in order, and the files that run it. */
-interface TileCall { tiles: number[]; batch: number; encoder: string; projector?: string }
+interface TileCall {
+  tiles: number[];
+  batch: number;
+  encoder: string;
+  projector?: string;
+}
 
 /** The tiles' image embeddings in tile order: each call's pixels stacked (padded slots zero),
  * its rows split evenly per tile, padded slots' rows dropped. */
@@ -154,12 +181,17 @@ async function encodeTiles(pool: SessionPool, plan: TilePlan, pixels: Float32Arr
     const out = await encodeImage(pool, c.encoder, c.projector, x, [c.batch, 3, height, width]);
     const per = out.data.length / c.batch;
     hidden = out.data.length / out.rows;
-    c.tiles.forEach((t, i) => { perTile[t] = out.data.slice(i * per, (i + 1) * per); });
+    c.tiles.forEach((t, i) => {
+      perTile[t] = out.data.slice(i * per, (i + 1) * per);
+    });
   }
   const total = perTile.reduce((n, d) => n + d.length, 0);
   const data = new Float32Array(total);
   let at = 0;
-  for (const d of perTile) { data.set(d, at); at += d.length; }
+  for (const d of perTile) {
+    data.set(d, at);
+    at += d.length;
+  }
   return { data, rows: total / hidden };
 }
 
@@ -167,23 +199,35 @@ async function encodeTiles(pool: SessionPool, plan: TilePlan, pixels: Float32Arr
  * from the padded canvas instead (the resized image centred on black), so padding stays padding. */
 export function tileImage(img: RgbImage, plan: TilePlan, t: Tile): RgbImage {
   if (plan.policy !== 'bluelm-v' || t.kind !== 'tile') return cropResize(img, t.crop, t.resize.width, t.resize.height);
-  const g = plan.grids[0]!, patch = t.resize.width;
+  const g = plan.grids[0]!,
+    patch = t.resize.width;
   const { rw, rh, px, py } = bluelmCanvas(img, g.cols, g.rows, patch);
   const out = { width: patch, height: patch, data: new Float32Array(patch * patch * 3) };
-  const cx = t.col * patch, cy = t.row * patch;
-  const x0 = Math.max(cx, px), x1 = Math.min(cx + patch, px + rw), y0 = Math.max(cy, py), y1 = Math.min(cy + patch, py + rh);
+  const cx = t.col * patch,
+    cy = t.row * patch;
+  const x0 = Math.max(cx, px),
+    x1 = Math.min(cx + patch, px + rw),
+    y0 = Math.max(cy, py),
+    y1 = Math.min(cy + patch, py + rh);
   if (x1 <= x0 || y1 <= y0) return out;
   // Canvas pixels [x0, x1) come from the resized image's [x0 - px, x1 - px): that span of the source.
-  const sx = img.width / rw, sy = img.height / rh;
+  const sx = img.width / rw,
+    sy = img.height / rh;
   const part = cropResize(img, { x0: (x0 - px) * sx, y0: (y0 - py) * sy, x1: (x1 - px) * sx, y1: (y1 - py) * sy }, x1 - x0, y1 - y0);
-  for (let y = 0; y < part.height; y++) out.data.set(part.data.subarray(y * part.width * 3, (y + 1) * part.width * 3), ((y + y0 - cy) * patch + x0 - cx) * 3);
+  for (let y = 0; y < part.height; y++)
+    out.data.set(part.data.subarray(y * part.width * 3, (y + 1) * part.width * 3), ((y + y0 - cy) * patch + x0 - cx) * 3);
   return out;
 }
 
 /** A tiling-policy artifact's image: planned with the manifest's policy and parameters, each tile
  * cropped and resized as the plan says, encoder calls on the compiled (tile size, batch) variants;
  * the source runs the same tiles, one call per plan batch, on its dynamic encoder. */
-function tiledVision(dir: string, spec: TilingSpec, image: string, norm: Normalize): { plan: TilePlan; artifact: Vision; source: Vision; calls: number } {
+function tiledVision(
+  dir: string,
+  spec: TilingSpec,
+  image: string,
+  norm: Normalize,
+): { plan: TilePlan; artifact: Vision; source: Vision; calls: number } {
   const img = decodeImage(image);
   let plan: TilePlan;
   try {
@@ -192,18 +236,29 @@ function tiledVision(dir: string, spec: TilingSpec, image: string, norm: Normali
     throw new InputError(`the manifest's tiling (${spec.policy}) cannot plan this image: ${(e as Error).message}`, image);
   }
   const pixels = plan.tiles.map((t) => toPixelValues(tileImage(img, plan, t), norm));
-  const byPlan = (files: (s: Stages) => { encoder: string; projector?: string }) => (s: Stages): TileCall[] =>
-    plan.batches.map((b) => ({ tiles: b.tiles, batch: b.tiles.length, ...files(s) }));
+  const byPlan =
+    (files: (s: Stages) => { encoder: string; projector?: string }) =>
+    (s: Stages): TileCall[] =>
+      plan.batches.map((b) => ({ tiles: b.tiles, batch: b.tiles.length, ...files(s) }));
   let calls: (s: Stages) => TileCall[];
   let count = plan.batches.length;
   const v = spec.variants;
   if (v) {
-    const buckets = Object.entries(v.visionEncoder).flatMap(([k, bs]) => Object.keys(bs).map((b) => ({ batch: Number(b), ...parseSize(k) }))
-      .map(({ batch, width, height }) => ({ batch, width, height })));
+    const buckets = Object.entries(v.visionEncoder).flatMap(([k, bs]) =>
+      Object.keys(bs)
+        .map((b) => ({ batch: Number(b), ...parseSize(k) }))
+        .map(({ batch, width, height }) => ({ batch, width, height })),
+    );
     const planned = encoderCalls(plan, buckets).map((c) => {
-      const key = `${c.shape[3]}x${c.shape[2]}`, b = String(c.shape[0]);
+      const key = `${c.shape[3]}x${c.shape[2]}`,
+        b = String(c.shape[0]);
       const proj = v.projector?.[key]?.[b];
-      return { tiles: c.tiles, batch: c.shape[0], encoder: path.join(dir, v.visionEncoder[key]![b]!), ...(proj ? { projector: path.join(dir, proj) } : {}) };
+      return {
+        tiles: c.tiles,
+        batch: c.shape[0],
+        encoder: path.join(dir, v.visionEncoder[key]![b]!),
+        ...(proj ? { projector: path.join(dir, proj) } : {}),
+      };
     });
     calls = () => planned;
     count = planned.length;
@@ -228,7 +283,11 @@ function tiledVision(dir: string, spec: TilingSpec, image: string, norm: Normali
 function promptIds(dir: string, o: RunOptions, tok: TextTokenizer | undefined): number[] {
   if (o.ids && o.prompt !== undefined) throw new InputError('give the prompt as token ids or as text, not both');
   if (o.prompt !== undefined) {
-    if (!tok) throw new InputError('--prompt needs tokenizer.json in the artifact (carried over from the source folder); pass --tokens IDS instead', dir);
+    if (!tok)
+      throw new InputError(
+        '--prompt needs tokenizer.json in the artifact (carried over from the source folder); pass --tokens IDS instead',
+        dir,
+      );
     const ids = tok.encode(o.prompt);
     if (!ids.length) throw new InputError('the prompt text encodes to no tokens: give some text');
     return ids;
@@ -251,7 +310,9 @@ export async function runArtifact(dir: string, o: RunOptions): Promise<RunResult
   const m = readManifest(dir);
   // Token ids run without text when the tokenizer cannot be read; --prompt needs it.
   let tok: TextTokenizer | undefined, noText: string | undefined;
-  try { tok = loadTokenizer(dir); } catch (e) {
+  try {
+    tok = loadTokenizer(dir);
+  } catch (e) {
     if (o.prompt !== undefined || !(e instanceof InputError)) throw e;
     noText = e.message;
   }
@@ -264,7 +325,13 @@ export async function runArtifact(dir: string, o: RunOptions): Promise<RunResult
   if (o.image && tiling) {
     const t = tiledVision(dir, tiling, o.image, normalizeOf(dir));
     ({ artifact, source } = t);
-    head.tiling = { policy: t.plan.policy, image: t.plan.image, grids: t.plan.grids.map((g) => `${g.cols}x${g.rows} ${g.layer}`), tiles: t.plan.tiles.length, encoderCalls: t.calls };
+    head.tiling = {
+      policy: t.plan.policy,
+      image: t.plan.image,
+      grids: t.plan.grids.map((g) => `${g.cols}x${g.rows} ${g.layer}`),
+      tiles: t.plan.tiles.length,
+      encoderCalls: t.calls,
+    };
   } else if (o.image) {
     if (!stages.vision) throw new InputError('the artifact has no vision encoder for --image', dir);
     artifact = source = wholeImage(o.image, size, normalizeOf(dir));
@@ -275,15 +342,27 @@ export async function runArtifact(dir: string, o: RunOptions): Promise<RunResult
   const level = o.graphOptimizationLevel ?? shipped ?? 'all';
   const r = await runStages(stages, artifact, ids, o, level);
   const text = (t: number[]) => (tok ? { text: tok.decode(t) } : {});
-  const out: RunResult = { target: m.target, ...head, imageTokens: r.imageTokens, promptTokens: ids.length, promptIds: ids,
-    tokens: r.tokens, ...text(r.tokens), ...(noText ? { noText } : {}), top2: r.top2 };
+  const out: RunResult = {
+    target: m.target,
+    ...head,
+    imageTokens: r.imageTokens,
+    promptTokens: ids.length,
+    promptIds: ids,
+    tokens: r.tokens,
+    ...text(r.tokens),
+    ...(noText ? { noText } : {}),
+    top2: r.top2,
+  };
   if (o.compare) {
     const ref = await runStages(sourceStages(o.compare), source, ids, o, 'disabled');
     out.reference = { tokens: ref.tokens, top2: ref.top2, ...text(ref.tokens) };
     const n = Math.min(ref.tokens.length, r.tokens.length);
     const at = Array.from({ length: n }, (_, i) => i).find((i) => ref.tokens[i] !== r.tokens[i]);
     out.firstDivergence = at ?? (ref.tokens.length === r.tokens.length ? null : n);
-    const c = compareTensors(Tensor.fromFloat32('ref', [ref.firstLogits.length], ref.firstLogits), Tensor.fromFloat32('cand', [r.firstLogits.length], r.firstLogits));
+    const c = compareTensors(
+      Tensor.fromFloat32('ref', [ref.firstLogits.length], ref.firstLogits),
+      Tensor.fromFloat32('cand', [r.firstLogits.length], r.firstLogits),
+    );
     out.firstLogits = { cosine: Number(c.cosine.toPrecision(6)), maxAbsError: Number(c.maxAbsError.toPrecision(4)) };
   }
   return out;

@@ -20,7 +20,8 @@ function nodeNeeds(n: Node): Requirement | undefined {
     return { version: '1.20', why: 'GatherBlockQuantized' };
   }
   // position_ids / attention_bias inputs (index 9, 10) came after the 9-input form.
-  if (ms && n.opType === 'GroupQueryAttention' && n.inputs.length > 9 && n.inputs.slice(9).some((v) => v)) return { version: '1.22', why: 'GroupQueryAttention with position_ids/attention_bias inputs' };
+  if (ms && n.opType === 'GroupQueryAttention' && n.inputs.length > 9 && n.inputs.slice(9).some((v) => v))
+    return { version: '1.22', why: 'GroupQueryAttention with position_ids/attention_bias inputs' };
   return undefined;
 }
 
@@ -28,7 +29,7 @@ const OPSET_MIN: Record<number, string> = { 21: '1.18', 22: '1.20', 23: '1.22', 
 
 export const cmpVersion = (a: string, b: string): number => {
   const [x, y] = [a.split('.').map(Number), b.split('.').map(Number)];
-  return (x[0]! - y[0]!) || ((x[1] ?? 0) - (y[1] ?? 0));
+  return x[0]! - y[0]! || (x[1] ?? 0) - (y[1] ?? 0);
 };
 
 export function parseRuntimeVersion(v: string): string {
@@ -48,9 +49,16 @@ export function minRuntime(models: Model[]): { onnxruntime: string; because: str
   for (const m of models) {
     const opset = m.opset('') ?? 0;
     for (const [o, ver] of Object.entries(OPSET_MIN)) if (opset >= Number(o)) need({ version: ver, why: `ai.onnx opset ${Number(o)}` });
-    for (const g of m.graph.allGraphs()) for (const n of g.nodes) { const r = nodeNeeds(n); if (r) need(r); }
+    for (const g of m.graph.allGraphs())
+      for (const n of g.nodes) {
+        const r = nodeNeeds(n);
+        if (r) need(r);
+      }
   }
-  const because = [...why].filter(([, ver]) => ver === v).map(([w]) => w).sort();
+  const because = [...why]
+    .filter(([, ver]) => ver === v)
+    .map(([w]) => w)
+    .sort();
   return { onnxruntime: v, because };
 }
 
@@ -61,17 +69,40 @@ export function lowerForRuntime(model: Model, version: string): { counts: Record
   for (const g of model.graph.allGraphs()) {
     for (const n of g.nodes) {
       // Before 1.21 GatherBlockQuantized is 4-bit only and has no 'bits' attribute.
-      if (n.domain === 'com.microsoft' && n.opType === 'GatherBlockQuantized' && cmpVersion(version, '1.21') < 0 && n.attr('bits') !== undefined) {
-        if (n.attrInt('bits', 4) === 4) { n.removeAttr('bits'); counts.droppedBitsAttr++; }
+      if (
+        n.domain === 'com.microsoft' &&
+        n.opType === 'GatherBlockQuantized' &&
+        cmpVersion(version, '1.21') < 0 &&
+        n.attr('bits') !== undefined
+      ) {
+        if (n.attrInt('bits', 4) === 4) {
+          n.removeAttr('bits');
+          counts.droppedBitsAttr++;
+        }
       }
       const r = nodeNeeds(n);
       if (r && cmpVersion(r.version, version) > 0) {
-        issues.push({ node: n.name || n.opType, op: `${n.domain}:${n.opType}`, kind: 'attribute-limit', reason: `${r.why} needs onnxruntime >= ${r.version} (--runtime-version ${version})` });
+        issues.push({
+          node: n.name || n.opType,
+          op: `${n.domain}:${n.opType}`,
+          kind: 'attribute-limit',
+          reason: `${r.why} needs onnxruntime >= ${r.version} (--runtime-version ${version})`,
+        });
       }
     }
     const opset = model.opset('') ?? 0;
-    const need = Object.entries(OPSET_MIN).filter(([o]) => opset >= Number(o)).map(([, v]) => v).sort(cmpVersion).pop();
-    if (g === model.graph && need && cmpVersion(need, version) > 0) issues.push({ node: '(model)', op: 'opset', kind: 'attribute-limit', reason: `ai.onnx opset ${opset} needs onnxruntime >= ${need} (--runtime-version ${version})` });
+    const need = Object.entries(OPSET_MIN)
+      .filter(([o]) => opset >= Number(o))
+      .map(([, v]) => v)
+      .sort(cmpVersion)
+      .pop();
+    if (g === model.graph && need && cmpVersion(need, version) > 0)
+      issues.push({
+        node: '(model)',
+        op: 'opset',
+        kind: 'attribute-limit',
+        reason: `ai.onnx opset ${opset} needs onnxruntime >= ${need} (--runtime-version ${version})`,
+      });
   }
   return { counts, issues };
 }

@@ -55,7 +55,10 @@ const key = (domain: string, op: string) => `${domain}:${op}`;
 
 /** Build table entries for many plain ops of one domain. */
 export function ops(domain: string, names: string, limits: Record<string, (n: Node) => string | undefined> = {}): OpSupport[] {
-  return names.split(/\s+/).filter(Boolean).map((op) => ({ domain, op, limit: limits[op] }));
+  return names
+    .split(/\s+/)
+    .filter(Boolean)
+    .map((op) => ({ domain, op, limit: limits[op] }));
 }
 
 export interface DeviceProfile {

@@ -9,9 +9,11 @@ export const DEFAULT_CONFORMANCE = '/usr/share/libonnx-testdata/data';
 function conformanceRoot(): string {
   const root = path.resolve(process.env.EDGEC_CONFORMANCE || DEFAULT_CONFORMANCE);
   if (!fs.existsSync(path.join(root, 'node'))) {
-    throw new Error(`ONNX conformance corpus not found at ${root}: install Debian's libonnx-testdata `
-      + '(apt-get install -y libonnx-testdata), or set EDGEC_CONFORMANCE to a folder holding node/, '
-      + 'pytorch-converted/, pytorch-operator/ and simple/ (onnx/backend/test/data of the onnx package)');
+    throw new Error(
+      `ONNX conformance corpus not found at ${root}: install Debian's libonnx-testdata ` +
+        '(apt-get install -y libonnx-testdata), or set EDGEC_CONFORMANCE to a folder holding node/, ' +
+        'pytorch-converted/, pytorch-operator/ and simple/ (onnx/backend/test/data of the onnx package)',
+    );
   }
   return root;
 }

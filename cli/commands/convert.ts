@@ -15,7 +15,8 @@ interface ConvertOpts {
 }
 
 export const registerConvert: RegisterCommand = (program: Command) => {
-  program.command('convert')
+  program
+    .command('convert')
     .description('re-save a model, with weights inline or in external data (never overwrites the input)')
     .argument('<in>', 'ONNX model file')
     .requiredOption('-o, --output <file>', 'output model file')
@@ -24,25 +25,37 @@ export const registerConvert: RegisterCommand = (program: Command) => {
     .option('--threshold <bytes>', 'smallest tensor moved to external data', '1024')
     .option('--location <name>', 'external data file name, next to the output (default <output file name>.data)')
     .option('--json', 'print the result as JSON')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Examples:
   $ edgec convert big.onnx -o big-ext.onnx --external-data --threshold 1024   # weights to big-ext.onnx.data
   $ edgec convert split.onnx -o single.onnx --no-external-data                # everything inline (< 2 GB)
-`)
+`,
+    )
     .action((input: string, opts: ConvertOpts) => {
       const threshold = Number(opts.threshold);
-      if (!/^\d+$/.test(opts.threshold ?? '') || !Number.isSafeInteger(threshold)) throw new InputError(`--threshold '${opts.threshold}' is not a non-negative integer`);
+      if (!/^\d+$/.test(opts.threshold ?? '') || !Number.isSafeInteger(threshold))
+        throw new InputError(`--threshold '${opts.threshold}' is not a non-negative integer`);
       if (opts.location !== undefined) checkOutputLocation(opts.location);
       const model = loadModel(input);
-      if (fs.existsSync(opts.output) && fs.statSync(opts.output).isDirectory()) throw new InputError('is a directory; -o takes the output model file', opts.output);
-      const r = writeModel(() => saveModel(model, opts.output, { externalData: opts.externalData ?? 'auto', threshold, location: opts.location }), opts.output);
+      if (fs.existsSync(opts.output) && fs.statSync(opts.output).isDirectory())
+        throw new InputError('is a directory; -o takes the output model file', opts.output);
+      const r = writeModel(
+        () => saveModel(model, opts.output, { externalData: opts.externalData ?? 'auto', threshold, location: opts.location }),
+        opts.output,
+      );
       // Data files named the way the user named the output: next to it, same relative/absolute style.
       const data = r.dataFiles.map((f) => ({ file: path.join(path.dirname(opts.output), path.basename(f.file)), bytes: f.bytes }));
       if (opts.json) {
-        process.stdout.write(`${JSON.stringify({ input, output: opts.output, modelBytes: r.modelBytes, externalTensors: r.externalTensors, dataFiles: data }, null, 2)}\n`);
+        process.stdout.write(
+          `${JSON.stringify({ input, output: opts.output, modelBytes: r.modelBytes, externalTensors: r.externalTensors, dataFiles: data }, null, 2)}\n`,
+        );
         return;
       }
-      const ext = data.length ? `, ${r.externalTensors} tensors in ${data.map((f) => `${f.file} (${fmtBytes(f.bytes)})`).join(', ')}` : ', all tensors inline';
+      const ext = data.length
+        ? `, ${r.externalTensors} tensors in ${data.map((f) => `${f.file} (${fmtBytes(f.bytes)})`).join(', ')}`
+        : ', all tensors inline';
       process.stdout.write(`wrote ${opts.output} (${fmtBytes(r.modelBytes)})${ext}\n`);
     });
 };

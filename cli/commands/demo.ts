@@ -19,7 +19,11 @@ export interface DemoRow extends ArtifactSummary {
   error?: string;
 }
 
-export async function runDemo(work: string, targets: readonly TargetName[] = TARGET_NAMES, progress?: Progress): Promise<{ source: string; rows: DemoRow[] }> {
+export async function runDemo(
+  work: string,
+  targets: readonly TargetName[] = TARGET_NAMES,
+  progress?: Progress,
+): Promise<{ source: string; rows: DemoRow[] }> {
   const source = path.join(work, 'tiny-mllm');
   fs.mkdirSync(source, { recursive: true });
   writeTinyMllm(source);
@@ -32,22 +36,32 @@ export async function runDemo(work: string, targets: readonly TargetName[] = TAR
     } catch (e) {
       const partial = (e as { result?: CompileResult }).result;
       if (!(e instanceof CheckError)) throw e;
-      rows.push({ ...(partial ? artifactSummary(partial) : { target, files: 0, bytes: 0, models: 0, nodes: 0, ops: {}, minCosine: null, maxAbsError: null, passed: false, ms: 0 }), passed: false, error: e.message });
+      rows.push({
+        ...(partial
+          ? artifactSummary(partial)
+          : { target, files: 0, bytes: 0, models: 0, nodes: 0, ops: {}, minCosine: null, maxAbsError: null, passed: false, ms: 0 }),
+        passed: false,
+        error: e.message,
+      });
     }
   }
   return { source, rows };
 }
 
 export const registerDemo: RegisterCommand = (program: Command, setExit) => {
-  program.command('demo')
+  program
+    .command('demo')
     .description('generate the bundled tiny MLLM and compile it for webgpu, npu and mobile; print sizes, ops and verification')
     .option('-o, --out <dir>', 'work folder to keep (default: a temporary folder, removed afterwards)')
     .option('--json', 'print the summary as JSON')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Examples:
   $ edgec demo                                # temporary folder, removed afterwards
   $ edgec demo -o /tmp/edgec-demo --json      # keep the artifacts; then: edgec run /tmp/edgec-demo/webgpu --prompt 'The cat'
-`)
+`,
+    )
     .action(async (o: { out?: string; json?: boolean }) => {
       if (o.out && fs.existsSync(o.out) && fs.readdirSync(o.out).length) throw new InputError('exists and is not empty', o.out);
       const work = o.out ? path.resolve(o.out) : fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-demo-'));
@@ -64,12 +78,25 @@ Examples:
         } else {
           const t = [['target', 'models', 'files', 'size', 'nodes', 'top ops', 'min cosine', 'max abs', 'time', 'status']];
           for (const r of rows) {
-            t.push([r.target, String(r.models), String(r.files), fmtBytes(r.bytes), String(r.nodes),
-              Object.entries(r.ops).slice(0, 3).map(([k, v]) => `${k.replace('com.microsoft:', '')} ${v}`).join(', '),
-              r.minCosine === null ? '-' : r.minCosine.toFixed(5), r.maxAbsError === null ? '-' : r.maxAbsError.toExponential(2),
-              `${(r.ms / 1000).toFixed(1)} s`, r.passed ? 'ok' : `FAIL: ${r.error ?? ''}`]);
+            t.push([
+              r.target,
+              String(r.models),
+              String(r.files),
+              fmtBytes(r.bytes),
+              String(r.nodes),
+              Object.entries(r.ops)
+                .slice(0, 3)
+                .map(([k, v]) => `${k.replace('com.microsoft:', '')} ${v}`)
+                .join(', '),
+              r.minCosine === null ? '-' : r.minCosine.toFixed(5),
+              r.maxAbsError === null ? '-' : r.maxAbsError.toExponential(2),
+              `${(r.ms / 1000).toFixed(1)} s`,
+              r.passed ? 'ok' : `FAIL: ${r.error ?? ''}`,
+            ]);
           }
-          process.stdout.write(`edgec demo: tiny MLLM (vision encoder, projector, embeddings, decoder + KV cache) -> ${rows.length} targets\n`);
+          process.stdout.write(
+            `edgec demo: tiny MLLM (vision encoder, projector, embeddings, decoder + KV cache) -> ${rows.length} targets\n`,
+          );
           process.stdout.write(`${table(t, '', [false, true, true, true, true, false, true, true, true, false]).join('\n')}\n`);
           if (o.out) process.stdout.write(`artifacts in ${work}\n`);
         }

@@ -18,12 +18,15 @@ export type RegisterCommand = (program: Command, setExit: (code: number) => void
 
 /** The program's own --help: the three uses. */
 const registerUses: RegisterCommand = (program) => {
-  program.addHelpText('after', `
+  program.addHelpText(
+    'after',
+    `
 Examples:
   $ edgec compile models/my-mllm --target mobile -o out/mobile        # a checkpoint for phones (CPU); --target npu for the NPU
   $ edgec run out/mobile --image cat.png --tokens 1,306,4 --compare models/my-mllm
   $ edgec build --shard 1/3 && edgec build --merge                    # a release build in CI (edgec.config.json)
-  $ edgec demo                                                        # the bundled tiny MLLM through every target`);
+  $ edgec demo                                                        # the bundled tiny MLLM through every target`,
+  );
 };
 
 export const COMMANDS: RegisterCommand[] = [

@@ -24,29 +24,53 @@ async function launchBrowser() {
 }
 
 export const registerKernels: RegisterCommand = (program: Command, setExit) => {
-  const k = program.command('kernels').description('WGSL int4 kernels (MatMulNBits GEMV/GEMM, GatherBlockQuantized) in headless Chromium WebGPU')
-    .addHelpText('after', `
+  const k = program
+    .command('kernels')
+    .description('WGSL int4 kernels (MatMulNBits GEMV/GEMM, GatherBlockQuantized) in headless Chromium WebGPU')
+    .addHelpText(
+      'after',
+      `
 Examples:
   $ edgec kernels check                                   # our kernels against their CPU references
-  $ edgec kernels bench --shapes 4096x4096,1x4096x11008   # ours vs onnxruntime-web's MatMulNBits, GB/s`);
+  $ edgec kernels bench --shapes 4096x4096,1x4096x11008   # ours vs onnxruntime-web's MatMulNBits, GB/s`,
+    );
   k.command('bench')
-    .description("ours vs onnxruntime-web's MatMulNBits (WebGPU EP) per shape, GB/s of weights and the fraction of a plain copy's bandwidth")
+    .description(
+      "ours vs onnxruntime-web's MatMulNBits (WebGPU EP) per shape, GB/s of weights and the fraction of a plain copy's bandwidth",
+    )
     .option('--shapes <list>', `comma-separated KxN (decode GEMV) or MxKxN (GEMM) (default ${DEFAULT_SHAPES.join(',')})`)
     .option('--block-size <n>', 'quantization block (32, 64, 128)', '32')
     .option('--runs <n>', 'onnxruntime-web runs per shape', '3')
     .option('--json', 'print JSON')
     .action(async (o: { shapes?: string; blockSize: string; runs: string; json?: boolean }) => {
       const shapes = o.shapes ? o.shapes.split(',') : undefined;
-      try { shapes?.forEach(parseShape); } catch (e) { throw new InputError(`--shapes: ${(e as Error).message}`); }
+      try {
+        shapes?.forEach(parseShape);
+      } catch (e) {
+        throw new InputError(`--shapes: ${(e as Error).message}`);
+      }
       const blockSize = Number(o.blockSize);
       if (![32, 64, 128].includes(blockSize)) throw new InputError(`--block-size must be 32, 64 or 128, got '${o.blockSize}'`);
       const browser = await launchBrowser();
       try {
         const r = await benchKernels(browser, { shapes, blockSize, ortRuns: Math.max(1, Number(o.runs) || 3) });
-        if (o.json) { process.stdout.write(`${JSON.stringify(r, null, 2)}\n`); return; }
+        if (o.json) {
+          process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+          return;
+        }
         process.stdout.write(`adapter ${r.adapter.adapter}, timer ${r.timer}, copy ${r.copyGBs.toFixed(2)} GB/s, block ${r.blockSize}\n`);
         const rows = [['shape', 'kernel', 'ours ms', 'ort ms', 'ort/ours', 'weights GB/s', 'of copy', 'rel err']];
-        for (const x of r.rows) rows.push([x.shape, x.kernel, x.oursMs.toFixed(3), x.ortMs.toFixed(3), `${x.ratio.toFixed(2)}x`, x.weightGBs.toFixed(3), `${(x.copyFraction * 100).toFixed(1)}%`, x.relError.toExponential(1)]);
+        for (const x of r.rows)
+          rows.push([
+            x.shape,
+            x.kernel,
+            x.oursMs.toFixed(3),
+            x.ortMs.toFixed(3),
+            `${x.ratio.toFixed(2)}x`,
+            x.weightGBs.toFixed(3),
+            `${(x.copyFraction * 100).toFixed(1)}%`,
+            x.relError.toExponential(1),
+          ]);
         process.stdout.write(`${table(rows, '', [false, false, true, true, true, true, true, true]).join('\n')}\n`);
       } finally {
         await browser.close();
@@ -63,10 +87,22 @@ Examples:
         if (o.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
         else {
           const rows = [['kernel', 'path', 'shape', 'rel err', 'limit', 'ok']];
-          for (const x of r.results) rows.push([x.kernel, x.path, x.shape, x.errors.length ? x.errors[0]!.slice(0, 60) : x.relError.toExponential(1), x.tolerance.toExponential(0), x.ok ? 'ok' : 'FAIL']);
+          for (const x of r.results)
+            rows.push([
+              x.kernel,
+              x.path,
+              x.shape,
+              x.errors.length ? x.errors[0]!.slice(0, 60) : x.relError.toExponential(1),
+              x.tolerance.toExponential(0),
+              x.ok ? 'ok' : 'FAIL',
+            ]);
           process.stdout.write(`adapter ${r.adapter.adapter}\n${table(rows).join('\n')}\n`);
         }
-        if (bad.length) throw new CheckError(`${bad.length} kernel runs exceed their tolerance`, bad.map((x) => `${x.kernel} ${x.path} ${x.shape}: ${x.relError}`));
+        if (bad.length)
+          throw new CheckError(
+            `${bad.length} kernel runs exceed their tolerance`,
+            bad.map((x) => `${x.kernel} ${x.path} ${x.shape}: ${x.relError}`),
+          );
       } finally {
         await browser.close();
       }

@@ -16,18 +16,22 @@ interface OptimizeOpts {
 }
 
 export const registerOptimize: RegisterCommand = (program: Command) => {
-  program.command('optimize')
+  program
+    .command('optimize')
     .description('run a pass pipeline (default: tidy, infer shapes, fold constants, fuse) and print per-pass statistics')
     .argument('<in>', 'ONNX model file')
     .requiredOption('-o, --output <file>', 'output model file')
     .option('--pipeline <spec>', `passes, e.g. "cleanup,fold-constants{maxBytes=4096}" or a named pipeline (default: ${DEFAULT_PIPELINE})`)
     .option('--verify-each', 'check graph validity after every pass')
     .option('--json', 'print the per-pass report as JSON')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Examples:
   $ edgec optimize model.onnx -o opt.onnx                          # the default cleanup and fusion pipeline
   $ edgec optimize model.onnx -o opt.onnx --pipeline "cleanup,fold-constants{maxBytes=4096},fuse-layernorm" --verify-each
-`)
+`,
+    )
     .action(async (input: string, opts: OptimizeOpts) => {
       const steps = parsePipeline(resolvePipelineName(opts.pipeline ?? DEFAULT_PIPELINE));
       const model = loadModel(input);
@@ -44,16 +48,25 @@ Examples:
 
 /** The non-zero counts of a pass, most telling first. */
 function keyCounts(r: StepReport): string {
-  return Object.entries(r.stats.counts).filter(([, n]) => n).map(([k, n]) => `${k}=${n}`).join(' ');
+  return Object.entries(r.stats.counts)
+    .filter(([, n]) => n)
+    .map(([k, n]) => `${k}=${n}`)
+    .join(' ');
 }
 
 export function formatReports(reports: StepReport[]): string {
   const rows = [['pass', 'nodes', '+added', '-removed', 'init bytes', 'ms', 'counts']];
   for (const r of reports) {
     rows.push([
-      r.pass, `${r.nodesBefore} -> ${r.nodesAfter}`, `+${r.nodesAdded}`, `-${r.nodesRemoved}`,
-      r.initializerBytesBefore === r.initializerBytesAfter ? fmtBytes(r.initializerBytesAfter) : `${fmtBytes(r.initializerBytesBefore)} -> ${fmtBytes(r.initializerBytesAfter)}`,
-      r.ms.toFixed(1), keyCounts(r),
+      r.pass,
+      `${r.nodesBefore} -> ${r.nodesAfter}`,
+      `+${r.nodesAdded}`,
+      `-${r.nodesRemoved}`,
+      r.initializerBytesBefore === r.initializerBytesAfter
+        ? fmtBytes(r.initializerBytesAfter)
+        : `${fmtBytes(r.initializerBytesBefore)} -> ${fmtBytes(r.initializerBytesAfter)}`,
+      r.ms.toFixed(1),
+      keyCounts(r),
     ]);
   }
   const lines = table(rows, '', [false, true, true, true, true, true, false]);

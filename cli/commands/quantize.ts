@@ -33,7 +33,8 @@ function fileBytes(files: Iterable<string>): number {
 }
 
 export const registerQuantize: RegisterCommand = (program: Command) => {
-  const cmd = program.command('quantize')
+  const cmd = program
+    .command('quantize')
     .description('block-wise 4/8-bit weight quantization (MatMulNBits or DequantizeLinear-21, GatherBlockQuantized embeddings)')
     .argument('<in>', 'ONNX model file')
     .requiredOption('-o, --output <file>', 'output model file');
@@ -42,15 +43,19 @@ export const registerQuantize: RegisterCommand = (program: Command) => {
     .option('--calibration-sets <n>', 'without --calibration: this many seeded random input sets', '8')
     .option('--fp16', 'then convert the rest to float16 (q4f16), keeping float32 I/O and norms')
     .option('--json', 'print the report as JSON')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Examples:
   $ edgec quantize decoder.onnx -o decoder-q4.onnx                           # MatMulNBits 4-bit, block 32, round to nearest
   $ edgec quantize decoder.onnx -o decoder-q4.onnx --method gptq --calibration calib/ --fp16
   $ edgec quantize vision.onnx -o vision-q8.onnx --bits 8 --format qdq --exclude "patch_embed*"
-`)
+`,
+    )
     .action(async (input: string, opts: QuantizeOpts) => {
       const options = passOptionsFromFlags(quantizeWeights, opts, QUANTIZE_FLAGS);
-      if (fs.existsSync(opts.output) && fs.statSync(opts.output).isDirectory()) throw new InputError('is a directory; -o takes the output model file', opts.output);
+      if (fs.existsSync(opts.output) && fs.statSync(opts.output).isDirectory())
+        throw new InputError('is a directory; -o takes the output model file', opts.output);
       const steps = parsePipeline([{ pass: 'quantize-weights', options }, ...(opts.fp16 ? [{ pass: 'to-fp16' }] : [])]);
       const model = loadModel(input);
       const inputBytes = fileBytes([input, ...externalSources(model)]);
@@ -78,19 +83,43 @@ Examples:
       const outputBytes = saved.modelBytes + saved.dataFiles.reduce((s, f) => s + f.bytes, 0);
       const t = totals(stats.layers);
       if (opts.json) {
-        process.stdout.write(`${JSON.stringify({
-          input, output: opts.output, role: stats.role, calibration, options: reports[0]!.options, layers: stats.layers, totals: t,
-          counts: stats.counts, skipped: stats.skipped ?? [], notes: [...(stats.notes ?? []), ...(reports[1]?.stats.notes ?? [])],
-          fp16: reports[1] ? reports[1].stats.counts : undefined, inputBytes, outputBytes, sizeRatio: outputBytes / inputBytes,
-        }, null, 2)}\n`);
+        process.stdout.write(
+          `${JSON.stringify(
+            {
+              input,
+              output: opts.output,
+              role: stats.role,
+              calibration,
+              options: reports[0]!.options,
+              layers: stats.layers,
+              totals: t,
+              counts: stats.counts,
+              skipped: stats.skipped ?? [],
+              notes: [...(stats.notes ?? []), ...(reports[1]?.stats.notes ?? [])],
+              fp16: reports[1] ? reports[1].stats.counts : undefined,
+              inputBytes,
+              outputBytes,
+              sizeRatio: outputBytes / inputBytes,
+            },
+            null,
+            2,
+          )}\n`,
+        );
         return;
       }
       const out = [...(stats.notes ?? []), ...(calibration ? [`calibration: ${calibration}`] : []), ''];
       if (stats.layers.length) out.push(...formatReport(stats.layers));
       else out.push('no weights quantized');
       for (const s of stats.skipped ?? []) out.push(`skipped: ${s}`);
-      if (reports[1]) out.push(`to-fp16: ${Object.entries(reports[1].stats.counts).map(([k, v]) => `${k} ${v}`).join(', ')}`);
-      out.push(`wrote ${opts.output}: ${fmtBytes(outputBytes)} (${((100 * outputBytes) / inputBytes).toFixed(1)}% of ${fmtBytes(inputBytes)})`);
+      if (reports[1])
+        out.push(
+          `to-fp16: ${Object.entries(reports[1].stats.counts)
+            .map(([k, v]) => `${k} ${v}`)
+            .join(', ')}`,
+        );
+      out.push(
+        `wrote ${opts.output}: ${fmtBytes(outputBytes)} (${((100 * outputBytes) / inputBytes).toFixed(1)}% of ${fmtBytes(inputBytes)})`,
+      );
       process.stdout.write(`${out.join('\n')}\n`);
     });
 };

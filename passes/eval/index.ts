@@ -21,8 +21,19 @@ export function getEvaluator(node: Node): Evaluator | undefined {
 export class Unsupported extends Error {}
 
 const NUMERIC = new Set<DataType>([
-  DataType.FLOAT, DataType.DOUBLE, DataType.FLOAT16, DataType.BFLOAT16, DataType.INT8, DataType.UINT8,
-  DataType.INT16, DataType.UINT16, DataType.INT32, DataType.UINT32, DataType.INT64, DataType.UINT64, DataType.BOOL,
+  DataType.FLOAT,
+  DataType.DOUBLE,
+  DataType.FLOAT16,
+  DataType.BFLOAT16,
+  DataType.INT8,
+  DataType.UINT8,
+  DataType.INT16,
+  DataType.UINT16,
+  DataType.INT32,
+  DataType.UINT32,
+  DataType.INT64,
+  DataType.UINT64,
+  DataType.BOOL,
 ]);
 
 export function supportedDtype(t: DataType): boolean {
@@ -50,14 +61,32 @@ export function make(dtype: DataType, dims: number[], values: ArrayLike<number>,
     const big = dtype === DataType.INT64 ? new BigInt64Array(n) : new BigUint64Array(n);
     for (let i = 0; i < n; i++) {
       const v = values[i]!;
-      big[i] = v >= r[1] ? (dtype === DataType.INT64 ? 9223372036854775807n : 18446744073709551615n) : v <= r[0] ? BigInt(r[0]) : BigInt(Math.trunc(v));
+      big[i] =
+        v >= r[1]
+          ? dtype === DataType.INT64
+            ? 9223372036854775807n
+            : 18446744073709551615n
+          : v <= r[0]
+            ? BigInt(r[0])
+            : BigInt(Math.trunc(v));
     }
     return Tensor.fromBytes(name, dtype, dims, new Uint8Array(big.buffer));
   }
-  if (dtype === DataType.BOOL) return Tensor.fromNumbers(name, dtype, dims, Array.from(values, (v) => (v ? 1 : 0)));
+  if (dtype === DataType.BOOL)
+    return Tensor.fromNumbers(
+      name,
+      dtype,
+      dims,
+      Array.from(values, (v) => (v ? 1 : 0)),
+    );
   if (!isFloat(dtype)) {
     // Integer storage wraps like C casts; truncate first so 2.7 -> 2.
-    return Tensor.fromNumbers(name, dtype, dims, Array.from(values, (v) => Math.trunc(v)));
+    return Tensor.fromNumbers(
+      name,
+      dtype,
+      dims,
+      Array.from(values, (v) => Math.trunc(v)),
+    );
   }
   return Tensor.fromBytes(name, dtype, dims, encodeFromNumbers(dtype, values));
 }
@@ -97,7 +126,8 @@ export function broadcastTo(src: Float64Array, dims: number[], out: number[]): F
   const padded = [...new Array(out.length - dims.length).fill(1), ...dims];
   const ss = strides(padded);
   for (let i = 0; i < n; i++) {
-    let off = 0, rem = i;
+    let off = 0,
+      rem = i;
     for (let k = 0; k < out.length; k++) {
       const c = Math.floor(rem / os[k]!);
       rem -= c * os[k]!;

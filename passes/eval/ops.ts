@@ -3,9 +3,7 @@
 // casts, ranges and small reductions. Each op follows the ONNX spec of its latest opset and the
 // older attribute forms where exporters still write them.
 import { AttrType, DataType, Node, Tensor, numElements, isFloat } from '../../ir/index.js';
-import {
-  Unsupported, broadcastShapes, broadcastTo, make, nums, normAxis, registerEvaluator, strides,
-} from './index.js';
+import { Unsupported, broadcastShapes, broadcastTo, make, nums, normAxis, registerEvaluator, strides } from './index.js';
 
 const isInt = (t: DataType) => !isFloat(t) && t !== DataType.BOOL;
 
@@ -26,9 +24,11 @@ function intsFrom(node: Node, inputs: (Tensor | null)[], idx: number, attr: stri
 
 function binary(op: string, fn: (a: number, b: number, dtype: DataType) => number, outBool = false) {
   registerEvaluator(op, (node, inputs) => {
-    const a = need(inputs[0], 'A'), b = need(inputs[1], 'B');
+    const a = need(inputs[0], 'A'),
+      b = need(inputs[1], 'B');
     const out = broadcastShapes(a.dims, b.dims);
-    const x = broadcastTo(nums(a), a.dims, out), y = broadcastTo(nums(b), b.dims, out);
+    const x = broadcastTo(nums(a), a.dims, out),
+      y = broadcastTo(nums(b), b.dims, out);
     const r = new Float64Array(numElements(out));
     for (let i = 0; i < r.length; i++) r[i] = fn(x[i]!, y[i]!, a.dtype);
     return [make(outBool ? DataType.BOOL : a.dtype, out, r)];
@@ -55,25 +55,29 @@ binary('Or', (a, b) => (a || b ? 1 : 0), true);
 binary('Xor', (a, b) => (!!a !== !!b ? 1 : 0), true);
 
 registerEvaluator('Pow', (_node, inputs) => {
-  const a = need(inputs[0], 'X'), b = need(inputs[1], 'Y');
+  const a = need(inputs[0], 'X'),
+    b = need(inputs[1], 'Y');
   const out = broadcastShapes(a.dims, b.dims);
-  const x = broadcastTo(nums(a), a.dims, out), y = broadcastTo(nums(b), b.dims, out);
+  const x = broadcastTo(nums(a), a.dims, out),
+    y = broadcastTo(nums(b), b.dims, out);
   const r = new Float64Array(x.length);
   for (let i = 0; i < r.length; i++) r[i] = Math.pow(x[i]!, y[i]!);
   return [make(a.dtype, out, r)];
 });
 
 registerEvaluator('Mod', (node, inputs) => {
-  const a = need(inputs[0], 'A'), b = need(inputs[1], 'B');
+  const a = need(inputs[0], 'A'),
+    b = need(inputs[1], 'B');
   const fmod = node.attrInt('fmod', 0) === 1;
   const out = broadcastShapes(a.dims, b.dims);
-  const x = broadcastTo(nums(a), a.dims, out), y = broadcastTo(nums(b), b.dims, out);
+  const x = broadcastTo(nums(a), a.dims, out),
+    y = broadcastTo(nums(b), b.dims, out);
   const r = new Float64Array(x.length);
   for (let i = 0; i < r.length; i++) {
     if (!fmod && isInt(a.dtype)) {
       if (y[i] === 0) throw new Unsupported('integer modulo by zero');
       const m = x[i]! % y[i]!;
-      r[i] = m !== 0 && (m < 0) !== (y[i]! < 0) ? m + y[i]! : m;
+      r[i] = m !== 0 && m < 0 !== y[i]! < 0 ? m + y[i]! : m;
     } else r[i] = x[i]! % y[i]!;
   }
   return [make(a.dtype, out, r)];
@@ -99,13 +103,18 @@ const nanMax = (a: number, b: number) => (Number.isNaN(a) || Number.isNaN(b) ? N
 variadic('Min', nanMin);
 variadic('Max', nanMax);
 variadic('Sum', (a, b) => a + b);
-variadic('Mean', (a, b) => a + b, (v, n) => v / n);
+variadic(
+  'Mean',
+  (a, b) => a + b,
+  (v, n) => v / n,
+);
 
 function erf(x: number): number {
   // Abramowitz-Stegun 7.1.26 is too coarse for 1e-5; use the series / continued fraction split.
   const ax = Math.abs(x);
   if (ax < 2.5) {
-    let sum = x, term = x;
+    let sum = x,
+      term = x;
     const x2 = x * x;
     for (let n = 1; n < 200; n++) {
       term *= -x2 / n;
@@ -116,7 +125,9 @@ function erf(x: number): number {
     return (2 / Math.sqrt(Math.PI)) * sum;
   }
   // erfc continued fraction (Lentz) for the tail.
-  let f = ax, c = ax, d = 0;
+  let f = ax,
+    c = ax,
+    d = 0;
   for (let n = 1; n < 200; n++) {
     const an = n / 2;
     d = ax + an * d;
@@ -166,9 +177,13 @@ unary('Not', (x) => (x ? 0 : 1), DataType.BOOL);
 registerEvaluator('Identity', (_n, inputs) => [need(inputs[0], 'input').clone('')]);
 
 registerEvaluator('Where', (_node, inputs) => {
-  const c = need(inputs[0], 'condition'), a = need(inputs[1], 'X'), b = need(inputs[2], 'Y');
+  const c = need(inputs[0], 'condition'),
+    a = need(inputs[1], 'X'),
+    b = need(inputs[2], 'Y');
   const out = broadcastShapes(c.dims, a.dims, b.dims);
-  const cv = broadcastTo(nums(c), c.dims, out), x = broadcastTo(nums(a), a.dims, out), y = broadcastTo(nums(b), b.dims, out);
+  const cv = broadcastTo(nums(c), c.dims, out),
+    x = broadcastTo(nums(a), a.dims, out),
+    y = broadcastTo(nums(b), b.dims, out);
   const r = new Float64Array(cv.length);
   for (let i = 0; i < r.length; i++) r[i] = cv[i] ? x[i]! : y[i]!;
   return [make(a.dtype, out, r)];
@@ -179,14 +194,25 @@ registerEvaluator('Clip', (node, inputs) => {
   const lo = inputs[1] ? nums(inputs[1])[0]! : node.attrFloat('min', -Infinity);
   const hi = inputs[2] ? nums(inputs[2])[0]! : node.attrFloat('max', Infinity);
   const x = nums(a);
-  return [make(a.dtype, [...a.dims], x.map((v) => Math.min(Math.max(v, lo), hi)))];
+  return [
+    make(
+      a.dtype,
+      [...a.dims],
+      x.map((v) => Math.min(Math.max(v, lo), hi)),
+    ),
+  ];
 });
 
 // ---- casts and constants ----------------------------------------------------------------------
 
 const INT_LIMITS: Partial<Record<DataType, [number, number]>> = {
-  [DataType.INT8]: [-128, 127], [DataType.UINT8]: [0, 255], [DataType.INT16]: [-32768, 32767], [DataType.UINT16]: [0, 65535],
-  [DataType.INT32]: [-2147483648, 2147483647], [DataType.UINT32]: [0, 4294967295], [DataType.INT64]: [-(2 ** 63), 2 ** 63 - 1],
+  [DataType.INT8]: [-128, 127],
+  [DataType.UINT8]: [0, 255],
+  [DataType.INT16]: [-32768, 32767],
+  [DataType.UINT16]: [0, 65535],
+  [DataType.INT32]: [-2147483648, 2147483647],
+  [DataType.UINT32]: [0, 4294967295],
+  [DataType.INT64]: [-(2 ** 63), 2 ** 63 - 1],
   [DataType.UINT64]: [0, 2 ** 64 - 1],
 };
 
@@ -195,7 +221,9 @@ function castValues(x: Float64Array, to: DataType): Float64Array {
   if (isInt(to)) {
     // Out-of-range float -> int casts are undefined behaviour in the runtimes: leave them to run.
     const [lo, hi] = INT_LIMITS[to] ?? [-Infinity, Infinity];
-    for (const v of x) if (!Number.isFinite(v) || Math.trunc(v) < lo || Math.trunc(v) > hi) throw new Unsupported('cast of an out-of-range value to an integer type');
+    for (const v of x)
+      if (!Number.isFinite(v) || Math.trunc(v) < lo || Math.trunc(v) > hi)
+        throw new Unsupported('cast of an out-of-range value to an integer type');
     return x.map(Math.trunc);
   }
   return x;
@@ -209,7 +237,8 @@ registerEvaluator('Cast', (node, inputs) => {
 });
 
 registerEvaluator('CastLike', (_node, inputs) => {
-  const a = need(inputs[0], 'input'), like = need(inputs[1], 'target_type');
+  const a = need(inputs[0], 'input'),
+    like = need(inputs[1], 'target_type');
   return [make(like.dtype, [...a.dims], castValues(nums(a), like.dtype))];
 });
 
@@ -221,9 +250,12 @@ registerEvaluator('Constant', (node) => {
       if (a.type !== AttrType.TENSOR) break;
       if (a.value.dtype === DataType.STRING) throw new Unsupported('string constant');
       return [a.value.clone('')];
-    case 'value_float': return [make(DataType.FLOAT, [], [node.attrFloat('value_float')])];
-    case 'value_floats': return [make(DataType.FLOAT, [node.attrFloats('value_floats').length], node.attrFloats('value_floats'))];
-    case 'value_int': return [make(DataType.INT64, [], [node.attrInt('value_int')])];
+    case 'value_float':
+      return [make(DataType.FLOAT, [], [node.attrFloat('value_float')])];
+    case 'value_floats':
+      return [make(DataType.FLOAT, [node.attrFloats('value_floats').length], node.attrFloats('value_floats'))];
+    case 'value_int':
+      return [make(DataType.INT64, [], [node.attrInt('value_int')])];
     case 'value_ints': {
       const a2 = node.attr('value_ints');
       const vals = a2 && a2.type === AttrType.INTS ? a2.value : [];
@@ -242,8 +274,12 @@ registerEvaluator('ConstantOfShape', (node, inputs) => {
 });
 
 registerEvaluator('Range', (_node, inputs) => {
-  const s = need(inputs[0], 'start'), l = need(inputs[1], 'limit'), d = need(inputs[2], 'delta');
-  const start = nums(s)[0]!, limit = nums(l)[0]!, delta = nums(d)[0]!;
+  const s = need(inputs[0], 'start'),
+    l = need(inputs[1], 'limit'),
+    d = need(inputs[2], 'delta');
+  const start = nums(s)[0]!,
+    limit = nums(l)[0]!,
+    delta = nums(d)[0]!;
   if (delta === 0) throw new Unsupported('Range delta 0');
   const n = Math.max(Math.ceil((limit - start) / delta), 0);
   const r = new Float64Array(n);
@@ -257,7 +293,8 @@ registerEvaluator('Shape', (node, inputs) => {
   const a = need(inputs[0], 'data');
   const r = a.dims.length;
   const clamp = (v: number) => Math.min(Math.max(v < 0 ? v + r : v, 0), r);
-  const start = clamp(node.attrInt('start', 0)), end = clamp(node.attrInt('end', r));
+  const start = clamp(node.attrInt('start', 0)),
+    end = clamp(node.attrInt('end', r));
   const dims = a.dims.slice(start, Math.max(start, end));
   return [Tensor.fromInt64('', [dims.length], dims)];
 });
@@ -310,7 +347,12 @@ registerEvaluator('Squeeze', (node, inputs) => {
   const axes = intsFrom(node, inputs, 1, 'axes');
   const drop = new Set(axes ? axes.map((x) => normAxis(x, a.dims.length)) : a.dims.flatMap((d, i) => (d === 1 ? [i] : [])));
   for (const ax of drop) if (a.dims[ax] !== 1) throw new Unsupported(`Squeeze of dim ${ax} (size ${a.dims[ax]})`);
-  return [reshaped(a, a.dims.filter((_, i) => !drop.has(i)))];
+  return [
+    reshaped(
+      a,
+      a.dims.filter((_, i) => !drop.has(i)),
+    ),
+  ];
 });
 
 /** Gather elements of `a` by computing each output's flat source index. */
@@ -341,25 +383,29 @@ registerEvaluator('Transpose', (node, inputs) => {
 });
 
 registerEvaluator('Gather', (node, inputs) => {
-  const a = need(inputs[0], 'data'), ind = need(inputs[1], 'indices');
+  const a = need(inputs[0], 'data'),
+    ind = need(inputs[1], 'indices');
   const axis = normAxis(node.attrInt('axis', 0), a.dims.length);
   const iv = nums(ind);
   const dimA = a.dims[axis]!;
   for (const v of iv) if (v < -dimA || v >= dimA) throw new Unsupported(`Gather index ${v} out of range`);
   const out = [...a.dims.slice(0, axis), ...ind.dims, ...a.dims.slice(axis + 1)];
-  const s = strides(a.dims), is = strides(ind.dims);
+  const s = strides(a.dims),
+    is = strides(ind.dims);
   const q = ind.dims.length;
-  return [gatherBy(a, out, (idx) => {
-    let off = 0;
-    for (let k = 0; k < axis; k++) off += idx[k]! * s[k]!;
-    let flat = 0;
-    for (let k = 0; k < q; k++) flat += idx[axis + k]! * is[k]!;
-    let g = iv[flat]!;
-    if (g < 0) g += dimA;
-    off += g * s[axis]!;
-    for (let k = axis + 1; k < a.dims.length; k++) off += idx[k + q - 1]! * s[k]!;
-    return off;
-  })];
+  return [
+    gatherBy(a, out, (idx) => {
+      let off = 0;
+      for (let k = 0; k < axis; k++) off += idx[k]! * s[k]!;
+      let flat = 0;
+      for (let k = 0; k < q; k++) flat += idx[axis + k]! * is[k]!;
+      let g = iv[flat]!;
+      if (g < 0) g += dimA;
+      off += g * s[axis]!;
+      for (let k = axis + 1; k < a.dims.length; k++) off += idx[k + q - 1]! * s[k]!;
+      return off;
+    }),
+  ];
 });
 
 registerEvaluator('Slice', (node, inputs) => {
@@ -368,15 +414,18 @@ registerEvaluator('Slice', (node, inputs) => {
   const attrForm = node.hasAttr('starts');
   const starts = attrForm ? node.attrInts('starts') : Array.from(nums(need(inputs[1], 'starts')));
   const ends = attrForm ? node.attrInts('ends') : Array.from(nums(need(inputs[2], 'ends')));
-  const axes = (attrForm ? node.attrInts('axes', []) : inputs[3] ? Array.from(nums(inputs[3])) : []);
+  const axes = attrForm ? node.attrInts('axes', []) : inputs[3] ? Array.from(nums(inputs[3])) : [];
   const steps = attrForm ? [] : inputs[4] ? Array.from(nums(inputs[4])) : [];
-  const st = new Array<number>(rank).fill(0), step = new Array<number>(rank).fill(1), out = [...a.dims];
+  const st = new Array<number>(rank).fill(0),
+    step = new Array<number>(rank).fill(1),
+    out = [...a.dims];
   starts.forEach((s0, i) => {
     const ax = normAxis(axes.length ? axes[i]! : i, rank);
     const d = a.dims[ax]!;
     const k = steps[i] ?? 1;
     if (k === 0) throw new Unsupported('Slice step 0');
-    let s = s0 < 0 ? s0 + d : s0, e = ends[i]! < 0 ? ends[i]! + d : ends[i]!;
+    let s = s0 < 0 ? s0 + d : s0,
+      e = ends[i]! < 0 ? ends[i]! + d : ends[i]!;
     if (k > 0) {
       s = Math.min(Math.max(s, 0), d);
       e = Math.min(Math.max(e, 0), d);
@@ -400,7 +449,8 @@ registerEvaluator('Concat', (node, inputs) => {
   const axis = normAxis(node.attrInt('axis'), rank);
   const out = [...ts[0]!.dims];
   out[axis] = ts.reduce((s, t) => s + t.dims[axis]!, 0);
-  const outer = numElements(out.slice(0, axis)), inner = numElements(out.slice(axis + 1));
+  const outer = numElements(out.slice(0, axis)),
+    inner = numElements(out.slice(axis + 1));
   const r = new Float64Array(numElements(out));
   let at = 0;
   for (let o = 0; o < outer; o++) {
@@ -448,9 +498,11 @@ function reduce(op: string, init: number, fn: (acc: number, v: number) => number
     const acc = new Float64Array(n).fill(init);
     const count = numElements(a.dims.filter((_, i) => red.has(i)));
     const x = nums(a);
-    const s = strides(a.dims), ks = strides(keptDims);
+    const s = strides(a.dims),
+      ks = strides(keptDims);
     for (let i = 0; i < x.length; i++) {
-      let rem = i, off = 0;
+      let rem = i,
+        off = 0;
       for (let k = 0; k < rank; k++) {
         const c = Math.floor(rem / s[k]!);
         rem -= c * s[k]!;
@@ -466,7 +518,12 @@ function reduce(op: string, init: number, fn: (acc: number, v: number) => number
 
 reduce('ReduceSum', 0, (a, v) => a + v);
 reduce('ReduceProd', 1, (a, v) => a * v);
-reduce('ReduceMean', 0, (a, v) => a + v, (a, n) => a / n);
+reduce(
+  'ReduceMean',
+  0,
+  (a, v) => a + v,
+  (a, n) => a / n,
+);
 reduce('ReduceMax', -Infinity, nanMax);
 reduce('ReduceMin', Infinity, nanMin);
 
@@ -478,11 +535,13 @@ registerEvaluator('Trilu', (node, inputs) => {
   const upper = node.attrInt('upper', 1) === 1;
   const r = a.dims.length;
   if (r < 2) throw new Unsupported('Trilu needs rank >= 2');
-  const rows = a.dims[r - 2]!, cols = a.dims[r - 1]!;
+  const rows = a.dims[r - 2]!,
+    cols = a.dims[r - 1]!;
   const x = nums(a);
   const out = new Float64Array(x.length);
   for (let i = 0; i < x.length; i++) {
-    const c = i % cols, row = Math.floor(i / cols) % rows;
+    const c = i % cols,
+      row = Math.floor(i / cols) % rows;
     out[i] = (upper ? c - row >= k : c - row <= k) ? x[i]! : 0;
   }
   return [make(a.dtype, [...a.dims], out)];
@@ -518,18 +577,29 @@ registerEvaluator('Pad', (node, inputs) => {
   if (!pads) throw new Unsupported('no pads');
   const fill = inputs[2] ? nums(inputs[2])[0]! : node.attrFloat('value', 0);
   const axes = inputs[3] ? Array.from(nums(inputs[3])).map((x) => normAxis(x, rank)) : [...Array(rank).keys()];
-  const before = new Array<number>(rank).fill(0), after = new Array<number>(rank).fill(0);
-  axes.forEach((ax, i) => { before[ax] = pads[i]!; after[ax] = pads[i + axes.length]!; });
+  const before = new Array<number>(rank).fill(0),
+    after = new Array<number>(rank).fill(0);
+  axes.forEach((ax, i) => {
+    before[ax] = pads[i]!;
+    after[ax] = pads[i + axes.length]!;
+  });
   const out = a.dims.map((d, i) => d + before[i]! + after[i]!);
   if (out.some((d) => d < 0)) throw new Unsupported('Pad removes more than the dim');
-  const x = nums(a), s = strides(a.dims), os = strides(out);
+  const x = nums(a),
+    s = strides(a.dims),
+    os = strides(out);
   const r = new Float64Array(numElements(out)).fill(fill);
   for (let i = 0; i < r.length; i++) {
-    let off = 0, inside = true, rem = i;
+    let off = 0,
+      inside = true,
+      rem = i;
     for (let k = 0; k < rank; k++) {
       const c = Math.floor(rem / os[k]!) - before[k]!;
       rem %= os[k]!;
-      if (c < 0 || c >= a.dims[k]!) { inside = false; break; }
+      if (c < 0 || c >= a.dims[k]!) {
+        inside = false;
+        break;
+      }
       off += c * s[k]!;
     }
     if (inside) r[i] = x[off]!;

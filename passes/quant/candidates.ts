@@ -20,7 +20,8 @@ export function constWeight(v: Value | null): ConstWeight | null {
   if (p && p.opType === 'Transpose' && (p.domain === '' || p.domain === 'ai.onnx')) {
     const src = p.input(0);
     const perm = p.attrInts('perm', [1, 0]);
-    if (src?.initializer && src.initializer.dims.length === 2 && perm[0] === 1 && perm[1] === 0) return { value: src, tensor: src.initializer, transposedByNode: p };
+    if (src?.initializer && src.initializer.dims.length === 2 && perm[0] === 1 && perm[1] === 0)
+      return { value: src, tensor: src.initializer, transposedByNode: p };
   }
   return null;
 }
@@ -47,7 +48,10 @@ const CHUNK = 16 << 20;
 
 /** Stored little-endian fp32, fp16 or bf16 values into dst (dst.length values). */
 function decodeFloats(dtype: DataType, bytes: Uint8Array, dst: Float32Array): void {
-  if (dtype === DataType.FLOAT) { new Uint8Array(dst.buffer, dst.byteOffset, dst.length * 4).set(bytes); return; }
+  if (dtype === DataType.FLOAT) {
+    new Uint8Array(dst.buffer, dst.byteOffset, dst.length * 4).set(bytes);
+    return;
+  }
   const conv = dtype === DataType.FLOAT16 ? f16ToF32 : bf16ToF32;
   for (let i = 0; i < dst.length; i++) dst[i] = conv(bytes[2 * i]! | (bytes[2 * i + 1]! << 8));
 }
@@ -58,14 +62,16 @@ function decodeFloats(dtype: DataType, bytes: Uint8Array, dst: Float32Array): vo
  * never held whole) and decoded as it comes.
  */
 export function readSlice(c: Candidate, n0: number, n1: number): Float32Array {
-  const t = c.w.tensor, eb = t.dtype === DataType.FLOAT ? 4 : 2;
+  const t = c.w.tensor,
+    eb = t.dtype === DataType.FLOAT ? 4 : 2;
   const { K, N } = c;
   const ns = n1 - n0;
   const out = new Float32Array(K * ns);
   if (c.storedNK) {
     // Rows n0..n1 of [N, K] are contiguous; transpose them in 64-wide tiles.
     const d = t.data;
-    const bytes = d.kind === 'external' ? readRange(d.ref.file, d.ref.offset + n0 * K * eb, ns * K * eb) : t.bytes().subarray(n0 * K * eb, n1 * K * eb);
+    const bytes =
+      d.kind === 'external' ? readRange(d.ref.file, d.ref.offset + n0 * K * eb, ns * K * eb) : t.bytes().subarray(n0 * K * eb, n1 * K * eb);
     const src = new Float32Array(ns * K);
     decodeFloats(t.dtype, bytes, src);
     for (let k0 = 0; k0 < K; k0 += 64) {
@@ -78,10 +84,12 @@ export function readSlice(c: Candidate, n0: number, n1: number): Float32Array {
     t.forEachChunk(CHUNK, (chunk, at) => decodeFloats(t.dtype, chunk, out.subarray(at / eb, (at + chunk.length) / eb)));
     return out;
   }
-  const rowBytes = N * eb, rows = Math.max(1, Math.floor(CHUNK / rowBytes));
+  const rowBytes = N * eb,
+    rows = Math.max(1, Math.floor(CHUNK / rowBytes));
   const tmp = new Float32Array(rows * N);
   t.forEachChunk(rows * rowBytes, (chunk, at) => {
-    const r0 = at / rowBytes, nr = chunk.length / rowBytes;
+    const r0 = at / rowBytes,
+      nr = chunk.length / rowBytes;
     decodeFloats(t.dtype, chunk, tmp.subarray(0, nr * N));
     for (let r = 0; r < nr; r++) out.set(tmp.subarray(r * N + n0, r * N + n1), (r0 + r) * ns);
   });
@@ -102,7 +110,9 @@ export function looksLikeLmHead(n: Node, weightName: string): boolean {
 
 /** Logical element (k, n) of an fp32 weight, read alone. */
 function valueAt(c: Candidate, k: number, n: number): number {
-  const t = c.w.tensor, i = c.storedNK ? n * c.K + k : k * c.N + n, d = t.data;
+  const t = c.w.tensor,
+    i = c.storedNK ? n * c.K + k : k * c.N + n,
+    d = t.data;
   const b = d.kind === 'external' ? readRange(d.ref.file, d.ref.offset + i * 4, 4) : t.bytes().subarray(i * 4, i * 4 + 4);
   return new DataView(b.buffer, b.byteOffset, 4).getFloat32(0, true);
 }
@@ -113,13 +123,15 @@ export function sameTransposed(a: Candidate, gather: Candidate, sliceMb: number)
   // Untied weights differ almost everywhere: a few sampled elements settle it without reading them.
   if (a.w.tensor.dtype === DataType.FLOAT && gather.w.tensor.dtype === DataType.FLOAT) {
     for (let s = 0; s < 16; s++) {
-      const k = (s * 7919) % a.K, n = (s * 104729) % a.N;
+      const k = (s * 7919) % a.K,
+        n = (s * 104729) % a.N;
       if (!Object.is(valueAt(a, k, n), valueAt(gather, k, n))) return false;
     }
   }
   const step = Math.max(1, Math.floor((sliceMb * 2 ** 20) / (a.K * 4)));
   for (let n0 = 0; n0 < a.N; n0 += step) {
-    const x = readSlice(a, n0, Math.min(a.N, n0 + step)), y = readSlice(gather, n0, Math.min(a.N, n0 + step));
+    const x = readSlice(a, n0, Math.min(a.N, n0 + step)),
+      y = readSlice(gather, n0, Math.min(a.N, n0 + step));
     for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
   }
   return true;
@@ -131,31 +143,63 @@ export function candidate(n: Node, embeddings: boolean, nonConst: string[], skip
   const label = n.name || n.opType;
   if (n.opType === 'MatMul' || n.opType === 'Gemm') {
     const w = constWeight(n.input(1));
-    if (!w) { nonConst.push(label); return null; }
+    if (!w) {
+      nonConst.push(label);
+      return null;
+    }
     const dims = w.tensor.dims;
-    if (dims.length !== 2) { skip(`${label}: weight '${w.value.name}' has rank ${dims.length}, only 2-D weights are quantized`); return null; }
-    if (!isFloatDtype(w.tensor.dtype)) { skip(`${label}: weight '${w.value.name}' is ${dtypeName(w.tensor.dtype)}, not a float type`); return null; }
+    if (dims.length !== 2) {
+      skip(`${label}: weight '${w.value.name}' has rank ${dims.length}, only 2-D weights are quantized`);
+      return null;
+    }
+    if (!isFloatDtype(w.tensor.dtype)) {
+      skip(`${label}: weight '${w.value.name}' is ${dtypeName(w.tensor.dtype)}, not a float type`);
+      return null;
+    }
     let storedNK = !!w.transposedByNode;
     if (n.opType === 'Gemm') {
-      if (n.attrInt('transA', 0) !== 0) { skip(`${label}: Gemm with transA=1 is left as it is`); return null; }
+      if (n.attrInt('transA', 0) !== 0) {
+        skip(`${label}: Gemm with transA=1 is left as it is`);
+        return null;
+      }
       if (n.attrInt('transB', 0) === 1) storedNK = !storedNK;
       const C = n.input(2);
-      if (C && !C.initializer && n.attrFloat('beta', 1) !== 1) { skip(`${label}: Gemm with a non-constant C and beta != 1`); return null; }
+      if (C && !C.initializer && n.attrFloat('beta', 1) !== 1) {
+        skip(`${label}: Gemm with a non-constant C and beta != 1`);
+        return null;
+      }
     }
     const [K, N] = storedNK ? [dims[1]!, dims[0]!] : [dims[0]!, dims[1]!];
-    if (n.input(0)?.shape?.length === 1) { skip(`${label}: 1-D activation (MatMulNBits needs [..., K])`); return null; }
+    if (n.input(0)?.shape?.length === 1) {
+      skip(`${label}: 1-D activation (MatMulNBits needs [..., K])`);
+      return null;
+    }
     const aK = n.input(0)?.shape?.at(-1);
-    if (typeof aK === 'number' && aK !== K) { skip(`${label}: activation width ${aK} does not match weight K ${K}`); return null; }
+    if (typeof aK === 'number' && aK !== K) {
+      skip(`${label}: activation width ${aK} does not match weight K ${K}`);
+      return null;
+    }
     return { node: n, kind: n.opType === 'MatMul' ? 'matmul' : 'gemm', w, storedNK, K, N, lmHead: false };
   }
   if (n.opType === 'Gather' && embeddings) {
     const t = n.input(0)?.initializer;
     if (!t || t.dims.length !== 2 || !isFloatDtype(t.dtype)) return null;
-    if (n.attrInt('axis', 0) !== 0) { skip(`${label}: Gather on axis ${n.attrInt('axis', 0)} is not an embedding lookup`); return null; }
+    if (n.attrInt('axis', 0) !== 0) {
+      skip(`${label}: Gather on axis ${n.attrInt('axis', 0)} is not an embedding lookup`);
+      return null;
+    }
     // Token embeddings are indexed by a fed id tensor; rotary caches and position tables are not weights to quantize.
     const ids = n.input(1);
     if (!ids?.isGraphInput || POSITIONAL.test(ids.name) || POSITIONAL.test(n.input(0)!.name)) return null;
-    return { node: n, kind: 'gather', w: { value: n.input(0)!, tensor: t, transposedByNode: null }, storedNK: true, K: t.dims[1]!, N: t.dims[0]!, lmHead: false };
+    return {
+      node: n,
+      kind: 'gather',
+      w: { value: n.input(0)!, tensor: t, transposedByNode: null },
+      storedNK: true,
+      K: t.dims[1]!,
+      N: t.dims[0]!,
+      lmHead: false,
+    };
   }
   return null;
 }
@@ -183,7 +227,10 @@ export function findCandidates(model: Model, f: CandidateFilter, skip: (why: str
     for (const n of g.nodes) {
       const c = candidate(n, f.embeddings, nonConst, skip);
       if (!c) continue;
-      if ((f.include.length && !matchesAny(f.include, n, c.w.value.name)) || matchesAny(f.exclude, n, c.w.value.name)) { excluded++; continue; }
+      if ((f.include.length && !matchesAny(f.include, n, c.w.value.name)) || matchesAny(f.exclude, n, c.w.value.name)) {
+        excluded++;
+        continue;
+      }
       cands.push(c);
     }
   }
@@ -211,12 +258,19 @@ export function markLmHeadAndTies(cands: Candidate[], s: TieSettings): void {
     // [V, k_blocks, 1] scales, which onnxruntime's WebGPU kernel reads as 4-bit pairs and rejects.
     if (!c.lmHead || !s.tie || s.format !== 'matmulnbits' || s.embedBits !== s.lmBits || !s.sym) continue;
     const gq = gathers.find((gc) => !gc.tiedTo && sameTransposed(c, gc, s.maxSliceMb));
-    if (gq && gq.K % s.block === 0 && gq.node.input(1)?.shape) { c.tiedGather = gq; gq.tiedTo = c; }
+    if (gq && gq.K % s.block === 0 && gq.node.input(1)?.shape) {
+      c.tiedGather = gq;
+      gq.tiedTo = c;
+    }
   }
 }
 
 /** Visit the weight in column slices [K, ns] of about `maxSliceMb` of fp32, Gemm's alpha folded in. */
-export async function eachSlice(c: Candidate, maxSliceMb: number, f: (w: Float32Array, n0: number, ns: number) => Promise<void>): Promise<void> {
+export async function eachSlice(
+  c: Candidate,
+  maxSliceMb: number,
+  f: (w: Float32Array, n0: number, ns: number) => Promise<void>,
+): Promise<void> {
   const alpha = c.kind === 'gemm' ? c.node.attrFloat('alpha', 1) : 1;
   const step = Math.max(1, Math.floor((maxSliceMb * 2 ** 20) / (c.K * 4)));
   for (let n0 = 0; n0 < c.N; n0 += step) {

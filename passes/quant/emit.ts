@@ -22,28 +22,46 @@ export class WeightEmitter {
   /** Initializers made per weight key (and per consuming graph for QDQ's DequantizeLinear). */
   private readonly cache = new Map<string, Value[]>();
 
-  constructor(private readonly model: Model, private readonly s: QuantSettings, private readonly stats: EmitStats) {}
+  constructor(
+    private readonly model: Model,
+    private readonly s: QuantSettings,
+    private readonly stats: EmitStats,
+  ) {}
 
   /** Replace `c`'s node by its quantized form; `first` when this is the weight's first consumer. */
   emit(c: Candidate, { q, packed, relError }: Quantized, first: boolean): void {
     const { s, stats } = this;
     // Emitted initializers differ by consumer kind even when the codes are shared.
     const key = `${weightKey(c, s)}|${c.kind === 'gather' ? 'gather' : 'matmul'}`;
-    const actType = c.kind === 'gather' ? floatTypeOf(c.w.value, DataType.FLOAT) : floatTypeOf(c.node.input(0), floatTypeOf(c.w.value, DataType.FLOAT));
+    const actType =
+      c.kind === 'gather' ? floatTypeOf(c.w.value, DataType.FLOAT) : floatTypeOf(c.node.input(0), floatTypeOf(c.w.value, DataType.FLOAT));
     const wantF16 = s.scales === 'fp16' || (s.scales === 'auto' && actType === DataType.FLOAT16);
     if (first && wantF16) roundScalesToF16(q);
-    const scaleType = s.scales === 'fp32' ? DataType.FLOAT : wantF16 && (s.format === 'qdq' || actType === DataType.FLOAT16) ? DataType.FLOAT16 : actType;
+    const scaleType =
+      s.scales === 'fp32' ? DataType.FLOAT : wantF16 && (s.format === 'qdq' || actType === DataType.FLOAT16) ? DataType.FLOAT16 : actType;
     // A weight shared by several nodes is packed once; later nodes reuse its initializers.
     const layer: LayerReport = {
-      node: c.node.name, weight: c.w.value.name, kind: c.kind === 'gather' ? 'embedding' : c.lmHead ? 'lm_head' : 'linear',
-      shape: [c.K, c.N], bits: s.bitsOf(c), block: s.block, symmetric: s.sym, format: c.kind === 'gather' ? 'GatherBlockQuantized' : s.format === 'qdq' ? 'DequantizeLinear' : 'MatMulNBits',
-      relError, bytesBefore: first ? c.w.tensor.byteLength : 0, bytesAfter: 0,
+      node: c.node.name,
+      weight: c.w.value.name,
+      kind: c.kind === 'gather' ? 'embedding' : c.lmHead ? 'lm_head' : 'linear',
+      shape: [c.K, c.N],
+      bits: s.bitsOf(c),
+      block: s.block,
+      symmetric: s.sym,
+      format: c.kind === 'gather' ? 'GatherBlockQuantized' : s.format === 'qdq' ? 'DequantizeLinear' : 'MatMulNBits',
+      relError,
+      bytesBefore: first ? c.w.tensor.byteLength : 0,
+      bytesAfter: 0,
     };
     const g = c.node.graph;
-    const weightValue = c.w.value, transposer = c.w.transposedByNode;
+    const weightValue = c.w.value,
+      transposer = c.w.transposedByNode;
     if (c.kind === 'gather') {
       layer.bytesAfter = emitGather(g, c, q, packed, actType, this.cache, key, s.embedForm);
-      if (s.embedForm === 'uint8' && !s.sym && q.bits === 4 && q.kBlocks % 2) stats.notes!.push(`${c.node.name}: odd block count ${q.kBlocks} with packed 4-bit zero points runs on the CPU EP but not on WebGPU (it reads them as pairs)`);
+      if (s.embedForm === 'uint8' && !s.sym && q.bits === 4 && q.kBlocks % 2)
+        stats.notes!.push(
+          `${c.node.name}: odd block count ${q.kBlocks} with packed 4-bit zero points runs on the CPU EP but not on WebGPU (it reads them as pairs)`,
+        );
     } else if (s.format === 'matmulnbits') {
       const made = emitMatMulNBits(this.model, c, q, packed, actType, s.accuracyLevel, this.cache, key);
       layer.bytesAfter = made.bytes;
@@ -64,7 +82,17 @@ export class WeightEmitter {
     const { stats } = this;
     const gl = emitTiedGather(tg, B, q, actType);
     stats.layers.push(layer);
-    stats.layers.push({ ...layer, node: gl.node, weight: tg.w.value.name, kind: 'embedding', shape: [tg.K, tg.N], format: 'GatherBlockQuantized', bytesBefore: tg.w.tensor.byteLength, bytesAfter: gl.bytes, sharedWith: B.name });
+    stats.layers.push({
+      ...layer,
+      node: gl.node,
+      weight: tg.w.value.name,
+      kind: 'embedding',
+      shape: [tg.K, tg.N],
+      format: 'GatherBlockQuantized',
+      bytesBefore: tg.w.tensor.byteLength,
+      bytesAfter: gl.bytes,
+      sharedWith: B.name,
+    });
     stats.counts.tied!++;
     stats.counts.gather!++;
     dropIfUnused(tg.w.value);
@@ -104,10 +132,26 @@ function gemmAddend(c: Candidate): Value | null {
   const beta = c.node.attrFloat('beta', 1);
   if (beta === 1 || !C.initializer) return C;
   const t = C.initializer;
-  return c.node.graph.addInitializer(Tensor.fromNumbers(`${C.name}_beta`, t.dtype, [...t.dims], Float32Array.from(t.toFloat32(), (v) => v * beta)));
+  return c.node.graph.addInitializer(
+    Tensor.fromNumbers(
+      `${C.name}_beta`,
+      t.dtype,
+      [...t.dims],
+      Float32Array.from(t.toFloat32(), (v) => v * beta),
+    ),
+  );
 }
 
-function emitMatMulNBits(model: Model, c: Candidate, q: QuantizedWeight, packedB: Uint8Array | undefined, actType: DataType, acc: number, cache: Map<string, Value[]>, key: string) {
+function emitMatMulNBits(
+  model: Model,
+  c: Candidate,
+  q: QuantizedWeight,
+  packedB: Uint8Array | undefined,
+  actType: DataType,
+  acc: number,
+  cache: Map<string, Value[]>,
+  key: string,
+) {
   const g = c.node.graph;
   let vals = cache.get(key);
   let bytes = 0;
@@ -129,14 +173,24 @@ function emitMatMulNBits(model: Model, c: Candidate, q: QuantizedWeight, packedB
   const Y = c.node.outputs[0]!;
   const name = `${c.node.name || c.node.opType}_Q${q.bits}`;
   const mid = addend ? g.createValue(`${name}_output`, { elemType: actType }) : Y;
-  const specs = [{ opType: 'MatMulNBits', domain: MS_DOMAIN, name, inputs: [c.node.input(0), B, S, Z ?? null, null, biasV], outputs: [mid], attrs }];
+  const specs = [
+    { opType: 'MatMulNBits', domain: MS_DOMAIN, name, inputs: [c.node.input(0), B, S, Z ?? null, null, biasV], outputs: [mid], attrs },
+  ];
   if (addend) specs.push({ opType: 'Add', domain: '', name: `${name}_bias`, inputs: [mid, addend], outputs: [Y], attrs: {} });
   const [node] = g.replaceNode(c.node, specs);
   model.requireOpset(MS_DOMAIN, 1);
   return { node: node!, B, bytes };
 }
 
-function emitQdqMatMul(c: Candidate, q: QuantizedWeight, packedB: Uint8Array | undefined, scaleType: DataType, actType: DataType, cache: Map<string, Value[]>, weightKey: string) {
+function emitQdqMatMul(
+  c: Candidate,
+  q: QuantizedWeight,
+  packedB: Uint8Array | undefined,
+  scaleType: DataType,
+  actType: DataType,
+  cache: Map<string, Value[]>,
+  weightKey: string,
+) {
   const g = c.node.graph;
   // The DequantizeLinear output is visible in its own graph only: one per consuming graph.
   const key = `${weightKey}|${graphId(g)}`;
@@ -152,11 +206,23 @@ function emitQdqMatMul(c: Candidate, q: QuantizedWeight, packedB: Uint8Array | u
   let vals = cache.get(key);
   if (!vals) {
     const base = c.w.value.name;
-    const dq = g.addNode({ opType: 'DequantizeLinear', name: `${base}_DequantizeLinear`, inputs: [inits[0]!, inits[1]!, inits[2] ?? null], outputs: [`${base}_DQ`], attrs: { axis: 0, block_size: q.blockSize } }, c.node);
+    const dq = g.addNode(
+      {
+        opType: 'DequantizeLinear',
+        name: `${base}_DequantizeLinear`,
+        inputs: [inits[0]!, inits[1]!, inits[2] ?? null],
+        outputs: [`${base}_DQ`],
+        attrs: { axis: 0, block_size: q.blockSize },
+      },
+      c.node,
+    );
     let wv = dq.outputs[0]!;
     wv.type = { elemType: scaleType, shape: [q.K, q.N] };
     if (scaleType !== actType) {
-      const cast = g.addNode({ opType: 'Cast', name: `${base}_DQ_Cast`, inputs: [wv], outputs: [`${base}_DQ_cast`], attrs: { to: actType } }, c.node);
+      const cast = g.addNode(
+        { opType: 'Cast', name: `${base}_DQ_Cast`, inputs: [wv], outputs: [`${base}_DQ_cast`], attrs: { to: actType } },
+        c.node,
+      );
       wv = cast.outputs[0]!;
       wv.type = { elemType: actType, shape: [q.K, q.N] };
     }
@@ -184,39 +250,72 @@ function emitQdqMatMul(c: Candidate, q: QuantizedWeight, packedB: Uint8Array | u
  * GatherBlockQuantized initializers from streamed MatMulNBits-layout bytes, as packGatherBlockQuantized
  * makes them from codes: the 'int4' form's signed nibbles are code - 8, i.e. code ^ 8.
  */
-function gatherFromPacked(q: QuantizedWeight, packed: Uint8Array, base: string, actType: DataType, form: GatherForm): { data: Tensor; scales: Tensor; zeroPoints?: Tensor } {
+function gatherFromPacked(
+  q: QuantizedWeight,
+  packed: Uint8Array,
+  base: string,
+  actType: DataType,
+  form: GatherForm,
+): { data: Tensor; scales: Tensor; zeroPoints?: Tensor } {
   const { K: H, N: V, kBlocks, bits } = q;
   const scales = floatTensor(`${base}_scales`, [V, kBlocks], q.scales, actType);
   if (form === 'int4' && bits === 4) {
     let data = packed;
     if (q.symmetric) {
       data = new Uint8Array(packed.length);
-      const s = new Uint32Array(packed.buffer, packed.byteOffset, packed.length >> 2), d = new Uint32Array(data.buffer);
+      const s = new Uint32Array(packed.buffer, packed.byteOffset, packed.length >> 2),
+        d = new Uint32Array(data.buffer);
       for (let i = 0; i < s.length; i++) d[i] = s[i]! ^ 0x88888888;
     }
     const out = { data: Tensor.fromBytes(`${base}_Q4`, q.symmetric ? DataType.INT4 : DataType.UINT4, [V, H], data), scales };
-    return q.symmetric ? out : { ...out, zeroPoints: Tensor.fromBytes(`${base}_zero_points`, DataType.UINT4, [V, kBlocks], packInt4(q.zeroPoints!)) };
+    return q.symmetric
+      ? out
+      : { ...out, zeroPoints: Tensor.fromBytes(`${base}_zero_points`, DataType.UINT4, [V, kBlocks], packInt4(q.zeroPoints!)) };
   }
   const out = { data: Tensor.fromBytes(`${base}_Q${bits}`, DataType.UINT8, [V, (H * bits) / 8], packed), scales };
   if (q.symmetric) return out;
-  return { ...out, zeroPoints: Tensor.fromBytes(`${base}_zero_points`, DataType.UINT8, [V, zeroPointRowBytes(kBlocks, bits)], packZeroPoints(q.zeroPoints!, V, kBlocks, bits)) };
+  return {
+    ...out,
+    zeroPoints: Tensor.fromBytes(
+      `${base}_zero_points`,
+      DataType.UINT8,
+      [V, zeroPointRowBytes(kBlocks, bits)],
+      packZeroPoints(q.zeroPoints!, V, kBlocks, bits),
+    ),
+  };
 }
 
-function emitGather(g: Graph, c: Candidate, q: QuantizedWeight, packed: Uint8Array | undefined, actType: DataType, cache: Map<string, Value[]>, key: string, form: GatherForm): number {
+function emitGather(
+  g: Graph,
+  c: Candidate,
+  q: QuantizedWeight,
+  packed: Uint8Array | undefined,
+  actType: DataType,
+  cache: Map<string, Value[]>,
+  key: string,
+  form: GatherForm,
+): number {
   let vals = cache.get(key);
   let bytes = 0;
   if (!vals) {
-    const p = packed ? gatherFromPacked(q, packed, c.w.value.name, actType, form) : packGatherBlockQuantized(q, c.w.value.name, actType, form);
+    const p = packed
+      ? gatherFromPacked(q, packed, c.w.value.name, actType, form)
+      : packGatherBlockQuantized(q, c.w.value.name, actType, form);
     const home = c.w.value.graph;
     vals = [home.addInitializer(p.data), home.addInitializer(p.scales), ...(p.zeroPoints ? [home.addInitializer(p.zeroPoints)] : [])];
     bytes = bytesOf(vals);
     cache.set(key, vals);
   }
-  g.replaceNode(c.node, [{
-    opType: 'GatherBlockQuantized', domain: MS_DOMAIN, name: `${c.node.name || 'Gather'}_Q${q.bits}`,
-    inputs: [vals[0]!, c.node.input(1), vals[1]!, vals[2] ?? null], outputs: [c.node.outputs[0]!],
-    attrs: { bits: q.bits, block_size: q.blockSize, gather_axis: 0, quantize_axis: 1 },
-  }]);
+  g.replaceNode(c.node, [
+    {
+      opType: 'GatherBlockQuantized',
+      domain: MS_DOMAIN,
+      name: `${c.node.name || 'Gather'}_Q${q.bits}`,
+      inputs: [vals[0]!, c.node.input(1), vals[1]!, vals[2] ?? null],
+      outputs: [c.node.outputs[0]!],
+      attrs: { bits: q.bits, block_size: q.blockSize, gather_axis: 0, quantize_axis: 1 },
+    },
+  ]);
   return bytes;
 }
 
@@ -237,7 +336,14 @@ function emitTiedGather(c: Candidate, B: Value, q: QuantizedWeight, actType: Dat
   const Y = c.node.outputs[0]!;
   const mid = g.createValue(`${name}_blocks`, { elemType: actType });
   const [node] = g.replaceNode(c.node, [
-    { opType: 'GatherBlockQuantized', domain: MS_DOMAIN, name, inputs: [B, c.node.input(1), scales], outputs: [mid], attrs: { bits: q.bits, block_size: q.blockSize, gather_axis: 0, quantize_axis: 2 } },
+    {
+      opType: 'GatherBlockQuantized',
+      domain: MS_DOMAIN,
+      name,
+      inputs: [B, c.node.input(1), scales],
+      outputs: [mid],
+      attrs: { bits: q.bits, block_size: q.blockSize, gather_axis: 0, quantize_axis: 2 },
+    },
     { opType: 'Reshape', domain: '', name: `${name}_reshape`, inputs: [mid, shape], outputs: [Y], attrs: {} },
   ]);
   return { node: node!.name, bytes: bytesOf(vals) };

@@ -34,7 +34,12 @@ export function packGatherBlockQuantized(q: QuantizedWeight, base: string, scale
   }
   const out: GatherWeights = { data: Tensor.fromBytes(`${base}_Q${bits}`, DataType.UINT8, [V, (H * bits) / 8], packB(q)), scales, attrs };
   if (!q.symmetric) {
-    out.zeroPoints = Tensor.fromBytes(`${base}_zero_points`, DataType.UINT8, [V, zeroPointRowBytes(kBlocks, bits)], packZeroPoints(q.zeroPoints!, V, kBlocks, bits));
+    out.zeroPoints = Tensor.fromBytes(
+      `${base}_zero_points`,
+      DataType.UINT8,
+      [V, zeroPointRowBytes(kBlocks, bits)],
+      packZeroPoints(q.zeroPoints!, V, kBlocks, bits),
+    );
   }
   return out;
 }

@@ -25,7 +25,10 @@ export function floatTypeOf(v: Value | null | undefined, fallback: DataType): Da
 
 /** Glob (`*`, `?`) to an anchored regex. */
 export function globToRegex(glob: string): RegExp {
-  const esc = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  const esc = glob
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
   return new RegExp(`^${esc}$`);
 }
 

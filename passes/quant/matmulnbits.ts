@@ -54,7 +54,8 @@ export function packB(q: QuantizedWeight): Uint8Array {
   if (q.codes.length !== q.N * Kp) throw new Error(`quantized weight has ${q.codes.length} codes, expected N*Kp = ${q.N * Kp}`);
   if (q.bits === 8) return q.codes.slice();
   // Kp is a multiple of the block (>= 16), so codes pair up exactly.
-  const c = q.codes, out = new Uint8Array(c.length >> 1);
+  const c = q.codes,
+    out = new Uint8Array(c.length >> 1);
   for (let i = 0, j = 0; i < out.length; i++, j += 2) out[i] = (c[j]! & 15) | ((c[j + 1]! & 15) << 4);
   return out;
 }
@@ -78,21 +79,31 @@ export function packMatMulNBits(q: QuantizedWeight, base: string, scaleType: Dat
   if (!q.symmetric) {
     if (!q.zeroPoints) throw new Error(`asymmetric quantized weight '${base}' has no zero points`);
     const row = zeroPointRowBytes(q.kBlocks, q.bits);
-    out.zeroPoints = Tensor.fromBytes(`${base}_zero_points`, DataType.UINT8, [q.N, row], packZeroPoints(q.zeroPoints, q.N, q.kBlocks, q.bits));
+    out.zeroPoints = Tensor.fromBytes(
+      `${base}_zero_points`,
+      DataType.UINT8,
+      [q.N, row],
+      packZeroPoints(q.zeroPoints, q.N, q.kBlocks, q.bits),
+    );
   }
   return out;
 }
 
 /** Read a MatMulNBits node's constant weights back into a QuantizedWeight; a string says why not. */
 export function readMatMulNBits(node: Node): QuantizedWeight | string {
-  const K = node.attrInt('K'), N = node.attrInt('N'), bits = node.attrInt('bits', 4), blockSize = node.attrInt('block_size');
+  const K = node.attrInt('K'),
+    N = node.attrInt('N'),
+    bits = node.attrInt('bits', 4),
+    blockSize = node.attrInt('block_size');
   if (bits !== 4 && bits !== 8) return `bits=${bits} (only 4 and 8 are handled)`;
   if (node.input(4)) return 'has g_idx';
-  const B = node.constInput(1), S = node.constInput(2);
+  const B = node.constInput(1),
+    S = node.constInput(2);
   if (!B || !S) return 'B or scales is not a constant';
   const kBlocks = Math.ceil(K / blockSize);
   const Kp = kBlocks * blockSize;
-  if (B.dtype !== DataType.UINT8 || B.size !== (N * Kp * bits) / 8) return `B is ${dtypeName(B.dtype)}[${B.dims}], expected uint8 with ${(N * Kp * bits) / 8} bytes`;
+  if (B.dtype !== DataType.UINT8 || B.size !== (N * Kp * bits) / 8)
+    return `B is ${dtypeName(B.dtype)}[${B.dims}], expected uint8 with ${(N * Kp * bits) / 8} bytes`;
   if (S.size !== N * kBlocks) return `scales have ${S.size} values, expected ${N * kBlocks}`;
   const raw = B.bytes();
   const codes = new Uint8Array(N * Kp);
@@ -104,7 +115,8 @@ export function readMatMulNBits(node: Node): QuantizedWeight | string {
     const Z = zpIn.initializer;
     if (!Z) return 'zero points are not a constant';
     if (Z.dtype !== DataType.UINT8) return `zero points are ${dtypeName(Z.dtype)} (float zero points cannot be expressed as integer codes)`;
-    if (Z.size !== N * zeroPointRowBytes(kBlocks, bits)) return `zero points have ${Z.size} bytes, expected ${N * zeroPointRowBytes(kBlocks, bits)}`;
+    if (Z.size !== N * zeroPointRowBytes(kBlocks, bits))
+      return `zero points have ${Z.size} bytes, expected ${N * zeroPointRowBytes(kBlocks, bits)}`;
     q.symmetric = false;
     q.zeroPoints = unpackZeroPoints(Z.bytes(), N, kBlocks, bits);
   }

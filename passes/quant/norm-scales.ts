@@ -12,7 +12,8 @@ export function matmulActivations(model: Model, only?: string[]): Map<string, Va
   const out = new Map<string, Value>();
   for (const node of model.graph.nodes) {
     if (node.opType !== 'MatMul' || node.domain !== '') continue;
-    const a = node.input(0), b = node.input(1);
+    const a = node.input(0),
+      b = node.input(1);
     const t = b?.initializer;
     if (!a || !b || !t || t.dims.length !== 2 || !FLOATS.has(t.dtype)) continue;
     if (want && !want.has(b.name)) continue;
@@ -35,22 +36,29 @@ function normRms(v: Value, K: number): Float32Array | undefined {
   if (!p) return undefined;
   const rms = (g: Float32Array | undefined, b?: Float32Array) => g && Float32Array.from(g, (x, k) => Math.hypot(x, b?.[k] ?? 0));
   switch (p.opType) {
-    case 'LayerNormalization': case 'SimplifiedLayerNormalization':
+    case 'LayerNormalization':
+    case 'SimplifiedLayerNormalization':
       return p.outputs[0] === v ? rms(channelConst(p.input(1), K), channelConst(p.input(2), K)) : undefined;
-    case 'SkipLayerNormalization': case 'SkipSimplifiedLayerNormalization':
+    case 'SkipLayerNormalization':
+    case 'SkipSimplifiedLayerNormalization':
       return p.outputs[0] === v ? rms(channelConst(p.input(2), K), channelConst(p.input(3), K)) : undefined;
-    case 'Add': { // LayerNorm written out: Mul(normalised, gamma) + beta
-      const i = channelConst(p.input(0), K) ? 0 : 1, beta = channelConst(p.input(i), K), m = p.input(1 - i);
+    case 'Add': {
+      // LayerNorm written out: Mul(normalised, gamma) + beta
+      const i = channelConst(p.input(0), K) ? 0 : 1,
+        beta = channelConst(p.input(i), K),
+        m = p.input(1 - i);
       const mul = m?.producer;
       if (!beta || !m || mul?.opType !== 'Mul') return undefined;
       return rms(channelConst(mul.input(0), K) ?? channelConst(mul.input(1), K), beta);
     }
-    case 'Mul': { // RMSNorm written out: gamma * normalised
+    case 'Mul': {
+      // RMSNorm written out: gamma * normalised
       const g = channelConst(p.input(0), K) ?? channelConst(p.input(1), K);
       const other = channelConst(p.input(0), K) ? p.input(1) : p.input(0);
       return other && !other.initializer ? rms(g) : undefined;
     }
-    default: return undefined;
+    default:
+      return undefined;
   }
 }
 

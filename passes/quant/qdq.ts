@@ -47,13 +47,17 @@ function packTransposed(dtype: DataType, rows: number, cols: number, src: Uint8A
  * two bytes out. Subtracting 8 from a 4-bit code is xor 8 (`xor` 0x88 when shifting, else 0).
  */
 function transposeNibbles(rows: number, cols: number, src: Uint8Array, stride: number, xor: number): Uint8Array {
-  if (rows % 2 || cols % 2 || stride % 2) throw new Error(`packed 4-bit codes need an even shape, got [${rows}, ${cols}] with stride ${stride}`);
-  const out = new Uint8Array((rows * cols) >> 1), half = stride >> 1, rowBytes = cols >> 1;
+  if (rows % 2 || cols % 2 || stride % 2)
+    throw new Error(`packed 4-bit codes need an even shape, got [${rows}, ${cols}] with stride ${stride}`);
+  const out = new Uint8Array((rows * cols) >> 1),
+    half = stride >> 1,
+    rowBytes = cols >> 1;
   for (let c0 = 0; c0 < cols; c0 += TILE) {
     const c1 = Math.min(cols, c0 + TILE);
     for (let r = 0; r < rows; r += 2) {
       for (let c = c0, j = c0 * half + (r >> 1), o = r * rowBytes + (c0 >> 1); c < c1; c += 2, j += stride, o++) {
-        const a = src[j]!, b = src[j + half]!;
+        const a = src[j]!,
+          b = src[j + half]!;
         out[o] = ((a & 15) | (b << 4)) ^ xor;
         out[o + rowBytes] = ((a >> 4) | (b & 0xf0)) ^ xor;
       }
@@ -71,13 +75,25 @@ export function packQdq(q: QuantizedWeight, base: string, scaleType: DataType, p
   const s = new Float32Array(kBlocks * N);
   for (let n = 0; n < N; n++) for (let b = 0; b < kBlocks; b++) s[b * N + n] = q.scales[n * kBlocks + b]!;
   const out: QdqWeights = {
-    x: Tensor.fromBytes(`${base}_DQ_Q${q.bits}`, dtype, [K, N], packedB && q.bits === 4 ? transposeNibbles(K, N, packedB, Kp, shift ? 0x88 : 0) : packTransposed(dtype, K, N, packedB ?? q.codes, Kp, shift)),
+    x: Tensor.fromBytes(
+      `${base}_DQ_Q${q.bits}`,
+      dtype,
+      [K, N],
+      packedB && q.bits === 4
+        ? transposeNibbles(K, N, packedB, Kp, shift ? 0x88 : 0)
+        : packTransposed(dtype, K, N, packedB ?? q.codes, Kp, shift),
+    ),
     scale: floatTensor(`${base}_DQ_scales`, [kBlocks, N], s, scaleType),
     attrs: { axis: 0, block_size: blockSize },
   };
   if (!q.symmetric) {
     if (!q.zeroPoints) throw new Error(`asymmetric quantized weight '${base}' has no zero points`);
-    out.zeroPoint = Tensor.fromBytes(`${base}_DQ_zero_points`, dtype, [kBlocks, N], packTransposed(dtype, kBlocks, N, q.zeroPoints, kBlocks, 0));
+    out.zeroPoint = Tensor.fromBytes(
+      `${base}_DQ_zero_points`,
+      dtype,
+      [kBlocks, N],
+      packTransposed(dtype, kBlocks, N, q.zeroPoints, kBlocks, 0),
+    );
   }
   return out;
 }
@@ -85,10 +101,15 @@ export function packQdq(q: QuantizedWeight, base: string, scaleType: DataType, p
 function intValues(t: Tensor): Int16Array {
   const raw = t.bytes();
   switch (t.dtype) {
-    case DataType.INT4: case DataType.UINT4: return Int16Array.from(unpackInt4(raw, t.size, t.dtype === DataType.INT4));
-    case DataType.INT8: return Int16Array.from(new Int8Array(raw.buffer, raw.byteOffset, t.size));
-    case DataType.UINT8: return Int16Array.from(raw.subarray(0, t.size));
-    default: throw new Error(`not an integer weight type: ${dtypeName(t.dtype)}`);
+    case DataType.INT4:
+    case DataType.UINT4:
+      return Int16Array.from(unpackInt4(raw, t.size, t.dtype === DataType.INT4));
+    case DataType.INT8:
+      return Int16Array.from(new Int8Array(raw.buffer, raw.byteOffset, t.size));
+    case DataType.UINT8:
+      return Int16Array.from(raw.subarray(0, t.size));
+    default:
+      throw new Error(`not an integer weight type: ${dtypeName(t.dtype)}`);
   }
 }
 
@@ -98,15 +119,18 @@ function intValues(t: Tensor): Int16Array {
  * weight without a zero point gets explicit zero points of 0. A string says why it cannot.
  */
 export function readQdq(dq: Node): QuantizedWeight | string {
-  const X = dq.constInput(0), S = dq.constInput(1);
+  const X = dq.constInput(0),
+    S = dq.constInput(1);
   if (!X || !S) return 'weight or scale is not a constant';
-  const bits = X.dtype === DataType.INT4 || X.dtype === DataType.UINT4 ? 4 : X.dtype === DataType.INT8 || X.dtype === DataType.UINT8 ? 8 : 0;
+  const bits =
+    X.dtype === DataType.INT4 || X.dtype === DataType.UINT4 ? 4 : X.dtype === DataType.INT8 || X.dtype === DataType.UINT8 ? 8 : 0;
   if (!bits) return `weight type ${dtypeName(X.dtype)} is not int4/uint4/int8/uint8`;
   if (X.dims.length !== 2) return `weight has rank ${X.dims.length}, expected 2`;
   const [K, N] = X.dims as [number, number];
-  const axis = dq.attrInt('axis', 1), blockSize = dq.attrInt('block_size', 0);
+  const axis = dq.attrInt('axis', 1),
+    blockSize = dq.attrInt('block_size', 0);
   if ((axis !== 0 && axis !== -2) || blockSize <= 0) return `not blocked along K (axis=${axis}, block_size=${blockSize})`;
-  if (blockSize < 16 || (blockSize & (blockSize - 1))) return `block_size ${blockSize} is not a power of two >= 16`;
+  if (blockSize < 16 || blockSize & (blockSize - 1)) return `block_size ${blockSize} is not a power of two >= 16`;
   const kBlocks = Math.ceil(K / blockSize);
   if (S.dims.join() !== `${kBlocks},${N}`) return `scale shape [${S.dims}] is not [${kBlocks},${N}]`;
   const signed = X.dtype === DataType.INT4 || X.dtype === DataType.INT8;

@@ -23,7 +23,10 @@ port.on('message', (req: WorkerRequest) => {
       const r = runGptqStep(req.step);
       // Plans hold shared memory; codes and held-out errors go back as transfers.
       const out = 'codes' in r ? [r.codes, r.scales, ...(r.zeroPoints ? [r.zeroPoints] : [])] : Array.isArray(r) ? r : [];
-      port.postMessage({ id: req.id, q: r } satisfies WorkerReply, out.map((a) => a.buffer as ArrayBuffer));
+      port.postMessage(
+        { id: req.id, q: r } satisfies WorkerReply,
+        out.map((a) => a.buffer as ArrayBuffer),
+      );
       return;
     }
     const q = getMethod(req.method).quantize(req.w, req.K, req.N, req.params, req.calib);

@@ -29,11 +29,16 @@ export interface LayerReport {
  * relative error is sqrt(se / ss), and slices of one weight add up. */
 export function errorSums(w: Float32Array, q: QuantizedWeight): { se: number; ss: number } {
   const { K, N, blockSize, kBlocks, bits, codes, scales, zeroPoints } = q;
-  const Kp = kBlocks * blockSize, mid = 1 << (bits - 1);
-  let se = 0, ss = 0;
+  const Kp = kBlocks * blockSize,
+    mid = 1 << (bits - 1);
+  let se = 0,
+    ss = 0;
   // Tiles of 64 columns: W rows stay contiguous, the strided code reads stay within 64 pages, and a
   // block's scales and zero points are loaded once per tile.
-  const T = 64, sc = new Float64Array(T), zz = new Float64Array(T), cb = new Int32Array(T);
+  const T = 64,
+    sc = new Float64Array(T),
+    zz = new Float64Array(T),
+    cb = new Int32Array(T);
   for (let n0 = 0; n0 < N; n0 += T) {
     const w0 = Math.min(T, N - n0);
     for (let j = 0; j < w0; j++) cb[j] = (n0 + j) * Kp;
@@ -70,7 +75,11 @@ export interface ReportTotals {
 }
 
 export function totals(layers: readonly LayerReport[]): ReportTotals {
-  let weights = 0, before = 0, after = 0, maxE = 0, sumE = 0;
+  let weights = 0,
+    before = 0,
+    after = 0,
+    maxE = 0,
+    sumE = 0;
   for (const l of layers) {
     weights += l.shape[0] * l.shape[1];
     before += l.bytesBefore;
@@ -79,25 +88,42 @@ export function totals(layers: readonly LayerReport[]): ReportTotals {
     sumE += l.relError;
   }
   return {
-    layers: layers.length, weights, bytesBefore: before, bytesAfter: after,
-    bitsPerWeight: weights ? (after * 8) / weights : 0, maxRelError: maxE, meanRelError: layers.length ? sumE / layers.length : 0,
+    layers: layers.length,
+    weights,
+    bytesBefore: before,
+    bytesAfter: after,
+    bitsPerWeight: weights ? (after * 8) / weights : 0,
+    maxRelError: maxE,
+    meanRelError: layers.length ? sumE / layers.length : 0,
   };
 }
 
-const fmtBytes = (b: number) => (b >= 1 << 20 ? `${(b / (1 << 20)).toFixed(2)} MiB` : b >= 1024 ? `${(b / 1024).toFixed(1)} KiB` : `${b} B`);
+const fmtBytes = (b: number) =>
+  b >= 1 << 20 ? `${(b / (1 << 20)).toFixed(2)} MiB` : b >= 1024 ? `${(b / 1024).toFixed(1)} KiB` : `${b} B`;
 
 /** A plain-text table (the CLI prints it). */
 export function formatReport(layers: readonly LayerReport[]): string[] {
   const rows = layers.map((l) => [
-    l.weight, l.kind, `${l.shape[0]}x${l.shape[1]}`, `${l.bits}b/${l.block}${l.symmetric ? ' sym' : ' asym'}`, l.format,
-    l.relError.toExponential(2), fmtBytes(l.bytesBefore), fmtBytes(l.bytesAfter) + (l.sharedWith ? ` (shares ${l.sharedWith})` : ''),
+    l.weight,
+    l.kind,
+    `${l.shape[0]}x${l.shape[1]}`,
+    `${l.bits}b/${l.block}${l.symmetric ? ' sym' : ' asym'}`,
+    l.format,
+    l.relError.toExponential(2),
+    fmtBytes(l.bytesBefore),
+    fmtBytes(l.bytesAfter) + (l.sharedWith ? ` (shares ${l.sharedWith})` : ''),
   ]);
   const head = ['weight', 'kind', 'KxN', 'quant', 'format', 'rel err', 'before', 'after'];
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (r: string[]) => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => c.padEnd(w[i]!))
+      .join('  ')
+      .trimEnd();
   const t = totals(layers);
   return [
-    line(head), ...rows.map(line),
+    line(head),
+    ...rows.map(line),
     `${t.layers} layers, ${t.weights} weights: ${fmtBytes(t.bytesBefore)} -> ${fmtBytes(t.bytesAfter)} (${t.bitsPerWeight.toFixed(3)} bits/weight), rel err mean ${t.meanRelError.toExponential(2)} max ${t.maxRelError.toExponential(2)}`,
   ];
 }
@@ -114,7 +140,10 @@ export function remeasure(layers: LayerReport[], model: Model): void {
     let s = 0;
     for (const v of vals) {
       const t = v?.initializer;
-      if (t && !seen.has(t)) { seen.add(t); s += t.byteLength; }
+      if (t && !seen.has(t)) {
+        seen.add(t);
+        s += t.byteLength;
+      }
     }
     return s;
   };

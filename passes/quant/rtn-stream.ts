@@ -35,14 +35,24 @@ export interface RtnUnitJob {
 }
 
 /** Bytes of the stored tensor a unit covers (contiguous in both layouts). */
-export function unitRange(j: Pick<RtnUnitJob, 'storedNK' | 'K' | 'N' | 'n0' | 'n1' | 'b0' | 'b1' | 'blockSize'>): { start: number; length: number } {
+export function unitRange(j: Pick<RtnUnitJob, 'storedNK' | 'K' | 'N' | 'n0' | 'n1' | 'b0' | 'b1' | 'blockSize'>): {
+  start: number;
+  length: number;
+} {
   if (j.storedNK) return { start: j.n0 * j.K * 4, length: (j.n1 - j.n0) * j.K * 4 };
   return { start: j.b0 * j.blockSize * j.N * 4, length: (j.b1 - j.b0) * j.blockSize * j.N * 4 };
 }
 
 /** Units of at most about `unitBytes` of fp32 (at least one block row or four columns). */
-export function planUnits(storedNK: boolean, K: number, N: number, blockSize: number, unitBytes: number): { n0: number; n1: number; b0: number; b1: number }[] {
-  const kBlocks = K / blockSize, out = [];
+export function planUnits(
+  storedNK: boolean,
+  K: number,
+  N: number,
+  blockSize: number,
+  unitBytes: number,
+): { n0: number; n1: number; b0: number; b1: number }[] {
+  const kBlocks = K / blockSize,
+    out = [];
   if (storedNK) {
     const step = Math.max(4, Math.floor(unitBytes / (K * 4)) & ~3);
     for (let n0 = 0; n0 < N; n0 += step) out.push({ n0, n1: Math.min(N, n0 + step), b0: 0, b1: kBlocks });
@@ -56,7 +66,10 @@ export function planUnits(storedNK: boolean, K: number, N: number, blockSize: nu
 let scratch = new Uint8Array(0);
 
 function readUnit(j: RtnUnitJob, dst: Uint8Array): void {
-  if (j.bytes) { dst.set(j.bytes); return; }
+  if (j.bytes) {
+    dst.set(j.bytes);
+    return;
+  }
   const fd = fs.openSync(j.file!, 'r');
   try {
     readInto(fd, dst, j.offset);
@@ -67,7 +80,10 @@ function readUnit(j: RtnUnitJob, dst: Uint8Array): void {
 
 /** Quantize one unit on thread `thread` (K a multiple of the block, the unit's width of 4). */
 export function runRtnUnit(j: RtnUnitJob, k: BoundKernel, thread: number): { se: number; ss: number } {
-  const blocks = j.b1 - j.b0, ns = j.n1 - j.n0, rows = blocks * j.blockSize, window = j.windows + thread * j.windowStride;
+  const blocks = j.b1 - j.b0,
+    ns = j.n1 - j.n0,
+    rows = blocks * j.blockSize,
+    window = j.windows + thread * j.windowStride;
   const dst = new Uint8Array(k.memory.buffer, window, rows * ns * 4);
   if (!j.storedNK) readUnit(j, dst);
   else {
@@ -75,7 +91,8 @@ export function runRtnUnit(j: RtnUnitJob, k: BoundKernel, thread: number): { se:
     if (scratch.length < dst.length) scratch = new Uint8Array(dst.length);
     const raw = scratch.subarray(0, dst.length);
     readUnit(j, raw);
-    const src = new Float32Array(raw.buffer, 0, ns * rows), out = new Float32Array(dst.buffer, dst.byteOffset, ns * rows);
+    const src = new Float32Array(raw.buffer, 0, ns * rows),
+      out = new Float32Array(dst.buffer, dst.byteOffset, ns * rows);
     for (let k0 = 0; k0 < rows; k0 += 64) {
       const k1 = Math.min(rows, k0 + 64);
       for (let n = 0; n < ns; n++) for (let kk = k0, i = n * rows + k0; kk < k1; kk++, i++) out[kk * ns + n] = src[i]!;

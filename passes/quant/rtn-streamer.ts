@@ -17,7 +17,10 @@ export interface StreamSettings {
   bitsOf(c: Candidate): 4 | 8;
 }
 
-interface Region { start: number; end: number }
+interface Region {
+  start: number;
+  end: number;
+}
 
 const align = (x: number) => (x + 15) & ~15;
 const MAX_BYTES = SHARED_MAX_PAGES * 65536;
@@ -30,15 +33,24 @@ export class RtnStreamer {
   private readonly unitBytes: number;
 
   /** `cands`: every weight of the run (the windows fit the largest first unit of any). */
-  constructor(cands: readonly Candidate[], private readonly s: StreamSettings, private readonly pool: QuantPool | null) {
+  constructor(
+    cands: readonly Candidate[],
+    private readonly s: StreamSettings,
+    private readonly pool: QuantPool | null,
+  ) {
     this.unitBytes = s.maxSliceMb * 2 ** 20;
     this.windowStride = align(Math.max(0, ...cands.filter((c) => this.shapeStreams(c)).map((c) => this.firstUnitBytes(c))) + 32);
   }
 
   /** An fp32 weight the kernel takes whole (blocks divide K, N % 4) with room for its outputs. */
   fits(c: Candidate): boolean {
-    return c.w.tensor.dtype === DataType.FLOAT && c.w.tensor.data.kind !== 'typed' && this.shapeStreams(c)
-      && this.windowsEnd() + this.outBytes(c) <= MAX_BYTES && simdAvailable();
+    return (
+      c.w.tensor.dtype === DataType.FLOAT &&
+      c.w.tensor.data.kind !== 'typed' &&
+      this.shapeStreams(c) &&
+      this.windowsEnd() + this.outBytes(c) <= MAX_BYTES &&
+      simdAvailable()
+    );
   }
 
   async quantize(c: Candidate): Promise<Quantized> {
@@ -68,7 +80,13 @@ export class RtnStreamer {
 
   private firstUnitBytes(c: Candidate): number {
     const { block } = this.s;
-    return unitRange({ ...planUnits(c.storedNK, c.K, c.N, block, this.unitBytes)[0]!, storedNK: c.storedNK, K: c.K, N: c.N, blockSize: block }).length;
+    return unitRange({
+      ...planUnits(c.storedNK, c.K, c.N, block, this.unitBytes)[0]!,
+      storedNK: c.storedNK,
+      K: c.K,
+      N: c.N,
+      blockSize: block,
+    }).length;
   }
 
   private outBytes(c: Candidate): number {
@@ -92,23 +110,58 @@ export class RtnStreamer {
 
   private async streamOne(c: Candidate, at: number): Promise<Quantized> {
     const { block, sym } = this.s;
-    const { K, N } = c, b = this.s.bitsOf(c), kBlocks = K / block, blob = (block * b) / 8, cells = N * kBlocks;
-    const t = c.w.tensor, d = t.data;
+    const { K, N } = c,
+      b = this.s.bitsOf(c),
+      kBlocks = K / block,
+      blob = (block * b) / 8,
+      cells = N * kBlocks;
+    const t = c.w.tensor,
+      d = t.data;
     const target = { codes: at, scales: at + align(cells * blob), zeroPoints: at + align(cells * blob) + align(cells * 4), kBlocks };
     const raw = d.kind === 'external' ? null : t.bytes();
-    const base = { storedNK: c.storedNK, K, N, bits: b, blockSize: block, symmetric: sym, alpha: c.kind === 'gemm' ? c.node.attrFloat('alpha', 1) : 1, target, windows: 0, windowStride: this.windowStride };
+    const base = {
+      storedNK: c.storedNK,
+      K,
+      N,
+      bits: b,
+      blockSize: block,
+      symmetric: sym,
+      alpha: c.kind === 'gemm' ? c.node.attrFloat('alpha', 1) : 1,
+      target,
+      windows: 0,
+      windowStride: this.windowStride,
+    };
     const jobs: RtnUnitJob[] = planUnits(c.storedNK, K, N, block, this.unitBytes).map((u) => {
       const { start, length } = unitRange({ ...base, ...u });
-      return { ...base, ...u, ...(d.kind === 'external' ? { file: d.ref.file, offset: d.ref.offset + start } : { offset: 0, bytes: raw!.subarray(start, start + length) }) };
+      return {
+        ...base,
+        ...u,
+        ...(d.kind === 'external'
+          ? { file: d.ref.file, offset: d.ref.offset + start }
+          : { offset: 0, bytes: raw!.subarray(start, start + length) }),
+      };
     });
     const pool = this.pool;
-    const sums = pool ? await Promise.all(jobs.map((j) => pool.rtnUnit(j))) : jobs.map((j) => runRtnUnit(j, (this.kernel ??= bindKernel(this.memory())), 0));
-    let se = 0, ss = 0;
-    for (const e of sums) { se += e.se; ss += e.ss; }
+    const sums = pool
+      ? await Promise.all(jobs.map((j) => pool.rtnUnit(j)))
+      : jobs.map((j) => runRtnUnit(j, (this.kernel ??= bindKernel(this.memory())), 0));
+    let se = 0,
+      ss = 0;
+    for (const e of sums) {
+      se += e.se;
+      ss += e.ss;
+    }
     const buf = this.memory().buffer;
     const q: QuantizedWeight = {
-      K, N, bits: b, blockSize: block, kBlocks, symmetric: sym, codes: new Uint8Array(0),
-      scales: new Float32Array(buf, target.scales, cells).slice(), zeroPoints: sym ? undefined : new Uint8Array(buf, target.zeroPoints, cells).slice(),
+      K,
+      N,
+      bits: b,
+      blockSize: block,
+      kBlocks,
+      symmetric: sym,
+      codes: new Uint8Array(0),
+      scales: new Float32Array(buf, target.scales, cells).slice(),
+      zeroPoints: sym ? undefined : new Uint8Array(buf, target.zeroPoints, cells).slice(),
     };
     return { q, packed: new Uint8Array(buf, target.codes, cells * blob).slice(), relError: ss === 0 ? Math.sqrt(se) : Math.sqrt(se / ss) };
   }

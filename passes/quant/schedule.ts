@@ -44,9 +44,17 @@ export async function quantizeAll(todo: readonly Candidate[], d: ScheduleDeps): 
     }
   };
   for (const c of todo) {
-    if (c.kind === 'gather' && c.K % s.block !== 0) { d.skip(`${c.node.name || 'Gather'}: embedding width ${c.K} is not a multiple of block ${s.block} (GatherBlockQuantized needs whole blocks)`); continue; }
+    if (c.kind === 'gather' && c.K % s.block !== 0) {
+      d.skip(
+        `${c.node.name || 'Gather'}: embedding width ${c.K} is not a multiple of block ${s.block} (GatherBlockQuantized needs whole blocks)`,
+      );
+      continue;
+    }
     const actIn = c.kind === 'gather' ? c.w.value : c.node.input(0);
-    if (floatTypeOf(actIn, DataType.FLOAT) === DataType.BFLOAT16) { d.skip(`${c.node.name}: bfloat16 activations are not handled`); continue; }
+    if (floatTypeOf(actIn, DataType.FLOAT) === DataType.BFLOAT16) {
+      d.skip(`${c.node.name}: bfloat16 activations are not handled`);
+      continue;
+    }
     const key = weightKey(c, s);
     let q = jobs.get(key);
     const first = !q;
@@ -77,16 +85,32 @@ async function quantizeWeight(c: Candidate, m: QuantMethod, calib: CalibrationDa
   const { K, N } = c;
   const p = { bits: s.bitsOf(c), blockSize: s.block, symmetric: s.sym };
   const weight: WeightSlices = { K, N, eachSlice: (f) => eachSlice(c, s.maxSliceMb, f) };
-  const quantizeSlice: SliceQuantizer = m.prepare ? await m.prepare(weight, p, calib, exec) : (w, k, ns) => exec.quantize(m, w, k, ns, p, calib);
+  const quantizeSlice: SliceQuantizer = m.prepare
+    ? await m.prepare(weight, p, calib, exec)
+    : (w, k, ns) => exec.quantize(m, w, k, ns, p, calib);
   let full: QuantizedWeight | null = null;
-  let se = 0, ss = 0;
+  let se = 0,
+    ss = 0;
   await weight.eachSlice(async (w, n0, ns) => {
     const q = await quantizeSlice(w, K, ns);
     const e = errorSums(w, q);
     se += e.se;
     ss += e.ss;
-    if (ns === N) { full = q; return; }
-    full ??= { K, N, bits: q.bits, blockSize: q.blockSize, kBlocks: q.kBlocks, symmetric: q.symmetric, codes: new Uint8Array(N * q.kBlocks * q.blockSize), scales: new Float32Array(N * q.kBlocks), zeroPoints: q.zeroPoints ? new Uint8Array(N * q.kBlocks) : undefined };
+    if (ns === N) {
+      full = q;
+      return;
+    }
+    full ??= {
+      K,
+      N,
+      bits: q.bits,
+      blockSize: q.blockSize,
+      kBlocks: q.kBlocks,
+      symmetric: q.symmetric,
+      codes: new Uint8Array(N * q.kBlocks * q.blockSize),
+      scales: new Float32Array(N * q.kBlocks),
+      zeroPoints: q.zeroPoints ? new Uint8Array(N * q.kBlocks) : undefined,
+    };
     full.codes.set(q.codes, n0 * q.kBlocks * q.blockSize);
     full.scales.set(q.scales, n0 * q.kBlocks);
     if (q.zeroPoints) full.zeroPoints!.set(q.zeroPoints, n0 * q.kBlocks);

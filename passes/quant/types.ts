@@ -78,7 +78,14 @@ export interface WeightSlices {
 /** Where a method's work runs: the pass's worker pool, or the calling thread. */
 export interface QuantExec {
   /** A method's `quantize` on one slice. */
-  quantize(m: QuantMethod, w: Float32Array, K: number, N: number, p: QuantParams, calib: CalibrationData | undefined): Promise<QuantizedWeight>;
+  quantize(
+    m: QuantMethod,
+    w: Float32Array,
+    K: number,
+    N: number,
+    p: QuantParams,
+    calib: CalibrationData | undefined,
+  ): Promise<QuantizedWeight>;
   /** One GPTQ step (methods/gptq.ts). */
   gptq<T extends GptqStepResult>(s: GptqStep): Promise<T>;
 }

@@ -29,13 +29,21 @@ export interface PoolOptions {
 }
 
 /** @internal message shapes shared with quant-worker.ts */
-export type WorkerRequest = (QuantJob & { id: number; kind?: undefined }) | (RtnUnitJob & { id: number; kind: 'rtn-unit'; memory?: WebAssembly.Memory })
+export type WorkerRequest =
+  | (QuantJob & { id: number; kind?: undefined })
+  | (RtnUnitJob & { id: number; kind: 'rtn-unit'; memory?: WebAssembly.Memory })
   | { id: number; kind: 'gptq'; step: GptqStep };
-export type WorkerReply = { id: number; q: QuantizedWeight | ErrorSums | GptqStepResult; error?: undefined } | { id: number; error: string; q?: undefined };
+export type WorkerReply =
+  { id: number; q: QuantizedWeight | ErrorSums | GptqStepResult; error?: undefined } | { id: number; error: string; q?: undefined };
 /** @internal workerData of quant-worker.ts */
-export interface WorkerInit { thread: number }
+export interface WorkerInit {
+  thread: number;
+}
 
-export interface ErrorSums { se: number; ss: number }
+export interface ErrorSums {
+  se: number;
+  ss: number;
+}
 
 export interface QuantPool {
   readonly threads: number;
@@ -61,10 +69,16 @@ async function workerScript(): Promise<{ script: URL | string; eval: boolean }> 
   // Only reached from TypeScript sources, i.e. under vitest/vite, which ships esbuild. The bundle is
   // CommonJS so the worker can take it as `eval` code: no file to write or clean up.
   bundled ??= (import('esbuild' as string) as Promise<{ build(o: object): Promise<{ outputFiles: { text: string }[] }> }>)
-    .then((esbuild) => esbuild.build({
-      entryPoints: [fileURLToPath(new URL('./quant-worker.ts', import.meta.url))],
-      bundle: true, platform: 'node', format: 'cjs', write: false, logLevel: 'silent',
-    }))
+    .then((esbuild) =>
+      esbuild.build({
+        entryPoints: [fileURLToPath(new URL('./quant-worker.ts', import.meta.url))],
+        bundle: true,
+        platform: 'node',
+        format: 'cjs',
+        write: false,
+        logLevel: 'silent',
+      }),
+    )
     .then((r) => r.outputFiles[0]!.text);
   return { script: await bundled, eval: true };
 }
@@ -99,7 +113,10 @@ async function workerPool(threads: number): Promise<QuantPool> {
   const { script, eval: isCode } = await workerScript();
   let memory: WebAssembly.Memory | undefined;
   const shared = () => (memory ??= new WebAssembly.Memory({ initial: 1, maximum: SHARED_MAX_PAGES, shared: true }));
-  const workers = Array.from({ length: threads }, (_, thread) => new Worker(script, { eval: isCode, workerData: { thread } satisfies WorkerInit }));
+  const workers = Array.from(
+    { length: threads },
+    (_, thread) => new Worker(script, { eval: isCode, workerData: { thread } satisfies WorkerInit }),
+  );
   // Workers get the shared memory with their first streamed unit.
   const hasMemory = new Set<Worker>();
   const idle: Worker[] = [...workers];
@@ -111,11 +128,24 @@ async function workerPool(threads: number): Promise<QuantPool> {
 
   const pump = (): void => {
     while (idle.length && queue.length) {
-      const w = idle.shift()!, task = queue.shift()!;
+      const w = idle.shift()!,
+        task = queue.shift()!;
       pending.set(w, task);
       const r = task.req;
-      if (r.kind === 'rtn-unit' && !hasMemory.has(w)) { hasMemory.add(w); r.memory = shared(); }
-      const transfer = r.kind === undefined ? [r.w.buffer] : r.kind === 'rtn-unit' ? (r.bytes ? [r.bytes.buffer] : []) : 'w' in r.step ? [r.step.w.buffer] : [];
+      if (r.kind === 'rtn-unit' && !hasMemory.has(w)) {
+        hasMemory.add(w);
+        r.memory = shared();
+      }
+      const transfer =
+        r.kind === undefined
+          ? [r.w.buffer]
+          : r.kind === 'rtn-unit'
+            ? r.bytes
+              ? [r.bytes.buffer]
+              : []
+            : 'w' in r.step
+              ? [r.step.w.buffer]
+              : [];
       w.postMessage(r, transfer as ArrayBuffer[]);
     }
   };
@@ -124,7 +154,12 @@ async function workerPool(threads: number): Promise<QuantPool> {
       const task = pending.get(w)!;
       pending.delete(w);
       idle.push(w);
-      if (r.error !== undefined) task.reject(new Error(`quantizing with '${task.req.kind === 'rtn-unit' ? 'rtn' : task.req.kind === 'gptq' ? 'gptq' : task.req.method}': ${r.error}`));
+      if (r.error !== undefined)
+        task.reject(
+          new Error(
+            `quantizing with '${task.req.kind === 'rtn-unit' ? 'rtn' : task.req.kind === 'gptq' ? 'gptq' : task.req.method}': ${r.error}`,
+          ),
+        );
       else task.resolve(r.q as never);
       pump();
     });
@@ -175,7 +210,8 @@ async function workerPool(threads: number): Promise<QuantPool> {
 /** Methods' work on the pool's workers, or on the calling thread without a pool. */
 export function quantExec(pool: QuantPool | null): QuantExec {
   return {
-    quantize: async (m, w, K, N, p, calib) => (pool ? pool.quantize({ method: m.name, w: w.slice(), K, N, params: p, calib }) : m.quantize(w, K, N, p, calib)),
+    quantize: async (m, w, K, N, p, calib) =>
+      pool ? pool.quantize({ method: m.name, w: w.slice(), K, N, params: p, calib }) : m.quantize(w, K, N, p, calib),
     gptq: async <T extends GptqStepResult>(step: GptqStep) => (pool ? pool.gptq(step) : runGptqStep(step)) as T,
   };
 }

@@ -14,12 +14,20 @@ export function known(d: Dim | undefined): d is number {
 function terms(d: number | string): Map<string, number> {
   const out = new Map<string, number>();
   const put = (t: string, k: number) => out.set(t, (out.get(t) ?? 0) + k);
-  if (typeof d === 'number') { put('', d); return out; }
-  let depth = 0, start = d.startsWith('-') ? 1 : 0, sign = d.startsWith('-') ? -1 : 1;
+  if (typeof d === 'number') {
+    put('', d);
+    return out;
+  }
+  let depth = 0,
+    start = d.startsWith('-') ? 1 : 0,
+    sign = d.startsWith('-') ? -1 : 1;
   const flush = (end: number) => {
     const raw = d.slice(start, end).trim();
     if (!raw) return;
-    if (/^\d+$/.test(raw)) { put('', sign * Number(raw)); return; }
+    if (/^\d+$/.test(raw)) {
+      put('', sign * Number(raw));
+      return;
+    }
     const m = /^(\d+)\*(.+)$/.exec(raw);
     // 2*x/3 is floor(2x/3), not 2*floor(x/3): only a bare product splits off its coefficient.
     if (m && !/[*/]/.test(m[2]!.replace(/\([^()]*\)/g, ''))) put(m[2]!, sign * Number(m[1]));
@@ -132,7 +140,8 @@ function factors(dims: Dim[]): { n: number; syms: string[] } | null {
 
 /** total(dims) / product(others), exact when the symbols cancel. */
 export function quotient(dims: Dim[], others: Dim[]): Dim {
-  const a = factors(dims), b = factors(others);
+  const a = factors(dims),
+    b = factors(others);
   if (!a || !b || b.n === 0 || a.n % b.n !== 0) return null;
   const left = [...a.syms];
   for (const s of b.syms) {

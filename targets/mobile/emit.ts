@@ -11,7 +11,11 @@ export function mobileFileName(sm: SubModel, v: Variant): string {
 export async function mobileFinalize(model: Model): Promise<Record<string, number>> {
   let n = 0;
   for (const g of model.graph.allGraphs()) {
-    for (const node of g.nodes) if (node.opType === 'MatMulNBits') { node.setAttr({ name: 'accuracy_level', type: 2, value: 4 }); n++; }
+    for (const node of g.nodes)
+      if (node.opType === 'MatMulNBits') {
+        node.setAttr({ name: 'accuracy_level', type: 2, value: 4 });
+        n++;
+      }
   }
   return { accuracyLevel4: n };
 }
@@ -40,6 +44,11 @@ export function mobileSessionOptions(_model: Model, sm: SubModel, externalData: 
   const vision = sm.plan.format !== 'matmulnbits';
   // XNNPACK takes fp32 MatMul/Conv; then it owns the threads and ORT's pool stays at 1.
   return vision
-    ? { executionProviders: [{ name: 'xnnpack', intra_op_num_threads: threads }, 'cpu'], intraOpNumThreads: 1, externalData, sessionConfig: noSpin }
+    ? {
+        executionProviders: [{ name: 'xnnpack', intra_op_num_threads: threads }, 'cpu'],
+        intraOpNumThreads: 1,
+        externalData,
+        sessionConfig: noSpin,
+      }
     : { executionProviders: ['cpu'], intraOpNumThreads: threads, externalData, sessionConfig: noSpin };
 }

@@ -22,7 +22,15 @@ export async function npuFinalize(model: Model, sm: SubModel): Promise<Record<st
   // --quant none: a float graph (the HTP runs it in fp16 with enable_htp_fp16_precision).
   if (sm.plan.format === 'none') return {};
   const s = await quantizeForHtp(model, await htpCalibrationSets(model, sm), sm.progress, sm.opts.calibrationMethod);
-  return { int8Weights: s.int8Weights, int32Biases: s.int32Biases, uint16Constants: s.uint16Constants, uint16Activations: s.activations, sharedEncodings: s.sharedEncodings, fixedEncodings: s.fixedEncodings, activationsLeftFloat: s.leftFloat };
+  return {
+    int8Weights: s.int8Weights,
+    int32Biases: s.int32Biases,
+    uint16Constants: s.uint16Constants,
+    uint16Activations: s.activations,
+    sharedEncodings: s.sharedEncodings,
+    fixedEncodings: s.fixedEncodings,
+    activationsLeftFloat: s.leftFloat,
+  };
 }
 
 /** Calibration sets for the graph as exported (position ids come from the mask, as the runtime will
@@ -43,12 +51,25 @@ async function htpCalibrationSets(model: Model, sm: SubModel): Promise<Record<st
   const tok = g.inputs.find((v) => /input_ids|inputs_embeds/.test(v.name));
   if (!pos || !mask || !tok) return withScenes(model, sm, calibrationSets(model, sm, 4));
   // Sets are made (or read) for the exported inputs, then given the ids the runtime would compute.
-  const sets = calibrationSets(model, sm, 4, ['position_ids']).map((s) => ({ ...s, position_ids: positionIdsFromMask(s[mask.name]!, s[tok.name]!.dims[1]!, pos.dtype) }));
+  const sets = calibrationSets(model, sm, 4, ['position_ids']).map((s) => ({
+    ...s,
+    position_ids: positionIdsFromMask(s[mask.name]!, s[tok.name]!.dims[1]!, pos.dtype),
+  }));
   // Rotary angles grow with the position: one more set at the last positions of the static context,
   // so that the ranges cover every position the artifact will see.
-  const first = sets[0]!, ids = first.position_ids!.toNumbers();
+  const first = sets[0]!,
+    ids = first.position_ids!.toNumbers();
   const shift = sm.opts.context - 1 - Math.max(...ids);
-  if (shift > 0) sets.push({ ...first, position_ids: Tensor.fromNumbers('position_ids', pos.dtype ?? DataType.INT64, [...first.position_ids!.dims], Array.from(ids, (x) => x + shift)) });
+  if (shift > 0)
+    sets.push({
+      ...first,
+      position_ids: Tensor.fromNumbers(
+        'position_ids',
+        pos.dtype ?? DataType.INT64,
+        [...first.position_ids!.dims],
+        Array.from(ids, (x) => x + shift),
+      ),
+    });
   return sets;
 }
 
@@ -70,24 +91,32 @@ function withScenes(model: Model, sm: SubModel, sets: Record<string, Tensor>[]):
   const n = { mean: norm.mean as Normalize['mean'], std: norm.std as Normalize['std'] };
   // Each scene set keeps a noise set's other inputs, and its batch.
   const scenes = Array.from({ length: SCENES }, (_, i) => {
-    const base = sets[i % sets.length]!, b = base[img.name]!.dims[0]!;
+    const base = sets[i % sets.length]!,
+      b = base[img.name]!.dims[0]!;
     const px = new Float32Array(b * 3 * h * w);
     for (let k = 0; k < b; k++) px.set(toPixelValues(syntheticScene(w, h, rand), n), k * 3 * h * w);
     return { ...base, [img.name]: Tensor.fromFloat32(img.name, [b, 3, h, w], px) };
   });
   const all = [...sets, ...scenes];
-  sm.calibrationUsed = { ...used, count: all.length, from: [...used.from, `${SCENES} synthetic scenes (seeded shapes on gradients, ${norm.name})`], shapes: shapesOf(all) };
+  sm.calibrationUsed = {
+    ...used,
+    count: all.length,
+    from: [...used.from, `${SCENES} synthetic scenes (seeded shapes on gradients, ${norm.name})`],
+    shapes: shapesOf(all),
+  };
   return all;
 }
 
 export function npuVariants(model: Model, sm: SubModel): Variant[] {
-  const seqLike = model.graph.inputs.some((v) => (v.type?.shape ?? []).some((d) => typeof d === 'string' && /^(seq|seq_len|sequence|sequence_length)$/i.test(d)));
+  const seqLike = model.graph.inputs.some((v) =>
+    (v.type?.shape ?? []).some((d) => typeof d === 'string' && /^(seq|seq_len|sequence|sequence_length)$/i.test(d)),
+  );
   // Prefill chunks and 1-token decode steps only make sense with a KV cache to carry state.
   const kv = model.graph.inputs.some((v) => /past|cache/i.test(v.name));
   if (sm.role === 'decoder' && seqLike && !kv) {
     return [{ suffix: `seq${sm.opts.context}`, dims: resolveDims(model, dimContext(sm, sm.opts.context)).dims }];
   }
-  if ((sm.role === 'decoder' && kv || sm.role === 'embeddings') && seqLike) {
+  if (((sm.role === 'decoder' && kv) || sm.role === 'embeddings') && seqLike) {
     const chunk = sm.opts.prefillChunk;
     return [
       { suffix: `prefill${chunk}`, dims: resolveDims(model, dimContext(sm, chunk)).dims },
@@ -131,10 +160,17 @@ export function npuSessionOptions(_model: Model, sm: SubModel, externalData: str
 
 /** Static decoder variants are verified on what `edgec run` feeds them: held-out prompts (another
  * seed than calibration's) through the source over the same KV window. */
-export async function npuVerificationSets(sm: SubModel, _v: Variant, candidate: Model): Promise<(InputSets & { select?: OutputSelect }) | undefined> {
+export async function npuVerificationSets(
+  sm: SubModel,
+  _v: Variant,
+  candidate: Model,
+): Promise<(InputSets & { select?: OutputSelect }) | undefined> {
   if (sm.plan.format === 'none' || sm.role !== 'decoder' || sm.opts.inputs?.length) return undefined;
   let w = heldOut.get(sm);
-  if (!w) { w = windowFeeds(loadModel(sm.source), sm, sm.opts.seed + 7919); heldOut.set(sm, w); }
+  if (!w) {
+    w = windowFeeds(loadModel(sm.source), sm, sm.opts.seed + 7919);
+    heldOut.set(sm, w);
+  }
   const got = await w;
   return got && feedsFor(got, candidate);
 }

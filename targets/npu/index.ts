@@ -27,7 +27,9 @@ export const npu: Target = {
   plan,
   pipeline: (sm) => targetPipeline('npu', sm),
   finalize: npuFinalize,
-  finalizeVariant: (m, sm) => { if (sm.plan.format !== 'none') quantizeFoldedConstants(m); },
+  finalizeVariant: (m, sm) => {
+    if (sm.plan.format !== 'none') quantizeFoldedConstants(m);
+  },
   variants: npuVariants,
   verificationSets: npuVerificationSets,
   fileName: npuFileName,

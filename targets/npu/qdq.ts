@@ -20,7 +20,10 @@ import { RangeCollector, type RangeMethod } from '../../runtime/calibrate.js';
 export const MAX_ACTIVATION_RANGE = 1e4;
 const Q_MAX = 65535;
 
-interface QParams { scale: number; zeroPoint: number }
+interface QParams {
+  scale: number;
+  zeroPoint: number;
+}
 
 const isQdq = (n: Node | null | undefined) => !!n && (n.opType === 'DequantizeLinear' || n.opType === 'QuantizeLinear');
 const isFloatValue = (v: Value) => v.dtype !== undefined && isFloat(v.dtype);
@@ -33,12 +36,33 @@ const FIXED: Record<string, QParams> = {
 };
 
 /** Ops whose output values are a subset of their input's: the output reuses the input encoding. */
-const SHARED = new Set(['Reshape', 'Transpose', 'Squeeze', 'Unsqueeze', 'Flatten', 'Slice', 'Gather', 'Split', 'MaxPool',
-  'GlobalMaxPool', 'Resize', 'DepthToSpace', 'SpaceToDepth', 'Expand', 'Tile', 'Identity']);
+const SHARED = new Set([
+  'Reshape',
+  'Transpose',
+  'Squeeze',
+  'Unsqueeze',
+  'Flatten',
+  'Slice',
+  'Gather',
+  'Split',
+  'MaxPool',
+  'GlobalMaxPool',
+  'Resize',
+  'DepthToSpace',
+  'SpaceToDepth',
+  'Expand',
+  'Tile',
+  'Identity',
+]);
 
 /** Float inputs that configure an op rather than carry data: never quantized. */
 const PARAM_SLOTS: Record<string, number[]> = {
-  Resize: [1, 2], Clip: [1, 2], Pad: [2], Range: [0, 1, 2], ConstantOfShape: [0], GridSample: [1],
+  Resize: [1, 2],
+  Clip: [1, 2],
+  Pad: [2],
+  Range: [0, 1, 2],
+  ConstantOfShape: [0],
+  GridSample: [1],
 };
 
 function paramsFromRange(lo: number, hi: number): QParams | null {
@@ -77,14 +101,22 @@ function dataNodes(g: Graph): Set<Node> {
 
 /** Range of every value over the calibration input sets, measured by onnxruntime-node: min/max, or
  * clipped by the percentile or entropy method (--calibration-method). */
-export async function calibrationRanges(model: Model, values: Value[], sets: Record<string, Tensor>[], progress?: Progress, method: RangeMethod = 'minmax'): Promise<Map<string, [number, number]>> {
+export async function calibrationRanges(
+  model: Model,
+  values: Value[],
+  sets: Record<string, Tensor>[],
+  progress?: Progress,
+  method: RangeMethod = 'minmax',
+): Promise<Map<string, [number, number]>> {
   const g = model.graph;
   const extra = values.filter((v) => !v.isGraphOutput && !v.isGraphInput);
   const savedOutputs = [...g.outputs];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-calib-'));
   // The grid is uint16: the entropy method models it (no clip gains anything there).
   const collector = new RangeCollector(method, undefined, 16);
-  const add = (k: string, t: Tensor) => { if (isFloat(t.dtype)) collector.add(k, t.toFloat32()); };
+  const add = (k: string, t: Tensor) => {
+    if (isFloat(t.dtype)) collector.add(k, t.toFloat32());
+  };
   try {
     g.setOutputs([...savedOutputs, ...extra]);
     const file = path.join(dir, 'calib.onnx');
@@ -94,7 +126,11 @@ export async function calibrationRanges(model: Model, values: Value[], sets: Rec
       progress?.('calibration', i, sets.length);
       for (const [k, t] of Object.entries(feeds)) add(k, t);
       let res: Record<string, Tensor>;
-      try { res = await runModel(file, feeds); } catch (e) { throw await calibrationFailure(model, feeds, e); }
+      try {
+        res = await runModel(file, feeds);
+      } catch (e) {
+        throw await calibrationFailure(model, feeds, e);
+      }
       for (const [k, t] of Object.entries(res)) add(k, t);
     }
   } finally {
@@ -112,7 +148,8 @@ function tieCache(g: Graph, ranges: Map<string, [number, number]>): Map<string, 
   for (const v of g.inputs) {
     const out = v.name.replace(/^past_key_values\./, 'present.').replace(/^past\./, 'present.');
     if (out === v.name || !g.outputs.some((o) => o.name === out)) continue;
-    const a = ranges.get(v.name), b = ranges.get(out);
+    const a = ranges.get(v.name),
+      b = ranges.get(out);
     if (!a && !b) continue;
     const u: [number, number] = [Math.min(a?.[0] ?? 0, b?.[0] ?? 0), Math.max(a?.[1] ?? 0, b?.[1] ?? 0)];
     ranges.set(v.name, u);
@@ -145,7 +182,9 @@ async function calibrationFailure(model: Model, feeds: Record<string, Tensor>, e
   try {
     await runModel(src, feeds);
   } catch (srcErr) {
-    const msg = String((srcErr as Error)?.message ?? srcErr).split('\n')[0]!.replace(/^.*?failed:/, '');
+    const msg = String((srcErr as Error)?.message ?? srcErr)
+      .split('\n')[0]!
+      .replace(/^.*?failed:/, '');
     return new InputError(`onnxruntime cannot run the model to calibrate it: ${msg}`, src);
   }
   return e as Error;
@@ -179,9 +218,13 @@ function activationParams(g: Graph, acts: Value[], ranges: Map<string, [number, 
       if (!o || !wanted.has(o)) continue;
       const fixed = n.domain === '' ? FIXED[n.opType] : undefined;
       const inP = n.input(0) ? params.get(n.input(0)!) : undefined;
-      if (fixed) { params.set(o, fixed); stats.fixedEncodings++; }
-      else if (n.domain === '' && SHARED.has(n.opType) && inP) { params.set(o, inP); stats.sharedEncodings++; }
-      else params.set(o, fromRange(o));
+      if (fixed) {
+        params.set(o, fixed);
+        stats.fixedEncodings++;
+      } else if (n.domain === '' && SHARED.has(n.opType) && inP) {
+        params.set(o, inP);
+        stats.sharedEncodings++;
+      } else params.set(o, fromRange(o));
     }
   }
   return params;
@@ -217,15 +260,35 @@ function slotKind(n: Node, i: number, t: Tensor): SlotKind {
     return { kind: 'weight', axis: op === 'Conv' ? 0 : n.attrInt('group', 1) === 1 ? 1 : -1 };
   }
   if ((op === 'Conv' || op === 'ConvTranspose') && i === 2 && t.dims.length === 1) return { kind: 'bias', weightSlot: 1 };
-  if (op === 'Gemm' && i === 1 && t.dims.length === 2 && n.attrInt('transA', 0) === 0) return { kind: 'weight', axis: n.attrInt('transB', 0) ? 0 : 1 };
-  if (op === 'Gemm' && i === 2 && t.dims.length <= 1 && n.attrFloat('beta', 1) === 1 && n.attrInt('transA', 0) === 0) return { kind: 'bias', weightSlot: 1 };
+  if (op === 'Gemm' && i === 1 && t.dims.length === 2 && n.attrInt('transA', 0) === 0)
+    return { kind: 'weight', axis: n.attrInt('transB', 0) ? 0 : 1 };
+  if (op === 'Gemm' && i === 2 && t.dims.length <= 1 && n.attrFloat('beta', 1) === 1 && n.attrInt('transA', 0) === 0)
+    return { kind: 'bias', weightSlot: 1 };
   if (op === 'MatMul' && i === 1 && t.dims.length === 2) return { kind: 'weight', axis: 1 };
   return { kind: 'data' };
 }
 
-function dq(g: Graph, before: Node, name: string, q: Tensor, scale: Tensor, zp: Tensor | null, axis: number | undefined, dims: number[]): Value {
+function dq(
+  g: Graph,
+  before: Node,
+  name: string,
+  q: Tensor,
+  scale: Tensor,
+  zp: Tensor | null,
+  axis: number | undefined,
+  dims: number[],
+): Value {
   const inputs = [g.addInitializer(q), g.addInitializer(scale), zp ? g.addInitializer(zp) : null];
-  const node = g.addNode({ opType: 'DequantizeLinear', name: `${name}/DequantizeLinear`, inputs, outputs: [`${name}_dq`], attrs: axis !== undefined ? { axis } : {} }, before);
+  const node = g.addNode(
+    {
+      opType: 'DequantizeLinear',
+      name: `${name}/DequantizeLinear`,
+      inputs,
+      outputs: [`${name}_dq`],
+      attrs: axis !== undefined ? { axis } : {},
+    },
+    before,
+  );
   node.outputs[0]!.type = { elemType: DataType.FLOAT, shape: [...dims] };
   return node.outputs[0]!;
 }
@@ -248,8 +311,16 @@ function quantizeConstants(g: Graph, params: Map<Value, QParams | null>, data: S
         let hit = cache.get(key);
         if (!hit) {
           const { q, scales } = quantizeInt8(t, sk.axis);
-          const out = dq(g, n, v.name, Tensor.fromBytes(`${v.name}_q8`, DataType.INT8, [...t.dims], new Uint8Array(q.buffer)),
-            Tensor.fromFloat32(`${v.name}_scale`, sk.axis < 0 ? [] : [scales.length], scales), null, sk.axis < 0 ? undefined : sk.axis, [...t.dims]);
+          const out = dq(
+            g,
+            n,
+            v.name,
+            Tensor.fromBytes(`${v.name}_q8`, DataType.INT8, [...t.dims], new Uint8Array(q.buffer)),
+            Tensor.fromFloat32(`${v.name}_scale`, sk.axis < 0 ? [] : [scales.length], scales),
+            null,
+            sk.axis < 0 ? undefined : sk.axis,
+            [...t.dims],
+          );
           hit = { v: out, scales };
           cache.set(key, hit);
           stats.int8Weights++;
@@ -265,8 +336,16 @@ function quantizeConstants(g: Graph, params: Map<Value, QParams | null>, data: S
           const b = t.toFloat32();
           const scales = Float32Array.from(b, (_, c) => xp.scale * (ws.length === 1 ? ws[0]! : ws[c]!));
           const q = Int32Array.from(b, (x, c) => Math.max(-2147483647, Math.min(2147483647, Math.round(x / scales[c]!))));
-          const out = dq(g, n, `${n.name}_${v.name}`, Tensor.fromBytes(`${v.name}_q32`, DataType.INT32, [...t.dims], new Uint8Array(q.buffer)),
-            Tensor.fromFloat32(`${v.name}_q32_scale`, [scales.length], scales), null, 0, [...t.dims]);
+          const out = dq(
+            g,
+            n,
+            `${n.name}_${v.name}`,
+            Tensor.fromBytes(`${v.name}_q32`, DataType.INT32, [...t.dims], new Uint8Array(q.buffer)),
+            Tensor.fromFloat32(`${v.name}_q32_scale`, [scales.length], scales),
+            null,
+            0,
+            [...t.dims],
+          );
           n.setInput(i, out);
           stats.int32Biases++;
           continue;
@@ -277,12 +356,24 @@ function quantizeConstants(g: Graph, params: Map<Value, QParams | null>, data: S
       let hit = cache.get(key);
       if (!hit) {
         const w = t.toFloat32();
-        let lo = 0, hi = 0;
-        for (const x of w) { if (x < lo) lo = x; if (x > hi) hi = x; }
+        let lo = 0,
+          hi = 0;
+        for (const x of w) {
+          if (x < lo) lo = x;
+          if (x > hi) hi = x;
+        }
         const p = paramsFromRange(lo, hi) ?? { scale: (hi - lo) / Q_MAX, zeroPoint: Math.round(-lo / ((hi - lo) / Q_MAX)) };
         const q = Uint16Array.from(w, (x) => Math.max(0, Math.min(Q_MAX, Math.round(x / p.scale) + p.zeroPoint)));
-        const out = dq(g, n, v.name, Tensor.fromBytes(`${v.name}_q16`, DataType.UINT16, [...t.dims], new Uint8Array(q.buffer)),
-          Tensor.fromFloat32(`${v.name}_q16_scale`, [], Float32Array.of(p.scale)), Tensor.fromNumbers(`${v.name}_q16_zero_point`, DataType.UINT16, [], [p.zeroPoint]), undefined, [...t.dims]);
+        const out = dq(
+          g,
+          n,
+          v.name,
+          Tensor.fromBytes(`${v.name}_q16`, DataType.UINT16, [...t.dims], new Uint8Array(q.buffer)),
+          Tensor.fromFloat32(`${v.name}_q16_scale`, [], Float32Array.of(p.scale)),
+          Tensor.fromNumbers(`${v.name}_q16_zero_point`, DataType.UINT16, [], [p.zeroPoint]),
+          undefined,
+          [...t.dims],
+        );
         hit = { v: out };
         cache.set(key, hit);
         stats.uint16Constants++;
@@ -305,16 +396,25 @@ function slotKindOf(n: Node, i: number): string {
 /** Insert uint16 Q/DQ pairs on float activations. Each value keeps its name (the DQ now produces it). */
 function insertActivationQdq(g: Graph, params: Map<Value, QParams | null>, stats: HtpQdqStats): void {
   for (const [v, p] of params) {
-    if (!p) { stats.leftFloat++; continue; }
+    if (!p) {
+      stats.leftFloat++;
+      continue;
+    }
     const s = g.addInitializer(Tensor.fromFloat32(`${v.name}/q_scale`, [], Float32Array.of(p.scale)));
     const z = g.addInitializer(Tensor.fromNumbers(`${v.name}/q_zero_point`, DataType.UINT16, [], [p.zeroPoint]));
     const shape = v.type?.shape ? [...v.type.shape] : undefined;
     if (!v.producer) {
       const uses = [...v.uses];
       const first = uses[0]!.node;
-      const q = g.addNode({ opType: 'QuantizeLinear', name: `${v.name}/QuantizeLinear`, inputs: [v, s, z], outputs: [`${v.name}_q16`] }, first);
+      const q = g.addNode(
+        { opType: 'QuantizeLinear', name: `${v.name}/QuantizeLinear`, inputs: [v, s, z], outputs: [`${v.name}_q16`] },
+        first,
+      );
       q.outputs[0]!.type = { elemType: DataType.UINT16, shape };
-      const d = g.addNode({ opType: 'DequantizeLinear', name: `${v.name}/DequantizeLinear`, inputs: [q.outputs[0]!, s, z], outputs: [`${v.name}_dq`] }, first);
+      const d = g.addNode(
+        { opType: 'DequantizeLinear', name: `${v.name}/DequantizeLinear`, inputs: [q.outputs[0]!, s, z], outputs: [`${v.name}_dq`] },
+        first,
+      );
       d.outputs[0]!.type = { elemType: DataType.FLOAT, shape };
       for (const u of uses) u.node.setInput(u.index, d.outputs[0]!);
     } else {
@@ -330,9 +430,22 @@ function insertActivationQdq(g: Graph, params: Map<Value, QParams | null>, stats
 }
 
 /** The whole QDQ placement: measure, encode activations, quantize constants by slot, insert pairs. */
-export async function quantizeForHtp(model: Model, sets: Record<string, Tensor>[], progress?: Progress, method: RangeMethod = 'minmax'): Promise<HtpQdqStats> {
+export async function quantizeForHtp(
+  model: Model,
+  sets: Record<string, Tensor>[],
+  progress?: Progress,
+  method: RangeMethod = 'minmax',
+): Promise<HtpQdqStats> {
   const g = model.graph;
-  const stats: HtpQdqStats = { activations: 0, sharedEncodings: 0, fixedEncodings: 0, leftFloat: 0, int8Weights: 0, int32Biases: 0, uint16Constants: 0 };
+  const stats: HtpQdqStats = {
+    activations: 0,
+    sharedEncodings: 0,
+    fixedEncodings: 0,
+    leftFloat: 0,
+    int8Weights: 0,
+    int32Biases: 0,
+    uint16Constants: 0,
+  };
   const data = dataNodes(g);
   const acts = activations(g, data);
   const ranges = await calibrationRanges(model, acts, sets, progress, method);
@@ -347,7 +460,15 @@ export async function quantizeForHtp(model: Model, sets: Record<string, Tensor>[
  * read (a position table resized to the variant's grid): they get the same per-slot encoding. */
 export function quantizeFoldedConstants(model: Model): number {
   const g = model.graph;
-  const stats: HtpQdqStats = { activations: 0, sharedEncodings: 0, fixedEncodings: 0, leftFloat: 0, int8Weights: 0, int32Biases: 0, uint16Constants: 0 };
+  const stats: HtpQdqStats = {
+    activations: 0,
+    sharedEncodings: 0,
+    fixedEncodings: 0,
+    leftFloat: 0,
+    int8Weights: 0,
+    int32Biases: 0,
+    uint16Constants: 0,
+  };
   // Compute nodes: those that already read Q/DQ'd activations.
   const data = new Set(g.nodes.filter((n) => !isQdq(n) && n.inputs.some((i) => i?.producer && isQdq(i.producer))));
   quantizeConstants(g, new Map(), data, stats);

@@ -24,8 +24,9 @@ export interface WindowFeeds {
 }
 
 /** What the feeds depend on (a SubModel has it all). */
-export type WindowSpec = Pick<SubModel, 'source' | 'role' | 'siblings'>
-  & { opts: Pick<TargetOptions, 'context' | 'prefillChunk' | 'imageSizes' | 'images' | 'preprocess' | 'tokens' | 'fix'> };
+export type WindowSpec = Pick<SubModel, 'source' | 'role' | 'siblings'> & {
+  opts: Pick<TargetOptions, 'context' | 'prefillChunk' | 'imageSizes' | 'images' | 'preprocess' | 'tokens' | 'fix'>;
+};
 
 const KV = /^past_key_values\.\d+\.(key|value)$/;
 /** Greedy steps after each prompt (decode calls recorded per prompt). */
@@ -42,10 +43,20 @@ function stages(model: Model, sm: WindowSpec): { embed: string; vision?: string;
 }
 
 /** One image's embeddings from the source vision encoder (and projector): the user's first image, else a synthetic one. */
-async function imagePrefix(pool: SessionPool, sm: WindowSpec, vision: string, projector: string | undefined, seed: number): Promise<{ prefix: Prefix; from: string }> {
+async function imagePrefix(
+  pool: SessionPool,
+  sm: WindowSpec,
+  vision: string,
+  projector: string | undefined,
+  seed: number,
+): Promise<{ prefix: Prefix; from: string }> {
   const vm = loadModel(vision);
   const image = sm.opts.imageSizes[0];
-  const { sets, used } = loadInputs(vm, { images: sm.opts.images, preprocess: sm.opts.preprocess, image, seed, dims: sm.opts.fix, dimFlag: '--fix' }, { synthCount: 1 });
+  const { sets, used } = loadInputs(
+    vm,
+    { images: sm.opts.images, preprocess: sm.opts.preprocess, image, seed, dims: sm.opts.fix, dimFlag: '--fix' },
+    { synthCount: 1 },
+  );
   const px = Object.values(sets[0]!).find((t) => t.dims.length === 4)!;
   const one = px.dims.slice(1).reduce((a, b) => a * b, 1);
   const prefix = await encodeImage(pool, vision, projector, px.toFloat32().subarray(0, one), [1, ...px.dims.slice(1)]);
@@ -81,23 +92,39 @@ export async function windowFeeds(model: Model, sm: WindowSpec, seed: number): P
       const files = { embed: st.embed, decoder: { prefill: sm.source, decode: sm.source } };
       await generate(pool, files, prefix, ids.slice(0, room), { maxNewTokens: DECODE_STEPS + 1, window: { chunk, context } });
     }
-    from.push(`edgec run's static KV window (context ${context}, prefill chunk ${chunk}) over the fp32 source: ${p.ids.length} prompts of ${p.from}`
-      + `${img ? ` (the first after ${img.prefix.rows} embeddings of ${img.from})` : ''}, ${DECODE_STEPS} greedy decode steps each`);
+    from.push(
+      `edgec run's static KV window (context ${context}, prefill chunk ${chunk}) over the fp32 source: ${p.ids.length} prompts of ${p.from}` +
+        `${img ? ` (the first after ${img.prefix.rows} embeddings of ${img.from})` : ''}, ${DECODE_STEPS} greedy decode steps each`,
+    );
   } finally {
     await pool.release();
   }
   const prefill = calls.filter((c) => c.inputs_embeds!.dims[1] === chunk && chunk > 1);
-  const last = prefill.at(-1), pos = last?.position_ids;
+  const last = prefill.at(-1),
+    pos = last?.position_ids;
   let late: Feeds | undefined;
   if (last && pos) {
-    const ids = pos.toNumbers(), shift = context - 1 - Math.max(...ids);
+    const ids = pos.toNumbers(),
+      shift = context - 1 - Math.max(...ids);
     const moved = ids.map((x) => x + shift);
-    if (shift > 0) late = { ...last, position_ids: pos.dtype === DataType.INT64 ? Tensor.fromInt64('position_ids', [...pos.dims], moved) : Tensor.fromNumbers('position_ids', pos.dtype, [...pos.dims], moved) };
+    if (shift > 0)
+      late = {
+        ...last,
+        position_ids:
+          pos.dtype === DataType.INT64
+            ? Tensor.fromInt64('position_ids', [...pos.dims], moved)
+            : Tensor.fromNumbers('position_ids', pos.dtype, [...pos.dims], moved),
+      };
   }
   const decode = calls.filter((c) => c.inputs_embeds!.dims[1] === 1);
   const all = [...prefill, ...decode];
   const synthetic = !sm.opts.tokens;
-  return { prefill, decode, late, used: { source: synthetic ? 'synthetic' : 'tokens', from, count: all.length, shapes: shapesOf(all), synthetic } };
+  return {
+    prefill,
+    decode,
+    late,
+    used: { source: synthetic ? 'synthetic' : 'tokens', from, count: all.length, shapes: shapesOf(all), synthetic },
+  };
 }
 
 /** Feeds of the calls a static variant takes (its inputs_embeds length), or undefined; compared on
@@ -120,9 +147,12 @@ export function realPart(feeds: Feeds, name: string, t: Tensor): Tensor {
   if (axis < 0 || n > context) return t;
   const keep = Array.from({ length: n }, (_, i) => i).filter((i) => mask[context - n + i] === 1);
   if (keep.length === n) return t;
-  const outer = t.dims.slice(0, axis).reduce((a, b) => a * b, 1), inner = t.dims.slice(axis + 1).reduce((a, b) => a * b, 1);
-  const x = t.toFloat32(), y = new Float32Array(outer * keep.length * inner);
-  for (let o = 0; o < outer; o++) keep.forEach((i, j) => y.set(x.subarray((o * n + i) * inner, (o * n + i + 1) * inner), (o * keep.length + j) * inner));
+  const outer = t.dims.slice(0, axis).reduce((a, b) => a * b, 1),
+    inner = t.dims.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const x = t.toFloat32(),
+    y = new Float32Array(outer * keep.length * inner);
+  for (let o = 0; o < outer; o++)
+    keep.forEach((i, j) => y.set(x.subarray((o * n + i) * inner, (o * n + i + 1) * inner), (o * keep.length + j) * inner));
   const dims = [...t.dims];
   dims[axis] = keep.length;
   return Tensor.fromFloat32(t.name, dims, y);

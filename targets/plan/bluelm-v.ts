@@ -11,10 +11,17 @@ import { Size, Tile, TilePlan, checkImage, finishPlan, fullBox } from './types.j
 
 /** LLaVA-NeXT resize_and_pad: the image resized to fit the cols x rows canvas of patch-pixel cells
  * keeping its aspect (rw x rh), pasted at (px, py) on black; the rest is padding. */
-export function bluelmCanvas(img: Size, cols: number, rows: number, patch: number): { cw: number; ch: number; rw: number; rh: number; px: number; py: number } {
-  const cw = cols * patch, ch = rows * patch;
+export function bluelmCanvas(
+  img: Size,
+  cols: number,
+  rows: number,
+  patch: number,
+): { cw: number; ch: number; rw: number; rh: number; px: number; py: number } {
+  const cw = cols * patch,
+    ch = rows * patch;
   const s = Math.min(cw / img.width, ch / img.height);
-  const rw = Math.min(cw, Math.ceil(img.width * s)), rh = Math.min(ch, Math.ceil(img.height * s));
+  const rw = Math.min(cw, Math.ceil(img.width * s)),
+    rh = Math.min(ch, Math.ceil(img.height * s));
   return { cw, ch, rw, rh, px: Math.floor((cw - rw) / 2), py: Math.floor((ch - rh) / 2) };
 }
 
@@ -31,12 +38,27 @@ export interface BlueLMOptions {
   batch: number;
 }
 
-export const BLUELM_DEFAULTS: BlueLMOptions = { patch: 384, maxPatches: 9, maxSide: 4, alpha: 0.1, thumbnail: true, vitPatch: 14, merge: 2, batch: 4 };
+export const BLUELM_DEFAULTS: BlueLMOptions = {
+  patch: 384,
+  maxPatches: 9,
+  maxSide: 4,
+  alpha: 0.1,
+  thumbnail: true,
+  vitPatch: 14,
+  merge: 2,
+  batch: 4,
+};
 
-export interface GridScore { cols: number; rows: number; effective: number; wasted: number }
+export interface GridScore {
+  cols: number;
+  rows: number;
+  effective: number;
+  wasted: number;
+}
 
 export function scoreGrid(img: Size, cols: number, rows: number, patch: number): GridScore {
-  const cw = cols * patch, ch = rows * patch;
+  const cw = cols * patch,
+    ch = rows * patch;
   const scale = Math.min(cw / img.width, ch / img.height);
   const eff = Math.min(Math.trunc(img.width * scale) * Math.trunc(img.height * scale), img.width * img.height);
   return { cols, rows, effective: eff, wasted: cw * ch - eff };
@@ -64,7 +86,8 @@ export function planBlueLM(img: Size, opts: Partial<BlueLMOptions> = {}): TilePl
   if (o.alpha < 0) throw new RangeError('bluelm-v: alpha must be >= 0');
   const { best, scores } = relaxedMatch(img, o);
   const side = Math.floor(o.patch / o.vitPatch);
-  const enc = side * side, proj = Math.ceil(side / o.merge) ** 2;
+  const enc = side * side,
+    proj = Math.ceil(side / o.merge) ** 2;
   const { cw, ch, rw, rh, px, py } = bluelmCanvas(img, best.cols, best.rows, o.patch);
   const toSrcX = (x: number) => Math.min(img.width, Math.max(0, ((x - px) * img.width) / rw));
   const toSrcY = (y: number) => Math.min(img.height, Math.max(0, ((y - py) * img.height) / rh));
@@ -72,19 +95,44 @@ export function planBlueLM(img: Size, opts: Partial<BlueLMOptions> = {}): TilePl
   for (let r = 0; r < best.rows; r++) {
     for (let c = 0; c < best.cols; c++) {
       tiles.push({
-        index: 0, kind: 'tile', layer: 'main', row: r, col: c,
+        index: 0,
+        kind: 'tile',
+        layer: 'main',
+        row: r,
+        col: c,
         crop: { x0: toSrcX(c * o.patch), y0: toSrcY(r * o.patch), x1: toSrcX((c + 1) * o.patch), y1: toSrcY((r + 1) * o.patch) },
-        resize: { width: o.patch, height: o.patch }, encoderTokens: enc, projectedTokens: proj,
+        resize: { width: o.patch, height: o.patch },
+        encoderTokens: enc,
+        projectedTokens: proj,
       });
     }
   }
-  if (o.thumbnail) tiles.push({ index: 0, kind: 'global', layer: 'global', row: 0, col: 0, crop: fullBox(img), resize: { width: o.patch, height: o.patch }, encoderTokens: enc, projectedTokens: proj });
-  return finishPlan({
-    policy: 'bluelm-v', image: img, effectiveImage: img, options: { ...o }, grids: [{ cols: best.cols, rows: best.rows, layer: 'main' }], tiles,
-    reasoning: [
-      `candidates (cols x rows: effective/wasted px): ${scores.map((g) => `${g.cols}x${g.rows}:${g.effective}/${g.wasted}`).join(' ')}`,
-      `relaxed match (alpha ${o.alpha}) -> ${best.cols}x${best.rows}; image resized to ${rw}x${rh} on a ${cw}x${ch} canvas`,
-    ],
-    tokenRule: `${enc} SigLIP tokens per ${o.patch}px patch, ${o.merge}x${o.merge} token downsampler -> ${proj}`,
-  }, o.batch);
+  if (o.thumbnail)
+    tiles.push({
+      index: 0,
+      kind: 'global',
+      layer: 'global',
+      row: 0,
+      col: 0,
+      crop: fullBox(img),
+      resize: { width: o.patch, height: o.patch },
+      encoderTokens: enc,
+      projectedTokens: proj,
+    });
+  return finishPlan(
+    {
+      policy: 'bluelm-v',
+      image: img,
+      effectiveImage: img,
+      options: { ...o },
+      grids: [{ cols: best.cols, rows: best.rows, layer: 'main' }],
+      tiles,
+      reasoning: [
+        `candidates (cols x rows: effective/wasted px): ${scores.map((g) => `${g.cols}x${g.rows}:${g.effective}/${g.wasted}`).join(' ')}`,
+        `relaxed match (alpha ${o.alpha}) -> ${best.cols}x${best.rows}; image resized to ${rw}x${rh} on a ${cw}x${ch} canvas`,
+      ],
+      tokenRule: `${enc} SigLIP tokens per ${o.patch}px patch, ${o.merge}x${o.merge} token downsampler -> ${proj}`,
+    },
+    o.batch,
+  );
 }

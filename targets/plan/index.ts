@@ -26,14 +26,20 @@ export function planImage(policy: PolicyName, image: Size, options: Record<strin
     if (typeof v !== 'number') continue;
     // alpha and downsample are real numbers; everything else counts pixels, tiles or tokens.
     if (k === 'alpha' ? !(v >= 0) : k === 'downsample' ? !(v > 0 && v <= 1) : !(Number.isInteger(v) && v >= 1)) {
-      throw new RangeError(`option '${k}' of ${policy} must be ${k === 'alpha' ? 'a number >= 0' : k === 'downsample' ? 'in (0, 1]' : 'a positive integer'}, got ${v}`);
+      throw new RangeError(
+        `option '${k}' of ${policy} must be ${k === 'alpha' ? 'a number >= 0' : k === 'downsample' ? 'in (0, 1]' : 'a positive integer'}, got ${v}`,
+      );
     }
   }
   switch (policy) {
-    case 'minicpm-v': return planMiniCPM(image, options);
-    case 'bluelm-v': return planBlueLM(image, options);
-    case 'internvl': return planInternVL(image, options);
-    case 'mini-monkey': return planMiniMonkey(image, options);
+    case 'minicpm-v':
+      return planMiniCPM(image, options);
+    case 'bluelm-v':
+      return planBlueLM(image, options);
+    case 'internvl':
+      return planInternVL(image, options);
+    case 'mini-monkey':
+      return planMiniMonkey(image, options);
   }
 }
 

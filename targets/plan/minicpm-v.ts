@@ -16,7 +16,14 @@ export interface MiniCPMOptions {
   batch: number;
 }
 
-export const MINICPM_DEFAULTS: MiniCPMOptions = { sliceSize: 448, maxSlices: 9, patchSize: 14, maxPixels: 1_800_000, queryNum: 64, batch: 4 };
+export const MINICPM_DEFAULTS: MiniCPMOptions = {
+  sliceSize: 448,
+  maxSlices: 9,
+  patchSize: 14,
+  maxPixels: 1_800_000,
+  queryNum: 64,
+  batch: 4,
+};
 
 const ensureDivide = (length: number, patch: number) => Math.max(pyRound(length / patch) * patch, patch);
 
@@ -47,7 +54,17 @@ export function planMiniCPM(img: Size, opts: Partial<MiniCPMOptions> = {}): Tile
   const tokensOf = (s: Size) => (s.width / o.patchSize) * (s.height / o.patchSize);
   const tiles: Tile[] = [];
   const grids: TilePlan['grids'] = [];
-  const global = (size: Size): Tile => ({ index: 0, kind: 'global', layer: 'global', row: 0, col: 0, crop: fullBox(img), resize: size, encoderTokens: tokensOf(size), projectedTokens: o.queryNum });
+  const global = (size: Size): Tile => ({
+    index: 0,
+    kind: 'global',
+    layer: 'global',
+    row: 0,
+    col: 0,
+    crop: fullBox(img),
+    resize: size,
+    encoderTokens: tokensOf(size),
+    projectedTokens: o.queryNum,
+  });
   if (multiple <= 1) {
     tiles.push(global(findBestResize(W, H, o.sliceSize, o.patchSize, true)));
     reasoning.push(`N = ceil(${W}*${H}/${o.sliceSize}^2) = ${multiple}: no slicing, the source slice only`);
@@ -62,17 +79,45 @@ export function planMiniCPM(img: Size, opts: Partial<MiniCPMOptions> = {}): Tile
     let minErr = Infinity;
     for (const g of cands) {
       const err = Math.abs(logRatio - Math.log(g[0] / g[1]));
-      if (err < minErr) { best = g; minErr = err; }
+      if (err < minErr) {
+        best = g;
+        minErr = err;
+      }
     }
     const [gx, gy] = best;
     // `get_refine_size`: the image is resized to grid * (per-slice best size), then cut evenly.
-    const refineW = ensureDivide(W, gx), refineH = ensureDivide(H, gy);
+    const refineW = ensureDivide(W, gx),
+      refineH = ensureDivide(H, gy);
     const cell = findBestResize(refineW / gx, refineH / gy, o.sliceSize, o.patchSize, true);
     for (const b of gridBoxes(img, gx, gy)) {
-      tiles.push({ index: 0, kind: 'tile', layer: 'main', row: b.row, col: b.col, crop: b.crop, resize: cell, encoderTokens: tokensOf(cell), projectedTokens: o.queryNum });
+      tiles.push({
+        index: 0,
+        kind: 'tile',
+        layer: 'main',
+        row: b.row,
+        col: b.col,
+        crop: b.crop,
+        resize: cell,
+        encoderTokens: tokensOf(cell),
+        projectedTokens: o.queryNum,
+      });
     }
     grids.push({ cols: gx, rows: gy, layer: 'main' });
-    reasoning.push(`N = ceil(${W}*${H}/${o.sliceSize}^2) capped at ${o.maxSlices} = ${multiple}; candidates ${cands.map((c) => `${c[0]}x${c[1]}`).join(' ')}; best ${gx}x${gy} (|log-ratio error| ${minErr.toFixed(4)}); slices ${cell.width}x${cell.height}`);
+    reasoning.push(
+      `N = ceil(${W}*${H}/${o.sliceSize}^2) capped at ${o.maxSlices} = ${multiple}; candidates ${cands.map((c) => `${c[0]}x${c[1]}`).join(' ')}; best ${gx}x${gy} (|log-ratio error| ${minErr.toFixed(4)}); slices ${cell.width}x${cell.height}`,
+    );
   }
-  return finishPlan({ policy: 'minicpm-v', image: img, effectiveImage: eff, options: { ...o }, grids, tiles, reasoning, tokenRule: `(w/${o.patchSize})*(h/${o.patchSize}) ViT tokens per slice, perceiver resampler -> ${o.queryNum} queries per slice` }, o.batch);
+  return finishPlan(
+    {
+      policy: 'minicpm-v',
+      image: img,
+      effectiveImage: eff,
+      options: { ...o },
+      grids,
+      tiles,
+      reasoning,
+      tokenRule: `(w/${o.patchSize})*(h/${o.patchSize}) ViT tokens per slice, perceiver resampler -> ${o.queryNum} queries per slice`,
+    },
+    o.batch,
+  );
 }

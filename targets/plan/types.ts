@@ -5,9 +5,17 @@ export type PolicyName = 'minicpm-v' | 'bluelm-v' | 'internvl' | 'mini-monkey';
 export const POLICIES: readonly PolicyName[] = ['minicpm-v', 'bluelm-v', 'internvl', 'mini-monkey'];
 
 /** A rectangle in source-image pixels: [x0, x1) x [y0, y1), fractional where the resize is not integral. */
-export interface Box { x0: number; y0: number; x1: number; y1: number }
+export interface Box {
+  x0: number;
+  y0: number;
+  x1: number;
+  y1: number;
+}
 
-export interface Size { width: number; height: number }
+export interface Size {
+  width: number;
+  height: number;
+}
 
 export interface Tile {
   index: number;
@@ -26,7 +34,11 @@ export interface Tile {
   projectedTokens: number;
 }
 
-export interface Grid { cols: number; rows: number; layer: Tile['layer'] }
+export interface Grid {
+  cols: number;
+  rows: number;
+  layer: Tile['layer'];
+}
 
 export interface EncoderBatch {
   /** Input shape of this call: [batch, 3, height, width]. */
@@ -66,7 +78,16 @@ export function gridBoxes(img: Size, cols: number, rows: number): { row: number;
   const out: { row: number; col: number; crop: Box }[] = [];
   for (let r = 0; r < rows; r++) {
     for (let c = 0; c < cols; c++) {
-      out.push({ row: r, col: c, crop: { x0: (c * img.width) / cols, y0: (r * img.height) / rows, x1: ((c + 1) * img.width) / cols, y1: ((r + 1) * img.height) / rows } });
+      out.push({
+        row: r,
+        col: c,
+        crop: {
+          x0: (c * img.width) / cols,
+          y0: (r * img.height) / rows,
+          x1: ((c + 1) * img.width) / cols,
+          y1: ((r + 1) * img.height) / rows,
+        },
+      });
     }
   }
   return out;
@@ -86,7 +107,11 @@ export function makeBatches(tiles: Tile[], batch: number): EncoderBatch[] {
   for (const g of groups.values()) {
     for (let i = 0; i < g.length; i += batch) {
       const chunk = g.slice(i, i + batch);
-      out.push({ shape: [batch, 3, chunk[0]!.resize.height, chunk[0]!.resize.width], tiles: chunk.map((t) => t.index), padded: batch - chunk.length });
+      out.push({
+        shape: [batch, 3, chunk[0]!.resize.height, chunk[0]!.resize.width],
+        tiles: chunk.map((t) => t.index),
+        padded: batch - chunk.length,
+      });
     }
   }
   return out;
@@ -99,7 +124,9 @@ export function distinctSizes(tiles: Tile[]): Size[] {
 }
 
 export function finishPlan(p: Omit<TilePlan, 'batches' | 'tileSizes' | 'tokens'> & { tokenRule: string }, batch: number): TilePlan {
-  p.tiles.forEach((t, i) => { t.index = i; });
+  p.tiles.forEach((t, i) => {
+    t.index = i;
+  });
   const { tokenRule, ...rest } = p;
   return {
     ...rest,
@@ -152,6 +179,7 @@ export function closestAspectRatio(aspect: number, ratios: [number, number][], i
 
 export function checkImage(img: Size): void {
   for (const v of [img.width, img.height]) {
-    if (!Number.isInteger(v) || v < 1 || v > 1 << 20) throw new RangeError(`image size must be whole pixels in 1..${1 << 20}, got ${img.width}x${img.height}`);
+    if (!Number.isInteger(v) || v < 1 || v > 1 << 20)
+      throw new RangeError(`image size must be whole pixels in 1..${1 << 20}, got ${img.width}x${img.height}`);
   }
 }

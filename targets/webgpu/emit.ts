@@ -37,9 +37,12 @@ export async function webgpuFinalize(model: Model, sm: SubModel): Promise<Record
     for (const n of g.nodes) {
       if (n.opType !== 'MatMulNBits') continue;
       // DP4A program: accuracy_level 4, block % 32 == 0, K % 128 == 0, N % 16 == 0 (matmul_nbits.cc).
-      const eligible = sm.profile.int8Dot !== false && n.attrInt('K') % 128 === 0 && n.attrInt('N') % 16 === 0 && n.attrInt('block_size') % 32 === 0;
-      if (eligible) { n.setAttr({ name: 'accuracy_level', type: 2, value: 4 }); dp4a++; }
-      else n.removeAttr('accuracy_level');
+      const eligible =
+        sm.profile.int8Dot !== false && n.attrInt('K') % 128 === 0 && n.attrInt('N') % 16 === 0 && n.attrInt('block_size') % 32 === 0;
+      if (eligible) {
+        n.setAttr({ name: 'accuracy_level', type: 2, value: 4 });
+        dp4a++;
+      } else n.removeAttr('accuracy_level');
     }
   }
   const split = splitLargeWeights(model, Math.min(sm.profile.maxBindingBytes, sm.profile.maxBufferBytes));

@@ -10,11 +10,17 @@ import { COSINE_THRESHOLDS } from '../../runtime/metrics.js';
 
 function plan(role: Role, o: TargetOptions): RolePlan {
   const activations = o.fp16 ? 'fp16' : 'fp32';
-  const bits = (q: string | undefined, dflt: 0 | 4 | 8): 0 | 4 | 8 => (q === 'int4' ? 4 : q === 'int8' ? 8 : q === 'fp16' || q === 'none' ? 0 : dflt);
+  const bits = (q: string | undefined, dflt: 0 | 4 | 8): 0 | 4 | 8 =>
+    q === 'int4' ? 4 : q === 'int8' ? 8 : q === 'fp16' || q === 'none' ? 0 : dflt;
   // Vision towers lose accuracy under 4-bit and are compute-bound: fp16 weights (fp32 without f16).
   const dflt: 0 | 4 | 8 = role === 'vision-encoder' || role === 'projector' || role === 'classifier' ? 0 : 4;
   const weightBits = bits(o.quant, dflt);
-  return { weightBits, format: weightBits ? 'matmulnbits' : 'none', activations: o.quant === 'fp16' ? 'fp16' : activations, embeddings: weightBits ? 'block-quantized' : 'float' };
+  return {
+    weightBits,
+    format: weightBits ? 'matmulnbits' : 'none',
+    activations: o.quant === 'fp16' ? 'fp16' : activations,
+    embeddings: weightBits ? 'block-quantized' : 'float',
+  };
 }
 
 export const webgpu: Target = {
@@ -29,7 +35,9 @@ export const webgpu: Target = {
   pipeline: (sm) => targetPipeline('webgpu', sm),
   finalize: webgpuFinalize,
   // After the variant's dims are bound: --fix names the source's dims.
-  finalizeVariant: (m) => { transformersJsDims(m); },
+  finalizeVariant: (m) => {
+    transformersJsDims(m);
+  },
   // Dynamic shapes unless --fix or --image-sizes asks for static ones.
   variants: requestedVariants,
   fileName: webgpuFileName,

@@ -29,7 +29,8 @@ function ranges(n: number, per: number): [number, number][] {
 }
 
 function splitMatMulNBits(g: Graph, n: Node, limit: number): number {
-  const B = n.input(1)?.initializer, S = n.input(2)?.initializer;
+  const B = n.input(1)?.initializer,
+    S = n.input(2)?.initializer;
   if (!B || !S || n.input(4)) return 0;
   const N = n.attrInt('N');
   const zp = n.input(3)?.initializer ?? null;
@@ -41,13 +42,22 @@ function splitMatMulNBits(g: Graph, n: Node, limit: number): number {
   const parts: Value[] = [];
   for (const [r0, r1] of ranges(N, per)) {
     const tag = `${n.name}_n${r0}`;
-    const ins: (Value | null)[] = [n.input(0), g.addInitializer(sliceRows(B, N, r0, r1, `${B.name}_n${r0}`)), g.addInitializer(sliceRows(S, N, r0, r1, `${S.name}_n${r0}`))];
+    const ins: (Value | null)[] = [
+      n.input(0),
+      g.addInitializer(sliceRows(B, N, r0, r1, `${B.name}_n${r0}`)),
+      g.addInitializer(sliceRows(S, N, r0, r1, `${S.name}_n${r0}`)),
+    ];
     ins.push(zp ? g.addInitializer(sliceRows(zp, N, r0, r1, `${zp.name}_n${r0}`)) : null);
     if (bias) ins.push(null, g.addInitializer(sliceRows(bias, N, r0, r1, `${bias.name}_n${r0}`)));
     const attrs = Object.fromEntries(n.attributes.map((a) => [a.name, a]));
-    const part = g.addNode({ opType: 'MatMulNBits', domain: n.domain, name: tag, inputs: ins, outputs: [`${tag}_out`], attrs: { ...attrs, N: r1 - r0 } }, n);
+    const part = g.addNode(
+      { opType: 'MatMulNBits', domain: n.domain, name: tag, inputs: ins, outputs: [`${tag}_out`], attrs: { ...attrs, N: r1 - r0 } },
+      n,
+    );
     const o = n.outputs[0]!;
-    part.outputs[0]!.type = o.type ? { elemType: o.type.elemType, shape: o.type.shape ? [...o.type.shape.slice(0, -1), r1 - r0] : undefined } : undefined;
+    part.outputs[0]!.type = o.type
+      ? { elemType: o.type.elemType, shape: o.type.shape ? [...o.type.shape.slice(0, -1), r1 - r0] : undefined }
+      : undefined;
     parts.push(part.outputs[0]!);
   }
   retire(g, n, parts);
@@ -55,7 +65,8 @@ function splitMatMulNBits(g: Graph, n: Node, limit: number): number {
 }
 
 function splitMatMul(g: Graph, n: Node, limit: number): number {
-  const Wv = n.input(1), W = Wv?.initializer;
+  const Wv = n.input(1),
+    W = Wv?.initializer;
   if (!W || W.dims.length !== 2 || W.byteLength <= limit) return 0;
   const [K, N] = W.dims as [number, number];
   const esize = W.byteLength / (K * N);
@@ -68,9 +79,19 @@ function splitMatMul(g: Graph, n: Node, limit: number): number {
     const buf = new Uint8Array(K * w * esize);
     for (let k = 0; k < K; k++) buf.set(src.subarray((k * N + c0) * esize, (k * N + c1) * esize), k * w * esize);
     const tag = `${n.name}_n${c0}`;
-    const part = g.addNode({ opType: 'MatMul', name: tag, inputs: [n.input(0), g.addInitializer(Tensor.fromBytes(`${W.name}_n${c0}`, W.dtype, [K, w], buf))], outputs: [`${tag}_out`] }, n);
+    const part = g.addNode(
+      {
+        opType: 'MatMul',
+        name: tag,
+        inputs: [n.input(0), g.addInitializer(Tensor.fromBytes(`${W.name}_n${c0}`, W.dtype, [K, w], buf))],
+        outputs: [`${tag}_out`],
+      },
+      n,
+    );
     const o = n.outputs[0]!;
-    part.outputs[0]!.type = o.type ? { elemType: o.type.elemType, shape: o.type.shape ? [...o.type.shape.slice(0, -1), w] : undefined } : undefined;
+    part.outputs[0]!.type = o.type
+      ? { elemType: o.type.elemType, shape: o.type.shape ? [...o.type.shape.slice(0, -1), w] : undefined }
+      : undefined;
     parts.push(part.outputs[0]!);
   }
   retire(g, n, parts);
@@ -80,7 +101,7 @@ function splitMatMul(g: Graph, n: Node, limit: number): number {
 function splitGather(g: Graph, n: Node, limit: number): number {
   const gbq = n.opType === 'GatherBlockQuantized';
   const data = n.input(0)?.initializer;
-  if (!data || data.byteLength <= limit && !(gbq && (n.input(2)?.initializer?.byteLength ?? 0) > limit)) return 0;
+  if (!data || (data.byteLength <= limit && !(gbq && (n.input(2)?.initializer?.byteLength ?? 0) > limit))) return 0;
   if ((gbq ? n.attrInt('gather_axis', 0) : n.attrInt('axis', 0)) !== 0) return 0;
   const V = data.dims[0]!;
   const side = [data, gbq ? n.input(2)?.initializer : null, gbq ? n.input(3)?.initializer : null].filter((t): t is Tensor => !!t);
@@ -95,14 +116,17 @@ function splitGather(g: Graph, n: Node, limit: number): number {
   const ranges_ = ranges(V, per);
   for (const [r0, r1] of ranges_) {
     const tag = `${n.name}_v${r0}`;
-    const add = (op: string, inputs: (Value | null)[], attrs?: Record<string, number>) => g.addNode({ opType: op, name: `${tag}/${op}`, inputs, outputs: [`${tag}/${op}_out`], attrs }, n).outputs[0]!;
-    const lo = idConst(`${tag}/lo`, r0), zeroId = idConst(`${tag}/zero`, 0);
+    const add = (op: string, inputs: (Value | null)[], attrs?: Record<string, number>) =>
+      g.addNode({ opType: op, name: `${tag}/${op}`, inputs, outputs: [`${tag}/${op}_out`], attrs }, n).outputs[0]!;
+    const lo = idConst(`${tag}/lo`, r0),
+      zeroId = idConst(`${tag}/zero`, 0);
     const inside = add('And', [add('GreaterOrEqual', [ids, lo]), add('Less', [ids, idConst(`${tag}/end`, r1)])]);
     // Ids of other parts read row 0 here and are masked out below.
     const local = add('Where', [inside, add('Sub', [ids, lo]), zeroId]);
     const ins: (Value | null)[] = [g.addInitializer(sliceRows(data, V, r0, r1, `${data.name}_v${r0}`)), local];
     if (gbq) {
-      const s = n.input(2)!.initializer!, z = n.input(3)?.initializer;
+      const s = n.input(2)!.initializer!,
+        z = n.input(3)?.initializer;
       ins.push(g.addInitializer(sliceRows(s, V, r0, r1, `${s.name}_v${r0}`)));
       if (z) ins.push(g.addInitializer(sliceRows(z, V, r0, r1, `${z.name}_v${r0}`)));
     }
@@ -122,7 +146,8 @@ function splitGather(g: Graph, n: Node, limit: number): number {
 
 /** Conv (group 1) split along output channels; the parts concatenate on the channel axis. */
 function splitConv(g: Graph, n: Node, limit: number): number {
-  const W = n.input(1)?.initializer, bias = n.input(2)?.initializer ?? null;
+  const W = n.input(1)?.initializer,
+    bias = n.input(2)?.initializer ?? null;
   if (!W || W.byteLength <= limit || n.attrInt('group', 1) !== 1) return 0;
   const M = W.dims[0]!;
   const per = Math.max(1, Math.floor(limit / (W.byteLength / M)));
@@ -154,16 +179,23 @@ export function splitLargeWeights(model: Model, limit: number): SplitStats {
   for (const g of model.graph.allGraphs()) {
     for (const n of [...g.nodes]) {
       let parts = 0;
-      if (n.opType === 'MatMulNBits') { parts = splitMatMulNBits(g, n, limit); if (parts) stats.splitMatMulNBits++; }
-      else if (n.opType === 'MatMul' && n.domain === '') { parts = splitMatMul(g, n, limit); if (parts) stats.splitMatMul++; }
-      else if (n.opType === 'Conv' && n.domain === '') { parts = splitConv(g, n, limit); if (parts) stats.splitConv++; }
-      else if (n.opType === 'Gather' || n.opType === 'GatherBlockQuantized') {
+      if (n.opType === 'MatMulNBits') {
+        parts = splitMatMulNBits(g, n, limit);
+        if (parts) stats.splitMatMulNBits++;
+      } else if (n.opType === 'MatMul' && n.domain === '') {
+        parts = splitMatMul(g, n, limit);
+        if (parts) stats.splitMatMul++;
+      } else if (n.opType === 'Conv' && n.domain === '') {
+        parts = splitConv(g, n, limit);
+        if (parts) stats.splitConv++;
+      } else if (n.opType === 'Gather' || n.opType === 'GatherBlockQuantized') {
         parts = splitGather(g, n, limit);
         if (parts) stats.splitGather++;
       }
       stats.parts += parts;
     }
-    for (const v of [...g.values.values()]) if (v.initializer && !v.uses.length && !v.isGraphOutput && !v.isGraphInput) g.removeInitializer(v);
+    for (const v of [...g.values.values()])
+      if (v.initializer && !v.uses.length && !v.isGraphOutput && !v.isGraphInput) g.removeInitializer(v);
     g.sortTopologically();
   }
   return stats;

@@ -27,7 +27,9 @@ function addTruncations(tag: string, full: Uint8Array, cuts: number[]) {
   const ends = new Set(topLevelFields(full).map((f) => f.end));
   for (const cut of cuts) {
     const file = path.join(root, 'cut', `${tag}-${cut}.onnx`);
-    const fields = topLevelFields(full).filter((f) => f.end <= cut).map((f) => f.field);
+    const fields = topLevelFields(full)
+      .filter((f) => f.end <= cut)
+      .map((f) => f.field);
     if (ends.has(cut) && REQUIRED.every((r) => fields.includes(r))) {
       fs.mkdirSync(path.dirname(file), { recursive: true });
       fs.writeFileSync(file, full.subarray(0, cut));
@@ -56,11 +58,15 @@ beforeAll(() => {
   fs.mkdirSync(path.join(root, 'a-directory.onnx'));
   cases.push({ name: 'directory', file: path.join(root, 'a-directory.onnx') });
   cases.push({ name: 'missing file', file: path.join(root, 'missing.onnx') });
-  for (const seed of [1, 2, 3]) addCase(`random bytes seed ${seed}`, path.join(root, `random-${seed}.onnx`), randomBytes(seed, 64 + seed * 500));
+  for (const seed of [1, 2, 3])
+    addCase(`random bytes seed ${seed}`, path.join(root, `random-${seed}.onnx`), randomBytes(seed, 64 + seed * 500));
 
   const mlp = fs.readFileSync(good);
   const conv = fs.readFileSync(path.join(CONFORMANCE, 'pytorch-converted/test_Conv2d/model.onnx'));
-  for (const [tag, full] of [['mlp', mlp], ['conv2d', conv]] as const) {
+  for (const [tag, full] of [
+    ['mlp', mlp],
+    ['conv2d', conv],
+  ] as const) {
     const n = full.length;
     addTruncations(tag, full, [1, Math.floor(n * 0.1), Math.floor(n * 0.5), Math.floor(n * 0.9), n - 1]);
   }
@@ -70,19 +76,45 @@ beforeAll(() => {
   addTruncations('mlp-boundary', mlp, [fields[fields.length - 1]!.start, fields.find((f) => f.field === 7)!.start]);
 
   const dataFile = (d: string) => path.join(d, 'model.onnx.data');
-  addCase('external data location absolute', externalVariant('abs', (e, d) => { entry(e, 'location').value = dataFile(d); }));
-  addCase('external data location with ..', externalVariant('dotdot', (e, d) => { entry(e, 'location').value = `../${path.basename(d)}/model.onnx.data`; }));
-  addCase('external data via a symlink outside the folder', externalVariant('symlink', (e, d) => {
-    const outside = path.join(root, 'outside.data');
-    fs.copyFileSync(dataFile(d), outside);
-    fs.symlinkSync(outside, path.join(d, 'link.data'));
-    entry(e, 'location').value = 'link.data';
-  }));
-  addCase('external data file missing', externalVariant('nofile', (e) => { entry(e, 'location').value = 'nope.data'; }));
-  addCase('external data offset past the end', externalVariant('offset', (e, d) => { entry(e, 'offset').value = String(fs.statSync(dataFile(d)).size); }));
-  addCase('external data length past the end', externalVariant('length', (e, d) => {
-    entry(e, 'length').value = String(fs.statSync(dataFile(d)).size - Number(entry(e, 'offset').value) + 1);
-  }));
+  addCase(
+    'external data location absolute',
+    externalVariant('abs', (e, d) => {
+      entry(e, 'location').value = dataFile(d);
+    }),
+  );
+  addCase(
+    'external data location with ..',
+    externalVariant('dotdot', (e, d) => {
+      entry(e, 'location').value = `../${path.basename(d)}/model.onnx.data`;
+    }),
+  );
+  addCase(
+    'external data via a symlink outside the folder',
+    externalVariant('symlink', (e, d) => {
+      const outside = path.join(root, 'outside.data');
+      fs.copyFileSync(dataFile(d), outside);
+      fs.symlinkSync(outside, path.join(d, 'link.data'));
+      entry(e, 'location').value = 'link.data';
+    }),
+  );
+  addCase(
+    'external data file missing',
+    externalVariant('nofile', (e) => {
+      entry(e, 'location').value = 'nope.data';
+    }),
+  );
+  addCase(
+    'external data offset past the end',
+    externalVariant('offset', (e, d) => {
+      entry(e, 'offset').value = String(fs.statSync(dataFile(d)).size);
+    }),
+  );
+  addCase(
+    'external data length past the end',
+    externalVariant('length', (e, d) => {
+      entry(e, 'length').value = String(fs.statSync(dataFile(d)).size - Number(entry(e, 'offset').value) + 1);
+    }),
+  );
 });
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 
@@ -95,7 +127,8 @@ function newestSource(): number {
       else if (e.name.endsWith('.ts')) newest = Math.max(newest, fs.statSync(p).mtimeMs);
     }
   };
-  for (const d of ['ir', 'passes', 'targets', 'kernels', 'cli', 'runtime', 'fixtures']) if (fs.existsSync(path.join(ROOT, d))) walk(path.join(ROOT, d));
+  for (const d of ['ir', 'passes', 'targets', 'kernels', 'cli', 'runtime', 'fixtures'])
+    if (fs.existsSync(path.join(ROOT, d))) walk(path.join(ROOT, d));
   return newest;
 }
 
@@ -124,9 +157,14 @@ describe('bad input matrix', () => {
     it(`${cmd}: exit 2, one line naming the file, nothing written`, async () => {
       const before = snapshot(root);
       for (const c of cases) {
-        const args = cmd === 'inspect' ? ['inspect', c.file]
-          : cmd === 'convert' ? ['convert', c.file, '-o', out, '--external-data']
-            : cmd === 'verify (candidate)' ? ['verify', good, c.file] : ['verify', c.file, good];
+        const args =
+          cmd === 'inspect'
+            ? ['inspect', c.file]
+            : cmd === 'convert'
+              ? ['convert', c.file, '-o', out, '--external-data']
+              : cmd === 'verify (candidate)'
+                ? ['verify', good, c.file]
+                : ['verify', c.file, good];
         expectBadInput(await cli(...args), c.file, `${cmd} ${c.name}`);
       }
       expect(snapshot(root)).toEqual(before);
@@ -135,7 +173,11 @@ describe('bad input matrix', () => {
 
   it('a cut on a field boundary that leaves a valid model loads as the original minus the cut fields', async () => {
     for (const v of validCuts) {
-      const cutFields = new Set(topLevelFields(v.full).filter((f) => f.start >= v.cut).map((f) => f.field));
+      const cutFields = new Set(
+        topLevelFields(v.full)
+          .filter((f) => f.start >= v.cut)
+          .map((f) => f.field),
+      );
       const pb: PB = ModelProto.decode(v.full);
       for (const n of cutFields) delete pb[ModelProto.fieldsById[n]!.name];
       const expected = encodeModel(decodeModel(ModelProto.encode(pb).finish(), 'expected'));
@@ -155,7 +197,8 @@ describe('the built binary', () => {
   beforeAll(() => {
     // `npm test` builds first (pretest); build here only when a source is newer than dist.
     // Work in progress elsewhere may not typecheck; tsc still emits, and dist/cli is what we need.
-    if (newestSource() > builtAt()) spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', ROOT], { stdio: 'ignore' });
+    if (newestSource() > builtAt())
+      spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', ROOT], { stdio: 'ignore' });
     expect(builtAt()).toBeGreaterThan(0);
   });
 

@@ -32,7 +32,9 @@ describe('convert', () => {
     const back = path.join(dir, 'back', 'model.onnx');
     const j = JSON.parse((await cli('convert', ext, '-o', back, '--no-external-data', '--json')).stdout);
     expect(j).toMatchObject({ input: ext, output: back, externalTensors: 0, dataFiles: [] });
-    const named = JSON.parse((await cli('convert', src, '-o', path.join(dir, 'named', 'm.onnx'), '--external-data', '--location', 'm.bin', '--json')).stdout);
+    const named = JSON.parse(
+      (await cli('convert', src, '-o', path.join(dir, 'named', 'm.onnx'), '--external-data', '--location', 'm.bin', '--json')).stdout,
+    );
     expect(named.dataFiles).toEqual([{ file: path.join(dir, 'named', 'm.bin'), bytes: 6144 }]);
     expect(fs.existsSync(`${back}.data`)).toBe(false);
     // Back inline, the model is the source byte for byte.
@@ -48,7 +50,8 @@ describe('convert', () => {
   });
 
   it('re-saving a converted model gives identical bytes (model and data)', async () => {
-    const a = path.join(dir, 'a', 'm.onnx'), b = path.join(dir, 'b', 'm.onnx');
+    const a = path.join(dir, 'a', 'm.onnx'),
+      b = path.join(dir, 'b', 'm.onnx');
     expect((await cli('convert', src, '-o', a, '--external-data', '--threshold', '100', '--location', 'w.bin')).code).toBe(0);
     // Without flags the layout of the source is kept (external stays external).
     expect((await cli('convert', a, '-o', b, '--threshold', '100', '--location', 'w.bin')).code).toBe(0);
@@ -59,7 +62,8 @@ describe('convert', () => {
 
   it('re-saves a conformance model and keeps its outputs', async () => {
     const f = path.join(CONFORMANCE, 'pytorch-converted/test_Conv2d/model.onnx');
-    const o1 = path.join(dir, 'conv', 'm1.onnx'), o2 = path.join(dir, 'conv', 'm2.onnx');
+    const o1 = path.join(dir, 'conv', 'm1.onnx'),
+      o2 = path.join(dir, 'conv', 'm2.onnx');
     expect((await cli('convert', f, '-o', o1)).code).toBe(0);
     expect((await cli('convert', o1, '-o', o2)).code).toBe(0);
     expect(bytes(o2).equals(bytes(o1))).toBe(true);
@@ -73,8 +77,13 @@ describe('convert', () => {
     expect((await cli('convert', src, '-o', ext, '--external-data')).code).toBe(0);
     const before = snapshot(dir);
     const other = path.join(dir, 'keep', 'other.onnx');
-    for (const args of [['-o', ext], ['-o', path.join(dir, 'keep', '.', 'model.onnx')], ['-o', `${ext}.data`],
-      ['-o', other, '--location', 'model.onnx.data'], ['-o', other, '--external-data', '--location', 'model.onnx']]) {
+    for (const args of [
+      ['-o', ext],
+      ['-o', path.join(dir, 'keep', '.', 'model.onnx')],
+      ['-o', `${ext}.data`],
+      ['-o', other, '--location', 'model.onnx.data'],
+      ['-o', other, '--external-data', '--location', 'model.onnx'],
+    ]) {
       const r = await cli('convert', ext, ...args);
       expect(r.code).toBe(2);
       const lines = r.stderr.trimEnd().split('\n');
@@ -95,7 +104,14 @@ describe('convert', () => {
       expect(r.code, o).toBe(2);
       expect(r.stderr.trimEnd().split('\n')).toEqual([expect.stringContaining(o)]);
     }
-    for (const args of [['--threshold', '-5'], ['--threshold', 'lots'], ['--external-data', '--location', '/tmp/x.data'], ['--external-data', '--location', '../x.data'], ['--external-data', '--location', 'w/x.data'], []]) {
+    for (const args of [
+      ['--threshold', '-5'],
+      ['--threshold', 'lots'],
+      ['--external-data', '--location', '/tmp/x.data'],
+      ['--external-data', '--location', '../x.data'],
+      ['--external-data', '--location', 'w/x.data'],
+      [],
+    ]) {
       const r = await cli('convert', src, ...(args.length ? ['-o', out, ...args] : []));
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stderr.trimEnd().split('\n')).toHaveLength(1);

@@ -21,8 +21,23 @@ function explodeInsideThePass(): never {
 
 const passes: Pass[] = [
   { name: 'test-throw', description: 'throws a TypeError (a defect)', options: {}, run: () => explodeInsideThePass() },
-  { name: 'test-input', description: 'rejects its input', options: {}, run: () => { throw new InputError('has no decoder', 'model.onnx'); } },
-  { name: 'test-async-throw', description: 'rejects with a RangeError', options: {}, run: async () => { await Promise.resolve(); throw new RangeError('offset out of range'); } },
+  {
+    name: 'test-input',
+    description: 'rejects its input',
+    options: {},
+    run: () => {
+      throw new InputError('has no decoder', 'model.onnx');
+    },
+  },
+  {
+    name: 'test-async-throw',
+    description: 'rejects with a RangeError',
+    options: {},
+    run: async () => {
+      await Promise.resolve();
+      throw new RangeError('offset out of range');
+    },
+  },
 ];
 
 beforeAll(() => {
@@ -41,7 +56,9 @@ describe('internal errors are told apart from bad input', () => {
     expect(r.code).toBe(70);
     const lines = r.stderr.trimEnd().split('\n');
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^edgec: internal error in pass 'test-throw': Cannot read properties of undefined \(reading 'field'\) \(run with --verbose for details\)$/);
+    expect(lines[0]).toMatch(
+      /^edgec: internal error in pass 'test-throw': Cannot read properties of undefined \(reading 'field'\) \(run with --verbose for details\)$/,
+    );
     noStack(r.stderr);
     expect(snapshot(root)).toEqual(before);
   });
@@ -51,11 +68,23 @@ describe('internal errors are told apart from bad input', () => {
     expect(r.code).toBe(70);
     expect(r.stderr).toMatch(/^caused by: TypeError: Cannot read properties of undefined/m);
     expect(r.stderr).toContain('explodeInsideThePass');
-    expect(r.stderr.trimEnd().split('\n').pop()).toBe("edgec: internal error in pass 'test-throw': Cannot read properties of undefined (reading 'field')");
+    expect(r.stderr.trimEnd().split('\n').pop()).toBe(
+      "edgec: internal error in pass 'test-throw': Cannot read properties of undefined (reading 'field')",
+    );
   });
 
   it('an async rejection in compile names the pass and the sub-model', async () => {
-    const c = await cli('compile', good, '--target', 'mobile', '-o', path.join(root, 'art'), '--pipeline', 'cleanup,test-async-throw', '--no-verify');
+    const c = await cli(
+      'compile',
+      good,
+      '--target',
+      'mobile',
+      '-o',
+      path.join(root, 'art'),
+      '--pipeline',
+      'cleanup,test-async-throw',
+      '--no-verify',
+    );
     expect(c.code).toBe(70);
     expect(c.stderr.trimEnd().split('\n')).toHaveLength(1);
     expect(c.stderr).toMatch(/^edgec: internal error in pass 'test-async-throw' of sub-model 'model': offset out of range/);
@@ -73,7 +102,11 @@ describe('internal errors are told apart from bad input', () => {
     const quiet = (e: unknown) => {
       const ew = process.stderr.write;
       process.stderr.write = (() => true) as typeof ew;
-      try { return reportError(e, false); } finally { process.stderr.write = ew; }
+      try {
+        return reportError(e, false);
+      } finally {
+        process.stderr.write = ew;
+      }
     };
     expect(quiet(new PassError('fuse-x', 'left an invalid graph: cycle', undefined, true))).toBe(70);
     expect(quiet(new PassError('fuse-x', "option 'block' must be >= 16"))).toBe(2);
@@ -83,11 +116,23 @@ describe('internal errors are told apart from bad input', () => {
   });
 
   it('the OS refusing a write is its own class (exit 74), naming the path', () => {
-    const e = Object.assign(new Error("EACCES: permission denied, open '/ro/x.onnx'"), { code: 'EACCES', syscall: 'open', path: '/ro/x.onnx', errno: -13 });
+    const e = Object.assign(new Error("EACCES: permission denied, open '/ro/x.onnx'"), {
+      code: 'EACCES',
+      syscall: 'open',
+      path: '/ro/x.onnx',
+      errno: -13,
+    });
     let stderr = '';
     const ew = process.stderr.write;
-    process.stderr.write = ((s: string) => { stderr += s; return true; }) as typeof ew;
-    try { expect(reportError(e, false)).toBe(74); } finally { process.stderr.write = ew; }
+    process.stderr.write = ((s: string) => {
+      stderr += s;
+      return true;
+    }) as typeof ew;
+    try {
+      expect(reportError(e, false)).toBe(74);
+    } finally {
+      process.stderr.write = ew;
+    }
     expect(stderr).toBe('edgec: /ro/x.onnx: permission denied (EACCES in open)\n');
   });
 });

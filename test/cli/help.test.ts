@@ -10,7 +10,9 @@ describe('--help', () => {
   const names = program.commands.map((c) => c.name());
 
   it('lists the commands users type', () => {
-    expect(names).toEqual(expect.arrayContaining(['inspect', 'convert', 'verify', 'plan', 'optimize', 'compile', 'demo', 'quantize', 'build', 'run']));
+    expect(names).toEqual(
+      expect.arrayContaining(['inspect', 'convert', 'verify', 'plan', 'optimize', 'compile', 'demo', 'quantize', 'build', 'run']),
+    );
   });
 
   it.each(names)('%s --help has examples that name the command', async (name) => {

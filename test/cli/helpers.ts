@@ -22,10 +22,18 @@ export interface CliResult {
 
 /** Run the CLI in this process, capturing what it prints. */
 export async function cli(...args: string[]): Promise<CliResult> {
-  let stdout = '', stderr = '';
-  const ow = process.stdout.write, ew = process.stderr.write;
-  process.stdout.write = ((s: string | Uint8Array) => { stdout += String(s); return true; }) as typeof ow;
-  process.stderr.write = ((s: string | Uint8Array) => { stderr += String(s); return true; }) as typeof ew;
+  let stdout = '',
+    stderr = '';
+  const ow = process.stdout.write,
+    ew = process.stderr.write;
+  process.stdout.write = ((s: string | Uint8Array) => {
+    stdout += String(s);
+    return true;
+  }) as typeof ow;
+  process.stderr.write = ((s: string | Uint8Array) => {
+    stderr += String(s);
+    return true;
+  }) as typeof ew;
   try {
     const code = await main(args);
     return { code, stdout, stderr };
@@ -52,7 +60,10 @@ export function snapshot(dir: string): Record<string, string> {
     for (const e of fs.readdirSync(d, { withFileTypes: true })) {
       const p = path.join(d, e.name);
       if (e.isSymbolicLink()) out[p] = `-> ${fs.readlinkSync(p)}`;
-      else if (e.isDirectory()) { out[p] = 'dir'; walk(p); } else out[p] = crypto.createHash('sha256').update(fs.readFileSync(p)).digest('hex');
+      else if (e.isDirectory()) {
+        out[p] = 'dir';
+        walk(p);
+      } else out[p] = crypto.createHash('sha256').update(fs.readFileSync(p)).digest('hex');
     }
   };
   walk(dir);
@@ -90,7 +101,8 @@ export function topLevelFields(bytes: Uint8Array): { field: number; start: numbe
   const out: { field: number; start: number; end: number }[] = [];
   let p = 0;
   const varint = () => {
-    let v = 0n, shift = 0n;
+    let v = 0n,
+      shift = 0n;
     for (;;) {
       const b = bytes[p++]!;
       v |= BigInt(b & 0x7f) << shift;
@@ -105,7 +117,10 @@ export function topLevelFields(bytes: Uint8Array): { field: number; start: numbe
     if (wire === 0) varint();
     else if (wire === 1) p += 8;
     else if (wire === 5) p += 4;
-    else if (wire === 2) { const n = Number(varint()); p += n; } else throw new Error(`wire type ${wire}`);
+    else if (wire === 2) {
+      const n = Number(varint());
+      p += n;
+    } else throw new Error(`wire type ${wire}`);
     out.push({ field: tag >>> 3, start, end: p });
   }
   return out;

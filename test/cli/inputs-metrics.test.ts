@@ -65,10 +65,14 @@ describe('realistic synthetic inputs', () => {
 
   it('refuses a spatial or sequence dim below the minimum, naming the dim and the flag', async () => {
     const m = loadModel(tiny.vision_encoder);
-    expect(() => defaultDims(m, { dims: { height: 1 }, dimFlag: '--fix' })).toThrow(/symbolic dim 'height' \(height\) = 1 is below the minimum 28 .*pass --fix height=N/);
+    expect(() => defaultDims(m, { dims: { height: 1 }, dimFlag: '--fix' })).toThrow(
+      /symbolic dim 'height' \(height\) = 1 is below the minimum 28 .*pass --fix height=N/,
+    );
     const r = await cli('verify', tiny.vision_encoder, tiny.vision_encoder, '--dim', 'width=1');
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/^edgec: symbolic dim 'width' \(width\) = 1 is below the minimum 28 for a meaningful check: pass --dim width=N with N >= 28\n$/);
+    expect(r.stderr).toMatch(
+      /^edgec: symbolic dim 'width' \(width\) = 1 is below the minimum 28 for a meaningful check: pass --dim width=N with N >= 28\n$/,
+    );
     // One new token says something only on top of a cache.
     const dec = loadModel(tiny.decoder);
     expect(() => defaultDims(dec, { dims: { seq: 1, past_seq: 0 } })).toThrow(/'seq' \(sequence\) = 1 is below the minimum 2/);
@@ -89,17 +93,25 @@ describe('user inputs', () => {
     }
     fs.mkdirSync(path.join(dir, 'cls', 'images'));
     fs.writeFileSync(path.join(dir, 'cls', 'images', 'readme.txt'), 'sources');
-    expect(testDataSets(path.join(dir, 'cls')).map((d) => path.basename(d))).toEqual(['test_data_set_0', 'test_data_set_1', 'test_data_set_2']);
+    expect(testDataSets(path.join(dir, 'cls')).map((d) => path.basename(d))).toEqual([
+      'test_data_set_0',
+      'test_data_set_1',
+      'test_data_set_2',
+    ]);
     const r = await verifyModels(f, f, { inputs: [path.join(dir, 'cls')] });
     expect(r.inputsUsed).toMatchObject({ source: 'test-data', count: 3, synthetic: false });
     expect(r.role).toBe('classifier');
-    expect(r.metrics.map((x) => [x.name, x.value, x.passed])).toEqual([['logits: top1', 1, true], ['logits: top5', 1, true]]);
+    expect(r.metrics.map((x) => [x.name, x.value, x.passed])).toEqual([
+      ['logits: top1', 1, true],
+      ['logits: top5', 1, true],
+    ]);
     const j = JSON.parse((await cli('verify', f, f, '--inputs', path.join(dir, 'cls'), '--json')).stdout);
     expect(j.inputsUsed.count).toBe(3);
   });
 
   it('decodes PNG and JPEG and normalises with the preset, as computed by hand', () => {
-    const W = 4, H = 2;
+    const W = 4,
+      H = 2;
     const png = new PNG({ width: W, height: H });
     for (let i = 0; i < W * H; i++) png.data.set([i * 30, 255 - i * 30, 100, 255], i * 4);
     const pf = path.join(dir, 'a.png');
@@ -113,7 +125,7 @@ describe('user inputs', () => {
     expect(chw[W * H + 5]).toBeCloseTo(((255 - 150) / 255 - mean[1]!) / std[1]!, 5);
     // Half-size: each output pixel is the mean of a 2x1 pair in x (half-pixel centres).
     const half = imageToChw(img, 2, 1, [0, 0, 0], [1, 1, 1]);
-    expect(half[0]).toBeCloseTo(((0 + 30 + 120 + 150) / 4) / 255, 5);
+    expect(half[0]).toBeCloseTo((0 + 30 + 120 + 150) / 4 / 255, 5);
     const jf = path.join(dir, 'b.jpg');
     const raw = Buffer.alloc(16 * 16 * 4, 200);
     fs.writeFileSync(jf, jpeg.encode({ data: raw, width: 16, height: 16 }, 95).data);
@@ -124,15 +136,35 @@ describe('user inputs', () => {
 
   it('--images feeds the classifier; --tokens feeds the decoder teacher-forced with perplexity', async () => {
     const f = path.join(dir, 'cls', 'model.onnx');
-    const r = await cli('verify', f, f, '--images', path.join(dir, 'a.png'), '--images', path.join(dir, 'b.jpg'), '--preset', 'imagenet', '--dim', 'height=32', '--dim', 'width=32', '--json');
+    const r = await cli(
+      'verify',
+      f,
+      f,
+      '--images',
+      path.join(dir, 'a.png'),
+      '--images',
+      path.join(dir, 'b.jpg'),
+      '--preset',
+      'imagenet',
+      '--dim',
+      'height=32',
+      '--dim',
+      'width=32',
+      '--json',
+    );
     expect(r.code).toBe(0);
     const j = JSON.parse(r.stdout);
     expect(j.inputsUsed).toMatchObject({ source: 'images', count: 2 });
     expect(j.inputsUsed.from[0]).toMatch(/2 images resized to 32x32, imagenet mean\/std/);
     const tok = path.join(dir, 'tokens.txt');
-    fs.writeFileSync(tok, `${Array.from({ length: 24 }, (_, i) => (i * 37) % 272).join(' ')}\n${Array.from({ length: 12 }, (_, i) => (i * 11) % 272).join(',')}\n`);
+    fs.writeFileSync(
+      tok,
+      `${Array.from({ length: 24 }, (_, i) => (i * 37) % 272).join(' ')}\n${Array.from({ length: 12 }, (_, i) => (i * 11) % 272).join(',')}\n`,
+    );
     // The tiny decoder takes embeddings, not ids: refused with the reason.
-    await expect(verifyModels(tiny.decoder, tiny.decoder, { tokens: tok })).rejects.toThrow(/the model takes no token ids \(inputs: inputs_embeds, /);
+    await expect(verifyModels(tiny.decoder, tiny.decoder, { tokens: tok })).rejects.toThrow(
+      /the model takes no token ids \(inputs: inputs_embeds, /,
+    );
     const d = await verifyModels(DECODER, DECODER, { tokens: tok });
     expect(d.inputsUsed).toMatchObject({ source: 'tokens', count: 2 });
     const ppl = d.metrics.find((x) => x.name === 'logits: perplexity')!;
@@ -144,7 +176,8 @@ describe('user inputs', () => {
 
 describe('task metrics', () => {
   it('a perturbed classifier loses top-1 agreement and fails, a faithful one keeps it', async () => {
-    const a = path.join(dir, 'cls-a.onnx'), b = path.join(dir, 'cls-b.onnx');
+    const a = path.join(dir, 'cls-a.onnx'),
+      b = path.join(dir, 'cls-b.onnx');
     saveModel(classifier(), a);
     saveModel(classifier(1.5), b);
     const r = await verifyModels(a, b, { dims: { height: 32, width: 32, batch: 16 } });
@@ -155,8 +188,13 @@ describe('task metrics', () => {
     // top-1 agreement counted independently here.
     const { runModel } = await import('../../runtime/ort.js');
     const x = loadInputs(loadModel(a), { dims: { height: 32, width: 32, batch: 16 } }).sets[0]!;
-    const ra = (await runModel(a, x)).logits!.toFloat32(), rb = (await runModel(b, x)).logits!.toFloat32();
-    const arg = (v: Float32Array, r0: number) => { let k = 0; for (let i = 1; i < 10; i++) if (v[r0 * 10 + i]! > v[r0 * 10 + k]!) k = i; return k; };
+    const ra = (await runModel(a, x)).logits!.toFloat32(),
+      rb = (await runModel(b, x)).logits!.toFloat32();
+    const arg = (v: Float32Array, r0: number) => {
+      let k = 0;
+      for (let i = 1; i < 10; i++) if (v[r0 * 10 + i]! > v[r0 * 10 + k]!) k = i;
+      return k;
+    };
     let same = 0;
     for (let i = 0; i < 16; i++) if (arg(ra, i) === arg(rb, i)) same++;
     expect(top1.value).toBeCloseTo(same / 16, 10);
@@ -168,7 +206,11 @@ describe('task metrics', () => {
     const cand = Tensor.fromFloat32('logits', [1, 2, V], Float32Array.from([2, 0, 1, 0, 0, 0, 0.1, 0, 0, 0]));
     const acc = new TaskAccumulator('decoder');
     acc.add(ref, cand);
-    const sm = (v: number[]) => { const e = v.map(Math.exp); const s = e.reduce((a, b) => a + b); return e.map((x) => x / s); };
+    const sm = (v: number[]) => {
+      const e = v.map(Math.exp);
+      const s = e.reduce((a, b) => a + b);
+      return e.map((x) => x / s);
+    };
     const kl = (p: number[], q: number[]) => p.reduce((s, x, i) => s + x * Math.log(x / q[i]!), 0);
     const want = (kl(sm([3, 0, 0, 0, 0]), sm([2, 0, 1, 0, 0])) + kl(sm([0.1, 0, 0, 0, 0]), sm([0, 0.1, 0, 0, 0]))) / 2;
     const m = acc.metrics();
@@ -208,8 +250,18 @@ describe('roles', () => {
     const ids = b.input('input_ids', DataType.INT64, ['batch', 'seq']);
     const emb = b.op1('Gather', [b.initializer(Tensor.fromFloat32('embed', [32, 8], randn(rng(1), 256))), ids]);
     const pooled = b.op1('ReduceMean', [px], { attrs: { axes: [1, 2, 3], keepdims: 0 } });
-    const h = b.op1('Add', [emb, b.op1('Unsqueeze', [b.op1('Unsqueeze', [pooled, b.initializer(Tensor.fromInt64('a1', [1], [1]))]), b.initializer(Tensor.fromInt64('a2', [1], [2]))])]);
-    b.output(b.op1('MatMul', [h, b.initializer(Tensor.fromFloat32('lm', [8, 32], randn(rng(2), 256)))]), 'logits', DataType.FLOAT, ['batch', 'seq', 32]);
+    const h = b.op1('Add', [
+      emb,
+      b.op1('Unsqueeze', [
+        b.op1('Unsqueeze', [pooled, b.initializer(Tensor.fromInt64('a1', [1], [1]))]),
+        b.initializer(Tensor.fromInt64('a2', [1], [2])),
+      ]),
+    ]);
+    b.output(b.op1('MatMul', [h, b.initializer(Tensor.fromFloat32('lm', [8, 32], randn(rng(2), 256)))]), 'logits', DataType.FLOAT, [
+      'batch',
+      'seq',
+      32,
+    ]);
     expect(guessRole(b.build()).role).toBe('mllm');
   });
 

@@ -42,7 +42,10 @@ describe('inspect on conformance models', () => {
     expect(j.inputs).toEqual([{ name: '0', dtype: 'float32', shape: [2, 3, 7, 5] }]);
     expect(j.ops).toEqual({ Conv: 1 });
     expect(j.parameters).toEqual({ tensors: 2, elements: 76, bytes: 304, byDtype: { float32: { tensors: 2, elements: 76, bytes: 304 } } });
-    expect(j.largestTensors.map((t: { name: string; bytes: number }) => [t.name, t.bytes])).toEqual([['1', 288], ['2', 16]]);
+    expect(j.largestTensors.map((t: { name: string; bytes: number }) => [t.name, t.bytes])).toEqual([
+      ['1', 288],
+      ['2', 16],
+    ]);
     expect(j.externalData).toEqual({ tensors: 0, bytes: 0, files: [] });
     expect(j.dynamic).toEqual({ symbols: [], values: [] });
   });
@@ -52,7 +55,10 @@ describe('inspect on conformance models', () => {
     expect(loop.nodes).toEqual({ total: 10, mainGraph: 1, inSubgraphs: 9, subgraphs: 1 });
     expect(loop.ops.Loop).toBe(1);
     // The Loop body's Constant nodes hold its only tensors: float32[5] and an int64 scalar.
-    expect(loop.parameters.byDtype).toEqual({ float32: { tensors: 1, elements: 5, bytes: 20 }, int64: { tensors: 1, elements: 1, bytes: 8 } });
+    expect(loop.parameters.byDtype).toEqual({
+      float32: { tensors: 1, elements: 5, bytes: 20 },
+      int64: { tensors: 1, elements: 1, bytes: 8 },
+    });
     const iff = JSON.parse((await cli('inspect', path.join(CONFORMANCE, 'node/test_if/model.onnx'), '--json')).stdout);
     expect(iff.nodes.subgraphs).toBe(2);
     expect(iff.nodes.mainGraph).toBe(1);
@@ -82,10 +88,13 @@ describe('inspect on a built model with external data and symbolic dims', () => 
       { name: 'w2', dtype: 'float32', shape: [64, 8], bytes: 2048, external: true },
       { name: 'b1', dtype: 'float32', shape: [64], bytes: 256, external: false },
     ]);
-    expect(j.dynamic).toEqual({ symbols: ['batch'], values: [
-      { name: 'features', kind: 'input', dims: [{ axis: 0, dim: 'batch' }] },
-      { name: 'out', kind: 'output', dims: [{ axis: 0, dim: 'batch' }] },
-    ] });
+    expect(j.dynamic).toEqual({
+      symbols: ['batch'],
+      values: [
+        { name: 'features', kind: 'input', dims: [{ axis: 0, dim: 'batch' }] },
+        { name: 'out', kind: 'output', dims: [{ axis: 0, dim: 'batch' }] },
+      ],
+    });
     expect(j.ops).toEqual({ MatMul: 2, Add: 1, Relu: 1 });
     expect(j.role.role).toBe('projector');
 
@@ -106,7 +115,10 @@ describe('inspect on a built model with external data and symbolic dims', () => 
     b.output(z, 'z', DataType.FLOAT);
     const s = summarize(b.build());
     expect(s.ops).toEqual({ 'com.microsoft:FusedMatMul': 1, Relu: 1 });
-    expect(s.opsets).toEqual([{ domain: 'ai.onnx', version: 17 }, { domain: 'com.microsoft', version: 1 }]);
+    expect(s.opsets).toEqual([
+      { domain: 'ai.onnx', version: 17 },
+      { domain: 'com.microsoft', version: 1 },
+    ]);
     expect(s.dynamic.values).toEqual([
       { name: 'x', kind: 'input', dims: [{ axis: 0, dim: null }] },
       { name: 'z', kind: 'output', dims: [{ axis: -1, dim: null }] },
@@ -116,12 +128,19 @@ describe('inspect on a built model with external data and symbolic dims', () => 
 
 /** Sub-models of a small MLLM, one per role, written the way exporters write them. */
 function roleModels(): Record<string, Model> {
-  const w = (name: string, dims: number[]) => Tensor.fromFloat32(name, dims, Float32Array.from({ length: dims.reduce((a, c) => a * c, 1) }, (_, i) => Math.sin(i)));
+  const w = (name: string, dims: number[]) =>
+    Tensor.fromFloat32(
+      name,
+      dims,
+      Float32Array.from({ length: dims.reduce((a, c) => a * c, 1) }, (_, i) => Math.sin(i)),
+    );
 
   const v = new GraphBuilder();
   const px = v.input('pixel_values', DataType.FLOAT, ['batch', 3, 'height', 'width']);
   const norm = v.op1('Sub', [px, v.constScalarF32('mean', 0.5)]);
-  const patches = v.op1('Conv', [norm, v.initializer(w('patch.weight', [16, 3, 4, 4]))], { attrs: { kernel_shape: [4, 4], strides: [4, 4] } });
+  const patches = v.op1('Conv', [norm, v.initializer(w('patch.weight', [16, 3, 4, 4]))], {
+    attrs: { kernel_shape: [4, 4], strides: [4, 4] },
+  });
   v.output(patches, 'image_features', DataType.FLOAT, ['batch', 16, null, null]);
 
   const e = new GraphBuilder();
@@ -138,7 +157,13 @@ function roleModels(): Record<string, Model> {
     b.output(b.op1('MatMul', [h, b.initializer(w('lm_head', [16, 64]))]), logitsName, DataType.FLOAT, [1, 'seq', 64]);
     return b.build();
   };
-  return { 'vision-encoder': v.build(), embeddings: e.build(), projector: mlpModel(), decoder: d('logits'), 'decoder (no telling names)': d('y') };
+  return {
+    'vision-encoder': v.build(),
+    embeddings: e.build(),
+    projector: mlpModel(),
+    decoder: d('logits'),
+    'decoder (no telling names)': d('y'),
+  };
 }
 
 describe('role guess', () => {
@@ -152,27 +177,46 @@ describe('role guess', () => {
   }
 
   it('sees through 4-bit weight formats (MatMulNBits, GatherBlockQuantized, QDQ)', () => {
-    const u8 = (name: string, dims: number[]) => Tensor.fromBytes(name, DataType.UINT8, dims, new Uint8Array(dims.reduce((a, c) => a * c, 1)));
+    const u8 = (name: string, dims: number[]) =>
+      Tensor.fromBytes(name, DataType.UINT8, dims, new Uint8Array(dims.reduce((a, c) => a * c, 1)));
     const scales = (name: string, n: number) => Tensor.fromFloat32(name, [n], new Float32Array(n).fill(0.1));
     const ms = { 'com.microsoft': 1 };
 
     const p = new GraphBuilder({ opsets: ms });
     const px = p.input('image_features', DataType.FLOAT, ['batch', 'n', 32]);
-    const ph = p.op1('MatMulNBits', [px, p.initializer(u8('fc1.qweight', [64, 1, 16])), p.initializer(scales('fc1.scales', 64))], { domain: 'com.microsoft', attrs: { K: 32, N: 64, bits: 4, block_size: 32 } });
+    const ph = p.op1('MatMulNBits', [px, p.initializer(u8('fc1.qweight', [64, 1, 16])), p.initializer(scales('fc1.scales', 64))], {
+      domain: 'com.microsoft',
+      attrs: { K: 32, N: 64, bits: 4, block_size: 32 },
+    });
     p.output(ph, 'image_embeds', DataType.FLOAT, ['batch', 'n', 64]);
     expect(summarize(p.build()).role.role).toBe('projector');
 
     const e = new GraphBuilder({ opsets: ms });
     const ids = e.input('input_ids', DataType.INT64, ['batch', 'seq']);
     const table = e.initializer(Tensor.fromBytes('embed.q', DataType.UINT4, [64, 32], new Uint8Array(64 * 16)));
-    e.output(e.op1('GatherBlockQuantized', [table, ids, e.initializer(scales('embed.scales', 64))], { domain: 'com.microsoft', attrs: { block_size: 32 } }), 'inputs_embeds', DataType.FLOAT, ['batch', 'seq', 32]);
+    e.output(
+      e.op1('GatherBlockQuantized', [table, ids, e.initializer(scales('embed.scales', 64))], {
+        domain: 'com.microsoft',
+        attrs: { block_size: 32 },
+      }),
+      'inputs_embeds',
+      DataType.FLOAT,
+      ['batch', 'seq', 32],
+    );
     expect(summarize(e.build()).role.role).toBe('embeddings');
 
     const d = new GraphBuilder({ opsets: ms });
     const x = d.input('inputs_embeds', DataType.FLOAT, [1, 'seq', 32]);
-    const wq = d.op1('DequantizeLinear', [d.initializer(Tensor.fromBytes('q.w', DataType.INT8, [32, 32], new Uint8Array(1024))), d.constScalarF32('q.s', 0.01)]);
+    const wq = d.op1('DequantizeLinear', [
+      d.initializer(Tensor.fromBytes('q.w', DataType.INT8, [32, 32], new Uint8Array(1024))),
+      d.constScalarF32('q.s', 0.01),
+    ]);
     const att = d.op1('Softmax', [d.op1('MatMul', [x, wq])]);
-    const lm = d.op1('MatMulNBits', [att, d.initializer(u8('lm_head.qweight', [256, 1, 16])), d.initializer(scales('lm_head.scales', 256))], { domain: 'com.microsoft', attrs: { K: 32, N: 256, bits: 4, block_size: 32 } });
+    const lm = d.op1(
+      'MatMulNBits',
+      [att, d.initializer(u8('lm_head.qweight', [256, 1, 16])), d.initializer(scales('lm_head.scales', 256))],
+      { domain: 'com.microsoft', attrs: { K: 32, N: 256, bits: 4, block_size: 32 } },
+    );
     d.output(lm, 'y', DataType.FLOAT, [1, 'seq', 256]);
     const s = summarize(d.build());
     expect(s.role.role).toBe('decoder');

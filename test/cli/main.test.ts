@@ -8,7 +8,10 @@ import { cli } from './helpers.js';
 function report(e: unknown, verbose = false): { code: number; stderr: string } {
   let stderr = '';
   const ew = process.stderr.write;
-  process.stderr.write = ((s: string) => { stderr += s; return true; }) as typeof ew;
+  process.stderr.write = ((s: string) => {
+    stderr += s;
+    return true;
+  }) as typeof ew;
   try {
     return { code: reportError(e, verbose), stderr };
   } finally {
@@ -22,11 +25,17 @@ describe('reportError', () => {
   });
 
   it('a pass rejecting its options is exit 2', () => {
-    expect(report(new PassError('quantize', 'block must be a power of two'))).toEqual({ code: 2, stderr: "edgec: pass 'quantize': block must be a power of two\n" });
+    expect(report(new PassError('quantize', 'block must be a power of two'))).toEqual({
+      code: 2,
+      stderr: "edgec: pass 'quantize': block must be a power of two\n",
+    });
   });
 
   it('a failed check is exit 1, with its details indented', () => {
-    expect(report(new CheckError('2 ops unsupported', ['Foo', 'Bar']))).toEqual({ code: 1, stderr: 'edgec: 2 ops unsupported\n  Foo\n  Bar\n' });
+    expect(report(new CheckError('2 ops unsupported', ['Foo', 'Bar']))).toEqual({
+      code: 1,
+      stderr: 'edgec: 2 ops unsupported\n  Foo\n  Bar\n',
+    });
   });
 
   it('anything else is exit 70 with one line; the stack only with --verbose', () => {

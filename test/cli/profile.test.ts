@@ -37,29 +37,48 @@ describe('edgec profile', () => {
   });
 
   it('sums the encoder calls of a tiling plan', async () => {
-    const r = await cli('profile', files.vision_encoder, '--target', 'npu', '--device', 'dimensity-9300', '--image', '1344x896', '--policy', 'minicpm-v', '--json');
+    const r = await cli(
+      'profile',
+      files.vision_encoder,
+      '--target',
+      'npu',
+      '--device',
+      'dimensity-9300',
+      '--image',
+      '1344x896',
+      '--policy',
+      'minicpm-v',
+      '--json',
+    );
     expect(r.code).toBe(0);
     const p = JSON.parse(r.stdout) as ProfileReport;
     const plan = p.models[0]!.plan!;
     expect(plan.calls.length).toBeGreaterThan(1);
-    expect(plan.totalMs).toBeCloseTo(plan.calls.reduce((s, c) => s + c.ms, 0), 9);
+    expect(plan.totalMs).toBeCloseTo(
+      plan.calls.reduce((s, c) => s + c.ms, 0),
+      9,
+    );
   });
 
   // SwiftShader compiles a shader per program and onnxruntime-web's wasm takes ~20 s to instantiate on
   // CI's cores: one small sub-model on WebGPU (the wasm EP takes the same path with another EP name).
-  it.skipIf(!fs.existsSync(CHROMIUM_PATH))('measures on onnxruntime-web WebGPU in Chromium (GPU timestamps)', async () => {
-    for (const [runtime, file] of [['webgpu', files.projector]] as const) {
-      const r = await cli('profile', file, '--target', 'webgpu', '--runtime', runtime, '--runs', '2', '--json');
-      expect(r.stderr).toBe('');
-      expect(r.code).toBe(0);
-      const s = (JSON.parse(r.stdout) as ProfileReport).models[0]!.scenarios[0]!;
-      expect(s.measureError).toBeUndefined();
-      expect(s.measured!.runtime).toBe(`onnxruntime-web ${runtime}`);
-      expect(s.measured!.timer).toBe(runtime === 'webgpu' ? 'gpu' : 'host');
-      expect(s.measured!.totalMs).toBeGreaterThan(0);
-      expect(s.measured!.byOp.map((o) => o.op)).toContain(runtime === 'webgpu' ? 'MatMul' : 'Gather');
-    }
-  }, 300_000);
+  it.skipIf(!fs.existsSync(CHROMIUM_PATH))(
+    'measures on onnxruntime-web WebGPU in Chromium (GPU timestamps)',
+    async () => {
+      for (const [runtime, file] of [['webgpu', files.projector]] as const) {
+        const r = await cli('profile', file, '--target', 'webgpu', '--runtime', runtime, '--runs', '2', '--json');
+        expect(r.stderr).toBe('');
+        expect(r.code).toBe(0);
+        const s = (JSON.parse(r.stdout) as ProfileReport).models[0]!.scenarios[0]!;
+        expect(s.measureError).toBeUndefined();
+        expect(s.measured!.runtime).toBe(`onnxruntime-web ${runtime}`);
+        expect(s.measured!.timer).toBe(runtime === 'webgpu' ? 'gpu' : 'host');
+        expect(s.measured!.totalMs).toBeGreaterThan(0);
+        expect(s.measured!.byOp.map((o) => o.op)).toContain(runtime === 'webgpu' ? 'MatMul' : 'Gather');
+      }
+    },
+    300_000,
+  );
 
   it('refuses an unknown device in one line, exit 2', async () => {
     const r = await cli('profile', TMP, '--target', 'mobile', '--device', 'pixel-1');

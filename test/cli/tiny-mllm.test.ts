@@ -8,11 +8,16 @@ import { cli, tmpDir } from './helpers.js';
 
 const dir = tmpDir('tiny');
 let files: Record<TinyMllmRole, string>;
-beforeAll(() => { files = writeTinyMllm(dir); });
+beforeAll(() => {
+  files = writeTinyMllm(dir);
+});
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const EXPECTED: Record<TinyMllmRole, string> = {
-  vision_encoder: 'vision-encoder', projector: 'projector', embed_tokens: 'embeddings', decoder: 'decoder',
+  vision_encoder: 'vision-encoder',
+  projector: 'projector',
+  embed_tokens: 'embeddings',
+  decoder: 'decoder',
 };
 
 describe('tiny MLLM', () => {
@@ -44,7 +49,13 @@ describe('tiny MLLM', () => {
     const r = await cli('verify', files.decoder, ext, '--dim', 'seq=3', '--dim', 'past_seq=2', '--dim', 'total_seq=5', '--json');
     expect(r.code).toBe(0);
     const j = JSON.parse(r.stdout);
-    expect(j.outputs.map((o: { name: string }) => o.name)).toEqual(['logits', 'present.0.key', 'present.0.value', 'present.1.key', 'present.1.value']);
+    expect(j.outputs.map((o: { name: string }) => o.name)).toEqual([
+      'logits',
+      'present.0.key',
+      'present.0.value',
+      'present.1.key',
+      'present.1.value',
+    ]);
     for (const o of j.outputs) expect(o).toMatchObject({ cosine: 1, maxAbsError: 0, shapeMatch: true });
     expect(j.inputs.find((i: { name: string }) => i.name === 'attention_mask').shape).toEqual([1, 5]);
   });

@@ -48,7 +48,9 @@ describe('verifyModels', () => {
     broken.opsetImports.push({ domain: 'org.edgec.missing', version: 1 });
     const f = path.join(dir, 'broken.onnx');
     saveModel(broken, f);
-    await expect(verifyModels(ref, f, { candidateName: 'artifact/model.onnx' })).rejects.toThrow(/^artifact\/model\.onnx: does not run in onnxruntime: /);
+    await expect(verifyModels(ref, f, { candidateName: 'artifact/model.onnx' })).rejects.toThrow(
+      /^artifact\/model\.onnx: does not run in onnxruntime: /,
+    );
     const r = await cli('verify', ref, f);
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
@@ -94,7 +96,12 @@ describe('verifyModels', () => {
     expect(r.extraOutputs).toEqual(['other']);
     const cliRun = await cli('verify', ref, f, '--json');
     expect(cliRun.code).toBe(1);
-    expect(JSON.parse(cliRun.stdout).outputs[0]).toMatchObject({ name: 'out', cosine: 0, maxAbsError: null, problem: 'missing from the candidate' });
+    expect(JSON.parse(cliRun.stdout).outputs[0]).toMatchObject({
+      name: 'out',
+      cosine: 0,
+      maxAbsError: null,
+      problem: 'missing from the candidate',
+    });
 
     const s = new GraphBuilder();
     const sx = s.input('features', DataType.FLOAT, ['batch', 16]);
@@ -168,7 +175,17 @@ describe('edgec verify', () => {
     const junk = path.join(dir, 'junk-inputs');
     fs.mkdirSync(junk);
     fs.writeFileSync(path.join(junk, 'features.pb'), new Uint8Array());
-    for (const args of [['--inputs', junk], ['--threshold', '2'], ['--threshold', 'x'], ['--seed', '-1'], ['--dim', 'batch'], ['--dim', 'batch=0'], ['--inputs', empty], ['--inputs', path.join(dir, 'nope')], ['--inputs', ref]]) {
+    for (const args of [
+      ['--inputs', junk],
+      ['--threshold', '2'],
+      ['--threshold', 'x'],
+      ['--seed', '-1'],
+      ['--dim', 'batch'],
+      ['--dim', 'batch=0'],
+      ['--inputs', empty],
+      ['--inputs', path.join(dir, 'nope')],
+      ['--inputs', ref],
+    ]) {
       const r = await cli('verify', ref, same, ...args);
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stderr.trimEnd().split('\n'), args.join(' ')).toHaveLength(1);

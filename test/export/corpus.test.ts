@@ -23,9 +23,16 @@ interface Meta {
   fp32_top1?: { test_sets: number };
 }
 
-const models = fs.readdirSync(ROOT).filter((d) => fs.existsSync(path.join(ROOT, d, 'model.onnx'))).sort();
+const models = fs
+  .readdirSync(ROOT)
+  .filter((d) => fs.existsSync(path.join(ROOT, d, 'model.onnx')))
+  .sort();
 const meta = (name: string): Meta => JSON.parse(fs.readFileSync(path.join(ROOT, name, 'meta.json'), 'utf8')) as Meta;
-const sets = (name: string) => fs.readdirSync(path.join(ROOT, name)).filter((d) => /^test_data_set_\d+$/.test(d)).sort();
+const sets = (name: string) =>
+  fs
+    .readdirSync(path.join(ROOT, name))
+    .filter((d) => /^test_data_set_\d+$/.test(d))
+    .sort();
 
 /** fp32 agreement between torch (the exporter side) and onnxruntime: elementwise, scaled by the output's range. */
 function close(expected: Tensor, actual: Tensor): { ok: boolean; detail: string } {
@@ -34,7 +41,10 @@ function close(expected: Tensor, actual: Tensor): { ok: boolean; detail: string 
   let peak = 0;
   for (const v of ref) peak = Math.max(peak, Math.abs(v));
   const tol = 1e-4 * Math.max(1, peak);
-  return { ok: c.shapeMatch && c.maxAbsError <= tol && c.cosine > 0.999999, detail: `max abs ${c.maxAbsError.toExponential(2)} (tol ${tol.toExponential(1)}), cosine ${c.cosine}` };
+  return {
+    ok: c.shapeMatch && c.maxAbsError <= tol && c.cosine > 0.999999,
+    detail: `max abs ${c.maxAbsError.toExponential(2)} (tol ${tol.toExponential(1)}), cosine ${c.cosine}`,
+  };
 }
 
 function argmaxRows(t: Tensor): number[] {
@@ -87,7 +97,10 @@ describe('real-export corpus', () => {
       }
     }
     // test sets exercise the dynamic axes: some input changes shape between sets
-    expect([...shapes.values()].some((s) => s.size > 1), `${name}: all test sets have the same shapes`).toBe(true);
+    expect(
+      [...shapes.values()].some((s) => s.size > 1),
+      `${name}: all test sets have the same shapes`,
+    ).toBe(true);
 
     if (info.test_labels) {
       const labels = info.test_labels.flat();

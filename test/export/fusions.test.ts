@@ -15,8 +15,19 @@ const ROOT = path.resolve(__dirname, '../../fixtures/export');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-export-fuse-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-const FUSED = new Set(['Attention', 'MultiHeadAttention', 'GroupQueryAttention', 'RotaryEmbedding', 'LayerNormalization', 'SimplifiedLayerNormalization',
-  'SkipLayerNormalization', 'SkipSimplifiedLayerNormalization', 'Gelu', 'FastGelu', 'QuickGelu']);
+const FUSED = new Set([
+  'Attention',
+  'MultiHeadAttention',
+  'GroupQueryAttention',
+  'RotaryEmbedding',
+  'LayerNormalization',
+  'SimplifiedLayerNormalization',
+  'SkipLayerNormalization',
+  'SkipSimplifiedLayerNormalization',
+  'Gelu',
+  'FastGelu',
+  'QuickGelu',
+]);
 
 /** Fused ops each export gets (at least). */
 const EXPECTED: Record<string, Record<string, number>> = {
@@ -35,27 +46,33 @@ function counts(m: Model): Record<string, number> {
 }
 
 describe('fusions on real exports', () => {
-  it.each(Object.keys(EXPECTED).filter((n) => fs.existsSync(path.join(ROOT, n, 'model.onnx'))))('%s: fused as expected, outputs equal in onnxruntime', async (name) => {
-    const src = path.join(ROOT, name, 'model.onnx');
-    const m = loadModel(src);
-    const reports = await runPipeline(m, parsePipeline(DEFAULT_PIPELINE));
-    const got = counts(m);
-    for (const [op, n] of Object.entries(EXPECTED[name]!)) expect(got[op] ?? 0, `${name}: ${op}`).toBeGreaterThanOrEqual(n);
-    const out = path.join(tmp, `${name}.onnx`);
-    saveModel(m, out);
-    const set = path.join(ROOT, name, 'test_data_set_0');
-    const { inputs } = loadTestDataSet(set, loadModel(src));
-    const before = await runModel(src, inputs), after = await runModel(out, inputs);
-    let worst = 0;
-    for (const [k, ref] of Object.entries(before)) {
-      const c = compareTensors(ref, after[k]!);
-      let peak = 0;
-      for (const v of ref.toNumbers()) peak = Math.max(peak, Math.abs(v));
-      expect(c.shapeMatch).toBe(true);
-      expect(c.maxAbsError, `${name}: output ${k}`).toBeLessThanOrEqual(1e-4 * Math.max(1, peak));
-      worst = Math.max(worst, c.maxAbsError);
-    }
-    const skipped = reports.filter((r) => r.pass.startsWith('fuse')).reduce((a, r) => a + (r.stats.skipped?.length ?? 0), 0);
-    console.log(`${name}: ${JSON.stringify(got)}; max abs before/after ${worst.toExponential(2)}; ${skipped} fusion candidates left with a reason`);
-  });
+  it.each(Object.keys(EXPECTED).filter((n) => fs.existsSync(path.join(ROOT, n, 'model.onnx'))))(
+    '%s: fused as expected, outputs equal in onnxruntime',
+    async (name) => {
+      const src = path.join(ROOT, name, 'model.onnx');
+      const m = loadModel(src);
+      const reports = await runPipeline(m, parsePipeline(DEFAULT_PIPELINE));
+      const got = counts(m);
+      for (const [op, n] of Object.entries(EXPECTED[name]!)) expect(got[op] ?? 0, `${name}: ${op}`).toBeGreaterThanOrEqual(n);
+      const out = path.join(tmp, `${name}.onnx`);
+      saveModel(m, out);
+      const set = path.join(ROOT, name, 'test_data_set_0');
+      const { inputs } = loadTestDataSet(set, loadModel(src));
+      const before = await runModel(src, inputs),
+        after = await runModel(out, inputs);
+      let worst = 0;
+      for (const [k, ref] of Object.entries(before)) {
+        const c = compareTensors(ref, after[k]!);
+        let peak = 0;
+        for (const v of ref.toNumbers()) peak = Math.max(peak, Math.abs(v));
+        expect(c.shapeMatch).toBe(true);
+        expect(c.maxAbsError, `${name}: output ${k}`).toBeLessThanOrEqual(1e-4 * Math.max(1, peak));
+        worst = Math.max(worst, c.maxAbsError);
+      }
+      const skipped = reports.filter((r) => r.pass.startsWith('fuse')).reduce((a, r) => a + (r.stats.skipped?.length ?? 0), 0);
+      console.log(
+        `${name}: ${JSON.stringify(got)}; max abs before/after ${worst.toExponential(2)}; ${skipped} fusion candidates left with a reason`,
+      );
+    },
+  );
 });

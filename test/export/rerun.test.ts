@@ -20,21 +20,36 @@ const ROOT = path.resolve(__dirname, '../../fixtures/export');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-rerun-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-const MODELS = fs.readdirSync(ROOT).filter((d) => fs.existsSync(path.join(ROOT, d, 'model.onnx'))).sort();
+const MODELS = fs
+  .readdirSync(ROOT)
+  .filter((d) => fs.existsSync(path.join(ROOT, d, 'model.onnx')))
+  .sort();
 const TARGETS = ['webgpu', 'npu', 'mobile'] as const;
 /** npu is static: image sizes / context chosen so that at least one exporter test set fits a variant. */
 const NPU: Record<string, Partial<CompileOptions>> = {
-  siglip_vit: { imageSizes: ['224x224'] }, clip_vit: { imageSizes: ['224x224'] }, projector: { fix: { num_tokens: 196 } },
-  decoder_nokv: { context: 64 }, decoder_kv: { prefillChunk: 8, context: 41 }, classifier: { imageSizes: ['64x64'] },
-  convnet: { imageSizes: ['32x32'] }, textdet: { imageSizes: ['160x96'] }, mllm: { imageSizes: ['224x224'], fix: { sequence_length: 90 } },
+  siglip_vit: { imageSizes: ['224x224'] },
+  clip_vit: { imageSizes: ['224x224'] },
+  projector: { fix: { num_tokens: 196 } },
+  decoder_nokv: { context: 64 },
+  decoder_kv: { prefillChunk: 8, context: 41 },
+  classifier: { imageSizes: ['64x64'] },
+  convnet: { imageSizes: ['32x32'] },
+  textdet: { imageSizes: ['160x96'] },
+  mllm: { imageSizes: ['224x224'], fix: { sequence_length: 90 } },
 };
 /** What does not compile today, exactly: exit 1, every node named with its reason. */
 const FAILS: Record<string, { count: number; lines: string[]; args: string[] }> = {
-  'mllm/webgpu': { count: 1, lines: ["onnx/model_q4f16.onnx: node '/NonZero' (NonZero): NonZero is not supported by onnxruntime-web WebGPU EP"], args: [] },
+  'mllm/webgpu': {
+    count: 1,
+    lines: ["onnx/model_q4f16.onnx: node '/NonZero' (NonZero): NonZero is not supported by onnxruntime-web WebGPU EP"],
+    args: [],
+  },
   'mllm/npu': {
     count: 7,
     lines: [
-      ...['NonZero', 'Shape_2', 'ScatterND'].map((n) => `model_static.onnx: node '/${n}' (${n.replace(/_\d+$/, '')}): ${n.replace(/_\d+$/, '')} is not supported by QNN HTP`),
+      ...['NonZero', 'Shape_2', 'ScatterND'].map(
+        (n) => `model_static.onnx: node '/${n}' (${n.replace(/_\d+$/, '')}): ${n.replace(/_\d+$/, '')} is not supported by QNN HTP`,
+      ),
       "model_static.onnx: node '/NonZero' (NonZero): output '/NonZero_output_0' has a dynamic shape (axis 1 = ?)",
       "model_static.onnx: node '/Transpose' (Transpose): output '/Transpose_output_0' has a dynamic shape (axis 0 = ?)",
       "model_static.onnx: node '/Slice' (Slice): output '/Slice_output_0_float' has a dynamic shape (axis 0 = ?)",
@@ -47,19 +62,30 @@ const FAILS: Record<string, { count: number; lines: string[]; args: string[] }> 
 
 // ---- an ONNX TensorProto reader of our own (fields 1 dims, 2 data_type, 4 float_data, 5 int32_data, 7 int64_data, 8 name, 9 raw_data)
 
-interface Arr { name: string; type: number; dims: number[]; data: Float64Array | BigInt64Array }
+interface Arr {
+  name: string;
+  type: number;
+  dims: number[];
+  data: Float64Array | BigInt64Array;
+}
 
 function readPb(file: string): Arr {
   const r = protobuf.Reader.create(fs.readFileSync(file));
-  let name = '', type = 0, raw: Uint8Array | undefined;
-  const dims: number[] = [], floats: number[] = [], ints: bigint[] = [];
+  let name = '',
+    type = 0,
+    raw: Uint8Array | undefined;
+  const dims: number[] = [],
+    floats: number[] = [],
+    ints: bigint[] = [];
   const repeated = (wire: number, one: () => void) => {
     if (wire !== 2) return one();
     const end = r.uint32() + r.pos;
     while (r.pos < end) one();
   };
   while (r.pos < r.len) {
-    const tag = r.uint32(), field = tag >>> 3, wire = tag & 7;
+    const tag = r.uint32(),
+      field = tag >>> 3,
+      wire = tag & 7;
     if (field === 1) repeated(wire, () => dims.push(Number(r.int64().toString())));
     else if (field === 2) type = r.int32();
     else if (field === 4) repeated(wire, () => floats.push(r.float()));
@@ -79,17 +105,27 @@ function readPb(file: string): Arr {
   return { name, type, dims, data };
 }
 
-interface TestSet { inputs: Record<string, Arr>; outputs: Record<string, Arr> }
+interface TestSet {
+  inputs: Record<string, Arr>;
+  outputs: Record<string, Arr>;
+}
 
 function testSets(model: string, inNames: string[], outNames: string[]): TestSet[] {
   const dir = path.join(ROOT, model);
-  return fs.readdirSync(dir).filter((d) => /^test_data_set_\d+$/.test(d)).sort((a, b) => Number(a.slice(14)) - Number(b.slice(14))).map((d) => {
-    const read = (prefix: string, names: string[]) => Object.fromEntries(names.map((n, i) => {
-      const t = readPb(path.join(dir, d, `${prefix}_${i}.pb`));
-      return [t.name || n, t];
-    }));
-    return { inputs: read('input', inNames), outputs: read('output', outNames) };
-  });
+  return fs
+    .readdirSync(dir)
+    .filter((d) => /^test_data_set_\d+$/.test(d))
+    .sort((a, b) => Number(a.slice(14)) - Number(b.slice(14)))
+    .map((d) => {
+      const read = (prefix: string, names: string[]) =>
+        Object.fromEntries(
+          names.map((n, i) => {
+            const t = readPb(path.join(dir, d, `${prefix}_${i}.pb`));
+            return [t.name || n, t];
+          }),
+        );
+      return { inputs: read('input', inNames), outputs: read('output', outNames) };
+    });
 }
 
 /** Rows [i, i + b) along axis 0. */
@@ -114,7 +150,8 @@ function positionIds(mask: Arr, seq: number): Arr {
 }
 
 type Shape = (number | string | null)[];
-const fits = (t: Arr, shape: Shape, fromAxis = 0) => t.dims.length === shape.length && shape.every((d, i) => i < fromAxis || typeof d !== 'number' || d === t.dims[i]);
+const fits = (t: Arr, shape: Shape, fromAxis = 0) =>
+  t.dims.length === shape.length && shape.every((d, i) => i < fromAxis || typeof d !== 'number' || d === t.dims[i]);
 
 /** The feeds of one set for a candidate with these input shapes: as is, split into its fixed batch, or none. */
 function feedsFor(set: TestSet, inputs: { name: string; shape: Shape }[]): { feeds: Record<string, Arr>; refs: Record<string, Arr> }[] {
@@ -124,7 +161,8 @@ function feedsFor(set: TestSet, inputs: { name: string; shape: Shape }[]): { fee
     return { ...feeds, position_ids: positionIds(feeds.attention_mask!, feeds.input_ids!.dims[1]!) };
   };
   if (given.every((v) => fits(set.inputs[v.name]!, v.shape))) return [{ feeds: complete(set.inputs), refs: set.outputs }];
-  const b = given[0]!.shape[0], n = set.inputs[given[0]!.name]!.dims[0]!;
+  const b = given[0]!.shape[0],
+    n = set.inputs[given[0]!.name]!.dims[0]!;
   if (typeof b !== 'number' || n % b !== 0 || !given.every((v) => v.shape[0] === b && fits(set.inputs[v.name]!, v.shape, 1))) return [];
   const out = [];
   for (let i = 0; i < n; i += b) {
@@ -135,20 +173,30 @@ function feedsFor(set: TestSet, inputs: { name: string; shape: Shape }[]): { fee
 }
 
 function toOrt(t: Arr, type: string): ort.Tensor {
-  if (type !== (t.type === 7 ? 'int64' : 'float32')) throw new Error(`artifact input '${t.name}' is ${type}, the test data ${t.type === 7 ? 'int64' : 'float32'}`);
-  return t.type === 7 ? new ort.Tensor('int64', t.data as BigInt64Array, t.dims) : new ort.Tensor('float32', Float32Array.from(t.data as Float64Array), t.dims);
+  if (type !== (t.type === 7 ? 'int64' : 'float32'))
+    throw new Error(`artifact input '${t.name}' is ${type}, the test data ${t.type === 7 ? 'int64' : 'float32'}`);
+  return t.type === 7
+    ? new ort.Tensor('int64', t.data as BigInt64Array, t.dims)
+    : new ort.Tensor('float32', Float32Array.from(t.data as Float64Array), t.dims);
 }
 
 // ---- figures, from scratch
 
 function cosine(a: Float64Array, b: ArrayLike<number>, off = 0, n = a.length): number {
-  let d = 0, x = 0, y = 0;
-  for (let i = off; i < off + n; i++) { d += a[i]! * b[i]!; x += a[i]! * a[i]!; y += b[i]! * b[i]!; }
+  let d = 0,
+    x = 0,
+    y = 0;
+  for (let i = off; i < off + n; i++) {
+    d += a[i]! * b[i]!;
+    x += a[i]! * a[i]!;
+    y += b[i]! * b[i]!;
+  }
   return x === 0 && y === 0 ? 1 : d / Math.sqrt(x * y);
 }
 
 function logSoftmax(a: ArrayLike<number>, off: number, n: number): Float64Array {
-  let m = -Infinity, s = 0;
+  let m = -Infinity,
+    s = 0;
   for (let i = 0; i < n; i++) m = Math.max(m, a[off + i]!);
   for (let i = 0; i < n; i++) s += Math.exp(a[off + i]! - m);
   const out = new Float64Array(n);
@@ -156,45 +204,77 @@ function logSoftmax(a: ArrayLike<number>, off: number, n: number): Float64Array 
   return out;
 }
 
-const order = (a: ArrayLike<number>, off: number, n: number) => Array.from({ length: n }, (_, i) => i).sort((i, j) => a[off + j]! - a[off + i]! || i - j);
+const order = (a: ArrayLike<number>, off: number, n: number) =>
+  Array.from({ length: n }, (_, i) => i).sort((i, j) => a[off + j]! - a[off + i]! || i - j);
 
 /** Per output, over all the runs: worst cosine, max abs error, and the task figures (decoders:
  * positions whose attention_mask is 0 skipped; teacher-forced perplexity on the ids fed). */
 class Figures {
-  cos = Infinity; maxAbs = 0;
-  top1 = 0; top5 = 0; rows = 0;
-  kl = 0; positions = 0; agree = 0; decisive = 0; nllRef = 0; nllCand = 0; scored = 0;
-  tokCos = 0; tokMin = Infinity; tokens = 0;
+  cos = Infinity;
+  maxAbs = 0;
+  top1 = 0;
+  top5 = 0;
+  rows = 0;
+  kl = 0;
+  positions = 0;
+  agree = 0;
+  decisive = 0;
+  nllRef = 0;
+  nllCand = 0;
+  scored = 0;
+  tokCos = 0;
+  tokMin = Infinity;
+  tokens = 0;
   add(ref: Arr, got: ArrayLike<number>, ids?: Arr, mask?: Arr): void {
     const r = ref.data as Float64Array;
     this.cos = Math.min(this.cos, cosine(r, got));
     for (let i = 0; i < r.length; i++) this.maxAbs = Math.max(this.maxAbs, Math.abs(r[i]! - got[i]!));
-    const w = ref.dims.at(-1)!, n = r.length / w, S = ref.dims.length === 3 ? ref.dims[1]! : 1;
+    const w = ref.dims.at(-1)!,
+      n = r.length / w,
+      S = ref.dims.length === 3 ? ref.dims[1]! : 1;
     const total = mask?.dims[1] ?? 0;
     const real = (row: number) => !mask || mask.data[Math.floor(row / S) * total + total - S + (row % S)] !== 0n;
     for (let row = 0; row < n; row++) {
       if (!real(row)) continue;
       const off = row * w;
-      const ro = order(r, off, w), go = order(got, off, w);
-      this.top1 += +(ro[0] === go[0]); this.top5 += +go.slice(0, 5).includes(ro[0]!); this.rows++;
-      const p = logSoftmax(r, off, w), q = logSoftmax(got, off, w);
+      const ro = order(r, off, w),
+        go = order(got, off, w);
+      this.top1 += +(ro[0] === go[0]);
+      this.top5 += +go.slice(0, 5).includes(ro[0]!);
+      this.rows++;
+      const p = logSoftmax(r, off, w),
+        q = logSoftmax(got, off, w);
       let kl = 0;
       for (let i = 0; i < w; i++) kl += Math.exp(p[i]!) * (p[i]! - q[i]!);
-      this.kl += kl; this.positions++;
-      if (Math.exp(p[ro[0]!]!) - Math.exp(p[ro[1]!]!) >= 0.1) { this.decisive++; this.agree += +(go[0] === ro[0]); }
+      this.kl += kl;
+      this.positions++;
+      if (Math.exp(p[ro[0]!]!) - Math.exp(p[ro[1]!]!) >= 0.1) {
+        this.decisive++;
+        this.agree += +(go[0] === ro[0]);
+      }
       if (ids && (row % S) + 1 < S && real(row + 1)) {
         const next = Number(ids.data[row + 1]);
-        this.nllRef -= p[next]!; this.nllCand -= q[next]!; this.scored++;
+        this.nllRef -= p[next]!;
+        this.nllCand -= q[next]!;
+        this.scored++;
       }
       const c = cosine(r, got, off, w);
-      this.tokCos += c; this.tokMin = Math.min(this.tokMin, c); this.tokens++;
+      this.tokCos += c;
+      this.tokMin = Math.min(this.tokMin, c);
+      this.tokens++;
     }
   }
   metric(name: string): number {
     const ppl = Math.exp(this.nllCand / this.scored);
     const m: Record<string, number> = {
-      top1: this.top1 / this.rows, top5: this.top5 / this.rows, kl: this.kl / this.positions, nextToken: this.agree / this.decisive,
-      perplexity: ppl, perplexityRatio: ppl / Math.exp(this.nllRef / this.scored), tokenCosine: this.tokCos / this.tokens, tokenCosineMin: this.tokMin,
+      top1: this.top1 / this.rows,
+      top5: this.top5 / this.rows,
+      kl: this.kl / this.positions,
+      nextToken: this.agree / this.decisive,
+      perplexity: ppl,
+      perplexityRatio: ppl / Math.exp(this.nllRef / this.scored),
+      tokenCosine: this.tokCos / this.tokens,
+      tokenCosineMin: this.tokMin,
     };
     return m[name] ?? NaN;
   }
@@ -202,12 +282,25 @@ class Figures {
 
 /** Compile-reported minus independent, for the report table. */
 const rows: string[] = [];
-afterAll(() => console.log(['| model | target | file | sets | output | cosine compile / rerun | max abs compile / rerun | metrics compile / rerun |',
-  '|---|---|---|---|---|---|---|---|', ...rows].join('\n')));
+afterAll(() =>
+  console.log(
+    [
+      '| model | target | file | sets | output | cosine compile / rerun | max abs compile / rerun | metrics compile / rerun |',
+      '|---|---|---|---|---|---|---|---|',
+      ...rows,
+    ].join('\n'),
+  ),
+);
 
 /** One plain onnxruntime session over the runs, at a graph optimization level. */
-async function measure(file: string, inputs: { name: string; dtype: string }[], outputs: string[], runs: ReturnType<typeof feedsFor>,
-  level: 'disabled' | 'all', decoder: boolean): Promise<Map<string, Figures>> {
+async function measure(
+  file: string,
+  inputs: { name: string; dtype: string }[],
+  outputs: string[],
+  runs: ReturnType<typeof feedsFor>,
+  level: 'disabled' | 'all',
+  decoder: boolean,
+): Promise<Map<string, Figures>> {
   const session = await ort.InferenceSession.create(file, { graphOptimizationLevel: level });
   const types = Object.fromEntries(inputs.map((i) => [i.name, i.dtype]));
   const figs = new Map<string, Figures>(outputs.map((o) => [o, new Figures()]));
@@ -216,7 +309,14 @@ async function measure(file: string, inputs: { name: string; dtype: string }[], 
       const res = await session.run(Object.fromEntries(session.inputNames.map((n) => [n, toOrt(run.feeds[n]!, types[n]!)])));
       for (const o of outputs) {
         expect(res[o]!.dims, `${file}: ${o}`).toEqual(run.refs[o]!.dims);
-        figs.get(o)!.add(run.refs[o]!, res[o]!.data as Float32Array, decoder ? run.feeds.input_ids : undefined, decoder ? run.feeds.attention_mask : undefined);
+        figs
+          .get(o)!
+          .add(
+            run.refs[o]!,
+            res[o]!.data as Float32Array,
+            decoder ? run.feeds.input_ids : undefined,
+            decoder ? run.feeds.attention_mask : undefined,
+          );
       }
     }
   } finally {
@@ -247,23 +347,48 @@ async function rerun(model: string, target: string, out: string, manifest: Manif
     const unused = sets.filter((s) => !feedsFor(s, inputs).length).length;
     if (unused) expect(v.inputsUsed!.from.join(' ')).toContain(`${unused} of ${sets.length} sets not used: input '`);
     // As compile measures it (the graph as written), and as a runtime would optimize it.
-    const figs = await measure(path.join(out, e.file), e.inputs, v.outputs.map((o) => o.name), runs, 'disabled', decoder);
-    const opt = await measure(path.join(out, e.file), e.inputs, v.outputs.map((o) => o.name), runs, 'all', decoder);
+    const figs = await measure(
+      path.join(out, e.file),
+      e.inputs,
+      v.outputs.map((o) => o.name),
+      runs,
+      'disabled',
+      decoder,
+    );
+    const opt = await measure(
+      path.join(out, e.file),
+      e.inputs,
+      v.outputs.map((o) => o.name),
+      runs,
+      'all',
+      decoder,
+    );
     for (const o of v.outputs) {
-      const f = figs.get(o.name)!, fo = opt.get(o.name)!, where = `${model}/${target}/${e.file}: ${o.name}`;
-      const ms = (v.metrics ?? []).filter((m) => m.name.startsWith(`${o.name}: `)).map((m) => ({ ...m, short: m.name.slice(o.name.length + 2) }));
+      const f = figs.get(o.name)!,
+        fo = opt.get(o.name)!,
+        where = `${model}/${target}/${e.file}: ${o.name}`;
+      const ms = (v.metrics ?? [])
+        .filter((m) => m.name.startsWith(`${o.name}: `))
+        .map((m) => ({ ...m, short: m.name.slice(o.name.length + 2) }));
       const fig = (x: number) => (x < 0.01 ? x.toExponential(3) : x.toPrecision(x > 0.99 && x < 1 ? 6 : 4));
-      rows.push(`| ${model} | ${target} | ${e.file} | ${runs.length} | ${o.name} | ${o.cosine} / ${fig(f.cos)} (${fig(fo.cos)}) `
-        + `| ${fig(o.maxAbsError)} / ${fig(f.maxAbs)} (${fig(fo.maxAbs)}) `
-        + `| ${ms.map((m) => `${m.short} ${fig(m.value)} / ${fig(f.metric(m.short))} (${fig(fo.metric(m.short))})`).join(', ')} |`);
+      rows.push(
+        `| ${model} | ${target} | ${e.file} | ${runs.length} | ${o.name} | ${o.cosine} / ${fig(f.cos)} (${fig(fo.cos)}) ` +
+          `| ${fig(o.maxAbsError)} / ${fig(f.maxAbs)} (${fig(fo.maxAbs)}) ` +
+          `| ${ms.map((m) => `${m.short} ${fig(m.value)} / ${fig(f.metric(m.short))} (${fig(fo.metric(m.short))})`).join(', ')} |`,
+      );
       expect(Math.abs(o.cosine - f.cos), `${where}: cosine ${o.cosine} vs ${f.cos}`).toBeLessThanOrEqual(TOL.cosine);
-      expect(Math.abs(o.maxAbsError - f.maxAbs), `${where}: max abs ${o.maxAbsError} vs ${f.maxAbs}`).toBeLessThanOrEqual(TOL.maxAbs * Math.max(1, f.maxAbs));
+      expect(Math.abs(o.maxAbsError - f.maxAbs), `${where}: max abs ${o.maxAbsError} vs ${f.maxAbs}`).toBeLessThanOrEqual(
+        TOL.maxAbs * Math.max(1, f.maxAbs),
+      );
       for (const m of ms) {
         const mine = f.metric(m.short);
         if (m.short === 'nextToken' && !(m.count > 0)) continue;
         const tol = m.short === 'kl' ? TOL.kl * Math.max(m.value, 1e-3) : m.short.startsWith('top') ? 0 : TOL.cosine * Math.max(1, m.value);
         expect(Math.abs(m.value - mine), `${where}: ${m.short} ${m.value} vs ${mine}`).toBeLessThanOrEqual(tol);
-        if (m.passed !== undefined) expect(m.passed, `${where}: ${m.short} verdict with onnxruntime's optimizations on`).toBe(m.higherIsBetter ? fo.metric(m.short) >= m.threshold! : fo.metric(m.short) <= m.threshold!);
+        if (m.passed !== undefined)
+          expect(m.passed, `${where}: ${m.short} verdict with onnxruntime's optimizations on`).toBe(
+            m.higherIsBetter ? fo.metric(m.short) >= m.threshold! : fo.metric(m.short) <= m.threshold!,
+          );
       }
       // Fused kernels (QDQ -> integer ops on the CPU) move figures a little, never across a verdict.
       expect(Math.abs(o.cosine - fo.cos), `${where}: cosine with optimizations ${fo.cos}`).toBeLessThanOrEqual(TOL.optimizedCosine);
@@ -276,27 +401,45 @@ async function rerun(model: string, target: string, out: string, manifest: Manif
 const TOL = { cosine: 2e-5, maxAbs: 0.02, kl: 0.02, optimizedCosine: 1e-4 };
 
 describe('compile figures agree with an independent re-run of the artifact', () => {
-  it.each(MODELS.flatMap((m) => TARGETS.map((t) => [m, t] as const)))('%s on %s', async (model, target) => {
-    const src = path.join(ROOT, model, 'model.onnx'), out = path.join(tmp, `${model}-${target}`);
-    const fail = FAILS[`${model}/${target}`];
-    if (fail) {
-      const r = await cli('compile', src, '--target', target, '--inputs', path.join(ROOT, model), '-o', out, ...fail.args);
-      expect(r.code, r.stderr).toBe(1);
-      expect(r.stderr).toMatch(new RegExp(`^edgec: ${fail.count} nodes? cannot run on ${target} \\(use --allow-fallback to emit anyway\\)`));
-      const named = r.stderr.split('\n').filter((l) => /^ {2}\S.*: node '/.test(l)).map((l) => l.trim());
-      expect(named).toEqual(fail.lines);
-      rows.push(`| ${model} | ${target} | does not compile: exit 1, ${[...new Set(named.map((l) => /\((\w+)\)/.exec(l)?.[1]))].join(', ')} | | | | | |`);
-      return;
-    }
-    await compile(src, { target, out, inputs: [path.join(ROOT, model)], ...(target === 'npu' ? NPU[model] : {}) });
-    const manifest = JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8')) as Manifest;
-    expect(manifest.verification).toEqual({ ran: true, passed: true });
-    await rerun(model, target, out, manifest);
-  }, 120_000);
+  it.each(MODELS.flatMap((m) => TARGETS.map((t) => [m, t] as const)))(
+    '%s on %s',
+    async (model, target) => {
+      const src = path.join(ROOT, model, 'model.onnx'),
+        out = path.join(tmp, `${model}-${target}`);
+      const fail = FAILS[`${model}/${target}`];
+      if (fail) {
+        const r = await cli('compile', src, '--target', target, '--inputs', path.join(ROOT, model), '-o', out, ...fail.args);
+        expect(r.code, r.stderr).toBe(1);
+        expect(r.stderr).toMatch(
+          new RegExp(`^edgec: ${fail.count} nodes? cannot run on ${target} \\(use --allow-fallback to emit anyway\\)`),
+        );
+        const named = r.stderr
+          .split('\n')
+          .filter((l) => /^ {2}\S.*: node '/.test(l))
+          .map((l) => l.trim());
+        expect(named).toEqual(fail.lines);
+        rows.push(
+          `| ${model} | ${target} | does not compile: exit 1, ${[...new Set(named.map((l) => /\((\w+)\)/.exec(l)?.[1]))].join(', ')} | | | | | |`,
+        );
+        return;
+      }
+      await compile(src, { target, out, inputs: [path.join(ROOT, model)], ...(target === 'npu' ? NPU[model] : {}) });
+      const manifest = JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8')) as Manifest;
+      expect(manifest.verification).toEqual({ ran: true, passed: true });
+      await rerun(model, target, out, manifest);
+    },
+    120_000,
+  );
 
   it('npu decoder_kv decode variant, which no exporter set fits as is: right-aligned in its KV window as a runtime feeds it, it agrees with torch', async () => {
     const out = path.join(tmp, 'decoder_kv-npu');
-    if (!fs.existsSync(path.join(out, 'manifest.json'))) await compile(path.join(ROOT, 'decoder_kv', 'model.onnx'), { target: 'npu', out, inputs: [path.join(ROOT, 'decoder_kv')], ...NPU.decoder_kv });
+    if (!fs.existsSync(path.join(out, 'manifest.json')))
+      await compile(path.join(ROOT, 'decoder_kv', 'model.onnx'), {
+        target: 'npu',
+        out,
+        inputs: [path.join(ROOT, 'decoder_kv')],
+        ...NPU.decoder_kv,
+      });
     const manifest = JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8')) as Manifest;
     const e = manifest.models.find((m) => m.variant === 'decode')!;
     const shape = Object.fromEntries(e.inputs.map((i) => [i.name, i.shape as number[]]));
@@ -308,7 +451,9 @@ describe('compile figures agree with an independent re-run of the artifact', () 
     for (const set of sets.filter((x) => x.inputs.input_ids!.dims[1] === 1)) {
       for (let b = 0; b < set.inputs.input_ids!.dims[0]!; b++) {
         const row = (t: Arr) => rowsOf(t, b, 1);
-        const mask = row(set.inputs.attention_mask!), past = mask.dims[1]! - 1, pad = window - past;
+        const mask = row(set.inputs.attention_mask!),
+          past = mask.dims[1]! - 1,
+          pad = window - past;
         // Left-pad the cache to the window: zero slots, masked out.
         const padPast = (t: Arr): Arr => {
           const [, h, , d] = t.dims as [number, number, number, number];
@@ -316,7 +461,11 @@ describe('compile figures agree with an independent re-run of the artifact', () 
           for (let i = 0; i < h; i++) data.set((t.data as Float64Array).subarray(i * past * d, (i + 1) * past * d), (i * window + pad) * d);
           return { ...t, dims: [1, h, window, d], data };
         };
-        const m: Arr = { ...mask, dims: [1, window + 1], data: BigInt64Array.from([...new Array<bigint>(pad).fill(0n), ...(mask.data as BigInt64Array)]) };
+        const m: Arr = {
+          ...mask,
+          dims: [1, window + 1],
+          data: BigInt64Array.from([...new Array<bigint>(pad).fill(0n), ...(mask.data as BigInt64Array)]),
+        };
         const feeds: Record<string, Arr> = { input_ids: row(set.inputs.input_ids!), attention_mask: m, position_ids: positionIds(m, 1) };
         for (const k of Object.keys(set.inputs).filter((k) => k.startsWith('past_key_values'))) feeds[k] = padPast(row(set.inputs[k]!));
         runs.push({ feeds, refs: { logits: row(set.outputs.logits!) } });
@@ -324,7 +473,9 @@ describe('compile figures agree with an independent re-run of the artifact', () 
     }
     expect(runs.length).toBe(3);
     const f = (await measure(path.join(out, e.file), e.inputs, ['logits'], runs, 'disabled', true)).get('logits')!;
-    rows.push(`| decoder_kv | npu | ${e.file} (right-aligned, rerun only) | ${runs.length} | logits | - / ${f.cos.toPrecision(6)} | - / ${f.maxAbs.toPrecision(4)} | kl - / ${f.metric('kl').toExponential(3)} |`);
+    rows.push(
+      `| decoder_kv | npu | ${e.file} (right-aligned, rerun only) | ${runs.length} | logits | - / ${f.cos.toPrecision(6)} | - / ${f.maxAbs.toPrecision(4)} | kl - / ${f.metric('kl').toExponential(3)} |`,
+    );
     expect(f.cos).toBeGreaterThanOrEqual(e.verification!.threshold);
     expect(f.metric('kl')).toBeLessThanOrEqual(METRIC_THRESHOLDS.kl);
   }, 120_000);
@@ -341,9 +492,10 @@ describe('compile figures agree with an independent re-run of the artifact', () 
     const mask = set.inputs.attention_mask!;
     expect([...(mask.data as BigInt64Array)].filter((x) => x === 0n).length).toBeGreaterThan(0);
     // Every position scored, padding included (no mask handed to the figures).
-    const f = (await measure(path.join(out, e.file), e.inputs, ['logits'], [{ feeds: set.inputs, refs: set.outputs }], 'disabled', false)).get('logits')!;
+    const f = (
+      await measure(path.join(out, e.file), e.inputs, ['logits'], [{ feeds: set.inputs, refs: set.outputs }], 'disabled', false)
+    ).get('logits')!;
     expect(f.metric('kl')).toBeLessThan(0.01);
     expect(f.cos).toBeGreaterThan(0.999);
   }, 120_000);
 });
-

@@ -16,9 +16,15 @@ import { CONFORMANCE } from '../conformance-root.js';
 const ROOT = path.resolve(__dirname, '../../fixtures/export');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-synth-dims-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-const CORPUS = fs.readdirSync(ROOT).filter((d) => fs.existsSync(path.join(ROOT, d, 'model.onnx'))).sort();
+const CORPUS = fs
+  .readdirSync(ROOT)
+  .filter((d) => fs.existsSync(path.join(ROOT, d, 'model.onnx')))
+  .sort();
 
-interface Meta { config?: { patch?: number; position_grid?: number[] }; preprocessing?: { image_size?: unknown } }
+interface Meta {
+  config?: { patch?: number; position_grid?: number[] };
+  preprocessing?: { image_size?: unknown };
+}
 
 /** The conformance models whose graph inputs carry a symbolic dim. */
 function symbolicConformance(): string[] {
@@ -71,35 +77,39 @@ function checkTensors(m: Model, where: string): void {
 }
 
 describe('synthetic default inputs bind no spatial or sequence dim to 1', () => {
-  it.each(CORPUS)('corpus %s: the sizes the model is meant for, and onnxruntime runs them', async (name) => {
-    const file = path.join(ROOT, name, 'model.onnx');
-    const m = loadModel(file);
-    const meta = JSON.parse(fs.readFileSync(path.join(ROOT, name, 'meta.json'), 'utf8')) as Meta;
-    const dims = checkNoOnes(m, name);
-    checkTensors(m, name);
-    const kinds = dimKinds(m);
-    const of = (k: DimKind) => [...kinds].filter(([, x]) => x === k).map(([d]) => dims[d]!);
-    // Image side: the exporter's trained position grid x patch (found in the graph even when the
-    // exporter renamed the table), else 224.
-    const g = visionGeometry(m);
-    if (meta.config?.position_grid) {
-      expect(g).toEqual({ patch: meta.config.patch, grid: meta.config.position_grid[0] });
-      for (const side of [...of('height'), ...of('width')]) expect(side).toBe(meta.config.position_grid[0]! * meta.config.patch!);
-    } else if (g.grid && g.patch) {
-      for (const side of [...of('height'), ...of('width')]) expect(side).toBe(g.grid * g.patch);
-    } else {
-      for (const side of [...of('height'), ...of('width')]) expect(side).toBe(224);
-    }
-    for (const s of of('sequence')) expect(s).toBeGreaterThanOrEqual(64);
-    const past = of('past');
-    if (m.graph.inputs.some((v) => /past/.test(v.name))) {
-      expect(past.length, `${name}: a KV cache has a past dim`).toBeGreaterThan(0);
-      for (const p of past) expect(p).toBeGreaterThan(0);
-      expect(of('total')).toEqual([past[0]! + of('sequence')[0]!]);
-    }
-    // The default sets are valid inputs, not just large ones.
-    for (const set of loadInputs(m).sets) await runModel(file, set);
-  }, 60_000);
+  it.each(CORPUS)(
+    'corpus %s: the sizes the model is meant for, and onnxruntime runs them',
+    async (name) => {
+      const file = path.join(ROOT, name, 'model.onnx');
+      const m = loadModel(file);
+      const meta = JSON.parse(fs.readFileSync(path.join(ROOT, name, 'meta.json'), 'utf8')) as Meta;
+      const dims = checkNoOnes(m, name);
+      checkTensors(m, name);
+      const kinds = dimKinds(m);
+      const of = (k: DimKind) => [...kinds].filter(([, x]) => x === k).map(([d]) => dims[d]!);
+      // Image side: the exporter's trained position grid x patch (found in the graph even when the
+      // exporter renamed the table), else 224.
+      const g = visionGeometry(m);
+      if (meta.config?.position_grid) {
+        expect(g).toEqual({ patch: meta.config.patch, grid: meta.config.position_grid[0] });
+        for (const side of [...of('height'), ...of('width')]) expect(side).toBe(meta.config.position_grid[0]! * meta.config.patch!);
+      } else if (g.grid && g.patch) {
+        for (const side of [...of('height'), ...of('width')]) expect(side).toBe(g.grid * g.patch);
+      } else {
+        for (const side of [...of('height'), ...of('width')]) expect(side).toBe(224);
+      }
+      for (const s of of('sequence')) expect(s).toBeGreaterThanOrEqual(64);
+      const past = of('past');
+      if (m.graph.inputs.some((v) => /past/.test(v.name))) {
+        expect(past.length, `${name}: a KV cache has a past dim`).toBeGreaterThan(0);
+        for (const p of past) expect(p).toBeGreaterThan(0);
+        expect(of('total')).toEqual([past[0]! + of('sequence')[0]!]);
+      }
+      // The default sets are valid inputs, not just large ones.
+      for (const set of loadInputs(m).sets) await runModel(file, set);
+    },
+    60_000,
+  );
 
   it('the tiny MLLM fixture: every sub-model', () => {
     const tiny = writeTinyMllm(path.join(tmp, 'mllm'));
@@ -113,7 +123,7 @@ describe('synthetic default inputs bind no spatial or sequence dim to 1', () => 
     expect(defaultDims(loadModel(tiny.vision_encoder))).toMatchObject({ height: 56, width: 56 });
   });
 
-  it('the conformance models with symbolic input dims (a rank-1 input\'s length is not a batch)', () => {
+  it("the conformance models with symbolic input dims (a rank-1 input's length is not a batch)", () => {
     const files = symbolicConformance();
     expect(files.length).toBeGreaterThan(0);
     const seen: string[] = [];

@@ -15,7 +15,10 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 function cases(suite: string): string[] {
   const dir = path.join(ROOT, suite);
-  return fs.readdirSync(dir).sort().filter((t) => fs.existsSync(path.join(dir, t, 'model.onnx')));
+  return fs
+    .readdirSync(dir)
+    .sort()
+    .filter((t) => fs.existsSync(path.join(dir, t, 'model.onnx')));
 }
 
 describe.each(SUITES)('conformance/%s', (suite) => {
@@ -30,9 +33,15 @@ describe.each(SUITES)('conformance/%s', (suite) => {
       saveModel(model, out);
       const again = path.join(tmp, `${suite}-${name}.2.onnx`);
       saveModel(loadModel(out), again);
-      if (!fs.readFileSync(out).equals(fs.readFileSync(again))) { failures.push(`${name}: second save differs`); continue; }
+      if (!fs.readFileSync(out).equals(fs.readFileSync(again))) {
+        failures.push(`${name}: second save differs`);
+        continue;
+      }
 
-      const sets = fs.readdirSync(path.join(ROOT, suite, name)).filter((d) => d.startsWith('test_data_set')).sort();
+      const sets = fs
+        .readdirSync(path.join(ROOT, suite, name))
+        .filter((d) => d.startsWith('test_data_set'))
+        .sort();
       let status: 'passed' | 'ortUnsupported' | 'noTensorData' | 'failed' = 'passed';
       for (const set of sets) {
         let data;
@@ -46,14 +55,25 @@ describe.each(SUITES)('conformance/%s', (suite) => {
         try {
           const ref = await runModel(src, data.inputs);
           expectedOk = Object.keys(data.outputs).every((k) => ref[k] && allClose(data.outputs[k]!, ref[k]!));
-        } catch { /* onnxruntime cannot run the original */ }
-        if (!expectedOk) { status = 'ortUnsupported'; break; }
+        } catch {
+          /* onnxruntime cannot run the original */
+        }
+        if (!expectedOk) {
+          status = 'ortUnsupported';
+          break;
+        }
         try {
           const got = await runModel(out, data.inputs);
           const bad = Object.keys(data.outputs).filter((k) => !got[k] || !allClose(data.outputs[k]!, got[k]!));
-          if (bad.length) { status = 'failed'; failures.push(`${name}/${set}: outputs ${bad.join(',')} differ after save`); break; }
+          if (bad.length) {
+            status = 'failed';
+            failures.push(`${name}/${set}: outputs ${bad.join(',')} differ after save`);
+            break;
+          }
         } catch (e) {
-          status = 'failed'; failures.push(`${name}/${set}: saved model fails: ${(e as Error).message.split('\n')[0]}`); break;
+          status = 'failed';
+          failures.push(`${name}/${set}: saved model fails: ${(e as Error).message.split('\n')[0]}`);
+          break;
         }
       }
       counts[status]++;

@@ -4,7 +4,19 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  DataType, Graph, Model, Tensor, bf16ToF32, byteLength, f16ToF32, f32ToBf16, f32ToF16, packInt4, unpackInt4, saveModel, float8ToF32,
+  DataType,
+  Graph,
+  Model,
+  Tensor,
+  bf16ToF32,
+  byteLength,
+  f16ToF32,
+  f32ToBf16,
+  f32ToF16,
+  packInt4,
+  unpackInt4,
+  saveModel,
+  float8ToF32,
 } from '../../ir/index.js';
 import { runModel, randn, rng } from '../../runtime/ort.js';
 

@@ -161,14 +161,26 @@ function irEdits(file: string): string[] {
 describe('only ir/ edits producer links and IR lists', () => {
   it('no library file outside ir/ writes .producer or edits nodes/values/inputs/outputs by hand', () => {
     const edits = sources().flatMap(irEdits);
-    expect(edits, 'use Node.setOutput, Value.splitFromProducer, Graph.replaceNode/removeNode(s)/removeDead/setOutputs and the other ir/ primitives').toEqual([]);
+    expect(
+      edits,
+      'use Node.setOutput, Value.splitFromProducer, Graph.replaceNode/removeNode(s)/removeDead/setOutputs and the other ir/ primitives',
+    ).toEqual([]);
   });
 
   it('the check sees the edits it forbids', () => {
     const tmp = path.join(os.tmpdir(), `edgec-edit-check-${process.pid}.ts`);
-    fs.writeFileSync(tmp, 'export function f(v: any, n: any, g: any) { v.producer = null; n.outputs[0] = v; g.nodes.splice(0, 1); g.values.delete("a"); g.outputs = []; }\n');
+    fs.writeFileSync(
+      tmp,
+      'export function f(v: any, n: any, g: any) { v.producer = null; n.outputs[0] = v; g.nodes.splice(0, 1); g.values.delete("a"); g.outputs = []; }\n',
+    );
     try {
-      expect(irEdits(tmp).map((s) => s.replace(/^.*?: /, ''))).toEqual(['v.producer', 'n.outputs[0] =', 'g.nodes.splice()', 'g.values.delete()', 'g.outputs =']);
+      expect(irEdits(tmp).map((s) => s.replace(/^.*?: /, ''))).toEqual([
+        'v.producer',
+        'n.outputs[0] =',
+        'g.nodes.splice()',
+        'g.values.delete()',
+        'g.outputs =',
+      ]);
     } finally {
       fs.rmSync(tmp);
     }

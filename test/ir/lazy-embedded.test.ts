@@ -67,11 +67,26 @@ describe('embedded raw_data stays in the file', () => {
   it('keeps sub-graph initializers and other fields as the schema decodes them', () => {
     const m = model();
     const then = new GraphBuilder({ opset: 17 });
-    then.output(then.op1('Identity', [then.initializer(Tensor.fromFloat32('big_then', [128, 128], seq(128 * 128, 5)))]), 'o', DataType.FLOAT, [128, 128]);
+    then.output(
+      then.op1('Identity', [then.initializer(Tensor.fromFloat32('big_then', [128, 128], seq(128 * 128, 5)))]),
+      'o',
+      DataType.FLOAT,
+      [128, 128],
+    );
     const els = new GraphBuilder({ opset: 17 });
-    els.output(els.op1('Identity', [els.initializer(Tensor.fromFloat32('big_else', [128, 128], seq(128 * 128, 6)))]), 'o', DataType.FLOAT, [128, 128]);
+    els.output(
+      els.op1('Identity', [els.initializer(Tensor.fromFloat32('big_else', [128, 128], seq(128 * 128, 6)))]),
+      'o',
+      DataType.FLOAT,
+      [128, 128],
+    );
     const cond = m.graph.addInitializer(Tensor.fromBytes('cond', DataType.BOOL, [], Uint8Array.of(1)));
-    m.graph.addNode({ opType: 'If', inputs: [cond], outputs: ['branch'], attrs: { then_branch: then.build().graph, else_branch: els.build().graph } });
+    m.graph.addNode({
+      opType: 'If',
+      inputs: [cond],
+      outputs: ['branch'],
+      attrs: { then_branch: then.build().graph, else_branch: els.build().graph },
+    });
     m.docString = 'doc';
     m.metadataProps = [{ key: 'k', value: 'v' }];
     const f = path.join(root, 'sub', 'm.onnx');

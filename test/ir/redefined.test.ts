@@ -43,9 +43,23 @@ describe('reader: a dim declared -1', () => {
     const { DEFAULT_PIPELINE } = await import('../../passes/pipelines.js');
     const b = new GraphBuilder({ opset: 17 });
     const ids = b.input('ids', DataType.INT64, [-1, -1]);
-    const table = b.constF32('table', [8, 4], Array.from({ length: 32 }, (_, i) => i / 8));
+    const table = b.constF32(
+      'table',
+      [8, 4],
+      Array.from({ length: 32 }, (_, i) => i / 8),
+    );
     const e = b.op1('Gather', [table, ids]);
-    const pos = b.op1('Unsqueeze', [b.op1('Gather', [b.constF32('pos', [3, 4], Array.from({ length: 12 }, (_, i) => i)), b.constInt64('p', [0, 1, 2])]), b.constInt64('ax', [0])]);
+    const pos = b.op1('Unsqueeze', [
+      b.op1('Gather', [
+        b.constF32(
+          'pos',
+          [3, 4],
+          Array.from({ length: 12 }, (_, i) => i),
+        ),
+        b.constInt64('p', [0, 1, 2]),
+      ]),
+      b.constInt64('ax', [0]),
+    ]);
     b.output(b.op1('Add', [e, pos]), 'y', DataType.FLOAT, [-1, -1, 4]);
     const m = decodeModel(encodeModel(b.build()), 'neg.onnx');
     expect(m.graph.inputs[0]!.shape).toEqual([null, null]);

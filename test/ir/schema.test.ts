@@ -21,9 +21,14 @@ function unknownFields(bytes: Uint8Array, type: protobuf.Type, where: string, ou
   const r = protobuf.Reader.create(bytes);
   while (r.pos < r.len) {
     const tag = r.uint32();
-    const id = tag >>> 3, wire = tag & 7;
+    const id = tag >>> 3,
+      wire = tag & 7;
     const field = type.fieldsById[id];
-    if (!field) { out.push(`${where}.${type.name}#${id}`); r.skipType(wire); continue; }
+    if (!field) {
+      out.push(`${where}.${type.name}#${id}`);
+      r.skipType(wire);
+      continue;
+    }
     field.resolve();
     if (field.resolvedType instanceof protobuf.Type && wire === 2) {
       unknownFields(r.bytes(), field.resolvedType, `${where}.${field.name}`, out);
@@ -35,7 +40,10 @@ function unknownFields(bytes: Uint8Array, type: protobuf.Type, where: string, ou
 function unknownKeys(obj: Record<string, unknown>, type: protobuf.Type, where: string, out: string[]): void {
   for (const [k, v] of Object.entries(obj)) {
     const field = type.fields[k];
-    if (!field) { out.push(`${where}.${k}`); continue; }
+    if (!field) {
+      out.push(`${where}.${k}`);
+      continue;
+    }
     field.resolve();
     if (!(field.resolvedType instanceof protobuf.Type)) continue;
     for (const item of Array.isArray(v) ? v : [v]) unknownKeys(item as Record<string, unknown>, field.resolvedType, `${where}.${k}`, out);
@@ -79,41 +87,121 @@ const kv = (key: string, value: string) => ({ key, value });
  * sparse initializers, metadata everywhere, value_info, training_info, If with outer refs. */
 function everythingModel() {
   const thenBranch = {
-    name: 'then', node: [{ input: ['x', 'w'], output: ['t_out'], op_type: 'Add', name: 'then_add', metadata_props: [kv('k', 'v')] }],
-    output: [{ name: 't_out', type: { tensor_type: { elem_type: 1, shape: { dim: [{ dim_param: 'n', denotation: 'DATA_BATCH' }, { dim_value: 4 }] } } } }],
+    name: 'then',
+    node: [{ input: ['x', 'w'], output: ['t_out'], op_type: 'Add', name: 'then_add', metadata_props: [kv('k', 'v')] }],
+    output: [
+      {
+        name: 't_out',
+        type: { tensor_type: { elem_type: 1, shape: { dim: [{ dim_param: 'n', denotation: 'DATA_BATCH' }, { dim_value: 4 }] } } },
+      },
+    ],
   };
   const elseBranch = {
-    name: 'else', node: [{ input: ['x'], output: ['e_out'], op_type: 'Neg' }],
+    name: 'else',
+    node: [{ input: ['x'], output: ['e_out'], op_type: 'Neg' }],
     output: [{ name: 'e_out', type: { tensor_type: { elem_type: 1, shape: { dim: [{ dim_param: 'n' }, {}] } } } }],
   };
   return {
     ir_version: 10,
-    opset_import: [{ domain: '', version: 21 }, { domain: 'custom.fn', version: 1 }],
-    producer_name: 'test', producer_version: '1.0', domain: 'org.test', model_version: 7, doc_string: 'model doc',
+    opset_import: [
+      { domain: '', version: 21 },
+      { domain: 'custom.fn', version: 1 },
+    ],
+    producer_name: 'test',
+    producer_version: '1.0',
+    domain: 'org.test',
+    model_version: 7,
+    doc_string: 'model doc',
     metadata_props: [kv('a', '1'), kv('b', '2')],
     graph: {
-      name: 'main', doc_string: 'graph doc', metadata_props: [kv('g', 'x')],
+      name: 'main',
+      doc_string: 'graph doc',
+      metadata_props: [kv('g', 'x')],
       node: [
-        { input: ['cond'], output: ['y'], op_type: 'If', name: 'if0', doc_string: 'if doc', attribute: [
-          { name: 'then_branch', type: 5, g: thenBranch }, { name: 'else_branch', type: 5, g: elseBranch }] },
-        { input: ['y'], output: ['z'], op_type: 'MyFn', domain: 'custom.fn', overload: 'v2', name: 'fn0',
-          device_configurations: [{ configuration_id: 'cfg', pipeline_stage: 1, sharding_spec: [{ tensor_name: 'y', device: [0, 1],
-            index_to_device_group_map: [{ key: 0, value: [0, 1] }], sharded_dim: [{ axis: 0, simple_sharding: [{ dim_param: 'n', num_shards: 2 }] }] }] }],
+        {
+          input: ['cond'],
+          output: ['y'],
+          op_type: 'If',
+          name: 'if0',
+          doc_string: 'if doc',
+          attribute: [
+            { name: 'then_branch', type: 5, g: thenBranch },
+            { name: 'else_branch', type: 5, g: elseBranch },
+          ],
+        },
+        {
+          input: ['y'],
+          output: ['z'],
+          op_type: 'MyFn',
+          domain: 'custom.fn',
+          overload: 'v2',
+          name: 'fn0',
+          device_configurations: [
+            {
+              configuration_id: 'cfg',
+              pipeline_stage: 1,
+              sharding_spec: [
+                {
+                  tensor_name: 'y',
+                  device: [0, 1],
+                  index_to_device_group_map: [{ key: 0, value: [0, 1] }],
+                  sharded_dim: [{ axis: 0, simple_sharding: [{ dim_param: 'n', num_shards: 2 }] }],
+                },
+              ],
+            },
+          ],
           attribute: [
             { name: 'alpha', type: 1, f: 0.25, doc_string: 'attr doc' },
-            { name: 's', type: 3, s: Buffer.from('str') }, { name: 'fs', type: 6, floats: [0.5, -2] },
+            { name: 's', type: 3, s: Buffer.from('str') },
+            { name: 'fs', type: 6, floats: [0.5, -2] },
             { name: 'ss', type: 8, strings: [Buffer.from('a'), Buffer.from('b')] },
             { name: 'ts', type: 9, tensors: [{ name: 'ta', dims: [1], data_type: 6, int32_data: [3] }] },
-            { name: 'gs', type: 10, graphs: [{ name: 'g1', node: [{ input: ['x'], output: ['g1o'], op_type: 'Abs' }], output: [{ name: 'g1o' }] }] },
-            { name: 'sp', type: 11, sparse_tensor: { values: { dims: [1], data_type: 1, float_data: [2] }, indices: { dims: [1], data_type: 7, int64_data: [1] }, dims: [3] } },
-            { name: 'sps', type: 12, sparse_tensors: [{ values: { dims: [1], data_type: 1, float_data: [3] }, indices: { dims: [1], data_type: 7, int64_data: [0] }, dims: [2] }] },
-            { name: 'tp', type: 13, tp: { map_type: { key_type: 7, value_type: { optional_type: { elem_type: { sparse_tensor_type: { elem_type: 1 } } } } } } },
+            {
+              name: 'gs',
+              type: 10,
+              graphs: [{ name: 'g1', node: [{ input: ['x'], output: ['g1o'], op_type: 'Abs' }], output: [{ name: 'g1o' }] }],
+            },
+            {
+              name: 'sp',
+              type: 11,
+              sparse_tensor: {
+                values: { dims: [1], data_type: 1, float_data: [2] },
+                indices: { dims: [1], data_type: 7, int64_data: [1] },
+                dims: [3],
+              },
+            },
+            {
+              name: 'sps',
+              type: 12,
+              sparse_tensors: [
+                { values: { dims: [1], data_type: 1, float_data: [3] }, indices: { dims: [1], data_type: 7, int64_data: [0] }, dims: [2] },
+              ],
+            },
+            {
+              name: 'tp',
+              type: 13,
+              tp: { map_type: { key_type: 7, value_type: { optional_type: { elem_type: { sparse_tensor_type: { elem_type: 1 } } } } } },
+            },
             { name: 'tps', type: 14, type_protos: [{ opaque_type: { domain: 'd', name: 'o' } }] },
-          ] },
-        { input: ['q4', 'q4s'], output: ['dq'], op_type: 'DequantizeLinear', name: 'dq0', attribute: [
-          { name: 'axis', type: 2, i: 0 }, { name: 'block_size', type: 2, i: 2 }] },
-        { input: [], output: ['big'], op_type: 'Constant', name: 'c0', attribute: [
-          { name: 'value_ints', type: 7, ints: [LongT.fromString('9223372036854775807'), -1, 3] }] },
+          ],
+        },
+        {
+          input: ['q4', 'q4s'],
+          output: ['dq'],
+          op_type: 'DequantizeLinear',
+          name: 'dq0',
+          attribute: [
+            { name: 'axis', type: 2, i: 0 },
+            { name: 'block_size', type: 2, i: 2 },
+          ],
+        },
+        {
+          input: [],
+          output: ['big'],
+          op_type: 'Constant',
+          name: 'c0',
+          attribute: [{ name: 'value_ints', type: 7, ints: [LongT.fromString('9223372036854775807'), -1, 3] }],
+        },
       ],
       initializer: [
         { name: 'w', dims: [4], data_type: 1, float_data: [1, 2, 3, 4], doc_string: 'typed floats', segment: { begin: 0, end: 4 } },
@@ -124,10 +212,21 @@ function everythingModel() {
         { name: 'i64', dims: [2], data_type: 7, int64_data: [LongT.fromString('-9223372036854775808'), 5] },
         { name: 's', dims: [2], data_type: 8, string_data: [Buffer.from('hi'), Buffer.from('there')] },
       ],
-      sparse_initializer: [{ values: { name: 'sp', dims: [2], data_type: 1, float_data: [1, 2] }, indices: { dims: [2], data_type: 7, int64_data: [0, 5] }, dims: [8] }],
+      sparse_initializer: [
+        {
+          values: { name: 'sp', dims: [2], data_type: 1, float_data: [1, 2] },
+          indices: { dims: [2], data_type: 7, int64_data: [0, 5] },
+          dims: [8],
+        },
+      ],
       input: [
         { name: 'cond', type: { tensor_type: { elem_type: 9, shape: { dim: [] } } } },
-        { name: 'x', type: { tensor_type: { elem_type: 1, shape: { dim: [{ dim_param: 'n' }, { dim_value: 4 }] } }, denotation: 'TENSOR' }, doc_string: 'x doc', metadata_props: [kv('m', 'n')] },
+        {
+          name: 'x',
+          type: { tensor_type: { elem_type: 1, shape: { dim: [{ dim_param: 'n' }, { dim_value: 4 }] } }, denotation: 'TENSOR' },
+          doc_string: 'x doc',
+          metadata_props: [kv('m', 'n')],
+        },
         { name: 'seq', type: { sequence_type: { elem_type: { tensor_type: { elem_type: 1 } } } } },
       ],
       output: [
@@ -135,14 +234,33 @@ function everythingModel() {
         { name: 'dq', type: { tensor_type: { elem_type: 1, shape: { dim: [{ dim_value: 4 }, { dim_value: 3 }] } } } },
         { name: 'big', type: { tensor_type: { elem_type: 7, shape: { dim: [{ dim_value: 3 }] } } } },
       ],
-      value_info: [{ name: 'y', type: { tensor_type: { elem_type: 1, shape: { dim: [{ dim_param: 'n' }, { dim_value: 4 }] } } }, doc_string: 'vi' }],
+      value_info: [
+        { name: 'y', type: { tensor_type: { elem_type: 1, shape: { dim: [{ dim_param: 'n' }, { dim_value: 4 }] } } }, doc_string: 'vi' },
+      ],
       quantization_annotation: [{ tensor_name: 'q4', quant_parameter_tensor_names: [kv('SCALE_TENSOR', 'q4s')] }],
     },
-    training_info: [{ algorithm: { name: 'train', node: [{ input: ['w'], output: ['w2'], op_type: 'Identity' }], output: [{ name: 'w2' }] }, update_binding: [kv('w', 'w2')] }],
-    functions: [{ name: 'MyFn', domain: 'custom.fn', overload: 'v2', input: ['a'], output: ['b'], attribute: ['alpha'],
-      attribute_proto: [{ name: 'beta', type: 1, f: 0.5 }], node: [{ input: ['a'], output: ['b'], op_type: 'Relu' }],
-      opset_import: [{ domain: '', version: 21 }], value_info: [{ name: 'b', type: { tensor_type: { elem_type: 1 } } }],
-      metadata_props: [kv('f', 'g')], doc_string: 'fn doc' }],
+    training_info: [
+      {
+        algorithm: { name: 'train', node: [{ input: ['w'], output: ['w2'], op_type: 'Identity' }], output: [{ name: 'w2' }] },
+        update_binding: [kv('w', 'w2')],
+      },
+    ],
+    functions: [
+      {
+        name: 'MyFn',
+        domain: 'custom.fn',
+        overload: 'v2',
+        input: ['a'],
+        output: ['b'],
+        attribute: ['alpha'],
+        attribute_proto: [{ name: 'beta', type: 1, f: 0.5 }],
+        node: [{ input: ['a'], output: ['b'], op_type: 'Relu' }],
+        opset_import: [{ domain: '', version: 21 }],
+        value_info: [{ name: 'b', type: { tensor_type: { elem_type: 1 } } }],
+        metadata_props: [kv('f', 'g')],
+        doc_string: 'fn doc',
+      },
+    ],
     configuration: [{ name: 'cfg', num_devices: 2, device: ['d0', 'd1'] }],
   };
 }
@@ -203,8 +321,20 @@ describe('malformed structure', () => {
       mutate(obj);
       return () => decodeModel(ModelProto.encode(ModelProto.fromObject(obj)).finish(), 'bad.onnx');
     };
-    expect(bad((m) => { delete m.graph.node[0].attribute[0].g; })).toThrow(/bad\.onnx: attribute 'then_branch' has no graph/);
-    expect(bad((m) => { m.graph.node[3].attribute = [{ name: 'value', type: 4 }]; })).toThrow(/attribute 'value' has no tensor/);
-    expect(bad((m) => { m.graph.initializer[0].data_type = 54; })).toThrow(/tensor 'w' has unknown data_type 54/);
+    expect(
+      bad((m) => {
+        delete m.graph.node[0].attribute[0].g;
+      }),
+    ).toThrow(/bad\.onnx: attribute 'then_branch' has no graph/);
+    expect(
+      bad((m) => {
+        m.graph.node[3].attribute = [{ name: 'value', type: 4 }];
+      }),
+    ).toThrow(/attribute 'value' has no tensor/);
+    expect(
+      bad((m) => {
+        m.graph.initializer[0].data_type = 54;
+      }),
+    ).toThrow(/tensor 'w' has unknown data_type 54/);
   });
 });

@@ -14,7 +14,11 @@ function model() {
   const b = new GraphBuilder({ opset: 17 });
   let x = b.input('x', DataType.FLOAT, [1, 32]);
   for (let i = 0; i < 3; i++) {
-    const w = Tensor.fromFloat32(`w${i}`, [32, 32], Float32Array.from({ length: 1024 }, (_, k) => ((k * 7 + i) % 13) - 6));
+    const w = Tensor.fromFloat32(
+      `w${i}`,
+      [32, 32],
+      Float32Array.from({ length: 1024 }, (_, k) => ((k * 7 + i) % 13) - 6),
+    );
     x = b.op1('MatMul', [x, b.initializer(w)]);
   }
   x = b.op1('Add', [x, b.initializer(Tensor.fromFloat32('bias', [32], new Float32Array(32).fill(0.5)))]);
@@ -28,15 +32,26 @@ describe('saveModel', () => {
   it('page-aligns tensors of 1 MiB and more in external data, 16-byte aligns the rest (no padding bloat)', () => {
     const b = new GraphBuilder({ opset: 17 });
     let x = b.input('x', DataType.FLOAT, [1, 512]);
-    const big = Tensor.fromFloat32('big', [512, 512], Float32Array.from({ length: 512 * 512 }, (_, k) => (k % 11) - 5));
-    const small = Tensor.fromFloat32('small', [512], Float32Array.from({ length: 512 }, (_, k) => k % 3));
+    const big = Tensor.fromFloat32(
+      'big',
+      [512, 512],
+      Float32Array.from({ length: 512 * 512 }, (_, k) => (k % 11) - 5),
+    );
+    const small = Tensor.fromFloat32(
+      'small',
+      [512],
+      Float32Array.from({ length: 512 }, (_, k) => k % 3),
+    );
     x = b.op1('Add', [b.op1('MatMul', [x, b.initializer(big)]), b.initializer(small)]);
     const odd = Tensor.fromFloat32('odd', [3], Float32Array.from([1, 2, 3]));
     x = b.op1('Mul', [x, b.initializer(odd)]);
     b.output(x, 'y', DataType.FLOAT, [1, 512]);
     const r = saveModel(b.build(), path.join(root, 'align', 'm.onnx'), { externalData: true, threshold: 0 });
-    const refs = new Map(loadModel(r.modelFile).graph.initializers.filter((t) => t.data.kind === 'external')
-      .map((t) => [t.name, (t.data as { ref: { offset: number; length: number } }).ref]));
+    const refs = new Map(
+      loadModel(r.modelFile)
+        .graph.initializers.filter((t) => t.data.kind === 'external')
+        .map((t) => [t.name, (t.data as { ref: { offset: number; length: number } }).ref]),
+    );
     expect(refs.get('big')!.length).toBe(1 << 20);
     expect(refs.get('big')!.offset % 4096).toBe(0);
     for (const n of ['small', 'odd']) expect(refs.get(n)!.offset % 16, n).toBe(0);
@@ -53,7 +68,9 @@ describe('saveModel', () => {
       expect(listing(dir)).toEqual(['m.onnx', 'm.onnx.data']);
       const back = loadModel(r.modelFile);
       expect(back.graph.initializers.filter((t) => t.isExternal).map((t) => t.name)).toEqual(['w0', 'w1', 'w2']);
-      expect(Array.from(back.graph.value('w2').initializer!.toFloat32())).toEqual(Array.from(model().graph.value('w2').initializer!.toFloat32()));
+      expect(Array.from(back.graph.value('w2').initializer!.toFloat32())).toEqual(
+        Array.from(model().graph.value('w2').initializer!.toFloat32()),
+      );
     }
     // Under the limit the same call keeps everything inline.
     const r = saveModel(model(), path.join(root, 'under', 'm.onnx'), { externalData: false, inlineLimit: 1 << 20 });

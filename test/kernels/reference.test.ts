@@ -23,7 +23,11 @@ describe('kernel references match onnxruntime', () => {
       const w = randomWeights(c, c.K);
       const b = new GraphBuilder({ opset: 17, opsets: { 'com.microsoft': 1 } });
       const A = b.input('A', DataType.FLOAT, [c.M, c.K]);
-      const ins = [A, b.initializer(Tensor.fromBytes('B', DataType.UINT8, [c.N, w.kBlocks, c.blockSize / 2], w.b)), b.initializer(Tensor.fromFloat32('S', [c.N * w.kBlocks], w.scales))];
+      const ins = [
+        A,
+        b.initializer(Tensor.fromBytes('B', DataType.UINT8, [c.N, w.kBlocks, c.blockSize / 2], w.b)),
+        b.initializer(Tensor.fromFloat32('S', [c.N * w.kBlocks], w.scales)),
+      ];
       if (w.zp) ins.push(b.initializer(Tensor.fromBytes('Z', DataType.UINT8, [c.N, zpRowBytes(w.kBlocks)], w.zp)));
       const y = b.op('MatMulNBits', ins, { domain: 'com.microsoft', attrs: { K: c.K, N: c.N, bits: 4, block_size: c.blockSize } })[0]!;
       b.output(y, 'Y', DataType.FLOAT, [c.M, c.N]);
@@ -40,8 +44,16 @@ describe('kernel references match onnxruntime', () => {
     const w = randomWeights(c, 5);
     const b = new GraphBuilder({ opset: 17, opsets: { 'com.microsoft': 1 } });
     const I = b.input('ids', DataType.INT32, [6]);
-    const ins = [b.initializer(Tensor.fromBytes('D', DataType.UINT8, [c.N, c.K / 2], w.b)), I, b.initializer(Tensor.fromFloat32('S', [c.N, w.kBlocks], w.scales)), b.initializer(Tensor.fromBytes('Z', DataType.UINT8, [c.N, zpRowBytes(w.kBlocks)], w.zp!))];
-    const y = b.op('GatherBlockQuantized', ins, { domain: 'com.microsoft', attrs: { bits: 4, block_size: c.blockSize, gather_axis: 0, quantize_axis: 1 } })[0]!;
+    const ins = [
+      b.initializer(Tensor.fromBytes('D', DataType.UINT8, [c.N, c.K / 2], w.b)),
+      I,
+      b.initializer(Tensor.fromFloat32('S', [c.N, w.kBlocks], w.scales)),
+      b.initializer(Tensor.fromBytes('Z', DataType.UINT8, [c.N, zpRowBytes(w.kBlocks)], w.zp!)),
+    ];
+    const y = b.op('GatherBlockQuantized', ins, {
+      domain: 'com.microsoft',
+      attrs: { bits: 4, block_size: c.blockSize, gather_axis: 0, quantize_axis: 1 },
+    })[0]!;
     b.output(y, 'Y', DataType.FLOAT, [6, c.K]);
     const f = path.join(TMP, 'gbq.onnx');
     saveModel(b.build(), f, { externalData: false });

@@ -8,8 +8,12 @@ import { checkKernels, pathsFor, type AdapterFeatures, type CheckResult, type Ke
 
 const HAVE_BROWSER = fs.existsSync(CHROMIUM_PATH);
 let browser: WebGpuBrowser;
-beforeAll(async () => { if (HAVE_BROWSER) browser = await WebGpuBrowser.launch(); });
-afterAll(async () => { await browser?.close(); });
+beforeAll(async () => {
+  if (HAVE_BROWSER) browser = await WebGpuBrowser.launch();
+});
+afterAll(async () => {
+  await browser?.close();
+});
 
 const CASES: KernelCase[] = [
   { op: 'gemv', M: 1, K: 512, N: 64, blockSize: 32, zeroPoints: false },
@@ -32,7 +36,12 @@ describe.skipIf(!HAVE_BROWSER)('WGSL int4 kernels match their CPU references in 
 
   for (const c of CASES) {
     it(`${c.op} M=${c.M} K=${c.K} N=${c.N} block ${c.blockSize}${c.zeroPoints ? ' zp' : ''}`, () => {
-      const mine = results.filter((r) => r.op === c.op && r.shape.startsWith(c.op === 'gather' ? `${c.M} ids of ${c.N}x${c.K}` : `M=${c.M} K=${c.K} N=${c.N}`) && r.shape.includes(`block ${c.blockSize}`));
+      const mine = results.filter(
+        (r) =>
+          r.op === c.op &&
+          r.shape.startsWith(c.op === 'gather' ? `${c.M} ids of ${c.N}x${c.K}` : `M=${c.M} K=${c.K} N=${c.N}`) &&
+          r.shape.includes(`block ${c.blockSize}`),
+      );
       // f32 and an f16 path always; subgroups on the GEMV where the adapter has them.
       expect(mine.map((r) => r.path)).toContain('f32');
       expect(mine.some((r) => r.path === 'f16' || r.path === 'f16-text')).toBe(true);

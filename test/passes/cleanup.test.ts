@@ -15,7 +15,8 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 /** Run cleanup and check onnxruntime outputs are unchanged (exactly: cleanup computes nothing). */
 async function cleanupKeepsOutputs(model: Model, name: string, fixed?: Record<string, Tensor>) {
   const feeds = randomInputs(model, { seed: 7, fixed });
-  const a = path.join(tmp, `${name}-a.onnx`), b = path.join(tmp, `${name}-b.onnx`);
+  const a = path.join(tmp, `${name}-a.onnx`),
+    b = path.join(tmp, `${name}-b.onnx`);
   saveModel(model, a);
   const before = await runModel(a, feeds);
   const [r] = await runPipeline(model, parsePipeline('cleanup'), { verifyEach: true });
@@ -32,8 +33,16 @@ describe('cleanup', () => {
     const b = new GraphBuilder({ opset: 17 });
     const x = b.input('x', DataType.FLOAT, [2, 4]);
     b.input('unused_real_input', DataType.FLOAT, [3]);
-    const w1 = b.constF32('w1', [4, 4], Array.from({ length: 16 }, (_, i) => i / 10));
-    const w2 = b.constF32('w2', [4, 4], Array.from({ length: 16 }, (_, i) => i / 10)); // same bytes as w1
+    const w1 = b.constF32(
+      'w1',
+      [4, 4],
+      Array.from({ length: 16 }, (_, i) => i / 10),
+    );
+    const w2 = b.constF32(
+      'w2',
+      [4, 4],
+      Array.from({ length: 16 }, (_, i) => i / 10),
+    ); // same bytes as w1
     b.constF32('never_used', [8], new Array(8).fill(1));
     const over = b.constF32('unused_overridable', [2], [1, 2]);
     b.graph.inputs.push(over);
@@ -54,8 +63,15 @@ describe('cleanup', () => {
     await runPipeline(m, parsePipeline('infer-shapes'));
     const { counts, reloaded } = await cleanupKeepsOutputs(m, 'rules');
     expect(counts).toMatchObject({
-      duplicateInitializers: 1, commonSubexpressions: 1, noopCast: 1, noopReshape: 1, noopTranspose: 1,
-      noopExpand: 1, dropout: 1, identity: 2, unusedInputs: 1,
+      duplicateInitializers: 1,
+      commonSubexpressions: 1,
+      noopCast: 1,
+      noopReshape: 1,
+      noopTranspose: 1,
+      noopExpand: 1,
+      dropout: 1,
+      identity: 2,
+      unusedInputs: 1,
     });
     expect(reloaded.graph.inputs.map((v) => v.name)).toEqual(['x', 'unused_real_input']);
     expect(reloaded.graph.outputs.map((v) => v.name)).toEqual(['y', 'x_copy']);
@@ -120,7 +136,12 @@ describe('cleanup', () => {
       g.outputs.push(o);
       return g;
     };
-    b.output(b.op1('If', [cond], { attrs: { then_branch: branch('then', 'Neg'), else_branch: branch('else', 'Identity') } }), 'y', DataType.FLOAT, [4]);
+    b.output(
+      b.op1('If', [cond], { attrs: { then_branch: branch('then', 'Neg'), else_branch: branch('else', 'Identity') } }),
+      'y',
+      DataType.FLOAT,
+      [4],
+    );
     const m = b.build();
     const { counts, reloaded } = await cleanupKeepsOutputs(m, 'outer-out', { cond: Tensor.fromNumbers('cond', DataType.BOOL, [], [0]) });
     expect(counts.identity).toBe(1);
@@ -147,7 +168,8 @@ describe('cleanup', () => {
     const x = b.input('x', DataType.FLOAT, [3]);
     b.output(b.op1('Relu', [x]), 'y', DataType.FLOAT, [3]);
     const m = b.build();
-    const f1 = path.join(tmp, 'same-1.onnx'), f2 = path.join(tmp, 'same-2.onnx');
+    const f1 = path.join(tmp, 'same-1.onnx'),
+      f2 = path.join(tmp, 'same-2.onnx');
     saveModel(m, f1);
     await runPipeline(m, parsePipeline('cleanup'));
     saveModel(m, f2);

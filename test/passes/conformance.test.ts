@@ -23,9 +23,15 @@ describe('core passes on the conformance sample', () => {
       const dir = path.join(CONFORMANCE, c);
       const data = await originalPasses(dir, loadModel(path.join(dir, 'model.onnx')));
       for (const [pi, spec] of PIPELINES.entries()) {
-        if (!data) { counts[spec]!.ortUnsupported++; continue; }
+        if (!data) {
+          counts[spec]!.ortUnsupported++;
+          continue;
+        }
         const r = await checkCase(dir, data, spec, path.join(tmp, `${ci}-${pi}.onnx`));
-        if (r.failure) { counts[spec]!.failed++; failures.push(`${c} [${spec}]: ${r.failure}`); } else counts[spec]!.passed++;
+        if (r.failure) {
+          counts[spec]!.failed++;
+          failures.push(`${c} [${spec}]: ${r.failure}`);
+        } else counts[spec]!.passed++;
         const fold = r.reports.find((x) => x.pass === 'fold-constants');
         if (spec === DEFAULT_PIPELINE && fold && fold.stats.counts.folded! + fold.stats.counts.shapesFolded! > 0) {
           folded.cases++;
@@ -33,7 +39,9 @@ describe('core passes on the conformance sample', () => {
         }
       }
     }
-    console.log(`core passes, ${cases.length} conformance models: ${JSON.stringify(counts)}; default pipeline folded ${folded.nodes} nodes in ${folded.cases} models`);
+    console.log(
+      `core passes, ${cases.length} conformance models: ${JSON.stringify(counts)}; default pipeline folded ${folded.nodes} nodes in ${folded.cases} models`,
+    );
     expect(failures).toEqual([]);
     for (const spec of PIPELINES) expect(counts[spec]!.passed).toBeGreaterThan(200);
   });

@@ -10,8 +10,25 @@ import { allPasses, getPass } from '../../passes/registry.js';
 describe('pass contract', () => {
   it('every pass declares its statistics with descriptions and camelCase option keys', () => {
     // Passes defined with definePass/fusionPass; passes landing from other branches join as they convert.
-    const typed = ['cleanup', 'infer-shapes', 'fold-constants', 'fix-shapes', 'to-fp16', 'upgrade-opset', 'convert-quant-format', 'quantize-weights',
-      'fuse-layernorm', 'fuse-rmsnorm', 'fuse-gelu', 'fuse-quickgelu', 'fuse-skip-layernorm', 'fuse-rotary', 'fuse-attention', 'gemm-to-matmul-add', 'matmul-add-to-gemm'];
+    const typed = [
+      'cleanup',
+      'infer-shapes',
+      'fold-constants',
+      'fix-shapes',
+      'to-fp16',
+      'upgrade-opset',
+      'convert-quant-format',
+      'quantize-weights',
+      'fuse-layernorm',
+      'fuse-rmsnorm',
+      'fuse-gelu',
+      'fuse-quickgelu',
+      'fuse-skip-layernorm',
+      'fuse-rotary',
+      'fuse-attention',
+      'gemm-to-matmul-add',
+      'matmul-add-to-gemm',
+    ];
     for (const name of typed) expect(getPass(name)?.statistics, name).toBeDefined();
     for (const p of allPasses()) {
       for (const [k, d] of Object.entries(p.statistics ?? {})) {
@@ -23,12 +40,16 @@ describe('pass contract', () => {
   });
 
   it('reports only declared statistics (a compile pipeline on the fixture decoder and vision encoder)', async () => {
-    const spec = 'cleanup,infer-shapes,fold-constants,fuse-layernorm,fuse-rmsnorm,fuse-gelu,fuse-quickgelu,fuse-skip-layernorm,fuse-rotary,fuse-attention,'
-      + 'gemm-to-matmul-add,matmul-add-to-gemm,quantize-weights{block=32},convert-quant-format{to=qdq},convert-quant-format{to=matmulnbits},upgrade-opset,to-fp16,fix-shapes';
+    const spec =
+      'cleanup,infer-shapes,fold-constants,fuse-layernorm,fuse-rmsnorm,fuse-gelu,fuse-quickgelu,fuse-skip-layernorm,fuse-rotary,fuse-attention,' +
+      'gemm-to-matmul-add,matmul-add-to-gemm,quantize-weights{block=32},convert-quant-format{to=qdq},convert-quant-format{to=matmulnbits},upgrade-opset,to-fp16,fix-shapes';
     for (const m of [decoder(), visionEncoder()]) {
       for (const r of await runPipeline(m, parsePipeline(spec))) {
         const declared = Object.keys(getPass(r.pass)!.statistics!);
-        expect(Object.keys(r.stats.counts).filter((k) => !declared.includes(k)), r.pass).toEqual([]);
+        expect(
+          Object.keys(r.stats.counts).filter((k) => !declared.includes(k)),
+          r.pass,
+        ).toEqual([]);
       }
     }
   });

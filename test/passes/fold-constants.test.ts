@@ -60,7 +60,8 @@ describe('evaluator against the conformance corpus', () => {
         bad.push(`${c}: onnxruntime rejects the folded model: ${(e as Error).message.split('\n')[0]}`);
         continue;
       }
-      for (const [k, exp] of Object.entries(set.outputs)) if (!ort[k] || !allClose(exp, ort[k]!)) bad.push(`${c}: onnxruntime output ${k} differs after folding`);
+      for (const [k, exp] of Object.entries(set.outputs))
+        if (!ort[k] || !allClose(exp, ort[k]!)) bad.push(`${c}: onnxruntime output ${k} differs after folding`);
     }
     console.log(`evaluator on conformance sample: ${JSON.stringify(counts)}`);
     expect(bad).toEqual([]);
@@ -76,7 +77,11 @@ describe('fold-constants', () => {
     const d0 = b.op1('Gather', [s, b.constant(Tensor.fromInt64('', [], [0]))], { attrs: { axis: 0 } });
     const d1 = b.op1('Gather', [s, b.constant(Tensor.fromInt64('', [], [1]))], { attrs: { axis: 0 } });
     const half = b.op1('Div', [d1, b.constant(Tensor.fromInt64('', [], [2]))]);
-    const shape = b.op1('Concat', [b.op1('Unsqueeze', [d0, b.constInt64('ax', [0])]), b.op1('Unsqueeze', [half, b.constInt64('ax2', [0])]), b.constInt64('m1', [-1])], { attrs: { axis: 0 } });
+    const shape = b.op1(
+      'Concat',
+      [b.op1('Unsqueeze', [d0, b.constInt64('ax', [0])]), b.op1('Unsqueeze', [half, b.constInt64('ax2', [0])]), b.constInt64('m1', [-1])],
+      { attrs: { axis: 0 } },
+    );
     const r = b.op1('Reshape', [x, shape]);
     b.output(r, 'y', DataType.FLOAT);
     b.output(shape, 'shape_out', DataType.INT64);
@@ -95,7 +100,9 @@ describe('fold-constants', () => {
     const build = () => {
       const b = new GraphBuilder({ opset: 17 });
       const x = b.input('x', DataType.FLOAT, [1024, 512]);
-      const big = b.op1('ConstantOfShape', [b.constInt64('shp', [1024, 512])], { attrs: { value: Tensor.fromFloat32('', [1], Float32Array.of(0.5)) } });
+      const big = b.op1('ConstantOfShape', [b.constInt64('shp', [1024, 512])], {
+        attrs: { value: Tensor.fromFloat32('', [1], Float32Array.of(0.5)) },
+      });
       const tiled = b.op1('Tile', [b.constF32('row', [1, 512], new Float32Array(512).fill(2)), b.constInt64('reps', [1024, 1])]);
       const ex = b.op1('Expand', [b.constF32('one', [1], [3]), b.constInt64('eshp', [1024, 512])]);
       b.output(b.op1('Add', [b.op1('Mul', [x, big]), b.op1('Add', [tiled, ex])]), 'y', DataType.FLOAT);
@@ -134,26 +141,71 @@ describe('fold-constants', () => {
   it('evaluates int64 extremes, negative indices, integer division, masks, splits and pads like onnxruntime', async () => {
     const b = new GraphBuilder({ opset: 17 });
     const data = b.constInt64('data', [10, 20, 30, 40, 50, -7]);
-    const sl = b.op1('Slice', [data, b.constInt64('st', [-4]), b.constInt64('en', [9223372036854775807n]), b.constInt64('ax', [0]), b.constInt64('stp', [2])]);
-    const rev = b.op1('Slice', [data, b.constInt64('st2', [-1]), b.constInt64('en2', [-9223372036854775807n]), b.constInt64('ax2', [0]), b.constInt64('stp2', [-1])]);
+    const sl = b.op1('Slice', [
+      data,
+      b.constInt64('st', [-4]),
+      b.constInt64('en', [9223372036854775807n]),
+      b.constInt64('ax', [0]),
+      b.constInt64('stp', [2]),
+    ]);
+    const rev = b.op1('Slice', [
+      data,
+      b.constInt64('st2', [-1]),
+      b.constInt64('en2', [-9223372036854775807n]),
+      b.constInt64('ax2', [0]),
+      b.constInt64('stp2', [-1]),
+    ]);
     const g = b.op1('Gather', [data, b.constInt64('idx', [-1, 0, 2])], { attrs: { axis: 0 } });
     const dv = b.op1('Div', [data, b.constInt64('three', [3], [])]);
     const md = b.op1('Mod', [data, b.constInt64('four', [-4], [])]);
     const cast = b.op1('Cast', [b.constF32('f', [4], [-2.7, 2.7, 7.9, -0.5])], { attrs: { to: DataType.INT32 } });
     const rg = b.op1('Range', [b.constInt64('r0', [10], []), b.constInt64('r1', [1], []), b.constInt64('r2', [-3], [])]);
     const rs = b.op1('ReduceSum', [b.constF32('rsv', [2, 3], [1, 2, 3, 4, 5, 6]), b.constInt64('rax', [1])], { attrs: { keepdims: 0 } });
-    const tr = b.op1('Transpose', [b.constF32('tv', [2, 3, 2], Array.from({ length: 12 }, (_, i) => i))], { attrs: { perm: [2, 0, 1] } });
+    const tr = b.op1(
+      'Transpose',
+      [
+        b.constF32(
+          'tv',
+          [2, 3, 2],
+          Array.from({ length: 12 }, (_, i) => i),
+        ),
+      ],
+      { attrs: { perm: [2, 0, 1] } },
+    );
     const wh = b.op1('Where', [b.op1('Equal', [data, b.constInt64('m7', [-7], [])]), b.constInt64('one', [1], []), data]);
     const erf = b.op1('Erf', [b.constF32('ev', [5], [-3, -0.5, 0, 0.7, 2.5])]);
     const pw = b.op1('Pow', [b.constF32('pb', [3], [2, 9, 0.5]), b.constF32('pe', [1], [0.5])]);
-    const grid = b.constF32('grid', [2, 3, 4], Array.from({ length: 24 }, (_, i) => i + 1));
+    const grid = b.constF32(
+      'grid',
+      [2, 3, 4],
+      Array.from({ length: 24 }, (_, i) => i + 1),
+    );
     const triu = b.op1('Trilu', [grid, b.constInt64('k1', [1], [])]);
     const tril = b.op1('Trilu', [grid, b.constInt64('km1', [-1], [])], { attrs: { upper: 0 } });
     const [sp0, sp1] = b.op('Split', [grid, b.constInt64('spl', [1, 3])], { attrs: { axis: 2 }, outputs: 2 });
     const pad = b.op1('Pad', [grid, b.constInt64('pads', [0, 1, -1, 1, 0, 2]), b.constF32('pv', [], [9])]);
-    for (const [v, n] of [[triu, 'triu'], [tril, 'tril'], [sp0!, 'sp0'], [sp1!, 'sp1'], [pad, 'pad']] as const) b.output(v, n, DataType.FLOAT);
-    for (const [v, n, t] of [[sl, 'sl', DataType.INT64], [rev, 'rev', DataType.INT64], [g, 'g', DataType.INT64], [dv, 'dv', DataType.INT64], [md, 'md', DataType.INT64],
-      [cast, 'cast', DataType.INT32], [rg, 'rg', DataType.INT64], [rs, 'rs', DataType.FLOAT], [tr, 'tr', DataType.FLOAT], [wh, 'wh', DataType.INT64], [erf, 'erf', DataType.FLOAT], [pw, 'pw', DataType.FLOAT]] as const) {
+    for (const [v, n] of [
+      [triu, 'triu'],
+      [tril, 'tril'],
+      [sp0!, 'sp0'],
+      [sp1!, 'sp1'],
+      [pad, 'pad'],
+    ] as const)
+      b.output(v, n, DataType.FLOAT);
+    for (const [v, n, t] of [
+      [sl, 'sl', DataType.INT64],
+      [rev, 'rev', DataType.INT64],
+      [g, 'g', DataType.INT64],
+      [dv, 'dv', DataType.INT64],
+      [md, 'md', DataType.INT64],
+      [cast, 'cast', DataType.INT32],
+      [rg, 'rg', DataType.INT64],
+      [rs, 'rs', DataType.FLOAT],
+      [tr, 'tr', DataType.FLOAT],
+      [wh, 'wh', DataType.INT64],
+      [erf, 'erf', DataType.FLOAT],
+      [pw, 'pw', DataType.FLOAT],
+    ] as const) {
       b.output(v, n, t);
     }
     const m = b.build();

@@ -6,7 +6,9 @@ import { randn, rng } from '../../runtime/ort.js';
 import { cleanup, fuseAndCompare, opCounts } from './fuse-util.js';
 
 afterAll(cleanup);
-const N = 4, D = 8, C = N * D;
+const N = 4,
+  D = 8,
+  C = N * D;
 
 interface Variant {
   scale?: 'div' | 'mul' | 'none' | 'sdpa';
@@ -23,10 +25,16 @@ function build(v: Variant): Model {
   const r = rng(21);
   const x = b.input('x', DataType.FLOAT, ['batch', 'seq', C]);
   const kvIn = v.crossKv ? b.input('memory', DataType.FLOAT, ['batch', 'mem', C]) : x;
-  const proj = (name: string, inp: Value) => b.op1('Add', [b.constF32(`${name}.bias`, [C], randn(r, C, 0.1)), b.op1('MatMul', [inp, b.constF32(`${name}.weight`, [C, C], randn(r, C * C, 0.2))])]);
+  const proj = (name: string, inp: Value) =>
+    b.op1('Add', [
+      b.constF32(`${name}.bias`, [C], randn(r, C, 0.1)),
+      b.op1('MatMul', [inp, b.constF32(`${name}.weight`, [C, C], randn(r, C * C, 0.2))]),
+    ]);
   const shape4 = b.constInt64('shape4', [0, 0, N, D]);
   const heads = (t: Value) => b.op1('Transpose', [b.op1('Reshape', [t, shape4])], { attrs: { perm: [0, 2, 1, 3] } });
-  const q = heads(proj('q', x)), k = heads(proj('k', kvIn)), val = heads(proj('v', kvIn));
+  const q = heads(proj('q', x)),
+    k = heads(proj('k', kvIn)),
+    val = heads(proj('v', kvIn));
   const kT = b.op1('Transpose', [k], { attrs: { perm: [0, 1, 3, 2] } });
   const sq = b.constScalarF32('sqrt_scale', Math.sqrt(1 / Math.sqrt(D)));
   let s = v.scale === 'sdpa' ? b.op1('MatMul', [b.op1('Mul', [q, sq]), b.op1('Mul', [kT, sq])]) : b.op1('MatMul', [q, kT]);
@@ -82,7 +90,15 @@ describe('fuse-attention', () => {
   ] as [string, Variant][])('leaves alone: %s', async (_, v) => {
     const m = build(v);
     await inferShapes.run(m, { writeValueInfo: false }, {});
-    const r = await fuseAndCompare(m, fuseAttention, {}, { dims: { batch: 2, seq: 6 }, fixed: v.scaleInput ? { scale: (await import('../../ir/index.js')).Tensor.fromFloat32('scale', [], Float32Array.of(3)) } : {} });
+    const r = await fuseAndCompare(
+      m,
+      fuseAttention,
+      {},
+      {
+        dims: { batch: 2, seq: 6 },
+        fixed: v.scaleInput ? { scale: (await import('../../ir/index.js')).Tensor.fromFloat32('scale', [], Float32Array.of(3)) } : {},
+      },
+    );
     expect(r.stats.counts.mha! + r.stats.counts.gqa! + r.stats.counts.mhaBnsh!).toBe(0);
     expect(r.nodesAfter).toBe(r.nodesBefore);
     expect(r.identical).toBe(true);

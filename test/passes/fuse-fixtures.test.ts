@@ -25,7 +25,8 @@ import { CONFORMANCE } from '../conformance-root.js';
 
 afterAll(cleanup);
 const cfg = tinyMllmConfig();
-const V = cfg.vision.layers, T = cfg.text.layers;
+const V = cfg.vision.layers,
+  T = cfg.text.layers;
 const DIMS = { batch: 2, height: 56, width: 84, grid_h: 4, grid_w: 6, seq: 5, past_seq: 3, total_seq: 8 };
 type Steps = [Pass, Record<string, unknown>?][];
 const PREP: Steps = [[cleanupPass], [inferShapes], [foldConstants], [cleanupPass], [inferShapes]];
@@ -34,7 +35,9 @@ const FUSE: Steps = [[fuseLayerNorm], [fuseRmsNorm], [fuseGelu], [fuseQuickGelu]
 /** The whole fusion pipeline as one pass, so fuseAndCompare runs it between the two sessions. */
 function pipeline(steps: Steps, counts: Record<string, PassStats>): Pass {
   return {
-    name: 'pipeline', description: 'fusions', options: {},
+    name: 'pipeline',
+    description: 'fusions',
+    options: {},
     async run(model: Model) {
       Object.assign(counts, await runPasses(model, steps, inferShapes));
       return { counts: {} };
@@ -49,8 +52,14 @@ const DECODER_RUNS: InputSpec[] = [
   { dims: { ...DIMS, past_seq: 0, total_seq: 5 } },
   { dims: { ...DIMS, seq: 1, past_seq: 7, total_seq: 8 } },
   { dims: { ...DIMS, batch: 1 } },
-  { dims: { ...DIMS, past_seq: 0, total_seq: 5 }, fixed: { attention_mask: Tensor.fromInt64('attention_mask', [2, 5], [1, 1, 1, 0, 0, 1, 1, 1, 1, 1]) } },
-  { dims: { ...DIMS, seq: 1, past_seq: 7, total_seq: 8 }, fixed: { attention_mask: Tensor.fromInt64('attention_mask', [2, 8], [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]) } },
+  {
+    dims: { ...DIMS, past_seq: 0, total_seq: 5 },
+    fixed: { attention_mask: Tensor.fromInt64('attention_mask', [2, 5], [1, 1, 1, 0, 0, 1, 1, 1, 1, 1]) },
+  },
+  {
+    dims: { ...DIMS, seq: 1, past_seq: 7, total_seq: 8 },
+    fixed: { attention_mask: Tensor.fromInt64('attention_mask', [2, 8], [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]) },
+  },
 ];
 
 async function fuse(model: Model, runs: InputSpec[] = [{ dims: DIMS }], fuse: Steps = FUSE) {
@@ -89,32 +98,38 @@ describe('fusions on the tiny MLLM fixtures', () => {
     console.log(`projector: cosine ${r.minCosine.toFixed(8)} max abs ${r.maxAbs.toExponential(2)}`);
   });
 
-  it.each(['div', 'reciprocal'] as const)('decoder (RMSNorm %s form): RMSNorm, SkipSimplifiedLayerNorm, rotary, GroupQueryAttention on every layer', async (form) => {
-    const r = await fuse(decoder({}, { rmsNorm: form }), DECODER_RUNS);
-    expect(r.passes['fuse-rmsnorm']!.counts.rmsnorm).toBe(2 * T + 1);
-    expect(r.passes['fuse-layernorm']!.counts.layernorm).toBe(0);
-    expect(r.passes['fuse-gelu']!.counts.gelu).toBe(0);
-    expect(r.passes['fuse-quickgelu']!.counts).toEqual({ quickgelu: 0, silu: T });
-    expect(r.ops.Sigmoid).toBeUndefined();
-    // Every norm but the first, whose input is inputs_embeds itself.
-    expect(r.passes['fuse-skip-layernorm']!.counts.skipSimplifiedLayerNorm).toBe(2 * T);
-    expect(r.ops.SimplifiedLayerNormalization).toBe(1);
-    expect(r.ops.SkipSimplifiedLayerNormalization).toBe(2 * T);
-    expect(r.passes['fuse-rotary']!.counts.rotary).toBe(2 * T);
-    expect(r.ops.RotaryEmbedding).toBe(2 * T);
-    expect(r.passes['fuse-attention']!.counts).toEqual({ mha: 0, mhaBnsh: 0, gqa: T });
-    expect(r.ops.GroupQueryAttention).toBe(T);
-    expect(r.ops.Softmax).toBeUndefined();
-    console.log(`decoder ${form} ops: ${JSON.stringify(r.ops)}`);
-    expect(r.minCosine).toBeGreaterThanOrEqual(0.99999);
-    console.log(`decoder ${form}: cosine ${r.minCosine.toFixed(8)} max abs ${r.maxAbs.toExponential(2)}`);
-  });
+  it.each(['div', 'reciprocal'] as const)(
+    'decoder (RMSNorm %s form): RMSNorm, SkipSimplifiedLayerNorm, rotary, GroupQueryAttention on every layer',
+    async (form) => {
+      const r = await fuse(decoder({}, { rmsNorm: form }), DECODER_RUNS);
+      expect(r.passes['fuse-rmsnorm']!.counts.rmsnorm).toBe(2 * T + 1);
+      expect(r.passes['fuse-layernorm']!.counts.layernorm).toBe(0);
+      expect(r.passes['fuse-gelu']!.counts.gelu).toBe(0);
+      expect(r.passes['fuse-quickgelu']!.counts).toEqual({ quickgelu: 0, silu: T });
+      expect(r.ops.Sigmoid).toBeUndefined();
+      // Every norm but the first, whose input is inputs_embeds itself.
+      expect(r.passes['fuse-skip-layernorm']!.counts.skipSimplifiedLayerNorm).toBe(2 * T);
+      expect(r.ops.SimplifiedLayerNormalization).toBe(1);
+      expect(r.ops.SkipSimplifiedLayerNormalization).toBe(2 * T);
+      expect(r.passes['fuse-rotary']!.counts.rotary).toBe(2 * T);
+      expect(r.ops.RotaryEmbedding).toBe(2 * T);
+      expect(r.passes['fuse-attention']!.counts).toEqual({ mha: 0, mhaBnsh: 0, gqa: T });
+      expect(r.ops.GroupQueryAttention).toBe(T);
+      expect(r.ops.Softmax).toBeUndefined();
+      console.log(`decoder ${form} ops: ${JSON.stringify(r.ops)}`);
+      expect(r.minCosine).toBeGreaterThanOrEqual(0.99999);
+      console.log(`decoder ${form}: cosine ${r.minCosine.toFixed(8)} max abs ${r.maxAbs.toExponential(2)}`);
+    },
+  );
 
   it('decoder with static shapes (causal mask folded to a constant table): GroupQueryAttention with constant lengths', async () => {
     const m = decoder();
     const dims = { ...DIMS, batch: 1 };
     for (const v of m.graph.inputs) if (v.type?.shape) v.type.shape = concreteShape(v.type.shape, { dims });
-    const r = await fuse(m, [{ dims }, { dims, fixed: { attention_mask: Tensor.fromInt64('attention_mask', [1, 8], [0, 1, 1, 1, 1, 1, 1, 1]) } }]);
+    const r = await fuse(m, [
+      { dims },
+      { dims, fixed: { attention_mask: Tensor.fromInt64('attention_mask', [1, 8], [0, 1, 1, 1, 1, 1, 1, 1]) } },
+    ]);
     expect(r.passes['fuse-attention']!.counts).toEqual({ mha: 0, mhaBnsh: 0, gqa: T });
     expect(r.ops.Shape).toBeUndefined();
     expect(r.minCosine).toBeGreaterThanOrEqual(0.99999);
@@ -123,7 +138,8 @@ describe('fusions on the tiny MLLM fixtures', () => {
 
   it('decoder GroupQueryAttention with a left-padded prompt: every non-padded position exact', async () => {
     const m = decoder();
-    const before = path.join(tmpDir, 'gqa-left.before.onnx'), after = path.join(tmpDir, 'gqa-left.after.onnx');
+    const before = path.join(tmpDir, 'gqa-left.before.onnx'),
+      after = path.join(tmpDir, 'gqa-left.after.onnx');
     saveModel(m, before);
     await runPasses(m, [...PREP, ...FUSE], inferShapes);
     expect(opCounts(m).GroupQueryAttention).toBe(T);
@@ -144,7 +160,11 @@ describe('fusions on the tiny MLLM fixtures', () => {
   // Left padding in the prompt: the MHA form (mask as attention_bias) is exact on every row, padded ones included.
   const padded = Tensor.fromInt64('attention_mask', [2, 8], [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
   it('decoder with decoder=mha: MultiHeadAttention on the cached BNSH key/value, exact with a padded mask', async () => {
-    const r = await fuse(decoder(), [...DECODER_RUNS, { dims: DIMS, fixed: { attention_mask: padded } }], [...FUSE.slice(0, -1), [fuseAttention, { decoder: 'mha' }]]);
+    const r = await fuse(
+      decoder(),
+      [...DECODER_RUNS, { dims: DIMS, fixed: { attention_mask: padded } }],
+      [...FUSE.slice(0, -1), [fuseAttention, { decoder: 'mha' }]],
+    );
     expect(r.passes['fuse-attention']!.counts).toEqual({ mha: 0, mhaBnsh: T, gqa: 0 });
     expect(r.ops.MultiHeadAttention).toBe(T);
     expect(r.ops.Softmax).toBeUndefined();
@@ -153,7 +173,13 @@ describe('fusions on the tiny MLLM fixtures', () => {
   });
 
   it('decoder without KV cache: MultiHeadAttention with attention_bias', async () => {
-    const r = await fuse(decoder({}, { kvCache: false }), [{ dims: { ...DIMS, total_seq: 5 } }, { dims: { ...DIMS, total_seq: 5 }, fixed: { attention_mask: Tensor.fromInt64('attention_mask', [2, 5], [0, 1, 1, 1, 1, 1, 1, 1, 1, 1]) } }]);
+    const r = await fuse(decoder({}, { kvCache: false }), [
+      { dims: { ...DIMS, total_seq: 5 } },
+      {
+        dims: { ...DIMS, total_seq: 5 },
+        fixed: { attention_mask: Tensor.fromInt64('attention_mask', [2, 5], [0, 1, 1, 1, 1, 1, 1, 1, 1, 1]) },
+      },
+    ]);
     expect(r.passes['fuse-attention']!.counts).toEqual({ mha: 0, mhaBnsh: T, gqa: 0 });
     expect(r.passes['fuse-rotary']!.counts.rotary).toBe(2 * T);
     expect(r.minCosine).toBeGreaterThanOrEqual(0.99999);
@@ -168,7 +194,10 @@ describe('fusions on the conformance corpus', () => {
   const near = /layer_norm|softmax|reduce_mean|erf|tanh|pow|sqrt|reciprocal/;
   const dirs = [
     ...['pytorch-converted', 'pytorch-operator'].flatMap((s) => fs.readdirSync(path.join(ROOT, s)).map((d) => path.join(ROOT, s, d))),
-    ...fs.readdirSync(path.join(ROOT, 'node')).filter((d) => near.test(d)).map((d) => path.join(ROOT, 'node', d)),
+    ...fs
+      .readdirSync(path.join(ROOT, 'node'))
+      .filter((d) => near.test(d))
+      .map((d) => path.join(ROOT, 'node', d)),
   ].sort();
   it(`no fusion fires on ${dirs.length} conformance models`, async () => {
     const fired: string[] = [];

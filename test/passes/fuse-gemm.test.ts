@@ -24,7 +24,10 @@ function freeze(m: Model, feeds: Record<string, import('../../ir/index.js').Tens
 }
 
 describe('gemm-to-matmul-add', () => {
-  const gemmTests = fs.readdirSync(path.join(CONF, 'node')).filter((d) => d.startsWith('test_gemm_')).sort();
+  const gemmTests = fs
+    .readdirSync(path.join(CONF, 'node'))
+    .filter((d) => d.startsWith('test_gemm_'))
+    .sort();
   it.each(gemmTests)('%s with constant B (and constant C) matches the expected output', async (name) => {
     for (const constC of [false, true]) {
       const dir = path.join(CONF, 'node', name);
@@ -45,20 +48,28 @@ describe('gemm-to-matmul-add', () => {
   });
 
   it('nn.Linear as torch exports it (Gemm transB=1, weight [out, in]) and alpha/beta', async () => {
-    for (const [alpha, beta] of [[1, 1], [0.5, 2]]) {
+    for (const [alpha, beta] of [
+      [1, 1],
+      [0.5, 2],
+    ]) {
       const b = new GraphBuilder({ opset: 17 });
       const r = rng(2);
       const x = b.input('x', DataType.FLOAT, ['batch', 12]);
       const w = b.constF32('fc.weight', [20, 12], randn(r, 240, 0.1));
       const bias = b.constF32('fc.bias', [20], randn(r, 20, 0.1));
-      b.output(b.op1('Gemm', [x, w, bias], { attrs: { alpha: { float: alpha }, beta: { float: beta }, transB: 1 } }), 'y', DataType.FLOAT, ['batch', 20]);
+      b.output(b.op1('Gemm', [x, w, bias], { attrs: { alpha: { float: alpha }, beta: { float: beta }, transB: 1 } }), 'y', DataType.FLOAT, [
+        'batch',
+        20,
+      ]);
       const m = b.build();
       const res = await fuseAndCompare(m, gemmToMatMulAdd, {}, { dims: { batch: 3 } });
       expect(res.stats.counts.gemm).toBe(1);
       expect(opCounts(m)).toEqual({ MatMul: 1, Add: 1 });
       expect(m.graph.nodes.find((n) => n.opType === 'MatMul')!.inputs[1]!.initializer!.dims).toEqual([12, 20]);
       expect(res.minCosine).toBeGreaterThanOrEqual(0.99999);
-      console.log(`gemm-to-matmul-add Linear alpha=${alpha} beta=${beta}: cosine ${res.minCosine.toFixed(8)}, max abs ${res.maxAbs.toExponential(2)}`);
+      console.log(
+        `gemm-to-matmul-add Linear alpha=${alpha} beta=${beta}: cosine ${res.minCosine.toFixed(8)}, max abs ${res.maxAbs.toExponential(2)}`,
+      );
     }
   });
 
@@ -90,11 +101,21 @@ describe('gemm-to-matmul-add', () => {
 function mmAdd(aShape: Dim[], bias: number[] | null, extraUse = false, graphB = false) {
   const b = new GraphBuilder({ opset: 17 });
   const r = rng(11);
-  const K = 8, N = 6;
+  const K = 8,
+    N = 6;
   const a = b.input('a', DataType.FLOAT, aShape);
   const w = graphB ? b.input('w', DataType.FLOAT, [K, N]) : b.constF32('w', [K, N], randn(r, K * N));
   const y = b.op1('MatMul', [a, w]);
-  const c = bias ? b.constF32('c', bias, randn(r, bias.reduce((p, q) => p * q, 1))) : b.input('c', DataType.FLOAT, [N]);
+  const c = bias
+    ? b.constF32(
+        'c',
+        bias,
+        randn(
+          r,
+          bias.reduce((p, q) => p * q, 1),
+        ),
+      )
+    : b.input('c', DataType.FLOAT, [N]);
   b.output(b.op1('Add', [y, c]), 'out', DataType.FLOAT);
   if (extraUse) b.output(b.op1('Neg', [y]), 'neg', DataType.FLOAT);
   return b.build();

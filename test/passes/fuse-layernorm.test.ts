@@ -27,9 +27,13 @@ function build(v: Variant) {
   const b = new GraphBuilder({ opset });
   const r = rng(3);
   const x = b.input('x', DataType.FLOAT, [2, 5, C]);
-  const c = (name: string, val: number): Value => (v.constNodes ? b.constant(Tensor.fromFloat32(name, [], Float32Array.of(val))) : b.constScalarF32(name, val));
+  const c = (name: string, val: number): Value =>
+    v.constNodes ? b.constant(Tensor.fromFloat32(name, [], Float32Array.of(val))) : b.constScalarF32(name, val);
   const axes = v.axis ?? -1;
-  const mean = (inp: Value) => (opset >= 18 ? b.op1('ReduceMean', [inp, b.constInt64(`axes${b.graph.nodes.length}`, [axes])], { attrs: { keepdims: 1 } }) : b.op1('ReduceMean', [inp], { attrs: { axes: [axes], keepdims: 1 } }));
+  const mean = (inp: Value) =>
+    opset >= 18
+      ? b.op1('ReduceMean', [inp, b.constInt64(`axes${b.graph.nodes.length}`, [axes])], { attrs: { keepdims: 1 } })
+      : b.op1('ReduceMean', [inp], { attrs: { axes: [axes], keepdims: 1 } });
   const mu = mean(x);
   const d = b.op1('Sub', [x, mu]);
   const sq = v.square === 'mul' ? b.op1('Mul', [d, d]) : b.op1('Pow', [d, c('two', v.exponent ?? 2)]);
@@ -42,7 +46,11 @@ function build(v: Variant) {
   else if (v.recip === 'div1') n = b.op1('Mul', [b.op1('Div', [c('one', 1), s]), d]);
   else n = b.op1('Div', [d, s]);
   const gdims = v.gammaDims ?? [C];
-  const g = b.constF32('gamma', gdims, Float32Array.from(randn(r, C, 0.2), (t) => t + 1));
+  const g = b.constF32(
+    'gamma',
+    gdims,
+    Float32Array.from(randn(r, C, 0.2), (t) => t + 1),
+  );
   let y = v.swapAffine ? b.op1('Mul', [g, n]) : b.op1('Mul', [n, g]);
   if (!v.noBeta) {
     const beta = b.constF32('beta', [C], randn(r, C, 0.1));

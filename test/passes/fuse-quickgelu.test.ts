@@ -17,7 +17,12 @@ const c = (b: GraphBuilder, v: number) => b.constant(Tensor.fromFloat32('', [], 
 
 describe('fuse-quickgelu', () => {
   it.each([
-    ['CLIP quick_gelu x * sigmoid(1.702 x)', (b: GraphBuilder, x: Value) => b.op1('Mul', [x, b.op1('Sigmoid', [b.op1('Mul', [c(b, 1.702), x])])]), 1.702, 'quickgelu'],
+    [
+      'CLIP quick_gelu x * sigmoid(1.702 x)',
+      (b: GraphBuilder, x: Value) => b.op1('Mul', [x, b.op1('Sigmoid', [b.op1('Mul', [c(b, 1.702), x])])]),
+      1.702,
+      'quickgelu',
+    ],
     ['SiLU sigmoid(x) * x', (b: GraphBuilder, x: Value) => b.op1('Mul', [b.op1('Sigmoid', [x]), x]), 1, 'silu'],
   ] as [string, Build, number, string][])('fuses %s', async (name, f, alpha, key) => {
     const m = build(f);
@@ -31,11 +36,14 @@ describe('fuse-quickgelu', () => {
 
   it.each([
     ['sigmoid of another value (gating)', (b: GraphBuilder, x: Value) => b.op1('Mul', [x, b.op1('Sigmoid', [b.op1('Neg', [x])])])],
-    ['sigmoid output also used', (b: GraphBuilder, x: Value) => {
-      const s = b.op1('Sigmoid', [x]);
-      b.output(b.op1('Neg', [s]), 's', DataType.FLOAT, [4, 48]);
-      return b.op1('Mul', [x, s]);
-    }],
+    [
+      'sigmoid output also used',
+      (b: GraphBuilder, x: Value) => {
+        const s = b.op1('Sigmoid', [x]);
+        b.output(b.op1('Neg', [s]), 's', DataType.FLOAT, [4, 48]);
+        return b.op1('Mul', [x, s]);
+      },
+    ],
   ] as [string, Build][])('leaves alone: %s', async (_, f) => {
     const m = build(f);
     const r = await fuseAndCompare(m, fuseQuickGelu);

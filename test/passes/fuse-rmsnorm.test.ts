@@ -26,7 +26,12 @@ function build(v: Variant) {
   const x = half ? b.op1('Cast', [x0], { attrs: { to: DataType.FLOAT } }) : x0;
   const variance = b.op1('ReduceMean', [b.op1('Pow', [x, b.constScalarF32('two', 2)])], { attrs: { axes: [v.axis ?? -1], keepdims: 1 } });
   const eps = epsIn ?? b.constScalarF32('eps', 1e-6);
-  const s = v.form === 'pow' ? variance : v.epsAfterSqrt ? b.op1('Add', [b.op1('Sqrt', [variance]), eps]) : b.op1('Sqrt', [b.op1('Add', [variance, eps])]);
+  const s =
+    v.form === 'pow'
+      ? variance
+      : v.epsAfterSqrt
+        ? b.op1('Add', [b.op1('Sqrt', [variance]), eps])
+        : b.op1('Sqrt', [b.op1('Add', [variance, eps])]);
   let n: Value;
   if (v.form === 'pow') n = b.op1('Mul', [b.op1('Pow', [b.op1('Add', [eps, variance]), b.constScalarF32('mhalf', -0.5)]), x]);
   else if (v.form === 'div') n = b.op1('Div', [x, s]);
@@ -72,7 +77,12 @@ describe('fuse-rmsnorm', () => {
   ];
   it.each(misses)('leaves alone: %s', async (_, v) => {
     const m = build(v);
-    const r = await fuseAndCompare(m, fuseRmsNorm, {}, { fixed: v.epsInput ? { eps: Tensor.fromFloat32('eps', [], Float32Array.of(1e-6)) } : {} });
+    const r = await fuseAndCompare(
+      m,
+      fuseRmsNorm,
+      {},
+      { fixed: v.epsInput ? { eps: Tensor.fromFloat32('eps', [], Float32Array.of(1e-6)) } : {} },
+    );
     expect(r.stats.counts.rmsnorm).toBe(0);
     expect(r.nodesAfter).toBe(r.nodesBefore);
     expect(r.identical).toBe(true);

@@ -25,11 +25,21 @@ function build(v: Variant) {
   const skip = v.constSkip ? b.constF32('bias', [C], randn(r, C)) : b.input('b', DataType.FLOAT, v.skipShape ?? ['batch', 'seq', C]);
   const branch = v.branchBias ? b.op1('Add', [b.constF32('proj.bias', [C], randn(r, C, 0.5)), skip]) : skip;
   const s = b.op1('Add', [a, branch]);
-  const g = b.constF32('g', [C], Float32Array.from(randn(r, C, 0.1), (t) => t + 1));
+  const g = b.constF32(
+    'g',
+    [C],
+    Float32Array.from(randn(r, C, 0.1), (t) => t + 1),
+  );
   const outs = v.meanUsed ? 2 : 1;
   const y = v.simplified
-    ? b.op('SimplifiedLayerNormalization', [s, g], { attrs: { axis: v.axis ?? -1, epsilon: { float: 1e-6 }, stash_type: 1 }, outputs: outs })
-    : b.op('LayerNormalization', [s, g, b.constF32('beta', [C], randn(r, C, 0.1))], { attrs: { axis: v.axis ?? -1, epsilon: { float: 1e-5 } }, outputs: outs });
+    ? b.op('SimplifiedLayerNormalization', [s, g], {
+        attrs: { axis: v.axis ?? -1, epsilon: { float: 1e-6 }, stash_type: 1 },
+        outputs: outs,
+      })
+    : b.op('LayerNormalization', [s, g, b.constF32('beta', [C], randn(r, C, 0.1))], {
+        attrs: { axis: v.axis ?? -1, epsilon: { float: 1e-5 } },
+        outputs: outs,
+      });
   b.output(v.sumUsed ? b.op1('Add', [s, y[0]!]) : y[0]!, 'y', DataType.FLOAT);
   if (v.meanUsed) b.output(y[1]!, 'mean', DataType.FLOAT);
   const m = b.build();

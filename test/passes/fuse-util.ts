@@ -44,7 +44,13 @@ export interface FusionCheck {
 }
 
 /** Run before, fuse, run after; outputs compared on seeded random inputs (one set per spec). */
-export async function fuseAndCompare(model: Model, pass: Pass, options: Record<string, unknown> = {}, spec: InputSpec | InputSpec[] = {}, feeds?: Record<string, Tensor>): Promise<FusionCheck> {
+export async function fuseAndCompare(
+  model: Model,
+  pass: Pass,
+  options: Record<string, unknown> = {},
+  spec: InputSpec | InputSpec[] = {},
+  feeds?: Record<string, Tensor>,
+): Promise<FusionCheck> {
   const id = counter++;
   const before = path.join(tmpDir, `m${id}.before.onnx`);
   const after = path.join(tmpDir, `m${id}.after.onnx`);
@@ -59,14 +65,23 @@ export async function fuseAndCompare(model: Model, pass: Pass, options: Record<s
   const cmp: Comparison[] = [];
   for (let i = 0; i < inputs.length; i++) cmp.push(...compareOutputs(refs[i]!, await runModel(after, inputs[i]!)));
   return {
-    stats, cmp, nodesBefore, nodesAfter: nodeCount(model), identical: fs.readFileSync(before).equals(fs.readFileSync(after)),
-    minCosine: Math.min(...cmp.map((c) => c.cosine)), maxAbs: Math.max(...cmp.map((c) => c.maxAbsError)),
+    stats,
+    cmp,
+    nodesBefore,
+    nodesAfter: nodeCount(model),
+    identical: fs.readFileSync(before).equals(fs.readFileSync(after)),
+    minCosine: Math.min(...cmp.map((c) => c.cosine)),
+    maxAbs: Math.max(...cmp.map((c) => c.maxAbsError)),
   };
 }
 
 /** The manager's loop for a list of passes (infer-shapes before those that need shapes, validity
  * after each), without pulling in every registered pass. */
-export async function runPasses(model: Model, steps: [Pass, Record<string, unknown>?][], inferShapes: Pass): Promise<Record<string, PassStats>> {
+export async function runPasses(
+  model: Model,
+  steps: [Pass, Record<string, unknown>?][],
+  inferShapes: Pass,
+): Promise<Record<string, PassStats>> {
   const out: Record<string, PassStats> = {};
   for (const [pass, opts] of steps) {
     if (pass.requires?.includes('shapes')) await inferShapes.run(model, resolveOptions(inferShapes, {}), {});

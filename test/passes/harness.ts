@@ -13,8 +13,12 @@ export { CONFORMANCE };
 
 /** node/: every 5th model; pytorch-converted and pytorch-operator: all. */
 export function conformanceSample(): string[] {
-  const list = (suite: string) => fs.readdirSync(path.join(CONFORMANCE, suite)).sort()
-    .filter((t) => fs.existsSync(path.join(CONFORMANCE, suite, t, 'model.onnx'))).map((t) => path.join(suite, t));
+  const list = (suite: string) =>
+    fs
+      .readdirSync(path.join(CONFORMANCE, suite))
+      .sort()
+      .filter((t) => fs.existsSync(path.join(CONFORMANCE, suite, t, 'model.onnx')))
+      .map((t) => path.join(suite, t));
   return [...list('node').filter((_, i) => i % 5 === 0), ...list('pytorch-converted'), ...list('pytorch-operator')];
 }
 
@@ -27,7 +31,10 @@ export interface CaseData {
 export async function originalPasses(caseDir: string, model: Model): Promise<CaseData | undefined> {
   const src = path.join(caseDir, 'model.onnx');
   const sets: CaseData['sets'] = [];
-  for (const set of fs.readdirSync(caseDir).filter((d) => d.startsWith('test_data_set')).sort()) {
+  for (const set of fs
+    .readdirSync(caseDir)
+    .filter((d) => d.startsWith('test_data_set'))
+    .sort()) {
     try {
       const data = loadTestDataSet(path.join(caseDir, set), model);
       const original = await runModel(src, data.inputs);
@@ -68,7 +75,8 @@ export async function checkCase(caseDir: string, data: CaseData, spec: string, o
       const g = got[k];
       if (!g || !allClose(exp, g)) return { reports, failure: `output '${k}' differs from output_K.pb` };
       const orig = set.original[k]!;
-      if (exp.dtype === DataType.FLOAT && exp.size && compareTensors(orig, g).cosine < 0.99999) return { reports, failure: `output '${k}': cosine to the original below 0.99999` };
+      if (exp.dtype === DataType.FLOAT && exp.size && compareTensors(orig, g).cosine < 0.99999)
+        return { reports, failure: `output '${k}': cosine to the original below 0.99999` };
     }
   }
   return { reports };
@@ -95,10 +103,20 @@ export interface ShapeCheck {
  * main graph as an output, run onnxruntime and check each inferred dtype and dim against the
  * real tensor: numbers equal, symbolic expressions evaluate to the real size under `bind`.
  */
-export async function checkInferredShapes(model: Model, feeds: Record<string, Tensor>, bind: Record<string, number>, file: string): Promise<ShapeCheck> {
+export async function checkInferredShapes(
+  model: Model,
+  feeds: Record<string, Tensor>,
+  bind: Record<string, number>,
+  file: string,
+): Promise<ShapeCheck> {
   const g = model.graph;
   for (const gg of g.allGraphs()) {
-    for (const n of gg.nodes) for (const o of n.outputs) if (o) { o.type = undefined; o.hasValueInfo = false; }
+    for (const n of gg.nodes)
+      for (const o of n.outputs)
+        if (o) {
+          o.type = undefined;
+          o.hasValueInfo = false;
+        }
   }
   await runPipeline(model, parsePipeline('infer-shapes'));
   const probe: Value[] = [];
@@ -108,17 +126,28 @@ export async function checkInferredShapes(model: Model, feeds: Record<string, Te
   const got = await runModel(file, feeds);
   const res: ShapeCheck = { checked: 0, numericDims: 0, symbolicDims: 0, unknownDims: 0, partial: [], mismatches: [] };
   for (const v of g.outputs) {
-    const t = got[v.name], type = v.type;
+    const t = got[v.name],
+      type = v.type;
     if (!t || !type?.shape) continue;
     res.checked++;
     if (t.dtype !== type.elemType) res.mismatches.push(`${v.name}: dtype ${type.elemType} inferred, ${t.dtype} real`);
-    if (t.dims.length !== type.shape.length) { res.mismatches.push(`${v.name}: rank ${type.shape.length} inferred, [${t.dims}] real`); continue; }
+    if (t.dims.length !== type.shape.length) {
+      res.mismatches.push(`${v.name}: rank ${type.shape.length} inferred, [${t.dims}] real`);
+      continue;
+    }
     type.shape.forEach((d, i) => {
-      if (d === null) { res.unknownDims++; if (!res.partial.includes(v.name)) res.partial.push(v.name); return; }
+      if (d === null) {
+        res.unknownDims++;
+        if (!res.partial.includes(v.name)) res.partial.push(v.name);
+        return;
+      }
       if (typeof d === 'number') res.numericDims++;
       else res.symbolicDims++;
       const val = evaluateDim(d, bind);
-      if (val === null && typeof d === 'string' && /^[A-Za-z_][\w]*$/.test(d) && !(d in bind)) { bind[d] = t.dims[i]!; return; }
+      if (val === null && typeof d === 'string' && /^[A-Za-z_][\w]*$/.test(d) && !(d in bind)) {
+        bind[d] = t.dims[i]!;
+        return;
+      }
       if (val !== t.dims[i]) res.mismatches.push(`${v.name}: dim ${i} inferred ${d}, real ${t.dims[i]}`);
     });
   }

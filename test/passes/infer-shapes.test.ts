@@ -26,8 +26,18 @@ describe('symbolic dim arithmetic', () => {
     expect(add(div('height', 14), 0)).toBe('height/14');
     expect(quotient(['batch', 'seq', 64], ['batch', 4])).toBe('16*seq');
     expect(quotient(['batch', 'seq'], ['n'])).toBeNull();
-    expect(broadcast([['batch', 1, 'seq'], [8, 'seq']])).toEqual(['batch', 8, 'seq']);
-    expect(broadcast([[null, 4], [3, 1]])).toEqual([3, 4]);
+    expect(
+      broadcast([
+        ['batch', 1, 'seq'],
+        [8, 'seq'],
+      ]),
+    ).toEqual(['batch', 8, 'seq']);
+    expect(
+      broadcast([
+        [null, 4],
+        [3, 1],
+      ]),
+    ).toEqual([3, 4]);
     expect(evaluateDim('(height/14)*(width/14)', { height: 448, width: 224 })).toBe(32 * 16);
     expect(evaluateDim('past_sequence_length + 1', { past_sequence_length: 7 })).toBe(8);
     expect(evaluateDim('x', {})).toBeNull();
@@ -50,7 +60,11 @@ describe('infer-shapes on exporter patterns', () => {
     const c = b.op1('Gather', [shape, b.constInt64('i1', [1], [])], { attrs: { axis: 0 } });
     const hw = b.op1('Slice', [shape, b.constInt64('s', [2]), b.constInt64('e', [4])]);
     const prod = b.op1('ReduceProd', [hw], { attrs: { keepdims: 1 } });
-    const cat = b.op1('Concat', [b.op1('Unsqueeze', [n, b.constInt64('a0', [0])]), b.op1('Unsqueeze', [c, b.constInt64('a1', [0])]), prod], { attrs: { axis: 0 } });
+    const cat = b.op1(
+      'Concat',
+      [b.op1('Unsqueeze', [n, b.constInt64('a0', [0])]), b.op1('Unsqueeze', [c, b.constInt64('a1', [0])]), prod],
+      { attrs: { axis: 0 } },
+    );
     const flat = b.op1('Reshape', [conv, cat]);
     const t = b.op1('Transpose', [flat], { attrs: { perm: [0, 2, 1] } });
     b.output(t, 'tokens', DataType.FLOAT);
@@ -89,13 +103,22 @@ describe('infer-shapes on exporter patterns', () => {
     const b = new GraphBuilder({ opset: 18 });
     const x = b.input('x', DataType.FLOAT, ['batch', 'seq', 8]);
     const e = b.op1('Einsum', [x, b.constF32('w', [8, 6], new Array(48).fill(0.1))], { attrs: { equation: 'bsh,hk->bsk' } });
-    const outer = b.op1('Einsum', [b.constF32('f', [4], [1, 2, 3, 4]), b.constF32('p', [5], [1, 2, 3, 4, 5])], { attrs: { equation: 'i,j->ij' } });
+    const outer = b.op1('Einsum', [b.constF32('f', [4], [1, 2, 3, 4]), b.constF32('p', [5], [1, 2, 3, 4, 5])], {
+      attrs: { equation: 'i,j->ij' },
+    });
     const [s1, s2] = b.op('Split', [e, b.constInt64('sp', [2, 4])], { attrs: { axis: 2 }, outputs: 2 });
     const pad = b.op1('Pad', [s2!, b.constInt64('pads', [0, 1, 0, 0, 2, 3])]);
     const tile = b.op1('Tile', [s1!, b.constInt64('reps', [1, 2, 3])]);
     const img = b.op1('Transpose', [pad], { attrs: { perm: [0, 2, 1] } });
-    const up = b.op1('Resize', [b.op1('Unsqueeze', [img, b.constInt64('ua', [0])]), null, b.constF32('scales', [4], [1, 1, 2, 2])], { attrs: { mode: 'nearest' } });
-    for (const [v, n] of [[outer, 'outer'], [tile, 'tile'], [up, 'up']] as const) b.output(v, n, DataType.FLOAT);
+    const up = b.op1('Resize', [b.op1('Unsqueeze', [img, b.constInt64('ua', [0])]), null, b.constF32('scales', [4], [1, 1, 2, 2])], {
+      attrs: { mode: 'nearest' },
+    });
+    for (const [v, n] of [
+      [outer, 'outer'],
+      [tile, 'tile'],
+      [up, 'up'],
+    ] as const)
+      b.output(v, n, DataType.FLOAT);
     const m = b.build();
     await infer(m);
     expect(e.type!.shape).toEqual(['batch', 'seq', 6]);
@@ -117,15 +140,37 @@ describe('infer-shapes on exporter patterns', () => {
     const total = b.input('total_len', DataType.INT32, []);
     const q4 = (n: number) => Uint8Array.from({ length: n }, (_, i) => (i * 37) & 0xff);
     const tab = b.initializer(Tensor.fromBytes('tab', DataType.UINT8, [100, 16], q4(1600)));
-    const emb = b.op1('GatherBlockQuantized', [tab, ids, b.constF32('sc', [100, 1], new Array(100).fill(0.01))], { domain: 'com.microsoft', attrs: { block_size: 32, bits: 4, quantize_axis: 1 } });
+    const emb = b.op1('GatherBlockQuantized', [tab, ids, b.constF32('sc', [100, 1], new Array(100).fill(0.01))], {
+      domain: 'com.microsoft',
+      attrs: { block_size: 32, bits: 4, quantize_axis: 1 },
+    });
     const qkvW = b.initializer(Tensor.fromBytes('w', DataType.UINT8, [96, 1, 16], q4(96 * 16)));
-    const qkv = b.op1('MatMulNBits', [emb, qkvW, b.constF32('ws', [96], new Array(96).fill(0.02))], { domain: 'com.microsoft', attrs: { K: 32, N: 96, bits: 4, block_size: 32 } });
-    const [sln] = b.op('SkipLayerNormalization', [emb, emb, b.constF32('g', [32], new Array(32).fill(1))], { domain: 'com.microsoft', outputs: 1, attrs: { epsilon: 1e-5 } });
-    const cos = b.constF32('cos', [64, 8], Array.from({ length: 512 }, (_, i) => Math.cos(i / 50)));
-    const sin = b.constF32('sin', [64, 8], Array.from({ length: 512 }, (_, i) => Math.sin(i / 50)));
+    const qkv = b.op1('MatMulNBits', [emb, qkvW, b.constF32('ws', [96], new Array(96).fill(0.02))], {
+      domain: 'com.microsoft',
+      attrs: { K: 32, N: 96, bits: 4, block_size: 32 },
+    });
+    const [sln] = b.op('SkipLayerNormalization', [emb, emb, b.constF32('g', [32], new Array(32).fill(1))], {
+      domain: 'com.microsoft',
+      outputs: 1,
+      attrs: { epsilon: 1e-5 },
+    });
+    const cos = b.constF32(
+      'cos',
+      [64, 8],
+      Array.from({ length: 512 }, (_, i) => Math.cos(i / 50)),
+    );
+    const sin = b.constF32(
+      'sin',
+      [64, 8],
+      Array.from({ length: 512 }, (_, i) => Math.sin(i / 50)),
+    );
     const rot = b.op1('RotaryEmbedding', [sln!, pos, cos, sin], { domain: 'com.microsoft', attrs: { num_heads: 2 } });
     const mha = b.op1('MultiHeadAttention', [rot, emb, emb], { domain: 'com.microsoft', attrs: { num_heads: 2 } });
-    const [att, pk] = b.op('GroupQueryAttention', [qkv, null, null, null, null, seqlens, total], { domain: 'com.microsoft', outputs: 3, attrs: { num_heads: 4, kv_num_heads: 1 } });
+    const [att, pk] = b.op('GroupQueryAttention', [qkv, null, null, null, null, seqlens, total], {
+      domain: 'com.microsoft',
+      outputs: 3,
+      attrs: { num_heads: 4, kv_num_heads: 1 },
+    });
     b.output(att!, 'att', DataType.FLOAT);
     b.output(mha, 'mha', DataType.FLOAT);
     b.output(pk!, 'pk', DataType.FLOAT);
@@ -153,7 +198,12 @@ describe('infer-shapes against onnxruntime', () => {
   it('tiny MLLM fixtures: every intermediate dim matches the real tensors', async () => {
     const bind = { batch: 1, height: 56, width: 84, grid_h: 4, grid_w: 6, seq: 5, total_seq: 5, past_seq: 0, num_image_tokens: 24 };
     const summary: string[] = [];
-    for (const [name, m] of [['vision_encoder', visionEncoder()], ['projector', projector()], ['embed_tokens', embeddings()], ['decoder', decoder({}, { kvCache: true })]] as const) {
+    for (const [name, m] of [
+      ['vision_encoder', visionEncoder()],
+      ['projector', projector()],
+      ['embed_tokens', embeddings()],
+      ['decoder', decoder({}, { kvCache: true })],
+    ] as const) {
       const feeds = randomInputs(m, { dims: bind, intHigh: 8 });
       const r = await checkInferredShapes(m, feeds, { ...bind }, path.join(tmp, `${name}.onnx`));
       summary.push(`${name}: ${r.checked} values, dims ${r.numericDims} numeric/${r.symbolicDims} symbolic/${r.unknownDims} unknown`);
@@ -179,13 +229,15 @@ describe('infer-shapes against onnxruntime', () => {
       const bind: Record<string, number> = {};
       // 1-D int64 inputs are shape-like (Resize sizes, Reshape shapes): onnxruntime's own
       // inference needs their length, so they stay static.
-      model.graph.inputs.filter((v) => !v.initializer && v.type?.shape && !(v.type.elemType === DataType.INT64 && v.type.shape.length === 1)).forEach((v, k) => {
-        v.type!.shape = v.type!.shape!.map((_, i) => {
-          const sym = `in${k}_${i}`;
-          bind[sym] = feeds[v.name]!.dims[i]!;
-          return sym;
+      model.graph.inputs
+        .filter((v) => !v.initializer && v.type?.shape && !(v.type.elemType === DataType.INT64 && v.type.shape.length === 1))
+        .forEach((v, k) => {
+          v.type!.shape = v.type!.shape!.map((_, i) => {
+            const sym = `in${k}_${i}`;
+            bind[sym] = feeds[v.name]!.dims[i]!;
+            return sym;
+          });
         });
-      });
       let r;
       try {
         r = await checkInferredShapes(model, feeds, bind, path.join(tmp, `c${ci}.onnx`));
@@ -194,7 +246,10 @@ describe('infer-shapes against onnxruntime', () => {
         continue;
       }
       totals.models++;
-      totals.values += r.checked; totals.numeric += r.numericDims; totals.symbolic += r.symbolicDims; totals.unknown += r.unknownDims;
+      totals.values += r.checked;
+      totals.numeric += r.numericDims;
+      totals.symbolic += r.symbolicDims;
+      totals.unknown += r.unknownDims;
       mismatches.push(...r.mismatches.map((x) => `${c}: ${x}`));
     }
     console.log(`infer-shapes on symbolized conformance: ${JSON.stringify(totals)}`);

@@ -12,7 +12,14 @@ const optsPass: Pass = {
   name: 'test-options',
   description: 'options of every type',
   options: {
-    block: { type: 'int', default: 32, min: 16, max: 256, description: 'block', validate: (v) => ((v as number) & ((v as number) - 1) ? 'must be a power of two' : undefined) },
+    block: {
+      type: 'int',
+      default: 32,
+      min: 16,
+      max: 256,
+      description: 'block',
+      validate: (v) => ((v as number) & ((v as number) - 1) ? 'must be a power of two' : undefined),
+    },
     sym: { type: 'bool', default: false, description: 'symmetric' },
     ratio: { type: 'float', default: 0.5, description: 'ratio' },
     method: { type: 'enum', default: 'rtn', values: ['rtn', 'gptq'], description: 'method' },
@@ -31,7 +38,10 @@ const breakPass: Pass = {
     return { counts: { broken: 1 } };
   },
 };
-if (!getPass('test-options')) { registerPass(optsPass); registerPass(breakPass); }
+if (!getPass('test-options')) {
+  registerPass(optsPass);
+  registerPass(breakPass);
+}
 
 function chain(): Model {
   const b = new GraphBuilder({ opset: 17 });
@@ -45,7 +55,9 @@ function chain(): Model {
 
 describe('parsePipeline', () => {
   it('parses names and typed options, with commas inside braces', () => {
-    const steps = parsePipeline(' cleanup , test-options{block=64,sym=true, ratio=0.25,method=gptq,skip=lm_head;embed} ,fold-constants{maxBytes=4096}');
+    const steps = parsePipeline(
+      ' cleanup , test-options{block=64,sym=true, ratio=0.25,method=gptq,skip=lm_head;embed} ,fold-constants{maxBytes=4096}',
+    );
     expect(steps.map((s) => s.pass.name)).toEqual(['cleanup', 'test-options', 'fold-constants']);
     expect(steps[1]!.options).toEqual({ block: 64, sym: true, ratio: 0.25, method: 'gptq', skip: ['lm_head', 'embed'] });
     expect(steps[2]!.options).toEqual({ maxBytes: 4096, shapes: true });
@@ -77,7 +89,11 @@ describe('parsePipeline', () => {
     ];
     for (const [spec, re] of bad) {
       let err: unknown;
-      try { parsePipeline(spec); } catch (e) { err = e; }
+      try {
+        parsePipeline(spec);
+      } catch (e) {
+        err = e;
+      }
       expect(err, spec).toBeInstanceOf(InputError);
       expect((err as Error).message, spec).toMatch(re);
       expect((err as Error).message).not.toContain('\n');
@@ -96,8 +112,15 @@ describe('runPipeline', () => {
     const m = chain();
     const reports = await runPipeline(m, parsePipeline('cleanup,fold-constants'), { verifyEach: true });
     expect(reports.map((r) => r.pass)).toEqual(['cleanup', 'fold-constants']);
-    const [c, f] = reports as [typeof reports[0], typeof reports[0]];
-    expect(c).toMatchObject({ nodesBefore: 5, nodesAfter: 3, nodesAdded: 0, nodesRemoved: 2, initializerBytesBefore: 24, initializerBytesAfter: 24 });
+    const [c, f] = reports as [(typeof reports)[0], (typeof reports)[0]];
+    expect(c).toMatchObject({
+      nodesBefore: 5,
+      nodesAfter: 3,
+      nodesAdded: 0,
+      nodesRemoved: 2,
+      initializerBytesBefore: 24,
+      initializerBytesAfter: 24,
+    });
     expect(c.stats.counts).toMatchObject({ deadNodes: 1, identity: 1 });
     expect(f).toMatchObject({ nodesBefore: 3, nodesAfter: 2, nodesRemoved: 1, initializerBytesBefore: 24, initializerBytesAfter: 12 });
     expect(f.stats.counts.folded).toBe(1);
@@ -107,7 +130,11 @@ describe('runPipeline', () => {
   it('--verify-each names the pass and the node that broke the graph', async () => {
     const m = chain();
     let err: unknown;
-    try { await runPipeline(m, parsePipeline('cleanup,test-break'), { verifyEach: true }); } catch (e) { err = e; }
+    try {
+      await runPipeline(m, parsePipeline('cleanup,test-break'), { verifyEach: true });
+    } catch (e) {
+      err = e;
+    }
     expect(err).toBeInstanceOf(PassError);
     expect((err as PassError).pass).toBe('test-break');
     expect((err as PassError).node).toBeTruthy();

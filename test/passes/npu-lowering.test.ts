@@ -20,10 +20,21 @@ describe('fold-batchnorm', () => {
     const b = new GraphBuilder({ opset: 17 });
     const r = seededRandom(3);
     const x = b.input('x', DataType.FLOAT, [1, 3, 8, 8]);
-    const bn = (name: string, c: number, v: ReturnType<typeof b.input>) => b.op1('BatchNormalization', [v,
-      b.constF32(`${name}.g`, [c], r.array(c, 0.5, 1.5)), b.constF32(`${name}.b`, [c], r.array(c, -0.5, 0.5)),
-      b.constF32(`${name}.m`, [c], r.array(c, -1, 1)), b.constF32(`${name}.v`, [c], r.array(c, 1e-4, 2))], { attrs: { epsilon: { float: 1e-5 } } });
-    const conv = b.op1('Conv', [x, b.constF32('w', [4, 3, 3, 3], r.array(108, -1, 1)), b.constF32('cb', [4], r.array(4, -1, 1))], { attrs: { pads: [1, 1, 1, 1] } });
+    const bn = (name: string, c: number, v: ReturnType<typeof b.input>) =>
+      b.op1(
+        'BatchNormalization',
+        [
+          v,
+          b.constF32(`${name}.g`, [c], r.array(c, 0.5, 1.5)),
+          b.constF32(`${name}.b`, [c], r.array(c, -0.5, 0.5)),
+          b.constF32(`${name}.m`, [c], r.array(c, -1, 1)),
+          b.constF32(`${name}.v`, [c], r.array(c, 1e-4, 2)),
+        ],
+        { attrs: { epsilon: { float: 1e-5 } } },
+      );
+    const conv = b.op1('Conv', [x, b.constF32('w', [4, 3, 3, 3], r.array(108, -1, 1)), b.constF32('cb', [4], r.array(4, -1, 1))], {
+      attrs: { pads: [1, 1, 1, 1] },
+    });
     const y = bn('bn1', 4, conv);
     b.output(bn('bn2', 4, b.op1('Relu', [y])), 'y', DataType.FLOAT, [1, 4, 8, 8]);
     const model = b.build();
@@ -44,12 +55,18 @@ describe('lower-contrib', () => {
       const x = b.input('x', DataType.FLOAT, [2, 3, 16]);
       const skip = b.input('skip', DataType.FLOAT, [2, 3, 16]);
       const ms = { domain: 'com.microsoft' };
-      const g = b.constF32('gamma', [16], r.array(16, 0.5, 1.5)), be = b.constF32('beta', [16], r.array(16, -0.2, 0.2)), bias = b.constF32('bias', [16], r.array(16, -0.2, 0.2));
+      const g = b.constF32('gamma', [16], r.array(16, 0.5, 1.5)),
+        be = b.constF32('beta', [16], r.array(16, -0.2, 0.2)),
+        bias = b.constF32('bias', [16], r.array(16, -0.2, 0.2));
       const a = b.op1('FastGelu', [x, bias], ms);
       const c = b.op1('Gelu', [a], ms);
       const d = b.op1('QuickGelu', [c], { ...ms, attrs: { alpha: { float: 1.702 } } });
       const e = b.op1('BiasGelu', [d, bias], ms);
-      const [ln, , , sum] = b.op('SkipLayerNormalization', [e, skip, g, be, bias], { ...ms, outputs: 4, attrs: { epsilon: { float: 1e-5 } } });
+      const [ln, , , sum] = b.op('SkipLayerNormalization', [e, skip, g, be, bias], {
+        ...ms,
+        outputs: 4,
+        attrs: { epsilon: { float: 1e-5 } },
+      });
       const [rms] = b.op('SkipSimplifiedLayerNormalization', [ln!, sum!, g], { ...ms, outputs: 1, attrs: { epsilon: { float: 1e-6 } } });
       const out = b.op1('SimplifiedLayerNormalization', [rms!, g], { attrs: { epsilon: { float: 1e-6 }, axis: -1 } });
       b.output(out, 'y', DataType.FLOAT, [2, 3, 16]);
@@ -94,7 +111,13 @@ describe('position-ids-input', () => {
     const feeds = randomInputs(model, { seed: 2, dims: { batch: 2, seq: 3, total: 7 }, intHigh: 32 });
     // A left-padded row: the padding positions get 1, the rest count from 0.
     feeds.attention_mask = Tensor.fromInt64('attention_mask', [2, 7], [1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1]);
-    const ref = await fuseAndCompare(model, positionIdsInput, {}, {}, { ...feeds, position_ids: positionIdsFromMask(feeds.attention_mask, 3) });
+    const ref = await fuseAndCompare(
+      model,
+      positionIdsInput,
+      {},
+      {},
+      { ...feeds, position_ids: positionIdsFromMask(feeds.attention_mask, 3) },
+    );
     expect(ref.stats.counts.positionIdsInputs).toBe(1);
     expect(opCounts(model).CumSum).toBeUndefined();
     expect(model.graph.inputs.find((v) => v.name === 'position_ids')?.type).toEqual({ elemType: DataType.INT64, shape: ['batch', 'seq'] });
@@ -113,7 +136,11 @@ describe('every weight seen', () => {
     const h = b.op1('MatMul', [x, w1]);
     // A weight stored [N, K] in fp16 and cast, reshaped from 1-D, then transposed.
     const raw = Tensor.fromNumbers('w2_flat', DataType.FLOAT16, [64 * 640], r.array(64 * 640, -0.05, 0.05));
-    const w2 = b.op1('Transpose', [b.op1('Reshape', [b.op1('Cast', [b.initializer(raw)], { attrs: { to: DataType.FLOAT } }), b.constInt64('shp', [64, 640])])], { attrs: { perm: [1, 0] } });
+    const w2 = b.op1(
+      'Transpose',
+      [b.op1('Reshape', [b.op1('Cast', [b.initializer(raw)], { attrs: { to: DataType.FLOAT } }), b.constInt64('shp', [64, 640])])],
+      { attrs: { perm: [1, 0] } },
+    );
     b.output(b.op1('MatMul', [h, w2]), 'y', DataType.FLOAT, [2, 64]);
     const model = b.build();
     const before = (await fuseAndCompare(model, foldConstants)).cmp;

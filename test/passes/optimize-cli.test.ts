@@ -36,13 +36,19 @@ describe('edgec optimize', () => {
     expect(r.code).toBe(0);
     const j = JSON.parse(r.stdout);
     expect(j.passes[0]).toMatchObject({ pass: 'cleanup', nodesBefore: 230 });
-    for (const p of j.passes) expect(Object.keys(p)).toEqual(expect.arrayContaining(['nodesAdded', 'nodesRemoved', 'initializerBytesBefore', 'initializerBytesAfter', 'ms', 'stats']));
+    for (const p of j.passes)
+      expect(Object.keys(p)).toEqual(
+        expect.arrayContaining(['nodesAdded', 'nodesRemoved', 'initializerBytesBefore', 'initializerBytesAfter', 'ms', 'stats']),
+      );
     expect(j.passes.map((p: { pass: string }) => p.pass).slice(0, 3)).toEqual(['cleanup', 'infer-shapes', 'fold-constants']);
   });
 
   it('bad pipelines exit 2 with one line naming the problem, writing nothing', async () => {
     const out = path.join(dir, 'never.onnx');
-    for (const [spec, re] of [['cleanup,nope', /unknown pass 'nope'/], ['fold-constants{maxbytes=1}', /unknown option 'maxbytes'/]] as const) {
+    for (const [spec, re] of [
+      ['cleanup,nope', /unknown pass 'nope'/],
+      ['fold-constants{maxbytes=1}', /unknown option 'maxbytes'/],
+    ] as const) {
       const r = await cli('optimize', src, '-o', out, '--pipeline', spec);
       expect(r.code).toBe(2);
       expect(r.stderr).toMatch(re);

@@ -25,7 +25,8 @@ const FIXTURES: [string, () => Model][] = [
 async function runDefault(name: string, model: Model, staticShapes: boolean) {
   const feeds = randomInputs(model, { dims: DIMS, intHigh: 8 });
   if (staticShapes) for (const v of model.graph.inputs) if (v.type?.shape) v.type.shape = concreteShape(v.type.shape, { dims: DIMS });
-  const a = path.join(tmp, `${name}-a.onnx`), b = path.join(tmp, `${name}-b.onnx`);
+  const a = path.join(tmp, `${name}-a.onnx`),
+    b = path.join(tmp, `${name}-b.onnx`);
   saveModel(model, a);
   const before = await runModel(a, feeds);
   const reports = await runPipeline(model, parsePipeline(DEFAULT_PIPELINE), { verifyEach: true });
@@ -33,7 +34,8 @@ async function runDefault(name: string, model: Model, staticShapes: boolean) {
   const after = await runModel(b, feeds);
   const cmp = compareOutputs(before, after);
   for (const c of cmp) expect(c.cosine, `${name}/${c.name}`).toBeGreaterThanOrEqual(0.99999);
-  for (const [k, t] of Object.entries(before)) if (t.dtype !== DataType.FLOAT) expect(compareOutputs({ [k]: t }, after)[0]!.maxAbsError).toBe(0);
+  for (const [k, t] of Object.entries(before))
+    if (t.dtype !== DataType.FLOAT) expect(compareOutputs({ [k]: t }, after)[0]!.maxAbsError).toBe(0);
   const line = `${name}${staticShapes ? ' (static)' : ''}: ${reports.map((r) => `${r.pass} ${r.nodesBefore}->${r.nodesAfter}`).join(', ')}; min cosine ${Math.min(...cmp.map((c) => c.cosine)).toFixed(7)}, max abs ${Math.max(...cmp.map((c) => c.maxAbsError)).toExponential(2)}`;
   return { reports, line };
 }
@@ -56,8 +58,14 @@ describe('default pipeline on the tiny MLLM fixtures', () => {
       const { reports, line } = await runDefault(`${name}-static`, model, true);
       lines.push(line);
       const left = model.graph.nodes.filter((n) => n.opType === 'Shape');
-      expect(left.map((n) => n.name), name).toEqual([]);
-      expect(model.graph.nodes.some((n) => n.opType === 'Constant'), name).toBe(false);
+      expect(
+        left.map((n) => n.name),
+        name,
+      ).toEqual([]);
+      expect(
+        model.graph.nodes.some((n) => n.opType === 'Constant'),
+        name,
+      ).toBe(false);
       const typed = reports.filter((r) => r.pass === 'infer-shapes').pop()!.stats.counts;
       expect(typed.unknown, name).toBe(0);
       expect(typed.symbolicDims, name).toBe(0);

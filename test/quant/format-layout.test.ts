@@ -7,12 +7,24 @@ import { randn, rng } from '../../runtime/ort.js';
 import { parsePipeline, runPipeline } from '../../passes/manager.js';
 import { validateModel } from '../../passes/validate.js';
 import {
-  cleanup, clone, floats, matmulModel, refDequantDQ, refDequantGather, refDequantMatMulNBits, relL2, relMaxDiff, run, weights,
+  cleanup,
+  clone,
+  floats,
+  matmulModel,
+  refDequantDQ,
+  refDequantGather,
+  refDequantMatMulNBits,
+  relL2,
+  relMaxDiff,
+  run,
+  weights,
 } from './helpers.js';
 
 const worst = { matmul: 0, gather: 0, tied: 0 };
 afterAll(() => {
-  console.log(`layout: worst max|ORT - reference|/max|reference|: MatMul ${worst.matmul.toExponential(2)}, GatherBlockQuantized ${worst.gather.toExponential(2)}, tied ${worst.tied.toExponential(2)}`);
+  console.log(
+    `layout: worst max|ORT - reference|/max|reference|: MatMul ${worst.matmul.toExponential(2)}, GatherBlockQuantized ${worst.gather.toExponential(2)}, tied ${worst.tied.toExponential(2)}`,
+  );
   cleanup();
 });
 
@@ -37,8 +49,13 @@ function withWeight(K: number, N: number, M: number, deq: Float32Array): Model {
   return b.build();
 }
 
-const M = 5, N = 24;
-const CASES = [{ block: 16, K: 48 }, { block: 32, K: 80 }, { block: 128, K: 200 }];
+const M = 5,
+  N = 24;
+const CASES = [
+  { block: 16, K: 48 },
+  { block: 32, K: 80 },
+  { block: 128, K: 200 },
+];
 
 describe('MatMul weights: spec reference dequant == onnxruntime', () => {
   for (const format of ['matmulnbits', 'qdq'] as const) {
@@ -58,7 +75,15 @@ describe('MatMul weights: spec reference dequant == onnxruntime', () => {
               expect(n.constInput(2)!.dims).toEqual([N * kb]);
               expect(!!n.input(3)).toBe(!sym);
               if (!sym) expect(n.constInput(3)!.dims).toEqual([N, Math.ceil((kb * bits) / 8)]);
-              deq = refDequantMatMulNBits(n.constInput(1)!.bytes(), floats(n.constInput(2)!), n.input(3) ? n.constInput(3)!.bytes() : null, K, N, bits, block);
+              deq = refDequantMatMulNBits(
+                n.constInput(1)!.bytes(),
+                floats(n.constInput(2)!),
+                n.input(3) ? n.constInput(3)!.bytes() : null,
+                K,
+                N,
+                bits,
+                block,
+              );
               expect(q.opset('com.microsoft')).toBe(1);
             } else {
               const dq = only(q, 'DequantizeLinear');
@@ -88,7 +113,8 @@ describe('MatMul weights: spec reference dequant == onnxruntime', () => {
 
   for (const format of ['matmulnbits', 'qdq'] as const) {
     it(`Gemm transB=1 alpha/beta bias -> ${format}`, async () => {
-      const K = 64, fp = matmulModel(K, N, M, 3, { gemm: 'transB-bias' });
+      const K = 64,
+        fp = matmulModel(K, N, M, 3, { gemm: 'transB-bias' });
       const q = await quantize(fp, `format=${format},block=32`);
       expect(q.graph.nodes.some((n) => n.opType === 'Gemm')).toBe(false);
       const feeds = { A: Tensor.fromFloat32('A', [M, K], randn(rng(8), M * K)) };
@@ -102,7 +128,9 @@ describe('MatMul weights: spec reference dequant == onnxruntime', () => {
 });
 
 describe('GatherBlockQuantized embeddings', () => {
-  const V = 40, H = 64, idx = [0, 5, 39, 3, 2, 7];
+  const V = 40,
+    H = 64,
+    idx = [0, 5, 39, 3, 2, 7];
   function embedModel(seed: number): Model {
     const b = new GraphBuilder({ opset: 17 });
     const I = b.input('ids', DataType.INT64, [2, 3]);
@@ -113,13 +141,19 @@ describe('GatherBlockQuantized embeddings', () => {
   const gatherCases = [
     ...[4, 8].flatMap((bits) => [true, false].flatMap((sym) => [16, 32].map((block) => ({ bits, sym, block, form: 'int4' })))),
     // uint8 storage of 4-bit codes (default zero point 8, zero points packed per row).
-    { bits: 4, sym: true, block: 32, form: 'uint8' }, { bits: 4, sym: false, block: 16, form: 'uint8' },
+    { bits: 4, sym: true, block: 32, form: 'uint8' },
+    { bits: 4, sym: false, block: 16, form: 'uint8' },
   ];
   for (const { bits, sym, block, form } of gatherCases) {
     it(`${bits}-bit ${sym ? 'sym' : 'asym'} block ${block} ${form}`, async () => {
       const q = await quantize(embedModel(bits + block), `bits=${bits},block=${block},sym=${sym},embed_form=${form}`);
       const n = only(q, 'GatherBlockQuantized');
-      expect([n.attrInt('gather_axis'), n.attrInt('quantize_axis'), n.attrInt('bits'), n.attrInt('block_size')]).toEqual([0, 1, bits, block]);
+      expect([n.attrInt('gather_axis'), n.attrInt('quantize_axis'), n.attrInt('bits'), n.attrInt('block_size')]).toEqual([
+        0,
+        1,
+        bits,
+        block,
+      ]);
       expect(n.constInput(0)!.dtype).toBe(bits === 8 || form === 'uint8' ? DataType.UINT8 : sym ? DataType.INT4 : DataType.UINT4);
       const table = refDequantGather(n.constInput(0)!, floats(n.constInput(2)!), n.input(3) ? n.constInput(3)! : null, bits, block, H);
       expect(relL2(weights(bits + block, V * H), table)).toBeLessThan(bits === 4 ? 0.2 : 0.012);
@@ -132,12 +166,16 @@ describe('GatherBlockQuantized embeddings', () => {
     });
   }
 
-  it('asymmetric tied embedding + lm_head are quantized separately (WebGPU cannot read the shared form\'s zero points)', async () => {
+  it("asymmetric tied embedding + lm_head are quantized separately (WebGPU cannot read the shared form's zero points)", async () => {
     const b = new GraphBuilder({ opset: 17 });
     const I = b.input('ids', DataType.INT64, [1, 6]);
     const E = b.constF32('embed_tokens.weight', [V, H], weights(11, V * H));
     const h = b.op1('Gather', [E, I], { name: 'embed' });
-    b.output(b.op1('MatMul', [h, b.op1('Transpose', [E], { attrs: { perm: [1, 0] } })], { name: 'lm_head' }), 'logits', DataType.FLOAT, [1, 6, V]);
+    b.output(b.op1('MatMul', [h, b.op1('Transpose', [E], { attrs: { perm: [1, 0] } })], { name: 'lm_head' }), 'logits', DataType.FLOAT, [
+      1,
+      6,
+      V,
+    ]);
     const q = await quantize(b.build(), 'block=32,sym=false');
     expect(only(q, 'GatherBlockQuantized').input(0)).not.toBe(only(q, 'MatMulNBits').input(1));
     expect(only(q, 'GatherBlockQuantized').attrInt('quantize_axis')).toBe(1);
@@ -153,10 +191,19 @@ describe('GatherBlockQuantized embeddings', () => {
       b.output(b.op1('MatMul', [b.op1('Tanh', [h]), Et], { name: 'lm_head' }), 'logits', DataType.FLOAT, [1, 6, V]);
       const fp = b.build();
       const q = await quantize(fp, `block=32,sym=${sym}`);
-      const mnb = only(q, 'MatMulNBits'), gbq = only(q, 'GatherBlockQuantized');
+      const mnb = only(q, 'MatMulNBits'),
+        gbq = only(q, 'GatherBlockQuantized');
       expect(gbq.input(0)).toBe(mnb.input(1));
       expect(q.graph.initializers.filter((t) => t.dtype === DataType.FLOAT && t.size === V * H)).toEqual([]);
-      const table = refDequantMatMulNBits(mnb.constInput(1)!.bytes(), floats(mnb.constInput(2)!), mnb.input(3) ? mnb.constInput(3)!.bytes() : null, H, V, 4, 32);
+      const table = refDequantMatMulNBits(
+        mnb.constInput(1)!.bytes(),
+        floats(mnb.constInput(2)!),
+        mnb.input(3) ? mnb.constInput(3)!.bytes() : null,
+        H,
+        V,
+        4,
+        32,
+      );
       // Reference: the fp32 graph with the dequantized table (transposed back) in both places.
       const rb = new GraphBuilder({ opset: 17 });
       const rI = rb.input('ids', DataType.INT64, [1, 6]);
@@ -164,7 +211,12 @@ describe('GatherBlockQuantized embeddings', () => {
       for (let v = 0; v < V; v++) for (let k = 0; k < H; k++) tab[v * H + k] = table[k * V + v]!;
       const rE = rb.constF32('E', [V, H], tab);
       const rh = rb.op1('Gather', [rE, rI]);
-      rb.output(rb.op1('MatMul', [rb.op1('Tanh', [rh]), rb.op1('Transpose', [rE], { attrs: { perm: [1, 0] } })]), 'logits', DataType.FLOAT, [1, 6, V]);
+      rb.output(
+        rb.op1('MatMul', [rb.op1('Tanh', [rh]), rb.op1('Transpose', [rE], { attrs: { perm: [1, 0] } })]),
+        'logits',
+        DataType.FLOAT,
+        [1, 6, V],
+      );
       const feeds = { ids: Tensor.fromInt64('ids', [1, 6], [1, 4, 9, 16, 25, 36]) };
       const got = floats((await run(q, feeds)).logits!);
       const want = floats((await run(rb.build(), feeds)).logits!);

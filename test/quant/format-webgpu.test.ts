@@ -13,8 +13,13 @@ import { TMP, cleanup, clone, matmulModel, weights } from './helpers.js';
 
 const HAVE_BROWSER = fs.existsSync(CHROMIUM_PATH);
 let browser: WebGpuBrowser;
-beforeAll(async () => { if (HAVE_BROWSER) browser = await WebGpuBrowser.launch(); });
-afterAll(async () => { await browser?.close(); cleanup(); });
+beforeAll(async () => {
+  if (HAVE_BROWSER) browser = await WebGpuBrowser.launch();
+});
+afterAll(async () => {
+  await browser?.close();
+  cleanup();
+});
 
 let n = 0;
 async function both(model: Model, pipeline: string, feeds: Record<string, Tensor>) {
@@ -27,8 +32,10 @@ async function both(model: Model, pipeline: string, feeds: Record<string, Tensor
 
 describe.skipIf(!HAVE_BROWSER)('WebGPU EP reads our layouts like the CPU EP', () => {
   const cases = [
-    { q: 'bits=4,block=32,sym=true', K: 80 }, { q: 'bits=4,block=128,sym=false', K: 200 },
-    { q: 'bits=8,block=16,sym=true', K: 48 }, { q: 'bits=8,block=32,sym=false', K: 96 },
+    { q: 'bits=4,block=32,sym=true', K: 80 },
+    { q: 'bits=4,block=128,sym=false', K: 200 },
+    { q: 'bits=8,block=16,sym=true', K: 48 },
+    { q: 'bits=8,block=32,sym=false', K: 96 },
   ];
   for (const { q, K } of cases) {
     it(`MatMulNBits ${q} K=${K}`, async () => {
@@ -39,14 +46,20 @@ describe.skipIf(!HAVE_BROWSER)('WebGPU EP reads our layouts like the CPU EP', ()
     });
   }
 
-  const V = 40, H = 64;
+  const V = 40,
+    H = 64;
   function embedLm(): Model {
     const b = new GraphBuilder({ opset: 17 });
     const I = b.input('ids', DataType.INT64, [1, 6]);
     const E = b.constF32('embed_tokens.weight', [V, H], weights(11, V * H));
     const h = b.op1('Gather', [E, I], { name: 'embed' });
     b.output(h, 'h', DataType.FLOAT, [1, 6, H]);
-    b.output(b.op1('MatMul', [b.op1('Tanh', [h]), b.op1('Transpose', [E], { attrs: { perm: [1, 0] } })], { name: 'lm_head' }), 'logits', DataType.FLOAT, [1, 6, V]);
+    b.output(
+      b.op1('MatMul', [b.op1('Tanh', [h]), b.op1('Transpose', [E], { attrs: { perm: [1, 0] } })], { name: 'lm_head' }),
+      'logits',
+      DataType.FLOAT,
+      [1, 6, V],
+    );
     return b.build();
   }
   for (const q of ['block=32,sym=true', 'block=16,sym=false', 'bits=8,block=32,sym=false']) {

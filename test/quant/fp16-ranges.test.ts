@@ -12,7 +12,8 @@ import { parsePipeline, runPipeline } from '../../passes/manager.js';
 import { validateModel } from '../../passes/validate.js';
 import { TMP, clone, run, weights } from './helpers.js';
 
-const f16 = (name: string, dims: number[], v: Float32Array) => Tensor.fromBytes(name, DataType.FLOAT16, dims, new Uint8Array(float32ToFloat16Array(v).buffer));
+const f16 = (name: string, dims: number[], v: Float32Array) =>
+  Tensor.fromBytes(name, DataType.FLOAT16, dims, new Uint8Array(float32ToFloat16Array(v).buffer));
 
 /** x*x*0.001 in fp16: x = 300 gives 90000 in between, past fp16's 65504. */
 function squareModel(): Model {
@@ -33,7 +34,8 @@ async function emulate(model: Model, feeds: Record<string, Tensor>): Promise<Rec
 /** One attention head with the scale on the scores (SigLIP/HF eager): q.k^T reaches ~1e5 before
  * the scale brings it back, as in models with large query/key activations. */
 function attentionModel(): Model {
-  const S = 16, D = 64;
+  const S = 16,
+    D = 64;
   const b = new GraphBuilder({ opset: 17 });
   const x = b.input('x', DataType.FLOAT, [S, D]);
   const q = b.op1('MatMul', [x, b.constF32('wq', [D, D], weights(1, D * D, 8))], { name: 'q_proj' });
@@ -58,7 +60,13 @@ describe('fp16 emulation and measured ranges', () => {
     }
     expect((await emulate(m, feeds)).z!.toNumbers()[0]).toBe(Infinity);
     // Within range the emulation equals the CPU's fp16 result exactly.
-    const small = { x: f16('x', [1, 8], Float32Array.from({ length: 8 }, (_, i) => i * 7.25 - 20)) };
+    const small = {
+      x: f16(
+        'x',
+        [1, 8],
+        Float32Array.from({ length: 8 }, (_, i) => i * 7.25 - 20),
+      ),
+    };
     expect(Array.from((await emulate(m, small)).z!.toNumbers())).toEqual(Array.from((await runModel(file, small)).z!.toNumbers()));
   });
 
@@ -98,9 +106,12 @@ describe('fp16 emulation and measured ranges', () => {
     const figures: number[] = [];
     const file = path.join(TMP, 'safe.onnx');
     saveModel(safe, file, { externalData: false });
-    for (const level of ['disabled', 'basic', 'all'] as const) figures.push(compareTensors(want, (await runModel(file, feeds, { graphOptimizationLevel: level })).y!).cosine);
+    for (const level of ['disabled', 'basic', 'all'] as const)
+      figures.push(compareTensors(want, (await runModel(file, feeds, { graphOptimizationLevel: level })).y!).cosine);
     figures.push(compareTensors(want, (await emulate(safe, feeds)).y!).cosine);
-    console.log(`attention fp16: naive emulated cosine ${naiveEmu.cosine.toFixed(4)}; range-aware disabled/basic/all/emulated ${figures.map((c) => c.toFixed(5)).join(' / ')}`);
+    console.log(
+      `attention fp16: naive emulated cosine ${naiveEmu.cosine.toFixed(4)}; range-aware disabled/basic/all/emulated ${figures.map((c) => c.toFixed(5)).join(' / ')}`,
+    );
     for (const c of figures) expect(c).toBeGreaterThan(0.999);
     fs.rmSync(file);
   });

@@ -33,7 +33,13 @@ export function weights(seed: number, n: number, scale = 0.5): Float32Array {
 }
 
 /** Y = A @ W (+ optional Gemm form) with W [K, N]. */
-export function matmulModel(K: number, N: number, M: number, seed: number, opts: { gemm?: 'plain' | 'transB-bias'; opset?: number } = {}): Model {
+export function matmulModel(
+  K: number,
+  N: number,
+  M: number,
+  seed: number,
+  opts: { gemm?: 'plain' | 'transB-bias'; opset?: number } = {},
+): Model {
   const b = new GraphBuilder({ opset: opts.opset ?? 17 });
   const A = b.input('A', DataType.FLOAT, [M, K]);
   const w = weights(seed, K * N);
@@ -63,14 +69,22 @@ export function floats(t: Tensor): Float32Array {
 
 /** Max |a-b| / max |a|. */
 export function relMaxDiff(a: Float32Array, b: Float32Array): number {
-  let d = 0, m = 0;
-  for (let i = 0; i < a.length; i++) { d = Math.max(d, Math.abs(a[i]! - b[i]!)); m = Math.max(m, Math.abs(a[i]!)); }
+  let d = 0,
+    m = 0;
+  for (let i = 0; i < a.length; i++) {
+    d = Math.max(d, Math.abs(a[i]! - b[i]!));
+    m = Math.max(m, Math.abs(a[i]!));
+  }
   return m ? d / m : d;
 }
 
 export function relL2(ref: Float32Array, x: Float32Array): number {
-  let se = 0, ss = 0;
-  for (let i = 0; i < ref.length; i++) { se += (ref[i]! - x[i]!) ** 2; ss += ref[i]! ** 2; }
+  let se = 0,
+    ss = 0;
+  for (let i = 0; i < ref.length; i++) {
+    se += (ref[i]! - x[i]!) ** 2;
+    ss += ref[i]! ** 2;
+  }
   return Math.sqrt(se / ss);
 }
 
@@ -82,12 +96,23 @@ export function relL2(ref: Float32Array, x: Float32Array): number {
  * Zero points (uint8) are packed per row n the same way, ceil(k_blocks*bits/8) bytes per row; absent
  * means 2^(bits-1). Result: W [K, N] row-major, w = (q - zp) * scale[n*k_blocks + b].
  */
-export function refDequantMatMulNBits(B: Uint8Array, scales: Float32Array, zp: Uint8Array | null, K: number, N: number, bits: number, block: number): Float32Array {
-  const kb = Math.ceil(K / block), blob = (block * bits) / 8, zrow = Math.ceil((kb * bits) / 8);
+export function refDequantMatMulNBits(
+  B: Uint8Array,
+  scales: Float32Array,
+  zp: Uint8Array | null,
+  K: number,
+  N: number,
+  bits: number,
+  block: number,
+): Float32Array {
+  const kb = Math.ceil(K / block),
+    blob = (block * bits) / 8,
+    zrow = Math.ceil((kb * bits) / 8);
   const W = new Float32Array(K * N);
   for (let n = 0; n < N; n++) {
     for (let k = 0; k < K; k++) {
-      const b = Math.floor(k / block), j = k % block;
+      const b = Math.floor(k / block),
+        j = k % block;
       const byte = B[n * kb * blob + b * blob + Math.floor((j * bits) / 8)]!;
       const q = bits === 8 ? byte : j % 2 === 0 ? byte & 15 : byte >> 4;
       let z = 1 << (bits - 1);
@@ -104,20 +129,25 @@ export function refDequantMatMulNBits(B: Uint8Array, scales: Float32Array, zp: U
 /** Element i of a flattened tensor: 4-bit types two per byte, first in the 4 LSBs, int4 two's complement. */
 export function refElement(bytes: Uint8Array, dtype: DataType, i: number): number {
   switch (dtype) {
-    case DataType.INT4: case DataType.UINT4: {
+    case DataType.INT4:
+    case DataType.UINT4: {
       const nib = i % 2 === 0 ? bytes[i >> 1]! & 15 : bytes[i >> 1]! >> 4;
       return dtype === DataType.INT4 && nib >= 8 ? nib - 16 : nib;
     }
-    case DataType.INT8: return bytes[i]! >= 128 ? bytes[i]! - 256 : bytes[i]!;
-    case DataType.UINT8: return bytes[i]!;
-    default: throw new Error(`unexpected ${dtype}`);
+    case DataType.INT8:
+      return bytes[i]! >= 128 ? bytes[i]! - 256 : bytes[i]!;
+    case DataType.UINT8:
+      return bytes[i]!;
+    default:
+      throw new Error(`unexpected ${dtype}`);
   }
 }
 
 /** DequantizeLinear-21, axis 0, block_size B on x [K, N]: y = (x - zp) * scale[floor(k/B), n]. */
 export function refDequantDQ(x: Tensor, scale: Float32Array, zp: Tensor | null, block: number): Float32Array {
   const [K, N] = x.dims as [number, number];
-  const xb = x.bytes(), zb = zp?.bytes();
+  const xb = x.bytes(),
+    zb = zp?.bytes();
   const W = new Float32Array(K * N);
   for (let k = 0; k < K; k++) {
     for (let n = 0; n < N; n++) {
@@ -133,14 +163,23 @@ export function refDequantDQ(x: Tensor, scale: Float32Array, zp: Tensor | null, 
  * point 0; uint8 data holds 8/bits values per byte (low bits first) with default zero point
  * 2^(bits-1), zero points packed the same way. Returns the dequantized table [V, H].
  */
-export function refDequantGather(data: Tensor, scales: Float32Array, zp: Tensor | null, bits: number, block: number, H: number): Float32Array {
+export function refDequantGather(
+  data: Tensor,
+  scales: Float32Array,
+  zp: Tensor | null,
+  bits: number,
+  block: number,
+  H: number,
+): Float32Array {
   const V = data.dims[0]!;
   const kb = H / block;
   const out = new Float32Array(V * H);
-  const db = data.bytes(), zb = zp?.bytes();
+  const db = data.bytes(),
+    zb = zp?.bytes();
   const packed = data.dtype === DataType.UINT8;
   const perByte = 8 / bits;
-  const elem = (bytes: Uint8Array, i: number) => (packed ? (bytes[Math.floor(i / perByte)]! >> ((i % perByte) * bits)) & ((1 << bits) - 1) : refElement(bytes, data.dtype, i));
+  const elem = (bytes: Uint8Array, i: number) =>
+    packed ? (bytes[Math.floor(i / perByte)]! >> ((i % perByte) * bits)) & ((1 << bits) - 1) : refElement(bytes, data.dtype, i);
   const zRow = packed ? Math.ceil(kb / perByte) * perByte : kb;
   for (let v = 0; v < V; v++) {
     for (let h = 0; h < H; h++) {

@@ -22,7 +22,10 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 function mse(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let s = 0;
-  for (let i = 0; i < a.length; i++) { const d = a[i]! - b[i]!; s += d * d; }
+  for (let i = 0; i < a.length; i++) {
+    const d = a[i]! - b[i]!;
+    s += d * d;
+  }
   return s / a.length;
 }
 
@@ -54,8 +57,11 @@ function llmWeight(K: number, N: number, seed: number): Float32Array {
 
 /** Low-rank correlated activations plus noise, with a few high-magnitude channels (as in LLMs). */
 function llmActivations(rows: number, K: number, seed: number): Float32Array {
-  const rank = 48, A = randn(rng(4242), rank * K, 1 / Math.sqrt(rank));
-  const r = rng(seed), z = randn(r, rows * rank), noise = randn(r, rows * K, 0.3);
+  const rank = 48,
+    A = randn(rng(4242), rank * K, 1 / Math.sqrt(rank));
+  const r = rng(seed),
+    z = randn(r, rows * rank),
+    noise = randn(r, rows * K, 0.3);
   const x = new Float32Array(rows * K);
   for (let i = 0; i < rows; i++) {
     for (let k = 0; k < K; k++) {
@@ -74,13 +80,19 @@ function bruteForceSym(w: Float32Array, K: number, N: number, bs: number): numbe
   for (let n = 0; n < N; n++) {
     for (let b = 0; b < K / bs; b++) {
       let m = 0;
-      for (let i = 0; i < bs; i++) { x[i] = w[(b * bs + i) * N + n]!; if (Math.abs(x[i]!) > Math.abs(m)) m = x[i]!; }
+      for (let i = 0; i < bs; i++) {
+        x[i] = w[(b * bs + i) * N + n]!;
+        if (Math.abs(x[i]!) > Math.abs(m)) m = x[i]!;
+      }
       let best = Infinity;
       for (let t = 0; t < 1000; t++) {
         for (const L of [-(6 + t * 0.006), 5 + t * 0.006]) {
           const s = m / L;
           let e = 0;
-          for (let i = 0; i < bs; i++) { const q = Math.min(7, Math.max(-8, Math.round(x[i]! / s))); e += (x[i]! - q * s) ** 2; }
+          for (let i = 0; i < bs; i++) {
+            const q = Math.min(7, Math.max(-8, Math.round(x[i]! / s)));
+            e += (x[i]! - q * s) ** 2;
+          }
           if (e < best) best = e;
         }
       }
@@ -91,35 +103,56 @@ function bruteForceSym(w: Float32Array, K: number, N: number, bs: number): numbe
 }
 
 describe('mse-search (data-free) vs rtn', () => {
-  const K = 256, N = 128, w = llmWeight(K, N, 3);
+  const K = 256,
+    N = 128,
+    w = llmWeight(K, N, 3);
 
   it('never worse than RTN on any block, and reaches the brute-force optimum', () => {
-    const r = rtnQuantize(w, K, N, P4), s = mseSearchQuantize(w, K, N, P4);
-    const dr = dequantize(r), ds = dequantize(s);
+    const r = rtnQuantize(w, K, N, P4),
+      s = mseSearchQuantize(w, K, N, P4);
+    const dr = dequantize(r),
+      ds = dequantize(s);
     let worse = 0;
     for (let n = 0; n < N; n++) {
       for (let b = 0; b < K / 32; b++) {
-        let er = 0, es = 0;
-        for (let k = b * 32; k < b * 32 + 32; k++) { er += (dr[k * N + n]! - w[k * N + n]!) ** 2; es += (ds[k * N + n]! - w[k * N + n]!) ** 2; }
+        let er = 0,
+          es = 0;
+        for (let k = b * 32; k < b * 32 + 32; k++) {
+          er += (dr[k * N + n]! - w[k * N + n]!) ** 2;
+          es += (ds[k * N + n]! - w[k * N + n]!) ** 2;
+        }
         if (es > er * (1 + 1e-5) + 1e-14) worse++;
       }
     }
     expect(worse).toBe(0);
-    const eR = mse(w, dr), eS = mse(w, ds), eOpt = bruteForceSym(w, K, N, 32);
-    console.info(`[mse-search] N(0,.02)+outliers block32 sym4: weight MSE rtn ${eR.toExponential(3)} mse-search ${eS.toExponential(3)} (x${(eS / eR).toFixed(3)}), brute-force optimum ${eOpt.toExponential(3)} (x${(eOpt / eR).toFixed(3)})`);
+    const eR = mse(w, dr),
+      eS = mse(w, ds),
+      eOpt = bruteForceSym(w, K, N, 32);
+    console.info(
+      `[mse-search] N(0,.02)+outliers block32 sym4: weight MSE rtn ${eR.toExponential(3)} mse-search ${eS.toExponential(3)} (x${(eS / eR).toFixed(3)}), brute-force optimum ${eOpt.toExponential(3)} (x${(eOpt / eR).toFixed(3)})`,
+    );
     expect(eS / eR).toBeLessThan(0.92);
     expect(eS).toBeLessThanOrEqual(eOpt * 1.005);
   });
 
   it('cuts output error on random X and on activation-like X; asymmetric and block 128 too', () => {
-    const rows = 128, xr = randn(rng(8), rows * K), xa = llmActivations(rows, K, 9);
-    const lines: string[] = [], ratios: number[] = [];
+    const rows = 128,
+      xr = randn(rng(8), rows * K),
+      xa = llmActivations(rows, K, 9);
+    const lines: string[] = [],
+      ratios: number[] = [];
     for (const p of [P4, { ...P4, symmetric: false }, { ...P4, blockSize: 128 }] as QuantParams[]) {
-      const dr = dequantize(rtnQuantize(w, K, N, p)), ds = dequantize(mseSearchQuantize(w, K, N, p));
-      const wR = mse(w, dr), wS = mse(w, ds);
-      const oR = outputMse(xr, rows, w, dr, K, N), oS = outputMse(xr, rows, w, ds, K, N);
-      const aR = outputMse(xa, rows, w, dr, K, N), aS = outputMse(xa, rows, w, ds, K, N);
-      lines.push(`block${p.blockSize} ${p.symmetric ? 'sym' : 'asym'}: weight x${(wS / wR).toFixed(3)}, output(random X) x${(oS / oR).toFixed(3)}, output(LLM-like X) x${(aS / aR).toFixed(3)}`);
+      const dr = dequantize(rtnQuantize(w, K, N, p)),
+        ds = dequantize(mseSearchQuantize(w, K, N, p));
+      const wR = mse(w, dr),
+        wS = mse(w, ds);
+      const oR = outputMse(xr, rows, w, dr, K, N),
+        oS = outputMse(xr, rows, w, ds, K, N);
+      const aR = outputMse(xa, rows, w, dr, K, N),
+        aS = outputMse(xa, rows, w, ds, K, N);
+      lines.push(
+        `block${p.blockSize} ${p.symmetric ? 'sym' : 'asym'}: weight x${(wS / wR).toFixed(3)}, output(random X) x${(oS / oR).toFixed(3)}, output(LLM-like X) x${(aS / aR).toFixed(3)}`,
+      );
       ratios.push(wS / wR, oS / oR);
     }
     console.info(`[mse-search] vs rtn: ${lines.join('; ')}`);
@@ -127,7 +160,9 @@ describe('mse-search (data-free) vs rtn', () => {
   });
 
   it('weighted by activation energy per input channel: lower held-out output error than weight MSE alone', () => {
-    const rows = 256, calib: CalibrationData = { x: llmActivations(rows, K, 21), rows }, held = llmActivations(128, K, 22);
+    const rows = 256,
+      calib: CalibrationData = { x: llmActivations(rows, K, 21), rows },
+      held = llmActivations(128, K, 22);
     const lines: string[] = [];
     for (const p of [P4, { ...P4, symmetric: false }] as QuantParams[]) {
       const oR = outputMse(held, 128, w, dequantize(rtnQuantize(w, K, N, p)), K, N);
@@ -144,7 +179,9 @@ describe('mse-search (data-free) vs rtn', () => {
 
 describe('gptq (calibration) vs rtn', () => {
   it('cuts held-out output error ||XW - XWq||^2 by far more than 20%', () => {
-    const K = 256, N = 128, w = llmWeight(K, N, 5);
+    const K = 256,
+      N = 128,
+      w = llmWeight(K, N, 5);
     const calib: CalibrationData = { x: llmActivations(512, K, 10), rows: 512 };
     const held = llmActivations(192, K, 11);
     const lines: string[] = [];
@@ -152,14 +189,18 @@ describe('gptq (calibration) vs rtn', () => {
       const oR = outputMse(held, 192, w, dequantize(rtnQuantize(w, K, N, p)), K, N);
       const oS = outputMse(held, 192, w, dequantize(mseSearchQuantize(w, K, N, p)), K, N);
       const oG = outputMse(held, 192, w, dequantize(gptqQuantize(w, K, N, p, calib)), K, N);
-      lines.push(`block${p.blockSize} ${p.symmetric ? 'sym' : 'asym'}: rtn ${oR.toExponential(3)}, mse-search x${(oS / oR).toFixed(3)}, gptq x${(oG / oR).toFixed(3)}`);
+      lines.push(
+        `block${p.blockSize} ${p.symmetric ? 'sym' : 'asym'}: rtn ${oR.toExponential(3)}, mse-search x${(oS / oR).toFixed(3)}, gptq x${(oG / oR).toFixed(3)}`,
+      );
       expect(oG / oR).toBeLessThan(0.8);
     }
     console.info(`[gptq] held-out output MSE vs rtn: ${lines.join('; ')}`);
   });
 
   it('codes respect the format: integer zero points, codes in range, padding = zp', () => {
-    const K = 100, N = 12, w = llmWeight(K, N, 6);
+    const K = 100,
+      N = 12,
+      w = llmWeight(K, N, 6);
     const q = gptqQuantize(w, K, N, { bits: 4, blockSize: 32, symmetric: false }, { x: llmActivations(64, K, 12), rows: 64 });
     expect(q.kBlocks).toBe(4);
     expect(q.codes.every((c) => c <= 15)).toBe(true);
@@ -179,10 +220,15 @@ describe('gptq (calibration) vs rtn', () => {
 describe('fixture decoder in onnxruntime: logits vs fp32', () => {
   const seq = 32;
   const spec = (seed: number) => ({
-    seed, dims: { batch: 1, seq, past_seq: 0, total_seq: seq },
+    seed,
+    dims: { batch: 1, seq, past_seq: 0, total_seq: seq },
     fixed: {
       attention_mask: Tensor.fromInt64('attention_mask', [1, seq], new Array(seq).fill(1)),
-      position_ids: Tensor.fromInt64('position_ids', [1, seq], Array.from({ length: seq }, (_, i) => i)),
+      position_ids: Tensor.fromInt64(
+        'position_ids',
+        [1, seq],
+        Array.from({ length: seq }, (_, i) => i),
+      ),
     },
   });
   /** Method, and where its per-weight statistics come from. */
@@ -203,10 +249,20 @@ describe('fixture decoder in onnxruntime: logits vs fp32', () => {
   }
 
   function compare(ref: Float64Array[], got: Float64Array[]): { cos: number; mse: number } {
-    let se = 0, n = 0, dot = 0, na = 0, nb = 0;
+    let se = 0,
+      n = 0,
+      dot = 0,
+      na = 0,
+      nb = 0;
     ref.forEach((r, i) => {
       const g = got[i]!;
-      for (let j = 0; j < r.length; j++) { se += (r[j]! - g[j]!) ** 2; dot += r[j]! * g[j]!; na += r[j]! ** 2; nb += g[j]! ** 2; n++; }
+      for (let j = 0; j < r.length; j++) {
+        se += (r[j]! - g[j]!) ** 2;
+        dot += r[j]! * g[j]!;
+        na += r[j]! ** 2;
+        nb += g[j]! ** 2;
+        n++;
+      }
     });
     return { cos: dot / Math.sqrt(na * nb), mse: se / n };
   }
@@ -222,7 +278,8 @@ describe('fixture decoder in onnxruntime: logits vs fp32', () => {
     const ref = await logits(model, `${weights}-fp32.onnx`, evalSets);
     const table = {} as Record<'sym' | 'asym', Record<string, Row>>;
     for (const sym of [true, false]) {
-      const fmt = sym ? 'sym' : 'asym', rows: Record<string, Row> = {};
+      const fmt = sym ? 'sym' : 'asym',
+        rows: Record<string, Row> = {};
       for (const r of runs) {
         const qm = decoder({ weights });
         // 'norm': the pass reads the norm-scale estimates itself; weights-only: an empty statistic.
@@ -234,8 +291,15 @@ describe('fixture decoder in onnxruntime: logits vs fp32', () => {
         rows[r.name] = { ...c, ratio: c.mse / (rows.rtn?.mse ?? c.mse) };
       }
       table[fmt] = rows;
-      console.info(`[${weights} decoder, 4-bit block 32 ${fmt}] ` + runs.map(({ name }) =>
-        `${name}: cosine ${rows[name]!.cos.toFixed(5)}, logits MSE ${rows[name]!.mse.toExponential(3)} (x${rows[name]!.ratio.toFixed(3)} of rtn)`).join('; '));
+      console.info(
+        `[${weights} decoder, 4-bit block 32 ${fmt}] ` +
+          runs
+            .map(
+              ({ name }) =>
+                `${name}: cosine ${rows[name]!.cos.toFixed(5)}, logits MSE ${rows[name]!.mse.toExponential(3)} (x${rows[name]!.ratio.toFixed(3)} of rtn)`,
+            )
+            .join('; '),
+      );
     }
     return table;
   }

@@ -13,10 +13,15 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 const seq = 8;
 const spec = (seed: number) => ({
-  seed, dims: { batch: 1, seq, past_seq: 0, total_seq: seq },
+  seed,
+  dims: { batch: 1, seq, past_seq: 0, total_seq: seq },
   fixed: {
     attention_mask: Tensor.fromInt64('attention_mask', [1, seq], new Array(seq).fill(1)),
-    position_ids: Tensor.fromInt64('position_ids', [1, seq], Array.from({ length: seq }, (_, i) => i)),
+    position_ids: Tensor.fromInt64(
+      'position_ids',
+      [1, seq],
+      Array.from({ length: seq }, (_, i) => i),
+    ),
   },
 });
 
@@ -71,7 +76,9 @@ describe('collectCalibration', () => {
     // Bad sets: one line naming the folder or file at fault.
     const lacking = path.join(calDir, 'test_data_set_1', 'position_ids.pb');
     fs.rmSync(lacking);
-    expect(() => loadCalibrationSets(calDir, model)).toThrow(new RegExp(`^${path.join(calDir, 'test_data_set_1')}: has no tensor for input 'position_ids'$`));
+    expect(() => loadCalibrationSets(calDir, model)).toThrow(
+      new RegExp(`^${path.join(calDir, 'test_data_set_1')}: has no tensor for input 'position_ids'$`),
+    );
     fs.writeFileSync(lacking, Buffer.from([0xff, 0xff, 0xff]));
     expect(() => loadCalibrationSets(calDir, model)).toThrow(/position_ids\.pb.*not a TensorProto/);
   }, 30_000);
@@ -83,7 +90,10 @@ describe('normScaleEstimates (data-free activation scale)', () => {
   it('weightCalibration: only a data-aware method loads sets; it hands out what collectCalibration measures', async () => {
     const model = decoder();
     let loads = 0;
-    const load = () => { loads++; return syntheticCalibrationSets(model, 2, spec(7)); };
+    const load = () => {
+      loads++;
+      return syntheticCalibrationSets(model, 2, spec(7));
+    };
     expect(await weightCalibration(model, 'rtn', load)).toBeUndefined();
     expect(loads).toBe(0);
     const wc = (await weightCalibration(model, 'gptq', load, { maxRows: 32 }))!;
@@ -117,13 +127,18 @@ describe('normScaleEstimates (data-free activation scale)', () => {
   it('LayerNorm written out (gamma, beta) and fused LayerNormalization: sqrt(gamma^2 + beta^2)', () => {
     const v = visionEncoder();
     const fc1 = normScaleEstimates(v).get('vision_model.encoder.layers.0.mlp.fc1.weight')!;
-    const g = gamma(v, 'vision_model.encoder.layers.0.layer_norm2.weight'), b = gamma(v, 'vision_model.encoder.layers.0.layer_norm2.bias');
+    const g = gamma(v, 'vision_model.encoder.layers.0.layer_norm2.weight'),
+      b = gamma(v, 'vision_model.encoder.layers.0.layer_norm2.bias');
     fc1.x.forEach((x, k) => expect(x).toBeCloseTo(Math.hypot(g[k]!, b[k]!), 6));
 
-    const K = 8, bld = new GraphBuilder({ opset: 17 });
+    const K = 8,
+      bld = new GraphBuilder({ opset: 17 });
     const x = bld.input('x', DataType.FLOAT, [1, 2, K]);
-    const sc = Float32Array.from({ length: K }, (_, k) => k - 3), bias = Float32Array.from({ length: K }, (_, k) => 0.5 * k);
-    const ln = bld.op1('LayerNormalization', [x, bld.constF32('ln.scale', [K], sc), bld.constF32('ln.bias', [K], bias)], { attrs: { axis: -1 } });
+    const sc = Float32Array.from({ length: K }, (_, k) => k - 3),
+      bias = Float32Array.from({ length: K }, (_, k) => 0.5 * k);
+    const ln = bld.op1('LayerNormalization', [x, bld.constF32('ln.scale', [K], sc), bld.constF32('ln.bias', [K], bias)], {
+      attrs: { axis: -1 },
+    });
     bld.output(bld.op1('MatMul', [ln, bld.constF32('w', [K, 4], new Float32Array(K * 4).fill(0.1))]), 'y', DataType.FLOAT, [1, 2, 4]);
     const est = normScaleEstimates(bld.build()).get('w')!;
     est.x.forEach((e, k) => expect(e).toBeCloseTo(Math.hypot(sc[k]!, bias[k]!), 6));

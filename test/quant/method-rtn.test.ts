@@ -43,7 +43,8 @@ describe('rtn: onnxruntime MLAS arithmetic on known values', () => {
   });
 
   it('all-zero blocks: scale 0, codes = zero point; K padded with zp codes', () => {
-    const K = 20, N = 3; // 2 blocks of 16, the second holds 4 real rows
+    const K = 20,
+      N = 3; // 2 blocks of 16, the second holds 4 real rows
     const w = new Float32Array(K * N);
     for (let k = 16; k < K; k++) w[k * N + 1] = k % 2 ? 0.5 : -0.25;
     for (const p of [sym4, asym4, { bits: 8, blockSize: 16, symmetric: true } as QuantParams]) {
@@ -70,7 +71,12 @@ describe('rtn: onnxruntime MLAS arithmetic on known values', () => {
 describe('rtn: tuned kernels (WebAssembly SIMD and scalar) are byte-identical to the reference loop', () => {
   const P32: QuantParams = { bits: 4, blockSize: 32, symmetric: true };
   const rand = rng(7);
-  const cases: [number, number][] = [[256, 96], [100, 33], [64, 1], [257, 17]];
+  const cases: [number, number][] = [
+    [256, 96],
+    [100, 33],
+    [64, 1],
+    [257, 17],
+  ];
   function weight(K: number, N: number): Float32Array {
     const w = randn(rand, K * N, 0.02);
     for (let n = 0; n < N; n += 7) for (let k = 0; k < K; k++) w[k * N + n]! *= 20; // outlier columns
@@ -100,7 +106,8 @@ describe('rtn: tuned kernels (WebAssembly SIMD and scalar) are byte-identical to
   }
 
   it('SIMD kernel streams several window bands and leaves no stale bytes between calls', () => {
-    const K = 4096 + 20, N = 1102; // 3 bands of block rows, a partial last block, N % 4 = 2
+    const K = 4096 + 20,
+      N = 1102; // 3 bands of block rows, a partial last block, N % 4 = 2
     const w = weight(K, N);
     for (const p of [P32, { ...P32, symmetric: false }]) {
       const a = rtnReference(w, K, N, p);
@@ -114,7 +121,9 @@ describe('rtn: tuned kernels (WebAssembly SIMD and scalar) are byte-identical to
   });
 
   it('error stays within half a step (one step for the clamped symmetric extreme)', () => {
-    const K = 256, N = 64, w = weight(K, N);
+    const K = 256,
+      N = 64,
+      w = weight(K, N);
     for (const symmetric of [true, false]) {
       const q = rtnQuantize(w, K, N, { bits: 4, blockSize: 32, symmetric });
       const d = dequantize(q);
@@ -128,7 +137,9 @@ describe('rtn: tuned kernels (WebAssembly SIMD and scalar) are byte-identical to
   });
 
   it('works on a subarray view with a byte offset', () => {
-    const K = 64, N = 8, w = weight(K, N);
+    const K = 64,
+      N = 8,
+      w = weight(K, N);
     const big = new Float32Array(K * N + 3);
     big.set(w, 3);
     const a = rtnQuantize(big.subarray(3), K, N, { bits: 4, blockSize: 32, symmetric: true });

@@ -12,10 +12,14 @@ import { packMatMulNBits } from '../../passes/quant/matmulnbits.js';
 import type { CalibrationData } from '../../passes/quant/types.js';
 import { weights } from './helpers.js';
 
-const K = 96, N = 100;
+const K = 96,
+  N = 100;
 /** Activations with a shared factor per row (correlated inputs, where GPTQ's feedback pays) plus noise. */
 function activations(seed: number, rows: number, shared: number): Float32Array {
-  const r = rng(seed), g = randn(r, rows), a = randn(r, K), x = randn(r, rows * K);
+  const r = rng(seed),
+    g = randn(r, rows),
+    a = randn(r, K),
+    x = randn(r, rows * K);
   for (let i = 0; i < rows; i++) for (let k = 0; k < K; k++) x[i * K + k] = shared * g[i]! * a[k]! + x[i * K + k]!;
   return x;
 }
@@ -29,7 +33,8 @@ const w = { a: weights(11, K * N, 0.02), b: weights(12, K * N, 0.02), c: weights
 function model(): Model {
   const b = new GraphBuilder({ opset: 17 });
   const A = b.input('A', DataType.FLOAT, [2, K]);
-  for (const name of ['a', 'b', 'c'] as const) b.output(b.op1('MatMul', [A, b.constF32(`${name}.weight`, [K, N], w[name])], { name }), `Y${name}`, DataType.FLOAT, [2, N]);
+  for (const name of ['a', 'b', 'c'] as const)
+    b.output(b.op1('MatMul', [A, b.constF32(`${name}.weight`, [K, N], w[name])], { name }), `Y${name}`, DataType.FLOAT, [2, N]);
   return b.build();
 }
 
@@ -38,9 +43,18 @@ describe('output independent of max_slice_mb and threads', () => {
     for (const sym of [true, false]) {
       it(`${method} ${sym ? 'sym' : 'asym'}: same bytes for 0.01 / 8 MB slices, 1 / 2 threads, = whole weight`, async () => {
         const encoded: Buffer[] = [];
-        for (const [slice, threads] of [[8, 1], [0.01, 1], [0.01, 2], [8, 2]] as const) {
+        for (const [slice, threads] of [
+          [8, 1],
+          [0.01, 1],
+          [0.01, 2],
+          [8, 2],
+        ] as const) {
           const m = model();
-          const st = await quantizeInt4.run(m, resolveOptions(quantizeInt4, { method, bits: 4, block: 32, sym, max_slice_mb: slice, threads }), { calibration: (n) => calib.get(n) });
+          const st = await quantizeInt4.run(
+            m,
+            resolveOptions(quantizeInt4, { method, bits: 4, block: 32, sym, max_slice_mb: slice, threads }),
+            { calibration: (n) => calib.get(n) },
+          );
           expect(st.counts.matmul).toBe(3);
           encoded.push(Buffer.from(encodeModel(m)));
           if (slice === 8 && threads === 1) {

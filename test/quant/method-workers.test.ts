@@ -17,19 +17,37 @@ async function quantizeAll(jobs: QuantJob[], threads: number): Promise<Quantized
 function jobs(): QuantJob[] {
   const rand = rng(99);
   const out: QuantJob[] = [];
-  const shapes: [number, number][] = [[128, 48], [96, 17], [256, 32], [64, 64], [160, 24], [32, 5]];
+  const shapes: [number, number][] = [
+    [128, 48],
+    [96, 17],
+    [256, 32],
+    [64, 64],
+    [160, 24],
+    [32, 5],
+  ];
   for (const m of allMethods()) {
     shapes.forEach(([K, N], i) => {
       const w = randn(rand, K * N, 0.02);
       const calib = m.needsCalibration ? { x: randn(rand, 64 * K), rows: 64 } : undefined;
-      out.push({ method: m.name, w, K, N, params: { bits: i % 3 === 2 ? 8 : 4, blockSize: i % 2 ? 16 : 32, symmetric: i % 2 === 0 }, calib });
+      out.push({
+        method: m.name,
+        w,
+        K,
+        N,
+        params: { bits: i % 3 === 2 ? 8 : 4, blockSize: i % 2 ? 16 : 32, symmetric: i % 2 === 0 },
+        calib,
+      });
     });
   }
   return out;
 }
 
 function bytes(q: QuantizedWeight): Buffer {
-  return Buffer.concat([Buffer.from(q.codes), Buffer.from(q.scales.buffer, q.scales.byteOffset, q.scales.byteLength), Buffer.from(q.zeroPoints ?? [])]);
+  return Buffer.concat([
+    Buffer.from(q.codes),
+    Buffer.from(q.scales.buffer, q.scales.byteOffset, q.scales.byteLength),
+    Buffer.from(q.zeroPoints ?? []),
+  ]);
 }
 
 describe('quantization worker pool', () => {
@@ -63,7 +81,14 @@ describe('quantization worker pool', () => {
   }, 30_000);
 
   it('reports a failing job with the method name', async () => {
-    await expect(quantizeAll([{ method: 'rtn', w: new Float32Array(10), K: 64, N: 8, params: { bits: 4, blockSize: 32, symmetric: true } }, { method: 'rtn', w: new Float32Array(64), K: 64, N: 1, params: { bits: 4, blockSize: 32, symmetric: true } }], 2))
-      .rejects.toThrow(/quantizing with 'rtn'.*expected K\*N/);
+    await expect(
+      quantizeAll(
+        [
+          { method: 'rtn', w: new Float32Array(10), K: 64, N: 8, params: { bits: 4, blockSize: 32, symmetric: true } },
+          { method: 'rtn', w: new Float32Array(64), K: 64, N: 1, params: { bits: 4, blockSize: 32, symmetric: true } },
+        ],
+        2,
+      ),
+    ).rejects.toThrow(/quantizing with 'rtn'.*expected K\*N/);
   }, 30_000);
 });

@@ -16,9 +16,16 @@ import { TMP, cleanup } from './helpers.js';
 afterAll(cleanup);
 
 async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '', err = '';
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((s) => { out += String(s); return true; });
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((s) => { err += String(s); return true; });
+  let out = '',
+    err = '';
+  const o = vi.spyOn(process.stdout, 'write').mockImplementation((s) => {
+    out += String(s);
+    return true;
+  });
+  const e = vi.spyOn(process.stderr, 'write').mockImplementation((s) => {
+    err += String(s);
+    return true;
+  });
   try {
     const code = await main(args);
     return { code, out, err };
@@ -43,7 +50,11 @@ describe('edgec quantize', () => {
     expect(j.layers.length).toBe(14);
     expect(j.counts.excluded).toBe(1);
     expect(j.layers[0]).toMatchObject({ bits: 4, block: 32, symmetric: true, format: 'MatMulNBits' });
-    expect(j.layers.every((l: { relError: number; bytesAfter: number; bytesBefore: number }) => l.relError > 0 && l.bytesAfter < l.bytesBefore / 6)).toBe(true);
+    expect(
+      j.layers.every(
+        (l: { relError: number; bytesAfter: number; bytesBefore: number }) => l.relError > 0 && l.bytesAfter < l.bytesBefore / 6,
+      ),
+    ).toBe(true);
     expect(j.sizeRatio).toBeLessThan(0.5);
     const m = loadModel(src);
     const feeds = randomInputs(m, { dims: { batch: 1, seq: 4, past_seq: 2, total_seq: 6 } });
@@ -93,11 +104,30 @@ describe('edgec quantize', () => {
     const program = new Command();
     registerQuantize(program, () => {});
     const cmd = program.commands.find((c) => c.name() === 'quantize')!;
-    cmd.parseOptions(['-o', 'x.onnx', '--block-size', '64', '--asym', '--no-embeddings', '--embed-bits', '8',
-      '--exclude', 'a', 'b', '--threads', '3']);
+    cmd.parseOptions([
+      '-o',
+      'x.onnx',
+      '--block-size',
+      '64',
+      '--asym',
+      '--no-embeddings',
+      '--embed-bits',
+      '8',
+      '--exclude',
+      'a',
+      'b',
+      '--threads',
+      '3',
+    ]);
     const flags = QUANTIZE_FLAGS;
-    expect(passOptionsFromFlags(quantizeWeights, cmd.opts(), flags))
-      .toEqual({ block: '64', sym: false, embeddings: false, embedBits: '8', exclude: ['a', 'b'], threads: '3' });
+    expect(passOptionsFromFlags(quantizeWeights, cmd.opts(), flags)).toEqual({
+      block: '64',
+      sym: false,
+      embeddings: false,
+      embedBits: '8',
+      exclude: ['a', 'b'],
+      threads: '3',
+    });
     expect(() => passOptionsFromFlags(quantizeWeights, { sym: true, asym: true }, flags)).toThrow(/--sym and --asym exclude each other/);
   });
 });

@@ -20,11 +20,18 @@ async function apply(model: Model, pipeline: string): Promise<Model> {
   return m;
 }
 
-const ops = (m: Model) => m.graph.nodes.map((n) => n.opType).sort().join(',');
-const initBytes = (m: Model) => Object.fromEntries(m.graph.initializers.map((t) => [t.dtype + ':' + t.dims.join('x'), Buffer.from(t.bytes()).toString('hex')]));
+const ops = (m: Model) =>
+  m.graph.nodes
+    .map((n) => n.opType)
+    .sort()
+    .join(',');
+const initBytes = (m: Model) =>
+  Object.fromEntries(m.graph.initializers.map((t) => [t.dtype + ':' + t.dims.join('x'), Buffer.from(t.bytes()).toString('hex')]));
 
 describe('MatMulNBits <-> QDQ', () => {
-  const K = 80, N = 24, M = 4;
+  const K = 80,
+    N = 24,
+    M = 4;
   const feeds = { A: Tensor.fromFloat32('A', [M, K], randn(rng(3), M * K)) };
   for (const bits of [4, 8] as const) {
     for (const sym of [true, false]) {
@@ -37,7 +44,9 @@ describe('MatMulNBits <-> QDQ', () => {
         expect(dq.constInput(0)!.dtype).toBe(bits === 4 ? (sym ? DataType.INT4 : DataType.UINT4) : sym ? DataType.INT8 : DataType.UINT8);
         expect(!!dq.input(2)).toBe(!sym);
         // The same bytes as quantizing straight to QDQ (the pass's other code path).
-        expect(initBytes(qdq)).toEqual(initBytes(await apply(matmulModel(K, N, M, 5), `quantize-int4{bits=${bits},block=32,sym=${sym},format=qdq}`)));
+        expect(initBytes(qdq)).toEqual(
+          initBytes(await apply(matmulModel(K, N, M, 5), `quantize-int4{bits=${bits},block=32,sym=${sym},format=qdq}`)),
+        );
         const y1 = floats((await run(mnb, feeds)).Y!);
         const y2 = floats((await run(qdq, feeds)).Y!);
         worst = Math.max(worst, relMaxDiff(y1, y2));

@@ -20,7 +20,8 @@ async function apply(model: Model, pipeline: string): Promise<Model> {
 function normModel(): Model {
   const b = new GraphBuilder({ opset: 17 });
   const x = b.input('x', DataType.FLOAT, [4, 64]);
-  const two = b.constScalarF32('two', 2), eps = b.constScalarF32('eps', 1e-6);
+  const two = b.constScalarF32('two', 2),
+    eps = b.constScalarF32('eps', 1e-6);
   const ms = b.op1('ReduceMean', [b.op1('Pow', [x, two])], { attrs: { axes: [-1], keepdims: 1 } });
   const rms = b.op1('Sqrt', [b.op1('Add', [ms, eps])]);
   const y = b.op1('Mul', [b.op1('Div', [x, rms]), b.constF32('g', [64], weights(1, 64))]);

@@ -19,7 +19,9 @@ afterAll(cleanup);
 const fp = decoder({}, { kvCache: true });
 const feeds = randomInputs(fp, { dims: { batch: 1, seq: 8, past_seq: 4, total_seq: 12 }, seed: 5 });
 let ref: Record<string, Tensor>;
-beforeAll(async () => { ref = await run(fp, feeds); });
+beforeAll(async () => {
+  ref = await run(fp, feeds);
+});
 
 async function apply(model: Model, pipeline: string): Promise<{ m: Model; reports: StepReport[] }> {
   const m = clone(model);
@@ -36,7 +38,8 @@ function fileSize(m: Model, name: string): number {
 
 /** Stored bits per weight of the quantized weights: codes + scales + zero points, from initializer bytes. */
 function bitsPerWeight(m: Model): number {
-  let bytes = 0, weights = 0;
+  let bytes = 0,
+    weights = 0;
   for (const n of m.graph.nodes) {
     if (n.opType === 'MatMulNBits') {
       weights += n.attrInt('K') * n.attrInt('N');
@@ -65,7 +68,9 @@ describe('fixture decoder', () => {
     const present = compareTensors(ref['present.1.value']!, out['present.1.value']!);
     const ratio = fileSize(m, 'q4.onnx') / fileSize(fp, 'fp32.onnx');
     const t = totals(stats.layers);
-    console.log(`decoder q4 block32 RTN: logits cosine ${c.cosine.toFixed(5)} rel ${c.relError.toExponential(2)}, present.1.value cosine ${present.cosine.toFixed(5)}, file ${ratio.toFixed(3)}x of fp32, quantized weights ${t.bitsPerWeight.toFixed(3)} bits/weight, layer rel err mean ${t.meanRelError.toFixed(4)}`);
+    console.log(
+      `decoder q4 block32 RTN: logits cosine ${c.cosine.toFixed(5)} rel ${c.relError.toExponential(2)}, present.1.value cosine ${present.cosine.toFixed(5)}, file ${ratio.toFixed(3)}x of fp32, quantized weights ${t.bitsPerWeight.toFixed(3)} bits/weight, layer rel err mean ${t.meanRelError.toFixed(4)}`,
+    );
     expect(c.cosine).toBeGreaterThanOrEqual(0.99);
     expect(stats.layers.every((l) => l.relError > 0 && l.relError < 0.2)).toBe(true);
     expect(ratio).toBeLessThan(0.35);
@@ -84,7 +89,9 @@ describe('fixture decoder', () => {
     const out = await run(m, feeds);
     const c = compareTensors(ref.logits!, out.logits!);
     const ratio = fileSize(m, 'q4f16.onnx') / fileSize(fp, 'fp32b.onnx');
-    console.log(`decoder q4f16 block32: logits cosine ${c.cosine.toFixed(5)}, ${bpw.toFixed(3)} bits/weight, file ${ratio.toFixed(3)}x of fp32; to-fp16 counts ${JSON.stringify(reports[1]!.stats.counts)}`);
+    console.log(
+      `decoder q4f16 block32: logits cosine ${c.cosine.toFixed(5)}, ${bpw.toFixed(3)} bits/weight, file ${ratio.toFixed(3)}x of fp32; to-fp16 counts ${JSON.stringify(reports[1]!.stats.counts)}`,
+    );
     expect(bpw).toBeLessThanOrEqual(4.5);
     expect(c.cosine).toBeGreaterThanOrEqual(0.99);
   });
@@ -115,8 +122,11 @@ describe('fixture decoder', () => {
   it('policy: include by glob and exact weight name; exclude by op type', async () => {
     const inc = await apply(fp, 'quantize-int4{block=32,include=*q_proj*;lm_head.weight}');
     expect(inc.reports[0]!.stats.counts.excluded).toBe(12);
-    expect((inc.reports[0]!.stats as QuantizeStats).layers.map((l) => l.weight)).toEqual(
-      ['model.layers.0.self_attn.q_proj.weight', 'model.layers.1.self_attn.q_proj.weight', 'lm_head.weight']);
+    expect((inc.reports[0]!.stats as QuantizeStats).layers.map((l) => l.weight)).toEqual([
+      'model.layers.0.self_attn.q_proj.weight',
+      'model.layers.1.self_attn.q_proj.weight',
+      'lm_head.weight',
+    ]);
     const byOp = await apply(fp, 'quantize-int4{block=32,exclude=MatMul}');
     expect(byOp.reports[0]!.stats.counts.excluded).toBe(15);
     expect(byOp.m.graph.nodes.some((n) => n.opType === 'MatMulNBits')).toBe(false);
@@ -129,7 +139,9 @@ describe('fixture decoder', () => {
     const m = loadModel(src);
     expect(m.graph.initializers.some((t) => t.isExternal)).toBe(true);
     await runPipeline(m, parsePipeline('quantize-int4{block=32}'));
-    const leftFp32 = m.graph.initializers.filter((t) => t.dtype === DataType.FLOAT && t.dims.length === 2 && t.dims[0]! >= 128 && /proj|lm_head/.test(t.name));
+    const leftFp32 = m.graph.initializers.filter(
+      (t) => t.dtype === DataType.FLOAT && t.dims.length === 2 && t.dims[0]! >= 128 && /proj|lm_head/.test(t.name),
+    );
     expect(leftFp32).toEqual([]);
     const out = path.join(TMP, 'ext-out', 'decoder.onnx');
     saveModel(m, out, { externalData: true });
@@ -168,7 +180,10 @@ describe('determinism and sharing', () => {
     // Column slices of 5 KB (5 columns of K=64 fp32, the last one shorter): same bytes, same error.
     const sliced = await apply(fpm, 'quantize-int4{block=16,sym=false,max_slice_mb=0.005,threads=2}');
     expect(Buffer.from(encodeModel(sliced.m)).equals(Buffer.from(encodeModel(one.m)))).toBe(true);
-    expect((sliced.reports[0]!.stats as QuantizeStats).layers[0]!.relError).toBeCloseTo((one.reports[0]!.stats as QuantizeStats).layers[0]!.relError, 12);
+    expect((sliced.reports[0]!.stats as QuantizeStats).layers[0]!.relError).toBeCloseTo(
+      (one.reports[0]!.stats as QuantizeStats).layers[0]!.relError,
+      12,
+    );
     const q = one.m.graph.nodes.filter((n) => n.opType === 'MatMulNBits');
     expect(q.length).toBe(2);
     expect(q[0]!.input(1)).toBe(q[1]!.input(1));
@@ -176,12 +191,16 @@ describe('determinism and sharing', () => {
     expect(layers.map((l) => l.bytesBefore)).toEqual([64 * 48 * 4, 0]);
     expect(layers[1]!.relError).toBe(layers[0]!.relError);
     const feeds = { a: Tensor.fromFloat32('a', [2, 64], weights(1, 128)), b: Tensor.fromFloat32('b', [2, 64], weights(2, 128)) };
-    const want = await run(fpm, feeds), got = await run(one.m, feeds);
+    const want = await run(fpm, feeds),
+      got = await run(one.m, feeds);
     expect(compareTensors(want.y2!, got.y2!).cosine).toBeGreaterThan(0.99);
   });
 
   it('column slices of [N, K]-stored weights (Gemm transB, embedding table) give the same bytes', async () => {
-    for (const [model, opts] of [[matmulModel(64, 40, 2, 9, { gemm: 'transB-bias' }), 'block=32'], [embeddingsModel(), 'block=16,sym=false']] as const) {
+    for (const [model, opts] of [
+      [matmulModel(64, 40, 2, 9, { gemm: 'transB-bias' }), 'block=32'],
+      [embeddingsModel(), 'block=16,sym=false'],
+    ] as const) {
       const whole = await apply(model, `quantize-int4{${opts}}`);
       const sliced = await apply(model, `quantize-int4{${opts},max_slice_mb=0.003}`);
       expect(Buffer.from(encodeModel(sliced.m)).equals(Buffer.from(encodeModel(whole.m)))).toBe(true);
@@ -221,7 +240,12 @@ describe('determinism and sharing', () => {
         g.outputs.push(y);
         return g;
       };
-      b.output(b.op1('If', [cond], { attrs: { then_branch: branch('then', 'Relu'), else_branch: branch('else', 'Neg') } }), 'y', DataType.FLOAT, [2, 32]);
+      b.output(
+        b.op1('If', [cond], { attrs: { then_branch: branch('then', 'Relu'), else_branch: branch('else', 'Neg') } }),
+        'y',
+        DataType.FLOAT,
+        [2, 32],
+      );
       const fpm = b.build();
       const { m, reports } = await apply(fpm, `quantize-int4{block=32,format=${format}}`);
       expect(reports[0]!.stats.counts.matmul).toBe(2);

@@ -29,27 +29,57 @@ const transpose = (w: Float32Array, rows: number, cols: number) => {
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = w[r * cols + c]!;
   return t;
 };
-const relErr = (w: Float32Array, q: ReturnType<typeof rtnReference>) => { const e = errorSums(w, q); return Math.sqrt(e.se / e.ss); };
+const relErr = (w: Float32Array, q: ReturnType<typeof rtnReference>) => {
+  const e = errorSums(w, q);
+  return Math.sqrt(e.se / e.ss);
+};
 
 describe('streamed RTN == reference codes packed', () => {
-  const K = 128, N = 40;
-  for (const [bits, block, sym] of [[4, 32, true], [4, 16, false], [8, 32, true], [8, 64, false]] as const) {
+  const K = 128,
+    N = 40;
+  for (const [bits, block, sym] of [
+    [4, 32, true],
+    [4, 16, false],
+    [8, 32, true],
+    [8, 64, false],
+  ] as const) {
     it(`MatMul [K, N], Gemm transB alpha, Transpose: ${bits}-bit block ${block} ${sym ? 'sym' : 'asym'}`, async () => {
       const w = weights(bits + block, K * N);
       const b = new GraphBuilder({ opset: 17 });
       const A = b.input('A', DataType.FLOAT, [2, K]);
       b.output(b.op1('MatMul', [A, b.constF32('mm.weight', [K, N], w)], { name: 'mm' }), 'Y1', DataType.FLOAT, [2, N]);
-      b.output(b.op1('Gemm', [A, b.constF32('gemm.weight', [N, K], transpose(w, K, N))], { name: 'gemm', attrs: { transB: 1, alpha: 0.75 } }), 'Y2', DataType.FLOAT, [2, N]);
-      b.output(b.op1('MatMul', [A, b.op1('Transpose', [b.constF32('tr.weight', [N, K], transpose(w, K, N))], { attrs: { perm: [1, 0] } })], { name: 'tr' }), 'Y3', DataType.FLOAT, [2, N]);
+      b.output(
+        b.op1('Gemm', [A, b.constF32('gemm.weight', [N, K], transpose(w, K, N))], { name: 'gemm', attrs: { transB: 1, alpha: 0.75 } }),
+        'Y2',
+        DataType.FLOAT,
+        [2, N],
+      );
+      b.output(
+        b.op1('MatMul', [A, b.op1('Transpose', [b.constF32('tr.weight', [N, K], transpose(w, K, N))], { attrs: { perm: [1, 0] } })], {
+          name: 'tr',
+        }),
+        'Y3',
+        DataType.FLOAT,
+        [2, N],
+      );
       const model = b.build();
       const p = { bits, blockSize: block, symmetric: sym };
       const want = packMatMulNBits(rtnReference(w, K, N, p), 'x', DataType.FLOAT);
-      const alpha = rtnReference(Float32Array.from(w, (v) => Math.fround(v * 0.75)), K, N, p);
+      const alpha = rtnReference(
+        Float32Array.from(w, (v) => Math.fround(v * 0.75)),
+        K,
+        N,
+        p,
+      );
       const wantAlpha = packMatMulNBits(alpha, 'x', DataType.FLOAT);
       // 0.01 MB units: several block rows of [K, N], several column bands of [N, K].
       for (const slice of [32, 0.01]) {
         const { m, stats } = await quantize(model, `bits=${bits},block=${block},sym=${sym},max_slice_mb=${slice}`);
-        for (const [name, wq] of [['mm.weight', want], ['gemm.weight', wantAlpha], ['tr.weight', want]] as const) {
+        for (const [name, wq] of [
+          ['mm.weight', want],
+          ['gemm.weight', wantAlpha],
+          ['tr.weight', want],
+        ] as const) {
           expect(bytesOf(m, `${name}_Q${bits}`).equals(Buffer.from(wq.B.bytes()))).toBe(true);
           expect(bytesOf(m, `${name}_scales`).equals(Buffer.from(wq.scales.bytes()))).toBe(true);
           if (!sym) expect(bytesOf(m, `${name}_zero_points`).equals(Buffer.from(wq.zeroPoints!.bytes()))).toBe(true);
@@ -61,13 +91,29 @@ describe('streamed RTN == reference codes packed', () => {
     });
   }
 
-  const V = 48, H = 64;
-  for (const [bits, block, sym, form] of [[4, 32, true, 'int4'], [4, 16, false, 'int4'], [4, 32, false, 'uint8'], [8, 16, true, 'int4']] as const) {
+  const V = 48,
+    H = 64;
+  for (const [bits, block, sym, form] of [
+    [4, 32, true, 'int4'],
+    [4, 16, false, 'int4'],
+    [4, 32, false, 'uint8'],
+    [8, 16, true, 'int4'],
+  ] as const) {
     it(`Gather table: ${bits}-bit block ${block} ${sym ? 'sym' : 'asym'} ${form}`, async () => {
       const table = weights(bits * block, V * H);
       const b = new GraphBuilder({ opset: 17 });
-      b.output(b.op1('Gather', [b.constF32('embed.weight', [V, H], table), b.input('ids', DataType.INT64, [1, 3])], { name: 'embed' }), 'h', DataType.FLOAT, [1, 3, H]);
-      const want = packGatherBlockQuantized(rtnReference(transpose(table, V, H), H, V, { bits, blockSize: block, symmetric: sym }), 'embed.weight', DataType.FLOAT, form as GatherForm);
+      b.output(
+        b.op1('Gather', [b.constF32('embed.weight', [V, H], table), b.input('ids', DataType.INT64, [1, 3])], { name: 'embed' }),
+        'h',
+        DataType.FLOAT,
+        [1, 3, H],
+      );
+      const want = packGatherBlockQuantized(
+        rtnReference(transpose(table, V, H), H, V, { bits, blockSize: block, symmetric: sym }),
+        'embed.weight',
+        DataType.FLOAT,
+        form as GatherForm,
+      );
       const { m } = await quantize(b.build(), `bits=${bits},block=${block},sym=${sym},embed_form=${form},max_slice_mb=0.004`);
       expect(bytesOf(m, want.data.name).equals(Buffer.from(want.data.bytes()))).toBe(true);
       expect(m.graph.initializers.find((t) => t.name === want.data.name)!.dtype).toBe(want.data.dtype);
@@ -77,11 +123,15 @@ describe('streamed RTN == reference codes packed', () => {
   }
 });
 
-describe('the pass\'s two RTN paths', () => {
+describe("the pass's two RTN paths", () => {
   // float_data storage keeps a weight off the streaming kernel (quantizeWeight's column-slice path);
   // the same values as raw bytes stream. Both must write the same model.
-  const typed = (t: Tensor) => new Tensor(t.name, t.dtype, t.dims, { kind: 'typed', field: 'float_data', values: Array.from(t.toFloat32()) });
-  const K = 96, N = 24, V = 20, H = 64;
+  const typed = (t: Tensor) =>
+    new Tensor(t.name, t.dtype, t.dims, { kind: 'typed', field: 'float_data', values: Array.from(t.toFloat32()) });
+  const K = 96,
+    N = 24,
+    V = 20,
+    H = 64;
   function model(asTyped: boolean): Model {
     const b = new GraphBuilder({ opset: 17 });
     const A = b.input('A', DataType.FLOAT, [2, K]);
@@ -91,12 +141,30 @@ describe('the pass\'s two RTN paths', () => {
       return b.initializer(asTyped ? typed(t) : t);
     };
     b.output(b.op1('MatMul', [A, init('mm.weight', [K, N], w)], { name: 'mm' }), 'Y1', DataType.FLOAT, [2, N]);
-    b.output(b.op1('Gemm', [A, init('gemm.weight', [N, K], transpose(w, K, N))], { name: 'gemm', attrs: { transB: 1, alpha: 0.75 } }), 'Y2', DataType.FLOAT, [2, N]);
-    b.output(b.op1('Gather', [init('embed.weight', [V, H], weights(4, V * H)), b.input('ids', DataType.INT64, [1, 3])], { name: 'embed' }), 'h', DataType.FLOAT, [1, 3, H]);
+    b.output(
+      b.op1('Gemm', [A, init('gemm.weight', [N, K], transpose(w, K, N))], { name: 'gemm', attrs: { transB: 1, alpha: 0.75 } }),
+      'Y2',
+      DataType.FLOAT,
+      [2, N],
+    );
+    b.output(
+      b.op1('Gather', [init('embed.weight', [V, H], weights(4, V * H)), b.input('ids', DataType.INT64, [1, 3])], { name: 'embed' }),
+      'h',
+      DataType.FLOAT,
+      [1, 3, H],
+    );
     return b.build();
   }
-  const qdq = ['bits=4,block=32,sym=true', 'bits=4,block=16,sym=false', 'bits=8,block=32,sym=true', 'bits=8,block=64,sym=false'].map((o) => `${o},format=qdq,embeddings=true`);
-  for (const opts of ['bits=4,block=32,sym=true', 'bits=4,block=16,sym=false', 'bits=8,block=32,sym=false', 'bits=4,block=32,sym=false,embed_form=uint8', ...qdq]) {
+  const qdq = ['bits=4,block=32,sym=true', 'bits=4,block=16,sym=false', 'bits=8,block=32,sym=true', 'bits=8,block=64,sym=false'].map(
+    (o) => `${o},format=qdq,embeddings=true`,
+  );
+  for (const opts of [
+    'bits=4,block=32,sym=true',
+    'bits=4,block=16,sym=false',
+    'bits=8,block=32,sym=false',
+    'bits=4,block=32,sym=false,embed_form=uint8',
+    ...qdq,
+  ]) {
     it(`streamed == column slices: ${opts}`, async () => {
       expect(simdAvailable()).toBe(true);
       const streamed = await quantize(model(false), `${opts},max_slice_mb=0.005`);
@@ -113,19 +181,31 @@ describe('streamed from external data', () => {
     const b = new GraphBuilder({ opset: 17 });
     const A = b.input('A', DataType.FLOAT, [2, 256]);
     let h = A;
-    for (let i = 0; i < 3; i++) h = b.op1('MatMul', [h, b.constF32(`l${i}.weight`, [256, 256], weights(40 + i, 256 * 256))], { name: `l${i}` });
-    b.output(b.op1('MatMul', [h, b.constF32('lm_head.weight', [256, 1000], weights(50, 256 * 1000))], { name: 'lm_head' }), 'logits', DataType.FLOAT, [2, 1000]);
+    for (let i = 0; i < 3; i++)
+      h = b.op1('MatMul', [h, b.constF32(`l${i}.weight`, [256, 256], weights(40 + i, 256 * 256))], { name: `l${i}` });
+    b.output(
+      b.op1('MatMul', [h, b.constF32('lm_head.weight', [256, 1000], weights(50, 256 * 1000))], { name: 'lm_head' }),
+      'logits',
+      DataType.FLOAT,
+      [2, 1000],
+    );
     const inMemory = b.build();
     const file = path.join(TMP, 'stream', 'model.onnx');
     saveModel(inMemory, file, { externalData: true });
     const base = await quantize(inMemory, 'block=32,max_slice_mb=0.1');
     const want = Buffer.from(encodeModel(base.m));
-    for (const opts of ['block=32,max_slice_mb=0.1', 'block=32,max_slice_mb=0.1,threads=2', 'block=32,threads=2', 'block=32,max_slice_mb=0.05,threads=2']) {
+    for (const opts of [
+      'block=32,max_slice_mb=0.1',
+      'block=32,max_slice_mb=0.1,threads=2',
+      'block=32,threads=2',
+      'block=32,max_slice_mb=0.05,threads=2',
+    ]) {
       const ext = loadModel(file);
       expect(ext.graph.initializers.every((t: Tensor) => t.isExternal)).toBe(true);
       const { m, stats } = await quantize(ext, opts);
       expect(Buffer.from(encodeModel(m)).equals(want)).toBe(true);
-      const e = stats.layers.map((l) => l.relError), eb = base.stats.layers.map((l) => l.relError);
+      const e = stats.layers.map((l) => l.relError),
+        eb = base.stats.layers.map((l) => l.relError);
       if (opts.includes('0.1')) expect(e).toEqual(eb);
       else e.forEach((x, i) => expect(x).toBeCloseTo(eb[i]!, 12));
     }

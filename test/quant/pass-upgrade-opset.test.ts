@@ -13,7 +13,8 @@ import { cleanup, run } from './helpers.js';
 import { CONFORMANCE } from '../conformance-root.js';
 
 const ROOT = CONFORMANCE;
-const CHANGED = /reduce|squeeze|split|pad|clip|resize|upsample|softmax|hardmax|slice|topk|dropout|batchnorm|scatter|reshape|cast|concat|group_norm|AvgPool|BatchNorm|Linear|operator/i;
+const CHANGED =
+  /reduce|squeeze|split|pad|clip|resize|upsample|softmax|hardmax|slice|topk|dropout|batchnorm|scatter|reshape|cast|concat|group_norm|AvgPool|BatchNorm|Linear|operator/i;
 
 function corpus(): string[] {
   const out: string[] = [];
@@ -43,7 +44,8 @@ function leftovers(m: Model): string[] {
       if (n.opType === 'Pad' && a('pads')) bad.push('Pad pads');
       if (n.opType === 'Slice' && a('starts')) bad.push('Slice starts');
       if (n.opType === 'Upsample') bad.push('Upsample');
-      if (n.attributes.some((x) => x.name === 'consumed_inputs' || (n.opType === 'Cast' && x.name === 'to' && x.type === AttrType.STRING))) bad.push(`${n.opType} legacy attr`);
+      if (n.attributes.some((x) => x.name === 'consumed_inputs' || (n.opType === 'Cast' && x.name === 'to' && x.type === AttrType.STRING)))
+        bad.push(`${n.opType} legacy attr`);
     }
   }
   return bad;
@@ -54,19 +56,33 @@ afterAll(cleanup);
 describe('upgrade-opset on conformance models', () => {
   it.skipIf(!fs.existsSync(ROOT))('same onnxruntime outputs at opset 21', async () => {
     const files = corpus();
-    let compared = 0, notRunnable = 0;
-    const blocked: string[] = [], failures: string[] = [];
+    let compared = 0,
+      notRunnable = 0;
+    const blocked: string[] = [],
+      failures: string[] = [];
     for (const f of files) {
       const name = path.relative(ROOT, path.dirname(f));
       const m = loadModel(f);
       const from = m.opset('') ?? 1;
       if (from >= 21 || m.opsetImports.some((o) => o.domain !== '' && o.domain !== 'ai.onnx')) continue;
       let data;
-      try { data = loadTestDataSet(path.join(path.dirname(f), 'test_data_set_0'), m); } catch { continue; }
+      try {
+        data = loadTestDataSet(path.join(path.dirname(f), 'test_data_set_0'), m);
+      } catch {
+        continue;
+      }
       let before: Record<string, Tensor>;
-      try { before = await runModel(f, data.inputs); } catch { notRunnable++; continue; }
+      try {
+        before = await runModel(f, data.inputs);
+      } catch {
+        notRunnable++;
+        continue;
+      }
       const r = upgradeOpset(m, 21);
-      if (r.blockers.length) { blocked.push(`${name}: ${r.blockers[0]}`); continue; }
+      if (r.blockers.length) {
+        blocked.push(`${name}: ${r.blockers[0]}`);
+        continue;
+      }
       expect(validateModel(m), name).toEqual([]);
       expect(m.opset('')).toBe(21);
       expect(leftovers(m), name).toEqual([]);
@@ -80,20 +96,25 @@ describe('upgrade-opset on conformance models', () => {
         failures.push(`${name}: ${(e as Error).message.split('\n')[0]!.slice(0, 200)}`);
       }
     }
-    console.log(`upgrade-opset: ${compared} models compared (of ${files.length} sampled), ${notRunnable} not runnable in onnxruntime before conversion, ${blocked.length} refused: ${blocked.join(' | ')}`);
+    console.log(
+      `upgrade-opset: ${compared} models compared (of ${files.length} sampled), ${notRunnable} not runnable in onnxruntime before conversion, ${blocked.length} refused: ${blocked.join(' | ')}`,
+    );
     expect(failures).toEqual([]);
     expect(compared).toBeGreaterThan(120);
   });
 });
 
 describe('upgrade-opset pass', () => {
-  it.skipIf(!fs.existsSync(path.join(ROOT, 'node/test_scan_sum')))('refuses what it cannot convert and leaves the model unchanged', async () => {
-    const m = loadModel(path.join(ROOT, 'node/test_scan_sum/model.onnx'));
-    const before = Buffer.from(encodeModel(m));
-    const [r] = await runPipeline(m, parsePipeline('upgrade-opset{to=21}'));
-    expect(r!.stats.skipped!.join(' ')).toMatch(/Scan-8 has a batch axis/);
-    expect(Buffer.from(encodeModel(m)).equals(before)).toBe(true);
-  });
+  it.skipIf(!fs.existsSync(path.join(ROOT, 'node/test_scan_sum')))(
+    'refuses what it cannot convert and leaves the model unchanged',
+    async () => {
+      const m = loadModel(path.join(ROOT, 'node/test_scan_sum/model.onnx'));
+      const before = Buffer.from(encodeModel(m));
+      const [r] = await runPipeline(m, parsePipeline('upgrade-opset{to=21}'));
+      expect(r!.stats.skipped!.join(' ')).toMatch(/Scan-8 has a batch axis/);
+      expect(Buffer.from(encodeModel(m)).equals(before)).toBe(true);
+    },
+  );
 
   const avgPool = path.join(ROOT, 'pytorch-converted/test_AvgPool1d/model.onnx');
   it.skipIf(!fs.existsSync(avgPool))('converts a pytorch-converted opset-6 model and reports the count', async () => {

@@ -42,7 +42,11 @@ function tree(dir: string): Record<string, string> {
 const leftovers = (dir: string) => fs.readdirSync(dir).filter((f) => /\.(tmp|old)-\d+$|^\.edgec-commit-/.test(f));
 
 function crashRun(point: string, args: string[]): void {
-  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', env: { ...process.env, EDGEC_CRASH_AT: point }, timeout: 120_000 });
+  const r = spawnSync(process.execPath, [MAIN, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, EDGEC_CRASH_AT: point },
+    timeout: 120_000,
+  });
   expect(r.signal, `${point}: ${r.stderr}`).toBe('SIGKILL');
 }
 
@@ -100,7 +104,13 @@ describe('SIGKILL while writing', () => {
         else expect(now['manifest.json']).toBeTruthy();
       }
       recoverStale(root, art);
-      expect(fs.readdirSync(root).filter((f) => f.startsWith('art') && f !== 'art').concat(leftovers(root)), point).toEqual([]);
+      expect(
+        fs
+          .readdirSync(root)
+          .filter((f) => f.startsWith('art') && f !== 'art')
+          .concat(leftovers(root)),
+        point,
+      ).toEqual([]);
       if (point !== 'swap:done') expect(tree(art), point).toEqual(oldTree);
       else {
         expect(tree(art)).not.toEqual(oldTree);
@@ -114,16 +124,22 @@ describe('SIGKILL while writing', () => {
 describe('a full disk', () => {
   /** Make every write fail with ENOSPC once `budget` bytes have been written, in this process. */
   async function withFullDisk<T>(budget: number, fn: () => Promise<T>): Promise<T> {
-    const ws = fs.writeSync, wfs = fs.writeFileSync;
+    const ws = fs.writeSync,
+      wfs = fs.writeFileSync;
     let used = 0;
-    const enospc = () => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' });
+    const enospc = () =>
+      Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' });
     (fs as { writeSync: unknown }).writeSync = (fd: number, buf: Uint8Array | string, ...rest: unknown[]) => {
-      const n = typeof buf === 'string' ? Buffer.byteLength(buf) : (rest[1] as number | undefined) ?? buf.length;
+      const n = typeof buf === 'string' ? Buffer.byteLength(buf) : ((rest[1] as number | undefined) ?? buf.length);
       if (used + n > budget) throw enospc();
       used += n;
       return (ws as (...a: unknown[]) => number)(fd, buf, ...rest);
     };
-    (fs as { writeFileSync: unknown }).writeFileSync = (file: fs.PathOrFileDescriptor, data: string | NodeJS.ArrayBufferView, ...rest: unknown[]) => {
+    (fs as { writeFileSync: unknown }).writeFileSync = (
+      file: fs.PathOrFileDescriptor,
+      data: string | NodeJS.ArrayBufferView,
+      ...rest: unknown[]
+    ) => {
       const n = typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength;
       if (used + n > budget) throw enospc();
       used += n;
@@ -167,12 +183,22 @@ describe('a full disk', () => {
     fs.mkdirSync(mnt);
     let mounted = false;
     try {
-      if (process.getuid?.() === 0) { execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=24k', 'tmpfs', mnt], { stdio: 'ignore' }); mounted = true; }
-    } catch { /* no permission to mount here: the injected test above covers the logic */ }
-    if (!mounted) { ctx.skip(); return; }
+      if (process.getuid?.() === 0) {
+        execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=24k', 'tmpfs', mnt], { stdio: 'ignore' });
+        mounted = true;
+      }
+    } catch {
+      /* no permission to mount here: the injected test above covers the logic */
+    }
+    if (!mounted) {
+      ctx.skip();
+      return;
+    }
     try {
       const out = path.join(mnt, 'm.onnx');
-      const r = spawnSync(process.execPath, [MAIN, 'convert', modelA, '-o', out, '--external-data', '--threshold', '0'], { encoding: 'utf8' });
+      const r = spawnSync(process.execPath, [MAIN, 'convert', modelA, '-o', out, '--external-data', '--threshold', '0'], {
+        encoding: 'utf8',
+      });
       // The seed model's ~4 KB of weights fit; then the disk is filled to leave less than a new copy needs.
       expect(r.status, r.stderr).toBe(0);
       const old = tree(mnt);
@@ -180,7 +206,9 @@ describe('a full disk', () => {
       // Leave less room than the new artifact needs.
       const free = Number(execFileSync('df', ['--output=avail', '-B1', mnt], { encoding: 'utf8' }).trim().split('\n').pop());
       fs.writeFileSync(fill, Buffer.alloc(Math.max(0, free - 2048)));
-      const full = spawnSync(process.execPath, [MAIN, 'convert', modelB, '-o', out, '--external-data', '--threshold', '0'], { encoding: 'utf8' });
+      const full = spawnSync(process.execPath, [MAIN, 'convert', modelB, '-o', out, '--external-data', '--threshold', '0'], {
+        encoding: 'utf8',
+      });
       expect(full.status, full.stderr).toBe(74);
       expect(full.stderr).toMatch(/no space left on device/);
       expect(full.stderr.trimEnd().split('\n')).toHaveLength(1);
@@ -199,7 +227,12 @@ describe('refusals', () => {
     const f = path.join(dir, 'model.onnx');
     saveModel(seedModel(), f);
     const before = fs.readFileSync(f);
-    for (const args of [['convert', f, '-o', f], ['optimize', f, '-o', f], ['quantize', f, '-o', f], ['compile', f, '--target', 'mobile', '-o', dir, '--no-verify']]) {
+    for (const args of [
+      ['convert', f, '-o', f],
+      ['optimize', f, '-o', f],
+      ['quantize', f, '-o', f],
+      ['compile', f, '--target', 'mobile', '-o', dir, '--no-verify'],
+    ]) {
       const r = await cli(...args);
       expect(r.code, `${args[0]}: ${r.stderr}`).toBe(2);
       expect(r.stderr).toMatch(/refusing/);

@@ -24,7 +24,15 @@ afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 
 /** sha256 of every file under `dir`, by '/' relative path. */
 function digests(dir: string): Record<string, string> {
-  return Object.fromEntries(listFiles(dir).map((f) => [f, crypto.createHash('sha256').update(fs.readFileSync(path.join(dir, f))).digest('hex')]));
+  return Object.fromEntries(
+    listFiles(dir).map((f) => [
+      f,
+      crypto
+        .createHash('sha256')
+        .update(fs.readFileSync(path.join(dir, f)))
+        .digest('hex'),
+    ]),
+  );
 }
 
 /** The real binary from `cwd`, so that relative paths resolve there (async: a blocked worker loses
@@ -82,18 +90,48 @@ describe('byte-identical artifacts', () => {
     // and 2,0,1 in the other; each folder created in its own order.
     const layout = { x: { perm: [0, 1, 2], created: [0, 1, 2] }, y: { perm: [1, 2, 0], created: [2, 0, 1] } };
     for (const [d, { perm, created }] of Object.entries(layout)) {
-      for (const i of created) fs.cpSync(path.join(PROJECTOR, `test_data_set_${perm[i]}`), path.join(root, d, 'cal', `test_data_set_${i}`), { recursive: true });
+      for (const i of created)
+        fs.cpSync(path.join(PROJECTOR, `test_data_set_${perm[i]}`), path.join(root, d, 'cal', `test_data_set_${i}`), { recursive: true });
     }
     const model = path.join(PROJECTOR, 'model.onnx');
     for (const d of ['x', 'y']) {
       const cwd = path.join(root, d);
-      await run(cwd, 'compile', model, '--target', 'npu', '--fix', 'num_tokens=196', '--calibration', 'cal', '--calibration-method', 'percentile', '-o', 'npu', '--no-verify');
+      await run(
+        cwd,
+        'compile',
+        model,
+        '--target',
+        'npu',
+        '--fix',
+        'num_tokens=196',
+        '--calibration',
+        'cal',
+        '--calibration-method',
+        'percentile',
+        '-o',
+        'npu',
+        '--no-verify',
+      );
       // GPTQ keeps at most 512 calibration rows, spread over the sets in their order.
       await run(cwd, 'compile', model, '--target', 'mobile', '--method', 'gptq', '--calibration', 'cal', '-o', 'gptq', '--no-verify');
-      await run(cwd, 'quantize', model, '--method', 'gptq', '--calibration', 'cal', '-o', 'q/model.onnx', '--threads', d === 'x' ? '1' : '2');
+      await run(
+        cwd,
+        'quantize',
+        model,
+        '--method',
+        'gptq',
+        '--calibration',
+        'cal',
+        '-o',
+        'q/model.onnx',
+        '--threads',
+        d === 'x' ? '1' : '2',
+      );
     }
     for (const a of ['npu', 'gptq', 'q']) expectIdentical([path.join(root, 'x', a), path.join(root, 'y', a)]);
-    const m = JSON.parse(fs.readFileSync(path.join(root, 'x', 'npu', 'manifest.json'), 'utf8')) as { models: { calibration?: { from: string[]; count: number } }[] };
+    const m = JSON.parse(fs.readFileSync(path.join(root, 'x', 'npu', 'manifest.json'), 'utf8')) as {
+      models: { calibration?: { from: string[]; count: number } }[];
+    };
     expect(m.models[0]!.calibration).toMatchObject({ from: ['../cal (3 test_data_set folders)'], count: 3 });
   }, 240_000);
 });

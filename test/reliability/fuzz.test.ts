@@ -28,7 +28,9 @@ describe('seeded fuzz run', () => {
     try {
       await fuzz({ seed: 5, maxExecs: 12, heartbeat: a, commands: ['inspect'] });
       await fuzz({ seed: 5, skip: 11, maxExecs: 1, heartbeat: b, commands: ['inspect'] });
-      const [ja, jb] = [a, b].map((d) => JSON.parse(fs.readFileSync(path.join(d, 'case.json'), 'utf8')) as { index: number; ops: string[] });
+      const [ja, jb] = [a, b].map(
+        (d) => JSON.parse(fs.readFileSync(path.join(d, 'case.json'), 'utf8')) as { index: number; ops: string[] },
+      );
       expect(ja.index).toBe(11);
       expect(jb).toMatchObject({ index: 11, ops: ja.ops });
       expect(fs.readFileSync(path.join(b, 'case.onnx'))).toEqual(fs.readFileSync(path.join(a, 'case.onnx')));

@@ -36,12 +36,18 @@ const ALL_COMMANDS: Cmd[] = [
   { name: 'optimize', args: (f) => ['optimize', f, '-o', path.join(out, 'o.onnx')] },
   { name: 'quantize', args: (f) => ['quantize', f, '-o', path.join(out, 'q.onnx')] },
   { name: 'compile', args: (f) => ['compile', f, '--target', 'mobile', '-o', path.join(out, 'art')] },
-  { name: 'build', args: (f) => {
-    // One model x one target; the build's own folder (state, summary) is not next to the input.
-    const cfg = path.join(root, 'edgec.config.json');
-    fs.writeFileSync(cfg, JSON.stringify({ out: path.join(out, 'build'), models: [{ name: 'm', path: f }], targets: [{ target: 'mobile' }] }));
-    return ['build', '--config', cfg, '--json'];
-  } },
+  {
+    name: 'build',
+    args: (f) => {
+      // One model x one target; the build's own folder (state, summary) is not next to the input.
+      const cfg = path.join(root, 'edgec.config.json');
+      fs.writeFileSync(
+        cfg,
+        JSON.stringify({ out: path.join(out, 'build'), models: [{ name: 'm', path: f }], targets: [{ target: 'mobile' }] }),
+      );
+      return ['build', '--config', cfg, '--json'];
+    },
+  },
 ];
 const MATRIX = ALL_COMMANDS.filter((c) => available.has(c.name));
 
@@ -60,7 +66,10 @@ function snapshot(dir: string): Record<string, string> {
     for (const e of fs.readdirSync(d, { withFileTypes: true })) {
       const p = path.join(d, e.name);
       if (e.isSymbolicLink()) out[p] = `-> ${fs.readlinkSync(p)}`;
-      else if (e.isDirectory()) { out[p] = 'dir'; walk(p); } else if (e.isFile()) out[p] = crypto.createHash('sha256').update(fs.readFileSync(p)).digest('hex');
+      else if (e.isDirectory()) {
+        out[p] = 'dir';
+        walk(p);
+      } else if (e.isFile()) out[p] = crypto.createHash('sha256').update(fs.readFileSync(p)).digest('hex');
       else out[p] = e.isFIFO() ? 'fifo' : 'other';
     }
   };
@@ -68,7 +77,13 @@ function snapshot(dir: string): Record<string, string> {
   return out;
 }
 
-interface Row { kase: string; cmd: string; code: number; ms: number; line: string }
+interface Row {
+  kase: string;
+  cmd: string;
+  code: number;
+  ms: number;
+  line: string;
+}
 const rows: Row[] = [];
 
 function check(c: HostileCase, cmd: string, r: { code: number; stdout: string; stderr: string }): string | undefined {
@@ -77,7 +92,8 @@ function check(c: HostileCase, cmd: string, r: { code: number; stdout: string; s
   if (/^\s+at /m.test(r.stderr)) return `stack trace: ${r.stderr.slice(0, 400)}`;
   if (c.expect === 'invalid' && r.code !== 2) return `expected exit 2, got ${r.code}: ${r.stderr.slice(0, 300)}`;
   // Well-formed for our reader; onnxruntime may still refuse it (an unknown op, a 1e18-byte Expand).
-  if (c.expect === 'valid' && r.code === 2 && (cmd === 'inspect' || cmd === 'convert')) return `a well-formed model was refused: ${r.stderr.slice(0, 300)}`;
+  if (c.expect === 'valid' && r.code === 2 && (cmd === 'inspect' || cmd === 'convert'))
+    return `a well-formed model was refused: ${r.stderr.slice(0, 300)}`;
   if (r.code === 2) {
     if (lines.length !== 1) return `${lines.length} lines: ${r.stderr.slice(0, 300)}`;
     if (!lines[0]!.startsWith('edgec: ')) return `not an edgec line: ${lines[0]}`;
@@ -93,7 +109,8 @@ function checkBuild(c: HostileCase, r: { code: number; stdout: string; stderr: s
   if (r.code === 70 || r.code > 2 || r.code < 0) return `exit ${r.code}: ${r.stderr.slice(0, 400)}`;
   if (/^\s+at /m.test(r.stderr)) return `stack trace: ${r.stderr.slice(0, 400)}`;
   if (c.expect === 'invalid' && r.code !== 2) return `expected exit 2, got ${r.code}: ${r.stderr.slice(0, 300)}`;
-  if (r.code === 2 && !(r.stdout + r.stderr).includes(c.file)) return `does not name the file: ${r.stderr.slice(0, 200)} ${r.stdout.slice(0, 200)}`;
+  if (r.code === 2 && !(r.stdout + r.stderr).includes(c.file))
+    return `does not name the file: ${r.stderr.slice(0, 200)} ${r.stdout.slice(0, 200)}`;
   return undefined;
 }
 
@@ -122,7 +139,8 @@ describe('hostile-model corpus', () => {
         if (why) failures.push(`${c.name}: ${why}`);
         if (ms > 10_000) failures.push(`${c.name}: took ${Math.round(ms)} ms`);
         // A failed build keeps its summary and state, never an artifact for the item.
-        if (cmd.name === 'build' && r.code !== 0 && fs.existsSync(path.join(out, 'build', 'm', 'mobile'))) failures.push(`${c.name}: failed build left an artifact`);
+        if (cmd.name === 'build' && r.code !== 0 && fs.existsSync(path.join(out, 'build', 'm', 'mobile')))
+          failures.push(`${c.name}: failed build left an artifact`);
         const left = fs.readdirSync(out).filter((f) => !(cmd.name === 'build' && f === 'build'));
         if (r.code !== 0 && left.length) failures.push(`${c.name}: exit ${r.code} left ${left.join(', ')} in the output folder`);
         for (const f of fs.readdirSync(out)) fs.rmSync(path.join(out, f), { recursive: true, force: true });
@@ -137,7 +155,14 @@ describe('hostile-model corpus', () => {
     const worst = rows.reduce((a, b) => (b.ms > a.ms ? b : a));
     const codes: Record<string, number> = {};
     for (const r of rows) codes[r.code] = (codes[r.code] ?? 0) + 1;
-    const summary = { cases: cases.length, commands: MATRIX.map((m) => m.name), runs: rows.length, codes, worstMs: Math.round(worst.ms), worst: `${worst.cmd} ${worst.kase}` };
+    const summary = {
+      cases: cases.length,
+      commands: MATRIX.map((m) => m.name),
+      runs: rows.length,
+      codes,
+      worstMs: Math.round(worst.ms),
+      worst: `${worst.cmd} ${worst.kase}`,
+    };
     // The figures for the notes; EDGEC_CORPUS_REPORT keeps every row.
     console.log(`hostile corpus: ${JSON.stringify(summary)}`);
     if (process.env.EDGEC_CORPUS_REPORT) fs.writeFileSync(process.env.EDGEC_CORPUS_REPORT, JSON.stringify({ summary, rows }, null, 1));
@@ -167,7 +192,10 @@ describe('hostile cases through the real binary', () => {
     const main = path.join(ROOT, 'dist/cli/main.js');
     expect(fs.existsSync(main)).toBe(true);
     const hook = path.join(root, 'rss.cjs');
-    fs.writeFileSync(hook, "process.on('exit', () => require('fs').writeFileSync(process.env.EDGEC_RSS_FILE, String(process.resourceUsage().maxRSS)));\n");
+    fs.writeFileSync(
+      hook,
+      "process.on('exit', () => require('fs').writeFileSync(process.env.EDGEC_RSS_FILE, String(process.resourceUsage().maxRSS)));\n",
+    );
     for (const f of fs.readdirSync(out)) fs.rmSync(path.join(out, f), { recursive: true, force: true });
     const pick = [/nested 5000/, /raw_data length claims 1 TiB/, /location is a FIFO/];
     for (const re of pick) {
@@ -175,7 +203,9 @@ describe('hostile cases through the real binary', () => {
         const rssFile = path.join(root, 'rss.txt');
         const t0 = performance.now();
         const r = spawnSync(process.execPath, [main, 'compile', c.file, '--target', 'webgpu', '-o', path.join(out, 'a')], {
-          encoding: 'utf8', timeout: 20_000, env: { ...process.env, NODE_OPTIONS: `--require ${hook}`, EDGEC_RSS_FILE: rssFile },
+          encoding: 'utf8',
+          timeout: 20_000,
+          env: { ...process.env, NODE_OPTIONS: `--require ${hook}`, EDGEC_RSS_FILE: rssFile },
         });
         const ms = performance.now() - t0;
         expect(r.status, `${c.name}: ${r.stderr}`).toBe(2);

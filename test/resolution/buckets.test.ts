@@ -52,10 +52,15 @@ describe('resolution buckets', () => {
     }
     // The shared offsets are those of the dynamic model: same file, same ranges.
     const dyn = loadModel(path.join(out, m.dynamic.file));
-    const ranges = new Map(dyn.graph.initializers.filter((t) => t.data.kind === 'external').map((t) => [t.name, t.data.kind === 'external' ? `${t.data.ref.offset}+${t.data.ref.length}` : '']));
+    const ranges = new Map(
+      dyn.graph.initializers
+        .filter((t) => t.data.kind === 'external')
+        .map((t) => [t.name, t.data.kind === 'external' ? `${t.data.ref.offset}+${t.data.ref.length}` : '']),
+    );
     for (const v of m.variants) {
       for (const t of loadModel(path.join(out, v.file)).graph.initializers) {
-        if (t.data.kind === 'external' && t.data.ref.location === m.weights.file) expect(`${t.data.ref.offset}+${t.data.ref.length}`).toBe(ranges.get(t.name));
+        if (t.data.kind === 'external' && t.data.ref.location === m.weights.file)
+          expect(`${t.data.ref.offset}+${t.data.ref.length}`).toBe(ranges.get(t.name));
       }
     }
 
@@ -67,11 +72,21 @@ describe('resolution buckets', () => {
 
     const sizes = files.filter((f) => f.endsWith('.onnx') || f.endsWith('.data')).map((f) => `${f} ${fs.statSync(path.join(out, f)).size}`);
     const separate = m.variants.length * wBytes;
-    console.log(`buckets: ${sizes.join(', ')}\n  shared weights ${wBytes} B once vs ${separate} B for ${m.variants.length} separate copies; variant-own data ${own.join('/')} B; `
-      + m.variants.map((v) => `${v.key}: nodes ${v.nodes.before}->${v.nodes.after}, cos ${v.verification!.cosine.toFixed(7)}, max abs ${v.verification!.maxAbsError.toExponential(2)}`).join('; '));
+    console.log(
+      `buckets: ${sizes.join(', ')}\n  shared weights ${wBytes} B once vs ${separate} B for ${m.variants.length} separate copies; variant-own data ${own.join('/')} B; ` +
+        m.variants
+          .map(
+            (v) =>
+              `${v.key}: nodes ${v.nodes.before}->${v.nodes.after}, cos ${v.verification!.cosine.toFixed(7)}, max abs ${v.verification!.maxAbsError.toExponential(2)}`,
+          )
+          .join('; '),
+    );
 
     // A plan's batches map to variant files; a missing shape is a failed check.
-    expect(m.lookup).toEqual({ '56x56': { 1: 'vision_encoder.b1_56x56.onnx', 4: 'vision_encoder.b4_56x56.onnx' }, '84x84': { 1: 'vision_encoder.b1_84x84.onnx', 4: 'vision_encoder.b4_84x84.onnx' } });
+    expect(m.lookup).toEqual({
+      '56x56': { 1: 'vision_encoder.b1_56x56.onnx', 4: 'vision_encoder.b4_56x56.onnx' },
+      '84x84': { 1: 'vision_encoder.b1_84x84.onnx', 4: 'vision_encoder.b4_84x84.onnx' },
+    });
     const plan = planImage('internvl', { width: 300, height: 100 }, { tileSize: 84, patchSize: 14, batch: 4 });
     // aspect 3: 3x1 exact (6x2 = 12 ties but 30000 <= 0.5*84^2*12) -> 3 tiles + thumbnail = one batch of 4.
     expect(assignVariants(m, plan)).toEqual([{ batch: 0, tiles: [0, 1, 2, 3], file: 'vision_encoder.b4_84x84.onnx' }]);

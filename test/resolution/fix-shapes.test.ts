@@ -25,7 +25,15 @@ async function fixAndCompare(name: string, make: () => Model, dims: Record<strin
   saveModel(make(), dynFile);
   const m = make();
   const before = nodeCount(m);
-  const stats = await fixShapes.run(m, resolveOptions(fixShapes, { dims: Object.entries(dims).map(([k, v]) => `${k}=${v}`).join(',') }), {});
+  const stats = await fixShapes.run(
+    m,
+    resolveOptions(fixShapes, {
+      dims: Object.entries(dims)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(','),
+    }),
+    {},
+  );
   expect(validateModel(m)).toEqual([]);
   const fixedFile = path.join(tmp, `${name}-fixed.onnx`);
   saveModel(m, fixedFile);
@@ -39,7 +47,10 @@ describe('fix-shapes on the fixture vision encoder', () => {
   const report: string[] = [];
   afterAll(() => console.log(`fix-shapes vision encoder:\n  ${report.join('\n  ')}`));
 
-  for (const [batch, height, width] of [[2, 56, 84], [1, 112, 112]] as const) {
+  for (const [batch, height, width] of [
+    [2, 56, 84],
+    [1, 112, 112],
+  ] as const) {
     it(`batch ${batch} at ${height}x${width}: static, no Shape/Resize left, onnxruntime outputs equal the dynamic model`, async () => {
       const r = await fixAndCompare(`vit-${height}x${width}`, () => visionEncoder(), { batch, height, width });
       const dyn = dynamicReport(r.reloaded);
@@ -57,13 +68,17 @@ describe('fix-shapes on the fixture vision encoder', () => {
         expect(c.cosine).toBeGreaterThanOrEqual(0.99999);
         expect(c.maxAbsError).toBeLessThan(1e-4);
       }
-      report.push(`${batch}x3x${height}x${width}: nodes ${r.before} -> ${r.after}, symbolic dims ${r.stats.counts.symbolicDimsBefore} -> 0, Shape nodes ${r.stats.counts.shapeNodesBefore} -> 0, data-dependent ops ${r.stats.counts.dataDependentBefore} -> 0, cosine ${r.cmp[0]!.cosine.toFixed(8)}, max abs ${r.cmp[0]!.maxAbsError.toExponential(2)}`);
+      report.push(
+        `${batch}x3x${height}x${width}: nodes ${r.before} -> ${r.after}, symbolic dims ${r.stats.counts.symbolicDimsBefore} -> 0, Shape nodes ${r.stats.counts.shapeNodesBefore} -> 0, data-dependent ops ${r.stats.counts.dataDependentBefore} -> 0, cosine ${r.cmp[0]!.cosine.toFixed(8)}, max abs ${r.cmp[0]!.maxAbsError.toExponential(2)}`,
+      );
     });
   }
 
   it('runs from a textual pipeline (dims separated by ;) with validity checks after the pass', async () => {
     const m = visionEncoder();
-    const [rep] = await runPipeline(m, parsePipeline('fix-shapes{dims=batch=1;height=42;width=70,requireStatic=true}'), { verifyEach: true });
+    const [rep] = await runPipeline(m, parsePipeline('fix-shapes{dims=batch=1;height=42;width=70,requireStatic=true}'), {
+      verifyEach: true,
+    });
     expect(rep!.stats.counts.symbolicDimsAfter).toBe(0);
     expect(m.graph.inputs[0]!.type!.shape).toEqual([1, 3, 42, 70]);
   });
@@ -79,7 +94,9 @@ describe('fix-shapes on other exporter-style graphs', () => {
       expect(c.cosine, c.name).toBeGreaterThanOrEqual(0.99999);
       expect(c.maxAbsError, c.name).toBeLessThan(1e-4);
     }
-    console.log(`fix-shapes projector: nodes ${p.before} -> ${p.after}; decoder (seq 8, past 16): nodes ${d.before} -> ${d.after}, max abs ${Math.max(...d.cmp.map((c) => c.maxAbsError)).toExponential(2)}`);
+    console.log(
+      `fix-shapes projector: nodes ${p.before} -> ${p.after}; decoder (seq 8, past 16): nodes ${d.before} -> ${d.after}, max abs ${Math.max(...d.cmp.map((c) => c.maxAbsError)).toExponential(2)}`,
+    );
   });
 
   it('per-input shapes bind the names they cover; an unbound dim is reported, and requireStatic fails', async () => {
@@ -89,11 +106,14 @@ describe('fix-shapes on other exporter-style graphs', () => {
     expect(st.skipped!.join(' ')).toMatch(/symbolic .* dims remain/);
     expect(st.skipped!.join(' ')).toMatch(/Range/);
     expect(validateModel(m)).toEqual([]);
-    await expect(fixShapes.run(decoder({}, { kvCache: false }), resolveOptions(fixShapes, { dims: 'batch=1,seq=8', requireStatic: true }), {})).rejects.toThrow(PassError);
+    await expect(
+      fixShapes.run(decoder({}, { kvCache: false }), resolveOptions(fixShapes, { dims: 'batch=1,seq=8', requireStatic: true }), {}),
+    ).rejects.toThrow(PassError);
   });
 
   it('rejects bindings that do not fit the model', async () => {
-    const run = (o: Record<string, unknown>) => expect(Promise.resolve().then(() => fixShapes.run(visionEncoder(), resolveOptions(fixShapes, o), {}))).rejects;
+    const run = (o: Record<string, unknown>) =>
+      expect(Promise.resolve().then(() => fixShapes.run(visionEncoder(), resolveOptions(fixShapes, o), {}))).rejects;
     await run({ dims: 'frames=2' }).toThrow(/no input has a dim named 'frames'/);
     await run({ inputs: 'pixel_values=1x4x56x56' }).toThrow(/dim 1 is 3/);
     await run({ inputs: 'pixel_values=1x3x56' }).toThrow(/rank 4/);

@@ -8,7 +8,10 @@ import { POLICIES, PolicyName, TilePlan, parseImageSize, planImage, planToSvg, p
 import { main } from '../../cli/main.js';
 
 const plan = (p: PolicyName, w: number, h: number, o: Record<string, number | boolean> = {}) => planImage(p, { width: w, height: h }, o);
-const grid = (p: TilePlan, layer = 'main') => { const g = p.grids.find((x) => x.layer === layer); return g ? `${g.cols}x${g.rows}` : 'none'; };
+const grid = (p: TilePlan, layer = 'main') => {
+  const g = p.grids.find((x) => x.layer === layer);
+  return g ? `${g.cols}x${g.rows}` : 'none';
+};
 const sizes = (p: TilePlan) => p.tiles.map((t) => `${t.resize.width}x${t.resize.height}`);
 const batchSizes = (p: TilePlan) => p.batches.map((b) => b.tiles.length).join('+');
 
@@ -289,7 +292,8 @@ describe('properties over a size sweep', () => {
         expect(t.resize.height % 14).toBe(0);
         expect(t.encoderTokens).toBe((t.resize.width / 14) * (t.resize.height / 14));
         // Sliced and downscaled sources sit near 448^2 unless the aspect is so extreme that the short side is one patch.
-        if (Math.min(t.resize.width, t.resize.height) > 14 * 4) expect(Math.abs((t.resize.width * t.resize.height) / 448 ** 2 - 1)).toBeLessThan(0.3);
+        if (Math.min(t.resize.width, t.resize.height) > 14 * 4)
+          expect(Math.abs((t.resize.width * t.resize.height) / 448 ** 2 - 1)).toBeLessThan(0.3);
       }
       expect(p.tokens.projected).toBe(64 * p.tiles.length);
     }
@@ -311,7 +315,8 @@ describe('properties over a size sweep', () => {
     for (const [w, h] of SWEEP) {
       const p = plan('mini-monkey', w, h);
       checkPlan(p);
-      const d = p.grids.find((g) => g.layer === 'detail')!, a = p.grids.find((g) => g.layer === 'adaptive')!;
+      const d = p.grids.find((g) => g.layer === 'detail')!,
+        a = p.grids.find((g) => g.layer === 'adaptive')!;
       expect(d.cols * d.rows).toBeGreaterThanOrEqual(4);
       expect(d.cols * d.rows).toBeLessThanOrEqual(12);
       expect(a.cols * a.rows).toBeGreaterThanOrEqual(3);
@@ -338,7 +343,8 @@ describe('properties over a size sweep', () => {
 
   it('same input and options give the same plan and the same SVG bytes', () => {
     for (const pol of POLICIES) {
-      const a = plan(pol, 1234, 777), b = plan(pol, 1234, 777);
+      const a = plan(pol, 1234, 777),
+        b = plan(pol, 1234, 777);
       expect(JSON.stringify(a)).toBe(JSON.stringify(b));
       const svg = planToSvg(a);
       expect(svg).toBe(planToSvg(b));
@@ -360,9 +366,16 @@ describe('properties over a size sweep', () => {
 
 describe('edgec plan', () => {
   async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-    let out = '', err = '';
-    const o = vi.spyOn(process.stdout, 'write').mockImplementation((s) => { out += String(s); return true; });
-    const e = vi.spyOn(process.stderr, 'write').mockImplementation((s) => { err += String(s); return true; });
+    let out = '',
+      err = '';
+    const o = vi.spyOn(process.stdout, 'write').mockImplementation((s) => {
+      out += String(s);
+      return true;
+    });
+    const e = vi.spyOn(process.stderr, 'write').mockImplementation((s) => {
+      err += String(s);
+      return true;
+    });
     try {
       return { code: await main(args), out, err };
     } finally {
@@ -375,7 +388,20 @@ describe('edgec plan', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-plan-'));
     try {
       const svg = path.join(dir, 'p.svg');
-      const r = await run(['plan', '--image', '768x1536', '--policy', 'bluelm-v', '--alpha', '0.2', '--batch', '2', '--json', '--svg', svg]);
+      const r = await run([
+        'plan',
+        '--image',
+        '768x1536',
+        '--policy',
+        'bluelm-v',
+        '--alpha',
+        '0.2',
+        '--batch',
+        '2',
+        '--json',
+        '--svg',
+        svg,
+      ]);
       expect(r.code).toBe(0);
       expect(JSON.parse(r.out)).toEqual(JSON.parse(JSON.stringify(plan('bluelm-v', 768, 1536, { alpha: 0.2, batch: 2 }))));
       expect(fs.readFileSync(svg, 'utf8')).toBe(planToSvg(plan('bluelm-v', 768, 1536, { alpha: 0.2, batch: 2 })));

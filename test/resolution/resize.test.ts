@@ -16,7 +16,10 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-resize-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 describe('Resize evaluator vs ONNX conformance data', () => {
-  const dirs = fs.readdirSync(CONF).filter((d) => d.startsWith('test_resize_')).sort();
+  const dirs = fs
+    .readdirSync(CONF)
+    .filter((d) => d.startsWith('test_resize_'))
+    .sort();
   it(`registers into the evaluator table and matches ${dirs.length} spec test cases (or onnxruntime where it departs from the spec data)`, async () => {
     expect(dirs.length).toBeGreaterThanOrEqual(20);
     const viaOrt: string[] = [];
@@ -26,7 +29,7 @@ describe('Resize evaluator vs ONNX conformance data', () => {
       const node = model.graph.nodes.find((n) => n.opType === 'Resize')!;
       expect(getEvaluator(node)).toBe(evalResize);
       const data = loadTestDataSet(path.join(CONF, d, 'test_data_set_0'), model);
-      const ins = node.inputs.map((v) => (v ? data.inputs[v.name] ?? v.initializer ?? null : null));
+      const ins = node.inputs.map((v) => (v ? (data.inputs[v.name] ?? v.initializer ?? null) : null));
       const [got] = evalResize(node, ins);
       const want = Object.values(data.outputs)[0]!;
       expect(got!.dims, d).toEqual(want.dims);
@@ -58,8 +61,17 @@ describe('Resize evaluator vs onnxruntime', () => {
         cases.push({ name: `${mode}_${coord}_sizes`, attrs: { mode, coordinate_transformation_mode: coord }, sizes: [2, 3, 16, 5] });
       }
     }
-    for (const nm of ['round_prefer_floor', 'round_prefer_ceil', 'floor', 'ceil']) cases.push({ name: `nearest_${nm}`, attrs: { mode: 'nearest', nearest_mode: nm, coordinate_transformation_mode: 'asymmetric' }, scales: [1, 1, 2.5, 0.75] });
-    cases.push({ name: 'cubic_a05_excl', attrs: { mode: 'cubic', cubic_coeff_a: { float: -0.5 }, exclude_outside: 1 }, sizes: [2, 3, 11, 4] });
+    for (const nm of ['round_prefer_floor', 'round_prefer_ceil', 'floor', 'ceil'])
+      cases.push({
+        name: `nearest_${nm}`,
+        attrs: { mode: 'nearest', nearest_mode: nm, coordinate_transformation_mode: 'asymmetric' },
+        scales: [1, 1, 2.5, 0.75],
+      });
+    cases.push({
+      name: 'cubic_a05_excl',
+      attrs: { mode: 'cubic', cubic_coeff_a: { float: -0.5 }, exclude_outside: 1 },
+      sizes: [2, 3, 11, 4],
+    });
     cases.push({ name: 'cubic_excl_down', attrs: { mode: 'cubic', exclude_outside: 1 }, scales: [1, 1, 0.5, 0.8] });
     cases.push({ name: 'linear_axes', attrs: { mode: 'linear', axes: [2, 3] as unknown as string }, sizes: [5, 12] });
     for (const c of cases) {
@@ -78,7 +90,10 @@ describe('Resize evaluator vs onnxruntime', () => {
       const node = model.graph.nodes.find((n) => n.name === c.name)!;
       let got: Tensor | undefined;
       try {
-        [got] = evalResize(node, node.inputs.map((v) => (v === x ? xin : v?.initializer ?? null)));
+        [got] = evalResize(
+          node,
+          node.inputs.map((v) => (v === x ? xin : (v?.initializer ?? null))),
+        );
       } catch (e) {
         expect(e).toBeInstanceOf(Unsupported);
         refused.push(c.name);
@@ -101,6 +116,8 @@ describe('Resize evaluator vs onnxruntime', () => {
     const b = new GraphBuilder({ opset: 19 });
     const x = b.input('x', DataType.FLOAT, [1, 1, 4, 4]);
     const y = b.op1('Resize', [x, null, b.constF32('s', [4], [1, 1, 0.5, 0.5])], { attrs: { mode: 'linear', antialias: 1 } });
-    expect(() => evalResize(y.producer!, [Tensor.fromFloat32('x', [1, 1, 4, 4], new Float32Array(16)), null, y.producer!.inputs[2]!.initializer])).toThrow(/antialias/);
+    expect(() =>
+      evalResize(y.producer!, [Tensor.fromFloat32('x', [1, 1, 4, 4], new Float32Array(16)), null, y.producer!.inputs[2]!.initializer]),
+    ).toThrow(/antialias/);
   });
 });

@@ -49,7 +49,10 @@ describe('edgec build', () => {
   it('second run skips everything; one target option edit rebuilds only that target', async () => {
     const cfg = project(tmp, 'cache', src);
     const first = await build(cfg);
-    expect(first.outcomes.map((x) => [x.record.id, x.status])).toEqual([['tiny/mobile', 'built'], ['tiny/webgpu', 'built']]);
+    expect(first.outcomes.map((x) => [x.record.id, x.status])).toEqual([
+      ['tiny/mobile', 'built'],
+      ['tiny/webgpu', 'built'],
+    ]);
     expect(first.exitCode).toBe(0);
     const out = path.join(path.dirname(cfg), 'out');
     const before = tree(out);
@@ -62,7 +65,10 @@ describe('edgec build', () => {
 
     fs.writeFileSync(cfg, JSON.stringify(CONFIG(64), null, 2));
     const third = await build(cfg);
-    expect(third.outcomes.map((x) => [x.record.id, x.status])).toEqual([['tiny/mobile', 'built'], ['tiny/webgpu', 'cached']]);
+    expect(third.outcomes.map((x) => [x.record.id, x.status])).toEqual([
+      ['tiny/mobile', 'built'],
+      ['tiny/webgpu', 'cached'],
+    ]);
     const m = JSON.parse(fs.readFileSync(path.join(out, 'tiny/mobile/manifest.json'), 'utf8')) as { options: { blockSize: number } };
     expect(m.options.blockSize).toBe(64);
     expect(fs.statSync(path.join(out, 'tiny/webgpu/manifest.json')).mtimeMs).toBe(mtimes);
@@ -117,14 +123,26 @@ describe('edgec build', () => {
     const dir = path.join(tmp, 'bad');
     fs.mkdirSync(dir, { recursive: true });
     const f = path.join(dir, 'edgec.config.json');
-    fs.writeFileSync(f, JSON.stringify({ models: [{ name: 'x', path: 'x.onnx' }], targets: [{ target: 'webgpu', options: { blockSize: 32, qant: 'int4' } }] }));
+    fs.writeFileSync(
+      f,
+      JSON.stringify({
+        models: [{ name: 'x', path: 'x.onnx' }],
+        targets: [{ target: 'webgpu', options: { blockSize: 32, qant: 'int4' } }],
+      }),
+    );
     expect(() => loadBuildConfig(f)).toThrow(InputError);
     expect(() => loadBuildConfig(f)).toThrow(/\/targets\/0\/options must NOT have additional properties 'qant'/);
     fs.writeFileSync(f, JSON.stringify({ models: [{ name: 'x', path: 'x.onnx' }], targets: [{ target: 'tpu' }] }));
     expect(() => loadBuildConfig(f)).toThrow(/\/targets\/0\/target must be equal to one of the allowed values \(webgpu, npu, mobile\)/);
     fs.writeFileSync(f, JSON.stringify({ models: [{ name: 'x', path: 'x.onnx', targets: ['npu'] }], targets: [{ target: 'webgpu' }] }));
     expect(() => loadBuildConfig(f)).toThrow(/unknown target 'npu'/);
-    fs.writeFileSync(f, JSON.stringify({ models: [{ name: 'x', path: 'x.onnx' }], targets: [{ target: 'webgpu' }, { name: 'gpu32', target: 'webgpu', options: { fp16: false } }] }));
+    fs.writeFileSync(
+      f,
+      JSON.stringify({
+        models: [{ name: 'x', path: 'x.onnx' }],
+        targets: [{ target: 'webgpu' }, { name: 'gpu32', target: 'webgpu', options: { fp16: false } }],
+      }),
+    );
     expect(buildItems(loadBuildConfig(f), f).map((i) => i.id)).toEqual(['x/gpu32', 'x/webgpu']);
   });
 
@@ -133,16 +151,25 @@ describe('edgec build', () => {
     fs.mkdirSync(dir, { recursive: true });
     fs.cpSync(src, path.join(dir, 'tiny-mllm'), { recursive: true });
     // fuse-gelu makes com.microsoft:Gelu/FastGelu, which the npu does not run.
-    fs.writeFileSync(path.join(dir, 'edgec.config.json'), JSON.stringify({
-      out: 'out',
-      models: [{ name: 'tiny', path: 'tiny-mllm/vision_encoder.onnx' }],
-      targets: [{ target: 'mobile', options: { imageSizes: ['56x56'] } }, { target: 'npu', options: { imageSizes: ['56x56'], pipeline: 'cleanup,fold-constants,fuse-gelu', verify: false } }],
-    }));
+    fs.writeFileSync(
+      path.join(dir, 'edgec.config.json'),
+      JSON.stringify({
+        out: 'out',
+        models: [{ name: 'tiny', path: 'tiny-mllm/vision_encoder.onnx' }],
+        targets: [
+          { target: 'mobile', options: { imageSizes: ['56x56'] } },
+          { target: 'npu', options: { imageSizes: ['56x56'], pipeline: 'cleanup,fold-constants,fuse-gelu', verify: false } },
+        ],
+      }),
+    );
     const r = await cli('build', '--config', path.join(dir, 'edgec.config.json'), '--json');
     expect(r.stderr).toBe('');
     const j = JSON.parse(r.stdout) as { summary: { passed: boolean; items: { id: string; passed: boolean; error?: string }[] } };
     expect(j.summary.passed).toBe(false);
-    expect(j.summary.items.map((i) => [i.id, i.passed])).toEqual([['tiny/mobile', true], ['tiny/npu', false]]);
+    expect(j.summary.items.map((i) => [i.id, i.passed])).toEqual([
+      ['tiny/mobile', true],
+      ['tiny/npu', false],
+    ]);
     expect(j.summary.items[1]!.error).toMatch(/npu/);
     expect(r.code).toBe(1);
     const missing = await cli('build', '--config', path.join(dir, 'nope.json'));

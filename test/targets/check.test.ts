@@ -9,13 +9,19 @@ import { compile } from '../../targets/compile.js';
 import { tempDir } from './helpers.js';
 
 let tmp: string;
-beforeAll(() => { tmp = tempDir('check'); });
+beforeAll(() => {
+  tmp = tempDir('check');
+});
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 function model(file: string, inputShape: (string | number)[], op: string): string {
   const b = new GraphBuilder({ opset: 21 });
   const x = b.input('x', DataType.FLOAT, inputShape);
-  const w = b.constF32('w', [8, 8], Array.from({ length: 64 }, (_, i) => Math.cos(i) * 0.1));
+  const w = b.constF32(
+    'w',
+    [8, 8],
+    Array.from({ length: 64 }, (_, i) => Math.cos(i) * 0.1),
+  );
   const h = b.op1('MatMul', [x, w], { name: 'proj' });
   b.output(b.op1(op, [h], { name: 'odd_op' }), 'y', DataType.FLOAT, inputShape);
   saveModel(b.build(), file);
@@ -24,7 +30,10 @@ function model(file: string, inputShape: (string | number)[], op: string): strin
 
 async function cli(args: string[]): Promise<{ code: number; stderr: string }> {
   let stderr = '';
-  const spy = vi.spyOn(process.stderr, 'write').mockImplementation((s) => { stderr += String(s); return true; });
+  const spy = vi.spyOn(process.stderr, 'write').mockImplementation((s) => {
+    stderr += String(s);
+    return true;
+  });
   const out = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
   try {
     return { code: await main(args), stderr };
@@ -39,7 +48,9 @@ describe('target check', () => {
     const f = model(path.join(tmp, 'hardmax.onnx'), ['batch', 8], 'Hardmax');
     const err = await compile(f, { target: 'webgpu', out: path.join(tmp, 'hm') }).catch((e) => e);
     expect(err).toBeInstanceOf(CheckError);
-    expect((err as CheckError).details).toEqual(["onnx/hardmax_fp16.onnx: node 'odd_op' (Hardmax): Hardmax is not supported by onnxruntime-web WebGPU EP"]);
+    expect((err as CheckError).details).toEqual([
+      "onnx/hardmax_fp16.onnx: node 'odd_op' (Hardmax): Hardmax is not supported by onnxruntime-web WebGPU EP",
+    ]);
     expect(fs.existsSync(path.join(tmp, 'hm'))).toBe(false);
     const r = await cli(['compile', f, '--target', 'webgpu', '-o', path.join(tmp, 'hm')]);
     expect(r.code).toBe(1);
@@ -68,7 +79,8 @@ describe('target check', () => {
   it('webgpu and mobile keep dynamic dims unless --fix asks; the npu binds them by default', async () => {
     const f = model(path.join(tmp, 'batched.onnx'), ['batch', 8], 'Relu');
     const shape = async (target: 'webgpu' | 'mobile' | 'npu', fix?: Record<string, number>) =>
-      (await compile(f, { target, out: path.join(tmp, `batched-${target}-${fix ? 'fix' : 'dyn'}`), fix })).manifest.models[0]!.inputs[0]!.shape;
+      (await compile(f, { target, out: path.join(tmp, `batched-${target}-${fix ? 'fix' : 'dyn'}`), fix })).manifest.models[0]!.inputs[0]!
+        .shape;
     expect(await shape('webgpu')).toEqual(['batch', 8]);
     expect(await shape('mobile')).toEqual(['batch', 8]);
     expect(await shape('webgpu', { batch: 3 })).toEqual([3, 8]);
@@ -81,8 +93,15 @@ describe('target check', () => {
     const r = await compile(f, { target: 'mobile', out: path.join(tmp, 'plain'), pipeline: 'cleanup,infer-shapes', fix: { frames: 2 } });
     expect(r.report.models[0]!.steps.map((s) => s.pass)).toEqual(['cleanup', 'infer-shapes']);
     expect(r.manifest.models[0]!.ops).toEqual({ MatMul: 1, Relu: 1 });
-    expect((r.manifest.models[0]!.quantization as { observed: unknown }).observed).toEqual({ matMulNBits: {}, gatherBlockQuantized: {}, dequantizeLinearWeights: {}, activations: 'fp32' });
-    expect((await cli(['compile', f, '--target', 'mobile', '-o', path.join(tmp, 'plain'), '--pipeline', 'cleanup,no-such-pass'])).code).toBe(2);
+    expect((r.manifest.models[0]!.quantization as { observed: unknown }).observed).toEqual({
+      matMulNBits: {},
+      gatherBlockQuantized: {},
+      dequantizeLinearWeights: {},
+      activations: 'fp32',
+    });
+    expect(
+      (await cli(['compile', f, '--target', 'mobile', '-o', path.join(tmp, 'plain'), '--pipeline', 'cleanup,no-such-pass'])).code,
+    ).toBe(2);
   });
 
   it('npu activation scales come from a --calibration folder when given', async () => {
@@ -94,7 +113,10 @@ describe('target check', () => {
     fs.writeFileSync(path.join(cal, 'x.pb'), encodeTensor(Tensor.fromFloat32('x', [4, 8], x)));
     const scaleOf = (r: Awaited<ReturnType<typeof compile>>) => {
       const m = loadModel(path.join(r.outDir, r.manifest.models[0]!.file));
-      return m.graph.nodes.find((n) => n.opType === 'QuantizeLinear' && n.input(0)?.name === 'x')!.input(1)!.initializer!.toFloat32()[0]!;
+      return m.graph.nodes
+        .find((n) => n.opType === 'QuantizeLinear' && n.input(0)?.name === 'x')!
+        .input(1)!
+        .initializer!.toFloat32()[0]!;
     };
     const seeded = await compile(f, { target: 'npu', out: path.join(tmp, 'cal-seeded'), fix: { frames: 4 } });
     const calibrated = await compile(f, { target: 'npu', out: path.join(tmp, 'cal-folder'), fix: { frames: 4 }, calibration: cal });

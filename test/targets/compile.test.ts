@@ -31,18 +31,32 @@ async function rerun(target: 'mobile' | 'npu' | 'webgpu') {
   for (const m of r.manifest.models) {
     const source = path.join(src, `${m.name}.onnx`);
     // Static (npu) models fix their own dims; dynamic ones get a prompt of 5 after 3 cached tokens.
-    const dims: Record<string, number> = target === 'npu' ? {} : { seq: 5, past_seq: 3, total_seq: 8, height: 56, width: 56, grid_h: 4, grid_w: 4 };
+    const dims: Record<string, number> =
+      target === 'npu' ? {} : { seq: 5, past_seq: 3, total_seq: 8, height: 56, width: 56, grid_h: 4, grid_w: 4 };
     // npu's static decoder: on what `edgec run` feeds it (other prompts than compile's), judged by KL.
     const o = r.manifest.options as { context: number; prefillChunk: number };
     const siblings = r.manifest.models.map((x) => ({ name: x.name, role: x.role, file: path.join(src, `${x.name}.onnx`) }));
-    const win = target === 'npu' && m.role === 'decoder'
-      ? await windowFeeds(loadModel(source), { source, role: m.role, siblings, opts: { context: o.context, prefillChunk: o.prefillChunk, imageSizes: [], fix: {} } }, 99) : undefined;
+    const win =
+      target === 'npu' && m.role === 'decoder'
+        ? await windowFeeds(
+            loadModel(source),
+            { source, role: m.role, siblings, opts: { context: o.context, prefillChunk: o.prefillChunk, imageSizes: [], fix: {} } },
+            99,
+          )
+        : undefined;
     const sets = win && feedsFor(win, loadModel(path.join(r.outDir, m.file)));
     if (target === 'npu' && m.role === 'decoder') expect(sets?.sets.length).toBeGreaterThan(0);
     const check = await verifyModels(source, path.join(r.outDir, m.file), { seed: 99, threshold: m.verification!.threshold, dims, sets });
     const res = sets ? byTaskMetrics(check) : check;
-    for (const o of res.outputs) figures.push(`${target} ${m.file} ${o.name}: cos ${o.cosine.toFixed(5)} max|d| ${o.maxAbsError.toExponential(2)}`);
-    expect(res.passed, res.outputs.map((o) => o.problem).filter(Boolean).join('; ')).toBe(true);
+    for (const o of res.outputs)
+      figures.push(`${target} ${m.file} ${o.name}: cos ${o.cosine.toFixed(5)} max|d| ${o.maxAbsError.toExponential(2)}`);
+    expect(
+      res.passed,
+      res.outputs
+        .map((o) => o.problem)
+        .filter(Boolean)
+        .join('; '),
+    ).toBe(true);
   }
   console.log(figures.join('\n'));
 }
@@ -56,8 +70,16 @@ describe('compile: fixture MLLM', () => {
     const mnb = loadModel(path.join(r.outDir, dec.file)).graph.nodes.filter((n) => n.opType === 'MatMulNBits');
     expect(mnb.every((n) => n.attrInt('accuracy_level') === 4 && n.attrInt('block_size') === 32 && n.attrInt('bits') === 4)).toBe(true);
     expect(r.manifest.verification.passed).toBe(true);
-    expect((dec.quantization as { observed: unknown }).observed).toEqual({ matMulNBits: { bits4_block32_acc4: 15 }, gatherBlockQuantized: {}, dequantizeLinearWeights: {}, activations: 'fp32' });
-    const cfg = fs.readFileSync(path.join(r.outDir, 'required_operators.config'), 'utf8').split('\n').filter((l) => l && !l.startsWith('#'));
+    expect((dec.quantization as { observed: unknown }).observed).toEqual({
+      matMulNBits: { bits4_block32_acc4: 15 },
+      gatherBlockQuantized: {},
+      dequantizeLinearWeights: {},
+      activations: 'fp32',
+    });
+    const cfg = fs
+      .readFileSync(path.join(r.outDir, 'required_operators.config'), 'utf8')
+      .split('\n')
+      .filter((l) => l && !l.startsWith('#'));
     expect(cfg).toEqual([...cfg].sort());
     expect(cfg.some((l) => /^com\.microsoft;1;.*MatMulNBits/.test(l))).toBe(true);
     for (const l of cfg) expect(l).toMatch(/^[a-z.]+;\d+;[A-Za-z]+(,[A-Za-z]+)*$/);
@@ -67,8 +89,16 @@ describe('compile: fixture MLLM', () => {
   it('npu artifact: static shapes, QDQ-only weights, prefill/decode variants, runs on the CPU EP', async () => {
     const r = results.npu!;
     const files = r.manifest.models.map((m) => m.file).sort();
-    expect(files).toEqual(['decoder_model_merged_decode.onnx', 'decoder_model_merged_prefill16.onnx', 'embed_tokens_decode.onnx', 'embed_tokens_prefill16.onnx',
-      'projector_56x56_b1.onnx', 'projector_56x56_b4.onnx', 'vision_encoder_56x56_b1.onnx', 'vision_encoder_56x56_b4.onnx']);
+    expect(files).toEqual([
+      'decoder_model_merged_decode.onnx',
+      'decoder_model_merged_prefill16.onnx',
+      'embed_tokens_decode.onnx',
+      'embed_tokens_prefill16.onnx',
+      'projector_56x56_b1.onnx',
+      'projector_56x56_b4.onnx',
+      'vision_encoder_56x56_b1.onnx',
+      'vision_encoder_56x56_b4.onnx',
+    ]);
     for (const f of files) {
       const m = loadModel(path.join(r.outDir, f));
       for (const g of m.graph.allGraphs()) {
@@ -81,7 +111,8 @@ describe('compile: fixture MLLM', () => {
           if (['MatMul', 'Gemm', 'Conv', 'Gather'].includes(n.opType)) {
             const w = n.opType === 'Gather' ? n.input(0) : n.input(1);
             if (w?.initializer) expect(`${f}: ${n.name} weight ${w.name} is a plain initializer`).toBe('');
-            if (w?.producer?.opType === 'DequantizeLinear' && w.producer.input(0)?.initializer) expect(FLOATS.has(w.producer.input(0)!.initializer!.dtype)).toBe(false);
+            if (w?.producer?.opType === 'DequantizeLinear' && w.producer.input(0)?.initializer)
+              expect(FLOATS.has(w.producer.input(0)!.initializer!.dtype)).toBe(false);
           }
         }
         for (const t of g.initializers) {
@@ -98,9 +129,15 @@ describe('compile: fixture MLLM', () => {
     expect(decode.externalData.filter((f) => prefill.externalData.includes(f))).toContain('decoder_model_merged.onnx.data');
     expect((prefill.session as { providerOptions: Record<string, string> }).providerOptions.backend_path).toBe('libQnnHtp.so');
     const vis = r.manifest.models.filter((m) => m.role === 'vision-encoder');
-    expect(Object.fromEntries(vis.map((m) => [m.file, m.inputs[0]!.shape]))).toEqual({ 'vision_encoder_56x56_b1.onnx': [1, 3, 56, 56], 'vision_encoder_56x56_b4.onnx': [4, 3, 56, 56] });
+    expect(Object.fromEntries(vis.map((m) => [m.file, m.inputs[0]!.shape]))).toEqual({
+      'vision_encoder_56x56_b1.onnx': [1, 3, 56, 56],
+      'vision_encoder_56x56_b4.onnx': [4, 3, 56, 56],
+    });
     expect(vis[0]!.externalData.filter((f) => vis[1]!.externalData.includes(f))).toContain('vision_encoder.onnx.data');
-    const pre = r.manifest.preprocessing as { imageSizes: string[]; tiling: { policy: string; batchSizes: number[]; variants: unknown; example: { tiles: unknown[]; calls: unknown[] } } };
+    const pre = r.manifest.preprocessing as {
+      imageSizes: string[];
+      tiling: { policy: string; batchSizes: number[]; variants: unknown; example: { tiles: unknown[]; calls: unknown[] } };
+    };
     expect(pre.imageSizes).toEqual(['56x56']);
     expect(pre.tiling.policy).toBe('internvl');
     expect(pre.tiling.batchSizes).toEqual([4, 1]);
@@ -112,8 +149,20 @@ describe('compile: fixture MLLM', () => {
     // (one slot padded), run as b4 + three b1 calls so no padded slot is computed.
     expect(pre.tiling.example.tiles.length).toBe(7);
     expect(pre.tiling.example.calls).toEqual([
-      { batch: 0, tiles: [0, 1, 2, 3], shape: [4, 3, 56, 56], encoder: 'vision_encoder_56x56_b4.onnx', projector: 'projector_56x56_b4.onnx' },
-      ...[4, 5, 6].map((t) => ({ batch: 1, tiles: [t], shape: [1, 3, 56, 56], encoder: 'vision_encoder_56x56_b1.onnx', projector: 'projector_56x56_b1.onnx' })),
+      {
+        batch: 0,
+        tiles: [0, 1, 2, 3],
+        shape: [4, 3, 56, 56],
+        encoder: 'vision_encoder_56x56_b4.onnx',
+        projector: 'projector_56x56_b4.onnx',
+      },
+      ...[4, 5, 6].map((t) => ({
+        batch: 1,
+        tiles: [t],
+        shape: [1, 3, 56, 56],
+        encoder: 'vision_encoder_56x56_b1.onnx',
+        projector: 'projector_56x56_b1.onnx',
+      })),
     ]);
     await rerun('npu');
   });
@@ -123,7 +172,12 @@ describe('compile: fixture MLLM', () => {
     const dec = r.manifest.models.find((m) => m.role === 'decoder')!;
     expect(dec.file).toBe('onnx/decoder_model_merged_q4f16.onnx');
     expect(dec.externalData).toEqual(['decoder_model_merged_q4f16.onnx_data']);
-    expect(dec.session.preferredOutputLocation).toEqual({ 'present.0.key': 'gpu-buffer', 'present.0.value': 'gpu-buffer', 'present.1.key': 'gpu-buffer', 'present.1.value': 'gpu-buffer' });
+    expect(dec.session.preferredOutputLocation).toEqual({
+      'present.0.key': 'gpu-buffer',
+      'present.0.value': 'gpu-buffer',
+      'present.1.key': 'gpu-buffer',
+      'present.1.value': 'gpu-buffer',
+    });
     expect(dec.session.enableGraphCapture).toBeUndefined();
     expect(dec.ops['com.microsoft:MatMulNBits']).toBeGreaterThan(0);
     expect(r.manifest.models.find((m) => m.role === 'embeddings')!.ops['com.microsoft:GatherBlockQuantized']).toBe(1);
@@ -143,12 +197,17 @@ describe('compile: fixture MLLM', () => {
     const r = await compile(vis, { target: 'webgpu', out: path.join(tmp, 'webgpu-sizes'), imageSizes: ['56x56', '84x84'] });
     // 14-pixel patches: a 4x4 grid at 56, 6x6 at 84; batch stays dynamic (not asked for).
     expect(Object.fromEntries(r.manifest.models.map((m) => [m.file, m.inputs[0]!.shape]))).toEqual({
-      'onnx/vision_encoder_56x56_fp16.onnx': ['batch', 3, 56, 56], 'onnx/vision_encoder_84x84_fp16.onnx': ['batch', 3, 84, 84],
-      'onnx/projector_56x56_fp16.onnx': ['batch', 4, 4, 64], 'onnx/projector_84x84_fp16.onnx': ['batch', 6, 6, 64],
+      'onnx/vision_encoder_56x56_fp16.onnx': ['batch', 3, 56, 56],
+      'onnx/vision_encoder_84x84_fp16.onnx': ['batch', 3, 84, 84],
+      'onnx/projector_56x56_fp16.onnx': ['batch', 4, 4, 64],
+      'onnx/projector_84x84_fp16.onnx': ['batch', 6, 6, 64],
     });
     const [a, b] = r.manifest.models.filter((m) => m.name === 'vision_encoder');
     expect(a!.externalData.filter((f) => b!.externalData.includes(f))).toEqual(['vision_encoder.onnx_data']);
-    expect(r.manifest.preprocessing).toEqual({ imageSizes: ['56x56', '84x84'], files: { '56x56': 'onnx/vision_encoder_56x56_fp16.onnx', '84x84': 'onnx/vision_encoder_84x84_fp16.onnx' } });
+    expect(r.manifest.preprocessing).toEqual({
+      imageSizes: ['56x56', '84x84'],
+      files: { '56x56': 'onnx/vision_encoder_56x56_fp16.onnx', '84x84': 'onnx/vision_encoder_84x84_fp16.onnx' },
+    });
     expect(r.manifest.verification.passed).toBe(true);
   });
 
@@ -166,9 +225,16 @@ describe('compile: fixture MLLM', () => {
   });
 
   it('manifest sha256 values match the files; compiling again gives identical bytes', async () => {
-    for (const t of ['mobile', 'npu', 'webgpu'] as const) expect(manifestMatchesFiles(results[t]!.outDir)).toEqual({ ok: true, problems: [] });
-    const again = await compile(src, { target: 'npu', out: path.join(tmp, 'npu-again'), policy: 'internvl', policyOptions: { tileSize: 56 } });
-    const a = readTree(results.npu!.outDir), b = readTree(again.outDir);
+    for (const t of ['mobile', 'npu', 'webgpu'] as const)
+      expect(manifestMatchesFiles(results[t]!.outDir)).toEqual({ ok: true, problems: [] });
+    const again = await compile(src, {
+      target: 'npu',
+      out: path.join(tmp, 'npu-again'),
+      policy: 'internvl',
+      policyOptions: { tileSize: 56 },
+    });
+    const a = readTree(results.npu!.outDir),
+      b = readTree(again.outDir);
     expect(Object.keys(b)).toEqual(Object.keys(a));
     expect(Object.keys(a)).toEqual(expect.arrayContaining(['manifest.json', 'report.html', 'decoder_model_merged.onnx.data']));
     expect(a['report.html']!.toString()).toContain('decoder_model_merged_prefill16.onnx');
@@ -177,10 +243,13 @@ describe('compile: fixture MLLM', () => {
     expect(text).not.toContain(tmp);
     for (const t of ['mobile', 'webgpu'] as const) {
       const x = readTree(results[t]!.outDir);
-      const y = readTree((await compile(src, { target: t, out: path.join(tmp, `${t}-again`), imageSizes: ['56x56'], verify: false })).outDir);
+      const y = readTree(
+        (await compile(src, { target: t, out: path.join(tmp, `${t}-again`), imageSizes: ['56x56'], verify: false })).outDir,
+      );
       expect(Object.keys(y)).toEqual(Object.keys(x));
       // Only the verification figures differ (not run the second time): every model byte is the same.
-      for (const f of Object.keys(x).filter((n) => n !== 'manifest.json' && n !== 'report.html')) expect(y[f]!.equals(x[f]!), `${t} ${f}`).toBe(true);
+      for (const f of Object.keys(x).filter((n) => n !== 'manifest.json' && n !== 'report.html'))
+        expect(y[f]!.equals(x[f]!), `${t} ${f}`).toBe(true);
     }
   });
 });

@@ -5,7 +5,10 @@ import { main } from '../../cli/main.js';
 describe('edgec demo', () => {
   it('compiles the tiny MLLM for webgpu, npu and mobile and reports passing figures', async () => {
     let out = '';
-    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((s) => { out += String(s); return true; });
+    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((s) => {
+      out += String(s);
+      return true;
+    });
     let code: number;
     try {
       code = await main(['demo', '--json']);
@@ -13,10 +16,23 @@ describe('edgec demo', () => {
       spy.mockRestore();
     }
     expect(code).toBe(0);
-    const r = JSON.parse(out) as { targets: { target: string; passed: boolean; models: number; bytes: number; nodes: number; minCosine: number; maxAbsError: number; ms: number }[] };
+    const r = JSON.parse(out) as {
+      targets: {
+        target: string;
+        passed: boolean;
+        models: number;
+        bytes: number;
+        nodes: number;
+        minCosine: number;
+        maxAbsError: number;
+        ms: number;
+      }[];
+    };
     expect(r.targets.map((t) => t.target)).toEqual(['webgpu', 'npu', 'mobile']);
     for (const t of r.targets) {
-      console.log(`demo ${t.target}: ${t.models} models, ${t.bytes} B, ${t.nodes} nodes, min cos ${t.minCosine.toFixed(5)}, max|d| ${t.maxAbsError.toExponential(2)}, ${t.ms} ms`);
+      console.log(
+        `demo ${t.target}: ${t.models} models, ${t.bytes} B, ${t.nodes} nodes, min cos ${t.minCosine.toFixed(5)}, max|d| ${t.maxAbsError.toExponential(2)}, ${t.ms} ms`,
+      );
       expect(t.passed).toBe(true);
       // npu's static decoder is measured on what `edgec run` feeds it (real embeddings, the KV
       // window) and judged by KL; its 4-bit logits score 0.97-0.98 there, as webgpu's and mobile's

@@ -37,13 +37,18 @@ export function readTree(dir: string): Record<string, Buffer> {
 }
 
 export function manifestMatchesFiles(dir: string): { ok: boolean; problems: string[] } {
-  const m = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as { files: { path: string; bytes: number; sha256: string }[] };
+  const m = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as {
+    files: { path: string; bytes: number; sha256: string }[];
+  };
   const problems: string[] = [];
   const listed = new Set(m.files.map((f) => f.path));
   for (const f of listFiles(dir)) if (f !== 'manifest.json' && !listed.has(f)) problems.push(`${f} not in manifest`);
   for (const f of m.files) {
     const p = path.join(dir, f.path);
-    if (!fs.existsSync(p)) { problems.push(`${f.path} missing`); continue; }
+    if (!fs.existsSync(p)) {
+      problems.push(`${f.path} missing`);
+      continue;
+    }
     if (fs.statSync(p).size !== f.bytes) problems.push(`${f.path} size`);
     if (sha256File(p) !== f.sha256) problems.push(`${f.path} sha256`);
   }

@@ -14,7 +14,9 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-npu-corpus-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 function top1(logits: { dims: number[]; toFloat32(): Float32Array }, labels: number[]): number {
-  const n = logits.dims[0]!, c = logits.dims.at(-1)!, x = logits.toFloat32();
+  const n = logits.dims[0]!,
+    c = logits.dims.at(-1)!,
+    x = logits.toFloat32();
   let ok = 0;
   for (let i = 0; i < n; i++) {
     let b = 0;
@@ -26,11 +28,19 @@ function top1(logits: { dims: number[]; toFloat32(): Float32Array }, labels: num
 
 describe('npu on real exports', () => {
   it('trained conv net (Conv/BN/HardSwish/HardSigmoid/Resize/Concat): top-1 on 128 test digits within 1 point of fp32', async () => {
-    const dir = path.join(ROOT, 'convnet'), src = path.join(dir, 'model.onnx');
-    const r = await compile(src, { target: 'npu', out: path.join(tmp, 'convnet'), fix: { batch_size: 128 }, calibration: path.join(dir, 'test_data_set_1'), verify: false });
+    const dir = path.join(ROOT, 'convnet'),
+      src = path.join(dir, 'model.onnx');
+    const r = await compile(src, {
+      target: 'npu',
+      out: path.join(tmp, 'convnet'),
+      fix: { batch_size: 128 },
+      calibration: path.join(dir, 'test_data_set_1'),
+      verify: false,
+    });
     const e = r.manifest.models[0]!;
     const data = loadTestDataSet(path.join(dir, 'test_data_set_0'), loadModel(src));
-    const ref = await runModel(src, data.inputs), got = await runModel(path.join(r.outDir, e.file), data.inputs);
+    const ref = await runModel(src, data.inputs),
+      got = await runModel(path.join(r.outDir, e.file), data.inputs);
     const labels = JSON.parse(fs.readFileSync(path.join(dir, 'meta.json'), 'utf8')).test_labels[0] as number[];
     expect(Math.abs(top1(got.logits!, labels) - top1(ref.logits!, labels))).toBeLessThanOrEqual(1);
     expect(compareTensors(ref.logits!, got.logits!).cosine).toBeGreaterThan(0.99);
@@ -41,18 +51,32 @@ describe('npu on real exports', () => {
   it('trained classifier keeps its top-1 on all 33 exporter test images: synthetic calibration, and each range method on the test sets', async () => {
     // Before: calibrated on white noise only, deep SE-block activations ran 18x past their range on
     // real images and image 21 changed class; the entropy method clipped the logits (22 of 33 moved).
-    const dir = path.join(ROOT, 'classifier'), src = path.join(dir, 'model.onnx');
+    const dir = path.join(ROOT, 'classifier'),
+      src = path.join(dir, 'model.onnx');
     const model = loadModel(src);
-    const images = fs.readdirSync(dir).filter((d) => /^test_data_set_\d+$/.test(d)).sort().flatMap((d) => {
-      const x = loadTestDataSet(path.join(dir, d), model).inputs.input!;
-      const one = x.size / x.dims[0]!, v = x.toFloat32();
-      return Array.from({ length: x.dims[0]! }, (_, i) => Tensor.fromFloat32('input', [1, 3, 64, 64], v.slice(i * one, (i + 1) * one)));
-    });
+    const images = fs
+      .readdirSync(dir)
+      .filter((d) => /^test_data_set_\d+$/.test(d))
+      .sort()
+      .flatMap((d) => {
+        const x = loadTestDataSet(path.join(dir, d), model).inputs.input!;
+        const one = x.size / x.dims[0]!,
+          v = x.toFloat32();
+        return Array.from({ length: x.dims[0]! }, (_, i) => Tensor.fromFloat32('input', [1, 3, 64, 64], v.slice(i * one, (i + 1) * one)));
+      });
     expect(images.length).toBe(33);
-    const argmax = (t: Tensor) => { const x = t.toFloat32(); return x.indexOf(Math.max(...x)); };
+    const argmax = (t: Tensor) => {
+      const x = t.toFloat32();
+      return x.indexOf(Math.max(...x));
+    };
     const ref: number[] = [];
     for (const x of images) ref.push(argmax((await runModel(src, { input: x })).logits!));
-    const runs: [string, Partial<CompileOptions>][] = [['synthetic', {}], ['minmax', { inputs: [dir] }], ['percentile', { inputs: [dir], calibrationMethod: 'percentile' }], ['entropy', { inputs: [dir], calibrationMethod: 'entropy' }]];
+    const runs: [string, Partial<CompileOptions>][] = [
+      ['synthetic', {}],
+      ['minmax', { inputs: [dir] }],
+      ['percentile', { inputs: [dir], calibrationMethod: 'percentile' }],
+      ['entropy', { inputs: [dir], calibrationMethod: 'entropy' }],
+    ];
     for (const [name, o] of runs) {
       const r = await compile(src, { target: 'npu', out: path.join(tmp, `cls-${name}`), imageSizes: ['64x64'], verify: false, ...o });
       expect(r.manifest.models[0]!.inputs[0]!.shape).toEqual([1, 3, 64, 64]);
@@ -64,44 +88,77 @@ describe('npu on real exports', () => {
   }, 240_000);
 
   it('decoder with a KV cache: position ids become an input, prefill and decode variants verify on the exporter chunk set', async () => {
-    const dir = path.join(ROOT, 'decoder_kv'), src = path.join(dir, 'model.onnx');
+    const dir = path.join(ROOT, 'decoder_kv'),
+      src = path.join(dir, 'model.onnx');
     // Test set 2: past 33 + 8 new tokens: the prefill8 variant of a 41-slot context.
-    const r = await compile(src, { target: 'npu', out: path.join(tmp, 'dkv'), prefillChunk: 8, context: 41, calibration: path.join(dir, 'test_data_set_3'), quant: 'int8', verify: false });
+    const r = await compile(src, {
+      target: 'npu',
+      out: path.join(tmp, 'dkv'),
+      prefillChunk: 8,
+      context: 41,
+      calibration: path.join(dir, 'test_data_set_3'),
+      quant: 'int8',
+      verify: false,
+    });
     expect(r.manifest.models.map((m) => m.variant).sort()).toEqual(['decode', 'prefill8']);
     const file = path.join(r.outDir, r.manifest.models.find((m) => m.variant === 'prefill8')!.file);
-    const cand = loadModel(file), ref = loadModel(src);
+    const cand = loadModel(file),
+      ref = loadModel(src);
     expect(cand.graph.nodes.some((n) => n.opType === 'CumSum')).toBe(false);
     expect(cand.graph.inputs.map((v) => v.name)).toContain('position_ids');
     const data = loadTestDataSet(path.join(dir, 'test_data_set_2'), ref);
     const feeds = { ...data.inputs, ...derivedInputs(ref, cand)!(data.inputs) };
-    const want = await runModel(src, data.inputs), got = await runModel(file, feeds);
+    const want = await runModel(src, data.inputs),
+      got = await runModel(file, feeds);
     expect(compareTensors(want.logits!, got.logits!).cosine).toBeGreaterThan(0.99);
   }, 180_000);
 
   it('decoder calibrated on a prefill from an empty cache: past and present share one encoding, the chunk set verifies (4-bit)', async () => {
     // Before: the empty past gave past_key_values.* the degenerate [0, 0] encoding, and every
     // present.* of the chunk set (past 33) fell to cosine 0.76.
-    const dir = path.join(ROOT, 'decoder_kv'), src = path.join(dir, 'model.onnx');
-    const r = await compile(src, { target: 'npu', out: path.join(tmp, 'dkv0'), prefillChunk: 8, context: 41, calibration: path.join(dir, 'test_data_set_0'), verify: false });
+    const dir = path.join(ROOT, 'decoder_kv'),
+      src = path.join(dir, 'model.onnx');
+    const r = await compile(src, {
+      target: 'npu',
+      out: path.join(tmp, 'dkv0'),
+      prefillChunk: 8,
+      context: 41,
+      calibration: path.join(dir, 'test_data_set_0'),
+      verify: false,
+    });
     const file = path.join(r.outDir, r.manifest.models.find((m) => m.variant === 'prefill8')!.file);
-    const cand = loadModel(file), ref = loadModel(src);
-    const enc = (name: string) => cand.graph.nodes.find((n) => n.opType === 'QuantizeLinear' && (n.input(0)!.name === name || n.input(0)!.name === `${name}_float`))!;
+    const cand = loadModel(file),
+      ref = loadModel(src);
+    const enc = (name: string) =>
+      cand.graph.nodes.find((n) => n.opType === 'QuantizeLinear' && (n.input(0)!.name === name || n.input(0)!.name === `${name}_float`))!;
     const scale = (name: string) => enc(name).input(1)!.initializer!.toFloat32()[0];
     expect(scale('past_key_values.0.key')).toBe(scale('present.0.key'));
     expect(scale('past_key_values.1.value')).toBe(scale('present.1.value'));
     const data = loadTestDataSet(path.join(dir, 'test_data_set_2'), ref);
-    const want = await runModel(src, data.inputs), got = await runModel(file, { ...data.inputs, ...derivedInputs(ref, cand)!(data.inputs) });
+    const want = await runModel(src, data.inputs),
+      got = await runModel(file, { ...data.inputs, ...derivedInputs(ref, cand)!(data.inputs) });
     for (const k of Object.keys(want)) expect(compareTensors(want[k]!, got[k]!).cosine, k).toBeGreaterThan(0.995);
   }, 180_000);
 
   it('decoder without a KV cache gets one full-context variant, no 1-token decode', async () => {
-    const r = await compile(path.join(ROOT, 'decoder_nokv', 'model.onnx'), { target: 'npu', out: path.join(tmp, 'dnokv'), context: 64, quant: 'int8', verify: false });
+    const r = await compile(path.join(ROOT, 'decoder_nokv', 'model.onnx'), {
+      target: 'npu',
+      out: path.join(tmp, 'dnokv'),
+      context: 64,
+      quant: 'int8',
+      verify: false,
+    });
     expect(r.manifest.models.map((m) => m.variant)).toEqual(['seq64']);
   }, 120_000);
 
   it('2x2-merge projector with tanh GELU: static for npu with the GELU kept as ONNX Gelu', async () => {
     const dir = path.join(ROOT, 'projector');
-    const r = await compile(path.join(dir, 'model.onnx'), { target: 'npu', out: path.join(tmp, 'proj'), fix: { num_tokens: 196 }, calibration: path.join(dir, 'test_data_set_1') });
+    const r = await compile(path.join(dir, 'model.onnx'), {
+      target: 'npu',
+      out: path.join(tmp, 'proj'),
+      fix: { num_tokens: 196 },
+      calibration: path.join(dir, 'test_data_set_1'),
+    });
     const m = r.manifest.models[0]!;
     expect(m.outputs[0]!.shape).toEqual([1, 49, 128]);
     expect(Object.keys(m.ops).filter((k) => k.includes(':'))).toEqual([]);

@@ -29,7 +29,9 @@ describe('role plans and pipelines agree on embeddings', () => {
     for (const role of ROLES) {
       for (const quant of QUANTS) {
         const sm = subModel(target, role, quant);
-        const q = getTarget(target).pipeline(sm).find((s) => s.pass === 'quantize-weights');
+        const q = getTarget(target)
+          .pipeline(sm)
+          .find((s) => s.pass === 'quantize-weights');
         if (!sm.plan.weightBits) {
           expect(q, `${target} ${role} ${quant}`).toBeUndefined();
           expect(sm.plan.embeddings).toBe('float');
@@ -45,7 +47,10 @@ describe('role plans and pipelines agree on embeddings', () => {
 
 describe('compile with target pipelines', () => {
   let tmp: string, src: string;
-  beforeAll(() => { tmp = tempDir('pipelines'); src = tinyMllm(tmp); });
+  beforeAll(() => {
+    tmp = tempDir('pipelines');
+    src = tinyMllm(tmp);
+  });
   afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
   it("plan 'qdq': the compiled table is a 16-bit QDQ constant, not GatherBlockQuantized", async () => {
@@ -62,7 +67,7 @@ describe('compile with target pipelines', () => {
     expect(r.report.passed).toBe(true);
   });
 
-  it('--pipeline takes a target name (its pipeline for the compile target\'s role plan) or a passes/pipelines.ts name', async () => {
+  it("--pipeline takes a target name (its pipeline for the compile target's role plan) or a passes/pipelines.ts name", async () => {
     const file = path.join(src, 'embed_tokens.onnx');
     const own = await compile(file, { target: 'mobile', out: path.join(tmp, 'own') });
     const named = await compile(file, { target: 'mobile', out: path.join(tmp, 'named'), pipeline: ' mobile ' });
@@ -82,7 +87,9 @@ describe('compile with target pipelines', () => {
     const first = await compile(file, { target: 'webgpu', out: path.join(tmp, 'first') });
     const text = first.manifest.models[0]!.pipeline;
     expect(text).toBe(first.report.models[0]!.pipeline);
-    expect(text).toMatch(/^cleanup,infer-shapes,.*quantize-weights\{bits=4,scales=fp16,embeddings=true,role=decoder\},to-fp16,cleanup,infer-shapes$/);
+    expect(text).toMatch(
+      /^cleanup,infer-shapes,.*quantize-weights\{bits=4,scales=fp16,embeddings=true,role=decoder\},to-fp16,cleanup,infer-shapes$/,
+    );
     const again = await compile(file, { target: 'webgpu', out: path.join(tmp, 'again'), pipeline: text });
     expect(readTree(again.outDir)).toEqual(readTree(first.outDir));
   });
@@ -103,16 +110,25 @@ describe('target pipelines as text', () => {
   });
 
   it('reads as the targets differ: shared frame, own fusions and quantize options', () => {
-    const text = (t: 'webgpu' | 'mobile' | 'npu', role: Role) => formatPipeline(parsePipeline(targetPipeline(t, subModel(t, role, undefined))));
+    const text = (t: 'webgpu' | 'mobile' | 'npu', role: Role) =>
+      formatPipeline(parsePipeline(targetPipeline(t, subModel(t, role, undefined))));
     const fusions = 'fuse-layernorm,fuse-rmsnorm,fuse-gelu,fuse-skip-layernorm,fuse-rotary,fuse-attention';
-    expect(text('webgpu', 'decoder')).toBe(`cleanup,infer-shapes,fold-constants,cleanup,${fusions},`
-      + 'quantize-weights{bits=4,scales=fp16,embeddings=true,role=decoder},to-fp16,cleanup,infer-shapes');
-    expect(text('mobile', 'decoder')).toBe(`cleanup,infer-shapes,fold-constants,cleanup,${fusions},`
-      + 'quantize-weights{bits=4,accuracyLevel=4,scales=fp32,embeddings=true,role=decoder},cleanup,infer-shapes');
-    expect(text('mobile', 'vision-encoder')).toBe(`cleanup,infer-shapes,fold-constants,cleanup,${fusions},`
-      + 'quantize-weights{bits=8,format=qdq,scales=fp32,embeddings=false,role=vision-encoder},cleanup,infer-shapes');
-    expect(text('npu', 'decoder')).toBe('upgrade-opset,cleanup,infer-shapes,fold-constants,cleanup,position-ids-input,fold-batchnorm,'
-      + 'fuse-layernorm,fuse-gelu,quantize-weights{bits=4,format=qdq,scales=fp32,embeddings=false,role=decoder},cleanup,infer-shapes');
+    expect(text('webgpu', 'decoder')).toBe(
+      `cleanup,infer-shapes,fold-constants,cleanup,${fusions},` +
+        'quantize-weights{bits=4,scales=fp16,embeddings=true,role=decoder},to-fp16,cleanup,infer-shapes',
+    );
+    expect(text('mobile', 'decoder')).toBe(
+      `cleanup,infer-shapes,fold-constants,cleanup,${fusions},` +
+        'quantize-weights{bits=4,accuracyLevel=4,scales=fp32,embeddings=true,role=decoder},cleanup,infer-shapes',
+    );
+    expect(text('mobile', 'vision-encoder')).toBe(
+      `cleanup,infer-shapes,fold-constants,cleanup,${fusions},` +
+        'quantize-weights{bits=8,format=qdq,scales=fp32,embeddings=false,role=vision-encoder},cleanup,infer-shapes',
+    );
+    expect(text('npu', 'decoder')).toBe(
+      'upgrade-opset,cleanup,infer-shapes,fold-constants,cleanup,position-ids-input,fold-batchnorm,' +
+        'fuse-layernorm,fuse-gelu,quantize-weights{bits=4,format=qdq,scales=fp32,embeddings=false,role=decoder},cleanup,infer-shapes',
+    );
   });
 
   it('refuses a value that has no pipeline text', () => {

@@ -16,14 +16,22 @@ import { bindInputs, costNodes } from '../../targets/profile.js';
 class ShapeOnly implements WeightSource {
   normal(name: string, dims: number[]): Tensor {
     const length = numElements(dims) * 4;
-    return new Tensor(name, DataType.FLOAT, dims, { kind: 'external', ref: { file: '/nonexistent/shape-only.bin', location: 'shape-only.bin', offset: 0, length, extra: [] } });
+    return new Tensor(name, DataType.FLOAT, dims, {
+      kind: 'external',
+      ref: { file: '/nonexistent/shape-only.bin', location: 'shape-only.bin', offset: 0, length, extra: [] },
+    });
   }
   aroundOne(name: string, dims: number[]): Tensor {
     return this.normal(name, dims);
   }
 }
 
-async function predictTokS(text: TextConfig, device: string, unit: 'cpu' | 'npu', past: number): Promise<{ tokS: number; weightGB: number }> {
+async function predictTokS(
+  text: TextConfig,
+  device: string,
+  unit: 'cpu' | 'npu',
+  past: number,
+): Promise<{ tokS: number; weightGB: number }> {
   const model = buildDecoder(text, 0.02, new ShapeOnly(), { kvCache: true });
   // Costed as deployed: our own fusions (RMSNorm, rotary, GroupQueryAttention with an in-place KV
   // cache) run on the shape-only graph, as `compile` runs them on a real one.
@@ -40,17 +48,43 @@ async function predictTokS(text: TextConfig, device: string, unit: 'cpu' | 'npu'
 describe('roofline decode predictions against published figures', () => {
   it('BlueLM-V-3B (2.7B, 4-bit) on Dimensity 9300: 24.4 tok/s published', async () => {
     // The paper gives the parameter count only: Llama-style shapes that total 2.7B.
-    const text: TextConfig = { hidden: 2560, layers: 31, heads: 20, kvHeads: 20, headDim: 128, intermediate: 6912, vocab: 100_000, maxPositions: 2048, ropeTheta: 10000, eps: 1e-6 };
+    const text: TextConfig = {
+      hidden: 2560,
+      layers: 31,
+      heads: 20,
+      kvHeads: 20,
+      headDim: 128,
+      intermediate: 6912,
+      vocab: 100_000,
+      maxPositions: 2048,
+      ropeTheta: 10000,
+      eps: 1e-6,
+    };
     const { tokS, weightGB } = await predictTokS(text, 'dimensity-9300', 'npu', 512);
-    console.log(`BlueLM-V-3B on dimensity-9300 npu: predicted ${tokS.toFixed(1)} tok/s (weights read ${weightGB.toFixed(2)} GB), published 24.4, ratio ${(tokS / 24.4).toFixed(2)}`);
+    console.log(
+      `BlueLM-V-3B on dimensity-9300 npu: predicted ${tokS.toFixed(1)} tok/s (weights read ${weightGB.toFixed(2)} GB), published 24.4, ratio ${(tokS / 24.4).toFixed(2)}`,
+    );
     expect(tokS / 24.4).toBeGreaterThan(0.5);
     expect(tokS / 24.4).toBeLessThan(2);
   });
 
   it('MiniCPM-Llama3-V 2.5 (Llama-3-8B, Q4_K_M) on Snapdragon 8 Gen 3: 8.2 tok/s published', async () => {
-    const text: TextConfig = { hidden: 4096, layers: 32, heads: 32, kvHeads: 8, headDim: 128, intermediate: 14336, vocab: 128_256, maxPositions: 2048, ropeTheta: 500000, eps: 1e-5 };
+    const text: TextConfig = {
+      hidden: 4096,
+      layers: 32,
+      heads: 32,
+      kvHeads: 8,
+      headDim: 128,
+      intermediate: 14336,
+      vocab: 128_256,
+      maxPositions: 2048,
+      ropeTheta: 500000,
+      eps: 1e-5,
+    };
     const { tokS, weightGB } = await predictTokS(text, 'snapdragon-8-gen-3', 'cpu', 512);
-    console.log(`MiniCPM-Llama3-V 2.5 on snapdragon-8-gen-3 cpu: predicted ${tokS.toFixed(1)} tok/s (weights read ${weightGB.toFixed(2)} GB), published 8.2, ratio ${(tokS / 8.2).toFixed(2)}`);
+    console.log(
+      `MiniCPM-Llama3-V 2.5 on snapdragon-8-gen-3 cpu: predicted ${tokS.toFixed(1)} tok/s (weights read ${weightGB.toFixed(2)} GB), published 8.2, ratio ${(tokS / 8.2).toFixed(2)}`,
+    );
     expect(tokS / 8.2).toBeGreaterThan(0.5);
     expect(tokS / 8.2).toBeLessThan(2);
   });

@@ -18,7 +18,11 @@ describe('report.html in Chromium', () => {
   beforeAll(async () => {
     tmp = tempDir('report');
     src = tinyMllm(tmp);
-    browser = await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update'] });
+    browser = await chromium.launch({
+      executablePath: CHROMIUM_PATH,
+      headless: true,
+      args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update'],
+    });
     fs.mkdirSync(ARTIFACTS, { recursive: true });
   });
   afterAll(async () => {
@@ -26,12 +30,20 @@ describe('report.html in Chromium', () => {
     fs.rmSync(tmp, { recursive: true, force: true });
   });
 
-  async function open(file: string, shot: string): Promise<{ errors: string[]; requests: string[]; svgs: number; marks: number; width: number; text: string }> {
+  async function open(
+    file: string,
+    shot: string,
+  ): Promise<{ errors: string[]; requests: string[]; svgs: number; marks: number; width: number; text: string }> {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    const errors: string[] = [], requests: string[] = [];
-    page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') errors.push(m.text()); });
+    const errors: string[] = [],
+      requests: string[] = [];
+    page.on('console', (m) => {
+      if (m.type() === 'error' || m.type() === 'warning') errors.push(m.text());
+    });
     page.on('pageerror', (e) => errors.push(e.message));
-    page.on('request', (r) => { if (r.url() !== `file://${file}`) requests.push(r.url()); });
+    page.on('request', (r) => {
+      if (r.url() !== `file://${file}`) requests.push(r.url());
+    });
     await page.goto(`file://${file}`, { waitUntil: 'load' });
     const facts = await page.evaluate(() => ({
       svgs: document.querySelectorAll('.chart svg').length,
@@ -54,13 +66,28 @@ describe('report.html in Chromium', () => {
     expect(r.svgs).toBeGreaterThanOrEqual(6);
     expect(r.marks).toBeGreaterThan(40);
     expect(r.width).toBeLessThanOrEqual(1280);
-    for (const s of ['Size by model file', 'Weight bytes by stored dtype', 'Quantization error per layer', 'Cosine to the original', 'Image tiling plan', 'inputs used']) expect(r.text).toContain(s);
+    for (const s of [
+      'Size by model file',
+      'Weight bytes by stored dtype',
+      'Quantization error per layer',
+      'Cosine to the original',
+      'Image tiling plan',
+      'inputs used',
+    ])
+      expect(r.text).toContain(s);
   });
 
   it('a webgpu artifact and the build index', async () => {
     const dir = path.join(tmp, 'proj');
     fs.mkdirSync(dir);
-    fs.writeFileSync(path.join(dir, 'edgec.config.json'), JSON.stringify({ out: 'out', models: [{ name: 'tiny', path: src, options: { imageSizes: ['56x56'] } }], targets: [{ target: 'webgpu' }, { target: 'mobile' }] }));
+    fs.writeFileSync(
+      path.join(dir, 'edgec.config.json'),
+      JSON.stringify({
+        out: 'out',
+        models: [{ name: 'tiny', path: src, options: { imageSizes: ['56x56'] } }],
+        targets: [{ target: 'webgpu' }, { target: 'mobile' }],
+      }),
+    );
     const b = await build(path.join(dir, 'edgec.config.json'));
     expect(b.exitCode).toBe(0);
     const w = await open(path.join(dir, 'out/tiny/webgpu/report.html'), 'report-webgpu.png');

@@ -18,8 +18,11 @@ import { tempDir, tinyMllm } from './helpers.js';
 function patternPng(file: string, w = 168, h = 112): void {
   const d = new Float32Array(w * h * 3);
   for (let i = 0; i < w * h; i++) {
-    const x = i % w, y = Math.floor(i / w);
-    d[i * 3] = x / w; d[i * 3 + 1] = y / h; d[i * 3 + 2] = ((x * y) % 17) / 17;
+    const x = i % w,
+      y = Math.floor(i / w);
+    d[i * 3] = x / w;
+    d[i * 3 + 1] = y / h;
+    d[i * 3 + 2] = ((x * y) % 17) / 17;
   }
   fs.writeFileSync(file, encodePng({ width: w, height: h, data: d }));
 }
@@ -58,9 +61,23 @@ describe('edgec run on tiling-policy artifacts', () => {
     const pool = new SessionPool('disabled');
     try {
       const rows: Float32Array[] = [];
-      for (const t of tiles) rows.push((await encodeImage(pool, path.join(src, 'vision_encoder.onnx'), path.join(src, 'projector.onnx'), toPixelValues(t), [1, 3, 56, 56])).data);
+      for (const t of tiles)
+        rows.push(
+          (
+            await encodeImage(
+              pool,
+              path.join(src, 'vision_encoder.onnx'),
+              path.join(src, 'projector.onnx'),
+              toPixelValues(t),
+              [1, 3, 56, 56],
+            )
+          ).data,
+        );
       const data = new Float32Array(rows.reduce((n, x) => n + x.length, 0));
-      rows.reduce((at, x) => { data.set(x, at); return at + x.length; }, 0);
+      rows.reduce((at, x) => {
+        data.set(x, at);
+        return at + x.length;
+      }, 0);
       const files = { embed: path.join(src, 'embed_tokens.onnx'), decoder: path.join(src, 'decoder_model_merged.onnx') };
       const want = await generate(pool, files, { data, rows: 28 }, r.promptIds, { maxNewTokens: 8 });
       expect(r.reference!.tokens).toEqual(want.tokens);
@@ -85,7 +102,9 @@ describe('edgec run on tiling-policy artifacts', () => {
       expect(r.tiling!.tiles).toBe(7);
       const first = r.tokens.findIndex((t, i) => t !== r.reference!.tokens[i]);
       expect(r.firstDivergence).toBe(first < 0 ? null : first);
-      rows.push(`tiled ${target}: ${r.tiling!.encoderCalls} encoder calls; ${r.tokens.join(',')} vs source ${r.reference!.tokens.join(',')}; first divergence ${r.firstDivergence}; first-step logits cos ${r.firstLogits!.cosine}`);
+      rows.push(
+        `tiled ${target}: ${r.tiling!.encoderCalls} encoder calls; ${r.tokens.join(',')} vs source ${r.reference!.tokens.join(',')}; first divergence ${r.firstDivergence}; first-step logits cos ${r.firstLogits!.cosine}`,
+      );
       // 4-bit weights on random-init weights: the first step stays close (later greedy tokens flip on near ties).
       expect(r.firstLogits!.cosine).toBeGreaterThan(0.95);
     }
@@ -99,22 +118,30 @@ describe('edgec run on tiling-policy artifacts', () => {
     const plan = planImage('bluelm-v', { width: 150, height: 60 }, { patch: 56 });
     const g = plan.grids[0]!;
     // By hand: the whole image resized to fit (aspect kept, ceil), pasted centred on a black canvas.
-    const cw = g.cols * 56, ch = g.rows * 56, s = Math.min(cw / 150, ch / 60);
-    const rw = Math.min(cw, Math.ceil(150 * s)), rh = Math.min(ch, Math.ceil(60 * s));
-    const px = Math.floor((cw - rw) / 2), py = Math.floor((ch - rh) / 2);
+    const cw = g.cols * 56,
+      ch = g.rows * 56,
+      s = Math.min(cw / 150, ch / 60);
+    const rw = Math.min(cw, Math.ceil(150 * s)),
+      rh = Math.min(ch, Math.ceil(60 * s));
+    const px = Math.floor((cw - rw) / 2),
+      py = Math.floor((ch - rh) / 2);
     const resized = cropResize(img, { x0: 0, y0: 0, x1: 150, y1: 60 }, rw, rh);
     const canvas = new Float32Array(cw * ch * 3);
     for (let y = 0; y < rh; y++) canvas.set(resized.data.subarray(y * rw * 3, (y + 1) * rw * 3), ((y + py) * cw + px) * 3);
     let padded = 0;
     for (const t of plan.tiles) {
       const got = tileImage(img, plan, t);
-      if (t.kind === 'global') { expect(got.data).toEqual(cropResize(img, t.crop, 56, 56).data); continue; }
-      let worst = 0;
-      for (let y = 0; y < 56; y++) for (let x = 0; x < 56 * 3; x++) {
-        const want = canvas[((t.row * 56 + y) * cw + t.col * 56) * 3 + x]!;
-        worst = Math.max(worst, Math.abs(got.data[y * 56 * 3 + x]! - want));
-        if (want === 0 && got.data[y * 56 * 3 + x] === 0) padded++;
+      if (t.kind === 'global') {
+        expect(got.data).toEqual(cropResize(img, t.crop, 56, 56).data);
+        continue;
       }
+      let worst = 0;
+      for (let y = 0; y < 56; y++)
+        for (let x = 0; x < 56 * 3; x++) {
+          const want = canvas[((t.row * 56 + y) * cw + t.col * 56) * 3 + x]!;
+          worst = Math.max(worst, Math.abs(got.data[y * 56 * 3 + x]! - want));
+          if (want === 0 && got.data[y * 56 * 3 + x] === 0) padded++;
+        }
       expect(worst).toBeLessThan(1e-6);
     }
     expect(ch - rh + cw - rw).toBeGreaterThan(0);

@@ -15,7 +15,11 @@ import { tempDir, tinyMllm } from './helpers.js';
 
 function gradientPng(file: string, w = 70, h = 60): void {
   const d = new Float32Array(w * h * 3);
-  for (let i = 0; i < w * h; i++) { d[i * 3] = (i % w) / w; d[i * 3 + 1] = Math.floor(i / w) / h; d[i * 3 + 2] = 0.3; }
+  for (let i = 0; i < w * h; i++) {
+    d[i * 3] = (i % w) / w;
+    d[i * 3 + 1] = Math.floor(i / w) / h;
+    d[i * 3 + 2] = 0.3;
+  }
   fs.writeFileSync(file, encodePng({ width: w, height: h, data: d }));
 }
 
@@ -38,10 +42,15 @@ describe('edgec run', () => {
 
   it('a static KV window (chunked prefill, left padding, 1-token decode) gives the dynamic tokens exactly', async () => {
     // fp32 static variants of the source decoder: the window logic alone is under test.
-    const context = 32, chunk = 4;
-    const dec = path.join(src, 'decoder_model_merged.onnx'), emb = path.join(src, 'embed_tokens.onnx');
+    const context = 32,
+      chunk = 4;
+    const dec = path.join(src, 'decoder_model_merged.onnx'),
+      emb = path.join(src, 'embed_tokens.onnx');
     const files: Record<string, string> = {};
-    for (const [name, seq] of [['prefill', chunk], ['decode', 1]] as const) {
+    for (const [name, seq] of [
+      ['prefill', chunk],
+      ['decode', 1],
+    ] as const) {
       const m = loadModel(dec);
       await fixShapes(m, { batch: 1, seq, past_seq: context - seq, total_seq: context });
       files[name] = path.join(tmp, `dec_${name}.onnx`);
@@ -53,11 +62,23 @@ describe('edgec run', () => {
     }
     const pool = new SessionPool('disabled');
     try {
-      const prefix = await encodeImage(pool, path.join(src, 'vision_encoder.onnx'), path.join(src, 'projector.onnx'), new Float32Array(3 * 56 * 56).fill(0.25), [1, 3, 56, 56]);
+      const prefix = await encodeImage(
+        pool,
+        path.join(src, 'vision_encoder.onnx'),
+        path.join(src, 'projector.onnx'),
+        new Float32Array(3 * 56 * 56).fill(0.25),
+        [1, 3, 56, 56],
+      );
       expect(prefix.rows).toBe(4);
       const ids = [1, 15, 27, 3, 9, 200, 31]; // 4 image + 7 prompt rows: 3 chunks, the last one padded
       const dyn = await generate(pool, { embed: emb, decoder: dec }, prefix, ids, { maxNewTokens: 12 });
-      const stat = await generate(pool, { embed: { prefill: files.eprefill!, decode: files.edecode! }, decoder: { prefill: files.prefill!, decode: files.decode! } }, prefix, ids, { maxNewTokens: 12 });
+      const stat = await generate(
+        pool,
+        { embed: { prefill: files.eprefill!, decode: files.edecode! }, decoder: { prefill: files.prefill!, decode: files.decode! } },
+        prefix,
+        ids,
+        { maxNewTokens: 12 },
+      );
       expect(stat.tokens).toEqual(dyn.tokens);
       expect(dyn.tokens.length).toBe(12);
       for (let i = 0; i < 12; i++) expect(stat.top2[i]![0]![1]).toBeCloseTo(dyn.top2[i]![0]![1], 3);
@@ -77,7 +98,9 @@ describe('edgec run', () => {
       expect(r.reference!.tokens.length).toBe(8);
       const first = r.tokens.findIndex((t, i) => t !== r.reference!.tokens[i]);
       expect(r.firstDivergence).toBe(first < 0 ? null : first);
-      rows.push(`${target}: ${r.tokens.join(',')} vs ${r.reference!.tokens.join(',')} div ${r.firstDivergence} cos ${r.firstLogits!.cosine}`);
+      rows.push(
+        `${target}: ${r.tokens.join(',')} vs ${r.reference!.tokens.join(',')} div ${r.firstDivergence} cos ${r.firstLogits!.cosine}`,
+      );
       // 4-bit weights: the first step's logits stay close to fp32 (the fixture's random weights give
       // flat logits, so later greedy tokens can flip on near ties).
       expect(r.firstLogits!.cosine).toBeGreaterThan(0.98);
@@ -90,7 +113,13 @@ describe('edgec run', () => {
       if (target === 'npu') {
         // compile's npu decoder figures are measured on the runtime's feeds: not more optimistic
         // than this independent end-to-end run (the first step's logits) by more than 0.01.
-        const m = JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8')) as { models: { variant?: string; role: string; verification?: { outputs: { name: string; cosine: number }[]; inputsUsed?: { from: string[] } } }[] };
+        const m = JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8')) as {
+          models: {
+            variant?: string;
+            role: string;
+            verification?: { outputs: { name: string; cosine: number }[]; inputsUsed?: { from: string[] } };
+          }[];
+        };
         const dec = m.models.filter((e) => e.role === 'decoder');
         for (const e of dec) {
           expect(e.verification!.inputsUsed!.from.join(' ')).toMatch(/static KV window/);

@@ -44,14 +44,15 @@ describe('transformers.js loads a webgpu artifact', () => {
     env.localModelPath = tmp;
     const tokenizer = await AutoTokenizer.from_pretrained('webgpu');
     const model = await LlavaForConditionalGeneration.from_pretrained('webgpu', {
-      dtype: { embed_tokens: 'q4f16', vision_encoder: 'fp16', decoder_model_merged: 'q4f16' }, device: 'cpu',
+      dtype: { embed_tokens: 'q4f16', vision_encoder: 'fp16', decoder_model_merged: 'q4f16' },
+      device: 'cpu',
     });
     try {
       const prompt = 'What is in the image?';
       const enc = tokenizer(prompt) as { input_ids: Tensor; attention_mask: Tensor };
       const ours = await runArtifact(out, { prompt, maxNewTokens: 8 });
       expect(Array.from(enc.input_ids.data as BigInt64Array, Number)).toEqual(ours.promptIds);
-      const gen = await model.generate({ ...enc, max_new_tokens: 8, do_sample: false }) as Tensor;
+      const gen = (await model.generate({ ...enc, max_new_tokens: 8, do_sample: false })) as Tensor;
       const tokens = Array.from(gen.data as BigInt64Array, Number).slice(ours.promptIds.length);
       console.log(`transformers.js ${tokens.join(',')} | edgec run ${ours.tokens.join(',')} ${JSON.stringify(ours.text)}`);
       expect(tokens).toEqual(ours.tokens);

@@ -52,7 +52,11 @@ describe('webgpu artifact in headless Chromium (WebGPU EP)', () => {
   it('runs a MatMul with external data and matches onnxruntime-node', async () => {
     const b = new GraphBuilder({ opset: 21 });
     const x = b.input('x', DataType.FLOAT, ['batch', 8]);
-    const w = b.constF32('w', [8, 300], Array.from({ length: 2400 }, (_, i) => Math.sin(i)));
+    const w = b.constF32(
+      'w',
+      [8, 300],
+      Array.from({ length: 2400 }, (_, i) => Math.sin(i)),
+    );
     b.output(b.op1('MatMul', [x, w]), 'y', DataType.FLOAT, ['batch', 300]);
     const m = b.build();
     const file = path.join(tmp, 'm.onnx');
@@ -64,15 +68,29 @@ describe('webgpu artifact in headless Chromium (WebGPU EP)', () => {
   });
 
   it('the --no-fp16 fixture MLLM artifact runs within the thresholds', async () => {
-    const r = await compile(src, { target: 'webgpu', out: path.join(tmp, 'webgpu'), fp16: false, profile: 'swiftshader', imageSizes: ['56x56'] });
-    expect(r.manifest.models.map((m) => m.file).sort()).toEqual(['onnx/decoder_model_merged_q4.onnx', 'onnx/embed_tokens_q4.onnx', 'onnx/projector.onnx', 'onnx/vision_encoder.onnx']);
+    const r = await compile(src, {
+      target: 'webgpu',
+      out: path.join(tmp, 'webgpu'),
+      fp16: false,
+      profile: 'swiftshader',
+      imageSizes: ['56x56'],
+    });
+    expect(r.manifest.models.map((m) => m.file).sort()).toEqual([
+      'onnx/decoder_model_merged_q4.onnx',
+      'onnx/embed_tokens_q4.onnx',
+      'onnx/projector.onnx',
+      'onnx/vision_encoder.onnx',
+    ]);
     console.log((await browserVsSource(r, src)).join('\n'));
     // The heavy ops run on the GPU; only int64 shape and mask arithmetic stays on the CPU.
     const heavy = /MatMul|Attention|Conv|Softmax|LayerNormalization|Rotary|GatherBlockQuantized|Gelu/;
     for (const m of r.manifest.models) {
       const p = await browser.placement(path.join(r.outDir, m.file), { externalData: m.externalData });
-      const gpu = p.WebGpuExecutionProvider ?? { count: 0, nodes: [] }, cpu = p.CPUExecutionProvider ?? { count: 0, nodes: [] };
-      console.log(`placement ${m.file}: ${gpu.count} nodes on WebGPU (${[...new Set(gpu.nodes.map((n) => n.op))].filter((o) => heavy.test(o)).join(', ') || 'all'}), ${cpu.count} on CPU (${[...new Set(cpu.nodes.map((n) => n.op))].join(', ')})`);
+      const gpu = p.WebGpuExecutionProvider ?? { count: 0, nodes: [] },
+        cpu = p.CPUExecutionProvider ?? { count: 0, nodes: [] };
+      console.log(
+        `placement ${m.file}: ${gpu.count} nodes on WebGPU (${[...new Set(gpu.nodes.map((n) => n.op))].filter((o) => heavy.test(o)).join(', ') || 'all'}), ${cpu.count} on CPU (${[...new Set(cpu.nodes.map((n) => n.op))].join(', ')})`,
+      );
       expect(gpu.count).toBeGreaterThan(0);
       if (cpu.count) expect(gpu.nodes.some((n) => heavy.test(n.op))).toBe(true);
       expect(cpu.nodes.filter((n) => heavy.test(n.op))).toEqual([]);
@@ -96,4 +114,3 @@ describe('webgpu artifact in headless Chromium (WebGPU EP)', () => {
     console.log((await browserVsSource(r, lm)).join('\n'));
   });
 });
-

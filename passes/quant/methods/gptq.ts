@@ -59,7 +59,8 @@ function cholesky(A: Float64Array, n: number): boolean {
     A[j * n + j] = ljj;
     for (let i = j + 1; i < n; i++) {
       let s = A[i * n + j]!;
-      const oi = i * n, oj = j * n;
+      const oi = i * n,
+        oj = j * n;
       for (let k = 0; k < j; k++) s -= A[oi + k]! * A[oj + k]!;
       A[oi + j] = s / ljj;
     }
@@ -108,7 +109,8 @@ function inverseCholeskyUpper(H: Float64Array, n: number): Float64Array | undefi
 function columnErrors(x: Float32Array, rows: number, w: Float32Array, q: QuantizedWeight, K: number, N: number): Float64Array {
   const d = dequantize(q);
   for (let i = 0; i < d.length; i++) d[i] = w[i]! - d[i]!;
-  const y = new Float64Array(N), e = new Float64Array(N);
+  const y = new Float64Array(N),
+    e = new Float64Array(N);
   for (let r = 0; r < rows; r++) {
     y.fill(0);
     for (let k = 0; k < K; k++) {
@@ -147,22 +149,31 @@ export interface GptqPlan {
 
 function checkCalib(calib: CalibrationData | undefined, K: number): asserts calib is CalibrationData {
   if (!calib || calib.rows <= 0) throw new RangeError('gptq needs calibration activations for this weight');
-  if (calib.x.length !== calib.rows * K) throw new RangeError(`calibration holds ${calib.x.length} values, expected rows*K = ${calib.rows}*${K}`);
+  if (calib.x.length !== calib.rows * K)
+    throw new RangeError(`calibration holds ${calib.x.length} values, expected rows*K = ${calib.rows}*${K}`);
 }
 
 /** Step 1: the held-out split and its factors; without validation (or under 64 rows), `full` for GPTQ. */
 export function gptqPlan(calib: CalibrationData | undefined, K: number, opts: GptqOptions & { validate?: boolean } = {}): GptqPlan {
   checkCalib(calib, K);
   if (!(opts.validate ?? true) || calib.rows < 64) return { K, full: gptqFactors(hessian(calib, K), K, calib.rows, opts, true), pick: 0 };
-  const fit = new Float32Array(calib.rows * K), held = new Float32Array(Math.ceil(calib.rows / 4) * K);
-  let nf = 0, nh = 0;
+  const fit = new Float32Array(calib.rows * K),
+    held = new Float32Array(Math.ceil(calib.rows / 4) * K);
+  let nf = 0,
+    nh = 0;
   for (let r = 0; r < calib.rows; r++) {
     const row = calib.x.subarray(r * K, (r + 1) * K);
-    if (r % 4 === 3) held.set(row, nh++ * K); else fit.set(row, nf++ * K);
+    if (r % 4 === 3) held.set(row, nh++ * K);
+    else fit.set(row, nf++ * K);
   }
   const shared = new Float32Array(new SharedArrayBuffer(nh * K * 4));
   shared.set(held.subarray(0, nh * K));
-  return { K, held: { x: shared, rows: nh }, fit: gptqFactors(hessian({ x: fit.subarray(0, nf * K), rows: nf }, K), K, nf, opts, true), pick: 0 };
+  return {
+    K,
+    held: { x: shared, rows: nh },
+    fit: gptqFactors(hessian({ x: fit.subarray(0, nf * K), rows: nf }, K), K, nf, opts, true),
+    pick: 0,
+  };
 }
 
 /** Step 2, per column slice w [K, N]: held-out errors per column of the three candidates, [3][N]. */
@@ -170,11 +181,9 @@ export function gptqScores(w: Float32Array, K: number, N: number, p: QuantParams
   checkParams(K, N, p, w);
   const { held, fit } = plan;
   if (!held || !fit) throw new Error('gptq plan has no held-out rows to score on');
-  return [
-    gptqCore(w, K, N, p, fit, true),
-    gptqCore(w, K, N, p, fit, false),
-    mseSearchQuantize(w, K, N, p),
-  ].map((q) => columnErrors(held.x, held.rows, w, q, K, N));
+  return [gptqCore(w, K, N, p, fit, true), gptqCore(w, K, N, p, fit, false), mseSearchQuantize(w, K, N, p)].map((q) =>
+    columnErrors(held.x, held.rows, w, q, K, N),
+  );
 }
 
 /** Step 3: the winner, from the whole weight's per-column errors (summed in column order, so the
@@ -201,7 +210,14 @@ export function gptqApply(w: Float32Array, K: number, N: number, p: QuantParams,
  * winner is then computed on all rows. The whole weight at once; the quantize pass runs the same
  * steps over column slices (same bytes).
  */
-export function gptqQuantize(w: Float32Array, K: number, N: number, p: QuantParams, calib: CalibrationData | undefined, opts: GptqOptions & { validate?: boolean } = {}): QuantizedWeight {
+export function gptqQuantize(
+  w: Float32Array,
+  K: number,
+  N: number,
+  p: QuantParams,
+  calib: CalibrationData | undefined,
+  opts: GptqOptions & { validate?: boolean } = {},
+): QuantizedWeight {
   checkParams(K, N, p, w);
   const plan = gptqPlan(calib, K, opts);
   if (plan.held) gptqChoose(plan, gptqScores(w, K, N, p, plan), calib!, opts);
@@ -217,10 +233,15 @@ export type GptqStepResult = GptqPlan | Float64Array[] | QuantizedWeight;
 
 export function runGptqStep(s: GptqStep): GptqStepResult {
   switch (s.op) {
-    case 'plan': return gptqPlan(s.calib, s.K);
-    case 'scores': return gptqScores(s.w, s.K, s.N, s.params, s.plan);
-    case 'apply': return gptqApply(s.w, s.K, s.N, s.params, s.plan);
-    case 'choose': gptqChoose(s.plan, s.errs, s.calib); return s.plan;
+    case 'plan':
+      return gptqPlan(s.calib, s.K);
+    case 'scores':
+      return gptqScores(s.w, s.K, s.N, s.params, s.plan);
+    case 'apply':
+      return gptqApply(s.w, s.K, s.N, s.params, s.plan);
+    case 'choose':
+      gptqChoose(s.plan, s.errs, s.calib);
+      return s.plan;
   }
 }
 
@@ -270,15 +291,23 @@ function gptqCore(w: Float32Array, K: number, N: number, p: QuantParams, f: Gptq
   const U = feedback ? f.U : undefined;
   if (feedback && !U) throw new Error('gptq factors lack U for error feedback');
   const actOrder = f.actOrder;
-  const bs = p.blockSize, kBlocks = kBlocksOf(K, bs), Kp = kBlocks * bs;
+  const bs = p.blockSize,
+    kBlocks = kBlocksOf(K, bs),
+    Kp = kBlocks * bs;
   const qmax = (1 << p.bits) - 1;
-  const codes = new Uint8Array(N * Kp), scales = new Float32Array(N * kBlocks);
+  const codes = new Uint8Array(N * Kp),
+    scales = new Float32Array(N * kBlocks);
   const zeroPoints = p.symmetric ? undefined : new Uint8Array(N * kBlocks);
   // Group parameters [kBlocks][N]: static (original weights) for act-order, else set as each block starts.
-  const gs = new Float64Array(kBlocks * N), gz = new Float64Array(kBlocks * N);
-  const gx = new Float64Array(bs), gh = new Float64Array(bs), gq = new Int32Array(bs), gqt = new Int32Array(bs);
+  const gs = new Float64Array(kBlocks * N),
+    gz = new Float64Array(kBlocks * N);
+  const gx = new Float64Array(bs),
+    gh = new Float64Array(bs),
+    gq = new Int32Array(bs),
+    gqt = new Int32Array(bs);
   const groupParams = (b: number, row: (k: number, n: number) => number): void => {
-    const k0 = b * bs, len = Math.min(K, k0 + bs) - k0;
+    const k0 = b * bs,
+      len = Math.min(K, k0 + bs) - k0;
     for (let i = 0; i < len; i++) gh[i] = hw[k0 + i]!;
     for (let n = 0; n < N; n++) {
       for (let i = 0; i < len; i++) gx[i] = row(k0 + i, n);
@@ -286,7 +315,8 @@ function gptqCore(w: Float32Array, K: number, N: number, p: QuantParams, f: Gptq
       const sc = Math.fround(f.s);
       scales[n * kBlocks + b] = sc;
       if (zeroPoints) zeroPoints[n * kBlocks + b] = f.z;
-      gs[b * N + n] = sc; gz[b * N + n] = f.z;
+      gs[b * N + n] = sc;
+      gz[b * N + n] = f.z;
       codes.fill(f.z, n * Kp + k0 + len, n * Kp + k0 + bs);
     }
   };
@@ -299,20 +329,28 @@ function gptqCore(w: Float32Array, K: number, N: number, p: QuantParams, f: Gptq
   for (let i1 = 0; i1 < K; i1 += batch) {
     const i2 = Math.min(K, i1 + batch);
     for (let i = i1; i < i2; i++) {
-      const k = perm[i]!, b = Math.floor(k / bs);
+      const k = perm[i]!,
+        b = Math.floor(k / bs);
       // In plain order a block's rows all sit in this batch and have their updates from earlier rows.
       if (!actOrder && k % bs === 0) groupParams(b, (kk, n) => W[kk * N + n]!);
-      if (!U) { // no feedback: static groups, plain rounding
+      if (!U) {
+        // no feedback: static groups, plain rounding
         for (let n = 0; n < N; n++) {
-          const sc = gs[b * N + n]!, z = gz[b * N + n]!;
+          const sc = gs[b * N + n]!,
+            z = gz[b * N + n]!;
           const c = sc !== 0 ? Math.round(W[i * N + n]! / sc) + z : z;
           codes[n * Kp + k] = c < 0 ? 0 : c > qmax ? qmax : c;
         }
         continue;
       }
-      const d = U[i * K + i]!, oi = i * N, oe = (i - i1) * N, og = b * N;
+      const d = U[i * K + i]!,
+        oi = i * N,
+        oe = (i - i1) * N,
+        og = b * N;
       for (let n = 0; n < N; n++) {
-        const v = W[oi + n]!, sc = gs[og + n]!, z = gz[og + n]!;
+        const v = W[oi + n]!,
+          sc = gs[og + n]!,
+          z = gz[og + n]!;
         let c = sc !== 0 ? Math.round(v / sc) + z : z;
         c = c < 0 ? 0 : c > qmax ? qmax : c;
         codes[n * Kp + k] = c;
@@ -340,7 +378,8 @@ function gptqCore(w: Float32Array, K: number, N: number, p: QuantParams, f: Gptq
 
 export const gptq: QuantMethod = {
   name: 'gptq',
-  description: 'GPTQ: inverse-Hessian error feedback from calibration activations (act-order, static groups = blocks, group scales searched under activation-energy weighting, integer zero points); checked on held-out calibration rows against the same search without feedback and against mse-search',
+  description:
+    'GPTQ: inverse-Hessian error feedback from calibration activations (act-order, static groups = blocks, group scales searched under activation-energy weighting, integer zero points); checked on held-out calibration rows against the same search without feedback and against mse-search',
   needsCalibration: true,
   quantize: (w, K, N, p, calib) => gptqQuantize(w, K, N, p, calib),
   /**

@@ -19,12 +19,17 @@ const RATIOS = [1, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7];
 const ASYM_RATIOS = [1, 0.94, 0.88, 0.82, 0.76];
 const REFINE_ITERS = 3;
 
-export interface Fit { err: number; s: number; z: number }
+export interface Fit {
+  err: number;
+  s: number;
+  z: number;
+}
 
 /** Least-squares scale for fixed codes q and integer zero z; err = sum h (x - s(q-z))^2
  * (sums weighted by h; n = sum h). */
 function fitScale(sx: number, sxx: number, sq: number, sqq: number, sxq: number, n: number, z: number): Fit {
-  const sxd = sxq - z * sx, sdd = sqq - 2 * z * sq + n * z * z;
+  const sxd = sxq - z * sx,
+    sdd = sqq - 2 * z * sq + n * z * z;
   if (sdd <= 0) return { err: sxx, s: 0, z };
   const s = sxd / sdd;
   return { err: Math.max(0, sxx - s * sxd), s, z };
@@ -35,14 +40,31 @@ function fitScale(sx: number, sxx: number, sq: number, sqq: number, sxq: number,
  * h = 1 when not given (data-free) or the inputs' mean squared activation (calibration methods).
  * Symmetric: zero fixed at `mid`, codes in [0, qmax]. Returns codes written into q.
  */
-export function searchBlock(x: Float64Array, n: number, bits: 4 | 8, symmetric: boolean, q: Int32Array, qt: Int32Array, h?: Float64Array): Fit {
-  const qmax = (1 << bits) - 1, mid = 1 << (bits - 1);
-  let lo = 0, hi = 0, sx = 0, sxx = 0, sh = 0, heavy = 0;
+export function searchBlock(
+  x: Float64Array,
+  n: number,
+  bits: 4 | 8,
+  symmetric: boolean,
+  q: Int32Array,
+  qt: Int32Array,
+  h?: Float64Array,
+): Fit {
+  const qmax = (1 << bits) - 1,
+    mid = 1 << (bits - 1);
+  let lo = 0,
+    hi = 0,
+    sx = 0,
+    sxx = 0,
+    sh = 0,
+    heavy = 0;
   for (let i = 0; i < n; i++) {
-    const v = x[i]!, wi = h ? h[i]! : 1;
+    const v = x[i]!,
+      wi = h ? h[i]! : 1;
     lo = v < lo ? v : lo;
     hi = v > hi ? v : hi;
-    sx += wi * v; sxx += wi * v * v; sh += wi;
+    sx += wi * v;
+    sxx += wi * v * v;
+    sh += wi;
     if (h && wi * v * v > h[heavy]! * x[heavy]! * x[heavy]!) heavy = i;
   }
   if (lo === 0 && hi === 0) {
@@ -52,18 +74,24 @@ export function searchBlock(x: Float64Array, n: number, bits: 4 | 8, symmetric: 
   let best: Fit = { err: Infinity, s: 0, z: 0 };
   const trial = (s: number, z: number): void => {
     const inv = 1 / s;
-    let sq = 0, sqq = 0, sxq = 0;
+    let sq = 0,
+      sqq = 0,
+      sxq = 0;
     for (let i = 0; i < n; i++) {
-      const v = x[i]!, wi = h ? h[i]! : 1;
+      const v = x[i]!,
+        wi = h ? h[i]! : 1;
       let c = Math.round(v * inv) + z;
       c = c < 0 ? 0 : c > qmax ? qmax : c;
       qt[i] = c;
-      sq += wi * c; sqq += wi * c * c; sxq += wi * v * c;
+      sq += wi * c;
+      sqq += wi * c * c;
+      sxq += wi * v * c;
     }
     let f = fitScale(sx, sxx, sq, sqq, sxq, sh, z);
     if (!symmetric && sqq * sh - sq * sq > 0) {
       // Free affine fit w ~ a*q + b, then the nearest integer zero point.
-      const a = (sh * sxq - sx * sq) / (sh * sqq - sq * sq), b = (sx - a * sq) / sh;
+      const a = (sh * sxq - sx * sq) / (sh * sqq - sq * sq),
+        b = (sx - a * sq) / sh;
       if (a !== 0) {
         const z2 = Math.min(qmax, Math.max(0, Math.round(-b / a)));
         if (z2 !== z) {
@@ -86,7 +114,9 @@ export function searchBlock(x: Float64Array, n: number, bits: 4 | 8, symmetric: 
   } else {
     for (const a of ASYM_RATIOS) {
       for (const b of ASYM_RATIOS) {
-        const l = lo * a, hh = hi * b, s = (hh - l) / qmax;
+        const l = lo * a,
+          hh = hi * b,
+          s = (hh - l) / qmax;
         trial(s, Math.min(qmax, Math.max(0, Math.round(-l / s))));
       }
     }
@@ -94,11 +124,15 @@ export function searchBlock(x: Float64Array, n: number, bits: 4 | 8, symmetric: 
   if (h) {
     // Weighted: grids that put the dominant element exactly on a level (code c), within the range
     // that does not clip the block by more than half.
-    const v = x[heavy]!, span = symmetric ? Math.max(-lo, hi) / (mid - 1) : (hi - lo) / qmax;
+    const v = x[heavy]!,
+      span = symmetric ? Math.max(-lo, hi) / (mid - 1) : (hi - lo) / qmax;
     for (let c = 1; c <= qmax; c++) {
       const s = Math.abs(v) / c;
       if (s < span * 0.5 || s > span * 1.5) continue;
-      if (symmetric) { trial(s, mid); trial(-s, mid); } // both orientations of the -8..7 grid
+      if (symmetric) {
+        trial(s, mid);
+        trial(-s, mid);
+      } // both orientations of the -8..7 grid
       else trial(s, Math.min(qmax, Math.max(0, Math.round(-lo / s))));
     }
   }
@@ -113,11 +147,12 @@ export function searchBlock(x: Float64Array, n: number, bits: 4 | 8, symmetric: 
 /** Per-input-channel weights for the search: the channels' mean squared activation over the rows,
  * floored at 1% of the mean so unseen channels still count. */
 export function channelEnergy(calib: CalibrationData, K: number): Float64Array {
-  if (calib.x.length !== calib.rows * K) throw new RangeError(`calibration holds ${calib.x.length} values, expected rows*K = ${calib.rows}*${K}`);
+  if (calib.x.length !== calib.rows * K)
+    throw new RangeError(`calibration holds ${calib.x.length} values, expected rows*K = ${calib.rows}*${K}`);
   const h = new Float64Array(K);
   for (let r = 0, o = 0; r < calib.rows; r++) for (let k = 0; k < K; k++, o++) h[k]! += calib.x[o]! * calib.x[o]!;
   let sum = 0;
-  for (let k = 0; k < K; k++) sum += (h[k]! /= calib.rows);
+  for (let k = 0; k < K; k++) sum += h[k]! /= calib.rows;
   const floor = (0.01 * sum) / K || 1;
   for (let k = 0; k < K; k++) h[k]! += floor;
   return h;
@@ -126,12 +161,18 @@ export function channelEnergy(calib: CalibrationData, K: number): Float64Array {
 /** `energy`: per-input-channel error weights (see channelEnergy); plain weight MSE without. */
 export function mseSearchQuantize(w: Float32Array, K: number, N: number, p: QuantParams, energy?: Float64Array): QuantizedWeight {
   checkParams(K, N, p, w);
-  const bs = p.blockSize, kBlocks = kBlocksOf(K, bs), Kp = kBlocks * bs;
-  const codes = new Uint8Array(N * Kp), scales = new Float32Array(N * kBlocks);
+  const bs = p.blockSize,
+    kBlocks = kBlocksOf(K, bs),
+    Kp = kBlocks * bs;
+  const codes = new Uint8Array(N * Kp),
+    scales = new Float32Array(N * kBlocks);
   const zeroPoints = p.symmetric ? undefined : new Uint8Array(N * kBlocks);
-  const x = new Float64Array(bs), q = new Int32Array(bs), qt = new Int32Array(bs);
+  const x = new Float64Array(bs),
+    q = new Int32Array(bs),
+    qt = new Int32Array(bs);
   for (let b = 0; b < kBlocks; b++) {
-    const k0 = b * bs, len = Math.min(K, k0 + bs) - k0;
+    const k0 = b * bs,
+      len = Math.min(K, k0 + bs) - k0;
     const h = energy?.subarray(k0, k0 + len);
     for (let n = 0; n < N; n++) {
       for (let i = 0, j = k0 * N + n; i < len; i++, j += N) x[i] = w[j]!;
@@ -148,7 +189,8 @@ export function mseSearchQuantize(w: Float32Array, K: number, N: number, p: Quan
 
 export const mseSearch: QuantMethod = {
   name: 'mse-search',
-  description: 'per-block search over clip ratios with least-squares scale refit and integer zero points; minimises weight MSE, weighted per input channel by activation energy when statistics are given (calibration rows, or data-free norm-scale estimates)',
+  description:
+    'per-block search over clip ratios with least-squares scale refit and integer zero points; minimises weight MSE, weighted per input channel by activation energy when statistics are given (calibration rows, or data-free norm-scale estimates)',
   needsCalibration: false,
   usesChannelScale: true,
   quantize: (w, K, N, p, calib) => mseSearchQuantize(w, K, N, p, calib && calib.rows > 0 ? channelEnergy(calib, K) : undefined),

@@ -33,7 +33,9 @@ export function blockParams(min: number, max: number, bits: 4 | 8, symmetric: bo
     const scale = fround(-m / (1 << (bits - 1))) + 0;
     return { scale, zp: 1 << (bits - 1), rs: scale !== 0 ? fround(1 / scale) : 0 };
   }
-  const lo = Math.min(min, 0), hi = Math.max(max, 0), qmax = (1 << bits) - 1;
+  const lo = Math.min(min, 0),
+    hi = Math.max(max, 0),
+    qmax = (1 << bits) - 1;
   const scale = fround(fround(hi - lo) / qmax);
   const zpf = scale !== 0 ? -fround(lo / scale) : lo;
   const zp = zpf < 0 ? 0 : zpf > qmax ? qmax : roundf(zpf);
@@ -49,7 +51,12 @@ export function quantizeValue(v: number, rs: number, zp: number, qmax: number): 
 function allocate(K: number, N: number, p: QuantParams): QuantizedWeight {
   const kBlocks = kBlocksOf(K, p.blockSize);
   return {
-    K, N, bits: p.bits, blockSize: p.blockSize, kBlocks, symmetric: p.symmetric,
+    K,
+    N,
+    bits: p.bits,
+    blockSize: p.blockSize,
+    kBlocks,
+    symmetric: p.symmetric,
     codes: new Uint8Array(N * kBlocks * p.blockSize),
     scales: new Float32Array(N * kBlocks),
     zeroPoints: p.symmetric ? undefined : new Uint8Array(N * kBlocks),
@@ -68,11 +75,14 @@ export function rtnReference(w: Float32Array, K: number, N: number, p: QuantPara
   checkParams(K, N, p, w);
   const q = allocate(K, N, p);
   const { blockSize: bs, kBlocks } = q;
-  const Kp = kBlocks * bs, qmax = (1 << p.bits) - 1;
+  const Kp = kBlocks * bs,
+    qmax = (1 << p.bits) - 1;
   for (let n = 0; n < N; n++) {
     for (let b = 0; b < kBlocks; b++) {
-      const k0 = b * bs, k1 = Math.min(K, k0 + bs);
-      let min = Infinity, max = -Infinity;
+      const k0 = b * bs,
+        k1 = Math.min(K, k0 + bs);
+      let min = Infinity,
+        max = -Infinity;
       for (let k = k0; k < k1; k++) {
         const v = w[k * N + n]!;
         if (v < min) min = v;
@@ -107,25 +117,43 @@ export function rtnQuantize(w: Float32Array, K: number, N: number, p: QuantParam
  * largest negative magnitude, which is all both MLAS schemes need. Rounding is `(t + 0.5) | 0` on
  * t >= -tiny; the symmetric grid can only overshoot to 2^bits, fixed branch-free by `q - (q >> bits)`.
  */
-export function rtnKernel(w: Float32Array, K: number, N: number, out: QuantizedWeight, b0: number, b1: number, n0: number, n1: number): void {
+export function rtnKernel(
+  w: Float32Array,
+  K: number,
+  N: number,
+  out: QuantizedWeight,
+  b0: number,
+  b1: number,
+  n0: number,
+  n1: number,
+): void {
   const { blockSize: bs, kBlocks, codes, scales, zeroPoints, bits } = out;
-  const sym = out.symmetric, Kp = kBlocks * bs, qmax = (1 << bits) - 1;
+  const sym = out.symmetric,
+    Kp = kBlocks * bs,
+    qmax = (1 << bits) - 1;
   const wi = new Int32Array(w.buffer, w.byteOffset, K * N);
-  const cvt = new Int32Array(2), cvf = new Float32Array(cvt.buffer);
+  const cvt = new Int32Array(2),
+    cvf = new Float32Array(cvt.buffer);
   // Block-row outer, column inner: the bs strided rows of one block stay in L1 across 16 columns.
   for (let b = b0; b < b1; b++) {
-    const k0 = b * bs, k1 = Math.min(K, k0 + bs), len = k1 - k0;
+    const k0 = b * bs,
+      k1 = Math.min(K, k0 + bs),
+      len = k1 - k0;
     for (let n = n0; n < n1; n++) {
-      let pos = 0, neg = 0;
-      const start = k0 * N + n, end = k1 * N + n;
+      let pos = 0,
+        neg = 0;
+      const start = k0 * N + n,
+        end = k1 * N + n;
       for (let i = start; i < end; i += N) {
         const v = wi[i]!;
         pos = v > pos ? v : pos;
         const m = v ^ SIGN;
         neg = m > neg ? m : neg;
       }
-      cvt[0] = pos; cvt[1] = neg;
-      const hi = cvf[0]!, negMag = cvf[1]!;
+      cvt[0] = pos;
+      cvt[1] = neg;
+      const hi = cvf[0]!,
+        negMag = cvf[1]!;
       let scale: number, zp: number;
       if (sym) {
         const m = hi > negMag ? hi : -negMag;
