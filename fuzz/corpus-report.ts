@@ -10,7 +10,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { writeCorpus, type HostileCase } from '../fixtures/hostile.js';
-import { captureRun } from './run.js';
+import { captureRun, isMainModule } from './run.js';
 
 export const CORPUS_COMMANDS = [
   'inspect',
@@ -127,14 +127,7 @@ export async function runCommand(command: string, corpus: string, cases: Hostile
   return rep;
 }
 
-const isMain = (() => {
-  try {
-    return !!process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-})();
-if (isMain) {
+if (isMainModule(import.meta.url)) {
   const arg = (k: string) => {
     const i = process.argv.indexOf(k);
     return i > 0 ? process.argv[i + 1] : undefined;

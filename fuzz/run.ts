@@ -343,14 +343,16 @@ export async function supervise(o: SuperviseOptions): Promise<FuzzReport> {
   return total;
 }
 
-const isMain = (() => {
+/** Whether the module at `url` is the script node was started with (symlinks resolved). */
+export function isMainModule(url: string): boolean {
   try {
-    return !!process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url));
+    return !!process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(url));
   } catch {
     return false;
   }
-})();
-if (isMain) {
+}
+
+if (isMainModule(import.meta.url)) {
   const arg = (k: string, d: string) => {
     const i = process.argv.indexOf(k);
     return i > 0 ? process.argv[i + 1]! : d;

@@ -167,16 +167,15 @@ const partsLength = (parts: (Uint8Array | Tensor)[]) => parts.reduce((s, p) => s
 
 /** Key and length prefix of a length-delimited field. */
 function lenKey(field: number, length: number): Uint8Array {
+  return Uint8Array.from([...varint(field * 8 + 2), ...varint(length)]);
+}
+
+/** Base-128 varint of a non-negative safe integer (division, not shifts: lengths pass 2^31). */
+function varint(v: number): number[] {
   const out: number[] = [];
-  for (let v = field * 8 + 2; ; v = Math.floor(v / 128)) {
-    out.push(v >= 128 ? (v % 128) | 128 : v);
-    if (v < 128) break;
-  }
-  for (let v = length; ; v = Math.floor(v / 128)) {
-    out.push(v >= 128 ? (v % 128) | 128 : v);
-    if (v < 128) break;
-  }
-  return Uint8Array.from(out);
+  for (; v >= 128; v = Math.floor(v / 128)) out.push((v % 128) | 128);
+  out.push(v);
+  return out;
 }
 
 /** A write that the OS refused names the file it was writing. */

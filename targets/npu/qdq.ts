@@ -437,15 +437,7 @@ export async function quantizeForHtp(
   method: RangeMethod = 'minmax',
 ): Promise<HtpQdqStats> {
   const g = model.graph;
-  const stats: HtpQdqStats = {
-    activations: 0,
-    sharedEncodings: 0,
-    fixedEncodings: 0,
-    leftFloat: 0,
-    int8Weights: 0,
-    int32Biases: 0,
-    uint16Constants: 0,
-  };
+  const stats = emptyStats();
   const data = dataNodes(g);
   const acts = activations(g, data);
   const ranges = await calibrationRanges(model, acts, sets, progress, method);
@@ -456,19 +448,15 @@ export async function quantizeForHtp(
   return stats;
 }
 
+function emptyStats(): HtpQdqStats {
+  return { activations: 0, sharedEncodings: 0, fixedEncodings: 0, leftFloat: 0, int8Weights: 0, int32Biases: 0, uint16Constants: 0 };
+}
+
 /** After a variant's dims are bound, shape arithmetic folds into float constants that compute ops
  * read (a position table resized to the variant's grid): they get the same per-slot encoding. */
 export function quantizeFoldedConstants(model: Model): number {
   const g = model.graph;
-  const stats: HtpQdqStats = {
-    activations: 0,
-    sharedEncodings: 0,
-    fixedEncodings: 0,
-    leftFloat: 0,
-    int8Weights: 0,
-    int32Biases: 0,
-    uint16Constants: 0,
-  };
+  const stats = emptyStats();
   // Compute nodes: those that already read Q/DQ'd activations.
   const data = new Set(g.nodes.filter((n) => !isQdq(n) && n.inputs.some((i) => i?.producer && isQdq(i.producer))));
   quantizeConstants(g, new Map(), data, stats);
