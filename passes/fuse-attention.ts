@@ -5,7 +5,8 @@
 // No past, no repeated heads -> MultiHeadAttention (mask, if any, as attention_bias).
 // Decoder with KV cache (k = Concat(past_key, k_new) on the sequence axis, repeat_kv as
 // Unsqueeze/Expand/Reshape, mask = HF causal + padding Where built from attention_mask, its causal
-// part traced from Range/Greater or already folded to a constant table under static shapes)
+// part traced from Range/Greater or already folded to a constant table under static shapes, or
+// transformers >= 4.40's ConstantOfShape(min) * (j > cache_position) form: causal-mask.ts)
 // -> GroupQueryAttention (total_sequence_length = attention_mask.shape[1], seqlens_k = total - 1, the
 // model's mask as attention_bias), the Concat outputs becoming present_key/present_value. Query rows
 // with every key masked (left-padding positions) come out differently, as the op averages over the
@@ -16,6 +17,7 @@ import { DataType, Tensor, type Dim, type Graph, type Model, type Node, type Val
 import type { OptionSchema, OptionsOf } from './pass.js';
 import { constScalar, constTensor, internalOnly, other, producer, replaceOutput, sameDim, splitHeads } from './pattern.js';
 import { mul } from './shape/sym.js';
+import { hfCausalPaddingMask } from './causal-mask.js';
 import { defineRule, fusionPass, skip, type Match, type Skip } from './rule.js';
 
 function ints(v: Value | null | undefined): number[] | null {
@@ -317,6 +319,12 @@ function isCausalTable(t: Tensor, total: Dim | undefined): boolean {
   return true;
 }
 
+/** transformers >= 4.40's mask (causal-mask.ts), in the shape causalFromAttentionMask returns. */
+function hfCausalMask(mask: Value): { attentionMask: Value } | null {
+  const am = hfCausalPaddingMask(mask);
+  return am ? { attentionMask: am } : null;
+}
+
 /** HF _prepare_4d_causal_attention_mask as traced: Where(Or(j > past + i, mask == 0), min, 0). */
 function causalFromAttentionMask(mask: Value): { attentionMask: Value } | null {
   const w = producer(mask, 'Where');
@@ -478,7 +486,7 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
     core.heads % kn.n === 0 &&
     (rk ? rk.rep : 1) * kn.n === core.heads &&
     (rv ? rv.rep : 1) * vn.n === core.heads
-      ? causalFromAttentionMask(core.mask)
+      ? (causalFromAttentionMask(core.mask) ?? hfCausalMask(core.mask))
       : null;
   const pastFits = (c: typeof kc, n: number) => !!c && c.past.shape![1] === n && c.past.shape![3] === q.d;
   if (gqa && kc && vc && kn && vn && pastFits(kc, kn.n) && pastFits(vc, vn.n)) {
