@@ -14,6 +14,7 @@ import { WeightEmitter } from './quant/emit.js';
 import { imageOnlyNodes } from './quant/graph-util.js';
 import { MS_DOMAIN } from './quant/matmulnbits.js';
 import { getMethod } from './quant/methods/index.js';
+import { releaseGptqMemory } from './quant/methods/gptq.js';
 import { normScaleEstimates } from './quant/norm-scales.js';
 import type { LayerReport } from './quant/report.js';
 import { RtnStreamer } from './quant/rtn-streamer.js';
@@ -254,6 +255,7 @@ export const quantizeWeights = definePass({
       );
     } finally {
       await pool?.close();
+      releaseGptqMemory();
     }
     if (fallbacks.length)
       stats.notes!.push(
