@@ -15,6 +15,7 @@ import { convCandidates, quantizeConvWeights } from './quant/conv.js';
 import { imageOnlyNodes, matchesAny } from './quant/graph-util.js';
 import { MS_DOMAIN } from './quant/matmulnbits.js';
 import { getMethod } from './quant/methods/index.js';
+import { releaseGptqMemory } from './quant/methods/gptq.js';
 import { normScaleEstimates } from './quant/norm-scales.js';
 import type { LayerReport } from './quant/report.js';
 import { RtnStreamer } from './quant/rtn-streamer.js';
@@ -280,6 +281,7 @@ export const quantizeWeights = definePass({
       );
     } finally {
       await pool?.close();
+      releaseGptqMemory();
     }
     if (fallbacks.length)
       stats.notes!.push(

@@ -24,7 +24,7 @@ const SCATTER: StepSpec = { pass: 'masked-scatter' };
 /** Fusions leave shared shape chains behind, and their contrib-op outputs need types. */
 const FINISH: StepSpec[] = [{ pass: 'cleanup' }, { pass: 'infer-shapes' }];
 /** Transformer fusions onnxruntime's WebGPU and CPU EPs have kernels for (ORT fuses at load only for CPU/CUDA). */
-const TRANSFORMER_FUSIONS = ['fuse-layernorm', 'fuse-rmsnorm', 'fuse-gelu', 'fuse-skip-layernorm', 'fuse-rotary', 'fuse-attention'];
+const TRANSFORMER_FUSIONS = ['fuse-layernorm', 'fuse-rmsnorm', 'fuse-gelu', 'fuse-rotary', 'fuse-attention', 'fuse-skip-layernorm'];
 
 export const TARGET_PIPELINES: Record<TargetName, PipelineRow> = {
   webgpu: {

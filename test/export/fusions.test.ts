@@ -32,12 +32,15 @@ const FUSED = new Set([
 /** Fused ops each export gets (at least). */
 const EXPECTED: Record<string, Record<string, number>> = {
   siglip_vit: { MultiHeadAttention: 2, SkipLayerNormalization: 5, FastGelu: 2 },
-  clip_vit: { LayerNormalization: 5, SkipLayerNormalization: 1, QuickGelu: 2 },
+  // Its residual Adds' batch dim is known since Equal/Where shape values resolve torch's expand(-1).
+  clip_vit: { LayerNormalization: 1, SkipLayerNormalization: 5, QuickGelu: 2, MultiHeadAttention: 2 },
   projector: { LayerNormalization: 1, FastGelu: 1 },
   // RotaryEmbedding: q and k of each of the 2 layers, cos/sin computed in the graph from inv_freq.
-  decoder_nokv: { SimplifiedLayerNormalization: 1, SkipSimplifiedLayerNormalization: 4, RotaryEmbedding: 4 },
-  decoder_kv: { SimplifiedLayerNormalization: 1, SkipSimplifiedLayerNormalization: 4, RotaryEmbedding: 4 },
-  mllm: { MultiHeadAttention: 2, SkipLayerNormalization: 5, FastGelu: 3, SkipSimplifiedLayerNormalization: 4, RotaryEmbedding: 4 },
+  // Without a cache: MultiHeadAttention on the repeated BNSH key/value with the model's mask as attention_bias.
+  decoder_nokv: { SimplifiedLayerNormalization: 1, SkipSimplifiedLayerNormalization: 4, RotaryEmbedding: 4, MultiHeadAttention: 2 },
+  // With past/present KV and transformers >= 4.40's causal + padding mask: one GroupQueryAttention per layer.
+  decoder_kv: { SimplifiedLayerNormalization: 1, SkipSimplifiedLayerNormalization: 4, RotaryEmbedding: 4, GroupQueryAttention: 2 },
+  mllm: { MultiHeadAttention: 4, SkipLayerNormalization: 5, FastGelu: 3, SkipSimplifiedLayerNormalization: 4, RotaryEmbedding: 4 },
 };
 
 function counts(m: Model): Record<string, number> {

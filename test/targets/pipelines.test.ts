@@ -112,7 +112,7 @@ describe('target pipelines as text', () => {
   it('reads as the targets differ: shared frame, own fusions and quantize options', () => {
     const text = (t: 'webgpu' | 'mobile' | 'npu', role: Role) =>
       formatPipeline(parsePipeline(targetPipeline(t, subModel(t, role, undefined))));
-    const fusions = 'fuse-layernorm,fuse-rmsnorm,fuse-gelu,fuse-skip-layernorm,fuse-rotary,fuse-attention';
+    const fusions = 'fuse-layernorm,fuse-rmsnorm,fuse-gelu,fuse-rotary,fuse-attention,fuse-skip-layernorm';
     expect(text('webgpu', 'decoder')).toBe(
       `cleanup,infer-shapes,fold-constants,cleanup,masked-scatter,${fusions},` +
         'quantize-weights{bits=4,scales=fp16,embeddings=true,role=decoder},to-fp16,cleanup,infer-shapes',
