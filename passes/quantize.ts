@@ -6,13 +6,16 @@
 // streamed through the SIMD RTN kernel: units of maxSliceMb go from the external file into the
 // kernel, which packs the codes in the MatMulNBits layout and sums the error, on `threads` workers
 // that read the file themselves), quant/emit.ts (the new nodes and initializers).
-import type { Model, Node } from '../ir/index.js';
+import type { Graph, Model, Node } from '../ir/index.js';
 import { guessRole, type Role } from '../ir/summary.js';
 import { definePass, type OptionSchema, type OptionsOf, type PassContext, type PassStats } from './pass.js';
 import { findCandidates, markLmHeadAndTies, type Candidate } from './quant/candidates.js';
 import { WeightEmitter } from './quant/emit.js';
+import { convCandidates, quantizeConvWeights } from './quant/conv.js';
+import { imageOnlyNodes, matchesAny } from './quant/graph-util.js';
 import { MS_DOMAIN } from './quant/matmulnbits.js';
 import { getMethod } from './quant/methods/index.js';
+import { releaseGptqMemory } from './quant/methods/gptq.js';
 import { normScaleEstimates } from './quant/norm-scales.js';
 import type { LayerReport } from './quant/report.js';
 import { RtnStreamer } from './quant/rtn-streamer.js';
@@ -99,6 +102,17 @@ const options = {
     description: 'GatherBlockQuantized data: INT4/UINT4 [V, H], or uint8 [V, H*bits/8] (the MatMulNBits byte layout)',
   },
   tie: { type: 'bool', default: true, description: 'a tied embedding and lm_head share one packed initializer' },
+  part: {
+    type: 'enum',
+    default: 'all',
+    values: ['all', 'vision', 'language'],
+    description: 'a whole-MLLM graph: only the weights computed from the image alone (vision encoder, projector), or only the others',
+  },
+  conv: {
+    type: 'bool',
+    default: false,
+    description: 'also Conv/ConvTranspose weights: int8 symmetric per output channel behind DequantizeLinear (float activations)',
+  },
   role: { type: 'enum', default: 'auto', values: ROLES, description: 'sub-model role for defaults (auto: guessed from the graph)' },
   maxSliceMb: {
     aliases: ['max_slice_mb'],
@@ -185,6 +199,34 @@ function applyBudget(
   );
 }
 
+/** Whether a node is in one part of a whole-MLLM graph (a graph without image input has no vision part). */
+function inPart(part: 'all' | 'vision' | 'language'): (n: Node) => boolean {
+  if (part === 'all') return () => true;
+  const vision = new Map<Graph, Set<Node>>();
+  return (n: Node) => {
+    if (!vision.has(n.graph)) vision.set(n.graph, imageOnlyNodes(n.graph));
+    return vision.get(n.graph)!.has(n) === (part === 'vision');
+  };
+}
+
+/** Conv weights int8 per channel whatever the MatMul format, with the include/exclude and part filters. */
+function quantizeConv(model: Model, o: QuantizeOptions, keep: (n: Node) => boolean, stats: QuantizeStats, skip: (why: string) => void) {
+  const convs = convCandidates(
+    model,
+    (n) => keep(n) && (!o.include.length || matchesAny(o.include, n, n.input(1)?.name)) && !matchesAny(o.exclude, n, n.input(1)?.name),
+  );
+  if (!convs.length) return;
+  // Per-axis DequantizeLinear needs opset 13.
+  const from = model.opset('') ?? 1;
+  if (from < 13) {
+    const up = upgradeOpset(model, 13);
+    if (up.blockers.length)
+      return skip(`conv: per-channel DequantizeLinear needs opset 13 and the model (opset ${from}) cannot be converted`);
+    stats.notes!.push(`opset ${from} -> 13 for per-channel Conv weights (${up.converted} nodes rewritten)`);
+  }
+  stats.counts.conv = quantizeConvWeights(convs);
+}
+
 /** DequantizeLinear with block_size needs opset 21: upgrade the model, or say why not (false). */
 function ensureOpset21(model: Model, stats: QuantizeStats, skip: (why: string) => void): boolean {
   const up = upgradeOpset(model, 21);
@@ -207,6 +249,7 @@ export const quantizeWeights = definePass({
   statistics: {
     matmul: 'MatMul weights quantized',
     gemm: 'Gemm weights quantized',
+    conv: 'Conv/ConvTranspose weights quantized (int8 per output channel)',
     gather: 'embedding tables quantized (GatherBlockQuantized)',
     tied: "embeddings sharing the lm_head's packed weight",
     excluded: 'weights left out by include/exclude',
@@ -216,7 +259,7 @@ export const quantizeWeights = definePass({
     const s = settings(model, o);
     const { format, method } = s;
     const stats: QuantizeStats = {
-      counts: { matmul: 0, gemm: 0, gather: 0, tied: 0, excluded: 0, skipped: 0 },
+      counts: { matmul: 0, gemm: 0, conv: 0, gather: 0, tied: 0, excluded: 0, skipped: 0 },
       skipped: [],
       notes: [],
       layers: [],
@@ -247,8 +290,12 @@ export const quantizeWeights = definePass({
       stats.notes!.push(
         `${constants} Constant node(s) made initializers, ${materialized} weight(s) behind Transpose/Reshape/Cast materialized`,
       );
-    const { cands, excluded, nonConst } = findCandidates(model, s, skip);
-    stats.counts.excluded! += excluded;
+    const found = findCandidates(model, s, skip);
+    const { nonConst } = found;
+    const keep = inPart(o.part);
+    const cands = found.cands.filter((c) => keep(c.node));
+    stats.counts.excluded! += found.excluded + found.cands.length - cands.length;
+    if (o.conv) quantizeConv(model, o, keep, stats, skip);
     if (nonConst.length)
       skip(
         `${nonConst.length} MatMul(s) with a non-constant B left as they are (activation x activation): ${nonConst.slice(0, 8).join(', ')}${nonConst.length > 8 ? ', ...' : ''}`,
@@ -277,6 +324,7 @@ export const quantizeWeights = definePass({
       );
     } finally {
       await pool?.close();
+      releaseGptqMemory();
     }
     if (fallbacks.length)
       stats.notes!.push(
