@@ -81,7 +81,13 @@ export function prompts(sm: RunSpec, vocab: number, seed: number): { ids: number
 }
 
 /** Feeds of every decoder call, split by kind (prefill calls of more than one row, 1-token decode calls). */
-export async function runFeeds(model: Model, sm: RunSpec, seed: number, layout: Layout): Promise<RunFeeds | undefined> {
+export async function runFeeds(
+  model: Model,
+  sm: RunSpec,
+  seed: number,
+  layout: Layout,
+  budget = FEED_BUDGET_BYTES,
+): Promise<RunFeeds | undefined> {
   const st = runStages(model, sm);
   if (!st) return undefined;
   const { context, prefillChunk: chunk } = sm.opts;
@@ -92,7 +98,7 @@ export async function runFeeds(model: Model, sm: RunSpec, seed: number, layout: 
     const f = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, fromOrtTensor(k, t)]));
     const kind = f.inputs_embeds!.dims[1] === 1 ? 'decode' : 'prefill';
     const bytes = Object.values(f).reduce((a, t) => a + t.byteLength, 0);
-    if (kept[kind] && kept.bytes + bytes > FEED_BUDGET_BYTES) return void kept.dropped++;
+    if (kept[kind] && kept.bytes + bytes > budget) return void kept.dropped++;
     kept[kind]++;
     kept.bytes += bytes;
     calls.push(f);
@@ -114,7 +120,9 @@ export async function runFeeds(model: Model, sm: RunSpec, seed: number, layout: 
     from.push(
       `${how} over the fp32 source: ${p.ids.length} prompts of ${p.from}` +
         `${img ? ` (the first after ${img.prefix.rows} embeddings of ${img.from})` : ''}, ${DECODE_STEPS} greedy decode steps each` +
-        (kept.dropped ? `; ${kept.dropped} later calls dropped (recorded feeds capped at ${FEED_BUDGET_BYTES / 2 ** 20} MiB)` : ''),
+        (kept.dropped
+          ? `; ${kept.dropped} later calls dropped (recorded feeds capped at ${(budget / 2 ** 20).toFixed(budget < 2 ** 20 ? 2 : 0)} MiB)`
+          : ''),
     );
   } finally {
     await pool.release();

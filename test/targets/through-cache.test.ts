@@ -77,4 +77,19 @@ describe('through its own KV cache', () => {
     expect(scaled!.passed).toBe(false);
     expect(kl(scaled)).toBeGreaterThan(10 * kl(unscaled));
   }, 120_000);
+
+  it('recorded run feeds stay within their byte budget, keeping a call of each kind', async () => {
+    const s = spec();
+    const all = (await runFeeds(loadModel(s.source), s, 77, 'dynamic'))!;
+    const bytes = (f: typeof all.prefill) => f.reduce((a, x) => a + Object.values(x).reduce((b, t) => b + t.byteLength, 0), 0);
+    const budget = Math.floor(bytes([...all.prefill, ...all.decode]) / 3);
+    const capped = (await runFeeds(loadModel(s.source), s, 77, 'dynamic', budget))!;
+    expect(capped.prefill.length).toBeGreaterThanOrEqual(1);
+    expect(capped.decode.length).toBeGreaterThanOrEqual(1);
+    expect(capped.prefill.length + capped.decode.length).toBeLessThan(all.prefill.length + all.decode.length);
+    expect(bytes([...capped.prefill, ...capped.decode])).toBeLessThanOrEqual(
+      Math.max(budget, bytes([capped.prefill[0]!, capped.decode[0]!])),
+    );
+    expect(capped.used.from.join(' ')).toMatch(/later calls dropped/);
+  });
 });
