@@ -19,6 +19,7 @@ import { emulateFp16 } from './emulate-fp16.js';
 import { fixShapes } from './fix-shapes.js';
 import { foldBatchNorm } from './fold-batchnorm.js';
 import { positionIdsInput } from './position-ids-input.js';
+import { maskedScatter } from './masked-scatter.js';
 import { lowerContrib } from './lower-contrib.js';
 
 for (const p of [
@@ -42,6 +43,7 @@ for (const p of [
   fixShapes,
   foldBatchNorm,
   positionIdsInput,
+  maskedScatter,
   lowerContrib,
 ])
   registerPass(p);

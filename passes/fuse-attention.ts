@@ -5,7 +5,8 @@
 // No past, no repeated heads -> MultiHeadAttention (mask, if any, as attention_bias).
 // Decoder with KV cache (k = Concat(past_key, k_new) on the sequence axis, repeat_kv as
 // Unsqueeze/Expand/Reshape, mask = HF causal + padding Where built from attention_mask, its causal
-// part traced from Range/Greater or already folded to a constant table under static shapes)
+// part traced from Range/Greater or already folded to a constant table under static shapes, or
+// transformers >= 4.40's ConstantOfShape(min) * (j > cache_position) form: causal-mask.ts)
 // -> GroupQueryAttention (total_sequence_length = attention_mask.shape[1], seqlens_k = total - 1, the
 // model's mask as attention_bias), the Concat outputs becoming present_key/present_value. Query rows
 // with every key masked (left-padding positions) come out differently, as the op averages over the
@@ -15,6 +16,8 @@
 import { DataType, Tensor, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
 import type { OptionSchema, OptionsOf } from './pass.js';
 import { constScalar, constTensor, internalOnly, other, producer, replaceOutput, sameDim, splitHeads } from './pattern.js';
+import { mul } from './shape/sym.js';
+import { hfCausalPaddingMask } from './causal-mask.js';
 import { defineRule, fusionPass, skip, type Match, type Skip } from './rule.js';
 
 function ints(v: Value | null | undefined): number[] | null {
@@ -39,6 +42,17 @@ function repeatKv(v4: Value): { kv: Value; rep: number; nodes: Node[] } | null {
   return { kv, rep, nodes: [rs, ex, un] };
 }
 
+/**
+ * A mask applied as Where(cond, scores, fill) (GPT-2's causal mask): the bias Where(cond, 0, fill) added
+ * instead gives the same softmax (exp(s + fill - max) and exp(fill - max) both underflow to 0 for a fill
+ * <= -1e4 and sane scores) in every row that keeps a key. A row whose every allowed key is also padded by
+ * the additive mask (a left-padding position under a causal mask) comes out differently: a padding row.
+ */
+interface Select {
+  cond: Value;
+  fill: Value;
+}
+
 interface Core {
   softmax: Node;
   q4: Value;
@@ -46,106 +60,257 @@ interface Core {
   v4: Value;
   scale: number;
   mask: Value | null;
+  select: Select | null;
   out: Value;
   nodes: Node[];
   heads: number;
   headSize: number;
+  /** Head size of value (and of the output), which may differ from query/key's. */
+  vHeadSize: number;
+  /** Key sequence length T. */
+  keys: Dim;
   /** K^T taken straight from the [B, S, N, D] view: the 3-D key behind it. */
   kDirect: { x: Value; n: number; d: number; nodes: Node[] } | null;
 }
 
-function matchCore(sm: Node): Core | string | null {
-  const ax = sm.attrInt('axis', -1);
+/** Dims equal to `want`, one unknown at most (the Reshape's element count fixes it). */
+function dimsAgree(got: readonly Dim[] | undefined, want: Dim[]): boolean {
+  if (!got || got.length !== want.length || want.some((d) => d === null)) return false;
+  let unknown = 0;
+  for (let i = 0; i < want.length; i++) {
+    if (got[i] === null) unknown++;
+    else if (!sameDim(got[i], want[i])) return false;
+  }
+  return unknown <= 1;
+}
+
+/** [B, N, X, Y] -> [B*N, X, Y]. */
+const merged = (s: readonly Dim[]): Dim[] => [mul(s[0] ?? null, s[1] ?? null), s[2] ?? null, s[3] ?? null];
+
+/** v3 = Reshape(v4 [B, N, X, Y], [B*N, X, Y]) (BART/CLIP bmm): v4 and the Reshape. */
+function unmergeHeads(v3: Value | null | undefined): { v4: Value; node: Node } | null {
+  const rs = producer(v3, 'Reshape');
+  const v4 = rs?.inputs[0];
+  const s4 = v4?.shape;
+  if (!rs || !v4 || !s4 || s4.length !== 4 || !dimsAgree(v3!.shape, merged(s4))) return null;
+  return { v4, node: rs };
+}
+
+/** Mul(x, c) with c a constant scalar and x's product read only there: x and c. */
+function peelScale(v: Value): { x: Value; c: number; node: Node } | null {
+  const m = producer(v, 'Mul');
+  if (!m || v.uses.length !== 1 || v.isGraphOutput) return null;
+  const i = m.inputs.findIndex((x) => constScalar(x) !== null);
+  if (i < 0 || m.inputs.length !== 2) return null;
+  return { x: m.inputs[1 - i]!, c: constScalar(m.inputs[i])!, node: m };
+}
+
+/** K^T [B, N, D, T] (or [B*N, D, T]) back to the key it transposes. */
+function keyOf(kTv: Value): { k4: Value; kDirect: Core['kDirect']; nodes: Node[] } | null {
+  const tr = producer(kTv, 'Transpose');
+  const perm = tr?.attrInts('perm', []).join();
+  if (tr && perm === '0,1,3,2') return { k4: tr.inputs[0]!, kDirect: null, nodes: [tr] };
+  if (tr && perm === '0,2,3,1') {
+    const kDirect = reshapedHeads(tr.inputs[0]);
+    return kDirect ? { k4: tr.inputs[0]!, kDirect, nodes: [tr] } : null;
+  }
+  // 3-D bmm: Transpose(Reshape(k4, [B*N, T, D]), [0, 2, 1]).
+  if (tr && perm === '0,2,1' && kTv.shape?.length === 3) {
+    const u = unmergeHeads(tr.inputs[0]);
+    return u ? { k4: u.v4, kDirect: null, nodes: [tr, u.node] } : null;
+  }
+  // BART SDPA: Reshape(Transpose(Reshape(k4, [B*N, T, D]), [0, 2, 1]), [B, N, D, T]).
+  const rs = producer(kTv, 'Reshape');
+  const t3 = rs && producer(rs.inputs[0], 'Transpose');
+  if (!rs || !t3 || t3.attrInts('perm', []).join() !== '0,2,1') return null;
+  const u = unmergeHeads(t3.inputs[0]);
+  const s = u?.v4.shape;
+  if (!u || !s || !dimsAgree(kTv.shape, [s[0]!, s[1]!, s[3]!, s[2]!])) return null;
+  return { k4: u.v4, kDirect: null, nodes: [rs, t3, u.node] };
+}
+
+/** The scores chain from the Softmax input back to MatMul(q, k^T): scale, mask, 3-D/4-D Reshapes. */
+function scoresChain(
+  sm: Node,
+): { qk: Node; scale: number; mask: Value | null; select: Select | null; reshapes: Node[]; maskRank: number; nodes: Node[] } | string {
+  let cur = sm.inputs[0]!;
+  let scale = 1,
+    mask: Value | null = null,
+    select: Select | null = null,
+    maskRank = 0,
+    scaled = false;
+  const nodes: Node[] = [],
+    reshapes: Node[] = [];
+  for (let step = 0; step < 8; step++) {
+    const p = cur.producer;
+    if (!p || p.domain !== '') break;
+    if (p.opType === 'MatMul') return { qk: p, scale, mask, select, reshapes, maskRank, nodes: [...nodes, p] };
+    if (p.opType === 'Reshape') {
+      reshapes.push(p);
+    } else if (p.opType === 'Add' && !mask) {
+      const [a, b] = p.inputs as Value[];
+      const path = reachesMatMul(a) ? a : reachesMatMul(b) ? b : null;
+      if (!path) return 'scores are not MatMul(q, k^T) plus a mask';
+      if (scaled) return 'the mask is added before the scores are scaled';
+      mask = other(p, path);
+      maskRank = cur.shape?.length ?? 0;
+      nodes.push(p);
+      cur = path;
+      continue;
+    } else if (p.opType === 'Where' && !select && constScalar(p.inputs[2]) !== null) {
+      // GPT-2's causal mask: Where(allowed, scores, fill).
+      if (scaled) return 'the scores are masked by Where before they are scaled';
+      if ((cur.shape?.length ?? 0) !== 4) return 'the Where mask is applied to scores that are not [B, N, S, T]';
+      select = { cond: p.inputs[0]!, fill: p.inputs[2]! };
+      nodes.push(p);
+      cur = p.inputs[1]!;
+      continue;
+    } else if (p.opType === 'Div' && constScalar(p.inputs[1]) !== null) {
+      scale /= constScalar(p.inputs[1])!;
+      scaled = true;
+    } else if (p.opType === 'Mul' && p.inputs.some((v) => constScalar(v) !== null)) {
+      const i = p.inputs.findIndex((v) => constScalar(v) !== null);
+      scale *= constScalar(p.inputs[i])!;
+      scaled = true;
+      nodes.push(p);
+      cur = p.inputs[1 - i]!;
+      continue;
+    } else return `scores come from ${p.opType}, not MatMul(q, k^T) scaled by a constant and masked by an Add`;
+    nodes.push(p);
+    cur = p.inputs[0]!;
+  }
+  return 'scores are not MatMul(q, k^T) scaled by a constant and masked by an Add';
+}
+
+/** Through Div/Mul by constants and Reshapes to a MatMul. */
+function reachesMatMul(v: Value | null | undefined, depth = 0): boolean {
+  const p = v?.producer;
+  if (!p || p.domain !== '' || depth > 6) return false;
+  if (p.opType === 'MatMul') return true;
+  if (p.opType === 'Reshape') return reachesMatMul(p.inputs[0], depth + 1);
+  if (p.opType === 'Where') return reachesMatMul(p.inputs[1], depth + 1);
+  if (p.opType === 'Div') return constScalar(p.inputs[1]) !== null && reachesMatMul(p.inputs[0], depth + 1);
+  if (p.opType !== 'Mul') return false;
+  const j = p.inputs.findIndex((x) => constScalar(x) !== null);
+  return j >= 0 && reachesMatMul(p.inputs[1 - j], depth + 1);
+}
+
+/** Softmax output through identity Casts and a NaN guard (Where(IsNaN(p), 0, p)) to MatMul(p, v). */
+function probsToValue(sm: Node): { pv: Node; nodes: Node[] } | null {
   let probs = sm.outputs[0]!;
-  const nodes: Node[] = [sm];
+  const nodes: Node[] = [];
   // F.softmax(w, dtype=float32).to(q.dtype) traces as identity Casts in an fp32 export.
   for (let c = identityCast(probs); c; c = identityCast(probs)) {
     nodes.push(c);
     probs = c.outputs[0]!;
   }
-  const pv = probs.uses.length === 1 ? probs.uses[0]! : null;
-  if (!pv || pv.node.opType !== 'MatMul' || pv.index !== 0) return null;
-  let scores = sm.inputs[0]!;
-  nodes.push(pv.node);
-  let mask: Value | null = null;
-  const addM = producer(scores, 'Add');
-  if (addM) {
-    const [a, b] = addM.inputs as Value[];
-    const isScaled = (v: Value) => !!(producer(v, 'Div') ?? producer(v, 'Mul') ?? producer(v, 'MatMul'));
-    const s = isScaled(a) ? a : isScaled(b) ? b : null;
-    if (!s) return null;
-    mask = other(addM, s);
-    nodes.push(addM);
-    scores = s;
-  }
-  let scale = 1;
-  let qk = producer(scores, 'MatMul');
-  if (!qk) {
-    const div = producer(scores, 'Div'),
-      mul = producer(scores, 'Mul');
-    if (div) {
-      const c = constScalar(div.inputs[1]);
-      qk = producer(div.inputs[0], 'MatMul');
-      if (c === null || !qk) return null;
-      scale = 1 / c;
-      nodes.push(div);
-    } else if (mul) {
-      const mm = producer(mul.inputs[0], 'MatMul') ? 0 : 1;
-      const c = constScalar(mul.inputs[1 - mm]);
-      qk = producer(mul.inputs[mm], 'MatMul');
-      if (c === null || !qk) return null;
-      scale = c;
-      nodes.push(mul);
-    } else return null;
-  }
-  // torch's scaled_dot_product_attention export scales both sides: (q * sqrt(s)) @ (k^T * sqrt(s)).
-  let q4 = qk.inputs[0]!,
-    kTv = qk.inputs[1]!;
-  const qs = producer(q4, 'Mul'),
-    ks = producer(kTv, 'Mul');
-  if (qs && ks && q4.uses.length === 1 && kTv.uses.length === 1) {
-    const a = qs.inputs.findIndex((v) => constScalar(v) !== null),
-      b = ks.inputs.findIndex((v) => constScalar(v) !== null);
-    if (a >= 0 && b >= 0 && producer(ks.inputs[1 - b], 'Transpose')) {
-      scale *= constScalar(qs.inputs[a])! * constScalar(ks.inputs[b])!;
-      q4 = qs.inputs[1 - a]!;
-      kTv = ks.inputs[1 - b]!;
-      nodes.push(qs, ks);
+  // SDPA exports guard fully masked rows: Where(IsNaN(p), 0, p); with finite masks no row is NaN.
+  if (probs.uses.length === 2 && !probs.isGraphOutput) {
+    const isnan = probs.uses.find((u) => u.node.opType === 'IsNaN')?.node;
+    const w = probs.uses.find((u) => u.node.opType === 'Where' && u.index === 2)?.node;
+    if (isnan && w && w.inputs[0] === isnan.outputs[0] && constScalar(w.inputs[1]) === 0) {
+      nodes.push(isnan, w);
+      probs = w.outputs[0]!;
     }
   }
-  const kT = producer(kTv, 'Transpose');
-  const perm = kT?.attrInts('perm', []).join();
-  // K^T as Transpose(k4, [0,1,3,2]), or straight from the [B, S, N, D] view with [0,2,3,1].
-  const kDirect = perm === '0,2,3,1' ? reshapedHeads(kT!.inputs[0]) : null;
-  if (!kT || (perm !== '0,1,3,2' && !kDirect)) return null;
-  nodes.push(qk, kT);
+  const pv = probs.uses.length === 1 && !probs.isGraphOutput ? probs.uses[0]! : null;
+  if (!pv || pv.node.opType !== 'MatMul' || pv.node.domain !== '' || pv.index !== 0) return null;
+  return { pv: pv.node, nodes: [...nodes, pv.node] };
+}
+
+function matchCore(sm: Node): Core | string | null {
+  const p = probsToValue(sm);
+  if (!p) return null;
   const where = `attention at '${sm.name}'`;
-  if (ax !== -1 && ax !== 3) return `${where}: Softmax is not over the last axis`;
-  const ctx = pv.node.outputs[0]!;
-  const tr = ctx.uses.length === 1 ? producer(ctx.uses[0]!.node.outputs[0], 'Transpose') : null;
-  if (!tr || tr.attrInts('perm', []).join() !== '0,2,1,3') return `${where}: context is not transposed back to [B, S, N, D]`;
-  const rs = tr.outputs[0]!.uses.length === 1 ? tr.outputs[0]!.uses[0]!.node : null;
-  const sc = ctx.shape,
-    so = rs?.outputs[0]?.shape;
-  if (!rs || rs.opType !== 'Reshape' || !sc || !so || so.length !== 3 || sc.length !== 4)
-    return `${where}: context is not merged back to [B, S, N*D]`;
-  const [n, d] = [sc[1], sc[3]];
-  if (typeof n !== 'number' || typeof d !== 'number' || so[2] !== n * d || !sameDim(so[0], sc[0]) || !sameDim(so[1], sc[2]))
-    return `${where}: merged shape is not [B, S, N*D]`;
-  nodes.push(tr, rs);
+  const sc = scoresChain(sm);
+  if (typeof sc === 'string') return `${where}: ${sc}`;
+  const nodes: Node[] = [sm, ...p.nodes, ...sc.nodes];
+  let scale = sc.scale;
+  // torch's scaled_dot_product_attention export scales both sides: (q * sqrt(s)) @ (k^T * sqrt(s)).
+  let qv = sc.qk.inputs[0]!,
+    kTv = sc.qk.inputs[1]!;
+  const qs = peelScale(qv),
+    ks = peelScale(kTv);
+  if (qs && ks) {
+    scale *= qs.c * ks.c;
+    [qv, kTv] = [qs.x, ks.x];
+    nodes.push(qs.node, ks.node);
+  }
+  let q4 = qv;
+  if (qv.shape?.length === 3) {
+    const u = unmergeHeads(qv);
+    if (!u) return `${where}: 3-D query is not Reshape([B, N, S, D] -> [B*N, S, D])`;
+    q4 = u.v4;
+    nodes.push(u.node);
+  }
+  const key = keyOf(kTv);
+  if (!key) return `${where}: key is not transposed with perm [0,1,3,2] or [0,2,3,1], nor a 3-D [B*N, D, T] from its heads`;
+  nodes.push(...key.nodes);
+  let v4 = p.pv.inputs[1]!;
+  if (v4.shape?.length === 3) {
+    const u = unmergeHeads(v4);
+    if (!u) return `${where}: 3-D value is not Reshape([B, N, T, D] -> [B*N, T, D])`;
+    v4 = u.v4;
+    nodes.push(u.node);
+  }
+  const s4 = q4.shape,
+    sk = key.kDirect ? key.kDirect.x.shape : key.k4.shape,
+    sv = v4.shape;
+  if (!s4 || s4.length !== 4 || !sv || sv.length !== 4 || !sk) return `${where}: query/value shapes are not known 4-D [B, N, S, D]`;
+  const [b, n, s, d] = s4;
+  const t = key.kDirect ? sk[1] : sk[2],
+    dv = sv[3];
+  if (typeof n !== 'number' || typeof d !== 'number' || typeof dv !== 'number') return `${where}: head count or head size is not static`;
+  // Every Reshape on the scores is between [B, N, S, T] and [B*N, S, T].
+  const want4: Dim[] = [b!, n, s!, t ?? null];
+  if (!sc.reshapes.every((r) => dimsAgree(r.outputs[0]!.shape, r.outputs[0]!.shape?.length === 3 ? merged(want4) : want4)))
+    return `${where}: a Reshape on the scores is not between [B, N, S, T] and [B*N, S, T]`;
+  if (sc.mask && sc.maskRank !== 4) return `${where}: the mask is added to ${sc.maskRank}-D scores, not [B, N, S, T]`;
+  const ax = sm.attrInt('axis', -1),
+    rank = sm.inputs[0]!.shape?.length;
+  if (ax !== -1 && ax !== (rank ?? 0) - 1) return `${where}: Softmax is not over the last axis`;
+  const ctx = contextMerge(p.pv.outputs[0]!, [b!, n, s!, dv]);
+  if (typeof ctx === 'string') return `${where}: ${ctx}`;
+  nodes.push(...ctx.nodes);
   return {
     softmax: sm,
     q4,
-    k4: kT.inputs[0]!,
-    kDirect,
-    v4: pv.node.inputs[1]!,
+    k4: key.k4,
+    kDirect: key.kDirect,
+    v4,
     scale,
-    mask,
-    out: rs.outputs[0]!,
+    mask: sc.mask,
+    select: sc.select,
+    out: ctx.out,
     nodes,
     heads: n,
     headSize: d,
+    vHeadSize: dv,
+    keys: t ?? null,
   };
+}
+
+/** Context [B, N, S, Dv] (or [B*N, S, Dv]) -> Transpose [0, 2, 1, 3] -> Reshape [B, S, N*Dv]. */
+function contextMerge(ctx: Value, want: Dim[]): { out: Value; nodes: Node[] } | string {
+  const nodes: Node[] = [];
+  let c4 = ctx;
+  const only = (v: Value) => (v.uses.length === 1 && !v.isGraphOutput ? v.uses[0]!.node : null);
+  if (ctx.shape?.length === 3) {
+    const rs = only(ctx);
+    if (!rs || rs.opType !== 'Reshape' || !dimsAgree(ctx.shape, merged(want)) || !dimsAgree(rs.outputs[0]!.shape, want))
+      return 'context [B*N, S, D] is not reshaped to [B, N, S, D]';
+    nodes.push(rs);
+    c4 = rs.outputs[0]!;
+  }
+  const tr = only(c4);
+  if (!tr || tr.opType !== 'Transpose' || tr.attrInts('perm', []).join() !== '0,2,1,3')
+    return 'context is not transposed back to [B, S, N, D]';
+  const rs = only(tr.outputs[0]!);
+  const so = rs?.outputs[0]?.shape;
+  if (!rs || rs.opType !== 'Reshape' || !so || !dimsAgree(so, [want[0]!, want[2]!, mul(want[1]!, want[3]!)]))
+    return 'context is not merged back to [B, S, N*D]';
+  nodes.push(tr, rs);
+  return { out: rs.outputs[0]!, nodes };
 }
 
 /** Cast between float values of one type: the only use of `v`, nothing else reads it. */
@@ -175,6 +340,12 @@ function isCausalTable(t: Tensor, total: Dim | undefined): boolean {
   const v = t.toNumbers();
   for (let i = 0; i < s; i++) for (let j = 0; j < tt; j++) if ((v[i * tt + j] !== 0) !== j > tt - s + i) return false;
   return true;
+}
+
+/** transformers >= 4.40's mask (causal-mask.ts), in the shape causalFromAttentionMask returns. */
+function hfCausalMask(mask: Value): { attentionMask: Value } | null {
+  const am = hfCausalPaddingMask(mask);
+  return am ? { attentionMask: am } : null;
 }
 
 /** HF _prepare_4d_causal_attention_mask as traced: Where(Or(j > past + i, mask == 0), min, 0). */
@@ -273,6 +444,9 @@ function gqaLengths(g: Graph, am: Value, cache: Map<Value, [Value, Value]>, befo
 interface AttentionMatch extends Match {
   kind: 'mha' | 'gqa' | 'mhaBnsh';
   core: Core;
+  /** attention_bias: Expand to [.., S, T] (it needs both dims; a [B, 1, 1, T] padding mask has neither S
+   * rows nor, for Where masks, known dims), the key length read from `key` at `keyAxis`. */
+  bias?: { expand: boolean; key: Value; keyAxis: number };
   spec: { opType: string; inputs: (Value | null)[]; attrs: Record<string, unknown> };
   /** GroupQueryAttention: the mask its lengths come from and the cache Concats whose outputs become present_key/value. */
   gqa?: { attentionMask: Value; inputs: (Value | null)[]; concats: [Node, Node] };
@@ -285,25 +459,26 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
   const where = `attention at '${sm.name}'`;
   const q = splitHeads(core.q4);
   if (!q || q.n !== core.heads || q.d !== core.headSize) return skip(`${where}: query is not a [B, S, N*D] tensor split into heads`);
+  // CLIP/Phi scale the projected query before splitting heads.
+  const pre = peelScale(q.x);
+  if (pre) {
+    q.x = pre.x;
+    q.nodes.push(pre.node);
+    core.scale *= pre.c;
+  }
   const k = core.kDirect ?? splitHeads(core.k4),
     v = splitHeads(core.v4);
   const attrs = { num_heads: core.heads, scale: { float: core.scale } };
-  // attention_bias is [B or 1, N or 1, S, T].
-  const ms = core.mask?.shape;
-  if (core.mask && (!ms || ms.length !== 4 || (ms[1] !== 1 && ms[1] !== core.heads)))
-    return skip(`${where}: mask is not a 4-D [B|1, N|1, S, T] bias`);
-  // attention_bias does not broadcast over queries: a [B, 1, 1, T] padding mask (BERT) is refused by onnxruntime.
-  const qs = q.x.shape?.[1];
-  if (core.mask && ms && !(sameDim(ms[2], qs) || (ms[2] === 1 && qs === 1)))
-    return skip(`${where}: mask has ${String(ms[2])} query rows, not the sequence length (attention_bias does not broadcast over queries)`);
-  if (k && v && k.n === core.heads && v.n === core.heads && k.d === q.d && v.d === q.d) {
+  const bias = biasShape(core, q.x);
+  if (typeof bias === 'string') return skip(`${where}: ${bias}`);
+  if (k && v && k.n === core.heads && v.n === core.heads && k.d === q.d && v.d === core.vHeadSize) {
     const inputs: (Value | null)[] = [q.x, k.x, v.x];
     if (core.mask) inputs.push(null, null, core.mask);
     return {
       kind: 'mha',
       core,
-      nodes: [...core.nodes, ...q.nodes, ...k.nodes, ...v.nodes],
-      outputs: [core.out],
+      bias: { expand: bias.expand, key: k.x, keyAxis: 1 },
+      ...withoutShapeReads([...core.nodes, ...q.nodes, ...k.nodes, ...v.nodes], [core.out]),
       spec: { opType: 'MultiHeadAttention', inputs, attrs },
     };
   }
@@ -317,6 +492,7 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
     vn = vc && splitHeads(vc.fresh);
   const gqa =
     mode === 'gqa' &&
+    !core.select &&
     kc &&
     vc &&
     kn &&
@@ -328,7 +504,7 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
     core.heads % kn.n === 0 &&
     (rk ? rk.rep : 1) * kn.n === core.heads &&
     (rv ? rv.rep : 1) * vn.n === core.heads
-      ? causalFromAttentionMask(core.mask)
+      ? (causalFromAttentionMask(core.mask) ?? hfCausalMask(core.mask))
       : null;
   const pastFits = (c: typeof kc, n: number) => !!c && c.past.shape![1] === n && c.past.shape![3] === q.d;
   if (gqa && kc && vc && kn && vn && pastFits(kc, kn.n) && pastFits(vc, vn.n)) {
@@ -360,15 +536,77 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
   return {
     kind: 'mhaBnsh',
     core,
-    nodes: [...core.nodes, ...q.nodes],
-    outputs: [core.out],
+    bias: { expand: bias.expand, key: core.k4, keyAxis: 2 },
+    ...withoutShapeReads([...core.nodes, ...q.nodes], [core.out]),
     spec: { opType: 'MultiHeadAttention', inputs, attrs },
   };
 }
 
+/** The additive mask (and a Where mask as its bias), expanded to [.., S, T] when not already so. */
+function attentionBias(g: Graph, core: Core, query: Value, b: NonNullable<AttentionMatch['bias']>): Value {
+  const before = core.out.producer!;
+  const p = `${core.softmax.name}/edgec_bias`;
+  const add = (opType: string, inputs: Value[], attrs?: Record<string, number>) =>
+    g.addNode({ opType, name: `${p}/${opType}`, inputs, outputs: [`${p}/${opType}_output_0`], attrs }, before).outputs[0]!;
+  const i64 = (name: string, v: number[]) => g.addInitializer(Tensor.fromInt64(`${p}/${name}`, [v.length], v));
+  let bias = core.mask;
+  if (core.select) {
+    const fill = constTensor(core.select.fill)!;
+    const zero = g.addInitializer(Tensor.fromNumbers(`${p}/zero`, fill.dtype, [], [0]));
+    const w = add('Where', [core.select.cond, zero, core.select.fill]);
+    bias = bias ? add('Add', [w, bias]) : w;
+  }
+  if (!b.expand) return bias!;
+  const s = query.shape?.[1],
+    t = b.key.shape?.[b.keyAxis];
+  const dim = (v: Value, axis: number) => add('Slice', [add('Shape', [v]), i64(`start${axis}`, [axis]), i64(`end${axis}`, [axis + 1])]);
+  const rows =
+    typeof s === 'number' && typeof t === 'number'
+      ? i64('shape', [1, 1, s, t])
+      : add('Concat', [i64('ones', [1, 1]), dim(query, 1), dim(b.key, b.keyAxis)], { axis: 0 });
+  return add('Expand', [bias!, rows]);
+}
+
+/**
+ * Whether the mask fits attention_bias [B|1, N|1, S, T] as it is, or after an Expand over [1, 1, S, T]
+ * (a [B, 1, 1, T] padding mask, a 2-D [S, T] one, a Where mask of unknown dims).
+ */
+function biasShape(core: Core, q3: Value): { expand: boolean } | string {
+  if (!core.mask && !core.select) return { expand: false };
+  const ms = core.mask ? core.mask.shape : [1, 1, 1, 1];
+  if (!ms || ms.length > 4) return 'mask shape is unknown or has more than 4 dims';
+  const d = [...new Array<Dim>(4 - ms.length).fill(1), ...ms];
+  if (d[1] !== 1 && d[1] !== core.heads) return `mask has ${String(d[1])} heads, neither 1 nor ${core.heads}`;
+  const fits = !core.select && ms.length === 4 && sameDim(d[2], q3.shape?.[1]) && sameDim(d[3], core.keys);
+  return { expand: !fits };
+}
+
+/**
+ * The matched nodes less those whose outputs are read outside only by Shape (exporters' shape
+ * arithmetic, which the rewrite leaves dead for cleanup) and what feeds them: they stay in the graph.
+ */
+function withoutShapeReads(nodes: Node[], outputs: Value[]): { nodes: Node[]; outputs: Value[] } {
+  const set = new Set(nodes);
+  const kept = new Set<Node>();
+  for (let changed = true; changed;) {
+    changed = false;
+    for (const n of set) {
+      const outside = n.outputs.flatMap((o) => (o && !outputs.includes(o) ? o.uses.filter((u) => !set.has(u.node)) : []));
+      if (outside.length && outside.every((u) => u.node.opType === 'Shape' || kept.has(u.node))) {
+        set.delete(n);
+        kept.add(n);
+        changed = true;
+      }
+    }
+  }
+  return { nodes: [...set], outputs };
+}
+
 function rewrite(model: Model, g: Graph, m: AttentionMatch, lengths: Map<Value, [Value, Value]>): AttentionMatch['kind'] {
   if (!m.gqa) {
-    replace(model, g, m.core, m.spec, m.nodes);
+    const inputs = [...m.spec.inputs];
+    if (m.bias && (m.core.mask || m.core.select)) inputs.splice(3, 3, null, null, attentionBias(g, m.core, inputs[0]!, m.bias));
+    replace(model, g, m.core, { ...m.spec, inputs }, m.nodes);
     return m.kind;
   }
   const [seqlens, total] = gqaLengths(g, m.gqa.attentionMask, lengths, g.nodes[0]!);

@@ -1,178 +1,234 @@
 // HF rotate_half rotary embedding -> com.microsoft RotaryEmbedding (interleaved = 0):
-//   out = t * cos + cat(-t[..., D/2:], t[..., :D/2]) * sin,  cos/sin = Unsqueeze(Gather(cache, position_ids), 1)
-// t is [B, N, S, D] and comes from Transpose(Reshape(x, [B, S, N, D]), [0, 2, 1, 3]); the op then
-// runs on the 3-D x (num_heads = N) and the Reshape/Transpose move after it, which leaves the
-// attention fusion a 3-D query/key to take. The HF cache repeats its halves (emb = cat(freqs, freqs));
-// the op's cache is one half, so the halves must be bit-identical.
-import { DataType, Tensor, type Graph, type Model, type Node, type Value } from '../ir/index.js';
+//   out = t * cos + cat(-t[..., d/2:], t[..., :d/2]) * sin        (halves by Slice, or Split)
+// with cos/sin gathered from a constant cache by position_ids or computed in the graph from inv_freq
+// (rotary-tables.ts). Partial rotary (Phi-3, rotary dim r < head size D):
+//   cat(rope(t[..., :r]), t[..., r:]) -> one op with rotary_embedding_dim = r.
+// t is [B, N, S, D]. When it is Transpose(Reshape(x [B, S, N*D])) the op runs on the 3-D x
+// (num_heads = N) and the Reshape/Transpose move after it, which leaves the attention fusion a 3-D
+// query/key to take; otherwise the op takes t itself (4-D BNSH input).
+import { DataType, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
+import type { OptionSchema, OptionsOf } from './pass.js';
 import { constTensor, other, producer, replaceOutput, sameDim, splitHeads } from './pattern.js';
+import { tableSource, type TableSource } from './rotary-tables.js';
 import { defineRule, fusionPass, skip, Skip, type Match } from './rule.js';
 
-interface SliceSpec {
-  start: number;
-  end: number;
+const OPTIONS = {
+  maxPositions: {
+    type: 'int',
+    default: 4096,
+    min: 1,
+    description: 'rows of the cos/sin table made for cos/sin computed in the graph (positions the fused op accepts)',
+  },
+} as const satisfies OptionSchema;
+type Opts = OptionsOf<typeof OPTIONS>;
+
+/** One-element constant as a number (index constants may be declared float in hand-made graphs). */
+function num(v: Value | null | undefined): number | null {
+  const t = constTensor(v);
+  return t && t.size === 1 && t.dtype !== DataType.STRING ? t.toNumbers()[0]! : null;
 }
 
-function sliceLast(n: Node | null, rank: number): SliceSpec | null {
-  if (!n || n.opType !== 'Slice' || n.domain !== '') return null;
-  const get = (i: number) => {
-    const t = constTensor(n.inputs[i]);
-    return t && t.size === 1 ? Number(t.toBigInt64()[0]!) : null;
-  };
-  const start = get(1),
-    end = get(2),
-    axis = n.inputs[3] ? get(3) : null,
-    step = n.inputs[4] ? get(4) : 1;
-  if (start === null || end === null || axis === null || step !== 1) return null;
-  if (axis !== -1 && axis !== rank - 1) return null;
-  return { start, end };
+/** [start, end) of a step-1 Slice along the last axis of a rank-`rank` input, else null. */
+function sliceLast(n: Node | null, rank: number): [number, number] | null {
+  if (!n || n.opType !== 'Slice' || n.domain !== '' || n.inputs.length < 4) return null;
+  const [start, end, axis] = [num(n.inputs[1]), num(n.inputs[2]), num(n.inputs[3])];
+  const step = n.inputs[4] ? num(n.inputs[4]) : 1;
+  if (start === null || end === null || step !== 1 || (axis !== -1 && axis !== rank - 1)) return null;
+  return [start, end];
 }
 
-/** cos/sin operand: Unsqueeze(Gather(cache [P, D], position_ids [B, S], axis 0), [1]). */
-function cacheOf(v: Value, d: number): { cache: Tensor; cacheValue: Value; pos: Value; nodes: Node[] } | null {
-  const un = producer(v, 'Unsqueeze');
-  if (!un) return null;
-  const axes = constTensor(un.inputs[1]);
-  if (!axes || axes.size !== 1 || Number(axes.toNumbers()[0]) !== 1) return null;
-  const ga = producer(un.inputs[0], 'Gather');
-  if (!ga || ga.attrInt('axis', 0) !== 0) return null;
-  const cache = constTensor(ga.inputs[0]);
-  const pos = ga.inputs[1];
-  if (!cache || !pos || cache.dims.length !== 2 || cache.dims[1] !== d) return null;
-  if (cache.dtype !== DataType.FLOAT && cache.dtype !== DataType.FLOAT16) return null;
-  if (pos.dtype !== DataType.INT64 || pos.shape?.length !== 2) return null;
-  return { cache, cacheValue: ga.inputs[0]!, pos, nodes: [un, ga] };
+/** Split of the last axis into two equal halves (split attribute, input, or num_outputs). */
+function splitsHalves(sp: Node, d: number): boolean {
+  const ax = sp.attrInt('axis', 0);
+  if (sp.outputs.length !== 2 || (ax !== -1 && ax !== 3)) return false;
+  const sizes = sp.hasAttr('split')
+    ? sp.attrInts('split')
+    : sp.inputs[1]
+      ? Array.from(constTensor(sp.inputs[1])?.toNumbers() ?? [0])
+      : null;
+  return !sizes || (sizes.length === 2 && sizes[0] === d / 2 && sizes[1] === d / 2);
 }
 
-/** First half of a [P, D] cache when its two halves are bit-identical. */
-function halfCache(t: Tensor): Tensor | null {
-  const [p, d] = t.dims as [number, number];
-  const es = t.dtype === DataType.FLOAT ? 4 : 2;
-  const src = t.bytes(),
-    h = (d / 2) * es;
-  const out = new Uint8Array(p * h);
-  for (let r = 0; r < p; r++) {
-    const row = src.subarray(r * d * es, (r + 1) * d * es);
-    for (let i = 0; i < h; i++) if (row[i] !== row[h + i]) return null;
-    out.set(row.subarray(0, h), r * h);
-  }
-  return Tensor.fromBytes(`${t.name}_half`, t.dtype, [p, d / 2], out);
-}
-
-interface RotaryMatch extends Match {
+interface Half {
   t: Value;
-  out: Value;
-  cos: NonNullable<ReturnType<typeof cacheOf>>;
-  sin: NonNullable<ReturnType<typeof cacheOf>>;
   nodes: Node[];
 }
 
+/** rot = Concat(Neg(x2), x1) with x1, x2 the halves of t's last axis: t, or a reason. */
+function rotateHalf(rot: Value): Half | string | null {
+  const cat = producer(rot, 'Concat');
+  const neg = producer(cat?.inputs[0], 'Neg');
+  if (!cat || cat.inputs.length !== 2 || !neg) return null;
+  const x2 = neg.inputs[0]!,
+    x1 = cat.inputs[1]!;
+  const sp = producer(x1, 'Split');
+  if (sp && x1 === sp.outputs[0] && x2 === sp.outputs[1]) {
+    const t = sp.inputs[0]!,
+      d = t.shape?.[3];
+    if (typeof d !== 'number' || t.shape!.length !== 4 || !splitsHalves(sp, d)) return 'Split is not into the two halves of the last axis';
+    return { t, nodes: [cat, neg, sp] };
+  }
+  const s1 = producer(x1, 'Slice'),
+    s2 = producer(x2, 'Slice');
+  if (!s1 || !s2 || s1.inputs[0] !== s2.inputs[0]) return null;
+  const t = s1.inputs[0]!,
+    d = t.shape?.[3];
+  if (typeof d !== 'number' || t.shape!.length !== 4 || d % 2) return 'input is not 4-D with a known even head size';
+  const a1 = sliceLast(s1, 4),
+    a2 = sliceLast(s2, 4);
+  const cax = cat.attrInt('axis');
+  if (!a1 || !a2 || a1[0] !== 0 || a1[1] !== d / 2 || a2[0] !== d / 2 || a2[1] < d || (cax !== -1 && cax !== 3))
+    return 'slices are not the two halves of the last axis (rotate_half)';
+  return { t, nodes: [cat, neg, s1, s2] };
+}
+
+/** Phi-3 partial rotary: t = T[..., :r] and the result's only use is Concat(result, T[..., r:]). */
+function partial(t: Value, out: Value): { full: Value; out: Value; nodes: Node[] } | null {
+  const s = producer(t, 'Slice');
+  const T = s?.inputs[0];
+  const D = T?.shape?.[3],
+    r = t.shape![3] as number;
+  const a = sliceLast(s, 4);
+  if (!s || !T || typeof D !== 'number' || !a || a[0] !== 0 || a[1] !== r || r >= D) return null;
+  const cat = out.uses.length === 1 && !out.isGraphOutput ? out.uses[0]!.node : null;
+  if (!cat || cat.opType !== 'Concat' || cat.inputs.length !== 2 || cat.inputs[0] !== out || ![-1, 3].includes(cat.attrInt('axis')))
+    return null;
+  const pass = producer(cat.inputs[1], 'Slice');
+  const b = sliceLast(pass, 4);
+  if (!pass || pass.inputs[0] !== T || !b || b[0] !== r || b[1] < D) return null;
+  return { full: T, out: cat.outputs[0]!, nodes: [s, pass, cat] };
+}
+
+interface RotaryMatch extends Match {
+  /** The op's input before the heads split (3-D), or the 4-D BNSH value itself. */
+  x: Value;
+  heads: number | null;
+  /** Reshape/Transpose restoring [B, N, S, D] after a 3-D op. */
+  view: NonNullable<ReturnType<typeof splitHeads>> | null;
+  rotaryDim: number | null;
+  out: Value;
+  cos: TableSource;
+  sin: TableSource;
+  dtype: DataType;
+}
+
+/** position_ids [B, S] against the input's B and S: a dim known on both sides must agree (1 against a symbol does not). */
+function positionsFit(pos: Value, b: Dim | undefined, s: Dim | undefined): boolean {
+  const fit = (p: Dim | undefined, x: Dim | undefined) =>
+    // An unknown side is left to the op, which checks position_ids against (B, S) at run time.
+    p === null || p === undefined || x === null || x === undefined || sameDim(p, x);
+  return fit(pos.shape![0], b) && fit(pos.shape![1], s);
+}
+
 function match(add: Node): RotaryMatch | Skip | null {
-  const out = add.outputs[0]!;
   const [m1, m2] = [producer(add.inputs[0], 'Mul'), producer(add.inputs[1], 'Mul')];
   if (!m1 || !m2) return null;
-  // One product is rot * sin where rot = Concat(Neg(x2), x1).
   for (const [pm, pr] of [
     [m1, m2],
     [m2, m1],
   ] as const) {
     for (const rot of pr.inputs) {
-      if (!rot) continue;
-      const cat = producer(rot, 'Concat');
-      if (!cat || cat.inputs.length !== 2) continue;
-      const neg = producer(cat.inputs[0], 'Neg');
-      if (!neg) continue;
-      const x2 = neg.inputs[0]!,
-        x1 = cat.inputs[1]!;
-      const s2 = producer(x2, 'Slice'),
-        s1 = producer(x1, 'Slice');
-      if (!s1 || !s2 || s1.inputs[0] !== s2.inputs[0]) continue;
-      const t = s1.inputs[0]!;
+      const h = rot && rotateHalf(rot);
+      if (!h) continue;
       const where = `rotary at '${add.name}'`;
-      const shape = t.shape;
-      const d = shape?.[3];
-      if (!shape || shape.length !== 4 || typeof d !== 'number' || d % 2)
-        return skip(`${where}: input is not 4-D with a known even head size`);
-      const a1 = sliceLast(s1, 4),
-        a2 = sliceLast(s2, 4);
-      const cax = cat.attrInt('axis');
-      if (!a1 || !a2 || a1.start !== 0 || a1.end !== d / 2 || a2.start !== d / 2 || a2.end < d || (cax !== -1 && cax !== 3))
-        return skip(`${where}: slices are not the two halves of the last axis (rotate_half)`);
-      if (!pm.inputs.includes(t)) return skip(`${where}: cos term does not multiply the same input`);
-      const cos = cacheOf(other(pm, t)!, d),
-        sin = cacheOf(other(pr, rot)!, d);
-      if (!cos || !sin) return skip(`${where}: cos/sin are not Unsqueeze(Gather(constant cache, position_ids), 1)`);
-      if (cos.pos !== sin.pos) return skip(`${where}: cos and sin use different positions`);
-      return { t, out, cos, sin, nodes: [s1, s2, neg, cat, pm, pr, add], outputs: [out] };
+      if (typeof h === 'string') return skip(`${where}: ${h}`);
+      if (!pm.inputs.includes(h.t)) return skip(`${where}: cos term does not multiply the same input`);
+      return complete(add, h, pm, pr, rot!, where);
     }
   }
   return null;
 }
 
-function rewrite(model: Model, g: Graph, m: RotaryMatch, halves: Map<Value, Value | null>): string | Skip {
-  const half = (c: NonNullable<ReturnType<typeof cacheOf>>) => {
-    if (!halves.has(c.cacheValue)) {
-      const h = halfCache(c.cache);
-      halves.set(c.cacheValue, h ? g.addInitializer(h) : null);
-    }
-    return halves.get(c.cacheValue)!;
-  };
-  const cosH = half(m.cos),
-    sinH = half(m.sin);
+function complete(add: Node, h: Half, pm: Node, pr: Node, rot: Value, where: string): RotaryMatch | Skip {
+  const d = h.t.shape![3] as number;
+  const cos = tableSource(other(pm, h.t)!, d, 'Cos'),
+    sin = tableSource(other(pr, rot)!, d, 'Sin');
+  if (!cos || !sin)
+    return skip(`${where}: cos/sin are neither Unsqueeze(Gather(constant cache, position_ids), 1) nor computed from a constant inv_freq`);
+  if (cos.pos !== sin.pos) return skip(`${where}: cos and sin use different positions`);
+  const dtype = h.t.dtype;
+  if (dtype !== DataType.FLOAT && dtype !== DataType.FLOAT16) return skip(`${where}: input is not float or float16`);
+  let out = add.outputs[0]!;
+  // Only the per-use nodes: the shared cos/sin chain and the heads view go once dead (replaceOutput).
+  const nodes = [...h.nodes, pm, pr, add];
+  let t = h.t,
+    rotaryDim: number | null = null;
+  const p = partial(h.t, out);
+  if (p) [t, out, rotaryDim] = [p.full, p.out, d];
+  if (p) nodes.push(...p.nodes);
+  const view = splitHeads(t);
+  const s4 = t.shape!;
+  const heads = view ? view.n : typeof s4[1] === 'number' ? s4[1] : null;
+  if (rotaryDim && heads === null) return skip(`${where}: partial rotary needs a known head count`);
+  if (!positionsFit(cos.pos, s4[0], s4[2]))
+    return skip(`${where}: position_ids ${JSON.stringify(cos.pos.shape)} are not [B, S] of the input ${JSON.stringify(s4)}`);
+  return { x: view ? view.x : t, heads, view, rotaryDim, out, cos, sin, dtype, nodes, outputs: [out] };
+}
+
+/** Per graph: the tables made so far by source key (null: the constant's halves differ). */
+type Tables = Map<string, Value | null>;
+
+function table(g: Graph, s: TableSource, m: RotaryMatch, tables: Tables, maxPositions: number): Value | null {
+  const key = `${s.key}:${m.dtype}`;
+  if (!tables.has(key)) {
+    const t = s.build(maxPositions, m.dtype);
+    tables.set(key, t ? g.addInitializer(t) : null);
+  }
+  return tables.get(key)!;
+}
+
+function rewrite(model: Model, g: Graph, m: RotaryMatch, tables: Tables, opts: Opts): string | Skip {
+  const cosH = table(g, m.cos, m, tables, opts.maxPositions),
+    sinH = table(g, m.sin, m, tables, opts.maxPositions);
   if (!cosH || !sinH) return skip(`rotary at '${m.out.name}': cache halves differ (not the rotate_half layout)`);
-  const view = splitHeads(m.t);
-  if (!view) return skip(`rotary at '${m.out.name}': input is not a Transpose(Reshape) of a 3-D tensor into [B, N, S, D]`);
-  // The op wants one position per token: position_ids [B, S] of the input's own B and S.
-  const ps = m.cos.pos.shape!,
-    xs = view.x.shape!;
-  if (!sameDim(ps[0], xs[0]) || !sameDim(ps[1], xs[1]))
-    return skip(`rotary at '${m.out.name}': position_ids ${JSON.stringify(ps)} are not [B, S] of the input ${JSON.stringify(xs)}`);
   model.requireOpset('com.microsoft', 1);
-  const add = m.out.producer!;
-  const base = add.name.replace(/\/[^/]*$/, '');
-  const rot = g.addNode(
-    {
-      opType: 'RotaryEmbedding',
-      domain: 'com.microsoft',
-      name: `${base}/RotaryEmbedding`,
-      inputs: [view.x, m.cos.pos, cosH, sinH],
-      outputs: [`${base}/RotaryEmbedding_output_0`],
-      attrs: { interleaved: 0, num_heads: view.n },
-    },
-    add,
-  );
-  rot.outputs[0]!.type = view.x.type && { ...view.x.type, shape: view.x.type.shape && [...view.x.type.shape] };
+  const anchor = m.out.producer!;
+  const base = anchor.name.replace(/\/[^/]*$/, '');
+  const attrs: Record<string, number> = { interleaved: 0 };
+  if (m.heads !== null) attrs.num_heads = m.heads;
+  if (m.rotaryDim !== null) attrs.rotary_embedding_dim = m.rotaryDim;
+  const spec = {
+    opType: 'RotaryEmbedding',
+    domain: 'com.microsoft',
+    name: `${base}/RotaryEmbedding`,
+    inputs: [m.x, m.cos.pos, cosH, sinH],
+    attrs,
+  };
+  if (!m.view) {
+    replaceOutput(g, m.out, spec, m.nodes);
+    return 'rotary';
+  }
+  const rot = g.addNode({ ...spec, outputs: [`${base}/RotaryEmbedding_output_0`] }, anchor);
+  rot.outputs[0]!.type = m.x.type && { ...m.x.type, shape: m.x.type.shape && [...m.x.type.shape] };
   const rs = g.addNode(
     {
       opType: 'Reshape',
       name: `${base}/RotaryEmbedding/Reshape`,
-      inputs: [rot.outputs[0]!, view.reshape.inputs[1]!],
+      inputs: [rot.outputs[0]!, m.view.reshape.inputs[1]!],
       outputs: [`${base}/RotaryEmbedding/Reshape_output_0`],
-      attrs: Object.fromEntries(view.reshape.attributes.map((a) => [a.name, a])),
+      attrs: Object.fromEntries(m.view.reshape.attributes.map((a) => [a.name, a])),
     },
-    add,
+    anchor,
   );
-  rs.outputs[0]!.type = view.reshape.outputs[0]!.type;
-  replaceOutput(
-    g,
-    m.out,
-    { opType: 'Transpose', name: `${base}/RotaryEmbedding/Transpose`, inputs: [rs.outputs[0]!], attrs: { perm: [0, 2, 1, 3] } },
-    [...m.nodes, ...view.nodes, ...m.cos.nodes, ...m.sin.nodes],
-  );
+  rs.outputs[0]!.type = m.view.reshape.outputs[0]!.type;
+  const transpose = {
+    opType: 'Transpose',
+    name: `${base}/RotaryEmbedding/Transpose`,
+    inputs: [rs.outputs[0]!],
+    attrs: { perm: [0, 2, 1, 3] },
+  };
+  replaceOutput(g, m.out, transpose, m.nodes);
   return 'rotary';
 }
 
-/** Per graph: the half caches made so far (null when a cache's halves differ). */
-type Halves = Map<Value, Value | null>;
-
-export const rotaryRule = defineRule<RotaryMatch, Halves>({
+export const rotaryRule = defineRule<RotaryMatch, Tables, Opts>({
   name: 'rotary',
   anchors: ['Add'],
   counts: { rotary: 'rotate_half rotary embeddings fused into RotaryEmbedding' },
   where: (add) => `rotary at '${add.name}'`,
   state: () => new Map(),
   match: (add) => match(add),
-  rewrite: (m, { model, graph, state }) => rewrite(model, graph, m, state),
+  rewrite: (m, { model, graph, state, options }) => rewrite(model, graph, m, state, options),
   finish({ graph, state }) {
     for (const [, v] of state) if (v && !v.uses.length) graph.removeInitializer(v);
   },
@@ -180,8 +236,8 @@ export const rotaryRule = defineRule<RotaryMatch, Halves>({
 
 export const fuseRotary = fusionPass({
   name: 'fuse-rotary',
-  description: 'HF rotate_half rotary embedding with cos/sin gathered by position_ids -> com.microsoft RotaryEmbedding',
-  options: {},
+  description: 'HF rotate_half rotary embedding (cos/sin from a cache or from inv_freq, partial rotary) -> com.microsoft RotaryEmbedding',
+  options: OPTIONS,
   requires: ['shapes'],
   rules: [rotaryRule],
 });

@@ -6,13 +6,15 @@
 // streamed through the SIMD RTN kernel: units of maxSliceMb go from the external file into the
 // kernel, which packs the codes in the MatMulNBits layout and sums the error, on `threads` workers
 // that read the file themselves), quant/emit.ts (the new nodes and initializers).
-import type { Model, Node } from '../ir/index.js';
+import type { Graph, Model, Node } from '../ir/index.js';
 import { guessRole, type Role } from '../ir/summary.js';
 import { definePass, type OptionSchema, type OptionsOf, type PassContext, type PassStats } from './pass.js';
 import { findCandidates, markLmHeadAndTies, type Candidate } from './quant/candidates.js';
 import { WeightEmitter } from './quant/emit.js';
+import { imageOnlyNodes } from './quant/graph-util.js';
 import { MS_DOMAIN } from './quant/matmulnbits.js';
 import { getMethod } from './quant/methods/index.js';
+import { releaseGptqMemory } from './quant/methods/gptq.js';
 import { normScaleEstimates } from './quant/norm-scales.js';
 import type { LayerReport } from './quant/report.js';
 import { RtnStreamer } from './quant/rtn-streamer.js';
@@ -96,6 +98,12 @@ const options = {
     description: 'GatherBlockQuantized data: INT4/UINT4 [V, H], or uint8 [V, H*bits/8] (the MatMulNBits byte layout)',
   },
   tie: { type: 'bool', default: true, description: 'a tied embedding and lm_head share one packed initializer' },
+  part: {
+    type: 'enum',
+    default: 'all',
+    values: ['all', 'vision', 'language'],
+    description: 'a whole-MLLM graph: only the weights computed from the image alone (vision encoder, projector), or only the others',
+  },
   role: { type: 'enum', default: 'auto', values: ROLES, description: 'sub-model role for defaults (auto: guessed from the graph)' },
   maxSliceMb: {
     aliases: ['max_slice_mb'],
@@ -141,6 +149,17 @@ function settings(model: Model, o: QuantizeOptions): QuantSettings {
     accuracyLevel: o.accuracyLevel,
     bitsOf: (c: Candidate) => (c.kind === 'gather' ? embedBits : c.lmHead ? lmBits : bits),
   };
+}
+
+/** The candidates of one part of a whole-MLLM graph (a graph without image input has no vision part). */
+function inPart(cands: Candidate[], part: 'all' | 'vision' | 'language'): Candidate[] {
+  if (part === 'all') return cands;
+  const vision = new Map<Graph, Set<Node>>();
+  const isVision = (n: Node) => {
+    if (!vision.has(n.graph)) vision.set(n.graph, imageOnlyNodes(n.graph));
+    return vision.get(n.graph)!.has(n);
+  };
+  return cands.filter((c) => isVision(c.node) === (part === 'vision'));
 }
 
 /** DequantizeLinear with block_size needs opset 21: upgrade the model, or say why not (false). */
@@ -205,8 +224,10 @@ export const quantizeWeights = definePass({
       stats.notes!.push(
         `${constants} Constant node(s) made initializers, ${materialized} weight(s) behind Transpose/Reshape/Cast materialized`,
       );
-    const { cands, excluded, nonConst } = findCandidates(model, s, skip);
-    stats.counts.excluded! += excluded;
+    const found = findCandidates(model, s, skip);
+    const { nonConst } = found;
+    const cands = inPart(found.cands, o.part);
+    stats.counts.excluded! += found.excluded + found.cands.length - cands.length;
     if (nonConst.length)
       skip(
         `${nonConst.length} MatMul(s) with a non-constant B left as they are (activation x activation): ${nonConst.slice(0, 8).join(', ')}${nonConst.length > 8 ? ', ...' : ''}`,
@@ -234,6 +255,7 @@ export const quantizeWeights = definePass({
       );
     } finally {
       await pool?.close();
+      releaseGptqMemory();
     }
     if (fallbacks.length)
       stats.notes!.push(

@@ -367,7 +367,7 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
       const sm: SubModel = {
         name: l.name,
         role,
-        plan: target.plan(role, opts),
+        plan: role === 'mllm' ? { ...target.plan(role, opts), vision: target.plan('vision-encoder', opts) } : target.plan(role, opts),
         profile,
         opts,
         source: l.file,

@@ -139,6 +139,8 @@ function quantization(e: ManifestModel): Record<string, unknown> {
     activations: p.activations,
   };
   if (p.weightBits) Object.assign(requested, { blockSize: e.opts.blockSize, method: e.opts.method, embeddings: p.embeddings !== 'float' });
+  // A whole MLLM: its vision side (encoder, projector) follows the target's vision plan.
+  if (p.vision) requested.vision = { weights: p.vision.weightBits ? `int${p.vision.weightBits}` : 'none', format: p.vision.format };
   const count = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
   const mnb = new Map<string, number>(),
     dq = new Map<string, number>(),

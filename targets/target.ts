@@ -86,6 +86,9 @@ export interface RolePlan {
    * QDQ constant by the target's activation quantization (npu finalize); 'float' = not quantized.
    * The pipeline and the manifest both read this one field. */
   embeddings: EmbeddingPlan;
+  /** A whole-MLLM graph (role mllm): the plan of its vision side (encoder and projector weights,
+   * quantized as the target quantizes a vision encoder); the rest follows this plan. */
+  vision?: RolePlan;
 }
 
 export type EmbeddingPlan = 'block-quantized' | 'qdq' | 'float';

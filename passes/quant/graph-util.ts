@@ -1,5 +1,5 @@
 // Small graph edits shared by the quantization format passes.
-import { DataType, Node, Value } from '../../ir/index.js';
+import { DataType, Graph, Node, Value, isFloat } from '../../ir/index.js';
 
 /** Remove an initializer once nothing uses it: quantized weights replace their fp32 source as we go. */
 export function dropIfUnused(v: Value | null | undefined): boolean {
@@ -40,4 +40,28 @@ export function matchesAny(patterns: readonly string[], node: Node, weightName?:
     const re = globToRegex(p);
     return re.test(node.name) || (weightName !== undefined && re.test(weightName));
   });
+}
+
+/** Nodes of a whole-MLLM graph computed from its images alone (vision encoder and projector): they
+ * read a float image input (rank 4) through data, and no integer input (token ids, masks). Shape and
+ * Size read shapes only, so what follows them alone carries no data. */
+export function imageOnlyNodes(g: Graph): Set<Node> {
+  const IMG = 1,
+    IDS = 2;
+  const flags = new Map<Value, number>();
+  for (const v of g.inputs) {
+    if (v.initializer) continue;
+    if (v.dtype !== undefined && isFloat(v.dtype) && v.shape?.length === 4) flags.set(v, IMG);
+    else if (v.dtype !== undefined && !isFloat(v.dtype)) flags.set(v, IDS);
+  }
+  const out = new Set<Node>();
+  for (const n of g.nodes) {
+    if (n.opType === 'Shape' || n.opType === 'Size') continue;
+    let f = 0;
+    for (const i of n.inputs) if (i) f |= flags.get(i) ?? 0;
+    if (!f) continue;
+    for (const o of n.outputs) if (o) flags.set(o, f);
+    if (f === IMG) out.add(n);
+  }
+  return out;
 }

@@ -86,7 +86,15 @@ reg(['Div'], elementwise(false, floorDivIntDim));
 reg(['Pow', 'Mod', 'PRelu', 'Sum', 'Mean', 'BitShift', 'BitwiseAnd', 'BitwiseOr', 'BitwiseXor'], elementwise(false));
 reg(['Max'], elementwise(false, (a, b) => (typeof a === 'number' && typeof b === 'number' ? Math.max(a, b) : a === b ? a : null)));
 reg(['Min'], elementwise(false, (a, b) => (typeof a === 'number' && typeof b === 'number' ? Math.min(a, b) : a === b ? a : null)));
-reg(['Equal'], elementwise(true, (a, b) => (typeof a === 'number' && typeof b === 'number' ? (a === b ? 1 : 0) : a !== null && a === b ? 1 : null)));
+/** A dim named by the model is a size, never negative: torch's expand(-1) traces as Where(shape == -1, 1, shape). */
+const NAMED_DIM = /^[A-Za-z_][\w.:]*$/;
+const neverEqual = (a: Dim, b: Dim) => typeof a === 'string' && NAMED_DIM.test(a) && typeof b === 'number' && b < 0;
+const dimEqual = (a: Dim, b: Dim): Dim => {
+  if (typeof a === 'number' && typeof b === 'number') return a === b ? 1 : 0;
+  if (a !== null && a === b) return 1;
+  return neverEqual(a, b) || neverEqual(b, a) ? 0 : null;
+};
+reg(['Equal'], elementwise(true, dimEqual));
 reg(['Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual', 'And', 'Or', 'Xor'], elementwise(true));
 
 rules['Where'] = (c) => {

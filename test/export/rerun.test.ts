@@ -37,28 +37,9 @@ const NPU: Record<string, Partial<CompileOptions>> = {
   textdet: { imageSizes: ['160x96'] },
   mllm: { imageSizes: ['224x224'], fix: { sequence_length: 90 } },
 };
-/** What does not compile today, exactly: exit 1, every node named with its reason. */
-const FAILS: Record<string, { count: number; lines: string[]; args: string[] }> = {
-  'mllm/webgpu': {
-    count: 1,
-    lines: ["onnx/model_q4f16.onnx: node '/NonZero' (NonZero): NonZero is not supported by onnxruntime-web WebGPU EP"],
-    args: [],
-  },
-  'mllm/npu': {
-    count: 7,
-    lines: [
-      ...['NonZero', 'Shape_2', 'ScatterND'].map(
-        (n) => `model_static.onnx: node '/${n}' (${n.replace(/_\d+$/, '')}): ${n.replace(/_\d+$/, '')} is not supported by QNN HTP`,
-      ),
-      "model_static.onnx: node '/NonZero' (NonZero): output '/NonZero_output_0' has a dynamic shape (axis 1 = ?)",
-      "model_static.onnx: node '/Transpose' (Transpose): output '/Transpose_output_0' has a dynamic shape (axis 0 = ?)",
-      "model_static.onnx: node '/Slice' (Slice): output '/Slice_output_0_float' has a dynamic shape (axis 0 = ?)",
-      "model_static.onnx: node '/Slice_output_0/QuantizeLinear' (QuantizeLinear): output '/Slice_output_0_q16' has a dynamic shape (axis 0 = ?)",
-      "model_static.onnx: node '/Slice_output_0/DequantizeLinear' (DequantizeLinear): output '/Slice_output_0' has a dynamic shape (axis 0 = ?)",
-    ],
-    args: ['--image-sizes', '224x224', '--fix', 'sequence_length=90'],
-  },
-};
+/** What does not compile today, exactly: exit 1, every node named with its reason. The whole-MLLM
+ * export (NonZero/ScatterND masked_scatter) compiles everywhere since the masked-scatter pass. */
+const FAILS: Record<string, { count: number; lines: string[]; args: string[] }> = {};
 
 // ---- an ONNX TensorProto reader of our own (fields 1 dims, 2 data_type, 4 float_data, 5 int32_data, 7 int64_data, 8 name, 9 raw_data)
 

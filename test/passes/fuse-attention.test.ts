@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { DataType, GraphBuilder, type Model, type Value } from '../../ir/index.js';
+import { DataType, GraphBuilder, Tensor, type Model, type Value } from '../../ir/index.js';
 import { fuseAttention } from '../../passes/fuse-attention.js';
 import { inferShapes } from '../../passes/infer-shapes.js';
 import { randn, rng } from '../../runtime/ort.js';
@@ -66,6 +66,7 @@ describe('fuse-attention', () => {
     ['torch SDPA export: sqrt(scale) on q and on k^T, with mask', { scale: 'sdpa', mask: true }],
     ['additive mask -> attention_bias', { mask: true }],
     ['cross attention (key/value from another sequence)', { crossKv: true }],
+    ['2-D [S, T] mask, expanded to a [1, 1, S, T] attention_bias', { mask2d: true }],
   ] as [string, Variant][])('fuses %s into MultiHeadAttention', async (name, v) => {
     const { m, r } = await fuse(v);
     expect(r.stats.counts.mha).toBe(1);
@@ -77,7 +78,7 @@ describe('fuse-attention', () => {
     const mha = m.graph.nodes.find((n) => n.opType === 'MultiHeadAttention')!;
     expect(mha.attrInt('num_heads')).toBe(N);
     expect(mha.attrFloat('scale')).toBeCloseTo(v.scale === 'none' ? 1 : 1 / Math.sqrt(D), 6);
-    expect(mha.inputs.length).toBe(v.mask ? 6 : 3);
+    expect(mha.inputs.length).toBe(v.mask || v.mask2d ? 6 : 3);
     expect(r.minCosine).toBeGreaterThanOrEqual(0.99999);
     console.log(`fuse-attention ${name}: cosine ${r.minCosine.toFixed(8)}, max abs ${r.maxAbs.toExponential(2)}`);
   });
@@ -86,7 +87,6 @@ describe('fuse-attention', () => {
     ['Softmax over axis 2', { softmaxAxis: 2 }],
     ['attention probabilities also an output', { probsUsed: true }],
     ['scale from a graph input', { scaleInput: true }],
-    ['2-D [S, T] mask (not an attention_bias shape)', { mask2d: true }],
   ] as [string, Variant][])('leaves alone: %s', async (_, v) => {
     const m = build(v);
     await inferShapes.run(m, { writeValueInfo: false }, {});
@@ -103,5 +103,165 @@ describe('fuse-attention', () => {
     expect(r.nodesAfter).toBe(r.nodesBefore);
     expect(r.identical).toBe(true);
     expect(r.minCosine).toBe(1);
+  });
+});
+
+// Encoder forms onnxruntime's fusion tests cover (BERT, CLIP/Phi vision, BART with SDPA).
+interface EncoderVariant {
+  /** BERT: a [B, T] 0/1 input as (1 - mask) * -10000 in [B, 1, 1, T]; BART: a bool [B, 1, S, T] as Where. */
+  mask?: 'padding' | 'bool';
+  /** K^T as Transpose(Reshape(k), [0, 2, 3, 1]) (BERT). */
+  kPerm0231?: boolean;
+  /** CLIP/Phi: [B*N, S, D] batched MatMuls, query scaled before the head split, shapes from Shape(k). */
+  bmm?: boolean;
+  /** BART SDPA: K^T as Reshape(Transpose(Reshape(k, [B*N, T, D]), [0, 2, 1]), [B, N, D, T]) and the NaN guard. */
+  bart?: boolean;
+  /** Value head size other than query/key's. */
+  vHead?: number;
+  /** GPT-2: Where(causal table, scores, -10000) before the mask Add; with `past`, keys after a cache of 3. */
+  causal?: boolean;
+  past?: boolean;
+}
+
+function buildEncoder(v: EncoderVariant): Model {
+  const b = new GraphBuilder({ opset: 17 });
+  const r = rng(5);
+  const consts = new Map<string, Value>();
+  const i64 = (name: string, vals: number[], dims?: number[]) =>
+    consts.get(name) ?? consts.set(name, b.constInt64(name, vals, dims)).get(name)!;
+  const S = 6,
+    DV = v.vHead ?? D;
+  const x = b.input('x', DataType.FLOAT, ['batch', v.bmm || v.bart || v.causal ? S : 'seq', C]);
+  const proj = (name: string, out: number) =>
+    b.op1('Add', [
+      b.constF32(`${name}.bias`, [out], randn(r, out, 0.1)),
+      b.op1('MatMul', [x, b.constF32(`${name}.weight`, [C, out], randn(r, C * out, 0.2))]),
+    ]);
+  const split = (t: Value, d: number) => b.op1('Reshape', [t, i64(`shape4_${d}`, [0, 0, N, d])]);
+  const heads = (t: Value, d: number) => b.op1('Transpose', [split(t, d)], { attrs: { perm: [0, 2, 1, 3] } });
+  const to3 = (t: Value, d: number) => b.op1('Reshape', [t, i64(`shape3_${d}`, [-1, S, d])]);
+  const scale = 1 / Math.sqrt(D);
+  let qIn = proj('q', C);
+  if (v.bmm) qIn = b.op1('Mul', [qIn, b.constScalarF32('q_scale', scale)]);
+  const q = heads(qIn, D);
+  const kProj = proj('k', C);
+  const P = v.past ? 3 : 0;
+  // GPT-2 keeps the cache in BNSH: key/value = Concat(past, new) on the sequence axis.
+  const cache = (t: Value, name: string) =>
+    v.past ? b.op1('Concat', [b.input(name, DataType.FLOAT, ['batch', N, P, D]), t], { attrs: { axis: 2 } }) : t;
+  const val = cache(heads(proj('v', N * DV), DV), 'past_value');
+  let s: Value;
+  if (v.bmm) {
+    // [B*N, S, T] scores, viewed as [B, N, S, T] for the mask, the key length read off k's 3-D shape.
+    const k3 = to3(heads(kProj, D), D);
+    const t = b.op1('Unsqueeze', [b.op1('Gather', [b.op1('Shape', [k3]), i64('one', [1], [])], { attrs: { axis: 0 } }), i64('zero', [0])]);
+    const s3 = b.op1('MatMul', [to3(q, D), b.op1('Transpose', [k3], { attrs: { perm: [0, 2, 1] } })]);
+    s = b.op1('Reshape', [s3, b.op1('Concat', [i64('bn_s', [-1, N, S]), t], { attrs: { axis: 0 } })]);
+  } else if (v.bart) {
+    const kt = b.op1('Transpose', [to3(heads(kProj, D), D)], { attrs: { perm: [0, 2, 1] } });
+    const kT = b.op1('Reshape', [kt, i64('shape_kt', [-1, N, D, S])]);
+    const sq = b.constScalarF32('sqrt_scale', Math.sqrt(scale));
+    s = b.op1('MatMul', [b.op1('Mul', [q, sq]), b.op1('Mul', [kT, sq])]);
+  } else {
+    const kT = v.kPerm0231
+      ? b.op1('Transpose', [split(kProj, D)], { attrs: { perm: [0, 2, 3, 1] } })
+      : b.op1('Transpose', [cache(heads(kProj, D), 'past_key')], { attrs: { perm: [0, 1, 3, 2] } });
+    s = b.op1('Div', [b.op1('MatMul', [q, kT]), b.constScalarF32('sqrt_d', Math.sqrt(D))]);
+  }
+  if (v.causal) {
+    const T = S + P;
+    const table = Array.from({ length: S * T }, (_, i) => (i % T <= P + Math.floor(i / T) ? 1 : 0));
+    const allowed = b.initializer('causal', Tensor.fromNumbers('causal', DataType.BOOL, [1, 1, S, T], table));
+    s = b.op1('Where', [allowed, s, b.constScalarF32('masked', -10000)]);
+  }
+  if (v.mask === 'padding') {
+    const keep = b.op1(
+      'Cast',
+      [b.op1('Unsqueeze', [b.input('keep', DataType.INT64, ['batch', v.past ? S + P : 'seq']), i64('axes12', [1, 2])])],
+      {
+        attrs: { to: DataType.FLOAT },
+      },
+    );
+    s = b.op1('Add', [s, b.op1('Mul', [b.op1('Sub', [b.constScalarF32('one_f', 1), keep]), b.constScalarF32('neg', -10000)])]);
+  } else if (v.mask === 'bool') {
+    const bias = b.op1('Where', [
+      b.input('allowed', DataType.BOOL, ['batch', 1, S, S]),
+      b.constScalarF32('zero_f', 0),
+      b.constScalarF32('ninf', -1e9),
+    ]);
+    s = b.op1('Add', [s, bias]);
+  }
+  if (v.bmm) s = b.op1('Reshape', [s, i64('bn_s_t', [-1, S, S])]);
+  let p = b.op1('Softmax', [s], { attrs: { axis: -1 } });
+  if (v.bart) p = b.op1('Where', [b.op1('IsNaN', [p]), b.constScalarF32('zero_p', 0), p]);
+  let ctx = b.op1('MatMul', [p, v.bmm ? to3(val, DV) : val]);
+  if (v.bmm) ctx = b.op1('Reshape', [ctx, i64('ctx4', [-1, N, S, DV])]);
+  ctx = b.op1('Transpose', [ctx], { attrs: { perm: [0, 2, 1, 3] } });
+  b.output(b.op1('Reshape', [ctx, i64('shape_out', [0, 0, N * DV])]), 'y', DataType.FLOAT);
+  return b.build();
+}
+
+/** A random 0/1 padding mask [B, T] whose first key is kept: under a causal Where mask every row keeps a key
+ * (a row whose every allowed key is padded comes out differently once Where becomes a bias; see Select). */
+function keepFirst(batch: number, t: number): Tensor {
+  const r = rng(11);
+  return Tensor.fromInt64(
+    'keep',
+    [batch, t],
+    Array.from({ length: batch * t }, (_, i) => (i % t === 0 || r() < 0.6 ? 1 : 0)),
+  );
+}
+
+describe('fuse-attention: encoder forms', () => {
+  it.each([
+    ['BERT: K^T with perm [0,2,3,1], [B, 1, 1, T] padding mask expanded over the queries', { mask: 'padding', kPerm0231: true }],
+    ['BERT: value head size other than the query/key head size', { mask: 'padding', vHead: 12 }],
+    ['CLIP/Phi: 3-D batched MatMuls, pre-scaled query, key length from Shape(k)', { bmm: true }],
+    ['BART SDPA: K^T via Reshape/Transpose/Reshape, bool mask, NaN guard', { bart: true, mask: 'bool' }],
+    ['GPT-2: Where(causal, scores, -10000) and a padding mask, one attention_bias', { causal: true, mask: 'padding' }],
+  ] as [string, EncoderVariant][])('fuses %s into MultiHeadAttention', async (name, v) => {
+    const m = buildEncoder(v);
+    await inferShapes.run(m, { writeValueInfo: false }, {});
+    const r = await fuseAndCompare(m, fuseAttention, {}, { dims: { batch: 2, seq: 6 }, intHigh: 2, fixed: { keep: keepFirst(2, 6) } });
+    expect(r.stats.skipped ?? []).toEqual([]);
+    expect(r.stats.counts.mha).toBe(1);
+    const ops = opCounts(m);
+    expect(ops.MultiHeadAttention).toBe(1);
+    expect(ops.Softmax ?? 0).toBe(0);
+    expect(ops.MatMul).toBe(3);
+    expect(ops.Where ?? 0).toBe(v.causal ? 1 : v.mask === 'bool' ? 1 : 0);
+    const mha = m.graph.nodes.find((n) => n.opType === 'MultiHeadAttention')!;
+    expect(mha.attrFloat('scale')).toBeCloseTo(1 / Math.sqrt(D), 6);
+    if (v.mask === 'padding') expect(ops.Expand).toBe(1);
+    expect(r.minCosine).toBeGreaterThanOrEqual(0.99999);
+    expect(r.maxAbs).toBeLessThan(1e-4);
+    console.log(`fuse-attention ${name}: cosine ${r.minCosine.toFixed(8)}, max abs ${r.maxAbs.toExponential(2)}`);
+  });
+
+  it('fuses GPT-2 attention over a BNSH cache (Concat(past, new)) into MultiHeadAttention on the BNSH key/value', async () => {
+    const m = buildEncoder({ causal: true, past: true, mask: 'padding' });
+    await inferShapes.run(m, { writeValueInfo: false }, {});
+    const r = await fuseAndCompare(m, fuseAttention, {}, { dims: { batch: 2 }, fixed: { keep: keepFirst(2, 9) } });
+    expect(r.stats.counts.mhaBnsh).toBe(1);
+    const mha = m.graph.nodes.find((n) => n.opType === 'MultiHeadAttention')!;
+    expect(mha.inputs[1]!.producer?.opType).toBe('Concat');
+    expect(mha.inputs[5]!.producer?.opType).toBe('Expand');
+    expect(r.maxAbs).toBeLessThan(1e-4);
+    console.log(`fuse-attention GPT-2 with cache: cosine ${r.minCosine.toFixed(8)}, max abs ${r.maxAbs.toExponential(2)}`);
+  });
+
+  it('says why when the mask is added to the [B*N, S, T] scores', async () => {
+    const m = buildEncoder({ bmm: true });
+    // A bias added after the Reshape back to [B*N, S, T]: attention_bias has no 3-D form.
+    const g = m.graph;
+    const sm = g.nodes.find((n) => n.opType === 'Softmax')!;
+    const bias = g.addInitializer(Tensor.fromFloat32('bias3', [1, 6, 6], randn(rng(3), 36)));
+    const add = g.addNode({ opType: 'Add', name: 'bias3_add', inputs: [sm.inputs[0]!, bias], outputs: ['bias3_out'] }, sm);
+    sm.setInput(0, add.outputs[0]!);
+    await inferShapes.run(m, { writeValueInfo: false }, {});
+    const r = await fuseAndCompare(m, fuseAttention, {}, { dims: { batch: 2 } });
+    expect(r.stats.counts.mha).toBe(0);
+    expect(r.stats.skipped?.join()).toMatch(/mask is added to 3-D scores/);
+    expect(r.identical).toBe(true);
   });
 });

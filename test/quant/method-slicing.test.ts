@@ -1,6 +1,6 @@
 // The column-slice path (max_slice_mb) and worker threads must not change a method's output:
 // GPTQ makes its Hessian factors once per weight and picks its candidate over the whole weight,
-// mse-search is per column. Same model bytes for 0.01 MB and 8 MB slices on 1 and 2 threads, equal
+// mse-search is per column. Same model bytes for 0.01 MB and 8 MB slices on 1, 2 and 4 threads, equal
 // to the method run on the whole weight at once.
 import { describe, expect, it } from 'vitest';
 import { DataType, GraphBuilder, Model, encodeModel } from '../../ir/index.js';
@@ -41,13 +41,14 @@ function model(): Model {
 describe('output independent of max_slice_mb and threads', () => {
   for (const method of ['gptq', 'mse-search']) {
     for (const sym of [true, false]) {
-      it(`${method} ${sym ? 'sym' : 'asym'}: same bytes for 0.01 / 8 MB slices, 1 / 2 threads, = whole weight`, async () => {
+      it(`${method} ${sym ? 'sym' : 'asym'}: same bytes for 0.01 / 8 MB slices, 1 / 2 / 4 threads, = whole weight`, async () => {
         const encoded: Buffer[] = [];
         for (const [slice, threads] of [
           [8, 1],
           [0.01, 1],
           [0.01, 2],
           [8, 2],
+          [0.01, 4],
         ] as const) {
           const m = model();
           const st = await quantizeInt4.run(

@@ -112,22 +112,30 @@ describe('target pipelines as text', () => {
   it('reads as the targets differ: shared frame, own fusions and quantize options', () => {
     const text = (t: 'webgpu' | 'mobile' | 'npu', role: Role) =>
       formatPipeline(parsePipeline(targetPipeline(t, subModel(t, role, undefined))));
-    const fusions = 'fuse-layernorm,fuse-rmsnorm,fuse-gelu,fuse-skip-layernorm,fuse-rotary,fuse-attention';
+    const fusions = 'fuse-layernorm,fuse-rmsnorm,fuse-gelu,fuse-rotary,fuse-attention,fuse-skip-layernorm';
     expect(text('webgpu', 'decoder')).toBe(
-      `cleanup,infer-shapes,fold-constants,cleanup,${fusions},` +
+      `cleanup,infer-shapes,fold-constants,cleanup,masked-scatter,${fusions},` +
         'quantize-weights{bits=4,scales=fp16,embeddings=true,role=decoder},to-fp16,cleanup,infer-shapes',
     );
     expect(text('mobile', 'decoder')).toBe(
-      `cleanup,infer-shapes,fold-constants,cleanup,${fusions},` +
+      `cleanup,infer-shapes,fold-constants,cleanup,masked-scatter,${fusions},` +
         'quantize-weights{bits=4,accuracyLevel=4,scales=fp32,embeddings=true,role=decoder},cleanup,infer-shapes',
     );
     expect(text('mobile', 'vision-encoder')).toBe(
-      `cleanup,infer-shapes,fold-constants,cleanup,${fusions},` +
+      `cleanup,infer-shapes,fold-constants,cleanup,masked-scatter,${fusions},` +
         'quantize-weights{bits=8,format=qdq,scales=fp32,embeddings=false,role=vision-encoder},cleanup,infer-shapes',
     );
     expect(text('npu', 'decoder')).toBe(
-      'upgrade-opset,cleanup,infer-shapes,fold-constants,cleanup,position-ids-input,fold-batchnorm,' +
+      'upgrade-opset,cleanup,infer-shapes,fold-constants,cleanup,masked-scatter{scan=matmul},position-ids-input,fold-batchnorm,' +
         'fuse-layernorm,fuse-gelu,quantize-weights{bits=4,format=qdq,scales=fp32,embeddings=false,role=decoder},cleanup,infer-shapes',
+    );
+  });
+
+  it('a whole MLLM in one graph: the vision side quantized by the vision plan, the rest by the mllm plan', () => {
+    const sm = subModel('mobile', 'mllm', undefined);
+    sm.plan = { ...sm.plan, vision: getTarget('mobile').plan('vision-encoder', sm.opts) };
+    expect(formatPipeline(parsePipeline(targetPipeline('mobile', sm)))).toMatch(
+      /,quantize-weights\{bits=8,format=qdq,scales=fp32,embeddings=false,part=vision,role=mllm\},quantize-weights\{bits=4,accuracyLevel=4,scales=fp32,embeddings=true,part=language,role=mllm\},/,
     );
   });
 

@@ -1,149 +1,71 @@
-// GPTQ (Frantar et al., 2022; reference implementation IST-DASLab/gptq) for block-wise weights:
-// quantize W [K, N] one input row k at a time and push each row's rounding error onto the rows
-// not yet quantized, weighted by the inverse Hessian of the layer's output error,
+// GPTQ (Frantar et al., 2022) for block-wise weights, its linear algebra in WebAssembly SIMD
+// (simd-linalg.ts). W [K, N] is quantized one input row k at a time, each row's rounding error
+// pushed onto the rows not yet quantized through the Hessian of the layer's output error,
 // H = 2/rows X^T X + damp I (damp = percdamp 0.01 of the mean diagonal). Groups are the format's
-// blocks (groupsize = blockSize); their parameters come from the block search of mse-search with the
-// error weighted by diag(H), the inputs' activation energy, so blocks holding an outlier channel's
-// row fit that row; with act-order (default) rows go in decreasing diag(H) order and the group parameters
-// are static (from the original weights), so the codes keep the plain MatMulNBits layout (no g_idx,
-// which WebGPU rejects). Off-diagonal H entries are shrunk by rows/(rows+K): calibration caps rows
-// per weight, and sampled correlations of a few hundred rows are partly noise. Rows are processed
-// in lazy batches so the trailing update is one pass over the remaining rows per batch.
-// H and its factors depend on the calibration rows only: a GptqPlan makes them once per weight and
-// the quantize pass runs its column slices against it (candidate chosen over the whole weight), so
-// the bytes do not depend on the slicing or the thread count.
-import { dequantize, kBlocksOf, type CalibrationData, type QuantMethod, type QuantParams, type QuantizedWeight } from '../types.js';
+// blocks; their parameters come from mse-search's block search with the error weighted by diag(H),
+// and with act-order (default) rows go in decreasing diag(H) order with static groups (parameters
+// from the original weights), so the codes keep the plain MatMulNBits layout (no g_idx, which WebGPU
+// rejects). Off-diagonal H entries are shrunk by rows/(rows+K): calibration caps rows per weight, and
+// correlations sampled from a few hundred rows are partly noise.
+// The error feedback is GPTQ's in its LDL form (LDLQ, Chee et al. 2023, shown there to equal GPTQ):
+// with H = (I + U) D (I + U)^T, U strictly upper triangular in processing order, row k is rounded
+// after adding sum_{j<k} (W_j - Q_j) U[j][k], W_j the original row. U comes from one Cholesky factorization (of H with its
+// order reversed) instead of GPTQ's factorization, inverse and second factorization. Rows go in lazy
+// batches of 128: within a batch row by row, then one SIMD product onto every later row.
+// Every 4th calibration row is held out (with at least 64 rows) to pick, over the whole weight, between
+// GPTQ, the same weighted group search without feedback, and mse-search: feedback only pays when the
+// activations are correlated and the rows many enough to estimate that. Factors depend on the
+// calibration rows only; weights reading the same activation (q/k/v, gate/up) share them.
+// Columns are independent given the factors, and each column's arithmetic is the same whatever the
+// slice it is in: the bytes do not depend on slicing or thread count.
+import {
+  dequantize,
+  kBlocksOf,
+  type CalibrationData,
+  type QuantExec,
+  type QuantMethod,
+  type QuantParams,
+  type QuantizedWeight,
+} from '../types.js';
 import { checkParams } from './rtn.js';
 import { mseSearchQuantize, searchBlock } from './mse-search.js';
+import { Linalg, roundUp } from './simd-linalg.js';
 
 export interface GptqOptions {
   /** Dampening as a fraction of the mean Hessian diagonal (GPTQ's percdamp, default 0.01). */
   percdamp?: number;
-  /** Quantize rows in decreasing Hessian-diagonal order (act-order) with static groups: group
-   * parameters come from the original weights, so codes stay in the plain layout (no g_idx). */
+  /** Quantize rows in decreasing Hessian-diagonal order (act-order) with static groups (default true).
+   * Without it each block's parameters come from its rows as the LDL feedback has them when the block
+   * starts, which are not GPTQ's partial updates: codes then differ a little from the reference. */
   actOrder?: boolean;
+  /** Hold out every 4th row to choose between GPTQ, no feedback and mse-search (default true). */
+  validate?: boolean;
 }
 
-/** H = 2/rows X^T X as a dense symmetric K x K matrix. */
-export function hessian(c: CalibrationData, K: number): Float64Array {
-  const { x, rows } = c;
-  const H = new Float64Array(K * K);
-  const row = new Float64Array(K);
-  for (let r = 0; r < rows; r++) {
-    for (let i = 0; i < K; i++) row[i] = x[r * K + i]!;
-    for (let i = 0; i < K; i++) {
-      const xi = row[i]!;
-      if (xi === 0) continue;
-      const o = i * K;
-      for (let j = i; j < K; j++) H[o + j]! += xi * row[j]!;
-    }
-  }
-  const f = 2 / Math.max(1, rows);
-  for (let i = 0; i < K; i++) {
-    for (let j = i; j < K; j++) {
-      const v = H[i * K + j]! * f;
-      H[i * K + j] = v;
-      H[j * K + i] = v;
-    }
-  }
-  return H;
-}
+/** Rows of a lazy batch. */
+const BATCH = 128;
 
-/** In-place lower Cholesky factor (row-major, lower triangle); false when not positive definite. */
-function cholesky(A: Float64Array, n: number): boolean {
-  for (let j = 0; j < n; j++) {
-    let d = A[j * n + j]!;
-    for (let k = 0; k < j; k++) d -= A[j * n + k]! * A[j * n + k]!;
-    if (!(d > 0)) return false;
-    const ljj = Math.sqrt(d);
-    A[j * n + j] = ljj;
-    for (let i = j + 1; i < n; i++) {
-      let s = A[i * n + j]!;
-      const oi = i * n,
-        oj = j * n;
-      for (let k = 0; k < j; k++) s -= A[oi + k]! * A[oj + k]!;
-      A[oi + j] = s / ljj;
-    }
-  }
-  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) A[i * n + j] = 0;
-  return true;
-}
-
-/** U, the upper Cholesky factor of H^-1 (what GPTQ iterates on), via H = L L^T, H^-1 = L^-T L^-1. */
-function inverseCholeskyUpper(H: Float64Array, n: number): Float64Array | undefined {
-  const L = H.slice();
-  if (!cholesky(L, n)) return undefined;
-  // T = (L^-1)^T, so that column j of L^-1 (what forward substitution walks) is the contiguous row j.
-  const T = new Float64Array(n * n);
-  for (let j = 0; j < n; j++) {
-    const oj = j * n;
-    T[oj + j] = 1 / L[j * n + j]!;
-    for (let i = j + 1; i < n; i++) {
-      let s = 0;
-      const oi = i * n;
-      for (let k = j; k < i; k++) s += L[oi + k]! * T[oj + k]!;
-      T[oj + i] = -s / L[oi + i]!;
-    }
-  }
-  // H^-1 = L^-T L^-1: entry (i, j) is the dot product of rows i and j of T over k >= max(i, j).
-  const Hi = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) {
-    const oi = i * n;
-    for (let j = i; j < n; j++) {
-      const oj = j * n;
-      let s = 0;
-      for (let k = j; k < n; k++) s += T[oi + k]! * T[oj + k]!;
-      Hi[oi + j] = s;
-      Hi[oj + i] = s;
-    }
-  }
-  if (!cholesky(Hi, n)) return undefined;
-  // Upper factor U = L'^T of Hinv = L' L'^T.
-  const U = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) U[j * n + i] = Hi[i * n + j]!;
-  return U;
-}
-
-/** Per output column n: sum over rows of (x (W - Wq))_n^2. Columns are independent, so a weight's
- * error is the same whichever column slices it is computed in. */
-function columnErrors(x: Float32Array, rows: number, w: Float32Array, q: QuantizedWeight, K: number, N: number): Float64Array {
-  const d = dequantize(q);
-  for (let i = 0; i < d.length; i++) d[i] = w[i]! - d[i]!;
-  const y = new Float64Array(N),
-    e = new Float64Array(N);
-  for (let r = 0; r < rows; r++) {
-    y.fill(0);
-    for (let k = 0; k < K; k++) {
-      const xv = x[r * K + k]!;
-      if (xv === 0) continue;
-      for (let n = 0, o = k * N; n < N; n++) y[n]! += xv * d[o + n]!;
-    }
-    for (let n = 0; n < N; n++) e[n]! += y[n]! * y[n]!;
-  }
-  return e;
-}
-
-/** What gptqCore needs from a Hessian: the row order, the group-search weights and (with error
- * feedback) U. Depends on the calibration rows only, so one serves every column slice of a weight. */
+/** What the core needs from a Hessian: row order, group-search weights and, for feedback, U. */
 export interface GptqFactors {
   actOrder: boolean;
+  /** Processing position -> input row k. */
   perm: Int32Array;
+  /** Per input row: activation energy (H's diagonal, damped), the group search's weights. */
   hw: Float64Array;
-  U?: Float64Array;
+  /** U [Kq][Kq] row-major in processing order (upper triangle used), shared between threads. */
+  U?: Float32Array;
+  Kq: number;
+  /** Identifies U for the per-thread copy in WebAssembly memory. */
+  id: string;
 }
 
-/**
- * A weight's GPTQ setup, made once from its calibration rows and shared by all its column slices
- * (the arrays sit in SharedArrayBuffers, so worker threads get them without a copy). With at least
- * 64 rows every 4th row is held out: `fit` is from the others, and `pick` says which candidate won
- * on the held-out rows over the whole weight (0 GPTQ, 1 weighted search without feedback,
- * 2 mse-search); `full` is from all rows, for the candidate picked.
- */
+/** A weight's setup: held-out rows and the factors fitted without them, or (no validation) full factors. */
 export interface GptqPlan {
   K: number;
   held?: CalibrationData;
   fit?: GptqFactors;
   full?: GptqFactors;
+  /** 0 GPTQ, 1 weighted search without feedback, 2 mse-search. */
   pick: number;
 }
 
@@ -153,48 +75,122 @@ function checkCalib(calib: CalibrationData | undefined, K: number): asserts cali
     throw new RangeError(`calibration holds ${calib.x.length} values, expected rows*K = ${calib.rows}*${K}`);
 }
 
-/** Step 1: the held-out split and its factors; without validation (or under 64 rows), `full` for GPTQ. */
-export function gptqPlan(calib: CalibrationData | undefined, K: number, opts: GptqOptions & { validate?: boolean } = {}): GptqPlan {
-  checkCalib(calib, K);
-  if (!(opts.validate ?? true) || calib.rows < 64) return { K, full: gptqFactors(hessian(calib, K), K, calib.rows, opts, true), pick: 0 };
-  const fit = new Float32Array(calib.rows * K),
-    held = new Float32Array(Math.ceil(calib.rows / 4) * K);
-  let nf = 0,
-    nh = 0;
-  for (let r = 0; r < calib.rows; r++) {
-    const row = calib.x.subarray(r * K, (r + 1) * K);
-    if (r % 4 === 3) held.set(row, nh++ * K);
-    else fit.set(row, nf++ * K);
-  }
-  const shared = new Float32Array(new SharedArrayBuffer(nh * K * 4));
-  shared.set(held.subarray(0, nh * K));
-  return {
-    K,
-    held: { x: shared, rows: nh },
-    fit: gptqFactors(hessian({ x: fit.subarray(0, nf * K), rows: nf }, K), K, nf, opts, true),
-    pick: 0,
-  };
+const sharedF64 = (n: number) => new Float64Array(new SharedArrayBuffer(n * 8));
+const sharedF32 = (n: number) =>
+  new Float32Array(typeof SharedArrayBuffer !== 'undefined' ? new SharedArrayBuffer(n * 4) : new ArrayBuffer(n * 4));
+let nextId = 0;
+const idBase = `${process.pid}-${Math.random().toString(36).slice(2)}`;
+
+/** Order and group weights from H's diagonal, as the JS reference computes them (float64). */
+function orderAndWeights(calib: CalibrationData, K: number, opts: GptqOptions) {
+  const { x, rows } = calib;
+  const diag = new Float64Array(K);
+  for (let r = 0; r < rows; r++) for (let k = 0, o = r * K; k < K; k++) diag[k]! += x[o + k]! * x[o + k]!;
+  const f = 2 / Math.max(1, rows);
+  for (let k = 0; k < K; k++) diag[k]! *= f;
+  const actOrder = opts.actOrder ?? true;
+  const order = Array.from({ length: K }, (_, i) => i);
+  if (actOrder) order.sort((a, b) => diag[b]! - diag[a]! || a - b);
+  const perm = new Int32Array(new SharedArrayBuffer(K * 4));
+  perm.set(order);
+  let mean = 0;
+  for (let i = 0; i < K; i++) mean += diag[perm[i]!]! === 0 ? 1 : diag[perm[i]!]!;
+  mean /= K;
+  const percdamp = opts.percdamp ?? 0.01;
+  const hw = sharedF64(K);
+  for (let k = 0; k < K; k++) hw[k] = diag[k]! + percdamp * mean;
+  return { actOrder, perm, hw, mean, percdamp, f };
 }
 
-/** Step 2, per column slice w [K, N]: held-out errors per column of the three candidates, [3][N]. */
+/** Factors of the Hessian of `calib`'s rows; U only with `feedback`. */
+export function gptqFactors(calib: CalibrationData, K: number, opts: GptqOptions, feedback: boolean): GptqFactors {
+  checkCalib(calib, K);
+  const { actOrder, perm, hw, mean, percdamp, f } = orderAndWeights(calib, K, opts);
+  const Kq = roundUp(K, 64),
+    id = `${idBase}-${nextId++}`;
+  if (!feedback) return { actOrder, perm, hw, Kq, id };
+  const rows = calib.rows,
+    KK = Kq * Kq;
+  // Memory: X with its columns in reversed processing order [rows][Kq], H [Kq][Kq], a copy of H.
+  const hAt = rows * Kq * 4,
+    bAt = hAt + KK * 4;
+  const lin = new Linalg(bAt + KK * 4);
+  let m = lin.f32();
+  for (let a = Kq - K; a < Kq; a++) {
+    const k = perm[Kq - 1 - a]!;
+    for (let r = 0; r < rows; r++) m[r * Kq + a] = calib.x[r * K + k]!;
+  }
+  lin.syrkUpper(0, rows, Kq, hAt);
+  m = lin.f32();
+  const H = m.subarray(hAt / 4, hAt / 4 + KK),
+    backup = m.subarray(bAt / 4, bAt / 4 + KK);
+  // Scale, shrink the sampled off-diagonal correlations toward 0 by rows/(rows+K) (with few rows per
+  // input they are mostly noise), and give inputs never seen (and the padding) a unit diagonal.
+  const shrink = rows / (rows + K);
+  for (let a = 0; a < Kq; a++) {
+    const o = a * Kq;
+    for (let b = a + 1; b < Kq; b++) H[o + b] = H[o + b]! * f * shrink;
+    H[o + a] = H[o + a]! * f || 1;
+  }
+  backup.set(H);
+  let ok = false;
+  for (let damp = percdamp, tries = 0; !ok; damp *= 10, tries++) {
+    if (tries > 6) throw new RangeError('gptq: Hessian stays singular after dampening');
+    if (tries) H.set(backup);
+    for (let a = 0; a < Kq; a++) H[a * Kq + a]! += damp * mean;
+    ok = lin.choleskyUpper(hAt, Kq);
+  }
+  // H reversed = R^T R (R upper)  =>  H = M M^T with M[j][k] = R[Kq-1-k][Kq-1-j] upper, and
+  // U[j][k] = M[j][k] / M[k][k].
+  const R = lin.f32().subarray(hAt / 4, hAt / 4 + KK);
+  const U = sharedF32(KK);
+  for (let k = 0; k < Kq; k++) {
+    const a = Kq - 1 - k,
+      o = a * Kq,
+      inv = 1 / R[o + a]!;
+    for (let b = a + 1; b < Kq; b++) U[(Kq - 1 - b) * Kq + k] = R[o + b]! * inv;
+  }
+  return { actOrder, perm, hw, U, Kq, id };
+}
+
+/** Held-out split (every 4th row) when validating with at least 64 rows, and the factors to score with. */
+export function gptqPlan(calib: CalibrationData | undefined, K: number, opts: GptqOptions = {}): GptqPlan {
+  checkCalib(calib, K);
+  if (!(opts.validate ?? true) || calib.rows < 64) return { K, full: gptqFactors(calib, K, opts, true), pick: 0 };
+  const { fit, held } = splitRows(calib, K);
+  return { K, held, fit: gptqFactors(fit, K, opts, true), pick: 0 };
+}
+
+function splitRows(calib: CalibrationData, K: number): { fit: CalibrationData; held: CalibrationData } {
+  const nh = Math.floor(calib.rows / 4),
+    nf = calib.rows - nh;
+  const fit = new Float32Array(nf * K),
+    held = sharedF32(nh * K);
+  let af = 0,
+    ah = 0;
+  for (let r = 0; r < calib.rows; r++) {
+    const row = calib.x.subarray(r * K, (r + 1) * K);
+    if (r % 4 === 3) held.set(row, ah++ * K);
+    else fit.set(row, af++ * K);
+  }
+  return { fit: { x: fit, rows: nf }, held: { x: held, rows: nh } };
+}
+
+/** Per column slice w [K, N]: held-out errors per column of the three candidates, [3][N]. */
 export function gptqScores(w: Float32Array, K: number, N: number, p: QuantParams, plan: GptqPlan): Float64Array[] {
   checkParams(K, N, p, w);
   const { held, fit } = plan;
   if (!held || !fit) throw new Error('gptq plan has no held-out rows to score on');
-  return [gptqCore(w, K, N, p, fit, true), gptqCore(w, K, N, p, fit, false), mseSearchQuantize(w, K, N, p)].map((q) =>
-    columnErrors(held.x, held.rows, w, q, K, N),
-  );
+  return columnErrors(held, w, [gptqCore(w, K, N, p, fit, true), gptqCore(w, K, N, p, fit, false), mseSearchQuantize(w, K, N, p)]);
 }
 
-/** Step 3: the winner, from the whole weight's per-column errors (summed in column order, so the
- * choice does not depend on slicing), and its factors from all rows. */
-export function gptqChoose(plan: GptqPlan, errs: Float64Array[], calib: CalibrationData, opts: GptqOptions = {}): void {
+/** The winner from the whole weight's per-column errors (summed in column order: slicing-independent). */
+export function gptqPick(errs: Float64Array[]): number {
   const totals = errs.map((e) => e.reduce((s, v) => s + v, 0));
-  plan.pick = totals.indexOf(Math.min(...totals));
-  if (plan.pick < 2) plan.full = gptqFactors(hessian(calib, plan.K), plan.K, calib.rows, opts, plan.pick === 0);
+  return totals.indexOf(Math.min(...totals));
 }
 
-/** Step 4, per column slice: the picked candidate's codes. */
+/** Per column slice: the picked candidate's codes. */
 export function gptqApply(w: Float32Array, K: number, N: number, p: QuantParams, plan: GptqPlan): QuantizedWeight {
   checkParams(K, N, p, w);
   if (plan.pick === 2) return mseSearchQuantize(w, K, N, p);
@@ -202,200 +198,233 @@ export function gptqApply(w: Float32Array, K: number, N: number, p: QuantParams,
   return gptqCore(w, K, N, p, plan.full, plan.pick === 0);
 }
 
-/**
- * GPTQ, checked on held-out calibration rows: every 4th row is held out, and three candidates fitted
- * on the others are compared there: GPTQ, the same activation-weighted group search without error
- * feedback, and the data-free search (mse-search). Error feedback only pays when the activations
- * are correlated and the rows many enough to estimate that; otherwise it fits sampling noise. The
- * winner is then computed on all rows. The whole weight at once; the quantize pass runs the same
- * steps over column slices (same bytes).
- */
+/** GPTQ of a whole weight on the calling thread (the quantize pass runs the same steps over slices). */
 export function gptqQuantize(
   w: Float32Array,
   K: number,
   N: number,
   p: QuantParams,
   calib: CalibrationData | undefined,
-  opts: GptqOptions & { validate?: boolean } = {},
+  opts: GptqOptions = {},
 ): QuantizedWeight {
   checkParams(K, N, p, w);
   const plan = gptqPlan(calib, K, opts);
-  if (plan.held) gptqChoose(plan, gptqScores(w, K, N, p, plan), calib!, opts);
+  if (plan.held) {
+    plan.pick = gptqPick(gptqScores(w, K, N, p, plan));
+    if (plan.pick < 2) plan.full = gptqFactors(calib!, K, opts, plan.pick === 0);
+  }
   return gptqApply(w, K, N, p, plan);
 }
 
 /** One step, as a message a worker thread can run (passes/quant/workers.ts). */
 export type GptqStep =
   | { op: 'plan'; calib: CalibrationData; K: number }
-  | { op: 'scores' | 'apply'; w: Float32Array; K: number; N: number; params: QuantParams; plan: GptqPlan }
-  | { op: 'choose'; plan: GptqPlan; errs: Float64Array[]; calib: CalibrationData };
-export type GptqStepResult = GptqPlan | Float64Array[] | QuantizedWeight;
+  | { op: 'factors'; calib: CalibrationData; K: number; feedback: boolean }
+  | { op: 'scores' | 'apply'; w: Float32Array; K: number; N: number; params: QuantParams; plan: GptqPlan };
+export type GptqStepResult = GptqPlan | GptqFactors | Float64Array[] | QuantizedWeight;
 
 export function runGptqStep(s: GptqStep): GptqStepResult {
   switch (s.op) {
     case 'plan':
       return gptqPlan(s.calib, s.K);
+    case 'factors':
+      return gptqFactors(s.calib, s.K, {}, s.feedback);
     case 'scores':
       return gptqScores(s.w, s.K, s.N, s.params, s.plan);
     case 'apply':
       return gptqApply(s.w, s.K, s.N, s.params, s.plan);
-    case 'choose':
-      gptqChoose(s.plan, s.errs, s.calib);
-      return s.plan;
   }
 }
 
-const shared64 = (n: number) => new Float64Array(new SharedArrayBuffer(n * 8));
+// ---- per-thread WebAssembly memory --------------------------------------------------------------
+// Layout: U [Kq][Kq] (copied in once per factors), then the slice's rows [K][nsp] and the batch
+// errors [BATCH][nsp] (nsp = columns rounded up to 16).
+let work: { lin: Linalg; id?: string } | undefined;
 
-/** Factors of H0 (from `rows` activation rows); U only with `feedback`. */
-function gptqFactors(H0: Float64Array, K: number, rows: number, opts: GptqOptions, feedback: boolean): GptqFactors {
-  const actOrder = opts.actOrder ?? true;
-  const order = Array.from({ length: K }, (_, i) => i);
-  if (actOrder) order.sort((a, b) => H0[b * K + b]! - H0[a * K + a]! || a - b);
-  const perm = new Int32Array(new SharedArrayBuffer(K * 4));
-  perm.set(order);
-  const H = new Float64Array(K * K);
-  for (let i = 0; i < K; i++) for (let j = 0; j < K; j++) H[i * K + j] = H0[perm[i]! * K + perm[j]!]!;
-  let mean = 0;
-  for (let i = 0; i < K; i++) {
-    // Inputs never seen in calibration: no feedback from or to them (their rows get plain rounding).
-    if (H[i * K + i] === 0) H[i * K + i] = 1;
-    mean += H[i * K + i]!;
+function workspace(f: GptqFactors, bytes: number): Linalg {
+  work ??= { lin: new Linalg(bytes) };
+  work.lin.ensure(bytes);
+  if (f.U && work.id !== f.id) {
+    work.lin.f32().set(f.U);
+    work.id = f.id;
   }
-  mean /= K;
-  const percdamp = opts.percdamp ?? 0.01;
-  // Group search weights: the rows' activation energy, damped like H so unseen inputs still count.
-  const hw = shared64(K);
-  for (let k = 0; k < K; k++) hw[k] = H0[k * K + k]! + percdamp * mean;
-  if (!feedback) return { actOrder, perm, hw };
-  // Shrink the sampled off-diagonal correlations toward 0 by rows/(rows+K): with few rows per input
-  // they are mostly sampling noise, and feedback through noise raises held-out error.
-  const shrink = rows / (rows + K);
-  for (let i = 0; i < K; i++) for (let j = 0; j < K; j++) if (i !== j) H[i * K + j]! *= shrink;
-  let U: Float64Array | undefined;
-  for (let damp = percdamp, tries = 0; !U; damp *= 10, tries++) {
-    if (tries > 6) throw new RangeError('gptq: Hessian stays singular after dampening');
-    const Hd = H.slice();
-    for (let i = 0; i < K; i++) Hd[i * K + i]! += damp * mean;
-    U = inverseCholeskyUpper(Hd, K);
-  }
-  const Us = shared64(K * K);
-  Us.set(U);
-  return { actOrder, perm, hw, U: Us };
+  return work.lin;
 }
 
-/** Block codes with group parameters searched under the activation weighting f.hw; with `feedback`,
- * GPTQ's inverse-Hessian error propagation between rows (f.U). */
+/** Drops this thread's GPTQ memory (the quantize pass calls it when done). */
+export function releaseGptqMemory(): void {
+  work = undefined;
+}
+
+interface Groups {
+  gs: Float32Array;
+  gz: Int32Array;
+}
+
+/** Block codes with group parameters searched under f.hw; with `feedback`, the LDL error feedback. */
 function gptqCore(w: Float32Array, K: number, N: number, p: QuantParams, f: GptqFactors, feedback: boolean): QuantizedWeight {
-  const { perm, hw } = f;
-  const U = feedback ? f.U : undefined;
-  if (feedback && !U) throw new Error('gptq factors lack U for error feedback');
-  const actOrder = f.actOrder;
+  if (feedback && !f.U) throw new Error('gptq factors lack U for error feedback');
+  const { perm, actOrder, Kq } = f;
   const bs = p.blockSize,
     kBlocks = kBlocksOf(K, bs),
-    Kp = kBlocks * bs;
-  const qmax = (1 << p.bits) - 1;
-  const codes = new Uint8Array(N * Kp),
-    scales = new Float32Array(N * kBlocks);
-  const zeroPoints = p.symmetric ? undefined : new Uint8Array(N * kBlocks);
-  // Group parameters [kBlocks][N]: static (original weights) for act-order, else set as each block starts.
-  const gs = new Float64Array(kBlocks * N),
-    gz = new Float64Array(kBlocks * N);
-  const gx = new Float64Array(bs),
-    gh = new Float64Array(bs),
-    gq = new Int32Array(bs),
-    gqt = new Int32Array(bs);
-  const groupParams = (b: number, row: (k: number, n: number) => number): void => {
-    const k0 = b * bs,
-      len = Math.min(K, k0 + bs) - k0;
-    for (let i = 0; i < len; i++) gh[i] = hw[k0 + i]!;
-    for (let n = 0; n < N; n++) {
-      for (let i = 0; i < len; i++) gx[i] = row(k0 + i, n);
-      const f = searchBlock(gx, len, p.bits, p.symmetric, gq, gqt, gh);
-      const sc = Math.fround(f.s);
-      scales[n * kBlocks + b] = sc;
-      if (zeroPoints) zeroPoints[n * kBlocks + b] = f.z;
-      gs[b * N + n] = sc;
-      gz[b * N + n] = f.z;
-      codes.fill(f.z, n * Kp + k0 + len, n * Kp + k0 + bs);
-    }
+    Kp = kBlocks * bs,
+    qmax = (1 << p.bits) - 1;
+  const q: QuantizedWeight = {
+    K,
+    N,
+    bits: p.bits,
+    blockSize: bs,
+    kBlocks,
+    symmetric: p.symmetric,
+    codes: new Uint8Array(N * Kp),
+    scales: new Float32Array(N * kBlocks),
+    zeroPoints: p.symmetric ? undefined : new Uint8Array(N * kBlocks),
   };
-  if (actOrder) for (let b = 0; b < kBlocks; b++) groupParams(b, (k, n) => w[k * N + n]!);
-  const W = new Float64Array(K * N);
-  for (let i = 0; i < K; i++) for (let n = 0; n < N; n++) W[i * N + n] = w[perm[i]! * N + n]!;
-  const batch = Math.max(bs, 128);
-  const E = new Float64Array(batch * N);
-
+  const g: Groups = { gs: new Float32Array(kBlocks * N), gz: new Int32Array(kBlocks * N) };
+  if (actOrder) for (let b = 0; b < kBlocks; b++) groupParams(q, g, f.hw, b, (k, n) => w[k * N + n]!);
+  if (!feedback) {
+    if (!actOrder) for (let b = 0; b < kBlocks; b++) groupParams(q, g, f.hw, b, (k, n) => w[k * N + n]!);
+    for (let k = 0; k < K; k++) {
+      const og = Math.floor(k / bs) * N;
+      for (let n = 0; n < N; n++) q.codes[n * Kp + k] = code(w[k * N + n]!, g.gs[og + n]!, g.gz[og + n]!, qmax);
+    }
+    return q;
+  }
+  const nsp = roundUp(N, 16),
+    ld = nsp * 4,
+    batch = Math.max(bs, BATCH),
+    uAt = 0,
+    wAt = Kq * Kq * 4,
+    eAt = wAt + K * ld;
+  const lin = workspace(f, eAt + batch * ld);
+  const Wv = lin.f32().subarray(wAt / 4, wAt / 4 + K * nsp),
+    Eb = lin.f32().subarray(eAt / 4, eAt / 4 + batch * nsp);
+  Wv.fill(0);
+  Eb.fill(0);
+  for (let i = 0; i < K; i++) {
+    const k = perm[i]!;
+    Wv.set(w.subarray(k * N, (k + 1) * N), i * nsp);
+  }
   for (let i1 = 0; i1 < K; i1 += batch) {
     const i2 = Math.min(K, i1 + batch);
     for (let i = i1; i < i2; i++) {
       const k = perm[i]!,
         b = Math.floor(k / bs);
       // In plain order a block's rows all sit in this batch and have their updates from earlier rows.
-      if (!actOrder && k % bs === 0) groupParams(b, (kk, n) => W[kk * N + n]!);
-      if (!U) {
-        // no feedback: static groups, plain rounding
-        for (let n = 0; n < N; n++) {
-          const sc = gs[b * N + n]!,
-            z = gz[b * N + n]!;
-          const c = sc !== 0 ? Math.round(W[i * N + n]! / sc) + z : z;
-          codes[n * Kp + k] = c < 0 ? 0 : c > qmax ? qmax : c;
-        }
-        continue;
-      }
-      const d = U[i * K + i]!,
-        oi = i * N,
-        oe = (i - i1) * N,
-        og = b * N;
+      if (!actOrder && k % bs === 0) groupParams(q, g, f.hw, b, (kk, n) => Wv[kk * nsp + n]!);
+      const og = b * N,
+        oi = i * nsp,
+        oe = (i - i1) * nsp,
+        ow = k * N;
       for (let n = 0; n < N; n++) {
-        const v = W[oi + n]!,
-          sc = gs[og + n]!,
-          z = gz[og + n]!;
-        let c = sc !== 0 ? Math.round(v / sc) + z : z;
-        c = c < 0 ? 0 : c > qmax ? qmax : c;
-        codes[n * Kp + k] = c;
-        E[oe + n] = (v - (c - z) * sc) / d;
+        const s = g.gs[og + n]!,
+          z = g.gz[og + n]!;
+        const c = code(Wv[oi + n]!, s, z, qmax);
+        q.codes[n * Kp + k] = c;
+        // LDLQ feeds back the error against the ORIGINAL row
+        Eb[oe + n] = w[ow + n]! - (c - z) * s;
       }
-      for (let j = i + 1; j < i2; j++) {
-        const u = U[i * K + j]!;
-        if (u === 0) continue;
-        const oj = j * N;
-        for (let n = 0; n < N; n++) W[oj + n]! -= u * E[oe + n]!;
-      }
+      // rows i+1..i2 of this batch: W[j] += E[i] U[i][j]
+      lin.gemm(wAt + (i + 1) * ld, ld, uAt + (i * Kq + i + 1) * 4, 0, eAt + (i - i1) * ld, 0, i2 - i - 1, nsp, 1, 1);
     }
-    for (let j = i2; U && j < K; j++) {
-      const oj = j * N;
-      for (let i = i1; i < i2; i++) {
-        const u = U[i * K + j]!;
-        if (u === 0) continue;
-        const oe = (i - i1) * N;
-        for (let n = 0; n < N; n++) W[oj + n]! -= u * E[oe + n]!;
-      }
-    }
+    // every later row at once
+    lin.gemm(wAt + i2 * ld, ld, uAt + (i1 * Kq + i2) * 4, Kq * 4, eAt, ld, K - i2, nsp, i2 - i1, 1);
   }
-  return { K, N, bits: p.bits, blockSize: bs, kBlocks, symmetric: p.symmetric, codes, scales, zeroPoints };
+  return q;
+}
+
+function code(v: number, s: number, z: number, qmax: number): number {
+  const c = s !== 0 ? Math.round(v / s) + z : z;
+  return c < 0 ? 0 : c > qmax ? qmax : c;
+}
+
+const gx = new Float64Array(256),
+  gh = new Float64Array(256),
+  gq = new Int32Array(256),
+  gqt = new Int32Array(256);
+
+/** Block b's parameters per column, searched under the weights hw, into q (scales, zero points, padding) and g. */
+function groupParams(q: QuantizedWeight, g: Groups, hw: Float64Array, b: number, row: (k: number, n: number) => number): void {
+  const { K, N, blockSize: bs, kBlocks } = q,
+    Kp = kBlocks * bs;
+  const k0 = b * bs,
+    len = Math.min(K, k0 + bs) - k0;
+  for (let i = 0; i < len; i++) gh[i] = hw[k0 + i]!;
+  for (let n = 0; n < N; n++) {
+    for (let i = 0; i < len; i++) gx[i] = row(k0 + i, n);
+    const r = searchBlock(gx, len, q.bits, q.symmetric, gq, gqt, gh);
+    const sc = Math.fround(r.s);
+    q.scales[n * kBlocks + b] = sc;
+    if (q.zeroPoints) q.zeroPoints[n * kBlocks + b] = r.z;
+    g.gs[b * N + n] = sc;
+    g.gz[b * N + n] = r.z;
+    q.codes.fill(r.z, n * Kp + k0 + len, n * Kp + k0 + bs);
+  }
+}
+
+/** Per candidate and output column n: sum over the held-out rows of (x (W - Wq))_n^2, the product in SIMD. */
+function columnErrors(held: CalibrationData, w: Float32Array, qs: QuantizedWeight[]): Float64Array[] {
+  const { K, N } = qs[0]!,
+    rows = held.rows,
+    nsp = roundUp(N, 16),
+    ld = nsp * 4;
+  const xAt = 0,
+    dAt = K * rows * 4,
+    yAt = dAt + K * ld;
+  const lin = new Linalg(yAt + rows * ld);
+  const m = lin.f32();
+  for (let r = 0; r < rows; r++) for (let k = 0; k < K; k++) m[k * rows + r] = held.x[r * K + k]!;
+  return qs.map((q) => {
+    const d = dequantize(q);
+    for (let k = 0; k < K; k++) for (let n = 0, o = dAt / 4 + k * nsp; n < N; n++) m[o + n] = w[k * N + n]! - d[k * N + n]!;
+    m.fill(0, yAt / 4, yAt / 4 + rows * nsp);
+    lin.gemm(yAt, ld, xAt, rows * 4, dAt, ld, rows, nsp, K, 1);
+    const e = new Float64Array(N);
+    for (let r = 0; r < rows; r++) for (let n = 0, o = yAt / 4 + r * nsp; n < N; n++) e[n]! += m[o + n]! * m[o + n]!;
+    return e;
+  });
+}
+
+/** Factors per calibration sample, shared by the weights reading it; the last two kept per pass. */
+const factorCache = new WeakMap<QuantExec, Map<CalibrationData, Map<string, Promise<unknown>>>>();
+
+function cached<T>(exec: QuantExec, calib: CalibrationData, key: string, make: () => Promise<T>): Promise<T> {
+  let byCalib = factorCache.get(exec);
+  if (!byCalib) factorCache.set(exec, (byCalib = new Map()));
+  let entry = byCalib.get(calib);
+  if (!entry) {
+    byCalib.set(calib, (entry = new Map()));
+    while (byCalib.size > 2) byCalib.delete(byCalib.keys().next().value!);
+  }
+  let v = entry.get(key) as Promise<T> | undefined;
+  if (!v) entry.set(key, (v = make()));
+  return v;
 }
 
 export const gptq: QuantMethod = {
   name: 'gptq',
   description:
-    'GPTQ: inverse-Hessian error feedback from calibration activations (act-order, static groups = blocks, group scales searched under activation-energy weighting, integer zero points); checked on held-out calibration rows against the same search without feedback and against mse-search',
+    'GPTQ: inverse-Hessian error feedback from calibration activations (act-order, static groups = blocks, lazy batches, WebAssembly SIMD), group scales searched under activation-energy weighting, integer zero points; checked on held-out calibration rows against the same search without feedback and against mse-search',
   needsCalibration: true,
   quantize: (w, K, N, p, calib) => gptqQuantize(w, K, N, p, calib),
-  /**
-   * Hessian factors once per weight; when it validates, the slices are read twice: once to score
-   * the candidates on held-out rows over the whole weight, once to apply the winner.
-   */
+  /** Factors once per calibration sample; when validating, the slices are read twice (score, then apply). */
   async prepare(weight, p, calib, exec) {
     const { K, N } = weight;
-    let plan = await exec.gptq<GptqPlan>({ op: 'plan', calib: calib!, K });
-    if (plan.held) {
+    const c = calib!;
+    const base = await cached(exec, c, 'plan', () => exec.gptq<GptqPlan>({ op: 'plan', calib: c, K }));
+    let plan: GptqPlan = { ...base };
+    if (base.held) {
       const errs = [0, 1, 2].map(() => new Float64Array(N));
       await weight.eachSlice(async (w, n0, ns) => {
-        const e = await exec.gptq<Float64Array[]>({ op: 'scores', w, K, N: ns, params: p, plan });
+        const e = await exec.gptq<Float64Array[]>({ op: 'scores', w, K, N: ns, params: p, plan: base });
         e.forEach((x, i) => errs[i]!.set(x, n0));
       });
-      plan = await exec.gptq<GptqPlan>({ op: 'choose', plan, errs, calib: calib! });
+      const pick = gptqPick(errs);
+      const full =
+        pick < 2
+          ? await cached(exec, c, `full${pick}`, () => exec.gptq<GptqFactors>({ op: 'factors', calib: c, K, feedback: pick === 0 }))
+          : undefined;
+      plan = { K, full, pick };
     }
     return (w, k, ns) => exec.gptq<QuantizedWeight>({ op: 'apply', w: w.slice(), K: k, N: ns, params: p, plan });
   },

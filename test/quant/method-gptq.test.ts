@@ -1,0 +1,97 @@
+// GPTQ in WebAssembly SIMD (methods/gptq.ts, LDL form of the error feedback) against the first
+// implementation, plain float64 JavaScript GPTQ (methods/gptq-reference.ts): same codes up to
+// float32 rounding, and output error ||X (W - Wq)||^2 no worse, on calibration and held-out rows.
+import { describe, expect, it } from 'vitest';
+import { dequantize, type CalibrationData, type QuantParams } from '../../passes/quant/types.js';
+import { gptqFactors, gptqQuantize, type GptqOptions } from '../../passes/quant/methods/gptq.js';
+import { gptqReferenceQuantize } from '../../passes/quant/methods/gptq-reference.js';
+import { Linalg } from '../../passes/quant/methods/simd-linalg.js';
+import { rng, randn } from '../../runtime/ort.js';
+import { llmActivations, llmWeight, outputMse } from './llm-like.js';
+
+describe('SIMD linear algebra', () => {
+  it('gemm and the upper Cholesky factor agree with float64 loops', () => {
+    const L = new Linalg(1 << 22);
+    const f = L.f32();
+    const r = randn(rng(1), 4096);
+    f.set(r);
+    // C [7 x 32] at 8192 (row stride 48) += 0.5 * A^T B, A [5 x 12] at 0, B [5 x 40] at 4096
+    const ref = new Float64Array(7 * 32);
+    for (let m = 0; m < 7; m++)
+      for (let n = 0; n < 32; n++) {
+        let s = 0;
+        for (let k = 0; k < 5; k++) s += f[k * 12 + m]! * f[1024 + k * 40 + n]!;
+        ref[m * 32 + n] = f[2048 + m * 48 + n]! + 0.5 * s;
+      }
+    L.gemm(8192, 48 * 4, 0, 12 * 4, 4096, 40 * 4, 7, 32, 5, 0.5);
+    for (let m = 0; m < 7; m++) for (let n = 0; n < 32; n++) expect(L.f32()[2048 + m * 48 + n]).toBeCloseTo(ref[m * 32 + n]!, 5);
+
+    const K = 128,
+      rows = 300,
+      h = rows * K * 4;
+    L.f32().set(randn(rng(2), rows * K));
+    L.syrkUpper(0, rows, K, h);
+    const H = L.f32().slice(h / 4, h / 4 + K * K);
+    for (let i = 0; i < K; i++) H[i * K + i]! += 1;
+    L.f32().set(H, h / 4);
+    expect(L.choleskyUpper(h, K)).toBe(true);
+    const R = L.f32().slice(h / 4, h / 4 + K * K);
+    for (let i = 0; i < K; i += 7)
+      for (let j = i; j < K; j += 5) {
+        let s = 0;
+        for (let k = 0; k <= i; k++) s += R[k * K + i]! * R[k * K + j]!;
+        expect(Math.abs(s - H[i * K + j]!)).toBeLessThan(1e-5 * H[j * K + j]!);
+      }
+    // not positive definite: reported, not factored
+    L.f32().fill(0, h / 4, h / 4 + K * K);
+    expect(L.choleskyUpper(h, K)).toBe(false);
+  });
+});
+
+describe('gptq (SIMD) vs the float64 JavaScript GPTQ', () => {
+  const cases: [string, number, number, QuantParams][] = [
+    ['K 256 N 128 block 32 sym', 256, 128, { bits: 4, blockSize: 32, symmetric: true }],
+    ['K 300 N 45 block 128 asym', 300, 45, { bits: 4, blockSize: 128, symmetric: false }],
+    ['K 200 N 33 block 256 8-bit sym', 200, 33, { bits: 8, blockSize: 256, symmetric: true }],
+  ];
+  for (const [name, K, N, p] of cases) {
+    it(`${name}: same codes (up to float32 rounding), output error no worse`, () => {
+      const w = llmWeight(K, N, 5);
+      const calib: CalibrationData = { x: llmActivations(512, K, 10), rows: 512 };
+      const held = llmActivations(192, K, 11);
+      const lines: string[] = [];
+      for (const opts of [{ validate: false }, { validate: false, actOrder: false }, {}] as GptqOptions[]) {
+        const qn = gptqQuantize(w, K, N, p, calib, opts),
+          qo = gptqReferenceQuantize(w, K, N, p, calib, opts);
+        let same = 0;
+        for (let i = 0; i < qn.codes.length; i++) if (qn.codes[i] === qo.codes[i]) same++;
+        const dn = dequantize(qn),
+          dq = dequantize(qo);
+        const hn = outputMse(held, 192, w, dn, K, N),
+          ho = outputMse(held, 192, w, dq, K, N);
+        const cn = outputMse(calib.x, 512, w, dn, K, N),
+          co = outputMse(calib.x, 512, w, dq, K, N);
+        lines.push(
+          `${JSON.stringify(opts)}: codes equal ${((100 * same) / qn.codes.length).toFixed(2)}%, held-out x${(hn / ho).toFixed(4)}, calibration x${(cn / co).toFixed(4)} of the reference`,
+        );
+        if (opts.actOrder !== false) expect(same / qn.codes.length).toBeGreaterThan(0.99);
+        expect(hn).toBeLessThanOrEqual(ho * 1.01);
+        expect(cn).toBeLessThanOrEqual(co * 1.01);
+      }
+      console.info(`[gptq simd] ${name}: ${lines.join('; ')}`);
+    });
+  }
+
+  it('unseen inputs and a singular Hessian: damped, feedback-free rows, no NaN', () => {
+    const K = 96,
+      N = 20,
+      rows = 80;
+    const x = randn(rng(3), rows * K);
+    for (let r = 0; r < rows; r++) for (let k = 40; k < 60; k++) x[r * K + k] = 0; // never active
+    for (let r = 0; r < rows; r++) x[r * K + 70] = x[r * K + 71]!; // two equal inputs
+    const f = gptqFactors({ x, rows }, K, {}, true);
+    expect(f.U!.every(Number.isFinite)).toBe(true);
+    const q = gptqQuantize(llmWeight(K, N, 4), K, N, { bits: 4, blockSize: 32, symmetric: true }, { x, rows });
+    expect(q.scales.every(Number.isFinite)).toBe(true);
+  });
+});
