@@ -42,6 +42,17 @@ function repeatKv(v4: Value): { kv: Value; rep: number; nodes: Node[] } | null {
   return { kv, rep, nodes: [rs, ex, un] };
 }
 
+/**
+ * A mask applied as Where(cond, scores, fill) (GPT-2's causal mask): the bias Where(cond, 0, fill) added
+ * instead gives the same softmax (exp(s + fill - max) and exp(fill - max) both underflow to 0 for a fill
+ * <= -1e4 and sane scores) in every row that keeps a key. A row whose every allowed key is also padded by
+ * the additive mask (a left-padding position under a causal mask) comes out differently: a padding row.
+ */
+interface Select {
+  cond: Value;
+  fill: Value;
+}
+
 interface Core {
   softmax: Node;
   q4: Value;
@@ -49,6 +60,7 @@ interface Core {
   v4: Value;
   scale: number;
   mask: Value | null;
+  select: Select | null;
   out: Value;
   nodes: Node[];
   heads: number;
@@ -120,10 +132,11 @@ function keyOf(kTv: Value): { k4: Value; kDirect: Core['kDirect']; nodes: Node[]
 /** The scores chain from the Softmax input back to MatMul(q, k^T): scale, mask, 3-D/4-D Reshapes. */
 function scoresChain(
   sm: Node,
-): { qk: Node; scale: number; mask: Value | null; reshapes: Node[]; maskRank: number; nodes: Node[] } | string {
+): { qk: Node; scale: number; mask: Value | null; select: Select | null; reshapes: Node[]; maskRank: number; nodes: Node[] } | string {
   let cur = sm.inputs[0]!;
   let scale = 1,
     mask: Value | null = null,
+    select: Select | null = null,
     maskRank = 0,
     scaled = false;
   const nodes: Node[] = [],
@@ -131,7 +144,7 @@ function scoresChain(
   for (let step = 0; step < 8; step++) {
     const p = cur.producer;
     if (!p || p.domain !== '') break;
-    if (p.opType === 'MatMul') return { qk: p, scale, mask, reshapes, maskRank, nodes: [...nodes, p] };
+    if (p.opType === 'MatMul') return { qk: p, scale, mask, select, reshapes, maskRank, nodes: [...nodes, p] };
     if (p.opType === 'Reshape') {
       reshapes.push(p);
     } else if (p.opType === 'Add' && !mask) {
@@ -143,6 +156,14 @@ function scoresChain(
       maskRank = cur.shape?.length ?? 0;
       nodes.push(p);
       cur = path;
+      continue;
+    } else if (p.opType === 'Where' && !select && constScalar(p.inputs[2]) !== null) {
+      // GPT-2's causal mask: Where(allowed, scores, fill).
+      if (scaled) return 'the scores are masked by Where before they are scaled';
+      if ((cur.shape?.length ?? 0) !== 4) return 'the Where mask is applied to scores that are not [B, N, S, T]';
+      select = { cond: p.inputs[0]!, fill: p.inputs[2]! };
+      nodes.push(p);
+      cur = p.inputs[1]!;
       continue;
     } else if (p.opType === 'Div' && constScalar(p.inputs[1]) !== null) {
       scale /= constScalar(p.inputs[1])!;
@@ -167,6 +188,7 @@ function reachesMatMul(v: Value | null | undefined, depth = 0): boolean {
   if (!p || p.domain !== '' || depth > 6) return false;
   if (p.opType === 'MatMul') return true;
   if (p.opType === 'Reshape') return reachesMatMul(p.inputs[0], depth + 1);
+  if (p.opType === 'Where') return reachesMatMul(p.inputs[1], depth + 1);
   if (p.opType === 'Div') return constScalar(p.inputs[1]) !== null && reachesMatMul(p.inputs[0], depth + 1);
   if (p.opType !== 'Mul') return false;
   const j = p.inputs.findIndex((x) => constScalar(x) !== null);
@@ -258,6 +280,7 @@ function matchCore(sm: Node): Core | string | null {
     v4,
     scale,
     mask: sc.mask,
+    select: sc.select,
     out: ctx.out,
     nodes,
     heads: n,
@@ -421,8 +444,9 @@ function gqaLengths(g: Graph, am: Value, cache: Map<Value, [Value, Value]>, befo
 interface AttentionMatch extends Match {
   kind: 'mha' | 'gqa' | 'mhaBnsh';
   core: Core;
-  /** The mask is [.., 1, T]: expanded over the query rows, as attention_bias needs [.., S, T]. */
-  expandRows?: boolean;
+  /** attention_bias: Expand to [.., S, T] (it needs both dims; a [B, 1, 1, T] padding mask has neither S
+   * rows nor, for Where masks, known dims), the key length read from `key` at `keyAxis`. */
+  bias?: { expand: boolean; key: Value; keyAxis: number };
   spec: { opType: string; inputs: (Value | null)[]; attrs: Record<string, unknown> };
   /** GroupQueryAttention: the mask its lengths come from and the cache Concats whose outputs become present_key/value. */
   gqa?: { attentionMask: Value; inputs: (Value | null)[]; concats: [Node, Node] };
@@ -445,22 +469,15 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
   const k = core.kDirect ?? splitHeads(core.k4),
     v = splitHeads(core.v4);
   const attrs = { num_heads: core.heads, scale: { float: core.scale } };
-  // attention_bias is [B or 1, N or 1, S, T].
-  const ms = core.mask?.shape;
-  if (core.mask && (!ms || ms.length !== 4 || (ms[1] !== 1 && ms[1] !== core.heads) || (ms[3] === 1 && core.keys !== 1)))
-    return skip(`${where}: mask is not a 4-D [B|1, N|1, S|1, T] bias`);
-  // attention_bias does not broadcast over queries: a [B, 1, 1, T] padding mask (BERT) is expanded to [B, 1, S, T].
-  const qs = q.x.shape?.[1];
-  if (core.mask && ms && !(sameDim(ms[2], qs) || ms[2] === 1))
-    return skip(`${where}: mask has ${String(ms[2])} query rows, neither 1 nor the sequence length`);
-  const expandRows = !!core.mask && ms?.[2] === 1 && qs !== 1;
+  const bias = biasShape(core, q.x);
+  if (typeof bias === 'string') return skip(`${where}: ${bias}`);
   if (k && v && k.n === core.heads && v.n === core.heads && k.d === q.d && v.d === core.vHeadSize) {
     const inputs: (Value | null)[] = [q.x, k.x, v.x];
     if (core.mask) inputs.push(null, null, core.mask);
     return {
       kind: 'mha',
       core,
-      expandRows,
+      bias: { expand: bias.expand, key: k.x, keyAxis: 1 },
       ...withoutShapeReads([...core.nodes, ...q.nodes, ...k.nodes, ...v.nodes], [core.out]),
       spec: { opType: 'MultiHeadAttention', inputs, attrs },
     };
@@ -475,6 +492,7 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
     vn = vc && splitHeads(vc.fresh);
   const gqa =
     mode === 'gqa' &&
+    !core.select &&
     kc &&
     vc &&
     kn &&
@@ -518,26 +536,49 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
   return {
     kind: 'mhaBnsh',
     core,
-    expandRows,
+    bias: { expand: bias.expand, key: core.k4, keyAxis: 2 },
     ...withoutShapeReads([...core.nodes, ...q.nodes], [core.out]),
     spec: { opType: 'MultiHeadAttention', inputs, attrs },
   };
 }
 
-/** mask [B, N|1, 1, T] -> Expand to [B, N|1, S, T], S = query.shape[1] (a constant when static). */
-function expandRows(g: Graph, mask: Value, query: Value, before: Node): Value {
-  const p = `${mask.name}/edgec_rows`;
+/** The additive mask (and a Where mask as its bias), expanded to [.., S, T] when not already so. */
+function attentionBias(g: Graph, core: Core, query: Value, b: NonNullable<AttentionMatch['bias']>): Value {
+  const before = core.out.producer!;
+  const p = `${core.softmax.name}/edgec_bias`;
   const add = (opType: string, inputs: Value[], attrs?: Record<string, number>) =>
     g.addNode({ opType, name: `${p}/${opType}`, inputs, outputs: [`${p}/${opType}_output_0`], attrs }, before).outputs[0]!;
-  const s = query.shape?.[1];
   const i64 = (name: string, v: number[]) => g.addInitializer(Tensor.fromInt64(`${p}/${name}`, [v.length], v));
+  let bias = core.mask;
+  if (core.select) {
+    const fill = constTensor(core.select.fill)!;
+    const zero = g.addInitializer(Tensor.fromNumbers(`${p}/zero`, fill.dtype, [], [0]));
+    const w = add('Where', [core.select.cond, zero, core.select.fill]);
+    bias = bias ? add('Add', [w, bias]) : w;
+  }
+  if (!b.expand) return bias!;
+  const s = query.shape?.[1],
+    t = b.key.shape?.[b.keyAxis];
+  const dim = (v: Value, axis: number) => add('Slice', [add('Shape', [v]), i64(`start${axis}`, [axis]), i64(`end${axis}`, [axis + 1])]);
   const rows =
-    typeof s === 'number'
-      ? i64('shape', [1, 1, s, 1])
-      : add('Concat', [i64('ones', [1, 1]), add('Slice', [add('Shape', [query]), i64('start', [1]), i64('end', [2])]), i64('one', [1])], {
-          axis: 0,
-        });
-  return add('Expand', [mask, rows]);
+    typeof s === 'number' && typeof t === 'number'
+      ? i64('shape', [1, 1, s, t])
+      : add('Concat', [i64('ones', [1, 1]), dim(query, 1), dim(b.key, b.keyAxis)], { axis: 0 });
+  return add('Expand', [bias!, rows]);
+}
+
+/**
+ * Whether the mask fits attention_bias [B|1, N|1, S, T] as it is, or after an Expand over [1, 1, S, T]
+ * (a [B, 1, 1, T] padding mask, a 2-D [S, T] one, a Where mask of unknown dims).
+ */
+function biasShape(core: Core, q3: Value): { expand: boolean } | string {
+  if (!core.mask && !core.select) return { expand: false };
+  const ms = core.mask ? core.mask.shape : [1, 1, 1, 1];
+  if (!ms || ms.length > 4) return 'mask shape is unknown or has more than 4 dims';
+  const d = [...new Array<Dim>(4 - ms.length).fill(1), ...ms];
+  if (d[1] !== 1 && d[1] !== core.heads) return `mask has ${String(d[1])} heads, neither 1 nor ${core.heads}`;
+  const fits = !core.select && ms.length === 4 && sameDim(d[2], q3.shape?.[1]) && sameDim(d[3], core.keys);
+  return { expand: !fits };
 }
 
 /**
@@ -564,7 +605,7 @@ function withoutShapeReads(nodes: Node[], outputs: Value[]): { nodes: Node[]; ou
 function rewrite(model: Model, g: Graph, m: AttentionMatch, lengths: Map<Value, [Value, Value]>): AttentionMatch['kind'] {
   if (!m.gqa) {
     const inputs = [...m.spec.inputs];
-    if (m.expandRows) inputs[5] = expandRows(g, m.core.mask!, inputs[0]!, m.core.out.producer!);
+    if (m.bias && (m.core.mask || m.core.select)) inputs.splice(3, 3, null, null, attentionBias(g, m.core, inputs[0]!, m.bias));
     replace(model, g, m.core, { ...m.spec, inputs }, m.nodes);
     return m.kind;
   }

@@ -18,7 +18,8 @@ function plan(role: Role, o: TargetOptions): RolePlan {
   return {
     weightBits,
     format: weightBits ? 'matmulnbits' : 'none',
-    activations: o.quant === 'fp16' ? 'fp16' : activations,
+    // --quant none: nothing quantized, fp16 included (fp32 weights and activations); --quant fp16 for fp16.
+    activations: o.quant === 'fp16' ? 'fp16' : o.quant === 'none' ? 'fp32' : activations,
     embeddings: weightBits ? 'block-quantized' : 'float',
   };
 }
