@@ -16,7 +16,7 @@
 import { DataType, Tensor, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
 import type { OptionSchema, OptionsOf } from './pass.js';
 import { constScalar, constTensor, internalOnly, other, producer, replaceOutput, sameDim, splitHeads } from './pattern.js';
-import { mul } from './shape/sym.js';
+import { mul, quotient } from './shape/sym.js';
 import { hfCausalPaddingMask } from './causal-mask.js';
 import { defineRule, fusionPass, skip, type Match, type Skip } from './rule.js';
 
@@ -42,6 +42,17 @@ function repeatKv(v4: Value): { kv: Value; rep: number; nodes: Node[] } | null {
   return { kv, rep, nodes: [rs, ex, un] };
 }
 
+/**
+ * A mask applied as Where(cond, scores, fill) (GPT-2's causal mask): the bias Where(cond, 0, fill) added
+ * instead gives the same softmax (exp(s + fill - max) and exp(fill - max) both underflow to 0 for a fill
+ * <= -1e4 and sane scores) in every row that keeps a key. A row whose every allowed key is also padded by
+ * the additive mask (a left-padding position under a causal mask) comes out differently: a padding row.
+ */
+interface Select {
+  cond: Value;
+  fill: Value;
+}
+
 interface Core {
   softmax: Node;
   q4: Value;
@@ -49,6 +60,7 @@ interface Core {
   v4: Value;
   scale: number;
   mask: Value | null;
+  select: Select | null;
   out: Value;
   nodes: Node[];
   heads: number;
@@ -98,6 +110,12 @@ function keyOf(kTv: Value): { k4: Value; kDirect: Core['kDirect']; nodes: Node[]
   const tr = producer(kTv, 'Transpose');
   const perm = tr?.attrInts('perm', []).join();
   if (tr && perm === '0,1,3,2') return { k4: tr.inputs[0]!, kDirect: null, nodes: [tr] };
+  // GPT-2: K^T = Concat(past^T, k^T) on the last axis, its BNSH form computed anyway for `present`.
+  const cat = producer(kTv, 'Concat');
+  if (cat && (cat.attrInt('axis') === -1 || cat.attrInt('axis') === 3)) {
+    const bnsh = kTv.uses.find((u) => u.node.opType === 'Transpose' && u.node.attrInts('perm', []).join() === '0,1,3,2')?.node;
+    return bnsh ? { k4: bnsh.outputs[0]!, kDirect: null, nodes: [] } : null;
+  }
   if (tr && perm === '0,2,3,1') {
     const kDirect = reshapedHeads(tr.inputs[0]);
     return kDirect ? { k4: tr.inputs[0]!, kDirect, nodes: [tr] } : null;
@@ -120,10 +138,11 @@ function keyOf(kTv: Value): { k4: Value; kDirect: Core['kDirect']; nodes: Node[]
 /** The scores chain from the Softmax input back to MatMul(q, k^T): scale, mask, 3-D/4-D Reshapes. */
 function scoresChain(
   sm: Node,
-): { qk: Node; scale: number; mask: Value | null; reshapes: Node[]; maskRank: number; nodes: Node[] } | string {
+): { qk: Node; scale: number; mask: Value | null; select: Select | null; reshapes: Node[]; maskRank: number; nodes: Node[] } | string {
   let cur = sm.inputs[0]!;
   let scale = 1,
     mask: Value | null = null,
+    select: Select | null = null,
     maskRank = 0,
     scaled = false;
   const nodes: Node[] = [],
@@ -131,7 +150,7 @@ function scoresChain(
   for (let step = 0; step < 8; step++) {
     const p = cur.producer;
     if (!p || p.domain !== '') break;
-    if (p.opType === 'MatMul') return { qk: p, scale, mask, reshapes, maskRank, nodes: [...nodes, p] };
+    if (p.opType === 'MatMul') return { qk: p, scale, mask, select, reshapes, maskRank, nodes: [...nodes, p] };
     if (p.opType === 'Reshape') {
       reshapes.push(p);
     } else if (p.opType === 'Add' && !mask) {
@@ -144,6 +163,14 @@ function scoresChain(
       nodes.push(p);
       cur = path;
       continue;
+    } else if (p.opType === 'Where' && !select && constScalar(p.inputs[2]) !== null) {
+      // GPT-2's causal mask: Where(allowed, scores, fill).
+      if (scaled) return 'the scores are masked by Where before they are scaled';
+      if ((cur.shape?.length ?? 0) !== 4) return 'the Where mask is applied to scores that are not [B, N, S, T]';
+      select = { cond: p.inputs[0]!, fill: p.inputs[2]! };
+      nodes.push(p);
+      cur = p.inputs[1]!;
+      continue;
     } else if (p.opType === 'Div' && constScalar(p.inputs[1]) !== null) {
       scale /= constScalar(p.inputs[1])!;
       scaled = true;
@@ -154,6 +181,8 @@ function scoresChain(
       nodes.push(p);
       cur = p.inputs[1 - i]!;
       continue;
+    } else if (p.opType === 'Sub' && producer(p.inputs[0], 'Mul')?.inputs.some((v) => reachesMatMul(v))) {
+      return 'scores are multiplied by a mask (Megatron: s * m - c * (1 - m)): an additive bias only for a 0/1 mask, which nothing proves here';
     } else return `scores come from ${p.opType}, not MatMul(q, k^T) scaled by a constant and masked by an Add`;
     nodes.push(p);
     cur = p.inputs[0]!;
@@ -167,6 +196,7 @@ function reachesMatMul(v: Value | null | undefined, depth = 0): boolean {
   if (!p || p.domain !== '' || depth > 6) return false;
   if (p.opType === 'MatMul') return true;
   if (p.opType === 'Reshape') return reachesMatMul(p.inputs[0], depth + 1);
+  if (p.opType === 'Where') return reachesMatMul(p.inputs[1], depth + 1);
   if (p.opType === 'Div') return constScalar(p.inputs[1]) !== null && reachesMatMul(p.inputs[0], depth + 1);
   if (p.opType !== 'Mul') return false;
   const j = p.inputs.findIndex((x) => constScalar(x) !== null);
@@ -198,8 +228,11 @@ function probsToValue(sm: Node): { pv: Node; nodes: Node[] } | null {
 
 function matchCore(sm: Node): Core | string | null {
   const p = probsToValue(sm);
-  if (!p) return null;
   const where = `attention at '${sm.name}'`;
+  if (!p) {
+    const ein = sm.outputs[0]!.uses.some((u) => u.node.opType === 'Einsum') || !!producer(sm.inputs[0], 'Einsum');
+    return ein ? `${where}: attention written with Einsum (tf2onnx) is not matched` : null;
+  }
   const sc = scoresChain(sm);
   if (typeof sc === 'string') return `${where}: ${sc}`;
   const nodes: Node[] = [sm, ...p.nodes, ...sc.nodes];
@@ -258,6 +291,7 @@ function matchCore(sm: Node): Core | string | null {
     v4,
     scale,
     mask: sc.mask,
+    select: sc.select,
     out: ctx.out,
     nodes,
     heads: n,
@@ -284,10 +318,32 @@ function contextMerge(ctx: Value, want: Dim[]): { out: Value; nodes: Node[] } | 
     return 'context is not transposed back to [B, S, N, D]';
   const rs = only(tr.outputs[0]!);
   const so = rs?.outputs[0]?.shape;
-  if (!rs || rs.opType !== 'Reshape' || !so || !dimsAgree(so, [want[0]!, want[2]!, mul(want[1]!, want[3]!)]))
-    return 'context is not merged back to [B, S, N*D]';
+  const want3 = [want[0]!, want[2]!, mul(want[1]!, want[3]!)];
+  const [b, n, s, d] = want;
+  if (!rs || rs.opType !== 'Reshape' || !so || !(dimsAgree(so, want3) || sameDims(reshapeDims(rs, [b!, s!, n!, d!]), want3)))
+    return want.some((x) => x === null)
+      ? `context merge to [B, S, N*D] not provable: the query's dims are [${want.map(String).join(', ')}] after shape inference`
+      : 'context is not merged back to [B, S, N*D]';
   nodes.push(tr, rs);
   return { out: rs.outputs[0]!, nodes };
+}
+
+/** A Reshape's output dims from its constant target and the input's dims (0 copies, one -1 inferred). */
+function reshapeDims(rs: Node, inDims: Dim[]): Dim[] | null {
+  const target = ints(rs.inputs[1]);
+  if (!target || rs.attrInt('allowzero', 0) !== 0) return null;
+  const dims: Dim[] = target.map((t, i) => (t === 0 ? (inDims[i] ?? null) : t));
+  const free = target.indexOf(-1);
+  if (free >= 0)
+    dims[free] = quotient(
+      inDims,
+      dims.filter((_, i) => i !== free),
+    );
+  return dims;
+}
+
+function sameDims(a: Dim[] | null, b: Dim[]): boolean {
+  return !!a && a.length === b.length && a.every((d, i) => sameDim(d, b[i]));
 }
 
 /** Cast between float values of one type: the only use of `v`, nothing else reads it. */
@@ -421,8 +477,9 @@ function gqaLengths(g: Graph, am: Value, cache: Map<Value, [Value, Value]>, befo
 interface AttentionMatch extends Match {
   kind: 'mha' | 'gqa' | 'mhaBnsh';
   core: Core;
-  /** The mask is [.., 1, T]: expanded over the query rows, as attention_bias needs [.., S, T]. */
-  expandRows?: boolean;
+  /** attention_bias: Expand to [.., S, T] (it needs both dims; a [B, 1, 1, T] padding mask has neither S
+   * rows nor, for Where masks, known dims), the key length read from `key` at `keyAxis`. */
+  bias?: { expand: boolean; key: Value; keyAxis: number };
   spec: { opType: string; inputs: (Value | null)[]; attrs: Record<string, unknown> };
   /** GroupQueryAttention: the mask its lengths come from and the cache Concats whose outputs become present_key/value. */
   gqa?: { attentionMask: Value; inputs: (Value | null)[]; concats: [Node, Node] };
@@ -445,22 +502,15 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
   const k = core.kDirect ?? splitHeads(core.k4),
     v = splitHeads(core.v4);
   const attrs = { num_heads: core.heads, scale: { float: core.scale } };
-  // attention_bias is [B or 1, N or 1, S, T].
-  const ms = core.mask?.shape;
-  if (core.mask && (!ms || ms.length !== 4 || (ms[1] !== 1 && ms[1] !== core.heads) || (ms[3] === 1 && core.keys !== 1)))
-    return skip(`${where}: mask is not a 4-D [B|1, N|1, S|1, T] bias`);
-  // attention_bias does not broadcast over queries: a [B, 1, 1, T] padding mask (BERT) is expanded to [B, 1, S, T].
-  const qs = q.x.shape?.[1];
-  if (core.mask && ms && !(sameDim(ms[2], qs) || ms[2] === 1))
-    return skip(`${where}: mask has ${String(ms[2])} query rows, neither 1 nor the sequence length`);
-  const expandRows = !!core.mask && ms?.[2] === 1 && qs !== 1;
+  const bias = biasShape(core, q.x);
+  if (typeof bias === 'string') return skip(`${where}: ${bias}`);
   if (k && v && k.n === core.heads && v.n === core.heads && k.d === q.d && v.d === core.vHeadSize) {
     const inputs: (Value | null)[] = [q.x, k.x, v.x];
     if (core.mask) inputs.push(null, null, core.mask);
     return {
       kind: 'mha',
       core,
-      expandRows,
+      bias: { expand: bias.expand, key: k.x, keyAxis: 1 },
       ...withoutShapeReads([...core.nodes, ...q.nodes, ...k.nodes, ...v.nodes], [core.out]),
       spec: { opType: 'MultiHeadAttention', inputs, attrs },
     };
@@ -475,6 +525,7 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
     vn = vc && splitHeads(vc.fresh);
   const gqa =
     mode === 'gqa' &&
+    !core.select &&
     kc &&
     vc &&
     kn &&
@@ -518,26 +569,49 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
   return {
     kind: 'mhaBnsh',
     core,
-    expandRows,
+    bias: { expand: bias.expand, key: core.k4, keyAxis: 2 },
     ...withoutShapeReads([...core.nodes, ...q.nodes], [core.out]),
     spec: { opType: 'MultiHeadAttention', inputs, attrs },
   };
 }
 
-/** mask [B, N|1, 1, T] -> Expand to [B, N|1, S, T], S = query.shape[1] (a constant when static). */
-function expandRows(g: Graph, mask: Value, query: Value, before: Node): Value {
-  const p = `${mask.name}/edgec_rows`;
+/** The additive mask (and a Where mask as its bias), expanded to [.., S, T] when not already so. */
+function attentionBias(g: Graph, core: Core, query: Value, b: NonNullable<AttentionMatch['bias']>): Value {
+  const before = core.out.producer!;
+  const p = `${core.softmax.name}/edgec_bias`;
   const add = (opType: string, inputs: Value[], attrs?: Record<string, number>) =>
     g.addNode({ opType, name: `${p}/${opType}`, inputs, outputs: [`${p}/${opType}_output_0`], attrs }, before).outputs[0]!;
-  const s = query.shape?.[1];
   const i64 = (name: string, v: number[]) => g.addInitializer(Tensor.fromInt64(`${p}/${name}`, [v.length], v));
+  let bias = core.mask;
+  if (core.select) {
+    const fill = constTensor(core.select.fill)!;
+    const zero = g.addInitializer(Tensor.fromNumbers(`${p}/zero`, fill.dtype, [], [0]));
+    const w = add('Where', [core.select.cond, zero, core.select.fill]);
+    bias = bias ? add('Add', [w, bias]) : w;
+  }
+  if (!b.expand) return bias!;
+  const s = query.shape?.[1],
+    t = b.key.shape?.[b.keyAxis];
+  const dim = (v: Value, axis: number) => add('Slice', [add('Shape', [v]), i64(`start${axis}`, [axis]), i64(`end${axis}`, [axis + 1])]);
   const rows =
-    typeof s === 'number'
-      ? i64('shape', [1, 1, s, 1])
-      : add('Concat', [i64('ones', [1, 1]), add('Slice', [add('Shape', [query]), i64('start', [1]), i64('end', [2])]), i64('one', [1])], {
-          axis: 0,
-        });
-  return add('Expand', [mask, rows]);
+    typeof s === 'number' && typeof t === 'number'
+      ? i64('shape', [1, 1, s, t])
+      : add('Concat', [i64('ones', [1, 1]), dim(query, 1), dim(b.key, b.keyAxis)], { axis: 0 });
+  return add('Expand', [bias!, rows]);
+}
+
+/**
+ * Whether the mask fits attention_bias [B|1, N|1, S, T] as it is, or after an Expand over [1, 1, S, T]
+ * (a [B, 1, 1, T] padding mask, a 2-D [S, T] one, a Where mask of unknown dims).
+ */
+function biasShape(core: Core, q3: Value): { expand: boolean } | string {
+  if (!core.mask && !core.select) return { expand: false };
+  const ms = core.mask ? core.mask.shape : [1, 1, 1, 1];
+  if (!ms || ms.length > 4) return 'mask shape is unknown or has more than 4 dims';
+  const d = [...new Array<Dim>(4 - ms.length).fill(1), ...ms];
+  if (d[1] !== 1 && d[1] !== core.heads) return `mask has ${String(d[1])} heads, neither 1 nor ${core.heads}`;
+  const fits = !core.select && ms.length === 4 && sameDim(d[2], q3.shape?.[1]) && sameDim(d[3], core.keys);
+  return { expand: !fits };
 }
 
 /**
@@ -564,7 +638,7 @@ function withoutShapeReads(nodes: Node[], outputs: Value[]): { nodes: Node[]; ou
 function rewrite(model: Model, g: Graph, m: AttentionMatch, lengths: Map<Value, [Value, Value]>): AttentionMatch['kind'] {
   if (!m.gqa) {
     const inputs = [...m.spec.inputs];
-    if (m.expandRows) inputs[5] = expandRows(g, m.core.mask!, inputs[0]!, m.core.out.producer!);
+    if (m.bias && (m.core.mask || m.core.select)) inputs.splice(3, 3, null, null, attentionBias(g, m.core, inputs[0]!, m.bias));
     replace(model, g, m.core, { ...m.spec, inputs }, m.nodes);
     return m.kind;
   }

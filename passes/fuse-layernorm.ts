@@ -3,7 +3,7 @@
 // and what the TorchScript exporter writes for nn.LayerNorm below opset 17. A model below 17 with a
 // LayerNorm to fuse is first converted to opset 17 (upgrade-opset), so the result is valid ONNX; one
 // that cannot be converted keeps its decomposed LayerNorms, and the statistics say why.
-import type { Model, Node, Value } from '../ir/index.js';
+import { DataType, type Model, type Node, type Value } from '../ir/index.js';
 import { definePass, type PassStats } from './pass.js';
 import {
   asVector,
@@ -27,6 +27,21 @@ interface LayerNormMatch extends Match {
 }
 
 const where = (mean: Node) => `LayerNorm at '${mean.name}'`;
+const FLOATS: readonly number[] = [DataType.FLOAT16, DataType.BFLOAT16, DataType.FLOAT, DataType.DOUBLE];
+
+/** The one consumer of `d` when it is a Cast of a float `x`'s type to float or double. */
+function widening(d: Value, x: Value): Node | null {
+  const c = d.uses.length === 1 && !d.isGraphOutput ? d.uses[0]!.node : null;
+  if (!c || c.opType !== 'Cast' || c.domain !== '' || x.dtype === undefined || !FLOATS.includes(x.dtype)) return null;
+  const to = c.attrInt('to');
+  return to === DataType.FLOAT || to === DataType.DOUBLE ? c : null;
+}
+
+/** The one consumer of `v` when it casts back to `x`'s type. */
+function narrowing(v: Value, x: Value): Node | null {
+  const c = v.uses.length === 1 && !v.isGraphOutput ? v.uses[0]!.node : null;
+  return c && c.opType === 'Cast' && c.domain === '' && c.attrInt('to') === x.dtype ? c : null;
+}
 
 export const layerNormRule = defineRule<LayerNormMatch>({
   name: 'layernorm',
@@ -42,7 +57,9 @@ export const layerNormRule = defineRule<LayerNormMatch>({
     const at = where(mean);
     if (!reducesLastAxis(mean, rankOf(x))) return skip(`${at}: mean is not over the last axis with keepdims`);
     if (mu.uses.length !== 1) return skip(`${at}: mean has other consumers`);
-    const d = sub.outputs[0]!;
+    // An fp16 export may take the statistics in a wider float: Cast(x - mean) ... Cast back (Phi-3.5 vision).
+    const up = widening(sub.outputs[0]!, x);
+    const d = up ? up.outputs[0]! : sub.outputs[0]!;
     const sq = d.uses.map((u) => u.node).find((n) => squares(n, d));
     if (!sq) return skip(`${at}: no Pow(x - mean, 2)`);
     const v = sq.outputs[0]!;
@@ -52,9 +69,12 @@ export const layerNormRule = defineRule<LayerNormMatch>({
     const inv = matchInvStd(varMean.outputs[0]!, d);
     if (inv === null) return skip(`${at}: variance is not normalized with Add(eps)/Sqrt`);
     if (typeof inv === 'string') return skip(`${at}: ${inv}`);
-    const aff = matchAffine(inv.normalized, x, true);
+    const down = up ? narrowing(inv.normalized, x) : null;
+    if (up && !down) return skip(`${at}: statistics taken in a wider float are not cast back to the input's type`);
+    const aff = matchAffine(down ? down.outputs[0]! : inv.normalized, x, true);
     if (typeof aff === 'string') return skip(`${at}: ${aff}`);
-    return { nodes: [mean, sub, sq, varMean, ...inv.nodes, ...aff.nodes], outputs: [aff.out], mean, x, inv, aff };
+    const casts = up && down ? [up, down] : [];
+    return { nodes: [mean, sub, ...casts, sq, varMean, ...inv.nodes, ...aff.nodes], outputs: [aff.out], mean, x, inv, aff };
   },
   rewrite({ mean, x, inv, aff, nodes }, { model, graph }) {
     if ((model.opset('') ?? 0) < 17) return skip(`${where(mean)}: LayerNormalization needs opset >= 17`);

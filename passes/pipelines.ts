@@ -5,7 +5,7 @@
  * contrib-op outputs need types). New fusions go before the final cleanup. */
 export const DEFAULT_PIPELINE =
   'cleanup,infer-shapes,fold-constants,cleanup,infer-shapes,' +
-  'gemm-to-matmul-add,fuse-layernorm,fuse-rmsnorm,fuse-gelu,fuse-quickgelu,fuse-skip-layernorm,fuse-rotary,fuse-attention,' +
+  'gemm-to-matmul-add,fuse-layernorm,fuse-rmsnorm,fuse-gelu,fuse-quickgelu,fuse-rotary,fuse-attention,fuse-skip-layernorm,' +
   'cleanup,infer-shapes';
 
 export const PIPELINES: Record<string, string> = {

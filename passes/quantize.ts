@@ -11,7 +11,8 @@ import { guessRole, type Role } from '../ir/summary.js';
 import { definePass, type OptionSchema, type OptionsOf, type PassContext, type PassStats } from './pass.js';
 import { findCandidates, markLmHeadAndTies, type Candidate } from './quant/candidates.js';
 import { WeightEmitter } from './quant/emit.js';
-import { imageOnlyNodes } from './quant/graph-util.js';
+import { convCandidates, quantizeConvWeights } from './quant/conv.js';
+import { imageOnlyNodes, matchesAny } from './quant/graph-util.js';
 import { MS_DOMAIN } from './quant/matmulnbits.js';
 import { getMethod } from './quant/methods/index.js';
 import { releaseGptqMemory } from './quant/methods/gptq.js';
@@ -104,6 +105,11 @@ const options = {
     values: ['all', 'vision', 'language'],
     description: 'a whole-MLLM graph: only the weights computed from the image alone (vision encoder, projector), or only the others',
   },
+  conv: {
+    type: 'bool',
+    default: false,
+    description: 'also Conv/ConvTranspose weights: int8 symmetric per output channel behind DequantizeLinear (float activations)',
+  },
   role: { type: 'enum', default: 'auto', values: ROLES, description: 'sub-model role for defaults (auto: guessed from the graph)' },
   maxSliceMb: {
     aliases: ['max_slice_mb'],
@@ -151,15 +157,32 @@ function settings(model: Model, o: QuantizeOptions): QuantSettings {
   };
 }
 
-/** The candidates of one part of a whole-MLLM graph (a graph without image input has no vision part). */
-function inPart(cands: Candidate[], part: 'all' | 'vision' | 'language'): Candidate[] {
-  if (part === 'all') return cands;
+/** Whether a node is in one part of a whole-MLLM graph (a graph without image input has no vision part). */
+function inPart(part: 'all' | 'vision' | 'language'): (n: Node) => boolean {
+  if (part === 'all') return () => true;
   const vision = new Map<Graph, Set<Node>>();
-  const isVision = (n: Node) => {
+  return (n: Node) => {
     if (!vision.has(n.graph)) vision.set(n.graph, imageOnlyNodes(n.graph));
-    return vision.get(n.graph)!.has(n);
+    return vision.get(n.graph)!.has(n) === (part === 'vision');
   };
-  return cands.filter((c) => isVision(c.node) === (part === 'vision'));
+}
+
+/** Conv weights int8 per channel whatever the MatMul format, with the include/exclude and part filters. */
+function quantizeConv(model: Model, o: QuantizeOptions, keep: (n: Node) => boolean, stats: QuantizeStats, skip: (why: string) => void) {
+  const convs = convCandidates(
+    model,
+    (n) => keep(n) && (!o.include.length || matchesAny(o.include, n, n.input(1)?.name)) && !matchesAny(o.exclude, n, n.input(1)?.name),
+  );
+  if (!convs.length) return;
+  // Per-axis DequantizeLinear needs opset 13.
+  const from = model.opset('') ?? 1;
+  if (from < 13) {
+    const up = upgradeOpset(model, 13);
+    if (up.blockers.length)
+      return skip(`conv: per-channel DequantizeLinear needs opset 13 and the model (opset ${from}) cannot be converted`);
+    stats.notes!.push(`opset ${from} -> 13 for per-channel Conv weights (${up.converted} nodes rewritten)`);
+  }
+  stats.counts.conv = quantizeConvWeights(convs);
 }
 
 /** DequantizeLinear with block_size needs opset 21: upgrade the model, or say why not (false). */
@@ -184,6 +207,7 @@ export const quantizeWeights = definePass({
   statistics: {
     matmul: 'MatMul weights quantized',
     gemm: 'Gemm weights quantized',
+    conv: 'Conv/ConvTranspose weights quantized (int8 per output channel)',
     gather: 'embedding tables quantized (GatherBlockQuantized)',
     tied: "embeddings sharing the lm_head's packed weight",
     excluded: 'weights left out by include/exclude',
@@ -193,7 +217,7 @@ export const quantizeWeights = definePass({
     const s = settings(model, o);
     const { format, method } = s;
     const stats: QuantizeStats = {
-      counts: { matmul: 0, gemm: 0, gather: 0, tied: 0, excluded: 0, skipped: 0 },
+      counts: { matmul: 0, gemm: 0, conv: 0, gather: 0, tied: 0, excluded: 0, skipped: 0 },
       skipped: [],
       notes: [],
       layers: [],
@@ -226,8 +250,10 @@ export const quantizeWeights = definePass({
       );
     const found = findCandidates(model, s, skip);
     const { nonConst } = found;
-    const cands = inPart(found.cands, o.part);
+    const keep = inPart(o.part);
+    const cands = found.cands.filter((c) => keep(c.node));
     stats.counts.excluded! += found.excluded + found.cands.length - cands.length;
+    if (o.conv) quantizeConv(model, o, keep, stats, skip);
     if (nonConst.length)
       skip(
         `${nonConst.length} MatMul(s) with a non-constant B left as they are (activation x activation): ${nonConst.slice(0, 8).join(', ')}${nonConst.length > 8 ? ', ...' : ''}`,

@@ -13,6 +13,8 @@ export interface PipelineRow {
   fusions: string[];
   /** quantize-weights options the target adds when weights become MatMulNBits. */
   matmulnbits?: Record<string, unknown>;
+  /** quantize-weights options the target adds in any format. */
+  weights?: Record<string, unknown>;
 }
 
 /** Tidy, type, fold, then tidy what folding freed. */
@@ -22,7 +24,7 @@ const SCATTER: StepSpec = { pass: 'masked-scatter' };
 /** Fusions leave shared shape chains behind, and their contrib-op outputs need types. */
 const FINISH: StepSpec[] = [{ pass: 'cleanup' }, { pass: 'infer-shapes' }];
 /** Transformer fusions onnxruntime's WebGPU and CPU EPs have kernels for (ORT fuses at load only for CPU/CUDA). */
-const TRANSFORMER_FUSIONS = ['fuse-layernorm', 'fuse-rmsnorm', 'fuse-gelu', 'fuse-skip-layernorm', 'fuse-rotary', 'fuse-attention'];
+const TRANSFORMER_FUSIONS = ['fuse-layernorm', 'fuse-rmsnorm', 'fuse-gelu', 'fuse-rotary', 'fuse-attention', 'fuse-skip-layernorm'];
 
 export const TARGET_PIPELINES: Record<TargetName, PipelineRow> = {
   webgpu: {
@@ -37,6 +39,9 @@ export const TARGET_PIPELINES: Record<TargetName, PipelineRow> = {
     prepare: [...PREPARE, SCATTER],
     fusions: TRANSFORMER_FUSIONS,
     matmulnbits: { accuracyLevel: 4 },
+    // Conv weights int8 per output channel in either format (DQ -> Conv runs on the CPU EP and
+    // XNNPACK): without them conv nets' artifacts were 1.14-1.15x their source.
+    weights: { conv: true },
   },
   npu: {
     // Opset 21 for INT4 and 16-bit Q/DQ; activation Q/DQ and shape fixing follow in finalize/variants.
@@ -79,6 +84,7 @@ function quantizeStep(row: PipelineRow, sm: SubModel, p: RolePlan, part?: 'visio
       scales: p.activations === 'fp16' ? 'fp16' : 'fp32',
       ...(part ? { part } : {}),
       ...(p.format === 'matmulnbits' ? row.matmulnbits : {}),
+      ...row.weights,
       ...(sm.opts.threads ? { threads: sm.opts.threads } : {}),
     },
   };

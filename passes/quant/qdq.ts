@@ -159,3 +159,30 @@ export function readQdq(dq: Node): QuantizedWeight | string {
   }
   return { K, N, bits, blockSize, kBlocks, symmetric, codes, scales, zeroPoints };
 }
+
+/** Symmetric int8 per-channel codes and scales along `axis` (-1: per tensor), as onnxruntime's QDQ
+ * quantizer writes weights (scale = max|w| / 127 per channel, codes in [-127, 127], zero point 0). */
+export function quantizeInt8(t: Tensor, axis: number): { q: Int8Array; scales: Float32Array } {
+  const w = t.toFloat32();
+  const dims = t.dims;
+  const channels = axis < 0 ? 1 : dims[axis]!;
+  const inner = axis < 0 ? w.length : dims.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const amax = new Float32Array(channels);
+  for (let i = 0; i < w.length; i++) {
+    const c = axis < 0 ? 0 : Math.floor(i / inner) % channels;
+    amax[c] = Math.max(amax[c]!, Math.abs(w[i]!));
+  }
+  const scales = Float32Array.from(amax, (a) => (a > 0 ? a / 127 : 1));
+  const q = new Int8Array(w.length);
+  for (let i = 0; i < w.length; i++) {
+    const c = axis < 0 ? 0 : Math.floor(i / inner) % channels;
+    q[i] = Math.max(-127, Math.min(127, Math.round(w[i]! / scales[c]!)));
+  }
+  return { q, scales };
+}
+
+/** The output-channel axis of a Conv (0: [M, C/g, k...]) or ConvTranspose (1: [C, M/g, k...] when
+ * group = 1; grouped ones have no single output axis: -1, per tensor). */
+export function convWeightAxis(n: Node): number {
+  return n.opType === 'Conv' ? 0 : n.attrInt('group', 1) === 1 ? 1 : -1;
+}

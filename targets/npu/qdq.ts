@@ -16,6 +16,7 @@ import { DataType, Graph, InputError, Model, Node, Tensor, Value, isFloat, saveM
 import { feedInputs } from '../../ir/summary.js';
 import { runModel } from '../../runtime/ort.js';
 import { RangeCollector, type RangeMethod } from '../../runtime/calibrate.js';
+import { convWeightAxis, quantizeInt8 } from '../../passes/quant/qdq.js';
 
 export const MAX_ACTIVATION_RANGE = 1e4;
 const Q_MAX = 65535;
@@ -230,35 +231,13 @@ function activationParams(g: Graph, acts: Value[], ranges: Map<string, [number, 
   return params;
 }
 
-/** Symmetric int8 per-channel codes and scales along `axis` (-1: per tensor). */
-function quantizeInt8(t: Tensor, axis: number): { q: Int8Array; scales: Float32Array } {
-  const w = t.toFloat32();
-  const dims = t.dims;
-  const channels = axis < 0 ? 1 : dims[axis]!;
-  const inner = axis < 0 ? w.length : dims.slice(axis + 1).reduce((a, b) => a * b, 1);
-  const amax = new Float32Array(channels);
-  for (let i = 0; i < w.length; i++) {
-    const c = axis < 0 ? 0 : Math.floor(i / inner) % channels;
-    amax[c] = Math.max(amax[c]!, Math.abs(w[i]!));
-  }
-  const scales = Float32Array.from(amax, (a) => (a > 0 ? a / 127 : 1));
-  const q = new Int8Array(w.length);
-  for (let i = 0; i < w.length; i++) {
-    const c = axis < 0 ? 0 : Math.floor(i / inner) % channels;
-    q[i] = Math.max(-127, Math.min(127, Math.round(w[i]! / scales[c]!)));
-  }
-  return { q, scales };
-}
-
 type SlotKind = { kind: 'weight'; axis: number } | { kind: 'bias'; weightSlot: number } | { kind: 'data' } | { kind: 'param' };
 
 function slotKind(n: Node, i: number, t: Tensor): SlotKind {
   if (n.domain !== '') return { kind: 'data' };
   const op = n.opType;
   if (PARAM_SLOTS[op]?.includes(i)) return { kind: 'param' };
-  if ((op === 'Conv' || op === 'ConvTranspose') && i === 1 && t.dims.length >= 3) {
-    return { kind: 'weight', axis: op === 'Conv' ? 0 : n.attrInt('group', 1) === 1 ? 1 : -1 };
-  }
+  if ((op === 'Conv' || op === 'ConvTranspose') && i === 1 && t.dims.length >= 3) return { kind: 'weight', axis: convWeightAxis(n) };
   if ((op === 'Conv' || op === 'ConvTranspose') && i === 2 && t.dims.length === 1) return { kind: 'bias', weightSlot: 1 };
   if (op === 'Gemm' && i === 1 && t.dims.length === 2 && n.attrInt('transA', 0) === 0)
     return { kind: 'weight', axis: n.attrInt('transB', 0) ? 0 : 1 };

@@ -18,13 +18,15 @@ function plan(role: Role, o: TargetOptions): RolePlan {
   return {
     weightBits,
     format: weightBits ? 'matmulnbits' : 'none',
-    activations: o.quant === 'fp16' ? 'fp16' : activations,
+    // --quant none: nothing quantized, fp16 included (fp32 weights and activations); --quant fp16 for fp16.
+    activations: o.quant === 'fp16' ? 'fp16' : o.quant === 'none' ? 'fp32' : activations,
     embeddings: weightBits ? 'block-quantized' : 'float',
   };
 }
 
 export const webgpu: Target = {
   name: 'webgpu',
+  kvLayout: 'dynamic',
   description: 'browser WebGPU via onnxruntime-web (MatMulNBits q4f16, GatherBlockQuantized, transformers.js file layout)',
   capabilities: WEBGPU_CAPABILITIES,
   staticShapes: false,

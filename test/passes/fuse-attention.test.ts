@@ -66,6 +66,7 @@ describe('fuse-attention', () => {
     ['torch SDPA export: sqrt(scale) on q and on k^T, with mask', { scale: 'sdpa', mask: true }],
     ['additive mask -> attention_bias', { mask: true }],
     ['cross attention (key/value from another sequence)', { crossKv: true }],
+    ['2-D [S, T] mask, expanded to a [1, 1, S, T] attention_bias', { mask2d: true }],
   ] as [string, Variant][])('fuses %s into MultiHeadAttention', async (name, v) => {
     const { m, r } = await fuse(v);
     expect(r.stats.counts.mha).toBe(1);
@@ -77,7 +78,7 @@ describe('fuse-attention', () => {
     const mha = m.graph.nodes.find((n) => n.opType === 'MultiHeadAttention')!;
     expect(mha.attrInt('num_heads')).toBe(N);
     expect(mha.attrFloat('scale')).toBeCloseTo(v.scale === 'none' ? 1 : 1 / Math.sqrt(D), 6);
-    expect(mha.inputs.length).toBe(v.mask ? 6 : 3);
+    expect(mha.inputs.length).toBe(v.mask || v.mask2d ? 6 : 3);
     expect(r.minCosine).toBeGreaterThanOrEqual(0.99999);
     console.log(`fuse-attention ${name}: cosine ${r.minCosine.toFixed(8)}, max abs ${r.maxAbs.toExponential(2)}`);
   });
@@ -86,7 +87,6 @@ describe('fuse-attention', () => {
     ['Softmax over axis 2', { softmaxAxis: 2 }],
     ['attention probabilities also an output', { probsUsed: true }],
     ['scale from a graph input', { scaleInput: true }],
-    ['2-D [S, T] mask (not an attention_bias shape)', { mask2d: true }],
   ] as [string, Variant][])('leaves alone: %s', async (_, v) => {
     const m = build(v);
     await inferShapes.run(m, { writeValueInfo: false }, {});
@@ -118,6 +118,9 @@ interface EncoderVariant {
   bart?: boolean;
   /** Value head size other than query/key's. */
   vHead?: number;
+  /** GPT-2: Where(causal table, scores, -10000) before the mask Add; with `past`, keys after a cache of 3. */
+  causal?: boolean;
+  past?: boolean;
 }
 
 function buildEncoder(v: EncoderVariant): Model {
@@ -128,7 +131,7 @@ function buildEncoder(v: EncoderVariant): Model {
     consts.get(name) ?? consts.set(name, b.constInt64(name, vals, dims)).get(name)!;
   const S = 6,
     DV = v.vHead ?? D;
-  const x = b.input('x', DataType.FLOAT, ['batch', v.bmm || v.bart ? S : 'seq', C]);
+  const x = b.input('x', DataType.FLOAT, ['batch', v.bmm || v.bart || v.causal ? S : 'seq', C]);
   const proj = (name: string, out: number) =>
     b.op1('Add', [
       b.constF32(`${name}.bias`, [out], randn(r, out, 0.1)),
@@ -142,7 +145,11 @@ function buildEncoder(v: EncoderVariant): Model {
   if (v.bmm) qIn = b.op1('Mul', [qIn, b.constScalarF32('q_scale', scale)]);
   const q = heads(qIn, D);
   const kProj = proj('k', C);
-  const val = heads(proj('v', N * DV), DV);
+  const P = v.past ? 3 : 0;
+  // GPT-2 keeps the cache in BNSH: key/value = Concat(past, new) on the sequence axis.
+  const cache = (t: Value, name: string) =>
+    v.past ? b.op1('Concat', [b.input(name, DataType.FLOAT, ['batch', N, P, D]), t], { attrs: { axis: 2 } }) : t;
+  const val = cache(heads(proj('v', N * DV), DV), 'past_value');
   let s: Value;
   if (v.bmm) {
     // [B*N, S, T] scores, viewed as [B, N, S, T] for the mask, the key length read off k's 3-D shape.
@@ -158,13 +165,23 @@ function buildEncoder(v: EncoderVariant): Model {
   } else {
     const kT = v.kPerm0231
       ? b.op1('Transpose', [split(kProj, D)], { attrs: { perm: [0, 2, 3, 1] } })
-      : b.op1('Transpose', [heads(kProj, D)], { attrs: { perm: [0, 1, 3, 2] } });
+      : b.op1('Transpose', [cache(heads(kProj, D), 'past_key')], { attrs: { perm: [0, 1, 3, 2] } });
     s = b.op1('Div', [b.op1('MatMul', [q, kT]), b.constScalarF32('sqrt_d', Math.sqrt(D))]);
   }
+  if (v.causal) {
+    const T = S + P;
+    const table = Array.from({ length: S * T }, (_, i) => (i % T <= P + Math.floor(i / T) ? 1 : 0));
+    const allowed = b.initializer('causal', Tensor.fromNumbers('causal', DataType.BOOL, [1, 1, S, T], table));
+    s = b.op1('Where', [allowed, s, b.constScalarF32('masked', -10000)]);
+  }
   if (v.mask === 'padding') {
-    const keep = b.op1('Cast', [b.op1('Unsqueeze', [b.input('keep', DataType.INT64, ['batch', 'seq']), i64('axes12', [1, 2])])], {
-      attrs: { to: DataType.FLOAT },
-    });
+    const keep = b.op1(
+      'Cast',
+      [b.op1('Unsqueeze', [b.input('keep', DataType.INT64, ['batch', v.past ? S + P : 'seq']), i64('axes12', [1, 2])])],
+      {
+        attrs: { to: DataType.FLOAT },
+      },
+    );
     s = b.op1('Add', [s, b.op1('Mul', [b.op1('Sub', [b.constScalarF32('one_f', 1), keep]), b.constScalarF32('neg', -10000)])]);
   } else if (v.mask === 'bool') {
     const bias = b.op1('Where', [
@@ -184,28 +201,121 @@ function buildEncoder(v: EncoderVariant): Model {
   return b.build();
 }
 
+/** A random 0/1 padding mask [B, T] whose first key is kept: under a causal Where mask every row keeps a key
+ * (a row whose every allowed key is padded comes out differently once Where becomes a bias; see Select). */
+function keepFirst(batch: number, t: number): Tensor {
+  const r = rng(11);
+  return Tensor.fromInt64(
+    'keep',
+    [batch, t],
+    Array.from({ length: batch * t }, (_, i) => (i % t === 0 || r() < 0.6 ? 1 : 0)),
+  );
+}
+
 describe('fuse-attention: encoder forms', () => {
   it.each([
     ['BERT: K^T with perm [0,2,3,1], [B, 1, 1, T] padding mask expanded over the queries', { mask: 'padding', kPerm0231: true }],
     ['BERT: value head size other than the query/key head size', { mask: 'padding', vHead: 12 }],
     ['CLIP/Phi: 3-D batched MatMuls, pre-scaled query, key length from Shape(k)', { bmm: true }],
     ['BART SDPA: K^T via Reshape/Transpose/Reshape, bool mask, NaN guard', { bart: true, mask: 'bool' }],
+    ['GPT-2: Where(causal, scores, -10000) and a padding mask, one attention_bias', { causal: true, mask: 'padding' }],
   ] as [string, EncoderVariant][])('fuses %s into MultiHeadAttention', async (name, v) => {
     const m = buildEncoder(v);
     await inferShapes.run(m, { writeValueInfo: false }, {});
-    const r = await fuseAndCompare(m, fuseAttention, {}, { dims: { batch: 2, seq: 6 }, intHigh: 2 });
+    const r = await fuseAndCompare(m, fuseAttention, {}, { dims: { batch: 2, seq: 6 }, intHigh: 2, fixed: { keep: keepFirst(2, 6) } });
     expect(r.stats.skipped ?? []).toEqual([]);
     expect(r.stats.counts.mha).toBe(1);
     const ops = opCounts(m);
     expect(ops.MultiHeadAttention).toBe(1);
     expect(ops.Softmax ?? 0).toBe(0);
     expect(ops.MatMul).toBe(3);
+    expect(ops.Where ?? 0).toBe(v.causal ? 1 : v.mask === 'bool' ? 1 : 0);
     const mha = m.graph.nodes.find((n) => n.opType === 'MultiHeadAttention')!;
     expect(mha.attrFloat('scale')).toBeCloseTo(1 / Math.sqrt(D), 6);
     if (v.mask === 'padding') expect(ops.Expand).toBe(1);
     expect(r.minCosine).toBeGreaterThanOrEqual(0.99999);
     expect(r.maxAbs).toBeLessThan(1e-4);
     console.log(`fuse-attention ${name}: cosine ${r.minCosine.toFixed(8)}, max abs ${r.maxAbs.toExponential(2)}`);
+  });
+
+  it('fuses GPT-2 attention over a BNSH cache (Concat(past, new)) into MultiHeadAttention on the BNSH key/value', async () => {
+    const m = buildEncoder({ causal: true, past: true, mask: 'padding' });
+    await inferShapes.run(m, { writeValueInfo: false }, {});
+    const r = await fuseAndCompare(m, fuseAttention, {}, { dims: { batch: 2 }, fixed: { keep: keepFirst(2, 9) } });
+    expect(r.stats.counts.mhaBnsh).toBe(1);
+    const mha = m.graph.nodes.find((n) => n.opType === 'MultiHeadAttention')!;
+    expect(mha.inputs[1]!.producer?.opType).toBe('Concat');
+    expect(mha.inputs[5]!.producer?.opType).toBe('Expand');
+    expect(r.maxAbs).toBeLessThan(1e-4);
+    console.log(`fuse-attention GPT-2 with cache: cosine ${r.minCosine.toFixed(8)}, max abs ${r.maxAbs.toExponential(2)}`);
+  });
+
+  it('fuses GPT-2 with K^T = Concat(past^T, k^T) and its BNSH transpose as present, scores of unknown dims', async () => {
+    const b = new GraphBuilder({ opset: 17 });
+    const r = rng(8);
+    const x = b.input('x', DataType.FLOAT, ['batch', 'seq', C]);
+    const proj = (name: string) => b.op1('MatMul', [x, b.constF32(`${name}.weight`, [C, C], randn(r, C * C, 0.2))]);
+    const split = (t: Value) => b.op1('Reshape', [t, b.constInt64(`split_${t.name}`, [0, 0, N, -1])]);
+    const pastK = b.input('past_key', DataType.FLOAT, ['batch', N, 'past', D]);
+    const kT = b.op1(
+      'Concat',
+      [
+        b.op1('Transpose', [pastK], { attrs: { perm: [0, 1, 3, 2] } }),
+        b.op1('Transpose', [split(proj('k'))], { attrs: { perm: [0, 2, 3, 1] } }),
+      ],
+      { attrs: { axis: -1 } },
+    );
+    const val = b.op1(
+      'Concat',
+      [
+        b.input('past_value', DataType.FLOAT, ['batch', N, 'past', D]),
+        b.op1('Transpose', [split(proj('v'))], { attrs: { perm: [0, 2, 1, 3] } }),
+      ],
+      { attrs: { axis: 2 } },
+    );
+    const q = b.op1('Transpose', [split(proj('q'))], { attrs: { perm: [0, 2, 1, 3] } });
+    const s = b.op1('Div', [b.op1('MatMul', [q, kT]), b.constScalarF32('sqrt_d', Math.sqrt(D))]);
+    // A causal table of dims unrelated to the scores' (GPT-2 slices it at run time): the scores' dims become unknown.
+    const w = b.op1('Where', [b.input('allowed', DataType.BOOL, [1, 1, 'rows', 'cols']), s, b.constScalarF32('masked', -10000)]);
+    const ctx = b.op1('Transpose', [b.op1('MatMul', [b.op1('Softmax', [w], { attrs: { axis: 3 } }), val])], {
+      attrs: { perm: [0, 2, 1, 3] },
+    });
+    b.output(b.op1('Reshape', [ctx, b.constInt64('merge', [0, 0, -1])]), 'y', DataType.FLOAT);
+    b.output(b.op1('Transpose', [kT], { attrs: { perm: [0, 1, 3, 2] } }), 'present_key', DataType.FLOAT);
+    b.output(val, 'present_value', DataType.FLOAT);
+    const m = b.build();
+    await inferShapes.run(m, { writeValueInfo: false }, {});
+    expect(m.graph.outputs[0]!.shape).toEqual(['batch', null, null]);
+    const [S, P] = [3, 2];
+    const table = Array.from({ length: S * (S + P) }, (_, i) => (i % (S + P) <= P + Math.floor(i / (S + P)) ? 1 : 0));
+    const allowed = Tensor.fromNumbers('allowed', DataType.BOOL, [1, 1, S, S + P], table);
+    const res = await fuseAndCompare(m, fuseAttention, {}, { dims: { batch: 2, seq: S, past: P }, fixed: { allowed } });
+    expect(res.stats.counts.mhaBnsh).toBe(1);
+    const mha = m.graph.nodes.find((n) => n.opType === 'MultiHeadAttention')!;
+    // Key: the BNSH transpose the graph makes for present_key; the Concat stays for it.
+    expect(mha.inputs[1]).toBe(m.graph.outputs[1]);
+    expect(opCounts(m).Softmax ?? 0).toBe(0);
+    expect(res.maxAbs).toBeLessThan(1e-5);
+    console.log(`fuse-attention GPT-2 K^T concat: cosine ${res.minCosine.toFixed(8)}, max abs ${res.maxAbs.toExponential(2)}`);
+  });
+
+  it('says why it leaves a Megatron multiplicative mask (s * m - 10000 * (1 - m)) with m a float input', async () => {
+    const m = buildEncoder({});
+    const g = m.graph;
+    const sm = g.nodes.find((n) => n.opType === 'Softmax')!;
+    const mask = g.addInput('m', { elemType: DataType.FLOAT, shape: ['batch', 1, 'seq', 'seq'] });
+    const c = (name: string, v: number) => g.addInitializer(Tensor.fromFloat32(name, [], Float32Array.of(v)));
+    const add = (opType: string, inputs: Value[]) =>
+      g.addNode({ opType, name: `mg_${opType}_${inputs.length}${g.nodes.length}`, inputs, outputs: [`mg_${g.nodes.length}`] }, sm)
+        .outputs[0]!;
+    const kept = add('Mul', [sm.inputs[0]!, mask]);
+    const off = add('Mul', [add('Sub', [c('one_m', 1), mask]), c('big', 10000)]);
+    sm.setInput(0, add('Sub', [kept, off]));
+    await inferShapes.run(m, { writeValueInfo: false }, {});
+    const r = await fuseAndCompare(m, fuseAttention, {}, { dims: { batch: 2, seq: 6 } });
+    expect(r.stats.counts.mha).toBe(0);
+    expect(r.stats.skipped?.join()).toMatch(/multiplied by a mask \(Megatron/);
+    expect(r.identical).toBe(true);
   });
 
   it('says why when the mask is added to the [B*N, S, T] scores', async () => {

@@ -104,3 +104,38 @@ describe('fuse-layernorm', () => {
     expect(r.minCosine).toBe(1);
   });
 });
+
+describe('fuse-layernorm: fp16 with statistics in a wider float (Phi-3.5 vision)', () => {
+  it.each([
+    ['double', DataType.DOUBLE],
+    ['float', DataType.FLOAT],
+  ] as [string, DataType][])('fuses Cast(x - mean) to %s ... Cast back to fp16 into LayerNormalization', async (_, wide) => {
+    const b = new GraphBuilder({ opset: 17 });
+    const r = rng(4);
+    const x = b.input('x', DataType.FLOAT16, [2, 5, C]);
+    const wideScalar = (name: string, v: number) => b.initializer(Tensor.fromNumbers(name, wide, [], [v]));
+    const half = (name: string, vals: number[]) => b.initializer(Tensor.fromNumbers(name, DataType.FLOAT16, [C], vals));
+    const d = b.op1('Cast', [b.op1('Sub', [x, b.op1('ReduceMean', [x], { attrs: { axes: [-1], keepdims: 1 } })])], { attrs: { to: wide } });
+    const variance = b.op1('ReduceMean', [b.op1('Pow', [d, wideScalar('two', 2)])], { attrs: { axes: [-1], keepdims: 1 } });
+    const n = b.op1('Div', [d, b.op1('Sqrt', [b.op1('Add', [variance, wideScalar('eps', 1e-5)])])]);
+    const gamma = half(
+      'gamma',
+      Array.from(randn(r, C, 0.2), (t) => t + 1),
+    );
+    const y = b.op1('Add', [
+      b.op1('Mul', [b.op1('Cast', [n], { attrs: { to: DataType.FLOAT16 } }), gamma]),
+      half('beta', Array.from(randn(r, C, 0.1))),
+    ]);
+    b.output(y, 'y', DataType.FLOAT16, [2, 5, C]);
+    const m = b.build();
+    const res = await fuseAndCompare(m, fuseLayerNorm);
+    expect(res.stats.counts.layernorm).toBe(1);
+    const ops = opCounts(m);
+    expect(ops.LayerNormalization).toBe(1);
+    expect(ops.Cast ?? 0).toBe(0);
+    // fp16 output: LayerNormalization's float statistics against the double ones, within fp16 rounding.
+    expect(res.minCosine).toBeGreaterThanOrEqual(0.9999);
+    expect(res.maxAbs).toBeLessThan(4e-3);
+    console.log(`fuse-layernorm fp16 via ${_}: cosine ${res.minCosine.toFixed(7)}, max abs ${res.maxAbs.toExponential(2)}`);
+  });
+});

@@ -112,18 +112,18 @@ describe('target pipelines as text', () => {
   it('reads as the targets differ: shared frame, own fusions and quantize options', () => {
     const text = (t: 'webgpu' | 'mobile' | 'npu', role: Role) =>
       formatPipeline(parsePipeline(targetPipeline(t, subModel(t, role, undefined))));
-    const fusions = 'fuse-layernorm,fuse-rmsnorm,fuse-gelu,fuse-skip-layernorm,fuse-rotary,fuse-attention';
+    const fusions = 'fuse-layernorm,fuse-rmsnorm,fuse-gelu,fuse-rotary,fuse-attention,fuse-skip-layernorm';
     expect(text('webgpu', 'decoder')).toBe(
       `cleanup,infer-shapes,fold-constants,cleanup,masked-scatter,${fusions},` +
         'quantize-weights{bits=4,scales=fp16,embeddings=true,role=decoder},to-fp16,cleanup,infer-shapes',
     );
     expect(text('mobile', 'decoder')).toBe(
       `cleanup,infer-shapes,fold-constants,cleanup,masked-scatter,${fusions},` +
-        'quantize-weights{bits=4,accuracyLevel=4,scales=fp32,embeddings=true,role=decoder},cleanup,infer-shapes',
+        'quantize-weights{bits=4,accuracyLevel=4,scales=fp32,embeddings=true,conv=true,role=decoder},cleanup,infer-shapes',
     );
     expect(text('mobile', 'vision-encoder')).toBe(
       `cleanup,infer-shapes,fold-constants,cleanup,masked-scatter,${fusions},` +
-        'quantize-weights{bits=8,format=qdq,scales=fp32,embeddings=false,role=vision-encoder},cleanup,infer-shapes',
+        'quantize-weights{bits=8,format=qdq,scales=fp32,embeddings=false,conv=true,role=vision-encoder},cleanup,infer-shapes',
     );
     expect(text('npu', 'decoder')).toBe(
       'upgrade-opset,cleanup,infer-shapes,fold-constants,cleanup,masked-scatter{scan=matmul},position-ids-input,fold-batchnorm,' +
@@ -135,7 +135,7 @@ describe('target pipelines as text', () => {
     const sm = subModel('mobile', 'mllm', undefined);
     sm.plan = { ...sm.plan, vision: getTarget('mobile').plan('vision-encoder', sm.opts) };
     expect(formatPipeline(parsePipeline(targetPipeline('mobile', sm)))).toMatch(
-      /,quantize-weights\{bits=8,format=qdq,scales=fp32,embeddings=false,part=vision,role=mllm\},quantize-weights\{bits=4,accuracyLevel=4,scales=fp32,embeddings=true,part=language,role=mllm\},/,
+      /,quantize-weights\{bits=8,format=qdq,scales=fp32,embeddings=false,part=vision,conv=true,role=mllm\},quantize-weights\{bits=4,accuracyLevel=4,scales=fp32,embeddings=true,part=language,conv=true,role=mllm\},/,
     );
   });
 
