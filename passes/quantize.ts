@@ -16,6 +16,8 @@ import { imageOnlyNodes, matchesAny } from './quant/graph-util.js';
 import { MS_DOMAIN } from './quant/matmulnbits.js';
 import { getMethod } from './quant/methods/index.js';
 import { releaseGptqMemory } from './quant/methods/gptq.js';
+import { isAwq } from './quant/methods/awq.js';
+import { awqFold } from './quant/awq-fold.js';
 import { normScaleEstimates } from './quant/norm-scales.js';
 import type { LayerReport } from './quant/report.js';
 import { RtnStreamer } from './quant/rtn-streamer.js';
@@ -305,6 +307,18 @@ export const quantizeWeights = definePass({
       return stats;
     markLmHeadAndTies(cands, s);
     if (o.budget) applyBudget(cands, o.budget, s, ctx.calibration, stats);
+    let rowScale: Map<string, Float32Array> | undefined;
+    if (isAwq(method) && calibration) {
+      const fold = await awqFold(
+        cands.filter((c) => !c.tiedTo),
+        (c) => ({ bits: s.bitsOf(c), blockSize: s.blockOf(c), symmetric: s.sym }),
+        calibration,
+        s.maxSliceMb,
+      );
+      stats.notes!.push(...fold.notes);
+      calibration = fold.calibration;
+      rowScale = fold.rowScale;
+    }
 
     const pool = s.threads > 1 ? await createQuantPool({ threads: s.threads }) : null;
     let fallbacks: string[];
@@ -318,6 +332,7 @@ export const quantizeWeights = definePass({
           streamer: new RtnStreamer(cands, s, pool),
           emitter: new WeightEmitter(model, s, stats),
           calibration,
+          rowScale,
           skip,
           progress: ctx.progress,
         },
