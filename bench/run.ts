@@ -69,6 +69,7 @@ main()
     runScript('core-passes.js');
     runScript('fusions.js');
     runScript('latency.js');
+    runScript('methods.js');
   })
   .catch((e) => {
     console.error(e);

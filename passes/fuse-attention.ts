@@ -16,7 +16,7 @@
 import { DataType, Tensor, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
 import type { OptionSchema, OptionsOf } from './pass.js';
 import { constScalar, constTensor, internalOnly, other, producer, replaceOutput, sameDim, splitHeads } from './pattern.js';
-import { mul } from './shape/sym.js';
+import { mul, quotient } from './shape/sym.js';
 import { hfCausalPaddingMask } from './causal-mask.js';
 import { defineRule, fusionPass, skip, type Match, type Skip } from './rule.js';
 
@@ -110,6 +110,12 @@ function keyOf(kTv: Value): { k4: Value; kDirect: Core['kDirect']; nodes: Node[]
   const tr = producer(kTv, 'Transpose');
   const perm = tr?.attrInts('perm', []).join();
   if (tr && perm === '0,1,3,2') return { k4: tr.inputs[0]!, kDirect: null, nodes: [tr] };
+  // GPT-2: K^T = Concat(past^T, k^T) on the last axis, its BNSH form computed anyway for `present`.
+  const cat = producer(kTv, 'Concat');
+  if (cat && (cat.attrInt('axis') === -1 || cat.attrInt('axis') === 3)) {
+    const bnsh = kTv.uses.find((u) => u.node.opType === 'Transpose' && u.node.attrInts('perm', []).join() === '0,1,3,2')?.node;
+    return bnsh ? { k4: bnsh.outputs[0]!, kDirect: null, nodes: [] } : null;
+  }
   if (tr && perm === '0,2,3,1') {
     const kDirect = reshapedHeads(tr.inputs[0]);
     return kDirect ? { k4: tr.inputs[0]!, kDirect, nodes: [tr] } : null;
@@ -307,10 +313,30 @@ function contextMerge(ctx: Value, want: Dim[]): { out: Value; nodes: Node[] } | 
     return 'context is not transposed back to [B, S, N, D]';
   const rs = only(tr.outputs[0]!);
   const so = rs?.outputs[0]?.shape;
-  if (!rs || rs.opType !== 'Reshape' || !so || !dimsAgree(so, [want[0]!, want[2]!, mul(want[1]!, want[3]!)]))
+  const want3 = [want[0]!, want[2]!, mul(want[1]!, want[3]!)];
+  const [b, n, s, d] = want;
+  if (!rs || rs.opType !== 'Reshape' || !so || !(dimsAgree(so, want3) || sameDims(reshapeDims(rs, [b!, s!, n!, d!]), want3)))
     return 'context is not merged back to [B, S, N*D]';
   nodes.push(tr, rs);
   return { out: rs.outputs[0]!, nodes };
+}
+
+/** A Reshape's output dims from its constant target and the input's dims (0 copies, one -1 inferred). */
+function reshapeDims(rs: Node, inDims: Dim[]): Dim[] | null {
+  const target = ints(rs.inputs[1]);
+  if (!target || rs.attrInt('allowzero', 0) !== 0) return null;
+  const dims: Dim[] = target.map((t, i) => (t === 0 ? (inDims[i] ?? null) : t));
+  const free = target.indexOf(-1);
+  if (free >= 0)
+    dims[free] = quotient(
+      inDims,
+      dims.filter((_, i) => i !== free),
+    );
+  return dims;
+}
+
+function sameDims(a: Dim[] | null, b: Dim[]): boolean {
+  return !!a && a.length === b.length && a.every((d, i) => sameDim(d, b[i]));
 }
 
 /** Cast between float values of one type: the only use of `v`, nothing else reads it. */

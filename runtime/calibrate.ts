@@ -79,11 +79,11 @@ export interface WeightCalibration {
 export async function weightCalibration(
   model: Model,
   method: string,
-  load: () => Record<string, Tensor>[],
+  load: () => Record<string, Tensor>[] | Promise<Record<string, Tensor>[]>,
   opts: CalibrateOptions = {},
 ): Promise<WeightCalibration | undefined> {
   if (!getMethod(method).needsCalibration) return undefined;
-  const sets = load();
+  const sets = await load();
   const acts = await collectCalibration(model, sets, opts);
   return { calibration: (w) => acts.get(w), sets: sets.length, weights: acts.size };
 }

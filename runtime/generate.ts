@@ -96,6 +96,9 @@ export interface GenerateOptions {
   /** Static KV window over dynamic files (a calibration run of the source as the npu runtime feeds
    * it): chunk and context, else read from the static prefill file's input shapes. */
   window?: { chunk: number; context: number };
+  /** Teacher forcing: feed these tokens in turn instead of the greedy choices (a candidate decoder
+   * follows the reference's continuation, so every step's logits compare like for like). */
+  force?: number[];
 }
 
 export interface GenerateResult {
@@ -104,6 +107,8 @@ export interface GenerateResult {
   top2: [number, number][][];
   /** Logits of the first generated token (compared against the source's). */
   firstLogits: Float32Array;
+  /** Logits of every step: the prompt's last row, then one per token fed back. */
+  stepLogits: Float32Array[];
 }
 
 const kvRe = /^past_key_values\.(\d+)\.(key|value)$/;
@@ -153,13 +158,15 @@ export async function generate(
     ? await staticDecoder(pool, files.decoder as { prefill: string; decode: string }, kv, hidden, o.window)
     : dynamicDecoder(pool, decFile, kv, hidden);
   let logits = await step(seq, total);
-  const result: GenerateResult = { tokens: [], top2: [], firstLogits: logits };
+  const result: GenerateResult = { tokens: [], top2: [], firstLogits: logits, stepLogits: [logits] };
   for (let n = 0; n < o.maxNewTokens; n++) {
     const [best, second] = top2(logits);
+    const next = o.force ? o.force[n] : best[0];
     result.tokens.push(best[0]);
     result.top2.push([best, second]);
-    if (best[0] === o.eos || n === o.maxNewTokens - 1) break;
-    logits = await step(await embed([best[0]]), 1);
+    if (next === undefined || next === o.eos || n === o.maxNewTokens - 1) break;
+    logits = await step(await embed([next]), 1);
+    result.stepLogits.push(logits);
   }
   return result;
 }

@@ -16,6 +16,9 @@ import { LOWERABLE } from '../passes/lower-contrib.js';
 import { byTaskMetrics, verifyModels, type VerifyOptions, type VerifyResult } from '../runtime/verify.js';
 import type { QuantizeContext } from '../passes/quantize.js';
 import { SYNTHETIC_CALIBRATION, calibrationSets, userInputs } from './calibration.js';
+import { runCalibrationSets, runVerificationSets } from './run-feeds.js';
+import { formatMetric } from '../runtime/metrics.js';
+import { decoderFiles, throughCache, type CacheCheck } from './through-cache.js';
 import { RANGE_METHODS, weightCalibration, type RangeMethod } from '../runtime/calibrate.js';
 import { describeInputs, type InputsUsed, type Preprocess } from '../runtime/inputs.js';
 import { activationRanges } from '../runtime/fp16.js';
@@ -129,6 +132,8 @@ export interface SubModelReport {
   ms: number;
   /** What calibration (npu activation ranges, GPTQ) measured on. */
   calibration?: InputsUsed;
+  /** A decoder `edgec run` drives, through its own KV cache. */
+  throughCache?: CacheCheck;
 }
 
 export interface CompileResult {
@@ -469,7 +474,14 @@ async function pipelineContext(run: Run, l: Loaded, sm: SubModel, st: PipelineSt
   const ctx: QuantizeContext = { modelDir: path.dirname(l.file), progress: o.progress };
   // Data-aware methods (GPTQ) need the activations each weight multiplies.
   const wc = sm.plan.weightBits
-    ? await weightCalibration(l.model, opts.method, () => calibrationSets(l.model, sm, 8), { progress: o.progress })
+    ? await weightCalibration(
+        l.model,
+        opts.method,
+        async () => (await runCalibrationSets(l.model, sm, run.target.kvLayout)) ?? calibrationSets(l.model, sm, 8),
+        {
+          progress: o.progress,
+        },
+      )
     : undefined;
   if (wc) {
     ctx.calibration = wc.calibration;
@@ -567,6 +579,25 @@ async function emitVariants(run: Run, l: Loaded, sm: SubModel, report: SubModelR
   if (shared) fs.rmSync(baseFile);
 }
 
+/** Decoders `edgec run` drives are judged through their own KV cache too (targets/through-cache.ts). */
+async function checkThroughCache(run: Run): Promise<void> {
+  for (const report of run.reports.filter((r) => r.role === 'decoder')) {
+    const sm = run.pending.find((p) => p.sm.name === report.name)?.sm;
+    const entries = run.entries.filter((e) => e.name === report.name && e.verification);
+    const files = decoderFiles(entries, (f) => path.join(run.tmp, f));
+    if (!sm || !files) continue;
+    run.o.progress?.('verify', undefined, undefined, `${report.name} through its KV cache`);
+    const check = await throughCache(sm, files, run.target.kvLayout);
+    if (!check) continue;
+    report.throughCache = check;
+    const metrics = check.metrics.map((m) => ({ ...m, value: round(m.value) }));
+    for (const e of entries) {
+      e.verification!.throughCache = { passed: check.passed, prompts: check.prompts, steps: check.steps, from: check.from, metrics };
+      if (!check.passed) e.verification!.passed = false;
+    }
+  }
+}
+
 /** Verify every emitted file against its source (unless --no-verify) and make its manifest entry. */
 async function verifyPending(run: Run): Promise<void> {
   const { o, target, opts, pending } = run;
@@ -596,6 +627,7 @@ async function verifyPending(run: Run): Promise<void> {
       ...(issues.length ? { fallback: issues.map((i) => ({ node: i.node, op: i.op, reason: i.reason })) } : {}),
     });
   }
+  if (o.verify !== false) await checkThroughCache(run);
 }
 
 async function verifyOne(run: Run, p: Run['pending'][number], report: SubModelReport): Promise<ManifestModel['verification']> {
@@ -615,9 +647,9 @@ async function verifyOne(run: Run, p: Run['pending'][number], report: SubModelRe
     unfit: 'synthetic',
     derive,
   };
-  // On what the target's runtime feeds the variant (a static decoder's KV window) when the
-  // target says, else on the user's data or realistic synthetic sets.
-  const own = await target.verificationSets?.(p.sm, p.variant, p.model);
+  // A decoder `edgec run` drives: on what the target's runtime feeds it; else on the user's data
+  // or realistic synthetic sets.
+  const own = await runVerificationSets(p.sm, p.model, target.kvLayout);
   const result = own
     ? byTaskMetrics(await verifyModels(p.sm.source, path.join(tmp, p.file), { ...vo, sets: own }))
     : await verifyModels(p.sm.source, path.join(tmp, p.file), vo);
@@ -669,15 +701,22 @@ async function writeArtifact(run: Run, input: string): Promise<Manifest> {
 
 /** One line per output that failed verification. */
 function failedOutputs(reports: SubModelReport[]): string[] {
-  return reports.flatMap((r) =>
-    r.verification.flatMap((v) =>
-      v.result.outputs
-        .filter((c) => c.problem)
-        .map(
-          (c) =>
-            `${v.file}: output '${c.name}': ${c.problem} (cosine ${round(c.cosine)}, max abs ${round(c.maxAbsError)}; ` +
-            `${describeInputs(v.result.inputsUsed)})`,
-        ),
+  const cache = reports.flatMap((r) =>
+    (r.throughCache?.metrics ?? [])
+      .filter((m) => m.passed === false)
+      .map((m) => `${r.name}: through its KV cache: ${formatMetric(m)} (${r.throughCache!.from})`),
+  );
+  return cache.concat(
+    reports.flatMap((r) =>
+      r.verification.flatMap((v) =>
+        v.result.outputs
+          .filter((c) => c.problem)
+          .map(
+            (c) =>
+              `${v.file}: output '${c.name}': ${c.problem} (cosine ${round(c.cosine)}, max abs ${round(c.maxAbsError)}; ` +
+              `${describeInputs(v.result.inputsUsed)})`,
+          ),
+      ),
     ),
   );
 }

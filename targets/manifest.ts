@@ -31,8 +31,10 @@ export interface ManifestVerification {
   outputs: { name: string; cosine: number; maxAbsError: number }[];
   /** Task metrics (top-1/top-5, next-token agreement, KL, perplexity, per-token cosine). */
   metrics?: { name: string; value: number; threshold?: number; higherIsBetter?: boolean; passed?: boolean; count: number; note?: string }[];
-  /** Set when the verdict is not the cosine threshold: what judged it (a static decoder on its runtime's feeds: task metrics). */
+  /** Set when the verdict is not the cosine threshold: what judged it (a decoder on its runtime's feeds: task metrics). */
   judgedBy?: string;
+  /** A decoder `edgec run` drives, through its own KV cache (targets/through-cache.ts); part of `passed`. */
+  throughCache?: { passed: boolean; prompts: number; steps: number; from: string; metrics: ManifestVerification['metrics'] };
 }
 
 /** What compile() hands the manifest builder for one emitted model. */

@@ -326,10 +326,16 @@ export function reportHtml(m: Omit<Manifest, 'files'>, files: Manifest['files'],
   }
 
   // Task metrics (runtime/metrics.ts thresholds), then other verification facts other passes record (shown as given).
-  const metrics = verified.flatMap((e) => (e.verification!.metrics ?? []).map((t) => ({ file: e.file, t })));
+  const metrics = verified.flatMap((e) => [
+    ...(e.verification!.metrics ?? []).map((t) => ({ file: e.file, t })),
+    ...(e.verification!.throughCache?.metrics ?? []).map((t) => ({
+      file: e.file,
+      t: { ...t, name: `through its own KV cache: ${t.name}` },
+    })),
+  ]);
   const extra = verified.flatMap((e) =>
     Object.entries(e.verification!)
-      .filter(([k]) => !['threshold', 'passed', 'inputs', 'outputs', 'metrics', 'inputsUsed'].includes(k))
+      .filter(([k]) => !['threshold', 'passed', 'inputs', 'outputs', 'metrics', 'inputsUsed', 'throughCache'].includes(k))
       .map(([k, v]) => ({ file: e.file, k, v })),
   );
   const top2 = Object.entries(m as unknown as Record<string, unknown>).filter(([k]) => /metric|task/i.test(k));

@@ -20,6 +20,7 @@ import { DEFAULT_NORMALIZE, cropResize, decodeImage, toPixelValues, type Normali
 import { parseSize, type Size } from './dims.js';
 import { resolveInputs, roleOf } from './compile.js';
 import { encoderCalls } from './buckets.js';
+import { decoderFiles } from './through-cache.js';
 import { bluelmCanvas, planImage, type PolicyName, type Tile, type TilePlan } from './plan/index.js';
 import type { Manifest } from './manifest.js';
 import { loadTokenizer, type TextTokenizer } from '../runtime/tokenizer.js';
@@ -81,12 +82,9 @@ function artifactStages(dir: string, m: Manifest, imageSize?: Size): Stages {
   const pick = (role: string) => {
     const es = of(role);
     if (!es.length) throw new InputError(`the artifact has no ${role} sub-model`, dir);
-    if (es.length === 1 && !/^(prefill\d+|decode)$/.test(es[0]!.variant ?? '')) return file(es[0]!.file);
-    const pre = es.find((e) => /^prefill\d+$/.test(e.variant ?? '')),
-      dec = es.find((e) => e.variant === 'decode');
-    if (!pre || !dec)
-      throw new InputError(`${role}: variants ${es.map((e) => e.variant).join(', ')} are neither one file nor prefill/decode`, dir);
-    return { prefill: file(pre.file), decode: file(dec.file) };
+    const got = decoderFiles(es, file);
+    if (!got) throw new InputError(`${role}: variants ${es.map((e) => e.variant).join(', ')} are neither one file nor prefill/decode`, dir);
+    return got;
   };
   const vis = of('vision-encoder');
   let size = imageSize;

@@ -6,9 +6,9 @@ import type { Role } from '../ir/summary.js';
 import type { PolicyName } from './plan/types.js';
 import type { Tiling } from './dims.js';
 import { COSINE_THRESHOLDS } from '../runtime/metrics.js';
-import type { InputSets, InputsUsed, Preprocess } from '../runtime/inputs.js';
+import type { InputsUsed, Preprocess } from '../runtime/inputs.js';
 import type { RangeMethod } from '../runtime/calibrate.js';
-import type { OutputSelect } from '../runtime/verify.js';
+import type { Layout } from './run-feeds.js';
 
 export type TargetName = 'webgpu' | 'npu' | 'mobile';
 export const TARGET_NAMES: readonly TargetName[] = ['webgpu', 'npu', 'mobile'];
@@ -176,8 +176,9 @@ export interface Target {
   finalize(model: Model, sm: SubModel): Promise<Record<string, number>>;
   /** Rewrites of one variant after its dims are bound (constants that folded out of shape arithmetic). */
   finalizeVariant?(model: Model, sm: SubModel): void;
-  /** Input sets to verify a variant on instead of the generic ones (what the target's runtime feeds it). */
-  verificationSets?(sm: SubModel, variant: Variant, candidate: Model): Promise<(InputSets & { select?: OutputSelect }) | undefined>;
+  /** How the target's runtime holds a decoder's KV cache: npu's fixed window, or a past that grows
+   * call by call (decoders `edgec run` drives are calibrated and verified on those calls). */
+  kvLayout: Layout;
   /** Files to emit for a compiled sub-model (static targets: one per shape bucket). */
   variants(model: Model, sm: SubModel): Variant[];
   /** Artifact file name of a sub-model variant. */

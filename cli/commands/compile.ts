@@ -178,6 +178,10 @@ export function printCompile(r: CompileResult): void {
       process.stdout.write(`${v.file}: verified on ${describeInputs(v.result.inputsUsed)}\n`);
       for (const t of v.result.metrics) process.stdout.write(`  ${formatMetric(t)}\n`);
     }
+    if (m.throughCache) {
+      process.stdout.write(`${m.name}: through its own KV cache, ${m.throughCache.steps} steps: ${m.throughCache.from}\n`);
+      for (const t of m.throughCache.metrics) process.stdout.write(`  ${formatMetric(t)}\n`);
+    }
     if (m.calibration) process.stdout.write(`${m.name}: calibrated on ${describeInputs(m.calibration)}\n`);
   }
   const s = artifactSummary(r);

@@ -17,6 +17,7 @@ function plan(role: Role, o: TargetOptions): RolePlan {
 
 export const mobile: Target = {
   name: 'mobile',
+  kvLayout: 'dynamic',
   description: 'phone CPU via onnxruntime (CPU EP + XNNPACK, reduced build): MatMulNBits int4 accuracy_level 4, fp32 activations',
   capabilities: MOBILE_CAPABILITIES,
   staticShapes: false,

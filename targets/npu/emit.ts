@@ -2,17 +2,16 @@
 // one static file per shape bucket (decoder chunked prefill + 1-token decode, one vision encoder
 // per image size, or per tile size and encoder batch of a tiling policy) sharing one weights file,
 // and QNN provider options.
-import { DataType, Model, Tensor, loadModel } from '../../ir/index.js';
+import { DataType, Model, Tensor } from '../../ir/index.js';
 import { positionIdsFromMask } from '../position-ids.js';
 import { calibrationSets } from '../calibration.js';
 import { DEFAULT_IMAGE, resolveDims, tilingVariants, type DimContext } from '../dims.js';
 import type { SubModel, Variant } from '../target.js';
 import { quantizeForHtp } from './qdq.js';
-import { feedsFor, windowFeeds } from './window-feeds.js';
-import { imageInput, meanStd, preprocessFromMeta, shapesOf, type InputSets } from '../../runtime/inputs.js';
+import { runCalibrationSets } from '../run-feeds.js';
+import { imageInput, meanStd, preprocessFromMeta, shapesOf } from '../../runtime/inputs.js';
 import { syntheticScene, toPixelValues, type Normalize } from '../../runtime/image.js';
 import { rng } from '../../runtime/ort.js';
-import type { OutputSelect } from '../../runtime/verify.js';
 
 function dimContext(sm: SubModel, seq: number, image = sm.opts.imageSizes[0] ?? DEFAULT_IMAGE): DimContext {
   return { seq, context: sm.opts.context, image, patch: sm.patch, fix: sm.opts.fix };
@@ -36,15 +35,8 @@ export async function npuFinalize(model: Model, sm: SubModel): Promise<Record<st
 /** Calibration sets for the graph as exported (position ids come from the mask, as the runtime will
  * make them: random ids would calibrate rotary angles over the wrong positions). */
 async function htpCalibrationSets(model: Model, sm: SubModel): Promise<Record<string, Tensor>[]> {
-  // A decoder `edgec run` drives, without calibration sets of the user's: calibrated on the calls
-  // the runtime makes (real embeddings, the static KV window), not on N(0,1) embeddings.
-  if (!sm.opts.calibration && !sm.opts.inputs?.length) {
-    const w = await windowFeeds(model, sm, sm.opts.seed);
-    if (w) {
-      sm.calibrationUsed = w.used;
-      return [...w.prefill, ...w.decode, ...(w.late ? [w.late] : [])];
-    }
-  }
+  const run = await runCalibrationSets(model, sm, 'static');
+  if (run) return run;
   const g = model.graph;
   const pos = g.inputs.find((v) => v.name === 'position_ids');
   const mask = g.inputs.find((v) => /attention_mask/.test(v.name));
@@ -157,21 +149,3 @@ export function npuSessionOptions(_model: Model, sm: SubModel, externalData: str
     externalData,
   };
 }
-
-/** Static decoder variants are verified on what `edgec run` feeds them: held-out prompts (another
- * seed than calibration's) through the source over the same KV window. */
-export async function npuVerificationSets(
-  sm: SubModel,
-  _v: Variant,
-  candidate: Model,
-): Promise<(InputSets & { select?: OutputSelect }) | undefined> {
-  if (sm.plan.format === 'none' || sm.role !== 'decoder' || sm.opts.inputs?.length) return undefined;
-  let w = heldOut.get(sm);
-  if (!w) {
-    w = windowFeeds(loadModel(sm.source), sm, sm.opts.seed + 7919);
-    heldOut.set(sm, w);
-  }
-  const got = await w;
-  return got && feedsFor(got, candidate);
-}
-const heldOut = new WeakMap<SubModel, ReturnType<typeof windowFeeds>>();

@@ -3,7 +3,7 @@ import type { Role } from '../../ir/summary.js';
 import type { RolePlan, Target, TargetOptions } from '../target.js';
 import { NPU_CAPABILITIES } from './capabilities.js';
 import { quantizeFoldedConstants } from './qdq.js';
-import { npuFileName, npuFinalize, npuSessionOptions, npuVariants, npuVerificationSets } from './emit.js';
+import { npuFileName, npuFinalize, npuSessionOptions, npuVariants } from './emit.js';
 import { targetPipeline } from '../pipelines.js';
 import { NPU_PROFILES } from './profiles.js';
 import { COSINE_THRESHOLDS } from '../../runtime/metrics.js';
@@ -31,7 +31,7 @@ export const npu: Target = {
     if (sm.plan.format !== 'none') quantizeFoldedConstants(m);
   },
   variants: npuVariants,
-  verificationSets: npuVerificationSets,
+  kvLayout: 'static',
   fileName: npuFileName,
   externalData: { maxFileBytes: Infinity, location: (file) => `${file}.data` },
   genaiConfig: true,

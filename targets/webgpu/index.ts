@@ -26,6 +26,7 @@ function plan(role: Role, o: TargetOptions): RolePlan {
 
 export const webgpu: Target = {
   name: 'webgpu',
+  kvLayout: 'dynamic',
   description: 'browser WebGPU via onnxruntime-web (MatMulNBits q4f16, GatherBlockQuantized, transformers.js file layout)',
   capabilities: WEBGPU_CAPABILITIES,
   staticShapes: false,

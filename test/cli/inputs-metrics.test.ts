@@ -301,3 +301,37 @@ describe('calibration ranges', () => {
     expect(elo).toBeLessThan(-2);
   });
 });
+
+describe('one rule for decoder logits: judged by their next-token distributions, on every path', () => {
+  /** The trained decoder with its logits shifted (softmax unchanged, cosine down) or sharpened (cosine 1, distributions changed). */
+  function edited(kind: 'shift' | 'sharpen'): string {
+    const m = loadModel(DECODER);
+    const g = m.graph;
+    const c = g.addInitializer(Tensor.fromFloat32(`${kind}_c`, [], new Float32Array([kind === 'shift' ? 4 : 3])));
+    const outs = g.outputs.map((v) => {
+      if (v.name !== 'logits') return v;
+      const out = g.addNode({ opType: kind === 'shift' ? 'Add' : 'Mul', inputs: [v, c], outputs: ['logits_edited'] }).output(0)!;
+      g.renameValue(v, 'logits_raw');
+      g.renameValue(out, 'logits');
+      return out;
+    });
+    g.setOutputs(outs);
+    const file = path.join(dir, `decoder-${kind}.onnx`);
+    saveModel(m, file);
+    return file;
+  }
+  const inputs = [path.join(EXPORT, 'decoder_nokv')];
+
+  it('shifted logits (same softmax, cosine under 0.99) pass; sharpened ones (cosine 1) fail on KL', async () => {
+    const shift = await verifyModels(DECODER, edited('shift'), { inputs, role: 'decoder', threshold: 0.99 });
+    const sharp = await verifyModels(DECODER, edited('sharpen'), { inputs, role: 'decoder', threshold: 0.99 });
+    const kl = (r: typeof shift) => r.metrics.find((m) => m.name === 'logits: kl')!;
+    expect(shift.outputs[0]!.cosine).toBeLessThan(0.99);
+    expect(kl(shift).value).toBeLessThan(1e-6);
+    expect(shift.passed).toBe(true);
+    expect(sharp.outputs[0]!.cosine).toBeGreaterThan(0.9999);
+    expect(kl(sharp).passed).toBe(false);
+    expect(sharp.passed).toBe(false);
+    expect(sharp.outputs[0]!.problem).toMatch(/^kl /);
+  });
+});

@@ -250,6 +250,55 @@ describe('fuse-attention: encoder forms', () => {
     console.log(`fuse-attention GPT-2 with cache: cosine ${r.minCosine.toFixed(8)}, max abs ${r.maxAbs.toExponential(2)}`);
   });
 
+  it('fuses GPT-2 with K^T = Concat(past^T, k^T) and its BNSH transpose as present, scores of unknown dims', async () => {
+    const b = new GraphBuilder({ opset: 17 });
+    const r = rng(8);
+    const x = b.input('x', DataType.FLOAT, ['batch', 'seq', C]);
+    const proj = (name: string) => b.op1('MatMul', [x, b.constF32(`${name}.weight`, [C, C], randn(r, C * C, 0.2))]);
+    const split = (t: Value) => b.op1('Reshape', [t, b.constInt64(`split_${t.name}`, [0, 0, N, -1])]);
+    const pastK = b.input('past_key', DataType.FLOAT, ['batch', N, 'past', D]);
+    const kT = b.op1(
+      'Concat',
+      [
+        b.op1('Transpose', [pastK], { attrs: { perm: [0, 1, 3, 2] } }),
+        b.op1('Transpose', [split(proj('k'))], { attrs: { perm: [0, 2, 3, 1] } }),
+      ],
+      { attrs: { axis: -1 } },
+    );
+    const val = b.op1(
+      'Concat',
+      [
+        b.input('past_value', DataType.FLOAT, ['batch', N, 'past', D]),
+        b.op1('Transpose', [split(proj('v'))], { attrs: { perm: [0, 2, 1, 3] } }),
+      ],
+      { attrs: { axis: 2 } },
+    );
+    const q = b.op1('Transpose', [split(proj('q'))], { attrs: { perm: [0, 2, 1, 3] } });
+    const s = b.op1('Div', [b.op1('MatMul', [q, kT]), b.constScalarF32('sqrt_d', Math.sqrt(D))]);
+    // A causal table of dims unrelated to the scores' (GPT-2 slices it at run time): the scores' dims become unknown.
+    const w = b.op1('Where', [b.input('allowed', DataType.BOOL, [1, 1, 'rows', 'cols']), s, b.constScalarF32('masked', -10000)]);
+    const ctx = b.op1('Transpose', [b.op1('MatMul', [b.op1('Softmax', [w], { attrs: { axis: 3 } }), val])], {
+      attrs: { perm: [0, 2, 1, 3] },
+    });
+    b.output(b.op1('Reshape', [ctx, b.constInt64('merge', [0, 0, -1])]), 'y', DataType.FLOAT);
+    b.output(b.op1('Transpose', [kT], { attrs: { perm: [0, 1, 3, 2] } }), 'present_key', DataType.FLOAT);
+    b.output(val, 'present_value', DataType.FLOAT);
+    const m = b.build();
+    await inferShapes.run(m, { writeValueInfo: false }, {});
+    expect(m.graph.outputs[0]!.shape).toEqual(['batch', null, null]);
+    const [S, P] = [3, 2];
+    const table = Array.from({ length: S * (S + P) }, (_, i) => (i % (S + P) <= P + Math.floor(i / (S + P)) ? 1 : 0));
+    const allowed = Tensor.fromNumbers('allowed', DataType.BOOL, [1, 1, S, S + P], table);
+    const res = await fuseAndCompare(m, fuseAttention, {}, { dims: { batch: 2, seq: S, past: P }, fixed: { allowed } });
+    expect(res.stats.counts.mhaBnsh).toBe(1);
+    const mha = m.graph.nodes.find((n) => n.opType === 'MultiHeadAttention')!;
+    // Key: the BNSH transpose the graph makes for present_key; the Concat stays for it.
+    expect(mha.inputs[1]).toBe(m.graph.outputs[1]);
+    expect(opCounts(m).Softmax ?? 0).toBe(0);
+    expect(res.maxAbs).toBeLessThan(1e-5);
+    console.log(`fuse-attention GPT-2 K^T concat: cosine ${res.minCosine.toFixed(8)}, max abs ${res.maxAbs.toExponential(2)}`);
+  });
+
   it('says why when the mask is added to the [B*N, S, T] scores', async () => {
     const m = buildEncoder({ bmm: true });
     // A bias added after the Reshape back to [B*N, S, T]: attention_bias has no 3-D form.

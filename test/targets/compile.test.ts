@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataType, loadModel } from '../../ir/index.js';
 import { byTaskMetrics, verifyModels } from '../../runtime/verify.js';
-import { feedsFor, windowFeeds } from '../../targets/npu/window-feeds.js';
+import { feedsFor, runFeeds } from '../../targets/run-feeds.js';
 import { compile, type CompileResult } from '../../targets/compile.js';
 import { WEBGPU_PROFILES } from '../../targets/webgpu/profiles.js';
 import { FLOATS, largestInitializer, manifestMatchesFiles, readTree, tempDir, tinyMllm } from './helpers.js';
@@ -33,19 +33,22 @@ async function rerun(target: 'mobile' | 'npu' | 'webgpu') {
     // Static (npu) models fix their own dims; dynamic ones get a prompt of 5 after 3 cached tokens.
     const dims: Record<string, number> =
       target === 'npu' ? {} : { seq: 5, past_seq: 3, total_seq: 8, height: 56, width: 56, grid_h: 4, grid_w: 4 };
-    // npu's static decoder: on what `edgec run` feeds it (other prompts than compile's), judged by KL.
-    const o = r.manifest.options as { context: number; prefillChunk: number };
+    // A decoder: on what `edgec run` feeds it (other prompts than compile's), in the target's KV
+    // layout, judged by the decoder task metrics.
+    // (Dynamic targets' manifests carry no window: compile's defaults.)
+    const o = { context: 256, prefillChunk: 16, ...(r.manifest.options as { context?: number; prefillChunk?: number }) };
     const siblings = r.manifest.models.map((x) => ({ name: x.name, role: x.role, file: path.join(src, `${x.name}.onnx`) }));
     const win =
-      target === 'npu' && m.role === 'decoder'
-        ? await windowFeeds(
+      m.role === 'decoder'
+        ? await runFeeds(
             loadModel(source),
             { source, role: m.role, siblings, opts: { context: o.context, prefillChunk: o.prefillChunk, imageSizes: [], fix: {} } },
             99,
+            target === 'npu' ? 'static' : 'dynamic',
           )
         : undefined;
     const sets = win && feedsFor(win, loadModel(path.join(r.outDir, m.file)));
-    if (target === 'npu' && m.role === 'decoder') expect(sets?.sets.length).toBeGreaterThan(0);
+    if (m.role === 'decoder') expect(sets?.sets.length).toBeGreaterThan(0);
     const check = await verifyModels(source, path.join(r.outDir, m.file), { seed: 99, threshold: m.verification!.threshold, dims, sets });
     const res = sets ? byTaskMetrics(check) : check;
     for (const o of res.outputs)

@@ -34,10 +34,10 @@ describe('edgec demo', () => {
         `demo ${t.target}: ${t.models} models, ${t.bytes} B, ${t.nodes} nodes, min cos ${t.minCosine.toFixed(5)}, max|d| ${t.maxAbsError.toExponential(2)}, ${t.ms} ms`,
       );
       expect(t.passed).toBe(true);
-      // npu's static decoder is measured on what `edgec run` feeds it (real embeddings, the KV
-      // window) and judged by KL; its 4-bit logits score 0.97-0.98 there, as webgpu's and mobile's
-      // do on the same feeds (their 0.995 is on N(0,1) synthetic embeddings).
-      expect(t.minCosine).toBeGreaterThanOrEqual(t.target === 'npu' ? 0.97 : 0.99);
+      // Every target's decoder is measured on what `edgec run` feeds it (real embeddings, its KV
+      // layout) and judged by KL, per call and through its own cache; the random-weight 4-bit
+      // decoder's logits score cosine 0.97-0.98 there on every target (0.995 on N(0,1) embeddings).
+      expect(t.minCosine).toBeGreaterThanOrEqual(0.97);
     }
     expect(r.targets.find((t) => t.target === 'npu')!.models).toBe(6);
   });

@@ -16,7 +16,7 @@
 // the bytes do not depend on the slicing or the thread count.
 import { dequantize, kBlocksOf, type CalibrationData, type QuantParams, type QuantizedWeight } from '../types.js';
 import { checkParams } from './rtn.js';
-import { mseSearchQuantize, searchBlock } from './mse-search.js';
+import { mseSearchReference as mseSearchQuantize, searchBlock } from './mse-search.js';
 
 export interface GptqOptions {
   /** Dampening as a fraction of the mean Hessian diagonal (GPTQ's percdamp, default 0.01). */

@@ -28,7 +28,8 @@ import {
   type QuantizedWeight,
 } from '../types.js';
 import { checkParams } from './rtn.js';
-import { mseSearchQuantize, searchBlock } from './mse-search.js';
+import { mseSearchQuantize } from './mse-search.js';
+import { blockSearcher, releaseBlockSearcher, searchBlockRow } from './simd-search.js';
 import { Linalg, roundUp } from './simd-linalg.js';
 
 export interface GptqOptions {
@@ -181,7 +182,10 @@ export function gptqScores(w: Float32Array, K: number, N: number, p: QuantParams
   checkParams(K, N, p, w);
   const { held, fit } = plan;
   if (!held || !fit) throw new Error('gptq plan has no held-out rows to score on');
-  return columnErrors(held, w, [gptqCore(w, K, N, p, fit, true), gptqCore(w, K, N, p, fit, false), mseSearchQuantize(w, K, N, p)]);
+  // both fit candidates have the same static groups: searched once
+  const g: Groups = { gs: new Float32Array(kBlocksOf(K, p.blockSize) * N), gz: new Int32Array(kBlocksOf(K, p.blockSize) * N) };
+  const withFeedback = gptqCore(w, K, N, p, fit, true, g);
+  return columnErrors(held, w, [withFeedback, gptqCore(w, K, N, p, fit, false, g, withFeedback), mseSearchQuantize(w, K, N, p)]);
 }
 
 /** The winner from the whole weight's per-column errors (summed in column order: slicing-independent). */
@@ -254,6 +258,7 @@ function workspace(f: GptqFactors, bytes: number): Linalg {
 /** Drops this thread's GPTQ memory (the quantize pass calls it when done). */
 export function releaseGptqMemory(): void {
   work = undefined;
+  releaseBlockSearcher();
 }
 
 interface Groups {
@@ -262,7 +267,16 @@ interface Groups {
 }
 
 /** Block codes with group parameters searched under f.hw; with `feedback`, the LDL error feedback. */
-function gptqCore(w: Float32Array, K: number, N: number, p: QuantParams, f: GptqFactors, feedback: boolean): QuantizedWeight {
+function gptqCore(
+  w: Float32Array,
+  K: number,
+  N: number,
+  p: QuantParams,
+  f: GptqFactors,
+  feedback: boolean,
+  groups?: Groups,
+  groupsOf?: QuantizedWeight,
+): QuantizedWeight {
   if (feedback && !f.U) throw new Error('gptq factors lack U for error feedback');
   const { perm, actOrder, Kq } = f;
   const bs = p.blockSize,
@@ -280,10 +294,14 @@ function gptqCore(w: Float32Array, K: number, N: number, p: QuantParams, f: Gptq
     scales: new Float32Array(N * kBlocks),
     zeroPoints: p.symmetric ? undefined : new Uint8Array(N * kBlocks),
   };
-  const g: Groups = { gs: new Float32Array(kBlocks * N), gz: new Int32Array(kBlocks * N) };
-  if (actOrder) for (let b = 0; b < kBlocks; b++) groupParams(q, g, f.hw, b, (k, n) => w[k * N + n]!);
+  const g: Groups = groups ?? { gs: new Float32Array(kBlocks * N), gz: new Int32Array(kBlocks * N) };
+  if (groupsOf && actOrder) {
+    // static groups found by an earlier call with the same factors (`groups` holds them)
+    q.scales.set(groupsOf.scales);
+    q.zeroPoints?.set(groupsOf.zeroPoints!);
+    q.codes.set(groupsOf.codes); // padding codes; the rows are all rewritten below
+  } else if (actOrder || !feedback) groupParams(q, g, f.hw, w, N, 0, kBlocks);
   if (!feedback) {
-    if (!actOrder) for (let b = 0; b < kBlocks; b++) groupParams(q, g, f.hw, b, (k, n) => w[k * N + n]!);
     for (let k = 0; k < K; k++) {
       const og = Math.floor(k / bs) * N;
       for (let n = 0; n < N; n++) q.codes[n * Kp + k] = code(w[k * N + n]!, g.gs[og + n]!, g.gz[og + n]!, qmax);
@@ -311,7 +329,7 @@ function gptqCore(w: Float32Array, K: number, N: number, p: QuantParams, f: Gptq
       const k = perm[i]!,
         b = Math.floor(k / bs);
       // In plain order a block's rows all sit in this batch and have their updates from earlier rows.
-      if (!actOrder && k % bs === 0) groupParams(q, g, f.hw, b, (kk, n) => Wv[kk * nsp + n]!);
+      if (!actOrder && k % bs === 0) groupParams(q, g, f.hw, Wv, nsp, b, b + 1);
       const og = b * N,
         oi = i * nsp,
         oe = (i - i1) * nsp,
@@ -338,28 +356,19 @@ function code(v: number, s: number, z: number, qmax: number): number {
   return c < 0 ? 0 : c > qmax ? qmax : c;
 }
 
-const gx = new Float64Array(256),
-  gh = new Float64Array(256),
-  gq = new Int32Array(256),
-  gqt = new Int32Array(256);
-
-/** Block b's parameters per column, searched under the weights hw, into q (scales, zero points, padding) and g. */
-function groupParams(q: QuantizedWeight, g: Groups, hw: Float64Array, b: number, row: (k: number, n: number) => number): void {
-  const { K, N, blockSize: bs, kBlocks } = q,
-    Kp = kBlocks * bs;
-  const k0 = b * bs,
-    len = Math.min(K, k0 + bs) - k0;
-  for (let i = 0; i < len; i++) gh[i] = hw[k0 + i]!;
-  for (let n = 0; n < N; n++) {
-    for (let i = 0; i < len; i++) gx[i] = row(k0 + i, n);
-    const r = searchBlock(gx, len, q.bits, q.symmetric, gq, gqt, gh);
-    const sc = Math.fround(r.s);
-    q.scales[n * kBlocks + b] = sc;
-    if (q.zeroPoints) q.zeroPoints[n * kBlocks + b] = r.z;
-    g.gs[b * N + n] = sc;
-    g.gz[b * N + n] = r.z;
-    q.codes.fill(r.z, n * Kp + k0 + len, n * Kp + k0 + bs);
-  }
+/** Block rows [b0, b1) of q: parameters per column searched under the row weights hw, from the rows
+ * of w (row stride ld) starting at block b0's first row; into q (scales, zero points, padding) and g. */
+function groupParams(q: QuantizedWeight, g: Groups, hw: Float64Array, w: Float32Array, ld: number, b0: number, b1: number): void {
+  const { K, N, blockSize: bs } = q,
+    k0 = b0 * bs,
+    k1 = Math.min(K, b1 * bs);
+  const { s, r } = blockSearcher();
+  s.load(w.subarray(k0 * ld, k1 * ld), k1 - k0, ld, hw.subarray(k0, k1));
+  for (let b = b0; b < b1; b++)
+    searchBlockRow(s, r, q, b, (b - b0) * bs, true, (n, sc, z) => {
+      g.gs[b * N + n] = sc;
+      g.gz[b * N + n] = z;
+    });
 }
 
 /** Per candidate and output column n: sum over the held-out rows of (x (W - Wq))_n^2, the product in SIMD. */

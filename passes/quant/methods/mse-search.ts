@@ -12,6 +12,7 @@
 // data-free quantization (Nagel et al., 2019) estimates activation statistics from BatchNorm.
 import { kBlocksOf, type CalibrationData, type QuantMethod, type QuantParams, type QuantizedWeight } from '../types.js';
 import { checkParams } from './rtn.js';
+import { blockSearcher, searchBlockRow, searchSimdAvailable } from './simd-search.js';
 
 /** Clip ratios of the block range tried. The symmetric grid has one free end; the asymmetric grid
  * two, searched jointly (low and high clip), then refit and alternated. */
@@ -158,8 +159,32 @@ export function channelEnergy(calib: CalibrationData, K: number): Float64Array {
   return h;
 }
 
-/** `energy`: per-input-channel error weights (see channelEnergy); plain weight MSE without. */
+/** `energy`: per-input-channel error weights (see channelEnergy); plain weight MSE without. The
+ * inner loop runs in WebAssembly SIMD (simd-search.ts), four columns at a time. */
 export function mseSearchQuantize(w: Float32Array, K: number, N: number, p: QuantParams, energy?: Float64Array): QuantizedWeight {
+  checkParams(K, N, p, w);
+  if (!searchSimdAvailable()) return mseSearchReference(w, K, N, p, energy);
+  const bs = p.blockSize,
+    kBlocks = kBlocksOf(K, bs);
+  const q: QuantizedWeight = {
+    K,
+    N,
+    bits: p.bits,
+    blockSize: bs,
+    kBlocks,
+    symmetric: p.symmetric,
+    codes: new Uint8Array(N * kBlocks * bs),
+    scales: new Float32Array(N * kBlocks),
+    zeroPoints: p.symmetric ? undefined : new Uint8Array(N * kBlocks),
+  };
+  const { s, r } = blockSearcher();
+  s.load(w, K, N, energy);
+  for (let b = 0; b < kBlocks; b++) searchBlockRow(s, r, q, b, b * bs, !!energy);
+  return q;
+}
+
+/** The search block by block in plain JavaScript (float64): the reference, and the path without WebAssembly SIMD. */
+export function mseSearchReference(w: Float32Array, K: number, N: number, p: QuantParams, energy?: Float64Array): QuantizedWeight {
   checkParams(K, N, p, w);
   const bs = p.blockSize,
     kBlocks = kBlocksOf(K, bs),

@@ -42,6 +42,7 @@ export const F = { load: 0x2a, store: 0x38 };
 export const V = {
   load: 0x00,
   load32splat: 0x09,
+  load64splat: 0x0a,
   store: 0x0b,
   shuffle: 0x0d,
   i32splat: 0x11,
@@ -69,6 +70,9 @@ export const V = {
   fmax: 0xe9,
   trunc: 0xf8,
   convert: 0xfa,
+  promoteLow: 0x5f,
+  dadd: 0xf0,
+  dmul: 0xf2,
 };
 
 /** `for (v = from; v < limit; v += step) body` (unsigned compare) with a block/loop pair. */
