@@ -181,6 +181,8 @@ function scoresChain(
       nodes.push(p);
       cur = p.inputs[1 - i]!;
       continue;
+    } else if (p.opType === 'Sub' && producer(p.inputs[0], 'Mul')?.inputs.some((v) => reachesMatMul(v))) {
+      return 'scores are multiplied by a mask (Megatron: s * m - c * (1 - m)): an additive bias only for a 0/1 mask, which nothing proves here';
     } else return `scores come from ${p.opType}, not MatMul(q, k^T) scaled by a constant and masked by an Add`;
     nodes.push(p);
     cur = p.inputs[0]!;
@@ -226,8 +228,11 @@ function probsToValue(sm: Node): { pv: Node; nodes: Node[] } | null {
 
 function matchCore(sm: Node): Core | string | null {
   const p = probsToValue(sm);
-  if (!p) return null;
   const where = `attention at '${sm.name}'`;
+  if (!p) {
+    const ein = sm.outputs[0]!.uses.some((u) => u.node.opType === 'Einsum') || !!producer(sm.inputs[0], 'Einsum');
+    return ein ? `${where}: attention written with Einsum (tf2onnx) is not matched` : null;
+  }
   const sc = scoresChain(sm);
   if (typeof sc === 'string') return `${where}: ${sc}`;
   const nodes: Node[] = [sm, ...p.nodes, ...sc.nodes];
@@ -316,7 +321,9 @@ function contextMerge(ctx: Value, want: Dim[]): { out: Value; nodes: Node[] } | 
   const want3 = [want[0]!, want[2]!, mul(want[1]!, want[3]!)];
   const [b, n, s, d] = want;
   if (!rs || rs.opType !== 'Reshape' || !so || !(dimsAgree(so, want3) || sameDims(reshapeDims(rs, [b!, s!, n!, d!]), want3)))
-    return 'context is not merged back to [B, S, N*D]';
+    return want.some((x) => x === null)
+      ? `context merge to [B, S, N*D] not provable: the query's dims are [${want.map(String).join(', ')}] after shape inference`
+      : 'context is not merged back to [B, S, N*D]';
   nodes.push(tr, rs);
   return { out: rs.outputs[0]!, nodes };
 }

@@ -299,6 +299,25 @@ describe('fuse-attention: encoder forms', () => {
     console.log(`fuse-attention GPT-2 K^T concat: cosine ${res.minCosine.toFixed(8)}, max abs ${res.maxAbs.toExponential(2)}`);
   });
 
+  it('says why it leaves a Megatron multiplicative mask (s * m - 10000 * (1 - m)) with m a float input', async () => {
+    const m = buildEncoder({});
+    const g = m.graph;
+    const sm = g.nodes.find((n) => n.opType === 'Softmax')!;
+    const mask = g.addInput('m', { elemType: DataType.FLOAT, shape: ['batch', 1, 'seq', 'seq'] });
+    const c = (name: string, v: number) => g.addInitializer(Tensor.fromFloat32(name, [], Float32Array.of(v)));
+    const add = (opType: string, inputs: Value[]) =>
+      g.addNode({ opType, name: `mg_${opType}_${inputs.length}${g.nodes.length}`, inputs, outputs: [`mg_${g.nodes.length}`] }, sm)
+        .outputs[0]!;
+    const kept = add('Mul', [sm.inputs[0]!, mask]);
+    const off = add('Mul', [add('Sub', [c('one_m', 1), mask]), c('big', 10000)]);
+    sm.setInput(0, add('Sub', [kept, off]));
+    await inferShapes.run(m, { writeValueInfo: false }, {});
+    const r = await fuseAndCompare(m, fuseAttention, {}, { dims: { batch: 2, seq: 6 } });
+    expect(r.stats.counts.mha).toBe(0);
+    expect(r.stats.skipped?.join()).toMatch(/multiplied by a mask \(Megatron/);
+    expect(r.identical).toBe(true);
+  });
+
   it('says why when the mask is added to the [B*N, S, T] scores', async () => {
     const m = buildEncoder({ bmm: true });
     // A bias added after the Reshape back to [B*N, S, T]: attention_bias has no 3-D form.
