@@ -6,7 +6,7 @@
 // t is [B, N, S, D]. When it is Transpose(Reshape(x [B, S, N*D])) the op runs on the 3-D x
 // (num_heads = N) and the Reshape/Transpose move after it, which leaves the attention fusion a 3-D
 // query/key to take; otherwise the op takes t itself (4-D BNSH input).
-import { DataType, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
+import { DataType, Tensor, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
 import type { OptionSchema, OptionsOf } from './pass.js';
 import { constTensor, other, producer, replaceOutput, sameDim, splitHeads } from './pattern.js';
 import { tableSource, type TableSource } from './rotary-tables.js';
@@ -110,14 +110,13 @@ interface RotaryMatch extends Match {
   cos: TableSource;
   sin: TableSource;
   dtype: DataType;
+  /** position_ids are [1, S] (HF's cache_position[None]) against a batch of B: the op needs them expanded. */
+  expandBatch: boolean;
 }
 
-/** position_ids [B, S] against the input's B and S: a dim known on both sides must agree (1 against a symbol does not). */
-function positionsFit(pos: Value, b: Dim | undefined, s: Dim | undefined): boolean {
-  const fit = (p: Dim | undefined, x: Dim | undefined) =>
-    // An unknown side is left to the op, which checks position_ids against (B, S) at run time.
-    p === null || p === undefined || x === null || x === undefined || sameDim(p, x);
-  return fit(pos.shape![0], b) && fit(pos.shape![1], s);
+/** A dim known on both sides must agree; an unknown side is left to the op, which checks position_ids against (B, S) at run time. */
+function dimFits(p: Dim | undefined, x: Dim | undefined): boolean {
+  return p === null || p === undefined || x === null || x === undefined || sameDim(p, x);
 }
 
 function match(add: Node): RotaryMatch | Skip | null {
@@ -160,13 +159,20 @@ function complete(add: Node, h: Half, pm: Node, pr: Node, rot: Value, where: str
   const s4 = t.shape!;
   const heads = view ? view.n : typeof s4[1] === 'number' ? s4[1] : null;
   if (rotaryDim && heads === null) return skip(`${where}: partial rotary needs a known head count`);
-  if (!positionsFit(cos.pos, s4[0], s4[2]))
-    return skip(`${where}: position_ids ${JSON.stringify(cos.pos.shape)} are not [B, S] of the input ${JSON.stringify(s4)}`);
-  return { x: view ? view.x : t, heads, view, rotaryDim, out, cos, sin, dtype, nodes, outputs: [out] };
+  const ps = cos.pos.shape!;
+  const expandBatch = ps[0] === 1 && s4[0] !== 1;
+  if (!(expandBatch || dimFits(ps[0], s4[0])) || !dimFits(ps[1], s4[2]))
+    return skip(`${where}: position_ids ${JSON.stringify(ps)} are neither [B, S] nor [1, S] of the input ${JSON.stringify(s4)}`);
+  return { x: view ? view.x : t, heads, view, rotaryDim, out, cos, sin, dtype, expandBatch, nodes, outputs: [out] };
 }
 
 /** Per graph: the tables made so far by source key (null: the constant's halves differ). */
 type Tables = Map<string, Value | null>;
+/** Per graph: tables, and [1, S] position_ids expanded to [B, S] per batch dim. */
+interface RotaryState {
+  tables: Tables;
+  positions: Map<string, Value>;
+}
 
 function table(g: Graph, s: TableSource, m: RotaryMatch, tables: Tables, maxPositions: number): Value | null {
   const key = `${s.key}:${m.dtype}`;
@@ -177,7 +183,24 @@ function table(g: Graph, s: TableSource, m: RotaryMatch, tables: Tables, maxPosi
   return tables.get(key)!;
 }
 
-function rewrite(model: Model, g: Graph, m: RotaryMatch, tables: Tables, opts: Opts): string | Skip {
+/** [1, S] position_ids broadcast over the batch, as the Mul by cos/sin did: Expand(pos, [B, 1]), B from the input. */
+function batchPositions(g: Graph, m: RotaryMatch, cache: Map<string, Value>, before: Node): Value {
+  const b = m.x.shape![0];
+  const key = `${m.cos.pos.name}|${typeof b === 'string' ? b : m.x.name}`;
+  const hit = cache.get(key);
+  if (hit) return hit;
+  const p = `${m.cos.pos.name}/edgec_batch`;
+  const add = (opType: string, inputs: Value[], attrs?: Record<string, number>) =>
+    g.addNode({ opType, name: `${p}/${opType}`, inputs, outputs: [`${p}/${opType}_output_0`], attrs }, before).outputs[0]!;
+  const i64 = (name: string, v: number) => g.addInitializer(Tensor.fromInt64(`${p}/${name}`, [1], [v]));
+  const batch = add('Slice', [add('Shape', [m.x]), i64('zero', 0), i64('one', 1)]);
+  const out = add('Expand', [m.cos.pos, add('Concat', [batch, i64('one_col', 1)], { axis: 0 })]);
+  cache.set(key, out);
+  return out;
+}
+
+function rewrite(model: Model, g: Graph, m: RotaryMatch, state: RotaryState, opts: Opts): string | Skip {
+  const tables = state.tables;
   const cosH = table(g, m.cos, m, tables, opts.maxPositions),
     sinH = table(g, m.sin, m, tables, opts.maxPositions);
   if (!cosH || !sinH) return skip(`rotary at '${m.out.name}': cache halves differ (not the rotate_half layout)`);
@@ -191,7 +214,7 @@ function rewrite(model: Model, g: Graph, m: RotaryMatch, tables: Tables, opts: O
     opType: 'RotaryEmbedding',
     domain: 'com.microsoft',
     name: `${base}/RotaryEmbedding`,
-    inputs: [m.x, m.cos.pos, cosH, sinH],
+    inputs: [m.x, m.expandBatch ? batchPositions(g, m, state.positions, anchor) : m.cos.pos, cosH, sinH],
     attrs,
   };
   if (!m.view) {
@@ -221,16 +244,16 @@ function rewrite(model: Model, g: Graph, m: RotaryMatch, tables: Tables, opts: O
   return 'rotary';
 }
 
-export const rotaryRule = defineRule<RotaryMatch, Tables, Opts>({
+export const rotaryRule = defineRule<RotaryMatch, RotaryState, Opts>({
   name: 'rotary',
   anchors: ['Add'],
   counts: { rotary: 'rotate_half rotary embeddings fused into RotaryEmbedding' },
   where: (add) => `rotary at '${add.name}'`,
-  state: () => new Map(),
+  state: () => ({ tables: new Map(), positions: new Map() }),
   match: (add) => match(add),
   rewrite: (m, { model, graph, state, options }) => rewrite(model, graph, m, state, options),
   finish({ graph, state }) {
-    for (const [, v] of state) if (v && !v.uses.length) graph.removeInitializer(v);
+    for (const [, v] of state.tables) if (v && !v.uses.length) graph.removeInitializer(v);
   },
 });
 

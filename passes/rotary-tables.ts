@@ -75,9 +75,9 @@ function cachedSource(ga: Node, d: number, scale: number, nodes: Node[]): TableS
     nodes.push(n);
   }
   const t = constTensor(c);
-  if (!t || (t.dtype !== DataType.FLOAT && t.dtype !== DataType.FLOAT16) || t.dims.at(-1) !== d) return null;
+  if (!t || (t.dtype !== DataType.FLOAT && t.dtype !== DataType.FLOAT16) || t.dims.length < 2 || t.dims.at(-1) !== d) return null;
   if (t.dims.slice(0, -2).some((x) => x !== 1)) return null;
-  const rows = t.dims.length >= 2 ? t.dims.at(-2)! : 1;
+  const rows = t.dims.at(-2)!;
   return {
     key: `cache:${c.name}:${scale}`,
     pos,

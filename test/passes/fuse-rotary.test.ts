@@ -95,12 +95,21 @@ describe('fuse-rotary', () => {
     console.log(`fuse-rotary ${name}: cosine ${r.minCosine.toFixed(8)}, max abs ${r.maxAbs.toExponential(2)}`);
   });
 
+  it("position_ids [1, S] (HF's cache_position[None]) broadcast over a batch of 2: expanded for the op", async () => {
+    const { m, r } = await fuse({ sharedPositions: true, twoInputs: true });
+    expect(r.stats.counts.rotary).toBe(2);
+    const ops = opCounts(m);
+    expect(ops.RotaryEmbedding).toBe(2);
+    // One Expand of the positions to [B, S], shared by q and k.
+    expect(ops.Expand).toBe(1);
+    expect(r.maxAbs).toBeLessThanOrEqual(1e-5);
+  });
+
   it.each([
     ['interleaved cache layout', { interleavedCache: true }],
     ['split not at D/2', { wrongSplit: true }],
     ['Neg on the first half', { negFirstHalf: true }],
     ['rotated half used elsewhere', { extraUse: true }],
-    ['position_ids [1, S] shared across the batch', { sharedPositions: true }],
   ] as [string, Variant][])('leaves alone: %s', async (_, v) => {
     const { r } = await fuse(v);
     expect(r.stats.counts.rotary).toBe(0);

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataType, GraphBuilder, loadModel, saveModel } from '../../ir/index.js';
 import { WebGpuBrowser } from '../../runtime/webgpu-browser.js';
-import { compareOutputs, randomInputs, runModel } from '../../runtime/ort.js';
+import { compareOutputs, loadTestDataSet, randomInputs, runModel } from '../../runtime/ort.js';
 import { compile, type CompileResult } from '../../targets/compile.js';
 import { WEBGPU_PROFILES } from '../../targets/webgpu/profiles.js';
 import { largestInitializer, tempDir, tinyMllm } from './helpers.js';
@@ -112,5 +112,22 @@ describe('webgpu artifact in headless Chromium (WebGPU EP)', () => {
     expect(r.manifest.verification.passed).toBe(true);
     console.log(`split: ${JSON.stringify(fin)}; largest initializer ${largestInitializer(r.outDir)} B <= ${limit}`);
     console.log((await browserVsSource(r, lm)).join('\n'));
+  });
+
+  it("a real export's decoder (rotary from inv_freq, GroupQueryAttention) runs on the WebGPU EP on its test sets", async () => {
+    const dir = path.resolve(__dirname, '../../fixtures/export/decoder_kv');
+    const src = path.join(dir, 'model.onnx');
+    const r = await compile(src, { target: 'webgpu', out: path.join(tmp, 'webgpu-decoder-kv'), fp16: false, verify: false });
+    const m = r.manifest.models[0]!;
+    const ops = new Map<string, number>();
+    for (const n of loadModel(path.join(r.outDir, m.file)).graph.nodes) ops.set(n.opType, (ops.get(n.opType) ?? 0) + 1);
+    expect([ops.get('RotaryEmbedding'), ops.get('GroupQueryAttention')]).toEqual([4, 2]);
+    // Prefill, decode over a cache, an 8-token chunk, a left-padded batch of 2: 4-bit weights against fp32 torch.
+    for (const set of fs.readdirSync(dir).filter((d) => d.startsWith('test_data_set_'))) {
+      const { inputs } = loadTestDataSet(path.join(dir, set), loadModel(src));
+      const ref = await runModel(src, inputs);
+      const got = await browser.run(path.join(r.outDir, m.file), inputs, { externalData: m.externalData });
+      for (const c of compareOutputs(ref, got)) expect(c.cosine, `${set} ${c.name}`).toBeGreaterThanOrEqual(0.99);
+    }
   });
 });
