@@ -2,7 +2,8 @@
 // shapes (Llama-3.2-3B: hidden 3072, MLP 8192, 28 layers, k/v 1024, vocabulary 128256) with random
 // weights N(0, 0.02) and 512 random calibration rows: RTN, mse-search, GPTQ (its steps apart:
 // held-out plan = Hessian + Cholesky of 3/4 of the rows, scoring the three candidates, the full
-// factors, applying the winner) and the float64 JavaScript GPTQ it replaced on a smaller weight.
+// factors, applying the winner), AWQ (scale search on 128 rows x 512 columns + RTN of the scaled
+// weight) and the float64 JavaScript GPTQ it replaced on a smaller weight.
 // From the per-weight figures, an estimate of a whole 3B decoder through GPTQ on 2 cores: weights
 // reading one activation (q/k/v, gate/up) share the factors, and two weights are in flight on two
 // worker threads, so the estimate is the single-thread sum over the decoder's weights / 2.
@@ -14,6 +15,7 @@ import { rtnQuantize } from '../passes/quant/methods/rtn.js';
 import { mseSearchQuantize } from '../passes/quant/methods/mse-search.js';
 import { gptqFactors, gptqPick, gptqPlan, gptqScores, gptqApply, releaseGptqMemory } from '../passes/quant/methods/gptq.js';
 import { gptqReferenceQuantize } from '../passes/quant/methods/gptq-reference.js';
+import { awqQuantize } from '../passes/quant/methods/awq.js';
 import type { CalibrationData, QuantParams } from '../passes/quant/types.js';
 
 const P: QuantParams = { bits: 4, blockSize: 32, symmetric: true };
@@ -65,7 +67,7 @@ export function benchShape(K: number, N: number): ShapeFigures {
   plan.pick = gptqPick(errs);
   const [full, fullMs] = time(() => (plan.pick < 2 ? gptqFactors(calib, K, {}, plan.pick === 0) : undefined));
   const [, applyMs] = time(() => gptqApply(w, K, N, P, { K, full, pick: plan.pick }));
-  const awqMs = undefined;
+  const [, awqMs] = time(() => awqQuantize(w, K, N, P, calib));
   releaseGptqMemory();
   return { K, N, rtnMs, mseMs, awqMs, gptq: { planMs, scoresMs, fullMs, applyMs, pick: plan.pick } };
 }

@@ -16,6 +16,8 @@ import { imageOnlyNodes, matchesAny } from './quant/graph-util.js';
 import { MS_DOMAIN } from './quant/matmulnbits.js';
 import { getMethod } from './quant/methods/index.js';
 import { releaseGptqMemory } from './quant/methods/gptq.js';
+import { isAwq } from './quant/methods/awq.js';
+import { awqFold } from './quant/awq-fold.js';
 import { normScaleEstimates } from './quant/norm-scales.js';
 import type { LayerReport } from './quant/report.js';
 import { RtnStreamer } from './quant/rtn-streamer.js';
@@ -262,6 +264,18 @@ export const quantizeWeights = definePass({
     if (format === 'qdq' && (model.opset('') ?? 1) < 21 && cands.some((c) => c.kind !== 'gather') && !ensureOpset21(model, stats, skip))
       return stats;
     markLmHeadAndTies(cands, s);
+    let rowScale: Map<string, Float32Array> | undefined;
+    if (isAwq(method) && calibration) {
+      const fold = await awqFold(
+        cands.filter((c) => !c.tiedTo),
+        (c) => ({ bits: s.bitsOf(c), blockSize: s.block, symmetric: s.sym }),
+        calibration,
+        s.maxSliceMb,
+      );
+      stats.notes!.push(...fold.notes);
+      calibration = fold.calibration;
+      rowScale = fold.rowScale;
+    }
 
     const pool = s.threads > 1 ? await createQuantPool({ threads: s.threads }) : null;
     let fallbacks: string[];
@@ -275,6 +289,7 @@ export const quantizeWeights = definePass({
           streamer: new RtnStreamer(cands, s, pool),
           emitter: new WeightEmitter(model, s, stats),
           calibration,
+          rowScale,
           skip,
           progress: ctx.progress,
         },

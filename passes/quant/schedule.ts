@@ -20,6 +20,8 @@ export interface ScheduleDeps {
   streamer: RtnStreamer;
   emitter: WeightEmitter;
   calibration?: (weight: string, node: Candidate['node']) => CalibrationData | undefined;
+  /** Per weight, factors to multiply its rows by as they are read (AWQ's folded scales). */
+  rowScale?: Map<string, Float32Array>;
   skip(why: string): void;
   progress?: Progress;
 }
@@ -84,7 +86,16 @@ async function quantizeWeight(c: Candidate, m: QuantMethod, calib: CalibrationDa
   const { s, exec } = d;
   const { K, N } = c;
   const p = { bits: s.bitsOf(c), blockSize: s.block, symmetric: s.sym };
-  const weight: WeightSlices = { K, N, eachSlice: (f) => eachSlice(c, s.maxSliceMb, f) };
+  const rs = d.rowScale?.get(c.w.value.name);
+  const weight: WeightSlices = {
+    K,
+    N,
+    eachSlice: (f) =>
+      eachSlice(c, s.maxSliceMb, (w, n0, ns) => {
+        if (rs) for (let k = 0; k < K; k++) for (let n = 0, o = k * ns; n < ns; n++) w[o + n] = Math.fround(w[o + n]! * rs[k]!);
+        return f(w, n0, ns);
+      }),
+  };
   const quantizeSlice: SliceQuantizer = m.prepare
     ? await m.prepare(weight, p, calib, exec)
     : (w, k, ns) => exec.quantize(m, w, k, ns, p, calib);

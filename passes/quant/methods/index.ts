@@ -1,11 +1,12 @@
 // Registry of weight quantization methods; the quantize pass looks them up by name.
 import { InputError } from '../../../ir/errors.js';
 import type { QuantMethod } from '../types.js';
+import { awq, awqGptq } from './awq.js';
 import { gptq } from './gptq.js';
 import { mseSearch } from './mse-search.js';
 import { rtn } from './rtn.js';
 
-const METHODS: readonly QuantMethod[] = [rtn, mseSearch, gptq];
+const METHODS: readonly QuantMethod[] = [rtn, mseSearch, gptq, awq, awqGptq];
 
 export function allMethods(): readonly QuantMethod[] {
   return METHODS;
