@@ -7,6 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../../ir/index.js';
 import { loadInputs } from '../../runtime/inputs.js';
 import { toOrtTensor } from '../../runtime/ort.js';
+import { loadTokenizer } from '../../runtime/tokenizer.js';
 import { ROOT, cli, tmpDir } from './helpers.js';
 
 const dir = tmpDir('eval');
@@ -104,4 +105,34 @@ describe('edgec eval', () => {
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
     }
   }, 60_000);
+});
+
+describe('the trained LM (fixtures/lm)', () => {
+  const LM = path.join(ROOT, 'fixtures/lm');
+  it("eval's perplexity of the held-out windows equals torch's, and its tokenizer reads back what it encodes", async () => {
+    const meta = JSON.parse(fs.readFileSync(path.join(LM, 'meta.json'), 'utf8'));
+    const r = await cli(
+      'eval',
+      '--model',
+      path.join(LM, 'model.onnx'),
+      '--tokens',
+      path.join(LM, 'windows.txt'),
+      '--json',
+      '--bootstrap',
+      '0',
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.windows).toBe(32);
+    expect(j.scored).toBe(32 * 127);
+    expect(j.reference.perplexity.value / meta.training.windows_perplexity_torch).toBeCloseTo(1, 4);
+    // Trained: far below the uniform perplexity of its vocabulary.
+    expect(j.reference.perplexity.value).toBeLessThan(meta.config.vocab / 4);
+    const tok = loadTokenizer(LM)!;
+    const text = 'Permission is hereby granted, free of charge, to any person obtaining a copy of this software.';
+    const ids = tok.encode(text, false);
+    expect(ids.length).toBeLessThan(text.length / 2);
+    expect(Math.max(...ids)).toBeLessThan(meta.config.vocab);
+    expect(tok.decode(ids)).toBe(text);
+  }, 120_000);
 });
