@@ -69,6 +69,8 @@ interface Core {
   vHeadSize: number;
   /** Key sequence length T. */
   keys: Dim;
+  /** tf2onnx Einsum attention: q4/k4/v4 and `out` are [B, S, N, D] (no head transposes to remove). */
+  bsnd?: boolean;
   /** K^T taken straight from the [B, S, N, D] view: the 3-D key behind it. */
   kDirect: { x: Value; n: number; d: number; nodes: Node[] } | null;
 }
@@ -150,7 +152,7 @@ function scoresChain(
   for (let step = 0; step < 8; step++) {
     const p = cur.producer;
     if (!p || p.domain !== '') break;
-    if (p.opType === 'MatMul') return { qk: p, scale, mask, select, reshapes, maskRank, nodes: [...nodes, p] };
+    if (p.opType === 'MatMul' || p.opType === 'Einsum') return { qk: p, scale, mask, select, reshapes, maskRank, nodes: [...nodes, p] };
     if (p.opType === 'Reshape') {
       reshapes.push(p);
     } else if (p.opType === 'Add' && !mask) {
@@ -194,7 +196,7 @@ function scoresChain(
 function reachesMatMul(v: Value | null | undefined, depth = 0): boolean {
   const p = v?.producer;
   if (!p || p.domain !== '' || depth > 6) return false;
-  if (p.opType === 'MatMul') return true;
+  if (p.opType === 'MatMul' || p.opType === 'Einsum') return true;
   if (p.opType === 'Reshape') return reachesMatMul(p.inputs[0], depth + 1);
   if (p.opType === 'Where') return reachesMatMul(p.inputs[1], depth + 1);
   if (p.opType === 'Div') return constScalar(p.inputs[1]) !== null && reachesMatMul(p.inputs[0], depth + 1);
@@ -222,20 +224,83 @@ function probsToValue(sm: Node): { pv: Node; nodes: Node[] } | null {
     }
   }
   const pv = probs.uses.length === 1 && !probs.isGraphOutput ? probs.uses[0]! : null;
-  if (!pv || pv.node.opType !== 'MatMul' || pv.node.domain !== '' || pv.index !== 0) return null;
+  if (!pv || (pv.node.opType !== 'MatMul' && pv.node.opType !== 'Einsum') || pv.node.domain !== '' || pv.index !== 0) return null;
   return { pv: pv.node, nodes: [...nodes, pv.node] };
+}
+
+/** The operand and result letters of a 4-D two-operand Einsum ('aecd,abcd->acbe'). */
+function einsumLetters(n: Node): [string, string, string] | null {
+  const m = /^([a-z]{4}),([a-z]{4})->([a-z]{4})$/.exec(n.attrString('equation', '').replace(/\s/g, ''));
+  return m ? [m[1]!, m[2]!, m[3]!] : null;
+}
+
+/**
+ * tf2onnx's Einsum attention: scores = Einsum([B, T, N, D], [B, S, N, D] -> [B, N, S, T]) (either operand
+ * order), context = Einsum([B, N, S, T], [B, T, N, Dv] -> [B, S, N, Dv]); q/k/v stay [B, S, N, D].
+ */
+function einsumCore(sm: Node, pv: Node, sc: Exclude<ReturnType<typeof scoresChain>, string>, nodes: Node[]): Core | string {
+  const s = sc.qk.opType === 'Einsum' ? einsumLetters(sc.qk) : null,
+    o = pv.opType === 'Einsum' ? einsumLetters(pv) : null;
+  if (!s || !o || sc.reshapes.length) return 'Einsum attention is not two 4-D contractions over [B, S, N, D]';
+  const [b, n, sq, t] = s[2];
+  const bsnd = (l: string, seq: string) => l[0] === b && l[1] === seq && l[2] === n && !s[2].includes(l[3]!);
+  const qi =
+    bsnd(s[0], sq!) && bsnd(s[1], t!) && s[0][3] === s[1][3] ? 0 : bsnd(s[1], sq!) && bsnd(s[0], t!) && s[0][3] === s[1][3] ? 1 : -1;
+  const [pb, pn, ps, pt] = o[0];
+  const vOk = o[1][0] === pb && o[1][1] === pt && o[1][2] === pn && o[2] === `${pb}${ps}${pn}${o[1][3]}` && !o[0].includes(o[1][3]!);
+  if (qi < 0 || new Set(s[2]).size !== 4 || !vOk || new Set(o[0]).size !== 4)
+    return 'Einsum equations are not attention over [B, S, N, D] heads';
+  let scale = sc.scale;
+  const side = (v: Value) => {
+    const pre = peelScale(v);
+    if (!pre) return v;
+    scale *= pre.c;
+    nodes.push(pre.node);
+    return pre.x;
+  };
+  const q4 = side(sc.qk.inputs[qi]!),
+    k4 = side(sc.qk.inputs[1 - qi]!),
+    v4 = pv.inputs[1]!;
+  const sq4 = q4.shape,
+    sk4 = k4.shape,
+    sv4 = v4.shape;
+  if (!sq4 || !sk4 || !sv4 || sq4.length !== 4 || sk4.length !== 4 || sv4.length !== 4) return 'Einsum q/k/v shapes are not known 4-D';
+  const [heads, d, dv] = [sq4[2], sq4[3], sv4[3]];
+  if (typeof heads !== 'number' || typeof d !== 'number' || typeof dv !== 'number' || sk4[2] !== heads || sk4[3] !== d || sv4[2] !== heads)
+    return 'Einsum heads or head sizes are not static and equal';
+  if (sc.mask && sc.maskRank !== 4) return `the mask is added to ${sc.maskRank}-D scores, not [B, N, S, T]`;
+  const ax = sm.attrInt('axis', -1);
+  if (ax !== -1 && ax !== 3) return 'Softmax is not over the last axis';
+  return {
+    softmax: sm,
+    q4,
+    k4,
+    v4,
+    kDirect: null,
+    scale,
+    mask: sc.mask,
+    select: sc.select,
+    out: pv.outputs[0]!,
+    nodes,
+    heads,
+    headSize: d,
+    vHeadSize: dv,
+    keys: sk4[1] ?? null,
+    bsnd: true,
+  };
 }
 
 function matchCore(sm: Node): Core | string | null {
   const p = probsToValue(sm);
   const where = `attention at '${sm.name}'`;
-  if (!p) {
-    const ein = sm.outputs[0]!.uses.some((u) => u.node.opType === 'Einsum') || !!producer(sm.inputs[0], 'Einsum');
-    return ein ? `${where}: attention written with Einsum (tf2onnx) is not matched` : null;
-  }
+  if (!p) return null;
   const sc = scoresChain(sm);
   if (typeof sc === 'string') return `${where}: ${sc}`;
   const nodes: Node[] = [sm, ...p.nodes, ...sc.nodes];
+  if (sc.qk.opType === 'Einsum' || p.pv.opType === 'Einsum') {
+    const e = einsumCore(sm, p.pv, sc, nodes);
+    return typeof e === 'string' ? `${where}: ${e}` : e;
+  }
   let scale = sc.scale;
   // torch's scaled_dot_product_attention export scales both sides: (q * sqrt(s)) @ (k^T * sqrt(s)).
   let qv = sc.qk.inputs[0]!,
@@ -490,6 +555,21 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
   if (!core) return null;
   if (typeof core === 'string') return skip(core);
   const where = `attention at '${sm.name}'`;
+  if (core.bsnd) {
+    const bias = biasShape(core, core.q4);
+    if (typeof bias === 'string') return skip(`${where}: ${bias}`);
+    return {
+      kind: 'mha',
+      core,
+      bias: { expand: bias.expand, key: core.k4, keyAxis: 1 },
+      ...withoutShapeReads(core.nodes, [core.out]),
+      spec: {
+        opType: 'MultiHeadAttention',
+        inputs: [core.q4, core.k4, core.v4],
+        attrs: { num_heads: core.heads, scale: { float: core.scale } },
+      },
+    };
+  }
   const q = splitHeads(core.q4);
   if (!q || q.n !== core.heads || q.d !== core.headSize) return skip(`${where}: query is not a [B, S, N*D] tensor split into heads`);
   // CLIP/Phi scale the projected query before splitting heads.
@@ -635,7 +715,38 @@ function withoutShapeReads(nodes: Node[], outputs: Value[]): { nodes: Node[]; ou
   return { nodes: [...set], outputs };
 }
 
+/** [B, S, N, D] q/k/v -> [B, S, N*D] for MultiHeadAttention, its output back to [B, S, N, Dv]. */
+function rewriteBsnd(model: Model, g: Graph, m: AttentionMatch): 'mha' {
+  const { core } = m;
+  const before = core.out.producer!;
+  const p = `${core.softmax.name}/edgec_bsnd`;
+  const i64 = (name: string, v: number[]) => g.addInitializer(Tensor.fromInt64(`${p}/${name}`, [v.length], v));
+  const to3 = (v: Value, d: number) =>
+    g.addNode(
+      { opType: 'Reshape', name: `${p}/Reshape`, inputs: [v, i64(`merge${d}`, [0, 0, core.heads * d])], outputs: [`${v.name}/edgec_bsh`] },
+      before,
+    ).outputs[0]!;
+  const inputs: (Value | null)[] = [to3(core.q4, core.headSize), to3(core.k4, core.headSize), to3(core.v4, core.vHeadSize)];
+  if (m.bias && (core.mask || core.select)) inputs.push(null, null, attentionBias(g, core, core.q4, m.bias));
+  model.requireOpset('com.microsoft', 1);
+  const mha = g.addNode(
+    {
+      ...m.spec,
+      domain: 'com.microsoft',
+      name: `${p}/MultiHeadAttention`,
+      inputs,
+      outputs: [`${p}/MultiHeadAttention_output_0`],
+      attrs: m.spec.attrs as never,
+    },
+    before,
+  );
+  const split = i64('split', [0, 0, core.heads, core.vHeadSize]);
+  replaceOutput(g, core.out, { opType: 'Reshape', name: `${p}/Reshape_out`, inputs: [mha.outputs[0]!, split] }, m.nodes);
+  return 'mha';
+}
+
 function rewrite(model: Model, g: Graph, m: AttentionMatch, lengths: Map<Value, [Value, Value]>): AttentionMatch['kind'] {
+  if (m.core.bsnd) return rewriteBsnd(model, g, m);
   if (!m.gqa) {
     const inputs = [...m.spec.inputs];
     if (m.bias && (m.core.mask || m.core.select)) inputs.splice(3, 3, null, null, attentionBias(g, m.core, inputs[0]!, m.bias));

@@ -23,6 +23,7 @@ import type { LayerReport } from './quant/report.js';
 import { RtnStreamer } from './quant/rtn-streamer.js';
 import { quantizeAll } from './quant/schedule.js';
 import { bitsOr, type QuantSettings } from './quant/settings.js';
+import { parseBudget, planBudget, type BudgetPlan } from './quant/budget.js';
 import type { CalibrationData } from './quant/types.js';
 import { createQuantPool, quantExec } from './quant/workers.js';
 import { upgradeOpset } from './upgrade-opset.js';
@@ -36,6 +37,8 @@ export interface QuantizeContext extends PassContext {
 export interface QuantizeStats extends PassStats {
   layers: LayerReport[];
   role: Role;
+  /** With a budget: the format chosen for each weight, and the bits per weight reached. */
+  budget?: BudgetPlan;
 }
 
 const ROLES = ['auto', 'decoder', 'vision-encoder', 'projector', 'embeddings', 'classifier', 'mllm', 'unknown'] as const;
@@ -120,6 +123,21 @@ const options = {
     min: 0.001,
     description: 'read and quantize weights in units (block rows or column slices) of at most about this many MB of fp32 (peak memory)',
   },
+  budget: {
+    type: 'string',
+    default: undefined,
+    description:
+      'mixed precision under a size budget, bits per weight (4.5bpw) or bytes (3MB): each weight gets 4-bit blocks of 128/64/32 or 8 bits by measured output error per byte',
+    validate: (v: unknown) => {
+      if (v === undefined || v === '') return undefined;
+      try {
+        parseBudget(String(v));
+        return undefined;
+      } catch (e) {
+        return (e as Error).message;
+      }
+    },
+  },
   threads: {
     type: 'int',
     default: 1,
@@ -156,7 +174,31 @@ function settings(model: Model, o: QuantizeOptions): QuantSettings {
     threads: o.threads,
     accuracyLevel: o.accuracyLevel,
     bitsOf: (c: Candidate) => (c.kind === 'gather' ? embedBits : c.lmHead ? lmBits : bits),
+    blockOf: () => o.block,
   };
+}
+
+/** Per-weight formats under the budget: the plan overrides bits and block of every weight it names. */
+function applyBudget(
+  cands: Candidate[],
+  budget: string,
+  s: QuantSettings,
+  calib: QuantizeContext['calibration'],
+  stats: QuantizeStats,
+): void {
+  const plan = planBudget(cands, budget, s.sym, calib);
+  const by = new Map(plan.choices.map((ch) => [ch.weight, ch]));
+  const { bitsOf, blockOf } = s;
+  s.bitsOf = (c) => by.get(c.w.value.name)?.bits ?? bitsOf(c);
+  s.blockOf = (c) => by.get(c.w.value.name)?.block ?? blockOf(c);
+  stats.budget = plan;
+  const hist = new Map<string, number>();
+  for (const ch of plan.choices) hist.set(`${ch.bits}b/${ch.block}`, (hist.get(`${ch.bits}b/${ch.block}`) ?? 0) + 1);
+  stats.notes!.push(
+    `budget ${budget}: ${plan.bitsPerWeight.toFixed(3)} bits per weight (${plan.bytes} of ${plan.budgetBytes} bytes) over ${plan.choices.length} weights: ` +
+      [...hist].map(([k, n]) => `${n} x ${k}`).join(', ') +
+      (calib ? '' : '; no calibration activations: weight error alone'),
+  );
 }
 
 /** Whether a node is in one part of a whole-MLLM graph (a graph without image input has no vision part). */
@@ -264,11 +306,12 @@ export const quantizeWeights = definePass({
     if (format === 'qdq' && (model.opset('') ?? 1) < 21 && cands.some((c) => c.kind !== 'gather') && !ensureOpset21(model, stats, skip))
       return stats;
     markLmHeadAndTies(cands, s);
+    if (o.budget) applyBudget(cands, o.budget, s, ctx.calibration, stats);
     let rowScale: Map<string, Float32Array> | undefined;
     if (isAwq(method) && calibration) {
       const fold = await awqFold(
         cands.filter((c) => !c.tiedTo),
-        (c) => ({ bits: s.bitsOf(c), blockSize: s.block, symmetric: s.sym }),
+        (c) => ({ bits: s.bitsOf(c), blockSize: s.blockOf(c), symmetric: s.sym }),
         calibration,
         s.maxSliceMb,
       );

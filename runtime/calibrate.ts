@@ -23,6 +23,8 @@ export interface CalibrateOptions {
   intraOpNumThreads?: number;
   /** Called after each input set ran. */
   progress?: Progress;
+  /** Collect even when the method needs none (a --budget measures each format's output error on them). */
+  always?: boolean;
 }
 
 /** Input sets from a `--calibration` folder: its test_data_set_N folders (or the folder itself
@@ -82,7 +84,7 @@ export async function weightCalibration(
   load: () => Record<string, Tensor>[] | Promise<Record<string, Tensor>[]>,
   opts: CalibrateOptions = {},
 ): Promise<WeightCalibration | undefined> {
-  if (!getMethod(method).needsCalibration) return undefined;
+  if (!getMethod(method).needsCalibration && !opts.always) return undefined;
   const sets = await load();
   const acts = await collectCalibration(model, sets, opts);
   return { calibration: (w) => acts.get(w), sets: sets.length, weights: acts.size };

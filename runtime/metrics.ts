@@ -240,3 +240,50 @@ export function formatMetric(m: TaskMetric): string {
   const verdict = m.passed === undefined ? '' : m.passed ? ' ok' : ' FAIL';
   return `${m.name} ${v}${th} over ${m.count}${m.note ? `; ${m.note}` : ''}${verdict}`;
 }
+
+/** Teacher-forced figures of one sequence (a batch row) of decoder logits, reference against candidate. */
+export interface SequenceStats {
+  /** Negative log-likelihood (nats) of the next token under each model, summed over `scored` positions. */
+  nllRef: number;
+  nllCand: number;
+  scored: number;
+  /** KL(reference || candidate) summed over `positions` (the real, unpadded ones). */
+  kl: number;
+  positions: number;
+  /** Positions where both argmaxes agree. */
+  agree: number;
+}
+
+/** Per-sequence figures of decoder logits [B, S, V] (`ids` [B, S], `mask` [B, total] with 0 = padding).
+ * The sums let a caller pool sequences or resample them (bootstrap noise over windows). */
+export function sequenceStats(ref: Tensor, cand: Tensor, ids: Tensor, mask?: Tensor): SequenceStats[] {
+  const a = rows(ref),
+    b = rows(cand);
+  const S = ref.dims[ref.dims.length - 2] ?? 1;
+  if (a.n !== b.n || a.width !== b.width) throw new Error(`logits shapes differ: [${ref.dims}] vs [${cand.dims}]`);
+  const idv = ids.toNumbers();
+  if (idv.length !== a.n) throw new Error(`ids [${ids.dims}] do not match logits [${ref.dims}]`);
+  const mv = mask?.toNumbers(),
+    total = mask?.dims[1] ?? 0;
+  const real = (r: number) => !mv || mv.length !== total * (a.n / S) || mv[Math.floor(r / S) * total + total - S + (r % S)] !== 0;
+  const out: SequenceStats[] = [];
+  for (let r = 0; r < a.n; r++) {
+    if (r % S === 0) out.push({ nllRef: 0, nllCand: 0, scored: 0, kl: 0, positions: 0, agree: 0 });
+    if (!real(r)) continue;
+    const st = out[out.length - 1]!;
+    const p = softmax(a.data, r * a.width, a.width),
+      q = softmax(b.data, r * a.width, a.width);
+    let kl = 0;
+    for (let i = 0; i < a.width; i++) if (p[i]! > 0) kl += p[i]! * (Math.log(p[i]!) - Math.log(Math.max(q[i]!, 1e-30)));
+    st.kl += kl;
+    st.positions++;
+    if (topK(a.data, r * a.width, a.width, 1)[0] === topK(b.data, r * a.width, a.width, 1)[0]) st.agree++;
+    if ((r % S) + 1 < S && real(r + 1)) {
+      const next = idv[r + 1]!;
+      st.nllRef -= Math.log(Math.max(p[next]!, 1e-30));
+      st.nllCand -= Math.log(Math.max(q[next]!, 1e-30));
+      st.scored++;
+    }
+  }
+  return out;
+}

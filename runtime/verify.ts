@@ -109,7 +109,7 @@ function castFloat(t: Tensor, dtype: DataType | undefined): Tensor {
 }
 
 /** Exclusive bound for ids fed to a Gather: the row count of the smallest table they index. */
-function idBound(model: Model): number | undefined {
+export function idBound(model: Model): number | undefined {
   let bound: number | undefined;
   for (const v of model.graph.inputs) {
     if (v.initializer || (v.dtype !== DataType.INT64 && v.dtype !== DataType.INT32) || /position|mask/i.test(v.name)) continue;
@@ -212,7 +212,7 @@ const SHAPE_ERROR = /shape|dimension|dims|broadcast|reshape|size of|index|out of
 /** One session for every input set. A reference onnxruntime cannot run is bad input (exit 2); a
  * candidate that cannot run fails the check (exit 1): it is the thing being verified. Shape
  * errors name the dims the inputs bound, and the flag that changes them. */
-async function runSets(file: string, sets: Feeds[], hint: string, candidate?: string): Promise<Record<string, Tensor>[]> {
+export async function runSets(file: string, sets: Feeds[], hint: string, candidate?: string): Promise<Record<string, Tensor>[]> {
   const fail = (e: unknown): never => {
     const msg = firstLine(e);
     const extra = SHAPE_ERROR.test(msg) ? `; ${hint}` : '';

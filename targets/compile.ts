@@ -3,6 +3,7 @@
 // onnxruntime. Written to a temp folder and renamed: same input + options => same bytes.
 import fs from 'node:fs';
 import path from 'node:path';
+import { chainedVariants, shapeChainMismatch } from './chain.js';
 import { CheckError, InputError, InternalError, Model, loadModel, saveModel, type Progress } from '../ir/index.js';
 import { commitReplace, crashPoint, recoverStale } from '../ir/atomic.js';
 import { guessRole, type Role } from '../ir/summary.js';
@@ -362,7 +363,10 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
       role: o.roles?.[l.name] ?? o.roles?.[path.basename(l.file)] ?? roleOf(l.model, l.name),
     }));
     const patch = loaded.map((l) => patchSize(l.model)).find((p) => p !== undefined);
-    for (const [li, l] of loaded.entries()) {
+    // Projectors after the vision encoders: their static variants take the encoder's output shape.
+    const order = loaded.map((_, i) => i).sort((a, b) => +(siblings[a]!.role === 'projector') - +(siblings[b]!.role === 'projector'));
+    for (const [step, li] of order.entries()) {
+      const l = loaded[li]!;
       const role = siblings[li]!.role;
       const sm: SubModel = {
         name: l.name,
@@ -375,9 +379,15 @@ export async function compile(input: string, o: CompileOptions): Promise<Compile
         siblings,
         progress: o.progress,
       };
-      o.progress?.('sub-models', li, loaded.length, `${l.name} (${role})`);
+      o.progress?.('sub-models', step, loaded.length, `${l.name} (${role})`);
       await compileSubModel(run, l, sm);
     }
+    // Files and reports in folder order again.
+    const rank = (name: string) => loaded.findIndex((l) => l.name === name);
+    run.pending.sort((a, b) => rank(a.sm.name) - rank(b.sm.name));
+    run.reports.sort((a, b) => rank(a.name) - rank(b.name));
+    const chain = shapeChainMismatch(run.pending);
+    if (chain) throw new CheckError(`shapes do not chain: ${chain}`);
     if (!o.allowFallback) enforce(run.issues, target.name);
     else if (run.issues.length) run.warnings.push(...fallbackLines(run.issues, target.name));
     o.progress?.('sub-models', loaded.length, loaded.length);
@@ -539,7 +549,7 @@ async function runSteps(
 /** Write each variant of a compiled sub-model (dims bound, checked against the target) and queue it for verification. */
 async function emitVariants(run: Run, l: Loaded, sm: SubModel, report: SubModelReport): Promise<void> {
   const { o, target, profile, sub, mdir, tmp } = run;
-  const variants = target.variants(l.model, sm);
+  const variants = chainedVariants(run.pending, sm, l.model, target.variants(l.model, sm));
   // Variants share one weights file: the compiled model is written once as a base, and each
   // variant re-reads it and references the same external data in place.
   const shared = variants.length > 1;

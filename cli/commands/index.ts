@@ -12,6 +12,7 @@ import { registerKernels } from './kernels.js';
 import { registerProfile } from './profile.js';
 import { registerBuild } from './build.js';
 import { registerRun } from './run.js';
+import { registerEval } from './eval.js';
 
 /** Registers a subcommand; `setExit` sets the process exit code for a finished command. */
 export type RegisterCommand = (program: Command, setExit: (code: number) => void) => void;
@@ -43,4 +44,5 @@ export const COMMANDS: RegisterCommand[] = [
   registerProfile,
   registerBuild,
   registerRun,
+  registerEval,
 ];

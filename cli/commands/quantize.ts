@@ -61,11 +61,16 @@ Examples:
       const inputBytes = fileBytes([input, ...externalSources(model)]);
       const ctx: QuantizeContext = {};
       let calibration: string | undefined;
-      const wc = await weightCalibration(model, String(steps[0]!.options.method), () => {
-        const n = Number(opts.calibrationSets);
-        if (!Number.isInteger(n) || n < 1) throw new InputError(`--calibration-sets '${opts.calibrationSets}' is not a positive integer`);
-        return opts.calibration ? inContentOrder(loadCalibrationSets(opts.calibration, model)) : syntheticCalibrationSets(model, n);
-      });
+      const wc = await weightCalibration(
+        model,
+        String(steps[0]!.options.method),
+        () => {
+          const n = Number(opts.calibrationSets);
+          if (!Number.isInteger(n) || n < 1) throw new InputError(`--calibration-sets '${opts.calibrationSets}' is not a positive integer`);
+          return opts.calibration ? inContentOrder(loadCalibrationSets(opts.calibration, model)) : syntheticCalibrationSets(model, n);
+        },
+        { always: !!steps[0]!.options.budget },
+      );
       if (wc) {
         ctx.calibration = wc.calibration;
         calibration = `${wc.sets} ${opts.calibration ? `input set(s) from ${opts.calibration}` : 'seeded random input set(s) (pass --calibration for real data)'}, ${wc.weights} weights`;
@@ -93,6 +98,7 @@ Examples:
               options: reports[0]!.options,
               layers: stats.layers,
               totals: t,
+              budget: stats.budget,
               counts: stats.counts,
               skipped: stats.skipped ?? [],
               notes: [...(stats.notes ?? []), ...(reports[1]?.stats.notes ?? [])],

@@ -244,7 +244,7 @@ export interface TieSettings {
   embedBits: 4 | 8;
   lmBits: 4 | 8;
   sym: boolean;
-  block: number;
+  blockOf(c: Candidate): number;
   maxSliceMb: number;
 }
 
@@ -258,7 +258,7 @@ export function markLmHeadAndTies(cands: Candidate[], s: TieSettings): void {
     // [V, k_blocks, 1] scales, which onnxruntime's WebGPU kernel reads as 4-bit pairs and rejects.
     if (!c.lmHead || !s.tie || s.format !== 'matmulnbits' || s.embedBits !== s.lmBits || !s.sym) continue;
     const gq = gathers.find((gc) => !gc.tiedTo && sameTransposed(c, gc, s.maxSliceMb));
-    if (gq && gq.K % s.block === 0 && gq.node.input(1)?.shape) {
+    if (gq && gq.K % s.blockOf(c) === 0 && gq.node.input(1)?.shape) {
       c.tiedGather = gq;
       gq.tiedTo = c;
     }

@@ -46,7 +46,7 @@ export class WeightEmitter {
       kind: c.kind === 'gather' ? 'embedding' : c.lmHead ? 'lm_head' : 'linear',
       shape: [c.K, c.N],
       bits: s.bitsOf(c),
-      block: s.block,
+      block: s.blockOf(c),
       symmetric: s.sym,
       format: c.kind === 'gather' ? 'GatherBlockQuantized' : s.format === 'qdq' ? 'DequantizeLinear' : 'MatMulNBits',
       relError,

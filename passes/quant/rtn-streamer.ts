@@ -15,6 +15,7 @@ export interface StreamSettings {
   threads: number;
   maxSliceMb: number;
   bitsOf(c: Candidate): 4 | 8;
+  blockOf(c: Candidate): number;
 }
 
 interface Region {
@@ -79,7 +80,7 @@ export class RtnStreamer {
   }
 
   private firstUnitBytes(c: Candidate): number {
-    const { block } = this.s;
+    const block = this.s.blockOf(c);
     return unitRange({
       ...planUnits(c.storedNK, c.K, c.N, block, this.unitBytes)[0]!,
       storedNK: c.storedNK,
@@ -90,12 +91,12 @@ export class RtnStreamer {
   }
 
   private outBytes(c: Candidate): number {
-    const { block } = this.s;
+    const block = this.s.blockOf(c);
     return align((c.N * c.K * this.s.bitsOf(c)) / 8) + align((c.N * c.K * 4) / block) + align((c.N * c.K) / block);
   }
 
   private shapeStreams(c: Candidate): boolean {
-    const { block } = this.s;
+    const block = this.s.blockOf(c);
     return c.K % block === 0 && c.N % 4 === 0 && this.firstUnitBytes(c) <= 256 * 2 ** 20 && this.outBytes(c) <= MAX_BYTES / 4;
   }
 
@@ -109,7 +110,8 @@ export class RtnStreamer {
   }
 
   private async streamOne(c: Candidate, at: number): Promise<Quantized> {
-    const { block, sym } = this.s;
+    const { sym } = this.s;
+    const block = this.s.blockOf(c);
     const { K, N } = c,
       b = this.s.bitsOf(c),
       kBlocks = K / block,

@@ -46,9 +46,9 @@ export async function quantizeAll(todo: readonly Candidate[], d: ScheduleDeps): 
     }
   };
   for (const c of todo) {
-    if (c.kind === 'gather' && c.K % s.block !== 0) {
+    if (c.kind === 'gather' && c.K % s.blockOf(c) !== 0) {
       d.skip(
-        `${c.node.name || 'Gather'}: embedding width ${c.K} is not a multiple of block ${s.block} (GatherBlockQuantized needs whole blocks)`,
+        `${c.node.name || 'Gather'}: embedding width ${c.K} is not a multiple of block ${s.blockOf(c)} (GatherBlockQuantized needs whole blocks)`,
       );
       continue;
     }
@@ -85,7 +85,7 @@ async function quantizeWeight(c: Candidate, m: QuantMethod, calib: CalibrationDa
   if (m.streamable && d.streamer.fits(c)) return d.streamer.quantize(c);
   const { s, exec } = d;
   const { K, N } = c;
-  const p = { bits: s.bitsOf(c), blockSize: s.block, symmetric: s.sym };
+  const p = { bits: s.bitsOf(c), blockSize: s.blockOf(c), symmetric: s.sym };
   const rs = d.rowScale?.get(c.w.value.name);
   const weight: WeightSlices = {
     K,

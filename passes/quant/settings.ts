@@ -26,6 +26,8 @@ export interface QuantSettings {
   accuracyLevel: number;
   /** The bits `c` is quantized to. */
   bitsOf(c: Candidate): 4 | 8;
+  /** The block size `c` is quantized with (`block`, or its --budget choice). */
+  blockOf(c: Candidate): number;
 }
 
 /** A validated bits option (4 or 8), or `fallback` when unset. */

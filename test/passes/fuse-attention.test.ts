@@ -299,6 +299,36 @@ describe('fuse-attention: encoder forms', () => {
     console.log(`fuse-attention GPT-2 K^T concat: cosine ${res.minCosine.toFixed(8)}, max abs ${res.maxAbs.toExponential(2)}`);
   });
 
+  it('fuses tf2onnx Einsum attention ([B, S, N, D] heads, key operand first, scale on q) with a padding mask', async () => {
+    const b = new GraphBuilder({ opset: 17 });
+    const r = rng(9);
+    const x = b.input('x', DataType.FLOAT, ['batch', 'seq', C]);
+    const ein = (equation: string, inputs: Value[]) => b.op1('Einsum', inputs, { attrs: { equation } });
+    const proj = (name: string) =>
+      b.op1('Add', [
+        ein('abc,cde->abde', [x, b.constF32(`${name}.w`, [C, N, D], randn(r, C * N * D, 0.2))]),
+        b.constF32(`${name}.b`, [N, D], randn(r, N * D, 0.1)),
+      ]);
+    const q = b.op1('Mul', [proj('q'), b.constScalarF32('scale', 1 / Math.sqrt(D))]);
+    const keep = b.op1('Cast', [b.op1('Unsqueeze', [b.input('keep', DataType.INT64, ['batch', 'seq']), b.constInt64('axes12', [1, 2])])], {
+      attrs: { to: DataType.FLOAT },
+    });
+    const bias = b.op1('Mul', [b.op1('Sub', [b.constScalarF32('one', 1), keep]), b.constScalarF32('neg', -10000)]);
+    const s = b.op1('Add', [ein('aecd,abcd->acbe', [proj('k'), q]), bias]);
+    const ctx = ein('acbe,aecd->abcd', [b.op1('Softmax', [s], { attrs: { axis: 3 } }), proj('v')]);
+    b.output(ein('abcd,cde->abe', [ctx, b.constF32('o.w', [N, D, C], randn(r, N * D * C, 0.2))]), 'y', DataType.FLOAT);
+    const m = b.build();
+    await inferShapes.run(m, { writeValueInfo: false }, {});
+    const res = await fuseAndCompare(m, fuseAttention, {}, { dims: { batch: 2, seq: 6 }, fixed: { keep: keepFirst(2, 6) } });
+    expect(res.stats.counts.mha).toBe(1);
+    const ops = opCounts(m);
+    expect(ops.MultiHeadAttention).toBe(1);
+    expect(ops.Softmax ?? 0).toBe(0);
+    expect(ops.Einsum).toBe(4);
+    expect(res.maxAbs).toBeLessThan(1e-4);
+    console.log(`fuse-attention tf2onnx Einsum: cosine ${res.minCosine.toFixed(8)}, max abs ${res.maxAbs.toExponential(2)}`);
+  });
+
   it('says why it leaves a Megatron multiplicative mask (s * m - 10000 * (1 - m)) with m a float input', async () => {
     const m = buildEncoder({});
     const g = m.graph;

@@ -1,0 +1,107 @@
+// `edgec eval`: perplexity, KL and top-1 of quantized candidates, checked against the same figures
+// computed here from onnxruntime's logits by hand, and against torch's perplexity of the trained LM.
+import fs from 'node:fs';
+import path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadModel } from '../../ir/index.js';
+import { loadInputs } from '../../runtime/inputs.js';
+import { toOrtTensor } from '../../runtime/ort.js';
+import { ROOT, cli, tmpDir } from './helpers.js';
+
+const dir = tmpDir('eval');
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+const DEC = path.join(ROOT, 'fixtures/export/decoder_nokv');
+
+interface Hand {
+  ppl: number;
+  pplRef: number;
+  kl: number;
+  top1: number;
+}
+
+/** The figures by hand: log-softmax in float64 of each real position, padding (mask 0) skipped. */
+async function byHand(ref: string, cand: string, inputs: string): Promise<Hand> {
+  const sets = loadInputs(loadModel(ref), { inputs: [inputs] }).sets;
+  const sr = await ort.InferenceSession.create(ref),
+    sc = await ort.InferenceSession.create(cand);
+  let nllR = 0,
+    nllC = 0,
+    n = 0,
+    kl = 0,
+    agree = 0,
+    pos = 0;
+  const logSoftmax = (d: Float32Array, off: number, V: number) => {
+    let m = -Infinity;
+    for (let i = 0; i < V; i++) m = Math.max(m, d[off + i]!);
+    let s = 0;
+    for (let i = 0; i < V; i++) s += Math.exp(d[off + i]! - m);
+    return Array.from({ length: V }, (_, i) => d[off + i]! - m - Math.log(s));
+  };
+  const argmax = (xs: number[]) => xs.indexOf(Math.max(...xs));
+  for (const s of sets) {
+    const feeds = Object.fromEntries(sr.inputNames.map((k) => [k, toOrtTensor(s[k]!)]));
+    const a = (await sr.run(feeds)).logits!,
+      b = (await sc.run(feeds)).logits!;
+    const [B, S, V] = a.dims as number[];
+    const ids = s.input_ids!.toNumbers(),
+      mask = s.attention_mask!.toNumbers();
+    for (let r = 0; r < B!; r++)
+      for (let t = 0; t < S!; t++) {
+        if (!mask[r * S! + t]) continue;
+        const lp = logSoftmax(a.data as Float32Array, (r * S! + t) * V!, V!),
+          lq = logSoftmax(b.data as Float32Array, (r * S! + t) * V!, V!);
+        kl += lp.reduce((acc, x, i) => acc + Math.exp(x) * (x - lq[i]!), 0);
+        if (argmax(lp) === argmax(lq)) agree++;
+        pos++;
+        if (t + 1 < S! && mask[r * S! + t + 1]) {
+          const next = ids[r * S! + t + 1]!;
+          nllR -= lp[next]!;
+          nllC -= lq[next]!;
+          n++;
+        }
+      }
+  }
+  return { ppl: Math.exp(nllC / n), pplRef: Math.exp(nllR / n), kl: kl / pos, top1: agree / pos };
+}
+
+describe('edgec eval', () => {
+  it('reports the perplexity, delta, KL and top-1 computed by hand from onnxruntime logits, with window noise', async () => {
+    const q = path.join(dir, 'q4.onnx');
+    expect((await cli('quantize', path.join(DEC, 'model.onnx'), '-o', q, '--block-size', '32')).code).toBe(0);
+    const r = await cli('eval', '--model', path.join(DEC, 'model.onnx'), '--candidate', q, '--inputs', DEC, '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout);
+    const h = await byHand(path.join(DEC, 'model.onnx'), q, DEC);
+    expect(j.reference.perplexity.value).toBeCloseTo(h.pplRef, 6);
+    const c = j.candidates[0];
+    expect(c.perplexity.value).toBeCloseTo(h.ppl, 6);
+    expect(c.perplexityDelta.value).toBeCloseTo(h.ppl - h.pplRef, 6);
+    expect(c.kl.value).toBeCloseTo(h.kl, 8);
+    expect(c.top1.value).toBeCloseTo(h.top1, 10);
+    // 3 sets, one of them batch 2 with a padded row: 4 windows; the row's 8 padded positions are not scored.
+    expect(j.windows).toBe(4);
+    expect(j.positions).toBe(64 + 40 + 32 + 128);
+    expect(j.scored).toBe(63 + 39 + 31 + 127);
+    for (const f of [c.perplexity, c.perplexityDelta, c.kl, c.top1]) expect(f.stderr).toBeGreaterThan(0);
+    // Paired windows: the delta's noise is below either perplexity's own.
+    expect(c.perplexityDelta.stderr).toBeLessThan(c.perplexity.stderr);
+  }, 120_000);
+
+  it('refuses bad input with exit 2 and one line', async () => {
+    const m = path.join(DEC, 'model.onnx');
+    const bad = path.join(dir, 'bad-ids.txt');
+    fs.writeFileSync(bad, '1 2 x\n');
+    for (const args of [
+      ['--candidate', m, '--inputs', DEC],
+      ['--model', m],
+      ['--model', m, '--tokens', bad],
+      ['--model', path.join(dir, 'missing.onnx'), '--inputs', DEC],
+      ['--model', m, '--inputs', DEC, '--bootstrap', '-3'],
+    ]) {
+      const r = await cli('eval', ...args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    }
+  }, 60_000);
+});
