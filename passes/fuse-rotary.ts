@@ -11,6 +11,7 @@ import type { OptionSchema, OptionsOf } from './pass.js';
 import { constTensor, other, producer, replaceOutput, sameDim, splitHeads } from './pattern.js';
 import { tableSource, type TableSource } from './rotary-tables.js';
 import { defineRule, fusionPass, skip, Skip, type Match } from './rule.js';
+import { rotaryHeadsRule } from './rotary-heads.js';
 
 const OPTIONS = {
   maxPositions: {
@@ -259,8 +260,10 @@ export const rotaryRule = defineRule<RotaryMatch, RotaryState, Opts>({
 
 export const fuseRotary = fusionPass({
   name: 'fuse-rotary',
-  description: 'HF rotate_half rotary embedding (cos/sin from a cache or from inv_freq, partial rotary) -> com.microsoft RotaryEmbedding',
+  description:
+    'HF rotate_half rotary embedding (cos/sin from a cache or from inv_freq, partial rotary) -> com.microsoft RotaryEmbedding;' +
+    ' one already on split heads runs on the 3-D projection',
   options: OPTIONS,
   requires: ['shapes'],
-  rules: [rotaryRule],
+  rules: [rotaryRule, rotaryHeadsRule],
 });
