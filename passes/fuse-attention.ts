@@ -593,52 +593,13 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
       bias: { expand: bias.expand, key: k.x, keyAxis: 1 },
       ...withoutShapeReads([...core.nodes, ...q.nodes, ...k.nodes, ...v.nodes], [core.out]),
       spec: { opType: 'MultiHeadAttention', inputs, attrs },
+      ...(causalMask(core) ? { note: `MultiHeadAttention, not GroupQueryAttention: ${NO_CACHE}` } : {}),
     };
   }
   if (core.kDirect) return skip(`${where}: key taken with perm [0,2,3,1] but value or head sizes do not fit MultiHeadAttention`);
   // Decoder: key/value in BNSH, maybe from a KV cache and with repeated heads.
-  const rk = repeatKv(core.k4),
-    rv = repeatKv(core.v4);
-  const kc = cacheConcat(rk?.kv ?? core.k4),
-    vc = cacheConcat(rv?.kv ?? core.v4);
-  const kn = kc && splitHeads(kc.fresh),
-    vn = vc && splitHeads(vc.fresh);
-  const gqa =
-    mode === 'gqa' &&
-    !core.select &&
-    kc &&
-    vc &&
-    kn &&
-    vn &&
-    core.mask &&
-    kn.d === q.d &&
-    vn.d === q.d &&
-    kn.n === vn.n &&
-    core.heads % kn.n === 0 &&
-    (rk ? rk.rep : 1) * kn.n === core.heads &&
-    (rv ? rv.rep : 1) * vn.n === core.heads
-      ? (causalFromAttentionMask(core.mask) ?? hfCausalMask(core.mask))
-      : null;
-  const pastFits = (c: typeof kc, n: number) => !!c && c.past.shape![1] === n && c.past.shape![3] === q.d;
-  if (gqa && kc && vc && kn && vn && pastFits(kc, kn.n) && pastFits(vc, vn.n)) {
-    const keep = [core.out, kc.concat.outputs[0]!, vc.concat.outputs[0]!];
-    const nodes = [...core.nodes, ...q.nodes, ...(rk?.nodes ?? []), ...(rv?.nodes ?? []), kc.concat, vc.concat, ...kn.nodes, ...vn.nodes];
-    // When the cache path is read elsewhere, MHA on the BNSH key/value below still fits.
-    if (internalOnly(nodes, keep)) {
-      return {
-        kind: 'gqa',
-        core,
-        nodes,
-        outputs: keep,
-        spec: {
-          opType: 'GroupQueryAttention',
-          inputs: [],
-          attrs: { num_heads: core.heads, kv_num_heads: kn.n, scale: { float: core.scale } },
-        },
-        gqa: { attentionMask: gqa.attentionMask, inputs: [q.x, kn.x, vn.x, kc.past, vc.past], concats: [kc.concat, vc.concat] },
-      };
-    }
-  }
+  const g = gqaMatch(core, q, mode);
+  if (typeof g !== 'string') return g;
   // Exact for any mask: MHA over the (repeated) BNSH key/value, the mask as attention_bias.
   const sk = core.k4.shape,
     sv = core.v4.shape;
@@ -652,6 +613,57 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
     bias: { expand: bias.expand, key: core.k4, keyAxis: 2 },
     ...withoutShapeReads([...core.nodes, ...q.nodes], [core.out]),
     spec: { opType: 'MultiHeadAttention', inputs, attrs },
+    ...(g ? { note: `MultiHeadAttention, not GroupQueryAttention: ${g}` } : {}),
+  };
+}
+
+type Heads = NonNullable<ReturnType<typeof splitHeads>>;
+
+const NO_CACHE = 'no KV cache (key/value are not Concat(past input, new) on the sequence axis)';
+
+/** A decoder's causal mask (the HF forms GroupQueryAttention takes). */
+const causalMask = (core: Core) => !!core.mask && !!(causalFromAttentionMask(core.mask) ?? hfCausalMask(core.mask));
+
+/**
+ * GroupQueryAttention for a KV-cache decoder's attention, or why it does not fit (the MHA fallback's
+ * note); '' when nothing says decoder (no cache, no repeat_kv, no causal mask).
+ */
+function gqaMatch(core: Core, q: Heads, mode: string): AttentionMatch | string {
+  const rk = repeatKv(core.k4),
+    rv = repeatKv(core.v4);
+  const kc = cacheConcat(rk?.kv ?? core.k4),
+    vc = cacheConcat(rv?.kv ?? core.v4);
+  if (!kc && !vc && !rk && !rv && !causalMask(core)) return '';
+  if (mode !== 'gqa') return 'fuse-attention{decoder=mha}';
+  if (!kc || !vc) return NO_CACHE;
+  const kn = splitHeads(kc.fresh),
+    vn = splitHeads(vc.fresh);
+  if (!kn || !vn) return 'the new key/value are not a [B, S, kvN*D] projection split into heads';
+  if (kn.d !== q.d || vn.d !== q.d || kn.n !== vn.n || core.heads % kn.n !== 0)
+    return `head sizes or counts do not fit (query ${core.heads}x${q.d}, key ${kn.n}x${kn.d}, value ${vn.n}x${vn.d})`;
+  if ((rk ? rk.rep : 1) * kn.n !== core.heads || (rv ? rv.rep : 1) * vn.n !== core.heads)
+    return `key/value heads (${kn.n}) are not repeated to the ${core.heads} query heads by Unsqueeze/Expand/Reshape`;
+  const pastFits = (c: NonNullable<typeof kc>, n: number) => c.past.shape![1] === n && c.past.shape![3] === q.d;
+  if (!pastFits(kc, kn.n) || !pastFits(vc, vn.n)) return `past key/value are not [B, ${kn.n}, P, ${q.d}]`;
+  if (core.select) return 'the mask is applied by Where on the scores (masked_fill), not added';
+  if (!core.mask) return 'no attention mask (GroupQueryAttention needs the causal + padding mask from attention_mask)';
+  const gqa = causalFromAttentionMask(core.mask) ?? hfCausalMask(core.mask);
+  if (!gqa) return 'the mask is not the HF causal + padding mask built from an attention_mask input';
+  const keep = [core.out, kc.concat.outputs[0]!, vc.concat.outputs[0]!];
+  const nodes = [...core.nodes, ...q.nodes, ...(rk?.nodes ?? []), ...(rv?.nodes ?? []), kc.concat, vc.concat, ...kn.nodes, ...vn.nodes];
+  // When the cache path is read elsewhere, MHA on the BNSH key/value still fits.
+  if (!internalOnly(nodes, keep)) return 'the cache path (Concat, repeat_kv) is read outside the attention';
+  return {
+    kind: 'gqa',
+    core,
+    nodes,
+    outputs: keep,
+    spec: {
+      opType: 'GroupQueryAttention',
+      inputs: [],
+      attrs: { num_heads: core.heads, kv_num_heads: kn.n, scale: { float: core.scale } },
+    },
+    gqa: { attentionMask: gqa.attentionMask, inputs: [q.x, kn.x, vn.x, kc.past, vc.past], concats: [kc.concat, vc.concat] },
   };
 }
 

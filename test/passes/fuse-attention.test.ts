@@ -247,7 +247,19 @@ describe('fuse-attention: encoder forms', () => {
     expect(mha.inputs[1]!.producer?.opType).toBe('Concat');
     expect(mha.inputs[5]!.producer?.opType).toBe('Expand');
     expect(r.maxAbs).toBeLessThan(1e-4);
+    // The fallback says why it is not GroupQueryAttention.
+    expect(r.stats.notes).toEqual([
+      expect.stringMatching(/^attention at '.*': MultiHeadAttention, not GroupQueryAttention: the mask is applied by Where on the scores/),
+    ]);
     console.log(`fuse-attention GPT-2 with cache: cosine ${r.minCosine.toFixed(8)}, max abs ${r.maxAbs.toExponential(2)}`);
+  });
+
+  it('with decoder=mha, a KV-cache decoder gets MultiHeadAttention and the note names the option', async () => {
+    const m = buildEncoder({ causal: true, past: true, mask: 'padding' });
+    await inferShapes.run(m, { writeValueInfo: false }, {});
+    const r = await fuseAndCompare(m, fuseAttention, { decoder: 'mha' }, { dims: { batch: 2 }, fixed: { keep: keepFirst(2, 9) } });
+    expect(r.stats.counts.mhaBnsh).toBe(1);
+    expect(r.stats.notes).toEqual([expect.stringContaining('not GroupQueryAttention: fuse-attention{decoder=mha}')]);
   });
 
   it('fuses GPT-2 with K^T = Concat(past^T, k^T) and its BNSH transpose as present, scores of unknown dims', async () => {
