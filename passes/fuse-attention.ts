@@ -60,6 +60,8 @@ interface Core {
   k4: Value;
   v4: Value;
   scale: number;
+  /** Gemma 2's tanh soft-capping of the scaled scores (0: none); only GroupQueryAttention takes it. */
+  softcap: number;
   mask: Value | null;
   select: Select | null;
   out: Value;
@@ -144,8 +146,20 @@ function keyOf(kTv: Value): { k4: Value; kDirect: Core['kDirect']; nodes: Node[]
 /** The scores chain from the Softmax input back to MatMul(q, k^T): scale, mask, 3-D/4-D Reshapes. */
 function scoresChain(
   sm: Node,
-): { qk: Node; scale: number; mask: Value | null; select: Select | null; reshapes: Node[]; maskRank: number; nodes: Node[] } | string {
+):
+  | {
+      qk: Node;
+      scale: number;
+      softcap: number;
+      mask: Value | null;
+      select: Select | null;
+      reshapes: Node[];
+      maskRank: number;
+      nodes: Node[];
+    }
+  | string {
   let cur = sm.inputs[0]!;
+  let softcap = 0;
   let scale = 1,
     mask: Value | null = null,
     select: Select | null = null,
@@ -156,7 +170,18 @@ function scoresChain(
   for (let step = 0; step < 8; step++) {
     const p = cur.producer;
     if (!p || p.domain !== '') break;
-    if (p.opType === 'MatMul' || p.opType === 'Einsum') return { qk: p, scale, mask, select, reshapes, maskRank, nodes: [...nodes, p] };
+    if (p.opType === 'MatMul' || p.opType === 'Einsum')
+      return { qk: p, scale, softcap, mask, select, reshapes, maskRank, nodes: [...nodes, p] };
+    const cap = softcapOf(p);
+    if (cap) {
+      // Gemma 2: cap * tanh(scaled / cap), then the mask, as GroupQueryAttention's softcap does.
+      if (scaled || softcap) return 'the scores are scaled after soft-capping';
+      if (select) return 'the scores are masked by Where before soft-capping';
+      softcap = cap.cap;
+      nodes.push(...cap.nodes);
+      cur = cap.x;
+      continue;
+    }
     if (p.opType === 'Reshape') {
       reshapes.push(p);
     } else if (p.opType === 'Add' && !mask) {
@@ -196,11 +221,30 @@ function scoresChain(
   return 'scores are not MatMul(q, k^T) scaled by a constant and masked by an Add';
 }
 
-/** Through Div/Mul by constants and Reshapes to a MatMul. */
+/** Soft-capped scores c * tanh(x / c) (or x * (1/c)): x, c and the nodes; null otherwise. */
+function softcapOf(mul: Node): { x: Value; cap: number; nodes: Node[] } | null {
+  if (mul.opType !== 'Mul') return null;
+  const i = mul.inputs.findIndex((v) => constScalar(v) !== null);
+  const cap = i >= 0 ? constScalar(mul.inputs[i])! : 0;
+  const tanh = producer(mul.inputs[1 - i], 'Tanh');
+  const inner = tanh?.inputs[0]?.producer;
+  if (!tanh || !inner || inner.domain !== '' || !(cap > 0)) return null;
+  let x: Value | undefined;
+  if (inner.opType === 'Div' && constScalar(inner.inputs[1]) !== null && Math.abs(constScalar(inner.inputs[1])! - cap) <= 1e-6 * cap)
+    x = inner.inputs[0]!;
+  else if (inner.opType === 'Mul') {
+    const j = inner.inputs.findIndex((v) => constScalar(v) !== null);
+    if (j >= 0 && Math.abs(constScalar(inner.inputs[j])! * cap - 1) <= 1e-6) x = inner.inputs[1 - j]!;
+  }
+  return x ? { x, cap, nodes: [mul, tanh, inner] } : null;
+}
+
+/** Through Div/Mul by constants, soft-capping (Tanh) and Reshapes to a MatMul. */
 function reachesMatMul(v: Value | null | undefined, depth = 0): boolean {
   const p = v?.producer;
   if (!p || p.domain !== '' || depth > 6) return false;
   if (p.opType === 'MatMul' || p.opType === 'Einsum') return true;
+  if (p.opType === 'Tanh') return reachesMatMul(p.inputs[0], depth + 1);
   if (p.opType === 'Reshape') return reachesMatMul(p.inputs[0], depth + 1);
   if (p.opType === 'Where') return reachesMatMul(p.inputs[1], depth + 1);
   if (p.opType === 'Div') return constScalar(p.inputs[1]) !== null && reachesMatMul(p.inputs[0], depth + 1);
@@ -282,6 +326,7 @@ function einsumCore(sm: Node, pv: Node, sc: Exclude<ReturnType<typeof scoresChai
     v4,
     kDirect: null,
     scale,
+    softcap: sc.softcap,
     mask: sc.mask,
     select: sc.select,
     out: pv.outputs[0]!,
@@ -359,6 +404,7 @@ function matchCore(sm: Node): Core | string | null {
     kDirect: key.kDirect,
     v4,
     scale,
+    softcap: sc.softcap,
     mask: sc.mask,
     select: sc.select,
     out: ctx.out,
@@ -564,7 +610,9 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
   if (!core) return null;
   if (typeof core === 'string') return skip(core);
   const where = `attention at '${sm.name}'`;
+  const capped = (why: string) => skip(`${where}: soft-capped scores (tanh, Gemma 2) need GroupQueryAttention's softcap: ${why}`);
   if (core.bsnd) {
+    if (core.softcap) return capped('not a decoder');
     const bias = biasShape(core, core.q4);
     if (typeof bias === 'string') return skip(`${where}: ${bias}`);
     return {
@@ -594,6 +642,7 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
   const bias = biasShape(core, q.x);
   if (typeof bias === 'string') return skip(`${where}: ${bias}`);
   if (k && v && k.n === core.heads && v.n === core.heads && k.d === q.d && v.d === core.vHeadSize) {
+    if (core.softcap) return capped(NO_CACHE);
     const inputs: (Value | null)[] = [q.x, k.x, v.x];
     if (core.mask) inputs.push(null, null, core.mask);
     return {
@@ -609,6 +658,7 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
   // Decoder: key/value in BNSH, maybe from a KV cache and with repeated heads.
   const g = gqaMatch(core, q, mode);
   if (typeof g !== 'string') return g;
+  if (core.softcap) return capped(g || 'not a decoder');
   // Exact for any mask: MHA over the (repeated) BNSH key/value, the mask as attention_bias.
   const sk = core.k4.shape,
     sv = core.v4.shape;
@@ -670,7 +720,12 @@ function gqaMatch(core: Core, q: Heads, mode: string): AttentionMatch | string {
     spec: {
       opType: 'GroupQueryAttention',
       inputs: [],
-      attrs: { num_heads: core.heads, kv_num_heads: kn.n, scale: { float: core.scale } },
+      attrs: {
+        num_heads: core.heads,
+        kv_num_heads: kn.n,
+        scale: { float: core.scale },
+        ...(core.softcap ? { softcap: { float: core.softcap } } : {}),
+      },
     },
     gqa: { attentionMask: gqa.attentionMask, inputs: [q.x, kn.x, vn.x, kc.past, vc.past], concats: [kc.concat, vc.concat] },
   };

@@ -32,6 +32,7 @@ const NPU: Record<string, Partial<CompileOptions>> = {
   projector: { fix: { num_tokens: 196 } },
   decoder_nokv: { context: 64 },
   decoder_kv: { prefillChunk: 8, context: 41 },
+  decoder_gemma2: { prefillChunk: 8, context: 41 },
   classifier: { imageSizes: ['64x64'] },
   convnet: { imageSizes: ['32x32'] },
   textdet: { imageSizes: ['160x96'] },
@@ -40,6 +41,12 @@ const NPU: Record<string, Partial<CompileOptions>> = {
 /** What does not compile today, exactly: exit 1, every node named with its reason. The whole-MLLM
  * export (NonZero/ScatterND masked_scatter) compiles everywhere since the masked-scatter pass. */
 const FAILS: Record<string, { count: number; lines: string[]; args: string[] }> = {};
+/** Compiles whose verification fails today, asserted as they fail (the gap is open in issue #10): Gemma 2's
+ * npu decode variant (MQA, uint16 QDQ without fusions) misses 0.99 on one present value of its synthetic set,
+ * while its logits pass (kl 0.0025). */
+const VERIFY_FAILS: Record<string, RegExp> = {
+  'decoder_gemma2/npu': /verification failed for 1 output/,
+};
 
 // ---- an ONNX TensorProto reader of our own (fields 1 dims, 2 data_type, 4 float_data, 5 int32_data, 7 int64_data, 8 name, 9 raw_data)
 
@@ -402,6 +409,14 @@ describe('compile figures agree with an independent re-run of the artifact', () 
         rows.push(
           `| ${model} | ${target} | does not compile: exit 1, ${[...new Set(named.map((l) => /\((\w+)\)/.exec(l)?.[1]))].join(', ')} | | | | | |`,
         );
+        return;
+      }
+      const known = VERIFY_FAILS[`${model}/${target}`];
+      if (known) {
+        await expect(
+          compile(src, { target, out, inputs: [path.join(ROOT, model)], ...(target === 'npu' ? NPU[model] : {}) }),
+        ).rejects.toThrow(known);
+        rows.push(`| ${model} | ${target} | verification fails (known gap): ${known.source} | | | | | |`);
         return;
       }
       await compile(src, { target, out, inputs: [path.join(ROOT, model)], ...(target === 'npu' ? NPU[model] : {}) });
