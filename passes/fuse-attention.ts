@@ -144,9 +144,7 @@ function keyOf(kTv: Value): { k4: Value; kDirect: Core['kDirect']; nodes: Node[]
 }
 
 /** The scores chain from the Softmax input back to MatMul(q, k^T): scale, mask, 3-D/4-D Reshapes. */
-function scoresChain(
-  sm: Node,
-):
+function scoresChain(sm: Node):
   | {
       qk: Node;
       scale: number;
