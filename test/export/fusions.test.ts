@@ -40,6 +40,8 @@ const EXPECTED: Record<string, Record<string, number>> = {
   decoder_nokv: { SimplifiedLayerNormalization: 1, SkipSimplifiedLayerNormalization: 4, RotaryEmbedding: 4, MultiHeadAttention: 2 },
   // With past/present KV and transformers >= 4.40's causal + padding mask: one GroupQueryAttention per layer.
   decoder_kv: { SimplifiedLayerNormalization: 1, SkipSimplifiedLayerNormalization: 4, RotaryEmbedding: 4, GroupQueryAttention: 2 },
+  // Phi-3: fused qkv_proj sliced into q/k/v, partial rotary (8 of 16 dims), fused gate_up_proj.
+  decoder_phi3: { SimplifiedLayerNormalization: 1, SkipSimplifiedLayerNormalization: 4, RotaryEmbedding: 4, GroupQueryAttention: 2 },
   // Gemma 2 (MQA, head_dim 32 x 4 heads over hidden 64, gelu-tanh gate, (1 + w) norms): its soft-capped scores
   // (5 * tanh(s / 5)) become GroupQueryAttention's softcap.
   decoder_gemma2: {

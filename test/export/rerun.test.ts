@@ -33,6 +33,7 @@ const NPU: Record<string, Partial<CompileOptions>> = {
   decoder_nokv: { context: 64 },
   decoder_kv: { prefillChunk: 8, context: 41 },
   decoder_gemma2: { prefillChunk: 8, context: 41 },
+  decoder_phi3: { prefillChunk: 8, context: 41 },
   classifier: { imageSizes: ['64x64'] },
   convnet: { imageSizes: ['32x32'] },
   textdet: { imageSizes: ['160x96'] },
@@ -41,11 +42,12 @@ const NPU: Record<string, Partial<CompileOptions>> = {
 /** What does not compile today, exactly: exit 1, every node named with its reason. The whole-MLLM
  * export (NonZero/ScatterND masked_scatter) compiles everywhere since the masked-scatter pass. */
 const FAILS: Record<string, { count: number; lines: string[]; args: string[] }> = {};
-/** Compiles whose verification fails today, asserted as they fail (the gap is open in issue #10): Gemma 2's
- * npu decode variant (MQA, uint16 QDQ without fusions) misses 0.99 on one present value of its synthetic set,
- * while its logits pass (kl 0.0025). */
+/** Compiles whose verification fails today, asserted as they fail (the gap is open in issue #10, npu QDQ of the
+ * small hidden-64 decoders): Gemma 2's decode variant misses 0.99 on one present value of its synthetic set (logits
+ * pass, kl 0.0025); Phi-3's decode logits reach kl 0.26 on it and 0.089 through its own cache (prefill kl 0.0019). */
 const VERIFY_FAILS: Record<string, RegExp> = {
   'decoder_gemma2/npu': /verification failed for 1 output/,
+  'decoder_phi3/npu': /verification failed for \d+ outputs/,
 };
 
 // ---- an ONNX TensorProto reader of our own (fields 1 dims, 2 data_type, 4 float_data, 5 int32_data, 7 int64_data, 8 name, 9 raw_data)
