@@ -32,6 +32,12 @@ export interface RtnUnitJob {
   /** Thread i's window is at windows + i * windowStride. */
   windows: number;
   windowStride: number;
+  /**
+   * Outputs to the spill file rather than `target`: the kernel writes the unit's codes, scales and
+   * zero points for its blocks alone ([N][b1 - b0] cells) at `outAt` past the thread's window, and
+   * the thread writes them to `file` at these offsets (band-major; the streamer reorders them).
+   */
+  bandSpill?: { file: string; outAt: number; codes: number; scales: number; zeroPoints: number };
 }
 
 /** Bytes of the stored tensor a unit covers (contiguous in both layouts). */
@@ -43,24 +49,39 @@ export function unitRange(j: Pick<RtnUnitJob, 'storedNK' | 'K' | 'N' | 'n0' | 'n
   return { start: j.b0 * j.blockSize * j.N * 4, length: (j.b1 - j.b0) * j.blockSize * j.N * 4 };
 }
 
-/** Units of at most about `unitBytes` of fp32 (at least one block row or four columns). */
-export function planUnits(
+export interface UnitRect {
+  n0: number;
+  n1: number;
+  b0: number;
+  b1: number;
+}
+
+/**
+ * Slabs of output columns with their units of at most about `unitBytes` of fp32 (at least one block
+ * row or four columns): one slab of block-row bands for [K, N]; for [N, K] each unit (a contiguous
+ * column range) is a slab of its own.
+ */
+export function planSlabs(
   storedNK: boolean,
   K: number,
   N: number,
   blockSize: number,
   unitBytes: number,
-): { n0: number; n1: number; b0: number; b1: number }[] {
-  const kBlocks = K / blockSize,
-    out = [];
+): { n0: number; n1: number; units: UnitRect[] }[] {
+  const kBlocks = K / blockSize;
   if (storedNK) {
-    const step = Math.max(4, Math.floor(unitBytes / (K * 4)) & ~3);
-    for (let n0 = 0; n0 < N; n0 += step) out.push({ n0, n1: Math.min(N, n0 + step), b0: 0, b1: kBlocks });
-  } else {
-    const step = Math.max(1, Math.floor(unitBytes / (blockSize * N * 4)));
-    for (let b0 = 0; b0 < kBlocks; b0 += step) out.push({ n0: 0, n1: N, b0, b1: Math.min(kBlocks, b0 + step) });
+    const out = [],
+      step = Math.max(4, Math.floor(unitBytes / (K * 4)) & ~3);
+    for (let n0 = 0; n0 < N; n0 += step) {
+      const n1 = Math.min(N, n0 + step);
+      out.push({ n0, n1, units: [{ n0, n1, b0: 0, b1: kBlocks }] });
+    }
+    return out;
   }
-  return out;
+  const units = [],
+    step = Math.max(1, Math.floor(unitBytes / (blockSize * N * 4)));
+  for (let b0 = 0; b0 < kBlocks; b0 += step) units.push({ n0: 0, n1: N, b0, b1: Math.min(kBlocks, b0 + step) });
+  return [{ n0: 0, n1: N, units }];
 }
 
 let scratch = new Uint8Array(0);
@@ -102,5 +123,44 @@ export function runRtnUnit(j: RtnUnitJob, k: BoundKernel, thread: number): { se:
     const f = new Float32Array(dst.buffer, dst.byteOffset, ns * rows);
     for (let i = 0; i < f.length; i++) f[i] = Math.fround(f[i]! * j.alpha);
   }
-  return rtnBandAt(k, window, j.n0, ns, j.b0, j.b1, j.bits, j.blockSize, j.symmetric, j.target);
+  if (!j.bandSpill) return rtnBandAt(k, window, j.n0, ns, j.b0, j.b1, j.bits, j.blockSize, j.symmetric, j.target);
+  // Addresses are offset by b0 so the kernel's absolute block index lands at the unit's first cell
+  // (i32 arithmetic wraps, so a negative base is fine).
+  const sp = j.bandSpill,
+    o = window + sp.outAt,
+    blob = (j.blockSize * j.bits) / 8,
+    cells = ns * blocks;
+  const t = {
+    codes: o - j.b0 * blob,
+    scales: o + bandOut(cells * blob) - j.b0 * 4,
+    zeroPoints: o + bandOut(cells * blob) + bandOut(cells * 4) - j.b0,
+    kBlocks: blocks,
+  };
+  const e = rtnBandAt(k, window, 0, ns, j.b0, j.b1, j.bits, j.blockSize, j.symmetric, t);
+  const heap = new Uint8Array(k.memory.buffer);
+  const fd = fs.openSync(sp.file, 'r+');
+  try {
+    writeAll(fd, heap.subarray(o, o + cells * blob), sp.codes);
+    writeAll(fd, heap.subarray(o + bandOut(cells * blob), o + bandOut(cells * blob) + cells * 4), sp.scales);
+    if (!j.symmetric)
+      writeAll(
+        fd,
+        heap.subarray(o + bandOut(cells * blob) + bandOut(cells * 4), o + bandOut(cells * blob) + bandOut(cells * 4) + cells),
+        sp.zeroPoints,
+      );
+  } finally {
+    fs.closeSync(fd);
+  }
+  return e;
+}
+
+/** Bytes a band-spilled unit's outputs take past its window: codes, scales, zero points, each 16-aligned. */
+export const bandOut = (bytes: number): number => (bytes + 15) & ~15;
+
+export function bandOutBytes(cells: number, blob: number): number {
+  return bandOut(cells * blob) + bandOut(cells * 4) + bandOut(cells);
+}
+
+function writeAll(fd: number, bytes: Uint8Array, at: number): void {
+  for (let done = 0; done < bytes.length;) done += fs.writeSync(fd, bytes, done, bytes.length - done, at + done);
 }
