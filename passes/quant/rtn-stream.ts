@@ -32,12 +32,6 @@ export interface RtnUnitJob {
   /** Thread i's window is at windows + i * windowStride. */
   windows: number;
   windowStride: number;
-  /**
-   * Outputs to the spill file rather than `target`: the kernel writes the unit's codes, scales and
-   * zero points for its blocks alone ([N][b1 - b0] cells) at `outAt` past the thread's window, and
-   * the thread writes them to `file` at these offsets (band-major; the streamer reorders them).
-   */
-  bandSpill?: { file: string; outAt: number; codes: number; scales: number; zeroPoints: number };
 }
 
 /** Bytes of the stored tensor a unit covers (contiguous in both layouts). */
@@ -123,44 +117,5 @@ export function runRtnUnit(j: RtnUnitJob, k: BoundKernel, thread: number): { se:
     const f = new Float32Array(dst.buffer, dst.byteOffset, ns * rows);
     for (let i = 0; i < f.length; i++) f[i] = Math.fround(f[i]! * j.alpha);
   }
-  if (!j.bandSpill) return rtnBandAt(k, window, j.n0, ns, j.b0, j.b1, j.bits, j.blockSize, j.symmetric, j.target);
-  // Addresses are offset by b0 so the kernel's absolute block index lands at the unit's first cell
-  // (i32 arithmetic wraps, so a negative base is fine).
-  const sp = j.bandSpill,
-    o = window + sp.outAt,
-    blob = (j.blockSize * j.bits) / 8,
-    cells = ns * blocks;
-  const t = {
-    codes: o - j.b0 * blob,
-    scales: o + bandOut(cells * blob) - j.b0 * 4,
-    zeroPoints: o + bandOut(cells * blob) + bandOut(cells * 4) - j.b0,
-    kBlocks: blocks,
-  };
-  const e = rtnBandAt(k, window, 0, ns, j.b0, j.b1, j.bits, j.blockSize, j.symmetric, t);
-  const heap = new Uint8Array(k.memory.buffer);
-  const fd = fs.openSync(sp.file, 'r+');
-  try {
-    writeAll(fd, heap.subarray(o, o + cells * blob), sp.codes);
-    writeAll(fd, heap.subarray(o + bandOut(cells * blob), o + bandOut(cells * blob) + cells * 4), sp.scales);
-    if (!j.symmetric)
-      writeAll(
-        fd,
-        heap.subarray(o + bandOut(cells * blob) + bandOut(cells * 4), o + bandOut(cells * blob) + bandOut(cells * 4) + cells),
-        sp.zeroPoints,
-      );
-  } finally {
-    fs.closeSync(fd);
-  }
-  return e;
-}
-
-/** Bytes a band-spilled unit's outputs take past its window: codes, scales, zero points, each 16-aligned. */
-export const bandOut = (bytes: number): number => (bytes + 15) & ~15;
-
-export function bandOutBytes(cells: number, blob: number): number {
-  return bandOut(cells * blob) + bandOut(cells * 4) + bandOut(cells);
-}
-
-function writeAll(fd: number, bytes: Uint8Array, at: number): void {
-  for (let done = 0; done < bytes.length;) done += fs.writeSync(fd, bytes, done, bytes.length - done, at + done);
+  return rtnBandAt(k, window, j.n0, ns, j.b0, j.b1, j.bits, j.blockSize, j.symmetric, j.target);
 }

@@ -6,7 +6,7 @@
 import { DataType } from '../../ir/index.js';
 import type { Candidate } from './candidates.js';
 import { SHARED_MAX_PAGES, bindKernel, simdAvailable, type BandTarget, type BoundKernel } from './methods/rtn-simd.js';
-import { bandOutBytes, planSlabs, runRtnUnit, unitRange, type RtnUnitJob, type UnitRect } from './rtn-stream.js';
+import { planSlabs, runRtnUnit, unitRange, type RtnUnitJob, type UnitRect } from './rtn-stream.js';
 import { SpillFile } from './spill.js';
 import type { Quantized, QuantizedWeight } from './types.js';
 import type { ErrorSums, QuantPool } from './workers.js';
@@ -60,8 +60,6 @@ export class RtnStreamer {
   /** Output regions of weights in flight; `freed` settles when the outputs have been copied out. */
   private readonly live = new Map<Region, { freed: Promise<void>; release: () => void }>();
   private readonly windowStride: number;
-  /** A band-spilled unit's outputs lie this far past its thread's window. */
-  private readonly outAt: number;
   private readonly unitBytes: number;
   private spill?: SpillFile;
 
@@ -73,8 +71,7 @@ export class RtnStreamer {
   ) {
     this.unitBytes = Math.floor(Math.min(UNIT_BYTES, s.maxSliceMb * 2 ** 20));
     const streams = cands.filter((c) => this.shapeStreams(c));
-    this.outAt = align(Math.max(0, ...streams.map((c) => this.maxUnitBytes(c))) + 32);
-    this.windowStride = this.outAt + Math.max(0, ...streams.map((c) => this.maxBandOut(c)));
+    this.windowStride = align(Math.max(0, ...streams.map((c) => this.maxUnitBytes(c))) + 32);
   }
 
   /** An fp32 weight the kernel takes whole (blocks divide K, N % 4) with room for its outputs. */
@@ -102,8 +99,7 @@ export class RtnStreamer {
     const out: Out = spill
       ? { spill, codes: spill.reserve(N * g.colBytes), scales: spill.reserve(N * kBlocks * 4), zeroPoints }
       : { spill: null, codes: new Uint8Array(N * g.colBytes), scales: new Float32Array(N * kBlocks), zeroPoints };
-    // [K, N] weights spill by bands of block rows (no output region); the others through a region.
-    const sums = out.spill && !c.storedNK ? await this.runBands(c, g, out) : await this.runSlabs(c, g, out);
+    const sums = await this.runSlabs(c, g, out);
     let se = 0,
       ss = 0;
     for (const e of sums) {
@@ -172,46 +168,6 @@ export class RtnStreamer {
     return sums;
   }
 
-  /**
-   * A [K, N] weight by bands of block rows, each unit's outputs written by its thread to the spill
-   * file band after band ([blocks][N] order), then reordered into the final [N][blocks] layout.
-   */
-  private async runBands(c: Candidate, g: Geometry, out: Extract<Out, { spill: SpillFile }>): Promise<ErrorSums[]> {
-    const { N, kBlocks, blob } = g,
-      spill = out.spill;
-    const band = {
-      codes: spill.reserve(N * kBlocks * blob),
-      scales: spill.reserve(N * kBlocks * 4),
-      zeroPoints: spill.reserve(N * kBlocks),
-    };
-    const units = planSlabs(false, c.K, N, g.block, this.unitBytes)[0]!.units;
-    const sums = await this.runUnits(c, g, units, { codes: 0, scales: 0, zeroPoints: 0, kBlocks }, 0, (u) => ({
-      file: spill.file,
-      outAt: this.outAt,
-      codes: band.codes + u.b0 * N * blob,
-      scales: band.scales + u.b0 * N * 4,
-      zeroPoints: band.zeroPoints + u.b0 * N,
-    }));
-    // Inline, thread 0's window is free now (memory already touched); with workers, a region.
-    const own = !this.pool && this.windowStride >= 4 * kBlocks * Math.max(blob, 4),
-      size = own ? this.windowStride & ~31 : 2 * this.unitBytes;
-    const region = own ? null : await this.region(size);
-    try {
-      const heap = () => new Uint8Array(this.memory().buffer, region?.start ?? 0, size);
-      const reorder = (from: number, cell: number, to: number | Uint8Array) =>
-        reorderBands(spill, heap(), units, N, kBlocks, cell, from, to);
-      reorder(band.codes, blob, out.codes);
-      reorder(band.scales, 4, out.scales);
-      if (out.zeroPoints) reorder(band.zeroPoints, 1, out.zeroPoints);
-    } finally {
-      if (region) {
-        this.live.get(region)!.release();
-        this.live.delete(region);
-      }
-    }
-    return sums;
-  }
-
   /** A free region of `bytes` in the kernel's memory, waiting for one when the memory is full. */
   private async region(bytes: number): Promise<Region> {
     let region = this.alloc(bytes);
@@ -244,22 +200,14 @@ export class RtnStreamer {
     return unitRange({ ...u, storedNK: c.storedNK, K: c.K, N: c.N, blockSize: block }).length;
   }
 
-  /** Outputs of the largest band-spilled unit (zero when `c` would not band-spill). */
-  private maxBandOut(c: Candidate): number {
-    if (c.storedNK || this.outBytes(c) < spillMinBytes || !this.s.spillable?.(c)) return 0;
-    const g = this.geometry(c),
-      u = planSlabs(false, c.K, c.N, g.block, this.unitBytes)[0]!.units[0]!;
-    return bandOutBytes((u.b1 - u.b0) * c.N, g.blob);
-  }
-
   private outBytes(c: Candidate): number {
     const block = this.s.blockOf(c);
     return align((c.N * c.K * this.s.bitsOf(c)) / 8) + align((c.N * c.K * 4) / block) + align((c.N * c.K) / block);
   }
 
-  /** The output region `c` needs at most (a slab's outputs, or the reorder buffers). */
+  /** The output region `c` needs at most (one slab's outputs). */
   private regionBytes(c: Candidate): number {
-    if (!c.storedNK) return Math.max(this.outBytes(c), 2 * this.unitBytes);
+    if (!c.storedNK) return this.outBytes(c);
     const g = this.geometry(c),
       u = planSlabs(true, c.K, c.N, g.block, this.unitBytes)[0]!.units[0]!;
     return (u.n1 - u.n0) * (g.colBytes + 5 * g.kBlocks) + 48;
@@ -280,14 +228,7 @@ export class RtnStreamer {
   }
 
   /** Units on the pool or here; their error sums in unit order. */
-  private async runUnits(
-    c: Candidate,
-    g: Geometry,
-    units: UnitRect[],
-    target: BandTarget,
-    slabN0: number,
-    bandSpill?: (u: UnitRect) => RtnUnitJob['bandSpill'],
-  ): Promise<ErrorSums[]> {
+  private async runUnits(c: Candidate, g: Geometry, units: UnitRect[], target: BandTarget, slabN0: number): Promise<ErrorSums[]> {
     const t = c.w.tensor,
       d = t.data;
     const raw = d.kind === 'external' ? null : t.bytes();
@@ -310,53 +251,11 @@ export class RtnStreamer {
           ? { file: d.ref.file, offset: d.ref.offset + start }
           : { offset: 0, bytes: raw!.subarray(start, start + length) };
       // n0, n1 place the outputs in the slab's region; the stored bytes were located above
-      return { ...base, ...u, n0: u.n0 - slabN0, n1: u.n1 - slabN0, ...src, bandSpill: bandSpill?.(u) };
+      return { ...base, ...u, n0: u.n0 - slabN0, n1: u.n1 - slabN0, ...src };
     });
     this.ensure(this.windowsEnd());
     const pool = this.pool;
     if (pool) return Promise.all(jobs.map((j) => pool.rtnUnit(j)));
     return jobs.map((j) => runRtnUnit(j, (this.kernel ??= bindKernel(this.memory())), 0));
-  }
-}
-
-/**
- * Band-major cells ([units][N][blocks of the unit], `cell` bytes each) at `from` in the spill file
- * into the final [N][kBlocks] layout: at `to` in the file, or into an array. Columns go a chunk at a
- * time through `buf` (halves: the units' pieces read, the chunk assembled).
- */
-function reorderBands(
-  spill: SpillFile,
-  buf: Uint8Array,
-  units: UnitRect[],
-  N: number,
-  kBlocks: number,
-  cell: number,
-  from: number,
-  to: number | Uint8Array,
-): void {
-  const half = (buf.length >> 1) & ~15,
-    col = kBlocks * cell,
-    chunk = Math.max(1, Math.floor(half / col));
-  if (chunk * col > half) throw new Error(`reorder buffer of ${half} bytes under one column of ${col}`);
-  const words = new Int32Array(buf.buffer, buf.byteOffset, buf.length >> 2),
-    wide = cell % 4 === 0;
-  for (let n0 = 0; n0 < N; n0 += chunk) {
-    const cols = Math.min(N, n0 + chunk) - n0;
-    for (const u of units) {
-      const piece = (u.b1 - u.b0) * cell;
-      spill.readInto(buf.subarray(0, cols * piece), from + u.b0 * N * cell + n0 * piece);
-      if (wide) {
-        // 4-byte words: pieces are 16 bytes (one block's 4-bit codes) in the common case
-        const pw = piece >> 2,
-          cw = col >> 2,
-          ow = (half >> 2) + ((u.b0 * cell) >> 2);
-        for (let n = 0, i = 0; n < cols; n++) for (let o = ow + n * cw, e = o + pw; o < e;) words[o++] = words[i++]!;
-      } else {
-        for (let n = 0, i = 0; n < cols; n++) for (let o = half + n * col + u.b0 * cell, e = o + piece; o < e;) buf[o++] = buf[i++]!;
-      }
-    }
-    const done = buf.subarray(half, half + cols * col);
-    if (typeof to === 'number') spill.write(done, to + n0 * col);
-    else to.set(done, n0 * col);
   }
 }

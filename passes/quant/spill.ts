@@ -7,7 +7,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ExternalRef } from '../../ir/index.js';
-import { readInto } from '../../ir/external-data.js';
 
 const dirs = new Set<string>();
 let hooked = false;
@@ -38,23 +37,6 @@ export class SpillFile {
   /** A lazy range of the file, saved inline or as external data as the model's own raw_data is. */
   ref(offset: number, length: number): ExternalRef {
     return { file: this.file, location: '', offset, length, extra: [], embedded: true };
-  }
-
-  /** Read `dst.length` bytes at `at` into `dst`. */
-  readInto(dst: Uint8Array, at: number): void {
-    readInto(this.fd!, dst, at);
-  }
-
-  /** The bytes of a reserved range, read back (for the formats that repack them). */
-  read(offset: number, length: number): Uint8Array {
-    const out = new Uint8Array(length);
-    const fd = fs.openSync(this.file, 'r');
-    try {
-      readInto(fd, out, offset);
-    } finally {
-      fs.closeSync(fd);
-    }
-    return out;
   }
 
   /** Stop writing; the file stays until the process exits (the model reads it until saved). */
