@@ -18,6 +18,8 @@ interface Variant {
   probsUsed?: boolean;
   scaleInput?: boolean;
   crossKv?: boolean;
+  /** Gemma 2: cap * tanh(s / cap) after the scale. */
+  softcap?: number;
 }
 
 function build(v: Variant): Model {
@@ -41,6 +43,10 @@ function build(v: Variant): Model {
   const scaleIn = v.scaleInput ? b.input('scale', DataType.FLOAT, []) : null;
   if (v.scale === 'mul') s = b.op1('Mul', [s, b.constScalarF32('inv_sqrt_d', 1 / Math.sqrt(D))]);
   else if (v.scale !== 'none' && v.scale !== 'sdpa') s = b.op1('Div', [s, scaleIn ?? b.constScalarF32('sqrt_d', Math.sqrt(D))]);
+  if (v.softcap) {
+    const cap = b.constScalarF32('cap', v.softcap);
+    s = b.op1('Mul', [b.op1('Tanh', [b.op1('Div', [s, cap])]), cap]);
+  }
   if (v.mask) s = b.op1('Add', [s, b.input('mask', DataType.FLOAT, ['batch', 1, 'seq', 'seq'])]);
   if (v.mask2d) s = b.op1('Add', [s, b.input('mask', DataType.FLOAT, ['seq', 'seq'])]);
   const p = b.op1('Softmax', [s], { attrs: { axis: v.softmaxAxis ?? -1 } });
@@ -87,6 +93,7 @@ describe('fuse-attention', () => {
     ['Softmax over axis 2', { softmaxAxis: 2 }],
     ['attention probabilities also an output', { probsUsed: true }],
     ['scale from a graph input', { scaleInput: true }],
+    ['soft-capped scores without a KV cache (only GroupQueryAttention has softcap)', { softcap: 2, mask: true }],
   ] as [string, Variant][])('leaves alone: %s', async (_, v) => {
     const m = build(v);
     await inferShapes.run(m, { writeValueInfo: false }, {});
@@ -101,6 +108,8 @@ describe('fuse-attention', () => {
     );
     expect(r.stats.counts.mha! + r.stats.counts.gqa! + r.stats.counts.mhaBnsh!).toBe(0);
     expect(r.nodesAfter).toBe(r.nodesBefore);
+    if (v.softcap)
+      expect(r.stats.skipped).toEqual([expect.stringMatching(/soft-capped scores .* need GroupQueryAttention's softcap: no KV cache/)]);
     expect(r.identical).toBe(true);
     expect(r.minCosine).toBe(1);
   });
@@ -247,7 +256,19 @@ describe('fuse-attention: encoder forms', () => {
     expect(mha.inputs[1]!.producer?.opType).toBe('Concat');
     expect(mha.inputs[5]!.producer?.opType).toBe('Expand');
     expect(r.maxAbs).toBeLessThan(1e-4);
+    // The fallback says why it is not GroupQueryAttention.
+    expect(r.stats.notes).toEqual([
+      expect.stringMatching(/^attention at '.*': MultiHeadAttention, not GroupQueryAttention: the mask is applied by Where on the scores/),
+    ]);
     console.log(`fuse-attention GPT-2 with cache: cosine ${r.minCosine.toFixed(8)}, max abs ${r.maxAbs.toExponential(2)}`);
+  });
+
+  it('with decoder=mha, a KV-cache decoder gets MultiHeadAttention and the note names the option', async () => {
+    const m = buildEncoder({ causal: true, past: true, mask: 'padding' });
+    await inferShapes.run(m, { writeValueInfo: false }, {});
+    const r = await fuseAndCompare(m, fuseAttention, { decoder: 'mha' }, { dims: { batch: 2 }, fixed: { keep: keepFirst(2, 9) } });
+    expect(r.stats.counts.mhaBnsh).toBe(1);
+    expect(r.stats.notes).toEqual([expect.stringContaining('not GroupQueryAttention: fuse-attention{decoder=mha}')]);
   });
 
   it('fuses GPT-2 with K^T = Concat(past^T, k^T) and its BNSH transpose as present, scores of unknown dims', async () => {
