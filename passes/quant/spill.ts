@@ -11,7 +11,8 @@ import type { ExternalRef } from '../../ir/index.js';
 const dirs = new Set<string>();
 let hooked = false;
 
-function removeAll(): void {
+/** Remove every spill file of this process (on exit; tests whose workers end without an exit event). */
+export function removeSpillFiles(): void {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
   dirs.clear();
 }
@@ -52,7 +53,7 @@ export class SpillFile {
     dirs.add(dir);
     if (!hooked) {
       hooked = true;
-      process.once('exit', removeAll);
+      process.once('exit', removeSpillFiles);
     }
     this.file = path.join(dir, 'weights.bin');
     this.fd = fs.openSync(this.file, 'w+');

@@ -14,9 +14,13 @@ import { packMatMulNBits } from '../../passes/quant/matmulnbits.js';
 import { packGatherBlockQuantized, type GatherForm } from '../../passes/quant/gather.js';
 import { errorSums } from '../../passes/quant/report.js';
 import { setSpillMinBytes } from '../../passes/quant/rtn-streamer.js';
+import { removeSpillFiles } from '../../passes/quant/spill.js';
 import { TMP, cleanup, clone, weights } from './helpers.js';
 
-afterAll(cleanup);
+afterAll(() => {
+  removeSpillFiles();
+  cleanup();
+});
 
 async function quantize(model: Model, opts: string): Promise<{ m: Model; stats: QuantizeStats }> {
   const m = clone(model);
