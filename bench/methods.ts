@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { rng, randn } from '../runtime/ort.js';
 import { rtnQuantize } from '../passes/quant/methods/rtn.js';
 import { mseSearchQuantize } from '../passes/quant/methods/mse-search.js';
-import { gptqFactors, gptqPick, gptqPlan, gptqScores, gptqApply, releaseGptqMemory } from '../passes/quant/methods/gptq.js';
+import { gptqFactors, gptqPick, gptqPlan, gptqScores, gptqApply, releaseGptqMemory, scoredColumns } from '../passes/quant/methods/gptq.js';
 import { gptqReferenceQuantize } from '../passes/quant/methods/gptq-reference.js';
 import { awqQuantize } from '../passes/quant/methods/awq.js';
 import type { CalibrationData, QuantParams } from '../passes/quant/types.js';
@@ -63,7 +63,7 @@ export function benchShape(K: number, N: number): ShapeFigures {
   const rtnMs = Math.min(...[0, 1, 2].map(() => time(() => rtnQuantize(w, K, N, P))[1]));
   const [, mseMs] = time(() => mseSearchQuantize(w, K, N, P));
   const [plan, planMs] = time(() => gptqPlan(calib, K));
-  const [errs, scoresMs] = time(() => gptqScores(w, K, N, P, plan));
+  const [errs, scoresMs] = time(() => scores(w, K, N, plan));
   plan.pick = gptqPick(errs);
   const [full, fullMs] = time(() => (plan.pick < 2 ? gptqFactors(calib, K, {}, plan.pick === 0) : undefined));
   const [, applyMs] = time(() => gptqApply(w, K, N, P, { K, full, pick: plan.pick }));
@@ -110,9 +110,15 @@ export function benchMethods(quick = false): MethodsFigures {
   return { shapes, old: { K, N, oldMs, newMs }, load: [l0, os.loadavg()[0]!], estimate3B: estimate3B(shapes) };
 }
 
+/** The held-out check on the columns the quantize pass scores. */
+function scores(w: Float32Array, K: number, N: number, plan: ReturnType<typeof gptqPlan>): Float64Array[] {
+  const c = scoredColumns(w, K, N, 0, N)!;
+  return gptqScores(c.w, K, c.n, P, plan);
+}
+
 function gptqQuantize1(w: Float32Array, K: number, N: number, calib: CalibrationData): void {
   const plan = gptqPlan(calib, K);
-  plan.pick = gptqPick(gptqScores(w, K, N, P, plan));
+  plan.pick = gptqPick(scores(w, K, N, plan));
   const full = plan.pick < 2 ? gptqFactors(calib, K, {}, plan.pick === 0) : undefined;
   gptqApply(w, K, N, P, { K, full, pick: plan.pick });
 }
