@@ -372,9 +372,12 @@ function gptqCore(
     batch = Math.max(bs, BATCH),
     wAt = Kq * ldu,
     eAt = wAt + K * ldw;
-  const lin = workspace(f, eAt + batch * ldw);
+  const cAt = eAt + batch * ldw,
+    lin = workspace(f, cAt + K * N);
   const Wv = lin.f32().subarray(wAt / 4, wAt / 4 + K * lw),
-    Eb = lin.f32().subarray(eAt / 4, eAt / 4 + batch * lw);
+    Eb = lin.f32().subarray(eAt / 4, eAt / 4 + batch * lw),
+    // codes by input row [K][N]: rows go in act-order, and writing [N][Kp] directly missed cache on every code
+    ct = new Uint8Array(lin.memory.buffer, cAt, K * N);
   Wv.fill(0);
   Eb.fill(0);
   for (let i = 0; i < K; i++) {
@@ -394,7 +397,7 @@ function gptqCore(
         if (!actOrder && k % bs === 0) groupParams(q, g, f.hw, Wv, lw, b, b + 1);
         // row i gets the updates of this sub-batch's earlier rows: W[i] += sum_j E[j] U[j][i]
         lin.gemm(wAt + i * ldw, ldw, uAt(s1, i), ldu, eAt + (s1 - i1) * ldw, ldw, 1, nsp, i - s1, 1);
-        quantizeRow(q, g, w, Wv, Eb, k, b * N, i * lw, (i - i1) * lw, Kp, qmax);
+        quantizeRow(ct, g, w, Wv, Eb, k, N, b * N, i * lw, (i - i1) * lw, qmax);
       }
       // the rest of the batch
       lin.gemm(wAt + s2 * ldw, ldw, uAt(s1, s2), ldu, eAt + (s1 - i1) * ldw, ldw, i2 - s2, nsp, s2 - s1, 1);
@@ -402,30 +405,33 @@ function gptqCore(
     // every later row at once
     lin.gemm(wAt + i2 * ldw, ldw, uAt(i1, i2), ldu, eAt, ldw, K - i2, nsp, i2 - i1, 1);
   }
+  for (let k0 = 0; k0 < K; k0 += 64)
+    for (let n0 = 0; n0 < N; n0 += 64)
+      for (let n = n0, n1 = Math.min(N, n0 + 64), k1 = Math.min(K, k0 + 64); n < n1; n++)
+        for (let k = k0; k < k1; k++) q.codes[n * Kp + k] = ct[k * N + n]!;
   return q;
 }
 
-/** Codes of input row k (processing row at oi of Wv) and its error against the original row into Eb at oe. */
+/** Codes of input row k (processing row at oi of Wv) into ct, its error against the original row into Eb at oe. */
 function quantizeRow(
-  q: QuantizedWeight,
+  ct: Uint8Array,
   g: Groups,
   w: Float32Array,
   Wv: Float32Array,
   Eb: Float32Array,
   k: number,
+  N: number,
   og: number,
   oi: number,
   oe: number,
-  Kp: number,
   qmax: number,
 ): void {
-  const N = q.N,
-    ow = k * N;
+  const ow = k * N;
   for (let n = 0; n < N; n++) {
     const s = g.gs[og + n]!,
       z = g.gz[og + n]!;
     const c = code(Wv[oi + n]!, s, z, qmax);
-    q.codes[n * Kp + k] = c;
+    ct[ow + n] = c;
     // LDLQ feeds back the error against the ORIGINAL row
     Eb[oe + n] = w[ow + n]! - (c - z) * s;
   }
