@@ -11,6 +11,7 @@ import path from 'node:path';
 import { loadModel } from '../ir/index.js';
 import { writeBigDecoder } from '../fixtures/big-decoder.js';
 import { compile } from '../targets/compile.js';
+import type { Manifest } from '../targets/manifest.js';
 import { bindInputs } from '../targets/profile.js';
 import { randomInputs } from '../runtime/ort.js';
 import { timeNode } from '../runtime/profile.js';
@@ -34,8 +35,10 @@ function feedsFor(file: string, c: Case) {
   return randomInputs(model, { dims: bindInputs(model, { seq: c.seq, past: c.past, image: { width: 448, height: 448 } }), intHigh: 8 });
 }
 
+// The manifest says where each sub-model lies (webgpu writes transformers.js's onnx/ folder).
 function artifactDecoder(dir: string): string {
-  const f = fs.readdirSync(dir).find((x) => x.endsWith('.onnx') && x.includes('decoder'));
+  const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Manifest;
+  const f = manifest.models.find((m) => m.role === 'decoder')?.file;
   if (!f) throw new Error(`no decoder in artifact ${dir}`);
   return path.join(dir, f);
 }

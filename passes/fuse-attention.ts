@@ -14,11 +14,12 @@
 // with 4-D key/value (repeated heads, an unrecognised mask) -> MultiHeadAttention on the BNSH
 // key/value with the mask as attention_bias, which is exact for any mask.
 import { DataType, Tensor, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
-import type { OptionSchema, OptionsOf } from './pass.js';
+import { definePass, type OptionSchema, type Options, type OptionsOf, type PassStats } from './pass.js';
+import { ShapeInference } from './infer-shapes.js';
 import { constScalar, constTensor, internalOnly, other, producer, replaceOutput, sameDim, splitHeads } from './pattern.js';
 import { mul, quotient } from './shape/sym.js';
 import { hfCausalPaddingMask } from './causal-mask.js';
-import { defineRule, fusionPass, skip, type Match, type Skip } from './rule.js';
+import { applyRules, defineRule, ruleCounts, skip, type Match, type Skip } from './rule.js';
 
 function ints(v: Value | null | undefined): number[] | null {
   const t = constTensor(v);
@@ -73,6 +74,9 @@ interface Core {
   bsnd?: boolean;
   /** K^T taken straight from the [B, S, N, D] view: the 3-D key behind it. */
   kDirect: { x: Value; n: number; d: number; nodes: Node[] } | null;
+  /** The [B, S, N, Dv] context before the head merge, when exporters' shape arithmetic reads its Shape:
+   * those reads move to a view of the fused output (same shape), so the matched chain can go. */
+  shapeRead?: Value;
 }
 
 /** Dims equal to `want`, one unknown at most (the Reshape's element count fixes it). */
@@ -358,6 +362,7 @@ function matchCore(sm: Node): Core | string | null {
     mask: sc.mask,
     select: sc.select,
     out: ctx.out,
+    shapeRead: ctx.shapeRead,
     nodes,
     heads: n,
     headSize: d,
@@ -367,7 +372,7 @@ function matchCore(sm: Node): Core | string | null {
 }
 
 /** Context [B, N, S, Dv] (or [B*N, S, Dv]) -> Transpose [0, 2, 1, 3] -> Reshape [B, S, N*Dv]. */
-function contextMerge(ctx: Value, want: Dim[]): { out: Value; nodes: Node[] } | string {
+function contextMerge(ctx: Value, want: Dim[]): { out: Value; nodes: Node[]; shapeRead?: Value } | string {
   const nodes: Node[] = [];
   let c4 = ctx;
   const only = (v: Value) => (v.uses.length === 1 && !v.isGraphOutput ? v.uses[0]!.node : null);
@@ -381,7 +386,11 @@ function contextMerge(ctx: Value, want: Dim[]): { out: Value; nodes: Node[] } | 
   const tr = only(c4);
   if (!tr || tr.opType !== 'Transpose' || tr.attrInts('perm', []).join() !== '0,2,1,3')
     return 'context is not transposed back to [B, S, N, D]';
-  const rs = only(tr.outputs[0]!);
+  // GPT-2 (PyTorch 1.5) reads the transposed context's Shape for the merge target: allowed, moved by the rewrite.
+  const t4 = tr.outputs[0]!;
+  const merges = t4.isGraphOutput ? [] : t4.uses.filter((u) => u.node.opType !== 'Shape' || u.node.domain !== '');
+  const rs = merges.length === 1 ? merges[0]!.node : null;
+  const shapeRead = t4.uses.length > 1 ? t4 : undefined;
   const so = rs?.outputs[0]?.shape;
   const want3 = [want[0]!, want[2]!, mul(want[1]!, want[3]!)];
   const [b, n, s, d] = want;
@@ -390,7 +399,7 @@ function contextMerge(ctx: Value, want: Dim[]): { out: Value; nodes: Node[] } | 
       ? `context merge to [B, S, N*D] not provable: the query's dims are [${want.map(String).join(', ')}] after shape inference`
       : 'context is not merged back to [B, S, N*D]';
   nodes.push(tr, rs);
-  return { out: rs.outputs[0]!, nodes };
+  return { out: rs.outputs[0]!, nodes, shapeRead };
 }
 
 /** A Reshape's output dims from its constant target and the input's dims (0 copies, one -1 inferred). */
@@ -591,7 +600,7 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
       kind: 'mha',
       core,
       bias: { expand: bias.expand, key: k.x, keyAxis: 1 },
-      ...withoutShapeReads([...core.nodes, ...q.nodes, ...k.nodes, ...v.nodes], [core.out]),
+      ...withoutShapeReads([...core.nodes, ...q.nodes, ...k.nodes, ...v.nodes], kept(core)),
       spec: { opType: 'MultiHeadAttention', inputs, attrs },
     };
   }
@@ -621,7 +630,7 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
       : null;
   const pastFits = (c: typeof kc, n: number) => !!c && c.past.shape![1] === n && c.past.shape![3] === q.d;
   if (gqa && kc && vc && kn && vn && pastFits(kc, kn.n) && pastFits(vc, vn.n)) {
-    const keep = [core.out, kc.concat.outputs[0]!, vc.concat.outputs[0]!];
+    const keep = [...kept(core), kc.concat.outputs[0]!, vc.concat.outputs[0]!];
     const nodes = [...core.nodes, ...q.nodes, ...(rk?.nodes ?? []), ...(rv?.nodes ?? []), kc.concat, vc.concat, ...kn.nodes, ...vn.nodes];
     // When the cache path is read elsewhere, MHA on the BNSH key/value below still fits.
     if (internalOnly(nodes, keep)) {
@@ -650,7 +659,7 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
     kind: 'mhaBnsh',
     core,
     bias: { expand: bias.expand, key: core.k4, keyAxis: 2 },
-    ...withoutShapeReads([...core.nodes, ...q.nodes], [core.out]),
+    ...withoutShapeReads([...core.nodes, ...q.nodes], kept(core)),
     spec: { opType: 'MultiHeadAttention', inputs, attrs },
   };
 }
@@ -745,7 +754,27 @@ function rewriteBsnd(model: Model, g: Graph, m: AttentionMatch): 'mha' {
   return 'mha';
 }
 
+/** The values a match hands on: the output, and the context whose Shape exporters read. */
+const kept = (core: Core): Value[] => (core.shapeRead ? [core.out, core.shapeRead] : [core.out]);
+
+/** Shape reads of the matched [B, S, N, Dv] context go to Reshape(fused output, [0, 0, N, Dv]), of that shape. */
+function moveShapeReads(g: Graph, m: AttentionMatch): void {
+  const t4 = m.core.shapeRead;
+  if (!t4) return;
+  const p = `${m.core.softmax.name}/edgec_context`;
+  const dims = g.addInitializer(Tensor.fromInt64(`${p}/shape`, [4], [0, 0, m.core.heads, m.core.vHeadSize]));
+  const view = g.addNode({ opType: 'Reshape', name: `${p}/Reshape`, inputs: [m.core.out, dims], outputs: [`${p}/Reshape_output_0`] });
+  for (const u of [...t4.uses]) u.node.setInput(u.index, view.outputs[0]!);
+  g.removeDead(m.nodes);
+}
+
 function rewrite(model: Model, g: Graph, m: AttentionMatch, lengths: Map<Value, [Value, Value]>): AttentionMatch['kind'] {
+  const kind = rewriteCore(model, g, m, lengths);
+  moveShapeReads(g, m);
+  return kind;
+}
+
+function rewriteCore(model: Model, g: Graph, m: AttentionMatch, lengths: Map<Value, [Value, Value]>): AttentionMatch['kind'] {
   if (m.core.bsnd) return rewriteBsnd(model, g, m);
   if (!m.gqa) {
     const inputs = [...m.spec.inputs];
@@ -806,10 +835,32 @@ export const attentionRule = defineRule<AttentionMatch, Map<Value, [Value, Value
   rewrite: (m, { model, graph, state }) => rewrite(model, graph, m, state),
 });
 
-export const fuseAttention = fusionPass({
+/**
+ * One sweep of the rule, and again after re-inferring shapes while a sweep fuses something and leaves a
+ * candidate: a fused layer gives the residual stream the query's [B, S, H] shape, which the next layer's
+ * match may need (GPT-2 with past: the causal mask's Slice leaves S unknown until then). Skip reasons are
+ * the last sweep's.
+ */
+function run(model: Model, options: Options): PassStats {
+  const counts = ruleCounts([attentionRule]);
+  for (;;) {
+    const sweep = applyRules(model, options, [attentionRule]);
+    let fused = 0;
+    for (const [k, n] of Object.entries(sweep.counts)) {
+      counts[k] = (counts[k] ?? 0) + n;
+      fused += n;
+    }
+    if (!fused || !sweep.skipped?.length) return { counts, skipped: sweep.skipped };
+    for (const g of model.graph.allGraphs()) g.sortTopologically();
+    new ShapeInference(model.opset('') ?? 21, true).graph(model.graph);
+  }
+}
+
+export const fuseAttention = definePass({
   name: 'fuse-attention',
   description: 'eager attention -> com.microsoft MultiHeadAttention, or GroupQueryAttention for a KV-cache decoder with the HF causal mask',
   options,
   requires: ['shapes'],
-  rules: [attentionRule],
+  statistics: attentionRule.counts,
+  run,
 });

@@ -14,6 +14,7 @@ import { matmulActivations } from '../passes/quant/norm-scales.js';
 import { getMethod } from '../passes/quant/methods/index.js';
 import { fromOrtTensor, randomInputs, tensorToFloat64, toOrtTensor, type InputSpec } from './ort.js';
 import { loadInputs, type InputSets, type InputsSpec } from './inputs.js';
+import { ActivationStore } from './activation-store.js';
 
 export interface CalibrateOptions {
   /** Most rows kept per weight (spread evenly over the input sets and their rows). Default 512. */
@@ -25,6 +26,8 @@ export interface CalibrateOptions {
   progress?: Progress;
   /** Collect even when the method needs none (a --budget measures each format's output error on them). */
   always?: boolean;
+  /** Sample bytes held in memory before they spill to a temporary file (default CALIB_MEMORY_BYTES). */
+  memoryBytes?: number;
 }
 
 /** Input sets from a `--calibration` folder: its test_data_set_N folders (or the folder itself
@@ -71,6 +74,10 @@ export interface WeightCalibration {
   calibration: (weight: string) => CalibrationData | undefined;
   sets: number;
   weights: number;
+  /** Sample bytes written to the spill file (0: all in memory). */
+  spilledBytes: number;
+  /** Closes the spill file. */
+  release: () => void;
 }
 
 /**
@@ -86,8 +93,14 @@ export async function weightCalibration(
 ): Promise<WeightCalibration | undefined> {
   if (!getMethod(method).needsCalibration && !opts.always) return undefined;
   const sets = await load();
-  const acts = await collectCalibration(model, sets, opts);
-  return { calibration: (w) => acts.get(w), sets: sets.length, weights: acts.size };
+  const acts = await collectActivations(model, sets, opts);
+  return {
+    calibration: (w) => acts.get(w),
+    sets: sets.length,
+    weights: acts.weights,
+    spilledBytes: acts.spilledBytes,
+    release: () => acts.close(),
+  };
 }
 
 /** Evenly spaced row indices: `take` of `total` (all when take >= total). */
@@ -96,22 +109,74 @@ function spread(total: number, take: number): number[] {
   return Array.from({ length: take }, (_, i) => Math.floor(((i + 0.5) * total) / take));
 }
 
+/** Every weight's activations at once (small models, tests, the library API). */
 export async function collectCalibration(
   model: Model,
   sets: Record<string, Tensor>[],
   opts: CalibrateOptions = {},
 ): Promise<Map<string, CalibrationData>> {
+  const acts = await collectActivations(model, sets, opts);
+  try {
+    return new Map(acts.names.map((w) => [w, acts.get(w)!]));
+  } finally {
+    acts.close();
+  }
+}
+
+/** Activation samples handed out one weight at a time, from memory or from the spill file. */
+export interface ActivationSamples {
+  get(weight: string): CalibrationData | undefined;
+  names: string[];
+  weights: number;
+  spilledBytes: number;
+  close(): void;
+}
+
+/** One onnxruntime run per set with every weight MatMul's input exposed; rows kept per distinct input. */
+export async function collectActivations(
+  model: Model,
+  sets: Record<string, Tensor>[],
+  opts: CalibrateOptions = {},
+): Promise<ActivationSamples> {
   const maxRows = opts.maxRows ?? 512;
   const acts = matmulActivations(model, opts.weights);
-  const result = new Map<string, CalibrationData>();
-  if (!acts.size || !sets.length) return result;
+  const store = new ActivationStore<Value>(opts.memoryBytes);
+  if (acts.size && sets.length) await runExposed(model, [...new Set(acts.values())], sets, Math.ceil(maxRows / sets.length), store, opts);
   const g = model.graph;
-  const exposed = [...new Set(acts.values())];
+  // Weights reading the same activation (q/k/v, gate/up) share one sample; they come one after another.
+  let last: { v: Value; c: CalibrationData } | undefined;
+  const get = (w: string): CalibrationData | undefined => {
+    const v = acts.get(w);
+    if (!v || !sets.length) return undefined;
+    if (last?.v === v) return last.c;
+    const x = store.read(v),
+      K = g.value(w).initializer!.dims[0]!,
+      n = x.length / K;
+    let c: CalibrationData = { x, rows: n };
+    if (n > maxRows) {
+      const y = new Float32Array(maxRows * K);
+      spread(n, maxRows).forEach((r, i) => y.set(x.subarray(r * K, (r + 1) * K), i * K));
+      c = { x: y, rows: maxRows };
+    }
+    last = { v, c };
+    return c;
+  };
+  const names = sets.length ? [...acts.keys()] : [];
+  return { get, names, weights: names.length, spilledBytes: store.spilled, close: () => store.close() };
+}
+
+async function runExposed(
+  model: Model,
+  exposed: Value[],
+  sets: Record<string, Tensor>[],
+  perSet: number,
+  store: ActivationStore<Value>,
+  opts: CalibrateOptions,
+): Promise<void> {
+  const g = model.graph;
   const added = exposed.filter((v) => !v.isGraphOutput);
   const dir = model.sourcePath ? path.dirname(model.sourcePath) : fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-calib-'));
   const tmp = path.join(dir, `.edgec-calib-${process.pid}-${Date.now().toString(36)}.onnx`);
-  const perSet = Math.ceil(maxRows / sets.length);
-  const rows = new Map<Value, Float32Array[]>();
   const savedOutputs = [...g.outputs];
   g.setOutputs([...savedOutputs, ...added]);
   let session: ort.InferenceSession | undefined;
@@ -135,14 +200,14 @@ export async function collectCalibration(
         exposed.map((v) => v.name),
       );
       for (const v of exposed) {
-        const t = fromOrtTensor(v.name, res[v.name] as ort.Tensor);
-        const K = t.dims[t.dims.length - 1]!;
-        const all = tensorToFloat64(t),
+        const r = res[v.name] as ort.Tensor;
+        const K = r.dims[r.dims.length - 1]!;
+        const all = r.type === 'float32' ? (r.data as Float32Array) : tensorToFloat64(fromOrtTensor(v.name, r)),
           n = all.length / K;
         const pick = spread(n, perSet);
         const x = new Float32Array(pick.length * K);
-        pick.forEach((r, i) => x.set(all.subarray(r * K, (r + 1) * K), i * K));
-        (rows.get(v) ?? rows.set(v, []).get(v)!).push(x);
+        pick.forEach((row, i) => x.set(all.subarray(row * K, (row + 1) * K), i * K));
+        store.add(v, x);
       }
     }
   } finally {
@@ -151,36 +216,6 @@ export async function collectCalibration(
     for (const f of [tmp, `${tmp}.data`]) fs.rmSync(f, { force: true });
     if (!model.sourcePath) fs.rmSync(dir, { recursive: true, force: true });
   }
-  const joined = new Map<Value, Float32Array>();
-  for (const [v, parts] of rows) {
-    const x = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
-    let at = 0;
-    for (const p of parts) {
-      x.set(p, at);
-      at += p.length;
-    }
-    joined.set(v, x);
-  }
-  // Weights reading the same activation (q/k/v, gate/up) share one sample.
-  const shared = new Map<Value, CalibrationData>();
-  for (const [w, v] of acts) {
-    let c = shared.get(v);
-    if (!c) {
-      const x = joined.get(v)!,
-        K = g.value(w).initializer!.dims[0]!,
-        n = x.length / K;
-      if (n <= maxRows) c = { x, rows: n };
-      else {
-        const pick = spread(n, maxRows),
-          y = new Float32Array(maxRows * K);
-        pick.forEach((r, i) => y.set(x.subarray(r * K, (r + 1) * K), i * K));
-        c = { x: y, rows: maxRows };
-      }
-      shared.set(v, c);
-    }
-    result.set(w, c);
-  }
-  return result;
 }
 
 // ---- activation ranges -----------------------------------------------------------------------

@@ -85,7 +85,8 @@ export interface Prefix {
 
 export interface DecoderFiles {
   /** Dynamic: one file each. Static: the prefill-chunk and the 1-token variants. */
-  embed: string | { prefill: string; decode: string };
+  /** Absent for a decoder fed token ids (input_ids, no inputs_embeds). */
+  embed?: string | { prefill: string; decode: string };
   decoder: string | { prefill: string; decode: string };
 }
 
@@ -125,8 +126,11 @@ export async function generate(
   const decFile = typeof files.decoder === 'string' ? files.decoder : files.decoder.decode;
   const dm = pool.model(decFile);
   const embedsIn = dm.graph.inputs.find((v) => v.name === 'inputs_embeds');
-  const hidden = embedsIn?.type?.shape?.[2];
+  // A decoder fed token ids: a token's "embedding" is its id, one value a row (fed as input_ids).
+  const byIds = !embedsIn && dm.graph.inputs.some((v) => v.name === 'input_ids');
+  const hidden = byIds ? 1 : embedsIn?.type?.shape?.[2];
   if (typeof hidden !== 'number') throw new Error(`${decFile}: inputs_embeds has no fixed hidden size`);
+  if (byIds && prefix.rows) throw new Error(`${decFile}: takes token ids, not image embeddings`);
   const kv = dm.graph.inputs
     .filter((v) => kvRe.test(v.name))
     .map((v) => {
@@ -135,6 +139,8 @@ export async function generate(
     });
 
   const embed = async (tok: number[]): Promise<Float32Array> => {
+    if (byIds) return Float32Array.from(tok);
+    if (!files.embed) throw new Error(`${decFile}: takes inputs_embeds and no embeddings model was given`);
     if (typeof files.embed === 'string') {
       const r = await pool.run(files.embed, { input_ids: new ort.Tensor('int64', BigInt64Array.from(tok.map(BigInt)), [1, tok.length]) });
       return Object.values(r)[0]!.data as Float32Array;
@@ -155,8 +161,8 @@ export async function generate(
   const total = prefix.rows + ids.length;
 
   const step = stat
-    ? await staticDecoder(pool, files.decoder as { prefill: string; decode: string }, kv, hidden, o.window)
-    : dynamicDecoder(pool, decFile, kv, hidden);
+    ? await staticDecoder(pool, files.decoder as { prefill: string; decode: string }, kv, hidden, byIds, o.window)
+    : dynamicDecoder(pool, decFile, kv, hidden, byIds);
   let logits = await step(seq, total);
   const result: GenerateResult = { tokens: [], top2: [], firstLogits: logits, stepLogits: [logits] };
   for (let n = 0; n < o.maxNewTokens; n++) {
@@ -194,7 +200,20 @@ function lastRow(t: ort.Tensor, row: number): Float32Array {
   return (t.data as Float32Array).slice(row * v, (row + 1) * v);
 }
 
-function dynamicDecoder(pool: SessionPool, file: string, kv: Kv[], hidden: number): Step {
+/** The rows of a call: inputs_embeds [1, rows, hidden], or input_ids [1, rows] (hidden 1). */
+function tokenFeed(x: Float32Array<ArrayBufferLike>, rows: number, hidden: number, ids: boolean): Record<string, ort.Tensor> {
+  if (ids)
+    return {
+      input_ids: new ort.Tensor(
+        'int64',
+        BigInt64Array.from(x.subarray(0, rows), (v) => BigInt(Math.round(v))),
+        [1, rows],
+      ),
+    };
+  return { inputs_embeds: new ort.Tensor('float32', x, [1, rows, hidden]) };
+}
+
+function dynamicDecoder(pool: SessionPool, file: string, kv: Kv[], hidden: number, ids: boolean): Step {
   let past = 0;
   let cache: Record<string, ort.Tensor> = Object.fromEntries(
     kv.map((k) => [k.name, new ort.Tensor('float32', new Float32Array(0), [1, k.heads, 0, k.dim])]),
@@ -202,7 +221,7 @@ function dynamicDecoder(pool: SessionPool, file: string, kv: Kv[], hidden: numbe
   return async (embeds, rows) => {
     const feeds: Record<string, ort.Tensor> = {
       ...cache,
-      inputs_embeds: new ort.Tensor('float32', embeds, [1, rows, hidden]),
+      ...tokenFeed(embeds, rows, hidden, ids),
       attention_mask: new ort.Tensor('int64', new BigInt64Array(past + rows).fill(1n), [1, past + rows]),
       position_ids: new ort.Tensor(
         'int64',
@@ -222,10 +241,11 @@ async function staticDecoder(
   files: { prefill: string; decode: string },
   kv: Kv[],
   hidden: number,
+  ids: boolean,
   win?: { chunk: number; context: number },
 ): Promise<Step> {
   const shapeOf = (file: string, name: string) => pool.model(file).graph.inputs.find((v) => v.name === name)!.type!.shape! as number[];
-  const chunk = win?.chunk ?? shapeOf(files.prefill, 'inputs_embeds')[1]!;
+  const chunk = win?.chunk ?? shapeOf(files.prefill, ids ? 'input_ids' : 'inputs_embeds')[1]!;
   const context = win?.context ?? shapeOf(files.prefill, 'attention_mask')[1]!;
   const window = new Map(kv.map((k) => [k.name, new Float32Array(k.heads * context * k.dim)]));
   let valid = new Uint8Array(context);
@@ -245,7 +265,7 @@ async function staticDecoder(
     const mask = new Uint8Array(context);
     mask.set(valid.subarray(context - p), 0);
     mask.fill(1, context - r);
-    feeds.inputs_embeds = new ort.Tensor('float32', x, [1, c, hidden]);
+    Object.assign(feeds, tokenFeed(x, c, hidden, ids));
     feeds.attention_mask = new ort.Tensor(
       'int64',
       BigInt64Array.from(mask, (m) => BigInt(m)),

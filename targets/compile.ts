@@ -442,8 +442,14 @@ async function compileSubModel(run: Run, l: Loaded, sm: SubModel): Promise<void>
   const { steps: all, missing } = steps(target, sm, run.o.pipeline);
   const skip = passesToSkip(runtimeVersion);
   const st = all.filter((x) => !skip.includes(x.pass.name));
-  const ctx = await pipelineContext(run, l, sm, st);
-  const { ran, stepReports } = await runSteps(run, l, st, ctx);
+  const { ctx, release } = await pipelineContext(run, l, sm, st);
+  let done: Awaited<ReturnType<typeof runSteps>>;
+  try {
+    done = await runSteps(run, l, st, ctx);
+  } finally {
+    release();
+  }
+  const { ran, stepReports } = done;
   const fin = await target.finalize(l.model, sm);
   if (runtimeVersion) {
     const low = lowerForRuntime(l.model, runtimeVersion);
@@ -469,7 +475,12 @@ async function compileSubModel(run: Run, l: Loaded, sm: SubModel): Promise<void>
 }
 
 /** What the passes get beyond the graph: GPTQ activations, and fp16 activation ranges when to-fp16 runs. */
-async function pipelineContext(run: Run, l: Loaded, sm: SubModel, st: PipelineStep[]): Promise<QuantizeContext> {
+async function pipelineContext(
+  run: Run,
+  l: Loaded,
+  sm: SubModel,
+  st: PipelineStep[],
+): Promise<{ ctx: QuantizeContext; release: () => void }> {
   const { o, opts } = run;
   const ctx: QuantizeContext = { modelDir: path.dirname(l.file), progress: o.progress };
   // Data-aware methods (GPTQ) need the activations each weight multiplies.
@@ -505,7 +516,7 @@ async function pipelineContext(run: Run, l: Loaded, sm: SubModel, st: PipelineSt
     }
     sm.calibrationUsed = before;
   }
-  return ctx;
+  return { ctx, release: () => wc?.release() };
 }
 
 /** Run the pipeline, then lower the contrib ops the target does not run; returns the steps that ran. */

@@ -7,6 +7,7 @@
 // random past are nothing like this (real embeddings have an RMS near 0.1, so RMSNorm's 1/rms went
 // far outside the range calibrated on N(0,1) rows, and the first generated token of the demo's npu
 // artifact was wrong; webgpu and mobile reported 0.015 more logits cosine on them than on these).
+import path from 'node:path';
 import { DataType, Model, Tensor, loadModel } from '../ir/index.js';
 import { SessionPool, encodeImage, generate, type Prefix } from '../runtime/generate.js';
 import { fromOrtTensor, rng } from '../runtime/ort.js';
@@ -40,15 +41,20 @@ const KV = /^past_key_values\.\d+\.(key|value)$/;
 /** Greedy steps after each prompt (decode calls recorded per prompt). */
 const DECODE_STEPS = 4;
 
-/** The folder's source files this needs, when the decoder is one `edgec run` drives. */
-export function runStages(model: Model, sm: RunSpec): { embed: string; vision?: string; projector?: string } | undefined {
+/** The source files this needs, when the decoder is one runtime/generate.ts drives: a KV-cache
+ * decoder fed token ids, or one fed inputs_embeds with an embeddings model in its folder. */
+export function runStages(model: Model, sm: RunSpec): { embed?: string; vision?: string; projector?: string } | undefined {
   if (sm.role !== 'decoder') return undefined;
   const ins = model.graph.inputs.map((v) => v.name);
-  if (!ins.includes('inputs_embeds') || !ins.some((n) => KV.test(n)) || !ins.some((n) => /attention_mask/.test(n))) return undefined;
+  if (!ins.some((n) => KV.test(n)) || !ins.some((n) => /attention_mask/.test(n))) return undefined;
+  if (!ins.includes('inputs_embeds')) return ins.includes('input_ids') ? {} : undefined;
   const of = (role: string) => sm.siblings?.find((s) => s.role === role)?.file;
   const embed = of('embeddings');
   return embed ? { embed, vision: of('vision-encoder'), projector: of('projector') } : undefined;
 }
+
+/** A call's token rows: inputs_embeds [1, rows, hidden] or input_ids [1, rows]. */
+const rowsOf = (f: Feeds): number => (f.inputs_embeds ?? f.input_ids)!.dims[1]!;
 
 /** One image's embeddings from the source vision encoder (and projector): the user's first image, else a synthetic one. */
 export async function imagePrefix(
@@ -74,7 +80,7 @@ export async function imagePrefix(
 /** Prompts: the user's token sequences (--tokens), else seeded random ids: one after an image
  * (as `edgec run --image` feeds it), one text-only prompt spanning more than one prefill chunk. */
 export function prompts(sm: RunSpec, vocab: number, seed: number): { ids: number[][]; from: string } {
-  if (sm.opts.tokens) return { ids: tokenSequences(sm.opts.tokens).slice(0, 4), from: sm.opts.tokens };
+  if (sm.opts.tokens) return { ids: tokenSequences(sm.opts.tokens, [path.dirname(sm.source)]).slice(0, 4), from: sm.opts.tokens };
   const r = rng(seed);
   const draw = (n: number) => Array.from({ length: n }, () => Math.floor(r() * vocab));
   return { ids: [draw(8), draw(sm.opts.prefillChunk + 5)], from: `seeded random ids (seed ${seed})` };
@@ -96,7 +102,7 @@ export async function runFeeds(
   const pool = new SessionPool('disabled', (file, feeds) => {
     if (file !== sm.source) return;
     const f = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, fromOrtTensor(k, t)]));
-    const kind = f.inputs_embeds!.dims[1] === 1 ? 'decode' : 'prefill';
+    const kind = rowsOf(f) === 1 ? 'decode' : 'prefill';
     const bytes = Object.values(f).reduce((a, t) => a + t.byteLength, 0);
     if (kept[kind] && kept.bytes + bytes > budget) return void kept.dropped++;
     kept[kind]++;
@@ -106,7 +112,7 @@ export async function runFeeds(
   const from: string[] = [];
   try {
     const img = st.vision ? await imagePrefix(pool, sm, st.vision, st.projector, seed) : undefined;
-    const p = prompts(sm, idBound(loadModel(st.embed)) ?? 16, seed);
+    const p = prompts(sm, idBound(loadModel(st.embed ?? sm.source)) ?? 16, seed);
     for (const [i, ids] of p.ids.entries()) {
       const prefix = i === 0 && img ? img.prefix : { data: new Float32Array(0), rows: 0 };
       const room = context - prefix.rows - DECODE_STEPS;
@@ -127,7 +133,7 @@ export async function runFeeds(
   } finally {
     await pool.release();
   }
-  const prefill = calls.filter((c) => c.inputs_embeds!.dims[1]! > 1);
+  const prefill = calls.filter((c) => rowsOf(c) > 1);
   const last = prefill.at(-1),
     pos = last?.position_ids;
   let late: Feeds | undefined;
@@ -144,7 +150,7 @@ export async function runFeeds(
             : Tensor.fromNumbers('position_ids', pos.dtype, [...pos.dims], moved),
       };
   }
-  const decode = calls.filter((c) => c.inputs_embeds!.dims[1] === 1);
+  const decode = calls.filter((c) => rowsOf(c) === 1);
   const all = [...prefill, ...decode];
   const synthetic = !sm.opts.tokens;
   return {
@@ -155,17 +161,12 @@ export async function runFeeds(
   };
 }
 
-/** Feeds of the calls a variant takes (a static one: those of its inputs_embeds length), or undefined;
+/** Feeds of the calls a variant takes (a static one: those of its token rows), or undefined;
  * compared on what the runtime reads: the logits of real (not padding) rows and the KV of valid positions. */
 export function feedsFor(w: RunFeeds, candidate: Model): { sets: Feeds[]; used: InputsUsed; select: OutputSelect } | undefined {
-  const len = candidate.graph.inputs.find((v) => v.name === 'inputs_embeds')?.type?.shape?.[1];
+  const len = candidate.graph.inputs.find((v) => v.name === 'inputs_embeds' || v.name === 'input_ids')?.type?.shape?.[1];
   // A dynamic candidate takes every call.
-  const sets =
-    typeof len !== 'number'
-      ? [...w.prefill, ...w.decode]
-      : len === 1
-        ? w.decode
-        : w.prefill.filter((s) => s.inputs_embeds!.dims[1] === len);
+  const sets = typeof len !== 'number' ? [...w.prefill, ...w.decode] : len === 1 ? w.decode : w.prefill.filter((s) => rowsOf(s) === len);
   if (!sets.length) return undefined;
   return { sets, used: { ...w.used, count: sets.length, shapes: shapesOf(sets) }, select: realPart };
 }

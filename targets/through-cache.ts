@@ -29,7 +29,7 @@ export interface CacheCheck {
 }
 
 /** `artifact`: the compiled decoder file(s) (npu: prefill and decode variants). Undefined for a
- * decoder edgec does not drive (no inputs_embeds, KV cache and embeddings sibling). */
+ * decoder runtime/generate.ts does not drive (targets/run-feeds.ts runStages). */
 export async function throughCache(sm: CacheSpec, artifact: DecoderFiles['decoder'], layout: Layout): Promise<CacheCheck | undefined> {
   const st = runStages(loadModel(sm.source), sm);
   if (!st) return undefined;
@@ -42,7 +42,7 @@ export async function throughCache(sm: CacheSpec, artifact: DecoderFiles['decode
     steps = 0;
   try {
     const img = st.vision ? await imagePrefix(src, sm, st.vision, st.projector, seed) : undefined;
-    const p = prompts(sm, idBound(loadModel(st.embed)) ?? 16, seed);
+    const p = prompts(sm, idBound(loadModel(st.embed ?? sm.source)) ?? 16, seed);
     const reference = layout === 'static' ? { prefill: sm.source, decode: sm.source } : sm.source;
     const window = layout === 'static' ? { chunk, context } : undefined;
     for (const [i, ids] of p.ids.entries()) {

@@ -73,9 +73,17 @@ Examples:
       );
       if (wc) {
         ctx.calibration = wc.calibration;
-        calibration = `${wc.sets} ${opts.calibration ? `input set(s) from ${opts.calibration}` : 'seeded random input set(s) (pass --calibration for real data)'}, ${wc.weights} weights`;
+        const spilled = wc.spilledBytes
+          ? `, activation samples ${(wc.spilledBytes / 2 ** 20).toFixed(0)} MiB spilled to a temporary file`
+          : '';
+        calibration = `${wc.sets} ${opts.calibration ? `input set(s) from ${opts.calibration}` : 'seeded random input set(s) (pass --calibration for real data)'}, ${wc.weights} weights${spilled}`;
       }
-      const reports = await runPipeline(model, steps, ctx);
+      let reports;
+      try {
+        reports = await runPipeline(model, steps, ctx);
+      } finally {
+        wc?.release();
+      }
       const stats = reports[0]!.stats as QuantizeStats;
       if (opts.fp16) remeasure(stats.layers, model);
       let saved;

@@ -407,6 +407,13 @@ describe('compile figures agree with an independent re-run of the artifact', () 
       await compile(src, { target, out, inputs: [path.join(ROOT, model)], ...(target === 'npu' ? NPU[model] : {}) });
       const manifest = JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8')) as Manifest;
       expect(manifest.verification).toEqual({ ran: true, passed: true });
+      if (model === 'decoder_kv') {
+        // A decoder fed input_ids is driven through its own KV cache too, on every target.
+        const tc = manifest.models.find((m) => m.role === 'decoder')!.verification!.throughCache!;
+        expect(tc.passed).toBe(true);
+        expect(tc.steps).toBeGreaterThanOrEqual(16);
+        expect(tc.metrics!.find((m) => m.name === 'kl')!.value).toBeGreaterThan(0);
+      }
       await rerun(model, target, out, manifest);
     },
     120_000,

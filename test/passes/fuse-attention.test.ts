@@ -299,6 +299,62 @@ describe('fuse-attention: encoder forms', () => {
     console.log(`fuse-attention GPT-2 K^T concat: cosine ${res.minCosine.toFixed(8)}, max abs ${res.maxAbs.toExponential(2)}`);
   });
 
+  it('fuses two GPT-2 past layers (PyTorch 1.5): merge target from Shape of the transposed context, layer 2 once layer 1 fused', async () => {
+    // Every reshape target comes from Shape of its input, and the causal table is sliced at [T - S, T) with T
+    // symbolic: shape inference cannot say the slice has S rows, so the first context, and the residual
+    // stream after it, has an unknown sequence dim. Layer 2 is provable only after layer 1 fused.
+    const b = new GraphBuilder({ opset: 17 });
+    const r = rng(9);
+    let id = 0;
+    const i64 = (name: string, v: number[]) => b.constInt64(`${name}_${id++}`, v);
+    const dim = (t: Value, axis: number) =>
+      b.op1('Gather', [b.op1('Shape', [t]), b.constInt64(`at${axis}_${id++}`, [axis], [])], { attrs: { axis: 0 } });
+    const un = (t: Value) => b.op1('Unsqueeze', [t, i64(`ax_${t.name}`, [0])]);
+    const target = (t: Value, tail: number[]) =>
+      b.op1('Concat', [un(dim(t, 0)), un(dim(t, 1)), i64(`tail_${t.name}`, tail)], { attrs: { axis: 0 } });
+    const tri = Array.from({ length: 64 }, (_, i) => (i % 8 <= Math.floor(i / 8) ? 1 : 0));
+    const causal = b.initializer(Tensor.fromNumbers('causal', DataType.UINT8, [1, 1, 8, 8], tri));
+    let h = b.input('x', DataType.FLOAT, ['batch', 1, C]);
+    for (const l of [0, 1]) {
+      const proj = (name: string) => b.op1('MatMul', [h, b.constF32(`${l}.${name}`, [C, C], randn(r, C * C, 0.3))]);
+      const heads = (t: Value, perm: number[]) => b.op1('Transpose', [b.op1('Reshape', [t, target(t, [N, D])])], { attrs: { perm } });
+      const k = b.op1('Concat', [b.input(`past_key_${l}`, DataType.FLOAT, ['batch', N, 'past', D]), heads(proj('k'), [0, 2, 1, 3])], {
+        attrs: { axis: 2 },
+      });
+      const v = b.op1('Concat', [b.input(`past_value_${l}`, DataType.FLOAT, ['batch', N, 'past', D]), heads(proj('v'), [0, 2, 1, 3])], {
+        attrs: { axis: 2 },
+      });
+      const s = b.op1('Div', [
+        b.op1('MatMul', [heads(proj('q'), [0, 2, 1, 3]), b.op1('Transpose', [k], { attrs: { perm: [0, 1, 3, 2] } })]),
+        b.constScalarF32(`${l}.sqrt_d`, Math.sqrt(D)),
+      ]);
+      const [rows, cols] = [dim(s, 2), dim(s, 3)];
+      const start = un(b.op1('Sub', [cols, rows]));
+      const sliced = b.op1('Slice', [causal, start, un(cols), i64(`${l}.axis2`, [2])]);
+      const allowed = b.op1('Cast', [b.op1('Slice', [sliced, i64(`${l}.zero`, [0]), un(cols), i64(`${l}.axis3`, [3])])], {
+        attrs: { to: DataType.BOOL },
+      });
+      const w = b.op1('Where', [allowed, s, b.constScalarF32(`${l}.masked`, -10000)]);
+      const ctx = b.op1('Transpose', [b.op1('MatMul', [b.op1('Softmax', [w], { attrs: { axis: -1 } }), v])], {
+        attrs: { perm: [0, 2, 1, 3] },
+      });
+      h = b.op1('Add', [h, b.op1('Reshape', [ctx, target(ctx, [C])])]);
+      b.output(k, `present_key_${l}`, DataType.FLOAT);
+      b.output(v, `present_value_${l}`, DataType.FLOAT);
+    }
+    b.output(h, 'y', DataType.FLOAT);
+    const m = b.build();
+    await inferShapes.run(m, { writeValueInfo: false }, {});
+    expect(m.graph.value('y').shape).toEqual(['batch', null, C]);
+    const res = await fuseAndCompare(m, fuseAttention, {}, { dims: { batch: 2, past: 3 } });
+    expect(res.stats.counts.mhaBnsh).toBe(2);
+    expect(res.stats.skipped ?? []).toEqual([]);
+    const ops = opCounts(m);
+    expect([ops.MultiHeadAttention, ops.Softmax ?? 0, ops.Where ?? 0]).toEqual([2, 0, 2]);
+    expect(res.maxAbs).toBeLessThan(1e-5);
+    console.log(`fuse-attention GPT-2 past, 2 layers: cosine ${res.minCosine.toFixed(8)}, max abs ${res.maxAbs.toExponential(2)}`);
+  });
+
   it('fuses tf2onnx Einsum attention ([B, S, N, D] heads, key operand first, scale on q) with a padding mask', async () => {
     const b = new GraphBuilder({ opset: 17 });
     const r = rng(9);

@@ -7,6 +7,9 @@ import { decoder, visionEncoder } from '../../fixtures/tiny-mllm.js';
 import { runModel, tensorToFloat64 } from '../../runtime/ort.js';
 import { collectCalibration, loadCalibrationSets, syntheticCalibrationSets, weightCalibration } from '../../runtime/calibrate.js';
 import { matmulActivations, normScaleEstimates } from '../../passes/quant/norm-scales.js';
+import { parsePipeline, runPipeline } from '../../passes/manager.js';
+import type { CalibrationData } from '../../passes/quant/types.js';
+import type { QuantizeContext } from '../../passes/quantize.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-qcal-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -105,6 +108,38 @@ describe('normScaleEstimates (data-free activation scale)', () => {
     expect(wc.calibration(w)!.rows).toBe(direct.get(w)!.rows);
     expect(Array.from(wc.calibration(w)!.x)).toEqual(Array.from(direct.get(w)!.x));
   });
+
+  it('samples over the memory budget spill to an unlinked file and read back identical; GPTQ output unchanged', async () => {
+    const model = decoder({ weights: 'trained-like' });
+    const sets = syntheticCalibrationSets(model, 3, spec(11));
+    const inMemory = await collectCalibration(model, sets, { maxRows: 16 });
+    const before = fs.readdirSync(os.tmpdir()).filter((f) => f.startsWith('edgec-acts-')).length;
+    const wc = (await weightCalibration(model, 'gptq', () => sets, { maxRows: 16, memoryBytes: 4096 }))!;
+    // Every sample went to disk, and nothing of it is left in the temp folder (unlinked while open).
+    expect(wc.spilledBytes).toBeGreaterThan(4096);
+    expect(fs.readdirSync(os.tmpdir()).filter((f) => f.startsWith('edgec-acts-')).length).toBe(before);
+    for (const [w, c] of inMemory) {
+      const d = wc.calibration(w)!;
+      expect(d.rows).toBe(c.rows);
+      expect(Buffer.from(d.x.buffer, d.x.byteOffset, d.x.byteLength).equals(Buffer.from(c.x.buffer, c.x.byteOffset, c.x.byteLength))).toBe(
+        true,
+      );
+    }
+    const quantized = async (calibration: (w: string) => CalibrationData | undefined, method = 'gptq') => {
+      const m = decoder({ weights: 'trained-like' });
+      const ctx: QuantizeContext = { calibration };
+      await runPipeline(m, parsePipeline(`quantize-weights{method=${method},bits=4,block=32}`), ctx);
+      const out = path.join(tmp, `spill-${Math.random().toString(36).slice(2)}.onnx`);
+      saveModel(m, out, { externalData: false });
+      return fs.readFileSync(out);
+    };
+    const a = await quantized((w) => inMemory.get(w));
+    const b = await quantized(wc.calibration);
+    wc.release();
+    expect(a.equals(b)).toBe(true);
+    // GPTQ used the samples: its codes are not round-to-nearest's.
+    expect(a.equals(await quantized(wc.calibration, 'rtn'))).toBe(false);
+  }, 60_000);
 
   it('reads |gamma| of the RMSNorm feeding each MatMul, in both exported forms; nothing for other inputs', () => {
     for (const rmsNorm of ['div', 'reciprocal'] as const) {
