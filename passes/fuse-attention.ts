@@ -60,6 +60,8 @@ interface Core {
   k4: Value;
   v4: Value;
   scale: number;
+  /** Gemma 2's tanh soft-capping of the scaled scores (0: none); only GroupQueryAttention takes it. */
+  softcap: number;
   mask: Value | null;
   select: Select | null;
   out: Value;
@@ -142,10 +144,20 @@ function keyOf(kTv: Value): { k4: Value; kDirect: Core['kDirect']; nodes: Node[]
 }
 
 /** The scores chain from the Softmax input back to MatMul(q, k^T): scale, mask, 3-D/4-D Reshapes. */
-function scoresChain(
-  sm: Node,
-): { qk: Node; scale: number; mask: Value | null; select: Select | null; reshapes: Node[]; maskRank: number; nodes: Node[] } | string {
+function scoresChain(sm: Node):
+  | {
+      qk: Node;
+      scale: number;
+      softcap: number;
+      mask: Value | null;
+      select: Select | null;
+      reshapes: Node[];
+      maskRank: number;
+      nodes: Node[];
+    }
+  | string {
   let cur = sm.inputs[0]!;
+  let softcap = 0;
   let scale = 1,
     mask: Value | null = null,
     select: Select | null = null,
@@ -156,7 +168,18 @@ function scoresChain(
   for (let step = 0; step < 8; step++) {
     const p = cur.producer;
     if (!p || p.domain !== '') break;
-    if (p.opType === 'MatMul' || p.opType === 'Einsum') return { qk: p, scale, mask, select, reshapes, maskRank, nodes: [...nodes, p] };
+    if (p.opType === 'MatMul' || p.opType === 'Einsum')
+      return { qk: p, scale, softcap, mask, select, reshapes, maskRank, nodes: [...nodes, p] };
+    const cap = softcapOf(p);
+    if (cap) {
+      // Gemma 2: cap * tanh(scaled / cap), then the mask, as GroupQueryAttention's softcap does.
+      if (scaled || softcap) return 'the scores are scaled after soft-capping';
+      if (select) return 'the scores are masked by Where before soft-capping';
+      softcap = cap.cap;
+      nodes.push(...cap.nodes);
+      cur = cap.x;
+      continue;
+    }
     if (p.opType === 'Reshape') {
       reshapes.push(p);
     } else if (p.opType === 'Add' && !mask) {
@@ -196,11 +219,30 @@ function scoresChain(
   return 'scores are not MatMul(q, k^T) scaled by a constant and masked by an Add';
 }
 
-/** Through Div/Mul by constants and Reshapes to a MatMul. */
+/** Soft-capped scores c * tanh(x / c) (or x * (1/c)): x, c and the nodes; null otherwise. */
+function softcapOf(mul: Node): { x: Value; cap: number; nodes: Node[] } | null {
+  if (mul.opType !== 'Mul') return null;
+  const i = mul.inputs.findIndex((v) => constScalar(v) !== null);
+  const cap = i >= 0 ? constScalar(mul.inputs[i])! : 0;
+  const tanh = producer(mul.inputs[1 - i], 'Tanh');
+  const inner = tanh?.inputs[0]?.producer;
+  if (!tanh || !inner || inner.domain !== '' || !(cap > 0)) return null;
+  let x: Value | undefined;
+  if (inner.opType === 'Div' && constScalar(inner.inputs[1]) !== null && Math.abs(constScalar(inner.inputs[1])! - cap) <= 1e-6 * cap)
+    x = inner.inputs[0]!;
+  else if (inner.opType === 'Mul') {
+    const j = inner.inputs.findIndex((v) => constScalar(v) !== null);
+    if (j >= 0 && Math.abs(constScalar(inner.inputs[j])! * cap - 1) <= 1e-6) x = inner.inputs[1 - j]!;
+  }
+  return x ? { x, cap, nodes: [mul, tanh, inner] } : null;
+}
+
+/** Through Div/Mul by constants, soft-capping (Tanh) and Reshapes to a MatMul. */
 function reachesMatMul(v: Value | null | undefined, depth = 0): boolean {
   const p = v?.producer;
   if (!p || p.domain !== '' || depth > 6) return false;
   if (p.opType === 'MatMul' || p.opType === 'Einsum') return true;
+  if (p.opType === 'Tanh') return reachesMatMul(p.inputs[0], depth + 1);
   if (p.opType === 'Reshape') return reachesMatMul(p.inputs[0], depth + 1);
   if (p.opType === 'Where') return reachesMatMul(p.inputs[1], depth + 1);
   if (p.opType === 'Div') return constScalar(p.inputs[1]) !== null && reachesMatMul(p.inputs[0], depth + 1);
@@ -282,6 +324,7 @@ function einsumCore(sm: Node, pv: Node, sc: Exclude<ReturnType<typeof scoresChai
     v4,
     kDirect: null,
     scale,
+    softcap: sc.softcap,
     mask: sc.mask,
     select: sc.select,
     out: pv.outputs[0]!,
@@ -359,6 +402,7 @@ function matchCore(sm: Node): Core | string | null {
     kDirect: key.kDirect,
     v4,
     scale,
+    softcap: sc.softcap,
     mask: sc.mask,
     select: sc.select,
     out: ctx.out,
@@ -564,7 +608,9 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
   if (!core) return null;
   if (typeof core === 'string') return skip(core);
   const where = `attention at '${sm.name}'`;
+  const capped = (why: string) => skip(`${where}: soft-capped scores (tanh, Gemma 2) need GroupQueryAttention's softcap: ${why}`);
   if (core.bsnd) {
+    if (core.softcap) return capped('not a decoder');
     const bias = biasShape(core, core.q4);
     if (typeof bias === 'string') return skip(`${where}: ${bias}`);
     return {
@@ -594,6 +640,7 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
   const bias = biasShape(core, q.x);
   if (typeof bias === 'string') return skip(`${where}: ${bias}`);
   if (k && v && k.n === core.heads && v.n === core.heads && k.d === q.d && v.d === core.vHeadSize) {
+    if (core.softcap) return capped(NO_CACHE);
     const inputs: (Value | null)[] = [q.x, k.x, v.x];
     if (core.mask) inputs.push(null, null, core.mask);
     return {
@@ -602,52 +649,14 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
       bias: { expand: bias.expand, key: k.x, keyAxis: 1 },
       ...withoutShapeReads([...core.nodes, ...q.nodes, ...k.nodes, ...v.nodes], kept(core)),
       spec: { opType: 'MultiHeadAttention', inputs, attrs },
+      ...(causalMask(core) ? { note: `MultiHeadAttention, not GroupQueryAttention: ${NO_CACHE}` } : {}),
     };
   }
   if (core.kDirect) return skip(`${where}: key taken with perm [0,2,3,1] but value or head sizes do not fit MultiHeadAttention`);
   // Decoder: key/value in BNSH, maybe from a KV cache and with repeated heads.
-  const rk = repeatKv(core.k4),
-    rv = repeatKv(core.v4);
-  const kc = cacheConcat(rk?.kv ?? core.k4),
-    vc = cacheConcat(rv?.kv ?? core.v4);
-  const kn = kc && splitHeads(kc.fresh),
-    vn = vc && splitHeads(vc.fresh);
-  const gqa =
-    mode === 'gqa' &&
-    !core.select &&
-    kc &&
-    vc &&
-    kn &&
-    vn &&
-    core.mask &&
-    kn.d === q.d &&
-    vn.d === q.d &&
-    kn.n === vn.n &&
-    core.heads % kn.n === 0 &&
-    (rk ? rk.rep : 1) * kn.n === core.heads &&
-    (rv ? rv.rep : 1) * vn.n === core.heads
-      ? (causalFromAttentionMask(core.mask) ?? hfCausalMask(core.mask))
-      : null;
-  const pastFits = (c: typeof kc, n: number) => !!c && c.past.shape![1] === n && c.past.shape![3] === q.d;
-  if (gqa && kc && vc && kn && vn && pastFits(kc, kn.n) && pastFits(vc, vn.n)) {
-    const keep = [...kept(core), kc.concat.outputs[0]!, vc.concat.outputs[0]!];
-    const nodes = [...core.nodes, ...q.nodes, ...(rk?.nodes ?? []), ...(rv?.nodes ?? []), kc.concat, vc.concat, ...kn.nodes, ...vn.nodes];
-    // When the cache path is read elsewhere, MHA on the BNSH key/value below still fits.
-    if (internalOnly(nodes, keep)) {
-      return {
-        kind: 'gqa',
-        core,
-        nodes,
-        outputs: keep,
-        spec: {
-          opType: 'GroupQueryAttention',
-          inputs: [],
-          attrs: { num_heads: core.heads, kv_num_heads: kn.n, scale: { float: core.scale } },
-        },
-        gqa: { attentionMask: gqa.attentionMask, inputs: [q.x, kn.x, vn.x, kc.past, vc.past], concats: [kc.concat, vc.concat] },
-      };
-    }
-  }
+  const g = gqaMatch(core, q, mode);
+  if (typeof g !== 'string') return g;
+  if (core.softcap) return capped(g || 'not a decoder');
   // Exact for any mask: MHA over the (repeated) BNSH key/value, the mask as attention_bias.
   const sk = core.k4.shape,
     sv = core.v4.shape;
@@ -661,6 +670,62 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
     bias: { expand: bias.expand, key: core.k4, keyAxis: 2 },
     ...withoutShapeReads([...core.nodes, ...q.nodes], kept(core)),
     spec: { opType: 'MultiHeadAttention', inputs, attrs },
+    ...(g ? { note: `MultiHeadAttention, not GroupQueryAttention: ${g}` } : {}),
+  };
+}
+
+type Heads = NonNullable<ReturnType<typeof splitHeads>>;
+
+const NO_CACHE = 'no KV cache (key/value are not Concat(past input, new) on the sequence axis)';
+
+/** A decoder's causal mask (the HF forms GroupQueryAttention takes). */
+const causalMask = (core: Core) => !!core.mask && !!(causalFromAttentionMask(core.mask) ?? hfCausalMask(core.mask));
+
+/**
+ * GroupQueryAttention for a KV-cache decoder's attention, or why it does not fit (the MHA fallback's
+ * note); '' when nothing says decoder (no cache, no repeat_kv, no causal mask).
+ */
+function gqaMatch(core: Core, q: Heads, mode: string): AttentionMatch | string {
+  const rk = repeatKv(core.k4),
+    rv = repeatKv(core.v4);
+  const kc = cacheConcat(rk?.kv ?? core.k4),
+    vc = cacheConcat(rv?.kv ?? core.v4);
+  if (!kc && !vc && !rk && !rv && !causalMask(core)) return '';
+  if (mode !== 'gqa') return 'fuse-attention{decoder=mha}';
+  if (!kc || !vc) return NO_CACHE;
+  const kn = splitHeads(kc.fresh),
+    vn = splitHeads(vc.fresh);
+  if (!kn || !vn) return 'the new key/value are not a [B, S, kvN*D] projection split into heads';
+  if (kn.d !== q.d || vn.d !== q.d || kn.n !== vn.n || core.heads % kn.n !== 0)
+    return `head sizes or counts do not fit (query ${core.heads}x${q.d}, key ${kn.n}x${kn.d}, value ${vn.n}x${vn.d})`;
+  if ((rk ? rk.rep : 1) * kn.n !== core.heads || (rv ? rv.rep : 1) * vn.n !== core.heads)
+    return `key/value heads (${kn.n}) are not repeated to the ${core.heads} query heads by Unsqueeze/Expand/Reshape`;
+  const pastFits = (c: NonNullable<typeof kc>, n: number) => c.past.shape![1] === n && c.past.shape![3] === q.d;
+  if (!pastFits(kc, kn.n) || !pastFits(vc, vn.n)) return `past key/value are not [B, ${kn.n}, P, ${q.d}]`;
+  if (core.select) return 'the mask is applied by Where on the scores (masked_fill), not added';
+  if (!core.mask) return 'no attention mask (GroupQueryAttention needs the causal + padding mask from attention_mask)';
+  const gqa = causalFromAttentionMask(core.mask) ?? hfCausalMask(core.mask);
+  if (!gqa) return 'the mask is not the HF causal + padding mask built from an attention_mask input';
+  const keep = [...kept(core), kc.concat.outputs[0]!, vc.concat.outputs[0]!];
+  const nodes = [...core.nodes, ...q.nodes, ...(rk?.nodes ?? []), ...(rv?.nodes ?? []), kc.concat, vc.concat, ...kn.nodes, ...vn.nodes];
+  // When the cache path is read elsewhere, MHA on the BNSH key/value still fits.
+  if (!internalOnly(nodes, keep)) return 'the cache path (Concat, repeat_kv) is read outside the attention';
+  return {
+    kind: 'gqa',
+    core,
+    nodes,
+    outputs: keep,
+    spec: {
+      opType: 'GroupQueryAttention',
+      inputs: [],
+      attrs: {
+        num_heads: core.heads,
+        kv_num_heads: kn.n,
+        scale: { float: core.scale },
+        ...(core.softcap ? { softcap: { float: core.softcap } } : {}),
+      },
+    },
+    gqa: { attentionMask: gqa.attentionMask, inputs: [q.x, kn.x, vn.x, kc.past, vc.past], concats: [kc.concat, vc.concat] },
   };
 }
 
@@ -843,6 +908,8 @@ export const attentionRule = defineRule<AttentionMatch, Map<Value, [Value, Value
  */
 function run(model: Model, options: Options): PassStats {
   const counts = ruleCounts([attentionRule]);
+  // Notes are of fusions made, so every sweep's count.
+  const notes: string[] = [];
   for (;;) {
     const sweep = applyRules(model, options, [attentionRule]);
     let fused = 0;
@@ -850,7 +917,8 @@ function run(model: Model, options: Options): PassStats {
       counts[k] = (counts[k] ?? 0) + n;
       fused += n;
     }
-    if (!fused || !sweep.skipped?.length) return { counts, skipped: sweep.skipped };
+    notes.push(...(sweep.notes ?? []));
+    if (!fused || !sweep.skipped?.length) return { counts, skipped: sweep.skipped, ...(notes.length ? { notes } : {}) };
     for (const g of model.graph.allGraphs()) g.sortTopologically();
     new ShapeInference(model.opset('') ?? 21, true).graph(model.graph);
   }

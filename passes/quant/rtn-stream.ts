@@ -43,24 +43,39 @@ export function unitRange(j: Pick<RtnUnitJob, 'storedNK' | 'K' | 'N' | 'n0' | 'n
   return { start: j.b0 * j.blockSize * j.N * 4, length: (j.b1 - j.b0) * j.blockSize * j.N * 4 };
 }
 
-/** Units of at most about `unitBytes` of fp32 (at least one block row or four columns). */
-export function planUnits(
+export interface UnitRect {
+  n0: number;
+  n1: number;
+  b0: number;
+  b1: number;
+}
+
+/**
+ * Slabs of output columns with their units of at most about `unitBytes` of fp32 (at least one block
+ * row or four columns): one slab of block-row bands for [K, N]; for [N, K] each unit (a contiguous
+ * column range) is a slab of its own.
+ */
+export function planSlabs(
   storedNK: boolean,
   K: number,
   N: number,
   blockSize: number,
   unitBytes: number,
-): { n0: number; n1: number; b0: number; b1: number }[] {
-  const kBlocks = K / blockSize,
-    out = [];
+): { n0: number; n1: number; units: UnitRect[] }[] {
+  const kBlocks = K / blockSize;
   if (storedNK) {
-    const step = Math.max(4, Math.floor(unitBytes / (K * 4)) & ~3);
-    for (let n0 = 0; n0 < N; n0 += step) out.push({ n0, n1: Math.min(N, n0 + step), b0: 0, b1: kBlocks });
-  } else {
-    const step = Math.max(1, Math.floor(unitBytes / (blockSize * N * 4)));
-    for (let b0 = 0; b0 < kBlocks; b0 += step) out.push({ n0: 0, n1: N, b0, b1: Math.min(kBlocks, b0 + step) });
+    const out = [],
+      step = Math.max(4, Math.floor(unitBytes / (K * 4)) & ~3);
+    for (let n0 = 0; n0 < N; n0 += step) {
+      const n1 = Math.min(N, n0 + step);
+      out.push({ n0, n1, units: [{ n0, n1, b0: 0, b1: kBlocks }] });
+    }
+    return out;
   }
-  return out;
+  const units = [],
+    step = Math.max(1, Math.floor(unitBytes / (blockSize * N * 4)));
+  for (let b0 = 0; b0 < kBlocks; b0 += step) units.push({ n0: 0, n1: N, b0, b1: Math.min(kBlocks, b0 + step) });
+  return [{ n0: 0, n1: N, units }];
 }
 
 let scratch = new Uint8Array(0);
