@@ -197,7 +197,8 @@ export class RtnStreamer {
   private maxUnitBytes(c: Candidate): number {
     const block = this.s.blockOf(c),
       u = planSlabs(c.storedNK, c.K, c.N, block, this.unitBytes)[0]!.units[0]!;
-    return unitRange({ ...u, storedNK: c.storedNK, K: c.K, N: c.N, blockSize: block }).length;
+    return unitRange({ ...u, b1: u.b0 + Math.min(u.step ?? Infinity, u.b1 - u.b0), storedNK: c.storedNK, K: c.K, N: c.N, blockSize: block })
+      .length;
   }
 
   private outBytes(c: Candidate): number {
