@@ -23,7 +23,7 @@ import type { LayerReport } from './quant/report.js';
 import { RtnStreamer } from './quant/rtn-streamer.js';
 import { quantizeAll } from './quant/schedule.js';
 import { bitsOr, type QuantSettings } from './quant/settings.js';
-import { parseBudget, planBudget, type BudgetPlan } from './quant/budget.js';
+import { parseBudget, planBudget, storeHalf, type BudgetPlan } from './quant/budget.js';
 import type { CalibrationData } from './quant/types.js';
 import { createQuantPool, quantExec } from './quant/workers.js';
 import { upgradeOpset } from './upgrade-opset.js';
@@ -187,9 +187,14 @@ function applyBudget(
   stats: QuantizeStats,
 ): void {
   const plan = planBudget(cands, budget, s.sym, calib);
+  // fp16 weights leave the candidates (stored once, whatever reads them); the rest get their format.
+  const half = new Set(plan.choices.filter((ch) => ch.bits === 16).map((ch) => ch.weight));
+  const stored = new Set<string>();
+  for (const c of cands) if (half.has(c.w.value.name) && !stored.has(c.w.value.name)) storeHalf(c), stored.add(c.w.value.name);
+  cands.splice(0, cands.length, ...cands.filter((c) => !half.has(c.w.value.name)));
   const by = new Map(plan.choices.map((ch) => [ch.weight, ch]));
   const { bitsOf, blockOf } = s;
-  s.bitsOf = (c) => by.get(c.w.value.name)?.bits ?? bitsOf(c);
+  s.bitsOf = (c) => (by.get(c.w.value.name)?.bits as 4 | 8 | undefined) ?? bitsOf(c);
   s.blockOf = (c) => by.get(c.w.value.name)?.block ?? blockOf(c);
   stats.budget = plan;
   const hist = new Map<string, number>();
