@@ -1,4 +1,4 @@
-// `node dist/bench/fp16.js DIR [--keep-out OUT]`: which q4f16 figure is true. DIR holds model.onnx
+// `node dist/bench/fp16.js DIR [--artifact A] [--quant int4]`: which q4f16 figure is true. DIR holds model.onnx
 // and test_data_set_K/ (bench/fp16/make_vit_b16.py writes a ViT-B/16 one). The model is compiled for
 // webgpu twice (q4f16 and q4 with fp32 activations); each artifact runs in onnxruntime at graph
 // optimization disabled, basic and all, and the fp16 one also through the exact fp16 emulation
@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { loadModel, type Tensor } from '../ir/index.js';
-import { compile } from '../targets/compile.js';
+import { compile, type CompileOptions } from '../targets/compile.js';
 import { compareTensors, loadInputsDir, runModel } from '../runtime/ort.js';
 import { parsePipeline, runPipeline } from '../passes/manager.js';
 import { saveModel } from '../ir/index.js';
@@ -78,11 +78,13 @@ async function main() {
   try {
     // --artifact A: evaluate an artifact compiled elsewhere (e.g. by an older edgec) as the q4f16 one.
     const given = args.indexOf('--artifact') >= 0 ? path.resolve(args[args.indexOf('--artifact') + 1]!) : undefined;
+    // --quant int4: 4-bit weights whatever the role (a classifier or vision encoder keeps fp16 weights by default).
+    const quant = args.indexOf('--quant') >= 0 ? (args[args.indexOf('--quant') + 1] as CompileOptions['quant']) : undefined;
     for (const fp16 of given ? [true] : [true, false]) {
       const out = given ?? path.join(work, fp16 ? 'q4f16' : 'q4');
       if (!given) {
         const t0 = performance.now();
-        const r = await compile(src, { target: 'webgpu', out, fp16, verify: false });
+        const r = await compile(src, { target: 'webgpu', out, fp16, verify: false, ...(quant ? { quant } : {}) });
         const to16 = r.report.models[0]!.steps.find((s) => s.pass === 'to-fp16');
         console.log(
           `compiled ${fp16 ? 'q4f16' : 'q4 (fp32 activations)'} in ${((performance.now() - t0) / 1000).toFixed(1)} s${to16 ? `: to-fp16 ${JSON.stringify(to16.counts)}` : ''}`,
@@ -106,7 +108,7 @@ async function main() {
   console.log(`\n${sets.length} input sets, output '${outName}', against the fp32 source in onnxruntime`);
   for (const [k, f] of rows)
     console.log(
-      `  ${k.padEnd(32)} cosine ${f.cosine.toFixed(4)}  top-1 ${(100 * f.top1).toFixed(0).padStart(3)}%${f.nonFinite ? '  (non-finite outputs)' : ''}`,
+      `  ${k.padEnd(32)} cosine ${f.cosine.toFixed(6)}  top-1 ${(100 * f.top1).toFixed(0).padStart(3)}%${f.nonFinite ? '  (non-finite outputs)' : ''}`,
     );
 }
 

@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DataType, loadModel, loadTensorFile, saveModel, Tensor, type Model } from '../ir/index.js';
+import { AttrType, DataType, loadModel, loadTensorFile, saveModel, Tensor, type Model, type Value } from '../ir/index.js';
 import { parsePipeline, runPipeline, type StepReport } from '../passes/manager.js';
 import { DEFAULT_PIPELINE } from '../passes/pipelines.js';
 import { runModel, compareTensors } from '../runtime/ort.js';
@@ -16,16 +16,58 @@ const ATTENTION = new Set(['Attention', 'MultiHeadAttention', 'GroupQueryAttenti
 /** Left out on purpose (see the folder's README): BERT-only, not run by the WebGPU EP. */
 const EXCLUDED = new Set(['EmbedLayerNormalization']);
 const family = (op: string) => (ATTENTION.has(op) ? 'Attention*' : op);
-/** Graphs where onnxruntime's expectation is wrong and edgec rightly differs: the reason is printed. */
-const DEVIATIONS: Record<string, string> = Object.fromEntries(
-  [
-    'simplified_layernorm_add_idx0',
-    'simplified_layernorm_add_idx1',
-    'simplified_layernorm_gather_idx1',
-    'simplified_layernorm_graph_input',
-  ].map((m) => [
+const ROTARY_MHA =
+  "onnxruntime's own optimizer makes no MultiHeadAttention here either (expected.json's ort_reference_opt_level0: RotaryEmbedding=2):" +
+  " the expectation is the test's hand-drawn fused graph, which its assertTrue(str, str) never compares, and the source is not a" +
+  ' valid model (q reshaped to 3 dims for a [B, S, N, D] view, Transpose without perm, index constants declared float), so no' +
+  ' fusion can be proven on it';
+/** Where onnxruntime's expectation is wrong, or rests on what edgec deliberately does not do: per graph, the
+ * families concerned and the reason (printed). Those families' misses there are not counted as misses. */
+interface Deviation {
+  families: string[];
+  reason: string;
+}
+const dev = (families: string[], reason: string): Deviation => ({ families, reason });
+const DEVIATIONS: Record<string, Deviation> = {
+  ...Object.fromEntries(
+    [
+      'simplified_layernorm_add_idx0',
+      'simplified_layernorm_add_idx1',
+      'simplified_layernorm_gather_idx1',
+      'simplified_layernorm_graph_input',
+    ].map((m) => [
+      m,
+      dev(
+        ['SimplifiedLayerNormalization'],
+        'ReduceMean without axes averages over every dim: not an RMSNorm over the last axis, so edgec leaves it (the _axes_fixed twin is the real one)',
+      ),
+    ]),
+  ),
+  ...Object.fromEntries(
+    ['rotary_mha_70b_distributed_merged', 'rotary_mha_merged', 'rotary_mha_no_past', 'rotary_mha_past'].map((m) => [
+      m,
+      dev(['Attention*'], ROTARY_MHA),
+    ]),
+  ),
+  rotary_mha_llama2_msft: dev(
+    ['Attention*', 'RotaryEmbedding'],
+    `${ROTARY_MHA}; and its q and k projections have the same weights (all 1.0) and cos/sin caches, so cleanup's common-subexpression` +
+      ' elimination computes the two RotaryEmbedding nodes once (RotaryEmbedding=1)',
+  ),
+  gpt2_megatron: dev(
+    ['Attention*', 'SkipLayerNormalization', 'LayerNormalization'],
+    'Megatron masks the scores as s * m - 10000 * (1 - m) with m a float graph input: an additive bias only for a 0/1 mask, which' +
+      ' nothing in the graph guarantees (onnxruntime assumes it), so edgec leaves the attention unfused, and the SkipLayerNormalization' +
+      ' after it then has no provable [B, S, H] residual (one LayerNormalization more)',
+  ),
+};
+/** Known causes of an ill-conditioned graph (see the README's peer section). */
+const CONDITIONING: Record<string, string> = Object.fromEntries(
+  ['gpt2_attention', 'gpt2_attention_reverse_add'].map((m) => [
     m,
-    'ReduceMean without axes averages over every dim: not an RMSNorm over the last axis, so edgec leaves it (the _axes_fixed twin is the real one)',
+    'every weight is 1.0: the output is LayerNorm(c + x) with c ~ 4161 the same across the row and std(x) ~ 1.5, which fp32 resolves' +
+      " only to ulp(4161); onnxruntime's SkipLayerNormalization CPU kernel (variance as E[x^2] - E[x]^2) is less accurate there than Add +" +
+      ' LayerNormalization, while the fused attention alone is bit-identical',
   ]),
 );
 /** fp32 tolerance for "outputs equal": |a - b| <= ATOL + RTOL * |a| everywhere. */
@@ -44,11 +86,15 @@ export interface PeerRow {
   /** Families whose count differs, as 'fam exp->got'. */
   misses: string[];
   met: boolean | null;
-  /** Why edgec deliberately differs from onnxruntime's expectation here. */
+  /** Why edgec deliberately differs from onnxruntime's expectation here, where it does. */
   deviation?: string;
+  /** Families that differ deliberately, as 'fam exp->got' (not in `misses`). */
+  deviated: string[];
   error?: string;
-  /** 'equal' | 'differ (max abs x)' | 'n/a (why)' */
+  /** 'equal' | 'ILL-CONDITIONED ...' | 'DIFFER ...' | 'n/a (why)' */
   check: string;
+  /** Why the graph is ill-conditioned, where known. */
+  conditioning?: string;
   skipped: string[];
 }
 
@@ -94,7 +140,7 @@ function close(ref: Tensor, got: Tensor): { ok: boolean; maxAbs: number } {
 
 async function runOne(dir: string, name: string, entry: Entry, fusedOps: Set<string>, tmp: string): Promise<PeerRow> {
   const expected = familyExpectation(entry.expected ?? {});
-  const row: PeerRow = { model: name, expected, produced: {}, misses: [], met: null, check: 'n/a', skipped: [] };
+  const row: PeerRow = { model: name, expected, produced: {}, misses: [], deviated: [], met: null, check: 'n/a', skipped: [] };
   const file = path.join(dir, `${name}.onnx`);
   let model: Model;
   try {
@@ -129,11 +175,11 @@ async function runOne(dir: string, name: string, entry: Entry, fusedOps: Set<str
     const skip = `Skip${f}`;
     const absorbed = f.endsWith('LayerNormalization') && !(skip in expected) ? (counted[skip] ?? 0) : 0;
     const got = (counted[f] ?? 0) + absorbed;
-    if (got !== n) row.misses.push(`${f} ${n}->${got}`);
+    if (got !== n) (DEVIATIONS[name]?.families.includes(f) ? row.deviated : row.misses).push(`${f} ${n}->${got}`);
   }
   row.met = entry.expected ? row.misses.length === 0 : null;
-  if (DEVIATIONS[name]) {
-    row.deviation = DEVIATIONS[name];
+  if (row.deviated.length) {
+    row.deviation = DEVIATIONS[name]!.reason;
     row.met = null;
   }
 
@@ -165,30 +211,86 @@ async function runOne(dir: string, name: string, entry: Entry, fusedOps: Set<str
       ok &&= c.ok;
       worst = Math.max(worst, c.maxAbs);
     }
-    row.check = ok
-      ? `equal (max abs ${worst.toExponential(1)})`
-      : `DIFFER (max abs ${worst.toExponential(2)}${await noiseFloor(file, inputs, ref)})`;
+    row.check = ok ? `equal (max abs ${worst.toExponential(1)})` : await judgeDifference(file, inputs, ref, got, worst);
+    if (row.check.startsWith('ILL')) row.conditioning = CONDITIONING[name];
   } catch (e) {
     row.check = `RUN FAILED: ${(e as Error).message.split('\n')[0]!.slice(0, 160)}`;
   }
   return row;
 }
 
-/** How far the source's own outputs move when one float input moves by one unit in the last place (each
- * input in turn, the largest move): the conditioning a fused graph's difference is to be read against. */
-async function noiseFloor(file: string, inputs: Record<string, Tensor>, ref: Record<string, Tensor>): Promise<string> {
-  let worst = 0;
-  for (const [k, t] of Object.entries(inputs)) {
-    if (t.dtype !== DataType.FLOAT) continue;
-    const nudged = Tensor.fromFloat32(
-      k,
-      t.dims,
-      Float32Array.from(t.toNumbers(), (x) => Math.fround(x * (1 + 2 ** -23))),
-    );
-    const got = await runModel(file, { ...inputs, [k]: nudged });
-    for (const [o, r] of Object.entries(ref)) if (got[o]) worst = Math.max(worst, compareTensors(r, got[o]).maxAbsError);
+/**
+ * Outputs outside the fp32 tolerance: judged against the source evaluated in float64 (every float tensor,
+ * Cast and Constant of the graph made double; onnxruntime runs it). When the fp32 source itself is outside
+ * the tolerance of that exact result, fp32 cannot resolve the graph and the tolerance check cannot judge a
+ * fusion: ILL-CONDITIONED, with both distances from the exact result (not counted as equal). Otherwise, or
+ * when the graph has an op onnxruntime cannot run in float64, the outputs DIFFER.
+ */
+async function judgeDifference(
+  file: string,
+  inputs: Record<string, Tensor>,
+  ref: Record<string, Tensor>,
+  got: Record<string, Tensor>,
+  worst: number,
+): Promise<string> {
+  const differ = `DIFFER (max abs ${worst.toExponential(2)}`;
+  let exact: Record<string, Tensor>;
+  try {
+    exact = await runFloat64(file, inputs);
+  } catch (e) {
+    return `${differ}; no float64 reference: ${(e as Error).message.split('\n')[0]!.slice(0, 80)})`;
   }
-  return `; a 1-ulp change of one input moves the source by up to ${worst.toExponential(2)}`;
+  let srcOff = false,
+    srcErr = 0,
+    fusedErr = 0;
+  for (const [k, r] of Object.entries(ref)) {
+    const x = exact[k];
+    if (!x || r.dtype !== DataType.FLOAT) continue;
+    const e = x.toNumbers(),
+      a = r.toNumbers(),
+      b = got[k]?.toNumbers() ?? new Float64Array(a.length).fill(NaN);
+    for (let i = 0; i < e.length; i++) {
+      const tol = ATOL + RTOL * Math.abs(e[i]!);
+      if (!(Math.abs(a[i]! - e[i]!) <= tol)) srcOff = true;
+      srcErr = Math.max(srcErr, Math.abs(a[i]! - e[i]!));
+      fusedErr = Math.max(fusedErr, Math.abs(b[i]! - e[i]!));
+    }
+  }
+  const vs = `fp32 source vs float64 ${srcErr.toExponential(2)}, fused vs float64 ${fusedErr.toExponential(2)}`;
+  return srcOff ? `ILL-CONDITIONED (max abs ${worst.toExponential(2)}; ${vs})` : `${differ}; ${vs})`;
+}
+
+/** The source run with every float tensor made float64 (initializers, inputs, Cast targets, Constant values). */
+async function runFloat64(file: string, inputs: Record<string, Tensor>): Promise<Record<string, Tensor>> {
+  const m = loadModel(file);
+  const toDouble = (t: Tensor) => Tensor.fromNumbers(t.name, DataType.DOUBLE, t.dims, t.toNumbers());
+  for (const g of m.graph.allGraphs()) {
+    const seen = new Set<Value>();
+    const fix = (v: Value | null) => {
+      if (!v || seen.has(v)) return;
+      seen.add(v);
+      if (v.initializer?.dtype === DataType.FLOAT) g.setInitializer(v, toDouble(v.initializer));
+      else if (v.type?.elemType === DataType.FLOAT) v.type = { ...v.type, elemType: DataType.DOUBLE };
+    };
+    [...g.inputs, ...g.outputs].forEach(fix);
+    for (const n of g.nodes) {
+      n.inputs.forEach(fix);
+      n.outputs.forEach(fix);
+      for (const a of n.attributes) {
+        if (n.opType === 'Cast' && a.name === 'to' && a.type === AttrType.INT && Number(a.value) === DataType.FLOAT)
+          n.setAttr({ ...a, value: DataType.DOUBLE });
+        if (a.type === AttrType.TENSOR && a.value.dtype === DataType.FLOAT) n.setAttr({ ...a, value: toDouble(a.value) });
+      }
+    }
+  }
+  const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-peer64-')), 'f64.onnx');
+  try {
+    saveModel(m, out);
+    const feeds = Object.fromEntries(Object.entries(inputs).map(([k, t]) => [k, t.dtype === DataType.FLOAT ? toDouble(t) : t]));
+    return await runModel(out, feeds);
+  } finally {
+    fs.rmSync(path.dirname(out), { recursive: true, force: true });
+  }
 }
 
 /** input_K.pb named by the model's K-th graph input (outputs are not read: some are sequences). */
@@ -244,31 +346,43 @@ export function formatPeer(rows: PeerRow[], verbose = false): string {
     );
     if (verbose && r.met === false) for (const s of r.skipped) lines.push(`${''.padEnd(w)}       ${s}`);
   }
-  // Per family: graphs that expect the family, and how many of those get exactly the expected count.
-  const fam: Record<string, { want: number; met: number }> = {};
+  // Per family: graphs that expect the family, and how many of those get exactly the expected count; a
+  // family that differs deliberately in a graph is counted apart.
+  const fam: Record<string, { want: number; met: number; dev: number }> = {};
   for (const r of rows) {
-    if (r.met === null) continue;
+    if (r.met === null && !r.deviation) continue;
     for (const f of Object.keys(r.expected)) {
-      const s = (fam[f] ??= { want: 0, met: 0 });
-      s.want++;
-      if (!r.error && !r.misses.some((m) => m.startsWith(`${f} `))) s.met++;
+      const s = (fam[f] ??= { want: 0, met: 0, dev: 0 });
+      if (r.deviated.some((m) => m.startsWith(`${f} `))) s.dev++;
+      else {
+        s.want++;
+        if (!r.error && !r.misses.some((m) => m.startsWith(`${f} `))) s.met++;
+      }
     }
   }
   const withExp = rows.filter((r) => r.met !== null);
   const devs = rows.filter((r) => r.deviation);
-  const ran = rows.filter((r) => r.check.startsWith('equal') || r.check.startsWith('DIFFER') || r.check.startsWith('RUN'));
+  const ran = rows.filter((r) => ['equal', 'DIFFER', 'RUN', 'ILL'].some((p) => r.check.startsWith(p)));
+  const ill = rows.filter((r) => r.check.startsWith('ILL'));
   lines.push('');
-  lines.push('per family (graphs expecting it: exact count met / total)');
-  for (const [f, s] of Object.entries(fam).sort(([a], [b]) => a.localeCompare(b))) lines.push(`  ${f.padEnd(34)} ${s.met} / ${s.want}`);
+  lines.push('per family (graphs expecting it: exact count met / total, and deliberate deviations)');
+  for (const [f, s] of Object.entries(fam).sort(([a], [b]) => a.localeCompare(b)))
+    lines.push(`  ${f.padEnd(34)} ${s.met} / ${s.want}${s.dev ? `  (+${s.dev} dev)` : ''}`);
   lines.push('');
   lines.push(
     `expectation met: ${withExp.filter((r) => r.met).length} / ${withExp.length} graphs with one` +
+      ` (of ${withExp.length + devs.length} graphs with an expectation, ${devs.length} are deliberate deviations, listed below)` +
       ` (EmbedLayerNormalization is left out on purpose and may stay a LayerNormalization or become a SkipLayerNormalization of the embedding sum)`,
   );
-  for (const r of devs) lines.push(`deliberately not as onnxruntime expects (dev): ${r.model}: ${r.deviation}`);
+  for (const r of devs) lines.push(`deliberately not as onnxruntime expects (dev): ${r.model} (${r.deviated.join(', ')}): ${r.deviation}`);
   lines.push(
-    `outputs equal within fp32 tolerance (atol ${ATOL}, rtol ${RTOL}) in onnxruntime: ${ran.filter((r) => r.check.startsWith('equal')).length} / ${ran.length} graphs it runs`,
+    `outputs equal within fp32 tolerance (atol ${ATOL}, rtol ${RTOL}) in onnxruntime: ${ran.filter((r) => r.check.startsWith('equal')).length} / ${ran.length} graphs it runs` +
+      (ill.length
+        ? `; ${ill.length} ill-conditioned (the fp32 source itself is outside that tolerance of its float64 evaluation, so the check` +
+          ' cannot judge the fusion there; not counted as equal)'
+        : ''),
   );
+  for (const r of ill) lines.push(`ill-conditioned: ${r.model}: ${r.conditioning ?? 'cause not analysed'}`);
   lines.push(
     `load or optimize failures: ${rows.filter((r) => r.error).length}${rows
       .filter((r) => r.error)

@@ -6,5 +6,6 @@ export { loadModel, decodeModel, loadTensorFile, decodeTensor, decodeType, longT
 export { saveModel, encodeModel, encodeTensor, externalSources, INLINE_LIMIT, type SaveOptions, type SaveResult } from './writer.js';
 export { checkLocation, resolveExternal, readRange, forEachChunk, type ExternalRef } from './external-data.js';
 export { GraphBuilder, type BuilderOptions, type OpOptions } from './builder.js';
+export { readModelConfig, textConfigField, type ModelConfig } from './model-config.js';
 export { summarize, guessRole, type ModelSummary, type Role } from './summary.js';
 export type { Progress } from './progress.js';

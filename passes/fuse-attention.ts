@@ -14,11 +14,12 @@
 // with 4-D key/value (repeated heads, an unrecognised mask) -> MultiHeadAttention on the BNSH
 // key/value with the mask as attention_bias, which is exact for any mask.
 import { DataType, Tensor, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
-import type { OptionSchema, OptionsOf } from './pass.js';
+import { definePass, type OptionSchema, type Options, type OptionsOf, type PassStats } from './pass.js';
+import { ShapeInference } from './infer-shapes.js';
 import { constScalar, constTensor, internalOnly, other, producer, replaceOutput, sameDim, splitHeads } from './pattern.js';
 import { mul, quotient } from './shape/sym.js';
 import { hfCausalPaddingMask } from './causal-mask.js';
-import { defineRule, fusionPass, skip, type Match, type Skip } from './rule.js';
+import { applyRules, defineRule, ruleCounts, skip, type Match, type Skip } from './rule.js';
 
 function ints(v: Value | null | undefined): number[] | null {
   const t = constTensor(v);
@@ -59,6 +60,8 @@ interface Core {
   k4: Value;
   v4: Value;
   scale: number;
+  /** Gemma 2's tanh soft-capping of the scaled scores (0: none); only GroupQueryAttention takes it. */
+  softcap: number;
   mask: Value | null;
   select: Select | null;
   out: Value;
@@ -73,6 +76,9 @@ interface Core {
   bsnd?: boolean;
   /** K^T taken straight from the [B, S, N, D] view: the 3-D key behind it. */
   kDirect: { x: Value; n: number; d: number; nodes: Node[] } | null;
+  /** The [B, S, N, Dv] context before the head merge, when exporters' shape arithmetic reads its Shape:
+   * those reads move to a view of the fused output (same shape), so the matched chain can go. */
+  shapeRead?: Value;
 }
 
 /** Dims equal to `want`, one unknown at most (the Reshape's element count fixes it). */
@@ -138,10 +144,20 @@ function keyOf(kTv: Value): { k4: Value; kDirect: Core['kDirect']; nodes: Node[]
 }
 
 /** The scores chain from the Softmax input back to MatMul(q, k^T): scale, mask, 3-D/4-D Reshapes. */
-function scoresChain(
-  sm: Node,
-): { qk: Node; scale: number; mask: Value | null; select: Select | null; reshapes: Node[]; maskRank: number; nodes: Node[] } | string {
+function scoresChain(sm: Node):
+  | {
+      qk: Node;
+      scale: number;
+      softcap: number;
+      mask: Value | null;
+      select: Select | null;
+      reshapes: Node[];
+      maskRank: number;
+      nodes: Node[];
+    }
+  | string {
   let cur = sm.inputs[0]!;
+  let softcap = 0;
   let scale = 1,
     mask: Value | null = null,
     select: Select | null = null,
@@ -152,7 +168,18 @@ function scoresChain(
   for (let step = 0; step < 8; step++) {
     const p = cur.producer;
     if (!p || p.domain !== '') break;
-    if (p.opType === 'MatMul' || p.opType === 'Einsum') return { qk: p, scale, mask, select, reshapes, maskRank, nodes: [...nodes, p] };
+    if (p.opType === 'MatMul' || p.opType === 'Einsum')
+      return { qk: p, scale, softcap, mask, select, reshapes, maskRank, nodes: [...nodes, p] };
+    const cap = softcapOf(p);
+    if (cap) {
+      // Gemma 2: cap * tanh(scaled / cap), then the mask, as GroupQueryAttention's softcap does.
+      if (scaled || softcap) return 'the scores are scaled after soft-capping';
+      if (select) return 'the scores are masked by Where before soft-capping';
+      softcap = cap.cap;
+      nodes.push(...cap.nodes);
+      cur = cap.x;
+      continue;
+    }
     if (p.opType === 'Reshape') {
       reshapes.push(p);
     } else if (p.opType === 'Add' && !mask) {
@@ -192,11 +219,30 @@ function scoresChain(
   return 'scores are not MatMul(q, k^T) scaled by a constant and masked by an Add';
 }
 
-/** Through Div/Mul by constants and Reshapes to a MatMul. */
+/** Soft-capped scores c * tanh(x / c) (or x * (1/c)): x, c and the nodes; null otherwise. */
+function softcapOf(mul: Node): { x: Value; cap: number; nodes: Node[] } | null {
+  if (mul.opType !== 'Mul') return null;
+  const i = mul.inputs.findIndex((v) => constScalar(v) !== null);
+  const cap = i >= 0 ? constScalar(mul.inputs[i])! : 0;
+  const tanh = producer(mul.inputs[1 - i], 'Tanh');
+  const inner = tanh?.inputs[0]?.producer;
+  if (!tanh || !inner || inner.domain !== '' || !(cap > 0)) return null;
+  let x: Value | undefined;
+  if (inner.opType === 'Div' && constScalar(inner.inputs[1]) !== null && Math.abs(constScalar(inner.inputs[1])! - cap) <= 1e-6 * cap)
+    x = inner.inputs[0]!;
+  else if (inner.opType === 'Mul') {
+    const j = inner.inputs.findIndex((v) => constScalar(v) !== null);
+    if (j >= 0 && Math.abs(constScalar(inner.inputs[j])! * cap - 1) <= 1e-6) x = inner.inputs[1 - j]!;
+  }
+  return x ? { x, cap, nodes: [mul, tanh, inner] } : null;
+}
+
+/** Through Div/Mul by constants, soft-capping (Tanh) and Reshapes to a MatMul. */
 function reachesMatMul(v: Value | null | undefined, depth = 0): boolean {
   const p = v?.producer;
   if (!p || p.domain !== '' || depth > 6) return false;
   if (p.opType === 'MatMul' || p.opType === 'Einsum') return true;
+  if (p.opType === 'Tanh') return reachesMatMul(p.inputs[0], depth + 1);
   if (p.opType === 'Reshape') return reachesMatMul(p.inputs[0], depth + 1);
   if (p.opType === 'Where') return reachesMatMul(p.inputs[1], depth + 1);
   if (p.opType === 'Div') return constScalar(p.inputs[1]) !== null && reachesMatMul(p.inputs[0], depth + 1);
@@ -278,6 +324,7 @@ function einsumCore(sm: Node, pv: Node, sc: Exclude<ReturnType<typeof scoresChai
     v4,
     kDirect: null,
     scale,
+    softcap: sc.softcap,
     mask: sc.mask,
     select: sc.select,
     out: pv.outputs[0]!,
@@ -355,9 +402,11 @@ function matchCore(sm: Node): Core | string | null {
     kDirect: key.kDirect,
     v4,
     scale,
+    softcap: sc.softcap,
     mask: sc.mask,
     select: sc.select,
     out: ctx.out,
+    shapeRead: ctx.shapeRead,
     nodes,
     heads: n,
     headSize: d,
@@ -367,7 +416,7 @@ function matchCore(sm: Node): Core | string | null {
 }
 
 /** Context [B, N, S, Dv] (or [B*N, S, Dv]) -> Transpose [0, 2, 1, 3] -> Reshape [B, S, N*Dv]. */
-function contextMerge(ctx: Value, want: Dim[]): { out: Value; nodes: Node[] } | string {
+function contextMerge(ctx: Value, want: Dim[]): { out: Value; nodes: Node[]; shapeRead?: Value } | string {
   const nodes: Node[] = [];
   let c4 = ctx;
   const only = (v: Value) => (v.uses.length === 1 && !v.isGraphOutput ? v.uses[0]!.node : null);
@@ -381,7 +430,11 @@ function contextMerge(ctx: Value, want: Dim[]): { out: Value; nodes: Node[] } | 
   const tr = only(c4);
   if (!tr || tr.opType !== 'Transpose' || tr.attrInts('perm', []).join() !== '0,2,1,3')
     return 'context is not transposed back to [B, S, N, D]';
-  const rs = only(tr.outputs[0]!);
+  // GPT-2 (PyTorch 1.5) reads the transposed context's Shape for the merge target: allowed, moved by the rewrite.
+  const t4 = tr.outputs[0]!;
+  const merges = t4.isGraphOutput ? [] : t4.uses.filter((u) => u.node.opType !== 'Shape' || u.node.domain !== '');
+  const rs = merges.length === 1 ? merges[0]!.node : null;
+  const shapeRead = t4.uses.length > 1 ? t4 : undefined;
   const so = rs?.outputs[0]?.shape;
   const want3 = [want[0]!, want[2]!, mul(want[1]!, want[3]!)];
   const [b, n, s, d] = want;
@@ -390,7 +443,7 @@ function contextMerge(ctx: Value, want: Dim[]): { out: Value; nodes: Node[] } | 
       ? `context merge to [B, S, N*D] not provable: the query's dims are [${want.map(String).join(', ')}] after shape inference`
       : 'context is not merged back to [B, S, N*D]';
   nodes.push(tr, rs);
-  return { out: rs.outputs[0]!, nodes };
+  return { out: rs.outputs[0]!, nodes, shapeRead };
 }
 
 /** A Reshape's output dims from its constant target and the input's dims (0 copies, one -1 inferred). */
@@ -555,7 +608,9 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
   if (!core) return null;
   if (typeof core === 'string') return skip(core);
   const where = `attention at '${sm.name}'`;
+  const capped = (why: string) => skip(`${where}: soft-capped scores (tanh, Gemma 2) need GroupQueryAttention's softcap: ${why}`);
   if (core.bsnd) {
+    if (core.softcap) return capped('not a decoder');
     const bias = biasShape(core, core.q4);
     if (typeof bias === 'string') return skip(`${where}: ${bias}`);
     return {
@@ -585,60 +640,23 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
   const bias = biasShape(core, q.x);
   if (typeof bias === 'string') return skip(`${where}: ${bias}`);
   if (k && v && k.n === core.heads && v.n === core.heads && k.d === q.d && v.d === core.vHeadSize) {
+    if (core.softcap) return capped(NO_CACHE);
     const inputs: (Value | null)[] = [q.x, k.x, v.x];
     if (core.mask) inputs.push(null, null, core.mask);
     return {
       kind: 'mha',
       core,
       bias: { expand: bias.expand, key: k.x, keyAxis: 1 },
-      ...withoutShapeReads([...core.nodes, ...q.nodes, ...k.nodes, ...v.nodes], [core.out]),
+      ...withoutShapeReads([...core.nodes, ...q.nodes, ...k.nodes, ...v.nodes], kept(core)),
       spec: { opType: 'MultiHeadAttention', inputs, attrs },
+      ...(causalMask(core) ? { note: `MultiHeadAttention, not GroupQueryAttention: ${NO_CACHE}` } : {}),
     };
   }
   if (core.kDirect) return skip(`${where}: key taken with perm [0,2,3,1] but value or head sizes do not fit MultiHeadAttention`);
   // Decoder: key/value in BNSH, maybe from a KV cache and with repeated heads.
-  const rk = repeatKv(core.k4),
-    rv = repeatKv(core.v4);
-  const kc = cacheConcat(rk?.kv ?? core.k4),
-    vc = cacheConcat(rv?.kv ?? core.v4);
-  const kn = kc && splitHeads(kc.fresh),
-    vn = vc && splitHeads(vc.fresh);
-  const gqa =
-    mode === 'gqa' &&
-    !core.select &&
-    kc &&
-    vc &&
-    kn &&
-    vn &&
-    core.mask &&
-    kn.d === q.d &&
-    vn.d === q.d &&
-    kn.n === vn.n &&
-    core.heads % kn.n === 0 &&
-    (rk ? rk.rep : 1) * kn.n === core.heads &&
-    (rv ? rv.rep : 1) * vn.n === core.heads
-      ? (causalFromAttentionMask(core.mask) ?? hfCausalMask(core.mask))
-      : null;
-  const pastFits = (c: typeof kc, n: number) => !!c && c.past.shape![1] === n && c.past.shape![3] === q.d;
-  if (gqa && kc && vc && kn && vn && pastFits(kc, kn.n) && pastFits(vc, vn.n)) {
-    const keep = [core.out, kc.concat.outputs[0]!, vc.concat.outputs[0]!];
-    const nodes = [...core.nodes, ...q.nodes, ...(rk?.nodes ?? []), ...(rv?.nodes ?? []), kc.concat, vc.concat, ...kn.nodes, ...vn.nodes];
-    // When the cache path is read elsewhere, MHA on the BNSH key/value below still fits.
-    if (internalOnly(nodes, keep)) {
-      return {
-        kind: 'gqa',
-        core,
-        nodes,
-        outputs: keep,
-        spec: {
-          opType: 'GroupQueryAttention',
-          inputs: [],
-          attrs: { num_heads: core.heads, kv_num_heads: kn.n, scale: { float: core.scale } },
-        },
-        gqa: { attentionMask: gqa.attentionMask, inputs: [q.x, kn.x, vn.x, kc.past, vc.past], concats: [kc.concat, vc.concat] },
-      };
-    }
-  }
+  const g = gqaMatch(core, q, mode);
+  if (typeof g !== 'string') return g;
+  if (core.softcap) return capped(g || 'not a decoder');
   // Exact for any mask: MHA over the (repeated) BNSH key/value, the mask as attention_bias.
   const sk = core.k4.shape,
     sv = core.v4.shape;
@@ -650,8 +668,64 @@ function match(sm: Node, mode: string): AttentionMatch | Skip | null {
     kind: 'mhaBnsh',
     core,
     bias: { expand: bias.expand, key: core.k4, keyAxis: 2 },
-    ...withoutShapeReads([...core.nodes, ...q.nodes], [core.out]),
+    ...withoutShapeReads([...core.nodes, ...q.nodes], kept(core)),
     spec: { opType: 'MultiHeadAttention', inputs, attrs },
+    ...(g ? { note: `MultiHeadAttention, not GroupQueryAttention: ${g}` } : {}),
+  };
+}
+
+type Heads = NonNullable<ReturnType<typeof splitHeads>>;
+
+const NO_CACHE = 'no KV cache (key/value are not Concat(past input, new) on the sequence axis)';
+
+/** A decoder's causal mask (the HF forms GroupQueryAttention takes). */
+const causalMask = (core: Core) => !!core.mask && !!(causalFromAttentionMask(core.mask) ?? hfCausalMask(core.mask));
+
+/**
+ * GroupQueryAttention for a KV-cache decoder's attention, or why it does not fit (the MHA fallback's
+ * note); '' when nothing says decoder (no cache, no repeat_kv, no causal mask).
+ */
+function gqaMatch(core: Core, q: Heads, mode: string): AttentionMatch | string {
+  const rk = repeatKv(core.k4),
+    rv = repeatKv(core.v4);
+  const kc = cacheConcat(rk?.kv ?? core.k4),
+    vc = cacheConcat(rv?.kv ?? core.v4);
+  if (!kc && !vc && !rk && !rv && !causalMask(core)) return '';
+  if (mode !== 'gqa') return 'fuse-attention{decoder=mha}';
+  if (!kc || !vc) return NO_CACHE;
+  const kn = splitHeads(kc.fresh),
+    vn = splitHeads(vc.fresh);
+  if (!kn || !vn) return 'the new key/value are not a [B, S, kvN*D] projection split into heads';
+  if (kn.d !== q.d || vn.d !== q.d || kn.n !== vn.n || core.heads % kn.n !== 0)
+    return `head sizes or counts do not fit (query ${core.heads}x${q.d}, key ${kn.n}x${kn.d}, value ${vn.n}x${vn.d})`;
+  if ((rk ? rk.rep : 1) * kn.n !== core.heads || (rv ? rv.rep : 1) * vn.n !== core.heads)
+    return `key/value heads (${kn.n}) are not repeated to the ${core.heads} query heads by Unsqueeze/Expand/Reshape`;
+  const pastFits = (c: NonNullable<typeof kc>, n: number) => c.past.shape![1] === n && c.past.shape![3] === q.d;
+  if (!pastFits(kc, kn.n) || !pastFits(vc, vn.n)) return `past key/value are not [B, ${kn.n}, P, ${q.d}]`;
+  if (core.select) return 'the mask is applied by Where on the scores (masked_fill), not added';
+  if (!core.mask) return 'no attention mask (GroupQueryAttention needs the causal + padding mask from attention_mask)';
+  const gqa = causalFromAttentionMask(core.mask) ?? hfCausalMask(core.mask);
+  if (!gqa) return 'the mask is not the HF causal + padding mask built from an attention_mask input';
+  const keep = [...kept(core), kc.concat.outputs[0]!, vc.concat.outputs[0]!];
+  const nodes = [...core.nodes, ...q.nodes, ...(rk?.nodes ?? []), ...(rv?.nodes ?? []), kc.concat, vc.concat, ...kn.nodes, ...vn.nodes];
+  // When the cache path is read elsewhere, MHA on the BNSH key/value still fits.
+  if (!internalOnly(nodes, keep)) return 'the cache path (Concat, repeat_kv) is read outside the attention';
+  return {
+    kind: 'gqa',
+    core,
+    nodes,
+    outputs: keep,
+    spec: {
+      opType: 'GroupQueryAttention',
+      inputs: [],
+      attrs: {
+        num_heads: core.heads,
+        kv_num_heads: kn.n,
+        scale: { float: core.scale },
+        ...(core.softcap ? { softcap: { float: core.softcap } } : {}),
+      },
+    },
+    gqa: { attentionMask: gqa.attentionMask, inputs: [q.x, kn.x, vn.x, kc.past, vc.past], concats: [kc.concat, vc.concat] },
   };
 }
 
@@ -745,7 +819,27 @@ function rewriteBsnd(model: Model, g: Graph, m: AttentionMatch): 'mha' {
   return 'mha';
 }
 
+/** The values a match hands on: the output, and the context whose Shape exporters read. */
+const kept = (core: Core): Value[] => (core.shapeRead ? [core.out, core.shapeRead] : [core.out]);
+
+/** Shape reads of the matched [B, S, N, Dv] context go to Reshape(fused output, [0, 0, N, Dv]), of that shape. */
+function moveShapeReads(g: Graph, m: AttentionMatch): void {
+  const t4 = m.core.shapeRead;
+  if (!t4) return;
+  const p = `${m.core.softmax.name}/edgec_context`;
+  const dims = g.addInitializer(Tensor.fromInt64(`${p}/shape`, [4], [0, 0, m.core.heads, m.core.vHeadSize]));
+  const view = g.addNode({ opType: 'Reshape', name: `${p}/Reshape`, inputs: [m.core.out, dims], outputs: [`${p}/Reshape_output_0`] });
+  for (const u of [...t4.uses]) u.node.setInput(u.index, view.outputs[0]!);
+  g.removeDead(m.nodes);
+}
+
 function rewrite(model: Model, g: Graph, m: AttentionMatch, lengths: Map<Value, [Value, Value]>): AttentionMatch['kind'] {
+  const kind = rewriteCore(model, g, m, lengths);
+  moveShapeReads(g, m);
+  return kind;
+}
+
+function rewriteCore(model: Model, g: Graph, m: AttentionMatch, lengths: Map<Value, [Value, Value]>): AttentionMatch['kind'] {
   if (m.core.bsnd) return rewriteBsnd(model, g, m);
   if (!m.gqa) {
     const inputs = [...m.spec.inputs];
@@ -806,10 +900,35 @@ export const attentionRule = defineRule<AttentionMatch, Map<Value, [Value, Value
   rewrite: (m, { model, graph, state }) => rewrite(model, graph, m, state),
 });
 
-export const fuseAttention = fusionPass({
+/**
+ * One sweep of the rule, and again after re-inferring shapes while a sweep fuses something and leaves a
+ * candidate: a fused layer gives the residual stream the query's [B, S, H] shape, which the next layer's
+ * match may need (GPT-2 with past: the causal mask's Slice leaves S unknown until then). Skip reasons are
+ * the last sweep's.
+ */
+function run(model: Model, options: Options): PassStats {
+  const counts = ruleCounts([attentionRule]);
+  // Notes are of fusions made, so every sweep's count.
+  const notes: string[] = [];
+  for (;;) {
+    const sweep = applyRules(model, options, [attentionRule]);
+    let fused = 0;
+    for (const [k, n] of Object.entries(sweep.counts)) {
+      counts[k] = (counts[k] ?? 0) + n;
+      fused += n;
+    }
+    notes.push(...(sweep.notes ?? []));
+    if (!fused || !sweep.skipped?.length) return { counts, skipped: sweep.skipped, ...(notes.length ? { notes } : {}) };
+    for (const g of model.graph.allGraphs()) g.sortTopologically();
+    new ShapeInference(model.opset('') ?? 21, true).graph(model.graph);
+  }
+}
+
+export const fuseAttention = definePass({
   name: 'fuse-attention',
   description: 'eager attention -> com.microsoft MultiHeadAttention, or GroupQueryAttention for a KV-cache decoder with the HF causal mask',
   options,
   requires: ['shapes'],
-  rules: [attentionRule],
+  statistics: attentionRule.counts,
+  run,
 });

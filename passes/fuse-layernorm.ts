@@ -100,7 +100,7 @@ function hasCandidate(model: Model): boolean {
   for (const graph of model.graph.allGraphs()) {
     for (const n of graph.nodes) {
       if (n.opType !== 'ReduceMean' || n.domain !== '') continue;
-      const m = layerNormRule.match(n, { model, graph, options: {}, state: undefined });
+      const m = layerNormRule.match(n, { model, graph, options: {}, pass: {}, state: undefined });
       if (m && !(m instanceof Skip)) return true;
     }
   }
@@ -113,14 +113,14 @@ export const fuseLayerNorm = definePass({
   options: {},
   requires: ['shapes'],
   statistics: layerNormRule.counts,
-  run(model: Model, options): PassStats {
+  run(model: Model, options, ctx): PassStats {
     const from = model.opset('') ?? 0;
     let why: string | undefined;
     if (from < 17 && hasCandidate(model)) {
       const r = upgradeOpset(model, 17);
       if (r.blockers.length) why = `model stays at opset ${from} (${r.blockers[0]})`;
     }
-    const stats = applyRules(model, options, [layerNormRule]);
+    const stats = applyRules(model, options, [layerNormRule], ctx);
     if (from < 17 && (model.opset('') ?? 0) >= 17)
       (stats.notes ??= []).push(`model converted from opset ${from} to 17 for LayerNormalization`);
     if (why) stats.skipped = stats.skipped?.map((s) => (s.endsWith('needs opset >= 17') ? `${s}: ${why}` : s));

@@ -6,21 +6,66 @@
 // t is [B, N, S, D]. When it is Transpose(Reshape(x [B, S, N*D])) the op runs on the 3-D x
 // (num_heads = N) and the Reshape/Transpose move after it, which leaves the attention fusion a 3-D
 // query/key to take; otherwise the op takes t itself (4-D BNSH input).
-import { DataType, Tensor, type Dim, type Graph, type Model, type Node, type Value } from '../ir/index.js';
-import type { OptionSchema, OptionsOf } from './pass.js';
+import path from 'node:path';
+import {
+  DataType,
+  InputError,
+  Tensor,
+  readModelConfig,
+  textConfigField,
+  type Dim,
+  type Graph,
+  type Model,
+  type Node,
+  type Value,
+} from '../ir/index.js';
+import type { OptionSchema, OptionsOf, PassContext } from './pass.js';
 import { constTensor, other, producer, replaceOutput, sameDim, splitHeads } from './pattern.js';
 import { tableSource, type TableSource } from './rotary-tables.js';
 import { defineRule, fusionPass, skip, Skip, type Match } from './rule.js';
+import { rotaryHeadsRule } from './rotary-heads.js';
+
+/** Table rows for cos/sin computed in the graph when the model says nothing (transformers' Llama default is 2048). */
+export const DEFAULT_MAX_POSITIONS = 4096;
+/** Past this, a table is a size claim to refuse, not to allocate (4M positions x 64 x 4 B = 1 GiB per table). */
+const MAX_POSITIONS = 1 << 22;
 
 const OPTIONS = {
   maxPositions: {
     type: 'int',
-    default: 4096,
+    default: undefined,
     min: 1,
-    description: 'rows of the cos/sin table made for cos/sin computed in the graph (positions the fused op accepts)',
+    max: MAX_POSITIONS,
+    description:
+      `rows of the cos/sin tables made for cos/sin computed in the graph (positions the fused op accepts; default: ` +
+      `max_position_embeddings of the config.json beside the model, else the fixed attention_mask length, else ${DEFAULT_MAX_POSITIONS})`,
   },
 } as const satisfies OptionSchema;
 type Opts = OptionsOf<typeof OPTIONS>;
+
+interface TableRows {
+  rows: number;
+  from: string;
+}
+
+/** Rows of a table computed from inv_freq, and where the count comes from (a cache keeps its own). */
+export function tableRows(model: Model, given: number | undefined, ctx: PassContext): TableRows {
+  if (given !== undefined) return { rows: given, from: 'maxPositions option' };
+  const cfg = ctx.modelDir ? readModelConfig(ctx.modelDir) : null;
+  const v = cfg ? textConfigField(cfg, 'max_position_embeddings') : undefined;
+  if (cfg && v !== undefined && v !== null) {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_POSITIONS)
+      throw new InputError(
+        `max_position_embeddings ${JSON.stringify(v)} is not an integer in 1..${MAX_POSITIONS}; fix it, or give fuse-rotary{maxPositions=N}`,
+        cfg.file,
+      );
+    return { rows: v, from: `max_position_embeddings of ${path.relative(ctx.modelDir!, cfg.file)}` };
+  }
+  // Static shapes: positions come from the mask (cumsum - 1), so never reach its length.
+  const t = model.graph.inputs.find((i) => i.name === 'attention_mask')?.shape?.[1];
+  if (typeof t === 'number' && t > 0) return { rows: t, from: 'the fixed attention_mask length' };
+  return { rows: DEFAULT_MAX_POSITIONS, from: 'the default: no max_position_embeddings in a config.json beside the model' };
+}
 
 /** One-element constant as a number (index constants may be declared float in hand-made graphs). */
 function num(v: Value | null | undefined): number | null {
@@ -168,19 +213,22 @@ function complete(add: Node, h: Half, pm: Node, pr: Node, rot: Value, where: str
 
 /** Per graph: the tables made so far by source key (null: the constant's halves differ). */
 type Tables = Map<string, Value | null>;
-/** Per graph: tables, and [1, S] position_ids expanded to [B, S] per batch dim. */
+/** Per graph: tables, [1, S] position_ids expanded to [B, S] per batch dim, rows of computed tables (once needed). */
 interface RotaryState {
   tables: Tables;
   positions: Map<string, Value>;
+  rows?: TableRows;
 }
 
-function table(g: Graph, s: TableSource, m: RotaryMatch, tables: Tables, maxPositions: number): Value | null {
+/** The table for a source, made on first use; `made` lists computed tables made now (for the note). */
+function table(g: Graph, s: TableSource, m: RotaryMatch, state: RotaryState, rows: () => TableRows, made: string[]): Value | null {
   const key = `${s.key}:${m.dtype}`;
-  if (!tables.has(key)) {
-    const t = s.build(maxPositions, m.dtype);
-    tables.set(key, t ? g.addInitializer(t) : null);
+  if (!state.tables.has(key)) {
+    const t = s.build(s.computed ? rows().rows : 0, m.dtype);
+    state.tables.set(key, t ? g.addInitializer(t) : null);
+    if (t && s.computed) made.push(t.name);
   }
-  return tables.get(key)!;
+  return state.tables.get(key)!;
 }
 
 /** [1, S] position_ids broadcast over the batch, as the Mul by cos/sin did: Expand(pos, [B, 1]), B from the input. */
@@ -199,11 +247,13 @@ function batchPositions(g: Graph, m: RotaryMatch, cache: Map<string, Value>, bef
   return out;
 }
 
-function rewrite(model: Model, g: Graph, m: RotaryMatch, state: RotaryState, opts: Opts): string | Skip {
-  const tables = state.tables;
-  const cosH = table(g, m.cos, m, tables, opts.maxPositions),
-    sinH = table(g, m.sin, m, tables, opts.maxPositions);
+function rewrite(model: Model, g: Graph, m: RotaryMatch, state: RotaryState, opts: Opts, ctx: PassContext): string | Skip {
+  const rows = () => (state.rows ??= tableRows(model, opts.maxPositions, ctx));
+  const made: string[] = []; // tables computed from inv_freq made by this rewrite
+  const cosH = table(g, m.cos, m, state, rows, made),
+    sinH = table(g, m.sin, m, state, rows, made);
   if (!cosH || !sinH) return skip(`rotary at '${m.out.name}': cache halves differ (not the rotate_half layout)`);
+  if (made.length) m.note = `cos/sin tables of ${state.rows!.rows} positions (${state.rows!.from})`;
   model.requireOpset('com.microsoft', 1);
   const anchor = m.out.producer!;
   const base = anchor.name.replace(/\/[^/]*$/, '');
@@ -251,7 +301,7 @@ export const rotaryRule = defineRule<RotaryMatch, RotaryState, Opts>({
   where: (add) => `rotary at '${add.name}'`,
   state: () => ({ tables: new Map(), positions: new Map() }),
   match: (add) => match(add),
-  rewrite: (m, { model, graph, state, options }) => rewrite(model, graph, m, state, options),
+  rewrite: (m, { model, graph, state, options, pass }) => rewrite(model, graph, m, state, options, pass),
   finish({ graph, state }) {
     for (const [, v] of state.tables) if (v && !v.uses.length) graph.removeInitializer(v);
   },
@@ -259,8 +309,11 @@ export const rotaryRule = defineRule<RotaryMatch, RotaryState, Opts>({
 
 export const fuseRotary = fusionPass({
   name: 'fuse-rotary',
-  description: 'HF rotate_half rotary embedding (cos/sin from a cache or from inv_freq, partial rotary) -> com.microsoft RotaryEmbedding',
+  description:
+    'HF rotate_half rotary embedding (cos/sin from a cache or from inv_freq, partial rotary) -> com.microsoft RotaryEmbedding; ' +
+    'computed cos/sin get tables of max_position_embeddings rows (config.json) unless maxPositions says otherwise; ' +
+    'one already on split heads runs on the 3-D projection',
   options: OPTIONS,
   requires: ['shapes'],
-  rules: [rotaryRule],
+  rules: [rotaryRule, rotaryHeadsRule],
 });

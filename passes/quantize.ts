@@ -326,6 +326,8 @@ export const quantizeWeights = definePass({
     }
 
     const pool = s.threads > 1 ? await createQuantPool({ threads: s.threads }) : null;
+    const emitter = new WeightEmitter(model, s, stats);
+    const streamer = new RtnStreamer(cands, { ...s, spillable: (c) => emitter.takesSpilled(c) }, pool);
     let fallbacks: string[];
     try {
       fallbacks = await quantizeAll(
@@ -334,8 +336,8 @@ export const quantizeWeights = definePass({
           s,
           inFlight: pool ? s.threads : 0,
           exec: quantExec(pool),
-          streamer: new RtnStreamer(cands, s, pool),
-          emitter: new WeightEmitter(model, s, stats),
+          streamer,
+          emitter,
           calibration,
           rowScale,
           skip,
@@ -343,6 +345,7 @@ export const quantizeWeights = definePass({
         },
       );
     } finally {
+      streamer.close();
       await pool?.close();
       releaseGptqMemory();
     }

@@ -5,9 +5,10 @@
 //   in-graph: Unsqueeze(Cos|Sin(Concat(f, f)), 1) with f = Transpose(inv_freq [1, d/2, 1] @
 //           Cast(Unsqueeze(position_ids, 1)), [0, 2, 1]) (transformers >= 4.38 Llama/Qwen2/Phi-3),
 //           or f = Cast(Unsqueeze(position_ids, -1)) * inv_freq.
-// Either may be scaled by a scalar constant (Qwen3/LongRoPE attention scaling). The in-graph form
-// has no table: one of `maxPositions` rows is computed here the way torch does it (an fp32
-// product, then cos/sin); onnxruntime refuses a position past it rather than reading out of bounds.
+// Either may be scaled by a scalar constant (Qwen3/LongRoPE attention scaling). A cache keeps its
+// own row count. The in-graph form has no table: one of `maxPositions` rows (fuse-rotary picks it from
+// the model) is computed here the way torch does it (an fp32 product, then cos/sin); onnxruntime
+// refuses a position past it rather than reading out of bounds.
 import { DataType, Tensor, type Node, type Value } from '../ir/index.js';
 import { constScalar, constTensor, other, producer } from './pattern.js';
 
@@ -16,6 +17,8 @@ export interface TableSource {
   key: string;
   pos: Value;
   nodes: Node[];
+  /** Computed in the graph (no table of its own): `build` makes `maxPositions` rows. A cache keeps its own rows. */
+  computed: boolean;
   /** The half-width table, or null when a constant cache does not repeat its halves (not rotate_half). */
   build(maxPositions: number, dtype: DataType): Tensor | null;
 }
@@ -82,6 +85,7 @@ function cachedSource(ga: Node, d: number, scale: number, nodes: Node[]): TableS
     key: `cache:${c.name}:${scale}`,
     pos,
     nodes,
+    computed: false,
     build: (_max, dtype) => halfTable(t.toFloat32(), rows, d, scale, dtype, `${c.name}_half`),
   };
 }
@@ -127,6 +131,7 @@ function freqSource(f: Node, d: number, scale: number, nodes: Node[]): TableSour
     key: `freq:${f.opType}:${Array.from(inv).join(',')}:${scale}`,
     pos: m.pos,
     nodes,
+    computed: true,
     build(maxPositions, dtype) {
       const h = d / 2;
       const out = new Float32Array(maxPositions * h);

@@ -23,7 +23,7 @@
  * If/Loop bodies too) in graph order; after `match` it checks removability: every output of
  * `m.nodes` other than `m.outputs` must be read only inside the match and not be a graph output,
  * else the candidate is skipped with "<where>: an intermediate value is used outside <pattern>";
- * skip reasons go to the pass statistics (`skipped`), count keys to `counts`.
+ * skip reasons go to the pass statistics (`skipped`), count keys to `counts`, a match's `note` to `notes`.
  * `rewrite` may still return a Skip for a check that needs work first (a derived constant), but
  * only before it changes what the graph computes; per-graph `state` (caches of rewritten weights,
  * shared helper values) is made by `state(graph)` and handed to `finish` after the graph's visit.
@@ -31,7 +31,7 @@
  * `replaceOutput` hands the matched output to the new node and removes what became dead.
  */
 import type { Graph, Model, Node, Value } from '../ir/index.js';
-import { definePass, type OptionSchema, type Options, type PassStats, type TypedPass } from './pass.js';
+import { definePass, type OptionSchema, type Options, type PassContext, type PassStats, type TypedPass } from './pass.js';
 import { internalOnly, isLive } from './pattern.js';
 
 /** A candidate the rule looked at and left alone, with the reason (reported, never thrown). */
@@ -48,6 +48,9 @@ export interface Match {
   nodes: Node[];
   /** The values of the match the rewrite hands to new nodes: the only ones read outside `nodes`. */
   outputs: Value[];
+  /** What the reader should know about this fusion (a fallback op and why, a size chosen): the pass
+   * statistics' `notes`, prefixed with `where`. `rewrite` may set it. */
+  note?: string;
 }
 
 export interface RuleContext<S, O = Options> {
@@ -57,6 +60,8 @@ export interface RuleContext<S, O = Options> {
   options: O;
   /** This rule's state for `graph`. */
   state: S;
+  /** What the caller knows beyond the graph (the model's folder). */
+  pass: PassContext;
 }
 
 export interface FusionRule<M extends Match = Match, S = undefined, O = Options> {
@@ -94,32 +99,35 @@ export function ruleCounts(rules: readonly AnyRule[]): Record<string, number> {
 }
 
 /** Run the rules over every graph of the model: one walk per graph, rules tried in order per node. */
-export function applyRules(model: Model, options: Options, rules: readonly AnyRule[]): PassStats {
-  const stats = { counts: ruleCounts(rules), skipped: [] as string[] };
+export function applyRules(model: Model, options: Options, rules: readonly AnyRule[], pass: PassContext = {}): PassStats {
+  const stats: PassStats & { skipped: string[] } = { counts: ruleCounts(rules), skipped: [] };
+  const notes: string[] = [];
   for (const graph of model.graph.allGraphs()) {
-    const cxs = rules.map((r): RuleContext<unknown> => ({ model, graph, options, state: r.state?.(graph, model) }));
+    const cxs = rules.map((r): RuleContext<unknown> => ({ model, graph, options, pass, state: r.state?.(graph, model) }));
     for (const n of [...graph.nodes]) {
       rules.forEach((rule, i) => {
         if (n.domain !== (rule.domain ?? '') || !rule.anchors.includes(n.opType) || !isLive(n)) return;
         const r = tryRule(rule, n, cxs[i]!);
         if (r instanceof Skip) stats.skipped.push(r.reason);
         else if (r !== null) {
-          if (!(r in stats.counts)) throw new Error(`rule '${rule.name}' counted '${r}', which it does not declare`);
-          stats.counts[r]!++;
+          if (!(r.count in stats.counts)) throw new Error(`rule '${rule.name}' counted '${r.count}', which it does not declare`);
+          stats.counts[r.count]!++;
+          if (r.note) notes.push(`${rule.where(n)}: ${r.note}`);
         }
       });
     }
     rules.forEach((rule, i) => rule.finish?.(cxs[i]!));
   }
-  return stats;
+  return notes.length ? { ...stats, notes } : stats;
 }
 
-function tryRule(rule: AnyRule, n: Node, cx: RuleContext<unknown>): string | Skip | null {
+function tryRule(rule: AnyRule, n: Node, cx: RuleContext<unknown>): { count: string; note?: string } | Skip | null {
   const m = rule.match(n, cx);
   if (m === null || m instanceof Skip) return m;
   if (!internalOnly(m.nodes, m.outputs))
     return skip(`${rule.where(n)}: an intermediate value is used outside ${rule.pattern ?? 'the pattern'}`);
-  return rule.rewrite(m, cx);
+  const r = rule.rewrite(m, cx);
+  return r instanceof Skip ? r : { count: r, note: m.note };
 }
 
 /** A rewrite pass made of rules: its statistics are the rules' counts. */
@@ -133,5 +141,5 @@ export function fusionPass<const S extends OptionSchema>(def: {
   const { rules, ...rest } = def;
   const statistics: Record<string, string> = {};
   for (const r of rules) Object.assign(statistics, r.counts);
-  return definePass({ ...rest, statistics, run: (model, options) => applyRules(model, options, rules) });
+  return definePass({ ...rest, statistics, run: (model, options, ctx) => applyRules(model, options, rules, ctx) });
 }

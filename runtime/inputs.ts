@@ -7,6 +7,7 @@ import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
 import { DataType, InputError, Model, Tensor, Value, dtypeName, isFloat } from '../ir/index.js';
 import { MAX_RANDOM_ELEMENTS, loadInputsDir, loadTestDataSet, randn, rng } from './ort.js';
+import { loadTokenizer } from './tokenizer.js';
 
 export type Feeds = Record<string, Tensor>;
 
@@ -498,7 +499,10 @@ export function imageInput(model: Model): Value | undefined {
   );
 }
 
-export function tokenSequences(file: string): number[][] {
+/** Token sequences of a --tokens file: ids (one sequence per line, or a JSON array of arrays), or
+ * text, one sequence per line, encoded with the first `tokenizer.json` found in `tokenizerDirs` (the
+ * model's folder) or beside the file, with the special tokens its post-processor adds (BOS). */
+export function tokenSequences(file: string, tokenizerDirs: string[] = []): number[][] {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
@@ -506,6 +510,8 @@ export function tokenSequences(file: string): number[][] {
     throw new InputError('cannot read token file', file);
   }
   const trimmed = text.trim();
+  const lines = trimmed.split('\n').filter((l) => l.trim());
+  if (!trimmed.startsWith('[') && lines.some((l) => !/^[\d\s,]+$/.test(l))) return textSequences(file, lines, tokenizerDirs);
   let seqs: unknown;
   if (trimmed.startsWith('[')) {
     try {
@@ -515,15 +521,12 @@ export function tokenSequences(file: string): number[][] {
     }
     if (Array.isArray(seqs) && seqs.every((x) => typeof x === 'number')) seqs = [seqs];
   } else {
-    seqs = trimmed
-      .split('\n')
-      .filter((l) => l.trim())
-      .map((l) =>
-        l
-          .trim()
-          .split(/[\s,]+/)
-          .map(Number),
-      );
+    seqs = lines.map((l) =>
+      l
+        .trim()
+        .split(/[\s,]+/)
+        .map(Number),
+    );
   }
   if (
     !Array.isArray(seqs) ||
@@ -533,6 +536,19 @@ export function tokenSequences(file: string): number[][] {
     throw new InputError('token file must hold non-negative integer ids: one sequence per line, or a JSON array of arrays', file);
   }
   return seqs as number[][];
+}
+
+function textSequences(file: string, lines: string[], tokenizerDirs: string[]): number[][] {
+  const dirs = [...new Set([...tokenizerDirs, path.dirname(file)])];
+  const dir = dirs.find((d) => fs.existsSync(path.join(d, 'tokenizer.json')));
+  if (!dir)
+    throw new InputError(
+      `holds text, but no tokenizer.json sits beside the model or the file (looked in ${dirs.join(', ')}); ` +
+        "copy the model's tokenizer.json there, or give token ids, one sequence per line",
+      file,
+    );
+  const tok = loadTokenizer(dir)!;
+  return lines.map((l) => tok.encode(l.trim()));
 }
 
 /** Feeds of a token sequence: ids [1, L], a mask of ones, positions after the (empty or synthetic) past. */
@@ -603,7 +619,7 @@ export function loadInputs(model: Model, spec: InputsSpec = {}, opts: { synthCou
           .join(', ')}); pass --inputs with test data instead`,
         model.sourcePath,
       );
-    const seqs = tokenSequences(spec.tokens);
+    const seqs = tokenSequences(spec.tokens, model.sourcePath ? [path.dirname(model.sourcePath)] : []);
     const dims = defaultDims(model, spec, 1);
     const kinds = dimKinds(model);
     const pastName = [...kinds].find(([, k]) => k === 'past')?.[0];

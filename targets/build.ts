@@ -198,7 +198,8 @@ export function buildItems(cfg: BuildConfig, configFile: string, only?: string[]
 const rel = (dir: string, f: string) => path.relative(dir, f).split(path.sep).join('/');
 
 /** The files a model's bytes live in: a folder's top-level files (sub-models, external data,
- * config/tokenizer files), or a file and its external data siblings (`<file>.data`, `<file>_data*`). */
+ * config/tokenizer files), or a file, its external data siblings (`<file>.data`, `<file>_data*`) and the
+ * config.json beside it (fuse-rotary sizes tables by it). */
 function inputFiles(input: string): string[] {
   let st: fs.Stats;
   try {
@@ -218,7 +219,11 @@ function inputFiles(input: string): string[] {
     .readdirSync(path.dirname(input))
     .filter((f) => f !== base && f.startsWith(base))
     .sort();
-  return [input, ...sib.map((f) => path.join(path.dirname(input), f))];
+  const dir = path.dirname(input);
+  const configs = [dir, ...(path.basename(dir) === 'onnx' ? [path.dirname(dir)] : [])]
+    .map((d) => path.join(d, 'config.json'))
+    .filter((f) => fs.existsSync(f) && fs.statSync(f).isFile());
+  return [input, ...sib.map((f) => path.join(dir, f)), ...configs];
 }
 
 function filesUnder(dir: string): string[] {

@@ -122,6 +122,8 @@ export interface SubModelReport {
     nodesAfter: number;
     counts: Record<string, number>;
     skipped?: string[];
+    /** What a pass chose and why (a fusion made with a fallback op, a table size). */
+    notes?: string[];
     layers?: { weight: string; relError: number }[];
   }[];
   /** Default-pipeline passes not (yet) registered in this build. */
@@ -279,6 +281,7 @@ function stepSummary(r: StepReport): SubModelReport['steps'][number] {
     nodesAfter: r.nodesAfter,
     counts: r.stats.counts,
     ...(r.stats.skipped?.length ? { skipped: r.stats.skipped } : {}),
+    ...(r.stats.notes?.length ? { notes: r.stats.notes } : {}),
     ...(layers?.length ? { layers } : {}),
   };
 }

@@ -1,7 +1,7 @@
 // Values for symbolic dims: what verification feeds dynamic models and what static-shape targets
 // bake in. Names follow the HF/transformers.js exporters (batch, seq, past_seq, total_seq,
 // height, width, grid_h, grid_w); --fix name=N always wins.
-import { Model } from '../ir/index.js';
+import { Model, isFloat } from '../ir/index.js';
 import { feedInputs } from '../ir/summary.js';
 import type { TilePlan } from './plan/index.js';
 import type { SubModel, Variant } from './target.js';
@@ -54,8 +54,9 @@ export function symbolicDims(model: Model): string[] {
   return out;
 }
 
-/** Resolve one dim name; undefined when no rule knows it. */
-export function resolveDim(name: string, c: DimContext): number | undefined {
+/** Resolve one dim name; undefined when no rule knows it. `kind`: what the dim's position says
+ * (dimKinds), for names that say nothing, as paddle2onnx's `p2o.DynamicDimension.N`. */
+export function resolveDim(name: string, c: DimContext, kind?: PosKind): number | undefined {
   if (c.fix[name] !== undefined) return c.fix[name];
   const n = name.toLowerCase();
   if (/batch/.test(n)) return c.batch ?? 1;
@@ -66,15 +67,43 @@ export function resolveDim(name: string, c: DimContext): number | undefined {
   if (/grid_w|patches_w/.test(n)) return c.patch ? Math.floor(c.image.width / c.patch) : undefined;
   if (/height/.test(n)) return c.image.height;
   if (/width/.test(n)) return c.image.width;
+  if (kind === 'batch') return c.batch ?? 1;
+  if (kind === 'height') return c.image.height;
+  if (kind === 'width') return c.image.width;
   return undefined;
 }
+
+type PosKind = 'batch' | 'height' | 'width';
+
+/** What a dim's position says, for names that say nothing (paddle2onnx's `p2o.DynamicDimension.N`):
+ * in an image input [N, C, H, W] (float, C <= 4) axis 0 is the batch, axes 2 and 3 the image side. */
+function dimKinds(model: Model): Map<string, PosKind> {
+  const kinds = new Map<string, PosKind>();
+  for (const v of feedInputs(model.graph)) {
+    const s = v.type?.shape ?? [];
+    if (s.length !== 4 || !isFloat(v.type!.elemType) || typeof s[1] !== 'number' || s[1] > 4) continue;
+    (['batch', undefined, 'height', 'width'] as const).forEach((k, i) => {
+      const d = s[i];
+      if (k && typeof d === 'string' && !kinds.has(d)) kinds.set(d, k);
+    });
+  }
+  return kinds;
+}
+
+const IMAGE_DIM = /height|width|grid_h|grid_w|patches_h|patches_w/i;
+const BATCH_DIM = /batch/i;
+
+/** Image dims by name, else by position: axes 2 and 3 of a 4-D float image input. */
+const isImageDim = (d: string, kinds: Map<string, PosKind>) => IMAGE_DIM.test(d) || kinds.get(d) === 'height' || kinds.get(d) === 'width';
+const isBatchDim = (d: string, kinds: Map<string, PosKind>) => BATCH_DIM.test(d) || kinds.get(d) === 'batch';
 
 /** Every symbolic input dim resolved, and the names no rule knows. */
 export function resolveDims(model: Model, c: DimContext): { dims: Record<string, number>; unresolved: string[] } {
   const dims: Record<string, number> = {};
   const unresolved: string[] = [];
+  const kinds = dimKinds(model);
   for (const d of symbolicDims(model)) {
-    const v = resolveDim(d, c);
+    const v = resolveDim(d, c, kinds.get(d));
     if (v === undefined) unresolved.push(d);
     else dims[d] = v;
   }
@@ -90,21 +119,25 @@ export function patchSize(model: Model): number | undefined {
   return undefined;
 }
 
-const IMAGE_DIM = /height|width|grid_h|grid_w|patches_h|patches_w/i;
-const BATCH_DIM = /batch/i;
-
 /** Vision encoder/projector variants of a tiling policy: every tile size x encoder batch, with
  * the dims `pick` selects resolved for that shape. The policy decides image and batch dims: a
  * --fix of those names (meant for the decoder's batch, say) does not override them here. */
-export function tilingVariants(model: Model, sm: SubModel, t: Tiling, seq: number, pick: (dim: string) => boolean): Variant[] {
-  const names = symbolicDims(model).filter(pick);
-  const fix = Object.fromEntries(Object.entries(sm.opts.fix).filter(([k]) => !IMAGE_DIM.test(k) && !BATCH_DIM.test(k)));
+export function tilingVariants(
+  model: Model,
+  sm: SubModel,
+  t: Tiling,
+  seq: number,
+  pick: (dim: string, kinds: Map<string, PosKind>) => boolean,
+): Variant[] {
+  const kinds = dimKinds(model);
+  const names = symbolicDims(model).filter((d) => pick(d, kinds));
+  const fix = Object.fromEntries(Object.entries(sm.opts.fix).filter(([k]) => !isImageDim(k, kinds) && !isBatchDim(k, kinds)));
   return t.sizes.flatMap((image) =>
     t.batches.map((batch) => {
       const c: DimContext = { seq, context: sm.opts.context, image, batch, patch: sm.patch, fix };
       const dims: Record<string, number> = {};
       for (const d of names) {
-        const v = resolveDim(d, c);
+        const v = resolveDim(d, c, kinds.get(d));
         if (v !== undefined) dims[d] = v;
       }
       return { suffix: tileSuffix(image, batch), dims };
@@ -122,15 +155,17 @@ export function requestedVariants(model: Model, sm: SubModel): Variant[] {
   if (!(sm.role === 'vision-encoder' || sm.role === 'projector') || !sizes.length) return [{ suffix: '', dims: fixed }];
   const tiling = sm.opts.tiling;
   if (tiling?.sizes.length) {
-    return tilingVariants(model, sm, tiling, 1, (d) => IMAGE_DIM.test(d) || BATCH_DIM.test(d)).map((v) => ({
+    return tilingVariants(model, sm, tiling, 1, (d, kinds) => isImageDim(d, kinds) || isBatchDim(d, kinds)).map((v) => ({
       ...v,
       dims: { ...fixed, ...v.dims },
     }));
   }
+  const kinds = dimKinds(model);
   return sizes.map((image) => {
     const dims = { ...fixed };
     for (const d of names) {
-      const v = IMAGE_DIM.test(d) ? resolveDim(d, { seq: 1, context: 1, image, patch: sm.patch, fix: sm.opts.fix }) : undefined;
+      const c = { seq: 1, context: 1, image, patch: sm.patch, fix: sm.opts.fix };
+      const v = isImageDim(d, kinds) ? resolveDim(d, c, kinds.get(d)) : undefined;
       if (v !== undefined) dims[d] = v;
     }
     return { suffix: sizes.length > 1 ? `${image.width}x${image.height}` : '', dims };

@@ -7,6 +7,7 @@
 // random past are nothing like this (real embeddings have an RMS near 0.1, so RMSNorm's 1/rms went
 // far outside the range calibrated on N(0,1) rows, and the first generated token of the demo's npu
 // artifact was wrong; webgpu and mobile reported 0.015 more logits cosine on them than on these).
+import path from 'node:path';
 import { DataType, Model, Tensor, loadModel } from '../ir/index.js';
 import { SessionPool, encodeImage, generate, type Prefix } from '../runtime/generate.js';
 import { fromOrtTensor, rng } from '../runtime/ort.js';
@@ -79,7 +80,7 @@ export async function imagePrefix(
 /** Prompts: the user's token sequences (--tokens), else seeded random ids: one after an image
  * (as `edgec run --image` feeds it), one text-only prompt spanning more than one prefill chunk. */
 export function prompts(sm: RunSpec, vocab: number, seed: number): { ids: number[][]; from: string } {
-  if (sm.opts.tokens) return { ids: tokenSequences(sm.opts.tokens).slice(0, 4), from: sm.opts.tokens };
+  if (sm.opts.tokens) return { ids: tokenSequences(sm.opts.tokens, [path.dirname(sm.source)]).slice(0, 4), from: sm.opts.tokens };
   const r = rng(seed);
   const draw = (n: number) => Array.from({ length: n }, () => Math.floor(r() * vocab));
   return { ids: [draw(8), draw(sm.opts.prefillChunk + 5)], from: `seeded random ids (seed ${seed})` };

@@ -135,7 +135,10 @@ export function parseCompileOptions(o: CompileCliOpts, input: string): CompileOp
   };
 }
 
-/** One line per sub-model: what the fuse-* passes made, and how many candidates they left with a reason. */
+/**
+ * One line per sub-model: what the fuse-* passes made, their notes (fallback ops and why, table sizes)
+ * grouped by text with the node names dropped, and how many candidates they left with a reason.
+ */
 export function fusionSummary(m: CompileResult['report']['models'][number]): string {
   const fuse = m.steps.filter((st) => st.pass.startsWith('fuse-'));
   const made = fuse.flatMap((st) =>
@@ -143,8 +146,15 @@ export function fusionSummary(m: CompileResult['report']['models'][number]): str
       .filter(([, n]) => n > 0)
       .map(([k, n]) => `${k} ${n}`),
   );
+  const notes = new Map<string, number>();
+  for (const st of fuse)
+    for (const n of st.notes ?? []) {
+      const text = n.replace(/^\w+ at '[^']*': /, '');
+      notes.set(text, (notes.get(text) ?? 0) + 1);
+    }
+  const noted = [...notes].map(([t, n]) => `; ${n > 1 ? `${n}x ` : ''}${t}`).join('');
   const left = fuse.reduce((a, st) => a + (st.skipped?.length ?? 0), 0);
-  return `fusions ${m.name}: ${made.join(', ') || 'none'}${left ? `; ${left} candidate(s) left (reasons in --json: steps[].skipped)` : ''}`;
+  return `fusions ${m.name}: ${made.join(', ') || 'none'}${noted}${left ? `; ${left} candidate(s) left (reasons in --json: steps[].skipped)` : ''}`;
 }
 
 export function printCompile(r: CompileResult): void {

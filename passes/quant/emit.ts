@@ -1,7 +1,7 @@
 // The quantize pass's output side: each quantized weight becomes MatMulNBits, DequantizeLinear-21 +
 // MatMul, or GatherBlockQuantized (a tied embedding reads the lm_head's packed B), with a layer
 // report; a weight shared by several nodes is packed once and its initializers reused.
-import { DataType, Graph, Model, Tensor, Value, f16ToF32, f32ToF16, packInt4 } from '../../ir/index.js';
+import { DataType, Graph, Model, Tensor, Value, f16ToF32, f32ToF16, packInt4, readRange, type ExternalRef } from '../../ir/index.js';
 import type { Candidate } from './candidates.js';
 import { packGatherBlockQuantized, type GatherForm } from './gather.js';
 import { dropIfUnused, floatTypeOf, removeDeadNode } from './graph-util.js';
@@ -28,13 +28,20 @@ export class WeightEmitter {
     private readonly stats: EmitStats,
   ) {}
 
+  /** Whether `c`'s streamed codes and fp32 scales can stay in the spill file (MatMulNBits, fp32 scales). */
+  takesSpilled(c: Candidate): boolean {
+    return (
+      this.s.format === 'matmulnbits' && c.kind !== 'gather' && !c.tiedGather && this.s.scales !== 'fp16' && actTypeOf(c) === DataType.FLOAT
+    );
+  }
+
   /** Replace `c`'s node by its quantized form; `first` when this is the weight's first consumer. */
-  emit(c: Candidate, { q, packed, relError }: Quantized, first: boolean): void {
+  emit(c: Candidate, quantized: Quantized, first: boolean): void {
     const { s, stats } = this;
+    const { q, packed, relError, spilled } = quantized.spilled && !this.takesSpilled(c) ? unspill(quantized) : quantized;
     // Emitted initializers differ by consumer kind even when the codes are shared.
     const key = `${weightKey(c, s)}|${c.kind === 'gather' ? 'gather' : 'matmul'}`;
-    const actType =
-      c.kind === 'gather' ? floatTypeOf(c.w.value, DataType.FLOAT) : floatTypeOf(c.node.input(0), floatTypeOf(c.w.value, DataType.FLOAT));
+    const actType = actTypeOf(c);
     const wantF16 = s.scales === 'fp16' || (s.scales === 'auto' && actType === DataType.FLOAT16);
     if (first && wantF16) roundScalesToF16(q);
     const scaleType =
@@ -63,7 +70,7 @@ export class WeightEmitter {
           `${c.node.name}: odd block count ${q.kBlocks} with packed 4-bit zero points runs on the CPU EP but not on WebGPU (it reads them as pairs)`,
         );
     } else if (s.format === 'matmulnbits') {
-      const made = emitMatMulNBits(this.model, c, q, packed, actType, s.accuracyLevel, this.cache, key);
+      const made = emitMatMulNBits(this.model, c, q, spilled ?? packed, actType, s.accuracyLevel, this.cache, key);
       layer.bytesAfter = made.bytes;
       layer.node = made.node.name;
       if (c.tiedGather) this.emitTied(c.tiedGather, layer, made.B, q, actType);
@@ -97,6 +104,21 @@ export class WeightEmitter {
     stats.counts.gather!++;
     dropIfUnused(tg.w.value);
   }
+}
+
+function actTypeOf(c: Candidate): DataType {
+  return c.kind === 'gather'
+    ? floatTypeOf(c.w.value, DataType.FLOAT)
+    : floatTypeOf(c.node.input(0), floatTypeOf(c.w.value, DataType.FLOAT));
+}
+
+/** Spilled outputs read back into memory, for the forms that repack or convert them. */
+function unspill({ q, spilled, relError }: Quantized): Quantized {
+  const read = (r: ExternalRef) => readRange(r.file, r.offset, r.length);
+  const sc = read(spilled!.scales);
+  const scales = new Float32Array(sc.length >> 2);
+  new Uint8Array(scales.buffer).set(sc);
+  return { q: { ...q, scales }, packed: read(spilled!.packed), relError };
 }
 
 function roundScalesToF16(q: QuantizedWeight): void {
@@ -146,7 +168,7 @@ function emitMatMulNBits(
   model: Model,
   c: Candidate,
   q: QuantizedWeight,
-  packedB: Uint8Array | undefined,
+  packedB: Uint8Array | { packed: ExternalRef; scales: ExternalRef } | undefined,
   actType: DataType,
   acc: number,
   cache: Map<string, Value[]>,

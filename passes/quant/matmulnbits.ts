@@ -2,7 +2,7 @@
 // column n of the [K, N] weight, 4-bit codes packed along K low nibble first; scales [N*k_blocks]
 // in A's float type; packed uint8 zero points [N, ceil(k_blocks*bits/8)], each row byte-aligned.
 // Absent zero points mean 2^(bits-1), so symmetric weights store (signed code + 2^(bits-1)).
-import { DataType, Node, Tensor, dtypeName, float32ToFloat16Array } from '../../ir/index.js';
+import { DataType, Node, Tensor, dtypeName, float32ToFloat16Array, type ExternalRef } from '../../ir/index.js';
 import type { QuantizedWeight } from './types.js';
 
 export const MS_DOMAIN = 'com.microsoft';
@@ -71,10 +71,23 @@ export interface MatMulNBitsWeights {
  * Initializers for one MatMulNBits weight; `base` names them `<base>_Q4`, `<base>_scales`, `<base>_zero_points`.
  * `packedB`: the B bytes already made (streamed quantization), used instead of packing q.codes.
  */
-export function packMatMulNBits(q: QuantizedWeight, base: string, scaleType: DataType, packedB?: Uint8Array): MatMulNBitsWeights {
-  const blob = (q.blockSize * q.bits) / 8;
-  const B = Tensor.fromBytes(`${base}_Q${q.bits}`, DataType.UINT8, [q.N, q.kBlocks, blob], packedB ?? packB(q));
-  const scales = floatTensor(`${base}_scales`, [q.N * q.kBlocks], q.scales, scaleType);
+export function packMatMulNBits(
+  q: QuantizedWeight,
+  base: string,
+  scaleType: DataType,
+  packedB?: Uint8Array | { packed: ExternalRef; scales: ExternalRef },
+): MatMulNBitsWeights {
+  const blob = (q.blockSize * q.bits) / 8,
+    dims = [q.N, q.kBlocks, blob],
+    name = `${base}_Q${q.bits}`;
+  const spilled = packedB && !(packedB instanceof Uint8Array) ? packedB : null;
+  if (spilled && scaleType !== DataType.FLOAT) throw new Error(`spilled scales of '${base}' are float32, not ${dtypeName(scaleType)}`);
+  const B = spilled
+    ? new Tensor(name, DataType.UINT8, dims, { kind: 'external', ref: spilled.packed })
+    : Tensor.fromBytes(name, DataType.UINT8, dims, (packedB as Uint8Array | undefined) ?? packB(q));
+  const scales = spilled
+    ? new Tensor(`${base}_scales`, DataType.FLOAT, [q.N * q.kBlocks], { kind: 'external', ref: spilled.scales })
+    : floatTensor(`${base}_scales`, [q.N * q.kBlocks], q.scales, scaleType);
   const out: MatMulNBitsWeights = { B, scales, attrs: { K: q.K, N: q.N, bits: q.bits, block_size: q.blockSize } };
   if (!q.symmetric) {
     if (!q.zeroPoints) throw new Error(`asymmetric quantized weight '${base}' has no zero points`);

@@ -32,6 +32,8 @@ export interface RtnUnitJob {
   /** Thread i's window is at windows + i * windowStride. */
   windows: number;
   windowStride: number;
+  /** Blocks per window ([K, N] units spanning several windows). */
+  step?: number;
 }
 
 /** Bytes of the stored tensor a unit covers (contiguous in both layouts). */
@@ -43,24 +45,46 @@ export function unitRange(j: Pick<RtnUnitJob, 'storedNK' | 'K' | 'N' | 'n0' | 'n
   return { start: j.b0 * j.blockSize * j.N * 4, length: (j.b1 - j.b0) * j.blockSize * j.N * 4 };
 }
 
-/** Units of at most about `unitBytes` of fp32 (at least one block row or four columns). */
-export function planUnits(
+export interface UnitRect {
+  n0: number;
+  n1: number;
+  b0: number;
+  b1: number;
+  /** [K, N]: blocks per window; a unit of more is run window by window by one thread. */
+  step?: number;
+}
+
+/** Blocks whose scales share a 64-byte line: units of [K, N] span at least this many, so that two
+ * threads writing neighbouring units do not write one cache line (false sharing cost 3-7x). */
+const LINE_BLOCKS = 16;
+
+/**
+ * Slabs of output columns with their units of at most about `unitBytes` of fp32 (at least one block
+ * row or four columns): one slab of block-row bands for [K, N]; for [N, K] each unit (a contiguous
+ * column range) is a slab of its own.
+ */
+export function planSlabs(
   storedNK: boolean,
   K: number,
   N: number,
   blockSize: number,
   unitBytes: number,
-): { n0: number; n1: number; b0: number; b1: number }[] {
-  const kBlocks = K / blockSize,
-    out = [];
+): { n0: number; n1: number; units: UnitRect[] }[] {
+  const kBlocks = K / blockSize;
   if (storedNK) {
-    const step = Math.max(4, Math.floor(unitBytes / (K * 4)) & ~3);
-    for (let n0 = 0; n0 < N; n0 += step) out.push({ n0, n1: Math.min(N, n0 + step), b0: 0, b1: kBlocks });
-  } else {
-    const step = Math.max(1, Math.floor(unitBytes / (blockSize * N * 4)));
-    for (let b0 = 0; b0 < kBlocks; b0 += step) out.push({ n0: 0, n1: N, b0, b1: Math.min(kBlocks, b0 + step) });
+    const out = [],
+      step = Math.max(4, Math.floor(unitBytes / (K * 4)) & ~3);
+    for (let n0 = 0; n0 < N; n0 += step) {
+      const n1 = Math.min(N, n0 + step);
+      out.push({ n0, n1, units: [{ n0, n1, b0: 0, b1: kBlocks }] });
+    }
+    return out;
   }
-  return out;
+  const units = [],
+    step = Math.max(1, Math.floor(unitBytes / (blockSize * N * 4))),
+    span = Math.ceil(LINE_BLOCKS / step) * step;
+  for (let b0 = 0; b0 < kBlocks; b0 += span) units.push({ n0: 0, n1: N, b0, b1: Math.min(kBlocks, b0 + span), step });
+  return [{ n0: 0, n1: N, units }];
 }
 
 let scratch = new Uint8Array(0);
@@ -78,8 +102,24 @@ function readUnit(j: RtnUnitJob, dst: Uint8Array): void {
   }
 }
 
-/** Quantize one unit on thread `thread` (K a multiple of the block, the unit's width of 4). */
+/** Quantize one unit on thread `thread` (K a multiple of the block, the unit's width of 4), a window at a time. */
 export function runRtnUnit(j: RtnUnitJob, k: BoundKernel, thread: number): { se: number; ss: number } {
+  const step = j.step ?? j.b1 - j.b0;
+  if (j.storedNK || j.b1 - j.b0 <= step) return runWindow(j, k, thread);
+  let se = 0,
+    ss = 0;
+  const rowBytes = j.blockSize * j.N * 4;
+  for (let b0 = j.b0; b0 < j.b1; b0 += step) {
+    const b1 = Math.min(j.b1, b0 + step),
+      at = (b0 - j.b0) * rowBytes;
+    const e = runWindow({ ...j, b0, b1, offset: j.offset + at, bytes: j.bytes?.subarray(at, at + (b1 - b0) * rowBytes) }, k, thread);
+    se += e.se;
+    ss += e.ss;
+  }
+  return { se, ss };
+}
+
+function runWindow(j: RtnUnitJob, k: BoundKernel, thread: number): { se: number; ss: number } {
   const blocks = j.b1 - j.b0,
     ns = j.n1 - j.n0,
     rows = blocks * j.blockSize,

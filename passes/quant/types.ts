@@ -1,5 +1,6 @@
 // Block-wise weight quantization: the contract between quantization methods (RTN, data-free
 // search, calibration-based) and the format emitters (MatMulNBits, QDQ, GatherBlockQuantized).
+import type { ExternalRef } from '../../ir/index.js';
 import type { GptqStep, GptqStepResult } from './methods/gptq.js';
 
 export interface QuantParams {
@@ -95,6 +96,9 @@ export interface Quantized {
   q: QuantizedWeight;
   /** MatMulNBits B bytes [N][kBlocks][blob] when streamed; q.codes is then empty. */
   packed?: Uint8Array;
+  /** Streamed and left in the spill file (quant/spill.ts): B bytes and float32 scales as lazy
+   * ranges; q.codes, q.scales and packed are then empty. */
+  spilled?: { packed: ExternalRef; scales: ExternalRef };
   /** ||W - dequant|| / ||W|| over the whole weight. */
   relError: number;
 }

@@ -456,7 +456,7 @@ rules['Range'] = (c) => {
     else if (k === 1 && typeof b === 'string') {
       // limit - start is the length only when it cannot be negative: no subtraction left over.
       const len = sub(b, a);
-      n = typeof len === 'string' && !len.includes('-') ? len : null;
+      n = typeof len === 'string' && !len.includes('-') ? len : typeof len === 'number' && len >= 0 ? len : null;
     }
   }
   return [{ type: t(c.dtype(0), [n]) }];

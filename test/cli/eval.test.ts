@@ -1,6 +1,7 @@
 // `edgec eval`: perplexity, KL and top-1 of quantized candidates, checked against the same figures
 // computed here from onnxruntime's logits by hand, and against torch's perplexity of the trained LM.
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -9,6 +10,8 @@ import { loadInputs } from '../../runtime/inputs.js';
 import { toOrtTensor } from '../../runtime/ort.js';
 import { loadTokenizer } from '../../runtime/tokenizer.js';
 import { ROOT, cli, tmpDir } from './helpers.js';
+
+const { Tokenizer: RustTokenizer } = createRequire(import.meta.url)('tokenizers') as typeof import('tokenizers');
 
 const dir = tmpDir('eval');
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -134,5 +137,43 @@ describe('the trained LM (fixtures/lm)', () => {
     expect(ids.length).toBeLessThan(text.length / 2);
     expect(Math.max(...ids)).toBeLessThan(meta.config.vocab);
     expect(tok.decode(ids)).toBe(text);
+  }, 120_000);
+
+  it('--tokens takes text, one sequence per line, encoded with the tokenizer.json beside the model as the Rust tokenizers crate does', async () => {
+    const work = path.join(dir, 'tokens-text');
+    fs.mkdirSync(work, { recursive: true });
+    const lines = [
+      'Permission is hereby granted, free of charge, to any person obtaining a copy of this software and associated documentation files.',
+      'THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES.',
+      'You should have received a copy of the GNU General Public License along with this program; if not, write to the Free Software Foundation.',
+    ];
+    const textFile = path.join(work, 'prompts.txt');
+    fs.writeFileSync(textFile, lines.join('\n') + '\n');
+    const ref = RustTokenizer.fromFile(path.join(LM, 'tokenizer.json'));
+    const want: number[][] = [];
+    for (const l of lines) want.push((await ref.encode(l, null, { addSpecialTokens: true })).getIds());
+    const idsFile = path.join(work, 'ids.txt');
+    fs.writeFileSync(idsFile, want.map((s) => s.join(' ')).join('\n'));
+    const model = loadModel(path.join(LM, 'model.onnx'));
+    const fed = loadInputs(model, { tokens: textFile }).sets.map((s) => Array.from(s.input_ids!.toNumbers()));
+    expect(fed).toEqual(want);
+    expect(Math.min(...want.map((s) => s.length))).toBeGreaterThan(16);
+    // The same figures from the text as from the reference ids.
+    const evalOf = async (f: string) => {
+      const r = await cli('eval', '--model', path.join(LM, 'model.onnx'), '--tokens', f, '--json', '--bootstrap', '0');
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as { scored: number; reference: { perplexity: { value: number } } };
+    };
+    const [fromText, fromIds] = [await evalOf(textFile), await evalOf(idsFile)];
+    expect(fromText.scored).toBe(want.reduce((a, s) => a + s.length - 1, 0));
+    expect(fromText.reference.perplexity.value).toBe(fromIds.reference.perplexity.value);
+    // Text with no tokenizer beside the model or the file: exit 2, one line naming the fix.
+    const bare = path.join(work, 'bare');
+    fs.mkdirSync(bare);
+    fs.copyFileSync(path.join(LM, 'model.onnx'), path.join(bare, 'model.onnx'));
+    const r = await cli('eval', '--model', path.join(bare, 'model.onnx'), '--tokens', textFile);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/prompts\.txt.*holds text, but no tokenizer\.json .*give token ids/);
   }, 120_000);
 });

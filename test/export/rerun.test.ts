@@ -32,6 +32,8 @@ const NPU: Record<string, Partial<CompileOptions>> = {
   projector: { fix: { num_tokens: 196 } },
   decoder_nokv: { context: 64 },
   decoder_kv: { prefillChunk: 8, context: 41 },
+  decoder_gemma2: { prefillChunk: 8, context: 41 },
+  decoder_phi3: { prefillChunk: 8, context: 41 },
   classifier: { imageSizes: ['64x64'] },
   convnet: { imageSizes: ['32x32'] },
   textdet: { imageSizes: ['160x96'] },
@@ -40,6 +42,13 @@ const NPU: Record<string, Partial<CompileOptions>> = {
 /** What does not compile today, exactly: exit 1, every node named with its reason. The whole-MLLM
  * export (NonZero/ScatterND masked_scatter) compiles everywhere since the masked-scatter pass. */
 const FAILS: Record<string, { count: number; lines: string[]; args: string[] }> = {};
+/** Compiles whose verification fails today, asserted as they fail (the gap is open in issue #10, npu QDQ of the
+ * small hidden-64 decoders): Gemma 2's decode variant misses 0.99 on one present value of its synthetic set (logits
+ * pass, kl 0.0025); Phi-3's decode logits reach kl 0.26 on it and 0.089 through its own cache (prefill kl 0.0019). */
+const VERIFY_FAILS: Record<string, RegExp> = {
+  'decoder_gemma2/npu': /verification failed for 1 output/,
+  'decoder_phi3/npu': /verification failed for \d+ outputs/,
+};
 
 // ---- an ONNX TensorProto reader of our own (fields 1 dims, 2 data_type, 4 float_data, 5 int32_data, 7 int64_data, 8 name, 9 raw_data)
 
@@ -402,6 +411,14 @@ describe('compile figures agree with an independent re-run of the artifact', () 
         rows.push(
           `| ${model} | ${target} | does not compile: exit 1, ${[...new Set(named.map((l) => /\((\w+)\)/.exec(l)?.[1]))].join(', ')} | | | | | |`,
         );
+        return;
+      }
+      const known = VERIFY_FAILS[`${model}/${target}`];
+      if (known) {
+        await expect(
+          compile(src, { target, out, inputs: [path.join(ROOT, model)], ...(target === 'npu' ? NPU[model] : {}) }),
+        ).rejects.toThrow(known);
+        rows.push(`| ${model} | ${target} | verification fails (known gap): ${known.source} | | | | | |`);
         return;
       }
       await compile(src, { target, out, inputs: [path.join(ROOT, model)], ...(target === 'npu' ? NPU[model] : {}) });

@@ -5,8 +5,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DataType, GraphBuilder, Tensor, decodeModel, encodeModel, saveModel } from '../../ir/index.js';
-import { runModel } from '../../runtime/ort.js';
+import { DataType, GraphBuilder, Tensor, decodeModel, encodeModel, saveModel, type Value } from '../../ir/index.js';
+import { randn, rng, runModel } from '../../runtime/ort.js';
 import { validateModel } from '../../passes/validate.js';
 
 describe('reader: a node output defined twice', () => {
@@ -65,5 +65,54 @@ describe('reader: a dim declared -1', () => {
     expect(m.graph.inputs[0]!.shape).toEqual([null, null]);
     await runPipeline(m, parsePipeline(DEFAULT_PIPELINE));
     expect(validateModel(m)).toEqual([]);
+  });
+});
+
+describe('reader: inputs declared [-1, -1] in a BERT embedding (onnxruntime EmbedLayerNormalization test form)', () => {
+  // position_ids = Expand(Unsqueeze(Range(0, Shape(ids)[1], 1), 0), Shape(ids)): read as a size, -1 made
+  // Range empty ([1, 0]) and the Expand of it to [-1, -1] crashed fold-constants.
+  it('folds nothing from the -1 dims, fuses the LayerNorm and gives onnxruntime the same outputs', async () => {
+    const H = 8;
+    const b = new GraphBuilder({ opset: 17 });
+    const r = rng(5);
+    const ids = b.input('input_ids', DataType.INT64, [-1, -1]);
+    const seg = b.input('segment_ids', DataType.INT64, [-1, -1]);
+    const shape = b.op1('Shape', [ids]);
+    const seqLen = b.op1('Gather', [shape, b.constant(Tensor.fromInt64('one', [], [1]))], { attrs: { axis: 0 } });
+    const range = b.op1('Range', [b.constant(Tensor.fromInt64('zero', [], [0])), seqLen, b.constant(Tensor.fromInt64('step', [], [1]))]);
+    const pos = b.op1('Expand', [b.op1('Unsqueeze', [range, b.constInt64('ax0', [0])]), shape]);
+    const emb = (name: string, rows: number, at: Value) => b.op1('Gather', [b.constF32(name, [rows, H], randn(r, rows * H)), at]);
+    const sum = b.op1('Add', [b.op1('Add', [emb('word', 16, ids), emb('position', 8, pos)]), emb('segment', 2, seg)]);
+    const mean = b.op1('ReduceMean', [sum], { attrs: { axes: [-1] } });
+    const d = b.op1('Sub', [sum, mean]);
+    const variance = b.op1('ReduceMean', [b.op1('Pow', [d, b.constScalarF32('two', 2)])], { attrs: { axes: [-1] } });
+    const std = b.op1('Sqrt', [b.op1('Add', [variance, b.constScalarF32('eps', 1e-12)])]);
+    const ln = b.op1('Add', [
+      b.op1('Mul', [b.op1('Div', [d, std]), b.constF32('gamma', [H], randn(r, H))]),
+      b.constF32('beta', [H], randn(r, H)),
+    ]);
+    b.output(ln, 'y', DataType.FLOAT, [-1, -1, H]);
+    const m = decodeModel(encodeModel(b.build()), 'embed.onnx');
+    const { parsePipeline, runPipeline } = await import('../../passes/manager.js');
+    const { DEFAULT_PIPELINE } = await import('../../passes/pipelines.js');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-embed-'));
+    try {
+      saveModel(m, path.join(dir, 'before.onnx'));
+      await runPipeline(m, parsePipeline(DEFAULT_PIPELINE));
+      expect(validateModel(m)).toEqual([]);
+      expect(m.graph.nodes.filter((n) => n.opType === 'LayerNormalization')).toHaveLength(1);
+      saveModel(m, path.join(dir, 'after.onnx'));
+      const feeds = {
+        input_ids: Tensor.fromInt64('input_ids', [2, 5], [1, 5, 9, 15, 0, 3, 3, 7, 2, 11]),
+        segment_ids: Tensor.fromInt64('segment_ids', [2, 5], [0, 0, 0, 1, 1, 0, 1, 1, 1, 1]),
+      };
+      const want = await runModel(path.join(dir, 'before.onnx'), feeds);
+      const got = await runModel(path.join(dir, 'after.onnx'), feeds);
+      expect(got.y!.dims).toEqual([2, 5, H]);
+      const [a, g] = [want.y!.toNumbers(), got.y!.toNumbers()];
+      for (let i = 0; i < a.length; i++) expect(Math.abs(a[i]! - g[i]!)).toBeLessThan(1e-5);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { DataType, GraphBuilder, Tensor, type Model, type Value } from '../../ir/index.js';
 import { fuseAttention } from '../../passes/fuse-attention.js';
+import { fuseRotary } from '../../passes/fuse-rotary.js';
 import { inferShapes } from '../../passes/infer-shapes.js';
 import { randn, rng } from '../../runtime/ort.js';
 import { cleanup, fuseAndCompare, opCounts } from './fuse-util.js';
@@ -18,6 +19,8 @@ interface Variant {
   probsUsed?: boolean;
   scaleInput?: boolean;
   crossKv?: boolean;
+  /** Gemma 2: cap * tanh(s / cap) after the scale. */
+  softcap?: number;
 }
 
 function build(v: Variant): Model {
@@ -41,6 +44,10 @@ function build(v: Variant): Model {
   const scaleIn = v.scaleInput ? b.input('scale', DataType.FLOAT, []) : null;
   if (v.scale === 'mul') s = b.op1('Mul', [s, b.constScalarF32('inv_sqrt_d', 1 / Math.sqrt(D))]);
   else if (v.scale !== 'none' && v.scale !== 'sdpa') s = b.op1('Div', [s, scaleIn ?? b.constScalarF32('sqrt_d', Math.sqrt(D))]);
+  if (v.softcap) {
+    const cap = b.constScalarF32('cap', v.softcap);
+    s = b.op1('Mul', [b.op1('Tanh', [b.op1('Div', [s, cap])]), cap]);
+  }
   if (v.mask) s = b.op1('Add', [s, b.input('mask', DataType.FLOAT, ['batch', 1, 'seq', 'seq'])]);
   if (v.mask2d) s = b.op1('Add', [s, b.input('mask', DataType.FLOAT, ['seq', 'seq'])]);
   const p = b.op1('Softmax', [s], { attrs: { axis: v.softmaxAxis ?? -1 } });
@@ -87,6 +94,7 @@ describe('fuse-attention', () => {
     ['Softmax over axis 2', { softmaxAxis: 2 }],
     ['attention probabilities also an output', { probsUsed: true }],
     ['scale from a graph input', { scaleInput: true }],
+    ['soft-capped scores without a KV cache (only GroupQueryAttention has softcap)', { softcap: 2, mask: true }],
   ] as [string, Variant][])('leaves alone: %s', async (_, v) => {
     const m = build(v);
     await inferShapes.run(m, { writeValueInfo: false }, {});
@@ -101,6 +109,8 @@ describe('fuse-attention', () => {
     );
     expect(r.stats.counts.mha! + r.stats.counts.gqa! + r.stats.counts.mhaBnsh!).toBe(0);
     expect(r.nodesAfter).toBe(r.nodesBefore);
+    if (v.softcap)
+      expect(r.stats.skipped).toEqual([expect.stringMatching(/soft-capped scores .* need GroupQueryAttention's softcap: no KV cache/)]);
     expect(r.identical).toBe(true);
     expect(r.minCosine).toBe(1);
   });
@@ -247,7 +257,19 @@ describe('fuse-attention: encoder forms', () => {
     expect(mha.inputs[1]!.producer?.opType).toBe('Concat');
     expect(mha.inputs[5]!.producer?.opType).toBe('Expand');
     expect(r.maxAbs).toBeLessThan(1e-4);
+    // The fallback says why it is not GroupQueryAttention.
+    expect(r.stats.notes).toEqual([
+      expect.stringMatching(/^attention at '.*': MultiHeadAttention, not GroupQueryAttention: the mask is applied by Where on the scores/),
+    ]);
     console.log(`fuse-attention GPT-2 with cache: cosine ${r.minCosine.toFixed(8)}, max abs ${r.maxAbs.toExponential(2)}`);
+  });
+
+  it('with decoder=mha, a KV-cache decoder gets MultiHeadAttention and the note names the option', async () => {
+    const m = buildEncoder({ causal: true, past: true, mask: 'padding' });
+    await inferShapes.run(m, { writeValueInfo: false }, {});
+    const r = await fuseAndCompare(m, fuseAttention, { decoder: 'mha' }, { dims: { batch: 2 }, fixed: { keep: keepFirst(2, 9) } });
+    expect(r.stats.counts.mhaBnsh).toBe(1);
+    expect(r.stats.notes).toEqual([expect.stringContaining('not GroupQueryAttention: fuse-attention{decoder=mha}')]);
   });
 
   it('fuses GPT-2 with K^T = Concat(past^T, k^T) and its BNSH transpose as present, scores of unknown dims', async () => {
@@ -297,6 +319,126 @@ describe('fuse-attention: encoder forms', () => {
     expect(opCounts(m).Softmax ?? 0).toBe(0);
     expect(res.maxAbs).toBeLessThan(1e-5);
     console.log(`fuse-attention GPT-2 K^T concat: cosine ${res.minCosine.toFixed(8)}, max abs ${res.maxAbs.toExponential(2)}`);
+  });
+
+  it('fuses two GPT-2 past layers (PyTorch 1.5): merge target from Shape of the transposed context, layer 2 once layer 1 fused', async () => {
+    // Every reshape target comes from Shape of its input, and the causal table is sliced at [T - S, T) with T
+    // symbolic: shape inference cannot say the slice has S rows, so the first context, and the residual
+    // stream after it, has an unknown sequence dim. Layer 2 is provable only after layer 1 fused.
+    const b = new GraphBuilder({ opset: 17 });
+    const r = rng(9);
+    let id = 0;
+    const i64 = (name: string, v: number[]) => b.constInt64(`${name}_${id++}`, v);
+    const dim = (t: Value, axis: number) =>
+      b.op1('Gather', [b.op1('Shape', [t]), b.constInt64(`at${axis}_${id++}`, [axis], [])], { attrs: { axis: 0 } });
+    const un = (t: Value) => b.op1('Unsqueeze', [t, i64(`ax_${t.name}`, [0])]);
+    const target = (t: Value, tail: number[]) =>
+      b.op1('Concat', [un(dim(t, 0)), un(dim(t, 1)), i64(`tail_${t.name}`, tail)], { attrs: { axis: 0 } });
+    const tri = Array.from({ length: 64 }, (_, i) => (i % 8 <= Math.floor(i / 8) ? 1 : 0));
+    const causal = b.initializer(Tensor.fromNumbers('causal', DataType.UINT8, [1, 1, 8, 8], tri));
+    let h = b.input('x', DataType.FLOAT, ['batch', 1, C]);
+    for (const l of [0, 1]) {
+      const proj = (name: string) => b.op1('MatMul', [h, b.constF32(`${l}.${name}`, [C, C], randn(r, C * C, 0.3))]);
+      const heads = (t: Value, perm: number[]) => b.op1('Transpose', [b.op1('Reshape', [t, target(t, [N, D])])], { attrs: { perm } });
+      const k = b.op1('Concat', [b.input(`past_key_${l}`, DataType.FLOAT, ['batch', N, 'past', D]), heads(proj('k'), [0, 2, 1, 3])], {
+        attrs: { axis: 2 },
+      });
+      const v = b.op1('Concat', [b.input(`past_value_${l}`, DataType.FLOAT, ['batch', N, 'past', D]), heads(proj('v'), [0, 2, 1, 3])], {
+        attrs: { axis: 2 },
+      });
+      const s = b.op1('Div', [
+        b.op1('MatMul', [heads(proj('q'), [0, 2, 1, 3]), b.op1('Transpose', [k], { attrs: { perm: [0, 1, 3, 2] } })]),
+        b.constScalarF32(`${l}.sqrt_d`, Math.sqrt(D)),
+      ]);
+      const [rows, cols] = [dim(s, 2), dim(s, 3)];
+      const start = un(b.op1('Sub', [cols, rows]));
+      const sliced = b.op1('Slice', [causal, start, un(cols), i64(`${l}.axis2`, [2])]);
+      const allowed = b.op1('Cast', [b.op1('Slice', [sliced, i64(`${l}.zero`, [0]), un(cols), i64(`${l}.axis3`, [3])])], {
+        attrs: { to: DataType.BOOL },
+      });
+      const w = b.op1('Where', [allowed, s, b.constScalarF32(`${l}.masked`, -10000)]);
+      const ctx = b.op1('Transpose', [b.op1('MatMul', [b.op1('Softmax', [w], { attrs: { axis: -1 } }), v])], {
+        attrs: { perm: [0, 2, 1, 3] },
+      });
+      h = b.op1('Add', [h, b.op1('Reshape', [ctx, target(ctx, [C])])]);
+      b.output(k, `present_key_${l}`, DataType.FLOAT);
+      b.output(v, `present_value_${l}`, DataType.FLOAT);
+    }
+    b.output(h, 'y', DataType.FLOAT);
+    const m = b.build();
+    await inferShapes.run(m, { writeValueInfo: false }, {});
+    expect(m.graph.value('y').shape).toEqual(['batch', null, C]);
+    const res = await fuseAndCompare(m, fuseAttention, {}, { dims: { batch: 2, past: 3 } });
+    expect(res.stats.counts.mhaBnsh).toBe(2);
+    expect(res.stats.skipped ?? []).toEqual([]);
+    const ops = opCounts(m);
+    expect([ops.MultiHeadAttention, ops.Softmax ?? 0, ops.Where ?? 0]).toEqual([2, 0, 2]);
+    expect(res.maxAbs).toBeLessThan(1e-5);
+    console.log(`fuse-attention GPT-2 past, 2 layers: cosine ${res.minCosine.toFixed(8)}, max abs ${res.maxAbs.toExponential(2)}`);
+  });
+
+  it('fuses attention behind a RotaryEmbedding already on split heads (KV cache, additive mask): it moves to the 3-D projection', async () => {
+    // The valid form of onnxruntime's rotary_mha tests: com.microsoft RotaryEmbedding on [B, N, S, D] q and k.
+    const b = new GraphBuilder({ opset: 17 });
+    const r = rng(12);
+    const x = b.input('x', DataType.FLOAT, ['batch', 'seq', C]);
+    const pos = b.input('position_ids', DataType.INT64, ['batch', 'seq']);
+    const angles = Array.from({ length: 16 * (D / 2) }, (_, i) => Math.floor(i / (D / 2)) / 10000 ** ((2 * (i % (D / 2))) / D));
+    const cos = b.constF32('cos_cache', [16, D / 2], angles.map(Math.cos));
+    const sin = b.constF32('sin_cache', [16, D / 2], angles.map(Math.sin));
+    const heads = (name: string) =>
+      b.op1(
+        'Transpose',
+        [
+          b.op1('Reshape', [
+            b.op1('MatMul', [x, b.constF32(name, [C, C], randn(r, C * C, 0.3))]),
+            b.constInt64(`${name}.split`, [0, 0, N, D]),
+          ]),
+        ],
+        {
+          attrs: { perm: [0, 2, 1, 3] },
+        },
+      );
+    const rope = (t: Value) => b.op1('RotaryEmbedding', [t, pos, cos, sin], { domain: 'com.microsoft', attrs: { interleaved: 0 } });
+    const cache = (name: string, t: Value) =>
+      b.op1('Concat', [b.input(name, DataType.FLOAT, ['batch', N, 'past', D]), t], { attrs: { axis: 2 } });
+    const k = cache('past_key', rope(heads('k')));
+    const v = cache('past_value', heads('v'));
+    const s = b.op1('Div', [
+      b.op1('MatMul', [rope(heads('q')), b.op1('Transpose', [k], { attrs: { perm: [0, 1, 3, 2] } })]),
+      b.constScalarF32('sqrt_d', Math.sqrt(D)),
+    ]);
+    const masked = b.op1('Add', [s, b.input('mask', DataType.FLOAT, ['batch', 1, 'seq', 'total'])]);
+    const ctx = b.op1('Transpose', [b.op1('MatMul', [b.op1('Softmax', [masked], { attrs: { axis: -1 } }), v])], {
+      attrs: { perm: [0, 2, 1, 3] },
+    });
+    b.output(b.op1('Reshape', [ctx, b.constInt64('merge', [0, 0, C])]), 'y', DataType.FLOAT);
+    b.output(k, 'present_key', DataType.FLOAT);
+    b.output(v, 'present_value', DataType.FLOAT);
+    const m = b.build();
+    m.requireOpset('com.microsoft', 1);
+    const [B, S, P] = [2, 3, 2];
+    const mask = Array.from({ length: B * S * (S + P) }, (_, i) => ((i % (S + P)) - P > Math.floor(i / (S + P)) % S ? -10000 : 0));
+    const feeds = {
+      x: Tensor.fromFloat32('x', [B, S, C], randn(r, B * S * C)),
+      position_ids: Tensor.fromInt64('position_ids', [B, S], [2, 3, 4, 2, 3, 4]),
+      past_key: Tensor.fromFloat32('past_key', [B, N, P, D], randn(r, B * N * P * D)),
+      past_value: Tensor.fromFloat32('past_value', [B, N, P, D], randn(r, B * N * P * D)),
+      mask: Tensor.fromFloat32('mask', [B, 1, S, S + P], Float32Array.from(mask)),
+    };
+    await inferShapes.run(m, { writeValueInfo: false }, {});
+    const moved = await fuseAndCompare(m, fuseRotary, {}, {}, feeds);
+    expect(moved.stats.counts.rotaryHeads).toBe(2);
+    expect(m.graph.nodes.filter((n) => n.opType === 'RotaryEmbedding').map((n) => n.inputs[0]!.shape?.length)).toEqual([3, 3]);
+    await inferShapes.run(m, { writeValueInfo: false }, {});
+    const fused = await fuseAndCompare(m, fuseAttention, {}, {}, feeds);
+    expect(fused.stats.counts.mhaBnsh).toBe(1);
+    expect(opCounts(m)).toMatchObject({ MultiHeadAttention: 1, RotaryEmbedding: 2 });
+    expect(opCounts(m).Softmax ?? 0).toBe(0);
+    expect(Math.max(moved.maxAbs, fused.maxAbs)).toBeLessThan(1e-5);
+    console.log(
+      `fuse-attention after a split-heads RotaryEmbedding: max abs ${moved.maxAbs.toExponential(2)}, ${fused.maxAbs.toExponential(2)}`,
+    );
   });
 
   it('fuses tf2onnx Einsum attention ([B, S, N, D] heads, key operand first, scale on q) with a padding mask', async () => {

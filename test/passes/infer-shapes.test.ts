@@ -99,6 +99,21 @@ describe('infer-shapes on exporter patterns', () => {
     expect(m.graph.value('pos').type!.shape).toEqual(['seq']);
   });
 
+  it('GPT-2 past positions: Range(past, past + 1, 1) has one element, as onnxruntime runs it', async () => {
+    const b = new GraphBuilder({ opset: 17 });
+    const pk = b.input('past_key', DataType.FLOAT, ['batch', 2, 'past', 4]);
+    const past = b.op1('Gather', [b.op1('Shape', [pk]), b.constInt64('two', [2], [])], { attrs: { axis: 0 } });
+    const end = b.op1('Add', [past, b.constInt64('one', [1], [])]);
+    const pos = b.op1('Range', [past, end, b.constInt64('step', [1], [])]);
+    b.output(pos, 'pos', DataType.INT64);
+    const m = b.build();
+    await infer(m);
+    expect(m.graph.value('pos').type!.shape).toEqual([1]);
+    const feeds = { past_key: Tensor.fromFloat32('past_key', [1, 2, 3, 4], new Float32Array(24)) };
+    const r = await checkInferredShapes(m, feeds, { batch: 1, past: 3 }, path.join(tmp, 'range.onnx'));
+    expect(r.mismatches).toEqual([]);
+  });
+
   it('Einsum, Split, Pad, Tile and Resize shapes match onnxruntime', async () => {
     const b = new GraphBuilder({ opset: 18 });
     const x = b.input('x', DataType.FLOAT, ['batch', 'seq', 8]);

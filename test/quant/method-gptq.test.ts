@@ -3,8 +3,17 @@
 // (gptq-reference.ts, mseSearchReference): the same codes up to float32 rounding, and output error
 // ||X (W - Wq)||^2 no worse, on calibration and held-out rows.
 import { describe, expect, it } from 'vitest';
-import { dequantize, type CalibrationData, type QuantParams } from '../../passes/quant/types.js';
-import { gptqFactors, gptqQuantize, type GptqOptions } from '../../passes/quant/methods/gptq.js';
+import { dequantize, type CalibrationData, type QuantExec, type QuantParams } from '../../passes/quant/types.js';
+import {
+  gptq,
+  gptqFactors,
+  gptqQuantize,
+  runGptqStep,
+  scoreStride,
+  scoredColumns,
+  type GptqOptions,
+  type GptqStep,
+} from '../../passes/quant/methods/gptq.js';
 import { gptqReferenceQuantize } from '../../passes/quant/methods/gptq-reference.js';
 import { Linalg } from '../../passes/quant/methods/simd-linalg.js';
 import { channelEnergy, mseSearchQuantize, mseSearchReference } from '../../passes/quant/methods/mse-search.js';
@@ -121,5 +130,45 @@ describe('gptq (SIMD) vs the float64 JavaScript GPTQ', () => {
     expect(f.U!.every(Number.isFinite)).toBe(true);
     const q = gptqQuantize(llmWeight(K, N, 4), K, N, { bits: 4, blockSize: 32, symmetric: true }, { x, rows });
     expect(q.scales.every(Number.isFinite)).toBe(true);
+  });
+});
+
+describe('gptq held-out check on sampled columns (N >= 1024)', () => {
+  it('same bytes whole or in slices of any width, and every S-th column scored', async () => {
+    const K = 64,
+      N = 1100,
+      p: QuantParams = { bits: 4, blockSize: 32, symmetric: true };
+    expect([1023, 1024, 3072, 8192].map(scoreStride)).toEqual([1, 2, 6, 16]);
+    const w = llmWeight(K, N, 8);
+    const calib: CalibrationData = { x: llmActivations(128, K, 12), rows: 128 };
+    const c = scoredColumns(w, K, N, 0, N)!;
+    expect(c.n).toBe(550);
+    for (let j = 0; j < c.n; j += 37) for (let k = 0; k < K; k += 13) expect(c.w[k * c.n + j]).toBe(w[k * N + 2 * j]);
+    const whole = gptqQuantize(w, K, N, p, calib);
+    const exec = { gptq: async (s: GptqStep) => runGptqStep(s), quantize: async () => Promise.reject(new Error('unused')) } as QuantExec;
+    for (const width of [7, 64, 333]) {
+      const slice = (n0: number, ns: number) => {
+        const out = new Float32Array(K * ns);
+        for (let k = 0; k < K; k++) out.set(w.subarray(k * N + n0, k * N + n0 + ns), k * ns);
+        return out;
+      };
+      const weight = {
+        K,
+        N,
+        eachSlice: async (f: (w: Float32Array, n0: number, ns: number) => Promise<void>) => {
+          for (let n0 = 0; n0 < N; n0 += width) await f(slice(n0, Math.min(width, N - n0)), n0, Math.min(width, N - n0));
+        },
+      };
+      const run = await gptq.prepare!(weight, p, calib, exec);
+      const codes = new Uint8Array(whole.codes.length),
+        scales = new Float32Array(whole.scales.length);
+      await weight.eachSlice(async (ws, n0, ns) => {
+        const q = await run(ws, K, ns);
+        codes.set(q.codes, n0 * whole.kBlocks * whole.blockSize);
+        scales.set(q.scales, n0 * whole.kBlocks);
+      });
+      expect(Buffer.from(codes).equals(Buffer.from(whole.codes))).toBe(true);
+      expect(Buffer.from(scales.buffer).equals(Buffer.from(whole.scales.buffer))).toBe(true);
+    }
   });
 });

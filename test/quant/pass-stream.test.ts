@@ -13,9 +13,14 @@ import { simdAvailable } from '../../passes/quant/methods/rtn-simd.js';
 import { packMatMulNBits } from '../../passes/quant/matmulnbits.js';
 import { packGatherBlockQuantized, type GatherForm } from '../../passes/quant/gather.js';
 import { errorSums } from '../../passes/quant/report.js';
+import { setSpillMinBytes } from '../../passes/quant/rtn-streamer.js';
+import { removeSpillFiles } from '../../passes/quant/spill.js';
 import { TMP, cleanup, clone, weights } from './helpers.js';
 
-afterAll(cleanup);
+afterAll(() => {
+  removeSpillFiles();
+  cleanup();
+});
 
 async function quantize(model: Model, opts: string): Promise<{ m: Model; stats: QuantizeStats }> {
   const m = clone(model);
@@ -208,6 +213,37 @@ describe('streamed from external data', () => {
         eb = base.stats.layers.map((l) => l.relError);
       if (opts.includes('0.1')) expect(e).toEqual(eb);
       else e.forEach((x, i) => expect(x).toBeCloseTo(eb[i]!, 12));
+    }
+  }, 30_000);
+});
+
+describe('streamed outputs spilled to a scratch file', () => {
+  it('same model bytes and error figures as in memory, 1 and 2 threads, MatMulNBits and QDQ, sym and asym', async () => {
+    const b = new GraphBuilder({ opset: 17 });
+    const A = b.input('A', DataType.FLOAT, [2, 256]);
+    const h = b.op1('MatMul', [A, b.constF32('l0.weight', [256, 512], weights(60, 256 * 512))], { name: 'l0' });
+    b.output(
+      b.op1('Gemm', [h, b.constF32('head.weight', [1000, 512], weights(61, 512 * 1000))], { name: 'head', attrs: { transB: 1 } }),
+      'logits',
+      DataType.FLOAT,
+      [2, 1000],
+    );
+    const file = path.join(TMP, 'spill', 'model.onnx');
+    saveModel(b.build(), file, { externalData: true });
+    for (const opts of ['block=32', 'block=16,sym=false', 'block=32,format=qdq']) {
+      const want = await quantize(loadModel(file), `${opts},max_slice_mb=0.1`);
+      setSpillMinBytes(0);
+      try {
+        for (const threads of [1, 2]) {
+          const { m, stats } = await quantize(loadModel(file), `${opts},max_slice_mb=0.1,threads=${threads}`);
+          if (!opts.includes('qdq'))
+            expect(m.graph.initializers.some((t) => t.data.kind === 'external' && t.data.ref.file.includes('edgec-spill-'))).toBe(true);
+          expect(Buffer.from(encodeModel(m)).equals(Buffer.from(encodeModel(want.m)))).toBe(true);
+          expect(stats.layers.map((l) => l.relError)).toEqual(want.stats.layers.map((l) => l.relError));
+        }
+      } finally {
+        setSpillMinBytes(1 << 20);
+      }
     }
   }, 30_000);
 });

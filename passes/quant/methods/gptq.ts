@@ -11,11 +11,16 @@
 // with H = (I + U) D (I + U)^T, U strictly upper triangular in processing order, row k is rounded
 // after adding sum_{j<k} (W_j - Q_j) U[j][k], W_j the original row. U comes from one Cholesky factorization (of H with its
 // order reversed) instead of GPTQ's factorization, inverse and second factorization. Rows go in lazy
-// batches of 128: within a batch row by row, then one SIMD product onto every later row.
+// batches of 128, each in sub-batches of 16: a row takes its sub-batch's earlier errors in one product
+// (left-looking), then a sub-batch's errors go onto the rest of its batch and a batch's onto every
+// later row, each as one SIMD product (GPTQ's lazy batch, applied at two levels).
 // Every 4th calibration row is held out (with at least 64 rows) to pick, over the whole weight, between
 // GPTQ, the same weighted group search without feedback, and mse-search: feedback only pays when the
-// activations are correlated and the rows many enough to estimate that. Factors depend on the
-// calibration rows only; weights reading the same activation (q/k/v, gate/up) share them.
+// activations are correlated and the rows many enough to estimate that. The check scores every S-th
+// output column (S = floor(N / 512): 512 to 1023 columns, all of them below N = 1024): the choice is
+// one per weight, and its cost stays that of a 512-column weight however wide the weight is.
+// Factors depend on the calibration rows only; weights reading the same activation (q/k/v, gate/up)
+// share them.
 // Columns are independent given the factors, and each column's arithmetic is the same whatever the
 // slice it is in: the bytes do not depend on slicing or thread count.
 import {
@@ -30,7 +35,7 @@ import {
 import { checkParams } from './rtn.js';
 import { mseSearchQuantize } from './mse-search.js';
 import { blockSearcher, releaseBlockSearcher, searchBlockRow } from './simd-search.js';
-import { Linalg, roundUp } from './simd-linalg.js';
+import { Linalg, roundUp, rowStride } from './simd-linalg.js';
 
 export interface GptqOptions {
   /** Dampening as a fraction of the mean Hessian diagonal (GPTQ's percdamp, default 0.01). */
@@ -43,8 +48,11 @@ export interface GptqOptions {
   validate?: boolean;
 }
 
-/** Rows of a lazy batch. */
-const BATCH = 128;
+/** Rows of a lazy batch, and of the sub-batches inside it (GPTQ's lazy batch, applied twice). */
+const BATCH = 128,
+  SUB = 16;
+/** Columns the held-out check scores per weight (at least; every column under 2x this). */
+const SCORE_COLS = 512;
 
 /** What the core needs from a Hessian: row order, group-search weights and, for feedback, U. */
 export interface GptqFactors {
@@ -53,9 +61,11 @@ export interface GptqFactors {
   perm: Int32Array;
   /** Per input row: activation energy (H's diagonal, damped), the group search's weights. */
   hw: Float64Array;
-  /** U [Kq][Kq] row-major in processing order (upper triangle used), shared between threads. */
+  /** U [Kq][ld] row-major in processing order (upper triangle used), shared between threads. */
   U?: Float32Array;
   Kq: number;
+  /** U's row stride in floats (rowStride(Kq)). */
+  ld: number;
   /** Identifies U for the per-thread copy in WebAssembly memory. */
   id: string;
 }
@@ -108,50 +118,64 @@ export function gptqFactors(calib: CalibrationData, K: number, opts: GptqOptions
   checkCalib(calib, K);
   const { actOrder, perm, hw, mean, percdamp, f } = orderAndWeights(calib, K, opts);
   const Kq = roundUp(K, 64),
+    ld = rowStride(Kq),
     id = `${idBase}-${nextId++}`;
-  if (!feedback) return { actOrder, perm, hw, Kq, id };
+  if (!feedback) return { actOrder, perm, hw, Kq, ld, id };
   const rows = calib.rows,
-    KK = Kq * Kq;
-  // Memory: X with its columns in reversed processing order [rows][Kq], H [Kq][Kq], a copy of H.
-  const hAt = rows * Kq * 4,
-    bAt = hAt + KK * 4;
-  const lin = new Linalg(bAt + KK * 4);
-  let m = lin.f32();
-  for (let a = Kq - K; a < Kq; a++) {
-    const k = perm[Kq - 1 - a]!;
-    for (let r = 0; r < rows; r++) m[r * Kq + a] = calib.x[r * K + k]!;
-  }
-  lin.syrkUpper(0, rows, Kq, hAt);
-  m = lin.f32();
-  const H = m.subarray(hAt / 4, hAt / 4 + KK),
-    backup = m.subarray(bAt / 4, bAt / 4 + KK);
-  // Scale, shrink the sampled off-diagonal correlations toward 0 by rows/(rows+K) (with few rows per
-  // input they are mostly noise), and give inputs never seen (and the padding) a unit diagonal.
+    KK = Kq * ld;
+  // Memory (this thread's GPTQ memory, already touched: fresh pages cost more than the products):
+  // X with its columns in reversed processing order [rows][ld], then H [Kq][ld].
+  const hAt = rows * ld * 4,
+    lin = scratch(hAt + KK * 4);
   const shrink = rows / (rows + K);
-  for (let a = 0; a < Kq; a++) {
-    const o = a * Kq;
-    for (let b = a + 1; b < Kq; b++) H[o + b] = H[o + b]! * f * shrink;
-    H[o + a] = H[o + a]! * f || 1;
-  }
-  backup.set(H);
-  let ok = false;
-  for (let damp = percdamp, tries = 0; !ok; damp *= 10, tries++) {
+  for (let damp = percdamp, tries = 0; ; damp *= 10, tries++) {
     if (tries > 6) throw new RangeError('gptq: Hessian stays singular after dampening');
-    if (tries) H.set(backup);
-    for (let a = 0; a < Kq; a++) H[a * Kq + a]! += damp * mean;
-    ok = lin.choleskyUpper(hAt, Kq);
+    // (a failed factorization, rare, is redone from X rather than from a copy of H kept every time)
+    packReversed(lin.f32(), calib, K, Kq, ld, perm);
+    lin.syrkUpper(0, rows, Kq, hAt, ld, ld);
+    const H = lin.f32().subarray(hAt / 4, hAt / 4 + KK);
+    // Scale, shrink the sampled off-diagonal correlations toward 0 by rows/(rows+K) (with few rows per
+    // input they are mostly noise), and give inputs never seen (and the padding) a unit diagonal.
+    for (let a = 0; a < Kq; a++) {
+      const o = a * ld;
+      for (let b = a + 1; b < Kq; b++) H[o + b] = H[o + b]! * f * shrink;
+      H[o + a] = Math.fround(H[o + a]! * f || 1) + damp * mean;
+    }
+    if (lin.choleskyUpper(hAt, Kq, ld)) break;
   }
-  // H reversed = R^T R (R upper)  =>  H = M M^T with M[j][k] = R[Kq-1-k][Kq-1-j] upper, and
-  // U[j][k] = M[j][k] / M[k][k].
-  const R = lin.f32().subarray(hAt / 4, hAt / 4 + KK);
-  const U = sharedF32(KK);
-  for (let k = 0; k < Kq; k++) {
-    const a = Kq - 1 - k,
-      o = a * Kq,
-      inv = 1 / R[o + a]!;
-    for (let b = a + 1; b < Kq; b++) U[(Kq - 1 - b) * Kq + k] = R[o + b]! * inv;
+  const U = unitFactor(lin.f32().subarray(hAt / 4, hAt / 4 + KK), Kq, ld);
+  return { actOrder, perm, hw, U, Kq, ld, id };
+}
+
+/** X's columns in reversed processing order into x [rows][ld] (zero padding first), row by row. */
+function packReversed(x: Float32Array, calib: CalibrationData, K: number, Kq: number, ld: number, perm: Int32Array): void {
+  const src = new Int32Array(K);
+  for (let a = Kq - K; a < Kq; a++) src[a - (Kq - K)] = perm[Kq - 1 - a]!;
+  for (let r = 0; r < calib.rows; r++) {
+    const o = r * ld + Kq - K,
+      ox = r * K;
+    x.fill(0, r * ld, o);
+    for (let i = 0; i < K; i++) x[o + i] = calib.x[ox + src[i]!]!;
   }
-  return { actOrder, perm, hw, U, Kq, id };
+}
+
+/**
+ * U from R (H reversed = R^T R, R upper): H = M M^T with M[j][k] = R[Kq-1-k][Kq-1-j] upper, and
+ * U[j][k] = M[j][k] / M[k][k], for j < k; in 32 x 32 tiles (a transpose: reads and writes stay in cache).
+ */
+function unitFactor(R: Float32Array, Kq: number, ld: number): Float32Array {
+  const U = sharedF32(Kq * ld),
+    inv = new Float64Array(Kq),
+    T = 32;
+  for (let k = 0; k < Kq; k++) inv[k] = 1 / R[(Kq - 1 - k) * (ld + 1)]!;
+  for (let j0 = 0; j0 < Kq; j0 += T)
+    for (let k0 = j0; k0 < Kq; k0 += T)
+      for (let j = j0; j < j0 + T; j++) {
+        const b = Kq - 1 - j,
+          o = j * ld;
+        for (let k = Math.max(k0, j + 1); k < k0 + T; k++) U[o + k] = R[(Kq - 1 - k) * ld + b]! * inv[k]!;
+      }
+  return U;
 }
 
 /** Held-out split (every 4th row) when validating with at least 64 rows, and the factors to score with. */
@@ -188,6 +212,30 @@ export function gptqScores(w: Float32Array, K: number, N: number, p: QuantParams
   return columnErrors(held, w, [withFeedback, gptqCore(w, K, N, p, fit, false, g, withFeedback), mseSearchQuantize(w, K, N, p)]);
 }
 
+/** Columns the held-out check scores: every stride-th of a weight's N, about SCORE_COLS of them. */
+export const scoreStride = (N: number): number => Math.max(1, Math.floor(N / SCORE_COLS));
+
+/**
+ * The scored columns of slice w [K, ns] (columns n0.. of a weight of N) gathered into [K, count], and
+ * where they go in the weight's list of scored columns; undefined when the slice has none.
+ */
+export function scoredColumns(
+  w: Float32Array,
+  K: number,
+  N: number,
+  n0: number,
+  ns: number,
+): { w: Float32Array; n: number; at: number } | undefined {
+  const stride = scoreStride(N);
+  if (stride === 1) return { w, n: ns, at: n0 };
+  const at = Math.ceil(n0 / stride),
+    n = Math.ceil((n0 + ns) / stride) - at;
+  if (n <= 0) return undefined;
+  const out = new Float32Array(K * n);
+  for (let k = 0; k < K; k++) for (let j = 0, o = k * ns - n0; j < n; j++) out[k * n + j] = w[o + (at + j) * stride]!;
+  return { w: out, n, at };
+}
+
 /** The winner from the whole weight's per-column errors (summed in column order: slicing-independent). */
 export function gptqPick(errs: Float64Array[]): number {
   const totals = errs.map((e) => e.reduce((s, v) => s + v, 0));
@@ -214,7 +262,8 @@ export function gptqQuantize(
   checkParams(K, N, p, w);
   const plan = gptqPlan(calib, K, opts);
   if (plan.held) {
-    plan.pick = gptqPick(gptqScores(w, K, N, p, plan));
+    const c = scoredColumns(w, K, N, 0, N)!;
+    plan.pick = gptqPick(gptqScores(c.w, K, c.n, p, plan));
     if (plan.pick < 2) plan.full = gptqFactors(calib!, K, opts, plan.pick === 0);
   }
   return gptqApply(w, K, N, p, plan);
@@ -241,9 +290,17 @@ export function runGptqStep(s: GptqStep): GptqStepResult {
 }
 
 // ---- per-thread WebAssembly memory --------------------------------------------------------------
-// Layout: U [Kq][Kq] (copied in once per factors), then the slice's rows [K][nsp] and the batch
-// errors [BATCH][nsp] (nsp = columns rounded up to 16).
+// Layout: U [Kq][ld] (copied in once per factors), then the slice's rows [K][lw] and the batch
+// errors [BATCH][lw] (lw = rowStride(columns)).
 let work: { lin: Linalg; id?: string } | undefined;
+
+/** This thread's memory for a factorization: the copy of U it may hold is overwritten. */
+function scratch(bytes: number): Linalg {
+  work ??= { lin: new Linalg(bytes) };
+  work.lin.ensure(bytes);
+  work.id = undefined;
+  return work.lin;
+}
 
 function workspace(f: GptqFactors, bytes: number): Linalg {
   work ??= { lin: new Linalg(bytes) };
@@ -309,46 +366,75 @@ function gptqCore(
     return q;
   }
   const nsp = roundUp(N, 16),
-    ld = nsp * 4,
+    lw = rowStride(N),
+    ldw = lw * 4,
+    ldu = f.ld * 4,
     batch = Math.max(bs, BATCH),
-    uAt = 0,
-    wAt = Kq * Kq * 4,
-    eAt = wAt + K * ld;
-  const lin = workspace(f, eAt + batch * ld);
-  const Wv = lin.f32().subarray(wAt / 4, wAt / 4 + K * nsp),
-    Eb = lin.f32().subarray(eAt / 4, eAt / 4 + batch * nsp);
+    wAt = Kq * ldu,
+    eAt = wAt + K * ldw;
+  const cAt = eAt + batch * ldw,
+    lin = workspace(f, cAt + K * N);
+  const Wv = lin.f32().subarray(wAt / 4, wAt / 4 + K * lw),
+    Eb = lin.f32().subarray(eAt / 4, eAt / 4 + batch * lw),
+    // codes by input row [K][N]: rows go in act-order, and writing [N][Kp] directly missed cache on every code
+    ct = new Uint8Array(lin.memory.buffer, cAt, K * N);
   Wv.fill(0);
   Eb.fill(0);
   for (let i = 0; i < K; i++) {
     const k = perm[i]!;
-    Wv.set(w.subarray(k * N, (k + 1) * N), i * nsp);
+    Wv.set(w.subarray(k * N, (k + 1) * N), i * lw);
   }
+  const uAt = (i: number, j: number) => (i * f.ld + j) * 4;
   for (let i1 = 0; i1 < K; i1 += batch) {
     const i2 = Math.min(K, i1 + batch);
-    for (let i = i1; i < i2; i++) {
-      const k = perm[i]!,
-        b = Math.floor(k / bs);
-      // In plain order a block's rows all sit in this batch and have their updates from earlier rows.
-      if (!actOrder && k % bs === 0) groupParams(q, g, f.hw, Wv, nsp, b, b + 1);
-      const og = b * N,
-        oi = i * nsp,
-        oe = (i - i1) * nsp,
-        ow = k * N;
-      for (let n = 0; n < N; n++) {
-        const s = g.gs[og + n]!,
-          z = g.gz[og + n]!;
-        const c = code(Wv[oi + n]!, s, z, qmax);
-        q.codes[n * Kp + k] = c;
-        // LDLQ feeds back the error against the ORIGINAL row
-        Eb[oe + n] = w[ow + n]! - (c - z) * s;
+    // Sub-batches of SUB rows: blocks (powers of two >= 16) start on a sub-batch's first row.
+    for (let s1 = i1; s1 < i2; s1 += SUB) {
+      const s2 = Math.min(i2, s1 + SUB);
+      for (let i = s1; i < s2; i++) {
+        const k = perm[i]!,
+          b = Math.floor(k / bs);
+        // In plain order a block's rows all have their updates from the rows before it here.
+        if (!actOrder && k % bs === 0) groupParams(q, g, f.hw, Wv, lw, b, b + 1);
+        // row i gets the updates of this sub-batch's earlier rows: W[i] += sum_j E[j] U[j][i]
+        lin.gemm(wAt + i * ldw, ldw, uAt(s1, i), ldu, eAt + (s1 - i1) * ldw, ldw, 1, nsp, i - s1, 1);
+        quantizeRow(ct, g, w, Wv, Eb, k, N, b * N, i * lw, (i - i1) * lw, qmax);
       }
-      // rows i+1..i2 of this batch: W[j] += E[i] U[i][j]
-      lin.gemm(wAt + (i + 1) * ld, ld, uAt + (i * Kq + i + 1) * 4, 0, eAt + (i - i1) * ld, 0, i2 - i - 1, nsp, 1, 1);
+      // the rest of the batch
+      lin.gemm(wAt + s2 * ldw, ldw, uAt(s1, s2), ldu, eAt + (s1 - i1) * ldw, ldw, i2 - s2, nsp, s2 - s1, 1);
     }
     // every later row at once
-    lin.gemm(wAt + i2 * ld, ld, uAt + (i1 * Kq + i2) * 4, Kq * 4, eAt, ld, K - i2, nsp, i2 - i1, 1);
+    lin.gemm(wAt + i2 * ldw, ldw, uAt(i1, i2), ldu, eAt, ldw, K - i2, nsp, i2 - i1, 1);
   }
+  for (let k0 = 0; k0 < K; k0 += 64)
+    for (let n0 = 0; n0 < N; n0 += 64)
+      for (let n = n0, n1 = Math.min(N, n0 + 64), k1 = Math.min(K, k0 + 64); n < n1; n++)
+        for (let k = k0; k < k1; k++) q.codes[n * Kp + k] = ct[k * N + n]!;
   return q;
+}
+
+/** Codes of input row k (processing row at oi of Wv) into ct, its error against the original row into Eb at oe. */
+function quantizeRow(
+  ct: Uint8Array,
+  g: Groups,
+  w: Float32Array,
+  Wv: Float32Array,
+  Eb: Float32Array,
+  k: number,
+  N: number,
+  og: number,
+  oi: number,
+  oe: number,
+  qmax: number,
+): void {
+  const ow = k * N;
+  for (let n = 0; n < N; n++) {
+    const s = g.gs[og + n]!,
+      z = g.gz[og + n]!;
+    const c = code(Wv[oi + n]!, s, z, qmax);
+    ct[ow + n] = c;
+    // LDLQ feeds back the error against the ORIGINAL row
+    Eb[oe + n] = w[ow + n]! - (c - z) * s;
+  }
 }
 
 function code(v: number, s: number, z: number, qmax: number): number {
@@ -376,20 +462,22 @@ function columnErrors(held: CalibrationData, w: Float32Array, qs: QuantizedWeigh
   const { K, N } = qs[0]!,
     rows = held.rows,
     nsp = roundUp(N, 16),
-    ld = nsp * 4;
+    lw = rowStride(N),
+    ld = lw * 4,
+    lx = rowStride(rows);
   const xAt = 0,
-    dAt = K * rows * 4,
+    dAt = K * lx * 4,
     yAt = dAt + K * ld;
   const lin = new Linalg(yAt + rows * ld);
   const m = lin.f32();
-  for (let r = 0; r < rows; r++) for (let k = 0; k < K; k++) m[k * rows + r] = held.x[r * K + k]!;
+  for (let r = 0; r < rows; r++) for (let k = 0; k < K; k++) m[k * lx + r] = held.x[r * K + k]!;
   return qs.map((q) => {
     const d = dequantize(q);
-    for (let k = 0; k < K; k++) for (let n = 0, o = dAt / 4 + k * nsp; n < N; n++) m[o + n] = w[k * N + n]! - d[k * N + n]!;
-    m.fill(0, yAt / 4, yAt / 4 + rows * nsp);
-    lin.gemm(yAt, ld, xAt, rows * 4, dAt, ld, rows, nsp, K, 1);
+    for (let k = 0; k < K; k++) for (let n = 0, o = dAt / 4 + k * lw; n < N; n++) m[o + n] = w[k * N + n]! - d[k * N + n]!;
+    m.fill(0, yAt / 4, yAt / 4 + rows * lw);
+    lin.gemm(yAt, ld, xAt, lx * 4, dAt, ld, rows, nsp, K, 1);
     const e = new Float64Array(N);
-    for (let r = 0; r < rows; r++) for (let n = 0, o = yAt / 4 + r * nsp; n < N; n++) e[n]! += m[o + n]! * m[o + n]!;
+    for (let r = 0; r < rows; r++) for (let n = 0, o = yAt / 4 + r * lw; n < N; n++) e[n]! += m[o + n]! * m[o + n]!;
     return e;
   });
 }
@@ -413,7 +501,7 @@ function cached<T>(exec: QuantExec, calib: CalibrationData, key: string, make: (
 export const gptq: QuantMethod = {
   name: 'gptq',
   description:
-    'GPTQ: inverse-Hessian error feedback from calibration activations (act-order, static groups = blocks, lazy batches, WebAssembly SIMD), group scales searched under activation-energy weighting, integer zero points; checked on held-out calibration rows against the same search without feedback and against mse-search',
+    'GPTQ: inverse-Hessian error feedback from calibration activations (act-order, static groups = blocks, lazy batches, WebAssembly SIMD), group scales searched under activation-energy weighting, integer zero points; checked on held-out calibration rows (about 512 sampled output columns) against the same search without feedback and against mse-search',
   needsCalibration: true,
   quantize: (w, K, N, p, calib) => gptqQuantize(w, K, N, p, calib),
   /** Factors once per calibration sample; when validating, the slices are read twice (score, then apply). */
@@ -423,10 +511,12 @@ export const gptq: QuantMethod = {
     const base = await cached(exec, c, 'plan', () => exec.gptq<GptqPlan>({ op: 'plan', calib: c, K }));
     let plan: GptqPlan = { ...base };
     if (base.held) {
-      const errs = [0, 1, 2].map(() => new Float64Array(N));
+      const errs = [0, 1, 2].map(() => new Float64Array(Math.ceil(N / scoreStride(N))));
       await weight.eachSlice(async (w, n0, ns) => {
-        const e = await exec.gptq<Float64Array[]>({ op: 'scores', w, K, N: ns, params: p, plan: base });
-        e.forEach((x, i) => errs[i]!.set(x, n0));
+        const c = scoredColumns(w, K, N, n0, ns);
+        if (!c) return;
+        const e = await exec.gptq<Float64Array[]>({ op: 'scores', w: c.w, K, N: c.n, params: p, plan: base });
+        e.forEach((x, i) => errs[i]!.set(x, c.at));
       });
       const pick = gptqPick(errs);
       const full =

@@ -53,6 +53,7 @@ const OP = {
   andnot: 0x4f, xor: 0x51, bitselect: 0x52, store8lane: 0x58, store32lane: 0x5a, narrow8u: 0x66, floor: 0x68, narrow16u: 0x86,
   i32sub: 0xb1, i32min: 0xb6, i32max: 0xb8, fneg: 0xe1, fadd: 0xe4, fsub: 0xe5, fmul: 0xe6, fdiv: 0xe7, trunc: 0xf8, convert: 0xfa,
   store: 0x0b, i16splat: 0x10, and: 0x4e, or: 0x50, store16lane: 0x59, promoteLow: 0x5f, i16shrU: 0x8d, dadd: 0xf0,
+  pmin: 0xea, pmax: 0xeb,
 };
 const mem = (align: number) => [...uleb(align), 0];
 /** `for (v = from; v < limit; v += step) body` with a block/loop pair. */
@@ -70,7 +71,9 @@ const WP = 0, NN = 1, KP = 2, B0 = 3, B1 = 4, KB = 5, BS = 6, N4 = 7, CP = 8, SP
 // locals
 const B = 17, N_ = 18, K = 19, A = 20, RS4 = 21, CB = 22, T = 23;
 const POS = 24, NEG = 25, RS = 26, HALF = 27, ZPV = 28, QMAXV = 29, SIGN = 30, Q0 = 31, ZERO = 35, TV = 36, FL = 37, SCALE = 38, NEGMIDV = 39, ZB = 40, QMAXF = 41;
-const VV = 42, SEF = 43, SSF = 44, SE64 = 45, SS64 = 46, LOW8 = 47;
+const VV = 42, SEF = 43, SSF = 44, SE64 = 45, SS64 = 46, LOW8 = 47, MAGIC = 48, ONE = 49, QF = 50;
+// i32 locals after the v128 ones: the codes' column pointers n + 1..3
+const CBJ = [CB, 51, 52, 53];
 
 /** Memory limits for a shared memory (streamed quantization on several threads): 2 GiB at most. */
 export const SHARED_MAX_PAGES = 32768;
@@ -120,33 +123,43 @@ function scaleBlock(): number[] {
   ];
 }
 
-/** One code row of 4 columns; also adds (v - (q - zp) * scale)^2 and v^2 to the block's float32 sums. */
-const quantCode = (q: number): number[] => [
+/**
+ * One code row of 4 columns; also adds (v - (q - zp) * scale)^2 and v^2 to the block's float32 sums.
+ * The code stays in float32: t = v * rs + zp; roundf(t) is floor(t + 0.5) for the symmetric grid
+ * (t = a + zp with |a| >= 4 wherever t is near 0.5, so t is never the one float, 0.5 - 2^-25, for
+ * which t + 0.5 rounds up to 1), floor(t) + (t - floor(t) >= 0.5) otherwise; clamped with pmax/pmin
+ * (single instructions; NaN goes to 0), then made an integer by adding 2^23 and taking the bits
+ * less those of 2^23.
+ */
+const quantCode = (q: number, asym: boolean): number[] => [
     ...get(A), ...simd(OP.load, ...mem(0)), ...tee(VV), ...get(RS), ...simd(OP.fmul), ...get(ZB), ...simd(OP.fadd),
-    ...roundNonNeg(),
-    ...get(QMAXV), ...simd(OP.i32min), ...get(ZERO), ...simd(OP.i32max), ...tee(q),
-    ...simd(OP.convert), ...get(ZB), ...simd(OP.fsub), ...get(SCALE), ...simd(OP.fmul), ...get(VV), ...simd(OP.fsub), ...tee(TV), ...get(TV), ...simd(OP.fmul),
+    ...(asym
+      ? [...tee(TV), ...simd(OP.floor), ...tee(FL), ...get(TV), ...get(FL), ...simd(OP.fsub), ...get(HALF), ...simd(OP.f32ge), ...get(ONE), ...simd(OP.and), ...get(FL), ...simd(OP.fadd)]
+      : [...get(HALF), ...simd(OP.fadd), ...simd(OP.floor)]),
+    ...set(TV), ...get(QMAXF), ...get(ZERO), ...get(TV), ...simd(OP.pmax), ...simd(OP.pmin), ...tee(QF),
+    ...get(MAGIC), ...simd(OP.fadd), ...get(MAGIC), ...simd(OP.i32sub), ...set(q),
+    ...get(QF), ...get(ZB), ...simd(OP.fsub), ...get(SCALE), ...simd(OP.fmul), ...get(VV), ...simd(OP.fsub), ...tee(TV), ...get(TV), ...simd(OP.fmul),
     ...get(SEF), ...simd(OP.fadd), ...set(SEF),
     ...get(VV), ...get(VV), ...simd(OP.fmul), ...get(SSF), ...simd(OP.fadd), ...set(SSF),
     ...get(A), ...get(RS4), ADD, ...set(A),
 ];
 
 /** The block's codes, 4 rows at a time, packed (two 4-bit codes a byte) or one byte each. */
-function codesLoop(): number[] {
+function codesLoop(asym: boolean): number[] {
   const shuffle = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
   return loop(K, i32(0), get(BS), i32(4), [
-    ...quantCode(Q0), ...quantCode(Q0 + 1), ...quantCode(Q0 + 2), ...quantCode(Q0 + 3),
+    ...quantCode(Q0, asym), ...quantCode(Q0 + 1, asym), ...quantCode(Q0 + 2, asym), ...quantCode(Q0 + 3, asym),
     ...get(Q0), ...get(Q0 + 1), ...simd(OP.narrow16u), ...get(Q0 + 2), ...get(Q0 + 3), ...simd(OP.narrow16u), ...simd(OP.narrow8u),
     ...tee(TV), ...get(TV), ...simd(OP.shuffle, ...shuffle), ...set(TV),
     ...get(PACK), 0x04, 0x40,
     // i16 lanes (k even | k odd << 8) of one column -> one byte (even | odd << 4); 2 bytes per column
     ...get(TV), ...get(TV), ...i32(4), ...simd(OP.i16shrU), ...simd(OP.or), ...get(LOW8), ...simd(OP.and), ...tee(TV), ...get(TV), ...simd(OP.narrow8u), ...set(TV),
     ...[0, 1, 2, 3].flatMap((j) => [
-      ...get(CB), ...get(K), ...i32(1), 0x76, ADD, ...(j ? [...get(KP), ...i32(j), MUL, ADD] : []), ...get(TV), ...simd(OP.store16lane, ...mem(1), j),
+      ...get(CBJ[j]!), ...get(K), ...i32(1), 0x76, ADD, ...get(TV), ...simd(OP.store16lane, ...mem(1), j),
     ]),
     0x05,
     ...[0, 1, 2, 3].flatMap((j) => [
-      ...get(CB), ...get(K), ADD, ...(j ? [...get(KP), ...i32(j), MUL, ADD] : []), ...get(TV), ...simd(OP.store32lane, ...mem(2), j),
+      ...get(CBJ[j]!), ...get(K), ADD, ...get(TV), ...simd(OP.store32lane, ...mem(2), j),
     ]),
     0x0b,
   ]);
@@ -164,6 +177,8 @@ function kernelBody(): number[] {
     ...i32(0), ...simd(OP.i32splat), ...set(ZERO),
     ...i32(0xff), ...simd(OP.i16splat), ...set(LOW8),
     ...get(ZERO), ...set(SE64), ...get(ZERO), ...set(SS64),
+    ...f32(8388608), ...simd(OP.f32splat), ...set(MAGIC),
+    ...f32(1), ...simd(OP.f32splat), ...set(ONE),
     ...loop(B, get(B0), get(B1), i32(1), loop(N_, i32(0), get(N4), i32(4), [
       ...bandAddr(), ...get(ZERO), ...set(POS), ...get(ZERO), ...set(NEG),
       ...absmaxLoop(),
@@ -171,8 +186,9 @@ function kernelBody(): number[] {
       ...bandAddr(),
       // cb = cp + n * Kp + b * bs (Kp is the column stride in bytes: halved by the caller when packing)
       ...get(CP), ...get(N_), ...get(KP), MUL, ADD, ...get(B), ...get(BS), MUL, ...get(PACK), 0x76, ADD, ...set(CB),
+      ...[1, 2, 3].flatMap((j) => [...get(CBJ[j - 1]!), ...get(KP), ADD, ...set(CBJ[j]!)]),
       ...get(ZERO), ...set(SEF), ...get(ZERO), ...set(SSF),
-      ...codesLoop(),
+      ...get(ASYM), 0x04, 0x40, ...codesLoop(true), 0x05, ...codesLoop(false), 0x0b,
       // the block's float32 sums, per column, into the float64 totals
       ...[SEF, SSF].flatMap((acc) => {
         const tot = acc === SEF ? SE64 : SS64;
@@ -190,7 +206,7 @@ function kernelBody(): number[] {
 
 function moduleBytes(shared = false): Uint8Array<ArrayBuffer> {
   const body = kernelBody();
-  const locals = vec([[7, I32], [24, V128]]);
+  const locals = vec([[7, I32], [27, V128], [3, I32]]);
   const func = [...locals, ...body];
   const params = [I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, F32, F32, I32, I32, I32, I32, I32];
   return new Uint8Array([
