@@ -111,7 +111,8 @@ export function planBudget(
     const plain = c.kind !== 'gather' && !c.tiedGather;
     const formats = BUDGET_FORMATS.filter((f) => (f.bits === 16 ? plain : plain || c.K % f.block === 0));
     const errors = formats.map((f) => {
-      const q = f.bits === 16 ? halfRounded(w) : dequantize(rtn.quantize(w, c.K, c.N, { bits: f.bits, blockSize: f.block, symmetric: sym }));
+      const q =
+        f.bits === 16 ? halfRounded(w) : dequantize(rtn.quantize(w, c.K, c.N, { bits: f.bits, blockSize: f.block, symmetric: sym }));
       for (let i = 0; i < q.length; i++) q[i] = w[i]! - q[i]!;
       // An embedding row is read once per token: its error per looked-up row is the mean over rows (N = vocab).
       return outputError(q, c.K, c.N, calib, c.kind === 'gather' ? c.N : 1);
@@ -172,7 +173,12 @@ export function storeHalf(c: Candidate): void {
     g = v.graph;
   if (t.dtype !== DataType.FLOAT) return;
   const half = g.addInitializer(
-    Tensor.fromBytes(g.uniqueName(`${v.name}_fp16`), DataType.FLOAT16, [...t.dims], new Uint8Array(float32ToFloat16Array(t.toFloat32()).buffer)),
+    Tensor.fromBytes(
+      g.uniqueName(`${v.name}_fp16`),
+      DataType.FLOAT16,
+      [...t.dims],
+      new Uint8Array(float32ToFloat16Array(t.toFloat32()).buffer),
+    ),
   );
   const wide = g.createValue(g.uniqueName(`${v.name}_fp32`), v.type);
   g.replaceAllUses(v, wide);
