@@ -23,7 +23,7 @@ import type { LayerReport } from './quant/report.js';
 import { RtnStreamer } from './quant/rtn-streamer.js';
 import { quantizeAll } from './quant/schedule.js';
 import { bitsOr, type QuantSettings } from './quant/settings.js';
-import { parseBudget, planBudget, type BudgetPlan } from './quant/budget.js';
+import { parseBudget, planBudget, storeHalf, type BudgetPlan } from './quant/budget.js';
 import type { CalibrationData } from './quant/types.js';
 import { createQuantPool, quantExec } from './quant/workers.js';
 import { upgradeOpset } from './upgrade-opset.js';
@@ -127,7 +127,7 @@ const options = {
     type: 'string',
     default: undefined,
     description:
-      'mixed precision under a size budget, bits per weight (4.5bpw) or bytes (3MB): each weight gets 4-bit blocks of 128/64/32 or 8 bits by measured output error per byte',
+      'mixed precision under a size budget, bits per weight (4.5bpw) or bytes (3MB): each weight gets 4-bit blocks of 128/64/32, 8 bits or fp16 by measured output error per byte',
     validate: (v: unknown) => {
       if (v === undefined || v === '') return undefined;
       try {
@@ -187,13 +187,25 @@ function applyBudget(
   stats: QuantizeStats,
 ): void {
   const plan = planBudget(cands, budget, s.sym, calib);
+  // fp16 weights leave the candidates (stored once, whatever reads them); the rest get their format.
+  const half = new Set(plan.choices.filter((ch) => ch.bits === 16).map((ch) => ch.weight));
+  const stored = new Set<string>();
+  for (const c of cands) {
+    if (!half.has(c.w.value.name) || stored.has(c.w.value.name)) continue;
+    storeHalf(c);
+    stored.add(c.w.value.name);
+  }
+  cands.splice(0, cands.length, ...cands.filter((c) => !half.has(c.w.value.name)));
   const by = new Map(plan.choices.map((ch) => [ch.weight, ch]));
   const { bitsOf, blockOf } = s;
-  s.bitsOf = (c) => by.get(c.w.value.name)?.bits ?? bitsOf(c);
+  s.bitsOf = (c) => (by.get(c.w.value.name)?.bits as 4 | 8 | undefined) ?? bitsOf(c);
   s.blockOf = (c) => by.get(c.w.value.name)?.block ?? blockOf(c);
   stats.budget = plan;
   const hist = new Map<string, number>();
-  for (const ch of plan.choices) hist.set(`${ch.bits}b/${ch.block}`, (hist.get(`${ch.bits}b/${ch.block}`) ?? 0) + 1);
+  for (const ch of plan.choices) {
+    const k = ch.bits === 16 ? 'fp16' : `${ch.bits}b/${ch.block}`;
+    hist.set(k, (hist.get(k) ?? 0) + 1);
+  }
   stats.notes!.push(
     `budget ${budget}: ${plan.bitsPerWeight.toFixed(3)} bits per weight (${plan.bytes} of ${plan.budgetBytes} bytes) over ${plan.choices.length} weights: ` +
       [...hist].map(([k, n]) => `${n} x ${k}`).join(', ') +

@@ -45,7 +45,8 @@ export const TARGET_PIPELINES: Record<TargetName, PipelineRow> = {
   },
   npu: {
     // Opset 21 for INT4 and 16-bit Q/DQ; activation Q/DQ and shape fixing follow in finalize/variants.
-    summary: 'opset 21, QNN fusions (LayerNormalization, Gelu), weights as blocked DequantizeLinear; activation QDQ in finalize',
+    // RMSNorm fused (QNN RmsNorm) so that 1/rms, whose range the calibration tokens do not bound, is no uint16 activation.
+    summary: 'opset 21, QNN fusions (LayerNormalization, RmsNorm, Gelu), weights as blocked DequantizeLinear; activation QDQ in finalize',
     prepare: [
       { pass: 'upgrade-opset', options: { to: 21 } },
       ...PREPARE,
@@ -53,7 +54,7 @@ export const TARGET_PIPELINES: Record<TargetName, PipelineRow> = {
       { pass: 'position-ids-input' },
       { pass: 'fold-batchnorm' },
     ],
-    fusions: ['fuse-layernorm', 'fuse-gelu'],
+    fusions: ['fuse-layernorm', 'fuse-rmsnorm', 'fuse-gelu'],
   },
 };
 

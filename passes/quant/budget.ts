@@ -1,15 +1,17 @@
 // Mixed precision under a size budget (`quantize --budget 4.5bpw|3MB`): each weight gets 4-bit blocks of
-// 128, 64 or 32, or 8 bits, by measured sensitivity, as llama.cpp's Q4_K_M and importance matrix do by
-// hand. Each format's output error on calibration activations, mean over rows of ||x (W - Q(W))||^2,
-// is measured with round-to-nearest; then, from the smallest format of every weight, the upgrade with
+// 128, 64 or 32, 8 bits, or fp16 (MatMul/Gemm weights only: a Cast to fp32 follows it), by measured
+// sensitivity, as llama.cpp's Q4_K_M and importance matrix do by hand. Each format's output error on
+// calibration activations, mean over rows of ||x (W - Q(W))||^2, is measured with round-to-nearest
+// (fp16: the nearest half); then, from the smallest format of every weight, the upgrade with
 // the most error removed per byte added is taken while it fits the budget (a greedy knapsack).
-import { InputError } from '../../ir/index.js';
+import { DataType, InputError, Tensor, float16ToFloat32Array, float32ToFloat16Array } from '../../ir/index.js';
 import { readSlice, type Candidate } from './candidates.js';
 import { rtn } from './methods/rtn.js';
 import { dequantize, kBlocksOf, type CalibrationData } from './types.js';
 
 export interface WeightFormat {
-  bits: 4 | 8;
+  /** 16: fp16, no blocks (block 0). */
+  bits: 4 | 8 | 16;
   block: number;
 }
 
@@ -19,6 +21,7 @@ export const BUDGET_FORMATS: readonly WeightFormat[] = [
   { bits: 4, block: 64 },
   { bits: 4, block: 32 },
   { bits: 8, block: 128 },
+  { bits: 16, block: 0 },
 ];
 
 export type Budget = { bpw: number } | { bytes: number };
@@ -36,6 +39,7 @@ export function parseBudget(text: string): Budget {
 
 /** Stored bytes of a [K, N] weight in `f`: codes, fp32 scales and, asymmetric, packed zero points. */
 export function formatBytes(K: number, N: number, f: WeightFormat, sym: boolean): number {
+  if (f.bits === 16) return K * N * 2;
   const kb = kBlocksOf(K, f.block);
   return N * ((kb * f.block * f.bits) / 8 + kb * 4 + (sym ? 0 : Math.ceil((kb * f.bits) / 8)));
 }
@@ -43,7 +47,7 @@ export function formatBytes(K: number, N: number, f: WeightFormat, sym: boolean)
 export interface BudgetChoice {
   weight: string;
   shape: [number, number];
-  bits: 4 | 8;
+  bits: 4 | 8 | 16;
   block: number;
   bytes: number;
   /** Mean squared output error per calibration row (or per looked-up row without activations) of each format, smallest first. */
@@ -61,6 +65,8 @@ export interface BudgetPlan {
   weights: number;
   choices: BudgetChoice[];
 }
+
+const halfRounded = (w: Float32Array) => float16ToFloat32Array(float32ToFloat16Array(w));
 
 /** Mean over rows of ||x dW||^2 (x: calibration rows [rows, K]; dW [K, N] row-major). */
 function outputError(dw: Float32Array, K: number, N: number, calib: CalibrationData | undefined, rows: number): number {
@@ -102,9 +108,11 @@ export function planBudget(
     const calib = c.kind === 'gather' ? undefined : calibration?.(name, c.node);
     const w = readSlice(c, 0, c.N);
     // A gather, or an lm_head sharing its table with one, needs whole blocks along K.
-    const formats = BUDGET_FORMATS.filter((f) => (c.kind !== 'gather' && !c.tiedGather) || c.K % f.block === 0);
+    const plain = c.kind !== 'gather' && !c.tiedGather;
+    const formats = BUDGET_FORMATS.filter((f) => (f.bits === 16 ? plain : plain || c.K % f.block === 0));
     const errors = formats.map((f) => {
-      const q = dequantize(rtn.quantize(w, c.K, c.N, { bits: f.bits, blockSize: f.block, symmetric: sym }));
+      const q =
+        f.bits === 16 ? halfRounded(w) : dequantize(rtn.quantize(w, c.K, c.N, { bits: f.bits, blockSize: f.block, symmetric: sym }));
       for (let i = 0; i < q.length; i++) q[i] = w[i]! - q[i]!;
       // An embedding row is read once per token: its error per looked-up row is the mean over rows (N = vocab).
       return outputError(q, c.K, c.N, calib, c.kind === 'gather' ? c.N : 1);
@@ -155,4 +163,26 @@ export function planBudget(
     level[best] = bestTo;
   }
   return { budget: budgetText, budgetBytes, bytes, bitsPerWeight: (8 * bytes) / weights, weights, choices };
+}
+
+/** A weight the budget keeps in fp16: stored as half, widened by a Cast where the graph reads it
+ * (a weight that is half already stays as it is). */
+export function storeHalf(c: Candidate): void {
+  const v = c.w.value,
+    t = c.w.tensor,
+    g = v.graph;
+  if (t.dtype !== DataType.FLOAT) return;
+  const half = g.addInitializer(
+    Tensor.fromBytes(
+      g.uniqueName(`${v.name}_fp16`),
+      DataType.FLOAT16,
+      [...t.dims],
+      new Uint8Array(float32ToFloat16Array(t.toFloat32()).buffer),
+    ),
+  );
+  const wide = g.createValue(g.uniqueName(`${v.name}_fp32`), v.type);
+  g.replaceAllUses(v, wide);
+  // First in the graph: it reads an initializer only, and its users may sit in subgraphs.
+  g.addNode({ opType: 'Cast', name: `${v.name}_cast`, inputs: [half], outputs: [wide], attrs: { to: DataType.FLOAT } }, g.nodes[0]);
+  if (!v.uses.length && !v.isGraphOutput) g.removeInitializer(v);
 }

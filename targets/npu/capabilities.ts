@@ -17,7 +17,7 @@ export const NPU_CAPABILITIES = new CapabilityTable('QNN HTP', [
     DepthToSpace Div Elu Equal Exp Expand Flatten Floor Gather GatherElements Gelu Gemm GlobalAveragePool
     Greater GreaterOrEqual GridSample HardSigmoid HardSwish InstanceNormalization LayerNormalization
     LeakyRelu Less LessOrEqual Log LogSoftmax MatMul Max MaxPool Min Mul Neg Not Or Pad Pow PRelu
-    ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum Relu Reshape Resize Round Sigmoid Sign Sin Slice
+    ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum Relu Reshape Resize Round Sigmoid Sign SimplifiedLayerNormalization Sin Slice
     Softmax SpaceToDepth Split Sqrt Squeeze Sub Sum Tanh Tile TopK Transpose Unsqueeze Where`),
   ...ops('', 'LpNormalization', { LpNormalization: (n) => (n.attrInt('p', 2) === 2 ? undefined : 'LpNormalization: HTP runs p=2 only') }),
   ...ops('', 'QuantizeLinear', { QuantizeLinear: (n) => quantType(n, 'out') }),

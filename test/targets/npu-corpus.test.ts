@@ -8,6 +8,7 @@ import { Tensor, loadModel } from '../../ir/index.js';
 import { compareTensors, loadTestDataSet, runModel } from '../../runtime/ort.js';
 import { compile, type CompileOptions } from '../../targets/compile.js';
 import { derivedInputs } from '../../targets/position-ids.js';
+import { METRIC_THRESHOLDS, TaskAccumulator } from '../../runtime/metrics.js';
 
 const ROOT = path.resolve(__dirname, '../../fixtures/export');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-npu-corpus-'));
@@ -139,6 +140,51 @@ describe('npu on real exports', () => {
       got = await runModel(file, { ...data.inputs, ...derivedInputs(ref, cand)!(data.inputs) });
     for (const k of Object.keys(want)) expect(compareTensors(want[k]!, got[k]!).cosine, k).toBeGreaterThan(0.995);
   }, 180_000);
+
+  it('RMSNorm runs as one SimplifiedLayerNormalization (QNN RmsNorm): 1/rms is never a uint16 activation', async () => {
+    // Decomposed, 1/rms of the first norm got the calibrated range [0, 46.3]; the tokens whose
+    // embedding rms is smallest reach 65 and were clamped (Phi-3's through-cache KL 0.089). Prompt:
+    // the 8 tokens with the largest 1/rms, from an empty (masked) cache: KL 0.95 before, 0.037 now.
+    const dir = path.join(ROOT, 'decoder_phi3'),
+      src = path.join(dir, 'model.onnx');
+    const r = await compile(src, {
+      target: 'npu',
+      out: path.join(tmp, 'phi3'),
+      prefillChunk: 8,
+      context: 41,
+      inputs: [dir],
+      verify: false,
+    });
+    const file = path.join(r.outDir, r.manifest.models.find((m) => m.variant === 'prefill8')!.file);
+    const cand = loadModel(file),
+      ref = loadModel(src);
+    expect(cand.graph.nodes.filter((n) => n.opType === 'SimplifiedLayerNormalization')).toHaveLength(5);
+    expect(cand.graph.nodes.some((n) => n.opType === 'ReduceMean' || n.opType === 'Sqrt')).toBe(false);
+    const emb = ref.graph.values.get('lm.embed_tokens.weight')!.initializer!;
+    const [V, H] = emb.dims as [number, number],
+      w = emb.toFloat32();
+    const rms = (t: number) => Math.sqrt(w.subarray(t * H, (t + 1) * H).reduce((a, x) => a + x * x, 0) / H);
+    const ids = Array.from({ length: V }, (_, t) => t)
+      .sort((a, b) => rms(a) - rms(b))
+      .slice(0, 8);
+    const kv = (n: number) =>
+      Object.fromEntries(
+        ['0', '1'].flatMap((l) =>
+          ['key', 'value'].map((k) => [`past_key_values.${l}.${k}`, Tensor.fromFloat32('', [1, 2, n, 16], new Float32Array(32 * n))]),
+        ),
+      );
+    const want = await runModel(src, {
+      input_ids: Tensor.fromInt64('input_ids', [1, 8], ids),
+      attention_mask: Tensor.fromInt64('attention_mask', [1, 8], new Array(8).fill(1)),
+      ...kv(0),
+    });
+    const mask = Tensor.fromInt64('attention_mask', [1, 41], [...new Array(33).fill(0), ...new Array(8).fill(1)]);
+    const feeds = { input_ids: Tensor.fromInt64('input_ids', [1, 8], ids), attention_mask: mask, ...kv(33) };
+    const got = await runModel(file, { ...feeds, ...derivedInputs(ref, cand)!(feeds) });
+    const acc = new TaskAccumulator('decoder');
+    acc.add(want.logits!, got.logits!);
+    expect(acc.metrics().find((m) => m.name === 'kl')!.value).toBeLessThanOrEqual(METRIC_THRESHOLDS.kl);
+  }, 120_000);
 
   it('decoder without a KV cache gets one full-context variant, no 1-token decode', async () => {
     const r = await compile(path.join(ROOT, 'decoder_nokv', 'model.onnx'), {

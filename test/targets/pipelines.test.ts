@@ -127,7 +127,7 @@ describe('target pipelines as text', () => {
     );
     expect(text('npu', 'decoder')).toBe(
       'upgrade-opset,cleanup,infer-shapes,fold-constants,cleanup,masked-scatter{scan=matmul},position-ids-input,fold-batchnorm,' +
-        'fuse-layernorm,fuse-gelu,quantize-weights{bits=4,format=qdq,scales=fp32,embeddings=false,role=decoder},cleanup,infer-shapes',
+        'fuse-layernorm,fuse-rmsnorm,fuse-gelu,quantize-weights{bits=4,format=qdq,scales=fp32,embeddings=false,role=decoder},cleanup,infer-shapes',
     );
   });
 
