@@ -8,6 +8,7 @@
 //     quantized weights / pass time) next to the read, and peak RSS against 0.25 x model + 256 MB;
 //     then the QDQ format on 1 thread (streamed RTN repacked into the DequantizeLinear layout).
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -59,6 +60,8 @@ export interface EndToEndRun {
   totalGBs: number;
   peakRssBytes: number;
   quantized: number;
+  /** CPU time (user + system, every thread) of load + pass + save, ms: steadier than wall time on a shared machine. */
+  cpuMs: number;
 }
 
 export interface EndToEndFigures {
@@ -66,6 +69,10 @@ export interface EndToEndFigures {
   layout: 'external' | 'embedded';
   /** fs.copyFileSync of the model's files (ms, best of 2), in the same run. */
   copyMs: number;
+  /** CPU time of that copy (ms). */
+  copyCpuMs: number;
+  /** 1-minute load average when the runs ended (2 cores here, shared). */
+  loadAvg: number;
   /** Sequential fs.readSync of the external data file in 16 MiB chunks (GB/s), in the same run. */
   readGBs: number;
   runs: EndToEndRun[];
@@ -201,14 +208,21 @@ function plainRead(files: string[]): { bytes: number; ms: number } {
   return { bytes, ms: performance.now() - t0 };
 }
 
-/** Copy files into a fresh folder: ms (the folder is removed after). */
-function copyFiles(files: string[], dir: string): number {
+const cpuSince = (c: NodeJS.CpuUsage) => {
+  const u = process.cpuUsage(c);
+  return (u.user + u.system) / 1e3;
+};
+
+/** Copy files into a fresh folder: wall and CPU ms (the folder is removed after). */
+function copyFiles(files: string[], dir: string): { ms: number; cpuMs: number } {
   fs.mkdirSync(dir, { recursive: true });
-  const t0 = performance.now();
+  const t0 = performance.now(),
+    c0 = process.cpuUsage();
   for (const f of files) fs.copyFileSync(f, path.join(dir, path.basename(f)));
-  const ms = performance.now() - t0;
+  const ms = performance.now() - t0,
+    cpuMs = cpuSince(c0);
   fs.rmSync(dir, { recursive: true, force: true });
-  return ms;
+  return { ms, cpuMs };
 }
 
 export async function benchQuantize(opts: QuantizeBenchOptions): Promise<QuantizeBenchResult> {
@@ -223,9 +237,7 @@ export async function benchQuantize(opts: QuantizeBenchOptions): Promise<Quantiz
     const reads = [plainRead(files), plainRead(files)];
     const read = reads.reduce((a, b) => (b.ms < a.ms ? b : a));
     const layout = files[0] === opts.modelFile ? 'embedded' : 'external';
-    const copyMs = Math.min(
-      ...[0, 1].map(() => copyFiles([opts.modelFile!, ...(layout === 'external' ? files : [])], path.join(opts.work, 'copy'))),
-    );
+    const copies = [0, 1].map(() => copyFiles([opts.modelFile!, ...(layout === 'external' ? files : [])], path.join(opts.work, 'copy')));
     const runs = (
       [
         [1, 'matmulnbits'],
@@ -238,7 +250,9 @@ export async function benchQuantize(opts: QuantizeBenchOptions): Promise<Quantiz
       endToEnd: {
         modelBytes: size,
         layout,
-        copyMs,
+        copyMs: Math.min(...copies.map((x) => x.ms)),
+        copyCpuMs: Math.min(...copies.map((x) => x.cpuMs)),
+        loadAvg: os.loadavg()[0]!,
         readGBs: read.bytes / 1e9 / (read.ms / 1e3),
         runs,
         rssBudgetBytes: 0.25 * size + 256e6,
@@ -269,10 +283,10 @@ export function formatQuantizeBench(r: QuantizeBenchResult): string[] {
     const mib = (b: number) => f(b / 2 ** 20, 0);
     lines.push(
       `quantize-int4 (rtn, block 32) end to end, ${f(e.modelBytes / 1e9, 3)} GB model with ${e.layout === 'embedded' ? 'weights embedded in the .onnx' : 'external data'} (GB/s of fp32 input)`,
-      `  plain read, 16 MiB readSync ${f(e.readGBs)} GB/s;  file copy ${f(e.copyMs, 0)} ms`,
+      `  plain read, 16 MiB readSync ${f(e.readGBs)} GB/s;  file copy ${f(e.copyMs, 0)} ms (CPU ${f(e.copyCpuMs, 0)} ms); load average ${f(e.loadAvg, 1)} on ${os.cpus().length} cores`,
       ...e.runs.flatMap((x) => [
         `  ${x.format === 'qdq' ? 'qdq, ' : ''}${x.threads} thread${x.threads > 1 ? 's' : ' '}: quantize pass  ${f(x.passGBs)} GB/s   = ${f(x.passGBs / e.readGBs, 3)}x read, ${f(x.passGBs / x.threads)} GB/s per thread (aim >= 1); ${x.quantized} weights, ${f(x.fp32Bytes / 1e9, 3)} GB fp32 in ${f(x.passMs, 0)} ms`,
-        `             load+pass+save ${f(x.totalGBs)} GB/s   (load ${f(x.loadMs, 0)} ms, save ${f(x.saveMs, 0)} ms) = ${f((x.loadMs + x.passMs + x.saveMs) / e.copyMs)}x the file copy (aim <= 3x)`,
+        `             load+pass+save ${f(x.totalGBs)} GB/s   (load ${f(x.loadMs, 0)} ms, save ${f(x.saveMs, 0)} ms) = ${f((x.loadMs + x.passMs + x.saveMs) / e.copyMs)}x the file copy (aim <= 3x); CPU ${f(x.cpuMs, 0)} ms = ${f(x.cpuMs / e.copyCpuMs)}x the copy's`,
         `             peak RSS       ${mib(x.peakRssBytes)} MiB = ${f(x.peakRssBytes / e.modelBytes, 3)}x model (aim <= 0.25x + 256 MB = ${mib(e.rssBudgetBytes)} MiB: ${x.peakRssBytes <= e.rssBudgetBytes ? 'met' : 'MISSED'})`,
       ]),
     );
@@ -299,6 +313,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const threads = Number(threadsArg);
   const { quantizeInt4 } = await import('../passes/quantize.js');
   const { resolveOptions } = await import('../passes/pass.js');
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   const m = loadModel(modelFile);
   const t1 = performance.now();
@@ -321,6 +336,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     totalGBs: fp32Bytes / 1e9 / ((t3 - t0) / 1e3),
     peakRssBytes: peakRss(),
     quantized,
+    cpuMs: cpuSince(c0),
   };
   console.log(JSON.stringify(run));
 }

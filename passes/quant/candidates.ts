@@ -84,14 +84,15 @@ export function readSlice(c: Candidate, n0: number, n1: number): Float32Array {
     t.forEachChunk(CHUNK, (chunk, at) => decodeFloats(t.dtype, chunk, out.subarray(at / eb, (at + chunk.length) / eb)));
     return out;
   }
+  // Only the slice's columns of each row are decoded (decoding whole rows made reading a weight in S
+  // slices cost S whole weights, on the thread that feeds the workers).
   const rowBytes = N * eb,
     rows = Math.max(1, Math.floor(CHUNK / rowBytes));
-  const tmp = new Float32Array(rows * N);
   t.forEachChunk(rows * rowBytes, (chunk, at) => {
     const r0 = at / rowBytes,
       nr = chunk.length / rowBytes;
-    decodeFloats(t.dtype, chunk, tmp.subarray(0, nr * N));
-    for (let r = 0; r < nr; r++) out.set(tmp.subarray(r * N + n0, r * N + n1), (r0 + r) * ns);
+    for (let r = 0; r < nr; r++)
+      decodeFloats(t.dtype, chunk.subarray(r * rowBytes + n0 * eb, r * rowBytes + n1 * eb), out.subarray((r0 + r) * ns, (r0 + r + 1) * ns));
   });
   return out;
 }

@@ -58,33 +58,40 @@ export interface UnitRect {
  * threads writing neighbouring units do not write one cache line (false sharing cost 3-7x). */
 const LINE_BLOCKS = 16;
 
+/** A slab: the units whose outputs share one region of the kernel's memory, laid out [n1 - n0][b1 - b0]. */
+export interface Slab {
+  n0: number;
+  n1: number;
+  b0: number;
+  b1: number;
+  units: UnitRect[];
+}
+
 /**
- * Slabs of output columns with their units of at most about `unitBytes` of fp32 (at least one block
- * row or four columns): one slab of block-row bands for [K, N]; for [N, K] each unit (a contiguous
- * column range) is a slab of its own.
+ * Slabs with their units of at most about `unitBytes` of fp32 (at least one block row or four
+ * columns): for [K, N], bands of at most `slabBlocks` block rows across every column, in units of
+ * block rows; for [N, K] each unit (a contiguous column range) is a slab of its own.
  */
-export function planSlabs(
-  storedNK: boolean,
-  K: number,
-  N: number,
-  blockSize: number,
-  unitBytes: number,
-): { n0: number; n1: number; units: UnitRect[] }[] {
+export function planSlabs(storedNK: boolean, K: number, N: number, blockSize: number, unitBytes: number, slabBlocks = Infinity): Slab[] {
   const kBlocks = K / blockSize;
+  const out: Slab[] = [];
   if (storedNK) {
-    const out = [],
-      step = Math.max(4, Math.floor(unitBytes / (K * 4)) & ~3);
+    const step = Math.max(4, Math.floor(unitBytes / (K * 4)) & ~3);
     for (let n0 = 0; n0 < N; n0 += step) {
       const n1 = Math.min(N, n0 + step);
-      out.push({ n0, n1, units: [{ n0, n1, b0: 0, b1: kBlocks }] });
+      out.push({ n0, n1, b0: 0, b1: kBlocks, units: [{ n0, n1, b0: 0, b1: kBlocks }] });
     }
     return out;
   }
-  const units = [],
-    step = Math.max(1, Math.floor(unitBytes / (blockSize * N * 4))),
+  const step = Math.max(1, Math.floor(unitBytes / (blockSize * N * 4))),
     span = Math.ceil(LINE_BLOCKS / step) * step;
-  for (let b0 = 0; b0 < kBlocks; b0 += span) units.push({ n0: 0, n1: N, b0, b1: Math.min(kBlocks, b0 + span), step });
-  return [{ n0: 0, n1: N, units }];
+  for (let s0 = 0; s0 < kBlocks; s0 += slabBlocks) {
+    const s1 = Math.min(kBlocks, s0 + slabBlocks),
+      units = [];
+    for (let b0 = s0; b0 < s1; b0 += span) units.push({ n0: 0, n1: N, b0, b1: Math.min(s1, b0 + span), step });
+    out.push({ n0: 0, n1: N, b0: s0, b1: s1, units });
+  }
+  return out;
 }
 
 let scratch = new Uint8Array(0);

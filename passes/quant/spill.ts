@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ExternalRef } from '../../ir/index.js';
+import { readInto } from '../../ir/external-data.js';
 
 const dirs = new Set<string>();
 let hooked = false;
@@ -33,6 +34,10 @@ export class SpillFile {
   write(bytes: Uint8Array, at: number): void {
     let done = 0;
     while (done < bytes.length) done += fs.writeSync(this.fd!, bytes, done, bytes.length - done, at + done);
+  }
+
+  read(bytes: Uint8Array, at: number): void {
+    readInto(this.fd!, bytes, at);
   }
 
   /** A lazy range of the file, saved inline or as external data as the model's own raw_data is. */

@@ -119,6 +119,40 @@ describe('gptq (SIMD) vs the float64 JavaScript GPTQ', () => {
     });
   }
 
+  it('rows under K / 3.5: diagonal + low-rank factors = the dense factorization; same values as the reference', () => {
+    const K = 640,
+      N = 48,
+      rows = 128,
+      p: QuantParams = { bits: 4, blockSize: 32, symmetric: false };
+    const x = llmActivations(rows, K, 21);
+    for (let r = 0; r < rows; r++) for (let k = 100; k < 110; k++) x[r * K + k] = 0; // unseen inputs
+    const calib: CalibrationData = { x, rows };
+    const lo = gptqFactors(calib, K, { factorization: 'low-rank' }, true),
+      de = gptqFactors(calib, K, { factorization: 'dense' }, true);
+    let dmax = 0,
+      umax = 0;
+    for (let j = 0; j < K; j++)
+      for (let k = 0; k < lo.Kq; k++) {
+        const o = j * lo.ld + k;
+        if (k <= j) expect(lo.U![o]).toBe(0);
+        else {
+          dmax = Math.max(dmax, Math.abs(lo.U![o]! - de.U![o]!));
+          umax = Math.max(umax, Math.abs(de.U![o]!));
+        }
+      }
+    expect(dmax).toBeLessThan(1e-5 * umax);
+    const w = llmWeight(K, N, 22),
+      held = llmActivations(96, K, 23);
+    const qn = gptqQuantize(w, K, N, p, calib, { validate: false }),
+      qo = gptqReferenceQuantize(w, K, N, p, calib, { validate: false });
+    const dn = dequantize(qn),
+      dq = dequantize(qo);
+    let same = 0;
+    for (let i = 0; i < dn.length; i++) if (dn[i] === dq[i]) same++;
+    expect(same / dn.length).toBeGreaterThan(0.99);
+    expect(outputMse(held, 96, w, dn, K, N)).toBeLessThanOrEqual(outputMse(held, 96, w, dq, K, N) * 1.01);
+  });
+
   it('unseen inputs and a singular Hessian: damped, feedback-free rows, no NaN', () => {
     const K = 96,
       N = 20,

@@ -9,8 +9,10 @@
 // correlations sampled from a few hundred rows are partly noise.
 // The error feedback is GPTQ's in its LDL form (LDLQ, Chee et al. 2023, shown there to equal GPTQ):
 // with H = (I + U) D (I + U)^T, U strictly upper triangular in processing order, row k is rounded
-// after adding sum_{j<k} (W_j - Q_j) U[j][k], W_j the original row. U comes from one Cholesky factorization (of H with its
-// order reversed) instead of GPTQ's factorization, inverse and second factorization. Rows go in lazy
+// after adding sum_{j<k} (W_j - Q_j) U[j][k], W_j the original row. U comes from one Cholesky
+// factorization (of H with its order reversed) instead of GPTQ's factorization, inverse and second
+// factorization; with fewer rows than K / 3.5 (a 3B decoder: 512 rows, K 3072 or 8192) from H as
+// diagonal + low rank instead (gptq-lowrank.ts: K^2 r / 2 multiply-adds, not K^3 / 6). Rows go in lazy
 // batches of 128, each in sub-batches of 16: a row takes its sub-batch's earlier errors in one product
 // (left-looking), then a sub-batch's errors go onto the rest of its batch and a batch's onto every
 // later row, each as one SIMD product (GPTQ's lazy batch, applied at two levels).
@@ -36,6 +38,7 @@ import { checkParams } from './rtn.js';
 import { mseSearchQuantize } from './mse-search.js';
 import { blockSearcher, releaseBlockSearcher, searchBlockRow } from './simd-search.js';
 import { Linalg, roundUp, rowStride } from './simd-linalg.js';
+import { lowRankPays, lowRankU } from './gptq-lowrank.js';
 
 export interface GptqOptions {
   /** Dampening as a fraction of the mean Hessian diagonal (GPTQ's percdamp, default 0.01). */
@@ -46,6 +49,8 @@ export interface GptqOptions {
   actOrder?: boolean;
   /** Hold out every 4th row to choose between GPTQ, no feedback and mse-search (default true). */
   validate?: boolean;
+  /** Factor H densely or as diagonal + low rank (default: low rank when the rows are under K / 3.5). */
+  factorization?: 'dense' | 'low-rank';
 }
 
 /** Rows of a lazy batch, and of the sub-batches inside it (GPTQ's lazy batch, applied twice). */
@@ -110,13 +115,13 @@ function orderAndWeights(calib: CalibrationData, K: number, opts: GptqOptions) {
   const percdamp = opts.percdamp ?? 0.01;
   const hw = sharedF64(K);
   for (let k = 0; k < K; k++) hw[k] = diag[k]! + percdamp * mean;
-  return { actOrder, perm, hw, mean, percdamp, f };
+  return { actOrder, perm, hw, mean, percdamp, f, diag };
 }
 
 /** Factors of the Hessian of `calib`'s rows; U only with `feedback`. */
 export function gptqFactors(calib: CalibrationData, K: number, opts: GptqOptions, feedback: boolean): GptqFactors {
   checkCalib(calib, K);
-  const { actOrder, perm, hw, mean, percdamp, f } = orderAndWeights(calib, K, opts);
+  const { actOrder, perm, hw, mean, percdamp, f, diag } = orderAndWeights(calib, K, opts);
   const Kq = roundUp(K, 64),
     ld = rowStride(Kq),
     id = `${idBase}-${nextId++}`;
@@ -128,6 +133,11 @@ export function gptqFactors(calib: CalibrationData, K: number, opts: GptqOptions
   const hAt = rows * ld * 4,
     lin = scratch(hAt + KK * 4);
   const shrink = rows / (rows + K);
+  const lowRank = opts.factorization ? opts.factorization === 'low-rank' : lowRankPays(rows, Kq);
+  if (lowRank) {
+    const U = lowRankFactor(calib, K, Kq, ld, perm, diag, { f, shrink, damp: percdamp * mean });
+    if (U) return { actOrder, perm, hw, U, Kq, ld, id };
+  }
   for (let damp = percdamp, tries = 0; ; damp *= 10, tries++) {
     if (tries > 6) throw new RangeError('gptq: Hessian stays singular after dampening');
     // (a failed factorization, rare, is redone from X rather than from a copy of H kept every time)
@@ -145,6 +155,37 @@ export function gptqFactors(calib: CalibrationData, K: number, opts: GptqOptions
   }
   const U = unitFactor(lin.f32().subarray(hAt / 4, hAt / 4 + KK), Kq, ld);
   return { actOrder, perm, hw, U, Kq, ld, id };
+}
+
+/**
+ * U for H = diag(d) + P^T P (gptq-lowrank.ts): P = X scaled by sqrt(f shrink) in processing order, d the
+ * rest of H's diagonal (the unshrunk share and the damping; unit for unseen inputs and the padding).
+ * Undefined on a pivot <= 0 (the dense path then retries with more damping).
+ */
+function lowRankFactor(
+  calib: CalibrationData,
+  K: number,
+  Kq: number,
+  ld: number,
+  perm: Int32Array,
+  diag: Float64Array,
+  scale: { f: number; shrink: number; damp: number },
+): Float32Array | undefined {
+  const { rows, x: xs } = calib,
+    { f, shrink, damp } = scale,
+    rq = roundUp(rows, 16);
+  const lin = scratch(rq * ld * 4),
+    P = lin.f32(),
+    sc = Math.sqrt(f * shrink);
+  P.fill(0, 0, rq * ld);
+  for (let r = 0; r < rows; r++) for (let j = 0, o = r * ld, ox = r * K; j < K; j++) P[o + j] = xs[ox + perm[j]!]! * sc;
+  const d = new Float64Array(Kq).fill(1 + damp);
+  for (let j = 0; j < K; j++) {
+    const h = diag[perm[j]!]!;
+    if (h !== 0) d[j] = h * (1 - shrink) + damp;
+  }
+  const U = sharedF32(Kq * ld);
+  return lowRankU(lin, rows, Kq, ld, d, U) ? U : undefined;
 }
 
 /** X's columns in reversed processing order into x [rows][ld] (zero padding first), row by row. */

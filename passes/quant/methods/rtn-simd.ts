@@ -204,10 +204,11 @@ function kernelBody(): number[] {
   ];
 }
 
+/** The function's code, assembled once per thread (it takes about as long as compiling it). */
+let funcCode: number[] | undefined;
+
 function moduleBytes(shared = false): Uint8Array<ArrayBuffer> {
-  const body = kernelBody();
-  const locals = vec([[7, I32], [27, V128], [3, I32]]);
-  const func = [...locals, ...body];
+  const func = (funcCode ??= [...vec([[7, I32], [27, V128], [3, I32]]), ...kernelBody()]);
   const params = [I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, F32, F32, I32, I32, I32, I32, I32];
   return new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
@@ -219,6 +220,15 @@ function moduleBytes(shared = false): Uint8Array<ArrayBuffer> {
   ]);
 }
 
+const modules = new Map<boolean, WebAssembly.Module>();
+
+/** The module for a shared memory or not, compiled once per thread. */
+function compiled(shared: boolean): WebAssembly.Module {
+  let mod = modules.get(shared);
+  if (!mod) modules.set(shared, (mod = new WebAssembly.Module(moduleBytes(shared))));
+  return mod;
+}
+
 type Kernel = (wp: number, N: number, Kp: number, b0: number, b1: number, kB: number, bs: number, n4: number, cp: number, sp: number, negMid: number, zpf: number, qmax: number, zp: number, asym: number, pack: number, errp: number) => void;
 let instance: { memory: WebAssembly.Memory; run: Kernel } | null | undefined;
 
@@ -226,7 +236,7 @@ function kernel(): { memory: WebAssembly.Memory; run: Kernel } | null {
   if (instance !== undefined) return instance;
   try {
     const memory = new WebAssembly.Memory({ initial: 1 });
-    const inst = new WebAssembly.Instance(new WebAssembly.Module(moduleBytes()), { e: { m: memory } });
+    const inst = new WebAssembly.Instance(compiled(false), { e: { m: memory } });
     instance = { memory, run: inst.exports.q as Kernel };
   } catch {
     instance = null; // no WebAssembly SIMD here: the scalar kernel does everything
@@ -274,13 +284,9 @@ export interface BoundKernel {
   run: Kernel;
 }
 
-const modules = new Map<boolean, WebAssembly.Module>();
-
 export function bindKernel(memory: WebAssembly.Memory): BoundKernel {
   const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
-  let mod = modules.get(shared);
-  if (!mod) modules.set(shared, (mod = new WebAssembly.Module(moduleBytes(shared))));
-  return { memory, run: new WebAssembly.Instance(mod, { e: { m: memory } }).exports.q as Kernel };
+  return { memory, run: new WebAssembly.Instance(compiled(shared), { e: { m: memory } }).exports.q as Kernel };
 }
 
 /** Where a band's results go in the kernel's memory (byte addresses). */
