@@ -152,7 +152,8 @@ function unfitInput(cand: Model, feeds: Feeds): string | undefined {
 
 /** A set split along axis 0 into the candidate's fixed batch, when that is all that differs. */
 function splitBatch(cand: Model, set: Feeds): { sets: Feeds[]; batch: number } | undefined {
-  const ins = cand.graph.inputs.filter((v) => !v.initializer);
+  // Inputs derived from the others (position ids from the mask) are computed after the split.
+  const ins = cand.graph.inputs.filter((v) => !v.initializer && set[v.name]);
   const b0 = ins.map((v) => v.type?.shape?.[0]).find((d) => typeof d === 'number');
   if (typeof b0 !== 'number' || b0 < 1) return undefined;
   const n = set[ins[0]!.name]?.dims[0];
@@ -186,24 +187,67 @@ function splitBatch(cand: Model, set: Feeds): { sets: Feeds[]; batch: number } |
   return { sets: out, batch: b0 };
 }
 
-/** The sets a candidate with fixed dims can take (batch-N sets split into its batch B), and why the others cannot. */
-function fitSets(cand: Model, sets: Feeds[]): { sets: Feeds[]; dropped: string[]; split?: number } {
+/** A decoder set whose past is shorter than a static candidate's KV window, right-aligned in it as a
+ * runtime feeds that window: every past input padded in front with zero slots, the attention mask with
+ * zeros (the same count), so the slots are masked out and positions (cumsum of the mask) are unchanged. */
+function rightAlign(ref: Model, cand: Model, set: Feeds): Feeds | undefined {
+  const kinds = dimKinds(ref);
+  const shapeOf = (m: Model, k: string) => m.graph.inputs.find((v) => v.name === k)?.type?.shape;
+  const pads = new Map<string, { axis: number; by: number }>();
+  for (const [k, t] of Object.entries(set)) {
+    const rs = shapeOf(ref, k),
+      cs = shapeOf(cand, k);
+    if (!rs || !cs || cs.length !== t.dims.length) continue;
+    const axis = rs.findIndex((d) => typeof d === 'string' && (kinds.get(d) === 'past' || kinds.get(d) === 'total'));
+    const want = cs[axis];
+    if (axis >= 0 && typeof want === 'number' && want > t.dims[axis]!) pads.set(k, { axis, by: want - t.dims[axis]! });
+  }
+  const by = new Set([...pads.values()].map((p) => p.by));
+  if (by.size !== 1 || ![...pads.keys()].some((k) => /attention_mask/.test(k))) return undefined;
+  const out: Feeds = { ...set };
+  for (const [k, { axis, by: n }] of pads) out[k] = padFront(set[k]!, axis, n);
+  return out;
+}
+
+/** Zeros in front of `t` along `axis`. */
+function padFront(t: Tensor, axis: number, n: number): Tensor {
+  const dims = t.dims.map((d, i) => (i === axis ? d + n : d));
+  const inner = t.dims.slice(axis + 1).reduce((a, b) => a * b, 1),
+    outer = t.dims.slice(0, axis).reduce((a, b) => a * b, 1);
+  const src = t.toNumbers(),
+    len = t.dims[axis]! * inner;
+  const vals = new Array<number>(outer * (len + n * inner)).fill(0);
+  for (let o = 0; o < outer; o++) for (let i = 0; i < len; i++) vals[o * (len + n * inner) + n * inner + i] = src[o * len + i]!;
+  return t.dtype === DataType.INT64 ? Tensor.fromInt64(t.name, dims, vals) : Tensor.fromNumbers(t.name, t.dtype, dims, vals);
+}
+
+/** The sets a candidate with fixed dims can take (batch-N sets split into its batch B, a shorter past
+ * right-aligned in its KV window), and why the others cannot. */
+function fitSets(ref: Model, cand: Model, sets: Feeds[]): { sets: Feeds[]; dropped: string[]; split?: number; aligned: number } {
   const out: Feeds[] = [],
     dropped: string[] = [];
-  let split: number | undefined;
-  for (const set of sets) {
-    const why = unfitInput(cand, set);
+  let split: number | undefined,
+    aligned = 0;
+  for (const given of sets) {
+    const why = unfitInput(cand, given);
     if (!why) {
+      out.push(given);
+      continue;
+    }
+    const set = rightAlign(ref, cand, given) ?? given;
+    if (set !== given && !unfitInput(cand, set)) {
       out.push(set);
+      aligned++;
       continue;
     }
     const parts = splitBatch(cand, set);
     if (parts) {
       out.push(...parts.sets);
       split = parts.batch;
+      if (set !== given) aligned++;
     } else dropped.push(why);
   }
-  return { sets: out, dropped, split };
+  return { sets: out, dropped, split, aligned };
 }
 
 const firstLine = (e: unknown) => String((e as Error)?.message ?? e).split('\n')[0]!;
@@ -278,12 +322,15 @@ export async function verifyModels(refPath: string, candPath: string, opts: Veri
   }
   let misfit: string | undefined;
   if (!loaded.used.synthetic) {
-    const fit = fitSets(cand, loaded.sets);
+    const fit = fitSets(ref, cand, loaded.sets);
     misfit = fit.dropped[0];
     if (fit.sets.length && (!misfit || opts.unfit === 'synthetic')) {
       // A static candidate is measured on the sets it can take; the others are named, not hidden.
       const notes = [
         ...(fit.split ? [`split into batch-${fit.split} sets for the candidate`] : []),
+        ...(fit.aligned
+          ? [`${fit.aligned} of ${loaded.sets.length} sets right-aligned in the candidate's KV window (past padded with masked zero slots)`]
+          : []),
         ...(misfit ? [`${fit.dropped.length} of ${loaded.sets.length} sets not used: ${misfit}`] : []),
       ];
       if (notes.length)
