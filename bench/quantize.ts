@@ -62,6 +62,8 @@ export interface EndToEndRun {
   quantized: number;
   /** CPU time (user + system, every thread) of load + pass + save, ms: steadier than wall time on a shared machine. */
   cpuMs: number;
+  /** The same for each phase: load, pass, save. */
+  cpuPhasesMs: [number, number, number];
 }
 
 export interface EndToEndFigures {
@@ -208,6 +210,7 @@ function plainRead(files: string[]): { bytes: number; ms: number } {
   return { bytes, ms: performance.now() - t0 };
 }
 
+const cpuBetween = (a: NodeJS.CpuUsage, b: NodeJS.CpuUsage) => (b.user - a.user + b.system - a.system) / 1e3;
 const cpuSince = (c: NodeJS.CpuUsage) => {
   const u = process.cpuUsage(c);
   return (u.user + u.system) / 1e3;
@@ -286,7 +289,7 @@ export function formatQuantizeBench(r: QuantizeBenchResult): string[] {
       `  plain read, 16 MiB readSync ${f(e.readGBs)} GB/s;  file copy ${f(e.copyMs, 0)} ms (CPU ${f(e.copyCpuMs, 0)} ms); load average ${f(e.loadAvg, 1)} on ${os.cpus().length} cores`,
       ...e.runs.flatMap((x) => [
         `  ${x.format === 'qdq' ? 'qdq, ' : ''}${x.threads} thread${x.threads > 1 ? 's' : ' '}: quantize pass  ${f(x.passGBs)} GB/s   = ${f(x.passGBs / e.readGBs, 3)}x read, ${f(x.passGBs / x.threads)} GB/s per thread (aim >= 1); ${x.quantized} weights, ${f(x.fp32Bytes / 1e9, 3)} GB fp32 in ${f(x.passMs, 0)} ms`,
-        `             load+pass+save ${f(x.totalGBs)} GB/s   (load ${f(x.loadMs, 0)} ms, save ${f(x.saveMs, 0)} ms) = ${f((x.loadMs + x.passMs + x.saveMs) / e.copyMs)}x the file copy (aim <= 3x); CPU ${f(x.cpuMs, 0)} ms = ${f(x.cpuMs / e.copyCpuMs)}x the copy's`,
+        `             load+pass+save ${f(x.totalGBs)} GB/s   (load ${f(x.loadMs, 0)} ms, save ${f(x.saveMs, 0)} ms) = ${f((x.loadMs + x.passMs + x.saveMs) / e.copyMs)}x the file copy (aim <= 3x); CPU ${f(x.cpuMs, 0)} ms = ${f(x.cpuMs / e.copyCpuMs)}x the copy's (load/pass/save ${x.cpuPhasesMs.map((v) => f(v, 0)).join('/')})`,
         `             peak RSS       ${mib(x.peakRssBytes)} MiB = ${f(x.peakRssBytes / e.modelBytes, 3)}x model (aim <= 0.25x + 256 MB = ${mib(e.rssBudgetBytes)} MiB: ${x.peakRssBytes <= e.rssBudgetBytes ? 'met' : 'MISSED'})`,
       ]),
     );
@@ -316,13 +319,16 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const c0 = process.cpuUsage();
   const t0 = performance.now();
   const m = loadModel(modelFile);
-  const t1 = performance.now();
+  const t1 = performance.now(),
+    c1 = process.cpuUsage();
   const stats = await quantizeInt4.run(m, resolveOptions(quantizeInt4, { method, block: 32, sym: true, threads, format }), {});
-  const t2 = performance.now();
+  const t2 = performance.now(),
+    c2 = process.cpuUsage();
   // Embedded in, embedded out (a 4-bit model is an eighth of its source).
   const embedded = !fs.readdirSync(path.dirname(modelFile)).some((f) => f.endsWith('.data'));
   saveModel(m, path.join(outDir, 'model.onnx'), { externalData: !embedded });
-  const t3 = performance.now();
+  const t3 = performance.now(),
+    c3 = process.cpuUsage();
   const quantized = (stats.counts.matmul ?? 0) + (stats.counts.gemm ?? 0) + (stats.counts.gather ?? 0);
   const fp32Bytes = (stats as QuantizeStats).layers.reduce((s, l) => s + l.bytesBefore, 0);
   const run: EndToEndRun = {
@@ -337,6 +343,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     peakRssBytes: peakRss(),
     quantized,
     cpuMs: cpuSince(c0),
+    cpuPhasesMs: [cpuBetween(c0, c1), cpuBetween(c1, c2), cpuBetween(c2, c3)],
   };
   console.log(JSON.stringify(run));
 }

@@ -10,7 +10,7 @@ export interface PipelineRow {
   /** Steps before the fusions. */
   prepare: StepSpec[];
   /** Fusions whose fused ops the target runs (unregistered passes are reported, not run). */
-  fusions: string[];
+  fusions: (string | StepSpec)[];
   /** quantize-weights options the target adds when weights become MatMulNBits. */
   matmulnbits?: Record<string, unknown>;
   /** quantize-weights options the target adds in any format. */
@@ -30,7 +30,8 @@ export const TARGET_PIPELINES: Record<TargetName, PipelineRow> = {
   webgpu: {
     summary: 'WebGPU EP fusions, MatMulNBits 4/8-bit, GatherBlockQuantized embeddings, fp16 activations (q4f16) unless --no-fp16',
     prepare: [...PREPARE, SCATTER],
-    fusions: TRANSFORMER_FUSIONS,
+    // Gemma 2's soft-capped attention stays unfused: the WebGPU EP ignores GroupQueryAttention's softcap.
+    fusions: TRANSFORMER_FUSIONS.map((pass) => (pass === 'fuse-attention' ? { pass, options: { softcap: false } } : pass)),
   },
   mobile: {
     // accuracy_level 4: the int8 dot-product path of MLAS/KleidiAI. Vision weights are 8-bit QDQ
@@ -62,7 +63,7 @@ export const TARGET_PIPELINES: Record<TargetName, PipelineRow> = {
 export function targetPipeline(target: TargetName, sm: SubModel): StepSpec[] {
   const row = TARGET_PIPELINES[target];
   const p = sm.plan;
-  const steps: StepSpec[] = [...row.prepare, ...row.fusions.map((pass) => ({ pass }))];
+  const steps: StepSpec[] = [...row.prepare, ...row.fusions.map((f) => (typeof f === 'string' ? { pass: f } : f))];
   if (p.vision) {
     // A whole MLLM in one graph: its vision side quantized as the target's vision encoders are.
     if (p.vision.weightBits) steps.push(quantizeStep(row, sm, p.vision, 'vision'));

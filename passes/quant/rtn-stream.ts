@@ -94,16 +94,42 @@ export function planSlabs(storedNK: boolean, K: number, N: number, blockSize: nu
   return out;
 }
 
-let scratch = new Uint8Array(0);
+/**
+ * Floats from one window row to the next: a row of an even number of cache lines gets one more, so
+ * that the kernel's 32-row column walks spread over the L1 sets (a 2048-float row put all 32 rows of a
+ * block in one set: 2x slower).
+ */
+export function rowStride(ns: number): number {
+  return ns % 32 === 0 ? ns + 16 : ns;
+}
 
-function readUnit(j: RtnUnitJob, dst: Uint8Array): void {
+/** Window bytes for `rows` rows of `ns` floats, as laid out by runWindow. */
+export function windowBytes(rows: number, ns: number): number {
+  return rows * rowStride(ns) * 4;
+}
+
+let scratch = new Uint8Array(0);
+/** Rows per readv (IOV_MAX is 1024 on Linux). */
+const IOV = 512;
+
+/** The unit's `rows` rows of `rowBytes` into `dst` at `stride` bytes apart: one readv per IOV rows. */
+function readUnit(j: RtnUnitJob, dst: Uint8Array, rows: number, rowBytes: number, stride: number): void {
+  const row = (r: number) => dst.subarray(r * stride, r * stride + rowBytes);
   if (j.bytes) {
-    dst.set(j.bytes);
+    if (stride === rowBytes) dst.set(j.bytes.subarray(0, rows * rowBytes));
+    else for (let r = 0; r < rows; r++) row(r).set(j.bytes.subarray(r * rowBytes, (r + 1) * rowBytes));
     return;
   }
   const fd = fs.openSync(j.file!, 'r');
   try {
-    readInto(fd, dst, j.offset);
+    if (stride === rowBytes) return readInto(fd, dst.subarray(0, rows * rowBytes), j.offset);
+    for (let r0 = 0; r0 < rows; r0 += IOV) {
+      const r1 = Math.min(rows, r0 + IOV),
+        views = Array.from({ length: r1 - r0 }, (_, i) => row(r0 + i));
+      // a short read (rare) is finished row by row
+      if (fs.readvSync(fd, views, j.offset + r0 * rowBytes) < (r1 - r0) * rowBytes)
+        for (let r = r0; r < r1; r++) readInto(fd, row(r), j.offset + r * rowBytes);
+    }
   } finally {
     fs.closeSync(fd);
   }
@@ -130,24 +156,26 @@ function runWindow(j: RtnUnitJob, k: BoundKernel, thread: number): { se: number;
   const blocks = j.b1 - j.b0,
     ns = j.n1 - j.n0,
     rows = blocks * j.blockSize,
-    window = j.windows + thread * j.windowStride;
-  const dst = new Uint8Array(k.memory.buffer, window, rows * ns * 4);
-  if (!j.storedNK) readUnit(j, dst);
+    window = j.windows + thread * j.windowStride,
+    stride = rowStride(ns);
+  const dst = new Uint8Array(k.memory.buffer, window, windowBytes(rows, ns));
+  if (!j.storedNK) readUnit(j, dst, rows, ns * 4, stride * 4);
   else {
     // Stored rows are output columns: transpose [ns, K] into the kernel's [K, ns] in 64-row tiles.
-    if (scratch.length < dst.length) scratch = new Uint8Array(dst.length);
-    const raw = scratch.subarray(0, dst.length);
-    readUnit(j, raw);
+    if (scratch.length < rows * ns * 4) scratch = new Uint8Array(rows * ns * 4);
+    const raw = scratch.subarray(0, rows * ns * 4);
+    readUnit(j, raw, ns, rows * 4, rows * 4);
     const src = new Float32Array(raw.buffer, 0, ns * rows),
-      out = new Float32Array(dst.buffer, dst.byteOffset, ns * rows);
+      out = new Float32Array(dst.buffer, dst.byteOffset, stride * rows);
     for (let k0 = 0; k0 < rows; k0 += 64) {
       const k1 = Math.min(rows, k0 + 64);
-      for (let n = 0; n < ns; n++) for (let kk = k0, i = n * rows + k0; kk < k1; kk++, i++) out[kk * ns + n] = src[i]!;
+      for (let n = 0; n < ns; n++) for (let kk = k0, i = n * rows + k0; kk < k1; kk++, i++) out[kk * stride + n] = src[i]!;
     }
   }
   if (j.alpha !== 1) {
-    const f = new Float32Array(dst.buffer, dst.byteOffset, ns * rows);
+    // the padding's floats are scaled too: the kernel never reads them
+    const f = new Float32Array(dst.buffer, dst.byteOffset, stride * rows);
     for (let i = 0; i < f.length; i++) f[i] = Math.fround(f[i]! * j.alpha);
   }
-  return rtnBandAt(k, window, j.n0, ns, j.b0, j.b1, j.bits, j.blockSize, j.symmetric, j.target);
+  return rtnBandAt(k, window, stride, j.n0, ns, j.b0, j.b1, j.bits, j.blockSize, j.symmetric, j.target);
 }

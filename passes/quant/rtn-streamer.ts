@@ -9,7 +9,7 @@
 import { DataType } from '../../ir/index.js';
 import type { Candidate } from './candidates.js';
 import { SHARED_MAX_PAGES, bindKernel, simdAvailable, type BandTarget, type BoundKernel } from './methods/rtn-simd.js';
-import { planSlabs, runRtnUnit, unitRange, type RtnUnitJob, type Slab, type UnitRect } from './rtn-stream.js';
+import { planSlabs, runRtnUnit, unitRange, windowBytes, type RtnUnitJob, type Slab, type UnitRect } from './rtn-stream.js';
 import { SpillFile } from './spill.js';
 import type { Quantized, QuantizedWeight } from './types.js';
 import type { ErrorSums, QuantPool } from './workers.js';
@@ -231,11 +231,11 @@ export class RtnStreamer {
     return this.windowStride * Math.max(1, this.s.threads);
   }
 
+  /** Window bytes of `c`'s largest window (rows padded as runWindow lays them out). */
   private maxUnitBytes(c: Candidate): number {
     const block = this.s.blockOf(c),
       u = planSlabs(c.storedNK, c.K, c.N, block, this.unitBytes)[0]!.units[0]!;
-    return unitRange({ ...u, b1: u.b0 + Math.min(u.step ?? Infinity, u.b1 - u.b0), storedNK: c.storedNK, K: c.K, N: c.N, blockSize: block })
-      .length;
+    return windowBytes(Math.min(u.step ?? Infinity, u.b1 - u.b0) * block, u.n1 - u.n0);
   }
 
   private outBytes(c: Candidate): number {

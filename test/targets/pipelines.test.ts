@@ -114,7 +114,7 @@ describe('target pipelines as text', () => {
       formatPipeline(parsePipeline(targetPipeline(t, subModel(t, role, undefined))));
     const fusions = 'fuse-layernorm,fuse-rmsnorm,fuse-gelu,fuse-rotary,fuse-attention,fuse-skip-layernorm';
     expect(text('webgpu', 'decoder')).toBe(
-      `cleanup,infer-shapes,fold-constants,cleanup,masked-scatter,${fusions},` +
+      `cleanup,infer-shapes,fold-constants,cleanup,masked-scatter,${fusions.replace('fuse-attention', 'fuse-attention{softcap=false}')},` +
         'quantize-weights{bits=4,scales=fp16,embeddings=true,role=decoder},to-fp16,cleanup,infer-shapes',
     );
     expect(text('mobile', 'decoder')).toBe(

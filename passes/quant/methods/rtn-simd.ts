@@ -301,15 +301,15 @@ export interface BandTarget {
 }
 
 /**
- * RTN of a [(b1 - b0) * bs, ns] float32 band at `window` (16-aligned, ns a multiple of 4, 32 bytes
- * after it for the sums) holding blocks [b0, b1) of output columns [n0, n0 + ns): codes, scales and
+ * RTN of a [(b1 - b0) * bs, ns] float32 band at `window` (16-aligned, rows `stride` floats apart, ns a
+ * multiple of 4, 32 bytes after it for the sums) holding blocks [b0, b1) of output columns [n0, n0 + ns): codes, scales and
  * zero points go to their final places in `t`, 4-bit codes packed in the kernel. Returns the sums,
  * over the band, of (w - dequant)^2 (float32 per block and column, summed in float64) and of w^2.
  */
-export function rtnBandAt(k: BoundKernel, window: number, n0: number, ns: number, b0: number, b1: number, bits: 4 | 8, bs: number, symmetric: boolean, t: BandTarget): { se: number; ss: number } {
-  const colBytes = (t.kBlocks * bs * bits) / 8, errp = window + (b1 - b0) * bs * ns * 4;
+export function rtnBandAt(k: BoundKernel, window: number, stride: number, n0: number, ns: number, b0: number, b1: number, bits: 4 | 8, bs: number, symmetric: boolean, t: BandTarget): { se: number; ss: number } {
+  const colBytes = (t.kBlocks * bs * bits) / 8, errp = window + (b1 - b0) * bs * stride * 4;
   const mid = 1 << (bits - 1), qmax = (1 << bits) - 1;
-  k.run(window, ns, colBytes, b0, b1, t.kBlocks, bs, ns, t.codes + n0 * colBytes, t.scales + n0 * t.kBlocks * 4, -mid, mid, qmax, t.zeroPoints + n0 * t.kBlocks, symmetric ? 0 : 1, bits === 4 ? 1 : 0, errp);
+  k.run(window, stride, colBytes, b0, b1, t.kBlocks, bs, ns, t.codes + n0 * colBytes, t.scales + n0 * t.kBlocks * 4, -mid, mid, qmax, t.zeroPoints + n0 * t.kBlocks, symmetric ? 0 : 1, bits === 4 ? 1 : 0, errp);
   const e = new Float64Array(k.memory.buffer, errp, 4);
   return { se: e[0]! + e[1]!, ss: e[2]! + e[3]! };
 }
