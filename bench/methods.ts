@@ -7,7 +7,11 @@
 // From the per-weight figures, an estimate of a whole 3B decoder through GPTQ on 2 cores: weights
 // reading one activation (q/k/v, gate/up) share the factors, and two weights are in flight on two
 // worker threads, so the estimate is the single-thread sum over the decoder's weights / 2.
-// `node dist/bench/methods.js [--quick]` runs it alone (--quick: the 3072 x 3072 shape only).
+// The check on that estimate: one decoder layer of those shapes (q, k, v, o, gate, up, down; random
+// weights and calibration rows) through the quantize pass with 2 worker threads, in process CPU time
+// (all threads) and wall time, against the layer's share of the estimate.
+// `node dist/bench/methods.js [--quick|--layer]` runs it alone (--quick: the 3072 x 3072 shape only, no
+// layer; --layer: the layer only).
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { rng, randn } from '../runtime/ort.js';
@@ -17,6 +21,9 @@ import { gptqFactors, gptqPick, gptqPlan, gptqScores, gptqApply, releaseGptqMemo
 import { gptqReferenceQuantize } from '../passes/quant/methods/gptq-reference.js';
 import { awqQuantize } from '../passes/quant/methods/awq.js';
 import type { CalibrationData, QuantParams } from '../passes/quant/types.js';
+import { DataType, GraphBuilder } from '../ir/index.js';
+import { quantizeInt4 } from '../passes/quantize.js';
+import { resolveOptions } from '../passes/pass.js';
 
 const P: QuantParams = { bits: 4, blockSize: 32, symmetric: true };
 const ROWS = 512;
@@ -37,7 +44,9 @@ export interface MethodsFigures {
   old: { K: number; N: number; oldMs: number; newMs: number };
   /** Load average over the run (the machine is shared). */
   load: [number, number];
-  estimate3B?: { seconds: number; noCheckSeconds: number; layers: number };
+  estimate3B?: { seconds: number; noCheckSeconds: number; layers: number; layerCpuSeconds: number };
+  /** One 3B-shaped layer through the quantize pass on 2 threads: process CPU and wall seconds. */
+  layer?: { cpuSeconds: number; wallSeconds: number; load: [number, number] };
 }
 
 /** CPU milliseconds of this process (the machine is shared: wall time measures the neighbours too). */
@@ -99,7 +108,7 @@ function estimate3B(s: ShapeFigures[]): MethodsFigures['estimate3B'] {
     layers * (3 * fullOnly(a) + fullOnly(c) + (2 + 2 / 3) * a.gptq.applyMs + 2 * b.gptq.applyMs + c.gptq.applyMs) +
     fullOnly(a) +
     (b.gptq.applyMs * 128256) / 8192;
-  return { seconds: (layers * layer + head) / 1e3 / 2, noCheckSeconds: noCheck / 1e3 / 2, layers };
+  return { seconds: (layers * layer + head) / 1e3 / 2, noCheckSeconds: noCheck / 1e3 / 2, layers, layerCpuSeconds: layer / 1e3 };
 }
 
 export function benchMethods(quick = false): MethodsFigures {
@@ -120,6 +129,45 @@ export function benchMethods(quick = false): MethodsFigures {
   const [, oldMs] = time(() => gptqReferenceQuantize(w, K, N, P, calib));
   const [, newMs] = time(() => gptqQuantize1(w, K, N, calib));
   return { shapes, old: { K, N, oldMs, newMs }, load: [l0, os.loadavg()[0]!], estimate3B: estimate3B(shapes) };
+}
+
+/** One layer's weights (Llama-3.2-3B shapes) through the quantize pass, GPTQ on 2 worker threads. */
+export async function benchLayer(): Promise<MethodsFigures['layer']> {
+  const H = 3072,
+    F = 8192,
+    KV = 1024;
+  const b = new GraphBuilder({ opset: 17 });
+  const xs = {
+    attn: b.input('x', DataType.FLOAT, [1, H]),
+    o: b.input('a', DataType.FLOAT, [1, H]),
+    mlp: b.input('h', DataType.FLOAT, [1, H]),
+  };
+  const xd = b.input('m', DataType.FLOAT, [1, F]);
+  const calib = new Map<string, CalibrationData>();
+  const acts = { attn: calibration(H, 1), o: calibration(H, 2), mlp: calibration(H, 3), down: calibration(F, 4) };
+  const weights: [string, keyof typeof acts, number, number][] = [
+    ['q', 'attn', H, H],
+    ['k', 'attn', H, KV],
+    ['v', 'attn', H, KV],
+    ['o', 'o', H, H],
+    ['gate', 'mlp', H, F],
+    ['up', 'mlp', H, F],
+    ['down', 'down', F, H],
+  ];
+  weights.forEach(([name, act, K, N], i) => {
+    const x = act === 'down' ? xd : xs[act];
+    const y = b.op1('MatMul', [x, b.constF32(`${name}.weight`, [K, N], randn(rng(100 + i), K * N, 0.02))], { name });
+    b.output(y, `y_${name}`, DataType.FLOAT, [1, N]);
+    calib.set(`${name}.weight`, acts[act]);
+  });
+  const m = b.build();
+  const l0 = os.loadavg()[0]!,
+    w0 = performance.now(),
+    c0 = cpuMs();
+  await quantizeInt4.run(m, resolveOptions(quantizeInt4, { method: 'gptq', bits: 4, block: 32, sym: true, role: 'decoder', threads: 2 }), {
+    calibration: (n) => calib.get(n),
+  });
+  return { cpuSeconds: (cpuMs() - c0) / 1e3, wallSeconds: (performance.now() - w0) / 1e3, load: [l0, os.loadavg()[0]!] };
 }
 
 /** The held-out check on the columns the quantize pass scores. */
@@ -155,9 +203,23 @@ export function formatMethodsBench(r: MethodsFigures): string[] {
     lines.push(
       `  estimate, a 3B decoder (${r.estimate3B.layers} layers + lm_head) through gptq on 2 threads: ${f(r.estimate3B.seconds / 60, 1)} min, ${f(r.estimate3B.noCheckSeconds / 60, 1)} min without the held-out check (per-weight CPU sums above / 2; aim < 15 min)`,
     );
+  if (r.layer && r.estimate3B)
+    lines.push(
+      `  check: one such layer through the quantize pass, gptq on 2 threads: ${f(r.layer.cpuSeconds, 1)} s CPU (all threads; the estimate's layer: ${f(r.estimate3B.layerCpuSeconds, 1)} s = ${f(r.layer.cpuSeconds / r.estimate3B.layerCpuSeconds, 2)}x), ${f(r.layer.wallSeconds, 1)} s wall (load ${f(r.layer.load[0], 1)} -> ${f(r.layer.load[1], 1)})`,
+    );
   return lines;
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  for (const line of formatMethodsBench(benchMethods(process.argv.includes('--quick')))) console.log(line);
+  const quick = process.argv.includes('--quick');
+  if (process.argv.includes('--layer')) {
+    const l = (await benchLayer())!;
+    console.log(
+      `one 3B-shaped layer, gptq on 2 threads: ${l.cpuSeconds.toFixed(1)} s CPU, ${l.wallSeconds.toFixed(1)} s wall (load ${l.load[0].toFixed(1)})`,
+    );
+  } else {
+    const r = benchMethods(quick);
+    if (!quick) r.layer = await benchLayer();
+    for (const line of formatMethodsBench(r)) console.log(line);
+  }
 }

@@ -16,6 +16,7 @@ import {
 } from '../../passes/quant/methods/gptq.js';
 import { gptqReferenceQuantize } from '../../passes/quant/methods/gptq-reference.js';
 import { Linalg } from '../../passes/quant/methods/simd-linalg.js';
+import { uIndex, uLayout } from '../../passes/quant/methods/gptq-lowrank.js';
 import { channelEnergy, mseSearchQuantize, mseSearchReference } from '../../passes/quant/methods/mse-search.js';
 import { rng, randn } from '../../runtime/ort.js';
 import { llmActivations, llmWeight, outputMse } from './llm-like.js';
@@ -132,8 +133,8 @@ describe('gptq (SIMD) vs the float64 JavaScript GPTQ', () => {
     let dmax = 0,
       umax = 0;
     for (let j = 0; j < K; j++)
-      for (let k = 0; k < lo.Kq; k++) {
-        const o = j * lo.ld + k;
+      for (let k = j & ~127; k < lo.Kq; k++) {
+        const o = uIndex(uLayout(lo.Kq), j, k);
         if (k <= j) expect(lo.U![o]).toBe(0);
         else {
           dmax = Math.max(dmax, Math.abs(lo.U![o]! - de.U![o]!));

@@ -11,11 +11,45 @@ import { Linalg, roundUp, rowStride } from './simd-linalg.js';
 /** Columns eliminated per block. */
 const NB = 64;
 
+/** Rows of U per strip: the feedback's lazy batch. */
+export const STRIP = 128;
+
+/**
+ * U's storage, its upper triangle in strips of STRIP rows: strip s holds rows s*STRIP.. from column
+ * s*STRIP on (row stride ls[s] floats, an odd number of cache lines), at float offset off[s]. Half the
+ * square's memory, copies and page faults (a fresh page costs about 20 us here: 1 s for 8192 x 8192).
+ */
+export interface ULayout {
+  size: number;
+  off: Int32Array;
+  ls: Int32Array;
+}
+
+export function uLayout(Kq: number): ULayout {
+  const n = Math.ceil(Kq / STRIP),
+    off = new Int32Array(n),
+    ls = new Int32Array(n);
+  let at = 0;
+  for (let s = 0; s < n; s++) {
+    ls[s] = rowStride(Kq - s * STRIP);
+    off[s] = at;
+    at += Math.min(STRIP, Kq - s * STRIP) * ls[s]!;
+  }
+  return { size: at, off, ls };
+}
+
+/** Float index of U[i][j], j at or after the first row of i's strip. */
+export function uIndex(L: ULayout, i: number, j: number): number {
+  const s = Math.floor(i / STRIP),
+    c0 = s * STRIP;
+  return L.off[s]! + (i - c0) * L.ls[s]! + j - c0;
+}
+
 /** Whether the low-rank path costs less than the dense factorization (2 K r^2 against K^3 / 6). */
 export const lowRankPays = (rows: number, Kq: number): boolean => 12 * roundUp(rows, 16) ** 2 < Kq * Kq;
 
 /**
- * U [Kq][ld] (strict upper triangle; zero elsewhere) into `out` for H = diag(d) + P^T P. P [rq][ld]
+ * U (strict upper triangle, in uLayout(Kq); zero elsewhere) into `out` for H = diag(d) + P^T P. P [rq][ld]
  * must already be at byte 0 of lin (rows >= the real rows zero). False when a pivot is not positive.
  */
 export function lowRankU(lin: Linalg, rows: number, Kq: number, ld: number, d: Float64Array, out: Float32Array): boolean {
@@ -30,7 +64,7 @@ export function lowRankU(lin: Linalg, rows: number, Kq: number, ld: number, d: F
     zAt = gtAt + NB * lm * 4,
     sAt = zAt + NB * lb * 4,
     uAt = sAt + NB * lb * 4;
-  lin.ensure(uAt + Kq * ld * 4);
+  lin.ensure(uAt);
   let f = lin.f32();
   f.fill(0, qAt / 4, wnAt / 4);
   for (let i = 0; i < rq; i++) f[mAt / 4 + i * lm + i] = 1;
@@ -55,11 +89,17 @@ export function lowRankU(lin: Linalg, rows: number, Kq: number, ld: number, d: F
     }
   }
   // U = P^T Q, rows in 16s from their diagonal on (the 16 x 16 diagonal tiles' lower half cleared)
-  f.fill(0, uAt / 4, uAt / 4 + Kq * ld);
-  for (let m0 = 0; m0 < Kq; m0 += 16) lin.gemm(uAt + (m0 * ld + m0) * 4, ld * 4, m0 * 4, ld * 4, qAt + m0 * 4, ld * 4, 16, Kq - m0, rq, 1);
+  const L = uLayout(Kq);
+  lin.ensure(uAt + L.size * 4);
   f = lin.f32();
-  for (let j = 0; j < Kq; j++) f.fill(0, uAt / 4 + j * ld + (j & ~15), uAt / 4 + j * ld + j + 1);
-  out.set(f.subarray(uAt / 4, uAt / 4 + Kq * ld));
+  f.fill(0, uAt / 4, uAt / 4 + L.size);
+  for (let m0 = 0; m0 < Kq; m0 += 16) {
+    const lu = L.ls[Math.floor(m0 / STRIP)]! * 4;
+    lin.gemm(uAt + uIndex(L, m0, m0) * 4, lu, m0 * 4, ld * 4, qAt + m0 * 4, ld * 4, 16, Kq - m0, rq, 1);
+  }
+  f = lin.f32();
+  for (let j = 0; j < Kq; j++) f.fill(0, uAt / 4 + uIndex(L, j, j & ~15), uAt / 4 + uIndex(L, j, j) + 1);
+  out.set(f.subarray(uAt / 4, uAt / 4 + L.size));
   return true;
 }
 

@@ -38,7 +38,7 @@ import { checkParams } from './rtn.js';
 import { mseSearchQuantize } from './mse-search.js';
 import { blockSearcher, releaseBlockSearcher, searchBlockRow } from './simd-search.js';
 import { Linalg, roundUp, rowStride } from './simd-linalg.js';
-import { lowRankPays, lowRankU } from './gptq-lowrank.js';
+import { STRIP, lowRankPays, lowRankU, uIndex, uLayout } from './gptq-lowrank.js';
 
 export interface GptqOptions {
   /** Dampening as a fraction of the mean Hessian diagonal (GPTQ's percdamp, default 0.01). */
@@ -66,11 +66,9 @@ export interface GptqFactors {
   perm: Int32Array;
   /** Per input row: activation energy (H's diagonal, damped), the group search's weights. */
   hw: Float64Array;
-  /** U [Kq][ld] row-major in processing order (upper triangle used), shared between threads. */
+  /** U's strict upper triangle in processing order, in uLayout(Kq) (gptq-lowrank.ts), shared between threads. */
   U?: Float32Array;
   Kq: number;
-  /** U's row stride in floats (rowStride(Kq)). */
-  ld: number;
   /** Identifies U for the per-thread copy in WebAssembly memory. */
   id: string;
 }
@@ -125,7 +123,7 @@ export function gptqFactors(calib: CalibrationData, K: number, opts: GptqOptions
   const Kq = roundUp(K, 64),
     ld = rowStride(Kq),
     id = `${idBase}-${nextId++}`;
-  if (!feedback) return { actOrder, perm, hw, Kq, ld, id };
+  if (!feedback) return { actOrder, perm, hw, Kq, id };
   const rows = calib.rows,
     KK = Kq * ld;
   // Memory (this thread's GPTQ memory, already touched: fresh pages cost more than the products):
@@ -136,7 +134,7 @@ export function gptqFactors(calib: CalibrationData, K: number, opts: GptqOptions
   const lowRank = opts.factorization ? opts.factorization === 'low-rank' : lowRankPays(rows, Kq);
   if (lowRank) {
     const U = lowRankFactor(calib, K, Kq, ld, perm, diag, { f, shrink, damp: percdamp * mean });
-    if (U) return { actOrder, perm, hw, U, Kq, ld, id };
+    if (U) return { actOrder, perm, hw, U, Kq, id };
   }
   for (let damp = percdamp, tries = 0; ; damp *= 10, tries++) {
     if (tries > 6) throw new RangeError('gptq: Hessian stays singular after dampening');
@@ -154,7 +152,7 @@ export function gptqFactors(calib: CalibrationData, K: number, opts: GptqOptions
     if (lin.choleskyUpper(hAt, Kq, ld)) break;
   }
   const U = unitFactor(lin.f32().subarray(hAt / 4, hAt / 4 + KK), Kq, ld);
-  return { actOrder, perm, hw, U, Kq, ld, id };
+  return { actOrder, perm, hw, U, Kq, id };
 }
 
 /**
@@ -184,7 +182,7 @@ function lowRankFactor(
     const h = diag[perm[j]!]!;
     if (h !== 0) d[j] = h * (1 - shrink) + damp;
   }
-  const U = sharedF32(Kq * ld);
+  const U = sharedF32(uLayout(Kq).size);
   return lowRankU(lin, rows, Kq, ld, d, U) ? U : undefined;
 }
 
@@ -205,7 +203,8 @@ function packReversed(x: Float32Array, calib: CalibrationData, K: number, Kq: nu
  * U[j][k] = M[j][k] / M[k][k], for j < k; in 32 x 32 tiles (a transpose: reads and writes stay in cache).
  */
 function unitFactor(R: Float32Array, Kq: number, ld: number): Float32Array {
-  const U = sharedF32(Kq * ld),
+  const L = uLayout(Kq),
+    U = sharedF32(L.size),
     inv = new Float64Array(Kq),
     T = 32;
   for (let k = 0; k < Kq; k++) inv[k] = 1 / R[(Kq - 1 - k) * (ld + 1)]!;
@@ -213,7 +212,7 @@ function unitFactor(R: Float32Array, Kq: number, ld: number): Float32Array {
     for (let k0 = j0; k0 < Kq; k0 += T)
       for (let j = j0; j < j0 + T; j++) {
         const b = Kq - 1 - j,
-          o = j * ld;
+          o = uIndex(L, j, 0);
         for (let k = Math.max(k0, j + 1); k < k0 + T; k++) U[o + k] = R[(Kq - 1 - k) * ld + b]! * inv[k]!;
       }
   return U;
@@ -353,9 +352,12 @@ function workspace(f: GptqFactors, bytes: number): Linalg {
   return work.lin;
 }
 
+let errLin: Linalg | undefined;
+
 /** Drops this thread's GPTQ memory (the quantize pass calls it when done). */
 export function releaseGptqMemory(): void {
   work = undefined;
+  errLin = undefined;
   releaseBlockSearcher();
 }
 
@@ -409,9 +411,9 @@ function gptqCore(
   const nsp = roundUp(N, 16),
     lw = rowStride(N),
     ldw = lw * 4,
-    ldu = f.ld * 4,
+    L = uLayout(Kq),
     batch = Math.max(bs, BATCH),
-    wAt = Kq * ldu,
+    wAt = L.size * 4,
     eAt = wAt + K * ldw;
   const cAt = eAt + batch * ldw,
     lin = workspace(f, cAt + K * N);
@@ -425,7 +427,9 @@ function gptqCore(
     const k = perm[i]!;
     Wv.set(w.subarray(k * N, (k + 1) * N), i * lw);
   }
-  const uAt = (i: number, j: number) => (i * f.ld + j) * 4;
+  // U's rows i.. from column j on (byte address), and its row stride (bytes) in i's strip
+  const uAt = (i: number, j: number) => uIndex(L, i, j) * 4,
+    ldu = (i: number) => L.ls[Math.floor(i / STRIP)]! * 4;
   for (let i1 = 0; i1 < K; i1 += batch) {
     const i2 = Math.min(K, i1 + batch);
     // Sub-batches of SUB rows: blocks (powers of two >= 16) start on a sub-batch's first row.
@@ -437,14 +441,17 @@ function gptqCore(
         // In plain order a block's rows all have their updates from the rows before it here.
         if (!actOrder && k % bs === 0) groupParams(q, g, f.hw, Wv, lw, b, b + 1);
         // row i gets the updates of this sub-batch's earlier rows: W[i] += sum_j E[j] U[j][i]
-        lin.gemm(wAt + i * ldw, ldw, uAt(s1, i), ldu, eAt + (s1 - i1) * ldw, ldw, 1, nsp, i - s1, 1);
+        lin.gemm(wAt + i * ldw, ldw, uAt(s1, i), ldu(s1), eAt + (s1 - i1) * ldw, ldw, 1, nsp, i - s1, 1);
         quantizeRow(ct, g, w, Wv, Eb, k, N, b * N, i * lw, (i - i1) * lw, qmax);
       }
       // the rest of the batch
-      lin.gemm(wAt + s2 * ldw, ldw, uAt(s1, s2), ldu, eAt + (s1 - i1) * ldw, ldw, i2 - s2, nsp, s2 - s1, 1);
+      lin.gemm(wAt + s2 * ldw, ldw, uAt(s1, s2), ldu(s1), eAt + (s1 - i1) * ldw, ldw, i2 - s2, nsp, s2 - s1, 1);
     }
-    // every later row at once
-    lin.gemm(wAt + i2 * ldw, ldw, uAt(i1, i2), ldu, eAt, ldw, K - i2, nsp, i2 - i1, 1);
+    // every later row at once (one product per strip of U: one when the batch is a strip)
+    for (let t = i1, t2; t < i2; t = t2) {
+      t2 = Math.min(i2, (Math.floor(t / STRIP) + 1) * STRIP);
+      lin.gemm(wAt + i2 * ldw, ldw, uAt(t, i2), ldu(t), eAt + (t - i1) * ldw, ldw, K - i2, nsp, t2 - t, 1);
+    }
   }
   for (let k0 = 0; k0 < K; k0 += 64)
     for (let n0 = 0; n0 < N; n0 += 64)
@@ -509,8 +516,12 @@ function columnErrors(held: CalibrationData, w: Float32Array, qs: QuantizedWeigh
   const xAt = 0,
     dAt = K * lx * 4,
     yAt = dAt + K * ld;
-  const lin = new Linalg(yAt + rows * ld);
+  // this thread's memory for the check, kept between calls (fresh pages cost more than the product)
+  errLin ??= new Linalg(yAt + rows * ld);
+  const lin = errLin;
+  lin.ensure(yAt + rows * ld);
   const m = lin.f32();
+  m.fill(0, dAt / 4, yAt / 4); // padding columns of W - Wq
   for (let r = 0; r < rows; r++) for (let k = 0; k < K; k++) m[k * lx + r] = held.x[r * K + k]!;
   return qs.map((q) => {
     const d = dequantize(q);
