@@ -24,6 +24,9 @@ export interface SaveOptions {
   /** Tensors this big or bigger are page-aligned (memory-mapped loads pay off); smaller ones are
    * packed at 16 bytes, so small models do not grow by padding (default 1 MiB, as onnx's saver). */
   alignThreshold?: number;
+  /** Write the inferred types of intermediate values as value_info (default true). Artifacts leave them
+   * out: runtimes infer shapes at load, and on small models they made the file bigger than its source. */
+  valueInfo?: boolean;
   /** Split external data into files of at most this many bytes: location, location_1, ... */
   maxFileBytes?: number;
   /** Files that must not be overwritten (inputs); the model's own sources are always protected. */
@@ -85,7 +88,13 @@ export function saveModel(model: Model, file: string, opts: SaveOptions = {}): S
   recoverStale(dir, out);
   const pid = `${process.pid}`;
   try {
-    const enc: Enc = { writer, threshold, reuseDir: opts.reuseExternal ? realish(dir) : undefined, deferred: new Map() };
+    const enc: Enc = {
+      writer,
+      threshold,
+      valueInfo: opts.valueInfo ?? true,
+      reuseDir: opts.reuseExternal ? realish(dir) : undefined,
+      deferred: new Map(),
+    };
     const pb = modelToProto(model, enc);
     const parts = modelParts(pb, enc.deferred!);
     const modelBytes = parts.reduce((s, p) => s + (p instanceof Tensor ? p.byteLength : p.length), 0);
@@ -195,7 +204,7 @@ function realish(p: string): string {
 
 /** Encode to bytes in memory with every tensor inline (small models, tests). */
 export function encodeModel(model: Model): Uint8Array {
-  return ModelProto.encode(modelToProto(model, { writer: null, threshold: Infinity })).finish();
+  return ModelProto.encode(modelToProto(model, { writer: null, threshold: Infinity, valueInfo: true })).finish();
 }
 
 function allTensors(model: Model): Tensor[] {
@@ -308,6 +317,7 @@ function scratchBuffer(): Uint8Array {
 interface Enc {
   writer: DataWriter | null;
   threshold: number;
+  valueInfo: boolean;
   reuseDir?: string;
   /** Large inline raw_data of the main graph, streamed by modelParts instead of encoded. */
   deferred?: Map<PB, Tensor>;
@@ -376,7 +386,7 @@ function graphToProto(g: Graph, enc: Enc, main = false): PB {
   pb.input = g.inputs.map(valueInfo);
   pb.output = g.outputs.map(valueInfo);
   const vis: PB[] = [];
-  for (const v of g.values.values()) if (v.hasValueInfo && !v.isGraphInput && !v.isGraphOutput) vis.push(valueInfo(v));
+  if (enc.valueInfo) for (const v of g.values.values()) if (v.hasValueInfo && !v.isGraphInput && !v.isGraphOutput) vis.push(valueInfo(v));
   if (vis.length) pb.value_info = vis;
   if (g.quantizationAnnotation.length) pb.quantization_annotation = g.quantizationAnnotation;
   if (g.metadataProps?.length) pb.metadata_props = g.metadataProps;
@@ -388,7 +398,7 @@ function attrToProto(a: Attribute, enc: Enc): PB {
   if (a.refAttrName !== undefined) pb.ref_attr_name = a.refAttrName;
   if (a.docString !== undefined) pb.doc_string = a.docString;
   if (a.type !== AttrType.UNDEFINED) pb.type = a.type;
-  const inline: Enc = { writer: null, threshold: Infinity, reuseDir: enc.reuseDir };
+  const inline: Enc = { writer: null, threshold: Infinity, valueInfo: enc.valueInfo, reuseDir: enc.reuseDir };
   switch (a.type) {
     case AttrType.FLOAT:
       pb.f = a.value;
@@ -473,5 +483,5 @@ export function tensorToProto(t: Tensor, enc: Enc): PB {
 
 /** Encode a single tensor as a TensorProto (test data files). */
 export function encodeTensor(t: Tensor): Uint8Array {
-  return TensorProto.encode(tensorToProto(t, { writer: null, threshold: Infinity })).finish();
+  return TensorProto.encode(tensorToProto(t, { writer: null, threshold: Infinity, valueInfo: true })).finish();
 }

@@ -586,6 +586,8 @@ async function emitVariants(run: Run, l: Loaded, sm: SubModel, report: SubModelR
       location,
       maxFileBytes: target.externalData.maxFileBytes,
       reuseExternal: shared,
+      // Runtimes infer intermediate shapes at load: value_info only made small artifacts bigger than their source.
+      valueInfo: false,
     });
     const ext = shared ? [dataName, ...res.dataFiles.map((d) => path.basename(d.file))] : res.dataFiles.map((d) => path.basename(d.file));
     run.pending.push({ sm, variant: v, file, model: loadModel(path.join(tmp, file)), ext: [...new Set(ext)].sort() });

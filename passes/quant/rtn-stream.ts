@@ -112,6 +112,25 @@ let scratch = new Uint8Array(0);
 /** Rows per readv (IOV_MAX is 1024 on Linux). */
 const IOV = 512;
 
+let views: { dst: Uint8Array; rows: number; rowBytes: number; stride: number; rowsOf: Uint8Array[] } | undefined;
+
+/** Row views of a window, kept while the same window is read the same way (most windows of a weight). */
+function rowViews(dst: Uint8Array, rows: number, rowBytes: number, stride: number): Uint8Array[] {
+  const v = views;
+  if (
+    v &&
+    v.dst.buffer === dst.buffer &&
+    v.dst.byteOffset === dst.byteOffset &&
+    v.rows === rows &&
+    v.rowBytes === rowBytes &&
+    v.stride === stride
+  )
+    return v.rowsOf;
+  const rowsOf = Array.from({ length: rows }, (_, r) => dst.subarray(r * stride, r * stride + rowBytes));
+  views = { dst, rows, rowBytes, stride, rowsOf };
+  return rowsOf;
+}
+
 /** The unit's `rows` rows of `rowBytes` into `dst` at `stride` bytes apart: one readv per IOV rows. */
 function readUnit(j: RtnUnitJob, dst: Uint8Array, rows: number, rowBytes: number, stride: number): void {
   const row = (r: number) => dst.subarray(r * stride, r * stride + rowBytes);
@@ -123,11 +142,12 @@ function readUnit(j: RtnUnitJob, dst: Uint8Array, rows: number, rowBytes: number
   const fd = fs.openSync(j.file!, 'r');
   try {
     if (stride === rowBytes) return readInto(fd, dst.subarray(0, rows * rowBytes), j.offset);
+    const all = rowViews(dst, rows, rowBytes, stride);
     for (let r0 = 0; r0 < rows; r0 += IOV) {
       const r1 = Math.min(rows, r0 + IOV),
-        views = Array.from({ length: r1 - r0 }, (_, i) => row(r0 + i));
+        part = r0 === 0 && r1 === rows ? all : all.slice(r0, r1);
       // a short read (rare) is finished row by row
-      if (fs.readvSync(fd, views, j.offset + r0 * rowBytes) < (r1 - r0) * rowBytes)
+      if (fs.readvSync(fd, part, j.offset + r0 * rowBytes) < (r1 - r0) * rowBytes)
         for (let r = r0; r < r1; r++) readInto(fd, row(r), j.offset + r * rowBytes);
     }
   } finally {

@@ -40,15 +40,17 @@ const relErr = (w: Float32Array, q: ReturnType<typeof rtnReference>) => {
 };
 
 describe('streamed RTN == reference codes packed', () => {
-  const K = 128,
-    N = 40;
-  for (const [bits, block, sym] of [
-    [4, 32, true],
-    [4, 16, false],
-    [8, 32, true],
-    [8, 64, false],
+  const K = 128;
+  // N 64: window rows of 64 floats are padded to 80 (rowStride); 40 are not
+  for (const [bits, block, sym, N] of [
+    [4, 32, true, 40],
+    [4, 16, false, 40],
+    [8, 32, true, 40],
+    [8, 64, false, 40],
+    [4, 32, true, 64],
+    [4, 16, false, 64],
   ] as const) {
-    it(`MatMul [K, N], Gemm transB alpha, Transpose: ${bits}-bit block ${block} ${sym ? 'sym' : 'asym'}`, async () => {
+    it(`MatMul [K, N], Gemm transB alpha, Transpose: ${bits}-bit block ${block} ${sym ? 'sym' : 'asym'}, N ${N}`, async () => {
       const w = weights(bits + block, K * N);
       const b = new GraphBuilder({ opset: 17 });
       const A = b.input('A', DataType.FLOAT, [2, K]);
