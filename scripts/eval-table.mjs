@@ -24,7 +24,9 @@ const methods = (
     .map((m) => m.name)
     .join(',')
 ).split(',');
-const model = path.join(dir, 'model.onnx');
+// fixtures/lm keeps its weights packed in git (fixtures/lm-pack.ts): build model.onnx first.
+const { LM_DIR, lmModel } = await import(path.join(ROOT, 'dist/fixtures/lm-pack.js'));
+const model = dir === LM_DIR ? lmModel() : path.join(dir, 'model.onnx');
 const sets = fs
   .readdirSync(dir)
   .filter((d) => /^test_data_set_\d+$/.test(d))

@@ -6,6 +6,7 @@ import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../../ir/index.js';
+import { lmModel } from '../../fixtures/lm-pack.js';
 import { loadInputs } from '../../runtime/inputs.js';
 import { toOrtTensor } from '../../runtime/ort.js';
 import { loadTokenizer } from '../../runtime/tokenizer.js';
@@ -114,16 +115,7 @@ describe('the trained LM (fixtures/lm)', () => {
   const LM = path.join(ROOT, 'fixtures/lm');
   it("eval's perplexity of the held-out windows equals torch's, and its tokenizer reads back what it encodes", async () => {
     const meta = JSON.parse(fs.readFileSync(path.join(LM, 'meta.json'), 'utf8'));
-    const r = await cli(
-      'eval',
-      '--model',
-      path.join(LM, 'model.onnx'),
-      '--tokens',
-      path.join(LM, 'windows.txt'),
-      '--json',
-      '--bootstrap',
-      '0',
-    );
+    const r = await cli('eval', '--model', lmModel(), '--tokens', path.join(LM, 'windows.txt'), '--json', '--bootstrap', '0');
     expect(r.code, r.stderr).toBe(0);
     const j = JSON.parse(r.stdout);
     expect(j.windows).toBe(32);
@@ -154,13 +146,13 @@ describe('the trained LM (fixtures/lm)', () => {
     for (const l of lines) want.push((await ref.encode(l, null, { addSpecialTokens: true })).getIds());
     const idsFile = path.join(work, 'ids.txt');
     fs.writeFileSync(idsFile, want.map((s) => s.join(' ')).join('\n'));
-    const model = loadModel(path.join(LM, 'model.onnx'));
+    const model = loadModel(lmModel());
     const fed = loadInputs(model, { tokens: textFile }).sets.map((s) => Array.from(s.input_ids!.toNumbers()));
     expect(fed).toEqual(want);
     expect(Math.min(...want.map((s) => s.length))).toBeGreaterThan(16);
     // The same figures from the text as from the reference ids.
     const evalOf = async (f: string) => {
-      const r = await cli('eval', '--model', path.join(LM, 'model.onnx'), '--tokens', f, '--json', '--bootstrap', '0');
+      const r = await cli('eval', '--model', lmModel(), '--tokens', f, '--json', '--bootstrap', '0');
       expect(r.code, r.stderr).toBe(0);
       return JSON.parse(r.stdout) as { scored: number; reference: { perplexity: { value: number } } };
     };
@@ -170,7 +162,7 @@ describe('the trained LM (fixtures/lm)', () => {
     // Text with no tokenizer beside the model or the file: exit 2, one line naming the fix.
     const bare = path.join(work, 'bare');
     fs.mkdirSync(bare);
-    fs.copyFileSync(path.join(LM, 'model.onnx'), path.join(bare, 'model.onnx'));
+    fs.copyFileSync(lmModel(), path.join(bare, 'model.onnx'));
     const r = await cli('eval', '--model', path.join(bare, 'model.onnx'), '--tokens', textFile);
     expect(r.code).toBe(2);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
