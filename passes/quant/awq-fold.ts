@@ -85,7 +85,6 @@ export async function awqFold(
   maxSliceMb: number,
 ): Promise<AwqFold> {
   const rowScale = new Map<string, Float32Array>();
-  const scaledCalib = new Map<CalibrationData, CalibrationData>();
   const notes: string[] = [];
   const unfolded: string[] = [];
   const byAct = new Map<Value, Candidate[]>();
@@ -109,9 +108,6 @@ export async function awqFold(
     if (r.alpha === 0) continue;
     for (const site of normSite(a, K)!) for (const i of site.inputs) divideInput(site.node, i, r.s);
     for (const n of names) rowScale.set(n, r.s);
-    const x = new Float32Array(calib.x.length);
-    for (let i = 0; i < x.length; i++) x[i] = calib.x[i]! / r.s[i % K]!;
-    scaledCalib.set(calib, { x, rows: calib.rows });
     folded++;
     notes.push(`awq: ${names.join('+')} alpha ${r.alpha.toFixed(1)}, sampled output error x${(r.err / r.err0).toFixed(3)} of unscaled`);
   }
@@ -120,11 +116,21 @@ export async function awqFold(
     notes.push(
       `awq: ${unfolded.length} weight group(s) quantized unscaled: ${unfolded.slice(0, 6).join('; ')}${unfolded.length > 6 ? '; ...' : ''}`,
     );
+  // Rows divided by s when asked for: calibration hands out a fresh sample per activation (it may come
+  // from a spill file), so nothing here may be keyed by the sample object, and only the last is kept.
+  let last: { c: CalibrationData; scaled: CalibrationData } | undefined;
   return {
     rowScale,
     calibration: (w, node) => {
-      const c = calibration(w, node);
-      return c && rowScale.has(w) ? scaledCalib.get(c) : c;
+      const c = calibration(w, node),
+        s = rowScale.get(w);
+      if (!c || !s) return c;
+      if (last?.c !== c) {
+        const x = new Float32Array(c.x.length);
+        for (let i = 0; i < x.length; i++) x[i] = c.x[i]! / s[i % s.length]!;
+        last = { c, scaled: { x, rows: c.rows } };
+      }
+      return last.scaled;
     },
     notes,
   };
