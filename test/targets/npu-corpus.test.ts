@@ -12,6 +12,15 @@ import { METRIC_THRESHOLDS, TaskAccumulator } from '../../runtime/metrics.js';
 
 const ROOT = path.resolve(__dirname, '../../fixtures/export');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edgec-npu-corpus-'));
+
+/** A corpus decoder compiled for npu with 8-token prefill in a 41-slot context: its prefill8 variant beside its source. */
+async function prefill8(model: string, out: string, o: Partial<CompileOptions>) {
+  const dir = path.join(ROOT, model),
+    src = path.join(dir, 'model.onnx');
+  const r = await compile(src, { prefillChunk: 8, context: 41, verify: false, ...o, target: 'npu', out: path.join(tmp, out) });
+  const file = path.join(r.outDir, r.manifest.models.find((m) => m.variant === 'prefill8')!.file);
+  return { r, dir, src, file, cand: loadModel(file), ref: loadModel(src) };
+}
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 function top1(logits: { dims: number[]; toFloat32(): Float32Array }, labels: number[]): number {
@@ -89,22 +98,10 @@ describe('npu on real exports', () => {
   }, 240_000);
 
   it('decoder with a KV cache: position ids become an input, prefill and decode variants verify on the exporter chunk set', async () => {
-    const dir = path.join(ROOT, 'decoder_kv'),
-      src = path.join(dir, 'model.onnx');
     // Test set 2: past 33 + 8 new tokens: the prefill8 variant of a 41-slot context.
-    const r = await compile(src, {
-      target: 'npu',
-      out: path.join(tmp, 'dkv'),
-      prefillChunk: 8,
-      context: 41,
-      calibration: path.join(dir, 'test_data_set_3'),
-      quant: 'int8',
-      verify: false,
-    });
+    const calibration = path.join(ROOT, 'decoder_kv', 'test_data_set_3');
+    const { r, dir, src, file, cand, ref } = await prefill8('decoder_kv', 'dkv', { calibration, quant: 'int8' });
     expect(r.manifest.models.map((m) => m.variant).sort()).toEqual(['decode', 'prefill8']);
-    const file = path.join(r.outDir, r.manifest.models.find((m) => m.variant === 'prefill8')!.file);
-    const cand = loadModel(file),
-      ref = loadModel(src);
     expect(cand.graph.nodes.some((n) => n.opType === 'CumSum')).toBe(false);
     expect(cand.graph.inputs.map((v) => v.name)).toContain('position_ids');
     const data = loadTestDataSet(path.join(dir, 'test_data_set_2'), ref);
@@ -117,19 +114,8 @@ describe('npu on real exports', () => {
   it('decoder calibrated on a prefill from an empty cache: past and present share one encoding, the chunk set verifies (4-bit)', async () => {
     // Before: the empty past gave past_key_values.* the degenerate [0, 0] encoding, and every
     // present.* of the chunk set (past 33) fell to cosine 0.76.
-    const dir = path.join(ROOT, 'decoder_kv'),
-      src = path.join(dir, 'model.onnx');
-    const r = await compile(src, {
-      target: 'npu',
-      out: path.join(tmp, 'dkv0'),
-      prefillChunk: 8,
-      context: 41,
-      calibration: path.join(dir, 'test_data_set_0'),
-      verify: false,
-    });
-    const file = path.join(r.outDir, r.manifest.models.find((m) => m.variant === 'prefill8')!.file);
-    const cand = loadModel(file),
-      ref = loadModel(src);
+    const calibration = path.join(ROOT, 'decoder_kv', 'test_data_set_0');
+    const { dir, src, file, cand, ref } = await prefill8('decoder_kv', 'dkv0', { calibration });
     const enc = (name: string) =>
       cand.graph.nodes.find((n) => n.opType === 'QuantizeLinear' && (n.input(0)!.name === name || n.input(0)!.name === `${name}_float`))!;
     const scale = (name: string) => enc(name).input(1)!.initializer!.toFloat32()[0];
@@ -145,19 +131,7 @@ describe('npu on real exports', () => {
     // Decomposed, 1/rms of the first norm got the calibrated range [0, 46.3]; the tokens whose
     // embedding rms is smallest reach 65 and were clamped (Phi-3's through-cache KL 0.089). Prompt:
     // the 8 tokens with the largest 1/rms, from an empty (masked) cache: KL 0.95 before, 0.037 now.
-    const dir = path.join(ROOT, 'decoder_phi3'),
-      src = path.join(dir, 'model.onnx');
-    const r = await compile(src, {
-      target: 'npu',
-      out: path.join(tmp, 'phi3'),
-      prefillChunk: 8,
-      context: 41,
-      inputs: [dir],
-      verify: false,
-    });
-    const file = path.join(r.outDir, r.manifest.models.find((m) => m.variant === 'prefill8')!.file);
-    const cand = loadModel(file),
-      ref = loadModel(src);
+    const { src, file, cand, ref } = await prefill8('decoder_phi3', 'phi3', { inputs: [path.join(ROOT, 'decoder_phi3')] });
     expect(cand.graph.nodes.filter((n) => n.opType === 'SimplifiedLayerNormalization')).toHaveLength(5);
     expect(cand.graph.nodes.some((n) => n.opType === 'ReduceMean' || n.opType === 'Sqrt')).toBe(false);
     const emb = ref.graph.values.get('lm.embed_tokens.weight')!.initializer!;
